@@ -1,0 +1,79 @@
+import type { Topology } from '../../contracts/messaging.ts';
+
+export interface OutgoingMessage {
+  readonly exchange: string;
+  readonly routingKey: string;
+  /** Becomes the AMQP message-id; consumers de-duplicate on it. */
+  readonly messageId: string;
+  /** JSON text. */
+  readonly body: string;
+  /** Defaults to `application/json`. */
+  readonly contentType?: string;
+  /** e.g. `traceparent`. */
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+export interface ReceivedMessage {
+  /** Empty when a foreign publisher set none. */
+  readonly messageId: string;
+  /** The exchange it was published (or dead-lettered) to. */
+  readonly exchange: string;
+  readonly routingKey: string;
+  readonly body: Buffer;
+  readonly contentType: string | undefined;
+  /** String-valued headers; a dead-lettered message also carries `x-death-reason` and `x-death-queue`. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** 1 on the first delivery. */
+  readonly deliveryCount: number;
+  readonly redelivered: boolean;
+}
+
+export type HandlerOutcome =
+  | { readonly kind: 'ack' }
+  /** Transient failure: requeue; counts toward the queue's delivery limit. */
+  | { readonly kind: 'retry'; readonly reason?: string }
+  /** Permanent failure: to the queue's dead-letter queue now, with the reason in a header. */
+  | { readonly kind: 'deadLetter'; readonly reason: string };
+
+const ACK: HandlerOutcome = Object.freeze({ kind: 'ack' });
+
+export const outcome = {
+  ack: (): HandlerOutcome => ACK,
+  retry: (reason?: string): HandlerOutcome => ({ kind: 'retry', reason }),
+  deadLetter: (reason: string): HandlerOutcome => ({ kind: 'deadLetter', reason }),
+};
+
+export interface ConsumeOptions {
+  /** Most messages handled at once (and held unacknowledged). 1 = strict FIFO. */
+  readonly prefetch: number;
+  /**
+   * Messages with the same key are handled one after another in delivery order; different keys run
+   * concurrently up to `prefetch`. `undefined` = no ordering constraint for that message.
+   */
+  readonly orderingKey?: (message: ReceivedMessage) => string | undefined;
+  /** A handler that throws counts as `retry`. */
+  readonly handler: (message: ReceivedMessage) => Promise<HandlerOutcome> | HandlerOutcome;
+}
+
+export interface Subscription {
+  /** Stops taking messages, waits for in-flight handlers to finish and their outcomes to settle. */
+  close(): Promise<void>;
+}
+
+export interface MessageBusStatus {
+  readonly connected: boolean;
+  readonly adapter: string;
+  readonly detail?: string;
+}
+
+export interface MessageBus {
+  /** Idempotent: declaring the same topology again changes nothing. */
+  declareTopology(topology: Topology): Promise<void>;
+  /** Resolves once the broker confirmed every message; rejects (after all settled) if any was not. */
+  publish(messages: readonly OutgoingMessage[]): Promise<void>;
+  /** Resolves once the consumer is registered; rejects if the queue does not exist. */
+  consume(queue: string, options: ConsumeOptions): Promise<Subscription>;
+  status(): MessageBusStatus;
+  /** Closes every subscription (waiting for in-flight handlers), then the connection. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,354 @@
+import {
+  Connection,
+  ConsumerStatus,
+  type AsyncMessage,
+  type Envelope,
+  type Publisher,
+} from 'rabbitmq-client';
+import type {
+  ConsumeOptions,
+  HandlerOutcome,
+  MessageBus,
+  MessageBusStatus,
+  OutgoingMessage,
+  ReceivedMessage,
+  Subscription,
+} from '../../application/ports/message-bus.ts';
+import {
+  DEATH_QUEUE_HEADER,
+  DEATH_REASON_HEADER,
+  type BindingDeclaration,
+  type ExchangeDeclaration,
+  type QueueDeclaration,
+  type Topology,
+} from '../../contracts/messaging.ts';
+import { silentMessagingLogger, type MessagingLogger } from './messaging-logger.ts';
+import { orderedDispatch } from './ordered-dispatch.ts';
+import { validateTopology } from './topology-rules.ts';
+
+export interface RabbitMqMessageBusOptions {
+  /** `amqp://user:pass@host:5672/vhost` */
+  readonly url: string;
+  readonly logger?: MessagingLogger;
+  /** Shown in the management UI. */
+  readonly connectionName?: string;
+  /** Attempts per message; a connection or channel failure in between waits for the reconnect. */
+  readonly maxPublishAttempts?: number;
+  /** Reconnect back-off: step and ceiling, in ms. */
+  readonly retryLowMs?: number;
+  readonly retryHighMs?: number;
+  /** Seconds without traffic after which a silent broker counts as gone. */
+  readonly heartbeatSeconds?: number;
+}
+
+// Setting an encoding stops rabbitmq-client from JSON.parse-ing bodies on delivery: the handler gets the exact bytes.
+const CONTENT_ENCODING = 'utf-8';
+const BROKER_HEADERS = new Set(['x-delivery-count', 'x-death']);
+
+/**
+ * The RabbitMQ adapter on rabbitmq-client: it reconnects and re-creates channels and consumers by itself;
+ * publishes wait for publisher confirms; queues are quorum queues whose delivery limit makes the broker
+ * dead-letter a message that keeps failing.
+ */
+export class RabbitMqMessageBus implements MessageBus {
+  private readonly logger: MessagingLogger;
+  private readonly connection: Connection;
+  private readonly publisher: Publisher;
+  private readonly maxPublishAttempts: number;
+  private readonly exchanges = new Map<string, ExchangeDeclaration>();
+  private readonly queues = new Map<string, QueueDeclaration>();
+  private readonly bindings: BindingDeclaration[] = [];
+  private readonly subscriptions = new Set<() => Promise<void>>();
+  private lastError: string | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(options: RabbitMqMessageBusOptions) {
+    this.logger = options.logger ?? silentMessagingLogger;
+    this.maxPublishAttempts = options.maxPublishAttempts ?? 3;
+    this.connection = new Connection({
+      url: options.url,
+      connectionName: options.connectionName,
+      retryLow: options.retryLowMs ?? 500,
+      retryHigh: options.retryHighMs ?? 10_000,
+      heartbeat: options.heartbeatSeconds ?? 30,
+    });
+    // Every emitter gets an 'error' listener: an unhandled one would crash the process when the broker goes away.
+    this.connection.on('error', (error: unknown) => {
+      this.lastError = errorMessage(error);
+      this.logger.error({ err: error }, 'RabbitMQ connection error; reconnecting');
+    });
+    this.connection.on('connection', () => {
+      this.lastError = undefined;
+      this.logger.info({}, 'RabbitMQ connection established');
+    });
+    this.connection.on('connection.blocked', (reason: string) =>
+      this.logger.warn({ reason }, 'RabbitMQ blocked publishing (low on resources)'),
+    );
+    this.connection.on('connection.unblocked', () => this.logger.info({}, 'RabbitMQ unblocked publishing'));
+    // Retries are ours (see send), so a missing exchange fails at once instead of being retried.
+    this.publisher = this.connection.createPublisher({ confirm: true, maxAttempts: 1 });
+  }
+
+  async declareTopology(topology: Topology): Promise<void> {
+    this.assertOpen();
+    validateTopology(topology);
+    await Promise.all(
+      topology.exchanges.map((exchange) => this.connection.exchangeDeclare(exchangeParams(exchange))),
+    );
+    await Promise.all(topology.queues.map((queue) => this.connection.queueDeclare(queueParams(queue))));
+    await Promise.all(topology.bindings.map((binding) => this.connection.queueBind(bindingParams(binding))));
+    for (const exchange of topology.exchanges) this.exchanges.set(exchange.name, exchange);
+    for (const queue of topology.queues) this.queues.set(queue.name, queue);
+    for (const binding of topology.bindings) {
+      const known = this.bindings.some(
+        (b) =>
+          b.exchange === binding.exchange && b.queue === binding.queue && b.routingKey === binding.routingKey,
+      );
+      if (!known) this.bindings.push(binding);
+    }
+  }
+
+  async publish(messages: readonly OutgoingMessage[]): Promise<void> {
+    this.assertOpen();
+    const results = await Promise.allSettled(
+      messages.map((message) =>
+        this.send(
+          {
+            exchange: message.exchange,
+            routingKey: message.routingKey,
+            messageId: message.messageId,
+            contentType: message.contentType ?? 'application/json',
+            contentEncoding: CONTENT_ENCODING,
+            headers: message.headers,
+            durable: true,
+          },
+          Buffer.from(message.body),
+        ),
+      ),
+    );
+    const failures = results.flatMap((result) =>
+      result.status === 'rejected' ? [result.reason as unknown] : [],
+    );
+    if (failures.length === 1) throw failures[0];
+    if (failures.length > 1)
+      throw new AggregateError(failures, `${failures.length} messages were not confirmed`);
+  }
+
+  async consume(queue: string, options: ConsumeOptions): Promise<Subscription> {
+    this.assertOpen();
+    if (!Number.isInteger(options.prefetch) || options.prefetch < 1)
+      throw new Error(`prefetch must be a positive integer, got ${options.prefetch}`);
+    const declaration = this.queues.get(queue);
+    const bindings = this.bindings.filter((binding) => binding.queue === queue);
+    const exchanges = [...new Set(bindings.map((binding) => binding.exchange))].flatMap((name) => {
+      const exchange = this.exchanges.get(name);
+      return exchange ? [exchangeParams(exchange)] : [];
+    });
+    const dispatch = orderedDispatch(queue, options, this.logger);
+
+    const consumer = this.connection.createConsumer(
+      {
+        queue,
+        // The consumer re-declares its queue on every (re)connect: with the declared arguments (anything else is
+        // PRECONDITION_FAILED), or passively for a queue declared elsewhere.
+        queueOptions: declaration ? queueParams(declaration) : { queue, passive: true },
+        exchanges,
+        queueBindings: bindings.map(bindingParams),
+        qos: { prefetchCount: options.prefetch },
+        concurrency: options.prefetch,
+        requeue: true,
+      },
+      (raw: AsyncMessage) => {
+        // Synchronous up to dispatch(), so ordering keys see messages in delivery order.
+        const message = toReceivedMessage(raw, declaration);
+        return dispatch(message).then((result) => this.settle(queue, declaration, message, result));
+      },
+    );
+    consumer.on('error', (error: unknown) => {
+      this.lastError = errorMessage(error);
+      this.logger.warn({ err: error, queue }, 'RabbitMQ consumer error; it recovers by itself');
+    });
+
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const onReady = () => {
+          consumer.off('error', onError);
+          resolve();
+        };
+        const onError = (error: unknown) => {
+          consumer.off('ready', onReady);
+          reject(error instanceof Error ? error : new Error(String(error)));
+        };
+        consumer.once('ready', onReady);
+        consumer.once('error', onError);
+      });
+    } catch (error) {
+      await consumer.close();
+      throw error;
+    }
+
+    let closing: Promise<void> | undefined;
+    const close = () => {
+      closing ??= consumer.close().finally(() => this.subscriptions.delete(close));
+      return closing;
+    };
+    this.subscriptions.add(close);
+    return { close };
+  }
+
+  status(): MessageBusStatus {
+    return {
+      connected: this.connection.ready,
+      adapter: 'rabbitmq',
+      ...(this.lastError === undefined ? {} : { detail: this.lastError }),
+    };
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.all([...this.subscriptions].map((close) => close()));
+      await this.publisher.close();
+      await this.connection.close();
+    })();
+    return this.closing;
+  }
+
+  private assertOpen(): void {
+    if (this.closing) throw new Error('message bus is closed');
+  }
+
+  private async send(envelope: Envelope, body: Buffer): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.publisher.send(envelope, body);
+      } catch (error) {
+        // NOT_FOUND (no such exchange) and a broker nack will not get better by retrying at once.
+        const code = (error as { code?: unknown }).code;
+        if (attempt >= this.maxPublishAttempts || code === 'NOT_FOUND' || code === 'NACK' || this.closing)
+          throw error;
+        this.logger.warn(
+          { err: error, attempt, exchange: envelope.exchange, messageId: envelope.messageId },
+          'publish failed; retrying',
+        );
+      }
+    }
+  }
+
+  private async settle(
+    queue: string,
+    declaration: QueueDeclaration | undefined,
+    message: ReceivedMessage,
+    result: HandlerOutcome,
+  ): Promise<ConsumerStatus> {
+    if (result.kind === 'ack') return ConsumerStatus.ACK;
+    if (result.kind === 'retry') return ConsumerStatus.REQUEUE;
+    const deadLetterExchange = declaration?.deadLetterExchange;
+    if (!deadLetterExchange) {
+      // Rejecting still dead-letters through a dead-letter exchange configured elsewhere, only without the reason.
+      this.logger.warn(
+        { queue, messageId: message.messageId, reason: result.reason },
+        'dead-letter exchange unknown to this bus; rejecting without the reason header',
+      );
+      return ConsumerStatus.DROP;
+    }
+    try {
+      // Publish a copy with the reason, then ack: a nack alone cannot carry a reason. A crash in between
+      // leaves the message in both queues (at-least-once), never in neither.
+      await this.send(
+        {
+          exchange: deadLetterExchange,
+          routingKey: message.routingKey,
+          messageId: message.messageId || undefined,
+          contentType: message.contentType,
+          contentEncoding: CONTENT_ENCODING,
+          headers: { ...message.headers, [DEATH_REASON_HEADER]: result.reason, [DEATH_QUEUE_HEADER]: queue },
+          durable: true,
+        },
+        message.body,
+      );
+      return ConsumerStatus.ACK;
+    } catch (error) {
+      this.logger.error(
+        { err: error, queue, messageId: message.messageId },
+        'dead-lettering failed; requeueing',
+      );
+      return ConsumerStatus.REQUEUE;
+    }
+  }
+}
+
+function exchangeParams(exchange: ExchangeDeclaration) {
+  return { exchange: exchange.name, type: exchange.type, durable: exchange.durable };
+}
+
+function queueParams(queue: QueueDeclaration) {
+  const args: Record<string, unknown> = { 'x-queue-type': queue.type };
+  // x-delivery-limit counts redeliveries: limit N allows N + 1 deliveries.
+  if (queue.maxDeliveries !== undefined) args['x-delivery-limit'] = queue.maxDeliveries - 1;
+  if (queue.deadLetterExchange !== undefined) {
+    args['x-dead-letter-exchange'] = queue.deadLetterExchange;
+    if (queue.type === 'quorum') {
+      // The broker keeps a message until the dead-letter queue confirmed it, instead of at-most-once.
+      args['x-dead-letter-strategy'] = 'at-least-once';
+      args['x-overflow'] = 'reject-publish';
+    }
+  }
+  return { queue: queue.name, durable: queue.durable, arguments: args };
+}
+
+function bindingParams(binding: BindingDeclaration) {
+  return { exchange: binding.exchange, queue: binding.queue, routingKey: binding.routingKey };
+}
+
+function toReceivedMessage(raw: AsyncMessage, declaration: QueueDeclaration | undefined): ReceivedMessage {
+  const rawHeaders = raw.headers;
+  const headers: Record<string, string> = {};
+  if (rawHeaders) {
+    for (const key in rawHeaders) {
+      if (BROKER_HEADERS.has(key)) continue;
+      const value: unknown = rawHeaders[key];
+      if (typeof value === 'string') headers[key] = value;
+      else if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint')
+        headers[key] = String(value);
+      else if (Buffer.isBuffer(value)) headers[key] = value.toString();
+    }
+    // Dead-lettered by the broker (delivery limit, reject): expose the reason as the in-process bus does.
+    if (
+      headers[DEATH_REASON_HEADER] === undefined &&
+      typeof rawHeaders['x-first-death-reason'] === 'string'
+    ) {
+      headers[DEATH_REASON_HEADER] = rawHeaders['x-first-death-reason'];
+      if (typeof rawHeaders['x-first-death-queue'] === 'string')
+        headers[DEATH_QUEUE_HEADER] = rawHeaders['x-first-death-queue'];
+    }
+  }
+  const deliveryCountHeader: unknown = rawHeaders?.['x-delivery-count'];
+  // Quorum queues count returns; classic queues only say whether it was delivered before.
+  const deliveryCount =
+    typeof deliveryCountHeader === 'number'
+      ? deliveryCountHeader + 1
+      : declaration?.type === 'quorum' || !raw.redelivered
+        ? 1
+        : 2;
+  return {
+    messageId: raw.messageId ?? '',
+    exchange: raw.exchange,
+    routingKey: raw.routingKey,
+    body: toBuffer(raw.body),
+    contentType: raw.contentType,
+    headers,
+    deliveryCount,
+    redelivered: raw.redelivered,
+  };
+}
+
+/** rabbitmq-client decodes `application/json` / `text/plain` bodies sent without an encoding (foreign publishers). */
+function toBuffer(body: unknown): Buffer {
+  if (Buffer.isBuffer(body)) return body;
+  if (typeof body === 'string') return Buffer.from(body);
+  return Buffer.from(JSON.stringify(body));
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

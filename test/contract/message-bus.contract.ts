@@ -1,0 +1,492 @@
+// The one contract every MessageBus adapter passes: same tests, same expectations, for RabbitMQ and in-process.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type {
+  ConsumeOptions,
+  HandlerOutcome,
+  MessageBus,
+  OutgoingMessage,
+  ReceivedMessage,
+  Subscription,
+} from '../../src/application/ports/message-bus.ts';
+import { outcome } from '../../src/application/ports/message-bus.ts';
+import {
+  DEATH_QUEUE_HEADER,
+  DEATH_REASON_HEADER,
+  DELIVERY_LIMIT_REASON,
+  consumingQueue,
+  deadLetterNames,
+  mergeTopologies,
+  topicExchange,
+  type Topology,
+} from '../../src/contracts/messaging.ts';
+
+export interface MessageBusHarness {
+  /** A new, empty-handed bus on the adapter's broker; the suite closes it. */
+  createBus(): Promise<MessageBus>;
+  /** Cuts every connection from the server side; only adapters with a connection provide it. */
+  dropConnections?(): Promise<void>;
+}
+
+export interface MessageBusContractOptions {
+  /** Skip reason (e.g. the broker is unreachable). */
+  readonly skip?: string;
+  setUp(): Promise<MessageBusHarness>;
+  tearDown(): Promise<void>;
+}
+
+/** Time allowed for something that should happen; generous, as a shared broker can be slow. */
+const EVENTUALLY_MS = 10_000;
+/** Time we watch for something that must not happen (a redelivery, an extra message). */
+const QUIET_MS = 250;
+
+export function messageBusContract(adapter: string, options: MessageBusContractOptions): void {
+  describe(`MessageBus contract: ${adapter}`, { skip: options.skip }, () => {
+    let harness: MessageBusHarness;
+    let counter = 0;
+    const buses: MessageBus[] = [];
+
+    before(async () => {
+      harness = await options.setUp();
+    });
+    after(async () => {
+      await Promise.allSettled(buses.map((bus) => bus.close()));
+      await options.tearDown();
+    });
+
+    /** A fresh bus and unique names for one test. */
+    async function fixture(): Promise<{ bus: MessageBus; name: (suffix: string) => string }> {
+      const bus = await harness.createBus();
+      buses.push(bus);
+      const prefix = `t${++counter}`;
+      return { bus, name: (suffix) => `${prefix}.${suffix}` };
+    }
+
+    test('routes by topic: * matches one word, # zero or more, and an unroutable publish still confirms', async () => {
+      const { bus, name } = await fixture();
+      const exchange = name('events');
+      const patterns = {
+        star: 'student.*',
+        hash: 'student.#',
+        exact: 'student.created',
+        anyDeleted: '*.deleted',
+      };
+      await bus.declareTopology(
+        mergeTopologies(
+          { exchanges: [topicExchange(exchange)], queues: [], bindings: [] },
+          ...Object.entries(patterns).map(([queue, routingKey]) =>
+            consumingQueue(name(queue), { exchange, routingKeys: [routingKey] }),
+          ),
+        ),
+      );
+      const keys = [
+        'student.created',
+        'student.created.v2',
+        'student.deleted',
+        'teacher.deleted',
+        'student',
+        'x.y',
+      ];
+      await bus.publish(keys.map((routingKey, i) => message(exchange, routingKey, `m${i}`)));
+
+      const expected = {
+        star: ['student.created', 'student.deleted'],
+        hash: ['student.created', 'student.created.v2', 'student.deleted', 'student'],
+        exact: ['student.created'],
+        anyDeleted: ['student.deleted', 'teacher.deleted'],
+      };
+      for (const [queue, routingKeys] of Object.entries(expected)) {
+        const inbox = await collect(bus, name(queue));
+        await inbox.waitFor(routingKeys.length);
+        await sleep(QUIET_MS);
+        assert.deepEqual(inbox.messages.map((m) => m.routingKey).sort(), [...routingKeys].sort(), queue);
+        await inbox.close();
+      }
+    });
+
+    test('publish resolves once confirmed, rejects for a missing exchange, and the bus keeps publishing', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      await bus.publish(range(20).map((i) => message(exchange, 'student.created', `m${i}`)));
+
+      await assert.rejects(bus.publish([message(name('missing'), 'student.created', 'lost')]));
+      await assert.rejects(
+        bus.publish([
+          message(exchange, 'student.created', 'm20'),
+          message(name('missing'), 'student.created', 'x'),
+        ]),
+      );
+      await bus.publish([message(exchange, 'student.created', 'm21')]);
+
+      const inbox = await collect(bus, queue);
+      await inbox.waitFor(22);
+      await sleep(QUIET_MS);
+      assert.deepEqual(inbox.ids().sort(), [...range(22).map((i) => `m${i}`)].sort());
+    });
+
+    test('an acked message arrives once with its id, key, body, headers and delivery count 1', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+      await bus.publish([
+        {
+          exchange,
+          routingKey: 'student.updated',
+          messageId: 'id-1',
+          body: JSON.stringify({ eventType: 'StudentUpdated', n: 1 }),
+          headers: { traceparent },
+        },
+      ]);
+
+      const inbox = await collect(bus, queue);
+      await inbox.waitFor(1);
+      const [received] = inbox.messages;
+      assert.ok(received);
+      assert.equal(received.messageId, 'id-1');
+      assert.equal(received.exchange, exchange);
+      assert.equal(received.routingKey, 'student.updated');
+      assert.deepEqual(JSON.parse(received.body.toString()), { eventType: 'StudentUpdated', n: 1 });
+      assert.equal(received.contentType, 'application/json');
+      assert.equal(received.headers.traceparent, traceparent);
+      assert.equal(received.deliveryCount, 1);
+      assert.equal(received.redelivered, false);
+      await inbox.close();
+
+      const again = await collect(bus, queue);
+      await sleep(QUIET_MS);
+      assert.equal(again.messages.length, 0, 'an acked message must not come back');
+    });
+
+    test('retry requeues with a growing delivery count until the handler succeeds; a throw counts as retry', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name, { maxDeliveries: 5 });
+      await bus.publish([message(exchange, 'student.created', 'flaky')]);
+
+      const inbox = await collect(bus, queue, {
+        handler: (m) => {
+          if (m.deliveryCount === 1) throw new Error('transient: database busy');
+          return m.deliveryCount === 2 ? outcome.retry('still busy') : outcome.ack();
+        },
+      });
+      await inbox.waitFor(3);
+      await sleep(QUIET_MS);
+      assert.deepEqual(
+        inbox.messages.map((m) => [m.messageId, m.deliveryCount, m.redelivered]),
+        [
+          ['flaky', 1, false],
+          ['flaky', 2, true],
+          ['flaky', 3, true],
+        ],
+      );
+      const dead = await collect(bus, deadLetterNames(queue).queue);
+      await sleep(QUIET_MS);
+      assert.equal(dead.messages.length, 0);
+    });
+
+    test('a message that keeps failing is dead-lettered after maxDeliveries, headers and body kept', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name, { maxDeliveries: 3 });
+      await bus.publish([
+        {
+          ...message(exchange, 'student.deleted', 'poison'),
+          headers: { traceparent: 'tp-1', 'x-custom': 'kept' },
+        },
+      ]);
+
+      const inbox = await collect(bus, queue, { handler: () => outcome.retry('always failing') });
+      const dead = await collect(bus, deadLetterNames(queue).queue);
+      await dead.waitFor(1);
+      await sleep(QUIET_MS);
+      assert.deepEqual(
+        inbox.messages.map((m) => m.deliveryCount),
+        [1, 2, 3],
+      );
+      const [buried] = dead.messages;
+      assert.ok(buried);
+      assert.equal(buried.messageId, 'poison');
+      assert.equal(buried.routingKey, 'student.deleted');
+      assert.equal(buried.body.toString(), message(exchange, 'student.deleted', 'poison').body);
+      assert.equal(buried.headers[DEATH_REASON_HEADER], DELIVERY_LIMIT_REASON);
+      assert.equal(buried.headers[DEATH_QUEUE_HEADER], queue);
+      assert.equal(buried.headers.traceparent, 'tp-1');
+      assert.equal(buried.headers['x-custom'], 'kept');
+      assert.equal(dead.messages.length, 1);
+    });
+
+    test('deadLetter(reason) sends the message to the dead-letter queue at once, with the reason', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name, { maxDeliveries: 5 });
+      const original = {
+        ...message(exchange, 'student.updated', 'invalid'),
+        headers: { traceparent: 'tp-2' },
+      };
+      await bus.publish([original]);
+
+      const inbox = await collect(bus, queue, {
+        handler: () => outcome.deadLetter('student id is not a UUID'),
+      });
+      const dead = await collect(bus, deadLetterNames(queue).queue);
+      await dead.waitFor(1);
+      await sleep(QUIET_MS);
+      assert.equal(inbox.messages.length, 1, 'dead-lettered on the first delivery, never retried');
+      const [buried] = dead.messages;
+      assert.ok(buried);
+      assert.equal(buried.messageId, 'invalid');
+      assert.equal(buried.routingKey, 'student.updated');
+      assert.equal(buried.body.toString(), original.body);
+      assert.equal(buried.headers[DEATH_REASON_HEADER], 'student id is not a UUID');
+      assert.equal(buried.headers[DEATH_QUEUE_HEADER], queue);
+      assert.equal(buried.headers.traceparent, 'tp-2');
+      assert.equal(buried.deliveryCount, 1);
+    });
+
+    test('a handler can dead-letter an unparseable body; the dead-letter queue keeps its exact bytes', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      const garbage = '{"eventType": "StudentCreated", "student": {'; // truncated JSON
+      await bus.publish([{ ...message(exchange, 'student.created', 'garbage'), body: garbage }]);
+      await bus.publish([message(exchange, 'student.created', 'fine')]);
+
+      const parsed: unknown[] = [];
+      await collect(bus, queue, {
+        handler: (m) => {
+          try {
+            parsed.push(JSON.parse(m.body.toString()));
+            return outcome.ack();
+          } catch (error) {
+            return outcome.deadLetter(`unparseable body: ${(error as Error).message}`);
+          }
+        },
+      });
+      const dead = await collect(bus, deadLetterNames(queue).queue);
+      await dead.waitFor(1);
+      await waitUntil(() => parsed.length === 1, 'the next message is handled');
+      const [buried] = dead.messages;
+      assert.ok(buried);
+      assert.equal(buried.messageId, 'garbage');
+      assert.equal(buried.body.toString(), garbage);
+      assert.match(buried.headers[DEATH_REASON_HEADER] ?? '', /^unparseable body: /);
+    });
+
+    test('never more than prefetch messages are in flight, and prefetch are used', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      await bus.publish(range(40).map((i) => message(exchange, 'student.created', `m${i}`)));
+
+      let inFlight = 0;
+      let maxInFlight = 0;
+      const inbox = await collect(bus, queue, {
+        prefetch: 4,
+        handler: async () => {
+          maxInFlight = Math.max(maxInFlight, ++inFlight);
+          await sleep(5);
+          inFlight--;
+          return outcome.ack();
+        },
+      });
+      await inbox.waitFor(40);
+      assert.equal(maxInFlight, 4);
+    });
+
+    test('with prefetch 50, messages of one key are handled in order while different keys run concurrently', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      const keys = range(20).map((k) => `student-${k}`);
+      const perKey = 25;
+      // Interleaved like real traffic: k0#0, k1#0, ..., k19#0, k0#1, ...
+      const outgoing = range(perKey).flatMap((seq) =>
+        keys.map((key) => ({
+          ...message(exchange, 'student.updated', `${key}/${seq}`),
+          headers: { subject: key },
+        })),
+      );
+      await bus.publish(outgoing);
+
+      const seen = new Map<string, number[]>();
+      const running = new Set<string>();
+      let inFlight = 0;
+      let maxInFlight = 0;
+      let overlapWithinKey = false;
+      const inbox = await collect(bus, queue, {
+        prefetch: 50,
+        orderingKey: (m) => m.headers.subject,
+        handler: async (m) => {
+          const key = m.headers.subject ?? '';
+          if (running.has(key)) overlapWithinKey = true;
+          running.add(key);
+          maxInFlight = Math.max(maxInFlight, ++inFlight);
+          await sleep(Math.random() * 3);
+          seen.set(key, [...(seen.get(key) ?? []), Number(m.messageId.split('/')[1])]);
+          running.delete(key);
+          inFlight--;
+          return outcome.ack();
+        },
+      });
+      await inbox.waitFor(outgoing.length);
+      const handled = () => [...seen.values()].reduce((sum, seqs) => sum + seqs.length, 0);
+      await waitUntil(() => handled() === outgoing.length, 'every handler finished');
+      assert.equal(overlapWithinKey, false, 'two messages of one key ran at the same time');
+      for (const key of keys) assert.deepEqual(seen.get(key), range(perKey), key);
+      assert.ok(maxInFlight > 1, `different keys should run concurrently (max in flight ${maxInFlight})`);
+      assert.ok(maxInFlight <= 50, `prefetch exceeded: ${maxInFlight}`);
+    });
+
+    test('Subscription.close stops taking messages and waits for in-flight handlers to finish and settle', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      await bus.publish([message(exchange, 'student.created', 'slow')]);
+
+      const release = deferred();
+      const started = deferred();
+      let finished = false;
+      const subscription = await bus.consume(queue, {
+        prefetch: 5,
+        handler: async () => {
+          started.resolve();
+          await release.promise;
+          finished = true;
+          return outcome.ack();
+        },
+      });
+      await started.promise;
+      let closed = false;
+      const closing = subscription.close().then(() => (closed = true));
+      await sleep(50);
+      await bus.publish([message(exchange, 'student.created', 'after-close')]);
+      await sleep(QUIET_MS);
+      assert.equal(closed, false, 'close() resolved while a handler was still running');
+      release.resolve();
+      await closing;
+      assert.equal(finished, true);
+
+      const next = await collect(bus, queue);
+      await next.waitFor(1);
+      await sleep(QUIET_MS);
+      assert.deepEqual(next.ids(), ['after-close'], 'the in-flight message was acked; the later one waited');
+    });
+
+    test('declaring the same topology twice is harmless; a conflicting queue declaration rejects', async () => {
+      const { bus, name } = await fixture();
+      const first = await simpleTopology(bus, name, { maxDeliveries: 4 });
+      const second = await simpleTopology(bus, name, { maxDeliveries: 4 });
+      assert.deepEqual(second, first);
+      await bus.publish([message(first.exchange, 'student.created', 'once')]);
+      const inbox = await collect(bus, first.queue);
+      await inbox.waitFor(1);
+      await sleep(QUIET_MS);
+      assert.deepEqual(inbox.ids(), ['once'], 'a repeated binding must not duplicate messages');
+
+      await assert.rejects(simpleTopology(bus, name, { maxDeliveries: 9 }));
+      await bus.publish([message(first.exchange, 'student.created', 'still-works')]);
+      await inbox.waitFor(2);
+    });
+
+    test('consuming a queue that does not exist rejects; status reports the connection', async () => {
+      const { bus, name } = await fixture();
+      await simpleTopology(bus, name);
+      assert.equal(bus.status().connected, true);
+      await assert.rejects(bus.consume(name('nowhere'), { prefetch: 1, handler: () => outcome.ack() }));
+      await bus.publish([]); // an empty batch is a no-op
+      await bus.close();
+      assert.equal(bus.status().connected, false);
+    });
+
+    test('connection lost and back: publishes confirm after recovery, the consumer resumes, nothing is lost', async (t) => {
+      if (!harness.dropConnections) return t.skip('this adapter has no connection to lose');
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      const inbox = await collect(bus, queue, { prefetch: 10 });
+
+      await bus.publish(range(50).map((i) => message(exchange, 'student.created', `before-${i}`)));
+      await inbox.waitFor(50);
+      await harness.dropConnections();
+      // Published while the client reconnects: confirmed once it is back.
+      await bus.publish(range(50).map((i) => message(exchange, 'student.created', `after-${i}`)));
+      assert.equal(bus.status().connected, true);
+      const expected = [...range(50).map((i) => `before-${i}`), ...range(50).map((i) => `after-${i}`)];
+      await waitUntil(() => new Set(inbox.ids()).size === expected.length, 'every message consumed');
+      assert.deepEqual([...new Set(inbox.ids())].sort(), expected.sort());
+    });
+  });
+}
+
+async function simpleTopology(
+  bus: MessageBus,
+  name: (suffix: string) => string,
+  options: { maxDeliveries?: number } = {},
+): Promise<{ exchange: string; queue: string }> {
+  const exchange = name('students');
+  const queue = name('worker');
+  const topology: Topology = mergeTopologies(
+    { exchanges: [topicExchange(exchange)], queues: [], bindings: [] },
+    consumingQueue(queue, { exchange, routingKeys: ['student.*'] }, options),
+  );
+  await bus.declareTopology(topology);
+  return { exchange, queue };
+}
+
+function message(exchange: string, routingKey: string, messageId: string): OutgoingMessage {
+  return {
+    exchange,
+    routingKey,
+    messageId,
+    body: JSON.stringify({ id: messageId, routingKey, at: '2025-01-01T00:00:00.000Z' }),
+  };
+}
+
+interface Inbox {
+  readonly messages: ReceivedMessage[];
+  ids(): string[];
+  waitFor(count: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Consumes `queue`, recording every delivery; acks unless a handler says otherwise. */
+async function collect(
+  bus: MessageBus,
+  queue: string,
+  options: Partial<Omit<ConsumeOptions, 'handler'>> & {
+    handler?: (m: ReceivedMessage) => Promise<HandlerOutcome> | HandlerOutcome;
+  } = {},
+): Promise<Inbox> {
+  const messages: ReceivedMessage[] = [];
+  const handler = options.handler ?? (() => outcome.ack());
+  const subscription: Subscription = await bus.consume(queue, {
+    prefetch: options.prefetch ?? 1,
+    ...(options.orderingKey ? { orderingKey: options.orderingKey } : {}),
+    handler: async (m) => {
+      messages.push(m);
+      return handler(m);
+    },
+  });
+  return {
+    messages,
+    ids: () => messages.map((m) => m.messageId),
+    waitFor: (count) => waitUntil(() => messages.length >= count, `${count} messages on ${queue}`, messages),
+    close: () => subscription.close(),
+  };
+}
+
+async function waitUntil(
+  condition: () => boolean,
+  what: string,
+  seen?: readonly ReceivedMessage[],
+): Promise<void> {
+  const deadline = Date.now() + EVENTUALLY_MS;
+  while (!condition()) {
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${seen ? ` (got ${seen.length})` : ''}`);
+    await sleep(5);
+  }
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}

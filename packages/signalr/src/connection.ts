@@ -1,0 +1,385 @@
+import { HubError } from './errors.ts';
+import type { HubCallContext, HubMethod, HubUser } from './hub.ts';
+import { OutgoingMessage } from './outgoing-message.ts';
+import { HANDSHAKE_OK, handshakeError, readHandshake } from './protocol/handshake.ts';
+import type { HubProtocol, MessageParser } from './protocol/hub-protocol.ts';
+import {
+  type CompletionMessage,
+  type HubMessage,
+  type InvocationMessage,
+  MessageType,
+  ProtocolError,
+  type StreamInvocationMessage,
+} from './protocol/messages.ts';
+import { StatefulBuffer } from './stateful-buffer.ts';
+import type { Transport, TransportKind } from './transports/transport.ts';
+
+export interface ConnectionLimits {
+  readonly keepAliveIntervalMs: number;
+  readonly clientTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly disconnectTimeoutMs: number;
+  readonly maxMessageSize: number;
+  readonly maxBufferedBytes: number;
+  readonly statefulReconnectBufferSize: number;
+}
+
+/** What a connection needs from the server that owns it. */
+export interface ConnectionHost {
+  readonly limits: ConnectionLimits;
+  /** A coarse clock, advanced on the server's tick. */
+  now(): number;
+  findMethod(name: string): HubMethod | undefined;
+  contextFor(connection: Connection): HubCallContext;
+  /** The handshake succeeded: the connection can now be addressed; runs the connected hook. */
+  connected(connection: Connection): Promise<void>;
+  /** The connection ended for good: unregister it and run the disconnected hook. */
+  disconnected(connection: Connection, error: Error | undefined): void;
+}
+
+export type ConnectionState = 'handshake' | 'connected' | 'closed';
+
+const GENERIC_CLOSE_ERROR = 'Connection closed with an error.';
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return typeof value === 'object' && value !== null && Symbol.asyncIterator in value;
+}
+
+/** ASP.NET's texts: errors meant for the client (HubError) are appended, others stay generic. */
+function invocationError(target: string, error: unknown): string {
+  const text = `An unexpected error occurred invoking '${target}' on the server.`;
+  return error instanceof HubError ? `${text} HubException: ${error.message}` : text;
+}
+
+/** One logical SignalR connection: handshake, message dispatch, keep-alive and (optionally) stateful resume. */
+export class Connection {
+  state: ConnectionState = 'handshake';
+  transport: Transport | undefined;
+  transportKind: TransportKind | undefined;
+  protocol: HubProtocol | undefined;
+  /** Groups this connection belongs to; allocated on first join to keep idle connections small. */
+  groups: Set<string> | undefined;
+  closedAt = 0;
+  private parser: MessageParser | undefined;
+  private handshakeBytes: Buffer | undefined;
+  private stateful: StatefulBuffer | undefined;
+  private attachedAt = 0;
+  private lastSentAt = 0;
+  private lastReceivedAt = 0;
+  private inactiveSince = 0;
+  private clientTimeoutArmed = false;
+  private busy = 0;
+  private queue: Promise<void> = Promise.resolve();
+  private streams: Map<string, AsyncIterator<unknown>> | undefined;
+
+  constructor(
+    private readonly host: ConnectionHost,
+    readonly id: string,
+    readonly token: string,
+    public user: HubUser | undefined,
+    /** Negotiate agreed to stateful reconnect; the handshake version decides whether it is used. */
+    private readonly statefulAllowed: boolean,
+  ) {
+    this.inactiveSince = host.now();
+  }
+
+  /** Attaches the first transport, or a new WebSocket resuming a stateful connection. */
+  attach(transport: Transport): void {
+    const now = this.host.now();
+    this.transport = transport;
+    this.transportKind = transport.kind;
+    this.inactiveSince = 0;
+    this.lastReceivedAt = now;
+    if (this.attachedAt === 0) {
+      this.attachedAt = now;
+      return;
+    }
+    const resume = this.stateful?.resume();
+    if (!resume) return;
+    this.write(OutgoingMessage.of({ type: MessageType.Sequence, sequenceId: resume.sequenceId }));
+    for (const record of resume.records) this.write(OutgoingMessage.raw(record));
+  }
+
+  isClosed(): boolean {
+    return this.state === 'closed';
+  }
+
+  /** A stateful WebSocket connection whose socket dropped can be resumed on the same token. */
+  canResume(): boolean {
+    return this.state === 'connected' && this.stateful !== undefined && this.transport === undefined;
+  }
+
+  /** Called by the transport when its socket or stream is gone. */
+  transportClosed(transport: Transport, error?: Error): void {
+    if (transport !== this.transport) return;
+    this.transport = undefined;
+    if (this.state === 'closed') return;
+    if (this.stateful && this.state === 'connected') {
+      this.inactiveSince = this.host.now();
+      return;
+    }
+    this.dispose(error);
+  }
+
+  receive(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    this.lastReceivedAt = this.host.now();
+    try {
+      if (this.state === 'handshake') {
+        const rest = this.handshake(chunk);
+        if (!rest || rest.length === 0) return;
+        chunk = rest;
+      }
+      for (const message of this.parser!.push(chunk)) {
+        this.handle(message);
+        if (this.isClosed()) return;
+      }
+    } catch (error) {
+      this.close(error instanceof ProtocolError ? error.message : GENERIC_CLOSE_ERROR);
+    }
+  }
+
+  /** Sends a trackable hub message (invocation, stream item, completion). */
+  send(out: OutgoingMessage): void {
+    if (this.state !== 'connected') return;
+    if (this.stateful && !this.stateful.push(out.bytes(this.protocol))) {
+      this.close('The stateful reconnect buffer is full.');
+      return;
+    }
+    if (this.transport) this.write(out);
+  }
+
+  /** Sends Close (when the handshake is done), ends the transport and disposes the connection. */
+  close(error?: string, allowReconnect = false): void {
+    if (this.state === 'closed') return;
+    if (this.state === 'connected' && this.transport) {
+      this.write(OutgoingMessage.of({ type: MessageType.Close, error, allowReconnect }));
+    }
+    this.transport?.end();
+    this.dispose(error === undefined ? undefined : new Error(error));
+  }
+
+  /** Timers, driven by the server's tick: handshake, inactivity, keep-alive, client timeout, acks. */
+  tick(now: number): void {
+    if (this.state === 'closed') return;
+    const limits = this.host.limits;
+    const active = this.transport?.isActive() === true;
+    if (!active) {
+      if (this.inactiveSince === 0) this.inactiveSince = now;
+      if (now - this.inactiveSince >= limits.disconnectTimeoutMs) {
+        this.transport?.end();
+        this.dispose(undefined);
+      }
+      return;
+    }
+    this.inactiveSince = 0;
+    if (this.state === 'handshake') {
+      if (now - this.attachedAt >= limits.handshakeTimeoutMs) this.rejectHandshake('Handshake was canceled.');
+      return;
+    }
+    if (this.clientTimeoutArmed && this.busy === 0 && now - this.lastReceivedAt >= limits.clientTimeoutMs) {
+      this.close(GENERIC_CLOSE_ERROR, true);
+      return;
+    }
+    const ack = this.stateful?.takeAck();
+    if (ack !== undefined) this.write(OutgoingMessage.of({ type: MessageType.Ack, sequenceId: ack }));
+    if (this.transportKind !== 'LongPolling' && now - this.lastSentAt >= limits.keepAliveIntervalMs) {
+      this.write(PING);
+    }
+  }
+
+  private write(out: OutgoingMessage): void {
+    const transport = this.transport!;
+    transport.send(out, this.protocol);
+    this.lastSentAt = this.host.now();
+    if (transport.bufferedBytes() > this.host.limits.maxBufferedBytes && this.state !== 'closed') {
+      // Past this point the client is not reading; dropping it protects memory and everyone else.
+      this.close('The client did not keep up with its messages.');
+    }
+  }
+
+  /** Consumes the handshake; returns the bytes after it, or undefined while it is incomplete. */
+  private handshake(chunk: Buffer): Buffer | undefined {
+    const data = this.handshakeBytes ? Buffer.concat([this.handshakeBytes, chunk]) : chunk;
+    this.handshakeBytes = undefined;
+    const outcome = readHandshake(data, this.transport?.formats ?? []);
+    if (outcome.kind === 'incomplete') {
+      if (data.length > this.host.limits.maxMessageSize) {
+        this.rejectHandshake('The handshake request exceeds the maximum message size.');
+      } else {
+        this.handshakeBytes = data;
+      }
+      return undefined;
+    }
+    if (outcome.kind === 'rejected') {
+      this.rejectHandshake(outcome.error);
+      return undefined;
+    }
+    this.protocol = outcome.protocol;
+    this.parser = outcome.protocol.createParser(this.host.limits.maxMessageSize);
+    if (this.statefulAllowed && outcome.version >= 2 && this.transportKind === 'WebSockets') {
+      this.stateful = new StatefulBuffer(this.host.limits.statefulReconnectBufferSize);
+    }
+    this.write(OutgoingMessage.raw(HANDSHAKE_OK));
+    this.state = 'connected';
+    this.enqueue(async () => {
+      try {
+        await this.host.connected(this);
+      } catch (error) {
+        this.close(
+          error instanceof HubError
+            ? `${GENERIC_CLOSE_ERROR} HubException: ${error.message}`
+            : GENERIC_CLOSE_ERROR,
+        );
+      }
+    });
+    return outcome.rest;
+  }
+
+  private rejectHandshake(error: string): void {
+    if (this.transport) this.write(OutgoingMessage.raw(handshakeError(error)));
+    this.transport?.end();
+    this.dispose(new Error(error));
+  }
+
+  private handle(message: HubMessage): void {
+    if (this.stateful && !this.stateful.accept(message)) return;
+    switch (message.type) {
+      case MessageType.Invocation:
+        this.enqueue(() => this.invoke(message));
+        return;
+      case MessageType.StreamInvocation:
+        void this.stream(message);
+        return;
+      case MessageType.CancelInvocation:
+        void this.streams?.get(message.invocationId)?.return?.();
+        this.streams?.delete(message.invocationId);
+        return;
+      case MessageType.Ping:
+        this.clientTimeoutArmed = true;
+        return;
+      case MessageType.Close:
+        this.transport?.end();
+        this.dispose(message.error === undefined ? undefined : new Error(message.error));
+        return;
+      case MessageType.Ack:
+        this.stateful?.ack(message.sequenceId);
+        return;
+      case MessageType.Sequence:
+        if (!this.stateful?.resetInbound(message.sequenceId)) {
+          throw new ProtocolError('Sequence ID greater than amount of messages we have received.');
+        }
+        return;
+      default:
+        // Client results and upload streams are not supported; their messages are ignored.
+        return;
+    }
+  }
+
+  /** ASP.NET runs one hub call at a time per connection; so do we. */
+  private enqueue(work: () => Promise<void>): void {
+    this.busy++;
+    this.queue = this.queue.then(work).finally(() => {
+      this.busy--;
+      this.lastReceivedAt = this.host.now();
+    });
+  }
+
+  private complete(message: CompletionMessage): void {
+    this.send(OutgoingMessage.of(message));
+  }
+
+  /** Resolves the method and checks the arguments; returns an error text when the call cannot be made. */
+  private bind(message: InvocationMessage | StreamInvocationMessage): HubMethod | string {
+    const method = this.host.findMethod(message.target);
+    if (!method) return `Unknown hub method '${message.target}'`;
+    if ((message.streamIds?.length ?? 0) > 0 || message.arguments.length !== Math.max(0, method.length - 1)) {
+      return `Failed to invoke '${message.target}' due to an error on the server.`;
+    }
+    return method;
+  }
+
+  private async call(method: HubMethod, args: readonly unknown[]): Promise<unknown> {
+    return (method as (context: HubCallContext, ...rest: unknown[]) => unknown)(
+      this.host.contextFor(this),
+      ...args,
+    );
+  }
+
+  private async invoke(message: InvocationMessage): Promise<void> {
+    const { invocationId, target } = message;
+    const fail = (error: string): void => {
+      if (invocationId !== undefined) this.complete({ type: MessageType.Completion, invocationId, error });
+    };
+    const method = this.bind(message);
+    if (typeof method === 'string') return fail(method);
+    let result: unknown;
+    try {
+      result = await this.call(method, message.arguments);
+    } catch (error) {
+      return fail(invocationError(target, error));
+    }
+    if (isAsyncIterable(result)) {
+      return fail(
+        `The client attempted to invoke the streaming '${target}' method with a non-streaming invocation.`,
+      );
+    }
+    if (invocationId !== undefined) {
+      this.complete({ type: MessageType.Completion, invocationId, result: result ?? null });
+    }
+  }
+
+  /** Server-to-client streaming: StreamItems, then a Completion (also after a CancelInvocation). */
+  private async stream(message: StreamInvocationMessage): Promise<void> {
+    const { invocationId, target } = message;
+    const fail = (error: string): void =>
+      this.complete({ type: MessageType.Completion, invocationId, error });
+    const method = this.bind(message);
+    if (typeof method === 'string') return fail(method);
+    let iterator: AsyncIterator<unknown>;
+    try {
+      const result = await this.call(method, message.arguments);
+      if (!isAsyncIterable(result)) {
+        return fail(
+          `The client attempted to invoke the non-streaming '${target}' method with a streaming invocation.`,
+        );
+      }
+      iterator = result[Symbol.asyncIterator]();
+    } catch (error) {
+      return fail(invocationError(target, error));
+    }
+    const streams = (this.streams ??= new Map());
+    streams.set(invocationId, iterator);
+    try {
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done || !streams.has(invocationId) || this.state === 'closed') break;
+        this.send(OutgoingMessage.of({ type: MessageType.StreamItem, invocationId, item: next.value }));
+      }
+      this.complete({ type: MessageType.Completion, invocationId });
+    } catch (error) {
+      fail(invocationError(target, error));
+    } finally {
+      streams.delete(invocationId);
+    }
+  }
+
+  private dispose(error: Error | undefined): void {
+    if (this.state === 'closed') return;
+    const wasConnected = this.state === 'connected';
+    this.state = 'closed';
+    this.closedAt = this.host.now();
+    if (this.streams) {
+      for (const iterator of this.streams.values()) void iterator.return?.();
+      this.streams.clear();
+    }
+    if (wasConnected) {
+      // Disconnect after queued hub calls, so onDisconnected never overtakes onConnected.
+      this.enqueue(async () => this.host.disconnected(this, error));
+    } else {
+      this.host.disconnected(this, error);
+    }
+  }
+}
+
+const PING = OutgoingMessage.of({ type: MessageType.Ping });

@@ -1,0 +1,243 @@
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import type { Connection } from '../connection.ts';
+import type { HubUser } from '../hub.ts';
+import type { HubServer } from '../hub-server.ts';
+import { LongPollingTransport } from '../transports/long-polling-transport.ts';
+import { ServerSentEventsTransport } from '../transports/sse-transport.ts';
+import type { TransportKind } from '../transports/transport.ts';
+import { WebSocketTransport } from '../transports/websocket-transport.ts';
+
+const TRANSFER_FORMATS: Readonly<Record<TransportKind, readonly string[]>> = {
+  WebSockets: ['Text', 'Binary'],
+  ServerSentEvents: ['Text'],
+  LongPolling: ['Text', 'Binary'],
+};
+
+export type HubRoute = 'hub' | 'negotiate';
+
+/** Rejected requests carry the status the spec gives (400/401/404/405/409). */
+class HttpFailure extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function bearerToken(req: IncomingMessage, url: URL): string | undefined {
+  const header = req.headers.authorization;
+  if (header?.startsWith('Bearer ')) return header.slice('Bearer '.length).trim();
+  return url.searchParams.get('access_token') ?? undefined;
+}
+
+function sendText(res: ServerResponse, status: number, text: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const headers: Record<string, string> = { 'Content-Type': 'text/plain; charset=utf-8' };
+  if (status === 401) headers['WWW-Authenticate'] = 'Bearer';
+  if (status === 405) headers.Allow = 'GET, POST, DELETE';
+  res.writeHead(status, headers);
+  res.end(text);
+}
+
+function sendJson(res: ServerResponse, body: unknown): void {
+  const json = JSON.stringify(body);
+  res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(json) });
+  res.end(json);
+}
+
+function rejectUpgrade(socket: Duplex, status: number, text: string): void {
+  const reason = STATUS_CODES[status] ?? '';
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
+  );
+}
+
+/** The HTTP side of a hub at one path: negotiate, the three transports and their upstream POSTs. */
+export class HttpDispatcher {
+  private readonly wss: WebSocketServer;
+  private readonly posting = new WeakSet<Connection>();
+
+  constructor(
+    private readonly hub: HubServer,
+    private readonly path: string,
+  ) {
+    this.wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      clientTracking: false,
+      // Above the hub's own limit, so an oversized message gets a Close message rather than a bare 1009.
+      maxPayload: Math.max(1024 * 1024, 8 * hub.limits.maxMessageSize),
+    });
+  }
+
+  route(pathname: string): HubRoute | undefined {
+    if (pathname === this.path || pathname === `${this.path}/`) return 'hub';
+    if (pathname === `${this.path}/negotiate`) return 'negotiate';
+    return undefined;
+  }
+
+  async handleRequest(req: IncomingMessage, res: ServerResponse, route: HubRoute): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    try {
+      if (route === 'negotiate') await this.negotiate(req, res, url);
+      else if (req.method === 'GET') await this.get(req, res, url);
+      else if (req.method === 'POST') await this.post(req, res, url);
+      else if (req.method === 'DELETE') await this.delete(req, res, url);
+      else throw new HttpFailure(405, 'Method not allowed.');
+    } catch (error) {
+      req.resume();
+      if (error instanceof HttpFailure) sendText(res, error.status, error.message);
+      else sendText(res, 500, 'Internal server error.');
+    }
+  }
+
+  async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => undefined);
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    let connection: Connection;
+    try {
+      connection = await this.upgradeTarget(req, url);
+    } catch (error) {
+      if (error instanceof HttpFailure) rejectUpgrade(socket, error.status, error.message);
+      else socket.destroy();
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      connection.attach(new WebSocketTransport(ws, socket, this.hub.batcher, connection));
+    });
+  }
+
+  /** Finds the connection a WebSocket belongs to: new (no id), first transport, or a stateful resume. */
+  private async upgradeTarget(req: IncomingMessage, url: URL): Promise<Connection> {
+    const user = await this.authorize(req, url);
+    if (!this.hub.transports.includes('WebSockets'))
+      throw new HttpFailure(404, 'WebSockets are not enabled.');
+    const token = url.searchParams.get('id');
+    // Without an id the client skipped negotiate: the connection starts here.
+    if (token === null) return this.hub.createConnection(user, false);
+    const connection = this.existing(token);
+    if (connection.transportKind === undefined || connection.canResume()) return connection;
+    if (connection.transportKind === 'WebSockets')
+      throw new HttpFailure(409, 'A WebSocket is already active.');
+    throw new HttpFailure(400, 'Cannot change transports.');
+  }
+
+  private async negotiate(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    req.resume();
+    if (req.method !== 'POST') throw new HttpFailure(405, 'Negotiate requires POST.');
+    const user = await this.authorize(req, url);
+    const requested = url.searchParams.get('negotiateVersion');
+    if (requested !== null && !/^\d+$/.test(requested)) {
+      sendJson(res, { error: `The client requested an invalid protocol version '${requested}'` });
+      return;
+    }
+    const version = Math.min(Number(requested ?? 0), 1);
+    const stateful =
+      this.hub.allowStatefulReconnect && url.searchParams.get('useStatefulReconnect') === 'true';
+    const connection = this.hub.createConnection(user, stateful);
+    sendJson(res, {
+      negotiateVersion: version,
+      connectionId: connection.id,
+      ...(version >= 1 ? { connectionToken: connection.token } : {}),
+      availableTransports: this.hub.transports.map((transport) => ({
+        transport,
+        transferFormats: TRANSFER_FORMATS[transport],
+      })),
+      ...(stateful ? { useStatefulReconnect: true } : {}),
+    });
+  }
+
+  /** SSE stream or long poll. */
+  private async get(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    await this.authorize(req, url);
+    const connection = this.existing(this.requireToken(url), true);
+    const wantsEvents = req.headers.accept?.includes('text/event-stream') === true;
+    if (wantsEvents) {
+      if (!this.hub.transports.includes('ServerSentEvents') || connection.state === 'closed') {
+        throw new HttpFailure(404, 'No such connection.');
+      }
+      if (connection.transportKind !== undefined)
+        throw new HttpFailure(409, 'A transport is already active.');
+      connection.attach(new ServerSentEventsTransport(res, this.hub.batcher, connection));
+      return;
+    }
+    if (!this.hub.transports.includes('LongPolling'))
+      throw new HttpFailure(404, 'Long polling is not enabled.');
+    let transport = connection.transport;
+    if (connection.transportKind === undefined) {
+      if (connection.state === 'closed') throw new HttpFailure(404, 'No such connection.');
+      transport = new LongPollingTransport(this.hub.longPollTimeoutMs);
+      connection.attach(transport);
+    } else if (connection.transportKind !== 'LongPolling') {
+      throw new HttpFailure(400, 'Cannot change transports.');
+    }
+    if (!(transport instanceof LongPollingTransport)) throw new HttpFailure(404, 'No such connection.');
+    if (transport.poll(res)) this.hub.forget(connection);
+  }
+
+  /** Upstream for SSE and long polling: one or more records, fed to the connection as they arrive. */
+  private async post(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    await this.authorize(req, url);
+    const connection = this.existing(this.requireToken(url));
+    if (connection.transportKind === 'WebSockets')
+      throw new HttpFailure(405, 'POST is not allowed on a WebSocket connection.');
+    if (connection.transportKind === undefined) throw new HttpFailure(400, 'No transport is attached yet.');
+    if (this.posting.has(connection)) throw new HttpFailure(409, 'Another POST is in progress.');
+    this.posting.add(connection);
+    try {
+      for await (const chunk of req) connection.receive(chunk as Buffer);
+    } finally {
+      this.posting.delete(connection);
+    }
+    res.writeHead(200, { 'Content-Length': 0 });
+    res.end();
+  }
+
+  /** Long polling's stop(): 202, and any held poll ends with 204. */
+  private async delete(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    req.resume();
+    await this.authorize(req, url);
+    const connection = this.existing(this.requireToken(url), true);
+    const transport = connection.transport;
+    if (!(transport instanceof LongPollingTransport))
+      throw new HttpFailure(400, 'DELETE is only for long polling.');
+    transport.abort();
+    connection.close();
+    this.hub.forget(connection);
+    res.writeHead(202, { 'Content-Length': 0 });
+    res.end();
+  }
+
+  private requireToken(url: URL): string {
+    const token = url.searchParams.get('id');
+    if (!token) throw new HttpFailure(400, 'Connection ID required.');
+    return token;
+  }
+
+  private existing(token: string, allowClosed = false): Connection {
+    const connection = this.hub.findConnection(token);
+    if (!connection || (!allowClosed && connection.state === 'closed'))
+      throw new HttpFailure(404, 'No such connection.');
+    return connection;
+  }
+
+  /** Runs the authenticate hook on every request; undefined means no hook (anonymous). */
+  private async authorize(req: IncomingMessage, url: URL): Promise<HubUser | undefined> {
+    const authenticate = this.hub.authenticate;
+    if (!authenticate) return undefined;
+    let user: HubUser | null;
+    try {
+      user = await authenticate({ token: bearerToken(req, url), headers: req.headers, url });
+    } catch {
+      user = null;
+    }
+    if (user === null) throw new HttpFailure(401, 'Unauthorized.');
+    return user;
+  }
+}

@@ -1,0 +1,45 @@
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { HubServer } from '../hub-server.ts';
+import { HttpDispatcher, type HubRoute } from './dispatcher.ts';
+
+function pathnameOf(req: IncomingMessage): string {
+  const raw = req.url ?? '/';
+  const query = raw.indexOf('?');
+  return query === -1 ? raw : raw.slice(0, query);
+}
+
+/**
+ * Registers the hub's routes at `path` on a Fastify instance, plus the WebSocket upgrade on its
+ * underlying server. Fastify's close (preClose) closes the hub's connections, so it does not hang on them.
+ */
+export async function registerFastifyHub(
+  fastify: FastifyInstance,
+  path: string,
+  hub: HubServer,
+): Promise<void> {
+  const dispatcher = new HttpDispatcher(hub, path);
+  const handler =
+    (route: HubRoute) =>
+    (request: FastifyRequest, reply: FastifyReply): void => {
+      reply.hijack();
+      void dispatcher.handleRequest(request.raw, reply.raw, route);
+    };
+  await fastify.register(async (scope) => {
+    // The dispatcher streams bodies itself (records are parsed as they arrive), so Fastify must not read them.
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
+    scope.route({ method: ['GET', 'POST', 'DELETE'], url: path, handler: handler('hub') });
+    scope.route({
+      method: ['GET', 'POST', 'DELETE', 'PUT'],
+      url: `${path}/negotiate`,
+      handler: handler('negotiate'),
+    });
+  });
+  fastify.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (dispatcher.route(pathnameOf(req)) === 'hub') void dispatcher.handleUpgrade(req, socket, head);
+    else if (fastify.server.listenerCount('upgrade') === 1) socket.destroy();
+  });
+  fastify.addHook('preClose', async () => hub.close());
+}

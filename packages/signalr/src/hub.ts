@@ -1,0 +1,72 @@
+/** The authenticated caller, as returned by the `authenticate` hook. */
+export interface HubUser {
+  /** Used by `clients.user(id)`; connections without an id are anonymous. */
+  readonly id?: string;
+  readonly claims?: Readonly<Record<string, unknown>>;
+}
+
+/** Who a send reaches. "except" lists hold connection ids. */
+export type SendScope =
+  | { readonly kind: 'all'; readonly except?: readonly string[] }
+  | { readonly kind: 'connections'; readonly ids: readonly string[] }
+  | { readonly kind: 'groups'; readonly names: readonly string[]; readonly except?: readonly string[] }
+  | { readonly kind: 'users'; readonly ids: readonly string[] };
+
+export interface ClientProxy {
+  /** Invokes `target` on every client in scope (no result). Resolves once handed to local sockets and the backplane. */
+  send(target: string, ...args: unknown[]): Promise<void>;
+}
+
+export interface HubClients {
+  readonly all: ClientProxy;
+  allExcept(connectionIds: readonly string[]): ClientProxy;
+  client(connectionId: string): ClientProxy;
+  clients(connectionIds: readonly string[]): ClientProxy;
+  /** A connection in several of the groups gets the message once. */
+  group(name: string): ClientProxy;
+  groups(names: readonly string[]): ClientProxy;
+  groupExcept(name: string, connectionIds: readonly string[]): ClientProxy;
+  /** Every connection of the user (`HubUser.id`). */
+  user(userId: string): ClientProxy;
+  users(userIds: readonly string[]): ClientProxy;
+}
+
+/** The clients as seen from one connection's hub call. */
+export interface CallerClients extends HubClients {
+  readonly caller: ClientProxy;
+  readonly others: ClientProxy;
+  othersInGroup(name: string): ClientProxy;
+}
+
+export interface GroupManager {
+  /** Adding twice or removing a non-member is harmless; only connections on this instance can be managed. */
+  add(connectionId: string, group: string): Promise<void>;
+  remove(connectionId: string, group: string): Promise<void>;
+}
+
+export interface HubCallContext {
+  readonly connectionId: string;
+  readonly user: HubUser | undefined;
+  readonly clients: CallerClients;
+  readonly groups: GroupManager;
+}
+
+/**
+ * A hub method: the context, then the client's arguments. The argument count must match the declared
+ * parameter count (`Function.length - 1`). Return a value (or a promise) for `invoke()`; return an
+ * AsyncIterable to serve `stream()`.
+ */
+export type HubMethod = (context: HubCallContext, ...args: never[]) => unknown;
+
+export interface HubDefinition {
+  /** Matched case-insensitively, as ASP.NET does. */
+  readonly methods: Readonly<Record<string, HubMethod>>;
+  /** Runs after the handshake; a throw closes the connection with an error. */
+  readonly onConnected?: (context: HubCallContext) => void | Promise<void>;
+  readonly onDisconnected?: (context: HubCallContext, error: Error | undefined) => void | Promise<void>;
+}
+
+/** Identity helper that keeps the hub's literal type while checking it against HubDefinition. */
+export function defineHub<const T extends HubDefinition>(hub: T): T {
+  return hub;
+}

@@ -1,0 +1,25 @@
+export type { Backplane, BackplaneListener, BackplaneMessage } from './backplane/backplane.ts';
+export { MemoryBackplane } from './backplane/memory-backplane.ts';
+export { HubError } from './errors.ts';
+export { mountOnHttpServer } from './http/mount-node.ts';
+export { registerFastifyHub } from './http/mount-fastify.ts';
+export {
+  defineHub,
+  type CallerClients,
+  type ClientProxy,
+  type GroupManager,
+  type HubCallContext,
+  type HubClients,
+  type HubDefinition,
+  type HubMethod,
+  type HubUser,
+  type SendScope,
+} from './hub.ts';
+export {
+  HubServer,
+  type AuthRequest,
+  type Authenticate,
+  type HubServerOptions,
+  type HubServerStats,
+} from './hub-server.ts';
+export type { TransportKind } from './transports/transport.ts';

@@ -1,0 +1,42 @@
+import type { OutgoingMessage } from '../outgoing-message.ts';
+import type { HubProtocol, TransferFormat } from '../protocol/hub-protocol.ts';
+
+export type TransportKind = 'WebSockets' | 'ServerSentEvents' | 'LongPolling';
+
+export const TRANSPORT_KINDS: readonly TransportKind[] = ['WebSockets', 'ServerSentEvents', 'LongPolling'];
+
+/** The connection's view of a transport: it writes whole records and learns about drops via the connection. */
+export interface Transport {
+  readonly kind: TransportKind;
+  readonly formats: readonly TransferFormat[];
+  /** Queues whole records; `protocol` is undefined before the handshake (replies are then text). */
+  send(out: OutgoingMessage, protocol: HubProtocol | undefined): void;
+  /** Bytes accepted but not yet handed to the kernel; bounded by `maxBufferedBytes`. */
+  bufferedBytes(): number;
+  /** True while the client is attached: socket open, event stream open, or a poll held. */
+  isActive(): boolean;
+  /** Ends after queued bytes are out: WS close 1000, SSE end, or LP final flush then 204. */
+  end(): void;
+}
+
+/** Writes made during one event-loop turn go out together: each stream is corked once and uncorked on setImmediate. */
+export class WriteBatcher {
+  private pending: { uncork(): void }[] = [];
+  private scheduled = false;
+
+  add(stream: { cork(): void; uncork(): void }): void {
+    stream.cork();
+    this.pending.push(stream);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    const streams = this.pending;
+    this.pending = [];
+    for (const stream of streams) stream.uncork();
+  };
+}

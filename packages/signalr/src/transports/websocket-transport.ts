@@ -1,0 +1,70 @@
+import type { Duplex } from 'node:stream';
+import type { WebSocket } from 'ws';
+import type { Connection } from '../connection.ts';
+import type { OutgoingMessage } from '../outgoing-message.ts';
+import type { HubProtocol, TransferFormat } from '../protocol/hub-protocol.ts';
+import type { Transport, WriteBatcher } from './transport.ts';
+
+const FORMATS: readonly TransferFormat[] = ['Text', 'Binary'];
+
+/**
+ * WebSockets. `ws` reads frames and runs the close handshake; data frames are written straight to the
+ * socket, prebuilt once per message and protocol, so a broadcast costs one socket write per client.
+ */
+export class WebSocketTransport implements Transport {
+  readonly kind = 'WebSockets';
+  readonly formats = FORMATS;
+  private open = true;
+  private corked = false;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly socket: Duplex,
+    private readonly batcher: WriteBatcher,
+    connection: Connection,
+  ) {
+    ws.on('message', (data: Buffer) => connection.receive(data));
+    ws.on('error', () => undefined);
+    ws.on('close', () => {
+      this.open = false;
+      connection.transportClosed(this);
+    });
+  }
+
+  send(out: OutgoingMessage, protocol: HubProtocol | undefined): void {
+    if (!this.open || this.socket.destroyed) return;
+    if (!this.corked) {
+      this.corked = true;
+      this.batcher.add(this);
+    }
+    this.socket.write(out.webSocketFrame(protocol));
+  }
+
+  cork(): void {
+    this.socket.cork();
+  }
+
+  uncork(): void {
+    this.corked = false;
+    this.socket.uncork();
+  }
+
+  bufferedBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  isActive(): boolean {
+    return this.open;
+  }
+
+  end(): void {
+    if (!this.open) return;
+    this.open = false;
+    this.ws.close(1000);
+  }
+
+  /** Drops the socket without a close handshake (tests simulate network loss with it). */
+  terminate(): void {
+    this.ws.terminate();
+  }
+}

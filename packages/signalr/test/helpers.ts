@@ -1,0 +1,144 @@
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import {
+  HttpTransportType,
+  type HubConnection,
+  HubConnectionBuilder,
+  type IHttpConnectionOptions,
+  LogLevel,
+} from '@microsoft/signalr';
+import { MessagePackHubProtocol } from '@microsoft/signalr-protocol-msgpack';
+import Fastify from 'fastify';
+import {
+  defineHub,
+  HubError,
+  HubServer,
+  type HubServerOptions,
+  mountOnHttpServer,
+  registerFastifyHub,
+} from '../src/index.ts';
+
+export const HUB_PATH = '/hubs/notifications';
+
+/** The hub the tests talk to: the app's JoinGroup/LeaveGroup/Connected shape plus probes. */
+export const testHub = defineHub({
+  methods: {
+    Echo: (_context, value: unknown) => value,
+    Add: (_context, a: number, b: number) => a + b,
+    Nothing: () => undefined,
+    Fail: (_context, message: string) => {
+      throw new HubError(message);
+    },
+    Crash: () => {
+      throw new Error('secret detail');
+    },
+    WhoAmI: (context) => context.user?.id ?? null,
+    JoinGroup: (context, name: string) => context.groups.add(context.connectionId, name),
+    LeaveGroup: (context, name: string) => context.groups.remove(context.connectionId, name),
+    SendToGroup: (context, group: string, payload: unknown) =>
+      context.clients.group(group).send('notify', payload),
+    SendToCaller: (context, payload: unknown) => context.clients.caller.send('notify', payload),
+    SendToOthers: (context, payload: unknown) => context.clients.others.send('notify', payload),
+    Counter: async function* (_context, count: number) {
+      for (let i = 0; i < count; i++) yield i;
+    },
+  },
+  onConnected: (context) =>
+    context.clients.caller.send('Connected', { clientId: context.connectionId, timestamp: Date.now() }),
+});
+
+export const fastTimers = {
+  keepAliveIntervalMs: 200,
+  clientTimeoutMs: 2_000,
+  handshakeTimeoutMs: 1_000,
+  disconnectTimeoutMs: 1_000,
+} satisfies Partial<HubServerOptions>;
+
+export interface RunningHub {
+  readonly url: string;
+  readonly port: number;
+  readonly hub: HubServer;
+  close(): Promise<void>;
+}
+
+/** Starts a hub on 127.0.0.1 (port 0 unless given) behind node:http or Fastify. */
+export async function startHub(
+  options: Partial<HubServerOptions> = {},
+  { mount = 'node', port = 0 }: { mount?: 'node' | 'fastify'; port?: number } = {},
+): Promise<RunningHub> {
+  const hub = await HubServer.create({ hub: testHub, ...fastTimers, ...options });
+  if (mount === 'fastify') {
+    const app = Fastify({ forceCloseConnections: true });
+    await registerFastifyHub(app, HUB_PATH, hub);
+    await app.listen({ host: '127.0.0.1', port });
+    const actual = (app.server.address() as AddressInfo).port;
+    return { url: `http://127.0.0.1:${actual}${HUB_PATH}`, port: actual, hub, close: () => app.close() };
+  }
+  const server = createServer();
+  mountOnHttpServer(server, HUB_PATH, hub);
+  server.listen(port, '127.0.0.1');
+  await once(server, 'listening');
+  const actual = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${actual}${HUB_PATH}`,
+    port: actual,
+    hub,
+    close: async () => {
+      await hub.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export interface ClientOptions {
+  readonly transport?: HttpTransportType;
+  readonly protocol?: 'json' | 'messagepack';
+  readonly http?: IHttpConnectionOptions;
+  readonly stateful?: boolean;
+  readonly reconnectDelays?: number[];
+}
+
+export function buildClient(url: string, options: ClientOptions = {}): HubConnection {
+  let builder = new HubConnectionBuilder()
+    .withUrl(url, { transport: options.transport ?? HttpTransportType.WebSockets, ...options.http })
+    .configureLogging(LogLevel.None);
+  if (options.protocol === 'messagepack') builder = builder.withHubProtocol(new MessagePackHubProtocol());
+  if (options.stateful) builder = builder.withStatefulReconnect();
+  if (options.reconnectDelays) builder = builder.withAutomaticReconnect(options.reconnectDelays);
+  return builder.build();
+}
+
+/** Resolves with the arguments of the next `target` invocation the client receives. */
+export function nextInvocation(
+  connection: HubConnection,
+  target: string,
+  timeoutMs = 5_000,
+): Promise<unknown[]> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      connection.off(target, handler);
+      reject(new Error(`no '${target}' within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const handler = (...args: unknown[]): void => {
+      clearTimeout(timer);
+      connection.off(target, handler);
+      resolve(args);
+    };
+    connection.on(target, handler);
+  });
+}
+
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `condition` until it holds (or fails after `timeoutMs`). */
+export async function eventually(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await delay(20);
+  }
+}

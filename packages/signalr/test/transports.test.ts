@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { HttpTransportType } from '@microsoft/signalr';
+import { buildClient, nextInvocation, type RunningHub, startHub } from './helpers.ts';
+
+const cases = [
+  { transport: HttpTransportType.WebSockets, protocol: 'json' },
+  { transport: HttpTransportType.ServerSentEvents, protocol: 'json' },
+  { transport: HttpTransportType.LongPolling, protocol: 'json' },
+  { transport: HttpTransportType.WebSockets, protocol: 'messagepack' },
+  { transport: HttpTransportType.LongPolling, protocol: 'messagepack' },
+] as const;
+
+for (const mount of ['node', 'fastify'] as const) {
+  describe(`hub mounted on ${mount}`, () => {
+    let running: RunningHub;
+    before(async () => {
+      running = await startHub({}, { mount });
+    });
+    after(() => running.close());
+
+    for (const { transport, protocol } of cases) {
+      const name = `${HttpTransportType[transport]} + ${protocol}`;
+
+      test(`${name}: connects, receives Connected, invokes and gets results and hub errors`, async () => {
+        const client = buildClient(running.url, { transport, protocol });
+        const connected = nextInvocation(client, 'Connected');
+        await client.start();
+        try {
+          const [payload] = (await connected) as [{ clientId: string; timestamp: number }];
+          assert.equal(payload.clientId, client.connectionId);
+          assert.equal(typeof payload.timestamp, 'number');
+
+          const text = 'line one\nline two \u001e "quoted"';
+          assert.deepEqual(await client.invoke('Echo', { text, list: [1, 2, 3] }), { text, list: [1, 2, 3] });
+          assert.equal(await client.invoke('add', 2, 3), 5, 'method names are case-insensitive');
+          assert.equal(await client.invoke('JoinGroup', 'g'), null);
+
+          await assert.rejects(client.invoke('Fail', 'nope'), {
+            message: "An unexpected error occurred invoking 'Fail' on the server. HubException: nope",
+          });
+          await assert.rejects(client.invoke('Crash'), {
+            message: "An unexpected error occurred invoking 'Crash' on the server.",
+          });
+          await assert.rejects(client.invoke('Missing'), { message: "Unknown hub method 'Missing'" });
+          await assert.rejects(client.invoke('Add', 1), {
+            message: "Failed to invoke 'Add' due to an error on the server.",
+          });
+
+          const notified = nextInvocation(client, 'notify');
+          await client.send('SendToGroup', 'g', { hello: 'group' });
+          assert.deepEqual(await notified, [{ hello: 'group' }]);
+
+          const items: number[] = [];
+          await new Promise<void>((resolve, reject) => {
+            client.stream<number>('Counter', 3).subscribe({
+              next: (item) => items.push(item),
+              complete: resolve,
+              error: reject,
+            });
+          });
+          assert.deepEqual(items, [0, 1, 2]);
+          assert.equal(running.hub.stats().byTransport[HttpTransportType[transport] as 'WebSockets'], 1);
+        } finally {
+          await client.stop();
+        }
+      });
+    }
+  });
+}

@@ -63,6 +63,12 @@ export class Connection {
   private parser: MessageParser | undefined;
   private handshakeBytes: Buffer | undefined;
   private stateful: StatefulBuffer | undefined;
+  /**
+   * The TS client counts messages only once its start() continues after the handshake, so records in the
+   * same read as the handshake reply would be uncounted and later replayed twice. Stateful connections
+   * therefore hold trackable sends until the client's first message (its initial Ping) shows it is ready.
+   */
+  private clientCounting = true;
   private attachedAt = 0;
   private lastSentAt = 0;
   private lastReceivedAt = 0;
@@ -146,7 +152,7 @@ export class Connection {
       this.close('The stateful reconnect buffer is full.');
       return;
     }
-    if (this.transport) this.write(out);
+    if (this.transport && this.clientCounting) this.write(out);
   }
 
   /** Sends Close (when the handshake is done), ends the transport and disposes the connection. */
@@ -219,6 +225,7 @@ export class Connection {
     this.parser = outcome.protocol.createParser(this.host.limits.maxMessageSize);
     if (this.statefulAllowed && outcome.version >= 2 && this.transportKind === 'WebSockets') {
       this.stateful = new StatefulBuffer(this.host.limits.statefulReconnectBufferSize);
+      this.clientCounting = false;
     }
     this.write(OutgoingMessage.raw(HANDSHAKE_OK));
     this.state = 'connected';
@@ -243,6 +250,10 @@ export class Connection {
   }
 
   private handle(message: HubMessage): void {
+    if (!this.clientCounting && this.transport) {
+      this.clientCounting = true;
+      for (const record of this.stateful!.unacked()) this.write(OutgoingMessage.raw(record));
+    }
     if (this.stateful && !this.stateful.accept(message)) return;
     switch (message.type) {
       case MessageType.Invocation:

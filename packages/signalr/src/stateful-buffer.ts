@@ -39,8 +39,12 @@ export class StatefulBuffer {
     this.awaitingSequence = true;
     return {
       sequenceId: this.entries[0]?.id ?? this.sentCount + 1,
-      records: this.entries.map((entry) => entry.bytes),
+      records: this.unacked(),
     };
+  }
+
+  unacked(): Buffer[] {
+    return this.entries.map((entry) => entry.bytes);
   }
 
   /** Applies the client's Sequence message; false if it claims more than we have received. */

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import {
   HttpTransportType,
   type HubConnection,
@@ -59,6 +60,8 @@ export interface RunningHub {
   readonly url: string;
   readonly port: number;
   readonly hub: HubServer;
+  /** Server-side sockets of WebSocket upgrades (node mount), to simulate network loss. */
+  readonly upgradedSockets: Duplex[];
   close(): Promise<void>;
 }
 
@@ -73,10 +76,18 @@ export async function startHub(
     await registerFastifyHub(app, HUB_PATH, hub);
     await app.listen({ host: '127.0.0.1', port });
     const actual = (app.server.address() as AddressInfo).port;
-    return { url: `http://127.0.0.1:${actual}${HUB_PATH}`, port: actual, hub, close: () => app.close() };
+    return {
+      url: `http://127.0.0.1:${actual}${HUB_PATH}`,
+      port: actual,
+      hub,
+      upgradedSockets: [],
+      close: () => app.close(),
+    };
   }
   const server = createServer();
   mountOnHttpServer(server, HUB_PATH, hub);
+  const upgradedSockets: Duplex[] = [];
+  server.on('upgrade', (_req, socket: Duplex) => upgradedSockets.push(socket));
   server.listen(port, '127.0.0.1');
   await once(server, 'listening');
   const actual = (server.address() as AddressInfo).port;
@@ -84,6 +95,7 @@ export async function startHub(
     url: `http://127.0.0.1:${actual}${HUB_PATH}`,
     port: actual,
     hub,
+    upgradedSockets,
     close: async () => {
       await hub.close();
       server.closeAllConnections();

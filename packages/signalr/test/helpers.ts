@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
@@ -11,6 +11,7 @@ import {
 } from '@microsoft/signalr';
 import { MessagePackHubProtocol } from '@microsoft/signalr-protocol-msgpack';
 import Fastify from 'fastify';
+import { WebSocket } from 'ws';
 import {
   defineHub,
   HubError,
@@ -62,6 +63,8 @@ export interface RunningHub {
   readonly hub: HubServer;
   /** Server-side sockets of WebSocket upgrades (node mount), to simulate network loss. */
   readonly upgradedSockets: Duplex[];
+  /** The node:http server (node mount only). */
+  readonly httpServer?: Server;
   close(): Promise<void>;
 }
 
@@ -96,6 +99,7 @@ export async function startHub(
     port: actual,
     hub,
     upgradedSockets,
+    httpServer: server,
     close: async () => {
       await hub.close();
       server.closeAllConnections();
@@ -152,5 +156,58 @@ export async function eventually(condition: () => boolean, timeoutMs = 5_000): P
   while (!condition()) {
     if (Date.now() > deadline) throw new Error('condition not met in time');
     await delay(20);
+  }
+}
+
+/** A bare WebSocket speaking JSON records, for frames the official client would never send. */
+export class RawClient {
+  readonly records: Record<string, unknown>[] = [];
+  readonly closed: Promise<number>;
+  private text = '';
+
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (data: Buffer) => {
+      this.text += data.toString('utf8');
+      const parts = this.text.split('\u001e');
+      this.text = parts.pop() ?? '';
+      for (const part of parts) this.records.push(JSON.parse(part) as Record<string, unknown>);
+    });
+    this.closed = new Promise((resolve) => ws.on('close', (code: number) => resolve(code)));
+  }
+
+  /** Opens a socket without negotiate (the skipNegotiation path). */
+  static async connect(hubUrl: string): Promise<RawClient> {
+    const ws = new WebSocket(hubUrl.replace(/^http/, 'ws'));
+    await once(ws, 'open');
+    return new RawClient(ws);
+  }
+
+  static async handshaken(hubUrl: string): Promise<RawClient> {
+    const client = await RawClient.connect(hubUrl);
+    client.send({ protocol: 'json', version: 1 });
+    await client.next((record) => Object.keys(record).length === 0);
+    return client;
+  }
+
+  send(...records: unknown[]): void {
+    this.ws.send(records.map((record) => JSON.stringify(record) + '\u001e').join(''));
+  }
+
+  /** Waits for (and returns) the first record matching `predicate`, including ones already received. */
+  async next(
+    predicate: (record: Record<string, unknown>) => boolean,
+    timeoutMs = 5_000,
+  ): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.records.find(predicate);
+      if (found) return found;
+      if (Date.now() > deadline) throw new Error(`no matching record; got ${JSON.stringify(this.records)}`);
+      await delay(10);
+    }
+  }
+
+  close(): void {
+    this.ws.terminate();
   }
 }

@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { HttpTransportType } from '@microsoft/signalr';
+import type { AuthRequest } from '../src/index.ts';
+import { buildClient, delay, nextInvocation, type RunningHub, startHub } from './helpers.ts';
+
+let running: RunningHub;
+const seen: { method: string; token: string | undefined; viaQuery: boolean }[] = [];
+
+function authenticate({ token, url }: AuthRequest): { id: string } | null {
+  seen.push({ method: url.pathname, token, viaQuery: url.searchParams.has('access_token') });
+  return token?.startsWith('token-') ? { id: token.slice('token-'.length) } : null;
+}
+
+before(async () => {
+  running = await startHub({ authenticate });
+});
+after(() => running.close());
+
+for (const transport of [
+  HttpTransportType.WebSockets,
+  HttpTransportType.ServerSentEvents,
+  HttpTransportType.LongPolling,
+]) {
+  test(`accessTokenFactory over ${HttpTransportType[transport]}: every request carries the token and the user reaches the hub`, async () => {
+    seen.length = 0;
+    const client = buildClient(running.url, { transport, http: { accessTokenFactory: () => 'token-alice' } });
+    await client.start();
+    try {
+      assert.equal(await client.invoke('WhoAmI'), 'alice');
+    } finally {
+      await client.stop();
+    }
+    assert.ok(seen.length >= 2, 'negotiate and the transport requests were authenticated');
+    assert.ok(seen.every((request) => request.token === 'token-alice'));
+    if (transport === HttpTransportType.ServerSentEvents) {
+      assert.ok(
+        seen.some((request) => request.viaQuery),
+        'the SSE GET carries access_token in the query',
+      );
+    }
+  });
+}
+
+test('a rejected token fails negotiate with 401', async () => {
+  const client = buildClient(running.url, { http: { accessTokenFactory: () => 'forged' } });
+  await assert.rejects(client.start(), /Status code '401'/);
+});
+
+test('a send to a user reaches every connection of that user and nobody else', async () => {
+  const alice1 = buildClient(running.url, { http: { accessTokenFactory: () => 'token-alice' } });
+  const alice2 = buildClient(running.url, {
+    transport: HttpTransportType.LongPolling,
+    http: { accessTokenFactory: () => 'token-alice' },
+  });
+  const bob = buildClient(running.url, { http: { accessTokenFactory: () => 'token-bob' } });
+  await Promise.all([alice1.start(), alice2.start(), bob.start()]);
+  try {
+    let bobGot = 0;
+    bob.on('notify', () => bobGot++);
+    const got1 = nextInvocation(alice1, 'notify');
+    const got2 = nextInvocation(alice2, 'notify');
+    await running.hub.clients.user('alice').send('notify', 'for alice');
+    assert.deepEqual(await got1, ['for alice']);
+    assert.deepEqual(await got2, ['for alice']);
+    await delay(100);
+    assert.equal(bobGot, 0);
+  } finally {
+    await Promise.all([alice1.stop(), alice2.stop(), bob.stop()]);
+  }
+});

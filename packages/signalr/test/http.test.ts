@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { after, before, test } from 'node:test';
+import { HttpTransportType } from '@microsoft/signalr';
+import { buildClient, eventually, type RunningHub, startHub } from './helpers.ts';
+
+let running: RunningHub;
+before(async () => {
+  running = await startHub();
+});
+after(() => running.close());
+
+async function negotiate(query: string): Promise<Record<string, unknown>> {
+  const response = await fetch(`${running.url}/negotiate${query}`, { method: 'POST' });
+  assert.equal(response.status, 200);
+  return (await response.json()) as Record<string, unknown>;
+}
+
+test('negotiate v1 returns a token distinct from the id, WebSockets listed first', async () => {
+  const body = await negotiate('?negotiateVersion=1');
+  assert.equal(body.negotiateVersion, 1);
+  assert.equal(typeof body.connectionToken, 'string');
+  assert.notEqual(body.connectionToken, body.connectionId);
+  assert.deepEqual(body.availableTransports, [
+    { transport: 'WebSockets', transferFormats: ['Text', 'Binary'] },
+    { transport: 'ServerSentEvents', transferFormats: ['Text'] },
+    { transport: 'LongPolling', transferFormats: ['Text', 'Binary'] },
+  ]);
+  assert.equal('useStatefulReconnect' in body, false, 'stateful reconnect only when asked');
+  assert.equal('ProtocolVersion' in body, false);
+});
+
+test('negotiate v0 omits the token; versions above 1 are capped; a bad version is an error', async () => {
+  assert.equal('connectionToken' in (await negotiate('')), false);
+  assert.equal((await negotiate('?negotiateVersion=7')).negotiateVersion, 1);
+  assert.equal((await negotiate('?negotiateVersion=1&useStatefulReconnect=true')).useStatefulReconnect, true);
+  assert.deepEqual(await negotiate('?negotiateVersion=x'), {
+    error: "The client requested an invalid protocol version 'x'",
+  });
+  assert.equal((await fetch(`${running.url}/negotiate`)).status, 405);
+});
+
+test('transport requests without an id get 400, with an unknown id 404', async () => {
+  assert.equal((await fetch(`${running.url}?_=1`)).status, 400);
+  assert.equal((await fetch(`${running.url}?id=nope`)).status, 404);
+  assert.equal((await fetch(`${running.url}?id=nope`, { method: 'POST', body: 'x' })).status, 404);
+});
+
+test('long polling stop() sends DELETE, answered 202, and the held poll ends with 204', async () => {
+  const statuses: string[] = [];
+  const record = (req: IncomingMessage, res: ServerResponse): void => {
+    res.on('close', () => statuses.push(`${req.method} ${res.statusCode}`));
+  };
+  running.httpServer!.on('request', record);
+  const client = buildClient(running.url, { transport: HttpTransportType.LongPolling });
+  await client.start();
+  await client.invoke('Echo', 1);
+  await client.stop();
+  await eventually(() => statuses.includes('DELETE 202') && statuses.includes('GET 204'));
+  running.httpServer!.off('request', record);
+  await eventually(() => running.hub.stats().connections === 0);
+});

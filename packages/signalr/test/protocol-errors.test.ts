@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { buildClient, delay, RawClient, type RunningHub, startHub } from './helpers.ts';
+
+let running: RunningHub;
+/** A healthy client that must keep working while others misbehave. */
+let bystander: RawClient;
+
+before(async () => {
+  running = await startHub({ maxMessageSize: 1024, clientTimeoutMs: 400 });
+  bystander = await RawClient.handshaken(running.url);
+});
+after(async () => {
+  // Proves the server kept serving everyone else through every failure below.
+  bystander.send({ type: 1, invocationId: 'still-here', target: 'Add', arguments: [1, 1] });
+  assert.deepEqual(await bystander.next((r) => r.invocationId === 'still-here'), {
+    type: 3,
+    invocationId: 'still-here',
+    result: 2,
+  });
+  bystander.close();
+  await running.close();
+});
+
+const isClose = (record: Record<string, unknown>): boolean => record.type === 7;
+
+async function expectClosedWith(client: RawClient, error: string): Promise<void> {
+  assert.deepEqual(await client.next(isClose), { type: 7, error });
+  assert.equal(await client.closed, 1000);
+}
+
+test('a malformed frame closes that connection with a Close message and a reason', async () => {
+  const client = await RawClient.handshaken(running.url);
+  client.ws.send('{"type":1,"target":\u001e');
+  await expectClosedWith(client, 'Invalid payload: a message is not valid JSON.');
+});
+
+test('an unknown message type closes that connection with a reason', async () => {
+  const client = await RawClient.handshaken(running.url);
+  client.send({ type: 42 });
+  await expectClosedWith(client, "Unknown message type '42'.");
+});
+
+test('an invocation without a target closes the connection with a reason', async () => {
+  const client = await RawClient.handshaken(running.url);
+  client.send({ type: 1, arguments: [] });
+  await expectClosedWith(client, "Invalid payload for message type 1: 'target' must be a non-empty string.");
+});
+
+test('a message over the size limit closes the connection, even before its separator arrives', async () => {
+  const client = await RawClient.handshaken(running.url);
+  client.send({ type: 1, target: 'Echo', arguments: ['x'.repeat(2000)] });
+  await expectClosedWith(client, 'The maximum message size of 1024B was exceeded.');
+
+  const partial = await RawClient.handshaken(running.url);
+  partial.ws.send('{"type":1,"target":"Echo","arguments":["' + 'y'.repeat(2000));
+  await expectClosedWith(partial, 'The maximum message size of 1024B was exceeded.');
+});
+
+test('the official client sees an oversized invoke close its connection with the server error', async () => {
+  const client = buildClient(running.url);
+  const closed = new Promise<Error | undefined>((resolve) => client.onclose(resolve));
+  await client.start();
+  void client.invoke('Echo', 'z'.repeat(4096)).catch(() => undefined);
+  const error = await closed;
+  assert.equal(
+    error?.message,
+    'Server returned an error on close: The maximum message size of 1024B was exceeded.',
+  );
+});
+
+for (const [handshake, error] of [
+  [{ protocol: 'xml', version: 1 }, "The protocol 'xml' is not supported."],
+  [{ protocol: 'json', version: 3 }, "The server does not support version 3 of the 'json' protocol."],
+  [{ version: 1 }, 'Handshake request must have a protocol name and an integer version.'],
+] as const) {
+  test(`a bad handshake (${JSON.stringify(handshake)}) gets a handshake error and a close`, async () => {
+    const client = await RawClient.connect(running.url);
+    client.send(handshake);
+    assert.deepEqual(await client.next(() => true), { error });
+    assert.equal(await client.closed, 1000);
+  });
+}
+
+test('a handshake that never comes is canceled after the handshake timeout', async () => {
+  const client = await RawClient.connect(running.url);
+  assert.deepEqual(await client.next(() => true), { error: 'Handshake was canceled.' });
+  await client.closed;
+});
+
+test('several messages in one frame are all handled, and send() without an id gets no Completion', async () => {
+  const client = await RawClient.handshaken(running.url);
+  client.send(
+    { type: 1, target: 'SendToCaller', arguments: ['fire-and-forget'] },
+    { type: 1, invocationId: 'a', target: 'Add', arguments: [1, 2] },
+    { type: 1, invocationId: 'b', target: 'Echo', arguments: ['two'] },
+  );
+  await client.next((r) => r.invocationId === 'b');
+  await delay(100);
+  const replies = client.records.filter((r) => r.type !== undefined && r.type !== 6);
+  assert.equal(replies[0]?.target, 'Connected');
+  assert.deepEqual(replies.slice(1), [
+    { type: 1, target: 'notify', arguments: ['fire-and-forget'] },
+    { type: 3, invocationId: 'a', result: 3 },
+    { type: 3, invocationId: 'b', result: 'two' },
+  ]);
+  client.close();
+});
+
+test('the server pings an idle client and closes one that stops pinging after the client timeout', async () => {
+  const client = await RawClient.handshaken(running.url);
+  await client.next((r) => r.type === 6);
+  client.send({ type: 6 });
+  assert.deepEqual(await client.next(isClose), {
+    type: 7,
+    error: 'Connection closed with an error.',
+    allowReconnect: true,
+  });
+  await client.closed;
+});

@@ -23,3 +23,4 @@ export {
   type HubServerStats,
 } from './hub-server.ts';
 export type { TransportKind } from './transports/transport.ts';
+export { RedisBackplane, type RedisBackplaneOptions } from './backplane/redis-backplane.ts';

@@ -1,0 +1,13 @@
+/**
+ * A dependency (database, broker, cache) cannot be reached right now. Adapters translate their driver's
+ * connection errors into this, so the edge can answer "try again later" instead of reporting a bug.
+ */
+export class DependencyUnavailableError extends Error {
+  readonly dependency: string;
+
+  constructor(dependency: string, options?: { cause?: unknown }) {
+    super(`${dependency} is unavailable`, options);
+    this.name = 'DependencyUnavailableError';
+    this.dependency = dependency;
+  }
+}

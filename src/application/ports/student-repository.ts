@@ -1,0 +1,23 @@
+import type { Student } from '../../domain/student.ts';
+
+/**
+ * Write-side access to students inside a transaction. Saving a student also stores the domain events it
+ * recorded, as outbox rows, in the same transaction.
+ */
+export interface StudentRepository {
+  /** Loads and locks the row until the transaction ends, so concurrent writers queue instead of losing updates. */
+  findByIdForUpdate(id: string): Promise<Student | undefined>;
+  add(student: Student): Promise<void>;
+  /** Stores a student loaded in this transaction at `loadedVersion`. */
+  update(student: Student, loadedVersion: number): Promise<void>;
+  remove(student: Student): Promise<void>;
+}
+
+export interface TransactionScope {
+  readonly students: StudentRepository;
+}
+
+export interface UnitOfWork {
+  /** Runs `work` in one database transaction: all of its writes commit together, or none do. */
+  transaction<T>(work: (scope: TransactionScope) => Promise<T>): Promise<T>;
+}

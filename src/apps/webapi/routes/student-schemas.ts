@@ -1,0 +1,88 @@
+import { z } from 'zod';
+import { STUDENT_EMAIL_MAX_LENGTH, STUDENT_NAME_MAX_LENGTH } from '../../../domain/student.ts';
+
+const name = (field: string) =>
+  z
+    .string({ error: 'must be a string' })
+    .max(STUDENT_NAME_MAX_LENGTH, `must be at most ${STUDENT_NAME_MAX_LENGTH} characters`)
+    .optional()
+    .describe(`${field}; generated when left out`);
+
+/** Body of POST and PUT. Unknown fields are rejected rather than silently dropped. */
+export const StudentInput = z.strictObject({
+  firstName: name('First name'),
+  lastName: name('Last name'),
+  email: z
+    .string({ error: 'must be a string' })
+    .max(STUDENT_EMAIL_MAX_LENGTH, `must be at most ${STUDENT_EMAIL_MAX_LENGTH} characters`)
+    .optional()
+    .describe('Email address; generated when left out'),
+});
+
+export const Student = z
+  .object({
+    id: z.uuid(),
+    firstName: z.string(),
+    lastName: z.string(),
+    email: z.string(),
+    updates: z.number().int().describe('How many times the background worker processed this student'),
+    created: z.iso.datetime(),
+    createdBy: z.string(),
+    lastModified: z.iso.datetime().nullable(),
+    lastModifiedBy: z.string().nullable(),
+    version: z.number().int().describe('Optimistic-concurrency version; the ETag is this number in quotes'),
+  })
+  .meta({ id: 'Student' });
+
+export const StudentPage = z
+  .object({
+    items: z.array(Student),
+    nextCursor: z
+      .string()
+      .nullable()
+      .describe('Pass as `cursor` to get the next page; null on the last page'),
+  })
+  .meta({ id: 'StudentPage' });
+
+export const StudentIdParams = z.object({ id: z.uuid({ error: 'must be a UUID' }) });
+
+export const ListQuery = z.strictObject({
+  limit: z.coerce
+    .number({ error: 'must be an integer from 1 to 100' })
+    .int('must be an integer from 1 to 100')
+    .min(1, 'must be an integer from 1 to 100')
+    .max(100, 'must be an integer from 1 to 100')
+    .default(20),
+  cursor: z
+    .string()
+    .optional()
+    .refine(
+      (cursor) => cursor === undefined || decodeCursor(cursor) !== undefined,
+      'is not a cursor returned by this API',
+    ),
+});
+
+export const ProblemDetails = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string().optional(),
+    instance: z.string().optional(),
+    code: z.string(),
+    errors: z.array(z.object({ field: z.string(), reason: z.string() })).optional(),
+  })
+  .loose()
+  .meta({ id: 'ProblemDetails' });
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Cursors are opaque to clients: the last id of a page, base64url-encoded. */
+export function encodeCursor(lastId: string): string {
+  return Buffer.from(lastId).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): string | undefined {
+  const id = Buffer.from(cursor, 'base64url').toString();
+  return UUID.test(id) ? id : undefined;
+}

@@ -1,0 +1,197 @@
+import type { FastifyReply } from 'fastify';
+import { z } from 'zod';
+import type { createStudent } from '../../../application/students/create-student.ts';
+import type { deleteStudent } from '../../../application/students/delete-student.ts';
+import type { getStudent } from '../../../application/students/get-student.ts';
+import type { listStudents } from '../../../application/students/list-students.ts';
+import { toStudentDto } from '../../../application/students/student-dto.ts';
+import type { updateStudent } from '../../../application/students/update-student.ts';
+import type { VersionCondition } from '../../../application/students/load-for-write.ts';
+import { Routes } from '../../../contracts/routes.ts';
+import type { DomainError } from '../../../domain/errors.ts';
+import type { StudentSnapshot } from '../../../domain/student.ts';
+import type { HttpServer } from '../../../infrastructure/http/http-server.ts';
+import { domainProblem, problem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
+import { etagOf, parseIfMatch } from './etag.ts';
+import {
+  decodeCursor,
+  encodeCursor,
+  ListQuery,
+  ProblemDetails,
+  Student,
+  StudentIdParams,
+  StudentInput,
+  StudentPage,
+} from './student-schemas.ts';
+
+export interface StudentUseCases {
+  readonly create: ReturnType<typeof createStudent>;
+  readonly update: ReturnType<typeof updateStudent>;
+  readonly remove: ReturnType<typeof deleteStudent>;
+  readonly get: ReturnType<typeof getStudent>;
+  readonly list: ReturnType<typeof listStudents>;
+}
+
+const IfMatchHeaders = z.object({
+  'if-match': z
+    .string()
+    .optional()
+    .describe('An ETag from a previous response: the write fails with 412 if the student changed since'),
+});
+
+const problems = {
+  400: ProblemDetails,
+  404: ProblemDetails,
+  412: ProblemDetails,
+  422: ProblemDetails,
+  503: ProblemDetails,
+};
+
+/** Registers the student routes under the canonical plural path and the original's singular alias. */
+export function registerStudentRoutes(app: HttpServer, useCases: StudentUseCases): void {
+  for (const base of [Routes.students, Routes.studentsAlias]) {
+    registerUnder(app, base, useCases, base !== Routes.students);
+  }
+}
+
+function sendStudent(reply: FastifyReply, student: StudentSnapshot, status = 200) {
+  return reply.code(status).header('etag', etagOf(student.version)).send(toStudentDto(student));
+}
+
+function sendError(reply: FastifyReply, error: DomainError) {
+  if (error.code === 'STUDENT.VERSION_CONFLICT') void reply.header('etag', etagOf(error.currentVersion));
+  return sendProblem(reply, domainProblem(error, reply.request.url));
+}
+
+/** `undefined` when no If-Match was sent; `null` when it was malformed (the reply is already sent). */
+function ifMatchOf(
+  header: string | undefined,
+  reply: FastifyReply,
+  url: string,
+): VersionCondition | undefined | null {
+  if (header === undefined) return undefined;
+  const condition = parseIfMatch(header);
+  if (condition) return condition;
+  void sendProblem(
+    reply,
+    problem({
+      status: 400,
+      title: 'The request is not valid',
+      code: 'REQUEST.INVALID',
+      detail: 'The If-Match header is malformed.',
+      instance: url,
+      errors: [
+        { field: 'If-Match', reason: 'must be "*" or a comma-separated list of entity tags such as "3"' },
+      ],
+    }),
+  );
+  return null;
+}
+
+function registerUnder(typed: HttpServer, base: string, useCases: StudentUseCases, alias: boolean): void {
+  const tags = ['Students'];
+  const actor = 'anonymous';
+
+  typed.get(
+    base,
+    {
+      schema: {
+        hide: alias,
+        tags,
+        summary: 'List students, oldest first, one keyset page at a time',
+        querystring: ListQuery,
+        response: { 200: StudentPage, 400: ProblemDetails, 503: ProblemDetails },
+      },
+    },
+    async (request) => {
+      const afterId = request.query.cursor ? decodeCursor(request.query.cursor) : undefined;
+      const page = await useCases.list({ limit: request.query.limit, ...(afterId ? { afterId } : {}) });
+      return {
+        items: page.items.map(toStudentDto),
+        nextCursor: page.lastId ? encodeCursor(page.lastId) : null,
+      };
+    },
+  );
+
+  typed.get(
+    `${base}/:id`,
+    {
+      schema: {
+        hide: alias,
+        tags,
+        summary: 'Get one student',
+        params: StudentIdParams,
+        response: { 200: Student, 400: ProblemDetails, 404: ProblemDetails, 503: ProblemDetails },
+      },
+    },
+    async (request, reply) => {
+      const result = await useCases.get(request.params.id);
+      return result.ok ? sendStudent(reply, result.value) : sendError(reply, result.error);
+    },
+  );
+
+  typed.post(
+    base,
+    {
+      schema: {
+        hide: alias,
+        tags,
+        summary: 'Create a student; fields left out are generated',
+        body: StudentInput.nullish(),
+        response: { 201: Student, 400: ProblemDetails, 422: ProblemDetails, 503: ProblemDetails },
+      },
+    },
+    async (request, reply) => {
+      const result = await useCases.create({ details: request.body ?? {}, actor });
+      if (!result.ok) return sendError(reply, result.error);
+      void reply.header('location', `${Routes.students}/${result.value.id}`);
+      return sendStudent(reply, result.value, 201);
+    },
+  );
+
+  typed.put(
+    `${base}/:id`,
+    {
+      schema: {
+        hide: alias,
+        tags,
+        summary: 'Update a student; fields left out are generated',
+        params: StudentIdParams,
+        headers: IfMatchHeaders,
+        body: StudentInput.nullish(),
+        response: { 200: Student, ...problems },
+      },
+    },
+    async (request, reply) => {
+      const ifMatch = ifMatchOf(request.headers['if-match'], reply, request.url);
+      if (ifMatch === null) return reply;
+      const result = await useCases.update({
+        id: request.params.id,
+        details: request.body ?? {},
+        actor,
+        ...(ifMatch ? { ifMatch } : {}),
+      });
+      return result.ok ? sendStudent(reply, result.value) : sendError(reply, result.error);
+    },
+  );
+
+  typed.delete(
+    `${base}/:id`,
+    {
+      schema: {
+        hide: alias,
+        tags,
+        summary: 'Delete a student',
+        params: StudentIdParams,
+        headers: IfMatchHeaders,
+        response: { 204: z.null().describe('Deleted'), ...problems },
+      },
+    },
+    async (request, reply) => {
+      const ifMatch = ifMatchOf(request.headers['if-match'], reply, request.url);
+      if (ifMatch === null) return reply;
+      const result = await useCases.remove({ id: request.params.id, actor, ...(ifMatch ? { ifMatch } : {}) });
+      return result.ok ? reply.code(204).send(null) : sendError(reply, result.error);
+    },
+  );
+}

@@ -1,0 +1,133 @@
+// The one place that reads the environment: parsed and validated once, at start-up, by each composition root.
+import { existsSync } from 'node:fs';
+import { z } from 'zod';
+
+const port = (fallback: number) =>
+  z.coerce
+    .number({ error: 'must be an integer from 0 to 65535 (0 = any free port)' })
+    .int('must be an integer from 0 to 65535 (0 = any free port)')
+    .min(0, 'must be an integer from 0 to 65535 (0 = any free port)')
+    .max(65_535, 'must be an integer from 0 to 65535 (0 = any free port)')
+    .default(fallback);
+
+const urlWithScheme = (schemes: readonly string[], hint: string) =>
+  z.string().refine((value) => {
+    if (value === 'memory:' && schemes.includes('memory:')) return true;
+    try {
+      return schemes.includes(new URL(value).protocol);
+    } catch {
+      return false;
+    }
+  }, hint);
+
+const optionalNonEmpty = z
+  .string()
+  .optional()
+  .transform((value) => (value === '' ? undefined : value));
+
+const ConfigSchema = z.object({
+  DATABASE_URL: urlWithScheme(
+    ['postgres:', 'postgresql:', 'pglite:'],
+    'must be postgres://user@host:5432/db, pglite://DIR or pglite://memory',
+  ).default('pglite://./.data/pg'),
+  AMQP_URL: urlWithScheme(
+    ['memory:', 'amqp:', 'amqps:'],
+    'must be memory: or amqp://user:pass@host:5672/vhost',
+  ).default('memory:'),
+  REDIS_URL: urlWithScheme(
+    ['memory:', 'redis:', 'rediss:'],
+    'must be memory: or redis://host:6379/db',
+  ).default('memory:'),
+  HOST: z.string().min(1, 'must be a bind address such as 127.0.0.1 or 0.0.0.0').default('127.0.0.1'),
+  API_PORT: port(5000),
+  NOTIFICATIONS_PORT: port(5001),
+  WORKER_PORT: port(5002),
+  LOG_LEVEL: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+      error: 'must be one of fatal, error, warn, info, debug, trace, silent',
+    })
+    .default('info'),
+  LOG_FORMAT: z.enum(['json', 'pretty'], { error: 'must be json or pretty' }).optional(),
+  SEQ_URL: optionalNonEmpty,
+  SEQ_API_KEY: optionalNonEmpty,
+  AUTH_JWT_SECRET: optionalNonEmpty,
+  AUTH_JWKS_URL: optionalNonEmpty,
+  SHUTDOWN_TIMEOUT_MS: z.coerce
+    .number({ error: 'must be a whole number of milliseconds' })
+    .int('must be a whole number of milliseconds')
+    .positive('must be a whole number of milliseconds')
+    .default(10_000),
+});
+
+export interface Config {
+  readonly databaseUrl: string;
+  readonly amqpUrl: string;
+  readonly redisUrl: string;
+  readonly host: string;
+  readonly ports: { readonly api: number; readonly notifications: number; readonly worker: number };
+  readonly log: {
+    readonly level: string;
+    readonly pretty: boolean;
+    readonly seqUrl?: string;
+    readonly seqApiKey?: string;
+  };
+  readonly auth: { readonly jwtSecret?: string; readonly jwksUrl?: string };
+  readonly shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`Invalid configuration:\n${problems.map((problem) => `  - ${problem}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Validates an environment; throws ConfigError naming every bad variable and what it accepts. */
+export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty = false): Config {
+  const parsed = ConfigSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => {
+        const name = String(issue.path[0]);
+        const value = env[name];
+        return `${name}: ${issue.message}${value === undefined ? '' : ` (got ${JSON.stringify(value)})`}`;
+      }),
+    );
+  }
+  const c = parsed.data;
+  return {
+    databaseUrl: c.DATABASE_URL,
+    amqpUrl: c.AMQP_URL,
+    redisUrl: c.REDIS_URL,
+    host: c.HOST,
+    ports: { api: c.API_PORT, notifications: c.NOTIFICATIONS_PORT, worker: c.WORKER_PORT },
+    log: {
+      level: c.LOG_LEVEL,
+      pretty: (c.LOG_FORMAT ?? (stdoutIsTty ? 'pretty' : 'json')) === 'pretty',
+      ...(c.SEQ_URL ? { seqUrl: c.SEQ_URL } : {}),
+      ...(c.SEQ_API_KEY ? { seqApiKey: c.SEQ_API_KEY } : {}),
+    },
+    auth: {
+      ...(c.AUTH_JWT_SECRET ? { jwtSecret: c.AUTH_JWT_SECRET } : {}),
+      ...(c.AUTH_JWKS_URL ? { jwksUrl: c.AUTH_JWKS_URL } : {}),
+    },
+    shutdownTimeoutMs: c.SHUTDOWN_TIMEOUT_MS,
+  };
+}
+
+/** Reads `.env` (when present; real environment variables win) and the process environment. */
+export function loadConfig(): Config {
+  if (existsSync('.env')) process.loadEnvFile('.env');
+  return parseConfig(process.env, process.stdout.isTTY === true);
+}
+
+/** For entry points: a bad configuration prints what to fix and exits with status 2, before anything starts. */
+export function loadConfigOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`${error.message}\n`);
+    process.exit(2);
+  }
+}

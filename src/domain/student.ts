@@ -1,0 +1,154 @@
+import { AggregateRoot } from './aggregate-root.ts';
+import type { FieldIssue, DomainError } from './errors.ts';
+import { err, ok, type Result } from './result.ts';
+import type { StudentEvent } from './student-events.ts';
+
+export const STUDENT_NAME_MAX_LENGTH = 100;
+export const STUDENT_EMAIL_MAX_LENGTH = 254;
+
+// Deliberately simple (one @, a dot in the domain, no spaces): full RFC 5322 validation rejects nothing useful here.
+const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+
+export interface StudentSnapshot {
+  readonly id: string;
+  readonly firstName: string;
+  readonly lastName: string;
+  readonly email: string;
+  readonly updates: number;
+  readonly created: Date;
+  readonly createdBy: string;
+  readonly lastModified: Date | null;
+  readonly lastModifiedBy: string | null;
+  readonly version: number;
+}
+
+export interface StudentDetails {
+  readonly firstName: string;
+  readonly lastName: string;
+  readonly email: string;
+}
+
+export type InvalidStudent = Extract<DomainError, { code: 'STUDENT.INVALID' }>;
+
+function checkName(field: keyof StudentDetails, raw: string, issues: FieldIssue[]): string {
+  const value = raw.trim();
+  if (value.length === 0) issues.push({ field, reason: 'must not be empty' });
+  else if (value.length > STUDENT_NAME_MAX_LENGTH)
+    issues.push({ field, reason: `must be at most ${STUDENT_NAME_MAX_LENGTH} characters` });
+  return value;
+}
+
+function checkEmail(raw: string, issues: FieldIssue[]): string {
+  const value = raw.trim();
+  if (value.length > STUDENT_EMAIL_MAX_LENGTH)
+    issues.push({ field: 'email', reason: `must be at most ${STUDENT_EMAIL_MAX_LENGTH} characters` });
+  else if (!EMAIL_PATTERN.test(value))
+    issues.push({ field: 'email', reason: 'must be a valid email address' });
+  return value;
+}
+
+/** Trims and checks every field, reporting all broken rules at once rather than the first. */
+export function validateStudentDetails(details: StudentDetails): Result<StudentDetails, InvalidStudent> {
+  const issues: FieldIssue[] = [];
+  const checked = {
+    firstName: checkName('firstName', details.firstName, issues),
+    lastName: checkName('lastName', details.lastName, issues),
+    email: checkEmail(details.email, issues),
+  };
+  if (issues.length > 0)
+    return err({ code: 'STUDENT.INVALID', message: 'The student is not valid.', issues });
+  return ok(checked);
+}
+
+export class Student extends AggregateRoot<StudentEvent> {
+  #state: StudentSnapshot;
+
+  private constructor(state: StudentSnapshot) {
+    super();
+    this.#state = state;
+  }
+
+  static create(input: {
+    id: string;
+    details: StudentDetails;
+    actor: string;
+    now: Date;
+  }): Result<Student, InvalidStudent> {
+    const details = validateStudentDetails(input.details);
+    if (!details.ok) return details;
+    const student = new Student({
+      id: input.id,
+      ...details.value,
+      updates: 0,
+      created: input.now,
+      createdBy: input.actor,
+      lastModified: null,
+      lastModifiedBy: null,
+      version: 1,
+    });
+    student.record({
+      type: 'StudentCreated',
+      studentId: input.id,
+      occurredAt: input.now,
+      actor: input.actor,
+      student: student.snapshot(),
+    });
+    return ok(student);
+  }
+
+  /** Rebuilds a stored student; no events, no checks (the data was valid when it was written). */
+  static rehydrate(state: StudentSnapshot): Student {
+    return new Student(state);
+  }
+
+  get id(): string {
+    return this.#state.id;
+  }
+
+  get version(): number {
+    return this.#state.version;
+  }
+
+  snapshot(): StudentSnapshot {
+    return this.#state;
+  }
+
+  update(input: { details: StudentDetails; actor: string; now: Date }): Result<void, InvalidStudent> {
+    const details = validateStudentDetails(input.details);
+    if (!details.ok) return details;
+    this.#modify(details.value, input.actor, input.now);
+    this.record({
+      type: 'StudentUpdated',
+      studentId: this.id,
+      occurredAt: input.now,
+      actor: input.actor,
+      student: this.snapshot(),
+    });
+    return ok(undefined);
+  }
+
+  delete(input: { actor: string; now: Date }): void {
+    this.record({
+      type: 'StudentDeleted',
+      studentId: this.id,
+      occurredAt: input.now,
+      actor: input.actor,
+      student: this.snapshot(),
+    });
+  }
+
+  /** The background processing of the original: counts the event and raises nothing, so it cannot loop. */
+  recordBackgroundProcessing(input: { actor: string; now: Date }): void {
+    this.#modify({ updates: this.#state.updates + 1 }, input.actor, input.now);
+  }
+
+  #modify(changes: Partial<StudentSnapshot>, actor: string, now: Date): void {
+    this.#state = {
+      ...this.#state,
+      ...changes,
+      lastModified: now,
+      lastModifiedBy: actor,
+      version: this.#state.version + 1,
+    };
+  }
+}

@@ -1,0 +1,73 @@
+export type HealthStatus = 'Healthy' | 'Degraded' | 'Unhealthy';
+
+export interface HealthCheckResult {
+  readonly status: HealthStatus;
+  readonly description?: string;
+  readonly data?: Readonly<Record<string, unknown>>;
+}
+
+export interface HealthCheck {
+  readonly name: string;
+  check(): Promise<HealthCheckResult>;
+}
+
+export interface HealthReport {
+  readonly status: HealthStatus;
+  readonly totalDurationMs: number;
+  readonly checks: Readonly<Record<string, HealthCheckResult & { durationMs: number }>>;
+}
+
+const severity: Record<HealthStatus, number> = { Healthy: 0, Degraded: 1, Unhealthy: 2 };
+
+/** Runs every check at once, each bounded by `timeoutMs` so one hung dependency cannot hang the probe. */
+export async function runHealthChecks(
+  checks: readonly HealthCheck[],
+  timeoutMs = 2_000,
+): Promise<HealthReport> {
+  const started = performance.now();
+  const results = await Promise.all(
+    checks.map(async (check) => {
+      const checkStarted = performance.now();
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<HealthCheckResult>((resolve) => {
+        timer = setTimeout(
+          () => resolve({ status: 'Unhealthy', description: `no answer within ${timeoutMs} ms` }),
+          timeoutMs,
+        );
+      });
+      const result = await Promise.race([
+        check.check().catch((error: unknown): HealthCheckResult => ({
+          status: 'Unhealthy',
+          description: error instanceof Error ? error.message : String(error),
+        })),
+        timeout,
+      ]);
+      clearTimeout(timer);
+      return [check.name, { ...result, durationMs: Math.round(performance.now() - checkStarted) }] as const;
+    }),
+  );
+  const worst = results.reduce<HealthStatus>(
+    (status, [, result]) => (severity[result.status] > severity[status] ? result.status : status),
+    'Healthy',
+  );
+  return {
+    status: worst,
+    totalDurationMs: Math.round(performance.now() - started),
+    checks: Object.fromEntries(results),
+  };
+}
+
+/** A dependency that answers a ping is Healthy; one that fails it is Unhealthy, with the error as description. */
+export function pingCheck(
+  name: string,
+  ping: () => Promise<unknown>,
+  data?: Record<string, unknown>,
+): HealthCheck {
+  return {
+    name,
+    async check() {
+      await ping();
+      return { status: 'Healthy', ...(data ? { data } : {}) };
+    },
+  };
+}

@@ -1,0 +1,164 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { DependencyUnavailableError } from '../../application/errors.ts';
+import type { DomainError, FieldIssue } from '../../domain/errors.ts';
+
+/** RFC 9457 problem details, with `code` (stable, machine-readable) and `errors` for field-level detail. */
+export interface ProblemDetails {
+  readonly type: string;
+  readonly title: string;
+  readonly status: number;
+  readonly detail?: string;
+  readonly instance?: string;
+  readonly code: string;
+  readonly errors?: readonly FieldIssue[];
+}
+
+/** Extension members (RFC 9457 §3.2), e.g. `dependency` or `currentVersion`. */
+export type ProblemExtensions = Readonly<Record<string, unknown>>;
+
+const PROBLEM_BASE = 'https://github.com/the-background-experience/problems#';
+
+const domainStatus: Record<DomainError['code'], { status: number; title: string }> = {
+  'STUDENT.INVALID': { status: 422, title: 'The student is not valid' },
+  'STUDENT.NOT_FOUND': { status: 404, title: 'Student not found' },
+  'STUDENT.VERSION_CONFLICT': { status: 412, title: 'The student has changed' },
+};
+
+export function problem(input: Omit<ProblemDetails, 'type'> & ProblemExtensions): ProblemDetails {
+  return { type: `${PROBLEM_BASE}${input.code.toLowerCase()}`, ...input };
+}
+
+export function domainProblem(error: DomainError, instance: string): ProblemDetails {
+  const { status, title } = domainStatus[error.code];
+  if (error.code === 'STUDENT.INVALID')
+    return problem({
+      status,
+      title,
+      code: error.code,
+      detail: error.message,
+      instance,
+      errors: error.issues,
+    });
+  const { code, message, ...extensions } = error;
+  return problem({ status, title, code, detail: message, instance, ...extensions });
+}
+
+export function sendProblem(reply: FastifyReply, details: ProblemDetails): FastifyReply {
+  return reply.code(details.status).type('application/problem+json').send(details);
+}
+
+function validationIssues(error: FastifyError): FieldIssue[] {
+  if (!hasZodFastifySchemaValidationErrors(error)) {
+    return [{ field: error.validationContext ?? 'request', reason: error.message }];
+  }
+  return error.validation.flatMap((issue): FieldIssue[] => {
+    const path = issue.instancePath.replace(/^\//, '').replaceAll('/', '.');
+    const field = path || error.validationContext || 'body';
+    if (issue.keyword === 'unrecognized_keys') {
+      const keys = (issue.params as { keys?: string[] }).keys ?? [];
+      return keys.map((key) => ({ field: path ? `${path}.${key}` : key, reason: 'is not a known field' }));
+    }
+    return [{ field, reason: issue.message ?? 'is not valid' }];
+  });
+}
+
+/**
+ * The one mapper from errors to problem+json: client mistakes become 4xx with the field and reason,
+ * an unreachable dependency 503, anything else 500 without internals (the log has them).
+ */
+export function registerProblemDetails(app: FastifyInstance): void {
+  app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    const instance = request.url;
+    if (error.validation) {
+      return sendProblem(
+        reply,
+        problem({
+          status: 400,
+          title: 'The request is not valid',
+          code: 'REQUEST.INVALID',
+          detail: `The request ${error.validationContext ?? 'input'} failed validation.`,
+          instance,
+          errors: validationIssues(error),
+        }),
+      );
+    }
+    if (error instanceof DependencyUnavailableError) {
+      request.log.warn({ err: error }, `${error.dependency} unavailable`);
+      void reply.header('retry-after', '5');
+      return sendProblem(
+        reply,
+        problem({
+          status: 503,
+          title: 'Service temporarily unavailable',
+          code: 'DEPENDENCY.UNAVAILABLE',
+          detail: `The ${error.dependency} cannot be reached right now; try again shortly.`,
+          instance,
+          dependency: error.dependency,
+        }),
+      );
+    }
+    const status = error.statusCode ?? 500;
+    if (status >= 400 && status < 500) {
+      // Fastify's own client errors: malformed JSON, body too large, unsupported media type, ...
+      return sendProblem(
+        reply,
+        problem({
+          status,
+          title: httpTitle(status),
+          code: error.code ?? 'REQUEST.INVALID',
+          detail: error.message,
+          instance,
+          // FST_ERR_CTP_*: the body could not be read (malformed JSON, too large, wrong media type).
+          ...(error.code?.startsWith('FST_ERR_CTP_')
+            ? { errors: [{ field: 'body', reason: error.message }] }
+            : {}),
+        }),
+      );
+    }
+    request.log.error({ err: error }, 'unhandled error');
+    return sendProblem(
+      reply,
+      problem({
+        status: 500,
+        title: 'Internal Server Error',
+        code: 'INTERNAL',
+        detail: 'An unexpected error occurred.',
+        instance,
+      }),
+    );
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(
+      reply,
+      problem({
+        status: 404,
+        title: 'Not Found',
+        code: 'ROUTE.NOT_FOUND',
+        detail: `No route ${request.method} ${request.url.split('?')[0]}.`,
+        instance: request.url,
+      }),
+    ),
+  );
+}
+
+const titles: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  406: 'Not Acceptable',
+  409: 'Conflict',
+  412: 'Precondition Failed',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  422: 'Unprocessable Content',
+  428: 'Precondition Required',
+  429: 'Too Many Requests',
+};
+
+function httpTitle(status: number): string {
+  return titles[status] ?? 'Bad Request';
+}

@@ -1,0 +1,165 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
+import { migrate as migratePg } from 'drizzle-orm/node-postgres/migrator';
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
+import pg from 'pg';
+import type { Logger } from '../logging/logger.ts';
+import * as schema from './schema.ts';
+
+export type Schema = typeof schema;
+/** The drizzle API shared by the PostgreSQL and PGlite drivers: repositories are written once against it. */
+export type Db = PgDatabase<PgQueryResultHKT, Schema>;
+
+export interface Database {
+  readonly kind: 'postgres' | 'pglite';
+  readonly db: Db;
+  /** Applies the generated SQL migrations (idempotent; serialized across processes on PostgreSQL). */
+  migrate(): Promise<void>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../../drizzle', import.meta.url));
+// Any constant works; it only has to be the same in every process that migrates this database.
+const MIGRATION_LOCK_KEY = 4_224_711;
+
+export async function openDatabase(url: string, logger: Logger): Promise<Database> {
+  if (url.startsWith('pglite://')) return openPglite(url.slice('pglite://'.length));
+  return openPostgres(url, logger);
+}
+
+function openPostgres(url: string, logger: Logger): Database {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+  });
+  // An idle client whose server went away emits 'error'; unhandled, it would kill the process.
+  pool.on('error', (error) => logger.warn({ err: error }, 'idle PostgreSQL connection lost'));
+  const db = drizzlePg(pool, { schema });
+  return {
+    kind: 'postgres',
+    db,
+    async migrate() {
+      const client = await pool.connect();
+      try {
+        await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+        try {
+          await migratePg(drizzlePg(client, { schema }), { migrationsFolder: MIGRATIONS_FOLDER });
+        } finally {
+          await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
+        }
+      } finally {
+        client.release();
+      }
+    },
+    async ping() {
+      await pool.query('select 1');
+    },
+    close: () => pool.end(),
+  };
+}
+
+async function openPglite(location: string): Promise<Database> {
+  let client: PGlite;
+  if (location === 'memory') {
+    // A fresh in-memory PGlite spends seconds in initdb; a migrated snapshot loads in well under one.
+    client = await PGlite.create({ loadDataDir: await migratedSnapshot() });
+  } else {
+    await mkdir(location, { recursive: true });
+    const releaseLock = await lockDataDir(location);
+    try {
+      client = await PGlite.create(location);
+    } catch (error) {
+      await releaseLock();
+      throw error;
+    }
+    const opened = client;
+    return pgliteDatabase(opened, async () => {
+      await opened.close();
+      await releaseLock();
+    });
+  }
+  return pgliteDatabase(client, () => client.close());
+}
+
+function pgliteDatabase(client: PGlite, close: () => Promise<void>): Database {
+  const db = drizzlePglite(client, { schema });
+  return {
+    kind: 'pglite',
+    db,
+    migrate: () => migratePglite(db, { migrationsFolder: MIGRATIONS_FOLDER }),
+    async ping() {
+      await client.query('select 1');
+    },
+    close,
+  };
+}
+
+/**
+ * PGlite is a single-process database: a second process opening the same directory would corrupt it.
+ * A pid file makes that mistake a clear start-up error instead.
+ */
+async function lockDataDir(location: string): Promise<() => Promise<void>> {
+  const lockPath = join(location, 'tbe.pid');
+  for (;;) {
+    try {
+      await writeFile(lockPath, String(process.pid), { flag: 'wx' });
+      return () => rm(lockPath, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const owner = Number(await readFile(lockPath, 'utf8').catch(() => ''));
+      if (owner && owner !== process.pid && isAlive(owner)) {
+        throw new Error(
+          `The embedded database ${location} is in use by process ${owner}. PGlite serves one process only: ` +
+            'run all roles in one process (npm start), or set DATABASE_URL=postgres://... to run roles separately.',
+          { cause: error },
+        );
+      }
+      await rm(lockPath, { force: true }); // left behind by a process that died
+    }
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+let snapshot: Promise<Blob> | undefined;
+
+/** A data dir with every migration applied, cached in the temp dir under a hash of the migrations. */
+function migratedSnapshot(): Promise<Blob> {
+  snapshot ??= (async () => {
+    const files = (await readdir(MIGRATIONS_FOLDER, { recursive: true })).sort();
+    const hash = createHash('sha256');
+    for (const file of files.filter((name) => name.endsWith('.sql') || name.endsWith('.json')))
+      hash.update(file).update(await readFile(join(MIGRATIONS_FOLDER, file)));
+    const path = join(tmpdir(), `tbe-pglite-${hash.digest('hex').slice(0, 16)}.tar`);
+    try {
+      return new Blob([await readFile(path)]);
+    } catch {
+      const client = await PGlite.create();
+      await migratePglite(drizzlePglite(client, { schema }), { migrationsFolder: MIGRATIONS_FOLDER });
+      const dump = await client.dumpDataDir('none');
+      await client.close();
+      const partial = `${path}.${process.pid}`;
+      await writeFile(partial, Buffer.from(await dump.arrayBuffer()));
+      await rename(partial, path); // atomic: concurrent test processes never read half a file
+      return dump;
+    }
+  })();
+  return snapshot;
+}

@@ -1,0 +1,87 @@
+import { and, eq } from 'drizzle-orm';
+import type { IdGenerator } from '../../application/ports/id-generator.ts';
+import type { OutboxMessage } from '../../application/ports/outbox.ts';
+import type { StudentRepository, UnitOfWork } from '../../application/ports/student-repository.ts';
+import { studentEventMessage } from '../../application/students/student-event-messages.ts';
+import { Student } from '../../domain/student.ts';
+import type { Db } from './database.ts';
+import { guardDatabase } from './database-errors.ts';
+import { outbox, students } from './schema.ts';
+
+type Tx = Parameters<Parameters<Db['transaction']>[0]>[0];
+
+/** The same drizzle code serves PostgreSQL and PGlite: only the driver under `db` differs. */
+export class DrizzleUnitOfWork implements UnitOfWork {
+  readonly #db: Db;
+  readonly #ids: IdGenerator;
+
+  constructor(db: Db, ids: IdGenerator) {
+    this.#db = db;
+    this.#ids = ids;
+  }
+
+  transaction<T>(work: (scope: { students: StudentRepository }) => Promise<T>): Promise<T> {
+    return guardDatabase(() =>
+      this.#db.transaction((tx) => work({ students: new DrizzleStudentRepository(tx, this.#ids) })),
+    );
+  }
+}
+
+class DrizzleStudentRepository implements StudentRepository {
+  readonly #tx: Tx;
+  readonly #ids: IdGenerator;
+
+  constructor(tx: Tx, ids: IdGenerator) {
+    this.#tx = tx;
+    this.#ids = ids;
+  }
+
+  async findByIdForUpdate(id: string): Promise<Student | undefined> {
+    const [row] = await this.#tx.select().from(students).where(eq(students.id, id)).for('update');
+    return row ? Student.rehydrate(row) : undefined;
+  }
+
+  async add(student: Student): Promise<void> {
+    await this.#tx.insert(students).values(student.snapshot());
+    await this.#storeEvents(student);
+  }
+
+  async update(student: Student, loadedVersion: number): Promise<void> {
+    const { id: _id, created: _created, createdBy: _createdBy, ...changes } = student.snapshot();
+    const updated = await this.#tx
+      .update(students)
+      .set(changes)
+      .where(and(eq(students.id, student.id), eq(students.version, loadedVersion)))
+      .returning({ id: students.id });
+    // The row was locked when loaded, so a miss here is a bug in the caller, not a race.
+    if (updated.length !== 1)
+      throw new Error(`student ${student.id} at version ${loadedVersion} was not locked`);
+    await this.#storeEvents(student);
+  }
+
+  async remove(student: Student): Promise<void> {
+    await this.#tx.delete(students).where(eq(students.id, student.id));
+    await this.#storeEvents(student);
+  }
+
+  async #storeEvents(student: Student): Promise<void> {
+    const messages = student.pullDomainEvents().map((event) => studentEventMessage(event, this.#ids.next()));
+    await appendToOutbox(this.#tx, messages);
+  }
+}
+
+export async function appendToOutbox(tx: Tx, messages: readonly OutboxMessage[]): Promise<void> {
+  if (messages.length === 0) return;
+  await tx.insert(outbox).values(
+    messages.map((message) => ({
+      id: message.id,
+      exchange: message.exchange,
+      routingKey: message.routingKey,
+      type: message.type,
+      subject: message.subject,
+      payload: message.payload,
+      headers: { ...message.headers },
+      occurredAt: message.occurredAt,
+    })),
+  );
+}

@@ -1,0 +1,40 @@
+import { sql } from 'drizzle-orm';
+import { bigint, index, integer, jsonb, pgTable, text, timestamp, uuid, varchar } from 'drizzle-orm/pg-core';
+
+export const students = pgTable('students', {
+  id: uuid('id').primaryKey(),
+  firstName: varchar('first_name', { length: 100 }).notNull(),
+  lastName: varchar('last_name', { length: 100 }).notNull(),
+  email: varchar('email', { length: 254 }).notNull(),
+  updates: integer('updates').notNull().default(0),
+  created: timestamp('created', { withTimezone: true, mode: 'date' }).notNull(),
+  createdBy: text('created_by').notNull(),
+  lastModified: timestamp('last_modified', { withTimezone: true, mode: 'date' }),
+  lastModifiedBy: text('last_modified_by'),
+  version: integer('version').notNull(),
+});
+
+/**
+ * The transactional outbox: rows are written with the state change and published later by the relay.
+ * `seq` gives the publish order (commit order within one writer); `sent_at` is set once the broker confirmed.
+ */
+export const outbox = pgTable(
+  'outbox',
+  {
+    id: uuid('id').primaryKey(),
+    seq: bigint('seq', { mode: 'number' }).generatedAlwaysAsIdentity().notNull().unique(),
+    exchange: text('exchange').notNull(),
+    routingKey: text('routing_key').notNull(),
+    type: text('type').notNull(),
+    subject: text('subject').notNull(),
+    payload: jsonb('payload').notNull(),
+    headers: jsonb('headers').$type<Record<string, string>>().notNull().default({}),
+    occurredAt: timestamp('occurred_at', { withTimezone: true, mode: 'date' }).notNull(),
+    sentAt: timestamp('sent_at', { withTimezone: true, mode: 'date' }),
+  },
+  (table) => [
+    index('outbox_unsent_idx')
+      .on(table.seq)
+      .where(sql`${table.sentAt} is null`),
+  ],
+);

@@ -1,0 +1,35 @@
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import closeWithGrace from 'close-with-grace';
+import type { Logger } from '../logging/logger.ts';
+
+export interface Service {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a service and stops it on SIGINT/SIGTERM (or a fatal error): in-flight work finishes, connections
+ * close, and the process exits. A stop that takes longer than `timeoutMs` is cut short with exit code 1.
+ */
+export async function runUntilSignal(service: Service, logger: Logger, timeoutMs: number): Promise<void> {
+  closeWithGrace({ delay: timeoutMs, logger }, async ({ signal, err }) => {
+    if (err) logger.fatal({ err }, 'stopping after a fatal error');
+    else logger.info({ signal }, 'stopping');
+    await service.stop();
+    logger.info('stopped');
+  });
+  try {
+    await service.start();
+  } catch (error) {
+    logger.fatal({ err: error }, 'could not start');
+    await service.stop().catch(() => undefined);
+    process.exit(1);
+  }
+}
+
+/** True when the module at `moduleUrl` is the script node was started with (not imported by another). */
+export function isEntryPoint(moduleUrl: string): boolean {
+  const script = process.argv[1];
+  return script !== undefined && moduleUrl === pathToFileURL(realpathSync(script)).href;
+}

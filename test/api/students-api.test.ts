@@ -1,0 +1,287 @@
+// The Student REST API as a client sees it, over HTTP, on PGlite and on real PostgreSQL.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { asc } from 'drizzle-orm';
+import { outbox, students } from '../../src/infrastructure/persistence/schema.ts';
+import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { needsPostgres } from '../support/services.ts';
+import { json, startWebApi, type RunningWebApi } from '../support/webapi.ts';
+
+const jsonHeaders = { 'content-type': 'application/json' };
+const ada = { firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' };
+
+function apiContract(kind: 'pglite' | 'postgres') {
+  let testDb: TestDatabase;
+  let api: RunningWebApi;
+
+  before(async () => {
+    testDb = await openTestDatabase(kind);
+    api = await startWebApi(testDb.database);
+  });
+  after(async () => {
+    await api?.stop();
+    await testDb?.dispose();
+  });
+
+  const call = (path: string, init: RequestInit = {}) => fetch(`${api.url}${path}`, init);
+  const create = (body: unknown = ada) =>
+    call('/api/students', { method: 'POST', headers: jsonHeaders, body: JSON.stringify(body) });
+  const counts = async () => ({
+    students: (await testDb.database.db.select({ id: students.id }).from(students)).length,
+    outbox: (await testDb.database.db.select({ id: outbox.id }).from(outbox)).length,
+  });
+
+  async function assertProblem(response: Response, status: number, field?: string) {
+    assert.equal(response.status, status);
+    assert.match(response.headers.get('content-type') ?? '', /^application\/problem\+json/);
+    const body = await json(response);
+    assert.equal(body.status, status);
+    assert.equal(typeof body.title, 'string');
+    if (field) {
+      const errors = body.errors as { field: string; reason: string }[];
+      assert.ok(
+        errors.some((error) => error.field === field && error.reason.length > 0),
+        `expected an error for ${field}, got ${JSON.stringify(errors)}`,
+      );
+    }
+    return body;
+  }
+
+  test('POST creates a student: 201 with Location, ETag and the stored JSON', async () => {
+    const response = await create();
+    assert.equal(response.status, 201);
+    const body = await json(response);
+    assert.match(String(body.id), /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-/, 'a UUIDv7 id');
+    assert.equal(response.headers.get('location'), `/api/students/${body.id}`);
+    assert.equal(response.headers.get('etag'), '"1"');
+    assert.deepEqual(
+      {
+        firstName: body.firstName,
+        lastName: body.lastName,
+        email: body.email,
+        updates: body.updates,
+        version: body.version,
+      },
+      { ...ada, updates: 0, version: 1 },
+    );
+    const fetched = await call(response.headers.get('location') ?? '');
+    assert.equal(fetched.status, 200);
+    assert.deepEqual(await json(fetched), body);
+  });
+
+  test('fields left out are generated, and an empty POST creates a whole fake student', async () => {
+    const partial = await json(await create({ firstName: 'Only' }));
+    assert.equal(partial.firstName, 'Only');
+    assert.ok(String(partial.lastName).length > 0);
+    assert.match(String(partial.email), /@/);
+    const empty = await call('/api/students', { method: 'POST' });
+    assert.equal(empty.status, 201);
+    const generated = await json(empty);
+    assert.ok(String(generated.firstName).length > 0);
+  });
+
+  test('names are trimmed before they are stored', async () => {
+    const body = await json(await create({ ...ada, firstName: '  Ada  ' }));
+    assert.equal(body.firstName, 'Ada');
+  });
+
+  test('the singular /api/student paths of the original are aliases', async () => {
+    const created = await json(
+      await call('/api/student', { method: 'POST', headers: jsonHeaders, body: JSON.stringify(ada) }),
+    );
+    const fetched = await call(`/api/student/${created.id}`);
+    assert.equal(fetched.status, 200);
+    assert.equal((await json(fetched)).id, created.id);
+  });
+
+  test('PUT with the current ETag updates and returns the new version; a stale ETag gets 412', async () => {
+    const created = await json(await create());
+    const path = `/api/students/${created.id}`;
+    const updated = await call(path, {
+      method: 'PUT',
+      headers: { ...jsonHeaders, 'if-match': '"1"' },
+      body: JSON.stringify({ ...ada, firstName: 'Grace' }),
+    });
+    assert.equal(updated.status, 200);
+    assert.equal(updated.headers.get('etag'), '"2"');
+    const body = await json(updated);
+    assert.equal(body.firstName, 'Grace');
+    assert.equal(body.version, 2);
+    assert.equal(body.lastModifiedBy, 'anonymous');
+
+    const stale = await call(path, {
+      method: 'PUT',
+      headers: { ...jsonHeaders, 'if-match': '"1"' },
+      body: JSON.stringify({ ...ada, firstName: 'Stale' }),
+    });
+    const problem = await assertProblem(stale, 412);
+    assert.equal(problem.code, 'STUDENT.VERSION_CONFLICT');
+    assert.equal(stale.headers.get('etag'), '"2"');
+    assert.equal((await json(await call(path))).firstName, 'Grace', 'the stale write changed nothing');
+  });
+
+  test('when a student is updated twice concurrently with the same ETag, exactly one wins and the other gets 412', async () => {
+    const created = await json(await create());
+    const put = (firstName: string) =>
+      call(`/api/students/${created.id}`, {
+        method: 'PUT',
+        headers: { ...jsonHeaders, 'if-match': '"1"' },
+        body: JSON.stringify({ ...ada, firstName }),
+      });
+    const statuses = (await Promise.all([put('One'), put('Two')])).map((response) => response.status).sort();
+    assert.deepEqual(statuses, [200, 412]);
+  });
+
+  test('If-Match: * updates any existing student; a malformed If-Match is a 400 naming the header', async () => {
+    const created = await json(await create());
+    const path = `/api/students/${created.id}`;
+    const star = await call(path, {
+      method: 'PUT',
+      headers: { ...jsonHeaders, 'if-match': '*' },
+      body: '{}',
+    });
+    assert.equal(star.status, 200);
+    const malformed = await call(path, {
+      method: 'PUT',
+      headers: { ...jsonHeaders, 'if-match': 'v1' },
+      body: '{}',
+    });
+    await assertProblem(malformed, 400, 'If-Match');
+  });
+
+  test('DELETE removes the student: 204, then 404; deleting again is 404', async () => {
+    const created = await json(await create());
+    const path = `/api/students/${created.id}`;
+    assert.equal((await call(path, { method: 'DELETE' })).status, 204);
+    const problem = await assertProblem(await call(path), 404);
+    assert.equal(problem.code, 'STUDENT.NOT_FOUND');
+    await assertProblem(await call(path, { method: 'DELETE' }), 404);
+  });
+
+  test('every write leaves one outbox row per domain event, with its type and payload', async () => {
+    const created = await json(await create());
+    const path = `/api/students/${created.id}`;
+    await call(path, {
+      method: 'PUT',
+      headers: jsonHeaders,
+      body: JSON.stringify({ ...ada, firstName: 'Grace' }),
+    });
+    await call(path, { method: 'DELETE' });
+    const rows = (await testDb.database.db.select().from(outbox).orderBy(asc(outbox.seq))).filter(
+      (row) => row.subject === created.id,
+    );
+    assert.deepEqual(
+      rows.map((row) => [row.type, row.routingKey]),
+      [
+        ['StudentCreated', 'student.created'],
+        ['StudentUpdated', 'student.updated'],
+        ['StudentDeleted', 'student.deleted'],
+      ],
+    );
+    const payloads = rows.map((row) => row.payload as { student: { firstName: string; version: number } });
+    assert.deepEqual(
+      payloads.map((payload) => [payload.student.firstName, payload.student.version]),
+      [
+        ['Ada', 1],
+        ['Grace', 2],
+        ['Grace', 2],
+      ],
+    );
+  });
+
+  test('the list walks all students in keyset pages via nextCursor', async () => {
+    const ids: unknown[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await json(await create({ ...ada, firstName: `P${i}` }))).id);
+    const seen: unknown[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: Record<string, unknown> = await json(
+        await call(`/api/students?limit=2${cursor ? `&cursor=${cursor}` : ''}`),
+      );
+      seen.push(...(page.items as { id: string }[]).map((item) => item.id));
+      cursor = page.nextCursor as string | null;
+    } while (cursor);
+    assert.deepEqual(
+      seen.filter((id) => ids.includes(id)),
+      ids,
+    );
+    assert.equal(new Set(seen).size, seen.length, 'no student twice');
+  });
+
+  describe('bad input gets a 4xx problem+json naming the field, and writes nothing', () => {
+    const badPosts: [string, RequestInit, number, string][] = [
+      ['malformed JSON', { body: '{"firstName":' }, 400, 'body'],
+      ['a wrong type', { body: JSON.stringify({ firstName: 42 }) }, 400, 'firstName'],
+      ['an unknown field', { body: JSON.stringify({ ...ada, isAdmin: true }) }, 400, 'isAdmin'],
+      ['an over-long name', { body: JSON.stringify({ ...ada, lastName: 'x'.repeat(101) }) }, 400, 'lastName'],
+      ['a blank name', { body: JSON.stringify({ ...ada, firstName: '   ' }) }, 422, 'firstName'],
+      ['an invalid email', { body: JSON.stringify({ ...ada, email: 'not-an-email' }) }, 422, 'email'],
+      ['a JSON array', { body: '[]' }, 400, 'body'],
+      ['a body over 64 KiB', { body: JSON.stringify({ ...ada, pad: 'x'.repeat(70_000) }) }, 413, 'body'],
+    ];
+    for (const [name, init, status, field] of badPosts) {
+      test(`POST with ${name}: ${status} for ${field}`, async () => {
+        const before = await counts();
+        const response = await call('/api/students', { method: 'POST', headers: jsonHeaders, ...init });
+        await assertProblem(response, status, field);
+        assert.deepEqual(await counts(), before);
+      });
+    }
+
+    test('an invalid UUID in the path is a 400 for id', async () => {
+      await assertProblem(await call('/api/students/not-a-uuid'), 400, 'id');
+      await assertProblem(await call('/api/students/1', { method: 'DELETE' }), 400, 'id');
+    });
+
+    test('bad limits and cursors are 400s for limit and cursor', async () => {
+      await assertProblem(await call('/api/students?limit=0'), 400, 'limit');
+      await assertProblem(await call('/api/students?limit=101'), 400, 'limit');
+      await assertProblem(await call('/api/students?limit=abc'), 400, 'limit');
+      await assertProblem(await call('/api/students?cursor=bm90LWEtdXVpZA'), 400, 'cursor');
+    });
+
+    test('a PUT with invalid input leaves the student as it was', async () => {
+      const created = await json(await create());
+      const path = `/api/students/${created.id}`;
+      const response = await call(path, {
+        method: 'PUT',
+        headers: jsonHeaders,
+        body: JSON.stringify({ email: 'x' }),
+      });
+      await assertProblem(response, 422, 'email');
+      assert.deepEqual(await json(await call(path)), created);
+    });
+
+    test('an unknown route is a problem+json 404', async () => {
+      await assertProblem(await call('/api/nothing-here'), 404);
+    });
+  });
+
+  test('health: /health details the database, /health/ready and /health/live answer 200', async () => {
+    const health = await json(await call('/health'));
+    assert.equal(health.status, 'Healthy');
+    assert.equal((health.checks as Record<string, { status: string }>).database?.status, 'Healthy');
+    assert.equal((await call('/health/ready')).status, 200);
+    assert.equal((await call('/health/live')).status, 200);
+  });
+
+  test('OpenAPI describes the canonical routes and the docs page is served', async () => {
+    const spec = await json(await call('/openapi.json'));
+    const paths = Object.keys(spec.paths as object);
+    assert.ok(paths.includes('/api/students') && paths.includes('/api/students/{id}'), paths.join(', '));
+    assert.ok(!paths.some((path) => path.startsWith('/api/student/')), 'aliases stay out of the docs');
+    const docs = await call('/docs/');
+    assert.equal(docs.status, 200);
+    assert.match(await docs.text(), /swagger/i);
+  });
+
+  test('a caller-supplied x-request-id is echoed; otherwise one is made', async () => {
+    const given = await call('/health/live', { headers: { 'x-request-id': 'trace-me-123' } });
+    assert.equal(given.headers.get('x-request-id'), 'trace-me-123');
+    const made = await call('/health/live');
+    assert.match(made.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/);
+  });
+}
+
+describe('Student API on PGlite', () => apiContract('pglite'));
+describe('Student API on PostgreSQL', await needsPostgres(), () => apiContract('postgres'));

@@ -1,0 +1,166 @@
+// One contract suite for the persistence port, run against PGlite and real PostgreSQL.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { desc } from 'drizzle-orm';
+import { Student } from '../../src/domain/student.ts';
+import { DrizzleStudentQueries } from '../../src/infrastructure/persistence/drizzle-student-queries.ts';
+import { DrizzleUnitOfWork } from '../../src/infrastructure/persistence/drizzle-unit-of-work.ts';
+import { outbox } from '../../src/infrastructure/persistence/schema.ts';
+import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
+import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { needsPostgres } from '../support/services.ts';
+
+const now = new Date('2026-01-02T03:04:05.000Z');
+
+function newStudent(firstName = 'Ada'): Student {
+  const created = Student.create({
+    id: uuidV7Generator.next(),
+    details: { firstName, lastName: 'Lovelace', email: `${firstName.toLowerCase()}@example.com` },
+    actor: 'tester',
+    now,
+  });
+  assert.ok(created.ok);
+  return created.value;
+}
+
+function persistenceContract(kind: 'postgres' | 'pglite') {
+  let testDb: TestDatabase;
+  let unitOfWork: DrizzleUnitOfWork;
+  let queries: DrizzleStudentQueries;
+
+  before(async () => {
+    testDb = await openTestDatabase(kind);
+    unitOfWork = new DrizzleUnitOfWork(testDb.database.db, uuidV7Generator);
+    queries = new DrizzleStudentQueries(testDb.database.db);
+  });
+  after(() => testDb?.dispose());
+
+  const outboxFor = (studentId: string) =>
+    testDb.database.db
+      .select()
+      .from(outbox)
+      .orderBy(desc(outbox.seq))
+      .then((rows) => rows.filter((row) => row.subject === studentId).reverse());
+
+  test('a created student is stored with one StudentCreated outbox row in the same transaction', async () => {
+    const student = newStudent();
+    await unitOfWork.transaction(({ students }) => students.add(student));
+
+    const stored = await queries.findById(student.id);
+    assert.deepEqual(stored, student.snapshot());
+    const rows = await outboxFor(student.id);
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0]?.type, 'StudentCreated');
+    assert.equal(rows[0]?.exchange, 'students');
+    assert.equal(rows[0]?.routingKey, 'student.created');
+    assert.equal(rows[0]?.sentAt, null);
+    assert.deepEqual(rows[0]?.payload, {
+      actor: 'tester',
+      student: { ...stored, created: now.toISOString(), lastModified: null },
+    });
+  });
+
+  test('when the transaction fails, neither the student nor its outbox row is written', async () => {
+    const student = newStudent();
+    await assert.rejects(
+      unitOfWork.transaction(async ({ students }) => {
+        await students.add(student);
+        throw new Error('boom after the insert');
+      }),
+      /boom/,
+    );
+    assert.equal(await queries.findById(student.id), undefined);
+    assert.deepEqual(await outboxFor(student.id), []);
+  });
+
+  test('an update bumps the version and appends StudentUpdated after StudentCreated', async () => {
+    const student = newStudent();
+    await unitOfWork.transaction(({ students }) => students.add(student));
+    await unitOfWork.transaction(async ({ students }) => {
+      const loaded = await students.findByIdForUpdate(student.id);
+      assert.ok(loaded);
+      const result = loaded.update({
+        details: { firstName: 'Grace', lastName: 'Hopper', email: 'grace@example.com' },
+        actor: 'editor',
+        now,
+      });
+      assert.ok(result.ok);
+      await students.update(loaded, 1);
+    });
+    const stored = await queries.findById(student.id);
+    assert.equal(stored?.firstName, 'Grace');
+    assert.equal(stored?.version, 2);
+    assert.equal(stored?.lastModifiedBy, 'editor');
+    const rows = await outboxFor(student.id);
+    assert.deepEqual(
+      rows.map((row) => row.type),
+      ['StudentCreated', 'StudentUpdated'],
+    );
+  });
+
+  test('concurrent updates of one student queue on the row lock: none is lost', async () => {
+    const student = newStudent();
+    await unitOfWork.transaction(({ students }) => students.add(student));
+    await Promise.all(
+      Array.from({ length: 5 }, () =>
+        unitOfWork.transaction(async ({ students }) => {
+          const loaded = await students.findByIdForUpdate(student.id);
+          assert.ok(loaded);
+          const version = loaded.version;
+          loaded.recordBackgroundProcessing({ actor: 'worker', now });
+          await students.update(loaded, version);
+        }),
+      ),
+    );
+    const stored = await queries.findById(student.id);
+    assert.equal(stored?.updates, 5);
+    assert.equal(stored?.version, 6);
+  });
+
+  test('a removed student is gone and leaves a StudentDeleted outbox row', async () => {
+    const student = newStudent();
+    await unitOfWork.transaction(({ students }) => students.add(student));
+    await unitOfWork.transaction(async ({ students }) => {
+      const loaded = await students.findByIdForUpdate(student.id);
+      assert.ok(loaded);
+      loaded.delete({ actor: 'remover', now });
+      await students.remove(loaded);
+    });
+    assert.equal(await queries.findById(student.id), undefined);
+    assert.deepEqual(
+      (await outboxFor(student.id)).map((row) => row.type),
+      ['StudentCreated', 'StudentDeleted'],
+    );
+  });
+
+  test('keyset pages walk every student once, in creation order', async () => {
+    const created: string[] = [];
+    for (let i = 0; i < 7; i++) {
+      const student = newStudent(`Page${i}`);
+      await unitOfWork.transaction(({ students }) => students.add(student));
+      created.push(student.id);
+    }
+    const seen: string[] = [];
+    let afterId: string | undefined;
+    for (;;) {
+      const page = await queries.list({ limit: 3, ...(afterId ? { afterId } : {}) });
+      seen.push(...page.items.map((item) => item.id));
+      if (!page.lastId) break;
+      afterId = page.lastId;
+    }
+    assert.deepEqual(
+      seen.filter((id) => created.includes(id)),
+      created,
+    );
+    assert.equal(new Set(seen).size, seen.length);
+  });
+
+  test('migrations applied twice change nothing', async () => {
+    await testDb.database.migrate();
+    await testDb.database.migrate();
+    assert.ok(Array.isArray(await queries.list({ limit: 1 }).then((page) => page.items)));
+  });
+}
+
+describe('persistence on PGlite', () => persistenceContract('pglite'));
+describe('persistence on PostgreSQL', await needsPostgres(), () => persistenceContract('postgres'));

@@ -1,0 +1,50 @@
+import pg from 'pg';
+import { openDatabase, type Database } from '../../src/infrastructure/persistence/database.ts';
+import { silentLogger } from './logger.ts';
+import { POSTGRES_URL, uniqueName } from './services.ts';
+
+export interface TestDatabase {
+  readonly url: string;
+  readonly database: Database;
+  /** Closes the connection and drops the database (PostgreSQL) so runs leave nothing behind. */
+  dispose(): Promise<void>;
+}
+
+/** A fresh PostgreSQL database with a unique name, created on the test server. */
+export async function createPostgresDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = uniqueName('tbe_test');
+  const admin = new pg.Client({ connectionString: POSTGRES_URL });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(POSTGRES_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const client = new pg.Client({ connectionString: POSTGRES_URL });
+      await client.connect();
+      await client.query(`drop database if exists ${name} with (force)`);
+      await client.end();
+    },
+  };
+}
+
+export async function openTestDatabase(kind: 'postgres' | 'pglite'): Promise<TestDatabase> {
+  if (kind === 'pglite') {
+    const database = await openDatabase('pglite://memory', silentLogger);
+    await database.migrate();
+    return { url: 'pglite://memory', database, dispose: () => database.close() };
+  }
+  const created = await createPostgresDatabase();
+  const database = await openDatabase(created.url, silentLogger);
+  await database.migrate();
+  return {
+    url: created.url,
+    database,
+    async dispose() {
+      await database.close();
+      await created.drop();
+    },
+  };
+}

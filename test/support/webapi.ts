@@ -1,0 +1,21 @@
+import { createWebApi } from '../../src/apps/webapi/main.ts';
+import { parseConfig } from '../../src/config.ts';
+import type { Database } from '../../src/infrastructure/persistence/database.ts';
+import { silentLogger } from './logger.ts';
+
+export interface RunningWebApi {
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+/** Boots the real webapi on a free port over `database`, the way its composition root does. */
+export async function startWebApi(database: Database): Promise<RunningWebApi> {
+  const config = parseConfig({ API_PORT: '0', LOG_LEVEL: 'silent' });
+  const webApi = await createWebApi({ config, logger: silentLogger, database });
+  const url = await webApi.start();
+  return { url, stop: () => webApi.stop() };
+}
+
+export async function json(response: Response): Promise<Record<string, unknown>> {
+  return (await response.json()) as Record<string, unknown>;
+}

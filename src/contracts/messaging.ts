@@ -95,7 +95,8 @@ export function consumingQueue(
         name,
         type,
         durable: true,
-        maxDeliveries: options.maxDeliveries ?? DEFAULT_MAX_DELIVERIES,
+        // Only quorum queues count deliveries.
+        maxDeliveries: options.maxDeliveries ?? (type === 'quorum' ? DEFAULT_MAX_DELIVERIES : undefined),
         deadLetterExchange: dead.exchange,
       },
       { name: dead.queue, type, durable: true },

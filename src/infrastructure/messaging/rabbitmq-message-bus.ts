@@ -39,6 +39,8 @@ export interface RabbitMqMessageBusOptions {
   readonly retryHighMs?: number;
   /** Seconds without traffic after which a silent broker counts as gone. */
   readonly heartbeatSeconds?: number;
+  /** How long one publish attempt (or consumer start) waits for a connection before failing. */
+  readonly acquireTimeoutMs?: number;
 }
 
 // Setting an encoding stops rabbitmq-client from JSON.parse-ing bodies on delivery: the handler gets the exact bytes.
@@ -71,6 +73,7 @@ export class RabbitMqMessageBus implements MessageBus {
       retryLow: options.retryLowMs ?? 500,
       retryHigh: options.retryHighMs ?? 10_000,
       heartbeat: options.heartbeatSeconds ?? 30,
+      acquireTimeout: options.acquireTimeoutMs ?? 10_000,
     });
     // Every emitter gets an 'error' listener: an unhandled one would crash the process when the broker goes away.
     this.connection.on('error', (error: unknown) => {

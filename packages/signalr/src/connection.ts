@@ -75,6 +75,7 @@ export class Connection {
   private inactiveSince = 0;
   private clientTimeoutArmed = false;
   private busy = 0;
+  private closing = false;
   private queue: Promise<void> = Promise.resolve();
   private streams: Map<string, AsyncIterator<unknown>> | undefined;
 
@@ -157,7 +158,8 @@ export class Connection {
 
   /** Sends Close (when the handshake is done), ends the transport and disposes the connection. */
   close(error?: string, allowReconnect = false): void {
-    if (this.state === 'closed') return;
+    if (this.state === 'closed' || this.closing) return;
+    this.closing = true;
     if (this.state === 'connected' && this.transport) {
       this.write(OutgoingMessage.of({ type: MessageType.Close, error, allowReconnect }));
     }
@@ -198,7 +200,7 @@ export class Connection {
     const transport = this.transport!;
     transport.send(out, this.protocol);
     this.lastSentAt = this.host.now();
-    if (transport.bufferedBytes() > this.host.limits.maxBufferedBytes && this.state !== 'closed') {
+    if (transport.bufferedBytes() > this.host.limits.maxBufferedBytes && !this.closing) {
       // Past this point the client is not reading; dropping it protects memory and everyone else.
       this.close('The client did not keep up with its messages.');
     }

@@ -168,7 +168,6 @@ export class RabbitMqMessageBus implements MessageBus {
       },
     );
     consumer.on('error', (error: unknown) => {
-      this.lastError = errorMessage(error);
       this.logger.warn({ err: error, queue }, 'RabbitMQ consumer error; it recovers by itself');
     });
 

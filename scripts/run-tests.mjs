@@ -1,7 +1,8 @@
 // Runs every *.test.ts under node:test. Node 20's runner does not expand globs, so the files are listed here.
 // Usage: node scripts/run-tests.mjs [path-substring ...]   (no arguments: every test file)
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const roots = ['src', 'test', ...readdirSync('packages').map((name) => join('packages', name))];
@@ -32,9 +33,29 @@ if (files.length === 0) {
   process.exit(1);
 }
 
+// Readable progress on stdout; the one-line count goes to a file and is printed last, after everything else.
+const summaryFile = join(mkdtempSync(join(tmpdir(), 'tbe-tests-')), 'summary.txt');
 const child = spawn(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=300000', ...files],
+  [
+    '--import',
+    'tsx',
+    '--test',
+    '--test-concurrency=2',
+    '--test-timeout=300000',
+    '--test-reporter=spec',
+    '--test-reporter-destination=stdout',
+    '--test-reporter=./scripts/summary-reporter.mjs',
+    `--test-reporter-destination=${summaryFile}`,
+    ...files,
+  ],
   { stdio: 'inherit' },
 );
-child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+child.on('exit', (code, signal) => {
+  try {
+    process.stdout.write(`\n${readFileSync(summaryFile, 'utf8')}`);
+  } catch {
+    process.stdout.write('\nno test summary was written\n');
+  }
+  process.exit(code ?? (signal ? 1 : 0));
+});

@@ -2,17 +2,18 @@
 import { createWebApi, type WebApi } from './apps/webapi/main.ts';
 import { loadConfigOrExit } from './config.ts';
 import { createLogger } from './infrastructure/logging/logger.ts';
-import { openDatabase } from './infrastructure/persistence/database.ts';
+import { openDatabase, type Database } from './infrastructure/persistence/database.ts';
 import { runUntilSignal } from './infrastructure/runtime/run-until-signal.ts';
 
 const config = loadConfigOrExit();
 const logger = createLogger(config.log);
-const database = await openDatabase(config.databaseUrl, logger);
+let database: Database | undefined;
 let webApi: WebApi | undefined;
 
 await runUntilSignal(
   {
     async start() {
+      database = await openDatabase(config.databaseUrl, logger);
       await database.migrate();
       webApi = await createWebApi({ config, logger, database });
       const apiUrl = await webApi.start();
@@ -20,7 +21,7 @@ await runUntilSignal(
     },
     async stop() {
       await webApi?.stop();
-      await database.close();
+      await database?.close();
     },
   },
   logger,

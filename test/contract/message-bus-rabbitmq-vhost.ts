@@ -19,7 +19,7 @@ export async function createTestVhost(prefix = 'message_bus_test'): Promise<Test
   const name = uniqueName(prefix);
   const amqp = new URL(AMQP_URL);
   const admin = (await managementApi(amqp)) ?? rabbitmqctl(decodeURIComponent(amqp.username || 'guest'));
-  await admin.addVhost(name);
+  await Promise.all([admin.addVhost(name), sweepStale(admin, prefix)]);
   const url = new URL(AMQP_URL);
   url.pathname = `/${encodeURIComponent(name)}`;
   return {
@@ -30,7 +30,22 @@ export async function createTestVhost(prefix = 'message_bus_test'): Promise<Test
   };
 }
 
+/** Deletes vhosts left behind by killed runs (name = prefix_<base36 ms>_<random>) older than an hour. */
+async function sweepStale(admin: Admin, prefix: string): Promise<void> {
+  const cutoff = Date.now() - 3_600_000;
+  try {
+    const stale = (await admin.listVhosts()).filter((name) => {
+      const stamp = name.startsWith(`${prefix}_`) ? name.slice(prefix.length + 1).split('_')[0] : undefined;
+      return stamp !== undefined && parseInt(stamp, 36) < cutoff;
+    });
+    await Promise.all(stale.map((name) => admin.deleteVhost(name)));
+  } catch {
+    // Best effort: a leftover vhost costs nothing but clutter.
+  }
+}
+
 interface Admin {
+  listVhosts(): Promise<string[]>;
   addVhost(name: string): Promise<void>;
   dropConnections(name: string): Promise<void>;
   deleteVhost(name: string): Promise<void>;
@@ -58,6 +73,10 @@ async function managementApi(amqp: URL): Promise<Admin | undefined> {
   }
   const vhost = (name: string) => encodeURIComponent(name);
   return {
+    async listVhosts() {
+      const response = await call('GET', '/vhosts');
+      return ((await response.json()) as { name: string }[]).map((v) => v.name);
+    },
     async addVhost(name) {
       await call('PUT', `/vhosts/${vhost(name)}`);
       await call('PUT', `/permissions/${vhost(name)}/${encodeURIComponent(user)}`, {
@@ -80,6 +99,13 @@ async function managementApi(amqp: URL): Promise<Admin | undefined> {
 function rabbitmqctl(user: string): Admin {
   const ctl = (...args: string[]) => run('rabbitmqctl', ['--quiet', ...args], { timeout: 30_000 });
   return {
+    async listVhosts() {
+      const { stdout } = await ctl('list_vhosts', '--no-table-headers', 'name');
+      return stdout
+        .split('\n')
+        .map((line) => line.trim())
+        .filter(Boolean);
+    },
     async addVhost(name) {
       await ctl('add_vhost', name);
       await ctl('set_permissions', '-p', name, user, '.*', '.*', '.*');

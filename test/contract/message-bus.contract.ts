@@ -184,6 +184,20 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       assert.equal(dead.messages.length, 0);
     });
 
+    test('with prefetch 1 a retried message is redelivered before the messages behind it (strict FIFO)', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name, { maxDeliveries: 5 });
+      await bus.publish(['a', 'b', 'c'].map((id) => message(exchange, 'student.updated', id)));
+
+      const inbox = await collect(bus, queue, {
+        prefetch: 1,
+        handler: (m) => (m.messageId === 'a' && m.deliveryCount < 3 ? outcome.retry() : outcome.ack()),
+      });
+      await inbox.waitFor(5);
+      await sleep(QUIET_MS);
+      assert.deepEqual(inbox.ids(), ['a', 'a', 'a', 'b', 'c']);
+    });
+
     test('a message that keeps failing is dead-lettered after maxDeliveries, headers and body kept', async () => {
       const { bus, name } = await fixture();
       const { exchange, queue } = await simpleTopology(bus, name, { maxDeliveries: 3 });

@@ -72,18 +72,19 @@ export async function createWebApi({ config, logger, database }: WebApiDeps): Pr
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger({ ...config.log, name: 'webapi' });
-  const database = await openDatabase(config.databaseUrl, logger);
+  let database: Database | undefined;
   let webApi: WebApi | undefined;
   await runUntilSignal(
     {
       async start() {
+        database = await openDatabase(config.databaseUrl, logger);
         await database.migrate();
         webApi = await createWebApi({ config, logger, database });
         logger.info({ url: await webApi.start() }, 'webapi listening');
       },
       async stop() {
         await webApi?.stop();
-        await database.close();
+        await database?.close();
       },
     },
     logger,

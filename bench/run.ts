@@ -1,0 +1,22 @@
+// `npm run bench [-- name ...]`: runs the named scenarios (default: all) and prints one table, each
+// measurement next to a baseline measured in the same run on this machine.
+import { httpGetById } from './http-get-by-id.ts';
+import { printTable, type BenchRow } from './table.ts';
+
+const scenarios: Record<string, () => Promise<BenchRow[]>> = {
+  http: () => httpGetById(),
+};
+
+const requested = process.argv.slice(2);
+const unknown = requested.filter((name) => !(name in scenarios));
+if (unknown.length > 0) {
+  console.error(`unknown scenario ${unknown.join(', ')}; choose from ${Object.keys(scenarios).join(', ')}`);
+  process.exit(2);
+}
+
+const rows: BenchRow[] = [];
+for (const name of requested.length > 0 ? requested : Object.keys(scenarios)) {
+  console.error(`running ${name} ...`);
+  rows.push(...(await scenarios[name]!()));
+}
+printTable(rows);

@@ -1,0 +1,27 @@
+// The real webapi in its own process for the benchmark: prints {"url","id","json"} once it is ready.
+import { createWebApi } from '../../src/apps/webapi/main.ts';
+import { parseConfig } from '../../src/config.ts';
+import { createLogger } from '../../src/infrastructure/logging/logger.ts';
+import { openDatabase } from '../../src/infrastructure/persistence/database.ts';
+
+const config = parseConfig({
+  API_PORT: '0',
+  LOG_LEVEL: 'warn',
+  DATABASE_URL: process.env.BENCH_DATABASE_URL ?? 'pglite://memory',
+});
+const logger = createLogger({ ...config.log, name: 'bench-webapi' });
+const database = await openDatabase(config.databaseUrl, logger);
+await database.migrate();
+const webApi = await createWebApi({ config, logger, database });
+const url = await webApi.start();
+const created = await fetch(`${url}/api/students`, { method: 'POST' });
+const json = await created.text();
+process.stdout.write(`${JSON.stringify({ url, id: (JSON.parse(json) as { id: string }).id, json })}\n`);
+process.on(
+  'SIGTERM',
+  () =>
+    void webApi
+      .stop()
+      .then(() => database.close())
+      .then(() => process.exit(0)),
+);

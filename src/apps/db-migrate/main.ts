@@ -1,0 +1,14 @@
+// `npm run db:migrate`: applies the SQL migrations in drizzle/ to DATABASE_URL, then exits.
+import { loadConfigOrExit } from '../../config.ts';
+import { createLogger } from '../../infrastructure/logging/logger.ts';
+import { openDatabase } from '../../infrastructure/persistence/database.ts';
+
+const config = loadConfigOrExit();
+const logger = createLogger({ ...config.log, name: 'migrate' });
+const database = await openDatabase(config.databaseUrl, logger);
+try {
+  await database.migrate();
+  logger.info({ database: database.kind }, 'migrations applied');
+} finally {
+  await database.close();
+}

@@ -1,0 +1,100 @@
+// The webapi as a real process: start-up checks, and SIGTERM.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+
+const entry = 'src/apps/webapi/main.ts';
+
+function run(env: Record<string, string>) {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+    env: { ...process.env, LOG_FORMAT: 'json', API_PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const listening = new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', () => {
+      const match = /"url":"(http:[^"]+)"/.exec(output);
+      if (match?.[1]) resolve(match[1]);
+    });
+    void exited.then(() => reject(new Error(`exited before listening:\n${output}`)));
+  });
+  listening.catch(() => undefined); // only some tests wait for it
+
+  return { child, exited, listening, output: () => output };
+}
+
+/** A POST that sends its headers and half its body, and the rest only when told to. */
+function slowPost(baseUrl: string) {
+  const body = JSON.stringify({ firstName: 'Slow', lastName: 'Writer', email: 'slow@example.com' });
+  const request = httpRequest(`${baseUrl}/api/students`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+  });
+  const status = new Promise<number | undefined>((resolve, reject) => {
+    request.on('response', (response) => {
+      response.resume();
+      resolve(response.statusCode);
+    });
+    request.on('error', reject);
+  });
+  request.write(body.slice(0, 10));
+  const started = new Promise<void>((resolve) =>
+    request.on('socket', (socket) => socket.on('connect', resolve)),
+  );
+  return { started, status, finish: () => request.end(body.slice(10)) };
+}
+
+describe('the webapi process', () => {
+  const dirs: string[] = [];
+  after(() => Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true }))));
+
+  test('an invalid setting stops start-up with exit code 2 and names the variable', async () => {
+    const process = run({ API_PORT: 'not-a-port' });
+    assert.equal(await process.exited, 2);
+    assert.match(process.output(), /API_PORT: must be an integer from 0 to 65535/);
+  });
+
+  test('SIGTERM lets an in-flight request finish, then exits 0; data survives a restart', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tbe-webapi-'));
+    dirs.push(dir);
+    const first = run({ DATABASE_URL: `pglite://${dir}` });
+    const url = await first.listening;
+    const created = await fetch(`${url}/api/students`, { method: 'POST' });
+    assert.equal(created.status, 201);
+    const { id } = (await created.json()) as { id: string };
+
+    // A request whose body is still arriving when SIGTERM lands must still be answered.
+    const inFlight = slowPost(url);
+    await inFlight.started;
+    first.child.kill('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    inFlight.finish();
+    assert.equal(await inFlight.status, 201);
+    assert.equal(await first.exited, 0, first.output());
+
+    const second = run({ DATABASE_URL: `pglite://${dir}` });
+    const secondUrl = await second.listening;
+    assert.equal((await fetch(`${secondUrl}/api/students/${id}`)).status, 200, 'the student is still there');
+    second.child.kill('SIGTERM');
+    assert.equal(await second.exited, 0);
+  });
+
+  test('a second process on the same embedded data dir fails at start-up with a clear message', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tbe-webapi-'));
+    dirs.push(dir);
+    const owner = run({ DATABASE_URL: `pglite://${dir}` });
+    await owner.listening;
+    const intruder = run({ DATABASE_URL: `pglite://${dir}` });
+    assert.equal(await intruder.exited, 1);
+    assert.match(intruder.output(), /is in use by process \d+.*DATABASE_URL=postgres/);
+    owner.child.kill('SIGTERM');
+    assert.equal(await owner.exited, 0);
+  });
+});

@@ -1,0 +1,44 @@
+import type { OutboxMessage } from '../../src/application/ports/outbox.ts';
+import type { StudentRepository, UnitOfWork } from '../../src/application/ports/student-repository.ts';
+import { studentEventMessage } from '../../src/application/students/student-event-messages.ts';
+import { Student, type StudentSnapshot } from '../../src/domain/student.ts';
+
+/** In-memory unit of work for use-case tests: commits on success, discards everything on failure. */
+export class InMemoryStudents implements UnitOfWork {
+  rows = new Map<string, StudentSnapshot>();
+  outbox: OutboxMessage[] = [];
+  #nextId = 0;
+
+  async transaction<T>(work: (scope: { students: StudentRepository }) => Promise<T>): Promise<T> {
+    const rows = new Map(this.rows);
+    const outbox = [...this.outbox];
+    const store = (student: Student) => {
+      for (const event of student.pullDomainEvents())
+        outbox.push(studentEventMessage(event, `msg-${this.#nextId++}`));
+    };
+    const result = await work({
+      students: {
+        findByIdForUpdate: async (id) => {
+          const row = rows.get(id);
+          return row ? Student.rehydrate(row) : undefined;
+        },
+        add: async (student) => {
+          rows.set(student.id, student.snapshot());
+          store(student);
+        },
+        update: async (student, loadedVersion) => {
+          if (rows.get(student.id)?.version !== loadedVersion) throw new Error('not locked at that version');
+          rows.set(student.id, student.snapshot());
+          store(student);
+        },
+        remove: async (student) => {
+          rows.delete(student.id);
+          store(student);
+        },
+      },
+    });
+    this.rows = rows;
+    this.outbox = outbox;
+    return result;
+  }
+}

@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ConfigError, parseConfig } from '../../src/config.ts';
+
+describe('configuration', () => {
+  test('with nothing set, everything runs embedded on the default ports', () => {
+    const config = parseConfig({});
+    assert.equal(config.databaseUrl, 'pglite://./.data/pg');
+    assert.equal(config.amqpUrl, 'memory:');
+    assert.equal(config.redisUrl, 'memory:');
+    assert.equal(config.host, '127.0.0.1');
+    assert.deepEqual(config.ports, { api: 5000, notifications: 5001, worker: 5002 });
+    assert.equal(config.log.level, 'info');
+  });
+
+  test('real servers are chosen by URL', () => {
+    const config = parseConfig({
+      DATABASE_URL: 'postgres://postgres@db:5432/app',
+      AMQP_URL: 'amqp://guest:guest@mq:5672',
+      REDIS_URL: 'redis://cache:6379/0',
+      API_PORT: '0',
+    });
+    assert.equal(config.databaseUrl, 'postgres://postgres@db:5432/app');
+    assert.equal(config.amqpUrl, 'amqp://guest:guest@mq:5672');
+    assert.equal(config.redisUrl, 'redis://cache:6379/0');
+    assert.equal(config.ports.api, 0);
+  });
+
+  test('a bad value stops start-up with a message naming the variable, the allowed values and what was given', () => {
+    assert.throws(
+      () => parseConfig({ API_PORT: 'eighty', DATABASE_URL: 'mysql://x', LOG_LEVEL: 'loud' }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(error.message, /API_PORT: must be an integer from 0 to 65535.*\(got "eighty"\)/);
+        assert.match(
+          error.message,
+          /DATABASE_URL: must be postgres:\/\/.*pglite:\/\/memory \(got "mysql:\/\/x"\)/,
+        );
+        assert.match(
+          error.message,
+          /LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, silent/,
+        );
+        assert.equal(error.problems.length, 3);
+        return true;
+      },
+    );
+    assert.throws(() => parseConfig({ NOTIFICATIONS_PORT: '70000' }), /NOTIFICATIONS_PORT/);
+    assert.throws(() => parseConfig({ AMQP_URL: 'kafka://x' }), /AMQP_URL: must be memory: or amqp:/);
+  });
+});

@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { beforeEach, describe, test } from 'node:test';
+import { createStudent } from '../../src/application/students/create-student.ts';
+import { deleteStudent } from '../../src/application/students/delete-student.ts';
+import { updateStudent } from '../../src/application/students/update-student.ts';
+import { InMemoryStudents } from '../support/in-memory-students.ts';
+
+const now = new Date('2026-03-01T00:00:00Z');
+
+describe('student use cases', () => {
+  let store: InMemoryStudents;
+  let deps: Parameters<typeof createStudent>[0];
+  let generated = 0;
+
+  beforeEach(() => {
+    store = new InMemoryStudents();
+    let id = 0;
+    deps = {
+      unitOfWork: store,
+      ids: { next: () => `student-${id++}` },
+      clock: { now: () => now },
+      generator: {
+        generate: () => {
+          generated++;
+          return { firstName: 'Gen', lastName: 'Erated', email: 'gen@example.com' };
+        },
+      },
+    };
+    generated = 0;
+  });
+
+  test('create fills only the missing fields from the generator and stores one StudentCreated', async () => {
+    const result = await createStudent(deps)({ details: { firstName: 'Ada' }, actor: 'alice' });
+    assert.ok(result.ok);
+    assert.deepEqual([result.value.firstName, result.value.lastName], ['Ada', 'Erated']);
+    assert.equal(store.outbox.length, 1);
+    assert.equal(store.outbox[0]?.type, 'StudentCreated');
+    assert.equal(store.outbox[0]?.subject, result.value.id);
+  });
+
+  test('create with every field given does not call the generator', async () => {
+    await createStudent(deps)({
+      details: { firstName: 'A', lastName: 'B', email: 'a@b.co' },
+      actor: 'alice',
+    });
+    assert.equal(generated, 0);
+  });
+
+  test('invalid input is an expected outcome: nothing is stored', async () => {
+    const result = await createStudent(deps)({ details: { firstName: '', email: 'x' }, actor: 'alice' });
+    assert.ok(!result.ok);
+    assert.equal(result.error.code, 'STUDENT.INVALID');
+    assert.equal(store.rows.size, 0);
+    assert.equal(store.outbox.length, 0);
+  });
+
+  test('update of a missing student is STUDENT.NOT_FOUND; a stale If-Match is STUDENT.VERSION_CONFLICT', async () => {
+    const missing = await updateStudent(deps)({ id: 'nope', details: {}, actor: 'bob' });
+    assert.ok(!missing.ok && missing.error.code === 'STUDENT.NOT_FOUND');
+
+    const created = await createStudent(deps)({ details: {}, actor: 'alice' });
+    assert.ok(created.ok);
+    const stale = await updateStudent(deps)({
+      id: created.value.id,
+      details: {},
+      actor: 'bob',
+      ifMatch: { versions: [7] },
+    });
+    assert.ok(!stale.ok);
+    assert.deepEqual(stale.error, {
+      code: 'STUDENT.VERSION_CONFLICT',
+      message: `Student ${created.value.id} is at version 1, not 7.`,
+      currentVersion: 1,
+    });
+    assert.equal(store.outbox.length, 1, 'only the creation was stored');
+  });
+
+  test('delete stores StudentDeleted and removes the row', async () => {
+    const created = await createStudent(deps)({ details: {}, actor: 'alice' });
+    assert.ok(created.ok);
+    const deleted = await deleteStudent(deps)({ id: created.value.id, actor: 'carol' });
+    assert.ok(deleted.ok);
+    assert.equal(store.rows.size, 0);
+    assert.deepEqual(
+      store.outbox.map((message) => message.type),
+      ['StudentCreated', 'StudentDeleted'],
+    );
+  });
+});

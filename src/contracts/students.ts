@@ -34,3 +34,14 @@ export interface StudentEventData {
   readonly student: StudentDto;
   readonly actor: string;
 }
+
+export type NotificationEventType = (typeof NotificationEventTypes)[keyof typeof NotificationEventTypes];
+
+/** `data` of a notification on exchange `notifications`: the original's payload shape. */
+export interface StudentNotification {
+  readonly eventType: NotificationEventType;
+  readonly routingKey: string;
+  readonly student: StudentDto;
+  readonly timestamp: string;
+  readonly userId: string | null;
+}

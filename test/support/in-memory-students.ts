@@ -1,5 +1,5 @@
 import type { OutboxMessage } from '../../src/application/ports/outbox.ts';
-import type { StudentRepository, UnitOfWork } from '../../src/application/ports/student-repository.ts';
+import type { TransactionScope, UnitOfWork } from '../../src/application/ports/student-repository.ts';
 import { studentEventMessage } from '../../src/application/students/student-event-messages.ts';
 import { Student, type StudentSnapshot } from '../../src/domain/student.ts';
 
@@ -9,9 +9,12 @@ export class InMemoryStudents implements UnitOfWork {
   outbox: OutboxMessage[] = [];
   #nextId = 0;
 
-  async transaction<T>(work: (scope: { students: StudentRepository }) => Promise<T>): Promise<T> {
+  processed = new Set<string>();
+
+  async transaction<T>(work: (scope: TransactionScope) => Promise<T>): Promise<T> {
     const rows = new Map(this.rows);
     const outbox = [...this.outbox];
+    const processed = new Set(this.processed);
     const store = (student: Student) => {
       for (const event of student.pullDomainEvents())
         outbox.push(studentEventMessage(event, `msg-${this.#nextId++}`));
@@ -36,9 +39,23 @@ export class InMemoryStudents implements UnitOfWork {
           store(student);
         },
       },
+      inbox: {
+        markProcessed: async (messageId, consumer) => {
+          const key = `${consumer}:${messageId}`;
+          if (processed.has(key)) return false;
+          processed.add(key);
+          return true;
+        },
+      },
+      outbox: {
+        append: async (messages) => {
+          outbox.push(...messages);
+        },
+      },
     });
     this.rows = rows;
     this.outbox = outbox;
+    this.processed = processed;
     return result;
   }
 }

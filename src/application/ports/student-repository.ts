@@ -1,4 +1,6 @@
 import type { Student } from '../../domain/student.ts';
+import type { Inbox } from './inbox.ts';
+import type { OutboxWriter } from './outbox.ts';
 
 /**
  * Write-side access to students inside a transaction. Saving a student also stores the domain events it
@@ -15,6 +17,9 @@ export interface StudentRepository {
 
 export interface TransactionScope {
   readonly students: StudentRepository;
+  readonly inbox: Inbox;
+  /** For messages that are not a student's own domain events (e.g. the worker's notifications). */
+  readonly outbox: OutboxWriter;
 }
 
 export interface UnitOfWork {

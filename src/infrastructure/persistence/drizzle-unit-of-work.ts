@@ -1,12 +1,25 @@
-import { and, eq } from 'drizzle-orm';
+import { randomBytes } from 'node:crypto';
+import { and, eq, sql } from 'drizzle-orm';
 import type { IdGenerator } from '../../application/ports/id-generator.ts';
 import type { OutboxMessage } from '../../application/ports/outbox.ts';
-import type { StudentRepository, UnitOfWork } from '../../application/ports/student-repository.ts';
+import type {
+  StudentRepository,
+  TransactionScope,
+  UnitOfWork,
+} from '../../application/ports/student-repository.ts';
 import { studentEventMessage } from '../../application/students/student-event-messages.ts';
+import { TRACEPARENT_HEADER } from '../../contracts/messaging.ts';
 import { Student } from '../../domain/student.ts';
 import type { Db } from './database.ts';
 import { guardDatabase } from './database-errors.ts';
-import { outbox, students } from './schema.ts';
+import { inbox, outbox, students } from './schema.ts';
+
+/** The LISTEN/NOTIFY channel that wakes the outbox relay. */
+export const OUTBOX_CHANNEL = 'outbox';
+
+function newTraceparent(): string {
+  return `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
+}
 
 type Tx = Parameters<Parameters<Db['transaction']>[0]>[0];
 
@@ -20,9 +33,24 @@ export class DrizzleUnitOfWork implements UnitOfWork {
     this.#ids = ids;
   }
 
-  transaction<T>(work: (scope: { students: StudentRepository }) => Promise<T>): Promise<T> {
+  transaction<T>(work: (scope: TransactionScope) => Promise<T>): Promise<T> {
     return guardDatabase(() =>
-      this.#db.transaction((tx) => work({ students: new DrizzleStudentRepository(tx, this.#ids) })),
+      this.#db.transaction((tx) =>
+        work({
+          students: new DrizzleStudentRepository(tx, this.#ids),
+          inbox: {
+            async markProcessed(messageId, consumer) {
+              const inserted = await tx
+                .insert(inbox)
+                .values({ messageId, consumer, processedAt: new Date() })
+                .onConflictDoNothing()
+                .returning({ messageId: inbox.messageId });
+              return inserted.length === 1;
+            },
+          },
+          outbox: { append: (messages) => appendToOutbox(tx, messages) },
+        }),
+      ),
     );
   }
 }
@@ -70,7 +98,8 @@ class DrizzleStudentRepository implements StudentRepository {
   }
 }
 
-export async function appendToOutbox(tx: Tx, messages: readonly OutboxMessage[]): Promise<void> {
+/** Stores messages for the relay and wakes it at commit (NOTIFY is delivered only if the transaction commits). */
+async function appendToOutbox(tx: Tx, messages: readonly OutboxMessage[]): Promise<void> {
   if (messages.length === 0) return;
   await tx.insert(outbox).values(
     messages.map((message) => ({
@@ -80,8 +109,10 @@ export async function appendToOutbox(tx: Tx, messages: readonly OutboxMessage[])
       type: message.type,
       subject: message.subject,
       payload: message.payload,
-      headers: { ...message.headers },
+      // Each message carries a W3C trace context; a caller that has one passes it, otherwise a trace starts here.
+      headers: { [TRACEPARENT_HEADER]: newTraceparent(), ...message.headers },
       occurredAt: message.occurredAt,
     })),
   );
+  await tx.execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`);
 }

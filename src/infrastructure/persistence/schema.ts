@@ -1,5 +1,16 @@
 import { sql } from 'drizzle-orm';
-import { bigint, index, integer, jsonb, pgTable, text, timestamp, uuid, varchar } from 'drizzle-orm/pg-core';
+import {
+  bigint,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uuid,
+  varchar,
+} from 'drizzle-orm/pg-core';
 
 export const students = pgTable('students', {
   id: uuid('id').primaryKey(),
@@ -37,4 +48,15 @@ export const outbox = pgTable(
       .on(table.seq)
       .where(sql`${table.sentAt} is null`),
   ],
+);
+
+/** Messages a consumer has already handled, so a redelivery changes nothing twice. */
+export const inbox = pgTable(
+  'inbox',
+  {
+    messageId: text('message_id').notNull(),
+    consumer: text('consumer').notNull(),
+    processedAt: timestamp('processed_at', { withTimezone: true, mode: 'date' }).notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.consumer, table.messageId] })],
 );

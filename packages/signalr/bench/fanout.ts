@@ -8,12 +8,13 @@
  *   npx tsx packages/signalr/bench/fanout.ts --idle --clients 19500 # idle memory per connection only
  *
  * Flags: --clients N  --rate MSG_PER_S  --duration S  --payload BYTES  --client-procs K
- *        --libs signalr,ws,socketio  --idle
+ *        --libs signalr,ws,socketio  --idle  --profile (server CPU profiles in $TMPDIR/fanout-profiles)
  * The server holds one descriptor per client: keep --clients below `ulimit -n` (20,000 here, hence 19,500).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -34,6 +35,7 @@ const { values: flags } = parseArgs({
     payload: { type: 'string', default: '100' },
     'client-procs': { type: 'string' },
     idle: { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
     port: { type: 'string' },
     count: { type: 'string' },
   },
@@ -152,6 +154,7 @@ async function runClients(lib: Lib, port: number, count: number): Promise<void> 
   const histogram = new Array<number>(HISTOGRAM_SIZE).fill(0);
   let window = { start: Infinity, end: -Infinity };
   let delivered = 0;
+  let cpuAtStart = process.cpuUsage();
   const sockets: Socket[] = [];
   const path = lib === 'signalr' ? HUB_PATH : lib === 'ws' ? '/' : '/socket.io/?EIO=4&transport=websocket';
   const request = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${UPGRADE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
@@ -212,8 +215,10 @@ async function runClients(lib: Lib, port: number, count: number): Promise<void> 
   process.on('message', (message: { kind: string; start?: number; end?: number }) => {
     if (message.kind === 'window') {
       window = { start: message.start!, end: message.end! };
+      cpuAtStart = process.cpuUsage();
     } else if (message.kind === 'report') {
-      send({ kind: 'report', delivered, histogram });
+      const cpu = process.cpuUsage(cpuAtStart);
+      send({ kind: 'report', delivered, histogram, cpu: (cpu.user + cpu.system) / 1000 / (wallClock() - window.start) });
     } else if (message.kind === 'exit') {
       for (const socket of sockets) socket.destroy();
       process.exit(0);
@@ -232,6 +237,7 @@ interface Result {
   p50?: number;
   p99?: number;
   serverCpu?: number;
+  clientCpu?: number;
 }
 
 const self = fileURLToPath(import.meta.url);
@@ -240,7 +246,8 @@ function child(args: string[], execArgv: string[] = []): ChildProcess {
 }
 
 async function measure(lib: Lib, clients: number, procs: number, idleOnly: boolean): Promise<Result> {
-  const server = child(['--role', 'server', '--lib', lib], ['--expose-gc']);
+  const profile = flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${tmpdir()}/fanout-profiles`] : [];
+  const server = child(['--role', 'server', '--lib', lib], ['--expose-gc', ...profile]);
   const clientProcs: ChildProcess[] = [];
   try {
     const { port } = await nextMessage<{ port: number }>(server, 'listening');
@@ -280,9 +287,10 @@ async function measure(lib: Lib, clients: number, procs: number, idleOnly: boole
     const reports = await Promise.all(
       clientProcs.map((proc) => {
         proc.send({ kind: 'report' });
-        return nextMessage<{ delivered: number; histogram: number[] }>(proc, 'report');
+        return nextMessage<{ delivered: number; histogram: number[]; cpu: number }>(proc, 'report');
       }),
     );
+    const clientCpu = reports.reduce((sum, report) => sum + report.cpu, 0);
     const histogram = new Array<number>(HISTOGRAM_SIZE).fill(0);
     let delivered = 0;
     for (const report of reports) {
@@ -297,6 +305,7 @@ async function measure(lib: Lib, clients: number, procs: number, idleOnly: boole
       p50: percentile(histogram, 0.5),
       p99: percentile(histogram, 0.99),
       serverCpu: cpu,
+      clientCpu,
     };
   } finally {
     for (const proc of [...clientProcs, server]) {
@@ -320,6 +329,7 @@ function table(results: Result[]): void {
     'p99 ms': r.p99?.toFixed(2) ?? '—',
     'p99 vs socket.io': ratio(r.p99, io?.p99),
     'server CPU': r.serverCpu !== undefined ? `${(100 * r.serverCpu).toFixed(0)}%` : '—',
+    'clients CPU': r.clientCpu !== undefined ? `${(100 * r.clientCpu).toFixed(0)}%` : '—',
     'idle KiB/conn': (r.idleBytesPerConnection / 1024).toFixed(2),
     'idle vs socket.io': ratio(r.idleBytesPerConnection, io?.idleBytesPerConnection),
   }));

@@ -20,6 +20,20 @@ const urlWithScheme = (schemes: readonly string[], hint: string) =>
     }
   }, hint);
 
+const seconds = (fallback: number, min = 1) =>
+  z.coerce
+    .number({ error: `must be a whole number of seconds, at least ${min}` })
+    .int(`must be a whole number of seconds, at least ${min}`)
+    .min(min, `must be a whole number of seconds, at least ${min}`)
+    .default(fallback);
+
+const milliseconds = (fallback: number) =>
+  z.coerce
+    .number({ error: 'must be a whole, positive number of milliseconds' })
+    .int('must be a whole, positive number of milliseconds')
+    .positive('must be a whole, positive number of milliseconds')
+    .default(fallback);
+
 const optionalNonEmpty = z
   .string()
   .optional()
@@ -52,11 +66,30 @@ const ConfigSchema = z.object({
   SEQ_API_KEY: optionalNonEmpty,
   AUTH_JWT_SECRET: optionalNonEmpty,
   AUTH_JWKS_URL: optionalNonEmpty,
-  SHUTDOWN_TIMEOUT_MS: z.coerce
-    .number({ error: 'must be a whole number of milliseconds' })
-    .int('must be a whole number of milliseconds')
-    .positive('must be a whole number of milliseconds')
-    .default(10_000),
+  CACHE_TTL_SECONDS: seconds(900),
+  CACHE_KEY_PREFIX: z
+    .string()
+    .regex(/^[\w:.-]{0,64}$/, 'must be up to 64 letters, digits, or _ : . -')
+    .default('student:'),
+  DEDUP_GET_WINDOW_SECONDS: seconds(30, 0),
+  DEDUP_PUT_WINDOW_SECONDS: seconds(5, 0),
+  IDEMPOTENCY_TTL_SECONDS: seconds(86_400),
+  RESILIENCE_DURATION_OF_BREAK_MS: milliseconds(30_000),
+  RESILIENCE_FAILURE_RATIO: z.coerce
+    .number({ error: 'must be a number from 0 to 1' })
+    .gt(0, 'must be a number from 0 to 1')
+    .max(1, 'must be a number from 0 to 1')
+    .default(0.5),
+  RESILIENCE_MAX_RETRY_ATTEMPTS: z.coerce
+    .number({ error: 'must be a whole number from 0 to 20' })
+    .int('must be a whole number from 0 to 20')
+    .min(0, 'must be a whole number from 0 to 20')
+    .max(20, 'must be a whole number from 0 to 20')
+    .default(3),
+  RESILIENCE_BASE_DELAY_MS: milliseconds(1_000),
+  RESILIENCE_MAX_DELAY_MS: milliseconds(30_000),
+  RESILIENCE_TIMEOUT_MS: milliseconds(30_000),
+  SHUTDOWN_TIMEOUT_MS: milliseconds(10_000),
 });
 
 export interface Config {
@@ -72,6 +105,23 @@ export interface Config {
     readonly seqApiKey?: string;
   };
   readonly auth: { readonly jwtSecret?: string; readonly jwksUrl?: string };
+  readonly cache: {
+    readonly ttlSeconds: number;
+    /** Prefix of every cache key; a student is cached under `${keyPrefix}${id}`, as the original's `student:{id}`. */
+    readonly keyPrefix: string;
+  };
+  /** Replay windows of request deduplication; 0 turns it off for that route. */
+  readonly dedup: { readonly getWindowSeconds: number; readonly putWindowSeconds: number };
+  readonly idempotencyTtlSeconds: number;
+  /** Retry, circuit breaker and timeout around broker, database and Redis calls (the original's Polly settings). */
+  readonly resilience: {
+    readonly durationOfBreakMs: number;
+    readonly failureRatio: number;
+    readonly maxRetryAttempts: number;
+    readonly baseDelayMs: number;
+    readonly maxDelayMs: number;
+    readonly timeoutMs: number;
+  };
   readonly shutdownTimeoutMs: number;
 }
 
@@ -110,6 +160,17 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
     auth: {
       ...(c.AUTH_JWT_SECRET ? { jwtSecret: c.AUTH_JWT_SECRET } : {}),
       ...(c.AUTH_JWKS_URL ? { jwksUrl: c.AUTH_JWKS_URL } : {}),
+    },
+    cache: { ttlSeconds: c.CACHE_TTL_SECONDS, keyPrefix: c.CACHE_KEY_PREFIX },
+    dedup: { getWindowSeconds: c.DEDUP_GET_WINDOW_SECONDS, putWindowSeconds: c.DEDUP_PUT_WINDOW_SECONDS },
+    idempotencyTtlSeconds: c.IDEMPOTENCY_TTL_SECONDS,
+    resilience: {
+      durationOfBreakMs: c.RESILIENCE_DURATION_OF_BREAK_MS,
+      failureRatio: c.RESILIENCE_FAILURE_RATIO,
+      maxRetryAttempts: c.RESILIENCE_MAX_RETRY_ATTEMPTS,
+      baseDelayMs: c.RESILIENCE_BASE_DELAY_MS,
+      maxDelayMs: c.RESILIENCE_MAX_DELAY_MS,
+      timeoutMs: c.RESILIENCE_TIMEOUT_MS,
     },
     shutdownTimeoutMs: c.SHUTDOWN_TIMEOUT_MS,
   };

@@ -56,6 +56,12 @@ const ConfigSchema = z.object({
   API_PORT: port(5000),
   NOTIFICATIONS_PORT: port(5001),
   WORKER_PORT: port(5002),
+  WORKER_PREFETCH: z.coerce
+    .number({ error: 'must be a whole number from 1 to 1000 (1 = strict FIFO)' })
+    .int('must be a whole number from 1 to 1000 (1 = strict FIFO)')
+    .min(1, 'must be a whole number from 1 to 1000 (1 = strict FIFO)')
+    .max(1000, 'must be a whole number from 1 to 1000 (1 = strict FIFO)')
+    .default(1),
   LOG_LEVEL: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
       error: 'must be one of fatal, error, warn, info, debug, trace, silent',
@@ -98,6 +104,8 @@ export interface Config {
   readonly redisUrl: string;
   readonly host: string;
   readonly ports: { readonly api: number; readonly notifications: number; readonly worker: number };
+  /** Messages the worker handles at once: 1 = strict FIFO like the original; more keeps per-student order only. */
+  readonly worker: { readonly prefetch: number };
   readonly log: {
     readonly level: string;
     readonly pretty: boolean;
@@ -151,6 +159,7 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
     redisUrl: c.REDIS_URL,
     host: c.HOST,
     ports: { api: c.API_PORT, notifications: c.NOTIFICATIONS_PORT, worker: c.WORKER_PORT },
+    worker: { prefetch: c.WORKER_PREFETCH },
     log: {
       level: c.LOG_LEVEL,
       pretty: (c.LOG_FORMAT ?? (stdoutIsTty ? 'pretty' : 'json')) === 'pretty',

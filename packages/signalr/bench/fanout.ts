@@ -78,7 +78,8 @@ function nextMessage<T>(child: ChildProcess, kind: string): Promise<T> {
       child.off('exit', onExit);
       resolve(message as T);
     };
-    const onExit = (code: number | null): void => reject(new Error(`child exited (${code}) before '${kind}'`));
+    const onExit = (code: number | null): void =>
+      reject(new Error(`child exited (${code}) before '${kind}'`));
     child.on('message', onMessage);
     child.on('exit', onExit);
   });
@@ -105,32 +106,35 @@ async function runServer(lib: Lib): Promise<void> {
   http.listen(0, '127.0.0.1');
   await once(http, 'listening');
   const gc = (globalThis as { gc?: () => void }).gc;
-  process.on('message', async (message: { kind: string; rate?: number; duration?: number; payload?: number }) => {
-    if (message.kind === 'rss') {
-      gc?.();
-      await sleep(200);
-      gc?.();
-      const usage = process.memoryUsage();
-      send({ kind: 'rss', rss: usage.rss, heap: usage.heapUsed, external: usage.external });
-    } else if (message.kind === 'broadcast') {
-      const interval = 1000 / message.rate!;
-      const pad = 'x'.repeat(message.payload!);
-      const cpuBefore = process.cpuUsage();
-      const started = performance.now();
-      let seq = 0;
-      // Sends on a fixed schedule (catching up if late), so a slow server shows up as latency.
-      while (performance.now() - started < message.duration! * 1000) {
-        broadcast({ seq: seq++, t: wallClock(), pad });
-        const next = started + seq * interval;
-        await sleep(Math.max(0, next - performance.now()));
+  process.on(
+    'message',
+    async (message: { kind: string; rate?: number; duration?: number; payload?: number }) => {
+      if (message.kind === 'rss') {
+        gc?.();
+        await sleep(200);
+        gc?.();
+        const usage = process.memoryUsage();
+        send({ kind: 'rss', rss: usage.rss, heap: usage.heapUsed, external: usage.external });
+      } else if (message.kind === 'broadcast') {
+        const interval = 1000 / message.rate!;
+        const pad = 'x'.repeat(message.payload!);
+        const cpuBefore = process.cpuUsage();
+        const started = performance.now();
+        let seq = 0;
+        // Sends on a fixed schedule (catching up if late), so a slow server shows up as latency.
+        while (performance.now() - started < message.duration! * 1000) {
+          broadcast({ seq: seq++, t: wallClock(), pad });
+          const next = started + seq * interval;
+          await sleep(Math.max(0, next - performance.now()));
+        }
+        const cpu = process.cpuUsage(cpuBefore);
+        const elapsed = performance.now() - started;
+        send({ kind: 'broadcasted', sent: seq, cpu: (cpu.user + cpu.system) / 1000 / elapsed });
+      } else if (message.kind === 'exit') {
+        process.exit(0);
       }
-      const cpu = process.cpuUsage(cpuBefore);
-      const elapsed = performance.now() - started;
-      send({ kind: 'broadcasted', sent: seq, cpu: (cpu.user + cpu.system) / 1000 / elapsed });
-    } else if (message.kind === 'exit') {
-      process.exit(0);
-    }
-  });
+    },
+  );
   send({ kind: 'listening', port: (http.address() as AddressInfo).port });
 }
 
@@ -173,7 +177,11 @@ async function runClients(lib: Lib, port: number, count: number): Promise<void> 
           const now = wallClock();
           const text = carry + chunk.toString('latin1');
           let consumed = 0;
-          for (let at = text.indexOf(T_MARK); at !== -1 && at + 29 <= text.length; at = text.indexOf(T_MARK, at + 4)) {
+          for (
+            let at = text.indexOf(T_MARK);
+            at !== -1 && at + 29 <= text.length;
+            at = text.indexOf(T_MARK, at + 4)
+          ) {
             consumed = at + 4;
             const sent = parseFloat(text.slice(at + 4, at + 29));
             if (sent < window.start || sent > window.end) continue;
@@ -185,7 +193,8 @@ async function runClients(lib: Lib, port: number, count: number): Promise<void> 
         }
         const text = chunk.toString('latin1');
         if (stage === 'upgrade') {
-          if (!text.startsWith('HTTP/1.1 101')) return reject(new Error(`upgrade failed: ${text.slice(0, 40)}`));
+          if (!text.startsWith('HTTP/1.1 101'))
+            return reject(new Error(`upgrade failed: ${text.slice(0, 40)}`));
           stage = lib === 'signalr' ? 'handshake' : lib === 'socketio' ? 'open' : 'ready';
           if (lib === 'signalr') socket.write(clientFrame('{"protocol":"json","version":1}\u001e'));
         }
@@ -218,7 +227,12 @@ async function runClients(lib: Lib, port: number, count: number): Promise<void> 
       cpuAtStart = process.cpuUsage();
     } else if (message.kind === 'report') {
       const cpu = process.cpuUsage(cpuAtStart);
-      send({ kind: 'report', delivered, histogram, cpu: (cpu.user + cpu.system) / 1000 / (wallClock() - window.start) });
+      send({
+        kind: 'report',
+        delivered,
+        histogram,
+        cpu: (cpu.user + cpu.system) / 1000 / (wallClock() - window.start),
+      });
     } else if (message.kind === 'exit') {
       for (const socket of sockets) socket.destroy();
       process.exit(0);
@@ -242,7 +256,10 @@ interface Result {
 
 const self = fileURLToPath(import.meta.url);
 function child(args: string[], execArgv: string[] = []): ChildProcess {
-  return fork(self, args, { execArgv: ['--import', 'tsx', ...execArgv], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return fork(self, args, {
+    execArgv: ['--import', 'tsx', ...execArgv],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
 }
 
 async function measure(lib: Lib, clients: number, procs: number, idleOnly: boolean): Promise<Result> {
@@ -258,10 +275,14 @@ async function measure(lib: Lib, clients: number, procs: number, idleOnly: boole
     const connectStart = performance.now();
     for (let i = 0; i < procs; i++) {
       const share = Math.floor(clients / procs) + (i < clients % procs ? 1 : 0);
-      clientProcs.push(child(['--role', 'client', '--lib', lib, '--port', String(port), '--count', String(share)]));
+      clientProcs.push(
+        child(['--role', 'client', '--lib', lib, '--port', String(port), '--count', String(share)]),
+      );
     }
     await Promise.all(clientProcs.map((proc) => nextMessage(proc, 'ready')));
-    process.stdout.write(`  ${lib}: ${clients} connected in ${((performance.now() - connectStart) / 1000).toFixed(1)} s`);
+    process.stdout.write(
+      `  ${lib}: ${clients} connected in ${((performance.now() - connectStart) / 1000).toFixed(1)} s`,
+    );
     await sleep(2000);
     server.send({ kind: 'rss' });
     const loaded = (await nextMessage<{ rss: number }>(server, 'rss')).rss;
@@ -311,7 +332,9 @@ async function measure(lib: Lib, clients: number, procs: number, idleOnly: boole
     for (const proc of [...clientProcs, server]) {
       proc.send({ kind: 'exit' }, () => undefined);
     }
-    await Promise.all([...clientProcs, server].map((proc) => (proc.exitCode === null ? once(proc, 'exit') : undefined)));
+    await Promise.all(
+      [...clientProcs, server].map((proc) => (proc.exitCode === null ? once(proc, 'exit') : undefined)),
+    );
   }
 }
 
@@ -323,7 +346,9 @@ function table(results: Result[]): void {
     library: r.lib,
     clients: r.clients,
     'delivered msg/s': r.deliveredPerSecond?.toFixed(0) ?? '—',
-    'of offered': r.expectedPerSecond ? `${((100 * r.deliveredPerSecond!) / r.expectedPerSecond).toFixed(1)}%` : '—',
+    'of offered': r.expectedPerSecond
+      ? `${((100 * r.deliveredPerSecond!) / r.expectedPerSecond).toFixed(1)}%`
+      : '—',
     'msg/s vs socket.io': ratio(r.deliveredPerSecond, io?.deliveredPerSecond),
     'p50 ms': r.p50?.toFixed(2) ?? '—',
     'p99 ms': r.p99?.toFixed(2) ?? '—',

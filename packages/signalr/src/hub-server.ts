@@ -195,6 +195,16 @@ export class HubServer implements ConnectionHost {
     await backplane.publish({ origin: this.instanceId, scope, target, arguments: args });
   }
 
+  /**
+   * Ends a connection on this instance with a Close message. With `allowReconnect`, clients using
+   * automatic reconnect come back (with a new connection id); without it the close is final.
+   */
+  closeConnection(connectionId: string, error?: string, allowReconnect = false): boolean {
+    const connection = this.byId.get(connectionId);
+    connection?.close(error, allowReconnect);
+    return connection !== undefined;
+  }
+
   stats(): HubServerStats {
     const byTransport: Record<TransportKind, number> = { WebSockets: 0, ServerSentEvents: 0, LongPolling: 0 };
     for (const connection of this.byId.values()) {

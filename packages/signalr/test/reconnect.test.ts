@@ -79,3 +79,26 @@ test('withAutomaticReconnect reconnects after the server restarts on the same po
     await running.close();
   }
 });
+
+test('closeConnection with an error is final for the client; with allowReconnect it reconnects', async () => {
+  const running = await startHub();
+  const final = buildClient(running.url, { reconnectDelays: [0] });
+  const retrying = buildClient(running.url, { reconnectDelays: [0] });
+  await Promise.all([final.start(), retrying.start()]);
+  try {
+    const closed = new Promise<Error | undefined>((resolve) => final.onclose(resolve));
+    assert.equal(running.hub.closeConnection(final.connectionId!, 'You are done.'), true);
+    assert.equal((await closed)?.message, 'Server returned an error on close: You are done.');
+
+    const reconnecting = new Promise<Error | undefined>((resolve) => retrying.onreconnecting(resolve));
+    const reconnected = new Promise<string | undefined>((resolve) => retrying.onreconnected(resolve));
+    const first = retrying.connectionId;
+    running.hub.closeConnection(first!, 'Come back.', true);
+    assert.equal((await reconnecting)?.message, 'Server returned an error on close: Come back.');
+    assert.notEqual(await reconnected, first);
+    assert.equal(running.hub.closeConnection('unknown'), false);
+  } finally {
+    await Promise.all([final.stop(), retrying.stop()]);
+    await running.close();
+  }
+});

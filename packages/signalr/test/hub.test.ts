@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { test } from 'node:test';
+import { HubConnectionState } from '@microsoft/signalr';
+import { defineHub, HubServer, mountOnHttpServer } from '../src/index.ts';
+import { buildClient, delay, eventually, fastTimers, HUB_PATH, nextInvocation, startHub } from './helpers.ts';
+
+test('groups: a connection in several targeted groups gets the message once; leaving stops delivery', async () => {
+  const running = await startHub();
+  const client = buildClient(running.url);
+  const got: string[] = [];
+  client.on('notify', (value: string) => got.push(value));
+  await client.start();
+  try {
+    await client.invoke('JoinGroup', 'a');
+    await client.invoke('JoinGroup', 'b');
+    await client.invoke('JoinGroup', 'b');
+    await running.hub.clients.groups(['a', 'b', 'c']).send('notify', 'once');
+    await client.invoke('LeaveGroup', 'a');
+    await client.invoke('LeaveGroup', 'never-joined');
+    await running.hub.clients.group('a').send('notify', 'not for me');
+    await running.hub.clients.groupExcept('b', [client.connectionId!]).send('notify', 'excluded');
+    await running.hub.clients.group('b').send('notify', 'still in b');
+    await eventually(() => got.includes('still in b'));
+    await delay(50);
+    assert.deepEqual(got, ['once', 'still in b']);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
+test('caller, others, client(id) and allExcept reach exactly their targets', async () => {
+  const running = await startHub();
+  const [alice, bob] = [buildClient(running.url), buildClient(running.url)];
+  const got = { alice: [] as string[], bob: [] as string[] };
+  alice.on('notify', (value: string) => got.alice.push(value));
+  bob.on('notify', (value: string) => got.bob.push(value));
+  await Promise.all([alice.start(), bob.start()]);
+  try {
+    await alice.invoke('SendToCaller', 'caller');
+    await alice.invoke('SendToOthers', 'others');
+    await running.hub.clients.client(bob.connectionId!).send('notify', 'client');
+    await running.hub.clients.allExcept([bob.connectionId!]).send('notify', 'allExcept');
+    await running.hub.clients.all.send('notify', 'all');
+    await eventually(() => got.alice.length === 3 && got.bob.length === 3);
+    assert.deepEqual(got, { alice: ['caller', 'allExcept', 'all'], bob: ['others', 'client', 'all'] });
+  } finally {
+    await Promise.all([alice.stop(), bob.stop()]);
+    await running.close();
+  }
+});
+
+test('the app hub shape: Connected on connect, Students broadcast by event type, disconnect hook with the id', async () => {
+  const disconnected: string[] = [];
+  const hub = await HubServer.create({
+    ...fastTimers,
+    hub: defineHub({
+      methods: {
+        JoinGroup: (context, name: string) => context.groups.add(context.connectionId, name),
+        LeaveGroup: (context, name: string) => context.groups.remove(context.connectionId, name),
+      },
+      onConnected: (context) =>
+        context.clients.caller.send('Connected', { clientId: context.connectionId, timestamp: Date.now() }),
+      onDisconnected: (context) => {
+        disconnected.push(context.connectionId);
+      },
+    }),
+  });
+  const server = createServer();
+  mountOnHttpServer(server, HUB_PATH, hub);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}${HUB_PATH}`;
+  const client = buildClient(url);
+  try {
+    const connected = nextInvocation(client, 'Connected');
+    await client.start();
+    assert.equal(((await connected)[0] as { clientId: string }).clientId, client.connectionId);
+    await client.invoke('JoinGroup', 'Students');
+    const created = nextInvocation(client, 'StudentCreated');
+    await hub.clients.group('Students').send('StudentCreated', { studentId: 'S-1' });
+    assert.deepEqual(await created, [{ studentId: 'S-1' }]);
+    const id = client.connectionId!;
+    await client.stop();
+    await eventually(() => disconnected.includes(id));
+    assert.equal(hub.stats().connections, 0);
+  } finally {
+    await hub.close();
+    server.close();
+  }
+});
+
+test('an idle client stays connected past twice its server timeout thanks to server pings', async () => {
+  const running = await startHub({ keepAliveIntervalMs: 150 });
+  const client = buildClient(running.url);
+  client.serverTimeoutInMilliseconds = 500;
+  await client.start();
+  try {
+    await delay(1_200);
+    assert.equal(client.state, HubConnectionState.Connected);
+    assert.equal(await client.invoke('Nothing'), null, 'a void method completes with null');
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});

@@ -1,0 +1,157 @@
+// Composition root of the worker: consumes student events, serves health and metrics, returns start()/stop().
+import { randomBytes } from 'node:crypto';
+import { Registry } from 'prom-client';
+import type { MessageBus, Subscription } from '../../application/ports/message-bus.ts';
+import { processStudentEvent } from '../../application/students/process-student-event.ts';
+import { loadConfigOrExit, type Config } from '../../config.ts';
+import { MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
+import { pingCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
+import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
+import { createHttpServer } from '../../infrastructure/http/http-server.ts';
+import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
+import { RabbitMqMessageBus } from '../../infrastructure/messaging/rabbitmq-message-bus.ts';
+import { openDatabase, type Database } from '../../infrastructure/persistence/database.ts';
+import { DrizzleUnitOfWork } from '../../infrastructure/persistence/drizzle-unit-of-work.ts';
+import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
+import { systemClock } from '../../infrastructure/system/system-clock.ts';
+import { uuidV7Generator } from '../../infrastructure/system/uuid-v7-generator.ts';
+import { consumeStudentEvents, type AfterProcessed } from './student-events.consumer.ts';
+import { createWorkerMetrics } from './worker-metrics.ts';
+
+export interface Worker {
+  /** Declares the topology, starts consuming, listens on HOST:WORKER_PORT; resolves with the health URL. */
+  start(): Promise<string>;
+  /** Stops consuming (the in-flight messages finish and settle), then closes the HTTP server. */
+  stop(): Promise<void>;
+}
+
+export interface WorkerDeps {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** Shared with the other roles when they run in one process; migrated by whoever opened it. */
+  readonly database: Database;
+  /** Owned by the caller, who closes it after stop(). */
+  readonly bus: MessageBus;
+  /** Where the worker's metrics go (served at /metrics); a registry of its own by default. */
+  readonly registry?: Registry;
+  /** Called after each committed change, e.g. to refresh the cache; its failures are logged only. */
+  readonly afterProcessed?: AfterProcessed;
+}
+
+type ConsumerState = 'stopped' | 'starting' | 'consuming' | 'stopping';
+
+const METRICS_PATH = '/metrics';
+const spanIds = { next: () => randomBytes(8).toString('hex') };
+
+export function createWorker({
+  config,
+  logger,
+  database,
+  bus,
+  registry = new Registry(),
+  afterProcessed,
+}: WorkerDeps): Worker {
+  const log = logger.child({ service: 'worker' });
+  const app = createHttpServer(log);
+  const processEvent = processStudentEvent({
+    unitOfWork: new DrizzleUnitOfWork(database.db, uuidV7Generator),
+    ids: uuidV7Generator,
+    clock: systemClock,
+    spanIds,
+  });
+  const metrics = createWorkerMetrics(registry);
+  let state: ConsumerState = 'stopped';
+  let subscription: Subscription | undefined;
+
+  registerHealthRoutes(app, [
+    pingCheck('database', () => database.ping(), { kind: database.kind }),
+    brokerCheck(bus),
+    {
+      name: 'consumer',
+      check: async () => ({
+        status: state === 'consuming' ? 'Healthy' : 'Unhealthy',
+        data: { state, prefetch: config.worker.prefetch },
+      }),
+    },
+  ]);
+  app.get(METRICS_PATH, { schema: { hide: true } }, async (_request, reply) =>
+    reply.type(registry.contentType).send(await registry.metrics()),
+  );
+
+  return {
+    async start() {
+      state = 'starting';
+      await bus.declareTopology(MESSAGING_TOPOLOGY);
+      subscription = await consumeStudentEvents({
+        bus,
+        process: processEvent,
+        prefetch: config.worker.prefetch,
+        retry: config.resilience,
+        metrics,
+        logger: log,
+        afterProcessed,
+      });
+      state = 'consuming';
+      const url = await app.listen({ host: config.host, port: config.ports.worker });
+      return `${url}/health`;
+    },
+    async stop() {
+      state = 'stopping';
+      await subscription?.close();
+      subscription = undefined;
+      await app.close();
+      state = 'stopped';
+    },
+  };
+}
+
+/** The worker does nothing without the broker, so a lost connection is Unhealthy (not Degraded). */
+function brokerCheck(bus: MessageBus): HealthCheck {
+  return {
+    name: 'broker',
+    async check() {
+      const status = bus.status();
+      return {
+        status: status.connected ? 'Healthy' : 'Unhealthy',
+        ...(status.detail ? { description: status.detail } : {}),
+        data: { adapter: status.adapter },
+      };
+    },
+  };
+}
+
+/** Runs the worker alone: `npm run start:worker`. */
+async function main(): Promise<void> {
+  const config = loadConfigOrExit();
+  if (!config.amqpUrl.startsWith('amqp')) {
+    process.stderr.write(
+      'AMQP_URL=memory: cannot work for the worker alone: the in-process bus only connects roles that run in ' +
+        'one process (npm start). Set AMQP_URL=amqp://user:pass@host:5672/vhost to run the worker on its own.\n',
+    );
+    process.exit(2);
+  }
+  const logger = createLogger({ ...config.log, name: 'worker' });
+  let database: Database | undefined;
+  let bus: MessageBus | undefined;
+  let worker: Worker | undefined;
+  await runUntilSignal(
+    {
+      async start() {
+        database = await openDatabase(config.databaseUrl, logger);
+        await database.migrate();
+        bus = new RabbitMqMessageBus({ url: config.amqpUrl, logger, connectionName: 'worker' });
+        worker = createWorker({ config, logger, database, bus });
+        logger.info({ health: await worker.start(), prefetch: config.worker.prefetch }, 'worker consuming');
+      },
+      async stop() {
+        await worker?.stop();
+        await bus?.close();
+        await database?.close();
+      },
+    },
+    logger,
+    config.shutdownTimeoutMs,
+  );
+}
+
+if (isEntryPoint(import.meta.url)) await main();

@@ -1,0 +1,56 @@
+import { z } from 'zod';
+import type { ProcessStudentEventCommand } from '../../application/students/process-student-event.ts';
+import { StudentEventTypes } from '../../contracts/students.ts';
+import { err, ok, type Result } from '../../domain/result.ts';
+
+const StudentDtoSchema = z.object({
+  id: z.uuid(),
+  firstName: z.string(),
+  lastName: z.string(),
+  email: z.string(),
+  updates: z.number().int().nonnegative(),
+  created: z.iso.datetime({ offset: true }),
+  createdBy: z.string(),
+  lastModified: z.iso.datetime({ offset: true }).nullable(),
+  lastModifiedBy: z.string().nullable(),
+  version: z.number().int().positive(),
+});
+
+/** A CloudEvents 1.0 envelope (structured JSON) of a student domain event; extension attributes are ignored. */
+const StudentCloudEventSchema = z
+  .object({
+    specversion: z.literal('1.0'),
+    id: z.string().min(1),
+    source: z.string().min(1),
+    type: z.enum([StudentEventTypes.created, StudentEventTypes.updated, StudentEventTypes.deleted]),
+    // The student id: a malformed one would otherwise reach the database as a query error.
+    subject: z.uuid(),
+    time: z.iso.datetime({ offset: true }),
+    datacontenttype: z.literal('application/json').default('application/json'),
+    data: z.object({ student: StudentDtoSchema, actor: z.string() }),
+  })
+  .refine((event) => event.subject === event.data.student.id, {
+    message: 'subject must be the id of data.student',
+    path: ['subject'],
+  });
+
+// Long enough to name every broken field, short enough for an AMQP header.
+const MAX_REASON_LENGTH = 500;
+
+/** The message body as a student event, or why it is not one (the dead-letter reason). */
+export function parseStudentEvent(body: Buffer): Result<ProcessStudentEventCommand['event'], string> {
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString('utf8'));
+  } catch (error) {
+    return err(truncate(`body is not JSON: ${(error as Error).message}`));
+  }
+  const parsed = StudentCloudEventSchema.safeParse(json);
+  if (parsed.success) return ok(parsed.data);
+  const issues = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  return err(truncate(`not a student CloudEvent: ${issues.join('; ')}`));
+}
+
+function truncate(reason: string): string {
+  return reason.length <= MAX_REASON_LENGTH ? reason : `${reason.slice(0, MAX_REASON_LENGTH - 1)}…`;
+}

@@ -1,0 +1,237 @@
+// The worker's behaviour, run once on the embedded adapters and once on real PostgreSQL + RabbitMQ.
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import { Queues, DEATH_REASON_HEADER, deadLetterNames, Exchanges } from '../../src/contracts/messaging.ts';
+import type { ReceivedMessage, Subscription } from '../../src/application/ports/message-bus.ts';
+import { outcome } from '../../src/application/ports/message-bus.ts';
+import { deleteStudent } from '../../src/application/students/delete-student.ts';
+import type { StudentSnapshot } from '../../src/domain/student.ts';
+import { DrizzleUnitOfWork } from '../../src/infrastructure/persistence/drizzle-unit-of-work.ts';
+import { systemClock } from '../../src/infrastructure/system/system-clock.ts';
+import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
+import {
+  addStudent,
+  counted,
+  eventually,
+  notificationsOf,
+  startWorker,
+  studentEvent,
+  traceIdOf,
+  updatesOf,
+  type EnvironmentFactory,
+  type RunningWorker,
+  type WorkerEnvironment,
+} from './worker-harness.ts';
+
+export function workerScenarios(
+  name: string,
+  environment: EnvironmentFactory,
+  options: { skip?: string },
+): void {
+  describe(`the worker on ${name}`, options, () => {
+    let env: WorkerEnvironment;
+    let running: RunningWorker | undefined;
+
+    beforeEach(async () => {
+      env = await environment();
+    });
+    afterEach(async () => {
+      await running?.worker.stop();
+      running = undefined;
+      await env.dispose();
+    });
+
+    const updates = async (student: StudentSnapshot) =>
+      (await updatesOf(env.database, [student.id])).get(student.id);
+
+    test('a created student is processed once: updates 1, then StudentCreated and StudentCached, in order', async () => {
+      running = await startWorker(env);
+      const student = await addStudent(env.database);
+
+      await env.bus.publish([studentEvent('StudentCreated', student)]);
+      await eventually(
+        'the event is processed',
+        async () => (await counted(running!.registry, 'processed')) === 1,
+      );
+
+      assert.equal(await updates(student), 1);
+      const sent = await notificationsOf(env.database, student.id);
+      assert.deepEqual(
+        sent.map((n) => [n.type, n.routingKey, n.payload.eventType, n.payload.student.updates]),
+        [
+          ['StudentCreated', 'student.created', 'StudentCreated', 1],
+          ['StudentCached', 'student.cached', 'StudentCached', 1],
+        ],
+      );
+      assert.equal(sent[0]?.payload.userId, 'alice');
+      assert.match(sent[0]?.traceparent ?? '', new RegExp(`^00-${traceIdOf(0)}-[\\da-f]{16}-01$`));
+    });
+
+    test('the same message delivered twice changes nothing the second time', async () => {
+      running = await startWorker(env);
+      const student = await addStudent(env.database);
+      const event = studentEvent('StudentCreated', student);
+
+      await env.bus.publish([event]);
+      await env.bus.publish([event]);
+      await eventually(
+        'the copy is seen as a duplicate',
+        async () => (await counted(running!.registry, 'duplicate')) === 1,
+      );
+
+      assert.equal(await counted(running.registry, 'processed'), 1);
+      assert.equal(await updates(student), 1);
+      assert.equal((await notificationsOf(env.database, student.id)).length, 2);
+    });
+
+    test('a deleted student gets StudentDeleted; an update that arrives after the delete is dropped quietly', async () => {
+      running = await startWorker(env);
+      const student = await addStudent(env.database);
+      const removed = await deleteStudent({
+        unitOfWork: new DrizzleUnitOfWork(env.database.db, uuidV7Generator),
+        clock: systemClock,
+      })({ id: student.id, actor: 'bob' });
+      assert.ok(removed.ok);
+
+      await env.bus.publish([
+        studentEvent('StudentUpdated', student),
+        studentEvent('StudentDeleted', student),
+      ]);
+      await eventually(
+        'both events are handled',
+        async () =>
+          (await counted(running!.registry, 'processed')) === 1 &&
+          (await counted(running!.registry, 'student_gone')) === 1,
+      );
+
+      const sent = await notificationsOf(env.database, student.id);
+      assert.deepEqual(
+        sent.map((n) => n.type),
+        ['StudentDeleted'],
+      );
+      assert.equal(sent[0]?.payload.student.id, student.id);
+    });
+
+    test('a poison message goes to students.worker.dead with the reason, and the next good message is processed', async () => {
+      running = await startWorker(env);
+      const dead: ReceivedMessage[] = [];
+      const deadQueue: Subscription = await env.bus.consume(deadLetterNames(Queues.studentsWorker).queue, {
+        prefetch: 10,
+        handler: (message) => {
+          dead.push(message);
+          return outcome.ack();
+        },
+      });
+      try {
+        const student = await addStudent(env.database);
+        const invalid = studentEvent('StudentCreated', student);
+        await env.bus.publish([
+          {
+            exchange: Exchanges.students,
+            routingKey: 'student.created',
+            messageId: 'poison-1',
+            body: 'not json',
+          },
+          {
+            ...invalid,
+            messageId: 'poison-2',
+            body: JSON.stringify({ ...JSON.parse(invalid.body), subject: 'x' }),
+          },
+          studentEvent('StudentCreated', student),
+        ]);
+
+        await eventually('the good message is processed', async () => (await updates(student)) === 1);
+        await eventually('both poison messages are dead-lettered', () => dead.length === 2);
+        const reasons = new Map(
+          dead.map((message) => [message.messageId, message.headers[DEATH_REASON_HEADER]]),
+        );
+        assert.match(reasons.get('poison-1') ?? '', /^body is not JSON/);
+        assert.match(reasons.get('poison-2') ?? '', /^not a student CloudEvent: subject: /);
+        assert.equal(await counted(running.registry, 'dead_lettered'), 2);
+        assert.equal((await notificationsOf(env.database, student.id)).length, 2);
+      } finally {
+        await deadQueue.close();
+      }
+    });
+
+    test('stop() while a message is in flight lets it finish and settle before it resolves', async () => {
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      let entered!: () => void;
+      const inFlight = new Promise<void>((resolve) => (entered = resolve));
+      const steps: string[] = [];
+      running = await startWorker(env, {
+        afterProcessed: async () => {
+          entered();
+          await released;
+          steps.push('message finished');
+        },
+      });
+      const student = await addStudent(env.database);
+      await env.bus.publish([studentEvent('StudentCreated', student)]);
+      await inFlight;
+
+      const stopped = running.worker.stop().then(() => steps.push('stopped'));
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(steps, [], 'stop waits for the in-flight message');
+      release();
+      await stopped;
+      running = undefined;
+
+      assert.deepEqual(steps, ['message finished', 'stopped']);
+      assert.equal(await updates(student), 1);
+      assert.equal((await notificationsOf(env.database, student.id)).length, 2);
+    });
+
+    test('with prefetch 50, 20 students × 10 interleaved updates: each student in order, updates 10', async () => {
+      const rounds = 10;
+      running = await startWorker(env, { prefetch: 50 });
+      const all = await Promise.all(Array.from({ length: 20 }, () => addStudent(env.database)));
+
+      // Round r carries trace id r, so every notification tells which of its student's events caused it.
+      for (let round = 0; round < rounds; round++)
+        await env.bus.publish(
+          all.map((student) => studentEvent('StudentUpdated', student, { trace: round })),
+        );
+      await eventually(
+        'every student got all its events',
+        async () =>
+          [
+            ...(
+              await updatesOf(
+                env.database,
+                all.map((s) => s.id),
+              )
+            ).values(),
+          ].every((n) => n === rounds),
+        120_000,
+      );
+
+      const expected = Array.from({ length: rounds }, (_, round) => [
+        ['StudentUpdated', traceIdOf(round), round + 1],
+        ['StudentCached', traceIdOf(round), round + 1],
+      ]).flat();
+      for (const student of all) {
+        const sent = await notificationsOf(env.database, student.id);
+        assert.deepEqual(
+          sent.map((n) => [n.type, n.traceparent?.split('-')[1], n.payload.student.updates]),
+          expected,
+          `student ${student.id}`,
+        );
+      }
+    });
+
+    test('/health reports the database, the broker and the consumer', async () => {
+      running = await startWorker(env);
+      const response = await fetch(running.healthUrl);
+      assert.equal(response.status, 200);
+      const body = (await response.json()) as { status: string; checks: Record<string, { status: string }> };
+      assert.equal(body.status, 'Healthy');
+      assert.deepEqual(Object.keys(body.checks).sort(), ['broker', 'consumer', 'database']);
+      assert.equal((await fetch(`${running.healthUrl}/ready`)).status, 200);
+      assert.equal((await fetch(`${running.healthUrl}/live`)).status, 200);
+      const metrics = await (await fetch(running.healthUrl.replace(/\/health$/, '/metrics'))).text();
+      assert.match(metrics, /worker_message_processing_seconds/);
+    });
+  });
+}

@@ -168,6 +168,8 @@ export class HubServer implements ConnectionHost {
   }
 
   disconnected(connection: Connection, error: Error | undefined): void {
+    // Only long polling needs the token after the end (to answer the last poll with 204, not 404).
+    if (connection.transportKind !== 'LongPolling') this.forget(connection);
     if (this.byId.get(connection.id) !== connection) return;
     const hook = this.options.hub.onDisconnected;
     // The hook runs while the connection can still be found, then membership goes.
@@ -292,7 +294,7 @@ export class HubServer implements ConnectionHost {
     const now = (this.clock = Date.now());
     const linger = this.limits.disconnectTimeoutMs;
     for (const [token, connection] of this.byToken) {
-      // Closed connections stay findable a while so a long-poll client gets its final 204, not a 404.
+      // Closed long-polling connections stay findable a while so the client gets its final 204, not a 404.
       if (connection.state === 'closed') {
         if (now - connection.closedAt >= linger) this.byToken.delete(token);
       } else {

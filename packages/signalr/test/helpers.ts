@@ -10,7 +10,7 @@ import {
   LogLevel,
 } from '@microsoft/signalr';
 import { MessagePackHubProtocol } from '@microsoft/signalr-protocol-msgpack';
-import Fastify from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import { WebSocket } from 'ws';
 import {
   defineHub,
@@ -71,11 +71,16 @@ export interface RunningHub {
 /** Starts a hub on 127.0.0.1 (port 0 unless given) behind node:http or Fastify. */
 export async function startHub(
   options: Partial<HubServerOptions> = {},
-  { mount = 'node', port = 0 }: { mount?: 'node' | 'fastify'; port?: number } = {},
+  {
+    mount = 'node',
+    port = 0,
+    configure,
+  }: { mount?: 'node' | 'fastify'; port?: number; configure?: (app: FastifyInstance) => void } = {},
 ): Promise<RunningHub> {
   const hub = await HubServer.create({ hub: testHub, ...fastTimers, ...options });
   if (mount === 'fastify') {
     const app = Fastify({ forceCloseConnections: true });
+    configure?.(app);
     await registerFastifyHub(app, HUB_PATH, hub);
     await app.listen({ host: '127.0.0.1', port });
     const actual = (app.server.address() as AddressInfo).port;

@@ -60,3 +60,25 @@ test('long polling stop() sends DELETE, answered 202, and the held poll ends wit
   running.httpServer!.off('request', record);
   await eventually(() => running.hub.stats().connections === 0);
 });
+
+test('on Fastify, headers set by hooks (e.g. CORS) reach the hub responses', async () => {
+  const fastify = await startHub(
+    {},
+    {
+      mount: 'fastify',
+      configure: (app) => {
+        app.addHook('onRequest', async (_request, reply) => {
+          reply.header('access-control-allow-origin', 'http://app.example');
+        });
+      },
+    },
+  );
+  try {
+    const response = await fetch(`${fastify.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('access-control-allow-origin'), 'http://app.example');
+    await response.json();
+  } finally {
+    await fastify.close();
+  }
+});

@@ -23,6 +23,10 @@ export async function registerFastifyHub(
   const handler =
     (route: HubRoute) =>
     (request: FastifyRequest, reply: FastifyReply): void => {
+      // Headers set by earlier hooks (CORS, security headers) would be lost with the hijack; carry them over.
+      for (const [name, value] of Object.entries(reply.getHeaders())) {
+        if (value !== undefined) reply.raw.setHeader(name, value);
+      }
       reply.hijack();
       void dispatcher.handleRequest(request.raw, reply.raw, route);
     };

@@ -1,10 +1,13 @@
 // Composition root of the webapi: builds the adapters, hands them to the use cases, returns start()/stop().
 import { createStudent } from '../../application/students/create-student.ts';
 import { deleteStudent } from '../../application/students/delete-student.ts';
+import type { StudentQueries } from '../../application/ports/student-queries.ts';
 import { getStudent } from '../../application/students/get-student.ts';
 import { listStudents } from '../../application/students/list-students.ts';
 import { updateStudent } from '../../application/students/update-student.ts';
+import { evictingOnDelete, writingThrough } from '../../application/students/write-through.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
+import { openCache, type Cache } from '../../infrastructure/caching/open-cache.ts';
 import { pingCheck } from '../../infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer, type HttpServer } from '../../infrastructure/http/http-server.ts';
@@ -17,6 +20,9 @@ import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-u
 import { fakerStudentGenerator } from '../../infrastructure/system/faker-student-generator.ts';
 import { systemClock } from '../../infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../infrastructure/system/uuid-v7-generator.ts';
+import { Registry } from 'prom-client';
+import dedupPlugin from './plugins/dedup.plugin.ts';
+import idempotencyPlugin from './plugins/idempotency.plugin.ts';
 import { registerStudentRoutes } from './routes/students.routes.ts';
 
 export interface WebApi {
@@ -31,32 +37,52 @@ export interface WebApiDeps {
   readonly logger: Logger;
   /** Shared with the other roles when they run in one process; migrated by whoever opened it. */
   readonly database: Database;
+  /** Shared with the worker in one process; when absent the webapi opens (and closes) its own from config. */
+  readonly cache?: Cache;
+  /** The read side; defaults to the database's. */
+  readonly queries?: StudentQueries;
 }
 
-export async function createWebApi({ config, logger, database }: WebApiDeps): Promise<WebApi> {
+export async function createWebApi({ config, logger, database, ...deps }: WebApiDeps): Promise<WebApi> {
   const app = createHttpServer(logger.child({ service: 'webapi' }));
   await registerOpenApi(app, {
     title: 'The Background Experience: Student API',
     version: '1.0.0',
     description: 'Student CRUD. Every write is stored with its domain events in one transaction (outbox).',
   });
-  registerHealthRoutes(app, [pingCheck('database', () => database.ping(), { kind: database.kind })]);
+  const cache =
+    deps.cache ??
+    (await openCache({ redisUrl: config.redisUrl, ...config.cache, registry: new Registry() }, logger));
+  registerHealthRoutes(app, [
+    pingCheck('database', () => database.ping(), { kind: database.kind }),
+    cache.health,
+  ]);
+  // Before the routes: they pick up their hooks from each route's config as it is added.
+  await app.register(idempotencyPlugin, {
+    store: cache.idempotency,
+    ttlSeconds: config.idempotencyTtlSeconds,
+  });
+  await app.register(dedupPlugin, { store: cache.responses, metrics: cache.metrics });
 
   const unitOfWork = new DrizzleUnitOfWork(database.db, uuidV7Generator);
-  const queries = new DrizzleStudentQueries(database.db);
+  const queries = deps.queries ?? new DrizzleStudentQueries(database.db);
   const writeDeps = {
     unitOfWork,
     ids: uuidV7Generator,
     clock: systemClock,
     generator: fakerStudentGenerator,
   };
-  registerStudentRoutes(app, {
-    create: createStudent(writeDeps),
-    update: updateStudent(writeDeps),
-    remove: deleteStudent(writeDeps),
-    get: getStudent(queries),
-    list: listStudents(queries),
-  });
+  registerStudentRoutes(
+    app,
+    {
+      create: writingThrough(createStudent(writeDeps), cache.students),
+      update: writingThrough(updateStudent(writeDeps), cache.students),
+      remove: evictingOnDelete(deleteStudent(writeDeps), cache.students),
+      get: getStudent(queries, cache.students),
+      list: listStudents(queries),
+    },
+    { dedup: config.dedup },
+  );
 
   return {
     app,
@@ -64,7 +90,10 @@ export async function createWebApi({ config, logger, database }: WebApiDeps): Pr
       return app.listen({ host: config.host, port: config.ports.api });
     },
     // Fastify's close stops accepting, lets in-flight requests finish, then closes idle connections.
-    stop: () => app.close(),
+    async stop() {
+      await app.close();
+      if (!deps.cache) await cache.close();
+    },
   };
 }
 

@@ -1,4 +1,4 @@
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { createStudent } from '../../../application/students/create-student.ts';
 import type { deleteStudent } from '../../../application/students/delete-student.ts';
@@ -12,6 +12,7 @@ import type { DomainError } from '../../../domain/errors.ts';
 import type { StudentSnapshot } from '../../../domain/student.ts';
 import type { HttpServer } from '../../../infrastructure/http/http-server.ts';
 import { domainProblem, problem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
+import { bypassesCache } from '../plugins/dedup.plugin.ts';
 import { etagOf, parseIfMatch } from './etag.ts';
 import {
   decodeCursor,
@@ -47,10 +48,22 @@ const problems = {
   503: ProblemDetails,
 };
 
+export interface StudentRouteOptions {
+  /** Replay windows of request deduplication (the original's [DeduplicateRequest(30)] and (5)); 0 = off. */
+  readonly dedup: { readonly getWindowSeconds: number; readonly putWindowSeconds: number };
+}
+
+/** Deduplicated responses are grouped by student, so a write to one drops them (see BentoStudentCache). */
+const byStudent = (request: FastifyRequest) => (request.params as { id: string }).id;
+
 /** Registers the student routes under the canonical plural path and the original's singular alias. */
-export function registerStudentRoutes(app: HttpServer, useCases: StudentUseCases): void {
+export function registerStudentRoutes(
+  app: HttpServer,
+  useCases: StudentUseCases,
+  options: StudentRouteOptions,
+): void {
   for (const base of [Routes.students, Routes.studentsAlias]) {
-    registerUnder(app, base, useCases, base !== Routes.students);
+    registerUnder(app, base, useCases, options, base !== Routes.students);
   }
 }
 
@@ -88,7 +101,13 @@ function ifMatchOf(
   return null;
 }
 
-function registerUnder(typed: HttpServer, base: string, useCases: StudentUseCases, alias: boolean): void {
+function registerUnder(
+  typed: HttpServer,
+  base: string,
+  useCases: StudentUseCases,
+  { dedup }: StudentRouteOptions,
+  alias: boolean,
+): void {
   const tags = ['Students'];
   const actor = 'anonymous';
 
@@ -116,27 +135,34 @@ function registerUnder(typed: HttpServer, base: string, useCases: StudentUseCase
   typed.get(
     `${base}/:id`,
     {
+      config: { dedup: { windowSeconds: dedup.getWindowSeconds, group: byStudent } },
       schema: {
         hide: alias,
         tags,
-        summary: 'Get one student',
+        summary: 'Get one student; `Cache-Control: no-cache` reads the database',
         params: StudentIdParams,
         response: { 200: Student, 400: ProblemDetails, 404: ProblemDetails, 503: ProblemDetails },
       },
     },
     async (request, reply) => {
-      const result = await useCases.get(request.params.id);
-      return result.ok ? sendStudent(reply, result.value) : sendError(reply, result.error);
+      const result = await useCases.get(request.params.id, { bypassCache: bypassesCache(request) });
+      if (!result.ok) return sendError(reply, result.error);
+      // Already JSON: Fastify sends a string as is, without serializing again (the type provider expects objects).
+      return reply
+        .header('etag', etagOf(result.value.version))
+        .type('application/json; charset=utf-8')
+        .send(result.value.json as never);
     },
   );
 
   typed.post(
     base,
     {
+      config: { idempotency: true },
       schema: {
         hide: alias,
         tags,
-        summary: 'Create a student; fields left out are generated',
+        summary: 'Create a student; fields left out are generated. Honors Idempotency-Key',
         body: StudentInput.nullish(),
         response: { 201: Student, 400: ProblemDetails, 422: ProblemDetails, 503: ProblemDetails },
       },
@@ -152,10 +178,11 @@ function registerUnder(typed: HttpServer, base: string, useCases: StudentUseCase
   typed.put(
     `${base}/:id`,
     {
+      config: { idempotency: true, dedup: { windowSeconds: dedup.putWindowSeconds, group: byStudent } },
       schema: {
         hide: alias,
         tags,
-        summary: 'Update a student; fields left out are generated',
+        summary: 'Update a student; fields left out are generated. Honors Idempotency-Key',
         params: StudentIdParams,
         headers: IfMatchHeaders,
         body: StudentInput.nullish(),
@@ -178,10 +205,11 @@ function registerUnder(typed: HttpServer, base: string, useCases: StudentUseCase
   typed.delete(
     `${base}/:id`,
     {
+      config: { idempotency: true },
       schema: {
         hide: alias,
         tags,
-        summary: 'Delete a student',
+        summary: 'Delete a student. Honors Idempotency-Key',
         params: StudentIdParams,
         headers: IfMatchHeaders,
         response: { 204: z.null().describe('Deleted'), ...problems },

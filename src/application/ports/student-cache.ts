@@ -1,0 +1,20 @@
+import type { StudentSnapshot } from '../../domain/student.ts';
+
+/** A student as the API serves it, kept serialized so a cache hit costs no serialization. */
+export interface CachedStudent {
+  readonly json: string;
+  readonly version: number;
+}
+
+/**
+ * Read-through cache of students, shared by every instance. Never fails because of the cache itself: when the
+ * cache cannot be reached, reads go to `load` and writes are dropped (and retried once it is back).
+ */
+export interface StudentCache {
+  /** A hit skips `load`; concurrent misses on one id in one process share one `load`. */
+  getOrLoad(id: string, load: () => Promise<StudentSnapshot | undefined>): Promise<CachedStudent | undefined>;
+  /** After a committed create or update (webapi or worker): stores it and invalidates what was derived from it. */
+  set(student: StudentSnapshot): Promise<void>;
+  /** After a committed delete: drops it, and everything derived from it, on every instance. */
+  evict(id: string): Promise<void>;
+}

@@ -1,0 +1,27 @@
+import { createHash } from 'node:crypto';
+import type { FastifyRequest } from 'fastify';
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('base64url');
+}
+
+/** Who is asking, so a stored response is only ever replayed to the same caller. Until auth lands: the credentials. */
+export function callerOf(request: FastifyRequest): string {
+  const authorization = request.headers.authorization;
+  return authorization ? sha256(authorization) : 'anonymous';
+}
+
+/** The headers a replayed response must carry to be the same response. */
+export const REPLAYED_HEADERS = ['content-type', 'etag', 'location'] as const;
+
+export function replayableHeaders(headers: Record<string, unknown>): Record<string, string> {
+  const kept: Record<string, string> = {};
+  for (const name of REPLAYED_HEADERS) {
+    const value = headers[name];
+    if (value !== undefined) kept[name] = String(value);
+  }
+  return kept;
+}
+
+/** Fastify's marker for a plugin whose hooks apply to the whole app (what `fastify-plugin` sets). */
+export const appWide = Symbol.for('skip-override');

@@ -1,0 +1,169 @@
+// Request deduplication (the original's [DeduplicateRequest(seconds)]), configured per route:
+// `config: { dedup: { windowSeconds, group } }`. Identical concurrent requests run once; identical requests within
+// the window are replayed; both carry X-Deduplicated: true.
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import type { CacheMetrics } from '../../../infrastructure/caching/cache-metrics.ts';
+import type {
+  ResponseReplayStore,
+  StoredResponse,
+} from '../../../infrastructure/caching/response-replay-store.ts';
+import { appWide, callerOf, replayableHeaders, sha256 } from './caller.ts';
+
+export interface DedupRouteOptions {
+  /** 0 turns deduplication off for the route. */
+  readonly windowSeconds: number;
+  /** What the response shows (a student id): a write to it drops the stored response. */
+  readonly group?: (request: FastifyRequest) => string;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    dedup?: DedupRouteOptions;
+  }
+}
+
+export interface DedupPluginOptions {
+  readonly store: ResponseReplayStore;
+  readonly metrics: CacheMetrics;
+}
+
+interface Leader {
+  readonly key: string;
+  readonly group: string;
+  readonly startedAt: number;
+  readonly windowMs: number;
+  settle(response: StoredResponse | undefined): void;
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD']);
+
+/** `Cache-Control: no-cache` asks for a fresh answer: no replay, no cache (the original's BypassCache). */
+export function bypassesCache(request: FastifyRequest): boolean {
+  const cacheControl = request.headers['cache-control'];
+  return cacheControl !== undefined && cacheControl.includes('no-cache');
+}
+
+function requestKey(request: FastifyRequest): string {
+  const body = request.body === undefined ? '' : sha256(JSON.stringify(request.body));
+  return `${request.method} ${request.url} ${request.headers['if-match'] ?? ''} ${body} ${callerOf(request)}`;
+}
+
+function replayable(status: number): boolean {
+  return (status >= 200 && status < 300) || status === 404;
+}
+
+function replay(reply: FastifyReply, response: StoredResponse): void {
+  void reply
+    .code(response.status)
+    .headers(response.headers)
+    .header('x-deduplicated', 'true')
+    .send(response.body);
+}
+
+async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPluginOptions): Promise<void> {
+  const inFlight = new Map<string, Promise<StoredResponse | undefined>>();
+  const leaders = new WeakMap<FastifyRequest, Leader>();
+
+  const settle = (request: FastifyRequest, response: StoredResponse | undefined) => {
+    const leader = leaders.get(request);
+    if (!leader) return;
+    leaders.delete(request);
+    leader.settle(response);
+    // Followers keep joining the flight until the response is stored, so none slips between the two.
+    const stored =
+      response && store.available
+        ? store
+            .put(
+              leader.group,
+              leader.key,
+              response,
+              leader.windowMs,
+              SAFE_METHODS.has(request.method) ? leader.startedAt : Date.now(),
+            )
+            .catch((error: unknown) => request.log.warn({ err: error }, 'deduplicated response not stored'))
+        : Promise.resolve();
+    void stored.finally(() => inFlight.delete(leader.key));
+  };
+
+  async function follow(flight: Promise<StoredResponse | undefined>, reply: FastifyReply): Promise<void> {
+    const response = await flight;
+    // The leader failed (5xx): run this request itself rather than share the failure.
+    if (!response) return;
+    metrics.dedupHits.inc({ kind: 'coalesced' });
+    replay(reply, response);
+  }
+
+  async function lead(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    key: string,
+    group: string,
+    windowMs: number,
+  ) {
+    let resolve!: (response: StoredResponse | undefined) => void;
+    inFlight.set(key, new Promise((done) => (resolve = done)));
+    leaders.set(request, { key, group, startedAt: Date.now(), windowMs, settle: resolve });
+    if (!store.available) return;
+    // Another instance may have answered it already.
+    const shared = await store.get(group, key).catch(() => undefined);
+    if (!shared) return;
+    leaders.delete(request);
+    inFlight.delete(key);
+    resolve(shared);
+    metrics.dedupHits.inc({ kind: 'replayed' });
+    replay(reply, shared);
+  }
+
+  app.addHook('onRoute', (route: RouteOptions) => {
+    const options = route.config?.dedup;
+    if (!options || options.windowSeconds <= 0) return;
+    const windowMs = options.windowSeconds * 1_000;
+    const groupOf = options.group;
+    // After body parsing (the body is part of the key), before validation (a replay needs none).
+    const preValidation = (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void) => {
+      if (bypassesCache(request)) return done();
+      const key = requestKey(request);
+      const flight = inFlight.get(key);
+      if (flight) return void follow(flight, reply).then(() => reply.sent || done(), done);
+      const group = groupOf ? groupOf(request) : key;
+      // The hot path: a local copy is replayed synchronously.
+      const local = store.available ? store.peek(group, key) : undefined;
+      if (local) {
+        metrics.dedupHits.inc({ kind: 'replayed' });
+        return replay(reply, local);
+      }
+      void lead(request, reply, key, group, windowMs).then(() => reply.sent || done(), done);
+    };
+    const onSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: () => void) => {
+      if (leaders.has(request))
+        settle(
+          request,
+          replayable(reply.statusCode) && typeof payload === 'string'
+            ? { status: reply.statusCode, headers: replayableHeaders(reply.getHeaders()), body: payload }
+            : undefined,
+        );
+      done();
+    };
+    // A request that ended without a response (aborted, failed while sending) must not hold its followers.
+    const onResponse = (request: FastifyRequest, _reply: FastifyReply, done: () => void) => {
+      settle(request, undefined);
+      done();
+    };
+    const onRequestAbort = (request: FastifyRequest, done: () => void) => {
+      settle(request, undefined);
+      done();
+    };
+    route.preValidation = [...hooksOf(route.preValidation), preValidation];
+    route.onSend = [...hooksOf(route.onSend), onSend];
+    route.onResponse = [...hooksOf(route.onResponse), onResponse];
+    route.onRequestAbort = [...hooksOf(route.onRequestAbort), onRequestAbort];
+  });
+}
+
+export function hooksOf<T>(hooks: T | T[] | undefined): T[] {
+  if (hooks === undefined) return [];
+  return Array.isArray(hooks) ? hooks : [hooks];
+}
+
+Object.assign(dedupPlugin, { [appWide]: true });
+export default dedupPlugin;

@@ -1,0 +1,145 @@
+// `Idempotency-Key` (IETF httpapi draft) on the routes with `config: { idempotency: true }`: the first request with
+// a key runs; a retry with the same key and body gets the stored response; a different body 422; one arriving while
+// the first still runs 409. Keys are scoped per caller and expire after `ttlSeconds`.
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import { DependencyUnavailableError } from '../../../application/errors.ts';
+import type { IdempotencyStore } from '../../../infrastructure/caching/idempotency-store.ts';
+import { problem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
+import { appWide, callerOf, replayableHeaders, sha256 } from './caller.ts';
+import { hooksOf } from './dedup.plugin.ts';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    idempotency?: boolean;
+  }
+}
+
+export interface IdempotencyPluginOptions {
+  readonly store: IdempotencyStore;
+  readonly ttlSeconds: number;
+}
+
+const HEADER = 'Idempotency-Key';
+const MAX_KEY_LENGTH = 255;
+
+/** The draft defines the value as a structured-field string (`"…"`); a bare token is accepted as well. */
+function parseKey(header: string): string | undefined {
+  const key =
+    header.length >= 2 && header.startsWith('"') && header.endsWith('"') ? header.slice(1, -1) : header;
+  return key.length > 0 && key.length <= MAX_KEY_LENGTH ? key : undefined;
+}
+
+async function idempotencyPlugin(
+  app: FastifyInstance,
+  { store, ttlSeconds }: IdempotencyPluginOptions,
+): Promise<void> {
+  const ttlMs = ttlSeconds * 1_000;
+  const claimed = new WeakMap<FastifyRequest, { key: string; fingerprint: string }>();
+
+  const finish = (request: FastifyRequest, reply: FastifyReply | undefined, payload: unknown) => {
+    const claim = claimed.get(request);
+    if (!claim) return;
+    claimed.delete(request);
+    // A server failure frees the key so the client's retry can succeed; anything else is the answer for good.
+    const done =
+      reply && reply.statusCode < 500 && (typeof payload === 'string' || payload == null)
+        ? store.complete(
+            claim.key,
+            {
+              fingerprint: claim.fingerprint,
+              response: {
+                status: reply.statusCode,
+                headers: replayableHeaders(reply.getHeaders()),
+                body: payload ?? '',
+              },
+            },
+            ttlMs,
+          )
+        : store.release(claim.key);
+    void done.catch((error: unknown) => request.log.warn({ err: error }, 'idempotency key not recorded'));
+  };
+
+  app.addHook('onRoute', (route: RouteOptions) => {
+    if (!route.config?.idempotency) return;
+    const preValidation = async (request: FastifyRequest, reply: FastifyReply) => {
+      const header = request.headers['idempotency-key'];
+      if (header === undefined) return;
+      const instance = request.url;
+      const key = typeof header === 'string' ? parseKey(header) : undefined;
+      if (key === undefined)
+        return sendProblem(
+          reply,
+          problem({
+            status: 400,
+            title: 'The request is not valid',
+            code: 'REQUEST.INVALID',
+            detail: `The ${HEADER} header must be sent once, with 1 to ${MAX_KEY_LENGTH} characters.`,
+            instance,
+            errors: [{ field: HEADER, reason: `must be 1 to ${MAX_KEY_LENGTH} characters` }],
+          }),
+        );
+      const scopedKey = `${callerOf(request)}:${sha256(key)}`;
+      const fingerprint = sha256(`${request.method} ${request.url} ${JSON.stringify(request.body ?? null)}`);
+      let existing;
+      try {
+        existing = await store.begin(scopedKey, fingerprint, ttlMs);
+      } catch (error) {
+        // Without the store the key cannot be honoured; running the request anyway could apply it twice.
+        throw error instanceof DependencyUnavailableError
+          ? error
+          : new DependencyUnavailableError('cache', { cause: error });
+      }
+      if (!existing) {
+        claimed.set(request, { key: scopedKey, fingerprint });
+        return;
+      }
+      if (existing.fingerprint !== fingerprint)
+        return sendProblem(
+          reply,
+          problem({
+            status: 422,
+            title: 'Idempotency key reused',
+            code: 'IDEMPOTENCY.KEY_REUSED',
+            detail: `This ${HEADER} was already used with a different request.`,
+            instance,
+          }),
+        );
+      if (!existing.response) {
+        void reply.header('retry-after', '1');
+        return sendProblem(
+          reply,
+          problem({
+            status: 409,
+            title: 'Request in progress',
+            code: 'IDEMPOTENCY.IN_PROGRESS',
+            detail: `A request with this ${HEADER} is still being processed; retry later.`,
+            instance,
+          }),
+        );
+      }
+      const { status, headers, body } = existing.response;
+      // The draft names no replay header; Idempotent-Replayed is the common convention (Stripe and others).
+      return reply
+        .code(status)
+        .headers(headers)
+        .header('x-deduplicated', 'true')
+        .header('idempotent-replayed', 'true')
+        .send(body);
+    };
+    route.preValidation = [preValidation, ...hooksOf(route.preValidation)];
+    route.onSend = [
+      ...hooksOf(route.onSend),
+      async (request: FastifyRequest, reply: FastifyReply, payload: unknown) => {
+        finish(request, reply, payload);
+        return payload;
+      },
+    ];
+    route.onRequestAbort = [
+      ...hooksOf(route.onRequestAbort),
+      async (request: FastifyRequest) => finish(request, undefined, undefined),
+    ];
+  });
+}
+
+Object.assign(idempotencyPlugin, { [appWide]: true });
+export default idempotencyPlugin;

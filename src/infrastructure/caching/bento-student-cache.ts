@@ -1,0 +1,158 @@
+import { BentoCache, bentostore } from 'bentocache';
+import { memoryDriver } from 'bentocache/drivers/memory';
+import { redisBusDriver, redisDriver } from 'bentocache/drivers/redis';
+import type { CachedStudent, StudentCache } from '../../application/ports/student-cache.ts';
+import { serializeStudent } from '../../application/students/get-student.ts';
+import type { StudentSnapshot } from '../../domain/student.ts';
+import type { Logger } from '../logging/logger.ts';
+import type { CacheMetrics } from './cache-metrics.ts';
+import type { InvalidationBus } from './invalidation-bus.ts';
+import type { CacheConnection } from './redis-cache-connection.ts';
+
+/** `at`: when the value was read from the database (or written), on the clock of the instance that did it. */
+interface Entry extends CachedStudent {
+  readonly at: number;
+}
+
+export interface BentoStudentCacheOptions {
+  /** A student is cached under `${keyPrefix}${id}` (the original's `student:{id}`). */
+  readonly keyPrefix: string;
+  readonly ttlSeconds: number;
+  readonly l1MaxItems?: number;
+}
+
+const JITTER = 0.1;
+
+/**
+ * Students in bentocache: L1 in memory, L2 in Redis, and bentocache's Redis bus so a write on one instance drops
+ * the L1 copy on every other. Memory only in the embedded mode. Also publishes each change on the invalidation
+ * bus, so responses derived from the student (deduplicated GETs) go everywhere too.
+ */
+export class BentoStudentCache implements StudentCache {
+  readonly #bento: BentoCache<Record<string, ReturnType<typeof bentostore>>>;
+  readonly #connection: CacheConnection;
+  readonly #invalidations: InvalidationBus;
+  readonly #metrics: CacheMetrics;
+  readonly #logger: Logger;
+  readonly #options: BentoStudentCacheOptions;
+  /** Ids written while Redis was away: their L2 copies are dropped once it is back. */
+  readonly #pending = new Set<string>();
+
+  constructor(
+    connection: CacheConnection,
+    invalidations: InvalidationBus,
+    metrics: CacheMetrics,
+    logger: Logger,
+    options: BentoStudentCacheOptions,
+  ) {
+    this.#connection = connection;
+    this.#invalidations = invalidations;
+    this.#metrics = metrics;
+    this.#logger = logger;
+    this.#options = options;
+    // Plain objects in L1: serializing there would cost a parse per hit.
+    let store = bentostore().useL1Layer(
+      memoryDriver({ maxItems: options.l1MaxItems ?? 10_000, serialize: false }),
+    );
+    if (connection.redis && connection.busOptions)
+      store = store
+        .useL2Layer(redisDriver({ connection: connection.redis, prefix: '' }))
+        .useBus(redisBusDriver({ connection: connection.busOptions }));
+    // The store's name is the bus channel: one per key prefix, so deployments (and tests) sharing a Redis don't
+    // hear each other.
+    const name = `students:${options.keyPrefix}`;
+    this.#bento = new BentoCache({
+      default: name,
+      stores: { [name]: store },
+      ttl: options.ttlSeconds * 1_000,
+      grace: false,
+      l2CircuitBreakerDuration: 5_000,
+    });
+    connection.onRecovered(() => void this.#flushPending());
+  }
+
+  async getOrLoad(
+    id: string,
+    load: () => Promise<StudentSnapshot | undefined>,
+  ): Promise<CachedStudent | undefined> {
+    if (!this.#connection.available) {
+      this.#metrics.cacheMisses.inc();
+      const student = await load();
+      return student && serializeStudent(student);
+    }
+    let loaded = false;
+    const key = this.#key(id);
+    const read = (forceFresh: boolean) =>
+      this.#bento.getOrSet<Entry | undefined>({
+        key,
+        ttl: this.#ttl(),
+        forceFresh,
+        factory: async (context) => {
+          loaded = true;
+          const startedAt = Date.now();
+          const student = await load();
+          return student ? { ...serializeStudent(student), at: startedAt } : context.skip();
+        },
+      });
+    try {
+      let entry = await read(false);
+      // Written before a change this instance heard of (a read that raced a write, or Redis was away): reload.
+      if (entry && !loaded && entry.at < this.#freshSince(id)) entry = await read(true);
+      (loaded ? this.#metrics.cacheMisses : this.#metrics.cacheHits).inc();
+      return entry && { json: entry.json, version: entry.version };
+    } catch (error) {
+      // bentocache wraps the loader's own error (e.g. the database is down); that is the one to report.
+      throw error instanceof Error && error.cause ? error.cause : error;
+    }
+  }
+
+  async set(student: StudentSnapshot): Promise<void> {
+    await this.#write(student.id, async (key) => {
+      await this.#bento.set({
+        key,
+        value: { ...serializeStudent(student), at: Date.now() },
+        ttl: this.#ttl(),
+      });
+    });
+  }
+
+  async evict(id: string): Promise<void> {
+    await this.#write(id, (key) => this.#bento.delete({ key }).then(() => undefined));
+  }
+
+  async close(): Promise<void> {
+    await this.#bento.disconnectAll();
+  }
+
+  /** Invalidates first (so the new entry's `at` is not older than its own invalidation); never throws. */
+  async #write(id: string, write: (key: string) => Promise<void>): Promise<void> {
+    try {
+      await this.#invalidations.invalidate(id);
+      if (!this.#connection.available) throw new Error('cache unavailable');
+      await write(this.#key(id));
+    } catch (error) {
+      this.#logger.warn({ err: error, studentId: id }, 'cache write skipped; dropped once the cache is back');
+      this.#pending.add(id);
+    }
+  }
+
+  async #flushPending(): Promise<void> {
+    for (const id of [...this.#pending]) {
+      this.#pending.delete(id);
+      await this.evict(id);
+    }
+  }
+
+  #freshSince(id: string): number {
+    return Math.max(this.#connection.staleBefore, this.#invalidations.invalidatedAt(id));
+  }
+
+  #key(id: string): string {
+    return `${this.#options.keyPrefix}${id}`;
+  }
+
+  /** Jittered, so entries cached together don't all expire together. */
+  #ttl(): number {
+    return this.#options.ttlSeconds * 1_000 * (1 - JITTER + Math.random() * 2 * JITTER);
+  }
+}

@@ -1,0 +1,86 @@
+import type { Logger } from '../logging/logger.ts';
+import type { CacheConnection } from './redis-cache-connection.ts';
+
+/** How many recent invalidation times to remember; they matter only for reads racing a write (milliseconds). */
+const REMEMBERED = 10_000;
+
+/**
+ * Tells every instance that something about one student changed, so each drops its local copies of responses
+ * derived from it. Over Redis pub/sub when Redis is configured, in-process otherwise. Each message carries the
+ * writer's clock, so a read that started before the write can tell its result is already stale.
+ */
+export class InvalidationBus {
+  readonly #connection: CacheConnection;
+  readonly #channel: string;
+  readonly #listeners: ((group: string) => void)[] = [];
+  readonly #invalidatedAt = new Map<string, number>();
+  readonly #ready: Promise<void>;
+
+  readonly #derivedKey: (group: string) => string;
+
+  /** `derivedKey`: the Redis key holding what is derived from a group; deleted with the same round trip. */
+  constructor(
+    connection: CacheConnection,
+    options: { channel: string; derivedKey: (group: string) => string },
+    logger: Logger,
+  ) {
+    this.#connection = connection;
+    const channel = options.channel;
+    this.#channel = channel;
+    this.#derivedKey = options.derivedKey;
+    const subscriber = connection.subscriber;
+    if (!subscriber) {
+      this.#ready = Promise.resolve();
+      return;
+    }
+    subscriber.on('message', (channelName: string, message: string) => {
+      if (channelName !== channel) return;
+      const separator = message.indexOf(' ');
+      this.#received(message.slice(separator + 1), Number(message.slice(0, separator)));
+    });
+    const subscribe = () =>
+      subscriber.subscribe(channel).then(
+        () => undefined,
+        (error: unknown) => logger.warn({ err: error }, 'cannot subscribe to cache invalidations yet'),
+      );
+    // Also on every reconnection: ioredis only resubscribes channels whose first subscribe succeeded.
+    subscriber.on('ready', () => void subscribe());
+    this.#ready = subscribe();
+  }
+
+  /** Resolves once this instance hears invalidations (at once in memory mode). */
+  ready(): Promise<void> {
+    return this.#ready;
+  }
+
+  onInvalidate(listener: (group: string) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  /** When `group` was last invalidated, as far as this instance heard; 0 when not recently. */
+  invalidatedAt(group: string): number {
+    return this.#invalidatedAt.get(group) ?? 0;
+  }
+
+  /** Invalidates locally at once, then on every other instance; throws DependencyUnavailableError if Redis is down. */
+  async invalidate(group: string): Promise<void> {
+    const at = Date.now();
+    this.#received(group, at);
+    if (!this.#connection.isMemory)
+      await this.#connection.run((redis) =>
+        redis.multi().del(this.#derivedKey(group)).publish(this.#channel, `${at} ${group}`).exec(),
+      );
+  }
+
+  #received(group: string, at: number): void {
+    const previous = this.invalidatedAt(group);
+    // Re-inserted so the map's order is recency and the oldest entry goes first.
+    this.#invalidatedAt.delete(group);
+    this.#invalidatedAt.set(group, Math.max(at, previous));
+    if (this.#invalidatedAt.size > REMEMBERED) {
+      const oldest = this.#invalidatedAt.keys().next();
+      if (!oldest.done) this.#invalidatedAt.delete(oldest.value);
+    }
+    for (const listener of this.#listeners) listener(group);
+  }
+}

@@ -1,0 +1,53 @@
+import type { Registry } from 'prom-client';
+import type { HealthCheck } from '../health/health.ts';
+import type { Logger } from '../logging/logger.ts';
+import { BentoStudentCache } from './bento-student-cache.ts';
+import { createCacheMetrics, type CacheMetrics } from './cache-metrics.ts';
+import { IdempotencyStore } from './idempotency-store.ts';
+import { InvalidationBus } from './invalidation-bus.ts';
+import { CacheConnection, type CacheConnectionOptions } from './redis-cache-connection.ts';
+import { ResponseReplayStore } from './response-replay-store.ts';
+
+export interface CacheOptions extends CacheConnectionOptions {
+  /** `memory:` or `redis://…`. */
+  readonly redisUrl: string;
+  readonly keyPrefix: string;
+  readonly ttlSeconds: number;
+  readonly registry: Registry;
+}
+
+/** Everything the webapi and the worker cache, over one Redis connection (or memory), closed together. */
+export interface Cache {
+  readonly students: BentoStudentCache;
+  readonly responses: ResponseReplayStore;
+  readonly idempotency: IdempotencyStore;
+  readonly metrics: CacheMetrics;
+  readonly health: HealthCheck;
+  close(): Promise<void>;
+}
+
+export async function openCache(options: CacheOptions, logger: Logger): Promise<Cache> {
+  const log = logger.child({ component: 'cache' });
+  const connection = new CacheConnection(options.redisUrl, log, options);
+  const prefix = options.keyPrefix;
+  const dedupKey = (group: string) => `${prefix}dedup:${group}`;
+  const invalidations = new InvalidationBus(
+    connection,
+    { channel: `${prefix}invalidations`, derivedKey: dedupKey },
+    log,
+  );
+  const metrics = createCacheMetrics(options.registry);
+  const students = new BentoStudentCache(connection, invalidations, metrics, log, options);
+  await invalidations.ready();
+  return {
+    students,
+    responses: new ResponseReplayStore(connection, invalidations, dedupKey),
+    idempotency: new IdempotencyStore(connection, `${prefix}idempotency:`),
+    metrics,
+    health: connection.healthCheck(),
+    async close() {
+      await students.close();
+      await connection.close();
+    },
+  };
+}

@@ -1,0 +1,122 @@
+// Request deduplication and the student cache, through HTTP, in the embedded (memory) mode and on Redis.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
+import { countingQueries, deleteRedisKeys, startCachedApi, type CachedApi } from './support.ts';
+
+const jsonHeaders = { 'content-type': 'application/json' };
+
+for (const mode of ['memory', 'redis'] as const) {
+  describe(`deduplication and cache (${mode})`, mode === 'redis' ? await needsRedis() : {}, () => {
+    let testDb: TestDatabase;
+    let api: CachedApi;
+    let queries: ReturnType<typeof countingQueries>;
+    const keyPrefix = `${uniqueName('tbe_cache')}:student:`;
+
+    before(async () => {
+      testDb = await openTestDatabase('pglite');
+      queries = countingQueries(testDb.database);
+      api = await startCachedApi(testDb.database, {
+        redisUrl: mode === 'redis' ? REDIS_URL : 'memory:',
+        keyPrefix,
+        queries,
+      });
+    });
+    after(async () => {
+      await api?.stop();
+      await testDb?.dispose();
+      if (mode === 'redis') await deleteRedisKeys(REDIS_URL, keyPrefix);
+    });
+
+    const create = async () => {
+      const response = await fetch(`${api.url}/api/students`, {
+        method: 'POST',
+        headers: jsonHeaders,
+        body: '{}',
+      });
+      assert.equal(response.status, 201);
+      return ((await response.json()) as { id: string }).id;
+    };
+
+    test('1,000 concurrent GETs of an uncached student read the database once; 999 are deduplicated', async () => {
+      const id = await create();
+      await api.cache.students.evict(id);
+      const readsBefore = queries.findByIdCalls;
+      const responses = await Promise.all(
+        Array.from({ length: 1_000 }, () => fetch(`${api.url}/api/students/${id}`)),
+      );
+      const bodies = await Promise.all(responses.map((response) => response.text()));
+      assert.equal(queries.findByIdCalls - readsBefore, 1, 'exactly one database read');
+      assert.ok(responses.every((response) => response.status === 200));
+      const deduplicated = responses.filter((response) => response.headers.get('x-deduplicated') === 'true');
+      assert.equal(deduplicated.length, 999);
+      assert.equal(new Set(bodies).size, 1, 'identical bodies');
+      assert.equal((JSON.parse(bodies[0]!) as { id: string }).id, id);
+      assert.ok(responses.every((response) => response.headers.get('etag') === '"1"'));
+    });
+
+    test('a response is never replayed to a different caller', async () => {
+      const id = await create();
+      const get = (authorization?: string) =>
+        fetch(`${api.url}/api/students/${id}`, { headers: authorization ? { authorization } : {} });
+      await get('Bearer alice');
+      assert.equal(
+        (await get('Bearer alice')).headers.get('x-deduplicated'),
+        'true',
+        'same caller: replayed',
+      );
+      assert.equal(
+        (await get('Bearer bob')).headers.get('x-deduplicated'),
+        null,
+        'other caller: not replayed',
+      );
+      assert.equal((await get()).headers.get('x-deduplicated'), null, 'anonymous: not replayed');
+    });
+
+    test('a write invalidates the deduplicated GETs: the writer reads its own write', async () => {
+      const id = await create();
+      await fetch(`${api.url}/api/students/${id}`);
+      assert.equal((await fetch(`${api.url}/api/students/${id}`)).headers.get('x-deduplicated'), 'true');
+      const put = await fetch(`${api.url}/api/students/${id}`, {
+        method: 'PUT',
+        headers: jsonHeaders,
+        body: JSON.stringify({ firstName: 'Grace', lastName: 'Hopper', email: 'grace@example.com' }),
+      });
+      assert.equal(put.status, 200);
+      const read = await fetch(`${api.url}/api/students/${id}`);
+      assert.equal(read.headers.get('x-deduplicated'), null);
+      assert.equal(((await read.json()) as { firstName: string }).firstName, 'Grace');
+    });
+
+    test('identical PUTs within the window run once; Cache-Control: no-cache bypasses cache and replay', async () => {
+      const id = await create();
+      const put = () =>
+        fetch(`${api.url}/api/students/${id}`, {
+          method: 'PUT',
+          headers: jsonHeaders,
+          body: JSON.stringify({ firstName: 'Alan', lastName: 'Turing', email: 'alan@example.com' }),
+        });
+      const first = await put();
+      const second = await put();
+      assert.equal(second.headers.get('x-deduplicated'), 'true');
+      assert.equal(await second.text(), await first.text(), 'the same version, not applied twice');
+
+      await fetch(`${api.url}/api/students/${id}`);
+      const readsBefore = queries.findByIdCalls;
+      const fresh = await fetch(`${api.url}/api/students/${id}`, {
+        headers: { 'cache-control': 'no-cache' },
+      });
+      assert.equal(fresh.headers.get('x-deduplicated'), null);
+      assert.equal(queries.findByIdCalls - readsBefore, 1, 'read from the database');
+    });
+
+    test('404 is replayed, 5xx never', async () => {
+      const missing = `${api.url}/api/students/0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b`;
+      assert.equal((await fetch(missing)).status, 404);
+      const again = await fetch(missing);
+      assert.equal(again.status, 404);
+      assert.equal(again.headers.get('x-deduplicated'), 'true');
+    });
+  });
+}

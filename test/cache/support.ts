@@ -1,0 +1,84 @@
+import { Redis } from 'ioredis';
+import { Registry } from 'prom-client';
+import type { StudentQueries } from '../../src/application/ports/student-queries.ts';
+import { createWebApi } from '../../src/apps/webapi/main.ts';
+import { parseConfig } from '../../src/config.ts';
+import { openCache, type Cache } from '../../src/infrastructure/caching/open-cache.ts';
+import type { Database } from '../../src/infrastructure/persistence/database.ts';
+import { DrizzleStudentQueries } from '../../src/infrastructure/persistence/drizzle-student-queries.ts';
+import { silentLogger } from '../support/logger.ts';
+
+export interface CachedApi {
+  readonly url: string;
+  readonly cache: Cache;
+  stop(): Promise<void>;
+}
+
+/** A webapi with its own cache (its own L1), on `redisUrl` under `keyPrefix`. */
+export async function startCachedApi(
+  database: Database,
+  options: { redisUrl: string; keyPrefix: string; queries?: StudentQueries; halfOpenAfterMs?: number },
+): Promise<CachedApi> {
+  const config = parseConfig({
+    API_PORT: '0',
+    LOG_LEVEL: 'silent',
+    REDIS_URL: options.redisUrl,
+    CACHE_KEY_PREFIX: options.keyPrefix,
+  });
+  const cache = await openCache(
+    {
+      redisUrl: options.redisUrl,
+      ...config.cache,
+      registry: new Registry(),
+      ...(options.halfOpenAfterMs ? { halfOpenAfterMs: options.halfOpenAfterMs } : {}),
+    },
+    silentLogger,
+  );
+  const webApi = await createWebApi({
+    config,
+    logger: silentLogger,
+    database,
+    cache,
+    ...(options.queries ? { queries: options.queries } : {}),
+  });
+  const url = await webApi.start();
+  return {
+    url,
+    cache,
+    async stop() {
+      await webApi.stop();
+      await cache.close();
+    },
+  };
+}
+
+/** Counts database reads by id: the acceptance criterion is "exactly one". */
+export function countingQueries(database: Database): StudentQueries & { readonly findByIdCalls: number } {
+  const inner = new DrizzleStudentQueries(database.db);
+  let calls = 0;
+  return {
+    get findByIdCalls() {
+      return calls;
+    },
+    findById(id) {
+      calls += 1;
+      return inner.findById(id);
+    },
+    list: (input) => inner.list(input),
+  };
+}
+
+/** Removes every key under `prefix`, so a test leaves the shared Redis as it found it. */
+export async function deleteRedisKeys(redisUrl: string, prefix: string): Promise<void> {
+  const redis = new Redis(redisUrl);
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}

@@ -146,6 +146,8 @@ async function runServer(lib: Lib): Promise<void> {
  */
 const UPGRADE_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
 const T_MARK = '"t":';
+const T_MARK_BYTES = Buffer.from(T_MARK);
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 const SOCKET_IO_PING = Buffer.from([0x81, 0x01, 0x32]);
 
 /** A masked client text frame; the all-zero mask key leaves the payload as is. */
@@ -163,35 +165,19 @@ async function runClients(lib: Lib, port: number, count: number): Promise<void> 
   const path = lib === 'signalr' ? HUB_PATH : lib === 'ws' ? '/' : '/socket.io/?EIO=4&transport=websocket';
   const request = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${UPGRADE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
 
+  function record(now: number, sent: number): void {
+    if (sent < window.start || sent > window.end) return;
+    if (now <= window.end) delivered++;
+    histogram[bucketOf(now - sent)]!++;
+  }
+
   function open(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const socket = connect(port, '127.0.0.1');
-      sockets.push(socket);
       let stage: 'upgrade' | 'handshake' | 'open' | 'namespace' | 'ready' = 'upgrade';
+      /** The start of a timestamp cut off by the end of the previous read. */
       let carry = '';
-      socket.on('error', (error) => (stage === 'ready' ? undefined : reject(error)));
-      socket.on('connect', () => socket.write(request));
-      socket.on('data', (chunk: Buffer) => {
-        if (stage === 'ready') {
-          if (lib === 'socketio' && chunk.includes(SOCKET_IO_PING)) socket.write(clientFrame('3'));
-          const now = wallClock();
-          const text = carry + chunk.toString('latin1');
-          let consumed = 0;
-          for (
-            let at = text.indexOf(T_MARK);
-            at !== -1 && at + 29 <= text.length;
-            at = text.indexOf(T_MARK, at + 4)
-          ) {
-            consumed = at + 4;
-            const sent = parseFloat(text.slice(at + 4, at + 29));
-            if (sent < window.start || sent > window.end) continue;
-            if (now <= window.end) delivered++;
-            histogram[bucketOf(now - sent)]!++;
-          }
-          carry = text.slice(Math.max(consumed, text.length - 30));
-          return;
-        }
-        const text = chunk.toString('latin1');
+
+      function handshake(text: string): void {
         if (stage === 'upgrade') {
           if (!text.startsWith('HTTP/1.1 101'))
             return reject(new Error(`upgrade failed: ${text.slice(0, 40)}`));
@@ -207,7 +193,52 @@ async function runClients(lib: Lib, port: number, count: number): Promise<void> 
           stage = 'ready';
         }
         if (stage === 'ready') resolve();
+      }
+
+      // `onread` reuses one buffer for every socket: no per-read allocation, no stream machinery.
+      const socket = connect({
+        port,
+        host: '127.0.0.1',
+        onread: {
+          buffer: READ_BUFFER,
+          callback: (nread: number, buffer: Uint8Array): boolean => {
+            const view = Buffer.from(buffer.buffer, buffer.byteOffset, nread);
+            if (stage !== 'ready') {
+              handshake(view.toString('latin1'));
+              return true;
+            }
+            if (lib === 'socketio' && view.includes(SOCKET_IO_PING)) socket.write(clientFrame('3'));
+            const now = wallClock();
+            if (carry) {
+              const joined = carry + view.toString('latin1', 0, Math.min(nread, 32));
+              const at = joined.indexOf(T_MARK);
+              if (at !== -1) record(now, parseFloat(joined.slice(at + 4, at + 29)));
+              carry = '';
+            }
+            for (let at = view.indexOf(T_MARK_BYTES); at !== -1; at = view.indexOf(T_MARK_BYTES, at + 4)) {
+              if (at + 29 > nread) {
+                carry = view.toString('latin1', at, nread);
+                return true;
+              }
+              record(now, parseFloat(view.toString('latin1', at + 4, at + 29)));
+            }
+            // A marker cut inside its own four bytes.
+            for (const partial of ['"t"', '"t', '"']) {
+              if (
+                nread >= partial.length &&
+                view.toString('latin1', nread - partial.length, nread) === partial
+              ) {
+                carry = partial;
+                break;
+              }
+            }
+            return true;
+          },
+        },
       });
+      sockets.push(socket);
+      socket.on('error', (error) => (stage === 'ready' ? undefined : reject(error)));
+      socket.on('connect', () => socket.write(request));
     });
   }
 

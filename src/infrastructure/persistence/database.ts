@@ -23,8 +23,23 @@ export interface Database {
   /** Applies the generated SQL migrations (idempotent; serialized across processes on PostgreSQL). */
   migrate(): Promise<void>;
   ping(): Promise<void>;
+  /**
+   * Tries to become the one leader for `lockKey` across every process on this database (a session-level
+   * advisory lock on a dedicated connection). Undefined when another process leads.
+   */
+  tryLead(lockKey: number): Promise<Leadership | undefined>;
   close(): Promise<void>;
 }
+
+export interface Leadership {
+  /** Resolves when the lock's connection is lost: from then on another process may lead. */
+  readonly lost: Promise<void>;
+  /** Calls `onNotify` for every NOTIFY on `channel` (delivered at the notifying transaction's commit). */
+  listen(channel: string, onNotify: () => void): Promise<void>;
+  release(): Promise<void>;
+}
+
+const LEADER_HEARTBEAT_MS = 2_000;
 
 const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../../drizzle', import.meta.url));
 // Any constant works; it only has to be the same in every process that migrates this database.
@@ -64,7 +79,45 @@ function openPostgres(url: string, logger: Logger): Database {
     async ping() {
       await pool.query('select 1');
     },
+    tryLead: (lockKey) => leadOnPostgres(url, lockKey, logger),
     close: () => pool.end(),
+  };
+}
+
+async function leadOnPostgres(url: string, lockKey: number, logger: Logger): Promise<Leadership | undefined> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000, keepAlive: true });
+  let markLost!: () => void;
+  const lost = new Promise<void>((resolve) => (markLost = resolve));
+  client.on('error', (error) => {
+    logger.warn({ err: error }, 'leader connection lost');
+    markLost();
+  });
+  client.on('end', () => markLost());
+  await client.connect();
+  const { rows } = await client.query<{ locked: boolean }>('select pg_try_advisory_lock($1) as locked', [
+    lockKey,
+  ]);
+  if (!rows[0]?.locked) {
+    await client.end();
+    return undefined;
+  }
+  // A silent network drop would otherwise go unnoticed while another process takes the lock.
+  const heartbeat = setInterval(() => {
+    client.query('select 1').catch(() => markLost());
+  }, LEADER_HEARTBEAT_MS);
+  void lost.then(() => clearInterval(heartbeat));
+  return {
+    lost,
+    async listen(channel, onNotify) {
+      client.on('notification', (message) => {
+        if (message.channel === channel) onNotify();
+      });
+      await client.query(`listen ${pg.escapeIdentifier(channel)}`);
+    },
+    async release() {
+      clearInterval(heartbeat);
+      await client.end().catch(() => undefined); // ending the session releases the lock
+    },
   };
 }
 
@@ -93,12 +146,29 @@ async function openPglite(location: string): Promise<Database> {
 
 function pgliteDatabase(client: PGlite, close: () => Promise<void>): Database {
   const db = drizzlePglite(client, { schema });
+  // One process, one session: leadership is simply "the first caller in this process".
+  let leader = false;
   return {
     kind: 'pglite',
     db,
     migrate: () => migratePglite(db, { migrationsFolder: MIGRATIONS_FOLDER }),
     async ping() {
       await client.query('select 1');
+    },
+    async tryLead() {
+      if (leader) return undefined;
+      leader = true;
+      const unlisteners: (() => Promise<void>)[] = [];
+      return {
+        lost: new Promise<void>(() => undefined),
+        async listen(channel, onNotify) {
+          unlisteners.push(await client.listen(channel, onNotify));
+        },
+        async release() {
+          await Promise.all(unlisteners.map((unlisten) => unlisten()));
+          leader = false;
+        },
+      };
     },
     close,
   };

@@ -1,0 +1,271 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { asc, inArray, isNull, lt, sql } from 'drizzle-orm';
+import type { MessageBus, OutgoingMessage } from '../../application/ports/message-bus.ts';
+import { CLOUD_EVENTS_CONTENT_TYPE, SUBJECT_HEADER, type CloudEvent } from '../../contracts/cloud-events.ts';
+import type { HealthCheck } from '../health/health.ts';
+import type { Logger } from '../logging/logger.ts';
+import type { Database, Leadership } from '../persistence/database.ts';
+import { guardDatabase } from '../persistence/database-errors.ts';
+import { OUTBOX_CHANNEL } from '../persistence/drizzle-unit-of-work.ts';
+import { outbox } from '../persistence/schema.ts';
+import type { BreakerState, ResiliencePolicy } from '../resilience/resilience-policy.ts';
+
+export interface OutboxRelayOptions {
+  /** Rows published per round, all in flight at once with publisher confirms. */
+  readonly batchSize: number;
+  /** Fallback when a NOTIFY is missed (e.g. written while no relay was listening). */
+  readonly pollIntervalMs: number;
+  /** How often a standby relay tries to take over. */
+  readonly standbyRetryMs: number;
+  /** Sent rows are deleted after this long. */
+  readonly retentionMs: number;
+}
+
+export const DEFAULT_RELAY_OPTIONS: OutboxRelayOptions = {
+  batchSize: 500,
+  pollIntervalMs: 1_000,
+  standbyRetryMs: 2_000,
+  retentionMs: 24 * 3_600_000,
+};
+
+// Every relay on one database competes for this advisory lock; the holder is the only one publishing.
+const RELAY_LOCK_KEY = 4_224_712;
+const CLEANUP_EVERY_MS = 60_000;
+
+export type RelayRole = 'starting' | 'leader' | 'standby' | 'stopped';
+
+export interface RelayStatus {
+  readonly role: RelayRole;
+  readonly breaker: BreakerState;
+  readonly published: number;
+  readonly lastError?: string;
+}
+
+type Row = typeof outbox.$inferSelect;
+
+/** A row as the CloudEvent that travels on the broker; its id is the row's, stable across re-publishing. */
+export function outboxMessage(row: Row): OutgoingMessage {
+  const event: CloudEvent = {
+    specversion: '1.0',
+    id: row.id,
+    source: `/the-background-experience/${row.exchange}`,
+    type: row.type,
+    subject: row.subject,
+    time: row.occurredAt.toISOString(),
+    datacontenttype: 'application/json',
+    data: row.payload,
+  };
+  return {
+    exchange: row.exchange,
+    routingKey: row.routingKey,
+    messageId: row.id,
+    body: JSON.stringify(event),
+    contentType: CLOUD_EVENTS_CONTENT_TYPE,
+    headers: { ...row.headers, [SUBJECT_HEADER]: row.subject },
+  };
+}
+
+/**
+ * Publishes outbox rows in `seq` order with publisher confirms, then marks them sent. One relay per database
+ * leads (advisory lock); the others stand by and take over within `standbyRetryMs` when it dies. Delivery is
+ * at-least-once: a crash between confirm and mark re-publishes, and consumers de-duplicate by message id.
+ */
+export class OutboxRelay {
+  readonly #database: Database;
+  readonly #bus: MessageBus;
+  readonly #policy: ResiliencePolicy;
+  readonly #logger: Logger;
+  readonly #options: OutboxRelayOptions;
+  #role: RelayRole = 'starting';
+  #published = 0;
+  #lastError: string | undefined;
+  #running: Promise<void> | undefined;
+  readonly #stopping = new AbortController();
+  #wake: (() => void) | undefined;
+  #wakeOnWork = true;
+  #workPending = true;
+  #lastCleanup = 0;
+
+  constructor(deps: {
+    database: Database;
+    bus: MessageBus;
+    policy: ResiliencePolicy;
+    logger: Logger;
+    options?: Partial<OutboxRelayOptions>;
+  }) {
+    this.#database = deps.database;
+    this.#bus = deps.bus;
+    this.#policy = deps.policy;
+    this.#logger = deps.logger.child({ component: 'outbox-relay' });
+    this.#options = { ...DEFAULT_RELAY_OPTIONS, ...deps.options };
+  }
+
+  start(): void {
+    this.#running ??= this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping.abort();
+    this.#wake?.();
+    await this.#running;
+    this.#role = 'stopped';
+  }
+
+  status(): RelayStatus {
+    return {
+      role: this.#role,
+      breaker: this.#policy.breakerState(),
+      published: this.#published,
+      ...(this.#lastError ? { lastError: this.#lastError } : {}),
+    };
+  }
+
+  /** The broker as this process sees it: writes keep working while it is down, so that is Degraded. */
+  healthCheck(): HealthCheck {
+    return {
+      name: 'broker',
+      check: async () => {
+        const bus = this.#bus.status();
+        const relay = this.status();
+        const backlog = await this.#backlog().catch(() => undefined);
+        const healthy = bus.connected && relay.breaker === 'closed';
+        return {
+          status: healthy ? 'Healthy' : 'Degraded',
+          ...(healthy ? {} : { description: bus.detail ?? relay.lastError ?? `circuit ${relay.breaker}` }),
+          data: {
+            adapter: bus.adapter,
+            connected: bus.connected,
+            relay: relay.role,
+            breaker: relay.breaker,
+            backlog,
+          },
+        };
+      },
+    };
+  }
+
+  async #run(): Promise<void> {
+    const stopped = this.#stopping.signal;
+    while (!stopped.aborted) {
+      const leadership = await this.#database.tryLead(RELAY_LOCK_KEY).catch((error: unknown) => {
+        this.#noteError('could not contend for leadership', error);
+        return undefined;
+      });
+      if (!leadership) {
+        this.#role = 'standby';
+        await sleep(this.#options.standbyRetryMs, undefined, { signal: stopped }).catch(() => undefined);
+        continue;
+      }
+      this.#role = 'leader';
+      this.#logger.info('leading: publishing the outbox');
+      try {
+        await this.#lead(leadership);
+      } finally {
+        await leadership.release();
+        if (!stopped.aborted) this.#logger.warn('lost leadership');
+      }
+    }
+  }
+
+  async #lead(leadership: Leadership): Promise<void> {
+    let lost = false;
+    void leadership.lost.then(() => {
+      lost = true;
+      this.#wake?.();
+    });
+    await leadership.listen(OUTBOX_CHANNEL, () => this.#signalWork());
+    let failures = 0;
+    while (!lost && !this.#stopping.signal.aborted) {
+      try {
+        const count = await this.#publishBatch();
+        failures = 0;
+        this.#lastError = undefined;
+        if (count === this.#options.batchSize) continue; // more may be waiting
+        await this.#cleanUp();
+        await this.#idle(this.#options.pollIntervalMs, true);
+      } catch (error) {
+        failures++;
+        this.#noteError('publishing the outbox failed; backing off', error);
+        // Exponential backoff with jitter, capped: a broker that is down is not hammered.
+        const delay = Math.min(30_000, 250 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);
+        await this.#idle(delay, false);
+      }
+    }
+  }
+
+  async #publishBatch(): Promise<number> {
+    const rows = await guardDatabase(() =>
+      this.#database.db
+        .select()
+        .from(outbox)
+        .where(isNull(outbox.sentAt))
+        .orderBy(asc(outbox.seq))
+        .limit(this.#options.batchSize),
+    );
+    if (rows.length === 0) return 0;
+    await this.#policy.execute(() => this.#bus.publish(rows.map(outboxMessage)));
+    await guardDatabase(() =>
+      this.#database.db
+        .update(outbox)
+        .set({ sentAt: new Date() })
+        .where(
+          inArray(
+            outbox.id,
+            rows.map((row) => row.id),
+          ),
+        ),
+    );
+    this.#published += rows.length;
+    return rows.length;
+  }
+
+  async #cleanUp(): Promise<void> {
+    if (Date.now() - this.#lastCleanup < CLEANUP_EVERY_MS) return;
+    this.#lastCleanup = Date.now();
+    const cutoff = new Date(Date.now() - this.#options.retentionMs);
+    await guardDatabase(() => this.#database.db.delete(outbox).where(lt(outbox.sentAt, cutoff)));
+  }
+
+  #backlog(): Promise<number> {
+    return guardDatabase(async () => {
+      const [row] = await this.#database.db
+        .select({ count: sql<number>`count(*)::int` })
+        .from(outbox)
+        .where(isNull(outbox.sentAt));
+      return row?.count ?? 0;
+    });
+  }
+
+  /**
+   * Waits `ms`, or less on a stop or lost leadership. With `wakeOnWork`, a NOTIFY ends the wait too (and one
+   * that arrived meanwhile skips it); while backing off from a failure, new writes must not cut the backoff short.
+   */
+  async #idle(ms: number, wakeOnWork: boolean): Promise<void> {
+    if (this.#stopping.signal.aborted) return;
+    if (wakeOnWork && this.#workPending) {
+      this.#workPending = false;
+      return;
+    }
+    this.#wakeOnWork = wakeOnWork;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wake = done;
+    });
+    this.#wake = undefined;
+    if (wakeOnWork) this.#workPending = false;
+  }
+
+  #signalWork(): void {
+    this.#workPending = true;
+    if (this.#wakeOnWork) this.#wake?.();
+  }
+
+  #noteError(message: string, error: unknown): void {
+    this.#lastError = error instanceof Error ? error.message : String(error);
+    this.#logger.warn({ err: error }, message);
+  }
+}

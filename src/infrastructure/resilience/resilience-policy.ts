@@ -1,0 +1,82 @@
+import {
+  BrokenCircuitError,
+  CircuitState,
+  ExponentialBackoff,
+  SamplingBreaker,
+  TimeoutStrategy,
+  circuitBreaker,
+  handleWhen,
+  retry,
+  timeout,
+  wrap,
+} from 'cockatiel';
+import type { Logger } from '../logging/logger.ts';
+
+/** The original's Resilience settings (Polly), with the same meaning. */
+export interface ResilienceOptions {
+  /** How long the breaker stays open before it lets one trial call through. */
+  readonly durationOfBreakMs: number;
+  /** Share of failed calls (0..1) within the sampling window that opens the breaker. */
+  readonly failureRatio: number;
+  readonly maxRetryAttempts: number;
+  readonly baseDelayMs: number;
+  readonly maxDelayMs: number;
+  /** Each attempt is abandoned after this long. */
+  readonly timeoutMs: number;
+}
+
+export const DEFAULT_RESILIENCE: ResilienceOptions = {
+  durationOfBreakMs: 30_000,
+  failureRatio: 0.5,
+  maxRetryAttempts: 3,
+  baseDelayMs: 1_000,
+  maxDelayMs: 30_000,
+  timeoutMs: 30_000,
+};
+
+export type BreakerState = 'closed' | 'open' | 'half-open' | 'isolated';
+
+export interface ResiliencePolicy {
+  /** Runs `call` with a per-attempt timeout, behind the breaker, retried with exponential backoff and jitter. */
+  execute<T>(call: (signal: AbortSignal) => Promise<T>): Promise<T>;
+  breakerState(): BreakerState;
+}
+
+const SAMPLING_WINDOW_MS = 30_000;
+// Below this many calls in the window the ratio means little, so the breaker stays closed.
+const MINIMUM_THROUGHPUT = 4;
+
+const stateNames: Record<CircuitState, BreakerState> = {
+  [CircuitState.Closed]: 'closed',
+  [CircuitState.Open]: 'open',
+  [CircuitState.HalfOpen]: 'half-open',
+  [CircuitState.Isolated]: 'isolated',
+};
+
+export function createResiliencePolicy(
+  name: string,
+  options: ResilienceOptions,
+  logger: Logger,
+): ResiliencePolicy {
+  // An open breaker answers at once; retrying that answer would only burn the backoff budget.
+  const transient = handleWhen((error) => !(error instanceof BrokenCircuitError));
+  const retryPolicy = retry(transient, {
+    maxAttempts: options.maxRetryAttempts,
+    backoff: new ExponentialBackoff({ initialDelay: options.baseDelayMs, maxDelay: options.maxDelayMs }),
+  });
+  const breaker = circuitBreaker(transient, {
+    halfOpenAfter: options.durationOfBreakMs,
+    breaker: new SamplingBreaker({
+      threshold: options.failureRatio,
+      duration: SAMPLING_WINDOW_MS,
+      minimumRps: MINIMUM_THROUGHPUT / (SAMPLING_WINDOW_MS / 1000),
+    }),
+  });
+  breaker.onBreak(() => logger.warn({ policy: name }, 'circuit breaker opened'));
+  breaker.onReset(() => logger.info({ policy: name }, 'circuit breaker closed'));
+  const policy = wrap(retryPolicy, breaker, timeout(options.timeoutMs, TimeoutStrategy.Aggressive));
+  return {
+    execute: (call) => policy.execute(({ signal }) => call(signal)),
+    breakerState: () => stateNames[breaker.state],
+  };
+}

@@ -1,0 +1,244 @@
+// The outbox relay: rows leave in order as CloudEvents with confirms, exactly one relay leads, and a broker
+// outage delays events without losing them.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { after, before, describe, test } from 'node:test';
+import { isNull } from 'drizzle-orm';
+import { outcome, type MessageBus, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
+import { createStudent } from '../../src/application/students/create-student.ts';
+import { mergeTopologies, topicExchange } from '../../src/contracts/messaging.ts';
+import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
+import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
+import { OutboxRelay } from '../../src/infrastructure/outbox/outbox-relay.ts';
+import { openDatabase, type Database } from '../../src/infrastructure/persistence/database.ts';
+import { DrizzleUnitOfWork } from '../../src/infrastructure/persistence/drizzle-unit-of-work.ts';
+import { outbox } from '../../src/infrastructure/persistence/schema.ts';
+import {
+  createResiliencePolicy,
+  DEFAULT_RESILIENCE,
+} from '../../src/infrastructure/resilience/resilience-policy.ts';
+import { fakerStudentGenerator } from '../../src/infrastructure/system/faker-student-generator.ts';
+import { systemClock } from '../../src/infrastructure/system/system-clock.ts';
+import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
+import { createTestVhost, type TestVhost } from '../contract/message-bus-rabbitmq-vhost.ts';
+import { createPostgresDatabase, openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { silentLogger } from '../support/logger.ts';
+import { AMQP_URL, needsPostgres, needsRabbitMq } from '../support/services.ts';
+import { TcpProxy } from '../support/tcp-proxy.ts';
+
+const fastResilience = {
+  ...DEFAULT_RESILIENCE,
+  durationOfBreakMs: 1_000,
+  baseDelayMs: 50,
+  maxDelayMs: 200,
+  timeoutMs: 2_000,
+};
+
+async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** A queue bound to every student event, recording what arrives. */
+async function collect(bus: MessageBus, queue = 'relay.test'): Promise<ReceivedMessage[]> {
+  await bus.declareTopology(
+    mergeTopologies({
+      exchanges: [topicExchange('students')],
+      queues: [{ name: queue, type: 'quorum', durable: true }],
+      bindings: [{ exchange: 'students', queue, routingKey: '#' }],
+    }),
+  );
+  const received: ReceivedMessage[] = [];
+  await bus.consume(queue, { prefetch: 100, handler: (message) => (received.push(message), outcome.ack()) });
+  return received;
+}
+
+function writer(database: Database) {
+  return createStudent({
+    unitOfWork: new DrizzleUnitOfWork(database.db, uuidV7Generator),
+    ids: uuidV7Generator,
+    clock: systemClock,
+    generator: fakerStudentGenerator,
+  });
+}
+
+function relayOn(database: Database, bus: MessageBus, options = {}) {
+  return new OutboxRelay({
+    database,
+    bus,
+    logger: silentLogger,
+    policy: createResiliencePolicy('relay', fastResilience, silentLogger),
+    options: { standbyRetryMs: 200, ...options },
+  });
+}
+
+const unsent = (database: Database) =>
+  database.db
+    .select({ id: outbox.id })
+    .from(outbox)
+    .where(isNull(outbox.sentAt))
+    .then((rows) => rows.length);
+
+describe('outbox relay, embedded (PGlite + in-process bus)', () => {
+  let testDb: TestDatabase;
+  let bus: InProcessMessageBus;
+  let relay: OutboxRelay;
+
+  before(async () => {
+    testDb = await openTestDatabase('pglite');
+    bus = new InProcessMessageBus();
+  });
+  after(async () => {
+    await relay?.stop();
+    await bus?.close();
+    await testDb?.dispose();
+  });
+
+  test('rows leave in write order as CloudEvents with a stable id, traceparent and subject, then are marked sent', async () => {
+    const received = await collect(bus);
+    // A poll interval far beyond the wait below: only the NOTIFY at commit can wake the relay in time.
+    relay = relayOn(testDb.database, bus, { pollIntervalMs: 600_000 });
+    relay.start();
+    await until(() => relay.status().role === 'leader', 'leadership');
+    const create = writer(testDb.database);
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const result = await create({ details: {}, actor: 'tester' });
+      assert.ok(result.ok);
+      ids.push(result.value.id);
+    }
+    await until(() => received.length === 5, 'five messages');
+
+    const events = received.map((message) => JSON.parse(message.body.toString()));
+    assert.deepEqual(
+      events.map((event) => event.subject),
+      ids,
+      'in write order',
+    );
+    const rows = await testDb.database.db.select().from(outbox);
+    for (const [index, message] of received.entries()) {
+      const event = events[index];
+      assert.equal(event.specversion, '1.0');
+      assert.equal(event.type, 'StudentCreated');
+      assert.equal(message.routingKey, 'student.created');
+      assert.equal(message.messageId, event.id);
+      assert.ok(
+        rows.some((row) => row.id === event.id && row.sentAt !== null),
+        'the row is marked sent',
+      );
+      assert.equal(event.data.student.id, ids[index]);
+      assert.match(message.headers.traceparent ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      assert.equal(message.headers['cloudEvents:subject'], ids[index]);
+    }
+    assert.equal(await unsent(testDb.database), 0);
+  });
+});
+
+describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async () => {
+  const rabbit = await needsRabbitMq();
+  let created: Awaited<ReturnType<typeof createPostgresDatabase>>;
+  let vhost: TestVhost;
+  let database: Database;
+  const cleanups: (() => Promise<unknown>)[] = [];
+
+  before(async () => {
+    if (rabbit.skip) return;
+    created = await createPostgresDatabase();
+    vhost = await createTestVhost('relay_test');
+    database = await openDatabase(created.url, silentLogger);
+    await database.migrate();
+  });
+  after(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+    await database?.close();
+    await created?.drop();
+    await vhost?.delete();
+  });
+
+  test(
+    'with the broker down, writes succeed, the breaker opens and health is Degraded; when it is back, every event flows',
+    rabbit,
+    async () => {
+      const target = new URL(AMQP_URL);
+      const proxy = await TcpProxy.start(target.hostname, Number(target.port || 5672));
+      cleanups.push(() => proxy.stop());
+      const viaProxy = new URL(vhost.url);
+      viaProxy.host = `127.0.0.1:${proxy.port}`;
+      const bus = new RabbitMqMessageBus({ url: viaProxy.toString(), retryLowMs: 100, retryHighMs: 500 });
+      cleanups.push(() => bus.close());
+      const consumerBus = new RabbitMqMessageBus({ url: vhost.url });
+      cleanups.push(() => consumerBus.close());
+      const received = await collect(consumerBus);
+      const relay = relayOn(database, bus, { pollIntervalMs: 100 });
+      cleanups.push(() => relay.stop());
+      relay.start();
+      await until(() => relay.status().role === 'leader', 'leadership');
+      const create = writer(database);
+
+      await proxy.pause();
+      for (let i = 0; i < 20; i++)
+        assert.ok((await create({ details: {}, actor: 'tester' })).ok, 'writes succeed');
+      await until(() => relay.status().breaker === 'open', 'the breaker to open', 30_000);
+      const health = await relay.healthCheck().check();
+      assert.equal(health.status, 'Degraded');
+      assert.equal(health.data?.breaker, 'open');
+      assert.ok(Number(health.data?.backlog) >= 20, `backlog ${String(health.data?.backlog)}`);
+
+      await proxy.resume();
+      await until(() => unsent(database).then((count) => count === 0), 'the backlog to drain', 60_000);
+      await until(
+        () => new Set(received.map((message) => message.messageId)).size === 20,
+        'all 20 events',
+        20_000,
+      );
+      assert.equal((await relay.healthCheck().check()).status, 'Healthy');
+      await relay.stop(); // the next test needs the lock free
+    },
+  );
+
+  test(
+    'two relays on one database: one publishes, the other takes over when it is killed, nothing is published twice',
+    rabbit,
+    async () => {
+      await until(() => unsent(database).then((count) => count === 0), 'a clean outbox');
+      const consumerBus = new RabbitMqMessageBus({ url: vhost.url });
+      cleanups.push(() => consumerBus.close());
+      const received = await collect(consumerBus, 'relay.takeover');
+
+      const child = spawn(process.execPath, ['--import', 'tsx', 'test/outbox/relay-process.ts'], {
+        env: { ...process.env, RELAY_DATABASE_URL: created.url, RELAY_AMQP_URL: vhost.url },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      cleanups.push(async () => child.kill('SIGKILL'));
+      let leading = false;
+      createInterface({ input: child.stdout }).once('line', () => (leading = true));
+      await until(() => leading, 'the relay process to lead');
+
+      const bus = new RabbitMqMessageBus({ url: vhost.url });
+      cleanups.push(() => bus.close());
+      const standby = relayOn(database, bus, { pollIntervalMs: 100 });
+      cleanups.push(() => standby.stop());
+      standby.start();
+      await until(() => standby.status().role === 'standby', 'the second relay to stand by');
+
+      const create = writer(database);
+      for (let i = 0; i < 30; i++) await create({ details: {}, actor: 'tester' });
+      await until(() => received.length >= 30, 'the leader to publish 30');
+      assert.equal(standby.status().published, 0, 'the standby published nothing');
+
+      child.kill('SIGKILL');
+      await until(() => standby.status().role === 'leader', 'the standby to take over', 15_000);
+      for (let i = 0; i < 30; i++) await create({ details: {}, actor: 'tester' });
+      await until(() => received.length >= 60, 'all 60 events');
+      await new Promise((resolve) => setTimeout(resolve, 500)); // room for a stray duplicate to show up
+      const ids = received.map((message) => message.messageId);
+      assert.equal(ids.length, 60);
+      assert.equal(new Set(ids).size, 60, 'no event published twice');
+      assert.equal(standby.status().published, 30);
+    },
+  );
+});

@@ -3,39 +3,41 @@ import { test } from 'node:test';
 import { HubConnectionState } from '@microsoft/signalr';
 import { buildClient, delay, eventually, nextInvocation, startHub } from './helpers.ts';
 
-test('stateful reconnect: after the server-side socket drops, messages sent meanwhile arrive in order, once, on the same connection', async () => {
-  const running = await startHub();
-  const client = buildClient(running.url, { stateful: true, reconnectDelays: [0] });
-  const received: number[] = [];
-  client.on('notify', (value: number) => received.push(value));
-  let reconnecting = false;
-  client.onreconnecting(() => (reconnecting = true));
-  await client.start();
-  try {
-    const connectionId = client.connectionId;
-    await client.invoke('JoinGroup', 'g');
-    for (let i = 0; i < 5; i++) await running.hub.clients.group('g').send('notify', i);
-    await eventually(() => received.length === 5);
+for (const protocol of ['json', 'messagepack'] as const) {
+  test(`stateful reconnect (${protocol}): after the server-side socket drops, messages sent meanwhile arrive in order, once, on the same connection`, async () => {
+    const running = await startHub();
+    const client = buildClient(running.url, { stateful: true, protocol, reconnectDelays: [0] });
+    const received: number[] = [];
+    client.on('notify', (value: number) => received.push(value));
+    let reconnecting = false;
+    client.onreconnecting(() => (reconnecting = true));
+    await client.start();
+    try {
+      const connectionId = client.connectionId;
+      await client.invoke('JoinGroup', 'g');
+      for (let i = 0; i < 5; i++) await running.hub.clients.group('g').send('notify', i);
+      await eventually(() => received.length === 5);
 
-    assert.equal(running.upgradedSockets.length, 1);
-    running.upgradedSockets[0]!.destroy();
-    for (let i = 5; i < 10; i++) await running.hub.clients.group('g').send('notify', i);
-    const echoed = client.invoke('Echo', 'sent during the outage');
+      assert.equal(running.upgradedSockets.length, 1);
+      running.upgradedSockets[0]!.destroy();
+      for (let i = 5; i < 10; i++) await running.hub.clients.group('g').send('notify', i);
+      const echoed = client.invoke('Echo', 'sent during the outage');
 
-    assert.equal(await echoed, 'sent during the outage');
-    await eventually(() => received.length >= 10);
-    await delay(300);
-    assert.deepEqual(received, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    assert.equal(running.upgradedSockets.length, 2, 'the client came back on a new socket');
-    assert.equal(client.connectionId, connectionId);
-    assert.equal(reconnecting, false, 'a resume is invisible to the app');
-    await running.hub.clients.group('g').send('notify', 10);
-    await eventually(() => received.length === 11);
-  } finally {
-    await client.stop();
-    await running.close();
-  }
-});
+      assert.equal(await echoed, 'sent during the outage');
+      await eventually(() => received.length >= 10);
+      await delay(300);
+      assert.deepEqual(received, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      assert.equal(running.upgradedSockets.length, 2, 'the client came back on a new socket');
+      assert.equal(client.connectionId, connectionId);
+      assert.equal(reconnecting, false, 'a resume is invisible to the app');
+      await running.hub.clients.group('g').send('notify', 10);
+      await eventually(() => received.length === 11);
+    } finally {
+      await client.stop();
+      await running.close();
+    }
+  });
+}
 
 test('without stateful reconnect, a dropped socket ends the connection and automatic reconnect gets a new id', async () => {
   const running = await startHub();

@@ -78,6 +78,9 @@ export class Connection {
   private closing = false;
   private queue: Promise<void> = Promise.resolve();
   private streams: Map<string, AsyncIterator<unknown>> | undefined;
+  private clientResults:
+    Map<string, { resolve(value: unknown): void; reject(error: Error): void }> | undefined;
+  private lastClientResultId = 0;
 
   constructor(
     private readonly host: ConnectionHost,
@@ -154,6 +157,17 @@ export class Connection {
       return;
     }
     if (this.transport && this.clientCounting) this.write(out);
+  }
+
+  /** Invokes a client handler and resolves with its result (the client answers with a Completion). */
+  invokeClient(target: string, args: readonly unknown[]): Promise<unknown> {
+    if (this.state !== 'connected') return Promise.reject(new Error('The connection is not connected.'));
+    const invocationId = `s${++this.lastClientResultId}`;
+    const result = new Promise<unknown>((resolve, reject) => {
+      (this.clientResults ??= new Map()).set(invocationId, { resolve, reject });
+    });
+    this.send(OutgoingMessage.of({ type: MessageType.Invocation, invocationId, target, arguments: args }));
+    return result;
   }
 
   /** Sends Close (when the handshake is done), ends the transport and disposes the connection. */
@@ -283,8 +297,16 @@ export class Connection {
           throw new ProtocolError('Sequence ID greater than amount of messages we have received.');
         }
         return;
+      case MessageType.Completion: {
+        const pending = this.clientResults?.get(message.invocationId);
+        if (!pending) return;
+        this.clientResults!.delete(message.invocationId);
+        if (message.error !== undefined) pending.reject(new Error(message.error));
+        else pending.resolve(message.result);
+        return;
+      }
       default:
-        // Client results and upload streams are not supported; their messages are ignored.
+        // Upload streams are not supported; their items are ignored.
         return;
     }
   }
@@ -385,6 +407,10 @@ export class Connection {
     if (this.streams) {
       for (const iterator of this.streams.values()) void iterator.return?.();
       this.streams.clear();
+    }
+    if (this.clientResults) {
+      for (const pending of this.clientResults.values()) pending.reject(new Error('The connection ended.'));
+      this.clientResults = undefined;
     }
     if (wasConnected) {
       // Disconnect after queued hub calls, so onDisconnected never overtakes onConnected.

@@ -12,6 +12,7 @@ import type {
   HubMethod,
   HubUser,
   SendScope,
+  SingleClientProxy,
 } from './hub.ts';
 import { OutgoingMessage } from './outgoing-message.ts';
 import { MessageType } from './protocol/messages.ts';
@@ -105,7 +106,7 @@ export class HubServer implements ConnectionHost {
     this.authenticate = options.authenticate;
     for (const [name, method] of Object.entries(options.hub.methods))
       this.methods.set(name.toLowerCase(), method);
-    this.clients = this.clientsExcept([]);
+    this.clients = this.hubClients();
     this.groups = {
       add: async (connectionId, group) => this.addToGroup(connectionId, group),
       remove: async (connectionId, group) => this.removeFromGroup(connectionId, group),
@@ -152,8 +153,8 @@ export class HubServer implements ConnectionHost {
   contextFor(connection: Connection): HubCallContext {
     const self = [connection.id];
     const clients: CallerClients = {
-      ...this.clientsExcept([]),
-      caller: this.proxy({ kind: 'connections', ids: self }),
+      ...this.hubClients(),
+      caller: this.singleProxy(connection.id),
       others: this.proxy({ kind: 'all', except: self }),
       othersInGroup: (name) => this.proxy({ kind: 'groups', names: [name], except: self }),
     };
@@ -229,11 +230,23 @@ export class HubServer implements ConnectionHost {
     return { send: (target, ...args) => this.send(scope, target, args) };
   }
 
-  private clientsExcept(except: readonly string[]): HubClients {
+  private singleProxy(connectionId: string): SingleClientProxy {
     return {
-      all: this.proxy({ kind: 'all', except }),
+      ...this.proxy({ kind: 'connections', ids: [connectionId] }),
+      invoke: (target, ...args) => {
+        const connection = this.byId.get(connectionId);
+        if (!connection)
+          return Promise.reject(new Error(`Connection '${connectionId}' is not on this instance.`));
+        return connection.invokeClient(target, args);
+      },
+    };
+  }
+
+  private hubClients(): HubClients {
+    return {
+      all: this.proxy({ kind: 'all' }),
       allExcept: (ids) => this.proxy({ kind: 'all', except: ids }),
-      client: (id) => this.proxy({ kind: 'connections', ids: [id] }),
+      client: (id) => this.singleProxy(id),
       clients: (ids) => this.proxy({ kind: 'connections', ids }),
       group: (name) => this.proxy({ kind: 'groups', names: [name] }),
       groups: (names) => this.proxy({ kind: 'groups', names }),

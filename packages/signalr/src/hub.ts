@@ -17,10 +17,19 @@ export interface ClientProxy {
   send(target: string, ...args: unknown[]): Promise<void>;
 }
 
+/** One connection: besides sending, it can invoke a client handler and await its return value. */
+export interface SingleClientProxy extends ClientProxy {
+  /**
+   * Calls `target` on the client and resolves with what its handler returns ("client results"). Rejects
+   * with the client's error, or when the connection ends first or is not on this instance.
+   */
+  invoke(target: string, ...args: unknown[]): Promise<unknown>;
+}
+
 export interface HubClients {
   readonly all: ClientProxy;
   allExcept(connectionIds: readonly string[]): ClientProxy;
-  client(connectionId: string): ClientProxy;
+  client(connectionId: string): SingleClientProxy;
   clients(connectionIds: readonly string[]): ClientProxy;
   /** A connection in several of the groups gets the message once. */
   group(name: string): ClientProxy;
@@ -33,7 +42,7 @@ export interface HubClients {
 
 /** The clients as seen from one connection's hub call. */
 export interface CallerClients extends HubClients {
-  readonly caller: ClientProxy;
+  readonly caller: SingleClientProxy;
   readonly others: ClientProxy;
   othersInGroup(name: string): ClientProxy;
 }

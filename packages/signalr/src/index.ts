@@ -14,6 +14,7 @@ export {
   type HubMethod,
   type HubUser,
   type SendScope,
+  type SingleClientProxy,
 } from './hub.ts';
 export {
   HubServer,

@@ -107,3 +107,23 @@ test('an idle client stays connected past twice its server timeout thanks to ser
     await running.close();
   }
 });
+
+test('client results: the server invokes a client handler and gets its value or its error', async () => {
+  const running = await startHub();
+  const client = buildClient(running.url);
+  client.on('GetAnswer', (question: string) => `answer to ${question}`);
+  client.on('Refuse', () => {
+    throw new Error('no way');
+  });
+  await client.start();
+  try {
+    const proxy = running.hub.clients.client(client.connectionId!);
+    assert.equal(await proxy.invoke('GetAnswer', 'life'), 'answer to life');
+    await assert.rejects(proxy.invoke('Refuse'), { message: 'Error: no way' });
+    await assert.rejects(proxy.invoke('NoHandler'), { message: "Client didn't provide a result." });
+    await assert.rejects(running.hub.clients.client('elsewhere').invoke('GetAnswer'), /not on this instance/);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});

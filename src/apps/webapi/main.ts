@@ -7,8 +7,12 @@ import { listStudents } from '../../application/students/list-students.ts';
 import { updateStudent } from '../../application/students/update-student.ts';
 import { evictingOnDelete, writingThrough } from '../../application/students/write-through.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
+import { MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
+import type { MessageBus } from '../../application/ports/message-bus.ts';
+import { openMessageBus } from '../../infrastructure/messaging/open-message-bus.ts';
+import { startOutboxRelay, type OutboxRelay } from '../../infrastructure/outbox/outbox-relay.ts';
 import { openCache, type Cache } from '../../infrastructure/caching/open-cache.ts';
-import { pingCheck } from '../../infrastructure/health/health.ts';
+import { pingCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer, type HttpServer } from '../../infrastructure/http/http-server.ts';
 import { registerOpenApi } from '../../infrastructure/http/openapi.ts';
@@ -41,6 +45,8 @@ export interface WebApiDeps {
   readonly cache?: Cache;
   /** The read side; defaults to the database's. */
   readonly queries?: StudentQueries;
+  /** Checks of parts this process runs besides the API (e.g. the outbox relay's broker check). */
+  readonly healthChecks?: readonly HealthCheck[];
 }
 
 export async function createWebApi({ config, logger, database, ...deps }: WebApiDeps): Promise<WebApi> {
@@ -56,6 +62,7 @@ export async function createWebApi({ config, logger, database, ...deps }: WebApi
   registerHealthRoutes(app, [
     pingCheck('database', () => database.ping(), { kind: database.kind }),
     cache.health,
+    ...(deps.healthChecks ?? []),
   ]);
   // Before the routes: they pick up their hooks from each route's config as it is added.
   await app.register(idempotencyPlugin, {
@@ -102,17 +109,36 @@ async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger({ ...config.log, name: 'webapi' });
   let database: Database | undefined;
+  let bus: MessageBus | undefined;
+  let relay: OutboxRelay | undefined;
   let webApi: WebApi | undefined;
   await runUntilSignal(
     {
       async start() {
         database = await openDatabase(config.databaseUrl, logger);
         await database.migrate();
-        webApi = await createWebApi({ config, logger, database });
+        if (config.amqpUrl === 'memory:') {
+          // Alone, an in-process bus would have no consumer: events stay in the outbox for a relay with a broker.
+          logger.warn(
+            'AMQP_URL=memory: with the webapi alone: events wait in the outbox (npm start runs every role)',
+          );
+        } else {
+          bus = openMessageBus(config.amqpUrl, logger, 'webapi');
+          await bus.declareTopology(MESSAGING_TOPOLOGY);
+          relay = startOutboxRelay({ database, bus, resilience: config.resilience, logger });
+        }
+        webApi = await createWebApi({
+          config,
+          logger,
+          database,
+          healthChecks: relay ? [relay.healthCheck()] : [],
+        });
         logger.info({ url: await webApi.start() }, 'webapi listening');
       },
       async stop() {
         await webApi?.stop();
+        await relay?.stop();
+        await bus?.close();
         await database?.close();
       },
     },

@@ -8,7 +8,12 @@ import type { Database, Leadership } from '../persistence/database.ts';
 import { guardDatabase } from '../persistence/database-errors.ts';
 import { OUTBOX_CHANNEL } from '../persistence/drizzle-unit-of-work.ts';
 import { outbox } from '../persistence/schema.ts';
-import type { BreakerState, ResiliencePolicy } from '../resilience/resilience-policy.ts';
+import {
+  createResiliencePolicy,
+  type BreakerState,
+  type ResilienceOptions,
+  type ResiliencePolicy,
+} from '../resilience/resilience-policy.ts';
 
 export interface OutboxRelayOptions {
   /** Rows published per round, all in flight at once with publisher confirms. */
@@ -268,4 +273,19 @@ export class OutboxRelay {
     this.#lastError = error instanceof Error ? error.message : String(error);
     this.#logger.warn({ err: error }, message);
   }
+}
+
+/** A relay with the configured resilience around its broker publishes, started at once. */
+export function startOutboxRelay(deps: {
+  database: Database;
+  bus: MessageBus;
+  resilience: ResilienceOptions;
+  logger: Logger;
+}): OutboxRelay {
+  const relay = new OutboxRelay({
+    ...deps,
+    policy: createResiliencePolicy('broker-publish', deps.resilience, deps.logger),
+  });
+  relay.start();
+  return relay;
 }

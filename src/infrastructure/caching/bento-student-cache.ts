@@ -22,6 +22,13 @@ export interface BentoStudentCacheOptions {
 }
 
 const JITTER = 0.1;
+const WRITE_TIMEOUT_MS = 1_000;
+
+function rejectAfter(ms: number): Promise<never> {
+  return new Promise((_, reject) =>
+    setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms).unref(),
+  );
+}
 
 /**
  * Students in bentocache: L1 in memory, L2 in Redis, and bentocache's Redis bus so a write on one instance drops
@@ -129,7 +136,8 @@ export class BentoStudentCache implements StudentCache {
     try {
       await this.#invalidations.invalidate(id);
       if (!this.#connection.available) throw new Error('cache unavailable');
-      await write(this.#key(id));
+      // The bus publish waits for a connection; a write that is already committed must not wait with it.
+      await Promise.race([write(this.#key(id)), rejectAfter(WRITE_TIMEOUT_MS)]);
     } catch (error) {
       this.#logger.warn({ err: error, studentId: id }, 'cache write skipped; dropped once the cache is back');
       this.#pending.add(id);

@@ -38,7 +38,7 @@ export async function openCache(options: CacheOptions, logger: Logger): Promise<
   );
   const metrics = createCacheMetrics(options.registry);
   const students = new BentoStudentCache(connection, invalidations, metrics, log, options);
-  await invalidations.ready();
+  await Promise.all([connection.connected(), invalidations.ready()]);
   return {
     students,
     responses: new ResponseReplayStore(connection, invalidations, dedupKey),

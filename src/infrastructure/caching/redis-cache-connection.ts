@@ -54,7 +54,12 @@ export class CacheConnection {
       // Reconnect quickly; the breaker, not the client, decides when to try the cache again.
       retryStrategy: (times) => Math.min(times * 100, 1_000),
     };
-    this.busOptions = { ...redisOptionsOf(url), ...common };
+    // The bus subscribes once, at start: its commands wait for a connection rather than fail for good.
+    this.busOptions = {
+      ...redisOptionsOf(url),
+      retryStrategy: common.retryStrategy,
+      maxRetriesPerRequest: null,
+    };
     this.redis = new Redis(url, { ...common, enableOfflineQueue: false });
     this.subscriber = new Redis(url, common);
     for (const client of [this.redis, this.subscriber])
@@ -102,6 +107,17 @@ export class CacheConnection {
         throw new DependencyUnavailableError('cache');
       throw new DependencyUnavailableError('cache', { cause: error });
     }
+  }
+
+  /** Waits (bounded) for the first connection, so start-up does not count as an outage; Redis down is no error. */
+  async connected(timeoutMs = 2_000): Promise<void> {
+    const clients = [this.redis, this.subscriber].filter((client) => client !== undefined);
+    const ready = (client: Redis) =>
+      client.status === 'ready'
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => client.once('ready', resolve));
+    const timer = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
+    await Promise.race([Promise.all(clients.map(ready)), timer]);
   }
 
   /** Called after Redis came back, e.g. to drop local copies that may have missed invalidations. */

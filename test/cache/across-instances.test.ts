@@ -1,0 +1,194 @@
+// Two webapi instances (each with its own L1) on one Redis and one PostgreSQL; then Redis "down" behind a proxy.
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, test } from 'node:test';
+import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { needsPostgres, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
+import { TcpProxy } from '../support/tcp-proxy.ts';
+import { deleteRedisKeys, startCachedApi, type CachedApi } from './support.ts';
+
+const jsonHeaders = { 'content-type': 'application/json' };
+const requirements = { skip: (await needsPostgres()).skip ?? (await needsRedis()).skip };
+
+describe('cache, deduplication and idempotency across instances', requirements, () => {
+  let testDb: TestDatabase;
+  let a: CachedApi;
+  let b: CachedApi;
+  const keyPrefix = `${uniqueName('tbe_cache')}:student:`;
+
+  before(async () => {
+    testDb = await openTestDatabase('postgres');
+    a = await startCachedApi(testDb.database, { redisUrl: REDIS_URL, keyPrefix });
+    b = await startCachedApi(testDb.database, { redisUrl: REDIS_URL, keyPrefix });
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+    await testDb?.dispose();
+    await deleteRedisKeys(REDIS_URL, keyPrefix);
+  });
+
+  const create = async (api: CachedApi, headers: Record<string, string> = {}, body = '{}') =>
+    fetch(`${api.url}/api/students`, { method: 'POST', headers: { ...jsonHeaders, ...headers }, body });
+
+  test('GET via A, PUT via B, GET via A returns the new data at once', async () => {
+    const { id } = (await (await create(a)).json()) as { id: string };
+    await fetch(`${a.url}/api/students/${id}`);
+    const replayed = await fetch(`${a.url}/api/students/${id}`);
+    assert.equal(replayed.headers.get('x-deduplicated'), 'true', 'A holds a deduplicated copy');
+    const put = await fetch(`${b.url}/api/students/${id}`, {
+      method: 'PUT',
+      headers: jsonHeaders,
+      body: JSON.stringify({ firstName: 'Katherine', lastName: 'Johnson', email: 'kj@example.com' }),
+    });
+    assert.equal(put.status, 200);
+    const read = await fetch(`${a.url}/api/students/${id}`);
+    const body = (await read.json()) as { firstName: string; version: number };
+    assert.equal(body.firstName, 'Katherine');
+    assert.equal(body.version, 2);
+    assert.equal(read.headers.get('etag'), '"2"');
+  });
+
+  test('a delete via B is seen via A at once', async () => {
+    const { id } = (await (await create(b)).json()) as { id: string };
+    assert.equal((await fetch(`${a.url}/api/students/${id}`)).status, 200);
+    assert.equal((await fetch(`${b.url}/api/students/${id}`, { method: 'DELETE' })).status, 204);
+    assert.equal((await fetch(`${a.url}/api/students/${id}`)).status, 404);
+  });
+
+  test('the same Idempotency-Key POSTed 50 times concurrently, to both instances, creates one student', async () => {
+    const key = uniqueName('key');
+    const body = JSON.stringify({ firstName: 'Mary', lastName: 'Jackson', email: 'mj@example.com' });
+    const responses = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => create(i % 2 ? a : b, { 'idempotency-key': key }, body)),
+    );
+    const created = responses.filter((response) => response.status === 201);
+    assert.ok(
+      responses.every((response) => response.status === 201 || response.status === 409),
+      `statuses: ${responses.map((response) => response.status).join(',')}`,
+    );
+    const ids = new Set(
+      await Promise.all(created.map(async (response) => ((await response.json()) as { id: string }).id)),
+    );
+    assert.equal(ids.size, 1, 'never two different students');
+    const [id] = ids;
+    const rows = await testDb.database.db.execute(
+      `select count(*)::int as n from students where email = 'mj@example.com'`,
+    );
+    assert.equal((rows as unknown as { rows: { n: number }[] }).rows[0]?.n, 1, 'exactly one row');
+
+    const replay = await create(a, { 'idempotency-key': key }, body);
+    assert.equal(replay.status, 201);
+    assert.equal(replay.headers.get('location'), `/api/students/${id}`);
+    assert.equal(replay.headers.get('etag'), '"1"');
+    assert.equal(replay.headers.get('x-deduplicated'), 'true');
+    assert.equal(replay.headers.get('idempotent-replayed'), 'true');
+  });
+
+  test('Idempotency-Key: another body is 422, an invalid key 400 naming the header', async () => {
+    const key = `"${uniqueName('key')}"`;
+    assert.equal((await create(a, { 'idempotency-key': key }, '{"firstName":"One"}')).status, 201);
+    const reused = await create(b, { 'idempotency-key': key }, '{"firstName":"Two"}');
+    assert.equal(reused.status, 422);
+    assert.match(reused.headers.get('content-type') ?? '', /problem\+json/);
+    for (const invalid of ['""', 'x'.repeat(256)]) {
+      const response = await create(a, { 'idempotency-key': invalid });
+      assert.equal(response.status, 400);
+      const problem = (await response.json()) as { errors: { field: string }[] };
+      assert.equal(problem.errors[0]?.field, 'Idempotency-Key');
+    }
+    const other = await create(
+      a,
+      { 'idempotency-key': key, authorization: 'Bearer someone-else' },
+      '{"firstName":"Two"}',
+    );
+    assert.equal(other.status, 201, 'keys are scoped per caller');
+  });
+});
+
+describe(
+  'Redis down: reads and writes use the database, /health says Degraded, caching resumes',
+  await needsRedis(),
+  () => {
+    let testDb: TestDatabase;
+    let proxy: TcpProxy;
+    let api: CachedApi;
+    const keyPrefix = `${uniqueName('tbe_cache')}:student:`;
+
+    before(async () => {
+      testDb = await openTestDatabase('pglite');
+      const target = new URL(REDIS_URL);
+      proxy = await TcpProxy.start(target.hostname, Number(target.port || 6379));
+      api = await startCachedApi(testDb.database, {
+        redisUrl: `redis://127.0.0.1:${proxy.port}`,
+        keyPrefix,
+        halfOpenAfterMs: 300,
+      });
+    });
+    after(async () => {
+      await api?.stop();
+      await proxy?.stop();
+      await testDb?.dispose();
+      await deleteRedisKeys(REDIS_URL, keyPrefix);
+    });
+
+    const redisHealth = async () => {
+      const health = (await (await fetch(`${api.url}/health`)).json()) as {
+        checks: Record<string, { status: string }>;
+      };
+      return health.checks.redis?.status;
+    };
+    const get = (id: string) => fetch(`${api.url}/api/students/${id}`);
+
+    test('while paused every request works; after resume the cache is used again, no restart', async () => {
+      const { id } = (await (
+        await fetch(`${api.url}/api/students`, { method: 'POST', headers: jsonHeaders, body: '{}' })
+      ).json()) as { id: string };
+      assert.equal(await redisHealth(), 'Healthy');
+      await proxy.pause();
+      await sleep(100);
+
+      assert.equal(await redisHealth(), 'Degraded');
+      assert.equal((await get(id)).status, 200);
+      const put = await fetch(`${api.url}/api/students/${id}`, {
+        method: 'PUT',
+        headers: jsonHeaders,
+        body: JSON.stringify({ firstName: 'Dorothy', lastName: 'Vaughan', email: 'dv@example.com' }),
+      });
+      assert.equal(put.status, 200);
+      const during = await get(id);
+      assert.equal(((await during.json()) as { firstName: string }).firstName, 'Dorothy');
+      assert.equal(
+        during.headers.get('x-deduplicated'),
+        null,
+        'no replay while invalidations cannot be heard',
+      );
+      const hitsDuring = (await api.cache.metrics.cacheHits.get()).values[0]?.value ?? 0;
+      await get(id);
+      assert.equal(
+        (await api.cache.metrics.cacheHits.get()).values[0]?.value ?? 0,
+        hitsDuring,
+        'no cache reads',
+      );
+
+      await proxy.resume();
+      for (let attempt = 0; attempt < 50 && (await redisHealth()) !== 'Healthy'; attempt++) await sleep(100);
+      assert.equal(await redisHealth(), 'Healthy');
+      const first = await get(id);
+      assert.equal(
+        ((await first.json()) as { firstName: string }).firstName,
+        'Dorothy',
+        'not the pre-outage copy',
+      );
+      const second = await get(id);
+      assert.equal(second.headers.get('x-deduplicated'), 'true', 'deduplication is back');
+      const hitsBefore = (await api.cache.metrics.cacheHits.get()).values[0]?.value ?? 0;
+      await fetch(`${api.url}/api/students/${id}`, { headers: { authorization: 'Bearer another' } });
+      assert.equal(
+        (await api.cache.metrics.cacheHits.get()).values[0]?.value,
+        hitsBefore + 1,
+        'served by the cache',
+      );
+    });
+  },
+);

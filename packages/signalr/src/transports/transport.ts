@@ -19,9 +19,17 @@ export interface Transport {
   end(): void;
 }
 
-/** Writes made during one event-loop turn go out together: each stream is corked once and uncorked on setImmediate. */
+/** Longest stretch spent uncorking before yielding to the event loop. */
+const FLUSH_SLICE_MS = 4;
+
+/**
+ * Writes made during one event-loop turn go out together: each stream is corked once and uncorked on
+ * setImmediate. A flush that takes longer than a slice yields, so under load the streams still waiting
+ * collect the next messages too and send them in one write: fewer syscalls exactly when they cost most.
+ */
 export class WriteBatcher {
   private pending: { uncork(): void }[] = [];
+  private next = 0;
   private scheduled = false;
 
   add(stream: { cork(): void; uncork(): void }): void {
@@ -34,9 +42,20 @@ export class WriteBatcher {
   }
 
   private readonly flush = (): void => {
-    this.scheduled = false;
+    const deadline = performance.now() + FLUSH_SLICE_MS;
     const streams = this.pending;
+    let index = this.next;
+    while (index < streams.length) {
+      streams[index++]!.uncork();
+      if ((index & 63) === 0 && performance.now() > deadline) break;
+    }
+    if (index < streams.length) {
+      this.next = index;
+      setImmediate(this.flush);
+      return;
+    }
     this.pending = [];
-    for (const stream of streams) stream.uncork();
+    this.next = 0;
+    this.scheduled = false;
   };
 }

@@ -8,11 +8,12 @@ export interface HttpBenchOptions {
   readonly durationSeconds?: number;
 }
 
-async function load(url: string, options: Required<HttpBenchOptions>) {
+async function load(url: string, options: Required<HttpBenchOptions>, headers: Record<string, string> = {}) {
   // A short warm-up so JIT and connection set-up don't count.
-  await autocannon({ url, connections: options.connections, duration: 1 });
+  await autocannon({ url, headers, connections: options.connections, duration: 1 });
   const result = await autocannon({
     url,
+    headers,
     connections: options.connections,
     duration: options.durationSeconds,
   });
@@ -23,21 +24,62 @@ async function load(url: string, options: Required<HttpBenchOptions>) {
 
 export async function httpGetById(options: HttpBenchOptions = {}): Promise<BenchRow[]> {
   const settings = { connections: options.connections ?? 50, durationSeconds: options.durationSeconds ?? 10 };
-  const webapi = await startChildServer<{ url: string; id: string; json: string }>('bench/servers/webapi.ts');
+  const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+  type WebApiInfo = { url: string; id: string; json: string };
+  // Each variant in its own process, so one's caches and JIT state don't help another.
+  const variants: {
+    name: string;
+    env: Record<string, string>;
+    headers?: Record<string, string>;
+    note: string;
+  }[] = [
+    { name: 'webapi, memory cache', env: {}, note: 'within the 30 s window: a deduplication replay' },
+    {
+      name: 'webapi, memory cache, dedup off',
+      env: { BENCH_DEDUP_GET_WINDOW_SECONDS: '0' },
+      note: 'a bentocache L1 hit',
+    },
+    { name: 'webapi, Redis L2 + bus', env: { BENCH_REDIS_URL: redisUrl }, note: 'deduplication replay' },
+    {
+      name: 'webapi, Redis L2 + bus, dedup off',
+      env: { BENCH_REDIS_URL: redisUrl, BENCH_DEDUP_GET_WINDOW_SECONDS: '0' },
+      note: 'a bentocache L1 hit',
+    },
+    {
+      name: 'webapi, Cache-Control: no-cache',
+      env: {},
+      headers: { 'cache-control': 'no-cache' },
+      note: 'uncached: PGlite read + serialization',
+    },
+  ];
+  const scenario = `GET /api/students/:id (${settings.connections} connections)`;
+  const first = await startChildServer<WebApiInfo>('bench/servers/webapi.ts');
   const bare = await startChildServer<{ url: string }>('bench/servers/bare-fastify.ts', {
-    BENCH_ID: webapi.info.id,
-    BENCH_JSON: webapi.info.json,
+    BENCH_ID: first.info.id,
+    BENCH_JSON: first.info.json,
   });
+  await first.stop();
   try {
-    const path = `/api/students/${webapi.info.id}`;
-    const baseline = await load(`${bare.info.url}${path}`, settings);
-    const measured = await load(`${webapi.info.url}${path}`, settings);
-    const scenario = `GET /api/students/:id (${settings.connections} connections)`;
-    return [
-      { scenario, variant: 'bare Fastify + Map (baseline)', ...baseline, ratio: 1 },
-      { scenario, variant: 'webapi', ...measured, ratio: measured.rps / baseline.rps },
-    ];
+    const path = (id: string) => `/api/students/${id}`;
+    const baseline = await load(`${bare.info.url}${path(first.info.id)}`, settings);
+    const rows: BenchRow[] = [{ scenario, variant: 'bare Fastify + Map (baseline)', ...baseline, ratio: 1 }];
+    for (const variant of variants) {
+      const webapi = await startChildServer<WebApiInfo>('bench/servers/webapi.ts', variant.env);
+      try {
+        const measured = await load(`${webapi.info.url}${path(webapi.info.id)}`, settings, variant.headers);
+        rows.push({
+          scenario,
+          variant: variant.name,
+          ...measured,
+          ratio: measured.rps / baseline.rps,
+          note: variant.note,
+        });
+      } finally {
+        await webapi.stop();
+      }
+    }
+    return rows;
   } finally {
-    await Promise.all([webapi.stop(), bare.stop()]);
+    await bare.stop();
   }
 }

@@ -8,6 +8,11 @@ const config = parseConfig({
   API_PORT: '0',
   LOG_LEVEL: 'warn',
   DATABASE_URL: process.env.BENCH_DATABASE_URL ?? 'pglite://memory',
+  REDIS_URL: process.env.BENCH_REDIS_URL ?? 'memory:',
+  CACHE_KEY_PREFIX: `bench_${process.pid}:student:`,
+  ...(process.env.BENCH_DEDUP_GET_WINDOW_SECONDS
+    ? { DEDUP_GET_WINDOW_SECONDS: process.env.BENCH_DEDUP_GET_WINDOW_SECONDS }
+    : {}),
 });
 const logger = createLogger({ ...config.log, name: 'bench-webapi' });
 const database = await openDatabase(config.databaseUrl, logger);

@@ -33,29 +33,55 @@ if (files.length === 0) {
   process.exit(1);
 }
 
-// Readable progress on stdout; the one-line count goes to a file and is printed last, after everything else.
-const summaryFile = join(mkdtempSync(join(tmpdir(), 'tbe-tests-')), 'summary.txt');
-const child = spawn(
-  process.execPath,
-  [
-    '--import',
-    'tsx',
-    '--test',
-    '--test-concurrency=2',
-    '--test-timeout=300000',
-    '--test-reporter=spec',
-    '--test-reporter-destination=stdout',
-    '--test-reporter=./scripts/summary-reporter.mjs',
-    `--test-reporter-destination=${summaryFile}`,
-    ...files,
-  ],
-  { stdio: 'inherit' },
+// Fault tests stop and restart shared servers (RabbitMQ, a worker process), so they run after everything
+// else, one file at a time, where they cannot disturb other tests.
+const phases = [
+  { files: files.filter((file) => !file.endsWith('.fault.test.ts')), concurrency: 2 },
+  { files: files.filter((file) => file.endsWith('.fault.test.ts')), concurrency: 1 },
+].filter((phase) => phase.files.length > 0);
+
+/** Runs one phase under node:test; readable progress on stdout, counts to a file. */
+function runPhase({ files: phaseFiles, concurrency }) {
+  const summaryFile = join(mkdtempSync(join(tmpdir(), 'tbe-tests-')), 'summary.json');
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--test',
+      `--test-concurrency=${concurrency}`,
+      '--test-timeout=300000',
+      '--test-reporter=spec',
+      '--test-reporter-destination=stdout',
+      '--test-reporter=./scripts/summary-reporter.mjs',
+      `--test-reporter-destination=${summaryFile}`,
+      ...phaseFiles,
+    ],
+    { stdio: 'inherit' },
+  );
+  return new Promise((resolve) =>
+    child.on('exit', (code, signal) => {
+      let counts = { passed: 0, failed: 1, skipped: 0, reasons: ['no test summary was written'] };
+      try {
+        counts = JSON.parse(readFileSync(summaryFile, 'utf8'));
+      } catch {
+        // keep the failure above
+      }
+      resolve({ ok: code === 0 && !signal, counts });
+    }),
+  );
+}
+
+const total = { passed: 0, failed: 0, skipped: 0, reasons: [] };
+let ok = true;
+for (const phase of phases) {
+  const result = await runPhase(phase);
+  ok &&= result.ok;
+  for (const key of ['passed', 'failed', 'skipped']) total[key] += result.counts[key];
+  total.reasons.push(...result.counts.reasons);
+}
+// The last line of the run: the count of tests, read by CI.
+process.stdout.write(
+  `\n${total.reasons.map((reason) => `${reason}\n`).join('')}${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped\n`,
 );
-child.on('exit', (code, signal) => {
-  try {
-    process.stdout.write(`\n${readFileSync(summaryFile, 'utf8')}`);
-  } catch {
-    process.stdout.write('\nno test summary was written\n');
-  }
-  process.exit(code ?? (signal ? 1 : 0));
-});
+process.exit(ok ? 0 : 1);

@@ -1,5 +1,5 @@
-// A node:test reporter that ends the run with one plain line: "N passed, N failed, N skipped".
-// Skipped suites (a server was unreachable) count once each, with their reason listed above the line.
+// A node:test reporter that writes the run's counts as JSON, for scripts/run-tests.mjs to add up and print as
+// one plain line: "N passed, N failed, N skipped". A skipped suite (its server was unreachable) counts once.
 export default async function* summaryReporter(source) {
   let passed = 0;
   let failed = 0;
@@ -17,5 +17,5 @@ export default async function* summaryReporter(source) {
     } else if (event.type === 'test:pass') passed++;
     else failed++;
   }
-  yield `${reasons.join('\n')}${reasons.length ? '\n' : ''}${passed} passed, ${failed} failed, ${skipped} skipped\n`;
+  yield JSON.stringify({ passed, failed, skipped, reasons });
 }

@@ -76,7 +76,11 @@ export interface RunningWorker {
 /** A worker on a free port with short retry delays, started. */
 export async function startWorker(
   env: WorkerEnvironment,
-  options: { prefetch?: number; afterProcessed?: WorkerDeps['afterProcessed'] } = {},
+  options: {
+    prefetch?: number;
+    afterProcessed?: WorkerDeps['afterProcessed'];
+    database?: Database;
+  } = {},
 ): Promise<RunningWorker> {
   const config = parseConfig({
     WORKER_PORT: '0',
@@ -89,13 +93,30 @@ export async function startWorker(
   const worker = createWorker({
     config,
     logger: silentLogger,
-    database: env.database,
+    database: options.database ?? env.database,
     bus: env.bus,
     registry,
     afterProcessed: options.afterProcessed,
   });
   const healthUrl = await worker.start();
   return { worker, healthUrl, registry };
+}
+
+/**
+ * The same database, but each transaction starts after a random pause of up to `maxMs`, as GC pauses and a busy
+ * pool do: handlers that run concurrently then overtake each other, so only real ordering keeps an order.
+ */
+export function withJitteredTransactions(database: Database, maxMs = 25): Database {
+  const db = new Proxy(database.db, {
+    get(target, property, receiver) {
+      if (property !== 'transaction') return Reflect.get(target, property, receiver) as unknown;
+      return async (...args: Parameters<Database['db']['transaction']>) => {
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * maxMs));
+        return target.transaction(...args);
+      };
+    },
+  });
+  return { ...database, db };
 }
 
 /** A student stored the way the webapi stores one (its StudentCreated row lands in the outbox too). */

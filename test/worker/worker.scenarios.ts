@@ -18,6 +18,7 @@ import {
   studentEvent,
   traceIdOf,
   updatesOf,
+  withJitteredTransactions,
   type EnvironmentFactory,
   type RunningWorker,
   type WorkerEnvironment,
@@ -172,20 +173,30 @@ export function workerScenarios(
       await inFlight;
 
       const stopped = running.worker.stop().then(() => steps.push('stopped'));
-      await new Promise((resolve) => setImmediate(resolve));
-      assert.deepEqual(steps, [], 'stop waits for the in-flight message');
-      release();
-      await stopped;
-      running = undefined;
-
+      try {
+        // Correct code can never fail this check; a stop that did not wait would have resolved long before.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        assert.deepEqual(steps, [], 'stop waits for the in-flight message');
+      } finally {
+        release();
+        await stopped;
+        running = undefined;
+      }
       assert.deepEqual(steps, ['message finished', 'stopped']);
       assert.equal(await updates(student), 1);
       assert.equal((await notificationsOf(env.database, student.id)).length, 2);
+
+      // It was acknowledged: a new worker sees only the next message, no redelivery ahead of it.
+      running = await startWorker(env);
+      const next = await addStudent(env.database);
+      await env.bus.publish([studentEvent('StudentCreated', next)]);
+      await eventually('the next message is processed', async () => (await updates(next)) === 1);
+      assert.equal(await counted(running.registry, 'duplicate'), 0);
     });
 
     test('with prefetch 50, 20 students × 10 interleaved updates: each student in order, updates 10', async () => {
       const rounds = 10;
-      running = await startWorker(env, { prefetch: 50 });
+      running = await startWorker(env, { prefetch: 50, database: withJitteredTransactions(env.database) });
       const all = await Promise.all(Array.from({ length: 20 }, () => addStudent(env.database)));
 
       // Round r carries trace id r, so every notification tells which of its student's events caused it.

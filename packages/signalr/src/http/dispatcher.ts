@@ -27,6 +27,8 @@ class HttpFailure extends Error {
   }
 }
 
+function ignore(): void {}
+
 function bearerToken(req: IncomingMessage, url: URL): string | undefined {
   const header = req.headers.authorization;
   if (header?.startsWith('Bearer ')) return header.slice('Bearer '.length).trim();
@@ -98,7 +100,8 @@ export class HttpDispatcher {
   }
 
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    socket.on('error', () => undefined);
+    // Until ws takes the socket over, an error (client gone during auth) must not crash the process.
+    socket.on('error', ignore);
     const url = new URL(req.url ?? '/', 'http://localhost');
     let connection: Connection;
     try {
@@ -109,6 +112,7 @@ export class HttpDispatcher {
       return;
     }
     this.wss.handleUpgrade(req, socket, head, (ws) => {
+      socket.off('error', ignore);
       connection.attach(new WebSocketTransport(ws, socket, this.hub.batcher, connection));
     });
   }

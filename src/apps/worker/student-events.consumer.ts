@@ -1,4 +1,4 @@
-import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
+import { ExponentialBackoff, handleWhen, retry, type RetryPolicy } from 'cockatiel';
 import { DependencyUnavailableError } from '../../application/errors.ts';
 import {
   outcome,
@@ -74,6 +74,45 @@ export async function consumeStudentEvents(options: StudentEventsConsumerOptions
   };
 }
 
+const STOPPED = Symbol('stopped');
+
+/**
+ * Runs `call` under `policy`. Once `stopping` is aborted no new attempt starts, and a back-off wait in progress
+ * ends at once with STOPPED (cockatiel's own wait cannot be cancelled); an attempt in progress runs to its end.
+ */
+async function withRetries<T>(
+  policy: RetryPolicy,
+  call: () => Promise<T>,
+  stopping: AbortSignal,
+): Promise<T | typeof STOPPED> {
+  let attempting = false;
+  let attempts = 0;
+  let onAbort = () => {};
+  const stopped = new Promise<typeof STOPPED>((resolve) => {
+    onAbort = () => {
+      if (!attempting) resolve(STOPPED);
+    };
+  });
+  stopping.addEventListener('abort', onAbort, { once: true });
+  const execution = policy.execute(async () => {
+    // cockatiel decides to retry before its back-off wait, so a stop during the wait still lands here.
+    if (attempts++ > 0 && stopping.aborted) throw new Error('worker stopping');
+    attempting = true;
+    try {
+      return await call();
+    } finally {
+      attempting = false;
+    }
+  }, stopping);
+  // After STOPPED wins the race, the abandoned execution still settles (rejects): nobody may see that as unhandled.
+  execution.catch(() => {});
+  try {
+    return await Promise.race([execution, stopped]);
+  } finally {
+    stopping.removeEventListener('abort', onAbort);
+  }
+}
+
 export function studentEventHandler(
   options: StudentEventsConsumerOptions,
   stopping: AbortSignal,
@@ -85,7 +124,8 @@ export function studentEventHandler(
       initialDelay: options.retry.baseDelayMs,
       maxDelay: options.retry.maxDelayMs,
     }),
-  });
+  }).dangerouslyUnref(); // a back-off abandoned by stop() must not keep the process alive
+
   policy.onRetry(({ delay, attempt, ...reason }) =>
     logger.warn(
       { err: 'error' in reason ? reason.error : undefined, attempt, delay },
@@ -100,9 +140,10 @@ export function studentEventHandler(
       logger.warn({ ...fields, reason: event.error }, 'unreadable student event; dead-lettered');
       return ['dead_lettered', outcome.deadLetter(event.error)];
     }
-    let result: ProcessStudentEventResult;
+    let result: ProcessStudentEventResult | typeof STOPPED;
     try {
-      result = await policy.execute(
+      result = await withRetries(
+        policy,
         () => options.process({ event: event.value, traceparent: message.headers[TRACEPARENT_HEADER] }),
         stopping,
       );
@@ -114,6 +155,10 @@ export function studentEventHandler(
       }
       logger.error({ ...fields, err: error }, 'student event failed; dead-lettered');
       return ['dead_lettered', outcome.deadLetter(reason)];
+    }
+    if (result === STOPPED) {
+      logger.info(fields, 'worker stopping during a retry back-off; back to the queue');
+      return ['retried', outcome.retry('worker stopping')];
     }
     if (result.status === 'duplicate') {
       logger.debug({ ...fields, eventId: event.value.id }, 'student event already processed');

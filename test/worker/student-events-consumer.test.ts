@@ -1,0 +1,193 @@
+// The consumer's failure handling, with a scripted use case on the in-process bus.
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import { Registry } from 'prom-client';
+import { DependencyUnavailableError } from '../../src/application/errors.ts';
+import { outcome, type ReceivedMessage, type Subscription } from '../../src/application/ports/message-bus.ts';
+import type {
+  ProcessStudentEventCommand,
+  ProcessStudentEventResult,
+} from '../../src/application/students/process-student-event.ts';
+import { consumeStudentEvents, type AfterProcessed } from '../../src/apps/worker/student-events.consumer.ts';
+import { createWorkerMetrics } from '../../src/apps/worker/worker-metrics.ts';
+import {
+  DEATH_REASON_HEADER,
+  DELIVERY_LIMIT_REASON,
+  DEFAULT_MAX_DELIVERIES,
+  MESSAGING_TOPOLOGY,
+  Queues,
+  deadLetterNames,
+} from '../../src/contracts/messaging.ts';
+import { Student, type StudentSnapshot } from '../../src/domain/student.ts';
+import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
+import { silentLogger } from '../support/logger.ts';
+import { counted, eventually, studentEvent } from './worker-harness.ts';
+
+const created = Student.create({
+  id: '0194b3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d',
+  details: { firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' },
+  actor: 'alice',
+  now: new Date('2026-03-01T00:00:00Z'),
+});
+assert.ok(created.ok);
+const student: StudentSnapshot = created.value.snapshot();
+const unavailable = () => new DependencyUnavailableError('database', { cause: new Error('ECONNREFUSED') });
+
+describe('the student-events consumer', () => {
+  let bus: InProcessMessageBus;
+  let registry: Registry;
+  let subscriptions: Subscription[];
+  let calls: ProcessStudentEventCommand[];
+  let dead: ReceivedMessage[];
+
+  beforeEach(async () => {
+    bus = new InProcessMessageBus();
+    await bus.declareTopology(MESSAGING_TOPOLOGY);
+    registry = new Registry();
+    calls = [];
+    dead = [];
+    subscriptions = [
+      await bus.consume(deadLetterNames(Queues.studentsWorker).queue, {
+        prefetch: 10,
+        handler: (message) => {
+          dead.push(message);
+          return outcome.ack();
+        },
+      }),
+    ];
+  });
+  afterEach(async () => {
+    await Promise.all(subscriptions.map((subscription) => subscription.close()));
+    await bus.close();
+  });
+
+  async function consume(
+    script: (attempt: number) => Promise<ProcessStudentEventResult>,
+    options: { afterProcessed?: AfterProcessed; retry?: { baseDelayMs: number; maxDelayMs: number } } = {},
+  ): Promise<Subscription> {
+    const subscription = await consumeStudentEvents({
+      bus,
+      process: (command) => {
+        calls.push(command);
+        return script(calls.length);
+      },
+      prefetch: 1,
+      retry: { maxRetryAttempts: 2, ...(options.retry ?? { baseDelayMs: 1, maxDelayMs: 5 }) },
+      metrics: createWorkerMetrics(registry),
+      logger: silentLogger,
+      afterProcessed: options.afterProcessed,
+    });
+    subscriptions.push(subscription);
+    return subscription;
+  }
+
+  test('a transient failure is retried in process; once it passes, the message is acknowledged', async () => {
+    await consume(async (attempt) => {
+      if (attempt < 3) throw unavailable();
+      return { status: 'processed', student };
+    });
+    await bus.publish([studentEvent('StudentUpdated', student)]);
+    await eventually('processed', async () => (await counted(registry, 'processed')) === 1);
+
+    assert.equal(calls.length, 3, 'two retries, then success, all in one delivery');
+    assert.equal(await counted(registry, 'retried'), 0);
+  });
+
+  test('a failure that stays transient goes back to the queue until the delivery limit dead-letters it', async () => {
+    await consume(async () => {
+      throw unavailable();
+    });
+    await bus.publish([studentEvent('StudentUpdated', student)]);
+    await eventually('dead-lettered by the delivery limit', () => dead.length === 1);
+
+    assert.equal(dead[0]?.headers[DEATH_REASON_HEADER], DELIVERY_LIMIT_REASON);
+    assert.equal(calls.length, DEFAULT_MAX_DELIVERIES * 3, 'each delivery tried three times');
+    assert.equal(await counted(registry, 'retried'), DEFAULT_MAX_DELIVERIES);
+  });
+
+  test('any other exception dead-letters at once with its message', async () => {
+    await consume(async () => {
+      throw new Error('column "updates" does not exist');
+    });
+    await bus.publish([studentEvent('StudentCreated', student)]);
+    await eventually('dead-lettered', () => dead.length === 1);
+
+    assert.equal(dead[0]?.headers[DEATH_REASON_HEADER], 'column "updates" does not exist');
+    assert.equal(calls.length, 1);
+    assert.equal(await counted(registry, 'dead_lettered'), 1);
+  });
+
+  test('the event reaches the use case parsed, with the incoming traceparent', async () => {
+    await consume(async () => ({ status: 'processed', student }));
+    const message = studentEvent('StudentCreated', student, { id: 'event-1' });
+    await bus.publish([message]);
+    await eventually('processed', () => calls.length === 1);
+
+    assert.deepEqual(calls[0]?.event, JSON.parse(message.body));
+    assert.equal(calls[0]?.traceparent, message.headers?.traceparent);
+  });
+
+  test('a failing after-processing hook is logged, not retried: the change is committed', async () => {
+    const changes: unknown[] = [];
+    await consume(
+      async (attempt) => (attempt === 1 ? { status: 'processed', student } : { status: 'duplicate' }),
+      {
+        afterProcessed: (change) => {
+          changes.push(change);
+          throw new Error('cache down');
+        },
+      },
+    );
+    await bus.publish([studentEvent('StudentCreated', student)]);
+    await eventually('processed', async () => (await counted(registry, 'processed')) === 1);
+
+    assert.deepEqual(changes, [{ studentId: student.id, student }]);
+    assert.equal(calls.length, 1, 'acknowledged, not redelivered');
+    assert.equal(dead.length, 0);
+  });
+
+  test('the hook hears of a student that is gone as undefined, and of duplicates not at all', async () => {
+    const changes: unknown[] = [];
+    const results: ProcessStudentEventResult[] = [
+      { status: 'deleted', studentId: student.id },
+      { status: 'studentGone', studentId: student.id },
+      { status: 'duplicate' },
+    ];
+    await consume(async (attempt) => results[attempt - 1]!, {
+      afterProcessed: (change) => void changes.push(change),
+    });
+    await bus.publish([1, 2, 3].map(() => studentEvent('StudentDeleted', student)));
+    await eventually('all handled', async () => (await counted(registry, 'duplicate')) === 1);
+
+    assert.deepEqual(changes, [
+      { studentId: student.id, student: undefined },
+      { studentId: student.id, student: undefined },
+    ]);
+  });
+
+  test(
+    'close() during a retry back-off returns the message to the queue without waiting out the back-off',
+    { timeout: 60_000 },
+    async () => {
+      let failed!: () => void;
+      const firstFailure = new Promise<void>((resolve) => (failed = resolve));
+      // A back-off this long would outlive the test's timeout if close() waited for it.
+      const subscription = await consume(
+        async () => {
+          failed();
+          throw unavailable();
+        },
+        { retry: { baseDelayMs: 600_000, maxDelayMs: 600_000 } },
+      );
+      await bus.publish([studentEvent('StudentUpdated', student)]);
+      await firstFailure;
+      // The failure reaches the retry policy in microtasks; one macrotask later it is waiting out the back-off.
+      await new Promise((resolve) => setImmediate(resolve));
+
+      await subscription.close();
+
+      assert.equal(calls.length, 1, 'no attempt after the stop');
+      assert.equal(await counted(registry, 'retried'), 1);
+    },
+  );
+});

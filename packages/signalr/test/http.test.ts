@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, before, test } from 'node:test';
 import { HttpTransportType } from '@microsoft/signalr';
-import { buildClient, eventually, type RunningHub, startHub } from './helpers.ts';
+import { buildClient, delay, eventually, type RunningHub, startHub } from './helpers.ts';
 
 let running: RunningHub;
 before(async () => {
@@ -81,4 +81,45 @@ test('on Fastify, headers set by hooks (e.g. CORS) reach the hub responses', asy
   } finally {
     await fastify.close();
   }
+});
+
+test('MessagePack over Server-Sent Events is refused in the handshake with the ASP.NET text', async () => {
+  const { connectionToken } = (await negotiate('?negotiateVersion=1')) as { connectionToken: string };
+  const events = await fetch(`${running.url}?id=${connectionToken}`, {
+    headers: { Accept: 'text/event-stream' },
+  });
+  assert.equal(events.status, 200);
+  assert.equal(events.headers.get('content-type'), 'text/event-stream');
+  const post = await fetch(`${running.url}?id=${connectionToken}`, {
+    method: 'POST',
+    body: '{"protocol":"messagepack","version":1}\u001e',
+  });
+  assert.equal(post.status, 200);
+  const text = await events.text(); // the server ends the stream after the error
+  const error =
+    "Cannot use the 'messagepack' protocol on the current transport. The transport does not support 'Binary' transfer format.";
+  assert.equal(text, `:\r\ndata: ${JSON.stringify({ error })}\u001e\r\n\r\n`);
+});
+
+test('long polling: a newer poll ends the held one with 204', async () => {
+  const { connectionToken } = (await negotiate('?negotiateVersion=1')) as { connectionToken: string };
+  const poll = (): Promise<Response> => fetch(`${running.url}?id=${connectionToken}&_=${Date.now()}`);
+  assert.equal((await poll()).status, 200, 'the first poll returns at once');
+  const held = poll();
+  await delay(50);
+  const newer = poll();
+  assert.equal((await held).status, 204);
+  const handshake = await fetch(`${running.url}?id=${connectionToken}`, {
+    method: 'POST',
+    body: '{"protocol":"json","version":1}\u001e{"type":1,"invocationId":"1","target":"Add","arguments":[2,2]}\u001e',
+  });
+  assert.equal(handshake.status, 200);
+  const body = await (await newer).text();
+  assert.ok(body.startsWith('{}\u001e'), 'the handshake reply comes first');
+  const rest = body.slice(3) + (body.includes('"invocationId":"1"') ? '' : await (await poll()).text());
+  assert.ok(
+    rest.includes('{"type":3,"invocationId":"1","result":4}\u001e'),
+    'a message after the handshake in one POST',
+  );
+  assert.equal((await fetch(`${running.url}?id=${connectionToken}`, { method: 'DELETE' })).status, 202);
 });

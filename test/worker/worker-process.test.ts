@@ -1,0 +1,71 @@
+// The worker as a real process (`npm run start:worker`): start-up checks, processing, and SIGTERM.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { describe, test } from 'node:test';
+import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
+import { createTestVhost } from '../contract/message-bus-rabbitmq-vhost.ts';
+import { openTestDatabase } from '../support/databases.ts';
+import { needsPostgres, needsRabbitMq } from '../support/services.ts';
+import { addStudent, eventually, studentEvent, updatesOf } from './worker-harness.ts';
+
+function run(env: Record<string, string>) {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/apps/worker/main.ts'], {
+    env: { ...process.env, LOG_FORMAT: 'json', WORKER_PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const healthUrl = new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', () => {
+      const match = /"health":"(http:[^"]+)"/.exec(output);
+      if (match?.[1]) resolve(match[1]);
+    });
+    void exited.then(() => reject(new Error(`exited before consuming:\n${output}`)));
+  });
+  healthUrl.catch(() => undefined); // only some tests wait for it
+  return { child, exited, healthUrl, output: () => output };
+}
+
+const [postgres, rabbit] = await Promise.all([needsPostgres(), needsRabbitMq()]);
+
+describe('the worker process', () => {
+  test('with the in-process bus it refuses to start alone, saying why and what to do', async () => {
+    const worker = run({ AMQP_URL: 'memory:', DATABASE_URL: 'pglite://memory' });
+    assert.equal(await worker.exited, 2);
+    assert.match(worker.output(), /in-process bus only connects roles that run in one process \(npm start\)/);
+    assert.match(worker.output(), /AMQP_URL=amqp:\/\//);
+  });
+
+  test(
+    'on PostgreSQL and RabbitMQ it processes events, reports healthy, and exits 0 on SIGTERM',
+    { skip: postgres.skip ?? rabbit.skip },
+    async () => {
+      const [database, vhost] = await Promise.all([
+        openTestDatabase('postgres'),
+        createTestVhost('worker_test'),
+      ]);
+      const bus = new RabbitMqMessageBus({ url: vhost.url, connectionName: 'worker process test' });
+      const worker = run({ DATABASE_URL: database.url, AMQP_URL: vhost.url });
+      try {
+        const healthUrl = await worker.healthUrl;
+        assert.equal((await fetch(`${healthUrl}/ready`)).status, 200);
+
+        const student = await addStudent(database.database);
+        await bus.publish([studentEvent('StudentCreated', student)]);
+        await eventually(
+          'the worker process handled the event',
+          async () => (await updatesOf(database.database, [student.id])).get(student.id) === 1,
+        );
+
+        worker.child.kill('SIGTERM');
+        assert.equal(await worker.exited, 0, worker.output());
+      } finally {
+        worker.child.kill('SIGKILL');
+        await bus.close();
+        await Promise.all([database.dispose(), vhost.delete()]);
+      }
+    },
+  );
+});

@@ -126,13 +126,6 @@ export function studentEventHandler(
     }),
   }).dangerouslyUnref(); // a back-off abandoned by stop() must not keep the process alive
 
-  policy.onRetry(({ delay, attempt, ...reason }) =>
-    logger.warn(
-      { err: 'error' in reason ? reason.error : undefined, attempt, delay },
-      'student event failed; retrying',
-    ),
-  );
-
   const handle = async (message: ReceivedMessage): Promise<[MessageOutcome, HandlerOutcome]> => {
     const fields = { messageId: message.messageId, deliveryCount: message.deliveryCount };
     const event = parseStudentEvent(message.body);
@@ -144,7 +137,13 @@ export function studentEventHandler(
     try {
       result = await withRetries(
         policy,
-        () => options.process({ event: event.value, traceparent: message.headers[TRACEPARENT_HEADER] }),
+        () =>
+          options
+            .process({ event: event.value, traceparent: message.headers[TRACEPARENT_HEADER] })
+            .catch((error: unknown) => {
+              if (isTransient(error)) logger.warn({ ...fields, err: error }, 'student event attempt failed');
+              throw error;
+            }),
         stopping,
       );
     } catch (error) {

@@ -7,12 +7,7 @@ import { outcome } from '../src/application/ports/message-bus.ts';
 import { consumingQueue, mergeTopologies, topicExchange } from '../src/contracts/messaging.ts';
 import { RabbitMqMessageBus } from '../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { createTestVhost } from '../test/contract/message-bus-rabbitmq-vhost.ts';
-
-export interface BenchRow {
-  readonly scenario: string;
-  readonly value: number;
-  readonly unit: string;
-}
+import { printTable, type BenchRow } from './table.ts';
 
 export interface MessagingBaselineOptions {
   readonly messages?: number;
@@ -26,8 +21,12 @@ export async function messagingBaseline(options: MessagingBaselineOptions = {}):
   const inFlight = options.inFlight ?? 500;
   const vhost = await createTestVhost('messaging_bench');
   const rows: BenchRow[] = [];
-  const rate = (scenario: string, started: number) =>
-    rows.push({ scenario, value: Math.round(total / ((performance.now() - started) / 1000)), unit: 'msg/s' });
+  const rate = (variant: string, started: number) =>
+    rows.push({
+      scenario: 'raw RabbitMQ messaging',
+      variant,
+      rps: Math.round(total / ((performance.now() - started) / 1000)),
+    });
 
   const raw = new Connection({ url: vhost.url, connectionName: 'messaging bench (raw)' });
   raw.on('error', (error: unknown) => console.error('raw connection error', error));
@@ -161,5 +160,5 @@ async function windowed(total: number, inFlight: number, send: (i: number) => Pr
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const messages = process.argv[2] ? Number(process.argv[2]) : undefined;
   const rows = await messagingBaseline({ messages });
-  console.table(rows);
+  printTable(rows);
 }

@@ -1,10 +1,14 @@
 // `npm run bench [-- name ...]`: runs the named scenarios (default: all) and prints one table, each
 // measurement next to a baseline measured in the same run on this machine.
 import { httpGetById } from './http-get-by-id.ts';
+import { messagingBaseline } from './messaging-baseline.ts';
+import { pipelineBench } from './pipeline.ts';
 import { printTable, type BenchRow } from './table.ts';
 
 const scenarios: Record<string, () => Promise<BenchRow[]>> = {
   http: () => httpGetById(),
+  messaging: () => messagingBaseline(),
+  pipeline: () => pipelineBench(),
 };
 
 const requested = process.argv.slice(2);

@@ -27,17 +27,24 @@ type Tx = Parameters<Parameters<Db['transaction']>[0]>[0];
 export class DrizzleUnitOfWork implements UnitOfWork {
   readonly #db: Db;
   readonly #ids: IdGenerator;
+  #notifying = false;
+  #notifyAgain = false;
 
   constructor(db: Db, ids: IdGenerator) {
     this.#db = db;
     this.#ids = ids;
   }
 
-  transaction<T>(work: (scope: TransactionScope) => Promise<T>): Promise<T> {
-    return guardDatabase(() =>
+  async transaction<T>(work: (scope: TransactionScope) => Promise<T>): Promise<T> {
+    let appended = false;
+    const append = async (tx: Tx, messages: readonly OutboxMessage[]) => {
+      appended ||= messages.length > 0;
+      await appendToOutbox(tx, messages);
+    };
+    const result = await guardDatabase(() =>
       this.#db.transaction((tx) =>
         work({
-          students: new DrizzleStudentRepository(tx, this.#ids),
+          students: new DrizzleStudentRepository(tx, this.#ids, (messages) => append(tx, messages)),
           inbox: {
             async markProcessed(messageId, consumer) {
               const inserted = await tx
@@ -48,20 +55,51 @@ export class DrizzleUnitOfWork implements UnitOfWork {
               return inserted.length === 1;
             },
           },
-          outbox: { append: (messages) => appendToOutbox(tx, messages) },
+          outbox: { append: (messages) => append(tx, messages) },
         }),
       ),
     );
+    if (appended) this.#wakeRelay();
+    return result;
+  }
+
+  /**
+   * NOTIFY after commit, not inside the transaction: a NOTIFY takes a database-wide lock held through commit,
+   * which would serialize every writer's commit (and its fsync). At most one is in flight per process; a
+   * missed one only delays the relay until its next poll.
+   */
+  #wakeRelay(): void {
+    if (this.#notifying) {
+      this.#notifyAgain = true;
+      return;
+    }
+    this.#notifying = true;
+    void this.#db
+      .execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`)
+      .catch(() => undefined)
+      .finally(() => {
+        this.#notifying = false;
+        if (this.#notifyAgain) {
+          this.#notifyAgain = false;
+          this.#wakeRelay();
+        }
+      });
   }
 }
 
 class DrizzleStudentRepository implements StudentRepository {
   readonly #tx: Tx;
   readonly #ids: IdGenerator;
+  readonly #appendToOutbox: (messages: readonly OutboxMessage[]) => Promise<void>;
 
-  constructor(tx: Tx, ids: IdGenerator) {
+  constructor(
+    tx: Tx,
+    ids: IdGenerator,
+    appendToOutbox: (messages: readonly OutboxMessage[]) => Promise<void>,
+  ) {
     this.#tx = tx;
     this.#ids = ids;
+    this.#appendToOutbox = appendToOutbox;
   }
 
   async findByIdForUpdate(id: string): Promise<Student | undefined> {
@@ -94,11 +132,10 @@ class DrizzleStudentRepository implements StudentRepository {
 
   async #storeEvents(student: Student): Promise<void> {
     const messages = student.pullDomainEvents().map((event) => studentEventMessage(event, this.#ids.next()));
-    await appendToOutbox(this.#tx, messages);
+    await this.#appendToOutbox(messages);
   }
 }
 
-/** Stores messages for the relay and wakes it at commit (NOTIFY is delivered only if the transaction commits). */
 async function appendToOutbox(tx: Tx, messages: readonly OutboxMessage[]): Promise<void> {
   if (messages.length === 0) return;
   await tx.insert(outbox).values(
@@ -114,5 +151,4 @@ async function appendToOutbox(tx: Tx, messages: readonly OutboxMessage[]): Promi
       occurredAt: message.occurredAt,
     })),
   );
-  await tx.execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`);
 }

@@ -12,6 +12,7 @@ import {
   type StreamInvocationMessage,
 } from './protocol/messages.ts';
 import { StatefulBuffer } from './stateful-buffer.ts';
+import { UploadStream } from './upload-stream.ts';
 import type { Transport, TransportKind } from './transports/transport.ts';
 
 export interface ConnectionLimits {
@@ -77,10 +78,11 @@ export class Connection {
   private busy = 0;
   private closing = false;
   private queue: Promise<void> = Promise.resolve();
-  private streams: Map<string, AsyncIterator<unknown>> | undefined;
+  private serverStreams: Map<string, AsyncIterator<unknown>> | undefined;
   private clientResults:
     Map<string, { resolve(value: unknown): void; reject(error: Error): void }> | undefined;
   private lastClientResultId = 0;
+  private uploads: Map<string, UploadStream> | undefined;
 
   constructor(
     private readonly host: ConnectionHost,
@@ -272,15 +274,17 @@ export class Connection {
     }
     if (this.stateful && !this.stateful.accept(message)) return;
     switch (message.type) {
-      case MessageType.Invocation:
-        this.enqueue(() => this.invoke(message));
+      case MessageType.Invocation: {
+        const uploads = this.openUploads(message);
+        this.enqueue(() => this.invoke(message, uploads));
         return;
+      }
       case MessageType.StreamInvocation:
-        void this.stream(message);
+        void this.stream(message, this.openUploads(message));
         return;
       case MessageType.CancelInvocation:
-        void this.streams?.get(message.invocationId)?.return?.();
-        this.streams?.delete(message.invocationId);
+        void this.serverStreams?.get(message.invocationId)?.return?.();
+        this.serverStreams?.delete(message.invocationId);
         return;
       case MessageType.Ping:
         this.clientTimeoutArmed = true;
@@ -297,7 +301,16 @@ export class Connection {
           throw new ProtocolError('Sequence ID greater than amount of messages we have received.');
         }
         return;
+      case MessageType.StreamItem:
+        this.uploads?.get(message.invocationId)?.push(message.item);
+        return;
       case MessageType.Completion: {
+        const upload = this.uploads?.get(message.invocationId);
+        if (upload) {
+          this.uploads!.delete(message.invocationId);
+          upload.complete(message.error === undefined ? undefined : new Error(message.error));
+          return;
+        }
         const pending = this.clientResults?.get(message.invocationId);
         if (!pending) return;
         this.clientResults!.delete(message.invocationId);
@@ -305,9 +318,6 @@ export class Connection {
         else pending.resolve(message.result);
         return;
       }
-      default:
-        // Upload streams are not supported; their items are ignored.
-        return;
     }
   }
 
@@ -328,29 +338,45 @@ export class Connection {
   private bind(message: InvocationMessage | StreamInvocationMessage): HubMethod | string {
     const method = this.host.findMethod(message.target);
     if (!method) return `Unknown hub method '${message.target}'`;
-    if ((message.streamIds?.length ?? 0) > 0 || message.arguments.length !== Math.max(0, method.length - 1)) {
+    const streamCount = message.streamIds?.length ?? 0;
+    if (message.arguments.length + streamCount !== Math.max(0, method.length - 1)) {
       return `Failed to invoke '${message.target}' due to an error on the server.`;
     }
     return method;
   }
 
-  private async call(method: HubMethod, args: readonly unknown[]): Promise<unknown> {
-    return (method as (context: HubCallContext, ...rest: unknown[]) => unknown)(
-      this.host.contextFor(this),
-      ...args,
-    );
+  /** Opened when the invocation arrives: its items may come before the call gets its turn. */
+  private openUploads(message: InvocationMessage | StreamInvocationMessage): UploadStream[] {
+    return (message.streamIds ?? []).map((streamId) => {
+      const upload = new UploadStream();
+      (this.uploads ??= new Map()).set(streamId, upload);
+      return upload;
+    });
   }
 
-  private async invoke(message: InvocationMessage): Promise<void> {
+  /** Calls the method; upload streams (one per stream id) follow the client's arguments. */
+  private async call(
+    method: HubMethod,
+    message: InvocationMessage | StreamInvocationMessage,
+    uploads: readonly UploadStream[],
+  ): Promise<unknown> {
+    const invoke = method as (context: HubCallContext, ...rest: unknown[]) => unknown;
+    return invoke(this.host.contextFor(this), ...message.arguments, ...uploads);
+  }
+
+  private async invoke(message: InvocationMessage, uploads: readonly UploadStream[]): Promise<void> {
     const { invocationId, target } = message;
     const fail = (error: string): void => {
       if (invocationId !== undefined) this.complete({ type: MessageType.Completion, invocationId, error });
     };
     const method = this.bind(message);
-    if (typeof method === 'string') return fail(method);
+    if (typeof method === 'string') {
+      for (const streamId of message.streamIds ?? []) this.uploads?.delete(streamId);
+      return fail(method);
+    }
     let result: unknown;
     try {
-      result = await this.call(method, message.arguments);
+      result = await this.call(method, message, uploads);
     } catch (error) {
       return fail(invocationError(target, error));
     }
@@ -365,15 +391,18 @@ export class Connection {
   }
 
   /** Server-to-client streaming: StreamItems, then a Completion (also after a CancelInvocation). */
-  private async stream(message: StreamInvocationMessage): Promise<void> {
+  private async stream(message: StreamInvocationMessage, uploads: readonly UploadStream[]): Promise<void> {
     const { invocationId, target } = message;
     const fail = (error: string): void =>
       this.complete({ type: MessageType.Completion, invocationId, error });
     const method = this.bind(message);
-    if (typeof method === 'string') return fail(method);
+    if (typeof method === 'string') {
+      for (const streamId of message.streamIds ?? []) this.uploads?.delete(streamId);
+      return fail(method);
+    }
     let iterator: AsyncIterator<unknown>;
     try {
-      const result = await this.call(method, message.arguments);
+      const result = await this.call(method, message, uploads);
       if (!isAsyncIterable(result)) {
         return fail(
           `The client attempted to invoke the non-streaming '${target}' method with a streaming invocation.`,
@@ -383,19 +412,19 @@ export class Connection {
     } catch (error) {
       return fail(invocationError(target, error));
     }
-    const streams = (this.streams ??= new Map());
-    streams.set(invocationId, iterator);
+    const running = (this.serverStreams ??= new Map());
+    running.set(invocationId, iterator);
     try {
       for (;;) {
         const next = await iterator.next();
-        if (next.done || !streams.has(invocationId) || this.state === 'closed') break;
+        if (next.done || !running.has(invocationId) || this.state === 'closed') break;
         this.send(OutgoingMessage.of({ type: MessageType.StreamItem, invocationId, item: next.value }));
       }
       this.complete({ type: MessageType.Completion, invocationId });
     } catch (error) {
       fail(invocationError(target, error));
     } finally {
-      streams.delete(invocationId);
+      running.delete(invocationId);
     }
   }
 
@@ -404,9 +433,13 @@ export class Connection {
     const wasConnected = this.state === 'connected';
     this.state = 'closed';
     this.closedAt = this.host.now();
-    if (this.streams) {
-      for (const iterator of this.streams.values()) void iterator.return?.();
-      this.streams.clear();
+    if (this.serverStreams) {
+      for (const iterator of this.serverStreams.values()) void iterator.return?.();
+      this.serverStreams.clear();
+    }
+    if (this.uploads) {
+      for (const upload of this.uploads.values()) upload.complete(new Error('The connection ended.'));
+      this.uploads = undefined;
     }
     if (this.clientResults) {
       for (const pending of this.clientResults.values()) pending.reject(new Error('The connection ended.'));

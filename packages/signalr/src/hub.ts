@@ -61,9 +61,9 @@ export interface HubCallContext {
 }
 
 /**
- * A hub method: the context, then the client's arguments. The argument count must match the declared
- * parameter count (`Function.length - 1`). Return a value (or a promise) for `invoke()`; return an
- * AsyncIterable to serve `stream()`.
+ * A hub method: the context, then the client's arguments, then one AsyncIterable per uploaded stream.
+ * Their count must match the declared parameter count (`Function.length - 1`). Return a value (or a
+ * promise) for `invoke()`; return an AsyncIterable to serve `stream()`.
  */
 export type HubMethod = (context: HubCallContext, ...args: never[]) => unknown;
 

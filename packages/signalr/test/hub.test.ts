@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import { HubConnectionState } from '@microsoft/signalr';
+import { HubConnectionState, Subject } from '@microsoft/signalr';
 import { defineHub, HubServer, mountOnHttpServer } from '../src/index.ts';
 import { buildClient, delay, eventually, fastTimers, HUB_PATH, nextInvocation, startHub } from './helpers.ts';
 
@@ -127,3 +127,28 @@ test('client results: the server invokes a client handler and gets its value or 
     await running.close();
   }
 });
+
+for (const protocol of ['json', 'messagepack'] as const) {
+  test(`upload streams (${protocol}): the hub method reads the client's Subject as an AsyncIterable`, async () => {
+    const running = await startHub();
+    const client = buildClient(running.url, { protocol });
+    await client.start();
+    try {
+      const subject = new Subject<number>();
+      const total = client.invoke('Sum', subject);
+      for (const n of [1, 2, 3, 4]) subject.next(n);
+      subject.complete();
+      assert.equal(await total, 10);
+
+      const failing = new Subject<number>();
+      const failed = client.invoke('Sum', failing);
+      failing.next(1);
+      failing.error(new Error('upload broke'));
+      await assert.rejects(failed, /An unexpected error occurred invoking 'Sum' on the server\./);
+      assert.equal(await client.invoke('Add', 1, 1), 2, 'the connection still works');
+    } finally {
+      await client.stop();
+      await running.close();
+    }
+  });
+}

@@ -108,6 +108,7 @@ export class Connection {
     }
     const resume = this.stateful?.resume();
     if (!resume) return;
+    this.clientCounting = true; // the replay below already carries everything held back
     this.write(OutgoingMessage.of({ type: MessageType.Sequence, sequenceId: resume.sequenceId }));
     for (const record of resume.records) this.write(OutgoingMessage.raw(record));
   }

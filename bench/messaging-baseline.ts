@@ -6,7 +6,7 @@ import { Connection } from 'rabbitmq-client';
 import { outcome } from '../src/application/ports/message-bus.ts';
 import { consumingQueue, mergeTopologies, topicExchange } from '../src/contracts/messaging.ts';
 import { RabbitMqMessageBus } from '../src/infrastructure/messaging/rabbitmq-message-bus.ts';
-import { createTestVhost } from '../test/contract/message-bus-rabbitmq-vhost.ts';
+import { createTestVhost } from '../test/support/rabbitmq-vhost.ts';
 import { printTable, type BenchRow } from './table.ts';
 
 export interface MessagingBaselineOptions {

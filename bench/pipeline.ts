@@ -14,7 +14,7 @@ import { DrizzleUnitOfWork } from '../src/infrastructure/persistence/drizzle-uni
 import { outbox, students } from '../src/infrastructure/persistence/schema.ts';
 import { fakerStudentGenerator } from '../src/infrastructure/system/faker-student-generator.ts';
 import { uuidV7Generator } from '../src/infrastructure/system/uuid-v7-generator.ts';
-import { createTestVhost } from '../test/contract/message-bus-rabbitmq-vhost.ts';
+import { createTestVhost } from '../test/support/rabbitmq-vhost.ts';
 import { createPostgresDatabase } from '../test/support/databases.ts';
 import type { BenchRow } from './table.ts';
 

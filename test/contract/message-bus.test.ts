@@ -5,7 +5,7 @@ import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-proce
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { needsRabbitMq } from '../support/services.ts';
 import { messageBusContract } from './message-bus.contract.ts';
-import { createTestVhost, type TestVhost } from './message-bus-rabbitmq-vhost.ts';
+import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
 
 messageBusContract('in-process', {
   setUp: async () => ({ createBus: async () => new InProcessMessageBus() }),
@@ -16,6 +16,7 @@ const rabbit = await needsRabbitMq();
 let vhost: TestVhost | undefined;
 messageBusContract('RabbitMQ', {
   ...rabbit,
+  hasConnection: true,
   setUp: async () => {
     const created = await createTestVhost();
     vhost = created;

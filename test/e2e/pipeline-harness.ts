@@ -3,7 +3,7 @@
 import pg from 'pg';
 import { outcome } from '../../src/application/ports/message-bus.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
-import { createTestVhost, type TestVhost } from '../contract/message-bus-rabbitmq-vhost.ts';
+import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
 import { startRole, type RoleProcess } from '../support/role-process.ts';
 

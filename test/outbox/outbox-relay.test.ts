@@ -21,7 +21,7 @@ import {
 import { fakerStudentGenerator } from '../../src/infrastructure/system/faker-student-generator.ts';
 import { systemClock } from '../../src/infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
-import { createTestVhost, type TestVhost } from '../contract/message-bus-rabbitmq-vhost.ts';
+import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
 import { createPostgresDatabase, openTestDatabase, type TestDatabase } from '../support/databases.ts';
 import { silentLogger } from '../support/logger.ts';
 import { AMQP_URL, needsPostgres, needsRabbitMq } from '../support/services.ts';

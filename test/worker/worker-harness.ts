@@ -28,7 +28,7 @@ import { outbox, students } from '../../src/infrastructure/persistence/schema.ts
 import { fakerStudentGenerator } from '../../src/infrastructure/system/faker-student-generator.ts';
 import { systemClock } from '../../src/infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
-import { createTestVhost } from '../contract/message-bus-rabbitmq-vhost.ts';
+import { createTestVhost } from '../support/rabbitmq-vhost.ts';
 import { openTestDatabase } from '../support/databases.ts';
 import { silentLogger } from '../support/logger.ts';
 

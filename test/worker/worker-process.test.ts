@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { describe, test } from 'node:test';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
-import { createTestVhost } from '../contract/message-bus-rabbitmq-vhost.ts';
+import { createTestVhost } from '../support/rabbitmq-vhost.ts';
 import { openTestDatabase } from '../support/databases.ts';
 import { needsPostgres, needsRabbitMq } from '../support/services.ts';
 import { addStudent, eventually, studentEvent, updatesOf } from './worker-harness.ts';

@@ -2,7 +2,7 @@
 // HTTP API when it answers, otherwise rabbitmqctl on this machine.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { AMQP_URL, uniqueName } from '../support/services.ts';
+import { AMQP_URL, uniqueName } from './services.ts';
 
 const run = promisify(execFile);
 

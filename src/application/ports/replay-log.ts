@@ -1,0 +1,88 @@
+/**
+ * An append-only, bounded log of notifications shared by every notifications instance: the consumer appends,
+ * every instance tails it to push to its own clients, and a reconnecting client resumes from its last id.
+ * Ids are Redis stream ids (`<ms>-<seq>`), increasing in append order, in both adapters.
+ */
+export interface ReplayLogEntry {
+  readonly id: string;
+  /** The message id (CloudEvent id) the entry was appended for: appends are de-duplicated on it. */
+  readonly messageId: string;
+  readonly type: string;
+  /** What the entry is about (the student id). */
+  readonly subject: string;
+  /** JSON text, sent to clients as is. */
+  readonly data: string;
+}
+
+export type NewReplayLogEntry = Omit<ReplayLogEntry, 'id'>;
+
+export interface AppendResult {
+  readonly id: string;
+  /** True when the message id was appended before: nothing was added, `id` is the earlier entry's. */
+  readonly duplicate: boolean;
+}
+
+export interface ReplayLogRetention {
+  /** The oldest entry still kept. */
+  readonly firstId: string | undefined;
+  /** The newest entry; `0-0` when the log is empty. */
+  readonly lastId: string;
+  /** Every entry up to this id was dropped (retention); a reader whose last id is older missed some. */
+  readonly trimmedThrough: string;
+  readonly length: number;
+}
+
+export interface ReplayLogTail {
+  close(): Promise<void>;
+}
+
+export interface ReplayLogStatus {
+  readonly connected: boolean;
+  readonly adapter: string;
+}
+
+/** Thrown by `append` when `writerId` does not hold the writer lease (another instance took it over). */
+export class NotLogWriterError extends Error {
+  constructor(writerId: string) {
+    super(`${writerId} does not hold the replay log's writer lease`);
+    this.name = 'NotLogWriterError';
+  }
+}
+
+export interface ReplayLog {
+  /**
+   * Appends unless the message id was appended before (idempotent). Only the holder of the writer lease may
+   * append: one writer at a time keeps per-subject order from the queue to the log.
+   */
+  append(entry: NewReplayLogEntry, writerId: string): Promise<AppendResult>;
+  /** Takes or renews the writer lease for `ttlMs`; false while another writer holds it. */
+  claimWriter(writerId: string, ttlMs: number): Promise<boolean>;
+  /** Gives the lease up (if held by `writerId`) so another instance can take over at once. */
+  releaseWriter(writerId: string): Promise<void>;
+  /** Up to `limit` entries after `afterId`, oldest first. */
+  readAfter(afterId: string, limit: number): Promise<readonly ReplayLogEntry[]>;
+  /** Calls `onEntries` with every entry appended after `afterId`, in order, until closed. */
+  tail(afterId: string, onEntries: (entries: readonly ReplayLogEntry[]) => void): ReplayLogTail;
+  retention(): Promise<ReplayLogRetention>;
+  status(): ReplayLogStatus;
+  close(): Promise<void>;
+}
+
+const LOG_ID = /^(\d{1,16})-(\d{1,16})$/;
+
+/** Whether `id` is a log id (`<ms>-<seq>`). */
+export function isLogId(id: string): boolean {
+  return LOG_ID.test(id);
+}
+
+/** Orders two log ids; both must be valid (`isLogId`). */
+export function compareLogIds(a: string, b: string): number {
+  const [, aMs = '0', aSeq = '0'] = LOG_ID.exec(a) ?? [];
+  const [, bMs = '0', bSeq = '0'] = LOG_ID.exec(b) ?? [];
+  const byMs = BigInt(aMs) - BigInt(bMs);
+  if (byMs !== 0n) return byMs < 0n ? -1 : 1;
+  const bySeq = BigInt(aSeq) - BigInt(bSeq);
+  return bySeq === 0n ? 0 : bySeq < 0n ? -1 : 1;
+}
+
+export const EMPTY_LOG_ID = '0-0';

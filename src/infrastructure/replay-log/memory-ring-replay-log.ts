@@ -1,0 +1,131 @@
+import {
+  EMPTY_LOG_ID,
+  NotLogWriterError,
+  compareLogIds,
+  type AppendResult,
+  type NewReplayLogEntry,
+  type ReplayLog,
+  type ReplayLogEntry,
+  type ReplayLogRetention,
+  type ReplayLogTail,
+} from '../../application/ports/replay-log.ts';
+
+export interface MemoryRingReplayLogOptions {
+  /** Entries kept; the oldest is dropped past it. */
+  readonly maxEntries: number;
+}
+
+/**
+ * The replay log of the embedded mode (REDIS_URL=memory:, one process): a ring of the newest entries. Ids are
+ * stream-style `<ms>-<seq>` like Redis's; everything before this process started counts as trimmed, so a
+ * client resuming with an id from an earlier run is told to reload.
+ */
+export class MemoryRingReplayLog implements ReplayLog {
+  readonly #maxEntries: number;
+  /** Oldest first; `#start` is the index of the oldest once the ring is full. */
+  readonly #ring: ReplayLogEntry[] = [];
+  #start = 0;
+  /** Message id → log id, for de-duplication; bounded to twice the ring. */
+  readonly #appended = new Map<string, string>();
+  readonly #tails = new Set<(entries: readonly ReplayLogEntry[]) => void>();
+  #lastMs: number;
+  #lastSeq = 0;
+  #trimmedThrough: string;
+  #writer: { id: string; until: number } | undefined;
+
+  constructor(options: MemoryRingReplayLogOptions) {
+    this.#maxEntries = options.maxEntries;
+    this.#lastMs = Date.now();
+    this.#trimmedThrough = `${this.#lastMs}-0`;
+  }
+
+  async append(entry: NewReplayLogEntry, writerId: string): Promise<AppendResult> {
+    if (!this.#holds(writerId)) throw new NotLogWriterError(writerId);
+    const earlier = this.#appended.get(entry.messageId);
+    if (earlier !== undefined) return { id: earlier, duplicate: true };
+    const stored: ReplayLogEntry = { id: this.#nextId(), ...entry };
+    if (this.#ring.length < this.#maxEntries) this.#ring.push(stored);
+    else {
+      const dropped = this.#ring[this.#start];
+      if (dropped) this.#trimmedThrough = dropped.id;
+      this.#ring[this.#start] = stored;
+      this.#start = (this.#start + 1) % this.#maxEntries;
+    }
+    this.#appended.set(entry.messageId, stored.id);
+    if (this.#appended.size > this.#maxEntries * 2) {
+      const oldest = this.#appended.keys().next();
+      if (!oldest.done) this.#appended.delete(oldest.value);
+    }
+    for (const onEntries of this.#tails) onEntries([stored]);
+    return { id: stored.id, duplicate: false };
+  }
+
+  async claimWriter(writerId: string, ttlMs: number): Promise<boolean> {
+    if (this.#writer && this.#writer.id !== writerId && this.#writer.until > Date.now()) return false;
+    this.#writer = { id: writerId, until: Date.now() + ttlMs };
+    return true;
+  }
+
+  async releaseWriter(writerId: string): Promise<void> {
+    if (this.#writer?.id === writerId) this.#writer = undefined;
+  }
+
+  async readAfter(afterId: string, limit: number): Promise<readonly ReplayLogEntry[]> {
+    const ordered = this.#ordered();
+    // Binary search: ids increase along the ring.
+    let low = 0;
+    let high = ordered.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      const entry = ordered[middle];
+      if (entry && compareLogIds(entry.id, afterId) <= 0) low = middle + 1;
+      else high = middle;
+    }
+    return ordered.slice(low, low + limit);
+  }
+
+  tail(afterId: string, onEntries: (entries: readonly ReplayLogEntry[]) => void): ReplayLogTail {
+    // Appends are synchronous here, so entries after `afterId` already in the ring are the only catch-up.
+    const backlog = this.#ordered().filter((entry) => compareLogIds(entry.id, afterId) > 0);
+    if (backlog.length > 0) onEntries(backlog);
+    this.#tails.add(onEntries);
+    return { close: async () => void this.#tails.delete(onEntries) };
+  }
+
+  async retention(): Promise<ReplayLogRetention> {
+    const ordered = this.#ordered();
+    return {
+      firstId: ordered[0]?.id,
+      lastId: ordered.at(-1)?.id ?? EMPTY_LOG_ID,
+      trimmedThrough: this.#trimmedThrough,
+      length: ordered.length,
+    };
+  }
+
+  status() {
+    return { connected: true, adapter: 'memory' };
+  }
+
+  async close(): Promise<void> {
+    this.#tails.clear();
+  }
+
+  #holds(writerId: string): boolean {
+    return this.#writer?.id === writerId && this.#writer.until > Date.now();
+  }
+
+  #ordered(): ReplayLogEntry[] {
+    return this.#start === 0
+      ? this.#ring
+      : [...this.#ring.slice(this.#start), ...this.#ring.slice(0, this.#start)];
+  }
+
+  #nextId(): string {
+    const now = Date.now();
+    if (now > this.#lastMs) {
+      this.#lastMs = now;
+      this.#lastSeq = 0;
+    } else this.#lastSeq++;
+    return `${this.#lastMs}-${this.#lastSeq}`;
+  }
+}

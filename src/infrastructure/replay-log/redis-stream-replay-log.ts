@@ -1,0 +1,220 @@
+import { Redis } from 'ioredis';
+import {
+  EMPTY_LOG_ID,
+  NotLogWriterError,
+  type AppendResult,
+  type NewReplayLogEntry,
+  type ReplayLog,
+  type ReplayLogEntry,
+  type ReplayLogRetention,
+  type ReplayLogTail,
+} from '../../application/ports/replay-log.ts';
+import type { Logger } from '../logging/logger.ts';
+
+export interface RedisStreamReplayLogOptions {
+  readonly url: string;
+  /** Every key of the log starts with it: `<prefix>log` (the stream), `<prefix>dedup:<message id>`, ... */
+  readonly keyPrefix: string;
+  /** Entries kept; older ones are trimmed (exactly, so the last trimmed id is known). */
+  readonly maxEntries: number;
+  /** How long an appended message id is remembered for de-duplication. */
+  readonly dedupTtlSeconds: number;
+  /** How long one XREAD of a tail blocks before it asks again (and notices a close). */
+  readonly blockMs?: number;
+}
+
+// One script: the lease check, de-duplication, the append and the trim happen atomically, so a redelivered
+// message or a writer that lost its lease can never add an entry out of order.
+const APPEND = `
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('NOTWRITER') end
+local earlier = redis.call('GET', KEYS[2])
+if earlier then return {earlier, 1} end
+local id = redis.call('XADD', KEYS[1], '*', 'messageId', ARGV[4], 'type', ARGV[5], 'subject', ARGV[6], 'data', ARGV[7])
+redis.call('SET', KEYS[2], id, 'EX', ARGV[3])
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[2])
+if excess > 0 then
+  local dropped = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
+  redis.call('SET', KEYS[4], dropped[#dropped][1])
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[2])
+end
+return {id, 0}`;
+
+const CLAIM = `
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0`;
+
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0`;
+
+type StreamRecord = [id: string, fields: string[]];
+
+/** The replay log on a Redis stream, shared by every notifications instance. */
+export class RedisStreamReplayLog implements ReplayLog {
+  readonly #redis: Redis;
+  readonly #tails = new Set<Redis>();
+  readonly #options: RedisStreamReplayLogOptions;
+  readonly #logger: Logger;
+  readonly #keys: { stream: string; writer: string; trimmed: string };
+
+  constructor(options: RedisStreamReplayLogOptions, logger: Logger) {
+    this.#options = options;
+    this.#logger = logger;
+    const prefix = options.keyPrefix;
+    this.#keys = { stream: `${prefix}log`, writer: `${prefix}writer`, trimmed: `${prefix}trimmed` };
+    // Fail fast while Redis is down: the consumer retries the message later, readers get an error now.
+    this.#redis = new Redis(options.url, {
+      maxRetriesPerRequest: 1,
+      commandTimeout: 2_000,
+      retryStrategy: (times) => Math.min(times * 100, 1_000),
+    });
+    this.#redis.on('error', (error: Error) =>
+      logger.debug({ err: error }, 'replay log: redis connection error'),
+    );
+  }
+
+  /** Waits (bounded) for the first connection so start-up does not count as an outage. */
+  async connected(timeoutMs = 2_000): Promise<void> {
+    if (this.#redis.status === 'ready') return;
+    await Promise.race([
+      new Promise((resolve) => this.#redis.once('ready', resolve)),
+      new Promise((resolve) => setTimeout(resolve, timeoutMs).unref()),
+    ]);
+  }
+
+  async append(entry: NewReplayLogEntry, writerId: string): Promise<AppendResult> {
+    try {
+      const [id, duplicate] = (await this.#redis.eval(
+        APPEND,
+        4,
+        this.#keys.stream,
+        `${this.#options.keyPrefix}dedup:${entry.messageId}`,
+        this.#keys.writer,
+        this.#keys.trimmed,
+        writerId,
+        this.#options.maxEntries,
+        this.#options.dedupTtlSeconds,
+        entry.messageId,
+        entry.type,
+        entry.subject,
+        entry.data,
+      )) as [string, number];
+      return { id, duplicate: duplicate === 1 };
+    } catch (error) {
+      if (error instanceof Error && error.message.includes('NOTWRITER'))
+        throw new NotLogWriterError(writerId);
+      throw error;
+    }
+  }
+
+  async claimWriter(writerId: string, ttlMs: number): Promise<boolean> {
+    return (await this.#redis.eval(CLAIM, 1, this.#keys.writer, writerId, ttlMs)) === 1;
+  }
+
+  async releaseWriter(writerId: string): Promise<void> {
+    await this.#redis.eval(RELEASE, 1, this.#keys.writer, writerId);
+  }
+
+  async readAfter(afterId: string, limit: number): Promise<readonly ReplayLogEntry[]> {
+    const records = (await this.#redis.xrange(
+      this.#keys.stream,
+      `(${afterId}`,
+      '+',
+      'COUNT',
+      limit,
+    )) as StreamRecord[];
+    return records.map(toEntry);
+  }
+
+  tail(afterId: string, onEntries: (entries: readonly ReplayLogEntry[]) => void): ReplayLogTail {
+    // XREAD BLOCK holds its connection, so each tail has its own; no command timeout on it.
+    const connection = new Redis(this.#options.url, {
+      maxRetriesPerRequest: null,
+      retryStrategy: (times) => Math.min(times * 100, 1_000),
+    });
+    connection.on('error', (error: Error) =>
+      this.#logger.debug({ err: error }, 'replay log tail: redis error'),
+    );
+    this.#tails.add(connection);
+    let cursor = afterId;
+    let closed = false;
+    const loop = (async () => {
+      while (!closed) {
+        try {
+          const answer = (await connection.xread(
+            'COUNT',
+            1_000,
+            'BLOCK',
+            this.#options.blockMs ?? 5_000,
+            'STREAMS',
+            this.#keys.stream,
+            cursor,
+          )) as [key: string, records: StreamRecord[]][] | null;
+          const records = answer?.[0]?.[1] ?? [];
+          const last = records.at(-1);
+          if (!last || closed) continue;
+          cursor = last[0];
+          onEntries(records.map(toEntry));
+        } catch (error) {
+          if (closed) break;
+          this.#logger.warn({ err: error }, 'replay log tail: read failed, retrying');
+          await new Promise((resolve) => setTimeout(resolve, 500));
+        }
+      }
+    })();
+    return {
+      close: async () => {
+        closed = true;
+        this.#tails.delete(connection);
+        connection.disconnect();
+        await loop;
+      },
+    };
+  }
+
+  async retention(): Promise<ReplayLogRetention> {
+    const answers = await this.#redis
+      .multi()
+      .xrange(this.#keys.stream, '-', '+', 'COUNT', 1)
+      .xrevrange(this.#keys.stream, '+', '-', 'COUNT', 1)
+      .xlen(this.#keys.stream)
+      .get(this.#keys.trimmed)
+      .exec();
+    const [first, last, length, trimmed] = (answers ?? []).map(([error, value]) => {
+      if (error) throw error;
+      return value;
+    }) as [StreamRecord[], StreamRecord[], number, string | null];
+    return {
+      firstId: first[0]?.[0],
+      lastId: last[0]?.[0] ?? EMPTY_LOG_ID,
+      trimmedThrough: trimmed ?? EMPTY_LOG_ID,
+      length,
+    };
+  }
+
+  status() {
+    return { connected: this.#redis.status === 'ready', adapter: 'redis' };
+  }
+
+  async close(): Promise<void> {
+    for (const connection of this.#tails) connection.disconnect();
+    this.#tails.clear();
+    if (this.#redis.status === 'ready') await this.#redis.quit().catch(() => this.#redis.disconnect());
+    else this.#redis.disconnect();
+  }
+}
+
+function toEntry([id, fields]: StreamRecord): ReplayLogEntry {
+  const value: Record<string, string> = {};
+  for (let index = 0; index + 1 < fields.length; index += 2)
+    value[fields[index] ?? ''] = fields[index + 1] ?? '';
+  return {
+    id,
+    messageId: value.messageId ?? '',
+    type: value.type ?? '',
+    subject: value.subject ?? '',
+    data: value.data ?? '',
+  };
+}

@@ -1,0 +1,161 @@
+// One contract for both replay log adapters: the in-memory ring (embedded) and the Redis stream.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import {
+  NotLogWriterError,
+  compareLogIds,
+  type NewReplayLogEntry,
+  type ReplayLog,
+  type ReplayLogEntry,
+} from '../../src/application/ports/replay-log.ts';
+import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
+import { RedisStreamReplayLog } from '../../src/infrastructure/replay-log/redis-stream-replay-log.ts';
+import { silentLogger } from '../support/logger.ts';
+import { REDIS_URL, needsRedis, uniqueName } from '../support/services.ts';
+
+const WRITER = 'writer-a';
+
+function entry(n: number, subject = 'student-1'): NewReplayLogEntry {
+  return { messageId: randomUUID(), type: 'StudentCreated', subject, data: JSON.stringify({ n }) };
+}
+
+async function until(condition: () => boolean, what: string, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+function replayLogContract(open: (maxEntries: number) => Promise<ReplayLog>) {
+  const opened: ReplayLog[] = [];
+  const writable = async (maxEntries = 1_000) => {
+    const log = await open(maxEntries);
+    opened.push(log);
+    assert.equal(await log.claimWriter(WRITER, 30_000), true);
+    return log;
+  };
+  after(() => Promise.all(opened.map((log) => log.close())));
+
+  test('appends get increasing ids and are read back after an id, in order, paged by limit', async () => {
+    const log = await writable();
+    const ids: string[] = [];
+    for (let n = 0; n < 7; n++) ids.push((await log.append(entry(n), WRITER)).id);
+    const sorted = [...ids].sort(compareLogIds);
+    assert.deepEqual(ids, sorted);
+    assert.equal(new Set(ids).size, 7);
+
+    const firstPage = await log.readAfter('0-0', 3);
+    assert.deepEqual(
+      firstPage.map((e) => JSON.parse(e.data) as { n: number }),
+      [{ n: 0 }, { n: 1 }, { n: 2 }],
+    );
+    const rest = await log.readAfter(firstPage.at(-1)?.id ?? '', 100);
+    assert.deepEqual(
+      rest.map((e) => e.id),
+      ids.slice(3),
+    );
+    assert.deepEqual(await log.readAfter(ids.at(-1) ?? '', 10), []);
+    const [one] = await log.readAfter(ids[4] ?? '', 1);
+    assert.equal(one?.type, 'StudentCreated');
+    assert.equal(one?.subject, 'student-1');
+  });
+
+  test('an entry appended twice for the same message id is stored once and returns the first id', async () => {
+    const log = await writable();
+    const first = entry(1);
+    const appended = await log.append(first, WRITER);
+    await log.append(entry(2), WRITER);
+    const again = await log.append(first, WRITER);
+    assert.deepEqual(again, { id: appended.id, duplicate: true });
+    assert.equal(appended.duplicate, false);
+    assert.equal((await log.readAfter('0-0', 100)).length, 2);
+  });
+
+  test('only the holder of the writer lease appends; a released lease can be taken by another writer', async () => {
+    const log = await writable();
+    assert.equal(await log.claimWriter('writer-b', 30_000), false);
+    await assert.rejects(log.append(entry(1), 'writer-b'), NotLogWriterError);
+    assert.equal(await log.claimWriter(WRITER, 30_000), true, 'the holder renews');
+    await log.releaseWriter('writer-b'); // not the holder: no effect
+    assert.equal(await log.claimWriter('writer-b', 30_000), false);
+    await log.releaseWriter(WRITER);
+    assert.equal(await log.claimWriter('writer-b', 30_000), true);
+    await assert.rejects(log.append(entry(2), WRITER), NotLogWriterError);
+    await log.append(entry(3), 'writer-b');
+  });
+
+  test('retention keeps the newest entries and names the last trimmed id', async () => {
+    const log = await writable(5);
+    const empty = await log.retention();
+    assert.equal(empty.length, 0);
+    assert.equal(empty.lastId, '0-0');
+    assert.equal(empty.firstId, undefined);
+    const ids: string[] = [];
+    for (let n = 0; n < 8; n++) ids.push((await log.append(entry(n), WRITER)).id);
+    const retention = await log.retention();
+    assert.equal(retention.length, 5);
+    assert.equal(retention.firstId, ids[3]);
+    assert.equal(retention.lastId, ids[7]);
+    assert.equal(retention.trimmedThrough, ids[2]);
+    assert.deepEqual(
+      (await log.readAfter('0-0', 100)).map((e) => e.id),
+      ids.slice(3),
+    );
+  });
+
+  test('a tail delivers every entry after its start id once, in order, including ones appended later', async () => {
+    const log = await writable();
+    const before = (await log.append(entry(0), WRITER)).id;
+    const early = (await log.append(entry(1), WRITER)).id;
+    const seen: ReplayLogEntry[] = [];
+    const tail = log.tail(before, (entries) => seen.push(...entries));
+    try {
+      const later: string[] = [];
+      for (let n = 2; n < 40; n++) later.push((await log.append(entry(n), WRITER)).id);
+      await until(() => seen.length >= 39, '39 tailed entries');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.deepEqual(
+        seen.map((e) => e.id),
+        [early, ...later],
+      );
+    } finally {
+      await tail.close();
+    }
+    const afterClose = seen.length;
+    await log.append(entry(99), WRITER);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(seen.length, afterClose, 'a closed tail gets nothing more');
+  });
+}
+
+describe('replay log contract: MemoryRingReplayLog', () => {
+  replayLogContract(async (maxEntries) => new MemoryRingReplayLog({ maxEntries }));
+});
+
+describe('replay log contract: RedisStreamReplayLog', await needsRedis(), () => {
+  const prefixes: string[] = [];
+  let admin: Redis;
+  before(() => {
+    admin = new Redis(REDIS_URL);
+  });
+  after(async () => {
+    for (const prefix of prefixes) {
+      const keys = await admin.keys(`${prefix}*`);
+      if (keys.length > 0) await admin.del(...keys);
+    }
+    await admin.quit();
+  });
+  replayLogContract(async (maxEntries) => {
+    const keyPrefix = `${uniqueName('tbe_replay_test')}:`;
+    prefixes.push(keyPrefix);
+    const log = new RedisStreamReplayLog(
+      { url: REDIS_URL, keyPrefix, maxEntries, dedupTtlSeconds: 60, blockMs: 200 },
+      silentLogger,
+    );
+    await log.connected();
+    return log;
+  });
+});

@@ -34,7 +34,7 @@ const { values: flags } = parseArgs({
     libs: { type: 'string', default: 'signalr,ws,socketio' },
     clients: { type: 'string' },
     rate: { type: 'string', default: '20' },
-    duration: { type: 'string', default: '10' },
+    duration: { type: 'string', default: '8' },
     payload: { type: 'string', default: '100' },
     'client-procs': { type: 'string' },
     idle: { type: 'boolean', default: false },
@@ -248,7 +248,7 @@ async function runClients(lib: Lib, port: number, count: number): Promise<void> 
     });
   }
 
-  const concurrency = 100;
+  const concurrency = 200;
   let next = 0;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {

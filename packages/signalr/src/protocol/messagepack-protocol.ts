@@ -164,7 +164,7 @@ class MessagePackParser implements MessageParser {
       let complete = false;
       while (offset + prefixBytes < data.length && prefixBytes < MAX_LENGTH_PREFIX_BYTES) {
         const byte = data[offset + prefixBytes]!;
-        length |= (byte & 0x7f) << (prefixBytes * 7);
+        length += (byte & 0x7f) * 2 ** (prefixBytes * 7);
         prefixBytes++;
         if ((byte & 0x80) === 0) {
           complete = true;

@@ -96,6 +96,26 @@ const ConfigSchema = z.object({
   RESILIENCE_MAX_DELAY_MS: milliseconds(30_000),
   RESILIENCE_TIMEOUT_MS: milliseconds(30_000),
   SHUTDOWN_TIMEOUT_MS: milliseconds(10_000),
+  REPLAY_LOG_MAX_ENTRIES: z.coerce
+    .number({ error: 'must be a whole number from 100 to 10000000' })
+    .int('must be a whole number from 100 to 10000000')
+    .min(100, 'must be a whole number from 100 to 10000000')
+    .max(10_000_000, 'must be a whole number from 100 to 10000000')
+    .default(10_000),
+  REPLAY_LOG_KEY_PREFIX: z
+    .string()
+    .regex(/^[\w:.-]{0,64}$/, 'must be up to 64 letters, digits, or _ : . -')
+    .default('notifications:'),
+  SSE_HEARTBEAT_SECONDS: seconds(15),
+  CORS_ORIGINS: z
+    .string()
+    .default('*')
+    .transform((value) =>
+      value
+        .split(',')
+        .map((origin) => origin.trim())
+        .filter(Boolean),
+    ),
 });
 
 export interface Config {
@@ -131,6 +151,14 @@ export interface Config {
     readonly timeoutMs: number;
   };
   readonly shutdownTimeoutMs: number;
+  readonly notifications: {
+    /** Notifications kept for clients that resume with Last-Event-ID. */
+    readonly replayLogMaxEntries: number;
+    readonly replayLogKeyPrefix: string;
+    readonly heartbeatSeconds: number;
+    /** Origins allowed to read the SSE stream; `*` = any. */
+    readonly corsOrigins: readonly string[];
+  };
 }
 
 export class ConfigError extends Error {
@@ -182,6 +210,12 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
       timeoutMs: c.RESILIENCE_TIMEOUT_MS,
     },
     shutdownTimeoutMs: c.SHUTDOWN_TIMEOUT_MS,
+    notifications: {
+      replayLogMaxEntries: c.REPLAY_LOG_MAX_ENTRIES,
+      replayLogKeyPrefix: c.REPLAY_LOG_KEY_PREFIX,
+      heartbeatSeconds: c.SSE_HEARTBEAT_SECONDS,
+      corsOrigins: c.CORS_ORIGINS,
+    },
   };
 }
 

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { after, before, test } from 'node:test';
-import { buildClient, delay, RawClient, type RunningHub, startHub } from './helpers.ts';
+import { decode } from '@msgpack/msgpack';
+import { WebSocket } from 'ws';
+import { buildClient, delay, eventually, RawClient, type RunningHub, startHub } from './helpers.ts';
 
 let running: RunningHub;
 /** A healthy client that must keep working while others misbehave. */
@@ -117,4 +120,27 @@ test('the server pings an idle client and closes one that stops pinging after th
     allowReconnect: true,
   });
   await client.closed;
+});
+
+test('MessagePack: a malformed body and an unknown type close the connection with a binary Close', async () => {
+  for (const [body, error] of [
+    [Buffer.from([0x02, 0xc1, 0xc1]), 'Invalid payload: a message is not valid MessagePack.'],
+    [Buffer.from([0x02, 0x91, 0x2a]), "Unknown message type '42'."],
+  ] as const) {
+    const ws = new WebSocket(running.url.replace(/^http/, 'ws'));
+    await once(ws, 'open');
+    const frames: Buffer[] = [];
+    ws.on('message', (data: Buffer) => frames.push(data));
+    const closed = once(ws, 'close');
+    ws.send('{"protocol":"messagepack","version":1}\u001e');
+    await eventually(() => frames.length > 0);
+    assert.deepEqual(frames[0], Buffer.from('{}\u001e'));
+    ws.send(body);
+    await closed;
+    const close = frames
+      .slice(1)
+      .map((frame) => decode(frame.subarray(1)) as unknown[])
+      .find((m) => m[0] === 7);
+    assert.deepEqual(close, [7, error, false]);
+  }
 });

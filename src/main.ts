@@ -2,7 +2,7 @@
 import { Registry } from 'prom-client';
 import type { MessageBus } from './application/ports/message-bus.ts';
 import { createWebApi, type WebApi } from './apps/webapi/main.ts';
-import { createWorker, type Worker } from './apps/worker/main.ts';
+import { createWorker, refreshCache, type Worker } from './apps/worker/main.ts';
 import { loadConfigOrExit } from './config.ts';
 import { MESSAGING_TOPOLOGY } from './contracts/messaging.ts';
 import { openCache, type Cache } from './infrastructure/caching/open-cache.ts';
@@ -30,7 +30,6 @@ await runUntilSignal(
       await bus.declareTopology(MESSAGING_TOPOLOGY);
       const registry = new Registry();
       cache = await openCache({ redisUrl: config.redisUrl, ...config.cache, registry }, logger);
-      const students = cache.students;
       relay = startOutboxRelay({ database, bus, resilience: config.resilience, logger });
       worker = createWorker({
         config,
@@ -38,8 +37,7 @@ await runUntilSignal(
         database,
         bus,
         registry,
-        // The worker's change reaches readers at once: the cached copy is replaced (or dropped) after commit.
-        afterProcessed: ({ studentId, student }) => (student ? students.set(student) : students.evict(studentId)),
+        afterProcessed: refreshCache(cache.students),
       });
       const workerHealth = await worker.start();
       webApi = await createWebApi({ config, logger, database, cache, healthChecks: [relay.healthCheck()] });

@@ -9,7 +9,10 @@ import { pingCheck, type HealthCheck } from '../../infrastructure/health/health.
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer } from '../../infrastructure/http/http-server.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
-import { RabbitMqMessageBus } from '../../infrastructure/messaging/rabbitmq-message-bus.ts';
+import type { StudentCache } from '../../application/ports/student-cache.ts';
+import { openCache, type Cache } from '../../infrastructure/caching/open-cache.ts';
+import { openMessageBus } from '../../infrastructure/messaging/open-message-bus.ts';
+import { startOutboxRelay, type OutboxRelay } from '../../infrastructure/outbox/outbox-relay.ts';
 import { openDatabase, type Database } from '../../infrastructure/persistence/database.ts';
 import { DrizzleUnitOfWork } from '../../infrastructure/persistence/drizzle-unit-of-work.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
@@ -120,6 +123,11 @@ function brokerCheck(bus: MessageBus): HealthCheck {
   };
 }
 
+/** The worker's change reaches readers at once: after commit the cached copy is replaced, or dropped. */
+export function refreshCache(students: StudentCache): AfterProcessed {
+  return ({ studentId, student }) => (student ? students.set(student) : students.evict(studentId));
+}
+
 /** Runs the worker alone: `npm run start:worker`. */
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -133,18 +141,33 @@ async function main(): Promise<void> {
   const logger = createLogger({ ...config.log, name: 'worker' });
   let database: Database | undefined;
   let bus: MessageBus | undefined;
+  let cache: Cache | undefined;
+  let relay: OutboxRelay | undefined;
   let worker: Worker | undefined;
   await runUntilSignal(
     {
       async start() {
         database = await openDatabase(config.databaseUrl, logger);
         await database.migrate();
-        bus = new RabbitMqMessageBus({ url: config.amqpUrl, logger, connectionName: 'worker' });
-        worker = createWorker({ config, logger, database, bus });
+        bus = openMessageBus(config.amqpUrl, logger, 'worker');
+        const registry = new Registry();
+        cache = await openCache({ redisUrl: config.redisUrl, ...config.cache, registry }, logger);
+        // The notifications this worker writes leave through the outbox; whichever relay leads publishes them.
+        relay = startOutboxRelay({ database, bus, resilience: config.resilience, logger });
+        worker = createWorker({
+          config,
+          logger,
+          database,
+          bus,
+          registry,
+          afterProcessed: refreshCache(cache.students),
+        });
         logger.info({ health: await worker.start(), prefetch: config.worker.prefetch }, 'worker consuming');
       },
       async stop() {
         await worker?.stop();
+        await relay?.stop();
+        await cache?.close();
         await bus?.close();
         await database?.close();
       },

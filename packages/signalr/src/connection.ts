@@ -88,7 +88,7 @@ export class Connection {
     private readonly host: ConnectionHost,
     readonly id: string,
     readonly token: string,
-    public user: HubUser | undefined,
+    readonly user: HubUser | undefined,
     /** Negotiate agreed to stateful reconnect; the handshake version decides whether it is used. */
     private readonly statefulAllowed: boolean,
   ) {

@@ -6,7 +6,7 @@ const OPCODE_TEXT = 0x1;
 const OPCODE_BINARY = 0x2;
 
 /** Builds one unmasked, unfragmented WebSocket frame (server frames are never masked). */
-export function webSocketFrame(payload: Buffer, binary: boolean): Buffer {
+function webSocketFrame(payload: Buffer, binary: boolean): Buffer {
   const length = payload.length;
   const headerLength = length < 126 ? 2 : length < 0x10000 ? 4 : 10;
   const frame = Buffer.allocUnsafe(headerLength + length);
@@ -25,7 +25,7 @@ export function webSocketFrame(payload: Buffer, binary: boolean): Buffer {
 }
 
 /** Formats text records as one Server-Sent Event: a `data:` line per payload line, then a blank line. */
-export function sseEvent(payload: Buffer): Buffer {
+function sseEvent(payload: Buffer): Buffer {
   const lines = payload.toString('utf8').split('\n');
   const body = lines.map((line) => `data: ${line.endsWith('\r') ? line.slice(0, -1) : line}\r\n`).join('');
   return Buffer.from(body + '\r\n', 'utf8');

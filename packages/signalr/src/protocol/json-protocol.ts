@@ -5,7 +5,7 @@ export const RECORD_SEPARATOR = 0x1e;
 const SEPARATOR_CHAR = '\u001e';
 
 /** Splits a byte stream on the 0x1E record separator, keeping a partial record between chunks. */
-export class TextRecordReader {
+class TextRecordReader {
   private remainder: Buffer | undefined;
 
   constructor(private readonly maxRecordSize: number) {}
@@ -70,7 +70,7 @@ function requireSequenceId(value: unknown, type: number): number {
 }
 
 /** Validates a decoded JSON record into a hub message; unknown types are a protocol error. */
-export function toHubMessage(raw: unknown): HubMessage {
+function toHubMessage(raw: unknown): HubMessage {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ProtocolError('Invalid payload: a message must be a JSON object.');
   }

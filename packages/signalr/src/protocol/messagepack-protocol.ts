@@ -13,7 +13,7 @@ const decoder = new Decoder();
 const EMPTY_HEADERS = {};
 
 /** Prefixes a MessagePack body with its VarInt length (7 bits a byte, least significant group first). */
-export function frameBinary(body: Uint8Array): Buffer {
+function frameBinary(body: Uint8Array): Buffer {
   const prefix: number[] = [];
   let length = body.byteLength;
   do {
@@ -90,7 +90,7 @@ function seq(value: unknown, type: number): number {
 }
 
 /** Maps a decoded array to a hub message; headers (index 1 of types 1–5) are ignored. */
-export function fromArray(raw: unknown): HubMessage {
+function fromArray(raw: unknown): HubMessage {
   if (!Array.isArray(raw) || raw.length === 0) throw new ProtocolError('Invalid payload: expected an array.');
   const type: unknown = raw[0];
   const need = (count: number): void => {

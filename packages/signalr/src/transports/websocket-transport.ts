@@ -62,9 +62,4 @@ export class WebSocketTransport implements Transport {
     this.open = false;
     this.ws.close(1000);
   }
-
-  /** Drops the socket without a close handshake (tests simulate network loss with it). */
-  terminate(): void {
-    this.ws.terminate();
-  }
 }

@@ -1,0 +1,169 @@
+// Composition root of the notifications service: queue → replay log → SSE streams and the SignalR hub.
+import { randomUUID } from 'node:crypto';
+import { registerFastifyHub } from '@tbe/signalr';
+import type { MessageBus } from '../../application/ports/message-bus.ts';
+import type { ReplayLog } from '../../application/ports/replay-log.ts';
+import { loadConfigOrExit, type Config } from '../../config.ts';
+import { MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
+import { NotificationRoutes } from '../../contracts/notifications.ts';
+import type { HealthCheck } from '../../infrastructure/health/health.ts';
+import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
+import { createHttpServer } from '../../infrastructure/http/http-server.ts';
+import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
+import { openMessageBus } from '../../infrastructure/messaging/open-message-bus.ts';
+import { openReplayLog } from '../../infrastructure/replay-log/open-replay-log.ts';
+import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
+import { LogFanOut } from './fan-out.ts';
+import { createNotificationsHub, sendToHub } from './notifications-hub.ts';
+import { consumeNotifications, type NotificationsConsumer } from './notifications.consumer.ts';
+import { registerPageRoutes } from './pages.routes.ts';
+import { registerSseRoutes } from './sse.routes.ts';
+
+export interface Notifications {
+  /** Declares the topology, starts tailing the log and consuming, listens on HOST:NOTIFICATIONS_PORT; resolves with the base URL. */
+  start(): Promise<string>;
+  /** Stops consuming, ends SSE streams and hub connections (clients reconnect elsewhere), closes the log if it owns it. */
+  stop(): Promise<void>;
+}
+
+export interface NotificationsDeps {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** Owned by the caller, who closes it after stop(). */
+  readonly bus: MessageBus;
+  /** Shared with other roles in one process; when absent it is opened from config (and closed by stop()). */
+  readonly replayLog?: ReplayLog;
+  /** Messages consumed at once (different students run concurrently; one student's stay in order). */
+  readonly prefetch?: number;
+  /** Unsent bytes an SSE client may hold before it is closed as too slow. */
+  readonly maxBufferedBytes?: number;
+}
+
+export async function createNotifications({
+  config,
+  logger,
+  bus,
+  replayLog,
+  prefetch = 50,
+  maxBufferedBytes = 1024 * 1024,
+}: NotificationsDeps): Promise<Notifications> {
+  const log = logger.child({ service: 'notifications' });
+  const replay =
+    replayLog ??
+    (await openReplayLog(
+      {
+        redisUrl: config.redisUrl,
+        keyPrefix: config.notifications.replayLogKeyPrefix,
+        maxEntries: config.notifications.replayLogMaxEntries,
+        dedupTtlSeconds: 86_400,
+      },
+      log,
+    ));
+  const app = createHttpServer(log);
+  const fanOut = new LogFanOut(replay);
+  const hub = await createNotificationsHub();
+  const sse = registerSseRoutes(app, {
+    log: replay,
+    fanOut,
+    heartbeatMs: config.notifications.heartbeatSeconds * 1_000,
+    corsOrigins: config.notifications.corsOrigins,
+    maxBufferedBytes,
+    logger: log,
+  });
+  await registerFastifyHub(app, NotificationRoutes.hub, hub);
+  registerPageRoutes(app, { apiPort: config.ports.api });
+  const instanceId = randomUUID();
+  let consumer: NotificationsConsumer | undefined;
+
+  registerHealthRoutes(app, [
+    {
+      name: 'broker',
+      check: async () => {
+        const status = bus.status();
+        return {
+          status: status.connected ? 'Healthy' : 'Unhealthy',
+          ...(status.detail ? { description: status.detail } : {}),
+          data: { adapter: status.adapter },
+        };
+      },
+    },
+    {
+      name: 'consumer',
+      // Standing by is healthy: another instance holds the writer lease and consumes.
+      check: async () => ({
+        status: consumer && consumer.state !== 'stopped' ? 'Healthy' : 'Unhealthy',
+        data: { state: consumer?.state ?? 'stopped', instanceId, prefetch },
+      }),
+    },
+    replayLogCheck(replay),
+    {
+      name: 'clients',
+      check: async () => ({ status: 'Healthy', data: { sse: sse.count, signalr: hub.stats() } }),
+    },
+  ]);
+
+  return {
+    async start() {
+      await bus.declareTopology(MESSAGING_TOPOLOGY);
+      fanOut.subscribe((entries) => sendToHub(hub, entries, log));
+      await fanOut.start();
+      consumer = await consumeNotifications({ bus, log: replay, instanceId, prefetch, logger: log });
+      return app.listen({ host: config.host, port: config.ports.notifications });
+    },
+    async stop() {
+      await consumer?.stop();
+      sse.closeAll();
+      await app.close(); // closes the hub's connections first
+      await hub.close();
+      await fanOut.stop();
+      if (!replayLog) await replay.close();
+    },
+  };
+}
+
+function replayLogCheck(replay: ReplayLog): HealthCheck {
+  return {
+    name: 'replayLog',
+    async check() {
+      const { adapter } = replay.status();
+      const retention = await replay.retention();
+      return { status: 'Healthy', data: { adapter, ...retention } };
+    },
+  };
+}
+
+/** Runs the notifications service alone: `npm run start:notifications`. */
+async function main(): Promise<void> {
+  const config = loadConfigOrExit();
+  if (!config.amqpUrl.startsWith('amqp')) {
+    process.stderr.write(
+      'AMQP_URL=memory: cannot work for the notifications service alone: the in-process bus only connects roles ' +
+        'that run in one process (npm start). Set AMQP_URL=amqp://user:pass@host:5672/vhost to run it on its own.\n',
+    );
+    process.exit(2);
+  }
+  const logger = createLogger({ ...config.log, name: 'notifications' });
+  if (config.redisUrl === 'memory:')
+    logger.warn(
+      "REDIS_URL=memory: the replay log is this instance's own; run one instance, or set REDIS_URL",
+    );
+  let bus: MessageBus | undefined;
+  let notifications: Notifications | undefined;
+  await runUntilSignal(
+    {
+      async start() {
+        bus = openMessageBus(config.amqpUrl, logger, 'notifications');
+        notifications = await createNotifications({ config, logger, bus });
+        logger.info({ url: await notifications.start() }, 'notifications listening');
+      },
+      async stop() {
+        await notifications?.stop();
+        await bus?.close();
+      },
+    },
+    logger,
+    config.shutdownTimeoutMs,
+  );
+}
+
+if (isEntryPoint(import.meta.url)) await main();

@@ -1,0 +1,63 @@
+import { z } from 'zod';
+import type { NewReplayLogEntry } from '../../application/ports/replay-log.ts';
+import { NotificationEventTypes } from '../../contracts/students.ts';
+import { err, ok, type Result } from '../../domain/result.ts';
+
+const eventTypes = Object.values(NotificationEventTypes) as [string, ...string[]];
+
+/** The payload clients receive, in the original's shape; the student is passed through as sent. */
+const StudentNotificationSchema = z.object({
+  eventType: z.enum(eventTypes),
+  routingKey: z.string().min(1),
+  student: z.looseObject({ id: z.uuid() }),
+  timestamp: z.iso.datetime({ offset: true }),
+  userId: z.string().nullable(),
+});
+
+/** A CloudEvents 1.0 envelope (structured JSON) of a student notification; extension attributes are ignored. */
+const NotificationCloudEventSchema = z
+  .object({
+    specversion: z.literal('1.0'),
+    id: z.string().min(1),
+    type: z.enum(eventTypes),
+    subject: z.uuid(),
+    data: StudentNotificationSchema,
+  })
+  .refine((event) => event.type === event.data.eventType, {
+    message: 'type must equal data.eventType',
+    path: ['type'],
+  })
+  .refine((event) => event.subject === event.data.student.id, {
+    message: 'subject must be the id of data.student',
+    path: ['subject'],
+  });
+
+const MAX_REASON_LENGTH = 500;
+
+/** The message body as a replay log entry, or why it is not a notification (the dead-letter reason). */
+export function parseNotification(body: Buffer): Result<NewReplayLogEntry, string> {
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString('utf8'));
+  } catch (error) {
+    return err(truncate(`body is not JSON: ${(error as Error).message}`));
+  }
+  const parsed = NotificationCloudEventSchema.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map(
+      (issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`,
+    );
+    return err(truncate(`not a notification CloudEvent: ${issues.join('; ')}`));
+  }
+  const event = parsed.data;
+  return ok({
+    messageId: event.id,
+    type: event.type,
+    subject: event.subject,
+    data: JSON.stringify(event.data),
+  });
+}
+
+function truncate(reason: string): string {
+  return reason.length <= MAX_REASON_LENGTH ? reason : `${reason.slice(0, MAX_REASON_LENGTH - 1)}…`;
+}

@@ -1,0 +1,131 @@
+import {
+  outcome,
+  type HandlerOutcome,
+  type MessageBus,
+  type Subscription,
+} from '../../application/ports/message-bus.ts';
+import { NotLogWriterError, type ReplayLog } from '../../application/ports/replay-log.ts';
+import { SUBJECT_HEADER } from '../../contracts/cloud-events.ts';
+import { Queues } from '../../contracts/messaging.ts';
+import type { Logger } from '../../infrastructure/logging/logger.ts';
+import { parseNotification } from './notification-schema.ts';
+
+export type ConsumerState = 'stopped' | 'standby' | 'consuming';
+
+export interface NotificationsConsumer {
+  readonly state: ConsumerState;
+  stop(): Promise<void>;
+}
+
+export interface NotificationsConsumerOptions {
+  readonly bus: MessageBus;
+  readonly log: ReplayLog;
+  /** This instance, as the replay log's writer. */
+  readonly instanceId: string;
+  readonly prefetch: number;
+  readonly logger: Logger;
+  /** The writer lease lasts this long without renewal; it is renewed every third of it. */
+  readonly leaseMs?: number;
+}
+
+/**
+ * Moves notifications from queue `notifications` into the replay log. Only the instance holding the log's writer
+ * lease consumes (the others stand by and take over when it lapses): competing consumers on several instances
+ * would append two notifications of one student in whichever order their appends reach Redis. Fan-out does not
+ * need the queue: every instance tails the log.
+ */
+export async function consumeNotifications(
+  options: NotificationsConsumerOptions,
+): Promise<NotificationsConsumer> {
+  const { bus, log, instanceId, logger } = options;
+  const leaseMs = options.leaseMs ?? 10_000;
+  let state: ConsumerState = 'standby';
+  let subscription: { readonly inner: Subscription; readonly stopping: AbortController } | undefined;
+  let stopped = false;
+  let turn = Promise.resolve();
+
+  async function startConsuming(): Promise<void> {
+    const stopping = new AbortController();
+    const inner = await bus.consume(Queues.notifications, {
+      prefetch: options.prefetch,
+      orderingKey: (message) => message.headers[SUBJECT_HEADER],
+      handler: async (message): Promise<HandlerOutcome> => {
+        const parsed = parseNotification(message.body);
+        if (!parsed.ok) {
+          logger.warn({ messageId: message.messageId, reason: parsed.error }, 'notification dead-lettered');
+          return outcome.deadLetter(parsed.error);
+        }
+        return appendUntilStopped(parsed.value, stopping.signal);
+      },
+    });
+    subscription = { inner, stopping };
+    state = 'consuming';
+    logger.info({ instanceId }, 'notifications consumer: holding the writer lease, consuming');
+  }
+
+  async function stopConsuming(): Promise<void> {
+    const current = subscription;
+    subscription = undefined;
+    if (!stopped) state = 'standby';
+    if (!current) return;
+    current.stopping.abort();
+    await current.inner.close();
+  }
+
+  /** Redis down must not dead-letter notifications: keep the message and retry in process until it is back. */
+  async function appendUntilStopped(
+    entry: Parameters<ReplayLog['append']>[0],
+    stopping: AbortSignal,
+  ): Promise<HandlerOutcome> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await log.append(entry, instanceId);
+        return outcome.ack();
+      } catch (error) {
+        if (error instanceof NotLogWriterError)
+          return outcome.retry('another instance took the writer lease over');
+        if (stopping.aborted) return outcome.retry('stopping while the replay log is unavailable');
+        if (attempt === 0)
+          logger.warn({ err: error, messageId: entry.messageId }, 'replay log append failed, retrying');
+        await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, 5_000)));
+      }
+    }
+  }
+
+  async function renew(): Promise<void> {
+    const held = await log.claimWriter(instanceId, leaseMs).catch((error: unknown) => {
+      logger.debug({ err: error }, 'writer lease: could not renew');
+      return false;
+    });
+    if (stopped) return;
+    if (held && !subscription) await startConsuming();
+    else if (!held && subscription) {
+      logger.warn({ instanceId }, 'notifications consumer: writer lease lost, standing by');
+      await stopConsuming();
+    }
+  }
+
+  // Renewals run one after another; a slow one never overlaps the next.
+  const tick = () => {
+    turn = turn
+      .then(renew)
+      .catch((error: unknown) => logger.error({ err: error }, 'writer lease renewal failed'));
+  };
+  tick();
+  await turn;
+  const timer = setInterval(tick, Math.max(100, Math.floor(leaseMs / 3)));
+
+  return {
+    get state() {
+      return state;
+    },
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await turn;
+      await stopConsuming();
+      state = 'stopped';
+      await log.releaseWriter(instanceId).catch(() => undefined);
+    },
+  };
+}

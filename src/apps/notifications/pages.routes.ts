@@ -1,0 +1,42 @@
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type { HttpServer } from '../../infrastructure/http/http-server.ts';
+
+const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
+
+const pages = {
+  '/': ['index.html', 'text/html; charset=utf-8'],
+  '/sse-test.html': ['sse-test.html', 'text/html; charset=utf-8'],
+  '/signalr-test.html': ['signalr-test.html', 'text/html; charset=utf-8'],
+  '/app.css': ['app.css', 'text/css; charset=utf-8'],
+  '/test-page.js': ['test-page.js', 'text/javascript; charset=utf-8'],
+} as const;
+
+/**
+ * The landing and test pages, and the SignalR browser client served from node_modules: the pages work offline.
+ * `apiPort` tells the pages where the webapi listens (same host); `?api=` on a page overrides it.
+ */
+export function registerPageRoutes(app: HttpServer, options: { readonly apiPort: number }): void {
+  const signalrBundle = createRequire(import.meta.url).resolve(
+    '@microsoft/signalr/dist/browser/signalr.min.js',
+  );
+  const hidden = { schema: { hide: true } };
+  for (const [path, [file, type]] of Object.entries(pages)) {
+    app.get(path, hidden, async (_request, reply) =>
+      reply
+        .type(type)
+        .header('cache-control', 'no-cache')
+        .send(await readFile(`${PUBLIC_DIR}${file}`)),
+    );
+  }
+  app.get('/lib/signalr.min.js', hidden, async (_request, reply) =>
+    reply.type('text/javascript; charset=utf-8').send(await readFile(signalrBundle)),
+  );
+  app.get('/config.js', hidden, async (_request, reply) =>
+    reply
+      .type('text/javascript; charset=utf-8')
+      .header('cache-control', 'no-cache')
+      .send(`window.TBE_CONFIG = ${JSON.stringify({ apiPort: options.apiPort })};\n`),
+  );
+}

@@ -1,0 +1,31 @@
+// Wire names of the notifications service shared with the original .NET demo: SSE routes and events, the hub.
+
+export const NotificationRoutes = {
+  stream: '/api/notifications/stream',
+  /** The original's path, kept as an alias. */
+  streamAlias: '/api/notifications/students/stream',
+  hub: '/hubs/notifications',
+} as const;
+
+/** SSE event names besides the notification types (which are sent under their `eventType`). */
+export const SseEvents = {
+  connected: 'connected',
+  /** The client's Last-Event-ID is older than the replay window: reload, then live events follow. */
+  reset: 'reset',
+} as const;
+
+export const HubNames = {
+  /** Every connection joins it on connect. */
+  studentsGroup: 'Students',
+  /** Group of one student's notifications: `student:<id>`. */
+  studentGroup: (studentId: string) => `student:${studentId}`,
+  connected: 'Connected',
+  joinGroup: 'JoinGroup',
+  leaveGroup: 'LeaveGroup',
+} as const;
+
+/** `data` of the `connected` SSE event and argument of the hub's `Connected`. */
+export interface ConnectedMessage {
+  readonly clientId: string;
+  readonly timestamp: string;
+}

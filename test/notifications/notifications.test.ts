@@ -1,0 +1,170 @@
+// The notifications service in process (in-process bus, memory replay log), observed by real clients.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
+import { createNotifications, type Notifications } from '../../src/apps/notifications/main.ts';
+import { parseConfig } from '../../src/config.ts';
+import { Exchanges, MESSAGING_TOPOLOGY, deadLetterNames } from '../../src/contracts/messaging.ts';
+import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
+import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
+import { silentLogger } from '../support/logger.ts';
+import { hubClient, notificationMessage, sseClient, until } from './support.ts';
+
+describe('the notifications service (embedded adapters)', () => {
+  const bus = new InProcessMessageBus();
+  const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
+  const config = parseConfig({ NOTIFICATIONS_PORT: '0', SSE_HEARTBEAT_SECONDS: '1', CORS_ORIGINS: '*' });
+  let notifications: Notifications;
+  let url: string;
+  const deadLetters: ReceivedMessage[] = [];
+
+  before(async () => {
+    notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
+    url = await notifications.start();
+    await bus.declareTopology(MESSAGING_TOPOLOGY);
+    await bus.consume(deadLetterNames('notifications').queue, {
+      prefetch: 10,
+      handler: (message) => {
+        deadLetters.push(message);
+        return outcome.ack();
+      },
+    });
+  });
+  after(async () => {
+    await notifications.stop();
+    await bus.close();
+    await replayLog.close();
+  });
+
+  test('an SSE client gets `connected`, then each notification named by its type with a log id, once', async () => {
+    const client = sseClient(url);
+    try {
+      await until(() => client.control.length > 0, 'connected');
+      const [connected] = client.control;
+      assert.equal(connected?.type, 'connected');
+      assert.match((connected?.data as { clientId: string }).clientId, /^[\w-]{36}$/);
+      const student = randomUUID();
+      const message = notificationMessage('StudentCreated', student);
+      await bus.publish([message, message, notificationMessage('StudentCached', student, 1)]);
+      await until(() => client.received.length >= 2, 'two notifications');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.deepEqual(
+        client.received.map((event) => event.type),
+        ['StudentCreated', 'StudentCached'],
+        'the redelivered copy is not sent again',
+      );
+      assert.equal(client.received[0]?.data.student.id, student);
+      assert.equal(client.received[0]?.data.routingKey, 'student.created');
+      assert.match(client.received[0]?.id ?? '', /^\d+-\d+$/);
+    } finally {
+      client.close();
+    }
+  });
+
+  test('Last-Event-ID resumes after that id: the missed notifications, then live ones; ?types= filters', async () => {
+    const first = sseClient(url);
+    await until(() => first.control.length > 0, 'connected');
+    await bus.publish([notificationMessage('StudentCreated')]);
+    await until(() => first.received.length === 1, 'first');
+    const lastId = first.lastEventId;
+    first.close();
+    const missed = [notificationMessage('StudentUpdated'), notificationMessage('StudentDeleted')];
+    await bus.publish(missed);
+    await until(async () => (await replayLog.retention()).length >= 3, 'appended');
+
+    const resumed = sseClient(url, { lastEventId: lastId });
+    const deletesOnly = sseClient(url, { lastEventId: lastId, query: '?types=StudentDeleted' });
+    try {
+      await until(() => resumed.received.length >= 2 && deletesOnly.received.length >= 1, 'the missed ones');
+      await bus.publish([notificationMessage('StudentCached')]);
+      await until(() => resumed.received.length >= 3, 'the live one');
+      assert.deepEqual(
+        resumed.received.map((event) => event.type),
+        ['StudentUpdated', 'StudentDeleted', 'StudentCached'],
+      );
+      assert.deepEqual(
+        deletesOnly.received.map((event) => event.type),
+        ['StudentDeleted'],
+      );
+    } finally {
+      resumed.close();
+      deletesOnly.close();
+    }
+  });
+
+  test('a malformed or unknown Last-Event-ID is a 400 problem naming Last-Event-ID', async () => {
+    for (const id of ['banana', '99999999999999-0']) {
+      const response = await fetch(`${url}/api/notifications/stream`, { headers: { 'last-event-id': id } });
+      assert.equal(response.status, 400);
+      assert.equal(response.headers.get('content-type'), 'application/problem+json; charset=utf-8');
+      const body = (await response.json()) as { errors: { field: string }[] };
+      assert.equal(body.errors[0]?.field, 'Last-Event-ID');
+    }
+  });
+
+  test('a Last-Event-ID older than the retention window gets `reset`, then live notifications', async () => {
+    const client = sseClient(url, { lastEventId: '1-0' });
+    try {
+      await until(() => client.control.some((event) => event.type === 'reset'), 'reset');
+      await bus.publish([notificationMessage('StudentCreated')]);
+      await until(() => client.received.length === 1, 'a live one');
+    } finally {
+      client.close();
+    }
+  });
+
+  test('the alias path streams too, with CORS for any origin and heartbeat comments', async () => {
+    const controller = new AbortController();
+    const response = await fetch(`${url}/api/notifications/students/stream`, {
+      headers: { origin: 'http://elsewhere.example' },
+      signal: controller.signal,
+    });
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('access-control-allow-origin'), '*');
+    assert.match(response.headers.get('content-type') ?? '', /^text\/event-stream/);
+    const reader = response.body!.getReader();
+    let text = '';
+    while (!text.includes(': heartbeat')) text += new TextDecoder().decode((await reader.read()).value);
+    controller.abort();
+  });
+
+  test('a message that is not a notification CloudEvent is dead-lettered with the reason', async () => {
+    await bus.publish([
+      {
+        exchange: Exchanges.notifications,
+        routingKey: 'student.created',
+        messageId: randomUUID(),
+        body: '{"x":1}',
+      },
+    ]);
+    await until(() => deadLetters.length === 1, 'the dead letter');
+    assert.match(deadLetters[0]?.headers['x-death-reason'] ?? '', /not a notification CloudEvent/);
+  });
+
+  test('a SignalR client gets Connected, notifications of group Students, and can follow one student', async () => {
+    const client = await hubClient(url);
+    try {
+      await until(() => client.connected.length === 1, 'Connected');
+      const student = randomUUID();
+      await client.connection.invoke('JoinGroup', `student:${student}`);
+      await bus.publish([notificationMessage('StudentCreated', student)]);
+      await until(() => client.received.length === 1, 'the notification');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(client.received.length, 1, 'once, although in two targeted groups');
+      await client.connection.invoke('LeaveGroup', 'Students');
+      await bus.publish([
+        notificationMessage('StudentUpdated'),
+        notificationMessage('StudentDeleted', student),
+      ]);
+      await until(() => client.received.length === 2, 'the followed student');
+      assert.equal(client.received[1]?.type, 'StudentDeleted');
+      const health = (await (await fetch(`${url}/health`)).json()) as {
+        checks: { clients: { data: { signalr: { connections: number } } } };
+      };
+      assert.equal(health.checks.clients.data.signalr.connections, 1);
+    } finally {
+      await client.close();
+    }
+  });
+});

@@ -36,6 +36,8 @@ export interface ConnectionHost {
   connected(connection: Connection): Promise<void>;
   /** The connection ended for good: unregister it and run the disconnected hook. */
   disconnected(connection: Connection, error: Error | undefined): void;
+  /** An exception from app code (hub method or hook) that the client only sees as a generic text. */
+  reportError(error: unknown, connection: Connection, target: string | undefined): void;
 }
 
 export type ConnectionState = 'handshake' | 'connected' | 'closed';
@@ -44,12 +46,6 @@ const GENERIC_CLOSE_ERROR = 'Connection closed with an error.';
 
 function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
   return typeof value === 'object' && value !== null && Symbol.asyncIterator in value;
-}
-
-/** ASP.NET's texts: errors meant for the client (HubError) are appended, others stay generic. */
-function invocationError(target: string, error: unknown): string {
-  const text = `An unexpected error occurred invoking '${target}' on the server.`;
-  return error instanceof HubError ? `${text} HubException: ${error.message}` : text;
 }
 
 /** One logical SignalR connection: handshake, message dispatch, keep-alive and (optionally) stateful resume. */
@@ -252,6 +248,7 @@ export class Connection {
       try {
         await this.host.connected(this);
       } catch (error) {
+        this.host.reportError(error, this, undefined);
         this.close(
           error instanceof HubError
             ? `${GENERIC_CLOSE_ERROR} HubException: ${error.message}`
@@ -331,6 +328,14 @@ export class Connection {
     });
   }
 
+  /** ASP.NET's texts: errors meant for the client (HubError) are appended, others stay generic and are reported. */
+  private invocationError(target: string, error: unknown): string {
+    const text = `An unexpected error occurred invoking '${target}' on the server.`;
+    if (error instanceof HubError) return `${text} HubException: ${error.message}`;
+    this.host.reportError(error, this, target);
+    return text;
+  }
+
   private complete(message: CompletionMessage): void {
     this.send(OutgoingMessage.of(message));
   }
@@ -379,7 +384,7 @@ export class Connection {
     try {
       result = await this.call(method, message, uploads);
     } catch (error) {
-      return fail(invocationError(target, error));
+      return fail(this.invocationError(target, error));
     }
     if (isAsyncIterable(result)) {
       return fail(
@@ -411,7 +416,7 @@ export class Connection {
       }
       iterator = result[Symbol.asyncIterator]();
     } catch (error) {
-      return fail(invocationError(target, error));
+      return fail(this.invocationError(target, error));
     }
     const running = (this.serverStreams ??= new Map());
     running.set(invocationId, iterator);
@@ -423,7 +428,7 @@ export class Connection {
       }
       this.complete({ type: MessageType.Completion, invocationId });
     } catch (error) {
-      fail(invocationError(target, error));
+      fail(this.invocationError(target, error));
     } finally {
       running.delete(invocationId);
     }

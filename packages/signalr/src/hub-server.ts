@@ -54,6 +54,14 @@ export interface HubServerOptions {
   readonly statefulReconnectBufferSize?: number;
   /** Transports offered by negotiate, in preference order. Default all three. */
   readonly transports?: readonly TransportKind[];
+  /**
+   * Exceptions from hub methods (other than HubError) and hooks: clients only get a generic text, so this
+   * is where the app logs them. `target` is the hub method, undefined for hooks.
+   */
+  readonly onError?: (
+    error: unknown,
+    where: { readonly connectionId: string; readonly target?: string },
+  ) => void;
 }
 
 export interface HubServerStats {
@@ -184,8 +192,16 @@ export class HubServer implements ConnectionHost {
     if (!hook) return finish();
     void Promise.resolve()
       .then(() => hook(this.contextFor(connection), error))
-      .catch(() => undefined)
+      .catch((hookError: unknown) => this.reportError(hookError, connection, undefined))
       .finally(finish);
+  }
+
+  reportError(error: unknown, connection: Connection, target: string | undefined): void {
+    try {
+      this.options.onError?.(error, { connectionId: connection.id, target });
+    } catch {
+      // A failing error handler must not take the connection down with it.
+    }
   }
 
   /** Sends an invocation of `target` to everyone in `scope`, on this instance and through the backplane. */

@@ -152,3 +152,22 @@ for (const protocol of ['json', 'messagepack'] as const) {
     }
   });
 }
+
+test('onError receives exceptions the client only sees generically, not HubErrors', async () => {
+  const reported: { message: string; connectionId: string; target?: string }[] = [];
+  const running = await startHub({
+    onError: (error, where) => reported.push({ message: (error as Error).message, ...where }),
+  });
+  const client = buildClient(running.url);
+  await client.start();
+  try {
+    await assert.rejects(client.invoke('Crash'));
+    await assert.rejects(client.invoke('Fail', 'for the client'));
+    assert.deepEqual(reported, [
+      { message: 'secret detail', connectionId: client.connectionId!, target: 'Crash' },
+    ]);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});

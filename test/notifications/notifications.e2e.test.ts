@@ -1,0 +1,135 @@
+// End to end on real PostgreSQL, RabbitMQ and Redis: webapi, worker and TWO notifications instances as processes.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { startPipeline } from '../e2e/pipeline-harness.ts';
+import { startRole, type RoleProcess } from '../support/role-process.ts';
+import { REDIS_URL, needsPostgres, needsRabbitMq, needsRedis, uniqueName } from '../support/services.ts';
+import { hubClient, sseClient, until, type Received } from './support.ts';
+
+const servers =
+  [await needsPostgres(), await needsRabbitMq(), await needsRedis()].find(
+    (requirement) => requirement.skip,
+  ) ?? {};
+
+/** Per student, the notification types in arrival order. */
+function perStudent(received: readonly Received[]): Map<string, string[]> {
+  const byStudent = new Map<string, string[]>();
+  for (const event of received) {
+    const list = byStudent.get(event.data.student.id) ?? [];
+    list.push(event.type);
+    byStudent.set(event.data.student.id, list);
+  }
+  return byStudent;
+}
+
+function assertCreatedThenCachedOnce(received: readonly Received[], ids: readonly string[], client: string) {
+  const byStudent = perStudent(received);
+  const wrong = ids.filter((id) => byStudent.get(id)?.join() !== 'StudentCreated,StudentCached');
+  assert.deepEqual(wrong.slice(0, 5), [], `${client}: every student exactly Created then Cached`);
+  assert.equal(received.length, ids.length * 2, `${client}: nothing else, nothing twice`);
+}
+
+describe('notifications across processes and instances', servers, () => {
+  let pipeline: Awaited<ReturnType<typeof startPipeline>>;
+  const instances: RoleProcess[] = [];
+  const keyPrefix = `${uniqueName('tbe_notifications_test')}:`;
+
+  before(async () => {
+    pipeline = await startPipeline({ workerPrefetch: 20 });
+    const env = {
+      ...pipeline.env,
+      REDIS_URL,
+      REPLAY_LOG_KEY_PREFIX: keyPrefix,
+      NOTIFICATIONS_PORT: '0',
+    };
+    instances.push(
+      ...(await Promise.all([
+        startRole('src/apps/notifications/main.ts', env),
+        startRole('src/apps/notifications/main.ts', env),
+      ])),
+    );
+  });
+  after(async () => {
+    await Promise.all(instances.map((instance) => instance.stop()));
+    await pipeline?.dispose();
+    const redis = new Redis(REDIS_URL);
+    const keys = await redis.keys(`${keyPrefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    await redis.quit();
+  });
+
+  test('500 writes: an SSE client on one instance and a SignalR client on the other get every notification once, in per-student order', async () => {
+    const [a, b] = instances;
+    const sse = sseClient(a!.url);
+    const hub = await hubClient(b!.url);
+    try {
+      await until(() => sse.control.length === 1 && hub.connected.length === 1, 'both clients connected');
+      const { statuses, ids } = await pipeline.createStudents(500);
+      assert.deepEqual(new Set(statuses), new Set([201]));
+      await until(
+        () => sse.received.length >= 1_000 && hub.received.length >= 1_000,
+        '1,000 notifications on each client',
+        180_000,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 1_000)); // room for a stray duplicate to show up
+      assertCreatedThenCachedOnce(sse.received, ids, 'SSE');
+      assertCreatedThenCachedOnce(hub.received, ids, 'SignalR');
+      const health = await Promise.all(
+        instances.map(
+          async (instance) =>
+            (await (await fetch(`${instance.url}/health`)).json()) as {
+              status: string;
+              checks: { consumer: { data: { state: string } } };
+            },
+        ),
+      );
+      assert.deepEqual(
+        health.map((report) => report.status),
+        ['Healthy', 'Healthy'],
+      );
+      assert.deepEqual(
+        health.map((report) => report.checks.consumer.data.state).sort(),
+        ['consuming', 'standby'],
+        'one instance holds the writer lease, the other stands by',
+      );
+    } finally {
+      sse.close();
+      await hub.close();
+    }
+  });
+
+  test('an SSE client that missed 100 writes resumes on the OTHER instance with Last-Event-ID: exactly the missed ones, then live', async () => {
+    const [a, b] = instances;
+    const first = sseClient(a!.url);
+    await until(() => first.control.length === 1, 'connected');
+    const warmUp = await pipeline.createStudents(1);
+    await until(() => first.received.length === 2, 'the warm-up notifications');
+    const lastEventId = first.lastEventId;
+    first.close();
+
+    const missed = await pipeline.createStudents(100);
+    // The worker has written all of them once their Cached notifications are in the log; the client is away.
+    await until(
+      () => pipeline.deliveries.filter((d) => missed.ids.includes(d.studentId)).length >= 200,
+      'the 200 missed notifications published',
+      120_000,
+    );
+    const resumed = sseClient(b!.url, { lastEventId });
+    try {
+      const live = await pipeline.createStudents(10);
+      await until(() => resumed.received.length >= 220, '200 missed + 20 live', 120_000);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      assert.equal(resumed.control.filter((event) => event.type === 'reset').length, 0, 'no reset');
+      assert.ok(
+        resumed.received.every((event) => !warmUp.ids.includes(event.data.student.id)),
+        'nothing from before Last-Event-ID',
+      );
+      assertCreatedThenCachedOnce(resumed.received, [...missed.ids, ...live.ids], 'resumed SSE');
+      const ids = resumed.received.map((event) => event.id ?? '');
+      assert.equal(new Set(ids).size, ids.length, 'every log id once');
+    } finally {
+      resumed.close();
+    }
+  });
+});

@@ -104,3 +104,21 @@ test('closeConnection with an error is final for the client; with allowReconnect
     await running.close();
   }
 });
+
+test('a stateful connection whose unacked messages outgrow the buffer is closed with a reason', async () => {
+  const running = await startHub({ statefulReconnectBufferSize: 4096 });
+  const client = buildClient(running.url, { stateful: true });
+  const closed = new Promise<Error | undefined>((resolve) => client.onclose(resolve));
+  await client.start();
+  try {
+    // The client acks about once a second, so a quick burst stays unacked.
+    for (let i = 0; i < 10; i++) await running.hub.clients.all.send('notify', 'x'.repeat(1000));
+    assert.equal(
+      (await closed)?.message,
+      'Server returned an error on close: The stateful reconnect buffer is full.',
+    );
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});

@@ -29,6 +29,22 @@ export function problem(input: Omit<ProblemDetails, 'type'> & ProblemExtensions)
   return { type: `${PROBLEM_BASE}${input.code.toLowerCase()}`, ...input };
 }
 
+/** 400 for input the client must fix, naming each field and what is wrong with it. */
+export function invalidRequest(
+  instance: string,
+  detail: string,
+  errors: readonly FieldIssue[],
+): ProblemDetails {
+  return problem({
+    status: 400,
+    title: 'The request is not valid',
+    code: 'REQUEST.INVALID',
+    detail,
+    instance,
+    errors,
+  });
+}
+
 export function domainProblem(error: DomainError, instance: string): ProblemDetails {
   const { status, title } = domainStatus[error.code];
   if (error.code === 'STUDENT.INVALID')
@@ -71,17 +87,8 @@ export function registerProblemDetails(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const instance = request.url;
     if (error.validation) {
-      return sendProblem(
-        reply,
-        problem({
-          status: 400,
-          title: 'The request is not valid',
-          code: 'REQUEST.INVALID',
-          detail: `The request ${error.validationContext ?? 'input'} failed validation.`,
-          instance,
-          errors: validationIssues(error),
-        }),
-      );
+      const detail = `The request ${error.validationContext ?? 'input'} failed validation.`;
+      return sendProblem(reply, invalidRequest(instance, detail, validationIssues(error)));
     }
     if (error instanceof DependencyUnavailableError) {
       request.log.warn({ err: error }, `${error.dependency} unavailable`);

@@ -4,7 +4,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { DependencyUnavailableError } from '../../../application/errors.ts';
 import type { IdempotencyStore } from '../../../infrastructure/caching/idempotency-store.ts';
-import { problem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
+import { problem, sendProblem, invalidRequest } from '../../../infrastructure/http/problem-details.ts';
 import { appWide, callerOf, replayableHeaders, sha256 } from './caller.ts';
 import { hooksOf } from './dedup.plugin.ts';
 
@@ -69,14 +69,11 @@ async function idempotencyPlugin(
       if (key === undefined)
         return sendProblem(
           reply,
-          problem({
-            status: 400,
-            title: 'The request is not valid',
-            code: 'REQUEST.INVALID',
-            detail: `The ${HEADER} header must be sent once, with 1 to ${MAX_KEY_LENGTH} characters.`,
+          invalidRequest(
             instance,
-            errors: [{ field: HEADER, reason: `must be 1 to ${MAX_KEY_LENGTH} characters` }],
-          }),
+            `The ${HEADER} header must be sent once, with 1 to ${MAX_KEY_LENGTH} characters.`,
+            [{ field: HEADER, reason: `must be 1 to ${MAX_KEY_LENGTH} characters` }],
+          ),
         );
       const scopedKey = `${callerOf(request)}:${sha256(key)}`;
       const fingerprint = sha256(`${request.method} ${request.url} ${JSON.stringify(request.body ?? null)}`);

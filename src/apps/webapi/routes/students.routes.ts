@@ -11,7 +11,7 @@ import { Routes } from '../../../contracts/routes.ts';
 import type { DomainError } from '../../../domain/errors.ts';
 import type { StudentSnapshot } from '../../../domain/student.ts';
 import type { HttpServer } from '../../../infrastructure/http/http-server.ts';
-import { domainProblem, problem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
+import { domainProblem, sendProblem, invalidRequest } from '../../../infrastructure/http/problem-details.ts';
 import { bypassesCache } from '../plugins/dedup.plugin.ts';
 import { etagOf, parseIfMatch } from './etag.ts';
 import {
@@ -87,16 +87,9 @@ function ifMatchOf(
   if (condition) return condition;
   void sendProblem(
     reply,
-    problem({
-      status: 400,
-      title: 'The request is not valid',
-      code: 'REQUEST.INVALID',
-      detail: 'The If-Match header is malformed.',
-      instance: url,
-      errors: [
-        { field: 'If-Match', reason: 'must be "*" or a comma-separated list of entity tags such as "3"' },
-      ],
-    }),
+    invalidRequest(url, 'The If-Match header is malformed.', [
+      { field: 'If-Match', reason: 'must be "*" or a comma-separated list of entity tags such as "3"' },
+    ]),
   );
   return null;
 }

@@ -43,6 +43,7 @@ export interface ConnectionHost {
 export type ConnectionState = 'handshake' | 'connected' | 'closed';
 
 const GENERIC_CLOSE_ERROR = 'Connection closed with an error.';
+const IDLE: Promise<void> = Promise.resolve();
 
 function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
   return typeof value === 'object' && value !== null && Symbol.asyncIterator in value;
@@ -73,7 +74,7 @@ export class Connection {
   private clientTimeoutArmed = false;
   private busy = 0;
   private closing = false;
-  private queue: Promise<void> = Promise.resolve();
+  private queue: Promise<void> = IDLE;
   private serverStreams: Map<string, AsyncIterator<unknown>> | undefined;
   private clientResults:
     Map<string, { resolve(value: unknown): void; reject(error: Error): void }> | undefined;
@@ -323,7 +324,8 @@ export class Connection {
   private enqueue(work: () => Promise<void>): void {
     this.busy++;
     this.queue = this.queue.then(work).finally(() => {
-      this.busy--;
+      // An idle connection shares one settled promise instead of keeping its last chain link.
+      if (--this.busy === 0) this.queue = IDLE;
       this.lastReceivedAt = this.host.now();
     });
   }

@@ -1,7 +1,9 @@
 // End to end on real PostgreSQL, RabbitMQ and Redis: webapi, worker and TWO notifications instances as processes.
 import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
+import { chromium } from 'playwright-core';
 import { startPipeline } from '../e2e/pipeline-harness.ts';
 import { startRole, type RoleProcess } from '../support/role-process.ts';
 import { REDIS_URL, needsPostgres, needsRabbitMq, needsRedis, uniqueName } from '../support/services.ts';
@@ -132,6 +134,54 @@ describe('notifications across processes and instances', servers, () => {
       assert.equal(new Set(ids).size, ids.length, 'every log id once');
     } finally {
       resumed.close();
+    }
+  });
+
+  test('in headless Chromium, a write through the API shows up on the SSE page and on the SignalR page', async () => {
+    const [a, b] = instances;
+    const browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
+    });
+    try {
+      const api = encodeURIComponent(pipeline.webapi.url);
+      const ssePage = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+      const hubPage = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+      await ssePage.goto(`${a!.url}/sse-test.html?api=${api}`);
+      await hubPage.goto(`${b!.url}/signalr-test.html?api=${api}`);
+      for (const page of [ssePage, hubPage]) {
+        await page.waitForFunction(() => document.getElementById('status')?.textContent === 'connected');
+        await page.waitForFunction(() => document.getElementById('client-id')?.textContent !== '–');
+      }
+      const { ids } = await pipeline.createStudents(1);
+      const id = ids[0]!;
+      for (const page of [ssePage, hubPage]) {
+        await page.waitForSelector(`#events li[data-student-id="${id}"][data-type="StudentCached"]`, {
+          timeout: 30_000,
+        });
+        assert.equal(
+          await page.locator(`#events li[data-student-id="${id}"][data-type="StudentCreated"]`).count(),
+          1,
+        );
+        assert.equal(await page.textContent('#count-StudentCreated'), '1');
+        assert.match((await page.textContent('#events li pre')) ?? '', new RegExp(id));
+      }
+      await mkdir('test-artifacts', { recursive: true });
+      await ssePage.screenshot({ path: 'test-artifacts/sse-test.png', fullPage: true });
+      await hubPage.screenshot({ path: 'test-artifacts/signalr-test.png', fullPage: true });
+      const landing = await browser.newPage({ viewport: { width: 1200, height: 700 } });
+      await landing.goto(a!.url);
+      await landing.screenshot({ path: 'test-artifacts/notifications-landing.png' });
+    } finally {
+      await browser.close();
     }
   });
 });

@@ -1,0 +1,116 @@
+// The SSE and SignalR test pages: one script, the transport is the body's data-transport.
+/* global document, window, location, EventSource, signalR */
+(() => {
+  const TYPES = ['StudentCreated', 'StudentUpdated', 'StudentCached', 'StudentDeleted'];
+  const $ = (id) => document.getElementById(id);
+  const transport = document.body.dataset.transport;
+  const apiUrl =
+    new URLSearchParams(location.search).get('api') ||
+    `${location.protocol}//${location.hostname}:${window.TBE_CONFIG.apiPort}`;
+  $('api-url').textContent = apiUrl;
+  const counts = Object.fromEntries([...TYPES, 'total'].map((type) => [type, 0]));
+  let lastStudent;
+  let source;
+  let hub;
+
+  function setStatus(connected, text) {
+    $('status').textContent = text;
+    $('status').className = `status ${connected ? 'on' : 'off'}`;
+    $('connect').disabled = connected;
+    $('disconnect').disabled = !connected;
+  }
+
+  function show(type, payload, id) {
+    counts[type]++;
+    counts.total++;
+    $(`count-${type}`).textContent = counts[type];
+    $('count-total').textContent = counts.total;
+    const item = document.createElement('li');
+    item.dataset.type = type;
+    item.dataset.studentId = payload.student?.id ?? '';
+    const head = document.createElement('div');
+    const name = document.createElement('span');
+    name.className = 'type';
+    name.textContent = type;
+    const meta = document.createElement('span');
+    meta.className = 'meta';
+    meta.textContent = `${new Date().toLocaleTimeString()}${id ? ` · id ${id}` : ''}`;
+    head.append(name, meta);
+    const body = document.createElement('pre');
+    body.textContent = JSON.stringify(payload, null, 2);
+    item.append(head, body);
+    $('events').prepend(item);
+  }
+
+  function connectSse() {
+    source = new EventSource('/api/notifications/stream');
+    source.addEventListener('connected', (event) => {
+      $('client-id').textContent = JSON.parse(event.data).clientId;
+      setStatus(true, 'connected');
+    });
+    source.addEventListener(
+      'reset',
+      () => ($('log').textContent = 'Missed too much while away: reload the data.'),
+    );
+    for (const type of TYPES)
+      source.addEventListener(type, (event) => show(type, JSON.parse(event.data), event.lastEventId));
+    // EventSource reconnects by itself, sending Last-Event-ID.
+    source.onerror = () =>
+      setStatus(false, source.readyState === EventSource.CONNECTING ? 'reconnecting…' : 'disconnected');
+  }
+
+  async function connectSignalR() {
+    hub = new signalR.HubConnectionBuilder().withUrl('/hubs/notifications').withAutomaticReconnect().build();
+    hub.on('Connected', (message) => ($('client-id').textContent = message.clientId));
+    for (const type of TYPES) hub.on(type, (payload) => show(type, payload));
+    hub.onreconnecting(() => setStatus(false, 'reconnecting…'));
+    hub.onreconnected(() => setStatus(true, 'connected'));
+    hub.onclose(() => setStatus(false, 'disconnected'));
+    await hub.start();
+    setStatus(true, 'connected');
+  }
+
+  $('connect').onclick = () =>
+    transport === 'sse'
+      ? connectSse()
+      : connectSignalR().catch((error) => ($('log').textContent = String(error)));
+  $('disconnect').onclick = async () => {
+    if (source) source.close();
+    if (hub) await hub.stop();
+    source = hub = undefined;
+    setStatus(false, 'disconnected');
+  };
+
+  async function call(method, path, body) {
+    const response = await fetch(`${apiUrl}${path}`, {
+      method,
+      headers: body ? { 'content-type': 'application/json' } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    $('log').textContent = `${method} ${path} → ${response.status}`;
+    return response.status === 204 ? undefined : response.json();
+  }
+  const run = (action) => () => action().catch((error) => ($('log').textContent = `${error}`));
+  $('create').onclick = run(async () => {
+    lastStudent = await call('POST', '/api/students', {});
+    $('student-id').textContent = lastStudent?.id ?? '–';
+  });
+  $('update').onclick = run(async () => {
+    if (!lastStudent) return;
+    const { firstName, lastName, email } = lastStudent;
+    lastStudent = await call('PUT', `/api/students/${lastStudent.id}`, {
+      firstName: `${firstName}!`,
+      lastName,
+      email,
+    });
+  });
+  $('delete').onclick = run(async () => {
+    if (!lastStudent) return;
+    await call('DELETE', `/api/students/${lastStudent.id}`);
+    lastStudent = undefined;
+    $('student-id').textContent = '–';
+  });
+
+  if (transport === 'sse') connectSse();
+  else $('connect').click();
+})();

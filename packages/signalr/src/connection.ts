@@ -177,7 +177,7 @@ export class Connection {
     if (this.state === 'connected' && this.transport) {
       this.write(OutgoingMessage.of({ type: MessageType.Close, error, allowReconnect }));
     }
-    this.transport?.end();
+    this.transport?.end(error !== undefined);
     this.dispose(error === undefined ? undefined : new Error(error));
   }
 

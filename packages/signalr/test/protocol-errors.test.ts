@@ -29,7 +29,7 @@ const isClose = (record: Record<string, unknown>): boolean => record.type === 7;
 
 async function expectClosedWith(client: RawClient, error: string): Promise<void> {
   assert.deepEqual(await client.next(isClose), { type: 7, error });
-  assert.equal(await client.closed, 1000);
+  assert.equal(await client.closed, 1011, 'a WebSocket ended by an error closes with 1011');
 }
 
 test('a malformed frame closes that connection with a Close message and a reason', async () => {

@@ -15,8 +15,8 @@ export interface Transport {
   bufferedBytes(): number;
   /** True while the client is attached: socket open, event stream open, or a poll held. */
   isActive(): boolean;
-  /** Ends after queued bytes are out: WS close 1000, SSE end, or LP final flush then 204. */
-  end(): void;
+  /** Ends after queued bytes are out: WS close (1000, or 1011 when `failed`), SSE end, or LP final flush then 204. */
+  end(failed?: boolean): void;
 }
 
 /** Longest stretch spent uncorking before yielding to the event loop. */

@@ -57,9 +57,9 @@ export class WebSocketTransport implements Transport {
     return this.open;
   }
 
-  end(): void {
+  end(failed = false): void {
     if (!this.open) return;
     this.open = false;
-    this.ws.close(1000);
+    this.ws.close(failed ? 1011 : 1000);
   }
 }

@@ -158,8 +158,8 @@ describe('notifications across processes and instances', servers, () => {
       await ssePage.goto(`${a!.url}/sse-test.html?api=${api}`);
       await hubPage.goto(`${b!.url}/signalr-test.html?api=${api}`);
       for (const page of [ssePage, hubPage]) {
-        await page.waitForFunction(() => document.getElementById('status')?.textContent === 'connected');
-        await page.waitForFunction(() => document.getElementById('client-id')?.textContent !== '–');
+        await page.locator('#status.on').waitFor();
+        await page.locator('#client-id', { hasNotText: '–' }).waitFor();
       }
       const { ids } = await pipeline.createStudents(1);
       const id = ids[0]!;

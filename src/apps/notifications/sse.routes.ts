@@ -4,7 +4,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { compareLogIds, isLogId, type ReplayLog } from '../../application/ports/replay-log.ts';
 import { NotificationRoutes, SseEvents, type ConnectedMessage } from '../../contracts/notifications.ts';
 import type { HttpServer } from '../../infrastructure/http/http-server.ts';
-import { problem, sendProblem } from '../../infrastructure/http/problem-details.ts';
+import { invalidRequest, sendProblem } from '../../infrastructure/http/problem-details.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
 import type { LogFanOut } from './fan-out.ts';
 
@@ -46,17 +46,10 @@ export function registerSseRoutes(app: HttpServer, options: SseOptions): SseStre
 
     let reset: { readonly oldestId: string | undefined } | undefined;
     if (lastEventId !== undefined && lastEventId !== '') {
-      const invalid = (detail: string) =>
+      const invalid = (reason: string) =>
         sendProblem(
           reply,
-          problem({
-            status: 400,
-            title: 'The request is not valid',
-            code: 'REQUEST.INVALID',
-            detail,
-            instance: request.url,
-            errors: [{ field: 'Last-Event-ID', reason: detail }],
-          }),
+          invalidRequest(request.url, `Last-Event-ID ${reason}.`, [{ field: 'Last-Event-ID', reason }]),
         );
       if (!isLogId(lastEventId)) return invalid('must be an event id received from this stream (<ms>-<seq>)');
       const retention = await options.log.retention();

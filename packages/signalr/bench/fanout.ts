@@ -13,8 +13,9 @@
  * Flags: --clients N  --rate MSG_PER_S  --duration S  --payload BYTES  --client-procs K
  *        --libs signalr,ws,socketio  --idle  --profile (server CPU profiles in $TMPDIR/fanout-profiles)
  * The server holds one descriptor per client: keep --clients below `ulimit -n` (20,000 here, hence 19,500).
+ * Idle memory is the server's RSS growth (after GC) divided by the clients: noise below a few thousand.
  */
-import { type ChildProcess, fork } from 'node:child_process';
+import { type ChildProcess, execSync, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -398,9 +399,19 @@ function table(results: Result[]): void {
   console.table(rows);
 }
 
+/** The server needs a descriptor per client; fail early and clearly instead of with EMFILE mid-run. */
+function checkDescriptorLimit(clients: number): void {
+  const limit = execSync('ulimit -n', { shell: '/bin/sh', encoding: 'utf8' }).trim();
+  if (limit !== 'unlimited' && Number(limit) < clients + 100) {
+    console.error(`ulimit -n is ${limit}: raise it (ulimit -n ${clients + 100}) or lower --clients.`);
+    process.exit(1);
+  }
+}
+
 async function drive(): Promise<void> {
   const idle = flags.idle;
   const clients = Number(flags.clients ?? (idle ? 19_500 : 5_000));
+  checkDescriptorLimit(clients);
   const procs = Number(flags['client-procs'] ?? Math.max(2, Math.ceil(clients / 5_000)));
   const libs = flags.libs.split(',') as Lib[];
   console.log(

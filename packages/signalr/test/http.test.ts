@@ -123,3 +123,14 @@ test('long polling: a newer poll ends the held one with 204', async () => {
   );
   assert.equal((await fetch(`${running.url}?id=${connectionToken}`, { method: 'DELETE' })).status, 202);
 });
+
+test('the official client with skipNegotiation connects straight over WebSockets', async () => {
+  const client = buildClient(running.url, { http: { skipNegotiation: true } });
+  await client.start();
+  try {
+    assert.equal(client.connectionId, null, 'without negotiate the client never learns its id');
+    assert.equal(await client.invoke('Add', 40, 2), 42);
+  } finally {
+    await client.stop();
+  }
+});

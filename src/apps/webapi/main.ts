@@ -7,19 +7,19 @@ import { listStudents } from '../../application/students/list-students.ts';
 import { updateStudent } from '../../application/students/update-student.ts';
 import { evictingOnDelete, writingThrough } from '../../application/students/write-through.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
-import { MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
-import type { MessageBus } from '../../application/ports/message-bus.ts';
-import { openMessageBus } from '../../infrastructure/messaging/open-message-bus.ts';
-import { startOutboxRelay, type OutboxRelay } from '../../infrastructure/outbox/outbox-relay.ts';
 import { openCache, type Cache } from '../../infrastructure/caching/open-cache.ts';
 import { pingCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer, type HttpServer } from '../../infrastructure/http/http-server.ts';
 import { registerOpenApi } from '../../infrastructure/http/openapi.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
-import { openDatabase, type Database } from '../../infrastructure/persistence/database.ts';
+import type { Database } from '../../infrastructure/persistence/database.ts';
 import { DrizzleStudentQueries } from '../../infrastructure/persistence/drizzle-student-queries.ts';
 import { DrizzleUnitOfWork } from '../../infrastructure/persistence/drizzle-unit-of-work.ts';
+import {
+  openProcessResources,
+  type ProcessResources,
+} from '../../infrastructure/runtime/process-resources.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { fakerStudentGenerator } from '../../infrastructure/system/faker-student-generator.ts';
 import { systemClock } from '../../infrastructure/system/system-clock.ts';
@@ -108,38 +108,31 @@ export async function createWebApi({ config, logger, database, ...deps }: WebApi
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger({ ...config.log, name: 'webapi' });
-  let database: Database | undefined;
-  let bus: MessageBus | undefined;
-  let relay: OutboxRelay | undefined;
+  // Alone, an in-process bus would have no consumer: then events wait in the outbox for a relay with a broker.
+  const bus = config.amqpUrl !== 'memory:';
+  let resources: ProcessResources | undefined;
   let webApi: WebApi | undefined;
   await runUntilSignal(
     {
       async start() {
-        database = await openDatabase(config.databaseUrl, logger);
-        await database.migrate();
-        if (config.amqpUrl === 'memory:') {
-          // Alone, an in-process bus would have no consumer: events stay in the outbox for a relay with a broker.
+        resources = await openProcessResources(config, logger, { connectionName: 'webapi', bus });
+        if (!bus)
           logger.warn(
             'AMQP_URL=memory: with the webapi alone: events wait in the outbox (npm start runs every role)',
           );
-        } else {
-          bus = openMessageBus(config.amqpUrl, logger, 'webapi');
-          await bus.declareTopology(MESSAGING_TOPOLOGY);
-          relay = startOutboxRelay({ database, bus, resilience: config.resilience, logger });
-        }
+        const { database, cache, relay } = resources;
         webApi = await createWebApi({
           config,
           logger,
           database,
+          cache,
           healthChecks: relay ? [relay.healthCheck()] : [],
         });
         logger.info({ url: await webApi.start() }, 'webapi listening');
       },
       async stop() {
         await webApi?.stop();
-        await relay?.stop();
-        await bus?.close();
-        await database?.close();
+        await resources?.close();
       },
     },
     logger,

@@ -10,11 +10,12 @@ import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts
 import { createHttpServer } from '../../infrastructure/http/http-server.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
 import type { StudentCache } from '../../application/ports/student-cache.ts';
-import { openCache, type Cache } from '../../infrastructure/caching/open-cache.ts';
-import { openMessageBus } from '../../infrastructure/messaging/open-message-bus.ts';
-import { startOutboxRelay, type OutboxRelay } from '../../infrastructure/outbox/outbox-relay.ts';
-import { openDatabase, type Database } from '../../infrastructure/persistence/database.ts';
+import type { Database } from '../../infrastructure/persistence/database.ts';
 import { DrizzleUnitOfWork } from '../../infrastructure/persistence/drizzle-unit-of-work.ts';
+import {
+  openProcessResources,
+  type ProcessResources,
+} from '../../infrastructure/runtime/process-resources.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { systemClock } from '../../infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../infrastructure/system/uuid-v7-generator.ts';
@@ -139,21 +140,15 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const logger = createLogger({ ...config.log, name: 'worker' });
-  let database: Database | undefined;
-  let bus: MessageBus | undefined;
-  let cache: Cache | undefined;
-  let relay: OutboxRelay | undefined;
+  let resources: ProcessResources | undefined;
   let worker: Worker | undefined;
   await runUntilSignal(
     {
       async start() {
-        database = await openDatabase(config.databaseUrl, logger);
-        await database.migrate();
-        bus = openMessageBus(config.amqpUrl, logger, 'worker');
-        const registry = new Registry();
-        cache = await openCache({ redisUrl: config.redisUrl, ...config.cache, registry }, logger);
-        // The notifications this worker writes leave through the outbox; whichever relay leads publishes them.
-        relay = startOutboxRelay({ database, bus, resilience: config.resilience, logger });
+        // The relay publishes the notifications this worker writes (if this process leads).
+        const opened = await openProcessResources(config, logger, { connectionName: 'worker', bus: true });
+        resources = opened;
+        const { database, bus, cache, registry } = opened;
         worker = createWorker({
           config,
           logger,
@@ -166,10 +161,7 @@ async function main(): Promise<void> {
       },
       async stop() {
         await worker?.stop();
-        await relay?.stop();
-        await cache?.close();
-        await bus?.close();
-        await database?.close();
+        await resources?.close();
       },
     },
     logger,

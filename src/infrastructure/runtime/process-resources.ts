@@ -1,0 +1,79 @@
+import { Registry } from 'prom-client';
+import type { MessageBus } from '../../application/ports/message-bus.ts';
+import { MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
+import { openCache, type Cache } from '../caching/open-cache.ts';
+import type { Logger } from '../logging/logger.ts';
+import { openMessageBus } from '../messaging/open-message-bus.ts';
+import { startOutboxRelay, type OutboxRelay } from '../outbox/outbox-relay.ts';
+import { openDatabase, type Database } from '../persistence/database.ts';
+import type { ResilienceOptions } from '../resilience/resilience-policy.ts';
+
+export interface RuntimeSettings {
+  readonly databaseUrl: string;
+  readonly amqpUrl: string;
+  readonly redisUrl: string;
+  readonly cache: { readonly ttlSeconds: number; readonly keyPrefix: string };
+  readonly resilience: ResilienceOptions;
+}
+
+/** The adapters one process shares between its roles, opened in order and closed in reverse. */
+export interface ProcessResources {
+  readonly database: Database;
+  readonly cache: Cache;
+  /** Metrics of every role in this process. */
+  readonly registry: Registry;
+  readonly bus: MessageBus | undefined;
+  /** Runs wherever a bus does; only the one holding the database's advisory lock publishes. */
+  readonly relay: OutboxRelay | undefined;
+  close(): Promise<void>;
+}
+
+export type WithBus = ProcessResources & { readonly bus: MessageBus; readonly relay: OutboxRelay };
+
+/**
+ * Opens (and migrates) the database, the cache and, with `bus`, the message bus with its topology and an
+ * outbox relay. If a step fails, what was opened before it is closed again.
+ */
+export async function openProcessResources(
+  settings: RuntimeSettings,
+  logger: Logger,
+  options: { connectionName: string; bus: true },
+): Promise<WithBus>;
+export async function openProcessResources(
+  settings: RuntimeSettings,
+  logger: Logger,
+  options: { connectionName: string; bus: boolean },
+): Promise<ProcessResources>;
+export async function openProcessResources(
+  settings: RuntimeSettings,
+  logger: Logger,
+  options: { connectionName: string; bus: boolean },
+): Promise<ProcessResources> {
+  const closers: (() => Promise<void>)[] = [];
+  const close = async () => {
+    for (const closer of closers.splice(0).reverse()) await closer();
+  };
+  try {
+    const database = await openDatabase(settings.databaseUrl, logger);
+    closers.push(() => database.close());
+    await database.migrate();
+    const registry = new Registry();
+    const cache = await openCache({ redisUrl: settings.redisUrl, ...settings.cache, registry }, logger);
+    closers.push(() => cache.close());
+    let bus: MessageBus | undefined;
+    let relay: OutboxRelay | undefined;
+    if (options.bus) {
+      const opened = openMessageBus(settings.amqpUrl, logger, options.connectionName);
+      bus = opened;
+      closers.push(() => opened.close());
+      await opened.declareTopology(MESSAGING_TOPOLOGY);
+      const started = startOutboxRelay({ database, bus: opened, resilience: settings.resilience, logger });
+      relay = started;
+      closers.push(() => started.stop());
+    }
+    return { database, cache, registry, bus, relay, close };
+  } catch (error) {
+    await close().catch(() => undefined);
+    throw error;
+  }
+}

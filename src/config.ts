@@ -156,9 +156,9 @@ export interface Config {
     readonly replayLogMaxEntries: number;
     readonly replayLogKeyPrefix: string;
     readonly heartbeatSeconds: number;
-    /** Origins allowed to read the SSE stream; `*` = any. */
-    readonly corsOrigins: readonly string[];
   };
+  /** Origins browsers may call the webapi and the SSE stream from; `*` = any. */
+  readonly corsOrigins: readonly string[];
 }
 
 export class ConfigError extends Error {
@@ -209,12 +209,12 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
       maxDelayMs: c.RESILIENCE_MAX_DELAY_MS,
       timeoutMs: c.RESILIENCE_TIMEOUT_MS,
     },
+    corsOrigins: c.CORS_ORIGINS,
     shutdownTimeoutMs: c.SHUTDOWN_TIMEOUT_MS,
     notifications: {
       replayLogMaxEntries: c.REPLAY_LOG_MAX_ENTRIES,
       replayLogKeyPrefix: c.REPLAY_LOG_KEY_PREFIX,
       heartbeatSeconds: c.SSE_HEARTBEAT_SECONDS,
-      corsOrigins: c.CORS_ORIGINS,
     },
   };
 }

@@ -275,6 +275,21 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.match(await docs.text(), /swagger/i);
   });
 
+  test('browsers on another origin (the notifications pages) may write and read the ETag', async () => {
+    const preflight = await call('/api/students', {
+      method: 'OPTIONS',
+      headers: {
+        origin: 'http://127.0.0.1:5001',
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'content-type',
+      },
+    });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers.get('access-control-allow-origin'), 'http://127.0.0.1:5001');
+    const created = await call('/api/students', { method: 'POST', headers: { origin: 'http://127.0.0.1:5001' } });
+    assert.match(created.headers.get('access-control-expose-headers') ?? '', /ETag/i);
+  });
+
   test('a caller-supplied x-request-id is echoed; otherwise one is made', async () => {
     const given = await call('/health/live', { headers: { 'x-request-id': 'trace-me-123' } });
     assert.equal(given.headers.get('x-request-id'), 'trace-me-123');

@@ -12,6 +12,7 @@ import { createHttpServer } from '../../infrastructure/http/http-server.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
 import { openMessageBus } from '../../infrastructure/messaging/open-message-bus.ts';
 import { openReplayLog } from '../../infrastructure/replay-log/open-replay-log.ts';
+import { requireBrokerForLoneRole } from '../../infrastructure/runtime/process-resources.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { LogFanOut } from './fan-out.ts';
 import { createNotificationsHub, sendToHub } from './notifications-hub.ts';
@@ -66,7 +67,7 @@ export async function createNotifications({
     log: replay,
     fanOut,
     heartbeatMs: config.notifications.heartbeatSeconds * 1_000,
-    corsOrigins: config.notifications.corsOrigins,
+    corsOrigins: config.corsOrigins,
     maxBufferedBytes,
     logger: log,
   });
@@ -135,13 +136,7 @@ function replayLogCheck(replay: ReplayLog): HealthCheck {
 /** Runs the notifications service alone: `npm run start:notifications`. */
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
-  if (!config.amqpUrl.startsWith('amqp')) {
-    process.stderr.write(
-      'AMQP_URL=memory: cannot work for the notifications service alone: the in-process bus only connects roles ' +
-        'that run in one process (npm start). Set AMQP_URL=amqp://user:pass@host:5672/vhost to run it on its own.\n',
-    );
-    process.exit(2);
-  }
+  requireBrokerForLoneRole(config.amqpUrl, 'notifications service');
   const logger = createLogger({ ...config.log, name: 'notifications' });
   if (config.redisUrl === 'memory:')
     logger.warn(

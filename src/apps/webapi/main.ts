@@ -1,4 +1,5 @@
 // Composition root of the webapi: builds the adapters, hands them to the use cases, returns start()/stop().
+import cors from '@fastify/cors';
 import { createStudent } from '../../application/students/create-student.ts';
 import { deleteStudent } from '../../application/students/delete-student.ts';
 import type { StudentQueries } from '../../application/ports/student-queries.ts';
@@ -51,6 +52,12 @@ export interface WebApiDeps {
 
 export async function createWebApi({ config, logger, database, ...deps }: WebApiDeps): Promise<WebApi> {
   const app = createHttpServer(logger.child({ service: 'webapi' }));
+  // The notifications pages (another origin) create, update and delete students from the browser.
+  await app.register(cors, {
+    origin: config.corsOrigins.includes('*') ? true : [...config.corsOrigins],
+    methods: ['GET', 'POST', 'PUT', 'DELETE'],
+    exposedHeaders: ['ETag', 'Location', 'X-Deduplicated', 'Idempotent-Replayed', 'X-Request-Id'],
+  });
   await registerOpenApi(app, {
     title: 'The Background Experience: Student API',
     version: '1.0.0',

@@ -14,6 +14,7 @@ import type { Database } from '../../infrastructure/persistence/database.ts';
 import { DrizzleUnitOfWork } from '../../infrastructure/persistence/drizzle-unit-of-work.ts';
 import {
   openProcessResources,
+  requireBrokerForLoneRole,
   type ProcessResources,
 } from '../../infrastructure/runtime/process-resources.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
@@ -132,13 +133,7 @@ export function refreshCache(students: StudentCache): AfterProcessed {
 /** Runs the worker alone: `npm run start:worker`. */
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
-  if (!config.amqpUrl.startsWith('amqp')) {
-    process.stderr.write(
-      'AMQP_URL=memory: cannot work for the worker alone: the in-process bus only connects roles that run in ' +
-        'one process (npm start). Set AMQP_URL=amqp://user:pass@host:5672/vhost to run the worker on its own.\n',
-    );
-    process.exit(2);
-  }
+  requireBrokerForLoneRole(config.amqpUrl, 'worker');
   const logger = createLogger({ ...config.log, name: 'worker' });
   let resources: ProcessResources | undefined;
   let worker: Worker | undefined;

@@ -77,3 +77,16 @@ export async function openProcessResources(
     throw error;
   }
 }
+
+/**
+ * A role that consumes from the broker cannot run alone on the in-process bus: nothing else would ever
+ * publish to it. Says so and exits with status 2 before anything starts.
+ */
+export function requireBrokerForLoneRole(amqpUrl: string, role: string): void {
+  if (amqpUrl !== 'memory:') return;
+  process.stderr.write(
+    `AMQP_URL=memory: cannot work for the ${role} alone: the in-process bus only connects roles that run in ` +
+      `one process (npm start). Set AMQP_URL=amqp://user:pass@host:5672/vhost to run the ${role} on its own.\n`,
+  );
+  process.exit(2);
+}

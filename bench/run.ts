@@ -3,12 +3,24 @@
 import { httpGetById } from './http-get-by-id.ts';
 import { messagingBaseline } from './messaging-baseline.ts';
 import { pipelineBench } from './pipeline.ts';
+import { spawnSync } from 'node:child_process';
 import { printTable, type BenchRow } from './table.ts';
+
+/** A package's own benchmark, in its own process; it prints its own table (next to its baselines). */
+function packageBench(script: string, args: string[] = []): () => Promise<BenchRow[]> {
+  return async () => {
+    const result = spawnSync(process.execPath, ['--import', 'tsx', script, ...args], { stdio: 'inherit' });
+    if (result.status !== 0) throw new Error(`${script} exited with ${result.status}`);
+    return [];
+  };
+}
 
 const scenarios: Record<string, () => Promise<BenchRow[]>> = {
   http: () => httpGetById(),
   messaging: () => messagingBaseline(),
   pipeline: () => pipelineBench(),
+  signalr: packageBench('packages/signalr/bench/fanout.ts'),
+  'signalr-idle': packageBench('packages/signalr/bench/fanout.ts', ['--idle', '--clients', '19500']),
 };
 
 const requested = process.argv.slice(2);

@@ -1,6 +1,7 @@
 // The one place that reads the environment: parsed and validated once, at start-up, by each composition root.
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
+import type { ResilienceOptions } from './infrastructure/resilience/resilience-policy.ts';
 
 const port = (fallback: number) =>
   z.coerce
@@ -142,14 +143,7 @@ export interface Config {
   readonly dedup: { readonly getWindowSeconds: number; readonly putWindowSeconds: number };
   readonly idempotencyTtlSeconds: number;
   /** Retry, circuit breaker and timeout around broker, database and Redis calls (the original's Polly settings). */
-  readonly resilience: {
-    readonly durationOfBreakMs: number;
-    readonly failureRatio: number;
-    readonly maxRetryAttempts: number;
-    readonly baseDelayMs: number;
-    readonly maxDelayMs: number;
-    readonly timeoutMs: number;
-  };
+  readonly resilience: ResilienceOptions;
   readonly shutdownTimeoutMs: number;
   readonly notifications: {
     /** Notifications kept for clients that resume with Last-Event-ID. */

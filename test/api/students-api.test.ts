@@ -286,7 +286,10 @@ function apiContract(kind: 'pglite' | 'postgres') {
     });
     assert.equal(preflight.status, 204);
     assert.equal(preflight.headers.get('access-control-allow-origin'), 'http://127.0.0.1:5001');
-    const created = await call('/api/students', { method: 'POST', headers: { origin: 'http://127.0.0.1:5001' } });
+    const created = await call('/api/students', {
+      method: 'POST',
+      headers: { origin: 'http://127.0.0.1:5001' },
+    });
     assert.match(created.headers.get('access-control-expose-headers') ?? '', /ETag/i);
   });
 

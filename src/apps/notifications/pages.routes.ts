@@ -7,10 +7,18 @@ const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
 
 const pages = {
   '/': ['index.html', 'text/html; charset=utf-8'],
-  '/sse-test.html': ['sse-test.html', 'text/html; charset=utf-8'],
-  '/signalr-test.html': ['signalr-test.html', 'text/html; charset=utf-8'],
   '/app.css': ['app.css', 'text/css; charset=utf-8'],
   '/test-page.js': ['test-page.js', 'text/javascript; charset=utf-8'],
+} as const;
+
+// Both test pages are one template: the same layout and script, a different transport.
+const testPages = {
+  '/sse-test.html': { title: 'Server-Sent Events test', transport: 'sse', scripts: '' },
+  '/signalr-test.html': {
+    title: 'SignalR test',
+    transport: 'signalr',
+    scripts: '    <script src="/lib/signalr.min.js"></script>\n',
+  },
 } as const;
 
 /**
@@ -29,6 +37,13 @@ export function registerPageRoutes(app: HttpServer, options: { readonly apiPort:
         .header('cache-control', 'no-cache')
         .send(await readFile(`${PUBLIC_DIR}${file}`)),
     );
+  }
+  for (const [path, values] of Object.entries(testPages)) {
+    app.get(path, hidden, async (_request, reply) => {
+      const template = await readFile(`${PUBLIC_DIR}test-page.html`, 'utf8');
+      const html = template.replace(/\{\{(\w+)\}\}/g, (_match, name: keyof typeof values) => values[name]);
+      return reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(html);
+    });
   }
   app.get('/lib/signalr.min.js', hidden, async (_request, reply) =>
     reply.type('text/javascript; charset=utf-8').send(await readFile(signalrBundle)),

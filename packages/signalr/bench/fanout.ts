@@ -123,6 +123,9 @@ async function runServer(lib: Lib): Promise<void> {
         const interval = 1000 / message.rate!;
         const pad = 'x'.repeat(message.payload!);
         const cpuBefore = process.cpuUsage();
+        // Peak memory while sending: what a backlog of slow or overloaded clients costs.
+        let peakRss = process.memoryUsage().rss;
+        const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 50);
         const started = performance.now();
         const wallStarted = wallClock();
         let seq = 0;
@@ -136,7 +139,8 @@ async function runServer(lib: Lib): Promise<void> {
         }
         const cpu = process.cpuUsage(cpuBefore);
         const elapsed = performance.now() - started;
-        send({ kind: 'broadcasted', sent: seq, cpu: (cpu.user + cpu.system) / 1000 / elapsed });
+        clearInterval(sampler);
+        send({ kind: 'broadcasted', sent: seq, cpu: (cpu.user + cpu.system) / 1000 / elapsed, peakRss });
       } else if (message.kind === 'exit') {
         process.exit(0);
       }
@@ -290,6 +294,8 @@ interface Result {
   p99?: number;
   serverCpu?: number;
   clientCpu?: number;
+  /** Highest server RSS while broadcasting, above its RSS with the same clients idle. */
+  peakOverIdleBytes?: number;
 }
 
 const self = fileURLToPath(import.meta.url);
@@ -341,7 +347,7 @@ async function measure(lib: Lib, clients: number, procs: number, idleOnly: boole
     for (const proc of clientProcs) proc.send({ kind: 'window', start, end: start + duration * 1000 });
     await sleep(200);
     server.send({ kind: 'broadcast', rate, duration, payload });
-    const { cpu } = await nextMessage<{ cpu: number }>(server, 'broadcasted');
+    const { cpu, peakRss } = await nextMessage<{ cpu: number; peakRss: number }>(server, 'broadcasted');
     await sleep(2000); // late deliveries still count for latency
     const reports = await Promise.all(
       clientProcs.map((proc) => {
@@ -365,6 +371,7 @@ async function measure(lib: Lib, clients: number, procs: number, idleOnly: boole
       p99: percentile(histogram, 0.99),
       serverCpu: cpu,
       clientCpu,
+      peakOverIdleBytes: peakRss - loaded,
     };
   } finally {
     for (const proc of [...clientProcs, server]) {
@@ -393,6 +400,7 @@ function table(results: Result[]): void {
     'p99 vs socket.io': ratio(r.p99, io?.p99),
     'server CPU': r.serverCpu !== undefined ? `${(100 * r.serverCpu).toFixed(0)}%` : '—',
     'clients CPU': r.clientCpu !== undefined ? `${(100 * r.clientCpu).toFixed(0)}%` : '—',
+    'peak over idle MB': r.peakOverIdleBytes !== undefined ? (r.peakOverIdleBytes / 2 ** 20).toFixed(1) : '—',
     'idle KiB/conn': (r.idleBytesPerConnection / 1024).toFixed(2),
     'idle vs socket.io': ratio(r.idleBytesPerConnection, io?.idleBytesPerConnection),
   }));

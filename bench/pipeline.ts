@@ -16,6 +16,7 @@ import { fakerStudentGenerator } from '../src/infrastructure/system/faker-studen
 import { uuidV7Generator } from '../src/infrastructure/system/uuid-v7-generator.ts';
 import { createTestVhost } from '../test/support/rabbitmq-vhost.ts';
 import { createPostgresDatabase } from '../test/support/databases.ts';
+import { startChildServer } from './child-server.ts';
 import type { BenchRow } from './table.ts';
 
 const logger = createLogger({ level: 'warn', pretty: false });
@@ -84,16 +85,22 @@ function relayAlone(n: number): Promise<number> {
   });
 }
 
-/** The whole loop: n committed events → relay → RabbitMQ → worker, until every student has updates == 1. */
+/**
+ * The whole loop as deployed: n committed events → relay (its own process, as in a webapi) → RabbitMQ →
+ * worker (this process), until every student has updates == 1.
+ */
 function pipeline(n: number, prefetch: number): Promise<number> {
-  return withStack(async ({ database, amqpUrl }) => {
+  return withStack(async ({ database, url, amqpUrl }) => {
     await seed(database, n);
     const config = parseConfig({ WORKER_PORT: '0', WORKER_PREFETCH: String(prefetch), LOG_LEVEL: 'warn' });
     const bus = new RabbitMqMessageBus({ url: amqpUrl });
     const worker = createWorker({ config, logger, database, bus });
     const started = performance.now();
+    const relay = await startChildServer('bench/servers/relay.ts', {
+      BENCH_DATABASE_URL: url,
+      BENCH_AMQP_URL: amqpUrl,
+    });
     await worker.start();
-    const relay = startOutboxRelay({ database, bus, resilience: config.resilience, logger });
     await waitFor(async () => {
       const [row] = await database.db.select({ n: count() }).from(students).where(eq(students.updates, 1));
       return row?.n === n;

@@ -5,6 +5,13 @@ import {
   type ReplayLogTail,
 } from '../../application/ports/replay-log.ts';
 
+export interface ResumeLimits {
+  /** Bytes of entry data that may wait in memory while a reader catches up. */
+  readonly maxQueuedBytes: number;
+  readonly onOverflow: (queuedBytes: number) => void;
+  readonly pageSize?: number;
+}
+
 export type EntriesListener = (entries: readonly ReplayLogEntry[]) => void;
 
 /**
@@ -43,15 +50,19 @@ export class LogFanOut {
 
   /**
    * Entries after `afterId`: first those already in the log (read page by page), then live ones, each exactly once
-   * and in order. Live entries arriving during the catch-up wait in a queue and are filtered by id.
+   * and in order. Live entries arriving during the catch-up wait in a queue and are filtered by id; when that
+   * queue passes `maxQueuedBytes` (a reader slower than the writers), the listener is dropped and `onOverflow`
+   * called, once: the reader should resume later from its last id, out of the log instead of out of memory.
    */
   resume(
     afterId: string,
     deliver: (entry: ReplayLogEntry) => void | Promise<void>,
-    pageSize = 500,
+    { maxQueuedBytes, onOverflow, pageSize = 500 }: ResumeLimits,
   ): { readonly caughtUp: Promise<void>; readonly unsubscribe: () => void } {
     let cursor = afterId;
     let pending: ReplayLogEntry[] | undefined = [];
+    let queuedBytes = 0;
+    let overflowed = false;
     const send = (entry: ReplayLogEntry) => {
       if (compareLogIds(entry.id, cursor) <= 0) return;
       cursor = entry.id;
@@ -59,15 +70,26 @@ export class LogFanOut {
     };
     // Subscribed before reading: whatever is appended meanwhile is either read or queued (or both).
     const unsubscribe = this.subscribe((entries) => {
-      if (pending) pending.push(...entries);
-      else for (const entry of entries) void send(entry);
+      if (!pending) {
+        for (const entry of entries) void send(entry);
+        return;
+      }
+      for (const entry of entries) queuedBytes += entry.data.length;
+      pending.push(...entries);
+      if (queuedBytes > maxQueuedBytes) {
+        overflowed = true;
+        pending = undefined;
+        unsubscribe();
+        onOverflow(queuedBytes);
+      }
     });
     const caughtUp = (async () => {
-      for (;;) {
+      while (!overflowed) {
         const page = await this.#log.readAfter(cursor, pageSize);
-        for (const entry of page) await send(entry);
+        for (const entry of page) if (!overflowed) await send(entry);
         if (page.length < pageSize) break;
       }
+      if (overflowed) return;
       const queued = pending ?? [];
       pending = undefined;
       for (const entry of queued) void send(entry);

@@ -14,7 +14,7 @@ export interface SseOptions {
   readonly heartbeatMs: number;
   /** `*` = any origin. */
   readonly corsOrigins: readonly string[];
-  /** Unsent bytes a connection may hold before it is closed as too slow. */
+  /** Unsent bytes a connection may hold (and, while it replays, live entries waiting for it) before it is closed as too slow. */
   readonly maxBufferedBytes: number;
   readonly logger: Logger;
 }
@@ -82,16 +82,27 @@ export function registerSseRoutes(app: HttpServer, options: SseOptions): SseStre
       );
     }
     streams.add(response);
-    const { caughtUp, unsubscribe } = options.fanOut.resume(from, async (entry) => {
-      if (wanted && !wanted.has(entry.type)) return;
-      const backlogged = !write(
-        response,
-        `id: ${entry.id}\nevent: ${entry.type}\ndata: ${entry.data}\n\n`,
-        options,
-      );
-      // While replaying, wait for the client instead of piling the backlog up in memory.
-      if (backlogged && !response.destroyed) await drained(response);
-    });
+    const { caughtUp, unsubscribe } = options.fanOut.resume(
+      from,
+      async (entry) => {
+        if (wanted && !wanted.has(entry.type)) return;
+        const backlogged = !write(
+          response,
+          `id: ${entry.id}\nevent: ${entry.type}\ndata: ${entry.data}\n\n`,
+          options,
+        );
+        // While replaying, wait for the client instead of piling the backlog up in memory.
+        if (backlogged && !response.destroyed) await drained(response);
+      },
+      {
+        maxQueuedBytes: options.maxBufferedBytes,
+        // The client reconnects with its Last-Event-ID and catches up from the log, not from this queue.
+        onOverflow: (queued) => {
+          options.logger.info({ clientId, queued }, 'SSE client too slow to catch up; closing its stream');
+          response.destroy();
+        },
+      },
+    );
     response.once('close', () => {
       streams.delete(response);
       unsubscribe();

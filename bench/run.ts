@@ -2,6 +2,7 @@
 // measurement next to a baseline measured in the same run on this machine.
 import { httpGetById } from './http-get-by-id.ts';
 import { messagingBaseline } from './messaging-baseline.ts';
+import { notificationsLatency } from './notifications-latency.ts';
 import { pipelineBench } from './pipeline.ts';
 import { spawnSync } from 'node:child_process';
 import { printTable, type BenchRow } from './table.ts';
@@ -19,6 +20,7 @@ const scenarios: Record<string, () => Promise<BenchRow[]>> = {
   http: () => httpGetById(),
   messaging: () => messagingBaseline(),
   pipeline: () => pipelineBench(),
+  'notifications-latency': () => notificationsLatency(),
   signalr: packageBench('packages/signalr/bench/fanout.ts'),
   'signalr-idle': packageBench('packages/signalr/bench/fanout.ts', ['--idle', '--clients', '19500']),
   // 10× the offered rate of the main scenario: peak memory must stay within idle + 256 MB.

@@ -12,11 +12,13 @@
  *
  * Flags: --clients N  --rate MSG_PER_S  --duration S  --payload BYTES  --client-procs K
  *        --libs signalr,ws,socketio  --idle  --profile (server CPU profiles in $TMPDIR/fanout-profiles)
+ *        --json-out FILE (the results as JSON too, for a caller that compares them with its own)
  * The server holds one descriptor per client: keep --clients below `ulimit -n` (20,000 here, hence 19,500).
  * Idle memory is the server's RSS growth (after GC) divided by the clients: noise below a few thousand.
  */
 import { type ChildProcess, execSync, fork } from 'node:child_process';
 import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { type AddressInfo, connect, type Socket } from 'node:net';
@@ -42,6 +44,7 @@ const { values: flags } = parseArgs({
     profile: { type: 'boolean', default: false },
     port: { type: 'string' },
     count: { type: 'string' },
+    'json-out': { type: 'string' },
   },
 });
 
@@ -430,6 +433,7 @@ async function drive(): Promise<void> {
   const results: Result[] = [];
   for (const lib of libs) results.push(await measure(lib, clients, procs, idle));
   table(results);
+  if (flags['json-out']) writeFileSync(flags['json-out'], JSON.stringify(results));
 }
 
 if (flags.role === 'server') await runServer(flags.lib as Lib);

@@ -1,0 +1,47 @@
+// Every role in one process over one set of adapters: what `npm start` runs (embedded by default).
+import { createNotifications, type Notifications } from './apps/notifications/main.ts';
+import { createWebApi, type WebApi } from './apps/webapi/main.ts';
+import { createWorker, refreshCache, type Worker } from './apps/worker/main.ts';
+import type { Config } from './config.ts';
+import type { Logger } from './infrastructure/logging/logger.ts';
+import { openProcessResources, type ProcessResources } from './infrastructure/runtime/process-resources.ts';
+
+export interface AllRolesUrls {
+  readonly api: string;
+  readonly pages: string;
+  readonly workerHealth: string;
+}
+
+export function createAllRoles({ config, logger }: { config: Config; logger: Logger }) {
+  let resources: ProcessResources | undefined;
+  let worker: Worker | undefined;
+  let webApi: WebApi | undefined;
+  let notifications: Notifications | undefined;
+  return {
+    async start(): Promise<AllRolesUrls> {
+      const opened = await openProcessResources(config, logger, { connectionName: 'all-roles', bus: true });
+      resources = opened;
+      const { database, bus, cache, registry, relay } = opened;
+      worker = createWorker({
+        config,
+        logger,
+        database,
+        bus,
+        registry,
+        afterProcessed: refreshCache(cache.students),
+      });
+      const workerHealth = await worker.start();
+      webApi = await createWebApi({ config, logger, database, cache, healthChecks: [relay.healthCheck()] });
+      const api = await webApi.start();
+      notifications = await createNotifications({ config, logger, bus });
+      return { api, pages: await notifications.start(), workerHealth };
+    },
+    /** Front doors first, so nothing new arrives while the worker and the adapters wind down. */
+    async stop(): Promise<void> {
+      await notifications?.stop();
+      await webApi?.stop();
+      await worker?.stop();
+      await resources?.close();
+    },
+  };
+}

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { nextMessage } from '../packages/signalr/bench/child-messages.ts';
 import type { BenchRow } from './table.ts';
 
 const CLIENTS = 5_000;
@@ -21,21 +22,6 @@ const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const wallClock = (): number => performance.timeOrigin + performance.now();
 const send = (message: unknown): void => void process.send!(message);
-
-function nextMessage<T>(child: ChildProcess, kind: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (message: { kind: string }): void => {
-      if (message.kind !== kind) return;
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      resolve(message as T);
-    };
-    const onExit = (code: number | null): void =>
-      reject(new Error(`child exited (${code}) before '${kind}'`));
-    child.on('message', onMessage);
-    child.on('exit', onExit);
-  });
-}
 
 async function runServer(): Promise<void> {
   const { createNotifications } = await import('../src/apps/notifications/main.ts');

@@ -24,6 +24,7 @@ import { tmpdir } from 'node:os';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { nextMessage } from './child-messages.ts';
 import { Server as SocketIoServer } from 'socket.io';
 import { WebSocketServer } from 'ws';
 import { defineHub, HubServer, mountOnHttpServer } from '../src/index.ts';
@@ -75,21 +76,6 @@ function percentile(histogram: number[], p: number): number {
 
 function send(message: unknown): void {
   process.send!(message);
-}
-
-function nextMessage<T>(child: ChildProcess, kind: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (message: { kind: string }): void => {
-      if (message.kind !== kind) return;
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      resolve(message as T);
-    };
-    const onExit = (code: number | null): void =>
-      reject(new Error(`child exited (${code}) before '${kind}'`));
-    child.on('message', onMessage);
-    child.on('exit', onExit);
-  });
 }
 
 // ---------------------------------------------------------------- server role

@@ -1,7 +1,7 @@
 // Every role in one process over one set of adapters: what `npm start` runs (embedded by default).
 import { createNotifications, type Notifications } from './apps/notifications/main.ts';
 import { createWebApi, type WebApi } from './apps/webapi/main.ts';
-import { createWorker, refreshCache, type Worker } from './apps/worker/main.ts';
+import { createWorkerOver, type Worker } from './apps/worker/main.ts';
 import type { Config } from './config.ts';
 import type { Logger } from './infrastructure/logging/logger.ts';
 import { openProcessResources, type ProcessResources } from './infrastructure/runtime/process-resources.ts';
@@ -21,15 +21,8 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
     async start(): Promise<AllRolesUrls> {
       const opened = await openProcessResources(config, logger, { connectionName: 'all-roles', bus: true });
       resources = opened;
-      const { database, bus, cache, registry, relay } = opened;
-      worker = createWorker({
-        config,
-        logger,
-        database,
-        bus,
-        registry,
-        afterProcessed: refreshCache(cache.students),
-      });
+      const { database, bus, cache, relay } = opened;
+      worker = createWorkerOver(opened, { config, logger });
       const workerHealth = await worker.start();
       webApi = await createWebApi({ config, logger, database, cache, healthChecks: [relay.healthCheck()] });
       const api = await webApi.start();

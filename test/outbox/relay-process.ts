@@ -1,24 +1,20 @@
 // A relay in its own process, so a test can SIGKILL it: prints "leader" once it leads.
 import { createLogger } from '../../src/infrastructure/logging/logger.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
-import { OutboxRelay } from '../../src/infrastructure/outbox/outbox-relay.ts';
+import { startOutboxRelay } from '../../src/infrastructure/outbox/outbox-relay.ts';
 import { openDatabase } from '../../src/infrastructure/persistence/database.ts';
-import {
-  createResiliencePolicy,
-  DEFAULT_RESILIENCE,
-} from '../../src/infrastructure/resilience/resilience-policy.ts';
+import { DEFAULT_RESILIENCE } from '../../src/infrastructure/resilience/resilience-policy.ts';
 
 const logger = createLogger({ level: 'silent', pretty: false });
 const database = await openDatabase(process.env.RELAY_DATABASE_URL ?? '', logger);
 const bus = new RabbitMqMessageBus({ url: process.env.RELAY_AMQP_URL ?? '' });
-const relay = new OutboxRelay({
+const relay = startOutboxRelay({
   database,
   bus,
   logger,
-  policy: createResiliencePolicy('relay', DEFAULT_RESILIENCE, logger),
+  resilience: DEFAULT_RESILIENCE,
   options: { standbyRetryMs: 200, pollIntervalMs: 200 },
 });
-relay.start();
 const timer = setInterval(() => {
   if (relay.status().role === 'leader') {
     process.stdout.write('leader\n');

@@ -16,6 +16,7 @@ import {
   openProcessResources,
   requireBrokerForLoneRole,
   type ProcessResources,
+  type WithBus,
 } from '../../infrastructure/runtime/process-resources.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { systemClock } from '../../infrastructure/system/system-clock.ts';
@@ -126,8 +127,23 @@ function brokerCheck(bus: MessageBus): HealthCheck {
 }
 
 /** The worker's change reaches readers at once: after commit the cached copy is replaced, or dropped. */
-export function refreshCache(students: StudentCache): AfterProcessed {
+function refreshCache(students: StudentCache): AfterProcessed {
   return ({ studentId, student }) => (student ? students.set(student) : students.evict(studentId));
+}
+
+/** A worker over a process's shared adapters, refreshing their cache after each change. */
+export function createWorkerOver(
+  { database, bus, cache, registry }: WithBus,
+  { config, logger }: Pick<WorkerDeps, 'config' | 'logger'>,
+): Worker {
+  return createWorker({
+    config,
+    logger,
+    database,
+    bus,
+    registry,
+    afterProcessed: refreshCache(cache.students),
+  });
 }
 
 /** Runs the worker alone: `npm run start:worker`. */
@@ -143,15 +159,7 @@ async function main(): Promise<void> {
         // The relay publishes the notifications this worker writes (if this process leads).
         const opened = await openProcessResources(config, logger, { connectionName: 'worker', bus: true });
         resources = opened;
-        const { database, bus, cache, registry } = opened;
-        worker = createWorker({
-          config,
-          logger,
-          database,
-          bus,
-          registry,
-          afterProcessed: refreshCache(cache.students),
-        });
+        worker = createWorkerOver(opened, { config, logger });
         logger.info({ health: await worker.start(), prefetch: config.worker.prefetch }, 'worker consuming');
       },
       async stop() {

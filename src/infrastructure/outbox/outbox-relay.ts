@@ -281,6 +281,7 @@ export function startOutboxRelay(deps: {
   bus: MessageBus;
   resilience: ResilienceOptions;
   logger: Logger;
+  options?: Partial<OutboxRelayOptions>;
 }): OutboxRelay {
   const relay = new OutboxRelay({
     ...deps,

@@ -10,7 +10,7 @@ import { createLogger } from '../src/infrastructure/logging/logger.ts';
 import { RabbitMqMessageBus } from '../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { startOutboxRelay } from '../src/infrastructure/outbox/outbox-relay.ts';
 import { openDatabase, type Database } from '../src/infrastructure/persistence/database.ts';
-import { DrizzleUnitOfWork } from '../src/infrastructure/persistence/drizzle-unit-of-work.ts';
+import { SqlUnitOfWork } from '../src/infrastructure/persistence/sql-unit-of-work.ts';
 import { outbox, students } from '../src/infrastructure/persistence/schema.ts';
 import { fakerStudentGenerator } from '../src/infrastructure/system/faker-student-generator.ts';
 import { uuidV7Generator } from '../src/infrastructure/system/uuid-v7-generator.ts';
@@ -38,25 +38,23 @@ async function withStack<T>(
   }
 }
 
-/** Writes `n` created students (and their StudentCreated outbox rows), 500 per transaction. */
+/** Commits `n` created students and their StudentCreated outbox rows in one transaction. */
 async function seed(database: Database, n: number): Promise<string[]> {
-  const unitOfWork = new DrizzleUnitOfWork(database.db, uuidV7Generator);
+  const unitOfWork = new SqlUnitOfWork(database, uuidV7Generator);
   const ids: string[] = [];
-  for (let start = 0; start < n; start += 500) {
-    await unitOfWork.transaction(async (scope) => {
-      for (let i = start; i < Math.min(n, start + 500); i++) {
-        const created = Student.create({
-          id: uuidV7Generator.next(),
-          details: fakerStudentGenerator.generate(),
-          actor: 'bench',
-          now: new Date(),
-        });
-        if (!created.ok) throw new Error('generated student is invalid');
-        await scope.students.add(created.value);
-        ids.push(created.value.id);
-      }
-    });
-  }
+  await unitOfWork.transaction(async (scope) => {
+    for (let i = 0; i < n; i++) {
+      const created = Student.create({
+        id: uuidV7Generator.next(),
+        details: fakerStudentGenerator.generate(),
+        actor: 'bench',
+        now: new Date(),
+      });
+      if (!created.ok) throw new Error('generated student is invalid');
+      await scope.students.add(created.value);
+      ids.push(created.value.id);
+    }
+  });
   return ids;
 }
 
@@ -86,21 +84,21 @@ function relayAlone(n: number): Promise<number> {
 }
 
 /**
- * The whole loop as deployed: n committed events → relay (its own process, as in a webapi) → RabbitMQ →
- * worker (this process), until every student has updates == 1.
+ * The whole loop as deployed: n events committed at once → relay (its own process, as in a webapi, already
+ * leading) → RabbitMQ → worker (this process, already consuming), until every student has updates == 1.
  */
 function pipeline(n: number, prefetch: number): Promise<number> {
   return withStack(async ({ database, url, amqpUrl }) => {
-    await seed(database, n);
     const config = parseConfig({ WORKER_PORT: '0', WORKER_PREFETCH: String(prefetch), LOG_LEVEL: 'warn' });
     const bus = new RabbitMqMessageBus({ url: amqpUrl });
     const worker = createWorker({ config, logger, database, bus });
-    const started = performance.now();
     const relay = await startChildServer('bench/servers/relay.ts', {
       BENCH_DATABASE_URL: url,
       BENCH_AMQP_URL: amqpUrl,
     });
     await worker.start();
+    await seed(database, n);
+    const started = performance.now();
     await waitFor(async () => {
       const [row] = await database.db.select({ n: count() }).from(students).where(eq(students.updates, 1));
       return row?.n === n;

@@ -5,7 +5,7 @@ import { createWebApi } from '../../src/apps/webapi/main.ts';
 import { parseConfig } from '../../src/config.ts';
 import { openCache, type Cache } from '../../src/infrastructure/caching/open-cache.ts';
 import type { Database } from '../../src/infrastructure/persistence/database.ts';
-import { DrizzleStudentQueries } from '../../src/infrastructure/persistence/drizzle-student-queries.ts';
+import { SqlStudentQueries } from '../../src/infrastructure/persistence/sql-student-queries.ts';
 import { silentLogger } from '../support/logger.ts';
 
 export interface CachedApi {
@@ -54,7 +54,7 @@ export async function startCachedApi(
 
 /** Counts database reads by id: the acceptance criterion is "exactly one". */
 export function countingQueries(database: Database): StudentQueries & { readonly findByIdCalls: number } {
-  const inner = new DrizzleStudentQueries(database.db);
+  const inner = new SqlStudentQueries(database.sql);
   let calls = 0;
   return {
     get findByIdCalls() {

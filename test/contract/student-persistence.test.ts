@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { desc } from 'drizzle-orm';
 import { Student } from '../../src/domain/student.ts';
-import { DrizzleStudentQueries } from '../../src/infrastructure/persistence/drizzle-student-queries.ts';
-import { DrizzleUnitOfWork } from '../../src/infrastructure/persistence/drizzle-unit-of-work.ts';
+import { SqlStudentQueries } from '../../src/infrastructure/persistence/sql-student-queries.ts';
+import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-work.ts';
 import { outbox } from '../../src/infrastructure/persistence/schema.ts';
 import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
@@ -25,13 +25,13 @@ function newStudent(firstName = 'Ada'): Student {
 
 function persistenceContract(kind: 'postgres' | 'pglite') {
   let testDb: TestDatabase;
-  let unitOfWork: DrizzleUnitOfWork;
-  let queries: DrizzleStudentQueries;
+  let unitOfWork: SqlUnitOfWork;
+  let queries: SqlStudentQueries;
 
   before(async () => {
     testDb = await openTestDatabase(kind);
-    unitOfWork = new DrizzleUnitOfWork(testDb.database.db, uuidV7Generator);
-    queries = new DrizzleStudentQueries(testDb.database.db);
+    unitOfWork = new SqlUnitOfWork(testDb.database, uuidV7Generator);
+    queries = new SqlStudentQueries(testDb.database.sql);
   });
   after(() => testDb?.dispose());
 
@@ -131,6 +131,55 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
       (await outboxFor(student.id)).map((row) => row.type),
       ['StudentCreated', 'StudentDeleted'],
     );
+  });
+
+  test('several students are loaded and locked at once; ids that do not exist are left out', async () => {
+    const [first, second] = [newStudent('Many1'), newStudent('Many2')];
+    await unitOfWork.transaction(async ({ students }) => {
+      await students.add(first);
+      await students.add(second);
+    });
+    const missing = uuidV7Generator.next();
+    const loaded = await unitOfWork.transaction(({ students }) =>
+      students.findManyForUpdate([second.id, missing, first.id]),
+    );
+    assert.deepEqual([...loaded.keys()].sort(), [first.id, second.id].sort());
+    assert.deepEqual(loaded.get(first.id)?.snapshot(), first.snapshot());
+  });
+
+  test('a student added and then changed in one transaction is stored as last saved, with every event in order', async () => {
+    const student = newStudent('Twice');
+    await unitOfWork.transaction(async ({ students }) => {
+      await students.add(student);
+      student.recordBackgroundProcessing({ actor: 'worker', now });
+      const renamed = student.update({
+        details: { firstName: 'Twice', lastName: 'Renamed', email: 'twice@example.com' },
+        actor: 'editor',
+        now,
+      });
+      assert.ok(renamed.ok);
+      await students.update(student, 1);
+    });
+    const stored = await queries.findById(student.id);
+    assert.equal(stored?.lastName, 'Renamed');
+    assert.equal(stored?.updates, 1);
+    assert.equal(stored?.version, 3);
+    assert.deepEqual(
+      (await outboxFor(student.id)).map((row) => row.type),
+      ['StudentCreated', 'StudentUpdated'],
+    );
+  });
+
+  test('the inbox reports only the messages it has not seen, also when one repeats within a call', async () => {
+    const [a, b, c] = [uuidV7Generator.next(), uuidV7Generator.next(), uuidV7Generator.next()];
+    const first = await unitOfWork.transaction(({ inbox }) =>
+      inbox.markProcessed([a, b, a], 'contract-test'),
+    );
+    assert.deepEqual([...first].sort(), [a, b].sort());
+    const second = await unitOfWork.transaction(({ inbox }) => inbox.markProcessed([b, c], 'contract-test'));
+    assert.deepEqual([...second], [c]);
+    const otherConsumer = await unitOfWork.transaction(({ inbox }) => inbox.markProcessed([a], 'another'));
+    assert.deepEqual([...otherConsumer], [a]);
   });
 
   test('keyset pages walk every student once, in creation order', async () => {

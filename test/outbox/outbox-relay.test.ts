@@ -12,7 +12,7 @@ import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-proce
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { OutboxRelay } from '../../src/infrastructure/outbox/outbox-relay.ts';
 import { openDatabase, type Database } from '../../src/infrastructure/persistence/database.ts';
-import { DrizzleUnitOfWork } from '../../src/infrastructure/persistence/drizzle-unit-of-work.ts';
+import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-work.ts';
 import { outbox } from '../../src/infrastructure/persistence/schema.ts';
 import {
   createResiliencePolicy,
@@ -59,7 +59,7 @@ async function collect(bus: MessageBus, queue = 'relay.test'): Promise<ReceivedM
 
 function writer(database: Database) {
   return createStudent({
-    unitOfWork: new DrizzleUnitOfWork(database.db, uuidV7Generator),
+    unitOfWork: new SqlUnitOfWork(database, uuidV7Generator),
     ids: uuidV7Generator,
     clock: systemClock,
     generator: fakerStudentGenerator,

@@ -19,12 +19,15 @@ export class InMemoryStudents implements UnitOfWork {
       for (const event of student.pullDomainEvents())
         outbox.push(studentEventMessage(event, `msg-${this.#nextId++}`));
     };
+    const load = (id: string) => {
+      const row = rows.get(id);
+      return row ? Student.rehydrate(row) : undefined;
+    };
     const result = await work({
       students: {
-        findByIdForUpdate: async (id) => {
-          const row = rows.get(id);
-          return row ? Student.rehydrate(row) : undefined;
-        },
+        findByIdForUpdate: async (id) => load(id),
+        findManyForUpdate: async (ids) =>
+          new Map(ids.flatMap((id) => (rows.has(id) ? [[id, load(id)!] as const] : []))),
         add: async (student) => {
           rows.set(student.id, student.snapshot());
           store(student);
@@ -40,11 +43,15 @@ export class InMemoryStudents implements UnitOfWork {
         },
       },
       inbox: {
-        markProcessed: async (messageId, consumer) => {
-          const key = `${consumer}:${messageId}`;
-          if (processed.has(key)) return false;
-          processed.add(key);
-          return true;
+        markProcessed: async (messageIds, consumer) => {
+          const fresh = new Set<string>();
+          for (const messageId of messageIds) {
+            const key = `${consumer}:${messageId}`;
+            if (processed.has(key)) continue;
+            processed.add(key);
+            fresh.add(messageId);
+          }
+          return fresh;
         },
       },
       outbox: {

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 import {
-  processStudentEvent,
+  processStudentEvents,
   type ProcessStudentEventCommand,
+  type ProcessStudentEventDeps,
+  type ProcessStudentEventResult,
 } from '../../src/application/students/process-student-event.ts';
 import { createStudent } from '../../src/application/students/create-student.ts';
 import { toStudentDto } from '../../src/application/students/student-dto.ts';
@@ -13,9 +15,20 @@ import { InMemoryStudents } from '../support/in-memory-students.ts';
 const now = new Date('2026-03-01T00:00:00Z');
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
 
-describe('processStudentEvent', () => {
+/** One event in its own transaction, as the worker runs it with prefetch 1. */
+function processOne(deps: ProcessStudentEventDeps) {
+  const processEvents = processStudentEvents(deps);
+  return async (command: ProcessStudentEventCommand): Promise<ProcessStudentEventResult> => {
+    const [result] = await processEvents([command]);
+    assert.ok(result);
+    return result;
+  };
+}
+
+describe('processStudentEvents', () => {
   let store: InMemoryStudents;
-  let process: ReturnType<typeof processStudentEvent>;
+  let process: ReturnType<typeof processOne>;
+  let deps: ProcessStudentEventDeps;
   let nextId: number;
   let student: StudentSnapshot;
 
@@ -42,16 +55,17 @@ describe('processStudentEvent', () => {
   beforeEach(async () => {
     store = new InMemoryStudents();
     nextId = 0;
-    const deps = {
+    const writeDeps = {
       unitOfWork: store,
       ids: { next: () => `id-${nextId++}` },
       clock: { now: () => now },
       generator: { generate: () => ({ firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' }) },
     };
-    const created = await createStudent(deps)({ details: {}, actor: 'alice' });
+    const created = await createStudent(writeDeps)({ details: {}, actor: 'alice' });
     assert.ok(created.ok);
     student = created.value;
-    process = processStudentEvent({ ...deps, spanIds: { next: () => 'aaaaaaaaaaaaaaaa' } });
+    deps = { ...writeDeps, spanIds: { next: () => 'aaaaaaaaaaaaaaaa' } };
+    process = processOne(deps);
   });
 
   test('created: updates becomes 1, then StudentCreated and StudentCached notify the processed state, in that order', async () => {
@@ -133,7 +147,7 @@ describe('processStudentEvent', () => {
   });
 
   test('a failure inside the transaction leaves no trace, so the redelivery is processed in full', async () => {
-    const failing = processStudentEvent({
+    const failing = processOne({
       unitOfWork: store,
       ids: {
         next: () => {
@@ -149,5 +163,53 @@ describe('processStudentEvent', () => {
     const result = await process(eventFor('StudentCreated', 'retry-me'));
     assert.equal(result.status, 'processed');
     assert.equal(notifications().length, 2);
+  });
+
+  test('events that arrive together share one transaction; each gets its own result, in order', async () => {
+    const other = await createStudent({
+      ...deps,
+      generator: { generate: () => ({ firstName: 'Grace', lastName: 'Hopper', email: 'grace@example.com' }) },
+    })({ details: {}, actor: 'bob' });
+    assert.ok(other.ok);
+    const created = eventFor('StudentCreated', 'batch-1');
+    const forOther: ProcessStudentEventCommand = {
+      ...created,
+      event: {
+        ...created.event,
+        id: 'batch-2',
+        subject: other.value.id,
+        data: { student: toStudentDto(other.value), actor: 'bob' },
+      },
+    };
+    let transactions = 0;
+    const counting = {
+      transaction: <T>(work: Parameters<typeof store.transaction<T>>[0]) => (
+        transactions++,
+        store.transaction(work)
+      ),
+    };
+
+    const results = await processStudentEvents({ ...deps, unitOfWork: counting })([
+      created,
+      forOther,
+      created,
+    ]);
+
+    assert.equal(transactions, 1);
+    assert.deepEqual(
+      results.map((result) => result.status),
+      ['processed', 'processed', 'duplicate'],
+    );
+    assert.equal(store.rows.get(student.id)?.updates, 1);
+    assert.equal(store.rows.get(other.value.id)?.updates, 1);
+    assert.deepEqual(
+      notifications().map((message) => [message.type, message.subject]),
+      [
+        ['StudentCreated', student.id],
+        ['StudentCached', student.id],
+        ['StudentCreated', other.value.id],
+        ['StudentCached', other.value.id],
+      ],
+    );
   });
 });

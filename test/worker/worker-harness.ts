@@ -23,7 +23,7 @@ import type { StudentSnapshot } from '../../src/domain/student.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import type { Database } from '../../src/infrastructure/persistence/database.ts';
-import { DrizzleUnitOfWork } from '../../src/infrastructure/persistence/drizzle-unit-of-work.ts';
+import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-work.ts';
 import { outbox, students } from '../../src/infrastructure/persistence/schema.ts';
 import { fakerStudentGenerator } from '../../src/infrastructure/system/faker-student-generator.ts';
 import { systemClock } from '../../src/infrastructure/system/system-clock.ts';
@@ -122,7 +122,7 @@ export function withJitteredTransactions(database: Database, maxMs = 25): Databa
 /** A student stored the way the webapi stores one (its StudentCreated row lands in the outbox too). */
 export async function addStudent(database: Database): Promise<StudentSnapshot> {
   const created = await createStudent({
-    unitOfWork: new DrizzleUnitOfWork(database.db, uuidV7Generator),
+    unitOfWork: new SqlUnitOfWork(database, uuidV7Generator),
     ids: uuidV7Generator,
     clock: systemClock,
     generator: fakerStudentGenerator,

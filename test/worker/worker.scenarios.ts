@@ -6,7 +6,7 @@ import type { ReceivedMessage, Subscription } from '../../src/application/ports/
 import { outcome } from '../../src/application/ports/message-bus.ts';
 import { deleteStudent } from '../../src/application/students/delete-student.ts';
 import type { StudentSnapshot } from '../../src/domain/student.ts';
-import { DrizzleUnitOfWork } from '../../src/infrastructure/persistence/drizzle-unit-of-work.ts';
+import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-work.ts';
 import { systemClock } from '../../src/infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
 import {
@@ -89,7 +89,7 @@ export function workerScenarios(
       running = await startWorker(env);
       const student = await addStudent(env.database);
       const removed = await deleteStudent({
-        unitOfWork: new DrizzleUnitOfWork(env.database.db, uuidV7Generator),
+        unitOfWork: new SqlUnitOfWork(env.database, uuidV7Generator),
         clock: systemClock,
       })({ id: student.id, actor: 'bob' });
       assert.ok(removed.ok);

@@ -1,4 +1,7 @@
 export interface Inbox {
-  /** Records that `consumer` handled `messageId`; false when it already had (a redelivery). */
-  markProcessed(messageId: string, consumer: string): Promise<boolean>;
+  /**
+   * Records that `consumer` handled these messages; resolves with those it had not handled before. The others are
+   * redeliveries, to be acknowledged without doing anything again.
+   */
+  markProcessed(messageIds: readonly string[], consumer: string): Promise<ReadonlySet<string>>;
 }

@@ -10,6 +10,7 @@ import {
 import type { StudentSnapshot } from '../../domain/student.ts';
 import type { Clock } from '../ports/clock.ts';
 import type { IdGenerator } from '../ports/id-generator.ts';
+import type { OutboxMessage } from '../ports/outbox.ts';
 import type { UnitOfWork } from '../ports/student-repository.ts';
 import { toStudentDto } from './student-dto.ts';
 import { studentNotificationMessage } from './student-notification-messages.ts';
@@ -47,45 +48,72 @@ const TRACEPARENT = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-([\da-f]{2})$/;
 /**
  * The original's background processing, in one transaction: inbox check, `updates += 1` on the re-read student,
  * and the notifications in the outbox, so a redelivered event changes nothing twice and no notification is lost.
+ * Several events may share the transaction (the worker passes those that arrived together): each one's effects
+ * are still all-or-nothing, and the results come back in the order of the commands.
  */
-export function processStudentEvent(deps: ProcessStudentEventDeps) {
-  return ({ event, traceparent }: ProcessStudentEventCommand): Promise<ProcessStudentEventResult> =>
+export function processStudentEvents(deps: ProcessStudentEventDeps) {
+  return (commands: readonly ProcessStudentEventCommand[]): Promise<ProcessStudentEventResult[]> =>
     deps.unitOfWork.transaction(async ({ students, inbox, outbox }) => {
-      if (!(await inbox.markProcessed(event.id, WORKER_INBOX))) return { status: 'duplicate' } as const;
+      const fresh = new Set(
+        await inbox.markProcessed(unique(commands.map(({ event }) => event.id)), WORKER_INBOX),
+      );
+      const loaded = await students.findManyForUpdate(
+        unique(
+          commands
+            .filter(({ event }) => fresh.has(event.id) && event.type !== 'StudentDeleted')
+            .map(({ event }) => event.subject),
+        ),
+      );
       const now = deps.clock.now();
-      const headers = childTraceHeaders(traceparent, deps.spanIds);
-      const notify = (eventType: NotificationEventType, student: StudentDto) =>
-        studentNotificationMessage({
-          id: deps.ids.next(),
-          eventType,
-          student,
-          userId: event.data.actor,
-          now,
-          headers,
-        });
+      const notifications: OutboxMessage[] = [];
+      const results: ProcessStudentEventResult[] = [];
+      for (const { event, traceparent } of commands) {
+        // A message delivered twice in one batch is handled once, like any redelivery.
+        if (!fresh.delete(event.id)) {
+          results.push({ status: 'duplicate' });
+          continue;
+        }
+        const headers = childTraceHeaders(traceparent, deps.spanIds);
+        const notify = (eventType: NotificationEventType, student: StudentDto) =>
+          notifications.push(
+            studentNotificationMessage({
+              id: deps.ids.next(),
+              eventType,
+              student,
+              userId: event.data.actor,
+              now,
+              headers,
+            }),
+          );
 
-      if (event.type === 'StudentDeleted') {
-        await outbox.append([notify(NotificationEventTypes.deleted, event.data.student)]);
-        return { status: 'deleted', studentId: event.subject } as const;
-      }
-
-      const student = await students.findByIdForUpdate(event.subject);
-      if (!student) return { status: 'studentGone', studentId: event.subject } as const;
-      const loadedVersion = student.version;
-      student.recordBackgroundProcessing({ actor: ACTOR, now });
-      await students.update(student, loadedVersion);
-      const dto = toStudentDto(student.snapshot());
-      // The event's own notification first, then `cached`, as the original sent them.
-      await outbox.append([
+        if (event.type === 'StudentDeleted') {
+          notify(NotificationEventTypes.deleted, event.data.student);
+          results.push({ status: 'deleted', studentId: event.subject });
+          continue;
+        }
+        const student = loaded.get(event.subject);
+        if (!student) {
+          results.push({ status: 'studentGone', studentId: event.subject });
+          continue;
+        }
+        const loadedVersion = student.version;
+        student.recordBackgroundProcessing({ actor: ACTOR, now });
+        await students.update(student, loadedVersion);
+        const dto = toStudentDto(student.snapshot());
+        // The event's own notification first, then `cached`, as the original sent them.
         notify(
           event.type === 'StudentCreated' ? NotificationEventTypes.created : NotificationEventTypes.updated,
           dto,
-        ),
-        notify(NotificationEventTypes.cached, dto),
-      ]);
-      return { status: 'processed', student: student.snapshot() } as const;
+        );
+        notify(NotificationEventTypes.cached, dto);
+        results.push({ status: 'processed', student: student.snapshot() });
+      }
+      await outbox.append(notifications);
+      return results;
     });
 }
+
+const unique = (values: readonly string[]) => [...new Set(values)];
 
 /** Same trace, new span; without a valid incoming context the outbox starts a new trace. */
 function childTraceHeaders(

@@ -15,8 +15,8 @@ import { createHttpServer, type HttpServer } from '../../infrastructure/http/htt
 import { registerOpenApi } from '../../infrastructure/http/openapi.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
-import { DrizzleStudentQueries } from '../../infrastructure/persistence/drizzle-student-queries.ts';
-import { DrizzleUnitOfWork } from '../../infrastructure/persistence/drizzle-unit-of-work.ts';
+import { SqlStudentQueries } from '../../infrastructure/persistence/sql-student-queries.ts';
+import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
 import {
   openProcessResources,
   type ProcessResources,
@@ -78,8 +78,8 @@ export async function createWebApi({ config, logger, database, ...deps }: WebApi
   });
   await app.register(dedupPlugin, { store: cache.responses, metrics: cache.metrics });
 
-  const unitOfWork = new DrizzleUnitOfWork(database.db, uuidV7Generator);
-  const queries = deps.queries ?? new DrizzleStudentQueries(database.db);
+  const unitOfWork = new SqlUnitOfWork(database, uuidV7Generator);
+  const queries = deps.queries ?? new SqlStudentQueries(database.sql);
   const writeDeps = {
     unitOfWork,
     ids: uuidV7Generator,

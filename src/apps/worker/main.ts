@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { Registry } from 'prom-client';
 import type { MessageBus, Subscription } from '../../application/ports/message-bus.ts';
-import { processStudentEvent } from '../../application/students/process-student-event.ts';
+import { processStudentEvents } from '../../application/students/process-student-event.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
 import { MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
 import { pingCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
@@ -11,7 +11,7 @@ import { createHttpServer } from '../../infrastructure/http/http-server.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
 import type { StudentCache } from '../../application/ports/student-cache.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
-import { DrizzleUnitOfWork } from '../../infrastructure/persistence/drizzle-unit-of-work.ts';
+import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
 import {
   openProcessResources,
   requireBrokerForLoneRole,
@@ -21,6 +21,7 @@ import {
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { systemClock } from '../../infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../infrastructure/system/uuid-v7-generator.ts';
+import { microBatch } from './micro-batch.ts';
 import { consumeStudentEvents, type AfterProcessed } from './student-events.consumer.ts';
 import { createWorkerMetrics } from './worker-metrics.ts';
 
@@ -59,12 +60,16 @@ export function createWorker({
 }: WorkerDeps): Worker {
   const log = logger.child({ service: 'worker' });
   const app = createHttpServer(log);
-  const processEvent = processStudentEvent({
-    unitOfWork: new DrizzleUnitOfWork(database.db, uuidV7Generator),
-    ids: uuidV7Generator,
-    clock: systemClock,
-    spanIds,
-  });
+  // Events that arrive together share one transaction (with prefetch 1 there is only ever one).
+  const processEvent = microBatch(
+    processStudentEvents({
+      unitOfWork: new SqlUnitOfWork(database, uuidV7Generator),
+      ids: uuidV7Generator,
+      clock: systemClock,
+      spanIds,
+    }),
+    config.worker.prefetch,
+  );
   const metrics = createWorkerMetrics(registry);
   let state: ConsumerState = 'stopped';
   let subscription: Subscription | undefined;

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { ExponentialBackoff, handleWhen, retry, type RetryPolicy } from 'cockatiel';
 import { DependencyUnavailableError } from '../../application/errors.ts';
 import {
@@ -61,6 +62,8 @@ export function isTransient(error: unknown): boolean {
  */
 export async function consumeStudentEvents(options: StudentEventsConsumerOptions): Promise<Subscription> {
   const stopping = new AbortController();
+  // Each message in flight listens for the stop twice (its retries and cockatiel's): bounded by the prefetch.
+  setMaxListeners(2 * options.prefetch + 1, stopping.signal);
   const subscription = await options.bus.consume(Queues.studentsWorker, {
     prefetch: options.prefetch,
     orderingKey: (message) => message.headers[SUBJECT_HEADER],

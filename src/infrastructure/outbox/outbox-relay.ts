@@ -1,13 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { asc, inArray, isNull, lt, sql } from 'drizzle-orm';
 import type { MessageBus, OutgoingMessage } from '../../application/ports/message-bus.ts';
 import { CLOUD_EVENTS_CONTENT_TYPE, SUBJECT_HEADER, type CloudEvent } from '../../contracts/cloud-events.ts';
 import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
 import type { Database, Leadership } from '../persistence/database.ts';
 import { guardDatabase } from '../persistence/database-errors.ts';
-import { OUTBOX_CHANNEL } from '../persistence/drizzle-unit-of-work.ts';
-import { outbox } from '../persistence/schema.ts';
+import { sqlStatement } from '../persistence/sql.ts';
+import { OUTBOX_CHANNEL } from '../persistence/sql-unit-of-work.ts';
 import {
   createResiliencePolicy,
   type BreakerState,
@@ -46,10 +45,32 @@ export interface RelayStatus {
   readonly lastError?: string;
 }
 
-type Row = typeof outbox.$inferSelect;
+/** An unsent outbox row, as the relay reads it. */
+export interface OutboxRow {
+  readonly id: string;
+  readonly exchange: string;
+  readonly routingKey: string;
+  readonly type: string;
+  readonly subject: string;
+  readonly payload: unknown;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly occurredAt: Date;
+}
+
+const statements = {
+  unsent: sqlStatement(
+    'outbox_unsent',
+    `select id, exchange, routing_key as "routingKey", type, subject, payload, headers,
+       occurred_at as "occurredAt"
+     from outbox where sent_at is null order by seq limit $1`,
+  ),
+  markSent: sqlStatement('outbox_mark_sent', 'update outbox set sent_at = $1 where id = any($2::uuid[])'),
+  deleteSentBefore: sqlStatement('outbox_delete_sent_before', 'delete from outbox where sent_at < $1'),
+  backlog: sqlStatement('outbox_backlog', 'select count(*)::int as count from outbox where sent_at is null'),
+};
 
 /** A row as the CloudEvent that travels on the broker; its id is the row's, stable across re-publishing. */
-export function outboxMessage(row: Row): OutgoingMessage {
+export function outboxMessage(row: OutboxRow): OutgoingMessage {
   const event: CloudEvent = {
     specversion: '1.0',
     id: row.id,
@@ -199,27 +220,13 @@ export class OutboxRelay {
   }
 
   async #publishBatch(): Promise<number> {
+    const { sql } = this.#database;
     const rows = await guardDatabase(() =>
-      this.#database.db
-        .select()
-        .from(outbox)
-        .where(isNull(outbox.sentAt))
-        .orderBy(asc(outbox.seq))
-        .limit(this.#options.batchSize),
+      sql.query<OutboxRow>(statements.unsent, [this.#options.batchSize]),
     );
     if (rows.length === 0) return 0;
     await this.#policy.execute(() => this.#bus.publish(rows.map(outboxMessage)));
-    await guardDatabase(() =>
-      this.#database.db
-        .update(outbox)
-        .set({ sentAt: new Date() })
-        .where(
-          inArray(
-            outbox.id,
-            rows.map((row) => row.id),
-          ),
-        ),
-    );
+    await guardDatabase(() => sql.query(statements.markSent, [new Date(), rows.map((row) => row.id)]));
     this.#published += rows.length;
     return rows.length;
   }
@@ -228,17 +235,14 @@ export class OutboxRelay {
     if (Date.now() - this.#lastCleanup < CLEANUP_EVERY_MS) return;
     this.#lastCleanup = Date.now();
     const cutoff = new Date(Date.now() - this.#options.retentionMs);
-    await guardDatabase(() => this.#database.db.delete(outbox).where(lt(outbox.sentAt, cutoff)));
+    await guardDatabase(() => this.#database.sql.query(statements.deleteSentBefore, [cutoff]));
   }
 
-  #backlog(): Promise<number> {
-    return guardDatabase(async () => {
-      const [row] = await this.#database.db
-        .select({ count: sql<number>`count(*)::int` })
-        .from(outbox)
-        .where(isNull(outbox.sentAt));
-      return row?.count ?? 0;
-    });
+  async #backlog(): Promise<number> {
+    const [row] = await guardDatabase(() =>
+      this.#database.sql.query<{ count: number }>(statements.backlog, []),
+    );
+    return row?.count ?? 0;
   }
 
   /**

@@ -12,6 +12,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import pg from 'pg';
 import type { Logger } from '../logging/logger.ts';
 import * as schema from './schema.ts';
+import type { SqlExecutor, SqlStatement } from './sql.ts';
 
 export type Schema = typeof schema;
 /** The drizzle API shared by the PostgreSQL and PGlite drivers: repositories are written once against it. */
@@ -19,7 +20,12 @@ export type Db = PgDatabase<PgQueryResultHKT, Schema>;
 
 export interface Database {
   readonly kind: 'postgres' | 'pglite';
+  /** drizzle, for ad-hoc queries (tests, tools); the hot paths use `sql` and `transaction` instead. */
   readonly db: Db;
+  /** Each statement on its own (autocommit). */
+  readonly sql: SqlExecutor;
+  /** Runs `work` in one transaction on one connection: committed when it resolves, rolled back when it throws. */
+  transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T>;
   /** Applies the generated SQL migrations (idempotent; serialized across processes on PostgreSQL). */
   migrate(): Promise<void>;
   ping(): Promise<void>;
@@ -63,6 +69,25 @@ function openPostgres(url: string, logger: Logger): Database {
   return {
     kind: 'postgres',
     db,
+    sql: pgExecutor(pool),
+    async transaction(work) {
+      const client = await pool.connect();
+      let broken: Error | undefined;
+      try {
+        await client.query('begin');
+        const result = await work(pgExecutor(client));
+        await client.query('commit');
+        return result;
+      } catch (error) {
+        // A connection that cannot even roll back is discarded rather than returned to the pool.
+        await client.query('rollback').catch((rollbackError: unknown) => {
+          broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError));
+        });
+        throw error;
+      } finally {
+        client.release(broken);
+      }
+    },
     async migrate() {
       const client = await pool.connect();
       try {
@@ -81,6 +106,15 @@ function openPostgres(url: string, logger: Logger): Database {
     },
     tryLead: (lockKey) => leadOnPostgres(url, lockKey, logger),
     close: () => pool.end(),
+  };
+}
+
+function pgExecutor(target: pg.Pool | pg.PoolClient): SqlExecutor {
+  return {
+    async query<Row>(statement: SqlStatement, params: readonly unknown[]) {
+      const result = await target.query({ name: statement.name, text: statement.text, values: [...params] });
+      return result.rows as Row[];
+    },
   };
 }
 
@@ -144,6 +178,14 @@ async function openPglite(location: string): Promise<Database> {
   return pgliteDatabase(client, () => client.close());
 }
 
+function pgliteExecutor(target: Pick<PGlite, 'query'>): SqlExecutor {
+  return {
+    async query<Row>(statement: SqlStatement, params: readonly unknown[]) {
+      return (await target.query<Row>(statement.text, [...params])).rows;
+    },
+  };
+}
+
 function pgliteDatabase(client: PGlite, close: () => Promise<void>): Database {
   const db = drizzlePglite(client, { schema });
   // One process, one session: leadership is simply "the first caller in this process".
@@ -151,6 +193,8 @@ function pgliteDatabase(client: PGlite, close: () => Promise<void>): Database {
   return {
     kind: 'pglite',
     db,
+    sql: pgliteExecutor(client),
+    transaction: (work) => client.transaction((tx) => work(pgliteExecutor(tx))),
     migrate: () => migratePglite(db, { migrationsFolder: MIGRATIONS_FOLDER }),
     async ping() {
       await client.query('select 1');

@@ -1,0 +1,269 @@
+import { randomBytes } from 'node:crypto';
+import type { IdGenerator } from '../../application/ports/id-generator.ts';
+import type { Inbox } from '../../application/ports/inbox.ts';
+import type { OutboxMessage, OutboxWriter } from '../../application/ports/outbox.ts';
+import type {
+  StudentRepository,
+  TransactionScope,
+  UnitOfWork,
+} from '../../application/ports/student-repository.ts';
+import { studentEventMessage } from '../../application/students/student-event-messages.ts';
+import { TRACEPARENT_HEADER } from '../../contracts/messaging.ts';
+import { Student, type StudentSnapshot } from '../../domain/student.ts';
+import type { Database } from './database.ts';
+import { guardDatabase } from './database-errors.ts';
+import { sqlStatement, STUDENT_COLUMNS, type SqlExecutor } from './sql.ts';
+
+/** The LISTEN/NOTIFY channel that wakes the outbox relay. */
+export const OUTBOX_CHANNEL = 'outbox';
+
+const statements = {
+  markProcessed: sqlStatement(
+    'inbox_mark_processed',
+    `insert into inbox (message_id, consumer, processed_at) select unnest($1::text[]), $2, $3
+     on conflict do nothing returning message_id as "messageId"`,
+  ),
+  // In id order, so two transactions locking overlapping sets cannot deadlock.
+  findManyForUpdate: sqlStatement(
+    'students_find_many_for_update',
+    `select ${STUDENT_COLUMNS} from students where id = any($1::uuid[]) order by id for update`,
+  ),
+  /**
+   * Every change of one transaction in one statement, so a commit costs one round trip whatever it changed.
+   * Each part takes arrays (empty when there is nothing of its kind); data-modifying WITH parts always run.
+   */
+  flush: sqlStatement(
+    'unit_of_work_flush',
+    `with added as (
+       insert into students (id, first_name, last_name, email, updates, created, created_by, last_modified,
+         last_modified_by, version)
+       select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
+         $7::text[], $8::timestamptz[], $9::text[], $10::int[])
+     ), updated as (
+       update students set first_name = changed.first_name, last_name = changed.last_name,
+         email = changed.email, updates = changed.updates, last_modified = changed.last_modified,
+         last_modified_by = changed.last_modified_by, version = changed.version
+       from unnest($11::uuid[], $12::text[], $13::text[], $14::text[], $15::int[], $16::timestamptz[],
+         $17::text[], $18::int[], $19::int[])
+         as changed(id, first_name, last_name, email, updates, last_modified, last_modified_by, version,
+           loaded_version)
+       where students.id = changed.id and students.version = changed.loaded_version
+       returning students.id
+     ), removed as (
+       delete from students where id = any($20::uuid[])
+     ), appended as (
+       insert into outbox (id, exchange, routing_key, type, subject, payload, headers, occurred_at)
+       select id, exchange, routing_key, type, subject, payload, headers, occurred_at
+       from unnest($21::uuid[], $22::text[], $23::text[], $24::text[], $25::text[], $26::jsonb[],
+         $27::jsonb[], $28::timestamptz[]) with ordinality
+         as message(id, exchange, routing_key, type, subject, payload, headers, occurred_at, position)
+       order by position
+     )
+     select count(*)::int as updated from updated`,
+  ),
+  notifyRelay: sqlStatement('outbox_notify', 'select pg_notify($1, $2)'),
+};
+
+function newTraceparent(): string {
+  return `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
+}
+
+/**
+ * The write side in hand-written SQL, the same on PostgreSQL and PGlite. Reads run at once; saves are collected
+ * and written with the outbox rows in one statement at commit. It runs once per request and per batch of events
+ * in the worker, so its statements are prepared once per connection (docs/adr/008-hot-path-sql.md).
+ */
+export class SqlUnitOfWork implements UnitOfWork {
+  readonly #database: Database;
+  readonly #ids: IdGenerator;
+  #notifying = false;
+  #notifyAgain = false;
+
+  constructor(database: Database, ids: IdGenerator) {
+    this.#database = database;
+    this.#ids = ids;
+  }
+
+  async transaction<T>(work: (scope: TransactionScope) => Promise<T>): Promise<T> {
+    let appended = false;
+    const result = await guardDatabase(() =>
+      this.#database.transaction(async (tx) => {
+        const changes = new PendingChanges();
+        const outbox: OutboxWriter = {
+          append: async (messages) => changes.append(messages),
+        };
+        const students = new SqlStudentRepository(tx, this.#ids, changes);
+        const value = await work({ students, inbox: sqlInbox(tx), outbox });
+        await changes.flush(tx);
+        appended = changes.appended;
+        return value;
+      }),
+    );
+    if (appended) this.#wakeRelay();
+    return result;
+  }
+
+  /**
+   * NOTIFY after commit, not inside the transaction: a NOTIFY takes a database-wide lock held through commit,
+   * which would serialize every writer's commit (and its fsync). At most one is in flight per process; a
+   * missed one only delays the relay until its next poll.
+   */
+  #wakeRelay(): void {
+    if (this.#notifying) {
+      this.#notifyAgain = true;
+      return;
+    }
+    this.#notifying = true;
+    void this.#database.sql
+      .query(statements.notifyRelay, [OUTBOX_CHANNEL, ''])
+      .catch(() => undefined)
+      .finally(() => {
+        this.#notifying = false;
+        if (this.#notifyAgain) {
+          this.#notifyAgain = false;
+          this.#wakeRelay();
+        }
+      });
+  }
+}
+
+function sqlInbox(tx: SqlExecutor): Inbox {
+  return {
+    async markProcessed(messageIds, consumer) {
+      if (messageIds.length === 0) return new Set();
+      const inserted = await tx.query<{ messageId: string }>(statements.markProcessed, [
+        messageIds,
+        consumer,
+        new Date(),
+      ]);
+      return new Set(inserted.map((row) => row.messageId));
+    },
+  };
+}
+
+type PendingChange =
+  | { readonly kind: 'add'; readonly student: StudentSnapshot }
+  | { readonly kind: 'update'; readonly student: StudentSnapshot; readonly loadedVersion: number }
+  | { readonly kind: 'remove'; readonly id: string };
+
+/** The saves and outbox rows of one transaction, merged per student, waiting for the commit. */
+class PendingChanges {
+  readonly #students = new Map<string, PendingChange>();
+  readonly #outbox: OutboxMessage[] = [];
+
+  get appended(): boolean {
+    return this.#outbox.length > 0;
+  }
+
+  add(student: StudentSnapshot): void {
+    this.#students.set(student.id, { kind: 'add', student });
+  }
+
+  /** A student added earlier in this transaction is inserted as it is now; one updated twice, once. */
+  update(student: StudentSnapshot, loadedVersion: number): void {
+    const earlier = this.#students.get(student.id);
+    if (earlier?.kind === 'remove') throw new Error(`student ${student.id} was removed in this transaction`);
+    this.#students.set(
+      student.id,
+      earlier?.kind === 'add'
+        ? { kind: 'add', student }
+        : { kind: 'update', student, loadedVersion: earlier?.loadedVersion ?? loadedVersion },
+    );
+  }
+
+  remove(id: string): void {
+    if (this.#students.get(id)?.kind === 'add') this.#students.delete(id);
+    else this.#students.set(id, { kind: 'remove', id });
+  }
+
+  append(messages: readonly OutboxMessage[]): void {
+    this.#outbox.push(...messages);
+  }
+
+  async flush(tx: SqlExecutor): Promise<void> {
+    const changes = [...this.#students.values()];
+    if (changes.length === 0 && this.#outbox.length === 0) return;
+    const added = changes.flatMap((change) => (change.kind === 'add' ? [change.student] : []));
+    const updated = changes.flatMap((change) => (change.kind === 'update' ? [change] : []));
+    const removed = changes.flatMap((change) => (change.kind === 'remove' ? [change.id] : []));
+    const [result] = await tx.query<{ updated: number }>(statements.flush, [
+      added.map((s) => s.id),
+      added.map((s) => s.firstName),
+      added.map((s) => s.lastName),
+      added.map((s) => s.email),
+      added.map((s) => s.updates),
+      added.map((s) => s.created),
+      added.map((s) => s.createdBy),
+      added.map((s) => s.lastModified),
+      added.map((s) => s.lastModifiedBy),
+      added.map((s) => s.version),
+      updated.map((u) => u.student.id),
+      updated.map((u) => u.student.firstName),
+      updated.map((u) => u.student.lastName),
+      updated.map((u) => u.student.email),
+      updated.map((u) => u.student.updates),
+      updated.map((u) => u.student.lastModified),
+      updated.map((u) => u.student.lastModifiedBy),
+      updated.map((u) => u.student.version),
+      updated.map((u) => u.loadedVersion),
+      removed,
+      this.#outbox.map((m) => m.id),
+      this.#outbox.map((m) => m.exchange),
+      this.#outbox.map((m) => m.routingKey),
+      this.#outbox.map((m) => m.type),
+      this.#outbox.map((m) => m.subject),
+      this.#outbox.map((m) => JSON.stringify(m.payload)),
+      // Each message carries a W3C trace context; a caller that has one passes it, otherwise a trace starts here.
+      this.#outbox.map((m) => JSON.stringify({ [TRACEPARENT_HEADER]: newTraceparent(), ...m.headers })),
+      this.#outbox.map((m) => m.occurredAt),
+    ]);
+    // The rows were locked when loaded, so a miss here is a bug in the caller, not a race.
+    if (result?.updated !== updated.length)
+      throw new Error(
+        `${updated.length - (result?.updated ?? 0)} updated student(s) were not locked at their version`,
+      );
+  }
+}
+
+class SqlStudentRepository implements StudentRepository {
+  readonly #tx: SqlExecutor;
+  readonly #ids: IdGenerator;
+  readonly #changes: PendingChanges;
+
+  constructor(tx: SqlExecutor, ids: IdGenerator, changes: PendingChanges) {
+    this.#tx = tx;
+    this.#ids = ids;
+    this.#changes = changes;
+  }
+
+  async findByIdForUpdate(id: string): Promise<Student | undefined> {
+    return (await this.findManyForUpdate([id])).get(id);
+  }
+
+  async findManyForUpdate(ids: readonly string[]): Promise<ReadonlyMap<string, Student>> {
+    if (ids.length === 0) return new Map();
+    const rows = await this.#tx.query<StudentSnapshot>(statements.findManyForUpdate, [ids]);
+    return new Map(rows.map((row) => [row.id, Student.rehydrate(row)]));
+  }
+
+  async add(student: Student): Promise<void> {
+    this.#changes.add(student.snapshot());
+    this.#storeEvents(student);
+  }
+
+  async update(student: Student, loadedVersion: number): Promise<void> {
+    this.#changes.update(student.snapshot(), loadedVersion);
+    this.#storeEvents(student);
+  }
+
+  async remove(student: Student): Promise<void> {
+    this.#changes.remove(student.id);
+    this.#storeEvents(student);
+  }
+
+  #storeEvents(student: Student): void {
+    this.#changes.append(
+      student.pullDomainEvents().map((event) => studentEventMessage(event, this.#ids.next())),
+    );
+  }
+}

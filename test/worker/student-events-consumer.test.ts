@@ -93,9 +93,28 @@ describe('the student-events consumer', () => {
     assert.equal(await counted(registry, 'retried'), 0);
   });
 
-  test('a failure that stays transient goes back to the queue until the delivery limit dead-letters it', async () => {
+  test('while the database stays unreachable the message waits in process, using up no delivery; then it is processed once', async () => {
+    await consume(async (attempt) => {
+      if (attempt < 2 * DEFAULT_MAX_DELIVERIES * 3) throw unavailable();
+      return { status: 'processed', student };
+    });
+    await bus.publish([studentEvent('StudentUpdated', student)]);
+    await eventually('processed', async () => (await counted(registry, 'processed')) === 1);
+
+    assert.equal(
+      calls.length,
+      2 * DEFAULT_MAX_DELIVERIES * 3,
+      'more attempts than the delivery limit would allow',
+    );
+    assert.equal(await counted(registry, 'retried'), 0, 'never returned to the queue');
+    assert.equal(dead.length, 0);
+  });
+
+  test('a conflict that keeps happening goes back to the queue until the delivery limit dead-letters it', async () => {
     await consume(async () => {
-      throw unavailable();
+      throw Object.assign(new Error('could not serialize access due to concurrent update'), {
+        code: '40001',
+      });
     });
     await bus.publish([studentEvent('StudentUpdated', student)]);
     await eventually('dead-lettered by the delivery limit', () => dead.length === 1);

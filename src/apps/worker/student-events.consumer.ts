@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { ExponentialBackoff, handleWhen, retry, type RetryPolicy } from 'cockatiel';
+import { ExponentialBackoff, handleWhen, retry, wrap, type IPolicy } from 'cockatiel';
 import { DependencyUnavailableError } from '../../application/errors.ts';
 import {
   outcome,
@@ -26,7 +26,10 @@ export type AfterProcessed = (change: {
 }) => Promise<void> | void;
 
 export interface RetryOptions {
-  /** Retries after the first attempt, in process, before the message goes back to the queue. */
+  /**
+   * Retries of a conflict (serialization failure, deadlock) after the first attempt, in process, before the message
+   * goes back to the queue. An unreachable database is waited out without limit.
+   */
   readonly maxRetryAttempts: number;
   readonly baseDelayMs: number;
   readonly maxDelayMs: number;
@@ -45,14 +48,26 @@ export interface StudentEventsConsumerOptions {
 // Serialization failure and deadlock: PostgreSQL asks the client to run the transaction again.
 const RETRYABLE_SQLSTATES = new Set(['40001', '40P01']);
 
+function someCause(error: unknown, matches: (cause: Error) => boolean): boolean {
+  for (let current = error; current instanceof Error; current = current.cause)
+    if (matches(current)) return true;
+  return false;
+}
+
+/** The database cannot be reached: every message would fail alike, so none may use up its delivery limit. */
+const isUnavailable = (error: unknown) =>
+  someCause(error, (cause) => cause instanceof DependencyUnavailableError);
+
+/** PostgreSQL asks the client to run the transaction again. */
+const isConflict = (error: unknown) =>
+  someCause(error, (cause) => {
+    const code = (cause as { code?: unknown }).code;
+    return typeof code === 'string' && RETRYABLE_SQLSTATES.has(code);
+  });
+
 /** Failures that may pass by themselves; anything else would fail the same way on every delivery. */
 export function isTransient(error: unknown): boolean {
-  for (let current = error; current instanceof Error; current = current.cause) {
-    if (current instanceof DependencyUnavailableError) return true;
-    const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string' && RETRYABLE_SQLSTATES.has(code)) return true;
-  }
-  return false;
+  return isUnavailable(error) || isConflict(error);
 }
 
 /**
@@ -84,7 +99,7 @@ const STOPPED = Symbol('stopped');
  * ends at once with STOPPED (cockatiel's own wait cannot be cancelled); an attempt in progress runs to its end.
  */
 async function withRetries<T>(
-  policy: RetryPolicy,
+  policy: IPolicy,
   call: () => Promise<T>,
   stopping: AbortSignal,
 ): Promise<T | typeof STOPPED> {
@@ -121,13 +136,18 @@ export function studentEventHandler(
   stopping: AbortSignal,
 ): (message: ReceivedMessage) => Promise<HandlerOutcome> {
   const { logger, metrics } = options;
-  const policy = retry(handleWhen(isTransient), {
-    maxAttempts: options.retry.maxRetryAttempts,
-    backoff: new ExponentialBackoff({
-      initialDelay: options.retry.baseDelayMs,
-      maxDelay: options.retry.maxDelayMs,
-    }),
-  }).dangerouslyUnref(); // a back-off abandoned by stop() must not keep the process alive
+  const backoff = new ExponentialBackoff({
+    initialDelay: options.retry.baseDelayMs,
+    maxDelay: options.retry.maxDelayMs,
+  });
+  // A back-off abandoned by stop() must not keep the process alive: both policies are unref'd.
+  const policy = wrap(
+    retry(handleWhen(isUnavailable), { maxAttempts: Infinity, backoff }).dangerouslyUnref(),
+    retry(handleWhen(isConflict), {
+      maxAttempts: options.retry.maxRetryAttempts,
+      backoff,
+    }).dangerouslyUnref(),
+  );
 
   const handle = async (message: ReceivedMessage): Promise<[MessageOutcome, HandlerOutcome]> => {
     const fields = { messageId: message.messageId, deliveryCount: message.deliveryCount };

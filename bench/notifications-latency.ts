@@ -1,13 +1,66 @@
-// From the API's 201 to the StudentCreated notification, over SSE and over the SignalR hub: every role in one
-// child process on the embedded adapters; writer and both clients here.
+// From the API's 201 to the StudentCreated notification, over SSE and over the SignalR hub. Two stacks: every
+// role its own process on real PostgreSQL, RabbitMQ and Redis (as deployed), and every role in one process on
+// the embedded adapters (npm start). The writer and both clients run here.
 import { HubConnectionBuilder, HttpTransportType, LogLevel } from '@microsoft/signalr';
 import { EventSource } from 'eventsource';
+import { Redis } from 'ioredis';
+import { createPostgresDatabase } from '../test/support/databases.ts';
+import { createTestVhost } from '../test/support/rabbitmq-vhost.ts';
+import { startRole } from '../test/support/role-process.ts';
+import { REDIS_URL, uniqueName } from '../test/support/services.ts';
 import { startChildServer } from './child-server.ts';
 import type { BenchRow } from './table.ts';
 
 export interface LatencyBenchOptions {
   readonly ratePerSecond?: number;
   readonly durationSeconds?: number;
+}
+
+interface Stack {
+  readonly name: string;
+  readonly api: string;
+  readonly notifications: string;
+  stop(): Promise<void>;
+}
+
+async function embeddedStack(): Promise<Stack> {
+  const server = await startChildServer<{ api: string; notifications: string }>('bench/servers/all-roles.ts');
+  return { name: 'all roles in one process, embedded', ...server.info, stop: () => server.stop() };
+}
+
+/** webapi, worker and notifications as separate processes, on a database, vhost and key prefix of their own. */
+async function servicesStack(): Promise<Stack> {
+  const database = await createPostgresDatabase();
+  const vhost = await createTestVhost('latency_bench');
+  const keyPrefix = `${uniqueName('latency_bench')}:`;
+  const env = {
+    DATABASE_URL: database.url,
+    AMQP_URL: vhost.url,
+    REDIS_URL,
+    CACHE_KEY_PREFIX: `${keyPrefix}student:`,
+    REPLAY_LOG_KEY_PREFIX: `${keyPrefix}notifications:`,
+    API_PORT: '0',
+    WORKER_PORT: '0',
+    NOTIFICATIONS_PORT: '0',
+  };
+  const roles = await Promise.all(
+    ['webapi', 'worker', 'notifications'].map((role) => startRole(`src/apps/${role}/main.ts`, env)),
+  );
+  const [webapi, , notifications] = roles;
+  return {
+    name: 'each role its own process, PostgreSQL + RabbitMQ + Redis',
+    api: webapi!.url,
+    notifications: notifications!.url,
+    async stop() {
+      await Promise.all(roles.map((role) => role.stop()));
+      await vhost.delete();
+      await database.drop();
+      const redis = new Redis(REDIS_URL);
+      const keys = await redis.keys(`${keyPrefix}*`);
+      if (keys.length > 0) await redis.del(...keys);
+      await redis.quit();
+    },
+  };
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -17,17 +70,23 @@ function percentile(sorted: readonly number[], p: number): number {
 }
 
 export async function notificationsLatency(options: LatencyBenchOptions = {}): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  for (const open of [servicesStack, embeddedStack]) rows.push(...(await measureLatency(await open(), options)));
+  return rows;
+}
+
+async function measureLatency(server: Stack, options: LatencyBenchOptions): Promise<BenchRow[]> {
   const rate = options.ratePerSecond ?? 100;
   const duration = options.durationSeconds ?? 10;
-  const server = await startChildServer<{ api: string; notifications: string }>('bench/servers/all-roles.ts');
   /** Student id → when its 201 arrived, and when its StudentCreated arrived on each transport. */
   const created = new Map<string, number>();
+  const failed: string[] = [];
   const arrived = { sse: new Map<string, number>(), signalr: new Map<string, number>() };
   const source = new EventSource(
-    `${server.info.notifications}/api/notifications/stream?types=StudentCreated`,
+    `${server.notifications}/api/notifications/stream?types=StudentCreated`,
   );
   const hub = new HubConnectionBuilder()
-    .withUrl(`${server.info.notifications}/hubs/notifications`, {
+    .withUrl(`${server.notifications}/hubs/notifications`, {
       transport: HttpTransportType.WebSockets,
       skipNegotiation: true,
     })
@@ -49,9 +108,12 @@ export async function notificationsLatency(options: LatencyBenchOptions = {}): P
       hub.start(),
     ]);
     const post = async (record: boolean) => {
-      const response = await fetch(`${server.info.api}/api/students`, { method: 'POST' });
+      const response = await fetch(`${server.api}/api/students`, { method: 'POST' });
       const at = performance.now();
-      if (response.status !== 201) throw new Error(`POST /api/students: ${response.status}`);
+      if (response.status !== 201) {
+        failed.push(`${response.status} ${await response.text()}`);
+        return;
+      }
       const { id } = (await response.json()) as { id: string };
       if (record) created.set(id, at);
     };
@@ -66,7 +128,7 @@ export async function notificationsLatency(options: LatencyBenchOptions = {}): P
     await hub.stop();
     await server.stop();
   }
-  const scenario = `notifications latency: 201 → StudentCreated (${rate} writes/s, ${duration} s, all roles embedded)`;
+  const scenario = `notifications latency: 201 → StudentCreated (${rate} writes/s, ${duration} s), ${server.name}`;
   return (['sse', 'signalr'] as const).map((transport) => {
     const latencies = [...created]
       .map(([id, at]) => (arrived[transport].get(id) ?? Infinity) - at)
@@ -80,7 +142,7 @@ export async function notificationsLatency(options: LatencyBenchOptions = {}): P
       rps: Math.round(created.size / duration),
       p50: round(percentile(latencies, 0.5)),
       p99: round(percentile(latencies, 0.99)),
-      note: `target p50 ≤ 5 ms, p99 ≤ 25 ms; ${created.size - missing}/${created.size} arrived`,
+      note: `target p50 ≤ 5 ms, p99 ≤ 25 ms; ${created.size - missing}/${created.size} arrived${failed.length > 0 ? `; ${failed.length} writes failed, first: ${failed[0]}` : ''}`,
     };
   });
 }

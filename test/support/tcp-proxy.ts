@@ -1,21 +1,33 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
+interface Target {
+  readonly host: string;
+  readonly port: number;
+}
+
 /**
- * A TCP proxy in front of a real server, so a test can make that server "go down" (connections cut,
- * new ones refused) and "come back" on the same address without touching the shared server itself.
+ * A TCP proxy in front of real servers, so a test can make a server "go down" (connections cut, new ones
+ * refused) and "come back" on the same address without touching the shared server itself. With several targets
+ * it is a round-robin load balancer that skips a target refusing connections, as one in front of several
+ * instances would.
  */
 export class TcpProxy {
   #server: Server | undefined;
   readonly #sockets = new Set<Socket>();
+  readonly #targets: readonly Target[];
+  #next = 0;
   #port = 0;
 
-  private constructor(
-    private readonly targetHost: string,
-    private readonly targetPort: number,
-  ) {}
+  private constructor(targets: readonly Target[]) {
+    this.#targets = targets;
+  }
 
   static async start(targetHost: string, targetPort: number): Promise<TcpProxy> {
-    const proxy = new TcpProxy(targetHost, targetPort);
+    return TcpProxy.balance([{ host: targetHost, port: targetPort }]);
+  }
+
+  static async balance(targets: readonly Target[]): Promise<TcpProxy> {
+    const proxy = new TcpProxy(targets);
     await proxy.resume();
     return proxy;
   }
@@ -26,16 +38,10 @@ export class TcpProxy {
 
   async resume(): Promise<void> {
     const server = createServer((client) => {
-      const upstream = connect({ host: this.targetHost, port: this.targetPort });
-      for (const socket of [client, upstream]) {
-        this.#sockets.add(socket);
-        socket.on('close', () => this.#sockets.delete(socket));
-        socket.on('error', () => {
-          client.destroy();
-          upstream.destroy();
-        });
-      }
-      client.pipe(upstream).pipe(client);
+      this.#track(client);
+      client.pause();
+      client.on('error', () => client.destroy());
+      this.#connectUpstream(client, this.#targets.length);
     });
     await new Promise<void>((resolve) => server.listen(this.#port, '127.0.0.1', resolve));
     this.#port = (server.address() as { port: number }).port;
@@ -52,5 +58,34 @@ export class TcpProxy {
 
   stop(): Promise<void> {
     return this.pause();
+  }
+
+  /** The next target in turn; one that refuses the connection is skipped, until every one was tried. */
+  #connectUpstream(client: Socket, attemptsLeft: number): void {
+    if (attemptsLeft === 0 || client.destroyed) return void client.destroy();
+    const target = this.#targets[this.#next++ % this.#targets.length]!;
+    const upstream = connect(target);
+    upstream.once('error', () => {
+      upstream.destroy();
+      this.#connectUpstream(client, attemptsLeft - 1);
+    });
+    upstream.once('connect', () => {
+      this.#track(upstream);
+      upstream.removeAllListeners('error');
+      upstream.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+      client.on('error', () => upstream.destroy());
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+      client.pipe(upstream).pipe(client);
+      client.resume();
+    });
+  }
+
+  #track(socket: Socket): void {
+    this.#sockets.add(socket);
+    socket.on('close', () => this.#sockets.delete(socket));
   }
 }

@@ -92,6 +92,22 @@ export function outboxMessage(row: OutboxRow): OutgoingMessage {
 }
 
 /**
+ * The rows as messages in waves with at most one row per subject, in `seq` order. A wave is confirmed before the
+ * next is sent, so one subject's messages reach the broker in order even when a publish fails mid-way: a client
+ * retrying a lost message after later ones went out on a new connection would otherwise reorder them.
+ */
+export function subjectWaves(rows: readonly OutboxRow[]): OutgoingMessage[][] {
+  const waves: OutgoingMessage[][] = [];
+  const nextWave = new Map<string, number>();
+  for (const row of rows) {
+    const index = nextWave.get(row.subject) ?? 0;
+    (waves[index] ??= []).push(outboxMessage(row));
+    nextWave.set(row.subject, index + 1);
+  }
+  return waves;
+}
+
+/**
  * Publishes outbox rows in `seq` order with publisher confirms, then marks them sent. One relay per database
  * leads (advisory lock); the others stand by and take over within `standbyRetryMs` when it dies. Delivery is
  * at-least-once: a crash between confirm and mark re-publishes, and consumers de-duplicate by message id.
@@ -225,7 +241,7 @@ export class OutboxRelay {
       sql.query<OutboxRow>(statements.unsent, [this.#options.batchSize]),
     );
     if (rows.length === 0) return 0;
-    await this.#policy.execute(() => this.#bus.publish(rows.map(outboxMessage)));
+    for (const wave of subjectWaves(rows)) await this.#policy.execute(() => this.#bus.publish(wave));
     await guardDatabase(() => sql.query(statements.markSent, [new Date(), rows.map((row) => row.id)]));
     this.#published += rows.length;
     return rows.length;

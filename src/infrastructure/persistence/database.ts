@@ -73,6 +73,10 @@ function openPostgres(url: string, logger: Logger): Database {
     async transaction(work) {
       const client = await pool.connect();
       let broken: Error | undefined;
+      // A connection the server closes between two statements reports it as an 'error' event, which would crash
+      // the process unheard; the next statement fails with it, and the connection is discarded on release.
+      const onError = (error: Error) => (broken = error);
+      client.on('error', onError);
       try {
         await client.query('begin');
         const result = await work(pgExecutor(client));
@@ -85,6 +89,7 @@ function openPostgres(url: string, logger: Logger): Database {
         });
         throw error;
       } finally {
+        client.off('error', onError);
         client.release(broken);
       }
     },

@@ -13,12 +13,14 @@ export interface Notification {
   readonly studentId: string;
 }
 
-export async function startPipeline(options: { workerPrefetch?: number } = {}) {
+/** With `amqpUrl` the pipeline runs on that broker (e.g. a test's own); otherwise on a new vhost of the shared one. */
+export async function startPipeline(options: { workerPrefetch?: number; amqpUrl?: string } = {}) {
   const database = await createPostgresDatabase();
-  const vhost: TestVhost = await createTestVhost('pipeline_test');
+  const vhost: TestVhost | undefined = options.amqpUrl ? undefined : await createTestVhost('pipeline_test');
+  const amqpUrl = options.amqpUrl ?? vhost!.url;
   const env = {
     DATABASE_URL: database.url,
-    AMQP_URL: vhost.url,
+    AMQP_URL: amqpUrl,
     REDIS_URL: 'memory:',
     API_PORT: '0',
     WORKER_PORT: '0',
@@ -32,7 +34,7 @@ export async function startPipeline(options: { workerPrefetch?: number } = {}) {
   const webapi = await startRole('src/apps/webapi/main.ts', env);
   let worker: RoleProcess = await startRole('src/apps/worker/main.ts', env);
 
-  const observer = new RabbitMqMessageBus({ url: vhost.url, retryLowMs: 100, retryHighMs: 1_000 });
+  const observer = new RabbitMqMessageBus({ url: amqpUrl, retryLowMs: 100, retryHighMs: 1_000 });
   await observer.declareTopology({
     exchanges: [{ name: 'notifications', type: 'topic', durable: true }],
     queues: [{ name: 'test.observer', type: 'quorum', durable: true }],
@@ -101,7 +103,7 @@ export async function startPipeline(options: { workerPrefetch?: number } = {}) {
     async dispose() {
       await observer.close().catch(() => undefined);
       await Promise.all([webapi.stop(), worker.stop()]);
-      await vhost.delete().catch(() => undefined);
+      await vhost?.delete().catch(() => undefined);
       await database.drop();
     },
   };

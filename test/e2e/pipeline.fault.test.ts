@@ -1,34 +1,39 @@
-// The pipeline under faults: RabbitMQ stopped and started twice mid-load, the worker SIGKILLed once and
-// restarted. Runs in the serial fault phase (it stops the shared broker), and always restarts what it stopped.
+// The pipeline under faults: RabbitMQ stopped and started twice mid-load (`rabbitmqctl stop_app` / `start_app`
+// on a RabbitMQ node of the test's own), the worker SIGKILLed once and restarted.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
-import { needsPostgres, needsRabbitMq } from '../support/services.ts';
+import {
+  privateServersAvailable,
+  startPrivateRabbitMq,
+  type PrivateServer,
+} from '../support/private-servers.ts';
+import { needsPostgres } from '../support/services.ts';
 import { startPipeline, tally, until } from './pipeline-harness.ts';
 
-const run = promisify(execFile);
-const servers = [await needsPostgres(), await needsRabbitMq()].find((requirement) => requirement.skip) ?? {};
+const servers =
+  [await needsPostgres(), privateServersAvailable()].find((requirement) => requirement.skip) ?? {};
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function restartRabbitMq(downForMs: number) {
-  await run('rabbitmqctl', ['stop_app']);
-  try {
-    await pause(downForMs);
-  } finally {
-    await run('rabbitmqctl', ['start_app']);
-    await run('rabbitmqctl', ['await_startup', '--timeout', '60']);
-  }
-}
-
 describe('the event pipeline under faults', servers, () => {
+  let rabbitMq: PrivateServer | undefined;
   let pipeline: Awaited<ReturnType<typeof startPipeline>>;
+
+  async function restartRabbitMq(downForMs: number) {
+    await rabbitMq!.stop();
+    try {
+      await pause(downForMs);
+    } finally {
+      await rabbitMq!.start();
+    }
+  }
+
   before(async () => {
-    pipeline = await startPipeline();
+    rabbitMq = await startPrivateRabbitMq();
+    pipeline = await startPipeline({ amqpUrl: rabbitMq.url });
   });
   after(async () => {
-    await run('rabbitmqctl', ['start_app']).catch(() => undefined); // whatever happened, leave the broker up
     await pipeline?.dispose();
+    await rabbitMq?.dispose();
   });
 
   test('broker restarted twice and worker killed once mid-load: every write 201, nothing lost, nothing twice', async () => {

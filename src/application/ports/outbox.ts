@@ -8,7 +8,6 @@ export interface OutboxMessage {
   /** CloudEvents `subject`: the student id, so consumers can keep per-student order. */
   readonly subject: string;
   readonly payload: unknown;
-  readonly headers: Readonly<Record<string, string>>;
   readonly occurredAt: Date;
 }
 

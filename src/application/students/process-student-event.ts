@@ -1,5 +1,5 @@
 import type { CloudEvent } from '../../contracts/cloud-events.ts';
-import { Queues, TRACEPARENT_HEADER } from '../../contracts/messaging.ts';
+import { Queues } from '../../contracts/messaging.ts';
 import {
   NotificationEventTypes,
   type NotificationEventType,
@@ -17,8 +17,6 @@ import { studentNotificationMessage } from './student-notification-messages.ts';
 /** A domain event from exchange `students`, as the worker received it. */
 export interface ProcessStudentEventCommand {
   readonly event: CloudEvent<StudentEventData> & { readonly type: StudentEventType };
-  /** W3C trace context of the incoming message; the notifications continue its trace. */
-  readonly traceparent: string | undefined;
 }
 
 export type ProcessStudentEventResult =
@@ -35,25 +33,21 @@ export interface ProcessStudentEventDeps {
   readonly unitOfWork: UnitOfWork;
   readonly ids: IdGenerator;
   readonly clock: Clock;
-  /** New W3C span ids: 16 lowercase hex digits, not all zero. */
-  readonly spanIds: { next(): string };
 }
 
 /** The inbox name the worker de-duplicates under: one per consuming queue. */
 export const WORKER_INBOX = Queues.studentsWorker;
 const ACTOR = 'worker';
-const TRACEPARENT = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-([\da-f]{2})$/;
 
 /**
  * The original's background processing, in one transaction: inbox check, `updates += 1` on the re-read student,
  * and the notifications in the outbox, so a redelivered event changes nothing twice and no notification is lost.
  */
 export function processStudentEvent(deps: ProcessStudentEventDeps) {
-  return ({ event, traceparent }: ProcessStudentEventCommand): Promise<ProcessStudentEventResult> =>
+  return ({ event }: ProcessStudentEventCommand): Promise<ProcessStudentEventResult> =>
     deps.unitOfWork.transaction(async ({ students, inbox, outbox }) => {
       if (!(await inbox.markProcessed(event.id, WORKER_INBOX))) return { status: 'duplicate' } as const;
       const now = deps.clock.now();
-      const headers = childTraceHeaders(traceparent, deps.spanIds);
       const notify = (eventType: NotificationEventType, student: StudentDto) =>
         studentNotificationMessage({
           id: deps.ids.next(),
@@ -61,7 +55,6 @@ export function processStudentEvent(deps: ProcessStudentEventDeps) {
           student,
           userId: event.data.actor,
           now,
-          headers,
         });
 
       if (event.type === 'StudentDeleted') {
@@ -85,14 +78,4 @@ export function processStudentEvent(deps: ProcessStudentEventDeps) {
       ]);
       return { status: 'processed', student: student.snapshot() } as const;
     });
-}
-
-/** Same trace, new span; without a valid incoming context the outbox starts a new trace. */
-function childTraceHeaders(
-  traceparent: string | undefined,
-  spanIds: ProcessStudentEventDeps['spanIds'],
-): Record<string, string> {
-  const match = traceparent === undefined ? null : TRACEPARENT.exec(traceparent);
-  if (!match) return {};
-  return { [TRACEPARENT_HEADER]: `00-${match[1]}-${spanIds.next()}-${match[2]}` };
 }

@@ -16,7 +16,6 @@ export function studentNotificationMessage(input: {
   readonly student: StudentDto;
   readonly userId: string | null;
   readonly now: Date;
-  readonly headers: Readonly<Record<string, string>>;
 }): OutboxMessage {
   const routingKey = routingKeys[input.eventType];
   const payload: StudentNotification = {
@@ -33,7 +32,6 @@ export function studentNotificationMessage(input: {
     type: input.eventType,
     subject: input.student.id,
     payload,
-    headers: input.headers,
     occurredAt: input.now,
   };
 }

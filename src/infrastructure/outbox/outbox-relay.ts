@@ -4,6 +4,8 @@ import type { MessageBus, OutgoingMessage } from '../../application/ports/messag
 import { CLOUD_EVENTS_CONTENT_TYPE, SUBJECT_HEADER, type CloudEvent } from '../../contracts/cloud-events.ts';
 import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
+import { startPublishSpans } from '../observability/messaging-spans.ts';
+import { recordFailure } from '../observability/tracing.ts';
 import type { Database, Leadership } from '../persistence/database.ts';
 import { guardDatabase } from '../persistence/database-errors.ts';
 import { OUTBOX_CHANNEL } from '../persistence/drizzle-unit-of-work.ts';
@@ -132,7 +134,7 @@ export class OutboxRelay {
       check: async () => {
         const bus = this.#bus.status();
         const relay = this.status();
-        const backlog = await this.#backlog().catch(() => undefined);
+        const backlog = await this.backlog().catch(() => undefined);
         const healthy = bus.connected && relay.breaker === 'closed';
         return {
           status: healthy ? 'Healthy' : 'Degraded',
@@ -208,7 +210,16 @@ export class OutboxRelay {
         .limit(this.#options.batchSize),
     );
     if (rows.length === 0) return 0;
-    await this.#policy.execute(() => this.#bus.publish(rows.map(outboxMessage)));
+    const messages = rows.map(outboxMessage);
+    const spans = startPublishSpans(messages, this.#bus.status().adapter);
+    try {
+      await this.#policy.execute(() => this.#bus.publish(messages));
+    } catch (error) {
+      for (const span of spans) recordFailure(span, error);
+      throw error;
+    } finally {
+      for (const span of spans) span.end();
+    }
     await guardDatabase(() =>
       this.#database.db
         .update(outbox)
@@ -231,7 +242,8 @@ export class OutboxRelay {
     await guardDatabase(() => this.#database.db.delete(outbox).where(lt(outbox.sentAt, cutoff)));
   }
 
-  #backlog(): Promise<number> {
+  /** Rows not published yet (by any relay of this database). */
+  backlog(): Promise<number> {
     return guardDatabase(async () => {
       const [row] = await this.#database.db
         .select({ count: sql<number>`count(*)::int` })

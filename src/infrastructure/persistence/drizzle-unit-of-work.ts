@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { SpanKind } from '@opentelemetry/api';
 import { and, eq, sql } from 'drizzle-orm';
 import type { IdGenerator } from '../../application/ports/id-generator.ts';
 import type { OutboxMessage } from '../../application/ports/outbox.ts';
@@ -8,8 +8,9 @@ import type {
   UnitOfWork,
 } from '../../application/ports/student-repository.ts';
 import { studentEventMessage } from '../../application/students/student-event-messages.ts';
-import { TRACEPARENT_HEADER } from '../../contracts/messaging.ts';
 import { Student } from '../../domain/student.ts';
+import { startCreateSpan } from '../observability/messaging-spans.ts';
+import { inSpan, recordFailure } from '../observability/tracing.ts';
 import type { Db } from './database.ts';
 import { guardDatabase } from './database-errors.ts';
 import { inbox, outbox, students } from './schema.ts';
@@ -17,11 +18,10 @@ import { inbox, outbox, students } from './schema.ts';
 /** The LISTEN/NOTIFY channel that wakes the outbox relay. */
 export const OUTBOX_CHANNEL = 'outbox';
 
-function newTraceparent(): string {
-  return `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
-}
-
 type Tx = Parameters<Parameters<Db['transaction']>[0]>[0];
+
+// PGlite is PostgreSQL too (compiled to WebAssembly): the same SQL, the same semantics.
+const DB_ATTRIBUTES = { 'db.system.name': 'postgresql' };
 
 /** The same drizzle code serves PostgreSQL and PGlite: only the driver under `db` differs. */
 export class DrizzleUnitOfWork implements UnitOfWork {
@@ -41,22 +41,24 @@ export class DrizzleUnitOfWork implements UnitOfWork {
       appended ||= messages.length > 0;
       await appendToOutbox(tx, messages);
     };
-    const result = await guardDatabase(() =>
-      this.#db.transaction((tx) =>
-        work({
-          students: new DrizzleStudentRepository(tx, this.#ids, (messages) => append(tx, messages)),
-          inbox: {
-            async markProcessed(messageId, consumer) {
-              const inserted = await tx
-                .insert(inbox)
-                .values({ messageId, consumer, processedAt: new Date() })
-                .onConflictDoNothing()
-                .returning({ messageId: inbox.messageId });
-              return inserted.length === 1;
+    const result = await inSpan('transaction', { kind: SpanKind.CLIENT, attributes: DB_ATTRIBUTES }, () =>
+      guardDatabase(() =>
+        this.#db.transaction((tx) =>
+          work({
+            students: new DrizzleStudentRepository(tx, this.#ids, (messages) => append(tx, messages)),
+            inbox: {
+              async markProcessed(messageId, consumer) {
+                const inserted = await tx
+                  .insert(inbox)
+                  .values({ messageId, consumer, processedAt: new Date() })
+                  .onConflictDoNothing()
+                  .returning({ messageId: inbox.messageId });
+                return inserted.length === 1;
+              },
             },
-          },
-          outbox: { append: (messages) => append(tx, messages) },
-        }),
+            outbox: { append: (messages) => append(tx, messages) },
+          }),
+        ),
       ),
     );
     if (appended) this.#wakeRelay();
@@ -138,17 +140,27 @@ class DrizzleStudentRepository implements StudentRepository {
 
 async function appendToOutbox(tx: Tx, messages: readonly OutboxMessage[]): Promise<void> {
   if (messages.length === 0) return;
-  await tx.insert(outbox).values(
-    messages.map((message) => ({
-      id: message.id,
-      exchange: message.exchange,
-      routingKey: message.routingKey,
-      type: message.type,
-      subject: message.subject,
-      payload: message.payload,
-      // Each message carries a W3C trace context; a caller that has one passes it, otherwise a trace starts here.
-      headers: { [TRACEPARENT_HEADER]: newTraceparent(), ...message.headers },
-      occurredAt: message.occurredAt,
-    })),
+  // Each row keeps its message's creation context (W3C traceparent) for the relay and the consumers to continue.
+  const created = messages.map((message) =>
+    startCreateSpan({ messageId: message.id, exchange: message.exchange, routingKey: message.routingKey }),
   );
+  try {
+    await tx.insert(outbox).values(
+      messages.map((message, index) => ({
+        id: message.id,
+        exchange: message.exchange,
+        routingKey: message.routingKey,
+        type: message.type,
+        subject: message.subject,
+        payload: message.payload,
+        headers: created[index]?.headers ?? {},
+        occurredAt: message.occurredAt,
+      })),
+    );
+  } catch (error) {
+    for (const { span } of created) recordFailure(span, error);
+    throw error;
+  } finally {
+    for (const { span } of created) span.end();
+  }
 }

@@ -63,6 +63,9 @@ export function createNotificationsObservability(
       delivered: (ageSeconds) => age.observe(ageSeconds),
     },
     observePush(transport, entry, push) {
+      const clients = connectedTo(transport);
+      // The hub is subscribed even with no connection: then there is nobody to deliver to.
+      if (clients === 0) return push();
       pushed.inc({ transport });
       // An entry appended outside any trace starts none here.
       if (!entry.traceparent) return push();
@@ -73,7 +76,7 @@ export function createNotificationsObservability(
           attributes: {
             'notification.type': entry.type,
             'notification.log_id': entry.id,
-            'notification.clients': connectedTo(transport),
+            'notification.clients': clients,
           },
         },
         contextFromHeaders({ [TRACEPARENT_HEADER]: entry.traceparent }),

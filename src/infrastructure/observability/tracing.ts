@@ -65,7 +65,7 @@ export function startTracing(settings: TracingSettings, serviceName: string, log
     spanProcessors: [new BatchSpanProcessor(exporter)],
   });
   provider.register();
-  log.info({ url, protocol: settings.otlpProtocol }, 'exporting traces');
+  log.info({ endpoint: url, protocol: settings.otlpProtocol }, 'exporting traces');
   return {
     enabled: true,
     async shutdown() {

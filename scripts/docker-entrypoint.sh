@@ -6,7 +6,6 @@ role="${1:-all}"
 case "$role" in
   webapi | worker | notifications) entry="src/apps/$role/main.ts" ;;
   all) entry="src/main.ts" ;;
-  migrate) entry="src/apps/db-migrate/main.ts" ;;
   *) exec "$@" ;;
 esac
 # exec: node becomes PID 1 and gets SIGTERM from `docker stop` directly (it drains, then exits).

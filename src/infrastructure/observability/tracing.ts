@@ -13,6 +13,7 @@ import {
   type Span,
   type SpanOptions,
 } from '@opentelemetry/api';
+import { setGlobalErrorHandler } from '@opentelemetry/core';
 import { OTLPTraceExporter as OtlpJsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as OtlpProtobufTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { resourceFromAttributes } from '@opentelemetry/resources';
@@ -40,14 +41,17 @@ const SERVICE_NAMESPACE = 'the-background-experience';
 export function startTracing(settings: TracingSettings, serviceName: string, logger: Logger): Tracing {
   if (!settings.otlpEndpoint) return { enabled: false, shutdown: async () => {} };
   const log = logger.child({ component: 'tracing' });
-  // Export failures (receiver down) are reported here and never reach the application.
+  // The SDK's own trouble (a receiver that is down, after its retries) is logged and never reaches the
+  // application; outside any span, or the line would carry the trace of whatever request was running.
+  const outsideSpans = (write: () => void) => context.with(ROOT_CONTEXT, write);
+  setGlobalErrorHandler((error) => outsideSpans(() => log.warn({ err: error }, 'trace export failed')));
   diag.setLogger(
     {
-      error: (message, ...args) => log.warn({ args }, message),
-      warn: (message, ...args) => log.warn({ args }, message),
-      info: (message, ...args) => log.info({ args }, message),
-      debug: (message, ...args) => log.debug({ args }, message),
-      verbose: (message, ...args) => log.trace({ args }, message),
+      error: (message, ...args) => outsideSpans(() => log.warn({ args }, message)),
+      warn: (message, ...args) => outsideSpans(() => log.warn({ args }, message)),
+      info: (message, ...args) => outsideSpans(() => log.info({ args }, message)),
+      debug: (message, ...args) => outsideSpans(() => log.debug({ args }, message)),
+      verbose: (message, ...args) => outsideSpans(() => log.trace({ args }, message)),
     },
     DiagLogLevel.WARN,
   );

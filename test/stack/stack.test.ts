@@ -159,9 +159,27 @@ describe('npm run stack on PostgreSQL, RabbitMQ and Redis', servers, () => {
       client.received.filter((event) => event.data.student.id === id).length === 2;
     await until(() => arrived(sse) && arrived(hub), 'StudentCreated and StudentCached on both clients');
     const named = (name: string) => receiver.spans.filter((span) => span.name === name);
+    // Each process exports on its own schedule: wait for every span the write should give.
+    const expected = {
+      'POST /api/students': 1,
+      transaction: 2,
+      'create students': 1,
+      'publish students': 1,
+      'process students.worker': 1,
+      'create notifications': 2,
+      'publish notifications': 2,
+      'process notifications': 2,
+      'sse push': 2,
+      'signalr send': 2,
+    };
     await until(
-      () => named('sse push').length === 2 && named('signalr send').length === 2,
-      'the push spans exported',
+      () => Object.entries(expected).every(([name, count]) => named(name).length >= count),
+      'every span of the write exported',
+    );
+    assert.deepEqual(
+      Object.fromEntries(Object.keys(expected).map((name) => [name, named(name).length])),
+      expected,
+      'each step once',
     );
 
     const byId = new Map(receiver.spans.map((span) => [span.spanId, span]));

@@ -21,12 +21,19 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
     async start(): Promise<AllRolesUrls> {
       const opened = await openProcessResources(config, logger, { connectionName: 'all-roles', bus: true });
       resources = opened;
-      const { database, bus, cache, relay } = opened;
+      const { database, bus, cache, relay, registry } = opened;
       worker = createWorkerOver(opened, { config, logger });
       const workerHealth = await worker.start();
-      webApi = await createWebApi({ config, logger, database, cache, healthChecks: [relay.healthCheck()] });
+      webApi = await createWebApi({
+        config,
+        logger,
+        database,
+        cache,
+        registry,
+        healthChecks: [relay.healthCheck()],
+      });
       const api = await webApi.start();
-      notifications = await createNotifications({ config, logger, bus });
+      notifications = await createNotifications({ config, logger, bus, registry });
       return { api, pages: await notifications.start(), workerHealth };
     },
     /** Front doors first, so nothing new arrives while the worker and the adapters wind down. */

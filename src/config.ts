@@ -71,6 +71,15 @@ const ConfigSchema = z.object({
   LOG_FORMAT: z.enum(['json', 'pretty'], { error: 'must be json or pretty' }).optional(),
   SEQ_URL: optionalNonEmpty,
   SEQ_API_KEY: optionalNonEmpty,
+  OTEL_EXPORTER_OTLP_ENDPOINT: optionalNonEmpty.pipe(
+    urlWithScheme(
+      ['http:', 'https:'],
+      'must be the base URL of an OTLP/HTTP receiver, e.g. http://collector:4318',
+    ).optional(),
+  ),
+  OTEL_EXPORTER_OTLP_PROTOCOL: z
+    .enum(['http/protobuf', 'http/json'], { error: 'must be http/protobuf or http/json' })
+    .default('http/protobuf'),
   AUTH_JWT_SECRET: optionalNonEmpty,
   AUTH_JWKS_URL: optionalNonEmpty,
   CACHE_TTL_SECONDS: seconds(900),
@@ -134,6 +143,11 @@ export interface Config {
     readonly seqApiKey?: string;
   };
   readonly auth: { readonly jwtSecret?: string; readonly jwksUrl?: string };
+  /** OpenTelemetry traces go to the OTLP receiver when an endpoint is set; without one nothing is recorded. */
+  readonly tracing: {
+    readonly otlpEndpoint?: string;
+    readonly otlpProtocol: 'http/protobuf' | 'http/json';
+  };
   readonly cache: {
     readonly ttlSeconds: number;
     /** Prefix of every cache key; a student is cached under `${keyPrefix}${id}`, as the original's `student:{id}`. */
@@ -191,6 +205,10 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
     auth: {
       ...(c.AUTH_JWT_SECRET ? { jwtSecret: c.AUTH_JWT_SECRET } : {}),
       ...(c.AUTH_JWKS_URL ? { jwksUrl: c.AUTH_JWKS_URL } : {}),
+    },
+    tracing: {
+      ...(c.OTEL_EXPORTER_OTLP_ENDPOINT ? { otlpEndpoint: c.OTEL_EXPORTER_OTLP_ENDPOINT } : {}),
+      otlpProtocol: c.OTEL_EXPORTER_OTLP_PROTOCOL,
     },
     cache: { ttlSeconds: c.CACHE_TTL_SECONDS, keyPrefix: c.CACHE_KEY_PREFIX },
     dedup: { getWindowSeconds: c.DEDUP_GET_WINDOW_SECONDS, putWindowSeconds: c.DEDUP_PUT_WINDOW_SECONDS },

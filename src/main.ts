@@ -2,10 +2,12 @@
 import { createAllRoles } from './all-roles.ts';
 import { loadConfigOrExit } from './config.ts';
 import { createLogger } from './infrastructure/logging/logger.ts';
+import { startTracing } from './infrastructure/observability/tracing.ts';
 import { runUntilSignal } from './infrastructure/runtime/run-until-signal.ts';
 
 const config = loadConfigOrExit();
 const logger = createLogger(config.log);
+const tracing = startTracing(config.tracing, 'all-roles', logger);
 const roles = createAllRoles({ config, logger });
 
 await runUntilSignal(
@@ -14,7 +16,10 @@ await runUntilSignal(
       const { api, pages, workerHealth } = await roles.start();
       logger.info({ api, docs: `${api}/docs`, pages, worker: workerHealth }, 'all roles running');
     },
-    stop: () => roles.stop(),
+    async stop() {
+      await roles.stop();
+      await tracing.shutdown();
+    },
   },
   logger,
   config.shutdownTimeoutMs,

@@ -63,6 +63,28 @@ function replayLogContract(open: (maxEntries: number) => Promise<ReplayLog>) {
     assert.equal(one?.subject, 'student-1');
   });
 
+  test('an entry keeps the trace context it was appended in, read back and tailed; without one it has none', async () => {
+    const log = await writable();
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const tailed: ReplayLogEntry[] = [];
+    const tail = log.tail((await log.retention()).lastId, (entries) => tailed.push(...entries));
+    try {
+      await log.append({ ...entry(1), traceparent }, WRITER);
+      await log.append(entry(2), WRITER);
+      const [traced, untraced] = await log.readAfter('0-0', 10);
+      assert.equal(traced?.traceparent, traceparent);
+      assert.equal(untraced?.traceparent, undefined);
+      assert.equal('traceparent' in (untraced ?? {}), false);
+      await until(() => tailed.length === 2, 'both entries tailed');
+      assert.deepEqual(
+        tailed.map((e) => e.traceparent),
+        [traceparent, undefined],
+      );
+    } finally {
+      await tail.close();
+    }
+  });
+
   test('an entry appended twice for the same message id is stored once and returns the first id', async () => {
     const log = await writable();
     const first = entry(1);

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
+import { SpanKind } from '@opentelemetry/api';
 import { isNull } from 'drizzle-orm';
 import { outcome, type MessageBus, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
 import { createStudent } from '../../src/application/students/create-student.ts';
@@ -26,6 +27,9 @@ import { createPostgresDatabase, openTestDatabase, type TestDatabase } from '../
 import { silentLogger } from '../support/logger.ts';
 import { AMQP_URL, needsPostgres, needsRabbitMq } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
+import { recordSpans } from '../support/tracing.ts';
+
+const spans = recordSpans();
 
 const fastResilience = {
   ...DEFAULT_RESILIENCE,
@@ -98,7 +102,7 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
     await testDb?.dispose();
   });
 
-  test('rows leave in write order as CloudEvents with a stable id, traceparent and subject, then are marked sent', async () => {
+  test("rows leave in write order as CloudEvents with a stable id, the row's traceparent and the subject, then are marked sent", async () => {
     const received = await collect(bus);
     // A poll interval far beyond the wait below: only the NOTIFY at commit can wake the relay in time.
     relay = relayOn(testDb.database, bus, { pollIntervalMs: 600_000 });
@@ -131,10 +135,45 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
         'the row is marked sent',
       );
       assert.equal(event.data.student.id, ids[index]);
-      assert.match(message.headers.traceparent ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      const row = rows.find((each) => each.id === event.id);
+      assert.match(row?.headers.traceparent ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      assert.equal(message.headers.traceparent, row?.headers.traceparent, 'the creation context, unchanged');
       assert.equal(message.headers['cloudEvents:subject'], ids[index]);
     }
     assert.equal(await unsent(testDb.database), 0);
+  });
+
+  test("each published row gets a publish span, a child of (and linked to) the row's create span", async () => {
+    const received = await collect(bus, 'relay.spans');
+    await relay?.stop();
+    relay = relayOn(testDb.database, bus);
+    relay.start();
+    spans.reset();
+    const result = await writer(testDb.database)({ details: {}, actor: 'tester' });
+    assert.ok(result.ok);
+    await until(() => received.length === 1, 'the message');
+    await until(() => spans.getFinishedSpans().some((span) => span.name === 'publish students'), 'the span');
+
+    const create = spans.getFinishedSpans().find((span) => span.name === 'create students');
+    const publish = spans.getFinishedSpans().find((span) => span.name === 'publish students');
+    const row = (await testDb.database.db.select().from(outbox)).find(
+      (each) => each.id === received[0]?.messageId,
+    );
+    assert.equal(create?.kind, SpanKind.PRODUCER);
+    assert.equal(
+      row?.headers.traceparent,
+      `00-${create.spanContext().traceId}-${create.spanContext().spanId}-01`,
+      "the row carries the create span's context",
+    );
+    assert.equal(publish?.kind, SpanKind.CLIENT);
+    assert.equal(publish.spanContext().traceId, create.spanContext().traceId, 'one trace');
+    assert.equal(publish.parentSpanContext?.spanId, create.spanContext().spanId);
+    assert.deepEqual(
+      publish.links.map((link) => link.context.spanId),
+      [create.spanContext().spanId],
+    );
+    assert.equal(publish.attributes['messaging.message.id'], row.id);
+    assert.equal(publish.attributes['messaging.system'], 'in-process');
   });
 });
 

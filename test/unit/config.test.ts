@@ -47,4 +47,34 @@ describe('configuration', () => {
     assert.throws(() => parseConfig({ NOTIFICATIONS_PORT: '70000' }), /NOTIFICATIONS_PORT/);
     assert.throws(() => parseConfig({ AMQP_URL: 'kafka://x' }), /AMQP_URL: must be memory: or amqp:/);
   });
+
+  test('tracing is off unless an OTLP endpoint is set; the protocol is OTLP/HTTP, protobuf by default', () => {
+    assert.deepEqual(parseConfig({}).tracing, { otlpProtocol: 'http/protobuf' });
+    assert.deepEqual(
+      parseConfig({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+      }).tracing,
+      { otlpEndpoint: 'http://collector:4318', otlpProtocol: 'http/json' },
+    );
+    assert.deepEqual(parseConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: '' }).tracing, {
+      otlpProtocol: 'http/protobuf',
+    });
+    assert.throws(
+      () =>
+        parseConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4317', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(
+          error.message,
+          /OTEL_EXPORTER_OTLP_ENDPOINT: must be the base URL of an OTLP\/HTTP receiver/,
+        );
+        assert.match(
+          error.message,
+          /OTEL_EXPORTER_OTLP_PROTOCOL: must be http\/protobuf or http\/json \(got "grpc"\)/,
+        );
+        return true;
+      },
+    );
+  });
 });

@@ -1,6 +1,7 @@
 // The consumer's failure handling, with a scripted use case on the in-process bus.
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, test } from 'node:test';
+import { SpanKind, SpanStatusCode, trace, type SpanContext } from '@opentelemetry/api';
 import { Registry } from 'prom-client';
 import { DependencyUnavailableError } from '../../src/application/errors.ts';
 import { outcome, type ReceivedMessage, type Subscription } from '../../src/application/ports/message-bus.ts';
@@ -21,7 +22,10 @@ import {
 import { Student, type StudentSnapshot } from '../../src/domain/student.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { silentLogger } from '../support/logger.ts';
-import { counted, eventually, studentEvent } from './worker-harness.ts';
+import { recordSpans } from '../support/tracing.ts';
+import { counted, eventually, studentEvent, traceIdOf } from './worker-harness.ts';
+
+const spans = recordSpans();
 
 const created = Student.create({
   id: '0194b3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d',
@@ -38,6 +42,8 @@ describe('the student-events consumer', () => {
   let registry: Registry;
   let subscriptions: Subscription[];
   let calls: ProcessStudentEventCommand[];
+  /** The span active while the use case ran, per call. */
+  let activeSpans: (SpanContext | undefined)[];
   let dead: ReceivedMessage[];
 
   beforeEach(async () => {
@@ -45,7 +51,9 @@ describe('the student-events consumer', () => {
     await bus.declareTopology(MESSAGING_TOPOLOGY);
     registry = new Registry();
     calls = [];
+    activeSpans = [];
     dead = [];
+    spans.reset();
     subscriptions = [
       await bus.consume(deadLetterNames(Queues.studentsWorker).queue, {
         prefetch: 10,
@@ -69,6 +77,7 @@ describe('the student-events consumer', () => {
       bus,
       process: (command) => {
         calls.push(command);
+        activeSpans.push(trace.getActiveSpan()?.spanContext());
         return script(calls.length);
       },
       prefetch: 1,
@@ -136,14 +145,37 @@ describe('the student-events consumer', () => {
     assert.equal(await counted(registry, 'dead_lettered'), 1);
   });
 
-  test('the event reaches the use case parsed, with the incoming traceparent', async () => {
+  test("the event reaches the use case parsed, inside a CONSUMER span that continues (and links to) the message's trace", async () => {
     await consume(async () => ({ status: 'processed', student }));
     const message = studentEvent('StudentCreated', student, { id: 'event-1' });
     await bus.publish([message]);
-    await eventually('processed', () => calls.length === 1);
+    await eventually('processed', async () => (await counted(registry, 'processed')) === 1);
 
     assert.deepEqual(calls[0]?.event, JSON.parse(message.body));
-    assert.equal(calls[0]?.traceparent, message.headers?.traceparent);
+    const [span] = spans.getFinishedSpans();
+    assert.equal(span?.name, 'process students.worker');
+    assert.equal(span.kind, SpanKind.CONSUMER);
+    assert.equal(span.spanContext().traceId, traceIdOf(0), 'the trace of the incoming traceparent');
+    assert.equal(span.parentSpanContext?.spanId, '00f067aa0ba902b7', 'a child of the message creation span');
+    assert.deepEqual(
+      span.links.map((link) => link.context.spanId),
+      ['00f067aa0ba902b7'],
+    );
+    assert.equal(span.attributes['messaging.message.id'], 'event-1');
+    assert.equal(span.attributes['worker.outcome'], 'processed');
+    assert.equal(activeSpans[0]?.spanId, span.spanContext().spanId, 'active while the use case runs');
+  });
+
+  test('a dead-lettered event ends its span as an error, with the reason', async () => {
+    await consume(async () => {
+      throw new Error('column "updates" does not exist');
+    });
+    await bus.publish([studentEvent('StudentCreated', student)]);
+    await eventually('dead-lettered', () => dead.length === 1);
+
+    const [span] = spans.getFinishedSpans().filter((each) => each.name === 'process students.worker');
+    assert.equal(span?.status.code, SpanStatusCode.ERROR);
+    assert.equal(span.status.message, 'column "updates" does not exist');
   });
 
   test('a failing after-processing hook is logged, not retried: the change is committed', async () => {

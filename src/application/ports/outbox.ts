@@ -8,8 +8,9 @@ export interface OutboxMessage {
   /** CloudEvents `subject`: the student id, so consumers can keep per-student order. */
   readonly subject: string;
   readonly payload: unknown;
-  readonly headers: Readonly<Record<string, string>>;
   readonly occurredAt: Date;
+  /** The W3C trace context the message continues; without one, the trace active when it is written. */
+  readonly traceparent?: string;
 }
 
 export interface OutboxWriter {

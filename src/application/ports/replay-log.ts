@@ -12,6 +12,8 @@ export interface ReplayLogEntry {
   readonly subject: string;
   /** JSON text, sent to clients as is. */
   readonly data: string;
+  /** W3C trace context of the append, so the pushes to clients (on any instance) continue its trace. */
+  readonly traceparent?: string;
 }
 
 export type NewReplayLogEntry = Omit<ReplayLogEntry, 'id'>;

@@ -1,5 +1,5 @@
 import type { CloudEvent } from '../../contracts/cloud-events.ts';
-import { Queues, TRACEPARENT_HEADER } from '../../contracts/messaging.ts';
+import { Queues } from '../../contracts/messaging.ts';
 import {
   NotificationEventTypes,
   type NotificationEventType,
@@ -18,8 +18,11 @@ import { studentNotificationMessage } from './student-notification-messages.ts';
 /** A domain event from exchange `students`, as the worker received it. */
 export interface ProcessStudentEventCommand {
   readonly event: CloudEvent<StudentEventData> & { readonly type: StudentEventType };
-  /** W3C trace context of the incoming message; the notifications continue its trace. */
-  readonly traceparent: string | undefined;
+  /**
+   * W3C trace context (traceparent) the event is processed in; its notifications continue that trace. Without one
+   * they continue whatever trace is active.
+   */
+  readonly traceparent?: string;
 }
 
 export type ProcessStudentEventResult =
@@ -36,14 +39,11 @@ export interface ProcessStudentEventDeps {
   readonly unitOfWork: UnitOfWork;
   readonly ids: IdGenerator;
   readonly clock: Clock;
-  /** New W3C span ids: 16 lowercase hex digits, not all zero. */
-  readonly spanIds: { next(): string };
 }
 
 /** The inbox name the worker de-duplicates under: one per consuming queue. */
 export const WORKER_INBOX = Queues.studentsWorker;
 const ACTOR = 'worker';
-const TRACEPARENT = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-([\da-f]{2})$/;
 
 /**
  * The original's background processing, in one transaction: inbox check, `updates += 1` on the re-read student,
@@ -73,7 +73,6 @@ export function processStudentEvents(deps: ProcessStudentEventDeps) {
           results.push({ status: 'duplicate' });
           continue;
         }
-        const headers = childTraceHeaders(traceparent, deps.spanIds);
         const notify = (eventType: NotificationEventType, student: StudentDto) =>
           notifications.push(
             studentNotificationMessage({
@@ -82,7 +81,7 @@ export function processStudentEvents(deps: ProcessStudentEventDeps) {
               student,
               userId: event.data.actor,
               now,
-              headers,
+              traceparent,
             }),
           );
 
@@ -114,13 +113,3 @@ export function processStudentEvents(deps: ProcessStudentEventDeps) {
 }
 
 const unique = (values: readonly string[]) => [...new Set(values)];
-
-/** Same trace, new span; without a valid incoming context the outbox starts a new trace. */
-function childTraceHeaders(
-  traceparent: string | undefined,
-  spanIds: ProcessStudentEventDeps['spanIds'],
-): Record<string, string> {
-  const match = traceparent === undefined ? null : TRACEPARENT.exec(traceparent);
-  if (!match) return {};
-  return { [TRACEPARENT_HEADER]: `00-${match[1]}-${spanIds.next()}-${match[2]}` };
-}

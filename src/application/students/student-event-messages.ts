@@ -20,7 +20,6 @@ export function studentEventMessage(event: StudentEvent, id: string): OutboxMess
     type: event.type satisfies StudentEventType,
     subject: event.studentId,
     payload: data,
-    headers: {},
     occurredAt: event.occurredAt,
   };
 }

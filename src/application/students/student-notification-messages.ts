@@ -16,7 +16,7 @@ export function studentNotificationMessage(input: {
   readonly student: StudentDto;
   readonly userId: string | null;
   readonly now: Date;
-  readonly headers: Readonly<Record<string, string>>;
+  readonly traceparent?: string | undefined;
 }): OutboxMessage {
   const routingKey = routingKeys[input.eventType];
   const payload: StudentNotification = {
@@ -33,7 +33,7 @@ export function studentNotificationMessage(input: {
     type: input.eventType,
     subject: input.student.id,
     payload,
-    headers: input.headers,
     occurredAt: input.now,
+    ...(input.traceparent ? { traceparent: input.traceparent } : {}),
   };
 }

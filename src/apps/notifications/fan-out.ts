@@ -12,7 +12,17 @@ export interface ResumeLimits {
   readonly pageSize?: number;
 }
 
-export type EntriesListener = (entries: readonly ReplayLogEntry[]) => void;
+export type EntryListener = (entry: ReplayLogEntry) => void;
+
+/** How the clients of this instance are reached: each SSE stream, or the SignalR hub. */
+export type PushTransport = 'sse' | 'signalr';
+const PUSH_TRANSPORTS: readonly PushTransport[] = ['sse', 'signalr'];
+
+/**
+ * Wraps the push of one entry to one transport's listeners (`push` calls them all, synchronously), e.g. in a
+ * trace span; the default just pushes.
+ */
+export type PushObserver = (transport: PushTransport, entry: ReplayLogEntry, push: () => void) => void;
 
 /**
  * One tail of the replay log per instance, handed to every local client (SSE connections, the hub): a
@@ -20,13 +30,15 @@ export type EntriesListener = (entries: readonly ReplayLogEntry[]) => void;
  */
 export class LogFanOut {
   readonly #log: ReplayLog;
-  readonly #listeners = new Set<EntriesListener>();
+  readonly #observe: PushObserver;
+  readonly #listeners: Record<PushTransport, Set<EntryListener>> = { sse: new Set(), signalr: new Set() };
   #tail: ReplayLogTail | undefined;
   /** The newest entry handed to listeners. */
   #position = '0-0';
 
-  constructor(log: ReplayLog) {
+  constructor(log: ReplayLog, observe: PushObserver = (_transport, _entry, push) => push()) {
     this.#log = log;
+    this.#observe = observe;
   }
 
   get position(): string {
@@ -36,20 +48,27 @@ export class LogFanOut {
   async start(): Promise<void> {
     this.#position = (await this.#log.retention()).lastId;
     this.#tail = this.#log.tail(this.#position, (entries) => {
-      const last = entries.at(-1);
-      if (last) this.#position = last.id;
-      for (const listener of this.#listeners) listener(entries);
+      for (const entry of entries) {
+        this.#position = entry.id;
+        for (const transport of PUSH_TRANSPORTS) {
+          const listeners = this.#listeners[transport];
+          if (listeners.size === 0) continue;
+          this.#observe(transport, entry, () => {
+            for (const listener of listeners) listener(entry);
+          });
+        }
+      }
     });
   }
 
-  /** Entries tailed from now on; returns the unsubscribe function. */
-  subscribe(listener: EntriesListener): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+  /** Entries tailed from now on, for the clients of `transport`; returns the unsubscribe function. */
+  subscribe(transport: PushTransport, listener: EntryListener): () => void {
+    this.#listeners[transport].add(listener);
+    return () => this.#listeners[transport].delete(listener);
   }
 
   /**
-   * Entries after `afterId`: first those already in the log (read page by page), then live ones, each exactly once
+   * An SSE stream's entries after `afterId`: first those already in the log (read page by page), then live ones, each exactly once
    * and in order. Live entries arriving during the catch-up wait in a queue and are filtered by id; when that
    * queue passes `maxQueuedBytes` (a reader slower than the writers), the listener is dropped and `onOverflow`
    * called, once: the reader should resume later from its last id, out of the log instead of out of memory.
@@ -69,13 +88,13 @@ export class LogFanOut {
       return deliver(entry);
     };
     // Subscribed before reading: whatever is appended meanwhile is either read or queued (or both).
-    const unsubscribe = this.subscribe((entries) => {
+    const unsubscribe = this.subscribe('sse', (entry) => {
       if (!pending) {
-        for (const entry of entries) void send(entry);
+        void send(entry);
         return;
       }
-      for (const entry of entries) queuedBytes += entry.data.length;
-      pending.push(...entries);
+      queuedBytes += entry.data.length;
+      pending.push(entry);
       if (queuedBytes > maxQueuedBytes) {
         overflowed = true;
         pending = undefined;
@@ -98,7 +117,7 @@ export class LogFanOut {
   }
 
   async stop(): Promise<void> {
-    this.#listeners.clear();
+    for (const listeners of Object.values(this.#listeners)) listeners.clear();
     await this.#tail?.close();
   }
 }

@@ -1,6 +1,7 @@
 // Composition root of the notifications service: queue → replay log → SSE streams and the SignalR hub.
 import { randomUUID } from 'node:crypto';
 import { registerFastifyHub } from '@tbe/signalr';
+import { Registry } from 'prom-client';
 import type { MessageBus } from '../../application/ports/message-bus.ts';
 import type { ReplayLog } from '../../application/ports/replay-log.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
@@ -11,11 +12,14 @@ import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts
 import { createHttpServer } from '../../infrastructure/http/http-server.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
 import { openMessageBus } from '../../infrastructure/messaging/open-message-bus.ts';
+import { createProcessRegistry } from '../../infrastructure/observability/metrics.ts';
+import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import { openReplayLog } from '../../infrastructure/replay-log/open-replay-log.ts';
 import { requireBrokerForLoneRole } from '../../infrastructure/runtime/process-resources.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { LogFanOut } from './fan-out.ts';
 import { createNotificationsHub, sendToHub } from './notifications-hub.ts';
+import { createNotificationsObservability } from './notifications-observability.ts';
 import { consumeNotifications, type NotificationsConsumer } from './notifications.consumer.ts';
 import { registerPageRoutes } from './pages.routes.ts';
 import { registerSseRoutes } from './sse.routes.ts';
@@ -38,6 +42,8 @@ export interface NotificationsDeps {
   readonly prefetch?: number;
   /** Unsent bytes an SSE client may hold before it is closed as too slow. */
   readonly maxBufferedBytes?: number;
+  /** The process's metrics, served at /metrics; a registry of its own by default. */
+  readonly registry?: Registry;
 }
 
 export async function createNotifications({
@@ -47,6 +53,7 @@ export async function createNotifications({
   replayLog,
   prefetch = 50,
   maxBufferedBytes = 1024 * 1024,
+  registry = new Registry(),
 }: NotificationsDeps): Promise<Notifications> {
   const log = logger.child({ service: 'notifications' });
   const replay =
@@ -60,9 +67,11 @@ export async function createNotifications({
       },
       log,
     ));
-  const app = createHttpServer(log);
-  const fanOut = new LogFanOut(replay);
+  const app = createHttpServer(log, { service: 'notifications', registry });
   const hub = await createNotificationsHub();
+  // `sse` is read at scrape and push time, once the routes below exist.
+  const observability = createNotificationsObservability(registry, { sse: () => sse.count, hub });
+  const fanOut = new LogFanOut(replay, observability.observePush);
   const sse = registerSseRoutes(app, {
     log: replay,
     fanOut,
@@ -106,9 +115,16 @@ export async function createNotifications({
   return {
     async start() {
       await bus.declareTopology(MESSAGING_TOPOLOGY);
-      fanOut.subscribe((entries) => sendToHub(hub, entries, log));
+      fanOut.subscribe('signalr', (entry) => sendToHub(hub, entry, log));
       await fanOut.start();
-      consumer = await consumeNotifications({ bus, log: replay, instanceId, prefetch, logger: log });
+      consumer = await consumeNotifications({
+        bus,
+        log: replay,
+        instanceId,
+        prefetch,
+        logger: log,
+        metrics: observability.metrics,
+      });
       return app.listen({ host: config.host, port: config.ports.notifications });
     },
     async stop() {
@@ -138,6 +154,7 @@ async function main(): Promise<void> {
   const config = loadConfigOrExit();
   requireBrokerForLoneRole(config.amqpUrl, 'notifications service');
   const logger = createLogger({ ...config.log, name: 'notifications' });
+  const tracing = startTracing(config.tracing, 'notifications', logger);
   if (config.redisUrl === 'memory:')
     logger.warn(
       "REDIS_URL=memory: the replay log is this instance's own; run one instance, or set REDIS_URL",
@@ -148,12 +165,18 @@ async function main(): Promise<void> {
     {
       async start() {
         bus = openMessageBus(config.amqpUrl, logger, 'notifications');
-        notifications = await createNotifications({ config, logger, bus });
+        notifications = await createNotifications({
+          config,
+          logger,
+          bus,
+          registry: createProcessRegistry(),
+        });
         logger.info({ url: await notifications.start() }, 'notifications listening');
       },
       async stop() {
         await notifications?.stop();
         await bus?.close();
+        await tracing.shutdown();
       },
     },
     logger,

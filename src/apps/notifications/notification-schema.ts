@@ -20,6 +20,8 @@ const NotificationCloudEventSchema = z
     specversion: z.literal('1.0'),
     id: z.string().min(1),
     type: z.enum(eventTypes),
+    // Optional in CloudEvents; when present it gives the queue lag (message_age_seconds).
+    time: z.iso.datetime({ offset: true }).optional(),
     subject: z.uuid(),
     data: StudentNotificationSchema,
   })
@@ -34,8 +36,14 @@ const NotificationCloudEventSchema = z
 
 const MAX_REASON_LENGTH = 500;
 
+export interface ParsedNotification {
+  readonly entry: NewReplayLogEntry;
+  /** The CloudEvent `time`: when the change it reports happened. */
+  readonly time: string | undefined;
+}
+
 /** The message body as a replay log entry, or why it is not a notification (the dead-letter reason). */
-export function parseNotification(body: Buffer): Result<NewReplayLogEntry, string> {
+export function parseNotification(body: Buffer): Result<ParsedNotification, string> {
   let json: unknown;
   try {
     json = JSON.parse(body.toString('utf8'));
@@ -51,10 +59,13 @@ export function parseNotification(body: Buffer): Result<NewReplayLogEntry, strin
   }
   const event = parsed.data;
   return ok({
-    messageId: event.id,
-    type: event.type,
-    subject: event.subject,
-    data: JSON.stringify(event.data),
+    entry: {
+      messageId: event.id,
+      type: event.type,
+      subject: event.subject,
+      data: JSON.stringify(event.data),
+    },
+    time: event.time,
   });
 }
 

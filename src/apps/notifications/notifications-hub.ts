@@ -26,12 +26,10 @@ export async function createNotificationsHub(): Promise<HubServer> {
   return HubServer.create({ hub: notificationsHub });
 }
 
-/** Sends tailed entries to group `Students` and to each student's own group (once per connection). */
-export function sendToHub(hub: HubServer, entries: readonly ReplayLogEntry[], logger: Logger): void {
-  for (const entry of entries) {
-    hub.clients
-      .groups([HubNames.studentsGroup, HubNames.studentGroup(entry.subject)])
-      .send(entry.type, JSON.parse(entry.data))
-      .catch((error: unknown) => logger.warn({ err: error, id: entry.id }, 'hub send failed'));
-  }
+/** Sends a tailed entry to group `Students` and to its student's own group (once per connection). */
+export function sendToHub(hub: HubServer, entry: ReplayLogEntry, logger: Logger): void {
+  hub.clients
+    .groups([HubNames.studentsGroup, HubNames.studentGroup(entry.subject)])
+    .send(entry.type, JSON.parse(entry.data))
+    .catch((error: unknown) => logger.warn({ err: error, id: entry.id }, 'hub send failed'));
 }

@@ -1,14 +1,23 @@
+import { SpanStatusCode } from '@opentelemetry/api';
 import {
   outcome,
   type HandlerOutcome,
   type MessageBus,
   type Subscription,
 } from '../../application/ports/message-bus.ts';
-import { NotLogWriterError, type ReplayLog } from '../../application/ports/replay-log.ts';
+import {
+  NotLogWriterError,
+  type NewReplayLogEntry,
+  type ReplayLog,
+} from '../../application/ports/replay-log.ts';
 import { SUBJECT_HEADER } from '../../contracts/cloud-events.ts';
-import { Queues } from '../../contracts/messaging.ts';
+import { Queues, TRACEPARENT_HEADER } from '../../contracts/messaging.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
+import { withProcessSpan } from '../../infrastructure/observability/messaging-spans.ts';
+import { secondsSince } from '../../infrastructure/observability/metrics.ts';
+import { traceHeaders } from '../../infrastructure/observability/tracing.ts';
 import { parseNotification } from './notification-schema.ts';
+import type { NotificationsMetrics } from './notifications-observability.ts';
 
 export type ConsumerState = 'stopped' | 'standby' | 'consuming';
 
@@ -24,6 +33,7 @@ export interface NotificationsConsumerOptions {
   readonly instanceId: string;
   readonly prefetch: number;
   readonly logger: Logger;
+  readonly metrics?: NotificationsMetrics;
   /** The writer lease lasts this long without renewal; it is renewed every third of it. */
   readonly leaseMs?: number;
 }
@@ -37,7 +47,8 @@ export interface NotificationsConsumerOptions {
 export async function consumeNotifications(
   options: NotificationsConsumerOptions,
 ): Promise<NotificationsConsumer> {
-  const { bus, log, instanceId, logger } = options;
+  const { bus, log, instanceId, logger, metrics } = options;
+  const system = bus.status().adapter;
   const leaseMs = options.leaseMs ?? 10_000;
   let state: ConsumerState = 'standby';
   let subscription: { readonly inner: Subscription; readonly stopping: AbortController } | undefined;
@@ -49,14 +60,20 @@ export async function consumeNotifications(
     const inner = await bus.consume(Queues.notifications, {
       prefetch: options.prefetch,
       orderingKey: (message) => message.headers[SUBJECT_HEADER],
-      handler: async (message): Promise<HandlerOutcome> => {
-        const parsed = parseNotification(message.body);
-        if (!parsed.ok) {
-          logger.warn({ messageId: message.messageId, reason: parsed.error }, 'notification dead-lettered');
-          return outcome.deadLetter(parsed.error);
-        }
-        return appendUntilStopped(parsed.value, stopping.signal);
-      },
+      handler: (message) =>
+        withProcessSpan(Queues.notifications, message, system, async (span): Promise<HandlerOutcome> => {
+          const parsed = parseNotification(message.body);
+          if (!parsed.ok) {
+            logger.warn({ messageId: message.messageId, reason: parsed.error }, 'notification dead-lettered');
+            span.setStatus({ code: SpanStatusCode.ERROR, message: parsed.error });
+            return outcome.deadLetter(parsed.error);
+          }
+          const { entry, time } = parsed.value;
+          if (time) metrics?.delivered(secondsSince(time));
+          // The entry carries this span's context: every instance's pushes of it continue the trace.
+          const traceparent = traceHeaders()[TRACEPARENT_HEADER];
+          return appendUntilStopped(traceparent ? { ...entry, traceparent } : entry, stopping.signal);
+        }),
     });
     subscription = { inner, stopping };
     state = 'consuming';
@@ -74,12 +91,13 @@ export async function consumeNotifications(
 
   /** Redis down must not dead-letter notifications: keep the message and retry in process until it is back. */
   async function appendUntilStopped(
-    entry: Parameters<ReplayLog['append']>[0],
+    entry: NewReplayLogEntry,
     stopping: AbortSignal,
   ): Promise<HandlerOutcome> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await log.append(entry, instanceId);
+        const { duplicate } = await log.append(entry, instanceId);
+        metrics?.appended(duplicate ? 'duplicate' : 'appended');
         return outcome.ack();
       } catch (error) {
         if (error instanceof NotLogWriterError)

@@ -14,6 +14,7 @@ import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts
 import { createHttpServer, type HttpServer } from '../../infrastructure/http/http-server.ts';
 import { registerOpenApi } from '../../infrastructure/http/openapi.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
+import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
 import { SqlStudentQueries } from '../../infrastructure/persistence/sql-student-queries.ts';
 import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
@@ -48,10 +49,18 @@ export interface WebApiDeps {
   readonly queries?: StudentQueries;
   /** Checks of parts this process runs besides the API (e.g. the outbox relay's broker check). */
   readonly healthChecks?: readonly HealthCheck[];
+  /** The process's metrics, served at /metrics; a registry of its own by default. */
+  readonly registry?: Registry;
 }
 
-export async function createWebApi({ config, logger, database, ...deps }: WebApiDeps): Promise<WebApi> {
-  const app = createHttpServer(logger.child({ service: 'webapi' }));
+export async function createWebApi({
+  config,
+  logger,
+  database,
+  registry = new Registry(),
+  ...deps
+}: WebApiDeps): Promise<WebApi> {
+  const app = createHttpServer(logger.child({ service: 'webapi' }), { service: 'webapi', registry });
   // The notifications pages (another origin) create, update and delete students from the browser.
   await app.register(cors, {
     origin: config.corsOrigins.includes('*') ? true : [...config.corsOrigins],
@@ -64,8 +73,7 @@ export async function createWebApi({ config, logger, database, ...deps }: WebApi
     description: 'Student CRUD. Every write is stored with its domain events in one transaction (outbox).',
   });
   const cache =
-    deps.cache ??
-    (await openCache({ redisUrl: config.redisUrl, ...config.cache, registry: new Registry() }, logger));
+    deps.cache ?? (await openCache({ redisUrl: config.redisUrl, ...config.cache, registry }, logger));
   registerHealthRoutes(app, [
     pingCheck('database', () => database.ping(), { kind: database.kind }),
     cache.health,
@@ -115,6 +123,7 @@ export async function createWebApi({ config, logger, database, ...deps }: WebApi
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger({ ...config.log, name: 'webapi' });
+  const tracing = startTracing(config.tracing, 'webapi', logger);
   // Alone, an in-process bus would have no consumer: then events wait in the outbox for a relay with a broker.
   const bus = config.amqpUrl !== 'memory:';
   let resources: ProcessResources | undefined;
@@ -127,12 +136,13 @@ async function main(): Promise<void> {
           logger.warn(
             'AMQP_URL=memory: with the webapi alone: events wait in the outbox (npm start runs every role)',
           );
-        const { database, cache, relay } = resources;
+        const { database, cache, relay, registry } = resources;
         webApi = await createWebApi({
           config,
           logger,
           database,
           cache,
+          registry,
           healthChecks: relay ? [relay.healthCheck()] : [],
         });
         logger.info({ url: await webApi.start() }, 'webapi listening');
@@ -140,6 +150,7 @@ async function main(): Promise<void> {
       async stop() {
         await webApi?.stop();
         await resources?.close();
+        await tracing.shutdown();
       },
     },
     logger,

@@ -1,5 +1,4 @@
 // Composition root of the worker: consumes student events, serves health and metrics, returns start()/stop().
-import { randomBytes } from 'node:crypto';
 import { Registry } from 'prom-client';
 import type { MessageBus, Subscription } from '../../application/ports/message-bus.ts';
 import { processStudentEvents } from '../../application/students/process-student-event.ts';
@@ -9,6 +8,7 @@ import { pingCheck, type HealthCheck } from '../../infrastructure/health/health.
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer } from '../../infrastructure/http/http-server.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
+import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import type { StudentCache } from '../../application/ports/student-cache.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
 import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
@@ -47,9 +47,6 @@ export interface WorkerDeps {
 
 type ConsumerState = 'stopped' | 'starting' | 'consuming' | 'stopping';
 
-const METRICS_PATH = '/metrics';
-const spanIds = { next: () => randomBytes(8).toString('hex') };
-
 export function createWorker({
   config,
   logger,
@@ -59,14 +56,13 @@ export function createWorker({
   afterProcessed,
 }: WorkerDeps): Worker {
   const log = logger.child({ service: 'worker' });
-  const app = createHttpServer(log);
+  const app = createHttpServer(log, { service: 'worker', registry });
   // Events that arrive together share one transaction (with prefetch 1 there is only ever one).
   const processEvent = microBatch(
     processStudentEvents({
       unitOfWork: new SqlUnitOfWork(database, uuidV7Generator),
       ids: uuidV7Generator,
       clock: systemClock,
-      spanIds,
     }),
     config.worker.prefetch,
   );
@@ -85,9 +81,6 @@ export function createWorker({
       }),
     },
   ]);
-  app.get(METRICS_PATH, { schema: { hide: true } }, async (_request, reply) =>
-    reply.type(registry.contentType).send(await registry.metrics()),
-  );
 
   return {
     async start() {
@@ -156,6 +149,7 @@ async function main(): Promise<void> {
   const config = loadConfigOrExit();
   requireBrokerForLoneRole(config.amqpUrl, 'worker');
   const logger = createLogger({ ...config.log, name: 'worker' });
+  const tracing = startTracing(config.tracing, 'worker', logger);
   let resources: ProcessResources | undefined;
   let worker: Worker | undefined;
   await runUntilSignal(
@@ -170,6 +164,7 @@ async function main(): Promise<void> {
       async stop() {
         await worker?.stop();
         await resources?.close();
+        await tracing.shutdown();
       },
     },
     logger,

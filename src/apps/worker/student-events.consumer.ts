@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events';
+import { SpanStatusCode } from '@opentelemetry/api';
 import { ExponentialBackoff, handleWhen, retry, wrap, type IPolicy } from 'cockatiel';
 import { DependencyUnavailableError } from '../../application/errors.ts';
 import {
@@ -13,9 +14,12 @@ import type {
   ProcessStudentEventResult,
 } from '../../application/students/process-student-event.ts';
 import { SUBJECT_HEADER } from '../../contracts/cloud-events.ts';
-import { Queues, TRACEPARENT_HEADER } from '../../contracts/messaging.ts';
+import { Queues } from '../../contracts/messaging.ts';
 import type { StudentSnapshot } from '../../domain/student.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
+import { withProcessSpan } from '../../infrastructure/observability/messaging-spans.ts';
+import { traceHeaders } from '../../infrastructure/observability/tracing.ts';
+import { secondsSince } from '../../infrastructure/observability/metrics.ts';
 import { parseStudentEvent } from './student-event-schema.ts';
 import type { MessageOutcome, WorkerMetrics } from './worker-metrics.ts';
 
@@ -156,17 +160,17 @@ export function studentEventHandler(
       logger.warn({ ...fields, reason: event.error }, 'unreadable student event; dead-lettered');
       return ['dead_lettered', outcome.deadLetter(event.error)];
     }
+    metrics.delivered(secondsSince(event.value.time));
     let result: ProcessStudentEventResult | typeof STOPPED;
     try {
       result = await withRetries(
         policy,
         () =>
-          options
-            .process({ event: event.value, traceparent: message.headers[TRACEPARENT_HEADER] })
-            .catch((error: unknown) => {
-              if (isTransient(error)) logger.warn({ ...fields, err: error }, 'student event attempt failed');
-              throw error;
-            }),
+          // The process span is active here: with others in one batch, the event's notifications still continue it.
+          options.process({ event: event.value, ...traceHeaders() }).catch((error: unknown) => {
+            if (isTransient(error)) logger.warn({ ...fields, err: error }, 'student event attempt failed');
+            throw error;
+          }),
         stopping,
       );
     } catch (error) {
@@ -205,10 +209,16 @@ export function studentEventHandler(
     }
   };
 
-  return async (message) => {
-    const started = performance.now();
-    const [label, handlerOutcome] = await handle(message);
-    metrics.record(label, (performance.now() - started) / 1000);
-    return handlerOutcome;
-  };
+  const system = options.bus.status().adapter;
+  // The span is active while the event is processed: the notifications it writes continue this trace.
+  return (message) =>
+    withProcessSpan(Queues.studentsWorker, message, system, async (span) => {
+      const started = performance.now();
+      const [label, handlerOutcome] = await handle(message);
+      metrics.record(label, (performance.now() - started) / 1000);
+      span.setAttribute('worker.outcome', label);
+      if (handlerOutcome.kind !== 'ack')
+        span.setStatus({ code: SpanStatusCode.ERROR, message: handlerOutcome.reason ?? label });
+      return handlerOutcome;
+    });
 }

@@ -1,4 +1,6 @@
 import { Counter, Histogram, type Registry } from 'prom-client';
+import { Queues } from '../../contracts/messaging.ts';
+import { messageAge } from '../../infrastructure/observability/metrics.ts';
 
 /** What became of a message: the label of both metrics. */
 export type MessageOutcome = 'processed' | 'duplicate' | 'student_gone' | 'retried' | 'dead_lettered';
@@ -6,6 +8,8 @@ export type MessageOutcome = 'processed' | 'duplicate' | 'student_gone' | 'retri
 export interface WorkerMetrics {
   /** Records one handled message and how long it took, retries included. */
   record(outcome: MessageOutcome, seconds: number): void;
+  /** How old a student event was when it was delivered (queue lag). */
+  delivered(ageSeconds: number): void;
 }
 
 export function createWorkerMetrics(registry: Registry): WorkerMetrics {
@@ -22,10 +26,14 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [registry],
   });
+  const age = messageAge(registry).labels({ queue: Queues.studentsWorker });
   return {
     record(outcome, seconds) {
       messages.inc({ outcome });
       duration.observe({ outcome }, seconds);
+    },
+    delivered(ageSeconds) {
+      age.observe(ageSeconds);
     },
   };
 }

@@ -3,6 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from '../logging/logger.ts';
+import { observeHttp, type HttpObservabilityOptions } from '../observability/http-observability.ts';
 import { registerProblemDetails } from './problem-details.ts';
 
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -16,8 +17,11 @@ export type HttpServer = FastifyInstance<
   ZodTypeProvider
 >;
 
-/** A Fastify instance with the project's conventions: zod schemas, problem+json errors, request ids. */
-export function createHttpServer(logger: Logger): HttpServer {
+/**
+ * A Fastify instance with the project's conventions: zod schemas, problem+json errors, request ids, and the
+ * observability every role shares (a trace span and metrics per request, GET /metrics).
+ */
+export function createHttpServer(logger: Logger, observability: HttpObservabilityOptions): HttpServer {
   const app = Fastify<Server, IncomingMessage, ServerResponse, FastifyBaseLogger>({
     loggerInstance: logger,
     bodyLimit: BODY_LIMIT_BYTES,
@@ -32,6 +36,7 @@ export function createHttpServer(logger: Logger): HttpServer {
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
+  observeHttp(app, observability);
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);
   });

@@ -1,4 +1,7 @@
+import { context, trace } from '@opentelemetry/api';
 import pino from 'pino';
+import pretty from 'pino-pretty';
+import { createStream as createSeqStream, type PinoSeqStream } from 'pino-seq';
 
 export type Logger = pino.Logger;
 
@@ -6,20 +9,79 @@ export interface LoggerOptions {
   level: string;
   pretty: boolean;
   name?: string;
+  /** Also ship every line to Seq; an unreachable Seq never stops the process (stdout keeps everything). */
+  seqUrl?: string;
+  seqApiKey?: string;
 }
 
-/** JSON lines to stdout (pretty in a terminal); one logger per process, children per component. */
+const PRETTY_OPTIONS = { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' };
+const SEQ_FAILURE_REPORT_INTERVAL_MS = 60_000;
+const SEQ_FLUSH_TIMEOUT_MS = 2_000;
+
+const seqStreams = new WeakMap<Logger, PinoSeqStream>();
+
+/**
+ * JSON lines to stdout (pretty in a terminal), plus Seq when `seqUrl` is set; one logger per process, children
+ * per component. A line written inside a traced span carries its `trace_id` and `span_id` (Seq links the two).
+ */
 export function createLogger(options: LoggerOptions): Logger {
-  return pino({
+  const base = {
     level: options.level,
     ...(options.name ? { name: options.name } : {}),
-    ...(options.pretty
-      ? {
-          transport: {
-            target: 'pino-pretty',
-            options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' },
-          },
-        }
-      : {}),
+    mixin: traceIds,
+  };
+  if (!options.seqUrl)
+    return pino({
+      ...base,
+      ...(options.pretty ? { transport: { target: 'pino-pretty', options: PRETTY_OPTIONS } } : {}),
+    });
+  const seq = createSeqStream({
+    serverUrl: options.seqUrl,
+    ...(options.seqApiKey ? { apiKey: options.seqApiKey } : {}),
+    onError: reportSeqFailures(options.seqUrl),
   });
+  // The logger's own level filters; each stream takes whatever passes it.
+  const logger = pino(
+    base,
+    pino.multistream([
+      { level: 'trace', stream: options.pretty ? pretty(PRETTY_OPTIONS) : pino.destination(1) },
+      { level: 'trace', stream: seq },
+    ]),
+  );
+  seqStreams.set(logger, seq);
+  return logger;
+}
+
+/** Ships what is still buffered for Seq (bounded: a Seq that does not answer must not hold up the exit). */
+export async function flushLogger(logger: Logger): Promise<void> {
+  const seq = seqStreams.get(logger);
+  if (!seq) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    seq.flush().catch(() => undefined),
+    new Promise((resolve) => (timer = setTimeout(resolve, SEQ_FLUSH_TIMEOUT_MS))),
+  ]);
+  clearTimeout(timer);
+}
+
+// pino merges each line's fields into the returned object, so it must be a new one every time.
+function traceIds(): object {
+  const spanContext = trace.getSpan(context.active())?.spanContext();
+  if (!spanContext || !trace.isSpanContextValid(spanContext)) return {};
+  return { trace_id: spanContext.traceId, span_id: spanContext.spanId };
+}
+
+/** To stderr, not through the logger (that would feed the failing stream), and at most once a minute. */
+function reportSeqFailures(serverUrl: string): (error: unknown) => void {
+  let reportedAt = -Infinity;
+  return (error) => {
+    if (Date.now() - reportedAt < SEQ_FAILURE_REPORT_INTERVAL_MS) return;
+    reportedAt = Date.now();
+    const reason = error instanceof Error ? `${error.message}${causeOf(error)}` : String(error);
+    process.stderr.write(`Seq at ${serverUrl} is not taking logs (${reason}); they still go to stdout\n`);
+  };
+}
+
+function causeOf(error: Error): string {
+  return error.cause instanceof Error ? `: ${error.cause.message}` : '';
 }

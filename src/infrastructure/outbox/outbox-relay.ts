@@ -3,6 +3,8 @@ import type { MessageBus, OutgoingMessage } from '../../application/ports/messag
 import { CLOUD_EVENTS_CONTENT_TYPE, SUBJECT_HEADER, type CloudEvent } from '../../contracts/cloud-events.ts';
 import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
+import { startPublishSpans } from '../observability/messaging-spans.ts';
+import { recordFailure } from '../observability/tracing.ts';
 import type { Database, Leadership } from '../persistence/database.ts';
 import { guardDatabase } from '../persistence/database-errors.ts';
 import { sqlStatement } from '../persistence/sql.ts';
@@ -169,7 +171,7 @@ export class OutboxRelay {
       check: async () => {
         const bus = this.#bus.status();
         const relay = this.status();
-        const backlog = await this.#backlog().catch(() => undefined);
+        const backlog = await this.backlog().catch(() => undefined);
         const healthy = bus.connected && relay.breaker === 'closed';
         return {
           status: healthy ? 'Healthy' : 'Degraded',
@@ -241,7 +243,18 @@ export class OutboxRelay {
       sql.query<OutboxRow>(statements.unsent, [this.#options.batchSize]),
     );
     if (rows.length === 0) return 0;
-    for (const wave of subjectWaves(rows)) await this.#policy.execute(() => this.#bus.publish(wave));
+    const system = this.#bus.status().adapter;
+    for (const wave of subjectWaves(rows)) {
+      const spans = startPublishSpans(wave, system);
+      try {
+        await this.#policy.execute(() => this.#bus.publish(wave));
+      } catch (error) {
+        for (const span of spans) recordFailure(span, error);
+        throw error;
+      } finally {
+        for (const span of spans) span.end();
+      }
+    }
     await guardDatabase(() => sql.query(statements.markSent, [new Date(), rows.map((row) => row.id)]));
     this.#published += rows.length;
     return rows.length;
@@ -254,7 +267,8 @@ export class OutboxRelay {
     await guardDatabase(() => this.#database.sql.query(statements.deleteSentBefore, [cutoff]));
   }
 
-  async #backlog(): Promise<number> {
+  /** Rows not published yet (by any relay of this database). */
+  async backlog(): Promise<number> {
     const [row] = await guardDatabase(() =>
       this.#database.sql.query<{ count: number }>(statements.backlog, []),
     );

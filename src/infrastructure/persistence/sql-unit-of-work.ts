@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { SpanKind } from '@opentelemetry/api';
 import type { IdGenerator } from '../../application/ports/id-generator.ts';
 import type { Inbox } from '../../application/ports/inbox.ts';
 import type { OutboxMessage, OutboxWriter } from '../../application/ports/outbox.ts';
@@ -8,8 +8,9 @@ import type {
   UnitOfWork,
 } from '../../application/ports/student-repository.ts';
 import { studentEventMessage } from '../../application/students/student-event-messages.ts';
-import { TRACEPARENT_HEADER } from '../../contracts/messaging.ts';
 import { Student, type StudentSnapshot } from '../../domain/student.ts';
+import { startCreateSpan } from '../observability/messaging-spans.ts';
+import { inSpan, recordFailure } from '../observability/tracing.ts';
 import type { Database } from './database.ts';
 import { guardDatabase } from './database-errors.ts';
 import { sqlStatement, STUDENT_COLUMNS, type SqlExecutor } from './sql.ts';
@@ -64,9 +65,8 @@ const statements = {
   notifyRelay: sqlStatement('outbox_notify', 'select pg_notify($1, $2)'),
 };
 
-function newTraceparent(): string {
-  return `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
-}
+// PGlite is PostgreSQL too (compiled to WebAssembly): the same SQL, the same semantics.
+const DB_ATTRIBUTES = { 'db.system.name': 'postgresql' };
 
 /**
  * The write side in hand-written SQL, the same on PostgreSQL and PGlite. Reads run at once; saves are collected
@@ -86,18 +86,20 @@ export class SqlUnitOfWork implements UnitOfWork {
 
   async transaction<T>(work: (scope: TransactionScope) => Promise<T>): Promise<T> {
     let appended = false;
-    const result = await guardDatabase(() =>
-      this.#database.transaction(async (tx) => {
-        const changes = new PendingChanges();
-        const outbox: OutboxWriter = {
-          append: async (messages) => changes.append(messages),
-        };
-        const students = new SqlStudentRepository(tx, this.#ids, changes);
-        const value = await work({ students, inbox: sqlInbox(tx), outbox });
-        await changes.flush(tx);
-        appended = changes.appended;
-        return value;
-      }),
+    const result = await inSpan('transaction', { kind: SpanKind.CLIENT, attributes: DB_ATTRIBUTES }, () =>
+      guardDatabase(() =>
+        this.#database.transaction(async (tx) => {
+          const changes = new PendingChanges();
+          const outbox: OutboxWriter = {
+            append: async (messages) => changes.append(messages),
+          };
+          const students = new SqlStudentRepository(tx, this.#ids, changes);
+          const value = await work({ students, inbox: sqlInbox(tx), outbox });
+          await changes.flush(tx);
+          appended = changes.appended;
+          return value;
+        }),
+      ),
     );
     if (appended) this.#wakeRelay();
     return result;
@@ -183,6 +185,27 @@ class PendingChanges {
   async flush(tx: SqlExecutor): Promise<void> {
     const changes = [...this.#students.values()];
     if (changes.length === 0 && this.#outbox.length === 0) return;
+    // Each row keeps its message's creation context (W3C traceparent) for the relay and the consumers to continue.
+    const created = this.#outbox.map((message) => startCreateSpan({ ...message, messageId: message.id }));
+    try {
+      await this.#write(
+        tx,
+        changes,
+        created.map(({ headers }) => headers),
+      );
+    } catch (error) {
+      for (const { span } of created) recordFailure(span, error);
+      throw error;
+    } finally {
+      for (const { span } of created) span.end();
+    }
+  }
+
+  async #write(
+    tx: SqlExecutor,
+    changes: readonly PendingChange[],
+    outboxHeaders: readonly Record<string, string>[],
+  ): Promise<void> {
     const added = changes.flatMap((change) => (change.kind === 'add' ? [change.student] : []));
     const updated = changes.flatMap((change) => (change.kind === 'update' ? [change] : []));
     const removed = changes.flatMap((change) => (change.kind === 'remove' ? [change.id] : []));
@@ -213,8 +236,7 @@ class PendingChanges {
       this.#outbox.map((m) => m.type),
       this.#outbox.map((m) => m.subject),
       this.#outbox.map((m) => JSON.stringify(m.payload)),
-      // Each message carries a W3C trace context; a caller that has one passes it, otherwise a trace starts here.
-      this.#outbox.map((m) => JSON.stringify({ [TRACEPARENT_HEADER]: newTraceparent(), ...m.headers })),
+      outboxHeaders.map((headers) => JSON.stringify(headers)),
       this.#outbox.map((m) => m.occurredAt),
     ]);
     // The rows were locked when loaded, so a miss here is a bug in the caller, not a race.

@@ -29,7 +29,7 @@ const APPEND = `
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('NOTWRITER') end
 local earlier = redis.call('GET', KEYS[2])
 if earlier then return {earlier, 1} end
-local id = redis.call('XADD', KEYS[1], '*', 'messageId', ARGV[4], 'type', ARGV[5], 'subject', ARGV[6], 'data', ARGV[7])
+local id = redis.call('XADD', KEYS[1], '*', 'messageId', ARGV[4], 'type', ARGV[5], 'subject', ARGV[6], 'data', ARGV[7], 'traceparent', ARGV[8])
 redis.call('SET', KEYS[2], id, 'EX', ARGV[3])
 local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[2])
 if excess > 0 then
@@ -100,6 +100,7 @@ export class RedisStreamReplayLog implements ReplayLog {
         entry.type,
         entry.subject,
         entry.data,
+        entry.traceparent ?? '',
       )) as [string, number];
       return { id, duplicate: duplicate === 1 };
     } catch (error) {
@@ -216,5 +217,6 @@ function toEntry([id, fields]: StreamRecord): ReplayLogEntry {
     type: value.type ?? '',
     subject: value.subject ?? '',
     data: value.data ?? '',
+    ...(value.traceparent ? { traceparent: value.traceparent } : {}),
   };
 }

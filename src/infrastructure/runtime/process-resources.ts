@@ -1,10 +1,12 @@
-import { Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { MessageBus } from '../../application/ports/message-bus.ts';
 import { MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
 import { openCache, type Cache } from '../caching/open-cache.ts';
 import type { Logger } from '../logging/logger.ts';
 import { openMessageBus } from '../messaging/open-message-bus.ts';
+import { createProcessRegistry } from '../observability/metrics.ts';
 import { startOutboxRelay, type OutboxRelay } from '../outbox/outbox-relay.ts';
+import { registerRelayMetrics } from '../outbox/relay-metrics.ts';
 import { openDatabase, type Database } from '../persistence/database.ts';
 import type { ResilienceOptions } from '../resilience/resilience-policy.ts';
 
@@ -57,7 +59,7 @@ export async function openProcessResources(
     const database = await openDatabase(settings.databaseUrl, logger);
     closers.push(() => database.close());
     await database.migrate();
-    const registry = new Registry();
+    const registry = createProcessRegistry();
     const cache = await openCache({ redisUrl: settings.redisUrl, ...settings.cache, registry }, logger);
     closers.push(() => cache.close());
     let bus: MessageBus | undefined;
@@ -70,6 +72,7 @@ export async function openProcessResources(
       const started = startOutboxRelay({ database, bus: opened, resilience: settings.resilience, logger });
       relay = started;
       closers.push(() => started.stop());
+      registerRelayMetrics(registry, started);
     }
     return { database, cache, registry, bus, relay, close };
   } catch (error) {

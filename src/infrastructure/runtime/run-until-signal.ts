@@ -1,7 +1,7 @@
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import closeWithGrace from 'close-with-grace';
-import type { Logger } from '../logging/logger.ts';
+import { flushLogger, type Logger } from '../logging/logger.ts';
 
 export interface Service {
   start(): Promise<void>;
@@ -18,12 +18,14 @@ export async function runUntilSignal(service: Service, logger: Logger, timeoutMs
     else logger.info({ signal }, 'stopping');
     await service.stop();
     logger.info('stopped');
+    await flushLogger(logger);
   });
   try {
     await service.start();
   } catch (error) {
     logger.fatal({ err: error }, 'could not start');
     await service.stop().catch(() => undefined);
+    await flushLogger(logger);
     process.exit(1);
   }
 }

@@ -1,0 +1,114 @@
+// Every HTTP server of the system is observed the same way: a server span per request (continuing a caller's
+// W3C trace context) that is the active context while the route handler runs, a latency histogram by method,
+// route and status, and the process's metrics at GET /metrics.
+import { SpanKind, SpanStatusCode, context, trace, type Context, type Span } from '@opentelemetry/api';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Histogram, type Registry } from 'prom-client';
+import { contextFromHeaders, tracer } from './tracing.ts';
+
+export interface HttpObservabilityOptions {
+  /** Which role this server belongs to: a label of its metrics (one process may run several). */
+  readonly service: string;
+  /** The process's metrics, served at /metrics. */
+  readonly registry: Registry;
+}
+
+export const METRICS_PATH = '/metrics';
+const DURATION_METRIC = 'http_server_request_duration_seconds';
+// Probes and scrapes arrive every few seconds and would bury the traces that matter; they are still counted.
+const UNTRACED_PREFIXES = ['/health', METRICS_PATH];
+// Any other method is one label value, so a client cannot grow the metric's cardinality.
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+interface Observation {
+  readonly started: number;
+  readonly method: string;
+  readonly route: string;
+  readonly span: Span | undefined;
+  /** The handler runs in it: the server span's context, or the caller's when the route is not traced. */
+  readonly context: Context;
+}
+
+/** Adds the hooks and the /metrics route; call before any route is registered (handlers are wrapped as added). */
+export function observeHttp(app: FastifyInstance, { service, registry }: HttpObservabilityOptions): void {
+  const duration = requestDuration(registry);
+  const observations = new WeakMap<FastifyRequest, Observation>();
+
+  app.addHook('onRequest', async (request) => {
+    const route = request.routeOptions.url;
+    const method = KNOWN_METHODS.has(request.method) ? request.method : '_OTHER';
+    const parent = contextFromHeaders(request.headers);
+    const traced = route !== undefined && !UNTRACED_PREFIXES.some((prefix) => route.startsWith(prefix));
+    const span = traced
+      ? tracer.startSpan(
+          `${method} ${route}`,
+          {
+            kind: SpanKind.SERVER,
+            attributes: {
+              'http.request.method': method,
+              'http.route': route,
+              'url.path': request.url.split('?', 1)[0],
+              'url.scheme': request.protocol,
+              'client.address': request.ip,
+            },
+          },
+          parent,
+        )
+      : undefined;
+    observations.set(request, {
+      started: performance.now(),
+      method,
+      // Unmatched URLs share one label value, for the same reason as methods.
+      route: route ?? 'unmatched',
+      span,
+      context: span ? trace.setSpan(parent, span) : parent,
+    });
+  });
+
+  // Hooks cannot make a context active for what follows them; wrapping each handler can.
+  app.addHook('onRoute', (routeOptions) => {
+    const handler = routeOptions.handler;
+    routeOptions.handler = function observedHandler(request, reply) {
+      const observation = observations.get(request);
+      return observation
+        ? context.with(observation.context, handler, this, request, reply)
+        : handler.call(this, request, reply);
+    };
+  });
+
+  const finish = (request: FastifyRequest, status: number, aborted: boolean) => {
+    const observation = observations.get(request);
+    if (!observation) return;
+    observations.delete(request);
+    duration.observe(
+      { service, method: observation.method, route: observation.route, status_code: String(status) },
+      (performance.now() - observation.started) / 1000,
+    );
+    const { span } = observation;
+    if (!span) return;
+    span.setAttribute('http.response.status_code', status);
+    if (aborted) span.setStatus({ code: SpanStatusCode.ERROR, message: 'client closed the request' });
+    else if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+    span.end();
+  };
+  app.addHook('onResponse', async (request, reply) => finish(request, reply.statusCode, false));
+  app.addHook('onRequestAbort', async (request) => finish(request, 499, true));
+
+  app.get(METRICS_PATH, { schema: { hide: true } }, async (_request, reply) =>
+    reply.type(registry.contentType).send(await registry.metrics()),
+  );
+}
+
+/** One histogram per registry, whichever role's server creates it first. */
+function requestDuration(registry: Registry): Histogram<'service' | 'method' | 'route' | 'status_code'> {
+  const existing = registry.getSingleMetric(DURATION_METRIC);
+  if (existing) return existing as Histogram<'service' | 'method' | 'route' | 'status_code'>;
+  return new Histogram({
+    name: DURATION_METRIC,
+    help: 'HTTP requests served, by role, method, route and status, and how long each took (to the end of the response).',
+    labelNames: ['service', 'method', 'route', 'status_code'],
+    // OpenTelemetry's default HTTP buckets.
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10],
+    registers: [registry],
+  });
+}

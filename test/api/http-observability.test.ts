@@ -1,0 +1,77 @@
+// Every role's HTTP server: a server span per request that continues the caller's trace and is active in the
+// handler, probes left untraced, and a latency histogram whose labels a client cannot multiply.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { Registry } from 'prom-client';
+import { createHttpServer, type HttpServer } from '../../src/infrastructure/http/http-server.ts';
+import { registerHealthRoutes } from '../../src/infrastructure/http/health.routes.ts';
+import { silentLogger } from '../support/logger.ts';
+import { parseExposition } from '../support/prometheus-text.ts';
+import { recordSpans } from '../support/tracing.ts';
+
+const spans = recordSpans();
+
+describe('HTTP observability', () => {
+  let app: HttpServer;
+  let url: string;
+  const activeInHandler: (string | undefined)[] = [];
+
+  before(async () => {
+    app = createHttpServer(silentLogger, { service: 'test', registry: new Registry() });
+    registerHealthRoutes(app, []);
+    app.get('/things/:id', async () => {
+      activeInHandler.push(trace.getActiveSpan()?.spanContext().spanId);
+      return { ok: true };
+    });
+    app.get('/broken', async () => {
+      throw new Error('bug');
+    });
+    url = await app.listen({ host: '127.0.0.1', port: 0 });
+  });
+  after(() => app.close());
+
+  test("a request is a SERVER span named by its route, a child of the caller's traceparent, active in the handler", async () => {
+    spans.reset();
+    const response = await fetch(`${url}/things/42?x=1`, {
+      headers: { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' },
+    });
+    assert.equal(response.status, 200);
+    const [span] = spans.getFinishedSpans();
+    assert.equal(span?.name, 'GET /things/:id');
+    assert.equal(span.kind, SpanKind.SERVER);
+    assert.equal(span.spanContext().traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
+    assert.equal(span.parentSpanContext?.spanId, '00f067aa0ba902b7');
+    assert.equal(span.attributes['http.route'], '/things/:id');
+    assert.equal(span.attributes['url.path'], '/things/42');
+    assert.equal(span.attributes['http.response.status_code'], 200);
+    assert.equal(activeInHandler.at(-1), span.spanContext().spanId);
+  });
+
+  test('a 5xx ends its span as an error; health probes and scrapes are not traced', async () => {
+    spans.reset();
+    assert.equal((await fetch(`${url}/broken`)).status, 500);
+    assert.equal((await fetch(`${url}/health/ready`)).status, 200);
+    assert.equal((await fetch(`${url}/metrics`)).status, 200);
+    assert.deepEqual(
+      spans.getFinishedSpans().map((span) => [span.name, span.status.code]),
+      [['GET /broken', SpanStatusCode.ERROR]],
+    );
+  });
+
+  test('GET /metrics counts requests by method, route and status; unknown routes and methods share one label', async () => {
+    await fetch(`${url}/no/such/${Math.random()}`);
+    await fetch(`${url}/things/1`, { method: 'PROPFIND' });
+    await fetch(`${url}/things/1`);
+    const metrics = parseExposition(await (await fetch(`${url}/metrics`)).text());
+    const count = (labels: Record<string, string>) =>
+      metrics.sum('http_server_request_duration_seconds_count', { service: 'test', ...labels });
+    assert.ok(count({ method: 'GET', route: '/things/:id', status_code: '200' }) >= 2);
+    assert.equal(
+      count({ route: 'unmatched', status_code: '404' }),
+      2,
+      'random paths and methods, one series',
+    );
+    assert.equal(count({ method: '_OTHER' }), 1);
+  });
+});

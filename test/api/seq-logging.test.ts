@@ -1,0 +1,72 @@
+// SEQ_URL: a role ships its logs to Seq as well as to stdout, and an unreachable Seq never takes it down.
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { startRole } from '../support/role-process.ts';
+
+const webapiAlone = { DATABASE_URL: 'pglite://memory', API_PORT: '0' };
+
+describe('logs to Seq', () => {
+  let seq: Server;
+  const events: { MessageTemplate?: string; Level?: string; Properties?: Record<string, unknown> }[] = [];
+
+  before(async () => {
+    // Seq's raw ingestion endpoint, as seq-logging posts to it.
+    seq = createServer((request, response) => {
+      let body = '';
+      request.on('data', (chunk: Buffer) => (body += chunk));
+      request.on('end', () => {
+        if (request.method === 'POST' && request.url === '/api/events/raw')
+          events.push(...(JSON.parse(body) as { Events: typeof events }).Events);
+        response.writeHead(201).end();
+      });
+    });
+    await new Promise<void>((resolve) => seq.listen(0, '127.0.0.1', resolve));
+  });
+  after(() => new Promise((resolve) => seq.close(resolve)));
+
+  test('with SEQ_URL set, every line also goes to Seq, with its level and properties', async () => {
+    const { port } = seq.address() as AddressInfo;
+    const role = await startRole('src/apps/webapi/main.ts', {
+      ...webapiAlone,
+      SEQ_URL: `http://127.0.0.1:${port}`,
+    });
+    try {
+      assert.match(role.output(), /"msg":"webapi listening"/, 'stdout keeps everything');
+    } finally {
+      assert.equal(await role.stop(), 0);
+    }
+    // Stopping flushes what was buffered for Seq.
+    const listening = events.find((event) => event.MessageTemplate === 'webapi listening');
+    assert.equal(listening?.Level, 'Information');
+    assert.equal(listening?.Properties?.url, role.url);
+    assert.ok(events.some((event) => event.MessageTemplate === 'stopped'));
+  });
+
+  test('an unreachable Seq is reported once on stderr; the role serves and stops as usual', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise((resolve) => closed.close(resolve));
+
+    const role = await startRole('src/apps/webapi/main.ts', {
+      ...webapiAlone,
+      SEQ_URL: `http://127.0.0.1:${port}`,
+    });
+    try {
+      for (let write = 0; write < 3; write++) {
+        const response = await fetch(`${role.url}/api/students`, { method: 'POST' });
+        assert.equal(response.status, 201);
+      }
+      const deadline = Date.now() + 20_000;
+      while (!/Seq at .* is not taking logs/.test(role.output()) && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 100));
+    } finally {
+      assert.equal(await role.stop(), 0, role.output());
+    }
+    const reports = role.output().match(/Seq at http:\/\/127\.0\.0\.1:\d+ is not taking logs/g) ?? [];
+    assert.equal(reports.length, 1, 'one report, not one per batch');
+    assert.match(role.output(), /"msg":"stopped"/);
+  });
+});

@@ -71,7 +71,8 @@ function percentile(sorted: readonly number[], p: number): number {
 
 export async function notificationsLatency(options: LatencyBenchOptions = {}): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  for (const open of [servicesStack, embeddedStack]) rows.push(...(await measureLatency(await open(), options)));
+  for (const open of [servicesStack, embeddedStack])
+    rows.push(...(await measureLatency(await open(), options)));
   return rows;
 }
 
@@ -82,9 +83,7 @@ async function measureLatency(server: Stack, options: LatencyBenchOptions): Prom
   const created = new Map<string, number>();
   const failed: string[] = [];
   const arrived = { sse: new Map<string, number>(), signalr: new Map<string, number>() };
-  const source = new EventSource(
-    `${server.notifications}/api/notifications/stream?types=StudentCreated`,
-  );
+  const source = new EventSource(`${server.notifications}/api/notifications/stream?types=StudentCreated`);
   const hub = new HubConnectionBuilder()
     .withUrl(`${server.notifications}/hubs/notifications`, {
       transport: HttpTransportType.WebSockets,

@@ -6,6 +6,7 @@ import type { ReplayLog } from '../../application/ports/replay-log.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
 import { MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
 import { NotificationRoutes } from '../../contracts/notifications.ts';
+import { createJwtVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import type { HealthCheck } from '../../infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer } from '../../infrastructure/http/http-server.ts';
@@ -60,14 +61,20 @@ export async function createNotifications({
       },
       log,
     ));
-  const app = createHttpServer(log);
+  const app = createHttpServer(log, {
+    maxHeaderBytes: config.maxHeaderBytes,
+    cors: { origins: config.corsOrigins },
+    // The test pages call the webapi on another port, or wherever their `?api=` points.
+    connectSources: ['http:', 'https:'],
+  });
+  const verifier = createJwtVerifier(config.auth);
   const fanOut = new LogFanOut(replay);
-  const hub = await createNotificationsHub();
-  const sse = registerSseRoutes(app, {
+  const hub = await createNotificationsHub(verifier);
+  const sse = await registerSseRoutes(app, {
     log: replay,
     fanOut,
     heartbeatMs: config.notifications.heartbeatSeconds * 1_000,
-    corsOrigins: config.corsOrigins,
+    verifier,
     maxBufferedBytes,
     logger: log,
   });
@@ -113,8 +120,8 @@ export async function createNotifications({
     },
     async stop() {
       await consumer?.stop();
-      sse.closeAll();
-      await app.close(); // closes the hub's connections first
+      // First (preClose) SSE streams end with a retry hint and hub connections with allowReconnect.
+      await app.close();
       await hub.close();
       await fanOut.stop();
       if (!replayLog) await replay.close();

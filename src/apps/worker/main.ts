@@ -58,7 +58,7 @@ export function createWorker({
   afterProcessed,
 }: WorkerDeps): Worker {
   const log = logger.child({ service: 'worker' });
-  const app = createHttpServer(log);
+  const app = createHttpServer(log, { maxHeaderBytes: config.maxHeaderBytes });
   const processEvent = processStudentEvent({
     unitOfWork: new DrizzleUnitOfWork(database.db, uuidV7Generator),
     ids: uuidV7Generator,

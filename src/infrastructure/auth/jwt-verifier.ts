@@ -61,6 +61,8 @@ export function createJwtVerifier(options: JwtVerifierOptions): TokenVerifier | 
       } catch (error) {
         if (error instanceof errors.JOSEError && !KEY_SET_FAILURES.has(error.code))
           throw new InvalidTokenError(describe(error), { cause: error });
+        // With a local secret nothing is fetched: anything else is a bug, not an outage.
+        if (secret) throw error;
         throw new DependencyUnavailableError('identity provider (JWKS)', { cause: error });
       }
       const role = ROLES.find((known) => known === payload.role);

@@ -21,14 +21,15 @@ declare module 'fastify' {
 }
 
 /** The name SignalR clients use in the query string; the SSE stream takes it in the query and as a cookie. */
-export const ACCESS_TOKEN = 'access_token';
+const ACCESS_TOKEN = 'access_token';
+const ACCESS_TOKEN_IN_QUERY = new RegExp(`([?&]${ACCESS_TOKEN}=)[^&]*`, 'gi');
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
 
 /** `url` with the value of an `access_token` query parameter masked, for logs and problem details. */
 export function withoutAccessToken(url: string): string {
-  return url.replace(/([?&]access_token=)[^&]*/gi, '$1[redacted]');
+  return url.replace(ACCESS_TOKEN_IN_QUERY, '$1[redacted]');
 }
 
 function cookie(header: string | undefined, name: string): string | undefined {

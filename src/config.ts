@@ -80,8 +80,27 @@ const ConfigSchema = z.object({
   OTEL_EXPORTER_OTLP_PROTOCOL: z
     .enum(['http/protobuf', 'http/json'], { error: 'must be http/protobuf or http/json' })
     .default('http/protobuf'),
-  AUTH_JWT_SECRET: optionalNonEmpty,
-  AUTH_JWKS_URL: optionalNonEmpty,
+  AUTH_JWT_SECRET: optionalNonEmpty.refine(
+    (value) => value === undefined || value.length >= 32,
+    'must be at least 32 characters (HS256 wants a 256-bit key)',
+  ),
+  AUTH_JWKS_URL: optionalNonEmpty.refine(
+    (value) => value === undefined || /^https?:$/.test(URL.parse(value)?.protocol ?? ''),
+    'must be an http(s) URL of a JSON Web Key Set',
+  ),
+  AUTH_ISSUER: optionalNonEmpty,
+  AUTH_AUDIENCE: optionalNonEmpty,
+  RATE_LIMIT_WRITES_PER_MINUTE: z.coerce
+    .number({ error: 'must be a whole number, 0 or more (0 = no limit)' })
+    .int('must be a whole number, 0 or more (0 = no limit)')
+    .min(0, 'must be a whole number, 0 or more (0 = no limit)')
+    .default(10_000),
+  HTTP_MAX_HEADER_BYTES: z.coerce
+    .number({ error: 'must be a whole number of bytes from 1024 to 1048576' })
+    .int('must be a whole number of bytes from 1024 to 1048576')
+    .min(1024, 'must be a whole number of bytes from 1024 to 1048576')
+    .max(1_048_576, 'must be a whole number of bytes from 1024 to 1048576')
+    .default(16_384),
   CACHE_TTL_SECONDS: seconds(900),
   CACHE_KEY_PREFIX: z
     .string()
@@ -142,7 +161,17 @@ export interface Config {
     readonly seqUrl?: string;
     readonly seqApiKey?: string;
   };
-  readonly auth: { readonly jwtSecret?: string; readonly jwksUrl?: string };
+  /** JWT bearer auth: on when a secret (HS256) or a JWKS URL is set; issuer and audience are checked when set. */
+  readonly auth: {
+    readonly jwtSecret?: string;
+    readonly jwksUrl?: string;
+    readonly issuer?: string;
+    readonly audience?: string;
+  };
+  /** Writes one client (verified subject, else IP) may make per minute; 0 = no limit. */
+  readonly rateLimit: { readonly writesPerMinute: number };
+  /** Largest request head (request line and headers) the HTTP servers accept; larger gets 431. */
+  readonly maxHeaderBytes: number;
   /** OpenTelemetry traces go to the OTLP receiver when an endpoint is set; without one nothing is recorded. */
   readonly tracing: {
     readonly otlpEndpoint?: string;
@@ -165,7 +194,7 @@ export interface Config {
     readonly replayLogKeyPrefix: string;
     readonly heartbeatSeconds: number;
   };
-  /** Origins browsers may call the webapi and the SSE stream from; `*` = any. */
+  /** Origins browsers may call the webapi, the SSE stream and the hub from; `*` = any (then without credentials). */
   readonly corsOrigins: readonly string[];
 }
 
@@ -189,6 +218,10 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
     );
   }
   const c = parsed.data;
+  if (c.AUTH_JWT_SECRET && c.AUTH_JWKS_URL)
+    throw new ConfigError([
+      'AUTH_JWT_SECRET / AUTH_JWKS_URL: set one of them, not both (a secret for HS256, or a JWKS URL)',
+    ]);
   return {
     databaseUrl: c.DATABASE_URL,
     amqpUrl: c.AMQP_URL,
@@ -205,11 +238,15 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
     auth: {
       ...(c.AUTH_JWT_SECRET ? { jwtSecret: c.AUTH_JWT_SECRET } : {}),
       ...(c.AUTH_JWKS_URL ? { jwksUrl: c.AUTH_JWKS_URL } : {}),
+      ...(c.AUTH_ISSUER ? { issuer: c.AUTH_ISSUER } : {}),
+      ...(c.AUTH_AUDIENCE ? { audience: c.AUTH_AUDIENCE } : {}),
     },
     tracing: {
       ...(c.OTEL_EXPORTER_OTLP_ENDPOINT ? { otlpEndpoint: c.OTEL_EXPORTER_OTLP_ENDPOINT } : {}),
       otlpProtocol: c.OTEL_EXPORTER_OTLP_PROTOCOL,
     },
+    rateLimit: { writesPerMinute: c.RATE_LIMIT_WRITES_PER_MINUTE },
+    maxHeaderBytes: c.HTTP_MAX_HEADER_BYTES,
     cache: { ttlSeconds: c.CACHE_TTL_SECONDS, keyPrefix: c.CACHE_KEY_PREFIX },
     dedup: { getWindowSeconds: c.DEDUP_GET_WINDOW_SECONDS, putWindowSeconds: c.DEDUP_PUT_WINDOW_SECONDS },
     idempotencyTtlSeconds: c.IDEMPOTENCY_TTL_SECONDS,

@@ -18,7 +18,11 @@ describe('HTTP observability', () => {
   const activeInHandler: (string | undefined)[] = [];
 
   before(async () => {
-    app = createHttpServer(silentLogger, { service: 'test', registry: new Registry() });
+    app = createHttpServer(silentLogger, {
+      service: 'test',
+      registry: new Registry(),
+      maxHeaderBytes: 16_384,
+    });
     registerHealthRoutes(app, []);
     app.get('/things/:id', async () => {
       activeInHandler.push(trace.getActiveSpan()?.spanContext().spanId);

@@ -14,16 +14,23 @@ export interface CachedApi {
   stop(): Promise<void>;
 }
 
-/** A webapi with its own cache (its own L1), on `redisUrl` under `keyPrefix`. */
+/** A webapi with its own cache (its own L1), on `redisUrl` under `keyPrefix`; `env` adds settings. */
 export async function startCachedApi(
   database: Database,
-  options: { redisUrl: string; keyPrefix: string; queries?: StudentQueries; halfOpenAfterMs?: number },
+  options: {
+    redisUrl: string;
+    keyPrefix: string;
+    queries?: StudentQueries;
+    halfOpenAfterMs?: number;
+    env?: Record<string, string>;
+  },
 ): Promise<CachedApi> {
   const config = parseConfig({
     API_PORT: '0',
     LOG_LEVEL: 'silent',
     REDIS_URL: options.redisUrl,
     CACHE_KEY_PREFIX: options.keyPrefix,
+    ...options.env,
   });
   const cache = await openCache(
     {

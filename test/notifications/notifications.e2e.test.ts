@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { chromium } from 'playwright-core';
 import { startPipeline } from '../e2e/pipeline-harness.ts';
+import { cspViolations, launchChromium } from '../support/browser.ts';
 import { startRole, type RoleProcess } from '../support/role-process.ts';
 import { REDIS_URL, needsPostgres, needsRabbitMq, needsRedis, uniqueName } from '../support/services.ts';
 import { hubClient, sseClient, until, type Received } from './support.ts';
@@ -139,22 +139,12 @@ describe('notifications across processes and instances', servers, () => {
 
   test('in headless Chromium, a write through the API shows up on the SSE page and on the SignalR page', async () => {
     const [a, b] = instances;
-    const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
+    const browser = await launchChromium();
     try {
       const api = encodeURIComponent(pipeline.webapi.url);
       const ssePage = await browser.newPage({ viewport: { width: 1200, height: 900 } });
       const hubPage = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+      const blocked = [ssePage, hubPage].map(cspViolations);
       await ssePage.goto(`${a!.url}/sse-test.html?api=${api}`);
       await hubPage.goto(`${b!.url}/signalr-test.html?api=${api}`);
       for (const page of [ssePage, hubPage]) {
@@ -174,6 +164,7 @@ describe('notifications across processes and instances', servers, () => {
         assert.equal(await page.textContent('#count-StudentCreated'), '1');
         assert.match((await page.textContent('#events li pre')) ?? '', new RegExp(id));
       }
+      assert.deepEqual(blocked.flat(), [], 'the security headers (CSP) let the pages work');
       await mkdir('test-artifacts', { recursive: true });
       await ssePage.screenshot({ path: 'test-artifacts/sse-test.png', fullPage: true });
       await hubPage.screenshot({ path: 'test-artifacts/signalr-test.png', fullPage: true });

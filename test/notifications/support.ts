@@ -59,20 +59,29 @@ export function notificationMessage(
   };
 }
 
-/** An EventSource that records every notification (and `connected` / `reset`); `lastEventId` sent as the header. */
-export function sseClient(baseUrl: string, options: { lastEventId?: string; query?: string } = {}) {
+/**
+ * An EventSource that records every notification (and `connected` / `reset`) and the HTTP status of each failed
+ * attempt; `lastEventId` is sent as the header, `headers` with every request.
+ */
+export function sseClient(
+  baseUrl: string,
+  options: { lastEventId?: string; query?: string; headers?: Record<string, string> } = {},
+) {
   const received: Received[] = [];
   const control: { type: string; data: unknown; id: string | undefined }[] = [];
+  const failures: (number | undefined)[] = [];
   const source = new EventSource(`${baseUrl}/api/notifications/stream${options.query ?? ''}`, {
     fetch: (input, init) =>
       fetch(input, {
         ...init,
         headers: {
           ...init.headers,
+          ...options.headers,
           ...(options.lastEventId ? { 'last-event-id': options.lastEventId } : {}),
         },
       }),
   });
+  source.addEventListener('error', (event) => failures.push(event.code));
   for (const type of EVENT_TYPES)
     source.addEventListener(type, (event) =>
       received.push({
@@ -89,6 +98,7 @@ export function sseClient(baseUrl: string, options: { lastEventId?: string; quer
     source,
     received,
     control,
+    failures,
     get lastEventId() {
       return received.at(-1)?.id;
     },
@@ -96,12 +106,19 @@ export function sseClient(baseUrl: string, options: { lastEventId?: string; quer
   };
 }
 
-/** The official SignalR Node client on the hub, recording every notification. */
-export async function hubClient(baseUrl: string, transport = HttpTransportType.WebSockets) {
+/** The official SignalR Node client on the hub, recording every notification; `accessToken` when auth is on. */
+export async function hubClient(
+  baseUrl: string,
+  transport = HttpTransportType.WebSockets,
+  { accessToken }: { accessToken?: string } = {},
+) {
   const received: Received[] = [];
   const connected: unknown[] = [];
   const connection: HubConnection = new HubConnectionBuilder()
-    .withUrl(`${baseUrl}/hubs/notifications`, { transport })
+    .withUrl(`${baseUrl}/hubs/notifications`, {
+      transport,
+      ...(accessToken ? { accessTokenFactory: () => accessToken } : {}),
+    })
     .configureLogging(LogLevel.None)
     .build();
   for (const type of EVENT_TYPES)

@@ -8,9 +8,12 @@ export interface RunningWebApi {
   stop(): Promise<void>;
 }
 
-/** Boots the real webapi on a free port over `database`, the way its composition root does. */
-export async function startWebApi(database: Database): Promise<RunningWebApi> {
-  const config = parseConfig({ API_PORT: '0', LOG_LEVEL: 'silent' });
+/** Boots the real webapi on a free port over `database`, the way its composition root does; `env` adds settings. */
+export async function startWebApi(
+  database: Database,
+  env: Record<string, string> = {},
+): Promise<RunningWebApi> {
+  const config = parseConfig({ API_PORT: '0', LOG_LEVEL: 'silent', ...env });
   const webApi = await createWebApi({ config, logger: silentLogger, database });
   const url = await webApi.start();
   return { url, stop: () => webApi.stop() };

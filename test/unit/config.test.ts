@@ -77,4 +77,34 @@ describe('configuration', () => {
       },
     );
   });
+
+  test('auth is off unless a key is configured; a key that cannot work stops start-up', () => {
+    assert.deepEqual(parseConfig({}).auth, {});
+    const secret = 'x'.repeat(32);
+    assert.deepEqual(parseConfig({ AUTH_JWT_SECRET: secret, AUTH_AUDIENCE: 'api' }).auth, {
+      jwtSecret: secret,
+      audience: 'api',
+    });
+    assert.throws(() => parseConfig({ AUTH_JWT_SECRET: 'short' }), /AUTH_JWT_SECRET: must be at least 32/);
+    assert.throws(
+      () => parseConfig({ AUTH_JWKS_URL: 'file:///keys.json' }),
+      /AUTH_JWKS_URL: must be an http/,
+    );
+    assert.throws(
+      () => parseConfig({ AUTH_JWT_SECRET: secret, AUTH_JWKS_URL: 'https://idp.example/jwks.json' }),
+      /set one of them, not both/,
+    );
+  });
+
+  test('the write rate limit and the header limit have generous defaults and accept only sane values', () => {
+    const defaults = parseConfig({});
+    assert.equal(defaults.rateLimit.writesPerMinute, 10_000);
+    assert.equal(defaults.maxHeaderBytes, 16_384);
+    assert.equal(parseConfig({ RATE_LIMIT_WRITES_PER_MINUTE: '0' }).rateLimit.writesPerMinute, 0);
+    assert.throws(() => parseConfig({ RATE_LIMIT_WRITES_PER_MINUTE: '-1' }), /RATE_LIMIT_WRITES_PER_MINUTE/);
+    assert.throws(
+      () => parseConfig({ HTTP_MAX_HEADER_BYTES: '100' }),
+      /HTTP_MAX_HEADER_BYTES: must be a whole/,
+    );
+  });
 });

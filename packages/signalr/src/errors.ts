@@ -5,3 +5,11 @@
 export class HubError extends Error {
   override readonly name = 'HubError';
 }
+
+/**
+ * Thrown by the `authenticate` hook for a caller it knows but will not let in (say, a valid token without the
+ * needed role): the request gets 403 instead of 401, so the client does not just fetch a new token and retry.
+ */
+export class ForbiddenError extends Error {
+  override readonly name = 'ForbiddenError';
+}

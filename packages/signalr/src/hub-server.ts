@@ -26,7 +26,7 @@ export interface AuthRequest {
   readonly url: URL;
 }
 
-/** Returns the caller (`{}` for anonymous) or null to reject the request with 401. */
+/** Returns the caller (`{}` for anonymous) or null to reject the request with 401; throw ForbiddenError for 403. */
 export type Authenticate = (request: AuthRequest) => HubUser | null | Promise<HubUser | null>;
 
 export interface HubServerOptions {

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { ClientRequest, IncomingMessage } from 'node:http';
 import { after, before, test } from 'node:test';
 import { HttpTransportType } from '@microsoft/signalr';
-import type { AuthRequest } from '../src/index.ts';
+import { WebSocket } from 'ws';
+import { ForbiddenError, type AuthRequest } from '../src/index.ts';
 import { buildClient, delay, nextInvocation, type RunningHub, startHub } from './helpers.ts';
 
 let running: RunningHub;
@@ -9,6 +12,7 @@ const seen: { method: string; token: string | undefined; viaQuery: boolean }[] =
 
 function authenticate({ token, url }: AuthRequest): { id: string } | null {
   seen.push({ method: url.pathname, token, viaQuery: url.searchParams.has('access_token') });
+  if (token === 'known-but-not-allowed') throw new ForbiddenError();
   return token?.startsWith('token-') ? { id: token.slice('token-'.length) } : null;
 }
 
@@ -45,6 +49,18 @@ for (const transport of [
 test('a rejected token fails negotiate with 401', async () => {
   const client = buildClient(running.url, { http: { accessTokenFactory: () => 'forged' } });
   await assert.rejects(client.start(), /Status code '401'/);
+});
+
+test('a caller the hook knows but refuses (ForbiddenError) gets 403, on negotiate and on a direct WebSocket', async () => {
+  const negotiating = buildClient(running.url, {
+    http: { accessTokenFactory: () => 'known-but-not-allowed' },
+  });
+  await assert.rejects(negotiating.start(), /Status code '403'/);
+  // The official client does not report an upgrade's status, so a bare socket asks.
+  const direct = new WebSocket(`${running.url.replace(/^http/, 'ws')}?access_token=known-but-not-allowed`);
+  const [request, response] = (await once(direct, 'unexpected-response')) as [ClientRequest, IncomingMessage];
+  assert.equal(response.statusCode, 403);
+  request.destroy();
 });
 
 test('a send to a user reaches every connection of that user and nobody else', async () => {

@@ -105,6 +105,30 @@ test('closeConnection with an error is final for the client; with allowReconnect
   }
 });
 
+test('close() ends every connection with allowReconnect: clients with automatic reconnect come back', async () => {
+  let running = await startHub();
+  const client = buildClient(running.url, { reconnectDelays: [100, 200, 200, 200, 200, 200, 200, 200] });
+  await client.start();
+  try {
+    // Without allowReconnect the client would close for good (onclose) instead of reconnecting.
+    const outcome = new Promise<string>((resolve) => {
+      client.onreconnecting((error) => resolve(`reconnecting: ${error?.message}`));
+      client.onclose((error) => resolve(`closed: ${error?.message}`));
+    });
+    const reconnected = new Promise<string | undefined>((resolve) => client.onreconnected(resolve));
+    const port = running.port;
+    await running.hub.close();
+    assert.equal(await outcome, 'reconnecting: Server returned an error on close: Server is shutting down.');
+    await running.close();
+    running = await startHub({}, { port });
+    assert.ok(await reconnected);
+    assert.equal(await client.invoke('Add', 1, 2), 3);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
 test('a stateful connection whose unacked messages outgrow the buffer is closed with a reason', async () => {
   const running = await startHub({ statefulReconnectBufferSize: 4096 });
   const client = buildClient(running.url, { stateful: true });

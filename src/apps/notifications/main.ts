@@ -7,6 +7,7 @@ import type { ReplayLog } from '../../application/ports/replay-log.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
 import { MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
 import { NotificationRoutes } from '../../contracts/notifications.ts';
+import { createJwtVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import type { HealthCheck } from '../../infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer } from '../../infrastructure/http/http-server.ts';
@@ -67,16 +68,24 @@ export async function createNotifications({
       },
       log,
     ));
-  const app = createHttpServer(log, { service: 'notifications', registry });
-  const hub = await createNotificationsHub();
+  const app = createHttpServer(log, {
+    service: 'notifications',
+    registry,
+    maxHeaderBytes: config.maxHeaderBytes,
+    cors: { origins: config.corsOrigins },
+    // The test pages call the webapi on another port, or wherever their `?api=` points.
+    connectSources: ['http:', 'https:'],
+  });
+  const verifier = createJwtVerifier(config.auth);
+  const hub = await createNotificationsHub(verifier);
   // `sse` is read at scrape and push time, once the routes below exist.
   const observability = createNotificationsObservability(registry, { sse: () => sse.count, hub });
   const fanOut = new LogFanOut(replay, observability.observePush);
-  const sse = registerSseRoutes(app, {
+  const sse = await registerSseRoutes(app, {
     log: replay,
     fanOut,
     heartbeatMs: config.notifications.heartbeatSeconds * 1_000,
-    corsOrigins: config.corsOrigins,
+    verifier,
     maxBufferedBytes,
     logger: log,
   });
@@ -129,8 +138,8 @@ export async function createNotifications({
     },
     async stop() {
       await consumer?.stop();
-      sse.closeAll();
-      await app.close(); // closes the hub's connections first
+      // First (preClose) SSE streams end with a retry hint and hub connections with allowReconnect.
+      await app.close();
       await hub.close();
       await fanOut.stop();
       if (!replayLog) await replay.close();

@@ -1,6 +1,7 @@
-import { HubServer, defineHub } from '@tbe/signalr';
+import { ForbiddenError, HubServer, defineHub, type Authenticate } from '@tbe/signalr';
 import type { ReplayLogEntry } from '../../application/ports/replay-log.ts';
 import { HubNames, type ConnectedMessage } from '../../contracts/notifications.ts';
+import { mayAct, type TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
 
 const notificationsHub = defineHub({
@@ -18,12 +19,26 @@ const notificationsHub = defineHub({
   },
 });
 
+/** A reader's token, as `Authorization: Bearer` or the `access_token` query parameter the SignalR clients send. */
+function readersOnly(verifier: TokenVerifier): Authenticate {
+  return async ({ token }) => {
+    if (!token) return null;
+    const caller = await verifier.verify(token); // a rejection is a 401
+    if (!mayAct(caller, 'reader')) throw new ForbiddenError();
+    return { id: caller.subject, claims: { role: caller.role } };
+  };
+}
+
 /**
  * The hub `/hubs/notifications`, without a backplane: every instance tails the replay log and sends each entry
- * to its own connections, so a backplane would deliver every notification twice.
+ * to its own connections, so a backplane would deliver every notification twice. With a verifier (auth on),
+ * every request of a connection must carry a reader's token.
  */
-export async function createNotificationsHub(): Promise<HubServer> {
-  return HubServer.create({ hub: notificationsHub });
+export async function createNotificationsHub(verifier: TokenVerifier | undefined): Promise<HubServer> {
+  return HubServer.create({
+    hub: notificationsHub,
+    ...(verifier ? { authenticate: readersOnly(verifier) } : {}),
+  });
 }
 
 /** Sends a tailed entry to group `Students` and to its student's own group (once per connection). */

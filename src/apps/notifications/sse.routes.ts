@@ -3,6 +3,8 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { compareLogIds, isLogId, type ReplayLog } from '../../application/ports/replay-log.ts';
 import { NotificationRoutes, SseEvents, type ConnectedMessage } from '../../contracts/notifications.ts';
+import type { TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
+import { requireToken } from '../../infrastructure/http/require-token.ts';
 import type { HttpServer } from '../../infrastructure/http/http-server.ts';
 import { invalidRequest, sendProblem } from '../../infrastructure/http/problem-details.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
@@ -12,8 +14,8 @@ export interface SseOptions {
   readonly log: ReplayLog;
   readonly fanOut: LogFanOut;
   readonly heartbeatMs: number;
-  /** `*` = any origin. */
-  readonly corsOrigins: readonly string[];
+  /** When auth is on: a reader's token, from the Authorization header, the `access_token` query or cookie. */
+  readonly verifier: TokenVerifier | undefined;
   /** Unsent bytes a connection may hold (and, while it replays, live entries waiting for it) before it is closed as too slow. */
   readonly maxBufferedBytes: number;
   readonly logger: Logger;
@@ -21,18 +23,33 @@ export interface SseOptions {
 
 export interface SseStreams {
   readonly count: number;
-  /** Ends every stream; clients reconnect (to any instance) with their Last-Event-ID. */
-  closeAll(): void;
 }
 
-/** `GET /api/notifications/stream` (and the original's alias): notifications as Server-Sent Events. */
-export function registerSseRoutes(app: HttpServer, options: SseOptions): SseStreams {
+/** How long a client waits before it reconnects after a shutdown: spread out, so the others are not stampeded. */
+function reconnectDelayMs(): number {
+  return 1_000 + Math.floor(Math.random() * 2_000);
+}
+
+/**
+ * `GET /api/notifications/stream` (and the original's alias): notifications as Server-Sent Events. When the
+ * server closes, every stream ends with a `retry:` hint: EventSource reconnects (to any instance) with its
+ * Last-Event-ID and misses nothing.
+ */
+export async function registerSseRoutes(app: HttpServer, options: SseOptions): Promise<SseStreams> {
   const streams = new Set<ServerResponse>();
   const heartbeat = setInterval(() => {
     for (const response of streams) write(response, ': heartbeat\n\n', options);
   }, options.heartbeatMs);
   heartbeat.unref();
-  app.addHook('onClose', async () => clearInterval(heartbeat));
+  // preClose: the server already refuses new requests, so no stream starts after these end.
+  app.addHook('preClose', async () => {
+    clearInterval(heartbeat);
+    for (const response of streams) {
+      write(response, `retry: ${reconnectDelayMs()}\n\n`, options);
+      response.end();
+    }
+    streams.clear();
+  });
 
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const query = request.query as Record<string, string | undefined>;
@@ -58,6 +75,10 @@ export function registerSseRoutes(app: HttpServer, options: SseOptions): SseStre
     }
 
     const response = reply.raw;
+    // Headers set by the hooks so far (CORS, security headers, request id) would be lost with the hijack.
+    for (const [name, value] of Object.entries(reply.getHeaders())) {
+      if (value !== undefined) response.setHeader(name, value);
+    }
     reply.hijack();
     response.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
@@ -65,7 +86,6 @@ export function registerSseRoutes(app: HttpServer, options: SseOptions): SseStre
       connection: 'keep-alive',
       // Proxies such as nginx must pass events on at once.
       'x-accel-buffering': 'no',
-      ...corsHeaders(request.headers.origin, options.corsOrigins),
     });
     response.socket?.setNoDelay(true);
     const clientId = randomUUID();
@@ -113,16 +133,17 @@ export function registerSseRoutes(app: HttpServer, options: SseOptions): SseStre
     });
   };
 
-  app.get(NotificationRoutes.stream, { schema: { hide: true } }, handler);
-  app.get(NotificationRoutes.streamAlias, { schema: { hide: true } }, handler);
+  await app.register(async (scope) => {
+    if (options.verifier) requireToken(scope, options.verifier);
+    // EventSource cannot send an Authorization header: the token may come in the query or a cookie.
+    const route = { schema: { hide: true }, config: { tokenFromQueryOrCookie: true } };
+    scope.get(NotificationRoutes.stream, route, handler);
+    scope.get(NotificationRoutes.streamAlias, route, handler);
+  });
 
   return {
     get count() {
       return streams.size;
-    },
-    closeAll() {
-      for (const response of streams) response.end();
-      streams.clear();
     },
   };
 }
@@ -148,10 +169,4 @@ function drained(response: ServerResponse): Promise<void> {
     response.once('drain', done);
     response.once('close', done);
   });
-}
-
-function corsHeaders(origin: string | undefined, allowed: readonly string[]): Record<string, string> {
-  if (allowed.includes('*')) return { 'access-control-allow-origin': '*' };
-  if (origin && allowed.includes(origin)) return { 'access-control-allow-origin': origin, vary: 'Origin' };
-  return {};
 }

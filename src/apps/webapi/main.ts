@@ -1,5 +1,4 @@
 // Composition root of the webapi: builds the adapters, hands them to the use cases, returns start()/stop().
-import cors from '@fastify/cors';
 import { createStudent } from '../../application/students/create-student.ts';
 import { deleteStudent } from '../../application/students/delete-student.ts';
 import type { StudentQueries } from '../../application/ports/student-queries.ts';
@@ -9,7 +8,9 @@ import { updateStudent } from '../../application/students/update-student.ts';
 import { evictingOnDelete, writingThrough } from '../../application/students/write-through.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
 import { openCache, type Cache } from '../../infrastructure/caching/open-cache.ts';
+import { createJwtVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import { pingCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
+import { requireToken } from '../../infrastructure/http/require-token.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer, type HttpServer } from '../../infrastructure/http/http-server.ts';
 import { registerOpenApi } from '../../infrastructure/http/openapi.ts';
@@ -29,6 +30,7 @@ import { uuidV7Generator } from '../../infrastructure/system/uuid-v7-generator.t
 import { Registry } from 'prom-client';
 import dedupPlugin from './plugins/dedup.plugin.ts';
 import idempotencyPlugin from './plugins/idempotency.plugin.ts';
+import { limitWrites } from './plugins/write-rate-limit.ts';
 import { registerStudentRoutes } from './routes/students.routes.ts';
 
 export interface WebApi {
@@ -60,18 +62,26 @@ export async function createWebApi({
   registry = new Registry(),
   ...deps
 }: WebApiDeps): Promise<WebApi> {
-  const app = createHttpServer(logger.child({ service: 'webapi' }), { service: 'webapi', registry });
-  // The notifications pages (another origin) create, update and delete students from the browser.
-  await app.register(cors, {
-    origin: config.corsOrigins.includes('*') ? true : [...config.corsOrigins],
-    methods: ['GET', 'POST', 'PUT', 'DELETE'],
-    exposedHeaders: ['ETag', 'Location', 'X-Deduplicated', 'Idempotent-Replayed', 'X-Request-Id'],
+  const app = createHttpServer(logger.child({ service: 'webapi' }), {
+    service: 'webapi',
+    registry,
+    maxHeaderBytes: config.maxHeaderBytes,
+    // The notifications pages (another origin) create, update and delete students from the browser.
+    cors: {
+      origins: config.corsOrigins,
+      exposedHeaders: ['ETag', 'Location', 'X-Deduplicated', 'Idempotent-Replayed', 'Retry-After'],
+    },
   });
-  await registerOpenApi(app, {
-    title: 'The Background Experience: Student API',
-    version: '1.0.0',
-    description: 'Student CRUD. Every write is stored with its domain events in one transaction (outbox).',
-  });
+  const verifier = createJwtVerifier(config.auth);
+  await registerOpenApi(
+    app,
+    {
+      title: 'The Background Experience: Student API',
+      version: '1.0.0',
+      description: 'Student CRUD. Every write is stored with its domain events in one transaction (outbox).',
+    },
+    { bearerAuth: verifier !== undefined },
+  );
   const cache =
     deps.cache ?? (await openCache({ redisUrl: config.redisUrl, ...config.cache, registry }, logger));
   registerHealthRoutes(app, [
@@ -94,17 +104,28 @@ export async function createWebApi({
     clock: systemClock,
     generator: fakerStudentGenerator,
   };
-  registerStudentRoutes(
-    app,
-    {
-      create: writingThrough(createStudent(writeDeps), cache.students),
-      update: writingThrough(updateStudent(writeDeps), cache.students),
-      remove: evictingOnDelete(deleteStudent(writeDeps), cache.students),
-      get: getStudent(queries, cache.students),
-      list: listStudents(queries),
-    },
-    { dedup: config.dedup },
-  );
+  // The API's own scope: health, OpenAPI and the docs above stay public; a token (when auth is on) and the
+  // write budget apply to the students routes only.
+  await app.register(async (api) => {
+    if (verifier) requireToken(api, verifier);
+    if (config.rateLimit.writesPerMinute > 0)
+      await limitWrites(api, {
+        writesPerMinute: config.rateLimit.writesPerMinute,
+        ...(cache.redis ? { redis: cache.redis } : {}),
+        keyPrefix: config.cache.keyPrefix,
+      });
+    registerStudentRoutes(
+      api,
+      {
+        create: writingThrough(createStudent(writeDeps), cache.students),
+        update: writingThrough(updateStudent(writeDeps), cache.students),
+        remove: evictingOnDelete(deleteStudent(writeDeps), cache.students),
+        get: getStudent(queries, cache.students),
+        list: listStudents(queries),
+      },
+      { dedup: config.dedup },
+    );
+  });
 
   return {
     app,

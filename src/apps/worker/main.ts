@@ -56,7 +56,7 @@ export function createWorker({
   afterProcessed,
 }: WorkerDeps): Worker {
   const log = logger.child({ service: 'worker' });
-  const app = createHttpServer(log, { service: 'worker', registry });
+  const app = createHttpServer(log, { service: 'worker', registry, maxHeaderBytes: config.maxHeaderBytes });
   // Events that arrive together share one transaction (with prefetch 1 there is only ever one).
   const processEvent = microBatch(
     processStudentEvents({

@@ -1,3 +1,4 @@
+import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
 import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
@@ -23,6 +24,8 @@ export interface Cache {
   readonly idempotency: IdempotencyStore;
   readonly metrics: CacheMetrics;
   readonly health: HealthCheck;
+  /** The command connection (fails fast while Redis is down); undefined when embedded. For other shared counters. */
+  readonly redis: Redis | undefined;
   close(): Promise<void>;
 }
 
@@ -45,6 +48,7 @@ export async function openCache(options: CacheOptions, logger: Logger): Promise<
     idempotency: new IdempotencyStore(connection, `${prefix}idempotency:`),
     metrics,
     health: connection.healthCheck(),
+    redis: connection.redis,
     async close() {
       await students.close();
       await connection.close();

@@ -1,9 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import cors from '@fastify/cors';
+import helmet from '@fastify/helmet';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from '../logging/logger.ts';
 import { observeHttp, type HttpObservabilityOptions } from '../observability/http-observability.ts';
+import { withoutAccessToken } from './require-token.ts';
 import { registerProblemDetails } from './problem-details.ts';
 
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -17,14 +20,29 @@ export type HttpServer = FastifyInstance<
   ZodTypeProvider
 >;
 
+export interface HttpServerOptions extends HttpObservabilityOptions {
+  /** Largest request head (Node's maxHeaderSize); a larger one is answered 431 by Node itself. */
+  readonly maxHeaderBytes: number;
+  /** Browsers on these origins may call this server; `*` = any, without credentials. Absent: no CORS headers. */
+  readonly cors?: {
+    readonly origins: readonly string[];
+    /** Response headers browser scripts may read. */
+    readonly exposedHeaders?: readonly string[];
+  };
+  /** Where this server's pages may connect besides their own origin (CSP `connect-src`). */
+  readonly connectSources?: readonly string[];
+}
+
 /**
- * A Fastify instance with the project's conventions: zod schemas, problem+json errors, request ids, and the
- * observability every role shares (a trace span and metrics per request, GET /metrics).
+ * A Fastify instance with the project's conventions: zod schemas, problem+json errors, request ids, security
+ * headers, size limits, CORS when asked for, and the observability every role shares (a trace span and metrics
+ * per request, GET /metrics).
  */
-export function createHttpServer(logger: Logger, observability: HttpObservabilityOptions): HttpServer {
+export function createHttpServer(logger: Logger, options: HttpServerOptions): HttpServer {
   const app = Fastify<Server, IncomingMessage, ServerResponse, FastifyBaseLogger>({
-    loggerInstance: logger,
+    loggerInstance: logger.child({}, { serializers: { req: requestForLog } }),
     bodyLimit: BODY_LIMIT_BYTES,
+    http: { maxHeaderSize: options.maxHeaderBytes },
     // A caller's x-request-id is kept when it is safe to log; otherwise we make one.
     requestIdHeader: false,
     genReqId: (request) => {
@@ -36,10 +54,40 @@ export function createHttpServer(logger: Logger, observability: HttpObservabilit
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
-  observeHttp(app, observability);
+  observeHttp(app, options);
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);
   });
+  void app.register(helmet, {
+    contentSecurityPolicy: {
+      directives: {
+        connectSrc: ["'self'", ...(options.connectSources ?? [])],
+        // Served over plain HTTP (TLS, if any, ends at a proxy): upgrading the pages' requests would break them.
+        upgradeInsecureRequests: null,
+      },
+    },
+  });
+  if (options.cors) {
+    const { origins, exposedHeaders = [] } = options.cors;
+    const anyOrigin = origins.includes('*');
+    void app.register(cors, {
+      // Credentials (cookies) only for listed origins: browsers refuse them with `*` anyway.
+      origin: anyOrigin ? '*' : [...origins],
+      credentials: !anyOrigin,
+      exposedHeaders: ['X-Request-Id', ...exposedHeaders],
+    });
+  }
   registerProblemDetails(app);
   return app;
+}
+
+/** Fastify's request log line, with a token in the query (EventSource and SignalR clients send `access_token`) masked. */
+function requestForLog(request: FastifyRequest) {
+  return {
+    method: request.method,
+    url: withoutAccessToken(request.url),
+    host: request.host,
+    remoteAddress: request.ip,
+    remotePort: request.socket?.remotePort,
+  };
 }

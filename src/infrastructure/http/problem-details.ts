@@ -45,6 +45,16 @@ export function invalidRequest(
   });
 }
 
+/** 401: no token, or one that is not valid (forged, expired, not for us); the client needs a (new) token. */
+export function unauthenticated(instance: string, detail: string): ProblemDetails {
+  return problem({ status: 401, title: 'Unauthorized', code: 'AUTH.UNAUTHENTICATED', detail, instance });
+}
+
+/** 403: a valid token whose role may not do this. */
+export function forbidden(instance: string, detail: string): ProblemDetails {
+  return problem({ status: 403, title: 'Forbidden', code: 'AUTH.FORBIDDEN', detail, instance });
+}
+
 export function domainProblem(error: DomainError, instance: string): ProblemDetails {
   const { status, title } = domainStatus[error.code];
   if (error.code === 'STUDENT.INVALID')

@@ -2,6 +2,7 @@ import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:ht
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { Connection } from '../connection.ts';
+import { ForbiddenError } from '../errors.ts';
 import type { HubUser } from '../hub.ts';
 import type { HubServer } from '../hub-server.ts';
 import { LongPollingTransport } from '../transports/long-polling-transport.ts';
@@ -17,7 +18,7 @@ const TRANSFER_FORMATS: Readonly<Record<TransportKind, readonly string[]>> = {
 
 export type HubRoute = 'hub' | 'negotiate';
 
-/** Rejected requests carry the status the spec gives (400/401/404/405/409). */
+/** Rejected requests carry the status the spec gives (400/401/403/404/405/409). */
 class HttpFailure extends Error {
   constructor(
     readonly status: number,
@@ -238,7 +239,8 @@ export class HttpDispatcher {
     let user: HubUser | null;
     try {
       user = await authenticate({ token: bearerToken(req, url), headers: req.headers, url });
-    } catch {
+    } catch (error) {
+      if (error instanceof ForbiddenError) throw new HttpFailure(403, 'Forbidden.');
       user = null;
     }
     if (user === null) throw new HttpFailure(401, 'Unauthorized.');

@@ -12,6 +12,11 @@
   let lastStudent;
   let source;
   let hub;
+  // With auth on, a token goes to the stream (query: EventSource cannot set headers), the hub and the API.
+  const TOKEN_KEY = 'tbe.token';
+  $('token').value = sessionStorage.getItem(TOKEN_KEY) ?? '';
+  $('token').onchange = () => sessionStorage.setItem(TOKEN_KEY, $('token').value.trim());
+  const token = () => $('token').value.trim();
 
   function setStatus(connected, text) {
     $('status').textContent = text;
@@ -43,7 +48,8 @@
   }
 
   function connectSse() {
-    source = new EventSource('/api/notifications/stream');
+    const query = token() ? `?access_token=${encodeURIComponent(token())}` : '';
+    source = new EventSource(`/api/notifications/stream${query}`);
     source.addEventListener('connected', (event) => {
       $('client-id').textContent = JSON.parse(event.data).clientId;
       setStatus(true, 'connected');
@@ -60,7 +66,10 @@
   }
 
   async function connectSignalR() {
-    hub = new signalR.HubConnectionBuilder().withUrl('/hubs/notifications').withAutomaticReconnect().build();
+    hub = new signalR.HubConnectionBuilder()
+      .withUrl('/hubs/notifications', token() ? { accessTokenFactory: token } : {})
+      .withAutomaticReconnect()
+      .build();
     hub.on('Connected', (message) => ($('client-id').textContent = message.clientId));
     for (const type of TYPES) hub.on(type, (payload) => show(type, payload));
     hub.onreconnecting(() => setStatus(false, 'reconnecting…'));
@@ -84,7 +93,10 @@
   async function call(method, path, body) {
     const response = await fetch(`${apiUrl}${path}`, {
       method,
-      headers: body ? { 'content-type': 'application/json' } : {},
+      headers: {
+        ...(body ? { 'content-type': 'application/json' } : {}),
+        ...(token() ? { authorization: `Bearer ${token()}` } : {}),
+      },
       body: body ? JSON.stringify(body) : undefined,
     });
     $('log').textContent = `${method} ${path} → ${response.status}`;

@@ -5,8 +5,12 @@ export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('base64url');
 }
 
-/** Who is asking, so a stored response is only ever replayed to the same caller. Until auth lands: the credentials. */
+/**
+ * Who is asking, so a stored response is only ever replayed to the same caller: the verified subject when auth is
+ * on (any of its tokens); with auth off, the credentials as sent (a proxy in front may check them), else anonymous.
+ */
 export function callerOf(request: FastifyRequest): string {
+  if (request.caller) return `subject:${sha256(request.caller.subject)}`;
   const authorization = request.headers.authorization;
   return authorization ? sha256(authorization) : 'anonymous';
 }

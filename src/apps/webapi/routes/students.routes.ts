@@ -53,6 +53,9 @@ export interface StudentRouteOptions {
   readonly dedup: { readonly getWindowSeconds: number; readonly putWindowSeconds: number };
 }
 
+/** Who made a change (createdBy, lastModifiedBy, the notifications' userId): the token's subject when auth is on. */
+const actorOf = (request: FastifyRequest) => request.caller?.subject ?? 'anonymous';
+
 /** Deduplicated responses are grouped by student, so a write to one drops them (see BentoStudentCache). */
 const byStudent = (request: FastifyRequest) => (request.params as { id: string }).id;
 
@@ -102,7 +105,6 @@ function registerUnder(
   alias: boolean,
 ): void {
   const tags = ['Students'];
-  const actor = 'anonymous';
 
   typed.get(
     base,
@@ -161,7 +163,7 @@ function registerUnder(
       },
     },
     async (request, reply) => {
-      const result = await useCases.create({ details: request.body ?? {}, actor });
+      const result = await useCases.create({ details: request.body ?? {}, actor: actorOf(request) });
       if (!result.ok) return sendError(reply, result.error);
       void reply.header('location', `${Routes.students}/${result.value.id}`);
       return sendStudent(reply, result.value, 201);
@@ -188,7 +190,7 @@ function registerUnder(
       const result = await useCases.update({
         id: request.params.id,
         details: request.body ?? {},
-        actor,
+        actor: actorOf(request),
         ...(ifMatch ? { ifMatch } : {}),
       });
       return result.ok ? sendStudent(reply, result.value) : sendError(reply, result.error);
@@ -211,7 +213,11 @@ function registerUnder(
     async (request, reply) => {
       const ifMatch = ifMatchOf(request.headers['if-match'], reply, request.url);
       if (ifMatch === null) return reply;
-      const result = await useCases.remove({ id: request.params.id, actor, ...(ifMatch ? { ifMatch } : {}) });
+      const result = await useCases.remove({
+        id: request.params.id,
+        actor: actorOf(request),
+        ...(ifMatch ? { ifMatch } : {}),
+      });
       return result.ok ? reply.code(204).send(null) : sendError(reply, result.error);
     },
   );

@@ -1,0 +1,79 @@
+import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { DependencyUnavailableError } from '../../application/errors.ts';
+
+/** `reader`: GETs, the SSE stream and the hub. `writer`: writes, and everything a reader may do. */
+export const ROLES = ['reader', 'writer'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** Whoever a verified token speaks for: its `sub`, and its `role` claim when that is a known role. */
+export interface Caller {
+  readonly subject: string;
+  readonly role: Role | undefined;
+}
+
+export function mayAct(caller: Caller, required: Role): boolean {
+  return caller.role === 'writer' || caller.role === required;
+}
+
+/** The token is missing something, forged, expired or not for us: the client must get a new one (401). */
+export class InvalidTokenError extends Error {
+  override readonly name = 'InvalidTokenError';
+}
+
+export interface TokenVerifier {
+  /** Resolves with the caller; rejects with InvalidTokenError, or DependencyUnavailableError when the key set cannot be fetched. */
+  verify(token: string): Promise<Caller>;
+}
+
+export interface JwtVerifierOptions {
+  /** HS256 shared secret. */
+  readonly jwtSecret?: string;
+  /** Where the issuer publishes its public keys (RS256, ES256, ...); fetched on demand and cached. */
+  readonly jwksUrl?: string;
+  readonly issuer?: string;
+  readonly audience?: string;
+}
+
+export const HS256 = 'HS256';
+
+// The key set could not be fetched or read: the issuer's problem, not the token's.
+const KEY_SET_FAILURES = new Set(['ERR_JWKS_TIMEOUT', 'ERR_JWKS_INVALID', 'ERR_JOSE_GENERIC']);
+
+/** A verifier for the configured key, or undefined when none is configured (auth off). */
+export function createJwtVerifier(options: JwtVerifierOptions): TokenVerifier | undefined {
+  const { jwtSecret, jwksUrl, issuer, audience } = options;
+  if (!jwtSecret && !jwksUrl) return undefined;
+  // With a secret only HS256 is accepted; with a key set, the algorithms of its keys (jose matches `alg` and `kid`).
+  const secret = jwtSecret ? new TextEncoder().encode(jwtSecret) : undefined;
+  const keyFor: JWTVerifyGetKey = secret ? async () => secret : createRemoteJWKSet(new URL(jwksUrl!));
+  const verifyOptions = {
+    ...(secret ? { algorithms: [HS256] } : {}),
+    ...(issuer ? { issuer } : {}),
+    ...(audience ? { audience } : {}),
+    // A token without an expiry would be valid forever.
+    requiredClaims: ['sub', 'exp'],
+  };
+  return {
+    async verify(token) {
+      let payload: JWTPayload;
+      try {
+        ({ payload } = await jwtVerify(token, keyFor, verifyOptions));
+      } catch (error) {
+        if (error instanceof errors.JOSEError && !KEY_SET_FAILURES.has(error.code))
+          throw new InvalidTokenError(describe(error), { cause: error });
+        // With a local secret nothing is fetched: anything else is a bug, not an outage.
+        if (secret) throw error;
+        throw new DependencyUnavailableError('identity provider (JWKS)', { cause: error });
+      }
+      const role = ROLES.find((known) => known === payload.role);
+      return { subject: payload.sub!, role };
+    },
+  };
+}
+
+function describe(error: InstanceType<typeof errors.JOSEError>): string {
+  if (error instanceof errors.JWTExpired) return 'The token has expired.';
+  if (error instanceof errors.JWTClaimValidationFailed)
+    return `The token's "${error.claim}" claim is not valid.`;
+  return 'The token is not valid.';
+}

@@ -1,0 +1,80 @@
+// JWT bearer auth for a Fastify scope: who is calling (request.caller) and whether their role may do this.
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import {
+  InvalidTokenError,
+  mayAct,
+  type Caller,
+  type Role,
+  type TokenVerifier,
+} from '../auth/jwt-verifier.ts';
+import { forbidden, sendProblem, unauthenticated } from './problem-details.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The verified caller on routes that require a token; undefined elsewhere and when auth is off. */
+    caller: Caller | undefined;
+  }
+  interface FastifyContextConfig {
+    /** Also take the token from the `access_token` query parameter or cookie (EventSource cannot set headers). */
+    tokenFromQueryOrCookie?: boolean;
+  }
+}
+
+/** The name SignalR clients use in the query string; the SSE stream takes it in the query and as a cookie. */
+const ACCESS_TOKEN = 'access_token';
+const ACCESS_TOKEN_IN_QUERY = new RegExp(`([?&]${ACCESS_TOKEN}=)[^&]*`, 'gi');
+
+const READ_METHODS = new Set(['GET', 'HEAD']);
+const BEARER = /^Bearer\s+(\S+)\s*$/i;
+
+/** `url` with the value of an `access_token` query parameter masked, for logs and problem details. */
+export function withoutAccessToken(url: string): string {
+  return url.replace(ACCESS_TOKEN_IN_QUERY, '$1[redacted]');
+}
+
+function cookie(header: string | undefined, name: string): string | undefined {
+  for (const pair of header?.split(';') ?? []) {
+    const separator = pair.indexOf('=');
+    if (separator !== -1 && pair.slice(0, separator).trim() === name) return pair.slice(separator + 1).trim();
+  }
+  return undefined;
+}
+
+function tokenOf(request: FastifyRequest): string | undefined {
+  const bearer = BEARER.exec(request.headers.authorization ?? '')?.[1];
+  if (bearer || !request.routeOptions.config.tokenFromQueryOrCookie) return bearer;
+  const query = (request.query as Record<string, unknown> | undefined)?.[ACCESS_TOKEN];
+  return (typeof query === 'string' && query) || cookie(request.headers.cookie, ACCESS_TOKEN) || undefined;
+}
+
+/**
+ * Requires a valid token on the routes `scope` registers after this call: a reader's for GET and HEAD, a
+ * writer's for anything else. 401 without a valid token, 403 when its role may not; routes outside the scope
+ * (health, docs, pages) stay public.
+ */
+export function requireToken(scope: FastifyInstance, verifier: TokenVerifier): void {
+  scope.decorateRequest('caller', undefined);
+  scope.addHook('onRequest', async (request, reply) => {
+    const instance = withoutAccessToken(request.url);
+    const token = tokenOf(request);
+    if (!token) {
+      void reply.header('www-authenticate', 'Bearer');
+      return sendProblem(reply, unauthenticated(instance, 'This needs a bearer token.'));
+    }
+    let caller: Caller;
+    try {
+      caller = await verifier.verify(token);
+    } catch (error) {
+      if (!(error instanceof InvalidTokenError)) throw error;
+      void reply.header('www-authenticate', 'Bearer error="invalid_token"');
+      return sendProblem(reply, unauthenticated(instance, error.message));
+    }
+    const required: Role = READ_METHODS.has(request.method) ? 'reader' : 'writer';
+    if (!mayAct(caller, required)) {
+      void reply.header('www-authenticate', 'Bearer error="insufficient_scope"');
+      const has = caller.role ? `the token's role is "${caller.role}"` : 'the token has no known role';
+      return sendProblem(reply, forbidden(instance, `This needs the role "${required}"; ${has}.`));
+    }
+    request.caller = caller;
+  });
+}

@@ -1,0 +1,275 @@
+// Authentication and roles on the Student API over HTTP: HS256 with AUTH_JWT_SECRET, and a JWKS served locally.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { authEnv, bearer, TEST_JWT_SECRET, tokenFor } from '../support/auth.ts';
+import { json, startWebApi, type RunningWebApi } from '../support/webapi.ts';
+
+const jsonHeaders = { 'content-type': 'application/json' };
+
+async function assertProblem(response: Response, status: number, code: string) {
+  assert.equal(response.status, status);
+  assert.match(response.headers.get('content-type') ?? '', /^application\/problem\+json/);
+  const body = await json(response);
+  assert.equal(body.status, status);
+  assert.equal(body.code, code);
+  return body;
+}
+
+describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
+  let testDb: TestDatabase;
+  let api: RunningWebApi;
+
+  before(async () => {
+    testDb = await openTestDatabase('pglite');
+    api = await startWebApi(testDb.database, authEnv);
+  });
+  after(async () => {
+    await api?.stop();
+    await testDb?.dispose();
+  });
+
+  const post = (headers: Record<string, string> = {}, body: unknown = {}) =>
+    fetch(`${api.url}/api/students`, {
+      method: 'POST',
+      headers: { ...jsonHeaders, ...headers },
+      body: JSON.stringify(body),
+    });
+  const studentCount = async (token: string) =>
+    ((await json(await fetch(`${api.url}/api/students?limit=100`, { headers: bearer(token) }))).items as [])
+      .length;
+
+  test('an anonymous write is 401 problem+json with WWW-Authenticate: Bearer, and stores nothing', async () => {
+    const reader = await tokenFor('reader');
+    const before = await studentCount(reader);
+    const response = await post();
+    assert.equal(response.headers.get('www-authenticate'), 'Bearer');
+    await assertProblem(response, 401, 'AUTH.UNAUTHENTICATED');
+    for (const [method, path] of [
+      ['PUT', '/api/students/00000000-0000-7000-8000-000000000000'],
+      ['DELETE', '/api/students/00000000-0000-7000-8000-000000000000'],
+      ['GET', '/api/students'],
+    ] as const) {
+      assert.equal((await fetch(`${api.url}${path}`, { method })).status, 401, `${method} ${path}`);
+    }
+    assert.equal(await studentCount(reader), before);
+  });
+
+  test('a reader reads (200) but may not write (403); a writer writes (201) as its subject', async () => {
+    const reader = await tokenFor('reader');
+    const writer = await tokenFor('writer', { subject: 'alice' });
+    const forbidden = await post(bearer(reader));
+    assert.match(forbidden.headers.get('www-authenticate') ?? '', /^Bearer error="insufficient_scope"/);
+    const problem = await assertProblem(forbidden, 403, 'AUTH.FORBIDDEN');
+    assert.match(String(problem.detail), /needs the role "writer"/);
+
+    const created = await post(bearer(writer), { firstName: 'Ada', lastName: 'Lovelace' });
+    assert.equal(created.status, 201);
+    const student = await json(created);
+    assert.equal(student.createdBy, 'alice', 'the verified subject is the actor');
+
+    const read = await fetch(`${api.url}/api/students/${String(student.id)}`, { headers: bearer(reader) });
+    assert.equal(read.status, 200);
+    assert.equal((await json(read)).id, student.id);
+    const asWriter = await fetch(`${api.url}/api/students/${String(student.id)}`, {
+      headers: bearer(writer),
+    });
+    assert.equal(asWriter.status, 200, 'a writer may read too');
+  });
+
+  test('an expired token, one signed with another key, one with another algorithm and a garbled one are 401', async () => {
+    const expired = await tokenFor('writer', { expires: '-1m' });
+    const otherKey = await tokenFor('writer', { secret: 'another-secret-that-is-also-long-enough' });
+    const hs512 = await new SignJWT({ role: 'writer' })
+      .setProtectedHeader({ alg: 'HS512' })
+      .setSubject('mallory')
+      .setExpirationTime('5m')
+      .sign(new TextEncoder().encode(TEST_JWT_SECRET));
+    const withoutExpiry = await new SignJWT({ role: 'writer' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('mallory')
+      .sign(new TextEncoder().encode(TEST_JWT_SECRET));
+    const unsigned = `${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from('{"sub":"mallory","role":"writer"}').toString('base64url')}.`;
+    for (const [name, token] of Object.entries({ expired, otherKey, hs512, withoutExpiry, unsigned })) {
+      const response = await post(bearer(token));
+      assert.match(response.headers.get('www-authenticate') ?? '', /^Bearer error="invalid_token"/, name);
+      await assertProblem(response, 401, 'AUTH.UNAUTHENTICATED');
+    }
+    const response = await post(bearer(expired));
+    assert.match(String((await json(response)).detail), /expired/);
+    assert.equal((await post({ authorization: 'Basic dXNlcjpwYXNz' })).status, 401, 'not a bearer token');
+  });
+
+  test('a valid token without a known role may neither read nor write (403)', async () => {
+    const nobody = await tokenFor('admin');
+    await assertProblem(await post(bearer(nobody)), 403, 'AUTH.FORBIDDEN');
+    const read = await fetch(`${api.url}/api/students`, { headers: bearer(nobody) });
+    await assertProblem(read, 403, 'AUTH.FORBIDDEN');
+  });
+
+  test('health, /openapi.json and /docs stay public; the document declares the bearer scheme', async () => {
+    for (const path of ['/health', '/health/ready', '/health/live', '/openapi.json', '/docs/']) {
+      assert.equal((await fetch(`${api.url}${path}`)).status, 200, path);
+    }
+    const spec = await json(await fetch(`${api.url}/openapi.json`));
+    assert.deepEqual(spec.security, [{ bearer: [] }]);
+  });
+
+  test('deduplicated and idempotent responses belong to the verified subject: two callers get their own', async () => {
+    const alice = await tokenFor('writer', { subject: 'alice' });
+    const aliceAgain = await tokenFor('writer', { subject: 'alice', expires: '6m' });
+    const bob = await tokenFor('writer', { subject: 'bob' });
+    assert.notEqual(alice, aliceAgain, 'two different tokens of one subject');
+    const id = String((await json(await post(bearer(alice)))).id);
+    const get = (token: string) => fetch(`${api.url}/api/students/${id}`, { headers: bearer(token) });
+
+    assert.equal((await get(alice)).headers.get('x-deduplicated'), null, 'first read');
+    assert.equal((await get(bob)).headers.get('x-deduplicated'), null, "bob does not get alice's response");
+    assert.equal((await get(bob)).headers.get('x-deduplicated'), 'true', 'bob gets his own replayed');
+    assert.equal(
+      (await get(aliceAgain)).headers.get('x-deduplicated'),
+      'true',
+      "alice's, with her other token",
+    );
+
+    const key = { 'idempotency-key': `create-${id}` };
+    const first = await json(await post({ ...bearer(alice), ...key }));
+    const bobs = await post({ ...bearer(bob), ...key });
+    assert.equal(bobs.status, 201);
+    assert.equal(bobs.headers.get('idempotent-replayed'), null, "the same key is bob's own");
+    assert.notEqual((await json(bobs)).id, first.id);
+    const retried = await post({ ...bearer(aliceAgain), ...key });
+    assert.equal(retried.headers.get('idempotent-replayed'), 'true');
+    assert.equal((await json(retried)).id, first.id, "alice's retry gets her response");
+  });
+
+  test('`npm run token -- --role writer` prints only a token, and it writes', async () => {
+    const { stdout } = await promisify(execFile)(
+      'npm',
+      ['run', '-s', 'token', '--', '--role', 'writer', '--sub', 'script-user', '--expires', '10m'],
+      { env: { ...process.env, AUTH_JWT_SECRET: TEST_JWT_SECRET } },
+    );
+    assert.match(stdout, /^[\w-]+\.[\w-]+\.[\w-]+\n$/);
+    const created = await post(bearer(stdout.trim()));
+    assert.equal(created.status, 201);
+    assert.equal((await json(created)).createdBy, 'script-user');
+  });
+});
+
+/** A JSON Web Key Set on a local HTTP server, as an identity provider publishes it. */
+async function serveKeySet(keys: readonly JWK[]): Promise<{ url: string; server: Server }> {
+  const server = createServer((_request, response) => {
+    response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`, server };
+}
+
+interface SigningKey {
+  readonly alg: string;
+  readonly kid: string;
+  readonly privateKey: CryptoKey;
+  readonly jwk: JWK;
+}
+
+async function signingKey(alg: 'RS256' | 'ES256', kid: string): Promise<SigningKey> {
+  const { publicKey, privateKey } = await generateKeyPair(alg);
+  return { alg, kid, privateKey, jwk: { ...(await exportJWK(publicKey)), alg, kid, use: 'sig' } };
+}
+
+function sign(
+  key: SigningKey,
+  claims: { sub: string; role: string; aud?: string },
+  iss = 'https://idp.test',
+) {
+  let jwt = new SignJWT({ role: claims.role })
+    .setProtectedHeader({ alg: key.alg, kid: key.kid })
+    .setSubject(claims.sub)
+    .setIssuer(iss)
+    .setExpirationTime('5m');
+  if (claims.aud) jwt = jwt.setAudience(claims.aud);
+  return jwt.sign(key.privateKey);
+}
+
+describe('the Student API with auth on (AUTH_JWKS_URL, issuer and audience)', () => {
+  let testDb: TestDatabase;
+  let api: RunningWebApi;
+  let keySet: Server;
+  let rs256: SigningKey;
+  let es256: SigningKey;
+  let unpublished: SigningKey;
+  const aud = 'student-api';
+
+  before(async () => {
+    [rs256, es256, unpublished] = await Promise.all([
+      signingKey('RS256', 'rsa-1'),
+      signingKey('ES256', 'ec-1'),
+      signingKey('ES256', 'ec-1'), // same kid, but not the published key
+    ]);
+    const served = await serveKeySet([rs256.jwk, es256.jwk]);
+    keySet = served.server;
+    testDb = await openTestDatabase('pglite');
+    api = await startWebApi(testDb.database, {
+      AUTH_JWKS_URL: served.url,
+      AUTH_ISSUER: 'https://idp.test',
+      AUTH_AUDIENCE: aud,
+    });
+  });
+  after(async () => {
+    await api?.stop();
+    await testDb?.dispose();
+    keySet?.close();
+  });
+
+  const post = (token: string) =>
+    fetch(`${api.url}/api/students`, {
+      method: 'POST',
+      headers: { ...jsonHeaders, ...bearer(token) },
+      body: '{}',
+    });
+
+  test("tokens signed with the set's RS256 and ES256 keys work, with their roles", async () => {
+    assert.equal((await post(await sign(rs256, { sub: 'svc', role: 'writer', aud }))).status, 201);
+    const reader = await sign(es256, { sub: 'viewer', role: 'reader', aud });
+    assert.equal((await post(reader)).status, 403);
+    assert.equal((await fetch(`${api.url}/api/students`, { headers: bearer(reader) })).status, 200);
+  });
+
+  test('a key outside the set, another audience or issuer, or an HS256 token are 401', async () => {
+    const rejected = {
+      unpublishedKey: await sign(unpublished, { sub: 'mallory', role: 'writer', aud }),
+      otherAudience: await sign(rs256, { sub: 'svc', role: 'writer', aud: 'another-api' }),
+      noAudience: await sign(rs256, { sub: 'svc', role: 'writer' }),
+      otherIssuer: await sign(rs256, { sub: 'svc', role: 'writer', aud }, 'https://elsewhere.test'),
+      hs256: await tokenFor('writer'),
+    };
+    for (const [name, token] of Object.entries(rejected)) {
+      assert.equal((await post(token)).status, 401, name);
+    }
+  });
+});
+
+test('an unreachable key set is 503 (the identity provider is down), not 401 (the token is fine)', async () => {
+  const testDb = await openTestDatabase('pglite');
+  const closed = await serveKeySet([]);
+  const url = closed.url;
+  closed.server.close();
+  const api = await startWebApi(testDb.database, { AUTH_JWKS_URL: url });
+  try {
+    const key = await signingKey('ES256', 'k');
+    const response = await fetch(`${api.url}/api/students`, {
+      headers: bearer(await sign(key, { sub: 'svc', role: 'reader' })),
+    });
+    await assertProblem(response, 503, 'DEPENDENCY.UNAVAILABLE');
+  } finally {
+    await api.stop();
+    await testDb.dispose();
+  }
+});

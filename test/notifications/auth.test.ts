@@ -1,0 +1,121 @@
+// The notifications service with auth on: the SSE stream and the hub need a reader's token; the pages stay public.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { HttpTransportType } from '@microsoft/signalr';
+import { createNotifications, type Notifications } from '../../src/apps/notifications/main.ts';
+import { parseConfig } from '../../src/config.ts';
+import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
+import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
+import { authEnv, bearer, tokenFor } from '../support/auth.ts';
+import { silentLogger } from '../support/logger.ts';
+import { hubClient, notificationMessage, sseClient, until } from './support.ts';
+
+describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
+  const bus = new InProcessMessageBus();
+  const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
+  const config = parseConfig({ NOTIFICATIONS_PORT: '0', ...authEnv });
+  let notifications: Notifications;
+  let url: string;
+  let reader: string;
+
+  before(async () => {
+    notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
+    url = await notifications.start();
+    reader = await tokenFor('reader');
+  });
+  after(async () => {
+    await notifications.stop();
+    await bus.close();
+    await replayLog.close();
+  });
+
+  /** An SSE client until it is connected and has received one notification published after that. */
+  async function receivesNotifications(client: ReturnType<typeof sseClient>): Promise<void> {
+    try {
+      await until(() => client.control.length > 0, 'connected');
+      await bus.publish([notificationMessage('StudentCreated', randomUUID())]);
+      await until(() => client.received.length === 1, 'a notification');
+    } finally {
+      client.close();
+    }
+  }
+
+  test('an anonymous SSE stream is refused with 401 problem+json and WWW-Authenticate: Bearer', async () => {
+    const response = await fetch(`${url}/api/notifications/stream`);
+    assert.equal(response.status, 401);
+    assert.equal(response.headers.get('www-authenticate'), 'Bearer');
+    assert.match(response.headers.get('content-type') ?? '', /^application\/problem\+json/);
+    assert.equal(((await response.json()) as { code: string }).code, 'AUTH.UNAUTHENTICATED');
+
+    const client = sseClient(url);
+    try {
+      await until(() => client.failures.length > 0, 'the refusal');
+      assert.deepEqual(client.failures, [401]);
+      assert.equal(client.control.length, 0, 'never connected');
+    } finally {
+      client.close();
+    }
+  });
+
+  test("a reader's SSE stream works with the token in the query (EventSource), the header or a cookie", async () => {
+    await receivesNotifications(sseClient(url, { query: `?access_token=${reader}` }));
+    await receivesNotifications(sseClient(url, { headers: bearer(reader) }));
+    await receivesNotifications(
+      sseClient(url, { headers: { cookie: `theme=dark; access_token=${reader}` } }),
+    );
+  });
+
+  test('an expired or forged token is 401 on the stream; a token without a known role is 403', async () => {
+    const expired = await tokenFor('reader', { expires: '-1m' });
+    const forged = await tokenFor('reader', { secret: 'not-the-secret-of-this-service-at-all' });
+    for (const token of [expired, forged])
+      assert.equal((await fetch(`${url}/api/notifications/stream?access_token=${token}`)).status, 401);
+    const nobody = await tokenFor('guest');
+    const refused = await fetch(`${url}/api/notifications/students/stream`, { headers: bearer(nobody) });
+    assert.equal(refused.status, 403);
+    assert.equal(((await refused.json()) as { code: string }).code, 'AUTH.FORBIDDEN');
+  });
+
+  test("anonymous hub connections are refused (401); a reader's work over every transport", async () => {
+    await assert.rejects(hubClient(url), /Status code '401'/);
+    for (const transport of [
+      HttpTransportType.WebSockets,
+      HttpTransportType.ServerSentEvents,
+      HttpTransportType.LongPolling,
+    ]) {
+      const client = await hubClient(url, transport, { accessToken: reader });
+      try {
+        await until(() => client.connected.length === 1, 'Connected');
+        await bus.publish([notificationMessage('StudentUpdated', randomUUID())]);
+        await until(
+          () => client.received.length === 1,
+          `a notification over ${HttpTransportType[transport]}`,
+        );
+      } finally {
+        await client.close();
+      }
+    }
+  });
+
+  test('a hub connection with an expired token is 401; with a token without a known role 403', async () => {
+    const expired = await tokenFor('reader', { expires: '-1m' });
+    await assert.rejects(hubClient(url, HttpTransportType.WebSockets, { accessToken: expired }), /'401'/);
+    const nobody = await tokenFor('guest');
+    await assert.rejects(hubClient(url, HttpTransportType.WebSockets, { accessToken: nobody }), /'403'/);
+  });
+
+  test('the pages, their script and the health endpoints stay public', async () => {
+    for (const path of [
+      '/',
+      '/sse-test.html',
+      '/signalr-test.html',
+      '/test-page.js',
+      '/lib/signalr.min.js',
+    ]) {
+      assert.equal((await fetch(`${url}${path}`)).status, 200, path);
+    }
+    for (const path of ['/health', '/health/live'])
+      assert.equal((await fetch(`${url}${path}`)).status, 200, path);
+  });
+});

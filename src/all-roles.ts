@@ -1,6 +1,6 @@
 // Every role in one process over one set of adapters: what `npm start` runs (embedded by default).
 import { createNotifications, type Notifications } from './apps/notifications/main.ts';
-import { createWebApi, type WebApi } from './apps/webapi/main.ts';
+import { createWebApiOver, type WebApi } from './apps/webapi/main.ts';
 import { createWorkerOver, type Worker } from './apps/worker/main.ts';
 import type { Config } from './config.ts';
 import type { Logger } from './infrastructure/logging/logger.ts';
@@ -21,17 +21,10 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
     async start(): Promise<AllRolesUrls> {
       const opened = await openProcessResources(config, logger, { connectionName: 'all-roles', bus: true });
       resources = opened;
-      const { database, bus, cache, relay, registry } = opened;
+      const { bus, registry } = opened;
       worker = createWorkerOver(opened, { config, logger });
       const workerHealth = await worker.start();
-      webApi = await createWebApi({
-        config,
-        logger,
-        database,
-        cache,
-        registry,
-        healthChecks: [relay.healthCheck()],
-      });
+      webApi = await createWebApiOver(opened, { config, logger });
       const api = await webApi.start();
       notifications = await createNotifications({ config, logger, bus, registry });
       return { api, pages: await notifications.start(), workerHealth };

@@ -13,11 +13,11 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import { freePort } from '../support/free-port.ts';
 
 const run = promisify(execFile);
 
@@ -94,14 +94,6 @@ function readDockerfile(text: string): Map<string, Instruction[]> {
 
 const argsOf = (stage: Instruction[], keyword: string) =>
   stage.filter((instruction) => instruction.keyword === keyword).map((instruction) => instruction.args);
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describe('the Dockerfile, built step by step without an engine', () => {
   test('its npm steps give production dependencies only, and its entry point serves a role, healthy, as an unprivileged user', async () => {

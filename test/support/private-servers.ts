@@ -10,10 +10,11 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from './free-port.ts';
 
 const run = promisify(execFile);
 const POSTGRES_BIN = '/usr/lib/postgresql';
@@ -55,14 +56,6 @@ function postgresBin(tool: string): string | undefined {
     .sort((a, b) => Number(a) - Number(b))
     .at(-1);
   return newest ? join(POSTGRES_BIN, newest, 'bin', tool) : undefined;
-}
-
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 function tempDir(prefix: string, owner?: string): string {

@@ -140,6 +140,21 @@ export async function createWebApi({
   };
 }
 
+/** A webapi over a process's shared adapters, reporting its outbox relay's view of the broker. */
+export function createWebApiOver(
+  { database, cache, relay, registry }: ProcessResources,
+  { config, logger }: Pick<WebApiDeps, 'config' | 'logger'>,
+): Promise<WebApi> {
+  return createWebApi({
+    config,
+    logger,
+    database,
+    cache,
+    registry,
+    healthChecks: relay ? [relay.healthCheck()] : [],
+  });
+}
+
 /** Runs the webapi alone: `npm run start:webapi`. */
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -157,15 +172,7 @@ async function main(): Promise<void> {
           logger.warn(
             'AMQP_URL=memory: with the webapi alone: events wait in the outbox (npm start runs every role)',
           );
-        const { database, cache, relay, registry } = resources;
-        webApi = await createWebApi({
-          config,
-          logger,
-          database,
-          cache,
-          registry,
-          healthChecks: relay ? [relay.healthCheck()] : [],
-        });
+        webApi = await createWebApiOver(resources, { config, logger });
         logger.info({ url: await webApi.start() }, 'webapi listening');
       },
       async stop() {

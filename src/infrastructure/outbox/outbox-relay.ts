@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MessageBus, OutgoingMessage } from '../../application/ports/message-bus.ts';
+import type { OutboxMessage } from '../../application/ports/outbox.ts';
 import { CLOUD_EVENTS_CONTENT_TYPE, SUBJECT_HEADER, type CloudEvent } from '../../contracts/cloud-events.ts';
 import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
@@ -47,16 +48,9 @@ export interface RelayStatus {
   readonly lastError?: string;
 }
 
-/** An unsent outbox row, as the relay reads it. */
-export interface OutboxRow {
-  readonly id: string;
-  readonly exchange: string;
-  readonly routingKey: string;
-  readonly type: string;
-  readonly subject: string;
-  readonly payload: unknown;
+/** An unsent outbox row, as the relay reads it: the message, with its creation context as headers. */
+export interface OutboxRow extends Omit<OutboxMessage, 'traceparent'> {
   readonly headers: Readonly<Record<string, string>>;
-  readonly occurredAt: Date;
 }
 
 const statements = {

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import cors from '@fastify/cors';
-import helmet from '@fastify/helmet';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import helmet from 'helmet';
 import type { Logger } from '../logging/logger.ts';
 import { observeHttp, type HttpObservabilityOptions } from '../observability/http-observability.ts';
 import { withoutAccessToken } from './require-token.ts';
@@ -58,7 +58,8 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);
   });
-  void app.register(helmet, {
+  // helmet's middleware, built once (@fastify/helmet builds it again for every request: 6 % of a cached GET).
+  const securityHeaders = helmet({
     contentSecurityPolicy: {
       directives: {
         connectSrc: ["'self'", ...(options.connectSources ?? [])],
@@ -67,6 +68,9 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       },
     },
   });
+  app.addHook('onRequest', (request, reply, done) =>
+    securityHeaders(request.raw, reply.raw, (error) => done(error as Error | undefined)),
+  );
   if (options.cors) {
     const { origins, exposedHeaders = [] } = options.cors;
     const anyOrigin = origins.includes('*');

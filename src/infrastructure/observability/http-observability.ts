@@ -32,9 +32,21 @@ interface Observation {
 /** Adds the hooks and the /metrics route; call before any route is registered (handlers are wrapped as added). */
 export function observeHttp(app: FastifyInstance, { service, registry }: HttpObservabilityOptions): void {
   const duration = requestDuration(registry);
+  // One labelled child per method, route and status: prom-client would hash the labels on every observation.
+  const durations = new Map<string, Histogram.Internal<'service' | 'method' | 'route' | 'status_code'>>();
+  const durationOf = (method: string, route: string, status: string) => {
+    const key = `${method} ${route} ${status}`;
+    let child = durations.get(key);
+    if (!child) {
+      child = duration.labels({ service, method, route, status_code: status });
+      durations.set(key, child);
+    }
+    return child;
+  };
   const observations = new WeakMap<FastifyRequest, Observation>();
 
-  app.addHook('onRequest', async (request) => {
+  // Callback hooks, not async ones: they run on every request, and a promise per hook is measurable.
+  app.addHook('onRequest', (request, _reply, done) => {
     const route = request.routeOptions.url;
     const method = KNOWN_METHODS.has(request.method) ? request.method : '_OTHER';
     const parent = contextFromHeaders(request.headers);
@@ -63,6 +75,7 @@ export function observeHttp(app: FastifyInstance, { service, registry }: HttpObs
       span,
       context: span ? trace.setSpan(parent, span) : parent,
     });
+    done();
   });
 
   // Hooks cannot make a context active for what follows them; wrapping each handler can.
@@ -80,8 +93,7 @@ export function observeHttp(app: FastifyInstance, { service, registry }: HttpObs
     const observation = observations.get(request);
     if (!observation) return;
     observations.delete(request);
-    duration.observe(
-      { service, method: observation.method, route: observation.route, status_code: String(status) },
+    durationOf(observation.method, observation.route, String(status)).observe(
       (performance.now() - observation.started) / 1000,
     );
     const { span } = observation;
@@ -91,8 +103,14 @@ export function observeHttp(app: FastifyInstance, { service, registry }: HttpObs
     else if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
     span.end();
   };
-  app.addHook('onResponse', async (request, reply) => finish(request, reply.statusCode, false));
-  app.addHook('onRequestAbort', async (request) => finish(request, 499, true));
+  app.addHook('onResponse', (request, reply, done) => {
+    finish(request, reply.statusCode, false);
+    done();
+  });
+  app.addHook('onRequestAbort', (request, done) => {
+    finish(request, 499, true);
+    done();
+  });
 
   app.get(METRICS_PATH, { schema: { hide: true } }, async (_request, reply) =>
     reply.type(registry.contentType).send(await registry.metrics()),

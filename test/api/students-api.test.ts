@@ -216,6 +216,18 @@ function apiContract(kind: 'pglite' | 'postgres') {
       ['an over-long name', { body: JSON.stringify({ ...ada, lastName: 'x'.repeat(101) }) }, 400, 'lastName'],
       ['a blank name', { body: JSON.stringify({ ...ada, firstName: '   ' }) }, 422, 'firstName'],
       ['an invalid email', { body: JSON.stringify({ ...ada, email: 'not-an-email' }) }, 422, 'email'],
+      [
+        'a NUL character in a name',
+        { body: JSON.stringify({ ...ada, firstName: 'A\u0000da' }) },
+        422,
+        'firstName',
+      ],
+      [
+        'an unpaired surrogate in the email',
+        { body: JSON.stringify({ ...ada, email: 'a\ud800@b.co' }) },
+        422,
+        'email',
+      ],
       ['a JSON array', { body: '[]' }, 400, 'body'],
       ['a body over 64 KiB', { body: JSON.stringify({ ...ada, pad: 'x'.repeat(70_000) }) }, 413, 'body'],
     ];

@@ -264,6 +264,11 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.deepEqual(await json(await call(path)), created);
     });
 
+    test('a path the router cannot decode, or an over-long id, is a problem+json naming the path', async () => {
+      await assertProblem(await call('/api/students/%E0%A4%A'), 400, 'path');
+      await assertProblem(await call(`/api/students/${'a'.repeat(101)}`), 414, 'path');
+    });
+
     test('an unknown route is a problem+json 404', async () => {
       await assertProblem(await call('/api/nothing-here'), 404);
     });

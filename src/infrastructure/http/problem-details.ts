@@ -79,63 +79,76 @@ function validationIssues(error: FastifyError): FieldIssue[] {
   });
 }
 
+/** The part of the request a Fastify client error is about, when it is about one part. */
+function fastifyErrorField(code: string | undefined): string | undefined {
+  // FST_ERR_CTP_*: the body could not be read (malformed JSON, too large, wrong media type).
+  if (code?.startsWith('FST_ERR_CTP_')) return 'body';
+  // The router could not decode the path, or a path parameter is too long.
+  if (code === 'FST_ERR_BAD_URL' || code === 'FST_ERR_MAX_PARAM_LENGTH') return 'path';
+  return undefined;
+}
+
 /**
  * The one mapper from errors to problem+json: client mistakes become 4xx with the field and reason,
- * an unreachable dependency 503, anything else 500 without internals (the log has them).
+ * an unreachable dependency 503, anything else 500 without internals (the log has them). It is the app's error
+ * handler and, passed as Fastify's `frameworkErrors`, also answers requests the router rejects before any route.
  */
-export function registerProblemDetails(app: FastifyInstance): void {
-  app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
-    const instance = request.url;
-    if (error.validation) {
-      const detail = `The request ${error.validationContext ?? 'input'} failed validation.`;
-      return sendProblem(reply, invalidRequest(instance, detail, validationIssues(error)));
-    }
-    if (error instanceof DependencyUnavailableError) {
-      request.log.warn({ err: error }, `${error.dependency} unavailable`);
-      void reply.header('retry-after', '5');
-      return sendProblem(
-        reply,
-        problem({
-          status: 503,
-          title: 'Service temporarily unavailable',
-          code: 'DEPENDENCY.UNAVAILABLE',
-          detail: `The ${error.dependency} cannot be reached right now; try again shortly.`,
-          instance,
-          dependency: error.dependency,
-        }),
-      );
-    }
-    const status = error.statusCode ?? 500;
-    if (status >= 400 && status < 500) {
-      // Fastify's own client errors: malformed JSON, body too large, unsupported media type, ...
-      return sendProblem(
-        reply,
-        problem({
-          status,
-          title: httpTitle(status),
-          code: error.code ?? 'REQUEST.INVALID',
-          detail: error.message,
-          instance,
-          // FST_ERR_CTP_*: the body could not be read (malformed JSON, too large, wrong media type).
-          ...(error.code?.startsWith('FST_ERR_CTP_')
-            ? { errors: [{ field: 'body', reason: error.message }] }
-            : {}),
-        }),
-      );
-    }
-    request.log.error({ err: error }, 'unhandled error');
+export function sendErrorProblem(
+  error: FastifyError,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): FastifyReply {
+  const instance = request.url;
+  if (error.validation) {
+    const detail = `The request ${error.validationContext ?? 'input'} failed validation.`;
+    return sendProblem(reply, invalidRequest(instance, detail, validationIssues(error)));
+  }
+  if (error instanceof DependencyUnavailableError) {
+    request.log.warn({ err: error }, `${error.dependency} unavailable`);
+    void reply.header('retry-after', '5');
     return sendProblem(
       reply,
       problem({
-        status: 500,
-        title: 'Internal Server Error',
-        code: 'INTERNAL',
-        detail: 'An unexpected error occurred.',
+        status: 503,
+        title: 'Service temporarily unavailable',
+        code: 'DEPENDENCY.UNAVAILABLE',
+        detail: `The ${error.dependency} cannot be reached right now; try again shortly.`,
         instance,
+        dependency: error.dependency,
       }),
     );
-  });
+  }
+  const status = error.statusCode ?? 500;
+  if (status >= 400 && status < 500) {
+    // Fastify's own client errors: malformed JSON, body too large, unsupported media type, undecodable path, ...
+    const field = fastifyErrorField(error.code);
+    return sendProblem(
+      reply,
+      problem({
+        status,
+        title: httpTitle(status),
+        code: error.code ?? 'REQUEST.INVALID',
+        detail: error.message,
+        instance,
+        ...(field ? { errors: [{ field, reason: error.message }] } : {}),
+      }),
+    );
+  }
+  request.log.error({ err: error }, 'unhandled error');
+  return sendProblem(
+    reply,
+    problem({
+      status: 500,
+      title: 'Internal Server Error',
+      code: 'INTERNAL',
+      detail: 'An unexpected error occurred.',
+      instance,
+    }),
+  );
+}
 
+export function registerProblemDetails(app: FastifyInstance): void {
+  app.setErrorHandler(sendErrorProblem);
   app.setNotFoundHandler((request, reply) =>
     sendProblem(
       reply,
@@ -160,6 +173,7 @@ const titles: Record<number, string> = {
   409: 'Conflict',
   412: 'Precondition Failed',
   413: 'Content Too Large',
+  414: 'URI Too Long',
   415: 'Unsupported Media Type',
   422: 'Unprocessable Content',
   428: 'Precondition Required',

@@ -1,5 +1,6 @@
 // The Student REST API as a client sees it, over HTTP, on PGlite and on real PostgreSQL.
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { asc } from 'drizzle-orm';
 import { outbox, students } from '../../src/infrastructure/persistence/schema.ts';
@@ -267,6 +268,31 @@ function apiContract(kind: 'pglite' | 'postgres') {
     test('a path the router cannot decode, or an over-long id, is a problem+json naming the path', async () => {
       await assertProblem(await call('/api/students/%E0%A4%A'), 400, 'path');
       await assertProblem(await call(`/api/students/${'a'.repeat(101)}`), 414, 'path');
+    });
+
+    test('a request the HTTP parser rejects is a problem+json naming the part at fault, and writes nothing', async () => {
+      const before = await counts();
+      const { port } = new URL(api.url);
+      for (const [request, status, field] of [
+        ['POST /api/students HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}', 400, 'Content-Length'],
+        ['POST /api/students HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n', 400, 'headers'],
+        [`GET /api/students/${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'headers'],
+      ] as const) {
+        const answer = await new Promise<string>((resolve) => {
+          let text = '';
+          const socket = connect(Number(port), '127.0.0.1', () => socket.write(request));
+          socket.on('data', (chunk) => (text += chunk));
+          socket.on('close', () => resolve(text));
+        });
+        const [head = '', body = ''] = answer.split('\r\n\r\n');
+        assert.match(head, new RegExp(`^HTTP/1.1 ${status} `));
+        assert.match(head, /content-type: application\/problem\+json/i);
+        const problem = JSON.parse(body) as { status: number; errors: { field: string; reason: string }[] };
+        assert.equal(problem.status, status);
+        assert.equal(problem.errors[0]?.field, field);
+        assert.ok(problem.errors[0]?.reason);
+      }
+      assert.deepEqual(await counts(), before);
     });
 
     test('an unknown route is a problem+json 404', async () => {

@@ -3,7 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from '../logging/logger.ts';
-import { registerProblemDetails, sendErrorProblem } from './problem-details.ts';
+import { registerProblemDetails, sendErrorProblem, writeMalformedRequestProblem } from './problem-details.ts';
 
 export const BODY_LIMIT_BYTES = 64 * 1024;
 const SAFE_REQUEST_ID = /^[\w.:-]{1,128}$/;
@@ -29,6 +29,7 @@ export function createHttpServer(logger: Logger): HttpServer {
     },
     // Requests the router turns away (undecodable path, over-long parameter) get problem+json like the rest.
     frameworkErrors: sendErrorProblem,
+    clientErrorHandler: writeMalformedRequestProblem,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   }).withTypeProvider<ZodTypeProvider>();

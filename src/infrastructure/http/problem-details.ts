@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { DependencyUnavailableError } from '../../application/errors.ts';
@@ -147,6 +149,49 @@ export function sendErrorProblem(
   );
 }
 
+/** The part of the request each of Node's HTTP parser (llhttp) errors is about; any other is "request". */
+const PARSER_ERROR_FIELDS: Readonly<Record<string, string>> = {
+  HPE_INVALID_METHOD: 'method',
+  HPE_INVALID_URL: 'url',
+  HPE_INVALID_VERSION: 'version',
+  HPE_INVALID_HEADER_TOKEN: 'headers',
+  HPE_HEADER_OVERFLOW: 'headers',
+  HPE_INVALID_CONTENT_LENGTH: 'Content-Length',
+  HPE_INVALID_TRANSFER_ENCODING: 'Transfer-Encoding',
+  HPE_INVALID_CHUNK_SIZE: 'body',
+  HPE_INVALID_EOF_STATE: 'body',
+};
+
+/**
+ * Fastify's `clientErrorHandler`: a request Node's HTTP parser rejects (bytes HTTP forbids, framing that contradicts
+ * itself, headers too large) never reaches a route or the error handler, so its problem is written to the socket.
+ */
+export function writeMalformedRequestProblem(
+  error: Error & { readonly code?: string; readonly reason?: string },
+  socket: Socket,
+): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const status =
+    error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  // llhttp's reason names the exact fault, e.g. "Invalid header value char".
+  const reason = error.reason ?? error.message;
+  const body = JSON.stringify(
+    problem({
+      status,
+      title: httpTitle(status),
+      code: error.code ?? 'REQUEST.INVALID',
+      detail: `The request is not valid HTTP/1.1: ${reason}.`,
+      errors: [{ field: PARSER_ERROR_FIELDS[error.code ?? ''] ?? 'request', reason }],
+    }),
+  );
+  if (socket.writable)
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  socket.destroy(error);
+}
+
 export function registerProblemDetails(app: FastifyInstance): void {
   app.setErrorHandler(sendErrorProblem);
   app.setNotFoundHandler((request, reply) =>
@@ -170,6 +215,7 @@ const titles: Record<number, string> = {
   404: 'Not Found',
   405: 'Method Not Allowed',
   406: 'Not Acceptable',
+  408: 'Request Timeout',
   409: 'Conflict',
   412: 'Precondition Failed',
   413: 'Content Too Large',
@@ -178,6 +224,7 @@ const titles: Record<number, string> = {
   422: 'Unprocessable Content',
   428: 'Precondition Required',
   429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
 };
 
 function httpTitle(status: number): string {

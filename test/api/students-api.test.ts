@@ -241,6 +241,21 @@ function apiContract(kind: 'pglite' | 'postgres') {
       });
     }
 
+    test('the reason says why a JSON body is rejected: where the syntax breaks, or a prototype key', async () => {
+      for (const [body, reason] of [
+        ['{"firstName":', /^Body is not valid JSON: .+/],
+        ['{"firstName":"Ada","__proto__":{"isAdmin":true}}', /"__proto__"/],
+        ['{"lastName":"L","constructor":{"prototype":{"isAdmin":true}}}', /"prototype"/],
+      ] as const) {
+        const problem = await assertProblem(
+          await call('/api/students', { method: 'POST', headers: jsonHeaders, body }),
+          400,
+          'body',
+        );
+        assert.match((problem.errors as { reason: string }[])[0]?.reason ?? '', reason, body);
+      }
+    });
+
     test('an invalid UUID in the path is a 400 for id', async () => {
       await assertProblem(await call('/api/students/not-a-uuid'), 400, 'id');
       await assertProblem(await call('/api/students/1', { method: 'DELETE' }), 400, 'id');

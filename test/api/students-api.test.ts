@@ -214,6 +214,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
       ['malformed JSON', { body: '{"firstName":' }, 400, 'body'],
       ['a wrong type', { body: JSON.stringify({ firstName: 42 }) }, 400, 'firstName'],
       ['an unknown field', { body: JSON.stringify({ ...ada, isAdmin: true }) }, 400, 'isAdmin'],
+      ['a field with an empty name', { body: JSON.stringify({ ...ada, '': 1 }) }, 400, '""'],
       ['an over-long name', { body: JSON.stringify({ ...ada, lastName: 'x'.repeat(101) }) }, 400, 'lastName'],
       ['a blank name', { body: JSON.stringify({ ...ada, firstName: '   ' }) }, 422, 'firstName'],
       ['an invalid email', { body: JSON.stringify({ ...ada, email: 'not-an-email' }) }, 422, 'email'],
@@ -266,6 +267,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
       await assertProblem(await call('/api/students?limit=101'), 400, 'limit');
       await assertProblem(await call('/api/students?limit=abc'), 400, 'limit');
       await assertProblem(await call('/api/students?cursor=bm90LWEtdXVpZA'), 400, 'cursor');
+      await assertProblem(await call('/api/students?=1'), 400, '""');
     });
 
     test('a PUT with invalid input leaves the student as it was', async () => {

@@ -75,7 +75,12 @@ function validationIssues(error: FastifyError): FieldIssue[] {
     const field = path || error.validationContext || 'body';
     if (issue.keyword === 'unrecognized_keys') {
       const keys = (issue.params as { keys?: string[] }).keys ?? [];
-      return keys.map((key) => ({ field: path ? `${path}.${key}` : key, reason: 'is not a known field' }));
+      // An empty key is named as JSON writes it, so no field is ever blank.
+      const name = (key: string) => key || '""';
+      return keys.map((key) => ({
+        field: path ? `${path}.${name(key)}` : name(key),
+        reason: 'is not a known field',
+      }));
     }
     return [{ field, reason: issue.message ?? 'is not valid' }];
   });

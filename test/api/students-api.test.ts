@@ -353,6 +353,11 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.match(created.headers.get('access-control-expose-headers') ?? '', /ETag/i);
   });
 
+  test('an OPTIONS request that is not a CORS preflight is answered, not a text/plain 400', async () => {
+    const options = await call('/api/students', { method: 'OPTIONS' });
+    assert.equal(options.status, 204);
+  });
+
   test('a caller-supplied x-request-id is echoed; otherwise one is made', async () => {
     const given = await call('/health/live', { headers: { 'x-request-id': 'trace-me-123' } });
     assert.equal(given.headers.get('x-request-id'), 'trace-me-123');

@@ -57,6 +57,8 @@ export async function createWebApi({ config, logger, database, ...deps }: WebApi
     origin: config.corsOrigins.includes('*') ? true : [...config.corsOrigins],
     methods: ['GET', 'POST', 'PUT', 'DELETE'],
     exposedHeaders: ['ETag', 'Location', 'X-Deduplicated', 'Idempotent-Replayed', 'X-Request-Id'],
+    // An OPTIONS without Origin is no preflight, but a valid request: strict mode answered a text/plain 400.
+    strictPreflight: false,
   });
   await registerOpenApi(app, {
     title: 'The Background Experience: Student API',

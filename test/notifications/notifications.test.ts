@@ -192,4 +192,16 @@ describe('the notifications service (embedded adapters)', () => {
       await client.close();
     }
   });
+
+  test('JoinGroup and LeaveGroup refuse a group name that is not a string; the connection stays usable', async () => {
+    const client = await hubClient(url);
+    try {
+      for (const name of [42, null, { toString: 'Students' }, ['Students']])
+        for (const method of ['JoinGroup', 'LeaveGroup'])
+          await assert.rejects(client.connection.invoke(method, name), /The group name must be a string/);
+      await client.connection.invoke('JoinGroup', 'Students');
+    } finally {
+      await client.close();
+    }
+  });
 });

@@ -10,10 +10,10 @@ export const STUDENT_EMAIL_MAX_LENGTH = 254;
 const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 // With the u flag a surrogate pair is one code point, so this matches only unpaired surrogates.
 const UNPAIRED_SURROGATE = /\p{Cs}/u;
-const NOT_TEXT = 'must be Unicode text without NUL characters or unpaired surrogates';
+export const NOT_STORABLE_TEXT = 'must be Unicode text without NUL characters or unpaired surrogates';
 
 /** Whether PostgreSQL stores the value as given: it rejects NUL, and an unpaired surrogate has no UTF-8 form. */
-function isStorableText(value: string): boolean {
+export function isStorableText(value: string): boolean {
   return !value.includes('\u0000') && !UNPAIRED_SURROGATE.test(value);
 }
 
@@ -40,7 +40,7 @@ export type InvalidStudent = Extract<DomainError, { code: 'STUDENT.INVALID' }>;
 
 function checkName(field: keyof StudentDetails, raw: string, issues: FieldIssue[]): string {
   const value = raw.trim();
-  if (!isStorableText(value)) issues.push({ field, reason: NOT_TEXT });
+  if (!isStorableText(value)) issues.push({ field, reason: NOT_STORABLE_TEXT });
   else if (value.length === 0) issues.push({ field, reason: 'must not be empty' });
   else if (value.length > STUDENT_NAME_MAX_LENGTH)
     issues.push({ field, reason: `must be at most ${STUDENT_NAME_MAX_LENGTH} characters` });
@@ -49,7 +49,7 @@ function checkName(field: keyof StudentDetails, raw: string, issues: FieldIssue[
 
 function checkEmail(raw: string, issues: FieldIssue[]): string {
   const value = raw.trim();
-  if (!isStorableText(value)) issues.push({ field: 'email', reason: NOT_TEXT });
+  if (!isStorableText(value)) issues.push({ field: 'email', reason: NOT_STORABLE_TEXT });
   else if (value.length > STUDENT_EMAIL_MAX_LENGTH)
     issues.push({ field: 'email', reason: `must be at most ${STUDENT_EMAIL_MAX_LENGTH} characters` });
   else if (!EMAIL_PATTERN.test(value))

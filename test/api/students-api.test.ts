@@ -48,6 +48,17 @@ function apiContract(kind: 'pglite' | 'postgres') {
     return body;
   }
 
+  test('a name of 100 emoji (200 UTF-16 units) fits: 201, stored as sent', async () => {
+    const firstName = '🎓'.repeat(100);
+    const response = await create({ ...ada, firstName });
+    assert.equal(response.status, 201);
+    const body = await json(response);
+    const stored = await json(
+      await call(`/api/students/${body.id}`, { headers: { 'cache-control': 'no-cache' } }),
+    );
+    assert.equal(stored.firstName, firstName);
+  });
+
   test('POST creates a student: 201 with Location, ETag and the stored JSON', async () => {
     const response = await create();
     assert.equal(response.status, 201);

@@ -69,6 +69,12 @@ describe('Student', () => {
     assert.ok(!validateStudentDetails({ ...details, firstName: 'x'.repeat(101) }).ok);
   });
 
+  test('characters are counted as PostgreSQL and the HTTP schema count them: an emoji is one, not two', () => {
+    assert.ok(validateStudentDetails({ ...details, firstName: '🎓'.repeat(100) }).ok);
+    assert.ok(!validateStudentDetails({ ...details, firstName: '🎓'.repeat(101) }).ok);
+    assert.ok(validateStudentDetails({ ...details, email: `${'🎓'.repeat(240)}@example.com` }).ok);
+  });
+
   test('an update bumps the version, stamps the modifier and records StudentUpdated with the new state', () => {
     const student = created();
     student.pullDomainEvents();

@@ -57,6 +57,15 @@ export function checkAnswer(answer: Answer, what: string): Problem | undefined {
   return problem;
 }
 
+/** Whether a request is near Node's 16 KiB limit on the request line and headers, past which it answers 431. */
+export function nearHeaderLimit(url: string, headers: Readonly<Record<string, string>> = {}): boolean {
+  const headerBytes = Object.entries(headers).reduce(
+    (sum, [name, value]) => sum + Buffer.byteLength(name) + Buffer.byteLength(value) + 4,
+    0,
+  );
+  return Buffer.byteLength(url) + headerBytes > 14_000;
+}
+
 /** The server still answers: its liveness endpoint. */
 export async function checkAlive(baseUrl: string, what: string): Promise<void> {
   const alive = await fetch(`${baseUrl}/health/live`, { signal: AbortSignal.timeout(5_000) }).then(

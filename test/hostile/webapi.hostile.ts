@@ -32,6 +32,7 @@ import {
   call,
   checkAlive,
   checkAnswer,
+  nearHeaderLimit,
   rawExchange,
   sameState,
   storedState,
@@ -427,7 +428,7 @@ export function describeWebApiHostility(): void {
           const expectedFields = listQueryErrors([...query.entries()]);
           if (answer.status === 431) {
             // Node's limit on the request line and headers (16 KiB) comes before any query rule.
-            assert.ok(path.length > 15_000, `GET ${path}: 431 only for a request line near 16 KiB`);
+            assert.ok(nearHeaderLimit(path), `GET ${path}: 431 only for a request line near 16 KiB`);
           } else if (expectedFields.size === 0) {
             assert.equal(answer.status, 200, `GET ${path}: a valid query, got ${answer.text}`);
             const page = JSON.parse(answer.text) as { items: unknown[]; nextCursor: string | null };
@@ -491,6 +492,10 @@ export function describeWebApiHostility(): void {
           const problem = checkAnswer(answer, what);
           const after = await storedState(fixture.testDb.database.db);
           if (answer.status >= 400) countStoredFromInvalid(!sameState(before, after), what);
+          await checkAlive(fixture.url, what);
+          // Node refused the headers as too large before any route (or request id) saw them.
+          if (answer.status === 431)
+            return assert.ok(nearHeaderLimit(path, sent), `${what}: 431 near 16 KiB`);
           const requestId = sent['x-request-id'];
           const echoed = answer.headers.get('x-request-id') ?? '';
           if (requestId !== undefined && /^[\w.:-]{1,128}$/u.test(requestId))
@@ -516,7 +521,6 @@ export function describeWebApiHostility(): void {
             );
           if (!validBody && (m === 'POST' || m === 'PUT'))
             assert.ok(answer.status >= 400, `${what}: firstName 42`);
-          await checkAlive(fixture.url, what);
         },
         60,
       );

@@ -8,6 +8,19 @@ export const STUDENT_EMAIL_MAX_LENGTH = 254;
 
 // Deliberately simple (one @, a dot in the domain, no spaces): full RFC 5322 validation rejects nothing useful here.
 const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+// With the u flag a surrogate pair is one code point, so this matches only unpaired surrogates.
+const UNPAIRED_SURROGATE = /\p{Cs}/u;
+export const NOT_STORABLE_TEXT = 'must be Unicode text without NUL characters or unpaired surrogates';
+
+/** Characters as PostgreSQL's varchar(n) and the HTTP schema count them: code points, not UTF-16 units. */
+function characterCount(value: string): number {
+  return [...value].length;
+}
+
+/** Whether PostgreSQL stores the value as given: it rejects NUL, and an unpaired surrogate has no UTF-8 form. */
+export function isStorableText(value: string): boolean {
+  return !value.includes('\u0000') && !UNPAIRED_SURROGATE.test(value);
+}
 
 export interface StudentSnapshot {
   readonly id: string;
@@ -32,15 +45,17 @@ export type InvalidStudent = Extract<DomainError, { code: 'STUDENT.INVALID' }>;
 
 function checkName(field: keyof StudentDetails, raw: string, issues: FieldIssue[]): string {
   const value = raw.trim();
-  if (value.length === 0) issues.push({ field, reason: 'must not be empty' });
-  else if (value.length > STUDENT_NAME_MAX_LENGTH)
+  if (!isStorableText(value)) issues.push({ field, reason: NOT_STORABLE_TEXT });
+  else if (value.length === 0) issues.push({ field, reason: 'must not be empty' });
+  else if (characterCount(value) > STUDENT_NAME_MAX_LENGTH)
     issues.push({ field, reason: `must be at most ${STUDENT_NAME_MAX_LENGTH} characters` });
   return value;
 }
 
 function checkEmail(raw: string, issues: FieldIssue[]): string {
   const value = raw.trim();
-  if (value.length > STUDENT_EMAIL_MAX_LENGTH)
+  if (!isStorableText(value)) issues.push({ field: 'email', reason: NOT_STORABLE_TEXT });
+  else if (characterCount(value) > STUDENT_EMAIL_MAX_LENGTH)
     issues.push({ field: 'email', reason: `must be at most ${STUDENT_EMAIL_MAX_LENGTH} characters` });
   else if (!EMAIL_PATTERN.test(value))
     issues.push({ field: 'email', reason: 'must be a valid email address' });

@@ -1,5 +1,6 @@
 // The Student REST API as a client sees it, over HTTP, on PGlite and on real PostgreSQL.
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { asc } from 'drizzle-orm';
 import { outbox, students } from '../../src/infrastructure/persistence/schema.ts';
@@ -46,6 +47,17 @@ function apiContract(kind: 'pglite' | 'postgres') {
     }
     return body;
   }
+
+  test('a name of 100 emoji (200 UTF-16 units) fits: 201, stored as sent', async () => {
+    const firstName = '🎓'.repeat(100);
+    const response = await create({ ...ada, firstName });
+    assert.equal(response.status, 201);
+    const body = await json(response);
+    const stored = await json(
+      await call(`/api/students/${body.id}`, { headers: { 'cache-control': 'no-cache' } }),
+    );
+    assert.equal(stored.firstName, firstName);
+  });
 
   test('POST creates a student: 201 with Location, ETag and the stored JSON', async () => {
     const response = await create();
@@ -213,9 +225,22 @@ function apiContract(kind: 'pglite' | 'postgres') {
       ['malformed JSON', { body: '{"firstName":' }, 400, 'body'],
       ['a wrong type', { body: JSON.stringify({ firstName: 42 }) }, 400, 'firstName'],
       ['an unknown field', { body: JSON.stringify({ ...ada, isAdmin: true }) }, 400, 'isAdmin'],
+      ['a field with an empty name', { body: JSON.stringify({ ...ada, '': 1 }) }, 400, '""'],
       ['an over-long name', { body: JSON.stringify({ ...ada, lastName: 'x'.repeat(101) }) }, 400, 'lastName'],
       ['a blank name', { body: JSON.stringify({ ...ada, firstName: '   ' }) }, 422, 'firstName'],
       ['an invalid email', { body: JSON.stringify({ ...ada, email: 'not-an-email' }) }, 422, 'email'],
+      [
+        'a NUL character in a name',
+        { body: JSON.stringify({ ...ada, firstName: 'A\u0000da' }) },
+        422,
+        'firstName',
+      ],
+      [
+        'an unpaired surrogate in the email',
+        { body: JSON.stringify({ ...ada, email: 'a\ud800@b.co' }) },
+        422,
+        'email',
+      ],
       ['a JSON array', { body: '[]' }, 400, 'body'],
       ['a body over 64 KiB', { body: JSON.stringify({ ...ada, pad: 'x'.repeat(70_000) }) }, 413, 'body'],
     ];
@@ -228,6 +253,21 @@ function apiContract(kind: 'pglite' | 'postgres') {
       });
     }
 
+    test('the reason says why a JSON body is rejected: where the syntax breaks, or a prototype key', async () => {
+      for (const [body, reason] of [
+        ['{"firstName":', /^Body is not valid JSON: .+/],
+        ['{"firstName":"Ada","__proto__":{"isAdmin":true}}', /"__proto__"/],
+        ['{"lastName":"L","constructor":{"prototype":{"isAdmin":true}}}', /"prototype"/],
+      ] as const) {
+        const problem = await assertProblem(
+          await call('/api/students', { method: 'POST', headers: jsonHeaders, body }),
+          400,
+          'body',
+        );
+        assert.match((problem.errors as { reason: string }[])[0]?.reason ?? '', reason, body);
+      }
+    });
+
     test('an invalid UUID in the path is a 400 for id', async () => {
       await assertProblem(await call('/api/students/not-a-uuid'), 400, 'id');
       await assertProblem(await call('/api/students/1', { method: 'DELETE' }), 400, 'id');
@@ -238,6 +278,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
       await assertProblem(await call('/api/students?limit=101'), 400, 'limit');
       await assertProblem(await call('/api/students?limit=abc'), 400, 'limit');
       await assertProblem(await call('/api/students?cursor=bm90LWEtdXVpZA'), 400, 'cursor');
+      await assertProblem(await call('/api/students?=1'), 400, '""');
     });
 
     test('a PUT with invalid input leaves the student as it was', async () => {
@@ -250,6 +291,36 @@ function apiContract(kind: 'pglite' | 'postgres') {
       });
       await assertProblem(response, 422, 'email');
       assert.deepEqual(await json(await call(path)), created);
+    });
+
+    test('a path the router cannot decode, or an over-long id, is a problem+json naming the path', async () => {
+      await assertProblem(await call('/api/students/%E0%A4%A'), 400, 'path');
+      await assertProblem(await call(`/api/students/${'a'.repeat(101)}`), 414, 'path');
+    });
+
+    test('a request the HTTP parser rejects is a problem+json naming the part at fault, and writes nothing', async () => {
+      const before = await counts();
+      const { port } = new URL(api.url);
+      for (const [request, status, field] of [
+        ['POST /api/students HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}', 400, 'Content-Length'],
+        ['POST /api/students HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n', 400, 'headers'],
+        [`GET /api/students/${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'headers'],
+      ] as const) {
+        const answer = await new Promise<string>((resolve) => {
+          let text = '';
+          const socket = connect(Number(port), '127.0.0.1', () => socket.write(request));
+          socket.on('data', (chunk) => (text += chunk));
+          socket.on('close', () => resolve(text));
+        });
+        const [head = '', body = ''] = answer.split('\r\n\r\n');
+        assert.match(head, new RegExp(`^HTTP/1.1 ${status} `));
+        assert.match(head, /content-type: application\/problem\+json/i);
+        const problem = JSON.parse(body) as { status: number; errors: { field: string; reason: string }[] };
+        assert.equal(problem.status, status);
+        assert.equal(problem.errors[0]?.field, field);
+        assert.ok(problem.errors[0]?.reason);
+      }
+      assert.deepEqual(await counts(), before);
     });
 
     test('an unknown route is a problem+json 404', async () => {
@@ -293,6 +364,11 @@ function apiContract(kind: 'pglite' | 'postgres') {
       headers: { origin: 'http://127.0.0.1:5001' },
     });
     assert.match(created.headers.get('access-control-expose-headers') ?? '', /ETag/i);
+  });
+
+  test('an OPTIONS request that is not a CORS preflight is answered, not a text/plain 400', async () => {
+    const options = await call('/api/students', { method: 'OPTIONS' });
+    assert.equal(options.status, 204);
   });
 
   test('a caller-supplied x-request-id is echoed; otherwise one is made', async () => {

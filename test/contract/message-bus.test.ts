@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { outcome } from '../../src/application/ports/message-bus.ts';
+import { Connection } from 'rabbitmq-client';
+import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
+import { consumingQueue } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { needsRabbitMq } from '../support/services.ts';
@@ -60,6 +62,36 @@ describe('RabbitMqMessageBus without a broker', () => {
       assert.ok(warnings.length > 0, 'the failure is logged');
     } finally {
       await bus.close();
+    }
+  });
+});
+
+describe('RabbitMqMessageBus and a foreign publisher', rabbit, () => {
+  test('headers of other AMQP types become strings or are left out; a "__proto__" table adds no header', async () => {
+    const vhost = await createTestVhost();
+    const bus = new RabbitMqMessageBus({ url: vhost.url, connectionName: 'foreign publisher test' });
+    const foreign = new Connection({ url: vhost.url, connectionName: 'foreign publisher' });
+    const publisher = foreign.createPublisher({ confirm: true });
+    try {
+      await bus.declareTopology(consumingQueue('foreign', { exchange: 'amq.topic', routingKeys: ['#'] }));
+      const received: ReceivedMessage[] = [];
+      await bus.consume('foreign', {
+        prefetch: 1,
+        handler: (message) => (received.push(message), outcome.ack()),
+      });
+      const headers: Record<string, unknown> = { text: 'a', count: 7, flag: true, table: { nested: 'x' } };
+      // rabbitmq-client decodes a header by assignment: one named __proto__ replaced the headers' prototype.
+      Object.defineProperty(headers, '__proto__', { value: { injected: 'yes' }, enumerable: true });
+      await publisher.send({ exchange: 'amq.topic', routingKey: 'x', headers }, Buffer.from('{}'));
+      for (let i = 0; i < 200 && received.length === 0; i++)
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      assert.deepEqual(received[0]?.headers, { text: 'a', count: '7', flag: 'true' });
+      assert.equal(Object.getPrototypeOf(received[0]?.headers), Object.prototype);
+    } finally {
+      await publisher.close();
+      await foreign.close();
+      await bus.close();
+      await vhost.delete();
     }
   });
 });

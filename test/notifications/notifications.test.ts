@@ -93,13 +93,38 @@ describe('the notifications service (embedded adapters)', () => {
     }
   });
 
-  test('a malformed or unknown Last-Event-ID is a 400 problem naming Last-Event-ID', async () => {
-    for (const id of ['banana', '99999999999999-0']) {
-      const response = await fetch(`${url}/api/notifications/stream`, { headers: { 'last-event-id': id } });
+  test('a malformed, unknown or repeated Last-Event-ID is a 400 problem naming Last-Event-ID', async () => {
+    for (const [id, query] of [
+      ['banana', ''],
+      ['99999999999999-0', ''],
+      ['', '?lastEventId=1-0&lastEventId=2-0'],
+    ]) {
+      const response = await fetch(`${url}/api/notifications/stream${query}`, {
+        headers: id ? { 'last-event-id': id } : {},
+      });
       assert.equal(response.status, 400);
       assert.equal(response.headers.get('content-type'), 'application/problem+json; charset=utf-8');
       const body = (await response.json()) as { errors: { field: string }[] };
       assert.equal(body.errors[0]?.field, 'Last-Event-ID');
+    }
+  });
+
+  test('?types= repeated means the same as a comma-separated list', async () => {
+    const client = sseClient(url, { query: '?types=StudentDeleted&types=StudentCached' });
+    try {
+      await until(() => client.control.length > 0, 'connected');
+      await bus.publish([
+        notificationMessage('StudentCreated'),
+        notificationMessage('StudentCached'),
+        notificationMessage('StudentDeleted'),
+      ]);
+      await until(() => client.received.length >= 2, 'the two wanted');
+      assert.deepEqual(
+        client.received.map((event) => event.type),
+        ['StudentCached', 'StudentDeleted'],
+      );
+    } finally {
+      client.close();
     }
   });
 
@@ -163,6 +188,18 @@ describe('the notifications service (embedded adapters)', () => {
         checks: { clients: { data: { signalr: { connections: number } } } };
       };
       assert.equal(health.checks.clients.data.signalr.connections, 1);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('JoinGroup and LeaveGroup refuse a group name that is not a string; the connection stays usable', async () => {
+    const client = await hubClient(url);
+    try {
+      for (const name of [42, null, { toString: 'Students' }, ['Students']])
+        for (const method of ['JoinGroup', 'LeaveGroup'])
+          await assert.rejects(client.connection.invoke(method, name), /The group name must be a string/);
+      await client.connection.invoke('JoinGroup', 'Students');
     } finally {
       await client.close();
     }

@@ -45,9 +45,34 @@ describe('Student', () => {
     );
   });
 
+  test('NUL characters and unpaired surrogates are rejected: PostgreSQL cannot store them as sent', () => {
+    for (const text of ['A\u0000da', 'Ada\ud800', '\udfffAda']) {
+      const result = validateStudentDetails({
+        firstName: text,
+        lastName: text,
+        email: `${text}@example.com`,
+      });
+      assert.ok(!result.ok, JSON.stringify(text));
+      assert.deepEqual(
+        result.error.issues.map((issue) => issue.field),
+        ['firstName', 'lastName', 'email'],
+      );
+    }
+    assert.ok(
+      validateStudentDetails({ ...details, firstName: 'Ada 🎓\u202e' }).ok,
+      'a surrogate pair is fine',
+    );
+  });
+
   test('100 characters is the longest name allowed', () => {
     assert.ok(validateStudentDetails({ ...details, firstName: 'x'.repeat(100) }).ok);
     assert.ok(!validateStudentDetails({ ...details, firstName: 'x'.repeat(101) }).ok);
+  });
+
+  test('characters are counted as PostgreSQL and the HTTP schema count them: an emoji is one, not two', () => {
+    assert.ok(validateStudentDetails({ ...details, firstName: '🎓'.repeat(100) }).ok);
+    assert.ok(!validateStudentDetails({ ...details, firstName: '🎓'.repeat(101) }).ok);
+    assert.ok(validateStudentDetails({ ...details, email: `${'🎓'.repeat(240)}@example.com` }).ok);
   });
 
   test('an update bumps the version, stamps the modifier and records StudentUpdated with the new state', () => {

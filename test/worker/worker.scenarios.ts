@@ -1,5 +1,6 @@
 // The worker's behaviour, run once on the embedded adapters and once on real PostgreSQL + RabbitMQ.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { Queues, DEATH_REASON_HEADER, deadLetterNames, Exchanges } from '../../src/contracts/messaging.ts';
 import type { ReceivedMessage, Subscription } from '../../src/application/ports/message-bus.ts';
@@ -150,6 +151,47 @@ export function workerScenarios(
         assert.match(reasons.get('poison-2') ?? '', /^not a student CloudEvent: subject: /);
         assert.equal(await counted(running.registry, 'dead_lettered'), 2);
         assert.equal((await notificationsOf(env.database, student.id)).length, 2);
+      } finally {
+        await deadQueue.close();
+      }
+    });
+
+    test('text PostgreSQL cannot store and an over-long id are dead-lettered naming the field, before the database', async () => {
+      running = await startWorker(env);
+      const dead: ReceivedMessage[] = [];
+      const deadQueue: Subscription = await env.bus.consume(deadLetterNames(Queues.studentsWorker).queue, {
+        prefetch: 10,
+        handler: (message) => {
+          dead.push(message);
+          return outcome.ack();
+        },
+      });
+      try {
+        const student = await addStudent(env.database);
+        type EventJson = { id: string; data: { actor: string; student: { firstName: string } } };
+        const poison = (messageId: string, change: (event: EventJson) => void) => {
+          const message = studentEvent('StudentDeleted', student);
+          const event = JSON.parse(message.body) as EventJson;
+          change(event);
+          return { ...message, messageId, body: JSON.stringify(event) };
+        };
+        // Random, so it does not compress below PostgreSQL's index entry limit.
+        const longId = randomBytes(3_000).toString('base64');
+        await env.bus.publish([
+          poison('nul', (event) => (event.data.student.firstName = 'A\u0000da')),
+          poison('surrogate', (event) => (event.data.actor = 'alice\ud800')),
+          poison('long-id', (event) => (event.id = longId)),
+        ]);
+
+        await eventually('all three are dead-lettered', () => dead.length === 3);
+        const reasons = new Map(
+          dead.map((message) => [message.messageId, message.headers[DEATH_REASON_HEADER]]),
+        );
+        assert.match(reasons.get('nul') ?? '', /data\.student\.firstName: must be Unicode text without NUL/);
+        assert.match(reasons.get('surrogate') ?? '', /data\.actor: must be Unicode text/);
+        assert.match(reasons.get('long-id') ?? '', /^not a student CloudEvent: id: /);
+        assert.equal(await counted(running.registry, 'dead_lettered'), 3);
+        assert.deepEqual(await notificationsOf(env.database, student.id), []);
       } finally {
         await deadQueue.close();
       }

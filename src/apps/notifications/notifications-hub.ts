@@ -1,13 +1,21 @@
-import { ForbiddenError, HubServer, defineHub, type Authenticate } from '@tbe/signalr';
+import { ForbiddenError, HubError, HubServer, defineHub, type Authenticate } from '@tbe/signalr';
 import type { ReplayLogEntry } from '../../application/ports/replay-log.ts';
 import { HubNames, type ConnectedMessage } from '../../contracts/notifications.ts';
 import { mayAct, type TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
 
+/** Clients send any JSON; ASP.NET binds `string groupName` and refuses the rest, and so do we. */
+function groupName(value: unknown): string {
+  if (typeof value !== 'string') throw new HubError('The group name must be a string.');
+  return value;
+}
+
 const notificationsHub = defineHub({
   methods: {
-    [HubNames.joinGroup]: (context, name: string) => context.groups.add(context.connectionId, name),
-    [HubNames.leaveGroup]: (context, name: string) => context.groups.remove(context.connectionId, name),
+    [HubNames.joinGroup]: (context, name: unknown) =>
+      context.groups.add(context.connectionId, groupName(name)),
+    [HubNames.leaveGroup]: (context, name: unknown) =>
+      context.groups.remove(context.connectionId, groupName(name)),
   },
   async onConnected(context) {
     await context.groups.add(context.connectionId, HubNames.studentsGroup);

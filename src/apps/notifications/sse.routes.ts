@@ -52,22 +52,26 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
   });
 
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
-    const query = request.query as Record<string, string | undefined>;
+    // A repeated query parameter arrives as an array.
+    const query = request.query as Record<string, string | string[] | undefined>;
     const header = request.headers['last-event-id'];
-    const lastEventId = (typeof header === 'string' ? header : undefined) ?? query.lastEventId;
-    const types = query.types
-      ?.split(',')
+    const lastEventId = typeof header === 'string' ? header : query.lastEventId;
+    // `types=A&types=B` means the same as `types=A,B`.
+    const types = [query.types ?? []]
+      .flat()
+      .flatMap((list) => list.split(','))
       .map((type) => type.trim())
       .filter(Boolean);
-    const wanted = types && types.length > 0 ? new Set(types) : undefined;
+    const wanted = types.length > 0 ? new Set(types) : undefined;
 
+    const invalid = (reason: string) =>
+      sendProblem(
+        reply,
+        invalidRequest(request.url, `Last-Event-ID ${reason}.`, [{ field: 'Last-Event-ID', reason }]),
+      );
+    if (Array.isArray(lastEventId)) return invalid('must be given once');
     let reset: { readonly oldestId: string | undefined } | undefined;
     if (lastEventId !== undefined && lastEventId !== '') {
-      const invalid = (reason: string) =>
-        sendProblem(
-          reply,
-          invalidRequest(request.url, `Last-Event-ID ${reason}.`, [{ field: 'Last-Event-ID', reason }]),
-        );
       if (!isLogId(lastEventId)) return invalid('must be an event id received from this stream (<ms>-<seq>)');
       const retention = await options.log.retention();
       if (compareLogIds(lastEventId, retention.lastId) > 0) return invalid('is not an id of this stream');

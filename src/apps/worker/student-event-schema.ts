@@ -2,17 +2,24 @@ import { z } from 'zod';
 import type { ProcessStudentEventCommand } from '../../application/students/process-student-event.ts';
 import { StudentEventTypes } from '../../contracts/students.ts';
 import { err, ok, type Result } from '../../domain/result.ts';
+import { isStorableText, NOT_STORABLE_TEXT } from '../../domain/student.ts';
+
+// The inbox keys on the event id: it must fit a PostgreSQL index entry (about 2.7 kB), with room to spare.
+const MAX_ID_LENGTH = 256;
+
+/** Text the worker writes (inbox, notification payloads): a NUL or an unpaired surrogate would fail the insert. */
+const storableText = () => z.string().refine(isStorableText, NOT_STORABLE_TEXT);
 
 const StudentDtoSchema = z.object({
   id: z.uuid(),
-  firstName: z.string(),
-  lastName: z.string(),
-  email: z.string(),
+  firstName: storableText(),
+  lastName: storableText(),
+  email: storableText(),
   updates: z.number().int().nonnegative(),
   created: z.iso.datetime({ offset: true }),
-  createdBy: z.string(),
+  createdBy: storableText(),
   lastModified: z.iso.datetime({ offset: true }).nullable(),
-  lastModifiedBy: z.string().nullable(),
+  lastModifiedBy: storableText().nullable(),
   version: z.number().int().positive(),
 });
 
@@ -20,14 +27,14 @@ const StudentDtoSchema = z.object({
 const StudentCloudEventSchema = z
   .object({
     specversion: z.literal('1.0'),
-    id: z.string().min(1),
+    id: storableText().min(1).max(MAX_ID_LENGTH),
     source: z.string().min(1),
     type: z.enum([StudentEventTypes.created, StudentEventTypes.updated, StudentEventTypes.deleted]),
     // The student id: a malformed one would otherwise reach the database as a query error.
     subject: z.uuid(),
     time: z.iso.datetime({ offset: true }),
     datacontenttype: z.literal('application/json').default('application/json'),
-    data: z.object({ student: StudentDtoSchema, actor: z.string() }),
+    data: z.object({ student: StudentDtoSchema, actor: storableText() }),
   })
   .refine((event) => event.subject === event.data.student.id, {
     message: 'subject must be the id of data.student',

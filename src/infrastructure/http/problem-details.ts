@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { DependencyUnavailableError } from '../../application/errors.ts';
@@ -83,69 +85,130 @@ function validationIssues(error: FastifyError): FieldIssue[] {
     const field = path || error.validationContext || 'body';
     if (issue.keyword === 'unrecognized_keys') {
       const keys = (issue.params as { keys?: string[] }).keys ?? [];
-      return keys.map((key) => ({ field: path ? `${path}.${key}` : key, reason: 'is not a known field' }));
+      // An empty key is named as JSON writes it, so no field is ever blank.
+      const name = (key: string) => key || '""';
+      return keys.map((key) => ({
+        field: path ? `${path}.${name(key)}` : name(key),
+        reason: 'is not a known field',
+      }));
     }
     return [{ field, reason: issue.message ?? 'is not valid' }];
   });
 }
 
+/** The part of the request a Fastify client error is about, when it is about one part. */
+function fastifyErrorField(code: string | undefined): string | undefined {
+  // FST_ERR_CTP_*: the body could not be read (malformed JSON, too large, wrong media type).
+  if (code?.startsWith('FST_ERR_CTP_')) return 'body';
+  // The router could not decode the path, or a path parameter is too long.
+  if (code === 'FST_ERR_BAD_URL' || code === 'FST_ERR_MAX_PARAM_LENGTH') return 'path';
+  return undefined;
+}
+
 /**
  * The one mapper from errors to problem+json: client mistakes become 4xx with the field and reason,
- * an unreachable dependency 503, anything else 500 without internals (the log has them).
+ * an unreachable dependency 503, anything else 500 without internals (the log has them). It is the app's error
+ * handler and, passed as Fastify's `frameworkErrors`, also answers requests the router rejects before any route.
  */
-export function registerProblemDetails(app: FastifyInstance): void {
-  app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
-    const instance = request.url;
-    if (error.validation) {
-      const detail = `The request ${error.validationContext ?? 'input'} failed validation.`;
-      return sendProblem(reply, invalidRequest(instance, detail, validationIssues(error)));
-    }
-    if (error instanceof DependencyUnavailableError) {
-      request.log.warn({ err: error }, `${error.dependency} unavailable`);
-      void reply.header('retry-after', '5');
-      return sendProblem(
-        reply,
-        problem({
-          status: 503,
-          title: 'Service temporarily unavailable',
-          code: 'DEPENDENCY.UNAVAILABLE',
-          detail: `The ${error.dependency} cannot be reached right now; try again shortly.`,
-          instance,
-          dependency: error.dependency,
-        }),
-      );
-    }
-    const status = error.statusCode ?? 500;
-    if (status >= 400 && status < 500) {
-      // Fastify's own client errors: malformed JSON, body too large, unsupported media type, ...
-      return sendProblem(
-        reply,
-        problem({
-          status,
-          title: httpTitle(status),
-          code: error.code ?? 'REQUEST.INVALID',
-          detail: error.message,
-          instance,
-          // FST_ERR_CTP_*: the body could not be read (malformed JSON, too large, wrong media type).
-          ...(error.code?.startsWith('FST_ERR_CTP_')
-            ? { errors: [{ field: 'body', reason: error.message }] }
-            : {}),
-        }),
-      );
-    }
-    request.log.error({ err: error }, 'unhandled error');
+export function sendErrorProblem(
+  error: FastifyError,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): FastifyReply {
+  const instance = request.url;
+  if (error.validation) {
+    const detail = `The request ${error.validationContext ?? 'input'} failed validation.`;
+    return sendProblem(reply, invalidRequest(instance, detail, validationIssues(error)));
+  }
+  if (error instanceof DependencyUnavailableError) {
+    request.log.warn({ err: error }, `${error.dependency} unavailable`);
+    void reply.header('retry-after', '5');
     return sendProblem(
       reply,
       problem({
-        status: 500,
-        title: 'Internal Server Error',
-        code: 'INTERNAL',
-        detail: 'An unexpected error occurred.',
+        status: 503,
+        title: 'Service temporarily unavailable',
+        code: 'DEPENDENCY.UNAVAILABLE',
+        detail: `The ${error.dependency} cannot be reached right now; try again shortly.`,
         instance,
+        dependency: error.dependency,
       }),
     );
-  });
+  }
+  const status = error.statusCode ?? 500;
+  if (status >= 400 && status < 500) {
+    // Fastify's own client errors: malformed JSON, body too large, unsupported media type, undecodable path, ...
+    const field = fastifyErrorField(error.code);
+    return sendProblem(
+      reply,
+      problem({
+        status,
+        title: httpTitle(status),
+        code: error.code ?? 'REQUEST.INVALID',
+        detail: error.message,
+        instance,
+        ...(field ? { errors: [{ field, reason: error.message }] } : {}),
+      }),
+    );
+  }
+  request.log.error({ err: error }, 'unhandled error');
+  return sendProblem(
+    reply,
+    problem({
+      status: 500,
+      title: 'Internal Server Error',
+      code: 'INTERNAL',
+      detail: 'An unexpected error occurred.',
+      instance,
+    }),
+  );
+}
 
+/** The part of the request each of Node's HTTP parser (llhttp) errors is about; any other is "request". */
+const PARSER_ERROR_FIELDS: Readonly<Record<string, string>> = {
+  HPE_INVALID_METHOD: 'method',
+  HPE_INVALID_URL: 'url',
+  HPE_INVALID_VERSION: 'version',
+  HPE_INVALID_HEADER_TOKEN: 'headers',
+  HPE_HEADER_OVERFLOW: 'headers',
+  HPE_INVALID_CONTENT_LENGTH: 'Content-Length',
+  HPE_INVALID_TRANSFER_ENCODING: 'Transfer-Encoding',
+  HPE_INVALID_CHUNK_SIZE: 'body',
+  HPE_INVALID_EOF_STATE: 'body',
+};
+
+/**
+ * Fastify's `clientErrorHandler`: a request Node's HTTP parser rejects (bytes HTTP forbids, framing that contradicts
+ * itself, headers too large) never reaches a route or the error handler, so its problem is written to the socket.
+ */
+export function writeMalformedRequestProblem(
+  error: Error & { readonly code?: string; readonly reason?: string },
+  socket: Socket,
+): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const status =
+    error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  // llhttp's reason names the exact fault, e.g. "Invalid header value char".
+  const reason = error.reason ?? error.message;
+  const body = JSON.stringify(
+    problem({
+      status,
+      title: httpTitle(status),
+      code: error.code ?? 'REQUEST.INVALID',
+      detail: `The request is not valid HTTP/1.1: ${reason}.`,
+      errors: [{ field: PARSER_ERROR_FIELDS[error.code ?? ''] ?? 'request', reason }],
+    }),
+  );
+  if (socket.writable)
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  socket.destroy(error);
+}
+
+export function registerProblemDetails(app: FastifyInstance): void {
+  app.setErrorHandler(sendErrorProblem);
   app.setNotFoundHandler((request, reply) =>
     sendProblem(
       reply,
@@ -167,13 +230,16 @@ const titles: Record<number, string> = {
   404: 'Not Found',
   405: 'Method Not Allowed',
   406: 'Not Acceptable',
+  408: 'Request Timeout',
   409: 'Conflict',
   412: 'Precondition Failed',
   413: 'Content Too Large',
+  414: 'URI Too Long',
   415: 'Unsupported Media Type',
   422: 'Unprocessable Content',
   428: 'Precondition Required',
   429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
 };
 
 function httpTitle(status: number): string {

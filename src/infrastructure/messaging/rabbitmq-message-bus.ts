@@ -303,7 +303,9 @@ function bindingParams(binding: BindingDeclaration) {
 }
 
 function toReceivedMessage(raw: AsyncMessage, declaration: QueueDeclaration | undefined): ReceivedMessage {
-  const rawHeaders = raw.headers;
+  // Own keys only: rabbitmq-client decodes a header table by assignment, so one named `__proto__` replaces the
+  // object's prototype, whose keys `for…in` (and any lookup) would then read as headers nobody sent.
+  const rawHeaders = raw.headers ? Object.fromEntries(Object.entries(raw.headers)) : undefined;
   const headers: Record<string, string> = {};
   if (rawHeaders) {
     for (const key in rawHeaders) {

@@ -150,6 +150,7 @@ function rawTransactions(n: number): Promise<number> {
 export async function pipelineBench(options: { events?: number } = {}): Promise<BenchRow[]> {
   const n = options.events ?? 5_000;
   const baseline = await rawTransactions(n);
+  await relayAlone(1_000); // warms up the JIT and the broker's queue processes; not measured
   const relay = await relayAlone(n);
   const fifo = await pipeline(Math.min(n, 2_000), 1);
   const concurrent = await pipeline(n, 50);

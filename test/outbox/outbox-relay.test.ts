@@ -8,6 +8,7 @@ import { SpanKind } from '@opentelemetry/api';
 import { isNull } from 'drizzle-orm';
 import { outcome, type MessageBus, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
 import { createStudent } from '../../src/application/students/create-student.ts';
+import { updateStudent } from '../../src/application/students/update-student.ts';
 import { mergeTopologies, topicExchange } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
@@ -80,6 +81,48 @@ function relayOn(database: Database, bus: MessageBus, options = {}) {
   });
 }
 
+/**
+ * A backlog of several batches, written while no relay runs: 6 students, each created then updated 4 times, their
+ * rows interleaved. The relay (batches of 4, so batches overlap and share subjects) must send every row once, and
+ * each student's in write order.
+ */
+async function backlogInOrder(database: Database, bus: MessageBus) {
+  const received = await collect(bus, 'relay.backlog');
+  const deps = {
+    unitOfWork: new SqlUnitOfWork(database, uuidV7Generator),
+    ids: uuidV7Generator,
+    clock: systemClock,
+    generator: fakerStudentGenerator,
+  };
+  const ids: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    const created = await createStudent(deps)({ details: {}, actor: 'tester' });
+    assert.ok(created.ok);
+    ids.push(created.value.id);
+  }
+  for (let round = 0; round < 4; round++)
+    for (const id of ids) assert.ok((await updateStudent(deps)({ id, details: {}, actor: 'tester' })).ok);
+
+  const relay = relayOn(database, bus, { batchSize: 4 });
+  relay.start();
+  try {
+    await until(() => received.length >= 30, 'thirty messages');
+    await until(() => unsent(database).then((count) => count === 0), 'every row marked sent');
+  } finally {
+    await relay.stop();
+  }
+  const events = received.map(
+    (message) => JSON.parse(message.body.toString()) as { id: string; subject: string; type: string },
+  );
+  assert.equal(new Set(events.map((event) => event.id)).size, 30, 'each row once');
+  for (const id of ids)
+    assert.deepEqual(
+      events.filter((event) => event.subject === id).map((event) => event.type),
+      ['StudentCreated', 'StudentUpdated', 'StudentUpdated', 'StudentUpdated', 'StudentUpdated'],
+      'in write order',
+    );
+}
+
 const unsent = (database: Database) =>
   database.db
     .select({ id: outbox.id })
@@ -143,6 +186,11 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
     assert.equal(await unsent(testDb.database), 0);
   });
 
+  test('a backlog of many overlapping batches leaves once per row, each student in write order', async () => {
+    await relay.stop(); // the backlog is written while no relay runs
+    await backlogInOrder(testDb.database, bus);
+  });
+
   test("each published row gets a publish span, a child of (and linked to) the row's create span", async () => {
     const received = await collect(bus, 'relay.spans');
     await relay?.stop();
@@ -197,6 +245,16 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
     await created?.drop();
     await vhost?.delete();
   });
+
+  test(
+    'a backlog of many overlapping batches leaves once per row, each student in write order',
+    rabbit,
+    async () => {
+      const bus = new RabbitMqMessageBus({ url: vhost.url });
+      cleanups.push(() => bus.close());
+      await backlogInOrder(database, bus);
+    },
+  );
 
   test(
     'with the broker down, writes succeed, the breaker opens and health is Degraded; when it is back, every event flows',

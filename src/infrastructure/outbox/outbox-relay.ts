@@ -53,12 +53,20 @@ export interface OutboxRow extends Omit<OutboxMessage, 'traceparent'> {
   readonly headers: Readonly<Record<string, string>>;
 }
 
+/** A batch handed to the broker: settles when every row is confirmed, or rejects when one is not. */
+interface InFlightBatch {
+  readonly rows: readonly OutboxRow[];
+  readonly subjects: ReadonlySet<string>;
+  readonly confirmed: Promise<void>;
+}
+
 const statements = {
-  unsent: sqlStatement(
-    'outbox_unsent',
-    `select id, exchange, routing_key as "routingKey", type, subject, payload, headers,
+  unsentAfter: sqlStatement(
+    'outbox_unsent_after',
+    // `outbox.seq` in the order: the output column of that name is text, and would sort as text.
+    `select id, seq::text as seq, exchange, routing_key as "routingKey", type, subject, payload, headers,
        occurred_at as "occurredAt"
-     from outbox where sent_at is null order by seq limit $1`,
+     from outbox where sent_at is null and outbox.seq > $1::bigint order by outbox.seq limit $2`,
   ),
   markSent: sqlStatement('outbox_mark_sent', 'update outbox set sent_at = $1 where id = any($2::uuid[])'),
   deleteSentBefore: sqlStatement('outbox_delete_sent_before', 'delete from outbox where sent_at < $1'),
@@ -215,10 +223,9 @@ export class OutboxRelay {
     let failures = 0;
     while (!lost && !this.#stopping.signal.aborted) {
       try {
-        const count = await this.#publishBatch();
+        await this.#drain();
         failures = 0;
         this.#lastError = undefined;
-        if (count === this.#options.batchSize) continue; // more may be waiting
         await this.#cleanUp();
         await this.#idle(this.#options.pollIntervalMs, true);
       } catch (error) {
@@ -231,12 +238,46 @@ export class OutboxRelay {
     }
   }
 
-  async #publishBatch(): Promise<number> {
-    const { sql } = this.#database;
-    const rows = await guardDatabase(() =>
-      sql.query<OutboxRow>(statements.unsent, [this.#options.batchSize]),
-    );
-    if (rows.length === 0) return 0;
+  /**
+   * Publishes unsent rows in `seq` order until none are left. The next batch is read and handed to the broker while
+   * it confirms the previous one, unless the two share a subject: then it waits, so that each subject's messages
+   * still reach the broker one after another. Rows are marked sent once confirmed; after a failure the next drain
+   * starts over from the oldest unsent row (at-least-once; consumers de-duplicate).
+   */
+  async #drain(): Promise<void> {
+    let cursor = '0';
+    let inFlight: InFlightBatch | undefined;
+    try {
+      for (;;) {
+        const rows = await guardDatabase(() =>
+          this.#database.sql.query<OutboxRow & { readonly seq: string }>(statements.unsentAfter, [
+            cursor,
+            this.#options.batchSize,
+          ]),
+        );
+        if (rows.length === 0) break;
+        cursor = rows.at(-1)!.seq;
+        const subjects = new Set(rows.map((row) => row.subject));
+        if (inFlight && [...subjects].some((subject) => inFlight!.subjects.has(subject))) {
+          await this.#settle(inFlight);
+          inFlight = undefined;
+        }
+        const next: InFlightBatch = { rows, subjects, confirmed: this.#publish(rows) };
+        next.confirmed.catch(() => undefined); // settled (and its failure reported) below
+        if (inFlight) await this.#settle(inFlight);
+        inFlight = next;
+        if (rows.length < this.#options.batchSize) break;
+      }
+    } catch (error) {
+      // Nothing is left unsettled: a batch still in flight ends (it is not marked, so it goes out again).
+      await inFlight?.confirmed.catch(() => undefined);
+      throw error;
+    }
+    if (inFlight) await this.#settle(inFlight);
+  }
+
+  /** Hands rows to the broker in subject waves, each confirmed before the next. */
+  async #publish(rows: readonly OutboxRow[]): Promise<void> {
     const system = this.#bus.status().adapter;
     for (const wave of subjectWaves(rows)) {
       const spans = startPublishSpans(wave, system);
@@ -249,9 +290,14 @@ export class OutboxRelay {
         for (const span of spans) span.end();
       }
     }
-    await guardDatabase(() => sql.query(statements.markSent, [new Date(), rows.map((row) => row.id)]));
-    this.#published += rows.length;
-    return rows.length;
+  }
+
+  async #settle(batch: InFlightBatch): Promise<void> {
+    await batch.confirmed;
+    await guardDatabase(() =>
+      this.#database.sql.query(statements.markSent, [new Date(), batch.rows.map((row) => row.id)]),
+    );
+    this.#published += batch.rows.length;
   }
 
   async #cleanUp(): Promise<void> {

@@ -247,6 +247,14 @@ export class OutboxRelay {
   async #drain(): Promise<void> {
     let cursor = '0';
     let inFlight: InFlightBatch | undefined;
+    // Marking a confirmed batch overlaps with reading and publishing the next one.
+    let marking: Promise<void> = Promise.resolve();
+    const settle = async (batch: InFlightBatch) => {
+      await batch.confirmed;
+      await marking;
+      marking = this.#markSent(batch.rows);
+      marking.catch(() => undefined); // awaited before the next mark and at the end
+    };
     try {
       for (;;) {
         const rows = await guardDatabase(() =>
@@ -259,21 +267,23 @@ export class OutboxRelay {
         cursor = rows.at(-1)!.seq;
         const subjects = new Set(rows.map((row) => row.subject));
         if (inFlight && [...subjects].some((subject) => inFlight!.subjects.has(subject))) {
-          await this.#settle(inFlight);
+          await settle(inFlight);
           inFlight = undefined;
         }
         const next: InFlightBatch = { rows, subjects, confirmed: this.#publish(rows) };
         next.confirmed.catch(() => undefined); // settled (and its failure reported) below
-        if (inFlight) await this.#settle(inFlight);
+        if (inFlight) await settle(inFlight);
         inFlight = next;
         if (rows.length < this.#options.batchSize) break;
       }
+      if (inFlight) await settle(inFlight);
     } catch (error) {
       // Nothing is left unsettled: a batch still in flight ends (it is not marked, so it goes out again).
       await inFlight?.confirmed.catch(() => undefined);
+      await marking.catch(() => undefined);
       throw error;
     }
-    if (inFlight) await this.#settle(inFlight);
+    await marking;
   }
 
   /** Hands rows to the broker in subject waves, each confirmed before the next. */
@@ -292,12 +302,11 @@ export class OutboxRelay {
     }
   }
 
-  async #settle(batch: InFlightBatch): Promise<void> {
-    await batch.confirmed;
+  async #markSent(rows: readonly OutboxRow[]): Promise<void> {
     await guardDatabase(() =>
-      this.#database.sql.query(statements.markSent, [new Date(), batch.rows.map((row) => row.id)]),
+      this.#database.sql.query(statements.markSent, [new Date(), rows.map((row) => row.id)]),
     );
-    this.#published += batch.rows.length;
+    this.#published += rows.length;
   }
 
   async #cleanUp(): Promise<void> {

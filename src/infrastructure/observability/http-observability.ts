@@ -1,6 +1,6 @@
 // Every HTTP server of the system is observed the same way: a server span per request (continuing a caller's
 // W3C trace context) that is the active context while the route handler runs, a latency histogram by method,
-// route and status, and the process's metrics at GET /metrics.
+// route and status, one access-log line per request, and the process's metrics at GET /metrics.
 import { SpanKind, SpanStatusCode, context, trace, type Context, type Span } from '@opentelemetry/api';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Histogram, type Registry } from 'prom-client';
@@ -25,8 +25,8 @@ interface Observation {
   readonly method: string;
   readonly route: string;
   readonly span: Span | undefined;
-  /** The handler runs in it: the server span's context, or the caller's when the route is not traced. */
-  readonly context: Context;
+  /** The handler runs in it: the server span's context; none when nothing is traced. */
+  readonly context: Context | undefined;
 }
 
 /** Adds the hooks and the /metrics route; call before any route is registered (handlers are wrapped as added). */
@@ -51,29 +51,26 @@ export function observeHttp(app: FastifyInstance, { service, registry }: HttpObs
     const method = KNOWN_METHODS.has(request.method) ? request.method : '_OTHER';
     const parent = contextFromHeaders(request.headers);
     const traced = route !== undefined && !UNTRACED_PREFIXES.some((prefix) => route.startsWith(prefix));
-    const span = traced
-      ? tracer.startSpan(
-          `${method} ${route}`,
-          {
-            kind: SpanKind.SERVER,
-            attributes: {
-              'http.request.method': method,
-              'http.route': route,
-              'url.path': request.url.split('?', 1)[0],
-              'url.scheme': request.protocol,
-              'client.address': request.ip,
-            },
-          },
-          parent,
-        )
+    // Without an exporter every span is a no-op one: nothing to describe, no context to make active.
+    const candidate = traced
+      ? tracer.startSpan(`${method} ${route}`, { kind: SpanKind.SERVER }, parent)
       : undefined;
+    const span = candidate?.isRecording() ? candidate : undefined;
+    if (span)
+      span.setAttributes({
+        'http.request.method': method,
+        'http.route': route,
+        'url.path': request.url.split('?', 1)[0],
+        'url.scheme': request.protocol,
+        'client.address': request.ip,
+      });
     observations.set(request, {
       started: performance.now(),
       method,
       // Unmatched URLs share one label value, for the same reason as methods.
       route: route ?? 'unmatched',
       span,
-      context: span ? trace.setSpan(parent, span) : parent,
+      context: span && trace.setSpan(parent, span),
     });
     done();
   });
@@ -83,7 +80,7 @@ export function observeHttp(app: FastifyInstance, { service, registry }: HttpObs
     const handler = routeOptions.handler;
     routeOptions.handler = function observedHandler(request, reply) {
       const observation = observations.get(request);
-      return observation
+      return observation?.context
         ? context.with(observation.context, handler, this, request, reply)
         : handler.call(this, request, reply);
     };
@@ -93,8 +90,12 @@ export function observeHttp(app: FastifyInstance, { service, registry }: HttpObs
     const observation = observations.get(request);
     if (!observation) return;
     observations.delete(request);
-    durationOf(observation.method, observation.route, String(status)).observe(
-      (performance.now() - observation.started) / 1000,
+    const milliseconds = performance.now() - observation.started;
+    durationOf(observation.method, observation.route, String(status)).observe(milliseconds / 1000);
+    // One access-log line per request (Fastify's own logging, off, wrote two).
+    request.log.info(
+      { req: request, statusCode: status, responseTime: milliseconds },
+      aborted ? 'request aborted' : 'request completed',
     );
     const { span } = observation;
     if (!span) return;

@@ -1,4 +1,5 @@
-// GET /api/students/:id on the real webapi next to a bare Fastify route serving the same JSON from a Map.
+// GET /api/students/:id on the real webapi next to a bare Fastify route serving the same JSON from a Map, and that
+// same route on our HTTP plumbing (what every route of ours pays before any caching).
 import autocannon from 'autocannon';
 import { startChildServer } from './child-server.ts';
 import type { BenchRow } from './table.ts';
@@ -58,11 +59,26 @@ export async function httpGetById(options: HttpBenchOptions = {}): Promise<Bench
     BENCH_ID: first.info.id,
     BENCH_JSON: first.info.json,
   });
+  const plumbed = await startChildServer<{ url: string }>('bench/servers/plumbed-fastify.ts', {
+    BENCH_ID: first.info.id,
+    BENCH_JSON: first.info.json,
+  });
   await first.stop();
   try {
     const path = (id: string) => `/api/students/${id}`;
     const baseline = await load(`${bare.info.url}${path(first.info.id)}`, settings);
-    const rows: BenchRow[] = [{ scenario, variant: 'bare Fastify + Map (baseline)', ...baseline, ratio: 1 }];
+    const onPlumbing = await load(`${plumbed.info.url}${path(first.info.id)}`, settings);
+    await plumbed.stop();
+    const rows: BenchRow[] = [
+      { scenario, variant: 'bare Fastify + Map (baseline)', ...baseline, ratio: 1 },
+      {
+        scenario,
+        variant: 'Fastify + Map on our HTTP plumbing',
+        ...onPlumbing,
+        ratio: onPlumbing.rps / baseline.rps,
+        note: 'security headers, request id, metrics, CORS, problem+json: the cost every route pays',
+      },
+    ];
     for (const variant of variants) {
       const webapi = await startChildServer<WebApiInfo>('bench/servers/webapi.ts', variant.env);
       try {
@@ -72,7 +88,7 @@ export async function httpGetById(options: HttpBenchOptions = {}): Promise<Bench
           variant: variant.name,
           ...measured,
           ratio: measured.rps / baseline.rps,
-          note: variant.note,
+          note: `${variant.note}; ${(measured.rps / onPlumbing.rps).toFixed(2)}× the plumbed route`,
         });
       } finally {
         await webapi.stop();

@@ -1,7 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { compareLogIds, isLogId, type ReplayLog } from '../../application/ports/replay-log.ts';
+import {
+  compareLogIds,
+  isLogId,
+  type ReplayLog,
+  type ReplayLogEntry,
+} from '../../application/ports/replay-log.ts';
 import { NotificationRoutes, SseEvents, type ConnectedMessage } from '../../contracts/notifications.ts';
 import type { TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import { requireToken } from '../../infrastructure/http/require-token.ts';
@@ -24,6 +29,10 @@ export interface SseOptions {
 export interface SseStreams {
   readonly count: number;
 }
+
+// CORS, the request id, no content sniffing, HSTS (when a proxy adds TLS) and the resource policy.
+const STREAM_HEADERS =
+  /^(?:access-control-|vary$|x-request-id$|x-content-type-options$|strict-transport-security$|cross-origin-resource-policy$)/;
 
 /** How long a client waits before it reconnects after a shutdown: spread out, so the others are not stampeded. */
 function reconnectDelayMs(): number {
@@ -78,13 +87,32 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       if (compareLogIds(lastEventId, retention.trimmedThrough) < 0) reset = { oldestId: retention.firstId };
     }
 
-    const response = reply.raw;
-    // Headers set by the hooks so far (CORS, security headers, request id) would be lost with the hijack.
-    for (const [name, value] of Object.entries(reply.getHeaders())) {
-      if (value !== undefined) response.setHeader(name, value);
-    }
+    // Headers set by the hooks so far would be lost with the hijack; given to writeHead in one object, they are not
+    // also kept per header for the stream's lifetime. An event stream is no document: of the security headers it
+    // keeps those that apply to it (the CSP, framing and referrer policies would only weigh on every connection).
+    const hookHeaders = Object.fromEntries(
+      Object.entries(reply.getHeaders()).filter(([name]) => STREAM_HEADERS.test(name)),
+    );
     reply.hijack();
+    stream(reply.raw, { hookHeaders, from: lastEventId || options.fanOut.position, reset, wanted });
+  };
+
+  /**
+   * The stream itself, outside the handler: its closures live as long as the connection, and sharing the handler's
+   * scope would keep the request and reply objects alive with them.
+   */
+  const stream = (
+    response: ServerResponse,
+    start: {
+      readonly hookHeaders: Readonly<Record<string, unknown>>;
+      readonly from: string;
+      readonly reset: { readonly oldestId: string | undefined } | undefined;
+      readonly wanted: ReadonlySet<string> | undefined;
+    },
+  ) => {
+    const { wanted, reset } = start;
     response.writeHead(200, {
+      ...(start.hookHeaders as Record<string, string | number | string[]>),
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
       connection: 'keep-alive',
@@ -92,10 +120,11 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       'x-accel-buffering': 'no',
     });
     response.socket?.setNoDelay(true);
+    flattenHead(response);
     const clientId = randomUUID();
     const connected: ConnectedMessage = { clientId, timestamp: new Date().toISOString() };
     write(response, `event: ${SseEvents.connected}\ndata: ${JSON.stringify(connected)}\n\n`, options);
-    let from = lastEventId || options.fanOut.position;
+    let from = start.from;
     if (reset) {
       from = options.fanOut.position;
       // The id moves the client's Last-Event-ID to where live events start.
@@ -110,11 +139,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       from,
       async (entry) => {
         if (wanted && !wanted.has(entry.type)) return;
-        const backlogged = !write(
-          response,
-          `id: ${entry.id}\nevent: ${entry.type}\ndata: ${entry.data}\n\n`,
-          options,
-        );
+        const backlogged = !write(response, frameOf(entry), options);
         // While replaying, wait for the client instead of piling the backlog up in memory.
         if (backlogged && !response.destroyed) await drained(response);
       },
@@ -152,10 +177,30 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
   };
 }
 
+/**
+ * Node keeps a response's head as it built it, a tree of some 80 concatenated strings (~3 KiB) held for as long as
+ * the stream lasts; reading a character flattens it in place (V8), leaving one string. `_header` is Node's field.
+ */
+function flattenHead(response: ServerResponse): void {
+  const head = (response as unknown as { _header?: unknown })._header;
+  if (typeof head === 'string') head.charCodeAt(0);
+}
+
+// One encoded frame per live entry, written to every stream as it is (not encoded once per client).
+const frames = new WeakMap<ReplayLogEntry, Buffer>();
+function frameOf(entry: ReplayLogEntry): Buffer {
+  let frame = frames.get(entry);
+  if (!frame) {
+    frame = Buffer.from(`id: ${entry.id}\nevent: ${entry.type}\ndata: ${entry.data}\n\n`);
+    frames.set(entry, frame);
+  }
+  return frame;
+}
+
 /** Writes; a client that lets more than `maxBufferedBytes` pile up is cut off so it cannot slow the others. */
-function write(response: ServerResponse, text: string, options: SseOptions): boolean {
+function write(response: ServerResponse, chunk: string | Buffer, options: SseOptions): boolean {
   if (response.destroyed || response.writableEnded) return false;
-  const flushed = response.write(text);
+  const flushed = response.write(chunk);
   if (!flushed && response.writableLength > options.maxBufferedBytes) {
     options.logger.info({ buffered: response.writableLength }, 'SSE client too slow; closing its stream');
     response.destroy();

@@ -18,8 +18,10 @@ import {
 } from '../resilience/resilience-policy.ts';
 
 export interface OutboxRelayOptions {
-  /** Rows published per round, all in flight at once with publisher confirms. */
+  /** Rows read and published together, all in flight at once with publisher confirms. */
   readonly batchSize: number;
+  /** Batches handed to the broker before the oldest must be confirmed (batches sharing a subject never overlap). */
+  readonly batchesInFlight: number;
   /** Fallback when a NOTIFY is missed (e.g. written while no relay was listening). */
   readonly pollIntervalMs: number;
   /** How often a standby relay tries to take over. */
@@ -30,6 +32,7 @@ export interface OutboxRelayOptions {
 
 export const DEFAULT_RELAY_OPTIONS: OutboxRelayOptions = {
   batchSize: 500,
+  batchesInFlight: 4,
   pollIntervalMs: 1_000,
   standbyRetryMs: 2_000,
   retentionMs: 24 * 3_600_000,
@@ -239,22 +242,27 @@ export class OutboxRelay {
   }
 
   /**
-   * Publishes unsent rows in `seq` order until none are left. The next batch is read and handed to the broker while
-   * it confirms the previous one, unless the two share a subject: then it waits, so that each subject's messages
-   * still reach the broker one after another. Rows are marked sent once confirmed; after a failure the next drain
-   * starts over from the oldest unsent row (at-least-once; consumers de-duplicate).
+   * Publishes unsent rows in `seq` order until none are left. Up to `batchesInFlight` batches are with the broker at
+   * once, so reading the next batch overlaps with confirming the previous ones; a batch that shares a subject with
+   * one in flight waits until that one is confirmed, so each subject's messages still reach the broker one after
+   * another. Batches are marked sent in order once confirmed; after a failure the next drain starts over from the
+   * oldest unsent row (at-least-once; consumers de-duplicate).
    */
   async #drain(): Promise<void> {
     let cursor = '0';
-    let inFlight: InFlightBatch | undefined;
-    // Marking a confirmed batch overlaps with reading and publishing the next one.
+    const inFlight: InFlightBatch[] = [];
+    // Marking a confirmed batch overlaps with reading and publishing the next ones.
     let marking: Promise<void> = Promise.resolve();
-    const settle = async (batch: InFlightBatch) => {
+    const settleOldest = async () => {
+      const batch = inFlight[0]!;
       await batch.confirmed;
+      inFlight.shift();
       await marking;
       marking = this.#markSent(batch.rows);
       marking.catch(() => undefined); // awaited before the next mark and at the end
     };
+    const sharesSubject = (subjects: ReadonlySet<string>) =>
+      inFlight.some((batch) => [...subjects].some((subject) => batch.subjects.has(subject)));
     try {
       for (;;) {
         const rows = await guardDatabase(() =>
@@ -266,20 +274,17 @@ export class OutboxRelay {
         if (rows.length === 0) break;
         cursor = rows.at(-1)!.seq;
         const subjects = new Set(rows.map((row) => row.subject));
-        if (inFlight && [...subjects].some((subject) => inFlight!.subjects.has(subject))) {
-          await settle(inFlight);
-          inFlight = undefined;
-        }
-        const next: InFlightBatch = { rows, subjects, confirmed: this.#publish(rows) };
-        next.confirmed.catch(() => undefined); // settled (and its failure reported) below
-        if (inFlight) await settle(inFlight);
-        inFlight = next;
+        while (inFlight.length >= this.#options.batchesInFlight || sharesSubject(subjects))
+          await settleOldest();
+        const batch: InFlightBatch = { rows, subjects, confirmed: this.#publish(rows) };
+        batch.confirmed.catch(() => undefined); // settled (and its failure reported) in order
+        inFlight.push(batch);
         if (rows.length < this.#options.batchSize) break;
       }
-      if (inFlight) await settle(inFlight);
+      while (inFlight.length > 0) await settleOldest();
     } catch (error) {
-      // Nothing is left unsettled: a batch still in flight ends (it is not marked, so it goes out again).
-      await inFlight?.confirmed.catch(() => undefined);
+      // Nothing is left unsettled: batches still in flight end (they are not marked, so they go out again).
+      await Promise.allSettled(inFlight.map((batch) => batch.confirmed));
       await marking.catch(() => undefined);
       throw error;
     }

@@ -63,8 +63,12 @@ function openPostgres(url: string, logger: Logger): Database {
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
   });
-  // An idle client whose server went away emits 'error'; unhandled, it would kill the process.
-  pool.on('error', (error) => logger.warn({ err: error }, 'idle PostgreSQL connection lost'));
+  // An idle client whose server went away emits 'error'; unhandled, it would kill the process. pg-pool hangs the
+  // whole client on the error, which would put the connection's internals into the log line.
+  pool.on('error', (error: Error & { client?: unknown }) => {
+    delete error.client;
+    logger.warn({ err: error }, 'idle PostgreSQL connection lost');
+  });
   const db = drizzlePg(pool, { schema });
   return {
     kind: 'postgres',

@@ -180,6 +180,12 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
     assert.deepEqual([...second], [c]);
     const otherConsumer = await unitOfWork.transaction(({ inbox }) => inbox.markProcessed([a], 'another'));
     assert.deepEqual([...otherConsumer], [a]);
+    // Any text is an id: one with a leading byte order mark is new, and its twin without the mark is another id.
+    const marked = `\uFEFF${c}`;
+    const withMark = await unitOfWork.transaction(({ inbox }) =>
+      inbox.markProcessed([marked, `\uFEFF`], 'contract-test'),
+    );
+    assert.deepEqual([...withMark].sort(), [marked, '\uFEFF'].sort());
   });
 
   test('keyset pages walk every student once, in creation order', async () => {

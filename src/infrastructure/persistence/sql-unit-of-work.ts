@@ -19,10 +19,16 @@ import { sqlStatement, STUDENT_COLUMNS, type SqlExecutor } from './sql.ts';
 export const OUTBOX_CHANNEL = 'outbox';
 
 const statements = {
+  // Answers with the positions of the ids it added, not the ids: PGlite drops a leading U+FEFF from text it returns,
+  // and an id that came back changed would read as seen before, and its message be skipped.
   markProcessed: sqlStatement(
     'inbox_mark_processed',
-    `insert into inbox (message_id, consumer, processed_at) select unnest($1::text[]), $2, $3
-     on conflict do nothing returning message_id as "messageId"`,
+    `with given as (select id, position from unnest($1::text[]) with ordinality as given(id, position)),
+     added as (
+       insert into inbox (message_id, consumer, processed_at) select id, $2, $3 from given
+       on conflict do nothing returning message_id
+     )
+     select given.position::int as position from given join added on added.message_id = given.id`,
   ),
   // In id order, so two transactions locking overlapping sets cannot deadlock.
   findManyForUpdate: sqlStatement(
@@ -133,12 +139,12 @@ function sqlInbox(tx: SqlExecutor): Inbox {
   return {
     async markProcessed(messageIds, consumer) {
       if (messageIds.length === 0) return new Set();
-      const inserted = await tx.query<{ messageId: string }>(statements.markProcessed, [
+      const added = await tx.query<{ position: number }>(statements.markProcessed, [
         messageIds,
         consumer,
         new Date(),
       ]);
-      return new Set(inserted.map((row) => row.messageId));
+      return new Set(added.map((row) => messageIds[row.position - 1]!));
     },
   };
 }

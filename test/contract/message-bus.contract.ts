@@ -348,6 +348,49 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       assert.ok(maxInFlight <= 50, `prefetch exceeded: ${maxInFlight}`);
     });
 
+    test('a message that goes back to the queue takes the ones of its key delivered behind it along, so the key stays in order', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      const keyed = (key: string, seq: number) => ({
+        ...message(exchange, 'student.updated', `${key}/${seq}`),
+        headers: { subject: key },
+      });
+      await bus.publish(range(5).flatMap((seq) => [keyed('a', seq), keyed('b', seq)]));
+
+      const calls: string[] = [];
+      const handled = new Map<string, number[]>();
+      let failedOnce = false;
+      const inbox = await collect(bus, queue, {
+        prefetch: 50,
+        orderingKey: (m) => m.headers.subject,
+        handler: async (m) => {
+          calls.push(m.messageId);
+          const [key, seq] = m.messageId.split('/') as [string, string];
+          // a/1 fails once, after a/2..a/4 have arrived behind it.
+          if (m.messageId === 'a/1' && !failedOnce) {
+            await sleep(50);
+            failedOnce = true;
+            return outcome.retry('transient');
+          }
+          handled.set(key, [...(handled.get(key) ?? []), Number(seq)]);
+          return outcome.ack();
+        },
+      });
+      await waitUntil(
+        () => (handled.get('a')?.length ?? 0) === 5 && handled.get('b')?.length === 5,
+        'both keys',
+      );
+      await sleep(QUIET_MS);
+      await inbox.close();
+      assert.deepEqual(handled.get('a'), range(5), 'key a in order, each once');
+      assert.deepEqual(handled.get('b'), range(5), 'key b untouched');
+      assert.deepEqual(
+        calls.filter((id) => id.startsWith('a/')),
+        ['a/0', 'a/1', 'a/1', 'a/2', 'a/3', 'a/4'],
+        'a/2..a/4 went back with a/1 without being handled',
+      );
+    });
+
     test('competing consumers on one queue share its messages, each delivered to one of them', async () => {
       const { bus, name } = await fixture();
       const { exchange, queue } = await simpleTopology(bus, name);

@@ -204,4 +204,25 @@ describe('the notifications service (embedded adapters)', () => {
       await client.close();
     }
   });
+
+  test('a connection joins at most 100 groups (Students included), each named in at most 200 characters', async () => {
+    const client = await hubClient(url);
+    try {
+      await assert.rejects(
+        client.connection.invoke('JoinGroup', 'g'.repeat(201)),
+        /The group name must be at most 200 characters/,
+      );
+      await client.connection.invoke('JoinGroup', 'g'.repeat(200));
+      for (let i = 2; i < 100; i++) await client.connection.invoke('JoinGroup', `group-${i}`);
+      await assert.rejects(
+        client.connection.invoke('JoinGroup', 'one-too-many'),
+        /A connection may be in at most 100 groups/,
+      );
+      await client.connection.invoke('JoinGroup', 'group-2'); // already a member: no new group
+      await client.connection.invoke('LeaveGroup', 'group-2');
+      await client.connection.invoke('JoinGroup', 'one-too-many');
+    } finally {
+      await client.close();
+    }
+  });
 });

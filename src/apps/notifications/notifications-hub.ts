@@ -1,31 +1,65 @@
-import { ForbiddenError, HubError, HubServer, defineHub, type Authenticate } from '@tbe/signalr';
+import {
+  ForbiddenError,
+  HubError,
+  HubServer,
+  defineHub,
+  type Authenticate,
+  type HubCallContext,
+} from '@tbe/signalr';
 import type { ReplayLogEntry } from '../../application/ports/replay-log.ts';
 import { HubNames, type ConnectedMessage } from '../../contracts/notifications.ts';
 import { mayAct, type TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
 
+// Group memberships live in memory for as long as a connection does: a client must not grow them without bound.
+const MAX_GROUPS_PER_CONNECTION = 100;
+const MAX_GROUP_NAME_LENGTH = 200;
+
 /** Clients send any JSON; ASP.NET binds `string groupName` and refuses the rest, and so do we. */
 function groupName(value: unknown): string {
   if (typeof value !== 'string') throw new HubError('The group name must be a string.');
+  if (value.length > MAX_GROUP_NAME_LENGTH)
+    throw new HubError(`The group name must be at most ${MAX_GROUP_NAME_LENGTH} characters.`);
   return value;
 }
 
-const notificationsHub = defineHub({
-  methods: {
-    [HubNames.joinGroup]: (context, name: unknown) =>
-      context.groups.add(context.connectionId, groupName(name)),
-    [HubNames.leaveGroup]: (context, name: unknown) =>
-      context.groups.remove(context.connectionId, groupName(name)),
-  },
-  async onConnected(context) {
-    await context.groups.add(context.connectionId, HubNames.studentsGroup);
-    const connected: ConnectedMessage = {
-      clientId: context.connectionId,
-      timestamp: new Date().toISOString(),
-    };
-    await context.clients.caller.send(HubNames.connected, connected);
-  },
-});
+/** The hub, with the groups each of its connections is in (to bound them). */
+function notificationsHub() {
+  const memberships = new Map<string, Set<string>>();
+  const groupsOf = (connectionId: string) => {
+    let groups = memberships.get(connectionId);
+    if (!groups) memberships.set(connectionId, (groups = new Set()));
+    return groups;
+  };
+  const join = async (context: HubCallContext, group: string) => {
+    const groups = groupsOf(context.connectionId);
+    if (!groups.has(group) && groups.size >= MAX_GROUPS_PER_CONNECTION)
+      throw new HubError(`A connection may be in at most ${MAX_GROUPS_PER_CONNECTION} groups.`);
+    groups.add(group);
+    await context.groups.add(context.connectionId, group);
+  };
+  return defineHub({
+    methods: {
+      [HubNames.joinGroup]: (context, name: unknown) => join(context, groupName(name)),
+      [HubNames.leaveGroup]: async (context, name: unknown) => {
+        const group = groupName(name);
+        memberships.get(context.connectionId)?.delete(group);
+        await context.groups.remove(context.connectionId, group);
+      },
+    },
+    async onConnected(context) {
+      await join(context, HubNames.studentsGroup);
+      const connected: ConnectedMessage = {
+        clientId: context.connectionId,
+        timestamp: new Date().toISOString(),
+      };
+      await context.clients.caller.send(HubNames.connected, connected);
+    },
+    onDisconnected(context) {
+      memberships.delete(context.connectionId);
+    },
+  });
+}
 
 /** A reader's token, as `Authorization: Bearer` or the `access_token` query parameter the SignalR clients send. */
 function readersOnly(verifier: TokenVerifier): Authenticate {
@@ -44,7 +78,7 @@ function readersOnly(verifier: TokenVerifier): Authenticate {
  */
 export async function createNotificationsHub(verifier: TokenVerifier | undefined): Promise<HubServer> {
   return HubServer.create({
-    hub: notificationsHub,
+    hub: notificationsHub(),
     ...(verifier ? { authenticate: readersOnly(verifier) } : {}),
   });
 }

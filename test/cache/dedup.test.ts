@@ -111,6 +111,18 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.equal(queries.findByIdCalls - readsBefore, 1, 'read from the database');
     });
 
+    test('PUTs are identical only when their bodies are the same bytes: `1e400` is not replayed the answer to `null`', async () => {
+      const id = await create();
+      const put = (body: string) =>
+        fetch(`${api.url}/api/students/${id}`, { method: 'PUT', headers: jsonHeaders, body });
+      // Both parse to values that serialize as `null`; one is a body the API takes, the other is not.
+      const first = await put('null');
+      const second = await put('1e400');
+      assert.equal(second.headers.get('x-deduplicated'), null, `not a replay of ${first.status}`);
+      assert.equal(second.status, 400);
+      assert.match(second.headers.get('content-type') ?? '', /problem\+json/);
+    });
+
     test('404 is replayed, 5xx never', async () => {
       const missing = `${api.url}/api/students/0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b`;
       assert.equal((await fetch(missing)).status, 404);

@@ -17,6 +17,16 @@ import { registerProblemDetails, sendErrorProblem, writeMalformedRequestProblem 
 import { withoutAccessToken } from './require-token.ts';
 
 export const BODY_LIMIT_BYTES = 64 * 1024;
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * The JSON body as it arrived. What tells two requests apart (deduplication, idempotency keys) must be these
+     * bytes: serializing the parsed body again would make `1e400` and `null` one body (both `null`).
+     */
+    bodyText: string | undefined;
+  }
+}
 const SAFE_REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 export type HttpServer = FastifyInstance<
@@ -64,6 +74,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   }).withTypeProvider<ZodTypeProvider>();
+  app.decorateRequest('bodyText', undefined);
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonBody);
   app.setValidatorCompiler(validatorCompiler);
@@ -129,10 +140,11 @@ function requestForLog(request: FastifyRequest) {
  * `__proto__` key. Same error codes; a leading byte order mark is ignored as before.
  */
 function parseJsonBody(
-  _request: FastifyRequest,
+  request: FastifyRequest,
   body: string,
   done: (error: Error | null, body?: unknown) => void,
 ): void {
+  request.bodyText = body;
   if (body.length === 0) return done(new errorCodes.FST_ERR_CTP_EMPTY_JSON_BODY(), undefined);
   const invalid = (message: string) =>
     done(Object.assign(new errorCodes.FST_ERR_CTP_INVALID_JSON_BODY(), { message }), undefined);

@@ -5,6 +5,11 @@ export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('base64url');
 }
 
+/** A request body's fingerprint: of its bytes as sent, empty when there is none. */
+export function bodyFingerprint(request: FastifyRequest): string {
+  return request.bodyText === undefined ? '' : sha256(request.bodyText);
+}
+
 /**
  * Who is asking, so a stored response is only ever replayed to the same caller: the verified subject when auth is
  * on (any of its tokens); with auth off, the credentials as sent (a proxy in front may check them), else anonymous.

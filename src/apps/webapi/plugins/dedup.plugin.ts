@@ -7,7 +7,7 @@ import type {
   ResponseReplayStore,
   StoredResponse,
 } from '../../../infrastructure/caching/response-replay-store.ts';
-import { appWide, callerOf, replayableHeaders, sha256 } from './caller.ts';
+import { appWide, bodyFingerprint, callerOf, replayableHeaders } from './caller.ts';
 
 export interface DedupRouteOptions {
   /** 0 turns deduplication off for the route. */
@@ -44,8 +44,7 @@ export function bypassesCache(request: FastifyRequest): boolean {
 }
 
 function requestKey(request: FastifyRequest): string {
-  const body = request.body === undefined ? '' : sha256(JSON.stringify(request.body));
-  return `${request.method} ${request.url} ${request.headers['if-match'] ?? ''} ${body} ${callerOf(request)}`;
+  return `${request.method} ${request.url} ${request.headers['if-match'] ?? ''} ${bodyFingerprint(request)} ${callerOf(request)}`;
 }
 
 function replayable(status: number): boolean {

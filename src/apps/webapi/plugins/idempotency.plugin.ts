@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from
 import { DependencyUnavailableError } from '../../../application/errors.ts';
 import type { IdempotencyStore } from '../../../infrastructure/caching/idempotency-store.ts';
 import { problem, sendProblem, invalidRequest } from '../../../infrastructure/http/problem-details.ts';
-import { appWide, callerOf, replayableHeaders, sha256 } from './caller.ts';
+import { appWide, bodyFingerprint, callerOf, replayableHeaders, sha256 } from './caller.ts';
 import { hooksOf } from './dedup.plugin.ts';
 
 declare module 'fastify' {
@@ -76,7 +76,7 @@ async function idempotencyPlugin(
           ),
         );
       const scopedKey = `${callerOf(request)}:${sha256(key)}`;
-      const fingerprint = sha256(`${request.method} ${request.url} ${JSON.stringify(request.body ?? null)}`);
+      const fingerprint = sha256(`${request.method} ${request.url} ${bodyFingerprint(request)}`);
       let existing;
       try {
         existing = await store.begin(scopedKey, fingerprint, ttlMs);

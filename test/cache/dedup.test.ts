@@ -111,7 +111,7 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.equal(queries.findByIdCalls - readsBefore, 1, 'read from the database');
     });
 
-    test('PUTs are identical only when their bodies are the same bytes: `1e400` is not replayed the answer to `null`', async () => {
+    test('PUTs are identical only with the same body bytes and media type: `1e400` does not get the answer to `null`', async () => {
       const id = await create();
       const put = (body: string) =>
         fetch(`${api.url}/api/students/${id}`, { method: 'PUT', headers: jsonHeaders, body });
@@ -121,6 +121,14 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.equal(second.headers.get('x-deduplicated'), null, `not a replay of ${first.status}`);
       assert.equal(second.status, 400);
       assert.match(second.headers.get('content-type') ?? '', /problem\+json/);
+      // No body, then no body declared as text: the second is refused, not handed the first one's 200.
+      assert.equal((await fetch(`${api.url}/api/students/${id}`, { method: 'PUT' })).status, 200);
+      const typed = await fetch(`${api.url}/api/students/${id}`, {
+        method: 'PUT',
+        headers: { 'content-type': 'text/plain' },
+      });
+      assert.equal(typed.headers.get('x-deduplicated'), null);
+      assert.ok(typed.status >= 400 && typed.status < 500, `refused: ${typed.status}`);
     });
 
     test('404 is replayed, 5xx never', async () => {

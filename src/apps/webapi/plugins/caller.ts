@@ -5,9 +5,13 @@ export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('base64url');
 }
 
-/** A request body's fingerprint: of its bytes as sent, empty when there is none. */
+/**
+ * A request body's fingerprint: its media type and its text as sent (JSON as it arrived, or the text of a
+ * text/plain body; other types are refused before any route). Bodies that parse alike are still different bodies.
+ */
 export function bodyFingerprint(request: FastifyRequest): string {
-  return request.bodyText === undefined ? '' : sha256(request.bodyText);
+  const text = request.bodyText ?? (typeof request.body === 'string' ? request.body : '');
+  return sha256(`${request.headers['content-type'] ?? ''}\n${text}`);
 }
 
 /**

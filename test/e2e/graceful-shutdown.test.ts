@@ -1,38 +1,11 @@
 // `npm start`'s process (every role, embedded) on SIGTERM: clients are told to come back, and it exits 0.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { get, type IncomingMessage } from 'node:http';
 import { test } from 'node:test';
 import { HttpTransportType, HubConnectionBuilder, LogLevel } from '@microsoft/signalr';
+import { startAllRoles } from '../support/all-roles.ts';
 
 const SHUTDOWN_TIMEOUT_MS = 15_000;
-
-function startAllRoles() {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: {
-      ...process.env,
-      DATABASE_URL: 'pglite://memory',
-      API_PORT: '0',
-      NOTIFICATIONS_PORT: '0',
-      WORKER_PORT: '0',
-      LOG_FORMAT: 'json',
-      SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const pages = new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (chunk: Buffer) => {
-      output += chunk;
-      const match = /"pages":"(http:[^"]+)"/.exec(output);
-      if (match?.[1]) resolve(match[1]);
-    });
-    void exited.then((code) => reject(new Error(`exited with ${code} before it was ready:\n${output}`)));
-  });
-  return { child, exited, pages, output: () => output };
-}
 
 /** A raw SSE stream, to see every field the server sends (EventSource hides `retry:`) and whether it ended. */
 function openStream(url: string) {
@@ -55,8 +28,8 @@ function openStream(url: string) {
 }
 
 test('SIGTERM: SSE streams end with a retry hint, hub clients get Close with allowReconnect, exit code 0', async () => {
-  const allRoles = startAllRoles();
-  const pages = await allRoles.pages;
+  const allRoles = startAllRoles({ SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS) });
+  const { pages } = await allRoles.ready;
   const stream = openStream(`${pages}/api/notifications/stream`);
   const hub = new HubConnectionBuilder()
     .withUrl(`${pages}/hubs/notifications`, { transport: HttpTransportType.WebSockets })

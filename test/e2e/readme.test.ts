@@ -1,9 +1,10 @@
 // The README's "Try it" commands, run as written against `npm start`'s entry point (on free ports).
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { startAllRoles } from '../support/all-roles.ts';
 
 const run = promisify(execFile);
 
@@ -14,29 +15,9 @@ test("the README's curl commands create, read, update, list and delete a student
   const script = blocks.find((block) => block.includes('curl -i -X DELETE'));
   assert.ok(script, 'the README has the create … delete block');
 
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: {
-      ...process.env,
-      DATABASE_URL: 'pglite://memory',
-      API_PORT: '0',
-      NOTIFICATIONS_PORT: '0',
-      WORKER_PORT: '0',
-      LOG_FORMAT: 'json',
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const allRoles = startAllRoles();
   try {
-    const api = await new Promise<string>((resolve, reject) => {
-      let output = '';
-      child.stdout.on('data', (chunk: Buffer) => {
-        output += chunk;
-        const match = /"api":"(http:[^"]+)"/.exec(output);
-        if (match?.[1]) resolve(match[1]);
-      });
-      child.once('exit', (code) =>
-        reject(new Error(`npm start's entry point exited with ${code}:\n${output}`)),
-      );
-    });
+    const { api } = await allRoles.ready;
     const { stdout } = await run('bash', [
       '-euo',
       'pipefail',
@@ -49,6 +30,6 @@ test("the README's curl commands create, read, update, list and delete a student
     assert.match(stdout, /"items":\[/, 'the list');
     assert.match(stdout, /HTTP\/1\.1 204 No Content/, 'the delete');
   } finally {
-    child.kill('SIGTERM');
+    allRoles.child.kill('SIGTERM');
   }
 });

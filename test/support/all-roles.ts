@@ -1,0 +1,33 @@
+// `npm start`'s entry point as a child process: every role, embedded, on an in-memory PGlite and free ports.
+import { spawn } from 'node:child_process';
+
+export function startAllRoles(env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    env: {
+      ...process.env,
+      DATABASE_URL: 'pglite://memory',
+      API_PORT: '0',
+      NOTIFICATIONS_PORT: '0',
+      WORKER_PORT: '0',
+      LOG_FORMAT: 'json',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  /** The URLs of the webapi and of the notifications service, from the "all roles running" line. */
+  const ready = new Promise<{ api: string; pages: string }>((resolve, reject) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk;
+      const api = /"api":"(http:[^"]+)"/.exec(output)?.[1];
+      const pages = /"pages":"(http:[^"]+)"/.exec(output)?.[1];
+      if (api && pages) resolve({ api, pages });
+    });
+    void exited.then((code) =>
+      reject(new Error(`src/main.ts exited with ${code} before it was ready:\n${output}`)),
+    );
+  });
+  return { child, exited, ready, output: () => output };
+}

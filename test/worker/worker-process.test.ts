@@ -57,7 +57,9 @@ describe('the worker process', () => {
         await eventually(
           'the worker process handled the event',
           async () => (await updatesOf(database.database, [student.id])).get(student.id) === 1,
-        );
+        ).catch((error: unknown) => {
+          throw new Error(`${String(error)}; the worker's output:\n${worker.output()}`);
+        });
 
         worker.child.kill('SIGTERM');
         assert.equal(await worker.exited, 0, worker.output());

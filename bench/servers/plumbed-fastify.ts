@@ -3,9 +3,8 @@
 import { Registry } from 'prom-client';
 import { createHttpServer } from '../../src/infrastructure/http/http-server.ts';
 import { createLogger } from '../../src/infrastructure/logging/logger.ts';
+import { serveStudentFromMap } from './map-route.ts';
 
-const [id, json] = [process.env.BENCH_ID ?? '', process.env.BENCH_JSON ?? '{}'];
-const students = new Map([[id, json]]);
 // The level the webapi benchmark runs at (bench/servers/webapi.ts).
 const app = createHttpServer(createLogger({ level: 'warn', pretty: false }), {
   service: 'bench',
@@ -13,11 +12,7 @@ const app = createHttpServer(createLogger({ level: 'warn', pretty: false }), {
   maxHeaderBytes: 16_384,
   cors: { origins: ['*'] },
 });
-app.get<{ Params: { id: string } }>('/api/students/:id', (request, reply) => {
-  const student = students.get(request.params.id);
-  if (!student) return reply.code(404).send();
-  return reply.type('application/json; charset=utf-8').send(student);
-});
+serveStudentFromMap(app);
 const url = await app.listen({ host: '127.0.0.1', port: 0 });
 process.stdout.write(`${JSON.stringify({ url })}\n`);
 process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { Queues, DEATH_REASON_HEADER, deadLetterNames, Exchanges } from '../../src/contracts/messaging.ts';
-import type { ReceivedMessage, Subscription } from '../../src/application/ports/message-bus.ts';
+import type { MessageBus, ReceivedMessage, Subscription } from '../../src/application/ports/message-bus.ts';
 import { outcome } from '../../src/application/ports/message-bus.ts';
 import { deleteStudent } from '../../src/application/students/delete-student.ts';
 import type { StudentSnapshot } from '../../src/domain/student.ts';
@@ -116,14 +116,7 @@ export function workerScenarios(
 
     test('a poison message goes to students.worker.dead with the reason, and the next good message is processed', async () => {
       running = await startWorker(env);
-      const dead: ReceivedMessage[] = [];
-      const deadQueue: Subscription = await env.bus.consume(deadLetterNames(Queues.studentsWorker).queue, {
-        prefetch: 10,
-        handler: (message) => {
-          dead.push(message);
-          return outcome.ack();
-        },
-      });
+      const { dead, deadQueue } = await collectDeadLetters(env.bus);
       try {
         const student = await addStudent(env.database);
         const invalid = studentEvent('StudentCreated', student);
@@ -144,9 +137,7 @@ export function workerScenarios(
 
         await eventually('the good message is processed', async () => (await updates(student)) === 1);
         await eventually('both poison messages are dead-lettered', () => dead.length === 2);
-        const reasons = new Map(
-          dead.map((message) => [message.messageId, message.headers[DEATH_REASON_HEADER]]),
-        );
+        const reasons = deathReasons(dead);
         assert.match(reasons.get('poison-1') ?? '', /^body is not JSON/);
         assert.match(reasons.get('poison-2') ?? '', /^not a student CloudEvent: subject: /);
         assert.equal(await counted(running.registry, 'dead_lettered'), 2);
@@ -158,14 +149,7 @@ export function workerScenarios(
 
     test('text PostgreSQL cannot store and an over-long id are dead-lettered naming the field, before the database', async () => {
       running = await startWorker(env);
-      const dead: ReceivedMessage[] = [];
-      const deadQueue: Subscription = await env.bus.consume(deadLetterNames(Queues.studentsWorker).queue, {
-        prefetch: 10,
-        handler: (message) => {
-          dead.push(message);
-          return outcome.ack();
-        },
-      });
+      const { dead, deadQueue } = await collectDeadLetters(env.bus);
       try {
         const student = await addStudent(env.database);
         type EventJson = { id: string; data: { actor: string; student: { firstName: string } } };
@@ -184,9 +168,7 @@ export function workerScenarios(
         ]);
 
         await eventually('all three are dead-lettered', () => dead.length === 3);
-        const reasons = new Map(
-          dead.map((message) => [message.messageId, message.headers[DEATH_REASON_HEADER]]),
-        );
+        const reasons = deathReasons(dead);
         assert.match(reasons.get('nul') ?? '', /data\.student\.firstName: must be Unicode text without NUL/);
         assert.match(reasons.get('surrogate') ?? '', /data\.actor: must be Unicode text/);
         assert.match(reasons.get('long-id') ?? '', /^not a student CloudEvent: id: /);
@@ -287,4 +269,24 @@ export function workerScenarios(
       assert.match(metrics, /worker_message_processing_seconds/);
     });
   });
+}
+
+/** Every message dead-lettered from `students.worker`, as it arrives. */
+async function collectDeadLetters(
+  bus: MessageBus,
+): Promise<{ dead: ReceivedMessage[]; deadQueue: Subscription }> {
+  const dead: ReceivedMessage[] = [];
+  const deadQueue = await bus.consume(deadLetterNames(Queues.studentsWorker).queue, {
+    prefetch: 10,
+    handler: (message) => {
+      dead.push(message);
+      return outcome.ack();
+    },
+  });
+  return { dead, deadQueue };
+}
+
+/** Each dead letter's reason, by message id. */
+function deathReasons(dead: readonly ReceivedMessage[]): Map<string, string | undefined> {
+  return new Map(dead.map((message) => [message.messageId, message.headers[DEATH_REASON_HEADER]]));
 }

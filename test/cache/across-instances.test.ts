@@ -2,10 +2,11 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
 import { needsPostgres, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
-import { deleteRedisKeys, startCachedApi, type CachedApi } from './support.ts';
+import { countingQueries, deleteRedisKeys, startCachedApi, type CachedApi } from './support.ts';
 
 const jsonHeaders = { 'content-type': 'application/json' };
 const requirements = { skip: (await needsPostgres()).skip ?? (await needsRedis()).skip };
@@ -14,11 +15,13 @@ describe('cache, deduplication and idempotency across instances', requirements, 
   let testDb: TestDatabase;
   let a: CachedApi;
   let b: CachedApi;
+  let readsViaA: ReturnType<typeof countingQueries>;
   const keyPrefix = `${uniqueName('tbe_cache')}:student:`;
 
   before(async () => {
     testDb = await openTestDatabase('postgres');
-    a = await startCachedApi(testDb.database, { redisUrl: REDIS_URL, keyPrefix });
+    readsViaA = countingQueries(testDb.database);
+    a = await startCachedApi(testDb.database, { redisUrl: REDIS_URL, keyPrefix, queries: readsViaA });
     b = await startCachedApi(testDb.database, { redisUrl: REDIS_URL, keyPrefix });
   });
   after(async () => {
@@ -47,6 +50,30 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     assert.equal(body.firstName, 'Katherine');
     assert.equal(body.version, 2);
     assert.equal(read.headers.get('etag'), '"2"');
+  });
+
+  test('what B writes reaches Redis (L2) and drops the copy in A (bus): A reads it without the database', async () => {
+    const { id } = (await (await create(b)).json()) as { id: string };
+    const redis = new Redis(REDIS_URL);
+    try {
+      const ttl = await redis.pttl(`${keyPrefix}${id}`);
+      assert.ok(ttl > 0 && ttl <= 15 * 60 * 1_000 * 1.1, `an L2 entry with the cache TTL (${ttl} ms)`);
+    } finally {
+      redis.disconnect();
+    }
+    const readsBefore = readsViaA.findByIdCalls;
+    const first = await fetch(`${a.url}/api/students/${id}`, { headers: { 'cache-control': 'no-cache' } });
+    assert.equal(first.status, 200);
+    assert.equal(readsViaA.findByIdCalls - readsBefore, 1, 'no-cache reads the database');
+    const put = await fetch(`${b.url}/api/students/${id}`, {
+      method: 'PUT',
+      headers: jsonHeaders,
+      body: JSON.stringify({ firstName: 'Dorothy', lastName: 'Vaughan', email: 'dv@example.com' }),
+    });
+    assert.equal(put.status, 200);
+    const read = await fetch(`${a.url}/api/students/${id}`);
+    assert.equal(((await read.json()) as { firstName: string }).firstName, 'Dorothy');
+    assert.equal(readsViaA.findByIdCalls - readsBefore, 1, "A's reads were cache hits on what B wrote");
   });
 
   test('a delete via B is seen via A at once', async () => {

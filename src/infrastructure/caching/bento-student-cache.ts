@@ -114,10 +114,10 @@ export class BentoStudentCache implements StudentCache {
   }
 
   async set(student: StudentSnapshot): Promise<void> {
-    await this.#write(student.id, async (key) => {
+    await this.#write(student.id, async (key, at) => {
       await this.#bento.set({
         key,
-        value: { ...serializeStudent(student), at: Date.now() },
+        value: { ...serializeStudent(student), at },
         ttl: this.#ttl(),
       });
     });
@@ -131,17 +131,26 @@ export class BentoStudentCache implements StudentCache {
     await this.#bento.disconnectAll();
   }
 
-  /** Invalidates first (so the new entry's `at` is not older than its own invalidation); never throws. */
-  async #write(id: string, write: (key: string) => Promise<void>): Promise<void> {
+  /**
+   * The entry first, then the invalidation: an instance that hears of the change finds the new entry in L2
+   * instead of reloading it from the database. `at` is taken before both, so whatever was read before this write
+   * is older than the invalidation. Never throws: an entry that may be stale is dropped once the cache is back.
+   */
+  async #write(id: string, write: (key: string, at: number) => Promise<void>): Promise<void> {
+    const at = Date.now();
+    let failure: unknown;
     try {
-      await this.#invalidations.invalidate(id);
       if (!this.#connection.available) throw new Error('cache unavailable');
       // The bus publish waits for a connection; a write that is already committed must not wait with it.
-      await Promise.race([write(this.#key(id)), rejectAfter(WRITE_TIMEOUT_MS)]);
+      await Promise.race([write(this.#key(id), at), rejectAfter(WRITE_TIMEOUT_MS)]);
     } catch (error) {
-      this.#logger.warn({ err: error, studentId: id }, 'cache write skipped; dropped once the cache is back');
-      this.#pending.add(id);
+      failure = error;
     }
+    // Also when the write failed: this instance drops its own copies at once, whatever Redis does.
+    await this.#invalidations.invalidate(id, at).catch((error: unknown) => (failure ??= error));
+    if (failure === undefined) return;
+    this.#logger.warn({ err: failure, studentId: id }, 'cache write skipped; dropped once the cache is back');
+    this.#pending.add(id);
   }
 
   async #flushPending(): Promise<void> {
@@ -161,6 +170,6 @@ export class BentoStudentCache implements StudentCache {
 
   /** Jittered, so entries cached together don't all expire together. */
   #ttl(): number {
-    return this.#options.ttlSeconds * 1_000 * (1 - JITTER + Math.random() * 2 * JITTER);
+    return Math.round(this.#options.ttlSeconds * 1_000 * (1 - JITTER + Math.random() * 2 * JITTER));
   }
 }

@@ -62,9 +62,11 @@ export class InvalidationBus {
     return this.#invalidatedAt.get(group) ?? 0;
   }
 
-  /** Invalidates locally at once, then on every other instance; throws DependencyUnavailableError if Redis is down. */
-  async invalidate(group: string): Promise<void> {
-    const at = Date.now();
+  /**
+   * Invalidates locally at once, then on every other instance; throws DependencyUnavailableError if Redis is down.
+   * `at`: when the change was made (what was read before it is stale).
+   */
+  async invalidate(group: string, at = Date.now()): Promise<void> {
     this.#received(group, at);
     if (!this.#connection.isMemory)
       await this.#connection.run((redis) =>

@@ -36,17 +36,28 @@ describe('HTTP security of the webapi', () => {
     await testDb?.dispose();
   });
 
-  test('every response carries the security headers; the CSP does not force https', async () => {
-    for (const path of ['/api/students', '/health/live', '/docs/', '/no-such-route']) {
+  test('every response carries the API security headers; HTML pages get the document policies, not forcing https', async () => {
+    for (const path of ['/api/students', '/health/live', '/no-such-route']) {
       const response = await fetch(`${api.url}${path}`);
       assert.equal(response.headers.get('x-content-type-options'), 'nosniff', path);
-      assert.equal(response.headers.get('x-frame-options'), 'SAMEORIGIN', path);
-      assert.equal(response.headers.get('referrer-policy'), 'no-referrer', path);
-      const csp = response.headers.get('content-security-policy') ?? '';
-      assert.match(csp, /default-src 'self'/, path);
-      assert.match(csp, /frame-ancestors 'self'/, path);
-      assert.doesNotMatch(csp, /upgrade-insecure-requests/, path);
+      assert.equal(response.headers.get('x-frame-options'), 'DENY', path);
+      assert.equal(response.headers.get('cross-origin-resource-policy'), 'same-origin', path);
+      assert.match(response.headers.get('strict-transport-security') ?? '', /max-age=\d+/, path);
+      assert.equal(
+        response.headers.get('content-security-policy'),
+        "default-src 'none'; frame-ancestors 'none'",
+        path,
+      );
     }
+    const page = await fetch(`${api.url}/docs/`);
+    assert.match(page.headers.get('content-type') ?? '', /^text\/html/);
+    assert.equal(page.headers.get('x-content-type-options'), 'nosniff');
+    assert.equal(page.headers.get('x-frame-options'), 'SAMEORIGIN');
+    assert.equal(page.headers.get('referrer-policy'), 'no-referrer');
+    const csp = page.headers.get('content-security-policy') ?? '';
+    assert.match(csp, /default-src 'self'/);
+    assert.match(csp, /frame-ancestors 'self'/);
+    assert.doesNotMatch(csp, /upgrade-insecure-requests/);
   });
 
   test('a request head over HTTP_MAX_HEADER_BYTES is refused with 431', async () => {

@@ -66,7 +66,7 @@ describe('the notifications service with CORS_ORIGINS listed', () => {
     });
     assert.equal(negotiate.status, 200);
     assert.equal(negotiate.headers.get('access-control-allow-origin'), pages);
-    assert.equal(negotiate.headers.get('x-frame-options'), 'SAMEORIGIN');
+    assert.equal(negotiate.headers.get('x-frame-options'), 'DENY');
   });
 
   test('the pages allow connections to the webapi on another origin (CSP connect-src)', async () => {

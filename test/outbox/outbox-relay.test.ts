@@ -247,6 +247,33 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
   });
 
   test(
+    'the leading relay is woken at once by writes in its own process and, by NOTIFY, by writes in another',
+    rabbit,
+    async () => {
+      const bus = new RabbitMqMessageBus({ url: vhost.url });
+      cleanups.push(() => bus.close());
+      const received = await collect(bus, 'relay.wake.test');
+      // Another process's connections: a pool and channels of its own.
+      const elsewhere = await openDatabase(created.url, silentLogger);
+      cleanups.push(() => elsewhere.close());
+      // A poll interval far beyond the waits below: only the wake-ups can bring the rows out in time.
+      const relay = relayOn(database, bus, { pollIntervalMs: 600_000 });
+      cleanups.push(() => relay.stop());
+      relay.start();
+      await until(() => relay.status().role === 'leader', 'leadership');
+      for (const [source, count] of [
+        [database, 1],
+        [elsewhere, 2],
+        [database, 3],
+      ] as const) {
+        assert.ok((await writer(source)({ details: {}, actor: 'tester' })).ok);
+        await until(() => received.length === count, `message ${count}`, 5_000);
+      }
+      await relay.stop(); // the next test needs the lock free
+    },
+  );
+
+  test(
     'a backlog of many overlapping batches leaves once per row, each student in write order',
     rabbit,
     async () => {

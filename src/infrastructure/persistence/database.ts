@@ -34,6 +34,12 @@ export interface Database {
    * advisory lock on a dedicated connection). Undefined when another process leads.
    */
   tryLead(lockKey: number): Promise<Leadership | undefined>;
+  /**
+   * Wakes whoever listens on `channel` through a Leadership: at once when that is this process, otherwise with a
+   * NOTIFY, a round trip (at most one in flight per channel; a wake-up that arrives meanwhile is sent after it).
+   * Fire and forget: a lost one only delays the listener until its next poll.
+   */
+  notify(channel: string): void;
   close(): Promise<void>;
 }
 
@@ -46,6 +52,53 @@ export interface Leadership {
 }
 
 const LEADER_HEARTBEAT_MS = 2_000;
+
+/** What this process's leaderships listen to, by channel: a wake-up for one of them needs no database. */
+class LocalChannels {
+  readonly #listeners = new Map<string, Set<() => void>>();
+
+  /** Returns the function that removes it again. */
+  add(channel: string, listener: () => void): () => void {
+    let listeners = this.#listeners.get(channel);
+    if (!listeners) this.#listeners.set(channel, (listeners = new Set()));
+    listeners.add(listener);
+    return () => listeners.delete(listener);
+  }
+
+  /** Calls the channel's listeners in this process; false when there are none. */
+  deliver(channel: string): boolean {
+    const listeners = this.#listeners.get(channel);
+    if (!listeners || listeners.size === 0) return false;
+    for (const listener of listeners) listener();
+    return true;
+  }
+}
+
+/**
+ * `Database.notify`: in process when a leadership here listens; otherwise `pg_notify` by `send`, coalesced per
+ * channel (NOTIFY after commit, never inside a transaction: it takes a database-wide lock held through commit).
+ */
+function notifier(local: LocalChannels, send: (channel: string) => Promise<unknown>): (channel: string) => void {
+  const sending = new Map<string, boolean>(); // channel → another wake-up is due once this one is sent
+  const notify = (channel: string): void => {
+    if (local.deliver(channel)) return;
+    if (sending.has(channel)) {
+      sending.set(channel, true);
+      return;
+    }
+    sending.set(channel, false);
+    void send(channel)
+      .catch(() => undefined)
+      .finally(() => {
+        const again = sending.get(channel);
+        sending.delete(channel);
+        if (again) notify(channel);
+      });
+  };
+  return notify;
+}
+
+const NOTIFY_STATEMENT = { name: 'database_notify', text: 'select pg_notify($1, $2)' };
 
 const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../../drizzle', import.meta.url));
 // Any constant works; it only has to be the same in every process that migrates this database.
@@ -70,6 +123,7 @@ function openPostgres(url: string, logger: Logger): Database {
     logger.warn({ err: error }, 'idle PostgreSQL connection lost');
   });
   const db = drizzlePg(pool, { schema });
+  const local = new LocalChannels();
   return {
     kind: 'postgres',
     db,
@@ -113,7 +167,8 @@ function openPostgres(url: string, logger: Logger): Database {
     async ping() {
       await pool.query('select 1');
     },
-    tryLead: (lockKey) => leadOnPostgres(url, lockKey, logger),
+    tryLead: (lockKey) => leadOnPostgres(url, lockKey, local, logger),
+    notify: notifier(local, (channel) => pool.query({ ...NOTIFY_STATEMENT, values: [channel, ''] })),
     close: () => pool.end(),
   };
 }
@@ -127,7 +182,12 @@ function pgExecutor(target: pg.Pool | pg.PoolClient): SqlExecutor {
   };
 }
 
-async function leadOnPostgres(url: string, lockKey: number, logger: Logger): Promise<Leadership | undefined> {
+async function leadOnPostgres(
+  url: string,
+  lockKey: number,
+  local: LocalChannels,
+  logger: Logger,
+): Promise<Leadership | undefined> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000, keepAlive: true });
   let markLost!: () => void;
   const lost = new Promise<void>((resolve) => (markLost = resolve));
@@ -148,7 +208,13 @@ async function leadOnPostgres(url: string, lockKey: number, logger: Logger): Pro
   const heartbeat = setInterval(() => {
     client.query('select 1').catch(() => markLost());
   }, LEADER_HEARTBEAT_MS);
-  void lost.then(() => clearInterval(heartbeat));
+  // Once lost, another process may lead: this process's writers NOTIFY again.
+  const unlisteners: (() => void)[] = [];
+  const unlisten = () => unlisteners.splice(0).forEach((remove) => remove());
+  void lost.then(() => {
+    clearInterval(heartbeat);
+    unlisten();
+  });
   return {
     lost,
     async listen(channel, onNotify) {
@@ -156,8 +222,10 @@ async function leadOnPostgres(url: string, lockKey: number, logger: Logger): Pro
         if (message.channel === channel) onNotify();
       });
       await client.query(`listen ${pg.escapeIdentifier(channel)}`);
+      unlisteners.push(local.add(channel, onNotify));
     },
     async release() {
+      unlisten();
       clearInterval(heartbeat);
       await client.end().catch(() => undefined); // ending the session releases the lock
     },
@@ -199,6 +267,7 @@ function pgliteDatabase(client: PGlite, close: () => Promise<void>): Database {
   const db = drizzlePglite(client, { schema });
   // One process, one session: leadership is simply "the first caller in this process".
   let leader = false;
+  const local = new LocalChannels();
   return {
     kind: 'pglite',
     db,
@@ -211,18 +280,20 @@ function pgliteDatabase(client: PGlite, close: () => Promise<void>): Database {
     async tryLead() {
       if (leader) return undefined;
       leader = true;
-      const unlisteners: (() => Promise<void>)[] = [];
+      const unlisteners: (() => void)[] = [];
       return {
         lost: new Promise<void>(() => undefined),
+        // Every writer is in this process: wake-ups never need the database.
         async listen(channel, onNotify) {
-          unlisteners.push(await client.listen(channel, onNotify));
+          unlisteners.push(local.add(channel, onNotify));
         },
         async release() {
-          await Promise.all(unlisteners.map((unlisten) => unlisten()));
+          unlisteners.splice(0).forEach((remove) => remove());
           leader = false;
         },
       };
     },
+    notify: notifier(local, (channel) => client.query(NOTIFY_STATEMENT.text, [channel, ''])),
     close,
   };
 }

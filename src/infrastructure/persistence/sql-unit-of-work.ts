@@ -68,7 +68,6 @@ const statements = {
      )
      select count(*)::int as updated from updated`,
   ),
-  notifyRelay: sqlStatement('outbox_notify', 'select pg_notify($1, $2)'),
 };
 
 // PGlite is PostgreSQL too (compiled to WebAssembly): the same SQL, the same semantics.
@@ -82,8 +81,6 @@ const DB_ATTRIBUTES = { 'db.system.name': 'postgresql' };
 export class SqlUnitOfWork implements UnitOfWork {
   readonly #database: Database;
   readonly #ids: IdGenerator;
-  #notifying = false;
-  #notifyAgain = false;
 
   constructor(database: Database, ids: IdGenerator) {
     this.#database = database;
@@ -107,31 +104,9 @@ export class SqlUnitOfWork implements UnitOfWork {
         }),
       ),
     );
-    if (appended) this.#wakeRelay();
+    // After commit: the relay must find the rows it is woken for.
+    if (appended) this.#database.notify(OUTBOX_CHANNEL);
     return result;
-  }
-
-  /**
-   * NOTIFY after commit, not inside the transaction: a NOTIFY takes a database-wide lock held through commit,
-   * which would serialize every writer's commit (and its fsync). At most one is in flight per process; a
-   * missed one only delays the relay until its next poll.
-   */
-  #wakeRelay(): void {
-    if (this.#notifying) {
-      this.#notifyAgain = true;
-      return;
-    }
-    this.#notifying = true;
-    void this.#database.sql
-      .query(statements.notifyRelay, [OUTBOX_CHANNEL, ''])
-      .catch(() => undefined)
-      .finally(() => {
-        this.#notifying = false;
-        if (this.#notifyAgain) {
-          this.#notifyAgain = false;
-          this.#wakeRelay();
-        }
-      });
   }
 }
 

@@ -1,33 +1,59 @@
 // GET /api/students/:id on the real webapi next to a bare Fastify route serving the same JSON from a Map, and that
 // same route on our HTTP plumbing (what every route of ours pays before any caching).
 import autocannon from 'autocannon';
-import { startChildServer } from './child-server.ts';
+import { startChildServer, type ChildServer } from './child-server.ts';
 import type { BenchRow } from './table.ts';
 
 export interface HttpBenchOptions {
   readonly connections?: number;
-  readonly durationSeconds?: number;
+  /** Rounds of load; every server is loaded once per round, in turn. */
+  readonly rounds?: number;
+  readonly secondsPerRound?: number;
 }
 
-async function load(url: string, options: Required<HttpBenchOptions>, headers: Record<string, string> = {}) {
-  // A short warm-up so JIT and connection set-up don't count.
-  await autocannon({ url, headers, connections: options.connections, duration: 1 });
-  const result = await autocannon({
-    url,
-    headers,
-    connections: options.connections,
-    duration: options.durationSeconds,
-  });
+interface Measurement {
+  readonly rps: number;
+  readonly p50: number;
+  readonly p99: number;
+}
+
+async function load(
+  url: string,
+  connections: number,
+  seconds: number,
+  headers: Record<string, string> = {},
+): Promise<Measurement> {
+  const result = await autocannon({ url, headers, connections, duration: seconds });
   if (result.non2xx > 0 || result.errors > 0)
     throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors`);
   return { rps: Math.round(result.requests.average), p50: result.latency.p50, p99: result.latency.p99 };
 }
 
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+interface Target {
+  readonly variant: string;
+  readonly url: string;
+  readonly headers?: Record<string, string>;
+  readonly note?: string;
+  readonly server: ChildServer<unknown>;
+}
+
+/**
+ * Every server runs at once (each in its own process, idle while another is loaded) and is loaded in turn, round
+ * after round: the machine's own drift (on a shared host, ±30 % from one minute to the next) then weighs on the
+ * baseline and the variants alike. Ratios are the median of each round's ratio to that round's baseline.
+ */
 export async function httpGetById(options: HttpBenchOptions = {}): Promise<BenchRow[]> {
-  const settings = { connections: options.connections ?? 50, durationSeconds: options.durationSeconds ?? 10 };
+  const connections = options.connections ?? 50;
+  const rounds = options.rounds ?? 5;
+  const seconds = options.secondsPerRound ?? 3;
   const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
   type WebApiInfo = { url: string; id: string; json: string };
-  // Each variant in its own process, so one's caches and JIT state don't help another.
   const variants: {
     name: string;
     env: Record<string, string>;
@@ -53,49 +79,66 @@ export async function httpGetById(options: HttpBenchOptions = {}): Promise<Bench
       note: 'uncached: PGlite read + serialization',
     },
   ];
-  const scenario = `GET /api/students/:id (${settings.connections} connections)`;
-  const first = await startChildServer<WebApiInfo>('bench/servers/webapi.ts');
-  const bare = await startChildServer<{ url: string }>('bench/servers/bare-fastify.ts', {
-    BENCH_ID: first.info.id,
-    BENCH_JSON: first.info.json,
-  });
-  const plumbed = await startChildServer<{ url: string }>('bench/servers/plumbed-fastify.ts', {
-    BENCH_ID: first.info.id,
-    BENCH_JSON: first.info.json,
-  });
-  await first.stop();
+  const scenario = `GET /api/students/:id (${connections} connections, median of ${rounds} rounds)`;
+  const path = (id: string) => `/api/students/${id}`;
+  const targets: Target[] = [];
   try {
-    const path = (id: string) => `/api/students/${id}`;
-    const baseline = await load(`${bare.info.url}${path(first.info.id)}`, settings);
-    const onPlumbing = await load(`${plumbed.info.url}${path(first.info.id)}`, settings);
-    await plumbed.stop();
-    const rows: BenchRow[] = [
-      { scenario, variant: 'bare Fastify + Map (baseline)', ...baseline, ratio: 1 },
-      {
-        scenario,
-        variant: 'Fastify + Map on our HTTP plumbing',
-        ...onPlumbing,
-        ratio: onPlumbing.rps / baseline.rps,
-        note: 'security headers, request id, metrics, CORS, problem+json: the cost every route pays',
-      },
-    ];
     for (const variant of variants) {
-      const webapi = await startChildServer<WebApiInfo>('bench/servers/webapi.ts', variant.env);
-      try {
-        const measured = await load(`${webapi.info.url}${path(webapi.info.id)}`, settings, variant.headers);
-        rows.push({
-          scenario,
-          variant: variant.name,
-          ...measured,
-          ratio: measured.rps / baseline.rps,
-          note: `${variant.note}; ${(measured.rps / onPlumbing.rps).toFixed(2)}× the plumbed route`,
-        });
-      } finally {
-        await webapi.stop();
-      }
+      const server = await startChildServer<WebApiInfo>('bench/servers/webapi.ts', variant.env);
+      targets.push({
+        variant: variant.name,
+        url: `${server.info.url}${path(server.info.id)}`,
+        note: variant.note,
+        server,
+        ...(variant.headers ? { headers: variant.headers } : {}),
+      });
     }
-    return rows;
+    // The baselines serve the first webapi's student, byte for byte.
+    const { id, json } = (targets[0]!.server as ChildServer<WebApiInfo>).info;
+    const bare = await startChildServer<{ url: string }>('bench/servers/bare-fastify.ts', {
+      BENCH_ID: id,
+      BENCH_JSON: json,
+    });
+    targets.unshift({
+      variant: 'bare Fastify + Map (baseline)',
+      url: `${bare.info.url}${path(id)}`,
+      server: bare,
+    });
+    const plumbed = await startChildServer<{ url: string }>('bench/servers/plumbed-fastify.ts', {
+      BENCH_ID: id,
+      BENCH_JSON: json,
+    });
+    targets.splice(1, 0, {
+      variant: 'Fastify + Map on our HTTP plumbing',
+      url: `${plumbed.info.url}${path(id)}`,
+      note: 'security headers, request id, metrics, CORS, problem+json: the cost every route pays',
+      server: plumbed,
+    });
+
+    // A warm-up per server so JIT and connection set-up don't count.
+    for (const target of targets) await load(target.url, connections, 1, target.headers);
+    const measured = targets.map(() => [] as Measurement[]);
+    for (let round = 0; round < rounds; round++)
+      for (const [index, target] of targets.entries())
+        measured[index]!.push(await load(target.url, connections, seconds, target.headers));
+
+    const ratiosTo = (index: number) =>
+      median(measured[index]!.map((measurement, round) => measurement.rps / measured[0]![round]!.rps));
+    return targets.map((target, index) => {
+      const runs = measured[index]!;
+      const ratio = ratiosTo(index);
+      const toPlumbing = index > 1 ? `; ${(ratio / ratiosTo(1)).toFixed(2)}× the plumbed route` : '';
+      return {
+        scenario,
+        variant: target.variant,
+        rps: Math.round(median(runs.map((run) => run.rps))),
+        p50: median(runs.map((run) => run.p50)),
+        p99: median(runs.map((run) => run.p99)),
+        ratio,
+        ...(target.note ? { note: `${target.note}${toPlumbing}` } : {}),
+      };
+    });
   } finally {
-    await bare.stop();
+    await Promise.all(targets.map((target) => target.server.stop()));
   }
 }

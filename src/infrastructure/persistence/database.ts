@@ -78,7 +78,10 @@ class LocalChannels {
  * `Database.notify`: in process when a leadership here listens; otherwise `pg_notify` by `send`, coalesced per
  * channel (NOTIFY after commit, never inside a transaction: it takes a database-wide lock held through commit).
  */
-function notifier(local: LocalChannels, send: (channel: string) => Promise<unknown>): (channel: string) => void {
+function notifier(
+  local: LocalChannels,
+  send: (channel: string) => Promise<unknown>,
+): (channel: string) => void {
   const sending = new Map<string, boolean>(); // channel → another wake-up is due once this one is sent
   const notify = (channel: string): void => {
     if (local.deliver(channel)) return;

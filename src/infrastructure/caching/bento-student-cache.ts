@@ -57,11 +57,13 @@ export class BentoStudentCache implements StudentCache {
     this.#metrics = metrics;
     this.#logger = logger;
     this.#options = options;
-    // Plain objects in L1: serializing there would cost a parse per hit.
+    const twoTier = connection.redis !== undefined && connection.busOptions !== undefined;
+    // Plain objects in L1 save a parse per hit, but bentocache 1.6.1 refills L1 from L2 with serialized entries it
+    // then cannot read without a serializer (Julien-R44/bentocache#111): serialized whenever there is an L2.
     let store = bentostore().useL1Layer(
-      memoryDriver({ maxItems: options.l1MaxItems ?? 10_000, serialize: false }),
+      memoryDriver({ maxItems: options.l1MaxItems ?? 10_000, serialize: twoTier }),
     );
-    if (connection.redis && connection.busOptions)
+    if (twoTier)
       store = store
         .useL2Layer(redisDriver({ connection: connection.redis, prefix: '' }))
         .useBus(redisBusDriver({ connection: connection.busOptions }));

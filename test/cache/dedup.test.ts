@@ -43,6 +43,9 @@ for (const mode of ['memory', 'redis'] as const) {
       const id = await create();
       await api.cache.students.evict(id);
       const readsBefore = queries.findByIdCalls;
+      const dedupHits = async () =>
+        (await api.cache.metrics.dedupHits.get()).values.reduce((sum, { value }) => sum + value, 0);
+      const hitsBefore = await dedupHits();
       const responses = await Promise.all(
         Array.from({ length: 1_000 }, () => fetch(`${api.url}/api/students/${id}`)),
       );
@@ -51,6 +54,7 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.ok(responses.every((response) => response.status === 200));
       const deduplicated = responses.filter((response) => response.headers.get('x-deduplicated') === 'true');
       assert.equal(deduplicated.length, 999);
+      assert.equal((await dedupHits()) - hitsBefore, 999, 'http_dedup_hits_total counts each of them');
       assert.equal(new Set(bodies).size, 1, 'identical bodies');
       assert.equal((JSON.parse(bodies[0]!) as { id: string }).id, id);
       assert.ok(responses.every((response) => response.headers.get('etag') === '"1"'));

@@ -61,6 +61,11 @@ function replay(reply: FastifyReply, response: StoredResponse): void {
 
 async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPluginOptions): Promise<void> {
   const inFlight = new Map<string, Promise<StoredResponse | undefined>>();
+  // Labelled once: prom-client would hash the labels on every increment of a replay, the hot path.
+  const hits = {
+    coalesced: metrics.dedupHits.labels({ kind: 'coalesced' }),
+    replayed: metrics.dedupHits.labels({ kind: 'replayed' }),
+  };
   const leaders = new WeakMap<FastifyRequest, Leader>();
 
   const settle = (request: FastifyRequest, response: StoredResponse | undefined) => {
@@ -88,7 +93,7 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     const response = await flight;
     // The leader failed (5xx): run this request itself rather than share the failure.
     if (!response) return;
-    metrics.dedupHits.inc({ kind: 'coalesced' });
+    hits.coalesced.inc();
     replay(reply, response);
   }
 
@@ -109,7 +114,7 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     leaders.delete(request);
     inFlight.delete(key);
     resolve(shared);
-    metrics.dedupHits.inc({ kind: 'replayed' });
+    hits.replayed.inc();
     replay(reply, shared);
   }
 
@@ -128,7 +133,7 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
       // The hot path: a local copy is replayed synchronously.
       const local = store.available ? store.peek(group, key) : undefined;
       if (local) {
-        metrics.dedupHits.inc({ kind: 'replayed' });
+        hits.replayed.inc();
         return replay(reply, local);
       }
       void lead(request, reply, key, group, windowMs).then(() => reply.sent || done(), done);

@@ -148,6 +148,8 @@ describe('the notifications service (embedded adapters)', () => {
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('access-control-allow-origin'), '*');
     assert.match(response.headers.get('content-type') ?? '', /^text\/event-stream/);
+    // Ended by closing the connection, not framed chunk by chunk: one write per event and client.
+    assert.equal(response.headers.get('transfer-encoding'), null);
     const reader = response.body!.getReader();
     let text = '';
     while (!text.includes(': heartbeat')) text += new TextDecoder().decode((await reader.read()).value);

@@ -111,11 +111,13 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     },
   ) => {
     const { wanted, reset } = start;
+    // The stream lasts as long as its connection: its end can be the connection's close, as HTTP allows, instead of
+    // chunked encoding, which frames every event for every client (a length line and two line ends per write).
+    response.useChunkedEncodingByDefault = false;
     response.writeHead(200, {
       ...(start.hookHeaders as Record<string, string | number | string[]>),
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive',
       // Proxies such as nginx must pass events on at once.
       'x-accel-buffering': 'no',
     });

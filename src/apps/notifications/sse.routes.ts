@@ -90,9 +90,10 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     // Headers set by the hooks so far would be lost with the hijack; given to writeHead in one object, they are not
     // also kept per header for the stream's lifetime. An event stream is no document: of the security headers it
     // keeps those that apply to it (the CSP, framing and referrer policies would only weigh on every connection).
-    const hookHeaders = Object.fromEntries(
-      Object.entries(reply.getHeaders()).filter(([name]) => STREAM_HEADERS.test(name)),
-    );
+    const set = reply.getHeaders();
+    const hookHeaders = Object.fromEntries(Object.entries(set).filter(([name]) => STREAM_HEADERS.test(name)));
+    // Fastify keeps the reply (and its headers) until the stream ends; the head has them now.
+    for (const name of Object.keys(set)) reply.removeHeader(name);
     reply.hijack();
     stream(reply.raw, { hookHeaders, from: lastEventId || options.fanOut.position, reset, wanted });
   };
@@ -116,7 +117,8 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     response.useChunkedEncodingByDefault = false;
     response.writeHead(200, {
       ...(start.hookHeaders as Record<string, string | number | string[]>),
-      'content-type': 'text/event-stream; charset=utf-8',
+      // Event streams are always UTF-8 (no charset parameter needed).
+      'content-type': 'text/event-stream',
       'cache-control': 'no-cache, no-transform',
       // Proxies such as nginx must pass events on at once.
       'x-accel-buffering': 'no',

@@ -66,7 +66,7 @@ export class InvalidationBus {
    * Invalidates locally at once, then on every other instance; throws DependencyUnavailableError if Redis is down.
    * `at`: when the change was made (what was read before it is stale).
    */
-  async invalidate(group: string, at = Date.now()): Promise<void> {
+  async invalidate(group: string, at: number): Promise<void> {
     this.#received(group, at);
     if (!this.#connection.isMemory)
       await this.#connection.run((redis) =>

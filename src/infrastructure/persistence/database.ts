@@ -35,8 +35,8 @@ export interface Database {
    */
   tryLead(lockKey: number): Promise<Leadership | undefined>;
   /**
-   * Wakes whoever listens on `channel` through a Leadership: at once when that is this process, otherwise with a
-   * NOTIFY, a round trip (at most one in flight per channel; a wake-up that arrives meanwhile is sent after it).
+   * Wakes whoever listens on `channel` through a Leadership: at once when that is this process, otherwise (on
+   * PostgreSQL) with a NOTIFY, a round trip (at most one in flight per channel; one due meanwhile is sent after it).
    * Fire and forget: a lost one only delays the listener until its next poll.
    */
   notify(channel: string): void;
@@ -57,12 +57,18 @@ const LEADER_HEARTBEAT_MS = 2_000;
 class LocalChannels {
   readonly #listeners = new Map<string, Set<() => void>>();
 
-  /** Returns the function that removes it again. */
-  add(channel: string, listener: () => void): () => void {
-    let listeners = this.#listeners.get(channel);
-    if (!listeners) this.#listeners.set(channel, (listeners = new Set()));
-    listeners.add(listener);
-    return () => listeners.delete(listener);
+  /** One leadership's listeners, removed together when it ends. */
+  scope(): { add(channel: string, listener: () => void): void; clear(): void } {
+    const removals: (() => void)[] = [];
+    return {
+      add: (channel, listener) => {
+        let listeners = this.#listeners.get(channel);
+        if (!listeners) this.#listeners.set(channel, (listeners = new Set()));
+        listeners.add(listener);
+        removals.push(() => listeners.delete(listener));
+      },
+      clear: () => removals.splice(0).forEach((remove) => remove()),
+    };
   }
 
   /** Calls the channel's listeners in this process; false when there are none. */
@@ -212,11 +218,10 @@ async function leadOnPostgres(
     client.query('select 1').catch(() => markLost());
   }, LEADER_HEARTBEAT_MS);
   // Once lost, another process may lead: this process's writers NOTIFY again.
-  const unlisteners: (() => void)[] = [];
-  const unlisten = () => unlisteners.splice(0).forEach((remove) => remove());
+  const listening = local.scope();
   void lost.then(() => {
     clearInterval(heartbeat);
-    unlisten();
+    listening.clear();
   });
   return {
     lost,
@@ -225,10 +230,10 @@ async function leadOnPostgres(
         if (message.channel === channel) onNotify();
       });
       await client.query(`listen ${pg.escapeIdentifier(channel)}`);
-      unlisteners.push(local.add(channel, onNotify));
+      listening.add(channel, onNotify);
     },
     async release() {
-      unlisten();
+      listening.clear();
       clearInterval(heartbeat);
       await client.end().catch(() => undefined); // ending the session releases the lock
     },
@@ -283,20 +288,21 @@ function pgliteDatabase(client: PGlite, close: () => Promise<void>): Database {
     async tryLead() {
       if (leader) return undefined;
       leader = true;
-      const unlisteners: (() => void)[] = [];
+      const listening = local.scope();
       return {
         lost: new Promise<void>(() => undefined),
         // Every writer is in this process: wake-ups never need the database.
         async listen(channel, onNotify) {
-          unlisteners.push(local.add(channel, onNotify));
+          listening.add(channel, onNotify);
         },
         async release() {
-          unlisteners.splice(0).forEach((remove) => remove());
+          listening.clear();
           leader = false;
         },
       };
     },
-    notify: notifier(local, (channel) => client.query(NOTIFY_STATEMENT.text, [channel, ''])),
+    // Every listener is in this process: with none here, nobody is listening.
+    notify: (channel) => void local.deliver(channel),
     close,
   };
 }

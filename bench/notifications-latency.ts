@@ -1,6 +1,9 @@
 // From the API's 201 to the StudentCreated notification, over SSE and over the SignalR hub. Two stacks: every
 // role its own process on real PostgreSQL, RabbitMQ and Redis (as deployed), and every role in one process on
-// the embedded adapters (npm start). The writer and both clients run here.
+// the embedded adapters (npm start). The writer and both clients run here. A last, traced run shows where the time
+// goes: each hop's spans, as the roles export them over OTLP to this process.
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { HubConnectionBuilder, HttpTransportType, LogLevel } from '@microsoft/signalr';
 import { EventSource } from 'eventsource';
 import { Redis } from 'ioredis';
@@ -28,7 +31,7 @@ async function embeddedStack(): Promise<Stack> {
 }
 
 /** webapi, worker and notifications as separate processes, on a database, vhost and key prefix of their own. */
-async function servicesStack(): Promise<Stack> {
+async function servicesStack(extraEnv: Record<string, string> = {}): Promise<Stack> {
   const database = await createPostgresDatabase();
   const vhost = await createTestVhost('latency_bench');
   const keyPrefix = `${uniqueName('latency_bench')}:`;
@@ -44,6 +47,7 @@ async function servicesStack(): Promise<Stack> {
     // Strict FIFO (prefetch 1) handles one event at a time, each its own transaction: below 100 events/s on this
     // machine. With 50, different students run concurrently (and share transactions); each one's events stay in order.
     WORKER_PREFETCH: '50',
+    ...extraEnv,
   };
   const roles = await Promise.all(
     ['webapi', 'worker', 'notifications'].map((role) => startRole(`src/apps/${role}/main.ts`, env)),
@@ -82,7 +86,113 @@ const SCENARIOS = [
 export async function notificationsLatency(options: LatencyBenchOptions = {}): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   for (const { open, rate } of SCENARIOS) rows.push(...(await measureLatency(await open(), rate, options)));
+  rows.push(...(await tracedHops(options)));
   return rows;
+}
+
+interface ExportedSpan {
+  readonly service: string;
+  readonly name: string;
+  readonly traceId: string;
+  readonly startMs: number;
+  readonly endMs: number;
+}
+
+/** Receives spans as the roles export them with OTEL_EXPORTER_OTLP_PROTOCOL=http/json (OTLP/HTTP, JSON encoding). */
+async function startSpanReceiver() {
+  const spans: ExportedSpan[] = [];
+  const ms = (unixNano: string) => Number(BigInt(unixNano) / 1000n) / 1000;
+  type Export = {
+    resourceSpans?: {
+      resource?: { attributes?: { key: string; value: { stringValue?: string } }[] };
+      scopeSpans?: {
+        spans?: { name: string; traceId: string; startTimeUnixNano: string; endTimeUnixNano: string }[];
+      }[];
+    }[];
+  };
+  const server = createServer((request, response) => {
+    let body = '';
+    request.setEncoding('utf8');
+    request.on('data', (chunk: string) => (body += chunk));
+    request.on('end', () => {
+      let exported: Export;
+      try {
+        exported = JSON.parse(body) as Export;
+      } catch {
+        response.writeHead(400).end();
+        return;
+      }
+      for (const { resource, scopeSpans = [] } of exported.resourceSpans ?? []) {
+        const service = resource?.attributes?.find(({ key }) => key === 'service.name')?.value.stringValue;
+        for (const span of scopeSpans.flatMap((scope) => scope.spans ?? []))
+          spans.push({
+            service: service ?? '?',
+            name: span.name,
+            traceId: span.traceId,
+            startMs: ms(span.startTimeUnixNano),
+            endMs: ms(span.endTimeUnixNano),
+          });
+      }
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    spans,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/**
+ * One write's path, hop by hop: the services stack at the low rate with tracing on, every span placed against the
+ * end of its trace's POST (when the 201 left the webapi). Medians over the writes; a hop that happens twice in a
+ * write (the worker emits two notifications) counts its first time.
+ */
+async function tracedHops(options: LatencyBenchOptions): Promise<BenchRow[]> {
+  const rate = 25;
+  const receiver = await startSpanReceiver();
+  try {
+    const stack = await servicesStack({
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+    });
+    // Stopping the stack flushes each role's spans to the receiver.
+    const [sse] = await measureLatency(stack, rate, options);
+    const offsets = new Map<string, { start: number[]; end: number[] }>();
+    const traces = new Map<string, ExportedSpan[]>();
+    for (const span of receiver.spans) traces.set(span.traceId, [...(traces.get(span.traceId) ?? []), span]);
+    for (const spans of traces.values()) {
+      const post = spans.find((span) => span.service === 'webapi' && span.name === 'POST /api/students');
+      if (!post) continue;
+      const seen = new Set<string>();
+      for (const span of spans.toSorted((a, b) => a.startMs - b.startMs)) {
+        const hop = `${span.service}: ${span.name}`;
+        if (seen.has(hop)) continue;
+        seen.add(hop);
+        const offset = offsets.get(hop) ?? { start: [], end: [] };
+        offset.start.push(span.startMs - post.endMs);
+        offset.end.push(span.endMs - post.endMs);
+        offsets.set(hop, offset);
+      }
+    }
+    const median = (values: number[]) => values.toSorted((a, b) => a - b)[Math.floor(values.length / 2)]!;
+    const signed = (ms: number) => `${ms < 0 ? '−' : '+'}${Math.abs(ms).toFixed(1)}`;
+    const scenario = `one write, hop by hop: span medians from the 201 (traced, ${rate} writes/s, services)`;
+    return [
+      ...[...offsets]
+        .map(([hop, { start, end }]) => ({ hop, start: median(start), end: median(end), n: start.length }))
+        .sort((a, b) => a.start - b.start)
+        .map(({ hop, start, end, n }) => ({
+          scenario,
+          variant: hop,
+          note: `${signed(start)} → ${signed(end)} ms (${n} traces)`,
+        })),
+      { ...sse!, scenario, variant: 'SSE event arrives (eventsource)', note: 'traced; p50/p99 from the 201' },
+    ];
+  } finally {
+    await receiver.close();
+  }
 }
 
 async function measureLatency(

@@ -4,6 +4,8 @@ import { after, before, describe, test } from 'node:test';
 import { desc } from 'drizzle-orm';
 import { Student } from '../../src/domain/student.ts';
 import { SqlStudentQueries } from '../../src/infrastructure/persistence/sql-student-queries.ts';
+import type { Database } from '../../src/infrastructure/persistence/database.ts';
+import type { SqlExecutor } from '../../src/infrastructure/persistence/sql.ts';
 import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-work.ts';
 import { outbox } from '../../src/infrastructure/persistence/schema.ts';
 import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
@@ -71,6 +73,77 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
     );
     assert.equal(await queries.findById(student.id), undefined);
     assert.deepEqual(await outboxFor(student.id), []);
+  });
+
+  test('a unit of work that reads nothing is one statement, without BEGIN and COMMIT; one that reads is a transaction', async () => {
+    let transactions = 0;
+    const counted: Database = Object.assign(Object.create(testDb.database) as Database, {
+      transaction: <T>(work: (tx: SqlExecutor) => Promise<T>) => {
+        transactions++;
+        return testDb.database.transaction(work);
+      },
+    });
+    const counting = new SqlUnitOfWork(counted, uuidV7Generator);
+    const student = newStudent('Single');
+    await counting.transaction(({ students }) => students.add(student));
+    assert.equal(transactions, 0);
+    assert.deepEqual(await queries.findById(student.id), student.snapshot());
+    assert.deepEqual(
+      (await outboxFor(student.id)).map((row) => row.type),
+      ['StudentCreated'],
+    );
+
+    await counting.transaction(async ({ students }) => {
+      const loaded = await students.findByIdForUpdate(student.id);
+      assert.ok(loaded);
+      loaded.recordBackgroundProcessing({ actor: 'worker', now });
+      await students.update(loaded, 1);
+    });
+    assert.equal(transactions, 1);
+    assert.equal((await queries.findById(student.id))?.updates, 1);
+  });
+
+  test('when the one statement fails (an id taken), none of it is written', async () => {
+    const student = newStudent('Taken');
+    await unitOfWork.transaction(({ students }) => students.add(student));
+    const again = Student.create({
+      id: student.id,
+      details: { firstName: 'Again', lastName: 'Lovelace', email: 'again@example.com' },
+      actor: 'tester',
+      now,
+    });
+    assert.ok(again.ok);
+    await assert.rejects(unitOfWork.transaction(({ students }) => students.add(again.value)));
+    assert.equal((await queries.findById(student.id))?.firstName, 'Taken');
+    assert.deepEqual(
+      (await outboxFor(student.id)).map((row) => row.type),
+      ['StudentCreated'],
+    );
+  });
+
+  test('a unit of work failing after a read rolls back and releases its row locks', async () => {
+    const student = newStudent('Locked');
+    await unitOfWork.transaction(({ students }) => students.add(student));
+    await assert.rejects(
+      unitOfWork.transaction(async ({ students }) => {
+        const loaded = await students.findByIdForUpdate(student.id);
+        assert.ok(loaded);
+        loaded.recordBackgroundProcessing({ actor: 'worker', now });
+        await students.update(loaded, 1);
+        throw new Error('boom after the read');
+      }),
+      /boom after the read/,
+    );
+    // Still locked, this would wait for ever (the test's timeout).
+    await unitOfWork.transaction(async ({ students }) => {
+      const loaded = await students.findByIdForUpdate(student.id);
+      assert.ok(loaded);
+      assert.equal(loaded.snapshot().updates, 0);
+    });
+    assert.deepEqual(
+      (await outboxFor(student.id)).map((row) => row.type),
+      ['StudentCreated'],
+    );
   });
 
   test('an update bumps the version and appends StudentUpdated after StudentCreated', async () => {

@@ -13,7 +13,7 @@ import { startCreateSpan } from '../observability/messaging-spans.ts';
 import { inSpan, recordFailure } from '../observability/tracing.ts';
 import type { Database } from './database.ts';
 import { guardDatabase } from './database-errors.ts';
-import { sqlStatement, STUDENT_COLUMNS, type SqlExecutor } from './sql.ts';
+import { sqlStatement, STUDENT_COLUMNS, type SqlExecutor, type SqlStatement } from './sql.ts';
 
 /** The LISTEN/NOTIFY channel that wakes the outbox relay. */
 export const OUTBOX_CHANNEL = 'outbox';
@@ -88,25 +88,91 @@ export class SqlUnitOfWork implements UnitOfWork {
   }
 
   async transaction<T>(work: (scope: TransactionScope) => Promise<T>): Promise<T> {
-    let appended = false;
+    const changes = new PendingChanges();
     const result = await inSpan('transaction', { kind: SpanKind.CLIENT, attributes: DB_ATTRIBUTES }, () =>
-      guardDatabase(() =>
-        this.#database.transaction(async (tx) => {
-          const changes = new PendingChanges();
-          const outbox: OutboxWriter = {
-            append: async (messages) => changes.append(messages),
-          };
-          const students = new SqlStudentRepository(tx, this.#ids, changes);
-          const value = await work({ students, inbox: sqlInbox(tx), outbox });
-          await changes.flush(tx);
-          appended = changes.appended;
-          return value;
-        }),
-      ),
+      guardDatabase(async () => {
+        const tx = new TransactionOnDemand(this.#database);
+        const outbox: OutboxWriter = {
+          append: async (messages) => changes.append(messages),
+        };
+        const students = new SqlStudentRepository(tx, this.#ids, changes);
+        let value: T;
+        try {
+          value = await work({ students, inbox: sqlInbox(tx), outbox });
+        } catch (error) {
+          await tx.rollBack(error);
+          throw error;
+        }
+        await tx.commitWith((executor) => changes.flush(executor));
+        return value;
+      }),
     );
     // After commit: the relay must find the rows it is woken for.
-    if (appended) this.#database.notify(OUTBOX_CHANNEL);
+    if (changes.appended) this.#database.notify(OUTBOX_CHANNEL);
     return result;
+  }
+}
+
+/**
+ * A transaction begun by the first statement run in it. A unit of work that reads nothing (a create) has one
+ * statement, its flush, which is atomic on its own: it runs without BEGIN and COMMIT, two round trips fewer.
+ */
+class TransactionOnDemand implements SqlExecutor {
+  readonly #database: Database;
+  #begun: Promise<SqlExecutor> | undefined;
+  /** Settles the transaction callback: resolved commits, rejected rolls back. */
+  #settle: ((failure?: { readonly error: unknown }) => void) | undefined;
+  /** The transaction itself: settles after COMMIT or ROLLBACK, rejects when BEGIN, the work or COMMIT failed. */
+  #ended: Promise<void> | undefined;
+
+  constructor(database: Database) {
+    this.#database = database;
+  }
+
+  query<Row>(statement: SqlStatement, params: readonly unknown[]): Promise<Row[]> {
+    return this.#begin().then((tx) => tx.query<Row>(statement, params));
+  }
+
+  /** Runs the unit's last statement (inside the transaction if one was begun, else on its own) and commits. */
+  async commitWith(last: (executor: SqlExecutor) => Promise<void>): Promise<void> {
+    if (!this.#begun) return last(this.#database.sql);
+    try {
+      await last(await this.#begun);
+    } catch (error) {
+      await this.rollBack(error);
+      throw error;
+    }
+    this.#settle!();
+    await this.#ended;
+  }
+
+  /** Ends a begun transaction without its changes, because of `error`; nothing to do when none was begun. */
+  async rollBack(error: unknown): Promise<void> {
+    // A transaction that could not begin has nothing to end (its failure reached the statement that asked).
+    if (
+      !this.#begun ||
+      !(await this.#begun.then(
+        () => true,
+        () => false,
+      ))
+    )
+      return;
+    this.#settle!({ error });
+    await this.#ended!.catch(() => undefined);
+  }
+
+  #begin(): Promise<SqlExecutor> {
+    this.#begun ??= new Promise((resolve, reject) => {
+      this.#ended = this.#database.transaction(
+        (tx) =>
+          new Promise<void>((commit, rollBack) => {
+            this.#settle = (failure) => (failure ? rollBack(failure.error) : commit());
+            resolve(tx);
+          }),
+      );
+      this.#ended.catch(reject);
+    });
+    return this.#begun;
   }
 }
 

@@ -80,6 +80,34 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     assert.equal(readsViaA.findByIdCalls - readsBefore, 1, "A's reads were cache hits on what B wrote");
   });
 
+  test('a create is announced to no instance (none can hold anything about it); A still reads it from Redis', async () => {
+    const listener = new Redis(REDIS_URL);
+    const heard: string[] = [];
+    try {
+      listener.on('pmessage', (_pattern: string, _channel: string, message: string) => heard.push(message));
+      await listener.psubscribe('*');
+      const { id } = (await (await create(b)).json()) as { id: string };
+      const readsBefore = readsViaA.findByIdCalls;
+      const read = await fetch(`${a.url}/api/students/${id}`);
+      assert.equal(read.status, 200);
+      assert.equal(readsViaA.findByIdCalls - readsBefore, 0, 'read from L2, not the database');
+      const about = () => heard.filter((message) => message.includes(id));
+      assert.deepEqual(about(), [], 'nothing was published about the new student');
+
+      // An update is announced (bentocache's bus and the invalidation channel): what the check above would see.
+      const put = await fetch(`${b.url}/api/students/${id}`, {
+        method: 'PUT',
+        headers: jsonHeaders,
+        body: JSON.stringify({ firstName: 'Annie', lastName: 'Easley', email: 'ae@example.com' }),
+      });
+      assert.equal(put.status, 200);
+      for (let waited = 0; about().length < 2 && waited < 2_000; waited += 20) await sleep(20);
+      assert.equal(about().length, 2, `heard: ${about().join(' | ')}`);
+    } finally {
+      listener.disconnect();
+    }
+  });
+
   test('a delete via B is seen via A at once', async () => {
     const { id } = (await (await create(b)).json()) as { id: string };
     assert.equal((await fetch(`${a.url}/api/students/${id}`)).status, 200);

@@ -13,7 +13,12 @@ export interface CachedStudent {
 export interface StudentCache {
   /** A hit skips `load`; concurrent misses on one id in one process share one `load`. */
   getOrLoad(id: string, load: () => Promise<StudentSnapshot | undefined>): Promise<CachedStudent | undefined>;
-  /** After a committed create or update (webapi or worker): stores it and invalidates what was derived from it. */
+  /**
+   * After a committed create: stores it. Nothing anywhere can hold anything about a student that did not exist
+   * (the create made its id), so no other instance is told.
+   */
+  add(student: StudentSnapshot): Promise<void>;
+  /** After a committed update (webapi or worker): stores it and invalidates what was derived from it. */
   set(student: StudentSnapshot): Promise<void>;
   /** After a committed delete: drops it, and everything derived from it, on every instance. */
   evict(id: string): Promise<void>;

@@ -5,7 +5,7 @@ import type { StudentQueries } from '../../application/ports/student-queries.ts'
 import { getStudent } from '../../application/students/get-student.ts';
 import { listStudents } from '../../application/students/list-students.ts';
 import { updateStudent } from '../../application/students/update-student.ts';
-import { evictingOnDelete, writingThrough } from '../../application/students/write-through.ts';
+import { addingToCache, evictingOnDelete, writingThrough } from '../../application/students/write-through.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
 import { openCache, type Cache } from '../../infrastructure/caching/open-cache.ts';
 import { createJwtVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
@@ -117,7 +117,7 @@ export async function createWebApi({
     registerStudentRoutes(
       api,
       {
-        create: writingThrough(createStudent(writeDeps), cache.students),
+        create: addingToCache(createStudent(writeDeps), cache.students),
         update: writingThrough(updateStudent(writeDeps), cache.students),
         remove: evictingOnDelete(deleteStudent(writeDeps), cache.students),
         get: getStudent(queries, cache.students),

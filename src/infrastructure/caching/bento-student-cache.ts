@@ -115,30 +115,43 @@ export class BentoStudentCache implements StudentCache {
     }
   }
 
+  async add(student: StudentSnapshot): Promise<void> {
+    await this.#write(student.id, { announce: false }, (key, at) => this.#store(key, student, at, false));
+  }
+
   async set(student: StudentSnapshot): Promise<void> {
-    await this.#write(student.id, async (key, at) => {
-      await this.#bento.set({
-        key,
-        value: { ...serializeStudent(student), at },
-        ttl: this.#ttl(),
-      });
-    });
+    await this.#write(student.id, { announce: true }, (key, at) => this.#store(key, student, at, true));
   }
 
   async evict(id: string): Promise<void> {
-    await this.#write(id, (key) => this.#bento.delete({ key }).then(() => undefined));
+    await this.#write(id, { announce: true }, (key) => this.#bento.delete({ key }).then(() => undefined));
   }
 
   async close(): Promise<void> {
     await this.#bento.disconnectAll();
   }
 
+  /** `announce`: bentocache's bus drops the other instances' L1 copies (an added student has none anywhere). */
+  async #store(key: string, student: StudentSnapshot, at: number, announce: boolean): Promise<void> {
+    await this.#bento.set({
+      key,
+      value: { ...serializeStudent(student), at },
+      ttl: this.#ttl(),
+      skipBusNotify: !announce,
+    });
+  }
+
   /**
-   * The entry first, then the invalidation: an instance that hears of the change finds the new entry in L2
-   * instead of reloading it from the database. `at` is taken before both, so whatever was read before this write
-   * is older than the invalidation. Never throws: an entry that may be stale is dropped once the cache is back.
+   * The entry first, then (when `announce`) the invalidation: an instance that hears of the change finds the new
+   * entry in L2 instead of reloading it from the database. `at` is taken before both, so whatever was read before
+   * this write is older than the invalidation. Never throws: an entry that may be stale is dropped once the cache
+   * is back.
    */
-  async #write(id: string, write: (key: string, at: number) => Promise<void>): Promise<void> {
+  async #write(
+    id: string,
+    { announce }: { readonly announce: boolean },
+    write: (key: string, at: number) => Promise<void>,
+  ): Promise<void> {
     const at = Date.now();
     let failure: unknown;
     try {
@@ -149,7 +162,7 @@ export class BentoStudentCache implements StudentCache {
       failure = error;
     }
     // Also when the write failed: this instance drops its own copies at once, whatever Redis does.
-    await this.#invalidations.invalidate(id, at).catch((error: unknown) => (failure ??= error));
+    if (announce) await this.#invalidations.invalidate(id, at).catch((error: unknown) => (failure ??= error));
     if (failure === undefined) return;
     this.#logger.warn({ err: failure, studentId: id }, 'cache write skipped; dropped once the cache is back');
     this.#pending.add(id);

@@ -22,6 +22,11 @@ export interface BentoStudentCacheOptions {
 }
 
 const JITTER = 0.1;
+
+/** Whether other instances hear of a write (bentocache's bus and the invalidation bus). */
+interface Announcing {
+  readonly announce: boolean;
+}
 const WRITE_TIMEOUT_MS = 1_000;
 
 function rejectAfter(ms: number): Promise<never> {
@@ -116,11 +121,11 @@ export class BentoStudentCache implements StudentCache {
   }
 
   async add(student: StudentSnapshot): Promise<void> {
-    await this.#write(student.id, { announce: false }, (key, at) => this.#store(key, student, at, false));
+    await this.#store(student, { announce: false });
   }
 
   async set(student: StudentSnapshot): Promise<void> {
-    await this.#write(student.id, { announce: true }, (key, at) => this.#store(key, student, at, true));
+    await this.#store(student, { announce: true });
   }
 
   async evict(id: string): Promise<void> {
@@ -131,13 +136,15 @@ export class BentoStudentCache implements StudentCache {
     await this.#bento.disconnectAll();
   }
 
-  /** `announce`: bentocache's bus drops the other instances' L1 copies (an added student has none anywhere). */
-  async #store(key: string, student: StudentSnapshot, at: number, announce: boolean): Promise<void> {
-    await this.#bento.set({
-      key,
-      value: { ...serializeStudent(student), at },
-      ttl: this.#ttl(),
-      skipBusNotify: !announce,
+  /** Announced, bentocache's bus also drops the other instances' L1 copies (an added student has none anywhere). */
+  async #store(student: StudentSnapshot, options: Announcing): Promise<void> {
+    await this.#write(student.id, options, async (key, at) => {
+      await this.#bento.set({
+        key,
+        value: { ...serializeStudent(student), at },
+        ttl: this.#ttl(),
+        skipBusNotify: !options.announce,
+      });
     });
   }
 
@@ -149,7 +156,7 @@ export class BentoStudentCache implements StudentCache {
    */
   async #write(
     id: string,
-    { announce }: { readonly announce: boolean },
+    { announce }: Announcing,
     write: (key: string, at: number) => Promise<void>,
   ): Promise<void> {
     const at = Date.now();

@@ -148,15 +148,13 @@ class TransactionOnDemand implements SqlExecutor {
 
   /** Ends a begun transaction without its changes, because of `error`; nothing to do when none was begun. */
   async rollBack(error: unknown): Promise<void> {
+    if (!this.#begun) return;
     // A transaction that could not begin has nothing to end (its failure reached the statement that asked).
-    if (
-      !this.#begun ||
-      !(await this.#begun.then(
-        () => true,
-        () => false,
-      ))
-    )
-      return;
+    const begun = await this.#begun.then(
+      () => true,
+      () => false,
+    );
+    if (!begun) return;
     this.#settle!({ error });
     await this.#ended!.catch(() => undefined);
   }

@@ -145,10 +145,13 @@ function parseSample(line: string, number: number): Sample {
   return { name, labels, value: parseValue(value, line, number) };
 }
 
+// As a Prometheus server reads values (Go's strconv.ParseFloat): Inf and NaN in any case. prom-client writes `Nan`
+// (a gauge with nothing to report yet, such as the event loop lag just after start).
+const SPECIAL_VALUE = /^(?:([-+]?)(?:inf|infinity)|(nan))$/i;
+
 function parseValue(text: string, line: string, number: number): number {
-  if (text === '+Inf') return Infinity;
-  if (text === '-Inf') return -Infinity;
-  if (text === 'NaN') return NaN;
+  const special = SPECIAL_VALUE.exec(text);
+  if (special) return special[2] ? NaN : special[1] === '-' ? -Infinity : Infinity;
   if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(text))
     throw new ExpositionError(number, `bad value ${text} in ${line}`);
   return Number(text);

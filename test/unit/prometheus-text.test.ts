@@ -32,6 +32,18 @@ describe('the Prometheus text parser used by the metrics tests', () => {
     assert.equal(parsed.sum('latency_seconds_bucket', { le: '1' }), 1);
   });
 
+  test('reads Inf and NaN as a Prometheus server does, in any case (prom-client writes an empty gauge as Nan)', () => {
+    const parsed = parseExposition(
+      '# TYPE g gauge\ng{a="1"} Nan\ng{a="2"} NaN\ng{a="3"} +Inf\ng{a="4"} -inf\ng{a="5"} Infinity\n',
+    );
+    assert.ok(Number.isNaN(parsed.value('g', { a: '1' })));
+    assert.ok(Number.isNaN(parsed.value('g', { a: '2' })));
+    assert.equal(parsed.value('g', { a: '3' }), Infinity);
+    assert.equal(parsed.value('g', { a: '4' }), -Infinity);
+    assert.equal(parsed.value('g', { a: '5' }), Infinity);
+    assert.throws(() => parseExposition('# TYPE g gauge\ng -nan\n'), ExpositionError);
+  });
+
   const family = '# HELP up Up\n# TYPE up gauge\n';
   for (const [what, text] of [
     ['a sample of an undeclared family', 'up 1\n'],

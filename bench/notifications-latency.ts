@@ -161,7 +161,11 @@ async function tracedHops(options: LatencyBenchOptions): Promise<BenchRow[]> {
     const [sse] = await measureLatency(stack, rate, options);
     const offsets = new Map<string, { start: number[]; end: number[] }>();
     const traces = new Map<string, ExportedSpan[]>();
-    for (const span of receiver.spans) traces.set(span.traceId, [...(traces.get(span.traceId) ?? []), span]);
+    for (const span of receiver.spans) {
+      const trace = traces.get(span.traceId);
+      if (trace) trace.push(span);
+      else traces.set(span.traceId, [span]);
+    }
     for (const spans of traces.values()) {
       const post = spans.find((span) => span.service === 'webapi' && span.name === 'POST /api/students');
       if (!post) continue;

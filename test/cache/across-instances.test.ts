@@ -9,6 +9,18 @@ import { TcpProxy } from '../support/tcp-proxy.ts';
 import { countingQueries, deleteRedisKeys, startCachedApi, type CachedApi } from './support.ts';
 
 const jsonHeaders = { 'content-type': 'application/json' };
+
+/** PUT /api/students/:id with new details, through `api`. */
+const putStudent = (
+  api: { readonly url: string },
+  id: string,
+  details: { firstName: string; lastName: string; email: string },
+) =>
+  fetch(`${api.url}/api/students/${id}`, {
+    method: 'PUT',
+    headers: jsonHeaders,
+    body: JSON.stringify(details),
+  });
 const requirements = { skip: (await needsPostgres()).skip ?? (await needsRedis()).skip };
 
 describe('cache, deduplication and idempotency across instances', requirements, () => {
@@ -39,10 +51,10 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     await fetch(`${a.url}/api/students/${id}`);
     const replayed = await fetch(`${a.url}/api/students/${id}`);
     assert.equal(replayed.headers.get('x-deduplicated'), 'true', 'A holds a deduplicated copy');
-    const put = await fetch(`${b.url}/api/students/${id}`, {
-      method: 'PUT',
-      headers: jsonHeaders,
-      body: JSON.stringify({ firstName: 'Katherine', lastName: 'Johnson', email: 'kj@example.com' }),
+    const put = await putStudent(b, id, {
+      firstName: 'Katherine',
+      lastName: 'Johnson',
+      email: 'kj@example.com',
     });
     assert.equal(put.status, 200);
     const read = await fetch(`${a.url}/api/students/${id}`);
@@ -65,10 +77,10 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     const first = await fetch(`${a.url}/api/students/${id}`, { headers: { 'cache-control': 'no-cache' } });
     assert.equal(first.status, 200);
     assert.equal(readsViaA.findByIdCalls - readsBefore, 1, 'no-cache reads the database');
-    const put = await fetch(`${b.url}/api/students/${id}`, {
-      method: 'PUT',
-      headers: jsonHeaders,
-      body: JSON.stringify({ firstName: 'Dorothy', lastName: 'Vaughan', email: 'dv@example.com' }),
+    const put = await putStudent(b, id, {
+      firstName: 'Dorothy',
+      lastName: 'Vaughan',
+      email: 'dv@example.com',
     });
     assert.equal(put.status, 200);
     // The first read fills A's L1 from Redis, the second (another caller: no deduplication replay) reads that L1.
@@ -95,10 +107,10 @@ describe('cache, deduplication and idempotency across instances', requirements, 
       assert.deepEqual(about(), [], 'nothing was published about the new student');
 
       // An update is announced (bentocache's bus and the invalidation channel): what the check above would see.
-      const put = await fetch(`${b.url}/api/students/${id}`, {
-        method: 'PUT',
-        headers: jsonHeaders,
-        body: JSON.stringify({ firstName: 'Annie', lastName: 'Easley', email: 'ae@example.com' }),
+      const put = await putStudent(b, id, {
+        firstName: 'Annie',
+        lastName: 'Easley',
+        email: 'ae@example.com',
       });
       assert.equal(put.status, 200);
       for (let waited = 0; about().length < 2 && waited < 2_000; waited += 20) await sleep(20);
@@ -212,10 +224,10 @@ describe(
 
       assert.equal(await redisHealth(), 'Degraded');
       assert.equal((await get(id)).status, 200);
-      const put = await fetch(`${api.url}/api/students/${id}`, {
-        method: 'PUT',
-        headers: jsonHeaders,
-        body: JSON.stringify({ firstName: 'Dorothy', lastName: 'Vaughan', email: 'dv@example.com' }),
+      const put = await putStudent(api, id, {
+        firstName: 'Dorothy',
+        lastName: 'Vaughan',
+        email: 'dv@example.com',
       });
       assert.equal(put.status, 200);
       const during = await get(id);

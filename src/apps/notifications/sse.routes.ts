@@ -90,10 +90,12 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     // Headers set by the hooks so far would be lost with the hijack; given to writeHead in one object, they are not
     // also kept per header for the stream's lifetime. An event stream is no document: of the security headers it
     // keeps those that apply to it (the CSP, framing and referrer policies would only weigh on every connection).
-    const set = reply.getHeaders();
-    const hookHeaders = Object.fromEntries(Object.entries(set).filter(([name]) => STREAM_HEADERS.test(name)));
+    const fromHooks = reply.getHeaders();
+    const hookHeaders = Object.fromEntries(
+      Object.entries(fromHooks).filter(([name]) => STREAM_HEADERS.test(name)),
+    );
     // Fastify keeps the reply (and its headers) until the stream ends; the head has them now.
-    for (const name of Object.keys(set)) reply.removeHeader(name);
+    for (const name of Object.keys(fromHooks)) reply.removeHeader(name);
     reply.hijack();
     stream(reply.raw, { hookHeaders, from: lastEventId || options.fanOut.position, reset, wanted });
   };

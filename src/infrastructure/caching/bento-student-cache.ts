@@ -22,12 +22,12 @@ export interface BentoStudentCacheOptions {
 }
 
 const JITTER = 0.1;
+const WRITE_TIMEOUT_MS = 1_000;
 
 /** Whether other instances hear of a write (bentocache's bus and the invalidation bus). */
 interface Announcing {
   readonly announce: boolean;
 }
-const WRITE_TIMEOUT_MS = 1_000;
 
 function rejectAfter(ms: number): Promise<never> {
   return new Promise((_, reject) =>

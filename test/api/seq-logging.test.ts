@@ -67,6 +67,8 @@ describe('logs to Seq', () => {
     }
     const reports = role.output().match(/Seq at http:\/\/127\.0\.0\.1:\d+ is not taking logs/g) ?? [];
     assert.equal(reports.length, 1, 'one report, not one per batch');
+    // Each access line once on stdout, as the role wrote it.
+    assert.equal(role.output().match(/"msg":"request completed"/g)?.length, 3);
     assert.match(role.output(), /"msg":"stopped"/);
   });
 });

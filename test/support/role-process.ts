@@ -30,6 +30,8 @@ export async function startRole(
       const match = /"(?:url|health)":"(http:\/\/[^"/]+)/.exec(output);
       if (match?.[1]) {
         clearTimeout(timer);
+        // From here on, the bounded listener below keeps the output.
+        child.stdout.off('data', onData);
         resolve(match[1]);
       }
     };

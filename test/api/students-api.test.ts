@@ -1,5 +1,6 @@
 // The Student REST API as a client sees it, over HTTP, on PGlite and on real PostgreSQL.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { asc } from 'drizzle-orm';
@@ -346,19 +347,24 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.match(await docs.text(), /swagger/i);
   });
 
-  test('browsers on another origin (the notifications pages) may write and read the ETag', async () => {
-    const preflight = await call('/api/students', {
-      method: 'OPTIONS',
-      headers: {
-        origin: 'http://127.0.0.1:5001',
-        'access-control-request-method': 'POST',
-        'access-control-request-headers': 'content-type',
-      },
-    });
-    assert.equal(preflight.status, 204);
-    // CORS_ORIGINS defaults to `*`: any origin, without credentials.
-    assert.equal(preflight.headers.get('access-control-allow-origin'), '*');
-    assert.equal(preflight.headers.get('access-control-allow-credentials'), null);
+  test('browsers on another origin (the notifications pages) may create, update and delete, and read the ETag', async () => {
+    for (const method of ['POST', 'PUT', 'DELETE']) {
+      const preflight = await call(`/api/students${method === 'POST' ? '' : `/${randomUUID()}`}`, {
+        method: 'OPTIONS',
+        headers: {
+          origin: 'http://127.0.0.1:5001',
+          'access-control-request-method': method,
+          'access-control-request-headers': 'content-type, authorization',
+        },
+      });
+      assert.equal(preflight.status, 204);
+      // A browser sends the request only if its method is listed.
+      const allowed = (preflight.headers.get('access-control-allow-methods') ?? '').split(/\s*,\s*/);
+      assert.ok(allowed.includes(method), `${method} in ${allowed.join(', ')}`);
+      // CORS_ORIGINS defaults to `*`: any origin, without credentials.
+      assert.equal(preflight.headers.get('access-control-allow-origin'), '*');
+      assert.equal(preflight.headers.get('access-control-allow-credentials'), null);
+    }
     const created = await call('/api/students', {
       method: 'POST',
       headers: { origin: 'http://127.0.0.1:5001' },

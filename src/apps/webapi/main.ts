@@ -69,6 +69,7 @@ export async function createWebApi({
     // The notifications pages (another origin) create, update and delete students from the browser.
     cors: {
       origins: config.corsOrigins,
+      methods: ['PUT', 'DELETE'],
       exposedHeaders: ['ETag', 'Location', 'X-Deduplicated', 'Idempotent-Replayed', 'Retry-After'],
     },
   });

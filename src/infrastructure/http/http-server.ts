@@ -56,6 +56,8 @@ export interface HttpServerOptions extends HttpObservabilityOptions {
   /** Browsers on these origins may call this server; `*` = any, without credentials. Absent: no CORS headers. */
   readonly cors?: {
     readonly origins: readonly string[];
+    /** Methods browser scripts may use besides GET, HEAD and POST (the preflight lists them). */
+    readonly methods?: readonly ('PUT' | 'PATCH' | 'DELETE')[];
     /** Response headers browser scripts may read. */
     readonly exposedHeaders?: readonly string[];
   };
@@ -115,12 +117,14 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     done(null, payload);
   });
   if (options.cors) {
-    const { origins, exposedHeaders = [] } = options.cors;
+    const { origins, methods = [], exposedHeaders = [] } = options.cors;
     const anyOrigin = origins.includes('*');
     void app.register(cors, {
       // Credentials (cookies) only for listed origins: browsers refuse them with `*` anyway.
       origin: anyOrigin ? '*' : [...origins],
       credentials: !anyOrigin,
+      // The plugin's default allows only GET, HEAD and POST.
+      methods: ['GET', 'HEAD', 'POST', ...methods],
       exposedHeaders: ['X-Request-Id', ...exposedHeaders],
       // An OPTIONS without Origin is no preflight, but a valid request: strict mode answered a text/plain 400.
       strictPreflight: false,

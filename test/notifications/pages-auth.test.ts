@@ -28,7 +28,7 @@ describe('the test pages with auth on', () => {
   });
   after(() => roles.stop());
 
-  test("with a writer's token in the field, both pages connect, write through the API and show the notifications", async () => {
+  test("with a writer's token in the field, both pages connect, create, update and delete through the API and show the notifications", async () => {
     const writer = await tokenFor('writer', { subject: 'page-user' });
     const browser = await launchChromium();
     try {
@@ -36,9 +36,15 @@ describe('the test pages with auth on', () => {
         const page = await browser.newPage();
         const blocked = cspViolations(page);
         await page.goto(`${urls.pages}${path}?api=${encodeURIComponent(urls.api)}`);
-        // Without a token the automatic connection is refused.
+        // Without a token the automatic connection is refused, and so is a write, which says why.
         await page.locator('#status.off').waitFor();
         await page.locator('#connect:not([disabled])').waitFor();
+        assert.ok(await page.isDisabled('#update'), 'nothing to update yet');
+        await page.click('#create');
+        await page.locator('#log', { hasText: '401' }).waitFor();
+        assert.match((await page.textContent('#log')) ?? '', /POST \/api\/students → 401 \w+/, path);
+        assert.equal(await page.textContent('#student-id'), '–', 'a problem is not a student');
+        assert.ok(await page.isDisabled('#update'));
         await page.fill('#token', writer);
         await page.dispatchEvent('#token', 'change');
         await page.click('#connect');
@@ -52,6 +58,24 @@ describe('the test pages with auth on', () => {
         assert.match((await page.textContent('#log')) ?? '', /POST \/api\/students → 201/, path);
         assert.match((await page.textContent('#events')) ?? '', /"createdBy": "page-user"/, path);
         assert.equal(await page.evaluate('sessionStorage.getItem("tbe.token")'), writer, 'kept for this tab');
+
+        // The buttons act on the page's student: update, then delete it.
+        await page.click('#update');
+        await page.waitForSelector(`#events li[data-student-id="${id}"][data-type="StudentUpdated"]`);
+        assert.match((await page.textContent('#log')) ?? '', /PUT \/api\/students\/\S+ → 200/, path);
+        await page.click('#delete');
+        await page.waitForSelector(`#events li[data-student-id="${id}"][data-type="StudentDeleted"]`);
+        await page.locator('#student-id', { hasText: '–' }).waitFor();
+        assert.ok(await page.isDisabled('#delete'), 'nothing left to delete');
+
+        // A student written elsewhere becomes the page's student when its notification arrives.
+        const created = await fetch(`${urls.api}/api/students`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${writer}` },
+        });
+        const elsewhere = ((await created.json()) as { id: string }).id;
+        await page.locator('#student-id', { hasText: elsewhere }).waitFor();
+        assert.ok(await page.isEnabled('#update'));
         assert.deepEqual(blocked, [], path);
         await mkdir('test-artifacts', { recursive: true });
         await page.screenshot({

@@ -9,6 +9,7 @@
     `${location.protocol}//${location.hostname}:${window.TBE_CONFIG.apiPort}`;
   $('api-url').textContent = apiUrl;
   const counts = Object.fromEntries([...TYPES, 'total'].map((type) => [type, 0]));
+  // The student the Update and Delete buttons act on: the last one written here or seen in a notification.
   let lastStudent;
   let source;
   let hub;
@@ -25,7 +26,18 @@
     $('disconnect').disabled = !connected;
   }
 
+  function follow(student) {
+    lastStudent = student;
+    $('student-id').textContent = student?.id ?? '–';
+    $('update').disabled = $('delete').disabled = !student;
+  }
+
   function show(type, payload, id) {
+    const student = payload.student;
+    const same = student && student.id === lastStudent?.id;
+    if (type === 'StudentDeleted') {
+      if (same) follow(undefined);
+    } else if (student && !(same && student.version < lastStudent.version)) follow(student);
     counts[type]++;
     counts.total++;
     $(`count-${type}`).textContent = counts[type];
@@ -100,27 +112,22 @@
       body: body ? JSON.stringify(body) : undefined,
     });
     $('log').textContent = `${method} ${path} → ${response.status}`;
-    return response.status === 204 ? undefined : response.json();
+    if (response.ok) return response.status === 204 ? undefined : response.json();
+    // A problem+json error says why; it is never taken for a student.
+    const problem = await response.json().catch(() => ({}));
+    throw new Error(
+      `${method} ${path} → ${response.status} ${[problem.title, problem.detail].filter(Boolean).join(': ')}`,
+    );
   }
   const run = (action) => () => action().catch((error) => ($('log').textContent = `${error}`));
-  $('create').onclick = run(async () => {
-    lastStudent = await call('POST', '/api/students', {});
-    $('student-id').textContent = lastStudent?.id ?? '–';
-  });
+  $('create').onclick = run(async () => follow(await call('POST', '/api/students', {})));
   $('update').onclick = run(async () => {
-    if (!lastStudent) return;
-    const { firstName, lastName, email } = lastStudent;
-    lastStudent = await call('PUT', `/api/students/${lastStudent.id}`, {
-      firstName: `${firstName}!`,
-      lastName,
-      email,
-    });
+    const { id, firstName, lastName, email } = lastStudent;
+    follow(await call('PUT', `/api/students/${id}`, { firstName: `${firstName}!`, lastName, email }));
   });
   $('delete').onclick = run(async () => {
-    if (!lastStudent) return;
     await call('DELETE', `/api/students/${lastStudent.id}`);
-    lastStudent = undefined;
-    $('student-id').textContent = '–';
+    follow(undefined);
   });
 
   if (transport === 'sse') connectSse();

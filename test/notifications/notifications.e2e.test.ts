@@ -4,7 +4,7 @@ import { mkdir } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { startPipeline } from '../e2e/pipeline-harness.ts';
-import { cspViolations, launchChromium } from '../support/browser.ts';
+import { launchChromium, pageErrors } from '../support/browser.ts';
 import { startRole, type RoleProcess } from '../support/role-process.ts';
 import { REDIS_URL, needsPostgres, needsRabbitMq, needsRedis, uniqueName } from '../support/services.ts';
 import { hubClient, sseClient, until, type Received } from './support.ts';
@@ -144,7 +144,7 @@ describe('notifications across processes and instances', servers, () => {
       const api = encodeURIComponent(pipeline.webapi.url);
       const ssePage = await browser.newPage({ viewport: { width: 1200, height: 900 } });
       const hubPage = await browser.newPage({ viewport: { width: 1200, height: 900 } });
-      const blocked = [ssePage, hubPage].map(cspViolations);
+      const errors = [ssePage, hubPage].map(pageErrors);
       await ssePage.goto(`${a!.url}/sse-test.html?api=${api}`);
       await hubPage.goto(`${b!.url}/signalr-test.html?api=${api}`);
       for (const page of [ssePage, hubPage]) {
@@ -162,14 +162,18 @@ describe('notifications across processes and instances', servers, () => {
           1,
         );
         assert.equal(await page.textContent('#count-StudentCreated'), '1');
+        assert.equal(await page.textContent('#student-id'), id, 'the Update and Delete buttons act on it');
         assert.match((await page.textContent('#events li pre')) ?? '', new RegExp(id));
       }
-      assert.deepEqual(blocked.flat(), [], 'the security headers (CSP) let the pages work');
+      assert.deepEqual(errors.flat(), [], 'no failed load, no script error, nothing the CSP blocked');
       await mkdir('test-artifacts', { recursive: true });
       await ssePage.screenshot({ path: 'test-artifacts/sse-test.png', fullPage: true });
       await hubPage.screenshot({ path: 'test-artifacts/signalr-test.png', fullPage: true });
       const landing = await browser.newPage({ viewport: { width: 1200, height: 700 } });
+      const landingErrors = pageErrors(landing);
       await landing.goto(a!.url);
+      await landing.waitForLoadState('networkidle');
+      assert.deepEqual(landingErrors, []);
       await landing.screenshot({ path: 'test-artifacts/notifications-landing.png' });
     } finally {
       await browser.close();

@@ -25,3 +25,13 @@ export function cspViolations(page: Page): string[] {
   });
   return violations;
 }
+
+/** Every error the page reports: console errors (a failed load, a CSP block) and uncaught exceptions. */
+export function pageErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on('console', (message) => {
+    if (message.type() === 'error') errors.push(`${message.text()} (${message.location().url})`);
+  });
+  page.on('pageerror', (error) => errors.push(String(error)));
+  return errors;
+}

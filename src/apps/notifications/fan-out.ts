@@ -78,46 +78,77 @@ export class LogFanOut {
     deliver: (entry: ReplayLogEntry) => void | Promise<void>,
     { maxQueuedBytes, onOverflow, pageSize = 500 }: ResumeLimits,
   ): { readonly caughtUp: Promise<void>; readonly unsubscribe: () => void } {
-    let cursor = afterId;
-    let pending: ReplayLogEntry[] | undefined = [];
-    let queuedBytes = 0;
-    let overflowed = false;
-    const send = (entry: ReplayLogEntry) => {
-      if (compareLogIds(entry.id, cursor) <= 0) return;
-      cursor = entry.id;
-      return deliver(entry);
-    };
+    const resumption = new Resumption(afterId, deliver, maxQueuedBytes, onOverflow);
     // Subscribed before reading: whatever is appended meanwhile is either read or queued (or both).
-    const unsubscribe = this.subscribe('sse', (entry) => {
-      if (!pending) {
-        void send(entry);
-        return;
-      }
-      queuedBytes += entry.data.length;
-      pending.push(entry);
-      if (queuedBytes > maxQueuedBytes) {
-        overflowed = true;
-        pending = undefined;
-        unsubscribe();
-        onOverflow(queuedBytes);
-      }
-    });
-    const caughtUp = (async () => {
-      while (!overflowed) {
-        const page = await this.#log.readAfter(cursor, pageSize);
-        for (const entry of page) if (!overflowed) await send(entry);
-        if (page.length < pageSize) break;
-      }
-      if (overflowed) return;
-      const queued = pending ?? [];
-      pending = undefined;
-      for (const entry of queued) void send(entry);
-    })();
-    return { caughtUp, unsubscribe };
+    resumption.unsubscribe = this.subscribe('sse', (entry) => resumption.receive(entry));
+    return { caughtUp: resumption.catchUp(this.#log, pageSize), unsubscribe: resumption.unsubscribe };
   }
 
   async stop(): Promise<void> {
     for (const listeners of Object.values(this.#listeners)) listeners.clear();
     await this.#tail?.close();
+  }
+}
+
+/**
+ * One stream's catch-up (see `resume`). A class rather than closures over local variables: it lives as long as its
+ * connection, and under tsx every named closure also carries a 256-byte property dictionary (esbuild's keepNames
+ * redefines its `name`).
+ */
+class Resumption {
+  #cursor: string;
+  #pending: ReplayLogEntry[] | undefined = [];
+  #queuedBytes = 0;
+  #overflowed = false;
+  readonly #deliver: (entry: ReplayLogEntry) => void | Promise<void>;
+  readonly #maxQueuedBytes: number;
+  readonly #onOverflow: (queuedBytes: number) => void;
+  unsubscribe: () => void = () => undefined;
+
+  constructor(
+    afterId: string,
+    deliver: (entry: ReplayLogEntry) => void | Promise<void>,
+    maxQueuedBytes: number,
+    onOverflow: (queuedBytes: number) => void,
+  ) {
+    this.#cursor = afterId;
+    this.#deliver = deliver;
+    this.#maxQueuedBytes = maxQueuedBytes;
+    this.#onOverflow = onOverflow;
+  }
+
+  /** A live entry: sent once caught up, queued before. */
+  receive(entry: ReplayLogEntry): void {
+    if (!this.#pending) {
+      void this.#send(entry);
+      return;
+    }
+    this.#queuedBytes += entry.data.length;
+    this.#pending.push(entry);
+    if (this.#queuedBytes > this.#maxQueuedBytes) {
+      this.#overflowed = true;
+      this.#pending = undefined;
+      this.unsubscribe();
+      this.#onOverflow(this.#queuedBytes);
+    }
+  }
+
+  async catchUp(log: ReplayLog, pageSize: number): Promise<void> {
+    while (!this.#overflowed) {
+      const page = await log.readAfter(this.#cursor, pageSize);
+      for (const entry of page) if (!this.#overflowed) await this.#send(entry);
+      if (page.length < pageSize) break;
+    }
+    if (this.#overflowed) return;
+    const queued = this.#pending ?? [];
+    this.#pending = undefined;
+    for (const entry of queued) void this.#send(entry);
+  }
+
+  /** Each entry once, in order: whatever the catch-up and the live tail both saw is dropped here. */
+  #send(entry: ReplayLogEntry): void | Promise<void> {
+    if (compareLogIds(entry.id, this.#cursor) <= 0) return;
+    this.#cursor = entry.id;
+    return this.#deliver(entry);
   }
 }

@@ -12,6 +12,8 @@ export interface ResumeLimits {
   readonly pageSize?: number;
 }
 
+const DEFAULT_PAGE_SIZE = 500;
+
 export type EntryListener = (entry: ReplayLogEntry) => void;
 
 /** How the clients of this instance are reached: each SSE stream, or the SignalR hub. */
@@ -76,12 +78,13 @@ export class LogFanOut {
   resume(
     afterId: string,
     deliver: (entry: ReplayLogEntry) => void | Promise<void>,
-    { maxQueuedBytes, onOverflow, pageSize = 500 }: ResumeLimits,
+    limits: ResumeLimits,
   ): { readonly caughtUp: Promise<void>; readonly unsubscribe: () => void } {
-    const resumption = new Resumption(afterId, deliver, maxQueuedBytes, onOverflow);
-    // Subscribed before reading: whatever is appended meanwhile is either read or queued (or both).
-    resumption.unsubscribe = this.subscribe('sse', (entry) => resumption.receive(entry));
-    return { caughtUp: resumption.catchUp(this.#log, pageSize), unsubscribe: resumption.unsubscribe };
+    // Subscribed (in the constructor) before reading: whatever is appended meanwhile is either read or queued.
+    const resumption = new Resumption(afterId, deliver, limits, (listener) =>
+      this.subscribe('sse', listener),
+    );
+    return { caughtUp: resumption.catchUp(this.#log), unsubscribe: resumption.unsubscribe };
   }
 
   async stop(): Promise<void> {
@@ -101,20 +104,19 @@ class Resumption {
   #queuedBytes = 0;
   #overflowed = false;
   readonly #deliver: (entry: ReplayLogEntry) => void | Promise<void>;
-  readonly #maxQueuedBytes: number;
-  readonly #onOverflow: (queuedBytes: number) => void;
-  unsubscribe: () => void = () => undefined;
+  readonly #limits: ResumeLimits;
+  readonly unsubscribe: () => void;
 
   constructor(
     afterId: string,
     deliver: (entry: ReplayLogEntry) => void | Promise<void>,
-    maxQueuedBytes: number,
-    onOverflow: (queuedBytes: number) => void,
+    limits: ResumeLimits,
+    subscribe: (listener: EntryListener) => () => void,
   ) {
     this.#cursor = afterId;
     this.#deliver = deliver;
-    this.#maxQueuedBytes = maxQueuedBytes;
-    this.#onOverflow = onOverflow;
+    this.#limits = limits;
+    this.unsubscribe = subscribe((entry) => this.receive(entry));
   }
 
   /** A live entry: sent once caught up, queued before. */
@@ -125,15 +127,16 @@ class Resumption {
     }
     this.#queuedBytes += entry.data.length;
     this.#pending.push(entry);
-    if (this.#queuedBytes > this.#maxQueuedBytes) {
+    if (this.#queuedBytes > this.#limits.maxQueuedBytes) {
       this.#overflowed = true;
       this.#pending = undefined;
       this.unsubscribe();
-      this.#onOverflow(this.#queuedBytes);
+      this.#limits.onOverflow(this.#queuedBytes);
     }
   }
 
-  async catchUp(log: ReplayLog, pageSize: number): Promise<void> {
+  async catchUp(log: ReplayLog): Promise<void> {
+    const pageSize = this.#limits.pageSize ?? DEFAULT_PAGE_SIZE;
     while (!this.#overflowed) {
       const page = await log.readAfter(this.#cursor, pageSize);
       for (const entry of page) if (!this.#overflowed) await this.#send(entry);

@@ -14,6 +14,8 @@ interface Target {
 export class TcpProxy {
   #server: Server | undefined;
   readonly #sockets = new Set<Socket>();
+  /** While holding: new connections, accepted but not yet passed on. */
+  #held: Socket[] | undefined;
   readonly #targets: readonly Target[];
   #next = 0;
   #port = 0;
@@ -41,7 +43,8 @@ export class TcpProxy {
       this.#track(client);
       client.pause();
       client.on('error', () => client.destroy());
-      this.#connectUpstream(client, this.#targets.length);
+      if (this.#held) this.#held.push(client);
+      else this.#connectUpstream(client, this.#targets.length);
     });
     await new Promise<void>((resolve) => server.listen(this.#port, '127.0.0.1', resolve));
     this.#port = (server.address() as { port: number }).port;
@@ -54,6 +57,21 @@ export class TcpProxy {
     this.#server = undefined;
     for (const socket of this.#sockets) socket.destroy();
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /**
+   * Cuts every open connection; new ones are accepted but wait, silent, until release(): a network that drops
+   * and takes a while to come back, without refusing anyone.
+   */
+  hold(): void {
+    this.#held = [];
+    for (const socket of this.#sockets) socket.destroy();
+  }
+
+  release(): void {
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    for (const client of held) this.#connectUpstream(client, this.#targets.length);
   }
 
   stop(): Promise<void> {

@@ -81,6 +81,8 @@
     hub = new signalR.HubConnectionBuilder()
       .withUrl('/hubs/notifications', token() ? { accessTokenFactory: token } : {})
       .withAutomaticReconnect()
+      // A dropped connection comes back as the same connection, and the hub resends what it missed.
+      .withStatefulReconnect()
       .build();
     hub.on('Connected', (message) => ($('client-id').textContent = message.clientId));
     for (const type of TYPES) hub.on(type, (payload) => show(type, payload));

@@ -1,5 +1,6 @@
-// The SignalR test page across a dropped connection, in headless Chromium (all roles embedded in this process): the
-// page reconnects as the same connection (stateful reconnect) and the hub resends what it sent meanwhile.
+// The test pages across a dropped connection, in headless Chromium (all roles embedded in this process): the SSE page
+// resumes with Last-Event-ID; the SignalR page reconnects as the same connection (stateful reconnect) and the hub
+// resends what it sent meanwhile.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { EventSource } from 'eventsource';
@@ -9,7 +10,7 @@ import { launchChromium } from '../support/browser.ts';
 import { silentLogger } from '../support/logger.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 
-describe('the SignalR test page when its connection drops', () => {
+describe('the test pages when their connection drops', () => {
   const roles = createAllRoles({
     config: parseConfig({
       DATABASE_URL: 'pglite://memory',
@@ -38,42 +39,50 @@ describe('the SignalR test page when its connection drops', () => {
     return ((await response.json()) as { id: string }).id;
   };
 
-  test('what the hub sent while the network was down arrives once it is back, on the same connection', async () => {
-    // A client that stays connected tells when the hub has sent a notification.
-    const watcher = new EventSource(`${urls.pages}/api/notifications/stream`);
-    const cached = new Set<string>();
-    watcher.addEventListener('StudentCached', (event) => {
-      cached.add((JSON.parse(event.data) as { student: { id: string } }).student.id);
+  for (const { path, sameConnection } of [
+    { path: '/sse-test.html', sameConnection: false },
+    { path: '/signalr-test.html', sameConnection: true },
+  ])
+    test(`${path}: what was sent while the network was down arrives when it is back, exactly once`, async () => {
+      // A client that stays connected tells when a notification has gone out.
+      const watcher = new EventSource(`${urls.pages}/api/notifications/stream`);
+      const cached = new Set<string>();
+      watcher.addEventListener('StudentCached', (event) => {
+        cached.add((JSON.parse(event.data) as { student: { id: string } }).student.id);
+      });
+      const sent = async (id: string) => {
+        while (!cached.has(id)) await new Promise((resolve) => setTimeout(resolve, 20));
+      };
+      const browser = await launchChromium();
+      try {
+        const page = await browser.newPage();
+        await page.goto(`http://127.0.0.1:${proxy.port}${path}?api=${encodeURIComponent(urls.api)}`);
+        await page.locator('#status.on').waitFor();
+        const clientId = await page.locator('#client-id', { hasNotText: '–' }).textContent();
+        const before = await create();
+        await page.waitForSelector(`#events li[data-student-id="${before}"][data-type="StudentCached"]`);
+
+        proxy.hold();
+        const during = await create();
+        await sent(during);
+        proxy.release();
+
+        await page.waitForSelector(`#events li[data-student-id="${during}"][data-type="StudentCached"]`, {
+          timeout: 15_000,
+        });
+        for (const id of [before, during])
+          for (const type of ['StudentCreated', 'StudentCached'])
+            assert.equal(
+              await page.locator(`#events li[data-student-id="${id}"][data-type="${type}"]`).count(),
+              1,
+              `${type} ${id}`,
+            );
+        assert.equal(await page.textContent('#count-total'), '4');
+        if (sameConnection)
+          assert.equal(await page.textContent('#client-id'), clientId, 'the same connection');
+      } finally {
+        watcher.close();
+        await browser.close();
+      }
     });
-    const sent = async (id: string) => {
-      while (!cached.has(id)) await new Promise((resolve) => setTimeout(resolve, 20));
-    };
-    const browser = await launchChromium();
-    try {
-      const page = await browser.newPage();
-      await page.goto(`http://127.0.0.1:${proxy.port}/signalr-test.html?api=${encodeURIComponent(urls.api)}`);
-      await page.locator('#status.on').waitFor();
-      const clientId = await page.locator('#client-id', { hasNotText: '–' }).textContent();
-      const before = await create();
-      await page.waitForSelector(`#events li[data-student-id="${before}"][data-type="StudentCached"]`);
-
-      proxy.hold();
-      const during = await create();
-      await sent(during);
-      proxy.release();
-
-      await page.waitForSelector(`#events li[data-student-id="${during}"][data-type="StudentCached"]`);
-      for (const id of [before, during])
-        for (const type of ['StudentCreated', 'StudentCached'])
-          assert.equal(
-            await page.locator(`#events li[data-student-id="${id}"][data-type="${type}"]`).count(),
-            1,
-          );
-      assert.equal(await page.textContent('#count-total'), '4');
-      assert.equal(await page.textContent('#client-id'), clientId, 'the same connection');
-    } finally {
-      watcher.close();
-      await browser.close();
-    }
-  });
 });

@@ -56,6 +56,9 @@ describe('slow SSE clients (embedded adapters)', () => {
   const config = parseConfig({ NOTIFICATIONS_PORT: '0', CORS_ORIGINS: '*' });
   let notifications: Notifications;
   let url: string;
+  // A stalled stream must not pile up listeners, one pair per notification (Node warns past ten).
+  const warnings: string[] = [];
+  const onWarning = (warning: Error) => void warnings.push(`${warning.name}: ${warning.message}`);
 
   const sseCount = async () => {
     const health = (await (await fetch(`${url}/health`)).json()) as {
@@ -65,6 +68,7 @@ describe('slow SSE clients (embedded adapters)', () => {
   };
 
   before(async () => {
+    process.on('warning', onWarning);
     notifications = await createNotifications({
       config,
       logger: silentLogger,
@@ -78,6 +82,7 @@ describe('slow SSE clients (embedded adapters)', () => {
     await notifications.stop();
     await bus.close();
     await replayLog.close();
+    process.off('warning', onWarning);
   });
 
   test('a live client that stops reading is cut off once its buffer passes the limit; another gets every notification', async () => {
@@ -87,6 +92,7 @@ describe('slow SSE clients (embedded adapters)', () => {
       await until(async () => healthy.control.length > 0 && (await sseCount()) === 2, 'both connected');
       await publishPaced(bus, healthy, NOTIFICATIONS);
       await until(async () => (await sseCount()) === 1, 'the stalled client cut off');
+      assert.deepEqual(warnings, []);
     } finally {
       healthy.close();
       stalled.destroy();
@@ -105,6 +111,7 @@ describe('slow SSE clients (embedded adapters)', () => {
       const live = Math.ceil((2 * MAX_BUFFERED_BYTES) / PAD_BYTES);
       await publishPaced(bus, healthy, live);
       await until(async () => (await sseCount()) === 1, 'the stalled client cut off');
+      assert.deepEqual(warnings, []);
     } finally {
       healthy.close();
       stalled.destroy();

@@ -214,14 +214,23 @@ function write(response: ServerResponse, chunk: string | Buffer, options: SseOpt
   return flushed;
 }
 
+// One wait per stream, whoever waits: every live entry written while the client is behind waits for the same drain,
+// instead of adding its own pair of listeners (over ten made Node warn of a leak).
+const draining = new WeakMap<ServerResponse, Promise<void>>();
 function drained(response: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      response.off('drain', done);
-      response.off('close', done);
-      resolve();
-    };
-    response.once('drain', done);
-    response.once('close', done);
-  });
+  let waiting = draining.get(response);
+  if (!waiting) {
+    waiting = new Promise((resolve) => {
+      const done = () => {
+        response.off('drain', done);
+        response.off('close', done);
+        draining.delete(response);
+        resolve();
+      };
+      response.once('drain', done);
+      response.once('close', done);
+    });
+    draining.set(response, waiting);
+  }
+  return waiting;
 }

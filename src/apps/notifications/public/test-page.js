@@ -59,19 +59,28 @@
     $('events').prepend(item);
   }
 
+  // The id of the last event shown: Connect after Disconnect resumes there (an EventSource sends it only when it
+  // reconnects by itself).
+  let lastEventId = '';
+
   function connectSse() {
-    const query = token() ? `?access_token=${encodeURIComponent(token())}` : '';
-    source = new EventSource(`/api/notifications/stream${query}`);
+    const query = new URLSearchParams();
+    if (token()) query.set('access_token', token());
+    if (lastEventId) query.set('lastEventId', lastEventId);
+    source = new EventSource(`/api/notifications/stream${query.toString() ? `?${query}` : ''}`);
     source.addEventListener('connected', (event) => {
       $('client-id').textContent = JSON.parse(event.data).clientId;
       setStatus(true, 'connected');
     });
-    source.addEventListener(
-      'reset',
-      () => ($('log').textContent = 'Missed too much while away: reload the data.'),
-    );
+    source.addEventListener('reset', (event) => {
+      lastEventId = event.lastEventId;
+      $('log').textContent = 'Missed too much while away: reload the data.';
+    });
     for (const type of TYPES)
-      source.addEventListener(type, (event) => show(type, JSON.parse(event.data), event.lastEventId));
+      source.addEventListener(type, (event) => {
+        lastEventId = event.lastEventId;
+        show(type, JSON.parse(event.data), event.lastEventId);
+      });
     // EventSource reconnects by itself, sending Last-Event-ID.
     source.onerror = () =>
       setStatus(false, source.readyState === EventSource.CONNECTING ? 'reconnecting…' : 'disconnected');

@@ -3,24 +3,13 @@
 import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
-import { createAllRoles, type AllRolesUrls } from '../../src/all-roles.ts';
-import { parseConfig } from '../../src/config.ts';
+import type { AllRolesUrls } from '../../src/all-roles.ts';
+import { embeddedRoles } from '../support/all-roles.ts';
 import { authEnv, tokenFor } from '../support/auth.ts';
 import { cspViolations, launchChromium } from '../support/browser.ts';
-import { silentLogger } from '../support/logger.ts';
 
 describe('the test pages with auth on', () => {
-  const roles = createAllRoles({
-    config: parseConfig({
-      DATABASE_URL: 'pglite://memory',
-      API_PORT: '0',
-      NOTIFICATIONS_PORT: '0',
-      WORKER_PORT: '0',
-      LOG_LEVEL: 'silent',
-      ...authEnv,
-    }),
-    logger: silentLogger,
-  });
+  const roles = embeddedRoles(authEnv);
   let urls: AllRolesUrls;
 
   before(async () => {

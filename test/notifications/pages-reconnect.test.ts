@@ -4,23 +4,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { EventSource } from 'eventsource';
-import { createAllRoles, type AllRolesUrls } from '../../src/all-roles.ts';
-import { parseConfig } from '../../src/config.ts';
+import type { AllRolesUrls } from '../../src/all-roles.ts';
+import { embeddedRoles } from '../support/all-roles.ts';
 import { launchChromium } from '../support/browser.ts';
-import { silentLogger } from '../support/logger.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 
 describe('the test pages when their connection drops', () => {
-  const roles = createAllRoles({
-    config: parseConfig({
-      DATABASE_URL: 'pglite://memory',
-      API_PORT: '0',
-      NOTIFICATIONS_PORT: '0',
-      WORKER_PORT: '0',
-      LOG_LEVEL: 'silent',
-    }),
-    logger: silentLogger,
-  });
+  const roles = embeddedRoles();
   let urls: AllRolesUrls;
   let proxy: TcpProxy;
   // A client that stays connected tells when a student's notifications have gone out.

@@ -1,5 +1,24 @@
-// `npm start`'s entry point as a child process: every role, embedded, on an in-memory PGlite and free ports.
+// Every role, embedded, on an in-memory PGlite and free ports: in this process, or as `npm start`'s entry point in
+// a child process.
 import { spawn } from 'node:child_process';
+import { createAllRoles } from '../../src/all-roles.ts';
+import { parseConfig } from '../../src/config.ts';
+import { silentLogger } from './logger.ts';
+
+/** All roles in this process, silent; `env` adds settings (auth, say). */
+export function embeddedRoles(env: Record<string, string> = {}): ReturnType<typeof createAllRoles> {
+  return createAllRoles({
+    config: parseConfig({
+      DATABASE_URL: 'pglite://memory',
+      API_PORT: '0',
+      NOTIFICATIONS_PORT: '0',
+      WORKER_PORT: '0',
+      LOG_LEVEL: 'silent',
+      ...env,
+    }),
+    logger: silentLogger,
+  });
+}
 
 export function startAllRoles(env: Record<string, string> = {}) {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {

@@ -102,6 +102,12 @@ export function sseClient(
     get lastEventId() {
       return received.at(-1)?.id;
     },
+    /** Resolves once a `type` notification about `studentId` has arrived. */
+    arrived: (type: (typeof EVENT_TYPES)[number], studentId: string) =>
+      until(
+        () => received.some((entry) => entry.type === type && entry.data.student.id === studentId),
+        `${type} for ${studentId}`,
+      ),
     close: () => source.close(),
   };
 }

@@ -13,6 +13,8 @@
   let lastStudent;
   let source;
   let hub;
+  // SignalR only: the student whose group (`student:<id>`) the page follows instead of `Students`.
+  let followed;
   // With auth on, a token goes to the stream (query: EventSource cannot set headers), the hub and the API.
   const TOKEN_KEY = 'tbe.token';
   $('token').value = sessionStorage.getItem(TOKEN_KEY) ?? '';
@@ -30,6 +32,14 @@
     lastStudent = student;
     $('student-id').textContent = student?.id ?? '–';
     $('update').disabled = $('delete').disabled = !student;
+    $('follow').disabled = !hub || (!student && !followed);
+  }
+
+  /** Back to the group every connection starts in; the server forgot any other when the connection is new. */
+  function followAll() {
+    followed = undefined;
+    $('follow').textContent = 'Follow only the last one';
+    follow(lastStudent);
   }
 
   function show(type, payload, id) {
@@ -96,10 +106,14 @@
     hub.on('Connected', (message) => ($('client-id').textContent = message.clientId));
     for (const type of TYPES) hub.on(type, (payload) => show(type, payload));
     hub.onreconnecting(() => setStatus(false, 'reconnecting…'));
-    hub.onreconnected(() => setStatus(true, 'connected'));
+    hub.onreconnected(() => {
+      followAll();
+      setStatus(true, 'connected');
+    });
     hub.onclose(() => setStatus(false, 'disconnected'));
     await hub.start();
     setStatus(true, 'connected');
+    followAll();
   }
 
   $('connect').onclick = () =>
@@ -111,6 +125,7 @@
     if (hub) await hub.stop();
     source = hub = undefined;
     setStatus(false, 'disconnected');
+    followAll();
   };
 
   async function call(method, path, body) {
@@ -139,6 +154,22 @@
   $('delete').onclick = run(async () => {
     await call('DELETE', `/api/students/${lastStudent.id}`);
     follow(undefined);
+  });
+  // One student's notifications only (its group), or every student's again.
+  $('follow').hidden = transport !== 'signalr';
+  $('follow').onclick = run(async () => {
+    if (followed) {
+      await hub.invoke('JoinGroup', 'Students');
+      await hub.invoke('LeaveGroup', `student:${followed}`);
+      followAll();
+      $('log').textContent = 'following every student';
+    } else {
+      followed = lastStudent.id;
+      await hub.invoke('JoinGroup', `student:${followed}`);
+      await hub.invoke('LeaveGroup', 'Students');
+      $('follow').textContent = 'Follow all students';
+      $('log').textContent = `following only ${followed}`;
+    }
   });
 
   if (transport === 'sse') connectSse();

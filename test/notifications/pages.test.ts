@@ -1,0 +1,117 @@
+// The test pages in headless Chromium, all roles embedded in this process. Across a dropped connection the SSE page
+// resumes with Last-Event-ID, also when a person clicks Disconnect and Connect; the SignalR page reconnects as the
+// same connection (stateful reconnect) and the hub resends what it sent meanwhile. The SignalR page can also follow
+// one student (its hub group `student:<id>`).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { Browser } from 'playwright-core';
+import type { AllRolesUrls } from '../../src/all-roles.ts';
+import { embeddedRoles } from '../support/all-roles.ts';
+import { launchChromium } from '../support/browser.ts';
+import { TcpProxy } from '../support/tcp-proxy.ts';
+import { sseClient } from './support.ts';
+
+describe('the test pages (all roles embedded)', () => {
+  const roles = embeddedRoles();
+  let urls: AllRolesUrls;
+  let proxy: TcpProxy;
+  // A client that stays connected tells when a student's notifications have gone out.
+  let watcher: ReturnType<typeof sseClient>;
+  let browser: Browser;
+  /** A page, in a tab of its own, writing through the webapi. */
+  const open = async (pageUrl: string) => {
+    const page = await browser.newPage();
+    await page.goto(`${pageUrl}?api=${encodeURIComponent(urls.api)}`);
+    return page;
+  };
+
+  before(async () => {
+    urls = await roles.start();
+    proxy = await TcpProxy.start('127.0.0.1', Number(new URL(urls.pages).port));
+    watcher = sseClient(urls.pages);
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser.close();
+    watcher.close();
+    await proxy.stop();
+    await roles.stop();
+  });
+
+  const write = async (method: 'POST' | 'PUT', path = '') => {
+    const response = await fetch(`${urls.api}/api/students${path}`, {
+      method,
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
+    assert.ok(response.ok, `${method} ${path}: ${response.status}`);
+    return ((await response.json()) as { id: string }).id;
+  };
+  const create = () => write('POST');
+  const shown = (id: string, type = 'StudentCached') =>
+    `#events li[data-student-id="${id}"][data-type="${type}"]`;
+
+  test('/sse-test.html: Connect after Disconnect shows what was written meanwhile, once', async () => {
+    const page = await open(`${urls.pages}/sse-test.html`);
+    await page.locator('#status.on').waitFor();
+    const before = await create();
+    await page.waitForSelector(shown(before));
+    await page.click('#disconnect');
+    await page.locator('#status.off').waitFor();
+    const during = await create();
+    // Its notifications are out before the page reconnects: they can only come from the log.
+    await watcher.arrived('StudentCached', during);
+    await page.click('#connect');
+    await page.waitForSelector(shown(during));
+    assert.equal(
+      await page.locator('#events li').count(),
+      4,
+      'the two students, each Created and Cached once',
+    );
+  });
+
+  for (const { path, sameConnection } of [
+    { path: '/sse-test.html', sameConnection: false },
+    { path: '/signalr-test.html', sameConnection: true },
+  ])
+    test(`${path}: what was sent while the network was down arrives when it is back, exactly once`, async () => {
+      const page = await open(`http://127.0.0.1:${proxy.port}${path}`);
+      await page.locator('#status.on').waitFor();
+      const clientId = await page.locator('#client-id', { hasNotText: '–' }).textContent();
+      const before = await create();
+      await page.waitForSelector(shown(before));
+
+      proxy.hold();
+      const during = await create();
+      await watcher.arrived('StudentCached', during);
+      proxy.release();
+
+      await page.waitForSelector(shown(during), { timeout: 15_000 });
+      for (const id of [before, during])
+        for (const type of ['StudentCreated', 'StudentCached'])
+          assert.equal(await page.locator(shown(id, type)).count(), 1, `${type} ${id}`);
+      assert.equal(await page.textContent('#count-total'), '4');
+      if (sameConnection) assert.equal(await page.textContent('#client-id'), clientId, 'the same connection');
+    });
+
+  test('/signalr-test.html: following one student shows only its notifications, until it follows all again', async () => {
+    const page = await open(`${urls.pages}/signalr-test.html`);
+    await page.locator('#status.on').waitFor();
+    const followed = await create();
+    await page.waitForSelector(shown(followed));
+    await page.click('#follow');
+    await page.locator('#follow', { hasText: 'Follow all students' }).waitFor();
+
+    const other = await create();
+    await watcher.arrived('StudentCached', other);
+    await write('PUT', `/${followed}`);
+    await page.waitForSelector(shown(followed, 'StudentUpdated'));
+    assert.equal(await page.locator(`#events li[data-student-id="${other}"]`).count(), 0, 'not followed');
+
+    await page.click('#follow');
+    await page.locator('#follow', { hasText: 'Follow only the last one' }).waitFor();
+    const next = await create();
+    await page.waitForSelector(shown(next));
+    assert.equal(await page.locator(shown(followed, 'StudentUpdated')).count(), 1);
+  });
+});

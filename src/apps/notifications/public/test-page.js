@@ -28,7 +28,7 @@
     $('disconnect').disabled = !connected;
   }
 
-  function follow(student) {
+  function setLastStudent(student) {
     lastStudent = student;
     $('student-id').textContent = student?.id ?? '–';
     $('update').disabled = $('delete').disabled = !student;
@@ -36,18 +36,18 @@
   }
 
   /** Back to the group every connection starts in; the server forgot any other when the connection is new. */
-  function followAll() {
+  function followEveryStudent() {
     followed = undefined;
     $('follow').textContent = 'Follow only the last one';
-    follow(lastStudent);
+    setLastStudent(lastStudent);
   }
 
   function show(type, payload, id) {
     const student = payload.student;
     const same = student && student.id === lastStudent?.id;
     if (type === 'StudentDeleted') {
-      if (same) follow(undefined);
-    } else if (student && !(same && student.version < lastStudent.version)) follow(student);
+      if (same) setLastStudent(undefined);
+    } else if (student && !(same && student.version < lastStudent.version)) setLastStudent(student);
     counts[type]++;
     counts.total++;
     $(`count-${type}`).textContent = counts[type];
@@ -107,13 +107,13 @@
     for (const type of TYPES) hub.on(type, (payload) => show(type, payload));
     hub.onreconnecting(() => setStatus(false, 'reconnecting…'));
     hub.onreconnected(() => {
-      followAll();
+      followEveryStudent();
       setStatus(true, 'connected');
     });
     hub.onclose(() => setStatus(false, 'disconnected'));
     await hub.start();
     setStatus(true, 'connected');
-    followAll();
+    followEveryStudent();
   }
 
   $('connect').onclick = () =>
@@ -125,7 +125,7 @@
     if (hub) await hub.stop();
     source = hub = undefined;
     setStatus(false, 'disconnected');
-    followAll();
+    followEveryStudent();
   };
 
   async function call(method, path, body) {
@@ -146,14 +146,14 @@
     );
   }
   const run = (action) => () => action().catch((error) => ($('log').textContent = `${error}`));
-  $('create').onclick = run(async () => follow(await call('POST', '/api/students', {})));
+  $('create').onclick = run(async () => setLastStudent(await call('POST', '/api/students', {})));
   $('update').onclick = run(async () => {
     const { id, firstName, lastName, email } = lastStudent;
-    follow(await call('PUT', `/api/students/${id}`, { firstName: `${firstName}!`, lastName, email }));
+    setLastStudent(await call('PUT', `/api/students/${id}`, { firstName: `${firstName}!`, lastName, email }));
   });
   $('delete').onclick = run(async () => {
     await call('DELETE', `/api/students/${lastStudent.id}`);
-    follow(undefined);
+    setLastStudent(undefined);
   });
   // One student's notifications only (its group), or every student's again.
   $('follow').hidden = transport !== 'signalr';
@@ -161,7 +161,7 @@
     if (followed) {
       await hub.invoke('JoinGroup', 'Students');
       await hub.invoke('LeaveGroup', `student:${followed}`);
-      followAll();
+      followEveryStudent();
       $('log').textContent = 'following every student';
     } else {
       followed = lastStudent.id;

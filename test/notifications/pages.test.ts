@@ -18,10 +18,11 @@ describe('the test pages (all roles embedded)', () => {
   // A client that stays connected tells when a student's notifications have gone out.
   let watcher: ReturnType<typeof sseClient>;
   let browser: Browser;
-  /** A page, in a tab of its own, writing through the webapi. */
+  /** A page, in a tab of its own, writing through the webapi; returned once it is connected. */
   const open = async (pageUrl: string) => {
     const page = await browser.newPage();
     await page.goto(`${pageUrl}?api=${encodeURIComponent(urls.api)}`);
+    await page.locator('#status.on').waitFor();
     return page;
   };
 
@@ -53,7 +54,6 @@ describe('the test pages (all roles embedded)', () => {
 
   test('/sse-test.html: Connect after Disconnect shows what was written meanwhile, once', async () => {
     const page = await open(`${urls.pages}/sse-test.html`);
-    await page.locator('#status.on').waitFor();
     const before = await create();
     await page.waitForSelector(shown(before));
     await page.click('#disconnect');
@@ -76,7 +76,6 @@ describe('the test pages (all roles embedded)', () => {
   ])
     test(`${path}: what was sent while the network was down arrives when it is back, exactly once`, async () => {
       const page = await open(`http://127.0.0.1:${proxy.port}${path}`);
-      await page.locator('#status.on').waitFor();
       const clientId = await page.locator('#client-id', { hasNotText: '–' }).textContent();
       const before = await create();
       await page.waitForSelector(shown(before));
@@ -96,7 +95,6 @@ describe('the test pages (all roles embedded)', () => {
 
   test('/signalr-test.html: following one student shows only its notifications, until it follows all again', async () => {
     const page = await open(`${urls.pages}/signalr-test.html`);
-    await page.locator('#status.on').waitFor();
     const followed = await create();
     await page.waitForSelector(shown(followed));
     await page.click('#follow');

@@ -5,17 +5,17 @@ import { createAllRoles } from '../../src/all-roles.ts';
 import { parseConfig } from '../../src/config.ts';
 import { silentLogger } from './logger.ts';
 
+const EMBEDDED = {
+  DATABASE_URL: 'pglite://memory',
+  API_PORT: '0',
+  NOTIFICATIONS_PORT: '0',
+  WORKER_PORT: '0',
+};
+
 /** All roles in this process, silent; `env` adds settings (auth, say). */
 export function embeddedRoles(env: Record<string, string> = {}): ReturnType<typeof createAllRoles> {
   return createAllRoles({
-    config: parseConfig({
-      DATABASE_URL: 'pglite://memory',
-      API_PORT: '0',
-      NOTIFICATIONS_PORT: '0',
-      WORKER_PORT: '0',
-      LOG_LEVEL: 'silent',
-      ...env,
-    }),
+    config: parseConfig({ ...EMBEDDED, LOG_LEVEL: 'silent', ...env }),
     logger: silentLogger,
   });
 }
@@ -24,10 +24,7 @@ export function startAllRoles(env: Record<string, string> = {}) {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     env: {
       ...process.env,
-      DATABASE_URL: 'pglite://memory',
-      API_PORT: '0',
-      NOTIFICATIONS_PORT: '0',
-      WORKER_PORT: '0',
+      ...EMBEDDED,
       LOG_FORMAT: 'json',
       ...env,
     },

@@ -1,5 +1,6 @@
-// GET /api/students/:id on the real webapi next to a bare Fastify route serving the same JSON from a Map, and that
-// same route on our HTTP plumbing (what every route of ours pays before any caching).
+// GET /api/students/:id on the real webapi next to a bare Fastify route serving the same JSON from a Map, that
+// same route on our HTTP plumbing (what every route of ours pays before any caching), and the bare route with one
+// microsecond of work added (what a microsecond costs here).
 import autocannon from 'autocannon';
 import { startChildServer, type ChildServer } from './child-server.ts';
 import type { BenchRow } from './table.ts';
@@ -10,6 +11,13 @@ export interface HttpBenchOptions {
   readonly rounds?: number;
   readonly secondsPerRound?: number;
 }
+
+/**
+ * Work added to the baseline for the calibration row. On a small machine the load generator shares the cores: each
+ * response's write must then wake it, and that kernel cost grows as the server slows, so the ratio falls much faster
+ * than the added CPU alone would say.
+ */
+const CALIBRATION_MICROSECONDS = 1;
 
 interface Measurement {
   readonly rps: number;
@@ -108,12 +116,28 @@ export async function httpGetById(options: HttpBenchOptions = {}): Promise<Bench
       BENCH_ID: id,
       BENCH_JSON: json,
     });
-    targets.splice(1, 0, {
-      variant: 'Fastify + Map on our HTTP plumbing',
-      url: `${plumbed.info.url}${path(id)}`,
-      note: 'security headers, request id, metrics, CORS, problem+json: the cost every route pays',
-      server: plumbed,
+    const calibration = await startChildServer<{ url: string }>('bench/servers/bare-fastify.ts', {
+      BENCH_ID: id,
+      BENCH_JSON: json,
+      BENCH_BUSY_MICROSECONDS: String(CALIBRATION_MICROSECONDS),
     });
+    targets.splice(
+      1,
+      0,
+      {
+        variant: `bare Fastify + Map, ${CALIBRATION_MICROSECONDS} µs of work per request`,
+        url: `${calibration.info.url}${path(id)}`,
+        note: 'calibration: what one microsecond of CPU per request costs the baseline on this machine',
+        server: calibration,
+      },
+      {
+        variant: 'Fastify + Map on our HTTP plumbing',
+        url: `${plumbed.info.url}${path(id)}`,
+        note: 'security headers, request id, metrics, CORS, problem+json: the cost every route pays',
+        server: plumbed,
+      },
+    );
+    const plumbedIndex = 2;
 
     // A warm-up per server so JIT and connection set-up don't count.
     for (const target of targets) await load(target.url, connections, 1, target.headers);
@@ -127,7 +151,8 @@ export async function httpGetById(options: HttpBenchOptions = {}): Promise<Bench
     return targets.map((target, index) => {
       const runs = measured[index]!;
       const ratio = ratiosTo(index);
-      const toPlumbing = index > 1 ? `; ${(ratio / ratiosTo(1)).toFixed(2)}× the plumbed route` : '';
+      const toPlumbing =
+        index > plumbedIndex ? `; ${(ratio / ratiosTo(plumbedIndex)).toFixed(2)}× the plumbed route` : '';
       return {
         scenario,
         variant: target.variant,

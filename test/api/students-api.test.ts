@@ -243,6 +243,12 @@ function apiContract(kind: 'pglite' | 'postgres') {
         'email',
       ],
       ['a JSON array', { body: '[]' }, 400, 'body'],
+      [
+        'JSON sent as text/plain (fetch without a Content-Type)',
+        { headers: { 'content-type': 'text/plain;charset=UTF-8' }, body: JSON.stringify(ada) },
+        415,
+        'body',
+      ],
       ['a body over 64 KiB', { body: JSON.stringify({ ...ada, pad: 'x'.repeat(70_000) }) }, 413, 'body'],
     ];
     for (const [name, init, status, field] of badPosts) {
@@ -254,9 +260,11 @@ function apiContract(kind: 'pglite' | 'postgres') {
       });
     }
 
-    test('the reason says why a JSON body is rejected: where the syntax breaks, or a prototype key', async () => {
+    test('the reason says why a JSON body is rejected: where the syntax breaks, a prototype key, not an object', async () => {
       for (const [body, reason] of [
         ['{"firstName":', /^Body is not valid JSON: .+/],
+        ['[]', /^must be a JSON object$/],
+        ['"Ada"', /^must be a JSON object$/],
         ['{"firstName":"Ada","__proto__":{"isAdmin":true}}', /"__proto__"/],
         ['{"lastName":"L","constructor":{"prototype":{"isAdmin":true}}}', /"prototype"/],
       ] as const) {
@@ -267,6 +275,20 @@ function apiContract(kind: 'pglite' | 'postgres') {
         );
         assert.match((problem.errors as { reason: string }[])[0]?.reason ?? '', reason, body);
       }
+    });
+
+    test('a body that is not JSON is a 415 saying to send application/json', async () => {
+      const problem = await assertProblem(
+        await call('/api/students', {
+          method: 'POST',
+          headers: { 'content-type': 'text/plain' },
+          body: 'Ada',
+        }),
+        415,
+        'body',
+      );
+      assert.match(String(problem.detail), /"text\/plain".*application\/json/);
+      assert.equal((problem.errors as { reason: string }[])[0]?.reason, 'must be sent as application/json');
     });
 
     test('an invalid UUID in the path is a 400 for id', async () => {

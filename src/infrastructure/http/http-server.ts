@@ -92,6 +92,9 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   app.decorateRequest('bodyText', undefined);
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonBody);
+  // Every body these APIs take is JSON. Fastify would also read text/plain (what fetch sends for a string body
+  // without a Content-Type) as a string, which then fails validation as "not an object"; a 415 says what to fix.
+  app.removeContentTypeParser('text/plain');
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   observeHttp(app, options);

@@ -96,6 +96,17 @@ function validationIssues(error: FastifyError): FieldIssue[] {
   });
 }
 
+/** What a Fastify client error says; its 415 message is the bare status text, which does not say what to send. */
+function clientErrorText(error: FastifyError, request: FastifyRequest): { detail: string; reason: string } {
+  if (error.code !== 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+    return { detail: error.message, reason: error.message };
+  const type = JSON.stringify(request.headers['content-type'] ?? '');
+  return {
+    detail: `A body of type ${type} is not accepted here; send it as application/json.`,
+    reason: 'must be sent as application/json',
+  };
+}
+
 /** The part of the request a Fastify client error is about, when it is about one part. */
 function fastifyErrorField(code: string | undefined): string | undefined {
   // FST_ERR_CTP_*: the body could not be read (malformed JSON, too large, wrong media type).
@@ -137,17 +148,18 @@ export function sendErrorProblem(
   }
   const status = error.statusCode ?? 500;
   if (status >= 400 && status < 500) {
-    // Fastify's own client errors: malformed JSON, body too large, unsupported media type, undecodable path, ...
+    // Fastify's own client errors: malformed JSON, body too large, undecodable path, ...
     const field = fastifyErrorField(error.code);
+    const { detail, reason } = clientErrorText(error, request);
     return sendProblem(
       reply,
       problem({
         status,
         title: httpTitle(status),
         code: error.code ?? 'REQUEST.INVALID',
-        detail: error.message,
+        detail,
         instance,
-        ...(field ? { errors: [{ field, reason: error.message }] } : {}),
+        ...(field ? { errors: [{ field, reason }] } : {}),
       }),
     );
   }

@@ -6,11 +6,11 @@ export function sha256(text: string): string {
 }
 
 /**
- * A request body's fingerprint: its media type and its text as sent (JSON as it arrived, or the text of a
- * text/plain body; other types are refused before any route). Bodies that parse alike are still different bodies.
+ * A request body's fingerprint: its media type and its JSON text as it arrived (other media types are refused
+ * before any route). Bodies that parse alike are still different bodies.
  */
 export function bodyFingerprint(request: FastifyRequest): string {
-  const text = request.bodyText ?? (typeof request.body === 'string' ? request.body : undefined);
+  const text = request.bodyText;
   const type = request.headers['content-type'];
   // A GET has neither: no hash on the cached read's path.
   if (text === undefined && type === undefined) return '';

@@ -9,15 +9,18 @@ const name = (field: string) =>
     .describe(`${field}; generated when left out`);
 
 /** Body of POST and PUT. Unknown fields are rejected rather than silently dropped. */
-export const StudentInput = z.strictObject({
-  firstName: name('First name'),
-  lastName: name('Last name'),
-  email: z
-    .string({ error: 'must be a string' })
-    .max(STUDENT_EMAIL_MAX_LENGTH, `must be at most ${STUDENT_EMAIL_MAX_LENGTH} characters`)
-    .optional()
-    .describe('Email address; generated when left out'),
-});
+export const StudentInput = z.strictObject(
+  {
+    firstName: name('First name'),
+    lastName: name('Last name'),
+    email: z
+      .string({ error: 'must be a string' })
+      .max(STUDENT_EMAIL_MAX_LENGTH, `must be at most ${STUDENT_EMAIL_MAX_LENGTH} characters`)
+      .optional()
+      .describe('Email address; generated when left out'),
+  },
+  { error: (issue) => (issue.code === 'invalid_type' ? 'must be a JSON object' : undefined) },
+);
 
 export const Student = z
   .object({

@@ -128,6 +128,15 @@ function replayLogContract(open: (maxEntries: number) => Promise<ReplayLog>) {
     );
   });
 
+  test('a new log names where it begins: an id an earlier log gave out is older than trimmedThrough', async () => {
+    const earlier = `${Date.now() - 1}-5`;
+    const log = await writable();
+    const first = (await log.append(entry(1), WRITER)).id;
+    const { trimmedThrough } = await log.retention();
+    assert.ok(compareLogIds(earlier, trimmedThrough) < 0, `${earlier} is older than ${trimmedThrough}`);
+    assert.ok(compareLogIds(first, trimmedThrough) >= 0, 'a reader of the first entry missed nothing');
+  });
+
   test('a tail delivers every entry after its start id once, in order, including ones appended later', async () => {
     const log = await writable();
     const before = (await log.append(entry(0), WRITER)).id;
@@ -170,8 +179,7 @@ describe('replay log contract: RedisStreamReplayLog', await needsRedis(), () => 
     }
     await admin.quit();
   });
-  replayLogContract(async (maxEntries) => {
-    const keyPrefix = `${uniqueName('tbe_replay_test')}:`;
+  const open = async (maxEntries: number, keyPrefix = `${uniqueName('tbe_replay_test')}:`) => {
     prefixes.push(keyPrefix);
     const log = new RedisStreamReplayLog(
       { url: REDIS_URL, keyPrefix, maxEntries, dedupTtlSeconds: 60, blockMs: 200 },
@@ -179,5 +187,26 @@ describe('replay log contract: RedisStreamReplayLog', await needsRedis(), () => 
     );
     await log.connected();
     return log;
+  };
+  replayLogContract((maxEntries) => open(maxEntries));
+
+  test('a stream Redis lost (a restart without persistence) begins again: the old ids are older than it', async () => {
+    const keyPrefix = `${uniqueName('tbe_replay_test')}:`;
+    const log = await open(1_000, keyPrefix);
+    try {
+      assert.equal(await log.claimWriter(WRITER, 30_000), true);
+      const old: string[] = [];
+      for (let n = 0; n < 3; n++) old.push((await log.append(entry(n), WRITER)).id);
+      await admin.del(`${keyPrefix}log`);
+      // Ids are Redis's clock: a restart takes longer than the millisecond the new ids need to be later.
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const first = (await log.append(entry(3), WRITER)).id;
+      const retention = await log.retention();
+      assert.equal(retention.trimmedThrough, first);
+      for (const id of old)
+        assert.ok(compareLogIds(id, retention.trimmedThrough) < 0, `${id} missed entries`);
+    } finally {
+      await log.close();
+    }
   });
 });

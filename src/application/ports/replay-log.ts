@@ -29,7 +29,10 @@ export interface ReplayLogRetention {
   readonly firstId: string | undefined;
   /** The newest entry; `0-0` when the log is empty. */
   readonly lastId: string;
-  /** Every entry up to this id was dropped (retention); a reader whose last id is older missed some. */
+  /**
+   * A reader whose last id is older than this missed entries: every entry up to it was dropped (retention), or
+   * the log began here, after the one that gave out the older ids was lost (a restart without persistence).
+   */
   readonly trimmedThrough: string;
   readonly length: number;
 }

@@ -30,6 +30,12 @@ export interface SseStreams {
   readonly count: number;
 }
 
+/** Why a client's Last-Event-ID cannot be resumed from: it gets a `reset` event and live notifications. */
+interface Reset {
+  readonly reason: string;
+  readonly oldestId: string | undefined;
+}
+
 // CORS, the request id, no content sniffing, HSTS (when a proxy adds TLS) and the resource policy.
 const STREAM_HEADERS =
   /^(?:access-control-|vary$|x-request-id$|x-content-type-options$|strict-transport-security$|cross-origin-resource-policy$)/;
@@ -79,12 +85,16 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
         invalidRequest(request.url, `Last-Event-ID ${reason}.`, [{ field: 'Last-Event-ID', reason }]),
       );
     if (Array.isArray(lastEventId)) return invalid('must be given once');
-    let reset: { readonly oldestId: string | undefined } | undefined;
+    let reset: Reset | undefined;
     if (lastEventId !== undefined && lastEventId !== '') {
       if (!isLogId(lastEventId)) return invalid('must be an event id received from this stream (<ms>-<seq>)');
       const retention = await options.log.retention();
-      if (compareLogIds(lastEventId, retention.lastId) > 0) return invalid('is not an id of this stream');
-      if (compareLogIds(lastEventId, retention.trimmedThrough) < 0) reset = { oldestId: retention.firstId };
+      // A well-formed id the log cannot resume from gets `reset`, never an error: EventSource gives up for good on
+      // an error status, and an id from a log that was lost (a restart without persistence) is no client's fault.
+      if (compareLogIds(lastEventId, retention.trimmedThrough) < 0)
+        reset = { reason: 'Last-Event-ID is older than the replay window', oldestId: retention.firstId };
+      else if (compareLogIds(lastEventId, retention.lastId) > 0)
+        reset = { reason: 'Last-Event-ID is not in the replay log', oldestId: retention.firstId };
     }
 
     // Headers set by the hooks so far would be lost with the hijack; given to writeHead in one object, they are not
@@ -108,7 +118,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     start: {
       readonly hookHeaders: Readonly<Record<string, unknown>>;
       readonly from: string;
-      readonly reset: { readonly oldestId: string | undefined } | undefined;
+      readonly reset: Reset | undefined;
       readonly wanted: ReadonlySet<string> | undefined;
     },
   ) => {
@@ -135,7 +145,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       // The id moves the client's Last-Event-ID to where live events start.
       write(
         response,
-        `id: ${from}\nevent: ${SseEvents.reset}\ndata: ${JSON.stringify({ reason: 'Last-Event-ID is older than the replay window', oldestId: reset.oldestId ?? null })}\n\n`,
+        `id: ${from}\nevent: ${SseEvents.reset}\ndata: ${JSON.stringify({ reason: reset.reason, oldestId: reset.oldestId ?? null })}\n\n`,
         options,
       );
     }

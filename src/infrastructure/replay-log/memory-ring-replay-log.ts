@@ -36,6 +36,7 @@ export class MemoryRingReplayLog implements ReplayLog {
   constructor(options: MemoryRingReplayLogOptions) {
     this.#maxEntries = options.maxEntries;
     this.#lastMs = Date.now();
+    // The log begins now: an id from an earlier process (a client resuming across a restart) is older.
     this.#trimmedThrough = `${this.#lastMs}-0`;
   }
 

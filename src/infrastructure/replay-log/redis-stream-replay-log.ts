@@ -24,12 +24,15 @@ export interface RedisStreamReplayLogOptions {
 }
 
 // One script: the lease check, de-duplication, the append and the trim happen atomically, so a redelivered
-// message or a writer that lost its lease can never add an entry out of order.
+// message or a writer that lost its lease can never add an entry out of order. A stream that does not exist yet
+// begins at its first entry: a reader with an older id (from a log that Redis lost) missed what was in it.
 const APPEND = `
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('NOTWRITER') end
 local earlier = redis.call('GET', KEYS[2])
 if earlier then return {earlier, 1} end
+local begins = redis.call('EXISTS', KEYS[1]) == 0
 local id = redis.call('XADD', KEYS[1], '*', 'messageId', ARGV[4], 'type', ARGV[5], 'subject', ARGV[6], 'data', ARGV[7], 'traceparent', ARGV[8])
+if begins then redis.call('SET', KEYS[4], id) end
 redis.call('SET', KEYS[2], id, 'EX', ARGV[3])
 local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[2])
 if excess > 0 then

@@ -243,3 +243,37 @@ describe('the notifications service (embedded adapters)', () => {
     }
   });
 });
+
+describe('the notifications service just restarted (a new, empty memory log)', () => {
+  test('a client resuming from before the restart gets one `reset`; resuming from its id, no other', async () => {
+    const bus = new InProcessMessageBus();
+    const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
+    const config = parseConfig({ NOTIFICATIONS_PORT: '0' });
+    const notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
+    const url = await notifications.start();
+    await bus.declareTopology(MESSAGING_TOPOLOGY);
+    try {
+      const resuming = sseClient(url, { lastEventId: `${Date.now() - 60_000}-0` });
+      await until(() => resuming.control.some((event) => event.type === 'reset'), 'reset');
+      const resetId = resuming.control.find((event) => event.type === 'reset')?.id;
+      resuming.close();
+      // What EventSource sends on its next reconnect, before any notification arrived.
+      const again = sseClient(url, { lastEventId: resetId ?? '' });
+      try {
+        await until(() => again.control.some((event) => event.type === 'connected'), 'connected');
+        await bus.publish([notificationMessage('StudentCreated')]);
+        await until(() => again.received.length === 1, 'the live one');
+        assert.deepEqual(
+          again.control.map((event) => event.type),
+          ['connected'],
+        );
+      } finally {
+        again.close();
+      }
+    } finally {
+      await notifications.stop();
+      await bus.close();
+      await replayLog.close();
+    }
+  });
+});

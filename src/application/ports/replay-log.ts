@@ -90,4 +90,9 @@ export function compareLogIds(a: string, b: string): number {
   return bySeq === 0n ? 0 : bySeq < 0n ? -1 : 1;
 }
 
+/** The later of two log ids. */
+export function laterLogId(a: string, b: string): string {
+  return compareLogIds(a, b) >= 0 ? a : b;
+}
+
 export const EMPTY_LOG_ID = '0-0';

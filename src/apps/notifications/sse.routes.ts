@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import {
   compareLogIds,
+  laterLogId,
   isLogId,
   type ReplayLog,
   type ReplayLogEntry,
@@ -34,6 +35,8 @@ export interface SseStreams {
 interface Reset {
   readonly reason: string;
   readonly oldestId: string | undefined;
+  /** Where live notifications start: the reset's `id:`, so the client's next reconnect resumes from there. */
+  readonly resumeFrom: string;
 }
 
 // CORS, the request id, no content sniffing, HSTS (when a proxy adds TLS) and the resource policy.
@@ -89,12 +92,21 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     if (lastEventId !== undefined && lastEventId !== '') {
       if (!isLogId(lastEventId)) return invalid('must be an event id received from this stream (<ms>-<seq>)');
       const retention = await options.log.retention();
-      // A well-formed id the log cannot resume from gets `reset`, never an error: EventSource gives up for good on
-      // an error status, and an id from a log that was lost (a restart without persistence) is no client's fault.
-      if (compareLogIds(lastEventId, retention.trimmedThrough) < 0)
-        reset = { reason: 'Last-Event-ID is older than the replay window', oldestId: retention.firstId };
-      else if (compareLogIds(lastEventId, retention.lastId) > 0)
-        reset = { reason: 'Last-Event-ID is not in the replay log', oldestId: retention.firstId };
+      // The log resumes from where it begins (or was last trimmed) through its newest entry. Any other well-formed
+      // id gets `reset`, never an error: EventSource gives up for good on an error status, and an id from a log
+      // that was lost (a restart without persistence) is no client's fault.
+      const reason =
+        compareLogIds(lastEventId, retention.trimmedThrough) < 0
+          ? 'Last-Event-ID is older than the replay window'
+          : compareLogIds(lastEventId, laterLogId(retention.lastId, retention.trimmedThrough)) > 0
+            ? 'Last-Event-ID is not in the replay log'
+            : undefined;
+      if (reason)
+        reset = {
+          reason,
+          oldestId: retention.firstId,
+          resumeFrom: laterLogId(options.fanOut.position, retention.trimmedThrough),
+        };
     }
 
     // Headers set by the hooks so far would be lost with the hijack; given to writeHead in one object, they are not
@@ -141,7 +153,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     write(response, `event: ${SseEvents.connected}\ndata: ${JSON.stringify(connected)}\n\n`, options);
     let from = start.from;
     if (reset) {
-      from = options.fanOut.position;
+      from = reset.resumeFrom;
       // The id moves the client's Last-Event-ID to where live events start.
       write(
         response,

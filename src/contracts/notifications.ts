@@ -10,7 +10,7 @@ export const NotificationRoutes = {
 /** SSE event names besides the notification types (which are sent under their `eventType`). */
 export const SseEvents = {
   connected: 'connected',
-  /** The client's Last-Event-ID is older than the replay window: reload, then live events follow. */
+  /** The log cannot resume from the client's Last-Event-ID (too old, or from a lost log): reload; live events follow. */
   reset: 'reset',
 } as const;
 

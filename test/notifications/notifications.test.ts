@@ -109,6 +109,14 @@ describe('the notifications service (embedded adapters)', () => {
     }
   });
 
+  test('?types= with a type that does not exist is a 400 naming types and the known ones', async () => {
+    const response = await fetch(`${url}/api/notifications/stream?types=StudentCreated,StudentCreatd`);
+    assert.equal(response.status, 400);
+    const body = (await response.json()) as { errors: { field: string; reason: string }[] };
+    assert.equal(body.errors[0]?.field, 'types');
+    assert.match(body.errors[0]?.reason ?? '', /StudentDeleted.*not StudentCreatd$/);
+  });
+
   test('?types= repeated means the same as a comma-separated list', async () => {
     const client = sseClient(url, { query: '?types=StudentDeleted&types=StudentCached' });
     try {

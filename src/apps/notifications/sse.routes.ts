@@ -9,6 +9,7 @@ import {
   type ReplayLogEntry,
 } from '../../application/ports/replay-log.ts';
 import { NotificationRoutes, SseEvents, type ConnectedMessage } from '../../contracts/notifications.ts';
+import { NotificationEventTypes } from '../../contracts/students.ts';
 import type { TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import { requireToken } from '../../infrastructure/http/require-token.ts';
 import type { HttpServer } from '../../infrastructure/http/http-server.ts';
@@ -30,6 +31,8 @@ export interface SseOptions {
 export interface SseStreams {
   readonly count: number;
 }
+
+const NOTIFICATION_TYPES: ReadonlySet<string> = new Set(Object.values(NotificationEventTypes));
 
 /** Why a client's Last-Event-ID cannot be resumed from: it gets a `reset` event and live notifications. */
 interface Reset {
@@ -82,15 +85,20 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       .filter(Boolean);
     const wanted = types.length > 0 ? new Set(types) : undefined;
 
-    const invalid = (reason: string) =>
-      sendProblem(
-        reply,
-        invalidRequest(request.url, `Last-Event-ID ${reason}.`, [{ field: 'Last-Event-ID', reason }]),
+    const invalid = (field: string, reason: string) =>
+      sendProblem(reply, invalidRequest(request.url, `${field} ${reason}.`, [{ field, reason }]));
+    // A misspelt type would otherwise be a stream on which nothing ever arrives.
+    const unknown = types.filter((type) => !NOTIFICATION_TYPES.has(type));
+    if (unknown.length > 0)
+      return invalid(
+        'types',
+        `must list event types of ${[...NOTIFICATION_TYPES].join(', ')}, not ${unknown.join(', ')}`,
       );
-    if (Array.isArray(lastEventId)) return invalid('must be given once');
+    if (Array.isArray(lastEventId)) return invalid('Last-Event-ID', 'must be given once');
     let reset: Reset | undefined;
     if (lastEventId !== undefined && lastEventId !== '') {
-      if (!isLogId(lastEventId)) return invalid('must be an event id received from this stream (<ms>-<seq>)');
+      if (!isLogId(lastEventId))
+        return invalid('Last-Event-ID', 'must be an event id received from this stream (<ms>-<seq>)');
       const retention = await options.log.retention();
       // The log resumes from where it begins (or was last trimmed) through its newest entry. Any other well-formed
       // id gets `reset`, never an error: EventSource gives up for good on an error status, and an id from a log

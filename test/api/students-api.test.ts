@@ -364,6 +364,13 @@ function apiContract(kind: 'pglite' | 'postgres') {
     const paths = Object.keys(spec.paths as object);
     assert.ok(paths.includes('/api/students') && paths.includes('/api/students/{id}'), paths.join(', '));
     assert.ok(!paths.some((path) => path.startsWith('/api/student/')), 'aliases stay out of the docs');
+    const operations = spec.paths as Record<string, Record<string, { responses: object }>>;
+    for (const [path, method] of [
+      ['/api/students', 'post'],
+      ['/api/students/{id}', 'put'],
+    ])
+      for (const status of ['413', '415'])
+        assert.ok(status in (operations[path!]?.[method!]?.responses ?? {}), `${method} ${path}: ${status}`);
     const docs = await call('/docs/');
     assert.equal(docs.status, 200);
     assert.match(await docs.text(), /swagger/i);

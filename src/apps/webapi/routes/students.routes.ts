@@ -40,10 +40,14 @@ const IfMatchHeaders = z.object({
     .describe('An ETag from a previous response: the write fails with 412 if the student changed since'),
 });
 
+/** What a request with a body can also get: too large (over 64 KiB), or not JSON. */
+const bodyProblems = { 413: ProblemDetails, 415: ProblemDetails };
+
 const problems = {
   400: ProblemDetails,
   404: ProblemDetails,
   412: ProblemDetails,
+  ...bodyProblems,
   422: ProblemDetails,
   503: ProblemDetails,
 };
@@ -159,7 +163,13 @@ function registerUnder(
         tags,
         summary: 'Create a student; fields left out are generated. Honors Idempotency-Key',
         body: StudentInput.nullish(),
-        response: { 201: Student, 400: ProblemDetails, 422: ProblemDetails, 503: ProblemDetails },
+        response: {
+          201: Student,
+          400: ProblemDetails,
+          ...bodyProblems,
+          422: ProblemDetails,
+          503: ProblemDetails,
+        },
       },
     },
     async (request, reply) => {

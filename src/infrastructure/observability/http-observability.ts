@@ -35,7 +35,7 @@ type ObservedRequest = FastifyRequest & { [OBSERVATION]: Observation | null };
 /** Adds the hooks and the /metrics route; call before any route is registered (handlers are wrapped as added). */
 export function observeHttp(app: FastifyInstance, { service, registry }: HttpObservabilityOptions): void {
   const duration = requestDuration(registry);
-  // One labelled child per method, route and status: prom-client would hash the labels on every observation.
+  // One labelled child per method, route and status, made once: labels() parses and checks them and makes closures.
   const durations = new Map<string, Histogram.Internal<'service' | 'method' | 'route' | 'status_code'>>();
   const durationOf = (method: string, route: string, status: string) => {
     const key = `${method} ${route} ${status}`;

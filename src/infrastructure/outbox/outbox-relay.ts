@@ -74,7 +74,29 @@ const statements = {
   markSent: sqlStatement('outbox_mark_sent', 'update outbox set sent_at = $1 where id = any($2::uuid[])'),
   deleteSentBefore: sqlStatement('outbox_delete_sent_before', 'delete from outbox where sent_at < $1'),
   backlog: sqlStatement('outbox_backlog', 'select count(*)::int as count from outbox where sent_at is null'),
+  resendUnhandled: sqlStatement(
+    'outbox_resend_unhandled',
+    `update outbox set sent_at = null
+     where sent_at is not null and exchange = $1
+       and not exists (select 1 from inbox where inbox.consumer = $2 and inbox.message_id = outbox.id::text)
+     returning id`,
+  ),
 };
+
+/**
+ * Marks unsent again each row published to `exchange` that `consumer` never handled (its inbox has no row for it).
+ * For the in-process bus, whose queues die with the process: run before the relay starts, a restart sends again
+ * what a crash dropped between the relay's publish and the consumer's commit. Nothing happens twice: the consumer's
+ * inbox skips a message it did handle. Returns how many rows will be sent again.
+ */
+export async function resendUnhandled(
+  database: Database,
+  exchange: string,
+  consumer: string,
+): Promise<number> {
+  const rows = await database.sql.query<{ id: string }>(statements.resendUnhandled, [exchange, consumer]);
+  return rows.length;
+}
 
 /** A row as the CloudEvent that travels on the broker; its id is the row's, stable across re-publishing. */
 export function outboxMessage(row: OutboxRow): OutgoingMessage {

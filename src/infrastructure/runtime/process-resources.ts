@@ -1,11 +1,12 @@
 import type { Registry } from 'prom-client';
 import type { MessageBus } from '../../application/ports/message-bus.ts';
-import { MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
+import { WORKER_INBOX } from '../../application/students/process-student-event.ts';
+import { Exchanges, MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
 import { openCache, type Cache } from '../caching/open-cache.ts';
 import type { Logger } from '../logging/logger.ts';
 import { openMessageBus } from '../messaging/open-message-bus.ts';
 import { createProcessRegistry } from '../observability/metrics.ts';
-import { startOutboxRelay, type OutboxRelay } from '../outbox/outbox-relay.ts';
+import { resendUnhandled, startOutboxRelay, type OutboxRelay } from '../outbox/outbox-relay.ts';
 import { registerRelayMetrics } from '../outbox/relay-metrics.ts';
 import { openDatabase, type Database } from '../persistence/database.ts';
 import type { ResilienceOptions } from '../resilience/resilience-policy.ts';
@@ -69,6 +70,15 @@ export async function openProcessResources(
       bus = opened;
       closers.push(() => opened.close());
       await opened.declareTopology(MESSAGING_TOPOLOGY);
+      if (settings.amqpUrl === 'memory:') {
+        // The last process's queues died with it: what its worker had not handled yet is sent again.
+        const resent = await resendUnhandled(database, Exchanges.students, WORKER_INBOX);
+        if (resent > 0)
+          logger.info(
+            { resent },
+            'in-process bus: events the worker had not handled before the restart are sent again',
+          );
+      }
       const started = startOutboxRelay({ database, bus: opened, resilience: settings.resilience, logger });
       relay = started;
       closers.push(() => started.stop());

@@ -1,0 +1,82 @@
+// `npm start` restarted after a crash: the in-process bus's queues died with the process, so what the worker had
+// not handled yet must still get handled, once.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { createWebApiOver } from '../../src/apps/webapi/main.ts';
+import { parseConfig } from '../../src/config.ts';
+import { openProcessResources } from '../../src/infrastructure/runtime/process-resources.ts';
+import { embeddedRoles } from '../support/all-roles.ts';
+import { silentLogger } from '../support/logger.ts';
+
+async function until<T>(read: () => Promise<T | undefined>, what: string, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await read();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+test('events the relay handed to the in-process bus before a crash are handled after the restart, once', async () => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'tbe-restart-'));
+  const env = { DATABASE_URL: `pglite://${dataDir}`, API_PORT: '0', LOG_LEVEL: 'silent' };
+  try {
+    // The process before the crash: the relay publishes, but the worker never gets to the events.
+    const config = parseConfig(env);
+    const resources = await openProcessResources(config, silentLogger, {
+      connectionName: 'before',
+      bus: true,
+    });
+    const webApi = await createWebApiOver(resources, { config, logger: silentLogger });
+    const api = await webApi.start();
+    const ids: string[] = [];
+    for (let n = 0; n < 3; n++) {
+      const created = await fetch(`${api}/api/students`, { method: 'POST' });
+      ids.push(((await created.json()) as { id: string }).id);
+    }
+    await until(
+      async () => ((await resources.relay.backlog()) === 0 ? true : undefined),
+      'the relay to publish',
+    );
+    await webApi.stop();
+    await resources.close();
+
+    const restarted = embeddedRoles(env);
+    try {
+      const { api: restartedApi } = await restarted.start();
+      for (const id of ids) {
+        const student = await until(async () => {
+          const response = await fetch(`${restartedApi}/api/students/${id}`, {
+            headers: { 'cache-control': 'no-cache' },
+          });
+          const body = (await response.json()) as { updates: number };
+          return body.updates > 0 ? body : undefined;
+        }, `the worker to process ${id}`);
+        assert.equal(student.updates, 1);
+      }
+    } finally {
+      await restarted.stop();
+    }
+
+    // A second restart sends nothing again: each event is in the worker's inbox now.
+    const again = embeddedRoles(env);
+    try {
+      const { api: againApi } = await again.start();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      for (const id of ids) {
+        const response = await fetch(`${againApi}/api/students/${id}`, {
+          headers: { 'cache-control': 'no-cache' },
+        });
+        assert.equal(((await response.json()) as { updates: number }).updates, 1);
+      }
+    } finally {
+      await again.stop();
+    }
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});

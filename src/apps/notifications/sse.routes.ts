@@ -3,8 +3,8 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import {
   compareLogIds,
-  laterLogId,
   isLogId,
+  laterLogId,
   type ReplayLog,
   type ReplayLogEntry,
 } from '../../application/ports/replay-log.ts';

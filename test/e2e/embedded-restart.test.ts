@@ -8,17 +8,14 @@ import { test } from 'node:test';
 import { createWebApiOver } from '../../src/apps/webapi/main.ts';
 import { parseConfig } from '../../src/config.ts';
 import { openProcessResources } from '../../src/infrastructure/runtime/process-resources.ts';
+import { until } from '../notifications/support.ts';
 import { embeddedRoles } from '../support/all-roles.ts';
 import { silentLogger } from '../support/logger.ts';
 
-async function until<T>(read: () => Promise<T | undefined>, what: string, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await read();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+/** A student's `updates` as the database has it. */
+async function updatesOf(api: string, id: string): Promise<number> {
+  const response = await fetch(`${api}/api/students/${id}`, { headers: { 'cache-control': 'no-cache' } });
+  return ((await response.json()) as { updates: number }).updates;
 }
 
 test('events the relay handed to the in-process bus before a crash are handled after the restart, once', async () => {
@@ -38,41 +35,26 @@ test('events the relay handed to the in-process bus before a crash are handled a
       const created = await fetch(`${api}/api/students`, { method: 'POST' });
       ids.push(((await created.json()) as { id: string }).id);
     }
-    await until(
-      async () => ((await resources.relay.backlog()) === 0 ? true : undefined),
-      'the relay to publish',
-    );
+    await until(async () => (await resources.relay.backlog()) === 0, 'the relay to publish');
     await webApi.stop();
     await resources.close();
 
     const restarted = embeddedRoles(env);
     try {
       const { api: restartedApi } = await restarted.start();
-      for (const id of ids) {
-        const student = await until(async () => {
-          const response = await fetch(`${restartedApi}/api/students/${id}`, {
-            headers: { 'cache-control': 'no-cache' },
-          });
-          const body = (await response.json()) as { updates: number };
-          return body.updates > 0 ? body : undefined;
-        }, `the worker to process ${id}`);
-        assert.equal(student.updates, 1);
-      }
+      for (const id of ids)
+        await until(async () => (await updatesOf(restartedApi, id)) > 0, `the worker to process ${id}`);
+      for (const id of ids) assert.equal(await updatesOf(restartedApi, id), 1);
     } finally {
       await restarted.stop();
     }
 
-    // A second restart sends nothing again: each event is in the worker's inbox now.
+    // A second restart changes nothing: each event is in the worker's inbox now.
     const again = embeddedRoles(env);
     try {
       const { api: againApi } = await again.start();
       await new Promise((resolve) => setTimeout(resolve, 500));
-      for (const id of ids) {
-        const response = await fetch(`${againApi}/api/students/${id}`, {
-          headers: { 'cache-control': 'no-cache' },
-        });
-        assert.equal(((await response.json()) as { updates: number }).updates, 1);
-      }
+      for (const id of ids) assert.equal(await updatesOf(againApi, id), 1);
     } finally {
       await again.stop();
     }

@@ -265,8 +265,9 @@ describe('the notifications service just restarted (a new, empty memory log)', (
       await until(() => resuming.control.some((event) => event.type === 'reset'), 'reset');
       const resetId = resuming.control.find((event) => event.type === 'reset')?.id;
       resuming.close();
+      assert.ok(resetId, 'the reset carries the id to resume from');
       // What EventSource sends on its next reconnect, before any notification arrived.
-      const again = sseClient(url, { lastEventId: resetId ?? '' });
+      const again = sseClient(url, { lastEventId: resetId });
       try {
         await until(() => again.control.some((event) => event.type === 'connected'), 'connected');
         await bus.publish([notificationMessage('StudentCreated')]);

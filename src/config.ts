@@ -109,6 +109,8 @@ const ConfigSchema = z.object({
   DEDUP_GET_WINDOW_SECONDS: seconds(30, 0),
   DEDUP_PUT_WINDOW_SECONDS: seconds(5, 0),
   IDEMPOTENCY_TTL_SECONDS: seconds(86_400),
+  // At least a day: the outbox keeps sent rows that long, and an embedded restart resends those the inbox lacks.
+  INBOX_RETENTION_SECONDS: seconds(7 * 86_400, 86_400),
   RESILIENCE_DURATION_OF_BREAK_MS: milliseconds(30_000),
   RESILIENCE_FAILURE_RATIO: z.coerce
     .number({ error: 'must be a number from 0 to 1' })
@@ -154,7 +156,11 @@ export interface Config {
   readonly host: string;
   readonly ports: { readonly api: number; readonly notifications: number; readonly worker: number };
   /** Messages the worker handles at once: 1 = strict FIFO like the original; more keeps per-student order only. */
-  readonly worker: { readonly prefetch: number };
+  readonly worker: {
+    readonly prefetch: number;
+    /** How long the worker remembers a handled message, so that a redelivery changes nothing twice. */
+    readonly inboxRetentionSeconds: number;
+  };
   readonly log: {
     readonly level: string;
     readonly pretty: boolean;
@@ -228,7 +234,7 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
     redisUrl: c.REDIS_URL,
     host: c.HOST,
     ports: { api: c.API_PORT, notifications: c.NOTIFICATIONS_PORT, worker: c.WORKER_PORT },
-    worker: { prefetch: c.WORKER_PREFETCH },
+    worker: { prefetch: c.WORKER_PREFETCH, inboxRetentionSeconds: c.INBOX_RETENTION_SECONDS },
     log: {
       level: c.LOG_LEVEL,
       pretty: (c.LOG_FORMAT ?? (stdoutIsTty ? 'pretty' : 'json')) === 'pretty',

@@ -107,4 +107,13 @@ describe('configuration', () => {
       /HTTP_MAX_HEADER_BYTES: must be a whole/,
     );
   });
+
+  test('the inbox remembers handled messages for 7 days, and for no less than the outbox keeps them (1 day)', () => {
+    assert.equal(parseConfig({}).worker.inboxRetentionSeconds, 7 * 86_400);
+    assert.equal(parseConfig({ INBOX_RETENTION_SECONDS: '86400' }).worker.inboxRetentionSeconds, 86_400);
+    assert.throws(
+      () => parseConfig({ INBOX_RETENTION_SECONDS: '3600' }),
+      /INBOX_RETENTION_SECONDS: must be a whole number of seconds, at least 86400/,
+    );
+  });
 });

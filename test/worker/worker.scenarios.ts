@@ -7,6 +7,7 @@ import type { MessageBus, ReceivedMessage, Subscription } from '../../src/applic
 import { outcome } from '../../src/application/ports/message-bus.ts';
 import { deleteStudent } from '../../src/application/students/delete-student.ts';
 import type { StudentSnapshot } from '../../src/domain/student.ts';
+import { inbox } from '../../src/infrastructure/persistence/schema.ts';
 import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-work.ts';
 import { systemClock } from '../../src/infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
@@ -254,6 +255,23 @@ export function workerScenarios(
           `student ${student.id}`,
         );
       }
+    });
+
+    test('the inbox forgets what was handled longer ago than its retention (7 days), and keeps the rest', async () => {
+      const day = 86_400_000;
+      const handled = (id: string, daysAgo: number) => ({
+        messageId: id,
+        consumer: Queues.studentsWorker,
+        processedAt: new Date(Date.now() - daysAgo * day),
+      });
+      await env.database.db
+        .insert(inbox)
+        .values([handled('long-ago', 8), handled('last-week', 6), handled('yesterday', 1)]);
+      running = await startWorker(env);
+      const remembered = async () =>
+        (await env.database.db.select({ id: inbox.messageId }).from(inbox)).map((row) => row.id).sort();
+      await eventually('the old entry is gone', async () => (await remembered()).length === 2);
+      assert.deepEqual(await remembered(), ['last-week', 'yesterday']);
     });
 
     test('/health reports the database, the broker and the consumer', async () => {

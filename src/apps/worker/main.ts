@@ -11,6 +11,7 @@ import { createLogger, type Logger } from '../../infrastructure/logging/logger.t
 import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import type { StudentCache } from '../../application/ports/student-cache.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
+import { pruneInbox } from '../../infrastructure/persistence/inbox-retention.ts';
 import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
 import {
   openProcessResources,
@@ -47,6 +48,9 @@ export interface WorkerDeps {
 
 type ConsumerState = 'stopped' | 'starting' | 'consuming' | 'stopping';
 
+/** How often the worker forgets the messages it handled longer ago than the inbox retention. */
+const INBOX_PRUNE_EVERY_MS = 3_600_000;
+
 export function createWorker({
   config,
   logger,
@@ -69,6 +73,19 @@ export function createWorker({
   const metrics = createWorkerMetrics(registry);
   let state: ConsumerState = 'stopped';
   let subscription: Subscription | undefined;
+  // Every worker prunes (deleting the same old rows twice is harmless); stop() waits for a prune under way.
+  let pruning: NodeJS.Timeout | undefined;
+  let pruned = Promise.resolve();
+  const pruneInboxNow = () => {
+    const cutoff = new Date(Date.now() - config.worker.inboxRetentionSeconds * 1_000);
+    pruned = pruneInbox(database, cutoff).then(
+      (deleted) => {
+        if (deleted > 0)
+          log.info({ deleted, cutoff }, 'inbox: forgot the messages handled before the retention');
+      },
+      (error: unknown) => log.warn({ err: error }, 'inbox pruning failed; it runs again within the hour'),
+    );
+  };
 
   registerHealthRoutes(app, [
     pingCheck('database', () => database.ping(), { kind: database.kind }),
@@ -96,13 +113,17 @@ export function createWorker({
         afterProcessed,
       });
       state = 'consuming';
+      pruneInboxNow();
+      pruning = setInterval(pruneInboxNow, INBOX_PRUNE_EVERY_MS).unref();
       const url = await app.listen({ host: config.host, port: config.ports.worker });
       return `${url}/health`;
     },
     async stop() {
       state = 'stopping';
+      clearInterval(pruning);
       await subscription?.close();
       subscription = undefined;
+      await pruned;
       await app.close();
       state = 'stopped';
     },

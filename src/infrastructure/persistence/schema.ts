@@ -58,5 +58,9 @@ export const inbox = pgTable(
     consumer: text('consumer').notNull(),
     processedAt: timestamp('processed_at', { withTimezone: true, mode: 'date' }).notNull(),
   },
-  (table) => [primaryKey({ columns: [table.consumer, table.messageId] })],
+  (table) => [
+    primaryKey({ columns: [table.consumer, table.messageId] }),
+    // Rows older than the retention are deleted (pruneInbox): found by age, not by a scan.
+    index('inbox_processed_at_idx').on(table.processedAt),
+  ],
 );

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { SpanKind } from '@opentelemetry/api';
-import { isNull } from 'drizzle-orm';
+import { inArray, isNull } from 'drizzle-orm';
 import { outcome, type MessageBus, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
 import { createStudent } from '../../src/application/students/create-student.ts';
 import { updateStudent } from '../../src/application/students/update-student.ts';
@@ -189,6 +189,36 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
   test('a backlog of many overlapping batches leaves once per row, each student in write order', async () => {
     await relay.stop(); // the backlog is written while no relay runs
     await backlogInOrder(testDb.database, bus);
+  });
+
+  test('a sent row is deleted once it is older than the retention; a younger one stays', async () => {
+    await relay?.stop();
+    const create = writer(testDb.database);
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const result = await create({ details: {}, actor: 'tester' });
+      assert.ok(result.ok);
+      ids.push(result.value.id);
+    }
+    const rowsOf = () =>
+      testDb.database.db
+        .select({ id: outbox.id })
+        .from(outbox)
+        .where(inArray(outbox.subject, ids))
+        .then((rows) => rows.length);
+    relay = relayOn(testDb.database, bus, { retentionMs: 60_000 });
+    relay.start();
+    await until(async () => (await unsent(testDb.database)) === 0, 'every row sent');
+    await relay.stop();
+    await testDb.database.db
+      .update(outbox)
+      .set({ sentAt: new Date(Date.now() - 120_000) })
+      .where(inArray(outbox.subject, ids.slice(0, 2)));
+    relay = relayOn(testDb.database, bus, { retentionMs: 60_000 });
+    relay.start();
+    await until(async () => (await rowsOf()) === 1, 'the two old rows to go');
+    const [kept] = await testDb.database.db.select().from(outbox).where(inArray(outbox.subject, ids));
+    assert.equal(kept?.subject, ids[2]);
   });
 
   test("each published row gets a publish span, a child of (and linked to) the row's create span", async () => {

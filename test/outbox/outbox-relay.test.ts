@@ -81,6 +81,18 @@ function relayOn(database: Database, bus: MessageBus, options = {}) {
   });
 }
 
+/** Creates `count` students one after another; their ids, in write order. */
+async function createStudents(database: Database, count: number): Promise<string[]> {
+  const create = writer(database);
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const result = await create({ details: {}, actor: 'tester' });
+    assert.ok(result.ok);
+    ids.push(result.value.id);
+  }
+  return ids;
+}
+
 /**
  * A backlog of several batches, written while no relay runs: 6 students, each created then updated 4 times, their
  * rows interleaved. The relay (batches of 2, so up to three disjoint batches are in flight at once before one shares
@@ -151,13 +163,7 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
     relay = relayOn(testDb.database, bus, { pollIntervalMs: 600_000 });
     relay.start();
     await until(() => relay.status().role === 'leader', 'leadership');
-    const create = writer(testDb.database);
-    const ids: string[] = [];
-    for (let i = 0; i < 5; i++) {
-      const result = await create({ details: {}, actor: 'tester' });
-      assert.ok(result.ok);
-      ids.push(result.value.id);
-    }
+    const ids = await createStudents(testDb.database, 5);
     await until(() => received.length === 5, 'five messages');
 
     const events = received.map((message) => JSON.parse(message.body.toString()));
@@ -193,13 +199,7 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
 
   test('a sent row is deleted once it is older than the retention; a younger one stays', async () => {
     await relay?.stop();
-    const create = writer(testDb.database);
-    const ids: string[] = [];
-    for (let i = 0; i < 3; i++) {
-      const result = await create({ details: {}, actor: 'tester' });
-      assert.ok(result.ok);
-      ids.push(result.value.id);
-    }
+    const ids = await createStudents(testDb.database, 3);
     const rowsOf = () =>
       testDb.database.db
         .select({ id: outbox.id })

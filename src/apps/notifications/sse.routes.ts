@@ -38,8 +38,6 @@ const NOTIFICATION_TYPES: ReadonlySet<string> = new Set(Object.values(Notificati
 interface Reset {
   readonly reason: string;
   readonly oldestId: string | undefined;
-  /** Where live notifications start: the reset's `id:`, so the client's next reconnect resumes from there. */
-  readonly resumeFrom: string;
 }
 
 // CORS, the request id, no content sniffing, HSTS (when a proxy adds TLS) and the resource policy.
@@ -96,25 +94,25 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       );
     if (Array.isArray(lastEventId)) return invalid('Last-Event-ID', 'must be given once');
     let reset: Reset | undefined;
-    if (lastEventId !== undefined && lastEventId !== '') {
-      if (!isLogId(lastEventId))
+    let from = lastEventId || undefined;
+    if (from !== undefined) {
+      if (!isLogId(from))
         return invalid('Last-Event-ID', 'must be an event id received from this stream (<ms>-<seq>)');
       const retention = await options.log.retention();
       // The log resumes from where it begins (or was last trimmed) through its newest entry. Any other well-formed
       // id gets `reset`, never an error: EventSource gives up for good on an error status, and an id from a log
       // that was lost (a restart without persistence) is no client's fault.
       const reason =
-        compareLogIds(lastEventId, retention.trimmedThrough) < 0
+        compareLogIds(from, retention.trimmedThrough) < 0
           ? 'Last-Event-ID is older than the replay window'
-          : compareLogIds(lastEventId, laterLogId(retention.lastId, retention.trimmedThrough)) > 0
+          : compareLogIds(from, laterLogId(retention.lastId, retention.trimmedThrough)) > 0
             ? 'Last-Event-ID is not in the replay log'
             : undefined;
-      if (reason)
-        reset = {
-          reason,
-          oldestId: retention.firstId,
-          resumeFrom: laterLogId(options.fanOut.position, retention.trimmedThrough),
-        };
+      if (reason) {
+        reset = { reason, oldestId: retention.firstId };
+        // Live notifications, from an id the log resumes from: the reset's `id:` is the client's next Last-Event-ID.
+        from = laterLogId(options.fanOut.position, retention.trimmedThrough);
+      }
     }
 
     // Headers set by the hooks so far would be lost with the hijack; given to writeHead in one object, they are not
@@ -126,7 +124,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       Object.entries(fromHooks).filter(([name]) => STREAM_HEADERS.test(name)),
     );
     reply.hijack();
-    stream(reply.raw, { hookHeaders, from: lastEventId || options.fanOut.position, reset, wanted });
+    stream(reply.raw, { hookHeaders, from: from ?? options.fanOut.position, reset, wanted });
   };
 
   /**
@@ -142,7 +140,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       readonly wanted: ReadonlySet<string> | undefined;
     },
   ) => {
-    const { wanted, reset } = start;
+    const { from, wanted, reset } = start;
     // The stream lasts as long as its connection: its end can be the connection's close, as HTTP allows, instead of
     // chunked encoding, which frames every event for every client (a length line and two line ends per write).
     response.useChunkedEncodingByDefault = false;
@@ -159,16 +157,12 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     const clientId = randomUUID();
     const connected: ConnectedMessage = { clientId, timestamp: new Date().toISOString() };
     write(response, `event: ${SseEvents.connected}\ndata: ${JSON.stringify(connected)}\n\n`, options);
-    let from = start.from;
-    if (reset) {
-      from = reset.resumeFrom;
-      // The id moves the client's Last-Event-ID to where live events start.
+    if (reset)
       write(
         response,
         `id: ${from}\nevent: ${SseEvents.reset}\ndata: ${JSON.stringify({ reason: reset.reason, oldestId: reset.oldestId ?? null })}\n\n`,
         options,
       );
-    }
     streams.add(response);
     const { caughtUp, unsubscribe } = options.fanOut.resume(
       from,

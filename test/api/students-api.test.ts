@@ -348,6 +348,26 @@ function apiContract(kind: 'pglite' | 'postgres') {
 
     test('an unknown route is a problem+json 404', async () => {
       await assertProblem(await call('/api/nothing-here'), 404);
+      await assertProblem(await call('/api/nothing-here', { method: 'PATCH' }), 404);
+    });
+
+    test('a method the path does not take is a 405 naming the methods it does, in Allow, and writes nothing', async () => {
+      const before = await counts();
+      const id = randomUUID();
+      for (const [method, path, allow] of [
+        ['PATCH', `/api/students/${id}`, 'DELETE, GET, HEAD, OPTIONS, PUT'],
+        ['POST', `/api/students/${id}?x=1`, 'DELETE, GET, HEAD, OPTIONS, PUT'],
+        ['PUT', '/api/students', 'GET, HEAD, OPTIONS, POST'],
+        ['DELETE', '/api/student', 'GET, HEAD, OPTIONS, POST'],
+        ['POST', '/health', 'GET, HEAD, OPTIONS'],
+      ] as const) {
+        const response = await call(path, { method, headers: jsonHeaders, body: '{}' });
+        const body = await assertProblem(response, 405, 'method');
+        assert.equal(response.headers.get('allow'), allow, `${method} ${path}`);
+        assert.equal(body.code, 'ROUTE.METHOD_NOT_ALLOWED');
+        assert.match(String(body.detail), new RegExp(`does not take ${method}; it takes ${allow}`));
+      }
+      assert.deepEqual(await counts(), before);
     });
   });
 

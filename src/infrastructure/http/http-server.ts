@@ -13,6 +13,7 @@ import helmet, { type HelmetOptions } from 'helmet';
 import { scan } from 'secure-json-parse';
 import type { Logger } from '../logging/logger.ts';
 import { observeHttp, type HttpObservabilityOptions } from '../observability/http-observability.ts';
+import { trackAllowedMethods } from './allowed-methods.ts';
 import { registerProblemDetails, sendErrorProblem, writeMalformedRequestProblem } from './problem-details.ts';
 import { withoutAccessToken } from './require-token.ts';
 
@@ -89,6 +90,8 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   }).withTypeProvider<ZodTypeProvider>();
+  // Before any route is added: every one is mirrored, so a wrong method gets 405 rather than 404.
+  const allowedMethods = trackAllowedMethods(app);
   app.decorateRequest('bodyText', undefined);
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonBody);
@@ -133,7 +136,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       strictPreflight: false,
     });
   }
-  registerProblemDetails(app);
+  registerProblemDetails(app, allowedMethods);
   return app;
 }
 

@@ -4,6 +4,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { DependencyUnavailableError } from '../../application/errors.ts';
 import type { DomainError, FieldIssue } from '../../domain/errors.ts';
+import type { AllowedMethods } from './allowed-methods.ts';
 
 /** RFC 9457 problem details, with `code` (stable, machine-readable) and `errors` for field-level detail. */
 export interface ProblemDetails {
@@ -219,20 +220,36 @@ export function writeMalformedRequestProblem(
   socket.destroy(error);
 }
 
-export function registerProblemDetails(app: FastifyInstance): void {
+export function registerProblemDetails(app: FastifyInstance, allowedMethods: AllowedMethods): void {
   app.setErrorHandler(sendErrorProblem);
-  app.setNotFoundHandler((request, reply) =>
-    sendProblem(
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0];
+    const allowed = allowedMethods(request.url);
+    if (allowed.length === 0)
+      return sendProblem(
+        reply,
+        problem({
+          status: 404,
+          title: 'Not Found',
+          code: 'ROUTE.NOT_FOUND',
+          detail: `No route ${request.method} ${path}.`,
+          instance: request.url,
+        }),
+      );
+    const list = allowed.join(', ');
+    void reply.header('allow', list);
+    return sendProblem(
       reply,
       problem({
-        status: 404,
-        title: 'Not Found',
-        code: 'ROUTE.NOT_FOUND',
-        detail: `No route ${request.method} ${request.url.split('?')[0]}.`,
+        status: 405,
+        title: 'Method Not Allowed',
+        code: 'ROUTE.METHOD_NOT_ALLOWED',
+        detail: `${path} does not take ${request.method}; it takes ${list}.`,
         instance: request.url,
+        errors: [{ field: 'method', reason: `must be one of ${list}` }],
       }),
-    ),
-  );
+    );
+  });
 }
 
 const titles: Record<number, string> = {

@@ -133,6 +133,51 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.equal((await json(await call(path))).firstName, 'Grace', 'the stale write changed nothing');
   });
 
+  test('a GET whose If-None-Match names the current ETag is a 304 without body; after a write it is a 200 again', async () => {
+    const created = await json(await create());
+    const path = `/api/students/${created.id}`;
+    // As a browser revalidates its cached copy. fetch() would add `Cache-Control: no-cache` to a request with
+    // If-None-Match, and that bypasses the cache and deduplication (the original's BypassCache).
+    const conditional = (ifNoneMatch: string, method = 'GET') =>
+      call(path, { method, headers: { 'if-none-match': ifNoneMatch, 'cache-control': 'max-age=0' } });
+    const assertNotModified = async (response: Response, what: string) => {
+      assert.equal(response.status, 304, what);
+      assert.equal(response.headers.get('etag'), '"1"', what);
+      assert.equal(response.headers.get('content-type'), null, what);
+      assert.equal(await response.text(), '', what);
+    };
+
+    // The first answer is conditional, so it is what deduplication stores for the unconditional ones after it.
+    await assertNotModified(await conditional('"1"'), 'the exact tag');
+    const full = await call(path);
+    assert.equal(full.status, 200);
+    assert.deepEqual(await json(full), created, 'a plain GET still gets the body');
+    assert.equal(full.headers.get('x-deduplicated'), 'true', 'replayed: the stored answer is the 200');
+    await assertNotModified(await conditional('"1"'), 'a replayed answer');
+    await assertNotModified(await conditional('W/"1"'), 'the weak comparison');
+    await assertNotModified(await conditional('"7", "1"'), 'one of a list');
+    await assertNotModified(await conditional('*'), 'any current representation');
+    await assertNotModified(await conditional('"1"', 'HEAD'), 'HEAD');
+    const other = await conditional('"2"');
+    assert.equal(other.status, 200, 'another tag');
+    assert.deepEqual(await json(other), created);
+
+    const updated = await call(path, {
+      method: 'PUT',
+      headers: jsonHeaders,
+      body: JSON.stringify({ ...ada, firstName: 'Grace' }),
+    });
+    assert.equal(updated.status, 200);
+    const fresh = await conditional('"1"');
+    assert.equal(fresh.status, 200, 'the copy the client holds is stale now');
+    assert.equal(fresh.headers.get('etag'), '"2"');
+    assert.equal((await json(fresh)).firstName, 'Grace');
+
+    const missing = await call(`/api/students/${randomUUID()}`, { headers: { 'if-none-match': '*' } });
+    await assertProblem(missing, 404);
+    await assertProblem(await conditional('1'), 400, 'If-None-Match');
+  });
+
   test('when a student is updated twice concurrently with the same ETag, exactly one wins and the other gets 412', async () => {
     const created = await json(await create());
     const put = (firstName: string) =>

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { etagOf, parseIfMatch } from '../../src/apps/webapi/routes/etag.ts';
+import { etagOf, noneMatchFails, parseEntityTags, parseIfMatch } from '../../src/apps/webapi/routes/etag.ts';
 
 test('If-Match accepts *, one or several strong tags; weak and foreign tags match no version', () => {
   assert.equal(etagOf(3), '"3"');
@@ -14,4 +14,20 @@ test('If-Match accepts *, one or several strong tags; weak and foreign tags matc
 test('a malformed If-Match is rejected rather than guessed', () => {
   for (const header of ['3', 'v1', '"3', '"3",', '', '**'])
     assert.equal(parseIfMatch(header), undefined, header);
+});
+
+test('If-None-Match fails (the copy is current) for *, or a tag equal in the weak comparison', () => {
+  const condition = (header: string) => {
+    const parsed = parseEntityTags(header);
+    assert.ok(parsed !== undefined, header);
+    return parsed;
+  };
+  assert.equal(noneMatchFails(condition('*'), '"3"'), true);
+  assert.equal(noneMatchFails(condition('"3"'), '"3"'), true);
+  assert.equal(noneMatchFails(condition('W/"3"'), '"3"'), true);
+  assert.equal(noneMatchFails(condition('"1", W/"3"'), '"3"'), true);
+  assert.equal(noneMatchFails(condition('"2"'), '"3"'), false);
+  assert.equal(noneMatchFails(condition('"33"'), '"3"'), false);
+  for (const header of ['3', '"3', '"3",', '', 'W/3'])
+    assert.equal(parseEntityTags(header), undefined, header);
 });

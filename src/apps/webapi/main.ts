@@ -28,6 +28,7 @@ import { fakerStudentGenerator } from '../../infrastructure/system/faker-student
 import { systemClock } from '../../infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../infrastructure/system/uuid-v7-generator.ts';
 import { Registry } from 'prom-client';
+import conditionalGetPlugin from './plugins/conditional-get.plugin.ts';
 import dedupPlugin from './plugins/dedup.plugin.ts';
 import idempotencyPlugin from './plugins/idempotency.plugin.ts';
 import { limitWrites } from './plugins/write-rate-limit.ts';
@@ -96,6 +97,8 @@ export async function createWebApi({
     ttlSeconds: config.idempotencyTtlSeconds,
   });
   await app.register(dedupPlugin, { store: cache.responses, metrics: cache.metrics });
+  // After deduplication, which stores the 200 that a conditional GET then turns into a 304.
+  await app.register(conditionalGetPlugin);
 
   const unitOfWork = new SqlUnitOfWork(database, uuidV7Generator);
   const queries = deps.queries ?? new SqlStudentQueries(database.sql);

@@ -40,6 +40,13 @@ const IfMatchHeaders = z.object({
     .describe('An ETag from a previous response: the write fails with 412 if the student changed since'),
 });
 
+const IfNoneMatchHeaders = z.object({
+  'if-none-match': z
+    .string()
+    .optional()
+    .describe('The ETag of the copy you hold: 304 without a body while the student is unchanged'),
+});
+
 /** What a request with a body can also get: too large (over 64 KiB), or not JSON. */
 const bodyProblems = { 413: ProblemDetails, 415: ProblemDetails };
 
@@ -140,7 +147,14 @@ function registerUnder(
         tags,
         summary: 'Get one student; `Cache-Control: no-cache` reads the database',
         params: StudentIdParams,
-        response: { 200: Student, 400: ProblemDetails, 404: ProblemDetails, 503: ProblemDetails },
+        headers: IfNoneMatchHeaders,
+        response: {
+          200: Student,
+          304: z.null().describe('Not Modified: If-None-Match names the current ETag'),
+          400: ProblemDetails,
+          404: ProblemDetails,
+          503: ProblemDetails,
+        },
       },
     },
     async (request, reply) => {

@@ -466,9 +466,12 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.match(created.headers.get('access-control-expose-headers') ?? '', /ETag/i);
   });
 
-  test('an OPTIONS request that is not a CORS preflight is answered, not a text/plain 400', async () => {
+  test('an OPTIONS request that is not a CORS preflight is answered with Allow, not a text/plain 400', async () => {
     const options = await call('/api/students', { method: 'OPTIONS' });
     assert.equal(options.status, 204);
+    assert.equal(options.headers.get('allow'), 'GET, HEAD, OPTIONS, POST', 'the methods the path takes');
+    const one = await call(`/api/students/${randomUUID()}`, { method: 'OPTIONS' });
+    assert.equal(one.headers.get('allow'), 'DELETE, GET, HEAD, OPTIONS, PUT');
   });
 
   test('a caller-supplied x-request-id is echoed; otherwise one is made', async () => {

@@ -115,11 +115,16 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     void reply.headers(API_SECURITY_HEADERS).header('x-request-id', request.id);
     done();
   });
-  // A browser renders only HTML as a document: the document policies (helmet's) go on those responses alone,
-  // which keeps every JSON response small.
-  app.addHook('onSend', (_request, reply, payload, done) => {
+  app.addHook('onSend', (request, reply, payload, done) => {
+    // A browser renders only HTML as a document: the document policies (helmet's) go on those responses alone,
+    // which keeps every JSON response small.
     const type = reply.getHeader('content-type');
     if (typeof type === 'string' && type.startsWith('text/html')) void reply.headers(pageHeaders);
+    // What OPTIONS is for (RFC 9110 §9.3.7): the methods the path takes.
+    if (request.method === 'OPTIONS') {
+      const allowed = allowedMethods(request.url);
+      if (allowed.length > 0) void reply.header('allow', allowed.join(', '));
+    }
     done(null, payload);
   });
   if (options.cors) {

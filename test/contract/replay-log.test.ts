@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import {
+  EMPTY_LOG_ID,
   NotLogWriterError,
   compareLogIds,
   type NewReplayLogEntry,
@@ -205,6 +206,28 @@ describe('replay log contract: RedisStreamReplayLog', await needsRedis(), () => 
       assert.equal(retention.trimmedThrough, first);
       for (const id of old)
         assert.ok(compareLogIds(id, retention.trimmedThrough) < 0, `${id} missed entries`);
+    } finally {
+      await log.close();
+    }
+  });
+
+  test('a Redis that lost its scripts (a restart) still appends, claims and releases the lease', async () => {
+    const log = await open(1_000);
+    try {
+      assert.equal(await log.claimWriter(WRITER, 30_000), true);
+      const first = await log.append(entry(0), WRITER);
+      // The scripts run by their SHA; a Redis without them answers NOSCRIPT, and the script is sent again.
+      await admin.script('FLUSH');
+      const second = await log.append(entry(1), WRITER);
+      assert.ok(compareLogIds(first.id, second.id) < 0);
+      await admin.script('FLUSH');
+      await log.releaseWriter(WRITER);
+      await admin.script('FLUSH');
+      assert.equal(await log.claimWriter('another writer', 30_000), true);
+      assert.deepEqual(
+        (await log.readAfter(EMPTY_LOG_ID, 10)).map(({ id }) => id),
+        [first.id, second.id],
+      );
     } finally {
       await log.close();
     }

@@ -54,9 +54,23 @@ const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL',
 
 type StreamRecord = [id: string, fields: string[]];
 
+/** The scripts as ioredis commands: EVALSHA, and the script itself only when Redis does not have it (NOSCRIPT). */
+interface ReplayLogScripts {
+  appendEntry(...keysThenArgs: (string | number)[]): Promise<[id: string, duplicate: number]>;
+  claimWriter(writerKey: string, writerId: string, ttlMs: number): Promise<number>;
+  releaseWriter(writerKey: string, writerId: string): Promise<number>;
+}
+
+function withScripts(redis: Redis): Redis & ReplayLogScripts {
+  redis.defineCommand('appendEntry', { numberOfKeys: 4, lua: APPEND });
+  redis.defineCommand('claimWriter', { numberOfKeys: 1, lua: CLAIM });
+  redis.defineCommand('releaseWriter', { numberOfKeys: 1, lua: RELEASE });
+  return redis as Redis & ReplayLogScripts;
+}
+
 /** The replay log on a Redis stream, shared by every notifications instance. */
 export class RedisStreamReplayLog implements ReplayLog {
-  readonly #redis: Redis;
+  readonly #redis: Redis & ReplayLogScripts;
   readonly #tails = new Set<Redis>();
   readonly #options: RedisStreamReplayLogOptions;
   readonly #logger: Logger;
@@ -68,11 +82,13 @@ export class RedisStreamReplayLog implements ReplayLog {
     const prefix = options.keyPrefix;
     this.#keys = { stream: `${prefix}log`, writer: `${prefix}writer`, trimmed: `${prefix}trimmed` };
     // Fail fast while Redis is down: the consumer retries the message later, readers get an error now.
-    this.#redis = new Redis(options.url, {
-      maxRetriesPerRequest: 1,
-      commandTimeout: 2_000,
-      retryStrategy: (times) => Math.min(times * 100, 1_000),
-    });
+    this.#redis = withScripts(
+      new Redis(options.url, {
+        maxRetriesPerRequest: 1,
+        commandTimeout: 2_000,
+        retryStrategy: (times) => Math.min(times * 100, 1_000),
+      }),
+    );
     this.#redis.on('error', (error: Error) =>
       logger.debug({ err: error }, 'replay log: redis connection error'),
     );
@@ -89,9 +105,7 @@ export class RedisStreamReplayLog implements ReplayLog {
 
   async append(entry: NewReplayLogEntry, writerId: string): Promise<AppendResult> {
     try {
-      const [id, duplicate] = (await this.#redis.eval(
-        APPEND,
-        4,
+      const [id, duplicate] = await this.#redis.appendEntry(
         this.#keys.stream,
         `${this.#options.keyPrefix}dedup:${entry.messageId}`,
         this.#keys.writer,
@@ -104,7 +118,7 @@ export class RedisStreamReplayLog implements ReplayLog {
         entry.subject,
         entry.data,
         entry.traceparent ?? '',
-      )) as [string, number];
+      );
       return { id, duplicate: duplicate === 1 };
     } catch (error) {
       if (error instanceof Error && error.message.includes('NOTWRITER'))
@@ -114,11 +128,11 @@ export class RedisStreamReplayLog implements ReplayLog {
   }
 
   async claimWriter(writerId: string, ttlMs: number): Promise<boolean> {
-    return (await this.#redis.eval(CLAIM, 1, this.#keys.writer, writerId, ttlMs)) === 1;
+    return (await this.#redis.claimWriter(this.#keys.writer, writerId, ttlMs)) === 1;
   }
 
   async releaseWriter(writerId: string): Promise<void> {
-    await this.#redis.eval(RELEASE, 1, this.#keys.writer, writerId);
+    await this.#redis.releaseWriter(this.#keys.writer, writerId);
   }
 
   async readAfter(afterId: string, limit: number): Promise<readonly ReplayLogEntry[]> {

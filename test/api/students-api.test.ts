@@ -133,6 +133,23 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.equal((await json(await call(path))).firstName, 'Grace', 'the stale write changed nothing');
   });
 
+  test('an id in upper case names the same student for every method, and reads through it see every write', async () => {
+    const created = await json(await create());
+    const upper = `/api/students/${String(created.id).toUpperCase()}`;
+    const read = async (path: string) => json(await call(path));
+    assert.equal((await read(upper)).id, created.id, 'read through the upper-case id');
+    const updated = await call(upper, {
+      method: 'PUT',
+      headers: jsonHeaders,
+      body: JSON.stringify({ ...ada, firstName: 'Upper' }),
+    });
+    assert.equal(updated.status, 200);
+    assert.equal((await read(upper)).firstName, 'Upper', 'the replayed read was dropped by the write');
+    assert.equal((await read(`/api/students/${created.id}`)).firstName, 'Upper');
+    assert.equal((await call(`/api/students/${created.id}`, { method: 'DELETE' })).status, 204);
+    await assertProblem(await call(upper), 404);
+  });
+
   test('a GET whose If-None-Match names the current ETag is a 304 without body; after a write it is a 200 again', async () => {
     const created = await json(await create());
     const path = `/api/students/${created.id}`;

@@ -47,7 +47,8 @@ export const StudentPage = z
   })
   .meta({ id: 'StudentPage' });
 
-export const StudentIdParams = z.object({ id: z.uuid({ error: 'must be a UUID' }) });
+// UUIDs are case-insensitive (RFC 9562 §4): an id in upper case names the same student as its stored lower case.
+export const StudentIdParams = z.object({ id: z.uuid({ error: 'must be a UUID' }).toLowerCase() });
 
 export const ListQuery = z.strictObject({
   limit: z.coerce

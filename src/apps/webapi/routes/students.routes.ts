@@ -68,7 +68,8 @@ export interface StudentRouteOptions {
 const actorOf = (request: FastifyRequest) => request.caller?.subject ?? 'anonymous';
 
 /** Deduplicated responses are grouped by student, so a write to one drops them (see BentoStudentCache). */
-const byStudent = (request: FastifyRequest) => (request.params as { id: string }).id;
+// Read before validation (a replay needs none), so in the case the params schema stores ids in.
+const byStudent = (request: FastifyRequest) => (request.params as { id: string }).id.toLowerCase();
 
 /** Registers the student routes under the canonical plural path and the original's singular alias. */
 export function registerStudentRoutes(

@@ -143,8 +143,11 @@ export class HubServer implements ConnectionHost {
     return this.methods.get(name.toLowerCase());
   }
 
-  createConnection(user: HubUser | undefined, statefulAllowed: boolean): Connection {
-    const connection = new Connection(this, randomId(), randomId(), user, statefulAllowed);
+  /** `negotiateVersion` 0 sends no token, so the client uses the connection id as `id=` (as in ASP.NET). */
+  createConnection(user: HubUser | undefined, statefulAllowed: boolean, negotiateVersion = 1): Connection {
+    const id = randomId();
+    const token = negotiateVersion === 0 ? id : randomId();
+    const connection = new Connection(this, id, token, user, statefulAllowed);
     this.byToken.set(connection.token, connection);
     return connection;
   }

@@ -40,6 +40,23 @@ test('negotiate v0 omits the token; versions above 1 are capped; a bad version i
   assert.equal((await fetch(`${running.url}/negotiate`)).status, 405);
 });
 
+for (const transport of [
+  HttpTransportType.WebSockets,
+  HttpTransportType.ServerSentEvents,
+  HttpTransportType.LongPolling,
+]) {
+  test(`a negotiate v0 client (${HttpTransportType[transport]}) connects with its connection id as id`, async () => {
+    // The official client honours a negotiateVersion in the hub URL, as older clients send it.
+    const client = buildClient(`${running.url}?negotiateVersion=0`, { transport });
+    await client.start();
+    try {
+      assert.equal(await client.invoke('Add', 1, 2), 3);
+    } finally {
+      await client.stop();
+    }
+  });
+}
+
 test('transport requests without an id get 400, with an unknown id 404', async () => {
   assert.equal((await fetch(`${running.url}?_=1`)).status, 400);
   assert.equal((await fetch(`${running.url}?id=nope`)).status, 404);

@@ -145,7 +145,7 @@ export class HttpDispatcher {
     const version = Math.min(Number(requested ?? 0), 1);
     const stateful =
       this.hub.allowStatefulReconnect && url.searchParams.get('useStatefulReconnect') === 'true';
-    const connection = this.hub.createConnection(user, stateful);
+    const connection = this.hub.createConnection(user, stateful, version);
     sendJson(res, {
       negotiateVersion: version,
       connectionId: connection.id,

@@ -65,6 +65,8 @@ describe('HTTP observability', () => {
 
   test('GET /metrics counts requests by method, route and status; unknown routes and methods share one label', async () => {
     await fetch(`${url}/no/such/${Math.random()}`);
+    await fetch(`${url}/no/such/${Math.random()}`, { method: 'PROPFIND' });
+    // A path that exists, with a method it does not take: a 405, also of no route.
     await fetch(`${url}/things/1`, { method: 'PROPFIND' });
     await fetch(`${url}/things/1`);
     const metrics = parseExposition(await (await fetch(`${url}/metrics`)).text());
@@ -76,6 +78,7 @@ describe('HTTP observability', () => {
       2,
       'random paths and methods, one series',
     );
-    assert.equal(count({ method: '_OTHER' }), 1);
+    assert.equal(count({ route: 'unmatched', status_code: '405' }), 1);
+    assert.equal(count({ method: '_OTHER' }), 2);
   });
 });

@@ -350,7 +350,38 @@ function apiContract(kind: 'pglite' | 'postgres') {
         'body',
       );
       assert.match(String(problem.detail), /"text\/plain".*application\/json/);
-      assert.equal((problem.errors as { reason: string }[])[0]?.reason, 'must be sent as application/json');
+      assert.equal(
+        (problem.errors as { reason: string }[])[0]?.reason,
+        'must be sent as application/json, in UTF-8',
+      );
+    });
+
+    test('a body that is not UTF-8 is a 400, and JSON in another charset a 415: nothing is stored', async () => {
+      const before = await counts();
+      const latin1 = Buffer.from('{"firstName":"Ren\xe9"}', 'latin1');
+      const invalid = await assertProblem(
+        await call('/api/students', { method: 'POST', headers: jsonHeaders, body: latin1 }),
+        400,
+        'body',
+      );
+      assert.equal((invalid.errors as { reason: string }[])[0]?.reason, 'Body is not valid UTF-8.');
+      await assertProblem(
+        await call('/api/students', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json; charset=iso-8859-1' },
+          body: latin1,
+        }),
+        415,
+        'body',
+      );
+      assert.deepEqual(await counts(), before);
+      const withCharset = await call('/api/students', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json; charset="UTF-8"' },
+        body: Buffer.from('\ufeff{"firstName":"René"}'),
+      });
+      assert.equal(withCharset.status, 201, 'UTF-8 named, with a byte order mark');
+      assert.equal((await json(withCharset)).firstName, 'René');
     });
 
     test('an invalid UUID in the path is a 400 for id', async () => {

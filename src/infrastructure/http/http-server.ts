@@ -94,7 +94,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   const allowedMethods = trackAllowedMethods(app);
   app.decorateRequest('bodyText', undefined);
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonBody);
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody);
   // Every body these APIs take is JSON. Fastify would also read text/plain (what fetch sends for a string body
   // without a Content-Type) as a string, which then fails validation as "not an object"; a 415 says what to fix.
   app.removeContentTypeParser('text/plain');
@@ -174,18 +174,32 @@ function requestForLog(request: FastifyRequest) {
  * Fastify's JSON parser, saying why a body is rejected: its own says "not valid JSON" even for valid JSON with a
  * `__proto__` key. Same error codes; a leading byte order mark is ignored as before.
  */
+// JSON travels as UTF-8 (RFC 8259 §8.1). Fatal: bytes that are not UTF-8 are refused, not stored as U+FFFD.
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+const CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)/i;
+
 function parseJsonBody(
   request: FastifyRequest,
-  body: string,
+  bytes: Buffer,
   done: (error: Error | null, body?: unknown) => void,
 ): void {
-  request.bodyText = body;
-  if (body.length === 0) return done(new errorCodes.FST_ERR_CTP_EMPTY_JSON_BODY(), undefined);
+  const charset = CHARSET.exec(request.headers['content-type'] ?? '')?.[1]?.toLowerCase();
+  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')
+    return done(new errorCodes.FST_ERR_CTP_INVALID_MEDIA_TYPE(), undefined);
   const invalid = (message: string) =>
     done(Object.assign(new errorCodes.FST_ERR_CTP_INVALID_JSON_BODY(), { message }), undefined);
+  let body: string;
+  try {
+    // A byte order mark, which RFC 8259 lets a parser ignore, is dropped here.
+    body = utf8.decode(bytes);
+  } catch {
+    return invalid('Body is not valid UTF-8.');
+  }
+  request.bodyText = body;
+  if (body.length === 0) return done(new errorCodes.FST_ERR_CTP_EMPTY_JSON_BODY(), undefined);
   let value: unknown;
   try {
-    value = JSON.parse(body.charCodeAt(0) === 0xfeff ? body.slice(1) : body);
+    value = JSON.parse(body);
   } catch (error) {
     return invalid(`Body is not valid JSON: ${(error as Error).message}`);
   }

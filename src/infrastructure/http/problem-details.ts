@@ -103,8 +103,8 @@ function clientErrorText(error: FastifyError, request: FastifyRequest): { detail
     return { detail: error.message, reason: error.message };
   const type = JSON.stringify(request.headers['content-type'] ?? '');
   return {
-    detail: `A body of type ${type} is not accepted here; send it as application/json.`,
-    reason: 'must be sent as application/json',
+    detail: `A body of type ${type} is not accepted here; send it as application/json, in UTF-8.`,
+    reason: 'must be sent as application/json, in UTF-8',
   };
 }
 

@@ -49,6 +49,17 @@ function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
   return typeof value === 'object' && value !== null && Symbol.asyncIterator in value;
 }
 
+/** A server-to-client stream, registered before its method runs so that an early CancelInvocation is not lost. */
+interface ServerStream {
+  iterator: AsyncIterator<unknown> | undefined;
+  cancelled: boolean;
+}
+
+function cancelStream(stream: ServerStream): void {
+  stream.cancelled = true;
+  void stream.iterator?.return?.();
+}
+
 /** One logical SignalR connection: handshake, message dispatch, keep-alive and (optionally) stateful resume. */
 export class Connection {
   state: ConnectionState = 'handshake';
@@ -75,7 +86,7 @@ export class Connection {
   private busy = 0;
   private closing = false;
   private queue: Promise<void> = IDLE;
-  private serverStreams: Map<string, AsyncIterator<unknown>> | undefined;
+  private serverStreams: Map<string, ServerStream> | undefined;
   private clientResults:
     Map<string, { resolve(value: unknown): void; reject(error: Error): void }> | undefined;
   private lastClientResultId = 0;
@@ -281,10 +292,13 @@ export class Connection {
       case MessageType.StreamInvocation:
         void this.stream(message, this.openUploads(message));
         return;
-      case MessageType.CancelInvocation:
-        void this.serverStreams?.get(message.invocationId)?.return?.();
-        this.serverStreams?.delete(message.invocationId);
+      case MessageType.CancelInvocation: {
+        const stream = this.serverStreams?.get(message.invocationId);
+        if (!stream) return;
+        this.serverStreams!.delete(message.invocationId);
+        cancelStream(stream);
         return;
+      }
       case MessageType.Ping:
         this.clientTimeoutArmed = true;
         return;
@@ -408,31 +422,32 @@ export class Connection {
       for (const streamId of message.streamIds ?? []) this.uploads?.delete(streamId);
       return fail(method);
     }
-    let iterator: AsyncIterator<unknown>;
+    // Registered before the method runs, as ASP.NET does: a cancel may arrive while it is still starting.
+    const stream: ServerStream = { iterator: undefined, cancelled: false };
+    (this.serverStreams ??= new Map()).set(invocationId, stream);
     try {
-      const result = await this.call(method, message, uploads);
-      if (!isAsyncIterable(result)) {
-        return fail(
-          `The client attempted to invoke the non-streaming '${target}' method with a streaming invocation.`,
-        );
+      try {
+        const result = await this.call(method, message, uploads);
+        if (!isAsyncIterable(result)) {
+          return fail(
+            `The client attempted to invoke the non-streaming '${target}' method with a streaming invocation.`,
+          );
+        }
+        stream.iterator = result[Symbol.asyncIterator]();
+      } catch (error) {
+        return fail(this.invocationError(target, error));
       }
-      iterator = result[Symbol.asyncIterator]();
-    } catch (error) {
-      return fail(this.invocationError(target, error));
-    }
-    const running = (this.serverStreams ??= new Map());
-    running.set(invocationId, iterator);
-    try {
-      for (;;) {
-        const next = await iterator.next();
-        if (next.done || !running.has(invocationId) || this.state === 'closed') break;
+      if (stream.cancelled) void stream.iterator.return?.();
+      while (!stream.cancelled) {
+        const next = await stream.iterator.next();
+        if (next.done || stream.cancelled) break;
         this.send(OutgoingMessage.of({ type: MessageType.StreamItem, invocationId, item: next.value }));
       }
       this.complete({ type: MessageType.Completion, invocationId });
     } catch (error) {
       fail(this.invocationError(target, error));
     } finally {
-      running.delete(invocationId);
+      if (this.serverStreams?.get(invocationId) === stream) this.serverStreams.delete(invocationId);
     }
   }
 
@@ -442,7 +457,7 @@ export class Connection {
     this.state = 'closed';
     this.closedAt = this.host.now();
     if (this.serverStreams) {
-      for (const iterator of this.serverStreams.values()) void iterator.return?.();
+      for (const stream of this.serverStreams.values()) cancelStream(stream);
       this.serverStreams.clear();
     }
     if (this.uploads) {

@@ -50,6 +50,16 @@ export const testHub = defineHub({
     Counter: async function* (_context, count: number) {
       for (let i = 0; i < count; i++) yield i;
     },
+    /** A stream whose method awaits (say, a lookup) before returning its iterable. */
+    SlowCounter: async (_context, count: number) => {
+      await delay(50);
+      return (async function* () {
+        for (let i = 0; i < count; i++) {
+          await delay(10);
+          yield i;
+        }
+      })();
+    },
   },
   onConnected: (context) =>
     context.clients.caller.send('Connected', { clientId: context.connectionId, timestamp: Date.now() }),

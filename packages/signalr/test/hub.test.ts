@@ -5,7 +5,16 @@ import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { HubConnectionState, Subject } from '@microsoft/signalr';
 import { defineHub, HubServer, mountOnHttpServer } from '../src/index.ts';
-import { buildClient, delay, eventually, fastTimers, HUB_PATH, nextInvocation, startHub } from './helpers.ts';
+import {
+  buildClient,
+  delay,
+  eventually,
+  fastTimers,
+  HUB_PATH,
+  nextInvocation,
+  RawClient,
+  startHub,
+} from './helpers.ts';
 
 test('groups: a connection in several targeted groups gets the message once; leaving stops delivery', async () => {
   const running = await startHub();
@@ -152,6 +161,37 @@ for (const protocol of ['json', 'messagepack'] as const) {
     }
   });
 }
+
+test('a CancelInvocation that arrives while a stream is still starting stops it: no items, then a Completion', async () => {
+  const running = await startHub();
+  const client = await RawClient.handshaken(running.url);
+  try {
+    // In the same frame as the StreamInvocation.
+    client.send(
+      { type: 4, invocationId: 'same-frame', target: 'Counter', arguments: [5] },
+      { type: 5, invocationId: 'same-frame' },
+    );
+    // While the hub method awaits before returning its stream.
+    client.send({ type: 4, invocationId: 'starting', target: 'SlowCounter', arguments: [5] });
+    await delay(10);
+    client.send({ type: 5, invocationId: 'starting' });
+
+    for (const invocationId of ['same-frame', 'starting']) {
+      assert.deepEqual(await client.next((r) => r.type === 3 && r.invocationId === invocationId), {
+        type: 3,
+        invocationId,
+      });
+    }
+    await delay(100);
+    assert.deepEqual(
+      client.records.filter((r) => r.type === 2),
+      [],
+    );
+  } finally {
+    client.close();
+    await running.close();
+  }
+});
 
 test('onError receives exceptions the client only sees generically, not HubErrors', async () => {
   const reported: { message: string; connectionId: string; target?: string }[] = [];

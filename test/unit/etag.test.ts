@@ -12,8 +12,17 @@ test('If-Match accepts *, one or several strong tags; weak and foreign tags matc
 });
 
 test('a malformed If-Match is rejected rather than guessed', () => {
-  for (const header of ['3', 'v1', '"3', '"3",', '', '**'])
+  for (const header of ['3', 'v1', '"3', '', ',', '**', '"3" "4"', '"a b"', 'W/ "3"'])
     assert.equal(parseIfMatch(header), undefined, header);
+});
+
+test('entity-tag lists ignore empty elements and whitespace around commas; a tag may hold a comma', () => {
+  assert.deepEqual(parseIfMatch('"3",'), { versions: [3] });
+  assert.deepEqual(parseIfMatch(', "3" ,, "5"'), { versions: [3, 5] });
+  assert.deepEqual(parseEntityTags('"a,b", W/"c"'), [
+    { weak: false, opaque: 'a,b' },
+    { weak: true, opaque: 'c' },
+  ]);
 });
 
 test('If-None-Match fails (the copy is current) for *, or a tag equal in the weak comparison', () => {
@@ -28,6 +37,5 @@ test('If-None-Match fails (the copy is current) for *, or a tag equal in the wea
   assert.equal(noneMatchFails(condition('"1", W/"3"'), '"3"'), true);
   assert.equal(noneMatchFails(condition('"2"'), '"3"'), false);
   assert.equal(noneMatchFails(condition('"33"'), '"3"'), false);
-  for (const header of ['3', '"3', '"3",', '', 'W/3'])
-    assert.equal(parseEntityTags(header), undefined, header);
+  for (const header of ['3', '"3', '', 'W/3']) assert.equal(parseEntityTags(header), undefined, header);
 });

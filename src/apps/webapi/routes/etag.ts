@@ -10,22 +10,26 @@ export interface EntityTag {
   readonly opaque: string;
 }
 
-const ENTITY_TAG = /^(W\/)?"([^"]*)"$/;
+// One list element (RFC 9110 §5.6.1): an entity tag, or nothing (empty elements are allowed and ignored), then a
+// comma or the end. An opaque tag may hold commas, but no spaces, controls or quotes (§8.8.3).
+const LIST_ELEMENT = /[ \t]*(?:(W\/)?"([\x21\x23-\x7e\x80-\xff]*)"[ \t]*)?(,|$)/y;
 
 /**
  * The value of `If-Match` or `If-None-Match`: `*`, or a comma-separated list of entity tags. Undefined when it is
- * malformed.
+ * malformed or names no tag.
  */
 export function parseEntityTags(header: string): '*' | EntityTag[] | undefined {
-  const value = header.trim();
-  if (value === '*') return '*';
+  if (header.trim() === '*') return '*';
   const tags: EntityTag[] = [];
-  for (const part of value.split(',')) {
-    const match = ENTITY_TAG.exec(part.trim());
+  LIST_ELEMENT.lastIndex = 0;
+  for (;;) {
+    const match = LIST_ELEMENT.exec(header);
     if (!match) return undefined;
-    tags.push({ weak: match[1] !== undefined, opaque: match[2] ?? '' });
+    const [, weak, opaque, separator] = match;
+    if (opaque !== undefined) tags.push({ weak: weak !== undefined, opaque });
+    if (separator === '') break;
   }
-  return tags;
+  return tags.length > 0 ? tags : undefined;
 }
 
 /**

@@ -37,10 +37,13 @@ interface Leader {
 
 const SAFE_METHODS = new Set(['GET', 'HEAD']);
 
+// A directive of its own, in any case (RFC 9111 §5.2): `No-Cache` is one, `no-cache-please` is not.
+const NO_CACHE = /(?:^|,)[ \t]*no-cache[ \t]*(?:,|$)/i;
+
 /** `Cache-Control: no-cache` asks for a fresh answer: no replay, no cache (the original's BypassCache). */
 export function bypassesCache(request: FastifyRequest): boolean {
   const cacheControl = request.headers['cache-control'];
-  return cacheControl !== undefined && cacheControl.includes('no-cache');
+  return cacheControl !== undefined && NO_CACHE.test(cacheControl);
 }
 
 function requestKey(request: FastifyRequest): string {

@@ -1,5 +1,5 @@
 import { HubError } from './errors.ts';
-import type { HubCallContext, HubMethod, HubUser } from './hub.ts';
+import type { HubCallContext, HubMethod, HubStreamMethod, HubUser } from './hub.ts';
 import { OutgoingMessage } from './outgoing-message.ts';
 import { HANDSHAKE_OK, handshakeError, readHandshake } from './protocol/handshake.ts';
 import type { HubProtocol, MessageParser } from './protocol/hub-protocol.ts';
@@ -25,12 +25,18 @@ export interface ConnectionLimits {
   readonly statefulReconnectBufferSize: number;
 }
 
+/** A declared hub method; a `streaming` one serves StreamInvocations only, the others Invocations only. */
+export interface HubMethodEntry {
+  readonly invoke: HubMethod | HubStreamMethod;
+  readonly streaming: boolean;
+}
+
 /** What a connection needs from the server that owns it. */
 export interface ConnectionHost {
   readonly limits: ConnectionLimits;
   /** A coarse clock, advanced on the server's tick. */
   now(): number;
-  findMethod(name: string): HubMethod | undefined;
+  findMethod(name: string): HubMethodEntry | undefined;
   contextFor(connection: Connection): HubCallContext;
   /** The handshake succeeded: the connection can now be addressed; runs the connected hook. */
   connected(connection: Connection): Promise<void>;
@@ -44,10 +50,6 @@ export type ConnectionState = 'handshake' | 'connected' | 'closed';
 
 const GENERIC_CLOSE_ERROR = 'Connection closed with an error.';
 const IDLE: Promise<void> = Promise.resolve();
-
-function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
-  return typeof value === 'object' && value !== null && Symbol.asyncIterator in value;
-}
 
 /** A server-to-client stream, registered before its method runs so that an early CancelInvocation is not lost. */
 interface ServerStream {
@@ -356,15 +358,21 @@ export class Connection {
     this.send(OutgoingMessage.of(message));
   }
 
-  /** Resolves the method and checks the arguments; returns an error text when the call cannot be made. */
-  private bind(message: InvocationMessage | StreamInvocationMessage): HubMethod | string {
-    const method = this.host.findMethod(message.target);
-    if (!method) return `Unknown hub method '${message.target}'`;
+  /** Resolves the method, checks the arguments and the kind of call; returns an error text when it cannot be made. */
+  private bind(message: InvocationMessage | StreamInvocationMessage): HubMethodEntry['invoke'] | string {
+    const { target } = message;
+    const method = this.host.findMethod(target);
+    if (!method) return `Unknown hub method '${target}'`;
     const streamCount = message.streamIds?.length ?? 0;
-    if (message.arguments.length + streamCount !== Math.max(0, method.length - 1)) {
-      return `Failed to invoke '${message.target}' due to an error on the server.`;
+    if (message.arguments.length + streamCount !== Math.max(0, method.invoke.length - 1)) {
+      return `Failed to invoke '${target}' due to an error on the server.`;
     }
-    return method;
+    if (method.streaming !== (message.type === MessageType.StreamInvocation)) {
+      return method.streaming
+        ? `The client attempted to invoke the streaming '${target}' method with a non-streaming invocation.`
+        : `The client attempted to invoke the non-streaming '${target}' method with a streaming invocation.`;
+    }
+    return method.invoke;
   }
 
   /** Opened when the invocation arrives: its items may come before the call gets its turn. */
@@ -378,7 +386,7 @@ export class Connection {
 
   /** Calls the method; upload streams (one per stream id) follow the client's arguments. */
   private async call(
-    method: HubMethod,
+    method: HubMethodEntry['invoke'],
     message: InvocationMessage | StreamInvocationMessage,
     uploads: readonly UploadStream[],
   ): Promise<unknown> {
@@ -402,11 +410,6 @@ export class Connection {
     } catch (error) {
       return fail(this.invocationError(target, error));
     }
-    if (isAsyncIterable(result)) {
-      return fail(
-        `The client attempted to invoke the streaming '${target}' method with a non-streaming invocation.`,
-      );
-    }
     if (invocationId !== undefined) {
       this.complete({ type: MessageType.Completion, invocationId, result: result ?? null });
     }
@@ -427,12 +430,7 @@ export class Connection {
     (this.serverStreams ??= new Map()).set(invocationId, stream);
     try {
       try {
-        const result = await this.call(method, message, uploads);
-        if (!isAsyncIterable(result)) {
-          return fail(
-            `The client attempted to invoke the non-streaming '${target}' method with a streaming invocation.`,
-          );
-        }
+        const result = (await this.call(method, message, uploads)) as AsyncIterable<unknown>;
         stream.iterator = result[Symbol.asyncIterator]();
       } catch (error) {
         return fail(this.invocationError(target, error));

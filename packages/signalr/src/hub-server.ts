@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Backplane, BackplaneMessage } from './backplane/backplane.ts';
-import { Connection, type ConnectionHost, type ConnectionLimits } from './connection.ts';
+import { Connection, type ConnectionHost, type ConnectionLimits, type HubMethodEntry } from './connection.ts';
 import type {
   CallerClients,
   ClientProxy,
@@ -9,7 +9,6 @@ import type {
   HubCallContext,
   HubClients,
   HubDefinition,
-  HubMethod,
   HubUser,
   SendScope,
   SingleClientProxy,
@@ -88,7 +87,7 @@ export class HubServer implements ConnectionHost {
   readonly batcher = new WriteBatcher();
   readonly clients: HubClients;
   readonly groups: GroupManager;
-  private readonly methods = new Map<string, HubMethod>();
+  private readonly methods = new Map<string, HubMethodEntry>();
   private readonly byToken = new Map<string, Connection>();
   private readonly byId = new Map<string, Connection>();
   private readonly groupMembers = new Map<string, Set<Connection>>();
@@ -112,8 +111,20 @@ export class HubServer implements ConnectionHost {
     this.allowStatefulReconnect = options.allowStatefulReconnect ?? true;
     this.transports = options.transports ?? TRANSPORT_KINDS;
     this.authenticate = options.authenticate;
-    for (const [name, method] of Object.entries(options.hub.methods))
-      this.methods.set(name.toLowerCase(), method);
+    const declared = [
+      ...Object.entries(options.hub.methods).map(([name, invoke]) => ({ name, invoke, streaming: false })),
+      ...Object.entries(options.hub.streams ?? {}).map(([name, invoke]) => ({
+        name,
+        invoke,
+        streaming: true,
+      })),
+    ];
+    for (const { name, invoke, streaming } of declared) {
+      const key = name.toLowerCase();
+      // Names match case-insensitively, so two declarations would silently shadow one another.
+      if (this.methods.has(key)) throw new Error(`The hub declares '${name}' more than once.`);
+      this.methods.set(key, { invoke, streaming });
+    }
     this.clients = this.hubClients();
     this.groups = {
       add: async (connectionId, group) => this.addToGroup(connectionId, group),
@@ -139,7 +150,7 @@ export class HubServer implements ConnectionHost {
     return this.clock;
   }
 
-  findMethod(name: string): HubMethod | undefined {
+  findMethod(name: string): HubMethodEntry | undefined {
     return this.methods.get(name.toLowerCase());
   }
 

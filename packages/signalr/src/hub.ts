@@ -62,14 +62,25 @@ export interface HubCallContext {
 
 /**
  * A hub method: the context, then the client's arguments, then one AsyncIterable per uploaded stream.
- * Their count must match the declared parameter count (`Function.length - 1`). Return a value (or a
- * promise) for `invoke()`; return an AsyncIterable to serve `stream()`.
+ * Their count must match the declared parameter count (`Function.length - 1`). Returns a value (or a
+ * promise) for `invoke()` and `send()`.
  */
 export type HubMethod = (context: HubCallContext, ...args: never[]) => unknown;
+
+/** A method that serves `stream()`: parameters as a HubMethod; it returns (or resolves to) the items to send. */
+export type HubStreamMethod = (
+  context: HubCallContext,
+  ...args: never[]
+) => AsyncIterable<unknown> | Promise<AsyncIterable<unknown>>;
 
 export interface HubDefinition {
   /** Matched case-insensitively, as ASP.NET does. */
   readonly methods: Readonly<Record<string, HubMethod>>;
+  /**
+   * Server-to-client streams, callable only with `stream()` (and `methods` only without it): declared apart
+   * so that the wrong kind of call is refused before the method runs, as ASP.NET does.
+   */
+  readonly streams?: Readonly<Record<string, HubStreamMethod>>;
   /** Runs after the handshake; a throw closes the connection with an error. */
   readonly onConnected?: (context: HubCallContext) => void | Promise<void>;
   readonly onDisconnected?: (context: HubCallContext, error: Error | undefined) => void | Promise<void>;

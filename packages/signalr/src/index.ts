@@ -12,6 +12,7 @@ export {
   type HubClients,
   type HubDefinition,
   type HubMethod,
+  type HubStreamMethod,
   type HubUser,
   type SendScope,
   type SingleClientProxy,

@@ -47,6 +47,8 @@ export const testHub = defineHub({
       for await (const n of numbers) total += n;
       return total;
     },
+  },
+  streams: {
     Counter: async function* (_context, count: number) {
       for (let i = 0; i < count; i++) yield i;
     },

@@ -193,6 +193,40 @@ test('a CancelInvocation that arrives while a stream is still starting stops it:
   }
 });
 
+test('the wrong kind of call is refused before the method runs: stream() on a method, invoke() on a stream', async () => {
+  const running = await startHub();
+  const client = buildClient(running.url);
+  await client.start();
+  try {
+    const streamed = new Promise<void>((resolve, reject) => {
+      client
+        .stream('JoinGroup', 'joined-by-stream')
+        .subscribe({ next: () => {}, complete: resolve, error: reject });
+    });
+    await assert.rejects(streamed, {
+      message:
+        "The client attempted to invoke the non-streaming 'JoinGroup' method with a streaming invocation.",
+    });
+    const received: unknown[] = [];
+    client.on('notify', (value: unknown) => received.push(value));
+    await running.hub.clients.group('joined-by-stream').send('notify', 'the refused call joined');
+    assert.equal(await client.invoke('Echo', 'after'), 'after');
+    assert.deepEqual(received, [], 'JoinGroup did not run');
+    await assert.rejects(client.invoke('Counter', 3), {
+      message:
+        "The client attempted to invoke the streaming 'Counter' method with a non-streaming invocation.",
+    });
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
+test('a hub that declares a name twice (case-insensitively) is refused', async () => {
+  const hub = defineHub({ methods: { Echo: () => 1 }, streams: { echo: async function* () {} } });
+  await assert.rejects(HubServer.create({ hub }), { message: "The hub declares 'echo' more than once." });
+});
+
 test('onError receives exceptions the client only sees generically, not HubErrors', async () => {
   const reported: { message: string; connectionId: string; target?: string }[] = [];
   const running = await startHub({

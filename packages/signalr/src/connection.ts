@@ -346,9 +346,12 @@ export class Connection {
     });
   }
 
-  /** ASP.NET's texts: errors meant for the client (HubError) are appended, others stay generic and are reported. */
   private invocationError(target: string, error: unknown): string {
-    const text = `An unexpected error occurred invoking '${target}' on the server.`;
+    return this.errorText(`An unexpected error occurred invoking '${target}' on the server.`, target, error);
+  }
+
+  /** ASP.NET's texts: errors meant for the client (HubError) are appended, others stay generic and are reported. */
+  private errorText(text: string, target: string, error: unknown): string {
     if (error instanceof HubError) return `${text} HubException: ${error.message}`;
     this.host.reportError(error, this, target);
     return text;
@@ -443,7 +446,8 @@ export class Connection {
       }
       this.complete({ type: MessageType.Completion, invocationId });
     } catch (error) {
-      fail(this.invocationError(target, error));
+      // Thrown while iterating, not by the method itself: ASP.NET's StreamAsync words it differently.
+      fail(this.errorText('An error occurred on the server while streaming results.', target, error));
     } finally {
       if (this.serverStreams?.get(invocationId) === stream) this.serverStreams.delete(invocationId);
     }

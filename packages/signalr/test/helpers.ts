@@ -49,6 +49,10 @@ export const testHub = defineHub({
     },
   },
   streams: {
+    FailMidway: async function* (_context, message: string) {
+      yield 1;
+      throw new HubError(message);
+    },
     Counter: async function* (_context, count: number) {
       for (let i = 0; i < count; i++) yield i;
     },

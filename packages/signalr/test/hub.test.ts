@@ -227,6 +227,27 @@ test('a hub that declares a name twice (case-insensitively) is refused', async (
   await assert.rejects(HubServer.create({ hub }), { message: "The hub declares 'echo' more than once." });
 });
 
+test('an error thrown while a stream is iterated is reported as a streaming error, after the items sent', async () => {
+  const running = await startHub();
+  const client = buildClient(running.url);
+  await client.start();
+  try {
+    const items: unknown[] = [];
+    const streamed = new Promise<void>((resolve, reject) => {
+      client
+        .stream('FailMidway', 'ran dry')
+        .subscribe({ next: (item) => items.push(item), complete: resolve, error: reject });
+    });
+    await assert.rejects(streamed, {
+      message: 'An error occurred on the server while streaming results. HubException: ran dry',
+    });
+    assert.deepEqual(items, [1]);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
 test('onError receives exceptions the client only sees generically, not HubErrors', async () => {
   const reported: { message: string; connectionId: string; target?: string }[] = [];
   const running = await startHub({

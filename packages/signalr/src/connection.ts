@@ -288,7 +288,9 @@ export class Connection {
     switch (message.type) {
       case MessageType.Invocation: {
         const uploads = this.openUploads(message);
-        this.enqueue(() => this.invoke(message, uploads));
+        // An upload lasts as long as the client likes: such calls run alongside the queue, as in ASP.NET.
+        if (uploads.length > 0) void this.invoke(message, uploads);
+        else this.enqueue(() => this.invoke(message, uploads));
         return;
       }
       case MessageType.StreamInvocation:

@@ -248,6 +248,26 @@ test('an error thrown while a stream is iterated is reported as a streaming erro
   }
 });
 
+test('a call with an upload stream runs alongside: later calls are answered while the upload is open', async () => {
+  const running = await startHub();
+  const client = buildClient(running.url);
+  await client.start();
+  try {
+    const numbers = new Subject<number>();
+    const total = client.invoke('Sum', numbers);
+    numbers.next(1);
+    const added = client.invoke('Add', 1, 2);
+    const outcome = await Promise.race([added, delay(1_000).then(() => 'still queued behind the upload')]);
+    assert.equal(outcome, 3);
+    numbers.next(2);
+    numbers.complete();
+    assert.equal(await total, 3);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
 test('onError receives exceptions the client only sees generically, not HubErrors', async () => {
   const reported: { message: string; connectionId: string; target?: string }[] = [];
   const running = await startHub({

@@ -93,6 +93,9 @@ export class Connection {
     Map<string, { resolve(value: unknown): void; reject(error: Error): void }> | undefined;
   private lastClientResultId = 0;
   private uploads: Map<string, UploadStream> | undefined;
+  /** Stateful sends waiting, in order, for Acks to free buffer space; shared messages, so cheap to hold. */
+  private held: OutgoingMessage[] | undefined;
+  private heldSince = 0;
 
   constructor(
     private readonly host: ConnectionHost,
@@ -118,6 +121,7 @@ export class Connection {
     }
     const resume = this.stateful?.resume();
     if (!resume) return;
+    if (this.held) this.heldSince = now; // no Ack could come while the socket was gone
     this.clientCounting = true; // the replay below already carries everything held back
     this.write(OutgoingMessage.of({ type: MessageType.Sequence, sequenceId: resume.sequenceId }));
     for (const record of resume.records) this.write(OutgoingMessage.raw(record));
@@ -165,9 +169,17 @@ export class Connection {
   /** Sends a trackable hub message (invocation, stream item, completion). */
   send(out: OutgoingMessage): void {
     if (this.state !== 'connected') return;
-    if (this.stateful && !this.stateful.push(out.bytes(this.protocol))) {
-      this.close('The stateful reconnect buffer is full.');
-      return;
+    if (this.stateful) {
+      // Past the buffer limit, sends wait (in order) for Acks to free space, as ASP.NET's MessageBuffer does.
+      if (this.held || !this.stateful.hasRoom()) {
+        if (!this.held) {
+          this.held = [];
+          this.heldSince = this.host.now();
+        }
+        this.held.push(out);
+        return;
+      }
+      this.stateful.push(out.bytes(this.protocol));
     }
     if (this.transport && this.clientCounting) this.write(out);
   }
@@ -214,6 +226,11 @@ export class Connection {
     }
     if (this.clientTimeoutArmed && this.busy === 0 && now - this.lastReceivedAt >= limits.clientTimeoutMs) {
       this.close(GENERIC_CLOSE_ERROR, true);
+      return;
+    }
+    // A live client acks within about a second; one that frees no space for this long is as good as gone.
+    if (this.held && now - this.heldSince >= limits.clientTimeoutMs) {
+      this.close('The stateful reconnect buffer is full.', true);
       return;
     }
     const ack = this.stateful?.takeAck();
@@ -311,7 +328,7 @@ export class Connection {
         this.dispose(message.error === undefined ? undefined : new Error(message.error));
         return;
       case MessageType.Ack:
-        this.stateful?.ack(message.sequenceId);
+        if (this.stateful?.ack(message.sequenceId)) this.releaseHeld();
         return;
       case MessageType.Sequence:
         if (!this.stateful?.resetInbound(message.sequenceId)) {
@@ -336,6 +353,14 @@ export class Connection {
         return;
       }
     }
+  }
+
+  /** Sends what an Ack made room for; the rest is held again, with a fresh wait. */
+  private releaseHeld(): void {
+    const held = this.held;
+    if (!held) return;
+    this.held = undefined;
+    for (const out of held) this.send(out);
   }
 
   /** ASP.NET runs one hub call at a time per connection; so do we. */
@@ -472,6 +497,7 @@ export class Connection {
       for (const pending of this.clientResults.values()) pending.reject(new Error('The connection ended.'));
       this.clientResults = undefined;
     }
+    this.held = undefined;
     if (wasConnected) {
       // Disconnect after queued hub calls, so onDisconnected never overtakes onConnected.
       this.enqueue(async () => this.host.disconnected(this, error));

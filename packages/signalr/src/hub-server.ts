@@ -49,7 +49,10 @@ export interface HubServerOptions {
   readonly maxBufferedBytes?: number;
   /** Offer stateful reconnect to clients that ask for it. Default true. */
   readonly allowStatefulReconnect?: boolean;
-  /** Unacked outbound bytes kept per stateful connection; past it the connection is closed. Default 1 MiB. */
+  /**
+   * Unacked outbound bytes kept per stateful connection; past it, sends to it wait for the client's Acks,
+   * and if none frees space within `clientTimeoutMs` it is closed with allowReconnect. Default 1 MiB.
+   */
   readonly statefulReconnectBufferSize?: number;
   /** Transports offered by negotiate, in preference order. Default all three. */
   readonly transports?: readonly TransportKind[];

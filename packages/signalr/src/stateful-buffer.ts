@@ -17,21 +17,27 @@ export class StatefulBuffer {
 
   constructor(private readonly limit: number) {}
 
-  /** Records an outbound trackable message; false when the buffer is over its limit. */
-  push(bytes: Buffer): boolean {
+  /** Whether another message may be sent now; like ASP.NET's MessageBuffer, the last one may overshoot the limit. */
+  hasRoom(): boolean {
+    return this.bufferedBytes < this.limit;
+  }
+
+  /** Records an outbound trackable message. */
+  push(bytes: Buffer): void {
     this.sentCount++;
     this.entries.push({ id: this.sentCount, bytes });
     this.bufferedBytes += bytes.length;
-    return this.bufferedBytes <= this.limit;
   }
 
-  ack(sequenceId: number): void {
+  /** Drops the acked messages; true if that freed any space. */
+  ack(sequenceId: number): boolean {
     let count = 0;
     while (count < this.entries.length && this.entries[count]!.id <= sequenceId) {
       this.bufferedBytes -= this.entries[count]!.bytes.length;
       count++;
     }
     if (count > 0) this.entries.splice(0, count);
+    return count > 0;
   }
 
   /** What a resumed socket must receive first: the Sequence id, then the unacked records in order. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HubConnectionState } from '@microsoft/signalr';
-import { buildClient, delay, eventually, nextInvocation, startHub } from './helpers.ts';
+import { buildClient, delay, eventually, nextInvocation, RawClient, startHub } from './helpers.ts';
 
 for (const protocol of ['json', 'messagepack'] as const) {
   test(`stateful reconnect (${protocol}): after the server-side socket drops, messages sent meanwhile arrive in order, once, on the same connection`, async () => {
@@ -129,20 +129,50 @@ test('close() ends every connection with allowReconnect: clients with automatic 
   }
 });
 
-test('a stateful connection whose unacked messages outgrow the buffer is closed with a reason', async () => {
+test('a stateful connection whose unacked messages outgrow the buffer holds later sends until acks free space', async () => {
   const running = await startHub({ statefulReconnectBufferSize: 4096 });
   const client = buildClient(running.url, { stateful: true });
-  const closed = new Promise<Error | undefined>((resolve) => client.onclose(resolve));
+  const received: number[] = [];
+  client.on('notify', (value: number) => received.push(value));
+  let closed = false;
+  client.onclose(() => (closed = true));
   await client.start();
   try {
-    // The client acks about once a second, so a quick burst stays unacked.
-    for (let i = 0; i < 10; i++) await running.hub.clients.all.send('notify', 'x'.repeat(1000));
-    assert.equal(
-      (await closed)?.message,
-      'Server returned an error on close: The stateful reconnect buffer is full.',
-    );
+    // The client acks about once a second, so a quick burst outgrows the buffer before any ack.
+    for (let i = 0; i < 10; i++) await running.hub.clients.all.send('notify', i, 'x'.repeat(1000));
+    await eventually(() => received.length === 10);
+    assert.deepEqual(received, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.equal(closed, false);
   } finally {
     await client.stop();
+    await running.close();
+  }
+});
+
+test('a stateful client that acks nothing while sends are held is closed with allowReconnect after the client timeout', async () => {
+  const running = await startHub({ statefulReconnectBufferSize: 4096 });
+  const negotiated = (await (
+    await fetch(`${running.url}/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: 'POST' })
+  ).json()) as { connectionToken: string };
+  const client = await RawClient.connect(`${running.url}?id=${negotiated.connectionToken}`);
+  client.send({ protocol: 'json', version: 2 });
+  await client.next((record) => Object.keys(record).length === 0);
+  // Pings keep the ordinary client timeout away; only the missing Acks count.
+  const pinging = setInterval(() => client.send({ type: 6 }), 200);
+  try {
+    client.send({ type: 6 });
+    for (let i = 0; i < 10; i++) await running.hub.clients.all.send('notify', i, 'x'.repeat(1000));
+    const started = Date.now();
+    assert.deepEqual(await client.next((record) => record.type === 7), {
+      type: 7,
+      error: 'The stateful reconnect buffer is full.',
+      allowReconnect: true,
+    });
+    assert.ok(Date.now() - started >= 1_500, 'closed only after waiting for acks');
+    assert.ok(client.records.filter((record) => record.type === 1).length < 10, 'held sends were not sent');
+  } finally {
+    clearInterval(pinging);
+    client.close();
     await running.close();
   }
 });

@@ -6,6 +6,7 @@ import Fastify, {
   errorCodes,
   type FastifyBaseLogger,
   type FastifyInstance,
+  type FastifyReply,
   type FastifyRequest,
 } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -14,7 +15,13 @@ import { scan } from 'secure-json-parse';
 import type { Logger } from '../logging/logger.ts';
 import { observeHttp, type HttpObservabilityOptions } from '../observability/http-observability.ts';
 import { trackAllowedMethods } from './allowed-methods.ts';
-import { registerProblemDetails, sendErrorProblem, writeMalformedRequestProblem } from './problem-details.ts';
+import {
+  problem,
+  registerProblemDetails,
+  sendErrorProblem,
+  sendProblem,
+  writeMalformedRequestProblem,
+} from './problem-details.ts';
 import { withoutAccessToken } from './require-token.ts';
 
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -87,7 +94,8 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     // Requests the router turns away (undecodable path, over-long parameter) get problem+json like the rest.
     frameworkErrors: sendErrorProblem,
     clientErrorHandler: writeMalformedRequestProblem,
-    return503OnClosing: true,
+    // Our own 503 while closing (below): Fastify's is not problem+json and has no Retry-After.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
   }).withTypeProvider<ZodTypeProvider>();
   // Before any route is added: every one is mirrored, so a wrong method gets 405 rather than 404.
@@ -110,9 +118,16 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       },
     },
   });
+  // Requests that still arrive on open connections while the server drains are turned away, to another instance.
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
   // Callback hooks, not async ones: they run on every request, and a promise per hook is measurable.
   app.addHook('onRequest', (request, reply, done) => {
     void reply.headers(API_SECURITY_HEADERS).header('x-request-id', request.id);
+    if (closing) return void sendClosingProblem(reply);
     done();
   });
   app.addHook('onSend', (request, reply, payload, done) => {
@@ -143,6 +158,19 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   }
   registerProblemDetails(app, allowedMethods);
   return app;
+}
+
+function sendClosingProblem(reply: FastifyReply): void {
+  void sendProblem(
+    reply.header('retry-after', '1').header('connection', 'close'),
+    problem({
+      status: 503,
+      title: 'Service Unavailable',
+      code: 'SERVER.CLOSING',
+      detail: 'This instance is shutting down; send the request again (another instance will take it).',
+      instance: reply.request.url,
+    }),
+  );
 }
 
 /**

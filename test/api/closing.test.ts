@@ -1,0 +1,64 @@
+// A server that is closing finishes what it is doing and turns away what still arrives on open connections, with
+// a problem+json 503 that says to retry (a load balancer sends the retry to another instance).
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { Socket } from 'node:net';
+import { test } from 'node:test';
+import { Registry } from 'prom-client';
+import { createHttpServer } from '../../src/infrastructure/http/http-server.ts';
+import { silentLogger } from '../support/logger.ts';
+
+test(
+  'a request that arrives while the server closes gets a problem+json 503 with Retry-After; the one in flight completes',
+  { timeout: 10_000 },
+  async () => {
+    const app = createHttpServer(silentLogger, {
+      service: 'test',
+      registry: new Registry(),
+      maxHeaderBytes: 16_384,
+    });
+    let started!: () => void;
+    const inFlight = new Promise<void>((resolve) => (started = resolve));
+    let finish!: () => void;
+    const released = new Promise<void>((resolve) => (finish = resolve));
+    app.get('/slow', async () => {
+      started();
+      await released;
+      return { done: true };
+    });
+    app.get('/fast', async () => ({ fast: true }));
+    const socket = new Socket();
+    let host = '';
+    // Once closing has begun, a second request goes out on the busy connection; once it is answered, the slow one
+    // ends and the server can finish closing.
+    app.addHook('preClose', (done) => {
+      socket.write(`GET /fast HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+      done();
+    });
+    app.addHook('onSend', (request, _reply, payload, done) => {
+      if (request.url === '/fast') finish();
+      done(null, payload);
+    });
+    const url = new URL(await app.listen({ host: '127.0.0.1', port: 0 }));
+    host = url.host;
+    await once(socket.connect(Number(url.port), url.hostname), 'connect');
+    let received = '';
+    socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+    const ended = once(socket, 'close');
+    socket.write(`GET /slow HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+    await inFlight;
+    await Promise.all([app.close(), ended]);
+
+    const [first, second] = received.split(/(?=HTTP\/1\.1 )/);
+    assert.match(first ?? '', /^HTTP\/1\.1 200 /);
+    assert.match(first ?? '', /\{"done":true\}$/);
+    assert.match(second ?? '', /^HTTP\/1\.1 503 /);
+    assert.match(second ?? '', /\r\ncontent-type: application\/problem\+json/i);
+    assert.match(second ?? '', /\r\nretry-after: 1\r\n/i);
+    assert.match(second ?? '', /\r\nconnection: close\r\n/i);
+    const body = JSON.parse((second ?? '').split('\r\n\r\n')[1] ?? '') as Record<string, unknown>;
+    assert.equal(body.status, 503);
+    assert.equal(body.code, 'SERVER.CLOSING');
+    assert.equal(body.instance, '/fast');
+  },
+);

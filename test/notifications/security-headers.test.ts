@@ -69,6 +69,16 @@ describe('the notifications service with CORS_ORIGINS listed', () => {
     assert.equal(negotiate.headers.get('x-frame-options'), 'DENY');
   });
 
+  test("a long-polling client's stop (DELETE on the hub) passes a browser's preflight", async () => {
+    const preflight = await fetch(`${url}/hubs/notifications?id=any`, {
+      method: 'OPTIONS',
+      headers: { origin: pages, 'access-control-request-method': 'DELETE' },
+    });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers.get('access-control-allow-origin'), pages);
+    assert.match(preflight.headers.get('access-control-allow-methods') ?? '', /\bDELETE\b/);
+  });
+
   test('the pages allow connections to the webapi on another origin (CSP connect-src)', async () => {
     const csp = (await fetch(`${url}/sse-test.html`)).headers.get('content-security-policy') ?? '';
     assert.match(csp, /connect-src 'self' http: https:/);

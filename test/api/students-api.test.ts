@@ -133,6 +133,27 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.equal((await json(await call(path))).firstName, 'Grace', 'the stale write changed nothing');
   });
 
+  test('If-None-Match on a write: * or the current ETag is a 412 and changes nothing; another tag lets it through', async () => {
+    const created = await json(await create());
+    const path = `/api/students/${created.id}`;
+    const put = (headers: Record<string, string>) =>
+      call(path, { method: 'PUT', headers: { ...jsonHeaders, ...headers }, body: JSON.stringify(ada) });
+    for (const ifNoneMatch of ['*', '"1"', 'W/"1"', '"5", "1"']) {
+      const refused = await assertProblem(await put({ 'if-none-match': ifNoneMatch }), 412);
+      assert.equal(refused.code, 'STUDENT.VERSION_CONFLICT', ifNoneMatch);
+    }
+    await assertProblem(await call(path, { method: 'DELETE', headers: { 'if-none-match': '*' } }), 412);
+    await assertProblem(await put({ 'if-none-match': 'garbage' }), 400, 'If-None-Match');
+    assert.equal((await json(await call(path, { headers: { 'cache-control': 'no-cache' } }))).version, 1);
+    const allowed = await put({ 'if-none-match': '"7"', 'if-match': '"1"' });
+    assert.equal(allowed.status, 200);
+    assert.equal(allowed.headers.get('etag'), '"2"');
+    // Identical PUTs are coalesced within 5 s, but not across preconditions. (fetch() would add
+    // `Cache-Control: no-cache`, which bypasses deduplication, to a request with If-None-Match.)
+    assert.equal((await put({})).status, 200);
+    await assertProblem(await put({ 'if-none-match': '*', 'cache-control': 'max-age=0' }), 412);
+  });
+
   test('an id in upper case names the same student for every method, and reads through it see every write', async () => {
     const created = await json(await create());
     const upper = `/api/students/${String(created.id).toUpperCase()}`;

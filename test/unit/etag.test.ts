@@ -1,14 +1,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { etagOf, noneMatchFails, parseEntityTags, parseIfMatch } from '../../src/apps/webapi/routes/etag.ts';
+import { etagOf, noneMatchFails, parseEntityTags, parseVersions } from '../../src/apps/webapi/routes/etag.ts';
+
+const parseIfMatch = (header: string) => parseVersions(header, 'strong');
 
 test('If-Match accepts *, one or several strong tags; weak and foreign tags match no version', () => {
   assert.equal(etagOf(3), '"3"');
-  assert.deepEqual(parseIfMatch('*'), { any: true });
-  assert.deepEqual(parseIfMatch('"3"'), { versions: [3] });
-  assert.deepEqual(parseIfMatch(' "3", "5" '), { versions: [3, 5] });
-  assert.deepEqual(parseIfMatch('W/"3"'), { versions: [] });
-  assert.deepEqual(parseIfMatch('"abc"'), { versions: [] });
+  assert.deepEqual(parseIfMatch('*'), '*');
+  assert.deepEqual(parseIfMatch('"3"'), [3]);
+  assert.deepEqual(parseIfMatch(' "3", "5" '), [3, 5]);
+  assert.deepEqual(parseIfMatch('W/"3"'), []);
+  assert.deepEqual(parseIfMatch('"abc"'), []);
 });
 
 test('a malformed If-Match is rejected rather than guessed', () => {
@@ -16,9 +18,14 @@ test('a malformed If-Match is rejected rather than guessed', () => {
     assert.equal(parseIfMatch(header), undefined, header);
 });
 
+test('If-None-Match compares weakly: a weak tag names its version too', () => {
+  assert.deepEqual(parseVersions('W/"3", "4"', 'weak'), [3, 4]);
+  assert.equal(parseVersions('*', 'weak'), '*');
+});
+
 test('entity-tag lists ignore empty elements and whitespace around commas; a tag may hold a comma', () => {
-  assert.deepEqual(parseIfMatch('"3",'), { versions: [3] });
-  assert.deepEqual(parseIfMatch(', "3" ,, "5"'), { versions: [3, 5] });
+  assert.deepEqual(parseIfMatch('"3",'), [3]);
+  assert.deepEqual(parseIfMatch(', "3" ,, "5"'), [3, 5]);
   assert.deepEqual(parseEntityTags('"a,b", W/"c"'), [
     { weak: false, opaque: 'a,b' },
     { weak: true, opaque: 'c' },

@@ -54,7 +54,7 @@ describe('student use cases', () => {
     assert.equal(store.outbox.length, 0);
   });
 
-  test('update of a missing student is STUDENT.NOT_FOUND; a stale If-Match is STUDENT.VERSION_CONFLICT', async () => {
+  test('update of a missing student is STUDENT.NOT_FOUND; a stale If-Match or a matching If-None-Match is STUDENT.VERSION_CONFLICT', async () => {
     const missing = await updateStudent(deps)({ id: 'nope', details: {}, actor: 'bob' });
     assert.ok(!missing.ok && missing.error.code === 'STUDENT.NOT_FOUND');
 
@@ -64,7 +64,7 @@ describe('student use cases', () => {
       id: created.value.id,
       details: {},
       actor: 'bob',
-      ifMatch: { versions: [7] },
+      precondition: { match: [7] },
     });
     assert.ok(!stale.ok);
     assert.deepEqual(stale.error, {
@@ -72,7 +72,26 @@ describe('student use cases', () => {
       message: `Student ${created.value.id} is at version 1, not 7.`,
       currentVersion: 1,
     });
-    assert.equal(store.outbox.length, 1, 'only the creation was stored');
+    for (const noneMatch of ['*', [1]] as const) {
+      const excluded = await updateStudent(deps)({
+        id: created.value.id,
+        details: {},
+        actor: 'bob',
+        precondition: { noneMatch },
+      });
+      assert.ok(
+        !excluded.ok && excluded.error.code === 'STUDENT.VERSION_CONFLICT',
+        `If-None-Match ${noneMatch}`,
+      );
+    }
+    const other = await updateStudent(deps)({
+      id: created.value.id,
+      details: {},
+      actor: 'bob',
+      precondition: { match: '*', noneMatch: [2, 3] },
+    });
+    assert.ok(other.ok, 'any version, and not one of those');
+    assert.equal(store.outbox.length, 2, 'only the creation and the one update were stored');
   });
 
   test('delete stores StudentDeleted and removes the row', async () => {

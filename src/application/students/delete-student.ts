@@ -7,13 +7,13 @@ import { loadForWrite, type VersionCondition } from './load-for-write.ts';
 export interface DeleteStudentCommand {
   readonly id: string;
   readonly actor: string;
-  readonly ifMatch?: VersionCondition;
+  readonly precondition?: VersionCondition;
 }
 
 export function deleteStudent(deps: Pick<StudentWriteDeps, 'unitOfWork' | 'clock'>) {
   return (command: DeleteStudentCommand): Promise<Result<StudentSnapshot, DomainError>> =>
     deps.unitOfWork.transaction(async ({ students }) => {
-      const loaded = await loadForWrite(students, command.id, command.ifMatch);
+      const loaded = await loadForWrite(students, command.id, command.precondition);
       if (!loaded.ok) return loaded;
       loaded.value.delete({ actor: command.actor, now: deps.clock.now() });
       await students.remove(loaded.value);

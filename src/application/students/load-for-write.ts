@@ -3,10 +3,20 @@ import { err, ok, type Result } from '../../domain/result.ts';
 import type { Student } from '../../domain/student.ts';
 import type { StudentRepository } from '../ports/student-repository.ts';
 
-/** An `If-Match` precondition: any existing version (`*`), or one of the listed versions. */
-export type VersionCondition = { readonly any: true } | { readonly versions: readonly number[] };
+/** Versions a precondition names: `*` (any existing version), or a list. */
+export type Versions = '*' | readonly number[];
 
-/** Loads and locks a student, then checks the caller's precondition against the locked row. */
+/** The caller's preconditions on the version it writes over (RFC 9110 §13.1), from If-Match and If-None-Match. */
+export interface VersionCondition {
+  /** The student must be at one of these versions (`*`: exist). */
+  readonly match?: Versions;
+  /** The student must be at none of these versions (`*`: not exist, which an existing student never meets). */
+  readonly noneMatch?: Versions;
+}
+
+const names = (versions: Versions) => (versions === '*' ? 'any version' : versions.join(' or '));
+
+/** Loads and locks a student, then checks the caller's preconditions against the locked row. */
 export async function loadForWrite(
   students: StudentRepository,
   id: string,
@@ -14,11 +24,14 @@ export async function loadForWrite(
 ): Promise<Result<Student, DomainError>> {
   const student = await students.findByIdForUpdate(id);
   if (!student) return err({ code: 'STUDENT.NOT_FOUND', message: `Student ${id} does not exist.` });
-  if (condition && 'versions' in condition && !condition.versions.includes(student.version))
-    return err({
-      code: 'STUDENT.VERSION_CONFLICT',
-      message: `Student ${id} is at version ${student.version}, not ${condition.versions.join(' or ')}.`,
-      currentVersion: student.version,
-    });
+  const { match, noneMatch } = condition ?? {};
+  const conflict = (message: string) =>
+    err({ code: 'STUDENT.VERSION_CONFLICT' as const, message, currentVersion: student.version });
+  if (match !== undefined && match !== '*' && !match.includes(student.version))
+    return conflict(`Student ${id} is at version ${student.version}, not ${names(match)}.`);
+  if (noneMatch !== undefined && (noneMatch === '*' || noneMatch.includes(student.version)))
+    return conflict(
+      `Student ${id} is at version ${student.version}, and the request excludes ${names(noneMatch)}.`,
+    );
   return ok(student);
 }

@@ -8,13 +8,13 @@ export interface UpdateStudentCommand {
   readonly id: string;
   readonly details: Partial<StudentDetails>;
   readonly actor: string;
-  readonly ifMatch?: VersionCondition;
+  readonly precondition?: VersionCondition;
 }
 
 export function updateStudent(deps: StudentWriteDeps) {
   return (command: UpdateStudentCommand): Promise<Result<StudentSnapshot, DomainError>> =>
     deps.unitOfWork.transaction(async ({ students }) => {
-      const loaded = await loadForWrite(students, command.id, command.ifMatch);
+      const loaded = await loadForWrite(students, command.id, command.precondition);
       if (!loaded.ok) return loaded;
       const student = loaded.value;
       const loadedVersion = student.version;

@@ -46,8 +46,14 @@ export function bypassesCache(request: FastifyRequest): boolean {
   return cacheControl !== undefined && NO_CACHE.test(cacheControl);
 }
 
+/**
+ * What tells requests apart: all that can change the answer, a write's preconditions included. A read's
+ * If-None-Match is left out: its 304 is made from the shared 200 (conditional-get.plugin.ts).
+ */
 function requestKey(request: FastifyRequest): string {
-  return `${request.method} ${request.url} ${request.headers['if-match'] ?? ''} ${bodyFingerprint(request)} ${callerOf(request)}`;
+  const { 'if-match': ifMatch = '', 'if-none-match': ifNoneMatch = '' } = request.headers;
+  const preconditions = SAFE_METHODS.has(request.method) ? ifMatch : `${ifMatch} ${ifNoneMatch}`;
+  return `${request.method} ${request.url} ${preconditions} ${bodyFingerprint(request)} ${callerOf(request)}`;
 }
 
 function replayable(status: number): boolean {

@@ -1,4 +1,4 @@
-import type { VersionCondition } from '../../../application/students/load-for-write.ts';
+import type { Versions } from '../../../application/students/load-for-write.ts';
 
 export function etagOf(version: number): string {
   return `"${version}"`;
@@ -32,18 +32,19 @@ export function parseEntityTags(header: string): '*' | EntityTag[] | undefined {
   return tags.length > 0 ? tags : undefined;
 }
 
+const VERSION = /^[1-9]\d{0,9}$/;
+
 /**
- * Parses `If-Match` (RFC 9110 §13.1.1): `*`, or a list of entity tags compared strongly, so weak tags and
- * tags we never issued simply match nothing. Returns undefined when the header is malformed.
+ * The student versions an `If-Match` (strong comparison: a weak tag names none) or `If-None-Match` (weak comparison,
+ * RFC 9110 §13.1.2) header names: `*`, or those of its tags that are versions we issue. Undefined when malformed.
  */
-export function parseIfMatch(header: string): VersionCondition | undefined {
+export function parseVersions(header: string, comparison: 'strong' | 'weak'): Versions | undefined {
   const tags = parseEntityTags(header);
   if (tags === undefined) return undefined;
-  if (tags === '*') return { any: true };
-  const versions = tags
-    .filter(({ weak, opaque }) => !weak && /^[1-9]\d{0,9}$/.test(opaque))
+  if (tags === '*') return '*';
+  return tags
+    .filter(({ weak, opaque }) => (comparison === 'weak' || !weak) && VERSION.test(opaque))
     .map(({ opaque }) => Number(opaque));
-  return { versions };
 }
 
 /**

@@ -6,14 +6,14 @@ import type { getStudent } from '../../../application/students/get-student.ts';
 import type { listStudents } from '../../../application/students/list-students.ts';
 import { toStudentDto } from '../../../application/students/student-dto.ts';
 import type { updateStudent } from '../../../application/students/update-student.ts';
-import type { VersionCondition } from '../../../application/students/load-for-write.ts';
+import type { VersionCondition, Versions } from '../../../application/students/load-for-write.ts';
 import { Routes } from '../../../contracts/routes.ts';
 import type { DomainError } from '../../../domain/errors.ts';
 import type { StudentSnapshot } from '../../../domain/student.ts';
 import type { HttpServer } from '../../../infrastructure/http/http-server.ts';
 import { domainProblem, sendProblem, invalidRequest } from '../../../infrastructure/http/problem-details.ts';
 import { bypassesCache } from '../plugins/dedup.plugin.ts';
-import { etagOf, parseIfMatch } from './etag.ts';
+import { etagOf, parseVersions } from './etag.ts';
 import {
   decodeCursor,
   encodeCursor,
@@ -33,11 +33,15 @@ export interface StudentUseCases {
   readonly list: ReturnType<typeof listStudents>;
 }
 
-const IfMatchHeaders = z.object({
+const WriteConditionHeaders = z.object({
   'if-match': z
     .string()
     .optional()
     .describe('An ETag from a previous response: the write fails with 412 if the student changed since'),
+  'if-none-match': z
+    .string()
+    .optional()
+    .describe('ETags (or `*`) the student must not be at: the write fails with 412 if it is'),
 });
 
 const IfNoneMatchHeaders = z.object({
@@ -91,22 +95,30 @@ function sendError(reply: FastifyReply, error: DomainError) {
   return sendProblem(reply, domainProblem(error, reply.request.url));
 }
 
-/** `undefined` when no If-Match was sent; `null` when it was malformed (the reply is already sent). */
-function ifMatchOf(
-  header: string | undefined,
-  reply: FastifyReply,
-  url: string,
-): VersionCondition | undefined | null {
-  if (header === undefined) return undefined;
-  const condition = parseIfMatch(header);
-  if (condition) return condition;
-  void sendProblem(
-    reply,
-    invalidRequest(url, 'The If-Match header is malformed.', [
-      { field: 'If-Match', reason: 'must be "*" or a comma-separated list of entity tags such as "3"' },
-    ]),
-  );
-  return null;
+const PRECONDITIONS = [
+  { header: 'if-match', field: 'If-Match', key: 'match', comparison: 'strong' },
+  { header: 'if-none-match', field: 'If-None-Match', key: 'noneMatch', comparison: 'weak' },
+] as const;
+
+/** The write's If-Match and If-None-Match; `null` when one was malformed (the reply is already sent). */
+function preconditionOf(request: FastifyRequest, reply: FastifyReply): VersionCondition | null {
+  const condition: { match?: Versions; noneMatch?: Versions } = {};
+  for (const { header, field, key, comparison } of PRECONDITIONS) {
+    const value = request.headers[header];
+    if (value === undefined) continue;
+    const versions = parseVersions(value, comparison);
+    if (versions === undefined) {
+      void sendProblem(
+        reply,
+        invalidRequest(request.url, `The ${field} header is malformed.`, [
+          { field, reason: 'must be "*" or a comma-separated list of entity tags such as "3"' },
+        ]),
+      );
+      return null;
+    }
+    condition[key] = versions;
+  }
+  return condition;
 }
 
 function registerUnder(
@@ -204,19 +216,19 @@ function registerUnder(
         tags,
         summary: 'Update a student; fields left out are generated. Honors Idempotency-Key',
         params: StudentIdParams,
-        headers: IfMatchHeaders,
+        headers: WriteConditionHeaders,
         body: StudentInput.nullish(),
         response: { 200: Student, ...problems },
       },
     },
     async (request, reply) => {
-      const ifMatch = ifMatchOf(request.headers['if-match'], reply, request.url);
-      if (ifMatch === null) return reply;
+      const precondition = preconditionOf(request, reply);
+      if (precondition === null) return reply;
       const result = await useCases.update({
         id: request.params.id,
         details: request.body ?? {},
         actor: actorOf(request),
-        ...(ifMatch ? { ifMatch } : {}),
+        precondition,
       });
       return result.ok ? sendStudent(reply, result.value) : sendError(reply, result.error);
     },
@@ -231,17 +243,17 @@ function registerUnder(
         tags,
         summary: 'Delete a student. Honors Idempotency-Key',
         params: StudentIdParams,
-        headers: IfMatchHeaders,
+        headers: WriteConditionHeaders,
         response: { 204: z.null().describe('Deleted'), ...problems },
       },
     },
     async (request, reply) => {
-      const ifMatch = ifMatchOf(request.headers['if-match'], reply, request.url);
-      if (ifMatch === null) return reply;
+      const precondition = preconditionOf(request, reply);
+      if (precondition === null) return reply;
       const result = await useCases.remove({
         id: request.params.id,
         actor: actorOf(request),
-        ...(ifMatch ? { ifMatch } : {}),
+        precondition,
       });
       return result.ok ? reply.code(204).send(null) : sendError(reply, result.error);
     },

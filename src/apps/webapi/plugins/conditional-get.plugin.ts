@@ -2,29 +2,21 @@
 // 304 Not Modified without the body, so a client (or a browser's HTTP cache) revalidates its copy for a few
 // hundred bytes. Decided on the response as it goes out, so replayed and coalesced responses are covered too.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
-import { invalidRequest, sendProblem } from '../../../infrastructure/http/problem-details.ts';
-import { noneMatchFails, parseEntityTags, type EntityTag } from '../routes/etag.ts';
+import { sendProblem } from '../../../infrastructure/http/problem-details.ts';
+import { malformedPrecondition, noneMatchFails, parseEntityTags, type EntityTag } from '../routes/etag.ts';
 import { appWide } from './caller.ts';
 import { hooksOf } from './dedup.plugin.ts';
 
 const CONDITION = Symbol('if-none-match');
 type ConditionalRequest = FastifyRequest & { [CONDITION]?: '*' | EntityTag[] };
 
-/** A malformed If-None-Match is a 400 naming it, like a malformed If-Match: guessing could serve a stale copy. */
+/** A malformed If-None-Match is a 400 naming it, like a malformed If-Match. */
 function readCondition(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
   const header = request.headers['if-none-match'];
   if (header === undefined) return done();
   const condition = parseEntityTags(header);
   if (condition === undefined)
-    return void sendProblem(
-      reply,
-      invalidRequest(request.url, 'The If-None-Match header is malformed.', [
-        {
-          field: 'If-None-Match',
-          reason: 'must be "*" or a comma-separated list of entity tags such as "3"',
-        },
-      ]),
-    );
+    return void sendProblem(reply, malformedPrecondition(request.url, 'If-None-Match'));
   (request as ConditionalRequest)[CONDITION] = condition;
   done();
 }

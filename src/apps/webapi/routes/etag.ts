@@ -1,4 +1,5 @@
 import type { Versions } from '../../../application/students/load-for-write.ts';
+import { invalidRequest, type ProblemDetails } from '../../../infrastructure/http/problem-details.ts';
 
 export function etagOf(version: number): string {
   return `"${version}"`;
@@ -57,4 +58,11 @@ export function noneMatchFails(condition: '*' | readonly EntityTag[], etag: stri
   if (current === undefined || current === '*' || current.length !== 1) return false;
   const opaque = current[0]!.opaque;
   return condition.some((tag) => tag.opaque === opaque);
+}
+
+/** The 400 for an `If-Match` or `If-None-Match` that does not parse: guessing its meaning could lose a write. */
+export function malformedPrecondition(url: string, field: 'If-Match' | 'If-None-Match'): ProblemDetails {
+  return invalidRequest(url, `The ${field} header is malformed.`, [
+    { field, reason: 'must be "*" or a comma-separated list of entity tags such as "3"' },
+  ]);
 }

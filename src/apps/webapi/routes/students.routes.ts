@@ -11,9 +11,9 @@ import { Routes } from '../../../contracts/routes.ts';
 import type { DomainError } from '../../../domain/errors.ts';
 import type { StudentSnapshot } from '../../../domain/student.ts';
 import type { HttpServer } from '../../../infrastructure/http/http-server.ts';
-import { domainProblem, sendProblem, invalidRequest } from '../../../infrastructure/http/problem-details.ts';
+import { domainProblem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
 import { bypassesCache } from '../plugins/dedup.plugin.ts';
-import { etagOf, parseVersions } from './etag.ts';
+import { etagOf, malformedPrecondition, parseVersions } from './etag.ts';
 import {
   decodeCursor,
   encodeCursor,
@@ -108,12 +108,7 @@ function preconditionOf(request: FastifyRequest, reply: FastifyReply): VersionCo
     if (value === undefined) continue;
     const versions = parseVersions(value, comparison);
     if (versions === undefined) {
-      void sendProblem(
-        reply,
-        invalidRequest(request.url, `The ${field} header is malformed.`, [
-          { field, reason: 'must be "*" or a comma-separated list of entity tags such as "3"' },
-        ]),
-      );
+      void sendProblem(reply, malformedPrecondition(request.url, field));
       return null;
     }
     condition[key] = versions;

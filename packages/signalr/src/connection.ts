@@ -111,7 +111,9 @@ export class Connection {
   /** Attaches the first transport, or a new WebSocket resuming a stateful connection. */
   attach(transport: Transport): void {
     const now = this.host.now();
+    const previous = this.transport;
     this.transport = transport;
+    previous?.end(); // a resume replaces a socket we still think is open; its close is then ignored
     this.transportKind = transport.kind;
     this.inactiveSince = 0;
     this.lastReceivedAt = now;
@@ -131,9 +133,12 @@ export class Connection {
     return this.state === 'closed';
   }
 
-  /** A stateful WebSocket connection whose socket dropped can be resumed on the same token. */
+  /**
+   * A stateful WebSocket connection can be resumed on the same token, even while its socket looks open:
+   * the client resumes only once that socket is dead to it (half-open here), and ASP.NET replaces it too.
+   */
   canResume(): boolean {
-    return this.state === 'connected' && this.stateful !== undefined && this.transport === undefined;
+    return this.state === 'connected' && this.stateful !== undefined;
   }
 
   /** Called by the transport when its socket or stream is gone. */

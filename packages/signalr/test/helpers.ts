@@ -204,8 +204,10 @@ export class RawClient {
   /** Opens a socket without negotiate (the skipNegotiation path). */
   static async connect(hubUrl: string): Promise<RawClient> {
     const ws = new WebSocket(hubUrl.replace(/^http/, 'ws'));
+    // Listening before 'open': a resumed socket gets its Sequence in the same read as the 101.
+    const client = new RawClient(ws);
     await once(ws, 'open');
-    return new RawClient(ws);
+    return client;
   }
 
   static async handshaken(hubUrl: string): Promise<RawClient> {

@@ -39,6 +39,43 @@ for (const protocol of ['json', 'messagepack'] as const) {
   });
 }
 
+test('a stateful resume replaces a socket the server still thinks is open (half-open), and replays what it missed', async () => {
+  const running = await startHub();
+  const clients: RawClient[] = [];
+  try {
+    const negotiated = (await (
+      await fetch(`${running.url}/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: 'POST' })
+    ).json()) as { connectionToken: string };
+    const connectionUrl = `${running.url}?id=${negotiated.connectionToken}`;
+    const first = await RawClient.connect(connectionUrl);
+    clients.push(first);
+    first.send({ protocol: 'json', version: 2 });
+    await first.next((record) => Object.keys(record).length === 0);
+    first.send({ type: 6 });
+    await running.hub.clients.all.send('notify', 'unacked');
+    await first.next((record) => record.target === 'notify');
+
+    // The client gave up on its first socket without the server noticing, and resumes on a new one.
+    const resumed = await RawClient.connect(connectionUrl);
+    clients.push(resumed);
+    await resumed.next((record) => record.target === 'notify');
+    assert.equal(resumed.records[0]!.type, 9, 'the resume starts with a Sequence message');
+    assert.equal(await first.closed, 1000, 'the server ended the replaced socket');
+    resumed.send(
+      { type: 9, sequenceId: 1 },
+      { type: 1, invocationId: 'after', target: 'Add', arguments: [1, 2] },
+    );
+    assert.deepEqual(await resumed.next((record) => record.invocationId === 'after'), {
+      type: 3,
+      invocationId: 'after',
+      result: 3,
+    });
+  } finally {
+    for (const client of clients) client.close();
+    await running.close();
+  }
+});
+
 test('without stateful reconnect, a dropped socket ends the connection and automatic reconnect gets a new id', async () => {
   const running = await startHub();
   const client = buildClient(running.url, { reconnectDelays: [0, 100] });

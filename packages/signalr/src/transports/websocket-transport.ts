@@ -23,7 +23,10 @@ export class WebSocketTransport implements Transport {
     private readonly batcher: WriteBatcher,
     connection: Connection,
   ) {
-    ws.on('message', (data: Buffer) => connection.receive(data));
+    // Once ended (or replaced by a resumed socket), late frames must not reach the connection.
+    ws.on('message', (data: Buffer) => {
+      if (this.open) connection.receive(data);
+    });
     ws.on('error', () => undefined);
     ws.on('close', () => {
       this.open = false;

@@ -53,13 +53,9 @@ const IDLE: Promise<void> = Promise.resolve();
 
 /** A server-to-client stream, registered before its method runs so that an early CancelInvocation is not lost. */
 interface ServerStream {
+  readonly target: string;
   iterator: AsyncIterator<unknown> | undefined;
   cancelled: boolean;
-}
-
-function cancelStream(stream: ServerStream): void {
-  stream.cancelled = true;
-  void stream.iterator?.return?.();
 }
 
 /** One logical SignalR connection: handshake, message dispatch, keep-alive and (optionally) stateful resume. */
@@ -322,7 +318,7 @@ export class Connection {
         const stream = this.serverStreams?.get(message.invocationId);
         if (!stream) return;
         this.serverStreams!.delete(message.invocationId);
-        cancelStream(stream);
+        this.cancelStream(stream);
         return;
       }
       case MessageType.Ping:
@@ -461,7 +457,7 @@ export class Connection {
       return fail(method);
     }
     // Registered before the method runs, as ASP.NET does: a cancel may arrive while it is still starting.
-    const stream: ServerStream = { iterator: undefined, cancelled: false };
+    const stream: ServerStream = { target, iterator: undefined, cancelled: false };
     (this.serverStreams ??= new Map()).set(invocationId, stream);
     try {
       try {
@@ -470,7 +466,7 @@ export class Connection {
       } catch (error) {
         return fail(this.invocationError(target, error));
       }
-      if (stream.cancelled) void stream.iterator.return?.();
+      if (stream.cancelled) this.endIterator(stream);
       while (!stream.cancelled) {
         const next = await stream.iterator.next();
         if (next.done || stream.cancelled) break;
@@ -485,13 +481,26 @@ export class Connection {
     }
   }
 
+  private cancelStream(stream: ServerStream): void {
+    stream.cancelled = true;
+    this.endIterator(stream);
+  }
+
+  /** Runs the stream's cleanup (its `finally`); what that throws goes to the host, never unhandled. */
+  private endIterator({ iterator, target }: ServerStream): void {
+    if (!iterator?.return) return;
+    Promise.resolve()
+      .then(() => iterator.return!())
+      .catch((error: unknown) => this.host.reportError(error, this, target));
+  }
+
   private dispose(error: Error | undefined): void {
     if (this.state === 'closed') return;
     const wasConnected = this.state === 'connected';
     this.state = 'closed';
     this.closedAt = this.host.now();
     if (this.serverStreams) {
-      for (const stream of this.serverStreams.values()) cancelStream(stream);
+      for (const stream of this.serverStreams.values()) this.cancelStream(stream);
       this.serverStreams.clear();
     }
     if (this.uploads) {

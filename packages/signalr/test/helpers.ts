@@ -56,6 +56,18 @@ export const testHub = defineHub({
     Counter: async function* (_context, count: number) {
       for (let i = 0; i < count; i++) yield i;
     },
+    /** A stream whose cleanup (its `finally`) fails when it is cancelled. */
+    FailingCleanup: async function* () {
+      try {
+        for (let i = 0; ; i++) {
+          await delay(10);
+          yield i;
+        }
+      } finally {
+        // eslint-disable-next-line no-unsafe-finally -- the failing cleanup is what is tested
+        throw new Error('cleanup failed');
+      }
+    },
     /** A stream whose method awaits (say, a lookup) before returning its iterable. */
     SlowCounter: async (_context, count: number) => {
       await delay(50);

@@ -193,6 +193,31 @@ test('a CancelInvocation that arrives while a stream is still starting stops it:
   }
 });
 
+test('a cancelled stream whose cleanup throws harms nothing: no unhandled rejection, the connection goes on', async () => {
+  const rejections: unknown[] = [];
+  const onRejection = (reason: unknown) => rejections.push(reason);
+  process.on('unhandledRejection', onRejection);
+  const running = await startHub();
+  const client = await RawClient.handshaken(running.url);
+  try {
+    client.send({ type: 4, invocationId: 'cleanup', target: 'FailingCleanup', arguments: [] });
+    await client.next((r) => r.type === 2 && r.invocationId === 'cleanup');
+    client.send({ type: 5, invocationId: 'cleanup' });
+    await client.next((r) => r.type === 3 && r.invocationId === 'cleanup');
+    await delay(50);
+    client.send({ type: 4, invocationId: 'after', target: 'Counter', arguments: [2] });
+    assert.deepEqual(await client.next((r) => r.type === 3 && r.invocationId === 'after'), {
+      type: 3,
+      invocationId: 'after',
+    });
+    assert.deepEqual(rejections, []);
+  } finally {
+    process.off('unhandledRejection', onRejection);
+    client.close();
+    await running.close();
+  }
+});
+
 test('the wrong kind of call is refused before the method runs: stream() on a method, invoke() on a stream', async () => {
   const running = await startHub();
   const client = buildClient(running.url);

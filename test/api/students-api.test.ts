@@ -460,6 +460,26 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.deepEqual(await counts(), before);
     });
 
+    test('Idempotency-Key sent on two header lines is a 400 naming it, and creates nothing', async () => {
+      const before = await counts();
+      const { port } = new URL(api.url);
+      const body = '{}';
+      const request =
+        'POST /api/students HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n' +
+        `Idempotency-Key: a\r\nIdempotency-Key: b\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      const answer = await new Promise<string>((resolve) => {
+        let text = '';
+        const socket = connect(Number(port), '127.0.0.1', () => socket.write(request));
+        socket.on('data', (chunk) => (text += chunk));
+        socket.on('close', () => resolve(text));
+      });
+      const [head = '', problemText = ''] = answer.split('\r\n\r\n');
+      assert.match(head, /^HTTP\/1.1 400 /);
+      const problem = JSON.parse(problemText) as { errors: { field: string }[] };
+      assert.equal(problem.errors[0]?.field, 'Idempotency-Key');
+      assert.deepEqual(await counts(), before);
+    });
+
     test('an unknown route is a problem+json 404', async () => {
       await assertProblem(await call('/api/nothing-here'), 404);
       await assertProblem(await call('/api/nothing-here', { method: 'PATCH' }), 404);

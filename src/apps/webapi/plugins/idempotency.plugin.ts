@@ -29,6 +29,13 @@ function parseKey(header: string): string | undefined {
   return key.length > 0 && key.length <= MAX_KEY_LENGTH ? key : undefined;
 }
 
+function sentOnce(rawHeaders: readonly string[]): boolean {
+  let lines = 0;
+  for (let index = 0; index < rawHeaders.length; index += 2)
+    if (rawHeaders[index]!.toLowerCase() === 'idempotency-key') lines++;
+  return lines === 1;
+}
+
 async function idempotencyPlugin(
   app: FastifyInstance,
   { store, ttlSeconds }: IdempotencyPluginOptions,
@@ -65,7 +72,9 @@ async function idempotencyPlugin(
       const header = request.headers['idempotency-key'];
       if (header === undefined) return;
       const instance = request.url;
-      const key = typeof header === 'string' ? parseKey(header) : undefined;
+      // Node joins repeated header lines into one value with ", ": the raw headers tell them apart.
+      const key =
+        typeof header === 'string' && sentOnce(request.raw.rawHeaders) ? parseKey(header) : undefined;
       if (key === undefined)
         return sendProblem(
           reply,

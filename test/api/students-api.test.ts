@@ -10,6 +10,16 @@ import { needsPostgres } from '../support/services.ts';
 import { json, startWebApi, type RunningWebApi } from '../support/webapi.ts';
 
 const jsonHeaders = { 'content-type': 'application/json' };
+
+/** Sends raw bytes (what fetch would refuse to send) and returns all the server answers until it closes. */
+function exchange(port: string, request: string): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    const socket = connect(Number(port), '127.0.0.1', () => socket.write(request));
+    socket.on('data', (chunk) => (text += chunk));
+    socket.on('close', () => resolve(text));
+  });
+}
 const ada = { firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' };
 
 function apiContract(kind: 'pglite' | 'postgres') {
@@ -443,13 +453,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
         ['POST /api/students HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n', 400, 'headers'],
         [`GET /api/students/${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'headers'],
       ] as const) {
-        const answer = await new Promise<string>((resolve) => {
-          let text = '';
-          const socket = connect(Number(port), '127.0.0.1', () => socket.write(request));
-          socket.on('data', (chunk) => (text += chunk));
-          socket.on('close', () => resolve(text));
-        });
-        const [head = '', body = ''] = answer.split('\r\n\r\n');
+        const [head = '', body = ''] = (await exchange(port, request)).split('\r\n\r\n');
         assert.match(head, new RegExp(`^HTTP/1.1 ${status} `));
         assert.match(head, /content-type: application\/problem\+json/i);
         const problem = JSON.parse(body) as { status: number; errors: { field: string; reason: string }[] };
@@ -467,13 +471,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
       const request =
         'POST /api/students HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n' +
         `Idempotency-Key: a\r\nIdempotency-Key: b\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
-      const answer = await new Promise<string>((resolve) => {
-        let text = '';
-        const socket = connect(Number(port), '127.0.0.1', () => socket.write(request));
-        socket.on('data', (chunk) => (text += chunk));
-        socket.on('close', () => resolve(text));
-      });
-      const [head = '', problemText = ''] = answer.split('\r\n\r\n');
+      const [head = '', problemText = ''] = (await exchange(port, request)).split('\r\n\r\n');
       assert.match(head, /^HTTP\/1.1 400 /);
       const problem = JSON.parse(problemText) as { errors: { field: string }[] };
       assert.equal(problem.errors[0]?.field, 'Idempotency-Key');

@@ -181,7 +181,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
     await assertProblem(await call(upper), 404);
   });
 
-  test('a GET whose If-None-Match names the current ETag is a 304 without body; after a write it is a 200 again', async () => {
+  test('a GET whose If-None-Match names the current ETag is a 304 without body, one whose If-Match does not a 412; after a write the old tag is a 200 again', async () => {
     const created = await json(await create());
     const path = `/api/students/${created.id}`;
     // As a browser revalidates its cached copy. fetch() would add `Cache-Control: no-cache` to a request with
@@ -220,6 +220,14 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.equal(fresh.status, 200, 'the copy the client holds is stale now');
     assert.equal(fresh.headers.get('etag'), '"2"');
     assert.equal((await json(fresh)).firstName, 'Grace');
+
+    const ifMatch = (header: string) =>
+      call(path, { headers: { 'if-match': header, 'cache-control': 'max-age=0' } });
+    const failed = await assertProblem(await ifMatch('"1"'), 412);
+    assert.equal(failed.code, 'PRECONDITION.FAILED');
+    assert.equal((await ifMatch('"2"')).status, 200, 'If-Match naming the current ETag');
+    assert.equal((await ifMatch('*')).status, 200);
+    await assertProblem(await ifMatch('W/"2"'), 412);
 
     const missing = await call(`/api/students/${randomUUID()}`, { headers: { 'if-none-match': '*' } });
     await assertProblem(missing, 404);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { etagOf, noneMatchFails, parseEntityTags, parseVersions } from '../../src/apps/webapi/routes/etag.ts';
+import { etagOf, namesEtag, parseEntityTags, parseVersions } from '../../src/apps/webapi/routes/etag.ts';
 
 const parseIfMatch = (header: string) => parseVersions(header, 'strong');
 
@@ -23,6 +23,14 @@ test('If-None-Match compares weakly: a weak tag names its version too', () => {
   assert.equal(parseVersions('*', 'weak'), '*');
 });
 
+test('If-Match compares strongly: a weak tag on either side names nothing', () => {
+  const tags = (header: string) => parseEntityTags(header) ?? [];
+  assert.equal(namesEtag(tags('"3"'), '"3"', 'strong'), true);
+  assert.equal(namesEtag(tags('W/"3"'), '"3"', 'strong'), false);
+  assert.equal(namesEtag(tags('"3"'), 'W/"3"', 'strong'), false);
+  assert.equal(namesEtag('*', '"3"', 'strong'), true);
+});
+
 test('entity-tag lists ignore empty elements and whitespace around commas; a tag may hold a comma', () => {
   assert.deepEqual(parseIfMatch('"3",'), [3]);
   assert.deepEqual(parseIfMatch(', "3" ,, "5"'), [3, 5]);
@@ -38,11 +46,11 @@ test('If-None-Match fails (the copy is current) for *, or a tag equal in the wea
     assert.ok(parsed !== undefined, header);
     return parsed;
   };
-  assert.equal(noneMatchFails(condition('*'), '"3"'), true);
-  assert.equal(noneMatchFails(condition('"3"'), '"3"'), true);
-  assert.equal(noneMatchFails(condition('W/"3"'), '"3"'), true);
-  assert.equal(noneMatchFails(condition('"1", W/"3"'), '"3"'), true);
-  assert.equal(noneMatchFails(condition('"2"'), '"3"'), false);
-  assert.equal(noneMatchFails(condition('"33"'), '"3"'), false);
+  assert.equal(namesEtag(condition('*'), '"3"', 'weak'), true);
+  assert.equal(namesEtag(condition('"3"'), '"3"', 'weak'), true);
+  assert.equal(namesEtag(condition('W/"3"'), '"3"', 'weak'), true);
+  assert.equal(namesEtag(condition('"1", W/"3"'), '"3"', 'weak'), true);
+  assert.equal(namesEtag(condition('"2"'), '"3"', 'weak'), false);
+  assert.equal(namesEtag(condition('"33"'), '"3"', 'weak'), false);
   for (const header of ['3', '"3', '', 'W/3']) assert.equal(parseEntityTags(header), undefined, header);
 });

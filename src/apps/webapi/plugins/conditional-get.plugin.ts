@@ -1,40 +1,69 @@
-// Conditional GET (RFC 9110 §13.1.2): a GET or HEAD whose If-None-Match names the ETag its 200 carries gets
+// Conditional reads (RFC 9110 §13.1): a GET or HEAD whose If-None-Match names the ETag its 200 carries gets
 // 304 Not Modified without the body, so a client (or a browser's HTTP cache) revalidates its copy for a few
-// hundred bytes. Decided on the response as it goes out, so replayed and coalesced responses are covered too.
+// hundred bytes; one whose If-Match does not name it gets 412. Decided on the response as it goes out, so replayed
+// and coalesced responses are covered too.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
-import { sendProblem } from '../../../infrastructure/http/problem-details.ts';
-import { malformedPrecondition, noneMatchFails, parseEntityTags, type EntityTag } from '../routes/etag.ts';
+import { problem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
+import { malformedPrecondition, namesEtag, parseEntityTags, type EntityTag } from '../routes/etag.ts';
 import { appWide } from './caller.ts';
 import { hooksOf } from './dedup.plugin.ts';
 
-const CONDITION = Symbol('if-none-match');
-type ConditionalRequest = FastifyRequest & { [CONDITION]?: '*' | EntityTag[] };
+type Tags = '*' | EntityTag[];
+interface Conditions {
+  readonly match?: Tags;
+  readonly noneMatch?: Tags;
+}
+const CONDITIONS = Symbol('conditions');
+type ConditionalRequest = FastifyRequest & { [CONDITIONS]?: Conditions };
 
-/** A malformed If-None-Match is a 400 naming it, like a malformed If-Match. */
-function readCondition(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
-  const header = request.headers['if-none-match'];
-  if (header === undefined) return done();
-  const condition = parseEntityTags(header);
-  if (condition === undefined)
-    return void sendProblem(reply, malformedPrecondition(request.url, 'If-None-Match'));
-  (request as ConditionalRequest)[CONDITION] = condition;
+const HEADERS = [
+  { header: 'if-match', field: 'If-Match', key: 'match' },
+  { header: 'if-none-match', field: 'If-None-Match', key: 'noneMatch' },
+] as const;
+
+/** A malformed If-Match or If-None-Match is a 400 naming it, as on writes. */
+function readConditions(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
+  const { 'if-match': ifMatch, 'if-none-match': ifNoneMatch } = request.headers;
+  if (ifMatch === undefined && ifNoneMatch === undefined) return done();
+  const conditions: { match?: Tags; noneMatch?: Tags } = {};
+  for (const { header, field, key } of HEADERS) {
+    const value = request.headers[header];
+    if (value === undefined) continue;
+    const tags = parseEntityTags(value);
+    if (tags === undefined) return void sendProblem(reply, malformedPrecondition(request.url, field));
+    conditions[key] = tags;
+  }
+  (request as ConditionalRequest)[CONDITIONS] = conditions;
   done();
 }
 
-function answerNotModified(
+function answerConditionally(
   request: FastifyRequest,
   reply: FastifyReply,
   payload: unknown,
   done: (error: null, payload: unknown) => void,
 ): void {
-  const condition = (request as ConditionalRequest)[CONDITION];
+  const conditions = (request as ConditionalRequest)[CONDITIONS];
   const etag = reply.getHeader('etag');
-  if (condition === undefined || reply.statusCode !== 200 || typeof etag !== 'string')
+  if (conditions === undefined || reply.statusCode !== 200 || typeof etag !== 'string')
     return done(null, payload);
-  if (!noneMatchFails(condition, etag)) return done(null, payload);
-  // A 304 carries the validator (ETag) but no content, so nothing that describes content either.
-  void reply.code(304).removeHeader('content-type').removeHeader('content-length');
-  done(null, null);
+  if (conditions.match !== undefined && !namesEtag(conditions.match, etag, 'strong')) {
+    void reply.code(412).type('application/problem+json');
+    const failed = problem({
+      status: 412,
+      title: 'Precondition Failed',
+      code: 'PRECONDITION.FAILED',
+      detail: `The representation is at ETag ${etag}, which If-Match does not name.`,
+      instance: request.url,
+    });
+    return done(null, JSON.stringify(failed));
+  }
+  if (conditions.noneMatch !== undefined && namesEtag(conditions.noneMatch, etag, 'weak')) {
+    // A 304 carries the validator (ETag) but no content, so nothing that describes content either.
+    void reply.code(304).removeHeader('content-type').removeHeader('content-length');
+    return done(null, null);
+  }
+  done(null, payload);
 }
 
 /**
@@ -45,8 +74,8 @@ async function conditionalGetPlugin(app: FastifyInstance): Promise<void> {
   app.addHook('onRoute', (route: RouteOptions) => {
     const methods = [route.method].flat();
     if (!methods.includes('GET') && !methods.includes('HEAD')) return;
-    route.onRequest = [...hooksOf(route.onRequest), readCondition];
-    route.onSend = [...hooksOf(route.onSend), answerNotModified];
+    route.onRequest = [...hooksOf(route.onRequest), readConditions];
+    route.onSend = [...hooksOf(route.onSend), answerConditionally];
   });
 }
 

@@ -49,15 +49,20 @@ export function parseVersions(header: string, comparison: 'strong' | 'weak'): Ve
 }
 
 /**
- * Whether `If-None-Match` names the current representation (RFC 9110 §13.1.2): `*` does when there is one; a list
- * does when one of its tags equals `etag` in the weak comparison (a `W/` prefix on either side is ignored).
+ * Whether a precondition's tags name the response's `etag` (RFC 9110 §8.8.3.2): `*` names any; the weak comparison
+ * (If-None-Match) ignores a `W/` prefix on either side, the strong one (If-Match) matches strong tags only.
  */
-export function noneMatchFails(condition: '*' | readonly EntityTag[], etag: string): boolean {
+export function namesEtag(
+  condition: '*' | readonly EntityTag[],
+  etag: string,
+  comparison: 'strong' | 'weak',
+): boolean {
   if (condition === '*') return true;
   const current = parseEntityTags(etag);
   if (current === undefined || current === '*' || current.length !== 1) return false;
-  const opaque = current[0]!.opaque;
-  return condition.some((tag) => tag.opaque === opaque);
+  const [{ weak, opaque }] = current as [EntityTag];
+  if (comparison === 'strong' && weak) return false;
+  return condition.some((tag) => tag.opaque === opaque && (comparison === 'weak' || !tag.weak));
 }
 
 /** The 400 for an `If-Match` or `If-None-Match` that does not parse: guessing its meaning could lose a write. */

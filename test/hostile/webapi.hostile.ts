@@ -508,7 +508,7 @@ export function describeWebApiHostility(): void {
           )
             assert.ok(
               problem.errors?.some((error) =>
-                ['If-Match', 'Idempotency-Key', 'firstName'].includes(error.field),
+                ['If-Match', 'If-None-Match', 'Idempotency-Key', 'firstName'].includes(error.field),
               ),
               what,
             );

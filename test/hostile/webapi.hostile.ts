@@ -79,6 +79,9 @@ function judgeStudentBody(body: string | undefined, contentType: string | undefi
   }
   if (Buffer.byteLength(body) > BODY_LIMIT) return invalid('body');
   if (essence !== 'application/json') return invalid('body');
+  // JSON is read as UTF-8 only (RFC 8259 §8.1): a body declared in another charset is refused.
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/iu.exec(contentType ?? '')?.[1]?.toLowerCase();
+  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') return invalid('body');
   // The server reads the bytes as UTF-8, so a raw lone surrogate arrives as U+FFFD; a leading BOM is ignored.
   const received = Buffer.from(body)
     .toString('utf8')

@@ -1,8 +1,21 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { etagOf, namesEtag, parseEntityTags, parseVersions } from '../../src/apps/webapi/routes/etag.ts';
+import {
+  etagOf,
+  namesEtag,
+  parseEntityTags,
+  readPreconditions,
+  versionsNamed,
+} from '../../src/apps/webapi/routes/etag.ts';
 
-const parseIfMatch = (header: string) => parseVersions(header, 'strong');
+/** The versions a header names, as a write reads them; undefined when malformed. */
+function versionsIn(header: 'if-match' | 'if-none-match', value: string) {
+  const read = readPreconditions({ [header]: value });
+  if ('malformed' in read) return undefined;
+  const { match, noneMatch } = versionsNamed(read);
+  return header === 'if-match' ? match : noneMatch;
+}
+const parseIfMatch = (value: string) => versionsIn('if-match', value);
 
 test('If-Match accepts *, one or several strong tags; weak and foreign tags match no version', () => {
   assert.equal(etagOf(3), '"3"');
@@ -19,8 +32,11 @@ test('a malformed If-Match is rejected rather than guessed', () => {
 });
 
 test('If-None-Match compares weakly: a weak tag names its version too', () => {
-  assert.deepEqual(parseVersions('W/"3", "4"', 'weak'), [3, 4]);
-  assert.equal(parseVersions('*', 'weak'), '*');
+  assert.deepEqual(versionsIn('if-none-match', 'W/"3", "4"'), [3, 4]);
+  assert.equal(versionsIn('if-none-match', '*'), '*');
+  assert.deepEqual(readPreconditions({ 'if-match': '"3"', 'if-none-match': 'x' }), {
+    malformed: 'If-None-Match',
+  });
 });
 
 test('If-Match compares strongly: a weak tag on either side names nothing', () => {

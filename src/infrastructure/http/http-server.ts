@@ -198,14 +198,15 @@ function requestForLog(request: FastifyRequest) {
   };
 }
 
-/**
- * Fastify's JSON parser, saying why a body is rejected: its own says "not valid JSON" even for valid JSON with a
- * `__proto__` key. Same error codes; a leading byte order mark is ignored as before.
- */
 // JSON travels as UTF-8 (RFC 8259 §8.1). Fatal: bytes that are not UTF-8 are refused, not stored as U+FFFD.
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)/i;
 
+/**
+ * Fastify's JSON parser, saying why a body is rejected: its own says "not valid JSON" even for valid JSON with a
+ * `__proto__` key. Same error codes; a leading byte order mark is ignored as before; a charset other than UTF-8 is
+ * a 415.
+ */
 function parseJsonBody(
   request: FastifyRequest,
   bytes: Buffer,

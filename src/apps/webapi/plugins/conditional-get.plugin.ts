@@ -4,36 +4,21 @@
 // and coalesced responses are covered too.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { problem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
-import { malformedPrecondition, namesEtag, parseEntityTags, type EntityTag } from '../routes/etag.ts';
+import { malformedPrecondition, namesEtag, readPreconditions, type Preconditions } from '../routes/etag.ts';
 import { appWide } from './caller.ts';
 import { hooksOf } from './dedup.plugin.ts';
 
-type Tags = '*' | EntityTag[];
-interface Conditions {
-  readonly match?: Tags;
-  readonly noneMatch?: Tags;
-}
-const CONDITIONS = Symbol('conditions');
-type ConditionalRequest = FastifyRequest & { [CONDITIONS]?: Conditions };
-
-const HEADERS = [
-  { header: 'if-match', field: 'If-Match', key: 'match' },
-  { header: 'if-none-match', field: 'If-None-Match', key: 'noneMatch' },
-] as const;
+const PRECONDITIONS = Symbol('preconditions');
+type ConditionalRequest = FastifyRequest & { [PRECONDITIONS]?: Preconditions };
 
 /** A malformed If-Match or If-None-Match is a 400 naming it, as on writes. */
 function readConditions(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
   const { 'if-match': ifMatch, 'if-none-match': ifNoneMatch } = request.headers;
+  // The hot path: a plain GET has neither.
   if (ifMatch === undefined && ifNoneMatch === undefined) return done();
-  const conditions: { match?: Tags; noneMatch?: Tags } = {};
-  for (const { header, field, key } of HEADERS) {
-    const value = request.headers[header];
-    if (value === undefined) continue;
-    const tags = parseEntityTags(value);
-    if (tags === undefined) return void sendProblem(reply, malformedPrecondition(request.url, field));
-    conditions[key] = tags;
-  }
-  (request as ConditionalRequest)[CONDITIONS] = conditions;
+  const read = readPreconditions(request.headers);
+  if ('malformed' in read) return void sendProblem(reply, malformedPrecondition(request.url, read.malformed));
+  (request as ConditionalRequest)[PRECONDITIONS] = read;
   done();
 }
 
@@ -43,7 +28,7 @@ function answerConditionally(
   payload: unknown,
   done: (error: null, payload: unknown) => void,
 ): void {
-  const conditions = (request as ConditionalRequest)[CONDITIONS];
+  const conditions = (request as ConditionalRequest)[PRECONDITIONS];
   const etag = reply.getHeader('etag');
   if (conditions === undefined || reply.statusCode !== 200 || typeof etag !== 'string')
     return done(null, payload);

@@ -1,4 +1,5 @@
-import type { Versions } from '../../../application/students/load-for-write.ts';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { VersionCondition, Versions } from '../../../application/students/load-for-write.ts';
 import { invalidRequest, type ProblemDetails } from '../../../infrastructure/http/problem-details.ts';
 
 export function etagOf(version: number): string {
@@ -33,30 +34,58 @@ export function parseEntityTags(header: string): '*' | EntityTag[] | undefined {
   return tags.length > 0 ? tags : undefined;
 }
 
+type Tags = '*' | readonly EntityTag[];
+
+/** `If-Match` and `If-None-Match` as sent, parsed; absent when not sent. */
+export interface Preconditions {
+  readonly match?: Tags;
+  readonly noneMatch?: Tags;
+}
+
+const PRECONDITION_HEADERS = [
+  { header: 'if-match', field: 'If-Match', key: 'match' },
+  { header: 'if-none-match', field: 'If-None-Match', key: 'noneMatch' },
+] as const;
+
+/** Both precondition headers, or the name of one that does not parse. */
+export function readPreconditions(
+  headers: IncomingHttpHeaders,
+): Preconditions | { readonly malformed: 'If-Match' | 'If-None-Match' } {
+  const read: { match?: Tags; noneMatch?: Tags } = {};
+  for (const { header, field, key } of PRECONDITION_HEADERS) {
+    const value = headers[header];
+    if (value === undefined) continue;
+    const tags = parseEntityTags(value);
+    if (tags === undefined) return { malformed: field };
+    read[key] = tags;
+  }
+  return read;
+}
+
 const VERSION = /^[1-9]\d{0,9}$/;
 
 /**
- * The student versions an `If-Match` (strong comparison: a weak tag names none) or `If-None-Match` (weak comparison,
- * RFC 9110 §13.1.2) header names: `*`, or those of its tags that are versions we issue. Undefined when malformed.
+ * The student versions preconditions name: `*`, or those of their tags that are versions we issue. `If-Match`
+ * compares strongly (a weak tag names none), `If-None-Match` weakly (RFC 9110 §13.1.1, §13.1.2).
  */
-export function parseVersions(header: string, comparison: 'strong' | 'weak'): Versions | undefined {
-  const tags = parseEntityTags(header);
-  if (tags === undefined) return undefined;
-  if (tags === '*') return '*';
-  return tags
-    .filter(({ weak, opaque }) => (comparison === 'weak' || !weak) && VERSION.test(opaque))
-    .map(({ opaque }) => Number(opaque));
+export function versionsNamed({ match, noneMatch }: Preconditions): VersionCondition {
+  const versions = (tags: Tags, comparison: 'strong' | 'weak'): Versions =>
+    tags === '*'
+      ? '*'
+      : tags
+          .filter(({ weak, opaque }) => (comparison === 'weak' || !weak) && VERSION.test(opaque))
+          .map(({ opaque }) => Number(opaque));
+  return {
+    ...(match === undefined ? {} : { match: versions(match, 'strong') }),
+    ...(noneMatch === undefined ? {} : { noneMatch: versions(noneMatch, 'weak') }),
+  };
 }
 
 /**
  * Whether a precondition's tags name the response's `etag` (RFC 9110 §8.8.3.2): `*` names any; the weak comparison
  * (If-None-Match) ignores a `W/` prefix on either side, the strong one (If-Match) matches strong tags only.
  */
-export function namesEtag(
-  condition: '*' | readonly EntityTag[],
-  etag: string,
-  comparison: 'strong' | 'weak',
-): boolean {
+export function namesEtag(condition: Tags, etag: string, comparison: 'strong' | 'weak'): boolean {
   if (condition === '*') return true;
   const current = parseEntityTags(etag);
   if (current === undefined || current === '*' || current.length !== 1) return false;

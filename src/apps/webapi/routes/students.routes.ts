@@ -6,14 +6,14 @@ import type { getStudent } from '../../../application/students/get-student.ts';
 import type { listStudents } from '../../../application/students/list-students.ts';
 import { toStudentDto } from '../../../application/students/student-dto.ts';
 import type { updateStudent } from '../../../application/students/update-student.ts';
-import type { VersionCondition, Versions } from '../../../application/students/load-for-write.ts';
+import type { VersionCondition } from '../../../application/students/load-for-write.ts';
 import { Routes } from '../../../contracts/routes.ts';
 import type { DomainError } from '../../../domain/errors.ts';
 import type { StudentSnapshot } from '../../../domain/student.ts';
 import type { HttpServer } from '../../../infrastructure/http/http-server.ts';
 import { domainProblem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
 import { bypassesCache } from '../plugins/dedup.plugin.ts';
-import { etagOf, malformedPrecondition, parseVersions } from './etag.ts';
+import { etagOf, malformedPrecondition, readPreconditions, versionsNamed } from './etag.ts';
 import {
   decodeCursor,
   encodeCursor,
@@ -95,25 +95,12 @@ function sendError(reply: FastifyReply, error: DomainError) {
   return sendProblem(reply, domainProblem(error, reply.request.url));
 }
 
-const PRECONDITIONS = [
-  { header: 'if-match', field: 'If-Match', key: 'match', comparison: 'strong' },
-  { header: 'if-none-match', field: 'If-None-Match', key: 'noneMatch', comparison: 'weak' },
-] as const;
-
 /** The write's If-Match and If-None-Match; `null` when one was malformed (the reply is already sent). */
 function preconditionOf(request: FastifyRequest, reply: FastifyReply): VersionCondition | null {
-  const condition: { match?: Versions; noneMatch?: Versions } = {};
-  for (const { header, field, key, comparison } of PRECONDITIONS) {
-    const value = request.headers[header];
-    if (value === undefined) continue;
-    const versions = parseVersions(value, comparison);
-    if (versions === undefined) {
-      void sendProblem(reply, malformedPrecondition(request.url, field));
-      return null;
-    }
-    condition[key] = versions;
-  }
-  return condition;
+  const read = readPreconditions(request.headers);
+  if (!('malformed' in read)) return versionsNamed(read);
+  void sendProblem(reply, malformedPrecondition(request.url, read.malformed));
+  return null;
 }
 
 function registerUnder(

@@ -472,6 +472,42 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.deepEqual(await counts(), before);
     });
 
+    test('a request without Host, with an Expect it cannot meet, or with a compressed body is a problem+json naming the header, and writes nothing', async () => {
+      const before = await counts();
+      const { port } = new URL(api.url);
+      const body = JSON.stringify(ada);
+      const post = (headers: string) =>
+        `POST /api/students HTTP/1.1\r\n${headers}Connection: close\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${body.length}\r\n\r\n${body}`;
+      for (const [request, status, field, extraHeader] of [
+        [post(''), 400, 'Host', undefined],
+        [post('Host: x\r\nExpect: 200-ok\r\n'), 417, 'Expect', undefined],
+        [
+          post('Host: x\r\nContent-Encoding: gzip\r\n'),
+          415,
+          'Content-Encoding',
+          /accept-encoding: identity/i,
+        ],
+      ] as const) {
+        const [head = '', problemText = ''] = (await exchange(port, request)).split('\r\n\r\n');
+        assert.match(head, new RegExp(`^HTTP/1.1 ${status} `), request);
+        assert.match(head, /content-type: application\/problem\+json/i);
+        assert.match(head, /x-content-type-options: nosniff/i, 'the headers every response carries');
+        if (extraHeader) assert.match(head, extraHeader);
+        const problem = JSON.parse(problemText) as { status: number; errors: { field: string }[] };
+        assert.equal(problem.status, status);
+        assert.equal(problem.errors[0]?.field, field);
+      }
+      assert.deepEqual(await counts(), before);
+      // What HTTP/1.0 and Expect: 100-continue clients send still works.
+      const [continued = ''] = (await exchange(port, post('Host: x\r\nExpect: 100-Continue\r\n'))).split(
+        '\r\n\r\n{',
+      );
+      assert.match(continued, /^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 201 /);
+      const [plain = ''] = (await exchange(port, post('').replace('HTTP/1.1', 'HTTP/1.0'))).split('\r\n');
+      assert.match(plain, /^HTTP\/1.1 201 /);
+    });
+
     test('Idempotency-Key sent on two header lines is a 400 naming it, and creates nothing', async () => {
       const before = await counts();
       const { port } = new URL(api.url);

@@ -27,7 +27,7 @@ export interface Problem {
 }
 
 /** Statuses whose problem must name the field at fault and the reason (the others say what happened in `detail`). */
-const FIELD_STATUSES = new Set([400, 405, 413, 415, 431]);
+const FIELD_STATUSES = new Set([400, 405, 413, 415, 417, 431]);
 
 /**
  * Every answer: no 5xx; a 4xx is RFC 9457 problem+json, naming the field and the reason when the request was

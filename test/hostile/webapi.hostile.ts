@@ -679,6 +679,9 @@ const rawRequest: fc.Arbitrary<Buffer> = fc
           'Bad Header: x',
           ' folded: continuation',
           'Expect: 100-continue',
+          'Expect: 200-ok',
+          'Content-Encoding: gzip',
+          'Content-Encoding: identity',
           'Connection: close',
           `X-Big: ${'b'.repeat(20_000)}`,
         ),
@@ -698,10 +701,11 @@ const rawRequest: fc.Arbitrary<Buffer> = fc
       fc.constant(''),
     ),
     fc.constantFrom(CRLF, '\n', '\r'),
+    fc.constantFrom(['Host: 127.0.0.1'], []),
   )
-  .map(([requestLine, headers, body, newline]) =>
+  .map(([requestLine, headers, body, newline, host]) =>
     Buffer.from(
-      [requestLine, 'Host: 127.0.0.1', 'Content-Type: application/json', ...headers, '', body].join(newline),
+      [requestLine, ...host, 'Content-Type: application/json', ...headers, '', body].join(newline),
       'latin1',
     ),
   );

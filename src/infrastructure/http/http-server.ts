@@ -16,6 +16,7 @@ import type { Logger } from '../logging/logger.ts';
 import { observeHttp, type HttpObservabilityOptions } from '../observability/http-observability.ts';
 import { trackAllowedMethods } from './allowed-methods.ts';
 import {
+  httpTitle,
   problem,
   registerProblemDetails,
   sendErrorProblem,
@@ -84,7 +85,8 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     // observeHttp logs each request once, when it is answered.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT_BYTES,
-    http: { maxHeaderSize: options.maxHeaderBytes },
+    // Node answers an HTTP/1.1 request without Host with an empty 400; the onRequest hook answers it as problem+json.
+    http: { maxHeaderSize: options.maxHeaderBytes, requireHostHeader: false },
     // A caller's x-request-id is kept when it is safe to log; otherwise we make one.
     requestIdHeader: false,
     genReqId: (request) => {
@@ -98,6 +100,8 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     return503OnClosing: false,
     forceCloseConnections: 'idle',
   }).withTypeProvider<ZodTypeProvider>();
+  // Node answers an expectation other than 100-continue with an empty 417; the onRequest hook answers it instead.
+  app.server.on('checkExpectation', (request, response) => app.server.emit('request', request, response));
   // Before any route is added: every one is mirrored, so a wrong method gets 405 rather than 404.
   const allowedMethods = trackAllowedMethods(app);
   app.decorateRequest('bodyText', undefined);
@@ -128,6 +132,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   app.addHook('onRequest', (request, reply, done) => {
     void reply.headers(API_SECURITY_HEADERS).header('x-request-id', request.id);
     if (closing) return void sendClosingProblem(reply);
+    if (refusedUnread(request, reply)) return;
     done();
   });
   app.addHook('onSend', (request, reply, payload, done) => {
@@ -171,6 +176,52 @@ function sendClosingProblem(reply: FastifyReply): void {
       instance: reply.request.url,
     }),
   );
+}
+
+// Node's own test for a 100-continue expectation, which it meets itself by answering 100 Continue.
+const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i;
+
+/**
+ * Refuses, before its body is read, a request HTTP says to refuse: an HTTP/1.1 request without Host (RFC 9112 §3.2),
+ * an expectation this server cannot meet (RFC 9110 §10.1.1), a body in a content coding it does not decode
+ * (RFC 9110 §15.5.16: say which codings it takes, in Accept-Encoding). The connection closes, so an unread body is
+ * never taken for the next request.
+ */
+function refusedUnread(request: FastifyRequest, reply: FastifyReply): boolean {
+  const { headers } = request;
+  const http11 = request.raw.httpVersion === '1.1';
+  const refuse = (status: number, code: string, field: string, reason: string) => {
+    void sendProblem(
+      reply.header('connection', 'close'),
+      problem({
+        status,
+        title: httpTitle(status),
+        code,
+        detail: `${field} ${reason}.`,
+        instance: request.url,
+        errors: [{ field, reason }],
+      }),
+    );
+    return true;
+  };
+  if (headers.host === undefined && http11)
+    return refuse(400, 'REQUEST.INVALID', 'Host', 'is required in an HTTP/1.1 request');
+  if (headers.expect !== undefined && http11 && !CONTINUE_EXPECTATION.test(headers.expect))
+    return refuse(417, 'REQUEST.EXPECTATION_FAILED', 'Expect', 'can only be 100-continue here');
+  const coding = headers['content-encoding']?.trim().toLowerCase();
+  const hasBody =
+    headers['transfer-encoding'] !== undefined ||
+    (headers['content-length'] !== undefined && headers['content-length'] !== '0');
+  if (coding !== undefined && coding !== '' && coding !== 'identity' && hasBody) {
+    void reply.header('accept-encoding', 'identity');
+    return refuse(
+      415,
+      'REQUEST.CONTENT_ENCODING',
+      'Content-Encoding',
+      'must be identity: send the body uncompressed',
+    );
+  }
+  return false;
 }
 
 /**

@@ -265,12 +265,14 @@ const titles: Record<number, string> = {
   413: 'Content Too Large',
   414: 'URI Too Long',
   415: 'Unsupported Media Type',
+  417: 'Expectation Failed',
   422: 'Unprocessable Content',
   428: 'Precondition Required',
   429: 'Too Many Requests',
   431: 'Request Header Fields Too Large',
 };
 
-function httpTitle(status: number): string {
+/** The RFC 9110 reason phrase of a 4xx status this server sends. */
+export function httpTitle(status: number): string {
   return titles[status] ?? 'Bad Request';
 }

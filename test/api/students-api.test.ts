@@ -597,12 +597,21 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.match(created.headers.get('access-control-expose-headers') ?? '', /ETag/i);
   });
 
-  test('an OPTIONS request that is not a CORS preflight is answered with Allow, not a text/plain 400', async () => {
+  test('an OPTIONS request that is not a CORS preflight is answered with Allow, not a text/plain 400; on a path no route serves, 404', async () => {
     const options = await call('/api/students', { method: 'OPTIONS' });
     assert.equal(options.status, 204);
     assert.equal(options.headers.get('allow'), 'GET, HEAD, OPTIONS, POST', 'the methods the path takes');
     const one = await call(`/api/students/${randomUUID()}`, { method: 'OPTIONS' });
     assert.equal(one.headers.get('allow'), 'DELETE, GET, HEAD, OPTIONS, PUT');
+    const nowhere = await call('/api/nothing-here', { method: 'OPTIONS' });
+    assert.equal(nowhere.status, 404);
+    assert.match(nowhere.headers.get('content-type') ?? '', /^application\/problem\+json/);
+    assert.equal((await json(nowhere)).code, 'ROUTE.NOT_FOUND');
+    // The server as a whole (RFC 9110 §9.3.7): every method some route takes.
+    const request = 'OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
+    const [head = ''] = (await exchange(new URL(api.url).port, request)).split('\r\n\r\n');
+    assert.match(head, /^HTTP\/1.1 204 /);
+    assert.match(head, /^allow: DELETE, GET, HEAD, OPTIONS, POST, PUT\r?$/im);
   });
 
   test('a caller-supplied x-request-id is echoed; otherwise one is made', async () => {

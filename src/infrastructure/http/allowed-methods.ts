@@ -1,7 +1,10 @@
 import type { FastifyInstance } from 'fastify';
 import FindMyWay, { type HTTPMethod } from 'find-my-way';
 
-/** The methods a request's path is served with; empty when no route (other than a catch-all) serves the path. */
+/**
+ * The methods a request's path is served with; empty when no route (other than a catch-all) serves the path. For
+ * `*`, every method the server serves.
+ */
 export type AllowedMethods = (url: string) => readonly string[];
 
 const CATCH_ALL = new Set(['*', '/*']);
@@ -27,6 +30,8 @@ export function trackAllowedMethods(app: FastifyInstance): AllowedMethods {
     }
   });
   return (url) => {
+    // `OPTIONS *` asks about the server in general (RFC 9110 §9.3.7): every method some route takes.
+    if (url === '*') return [...new Set([...methods, ...catchAll])].sort();
     const served = [...methods].filter((method) => routes.find(method, url) !== null);
     if (served.length === 0) return served;
     return [...new Set([...served, ...catchAll])].sort();

@@ -133,6 +133,10 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     void reply.headers(API_SECURITY_HEADERS).header('x-request-id', request.id);
     if (closing) return void sendClosingProblem(reply);
     if (refusedUnread(request, reply)) return;
+    // The CORS plugin answers every OPTIONS 204, as if every path existed; one that is no preflight gets the truth.
+    const plainOptions =
+      request.method === 'OPTIONS' && request.headers['access-control-request-method'] === undefined;
+    if (plainOptions && allowedMethods(request.url).length === 0) return reply.callNotFound();
     done();
   });
   app.addHook('onSend', (request, reply, payload, done) => {

@@ -56,6 +56,11 @@ export const testHub = defineHub({
     Counter: async function* (_context, count: number) {
       for (let i = 0; i < count; i++) yield i;
     },
+    WithUndefined: async function* () {
+      yield 1;
+      yield undefined;
+      yield 3;
+    },
     /** A stream whose cleanup (its `finally`) fails when it is cancelled. */
     FailingCleanup: async function* () {
       try {

@@ -162,6 +162,26 @@ for (const protocol of ['json', 'messagepack'] as const) {
   });
 }
 
+for (const protocol of ['json', 'messagepack'] as const) {
+  test(`an undefined stream item (${protocol}) reaches the client as null, as ASP.NET writes "item":null`, async () => {
+    const running = await startHub();
+    const client = buildClient(running.url, { protocol });
+    await client.start();
+    try {
+      const items: unknown[] = [];
+      await new Promise<void>((resolve, reject) => {
+        client
+          .stream('WithUndefined')
+          .subscribe({ next: (item) => items.push(item), complete: resolve, error: reject });
+      });
+      assert.deepEqual(items, [1, null, 3]);
+    } finally {
+      await client.stop();
+      await running.close();
+    }
+  });
+}
+
 test('a CancelInvocation that arrives while a stream is still starting stops it: no items, then a Completion', async () => {
   const running = await startHub();
   const client = await RawClient.handshaken(running.url);

@@ -119,9 +119,14 @@ function toHubMessage(raw: unknown): HubMessage {
   }
 }
 
-/** Writes only the fields the TS client accepts: no `invocationId: null`, no empty `streamIds`. */
+/**
+ * Writes only the fields the TS client accepts: no `invocationId: null`, no empty `streamIds`, and always an
+ * `item` (JSON.stringify would drop an undefined one, and the client rejects a StreamItem without it).
+ */
 function toJson(message: HubMessage): Json {
   switch (message.type) {
+    case MessageType.StreamItem:
+      return { type: message.type, invocationId: message.invocationId, item: message.item ?? null };
     case MessageType.Invocation:
     case MessageType.StreamInvocation: {
       const out: Json = { type: message.type, target: message.target, arguments: message.arguments };

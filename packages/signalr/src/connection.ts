@@ -393,10 +393,11 @@ export class Connection {
   private bind(message: InvocationMessage | StreamInvocationMessage): HubMethodEntry['invoke'] | string {
     const { target } = message;
     const method = this.host.findMethod(target);
-    if (!method) return `Unknown hub method '${target}'`;
+    // ASP.NET's binder fails on an unknown name (GetParameterTypes throws HubException) before the dispatcher runs.
+    if (!method) return `${bindingFailure(target)} HubException: Method does not exist.`;
     const streamCount = message.streamIds?.length ?? 0;
     if (message.arguments.length + streamCount !== Math.max(0, method.invoke.length - 1)) {
-      return `Failed to invoke '${target}' due to an error on the server.`;
+      return bindingFailure(target);
     }
     if (method.streaming !== (message.type === MessageType.StreamInvocation)) {
       return method.streaming
@@ -522,3 +523,7 @@ export class Connection {
 }
 
 const PING = OutgoingMessage.of({ type: MessageType.Ping });
+
+function bindingFailure(target: string): string {
+  return `Failed to invoke '${target}' due to an error on the server.`;
+}

@@ -267,6 +267,27 @@ test('the wrong kind of call is refused before the method runs: stream() on a me
   }
 });
 
+test('an unknown method is a binding failure, as in ASP.NET: invoke() and stream() are told the method does not exist', async () => {
+  const running = await startHub();
+  const client = buildClient(running.url);
+  await client.start();
+  try {
+    await assert.rejects(client.invoke('Nope', 1), {
+      message: "Failed to invoke 'Nope' due to an error on the server. HubException: Method does not exist.",
+    });
+    const streamed = new Promise<void>((resolve, reject) => {
+      client.stream('NopeStream').subscribe({ next: () => {}, complete: resolve, error: reject });
+    });
+    await assert.rejects(streamed, {
+      message:
+        "Failed to invoke 'NopeStream' due to an error on the server. HubException: Method does not exist.",
+    });
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
 test('a hub that declares a name twice (case-insensitively) is refused', async () => {
   const hub = defineHub({ methods: { Echo: () => 1 }, streams: { echo: async function* () {} } });
   await assert.rejects(HubServer.create({ hub }), { message: "The hub declares 'echo' more than once." });

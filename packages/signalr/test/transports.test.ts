@@ -42,7 +42,10 @@ for (const mount of ['node', 'fastify'] as const) {
           await assert.rejects(client.invoke('Crash'), {
             message: "An unexpected error occurred invoking 'Crash' on the server.",
           });
-          await assert.rejects(client.invoke('Missing'), { message: "Unknown hub method 'Missing'" });
+          await assert.rejects(client.invoke('Missing'), {
+            message:
+              "Failed to invoke 'Missing' due to an error on the server. HubException: Method does not exist.",
+          });
           await assert.rejects(client.invoke('Add', 1), {
             message: "Failed to invoke 'Add' due to an error on the server.",
           });

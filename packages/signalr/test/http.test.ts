@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, before, test } from 'node:test';
 import { HttpTransportType } from '@microsoft/signalr';
+import { WebSocket } from 'ws';
 import { buildClient, delay, eventually, type RunningHub, startHub } from './helpers.ts';
 
 let running: RunningHub;
@@ -61,6 +63,34 @@ test('transport requests without an id get 400, with an unknown id 404', async (
   assert.equal((await fetch(`${running.url}?_=1`)).status, 400);
   assert.equal((await fetch(`${running.url}?id=nope`)).status, 404);
   assert.equal((await fetch(`${running.url}?id=nope`, { method: 'POST', body: 'x' })).status, 404);
+});
+
+test('a request for another transport than the connection has is a 400 "Cannot change transports mid-connection"; a second event stream a 409', async () => {
+  const changeRefused = async (response: Response): Promise<void> => {
+    assert.equal(response.status, 400);
+    assert.equal(await response.text(), 'Cannot change transports mid-connection');
+  };
+  const eventStream = (token: string, signal?: AbortSignal): Promise<Response> =>
+    fetch(`${running.url}?id=${token}`, { headers: { Accept: 'text/event-stream' }, signal });
+
+  const polling = (await negotiate('?negotiateVersion=1')) as { connectionToken: string };
+  assert.equal((await fetch(`${running.url}?id=${polling.connectionToken}&_=1`)).status, 200);
+  await changeRefused(await eventStream(polling.connectionToken));
+  await fetch(`${running.url}?id=${polling.connectionToken}`, { method: 'DELETE' });
+
+  const socket = (await negotiate('?negotiateVersion=1')) as { connectionToken: string };
+  const ws = new WebSocket(`${running.url.replace(/^http/, 'ws')}?id=${socket.connectionToken}`);
+  await once(ws, 'open');
+  await changeRefused(await eventStream(socket.connectionToken));
+  await changeRefused(await fetch(`${running.url}?id=${socket.connectionToken}&_=1`));
+  ws.close();
+
+  const events = (await negotiate('?negotiateVersion=1')) as { connectionToken: string };
+  const stream = new AbortController();
+  assert.equal((await eventStream(events.connectionToken, stream.signal)).status, 200);
+  assert.equal((await eventStream(events.connectionToken)).status, 409);
+  await changeRefused(await fetch(`${running.url}?id=${events.connectionToken}&_=1`));
+  stream.abort();
 });
 
 test('long polling stop() sends DELETE, answered 202, and the held poll ends with 204', async () => {

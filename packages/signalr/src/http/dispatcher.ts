@@ -30,6 +30,11 @@ class HttpFailure extends Error {
 
 function ignore(): void {}
 
+/** ASP.NET's answer (400) when a request is for another transport than the connection's. */
+function cannotChangeTransports(): HttpFailure {
+  return new HttpFailure(400, 'Cannot change transports mid-connection');
+}
+
 function bearerToken(req: IncomingMessage, url: URL): string | undefined {
   const header = req.headers.authorization;
   if (header?.startsWith('Bearer ')) return header.slice('Bearer '.length).trim();
@@ -130,7 +135,7 @@ export class HttpDispatcher {
     if (connection.transportKind === undefined || connection.canResume()) return connection;
     if (connection.transportKind === 'WebSockets')
       throw new HttpFailure(409, 'A WebSocket is already active.');
-    throw new HttpFailure(400, 'Cannot change transports.');
+    throw cannotChangeTransports();
   }
 
   private async negotiate(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
@@ -167,8 +172,9 @@ export class HttpDispatcher {
       if (!this.hub.transports.includes('ServerSentEvents') || connection.state === 'closed') {
         throw new HttpFailure(404, 'No such connection.');
       }
-      if (connection.transportKind !== undefined)
-        throw new HttpFailure(409, 'A transport is already active.');
+      if (connection.transportKind === 'ServerSentEvents')
+        throw new HttpFailure(409, 'An event stream is already active.');
+      if (connection.transportKind !== undefined) throw cannotChangeTransports();
       connection.attach(new ServerSentEventsTransport(res, this.hub.batcher, connection));
       return;
     }
@@ -180,7 +186,7 @@ export class HttpDispatcher {
       transport = new LongPollingTransport(this.hub.longPollTimeoutMs);
       connection.attach(transport);
     } else if (connection.transportKind !== 'LongPolling') {
-      throw new HttpFailure(400, 'Cannot change transports.');
+      throw cannotChangeTransports();
     }
     if (!(transport instanceof LongPollingTransport)) throw new HttpFailure(404, 'No such connection.');
     if (transport.poll(res)) this.hub.forget(connection);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type IncomingMessage, request, type ServerResponse } from 'node:http';
 import { after, before, test } from 'node:test';
 import { HttpTransportType } from '@microsoft/signalr';
 import { WebSocket } from 'ws';
@@ -91,6 +91,45 @@ test('a request for another transport than the connection has is a 400 "Cannot c
   assert.equal((await eventStream(events.connectionToken)).status, 409);
   await changeRefused(await fetch(`${running.url}?id=${events.connectionToken}&_=1`));
   stream.abort();
+});
+
+test('overlapping POSTs on one long-polling connection wait their turn: both are accepted and read in order', async () => {
+  const { connectionToken } = (await negotiate('?negotiateVersion=1')) as { connectionToken: string };
+  const url = `${running.url}?id=${connectionToken}`;
+  assert.equal((await fetch(`${url}&_=1`)).status, 200);
+  assert.equal(
+    (await fetch(url, { method: 'POST', body: '{"protocol":"json","version":1}\u001e' })).status,
+    200,
+  );
+  const add = (invocationId: string, a: number): string =>
+    JSON.stringify({ type: 1, invocationId, target: 'Add', arguments: [a, 1] }) + '\u001e';
+
+  // The first POST's body arrives in two pieces; the second POST starts in between.
+  const first = request(url, { method: 'POST' });
+  const firstStatus = new Promise<number>((resolve) =>
+    first.on('response', (response) => {
+      response.resume();
+      resolve(response.statusCode!);
+    }),
+  );
+  const body = add('first', 1);
+  first.write(body.slice(0, 10));
+  await delay(50);
+  const second = fetch(url, { method: 'POST', body: add('second', 2) });
+  await delay(50);
+  first.end(body.slice(10));
+  assert.deepEqual([await firstStatus, (await second).status], [200, 200]);
+
+  let received = '';
+  for (let poll = 2; !received.includes('"second"'); poll++) {
+    received += await (await fetch(`${url}&_=${poll}`)).text();
+  }
+  const completions = received.split('\u001e').filter((record) => record.includes('"type":3'));
+  assert.deepEqual(completions, [
+    '{"type":3,"invocationId":"first","result":2}',
+    '{"type":3,"invocationId":"second","result":3}',
+  ]);
+  assert.equal((await fetch(url, { method: 'DELETE' })).status, 202);
 });
 
 test('long polling stop() sends DELETE, answered 202, and the held poll ends with 204', async () => {

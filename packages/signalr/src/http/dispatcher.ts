@@ -69,7 +69,8 @@ function rejectUpgrade(socket: Duplex, status: number, text: string): void {
 /** The HTTP side of a hub at one path: negotiate, the three transports and their upstream POSTs. */
 export class HttpDispatcher {
   private readonly wss: WebSocketServer;
-  private readonly posting = new WeakSet<Connection>();
+  /** Per connection, the POST whose turn ends last; a new POST reads its body only after it. */
+  private readonly lastPost = new WeakMap<Connection, Promise<void>>();
 
   constructor(
     private readonly hub: HubServer,
@@ -199,12 +200,20 @@ export class HttpDispatcher {
     if (connection.transportKind === 'WebSockets')
       throw new HttpFailure(405, 'POST is not allowed on a WebSocket connection.');
     if (connection.transportKind === undefined) throw new HttpFailure(400, 'No transport is attached yet.');
-    if (this.posting.has(connection)) throw new HttpFailure(409, 'Another POST is in progress.');
-    this.posting.add(connection);
+    // ASP.NET's ProcessSend waits on the connection's write lock: an overlapping POST is read after the
+    // earlier ones, whole, so records keep their order (some clients, like Java's, do not wait for replies).
+    const previous = this.lastPost.get(connection);
+    let endTurn!: () => void;
+    const turn = new Promise<void>((resolve) => (endTurn = resolve));
+    const last = previous ? previous.then(() => turn) : turn;
+    this.lastPost.set(connection, last);
     try {
+      await previous;
+      if (connection.isClosed()) throw new HttpFailure(404, 'No such connection.');
       for await (const chunk of req) connection.receive(chunk as Buffer);
     } finally {
-      this.posting.delete(connection);
+      endTurn();
+      if (this.lastPost.get(connection) === last) this.lastPost.delete(connection);
     }
     res.writeHead(200, { 'Content-Length': 0 });
     res.end();

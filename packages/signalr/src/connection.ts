@@ -170,19 +170,25 @@ export class Connection {
   /** Sends a trackable hub message (invocation, stream item, completion). */
   send(out: OutgoingMessage): void {
     if (this.state !== 'connected') return;
-    if (this.stateful) {
-      // Past the buffer limit, sends wait (in order) for Acks to free space, as ASP.NET's MessageBuffer does.
-      if (this.held || !this.stateful.hasRoom()) {
-        if (!this.held) {
-          this.held = [];
-          this.heldSince = this.host.now();
+    try {
+      if (this.stateful) {
+        // Past the buffer limit, sends wait (in order) for Acks to free space, as ASP.NET's MessageBuffer does.
+        if (this.held || !this.stateful.hasRoom()) {
+          if (!this.held) {
+            this.held = [];
+            this.heldSince = this.host.now();
+          }
+          this.held.push(out);
+          return;
         }
-        this.held.push(out);
-        return;
+        this.stateful.push(out.bytes(this.protocol));
       }
-      this.stateful.push(out.bytes(this.protocol));
+      if (this.transport && this.clientCounting) this.write(out);
+    } catch (error) {
+      // A value the protocol cannot serialize (a BigInt, a cycle): ASP.NET's WriteCore ends only this connection.
+      this.host.reportError(error, this, undefined);
+      this.close(GENERIC_CLOSE_ERROR, true);
     }
-    if (this.transport && this.clientCounting) this.write(out);
   }
 
   /** Invokes a client handler and resolves with its result (the client answers with a Completion). */
@@ -307,12 +313,12 @@ export class Connection {
       case MessageType.Invocation: {
         const uploads = this.openUploads(message);
         // An upload lasts as long as the client likes: such calls run alongside the queue, as in ASP.NET.
-        if (uploads.length > 0) void this.invoke(message, uploads);
+        if (uploads.length > 0) this.detach(this.invoke(message, uploads));
         else this.enqueue(() => this.invoke(message, uploads));
         return;
       }
       case MessageType.StreamInvocation:
-        void this.stream(message, this.openUploads(message));
+        this.detach(this.stream(message, this.openUploads(message)));
         return;
       case MessageType.CancelInvocation: {
         const stream = this.serverStreams?.get(message.invocationId);
@@ -367,12 +373,22 @@ export class Connection {
   /** ASP.NET runs one hub call at a time per connection; so do we. */
   private enqueue(work: () => Promise<void>): void {
     this.busy++;
-    this.queue = this.queue.then(work).finally(() => {
-      // An idle connection shares one settled promise instead of keeping its last chain link.
-      if (--this.busy === 0) this.queue = IDLE;
-      this.lastReceivedAt = this.host.now();
-    });
+    this.queue = this.queue
+      .then(work)
+      .catch(this.reportEscaped)
+      .finally(() => {
+        // An idle connection shares one settled promise instead of keeping its last chain link.
+        if (--this.busy === 0) this.queue = IDLE;
+        this.lastReceivedAt = this.host.now();
+      });
   }
+
+  /** Work that runs beside the read loop; whatever escapes it is reported, never an unhandled rejection. */
+  private detach(task: Promise<void>): void {
+    task.catch(this.reportEscaped);
+  }
+
+  private readonly reportEscaped = (error: unknown): void => this.host.reportError(error, this, undefined);
 
   private invocationError(target: string, error: unknown): string {
     return this.errorText(`An unexpected error occurred invoking '${target}' on the server.`, target, error);

@@ -288,6 +288,54 @@ test('an unknown method is a binding failure, as in ASP.NET: invoke() and stream
   }
 });
 
+for (const protocol of ['json', 'messagepack'] as const) {
+  test(`a result that cannot be serialized (${protocol}) closes only that connection, with allowReconnect, as ASP.NET does`, async () => {
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on('unhandledRejection', onRejection);
+    const reported: (string | undefined)[] = [];
+    const running = await startHub({
+      hub: defineHub({
+        methods: {
+          Add: (_context, a: number, b: number) => a + b,
+          BigInteger: () => ({ id: 1n }),
+          Circular: () => {
+            const node: Record<string, unknown> = {};
+            node.self = node;
+            return node;
+          },
+        },
+      }),
+      onError: (_error, where) => reported.push(where.connectionId),
+      clientTimeoutMs: 30_000, // only the failed write may close the connection here
+    });
+    const bystander = buildClient(running.url, { protocol });
+    await bystander.start();
+    try {
+      for (const target of ['BigInteger', 'Circular']) {
+        const client = buildClient(running.url, { protocol, reconnectDelays: [0] });
+        const reconnecting: (string | undefined)[] = [];
+        client.onreconnecting((error) => reconnecting.push(error?.message));
+        await client.start();
+        const connectionId = client.connectionId;
+        void client.invoke(target).catch(() => undefined);
+        await eventually(() => reconnecting.length > 0);
+        assert.deepEqual(reconnecting, [
+          'Server returned an error on close: Connection closed with an error.',
+        ]);
+        assert.ok(reported.includes(connectionId ?? ''), 'the failure is reported to onError');
+        await client.stop();
+      }
+      assert.equal(await bystander.invoke('Add', 1, 2), 3);
+      assert.deepEqual(rejections, []);
+    } finally {
+      process.off('unhandledRejection', onRejection);
+      await bystander.stop();
+      await running.close();
+    }
+  });
+}
+
 test('a hub that declares a name twice (case-insensitively) is refused', async () => {
   const hub = defineHub({ methods: { Echo: () => 1 }, streams: { echo: async function* () {} } });
   await assert.rejects(HubServer.create({ hub }), { message: "The hub declares 'echo' more than once." });

@@ -109,6 +109,7 @@ const ConfigSchema = z.object({
   DEDUP_GET_WINDOW_SECONDS: seconds(30, 0),
   DEDUP_PUT_WINDOW_SECONDS: seconds(5, 0),
   IDEMPOTENCY_TTL_SECONDS: seconds(86_400),
+  IDEMPOTENCY_LEASE_SECONDS: seconds(30),
   // At least a day: the outbox keeps sent rows that long, and an embedded restart resends those the inbox lacks.
   INBOX_RETENTION_SECONDS: seconds(7 * 86_400, 86_400),
   RESILIENCE_DURATION_OF_BREAK_MS: milliseconds(30_000),
@@ -190,7 +191,12 @@ export interface Config {
   };
   /** Replay windows of request deduplication; 0 turns it off for that route. */
   readonly dedup: { readonly getWindowSeconds: number; readonly putWindowSeconds: number };
-  readonly idempotencyTtlSeconds: number;
+  readonly idempotency: {
+    /** How long a key and its response are remembered. */
+    readonly ttlSeconds: number;
+    /** How long a key stays claimed by a request whose process stopped renewing it (it died). */
+    readonly leaseSeconds: number;
+  };
   /** Retry, circuit breaker and timeout around broker, database and Redis calls (the original's Polly settings). */
   readonly resilience: ResilienceOptions;
   readonly shutdownTimeoutMs: number;
@@ -255,7 +261,7 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
     maxHeaderBytes: c.HTTP_MAX_HEADER_BYTES,
     cache: { ttlSeconds: c.CACHE_TTL_SECONDS, keyPrefix: c.CACHE_KEY_PREFIX },
     dedup: { getWindowSeconds: c.DEDUP_GET_WINDOW_SECONDS, putWindowSeconds: c.DEDUP_PUT_WINDOW_SECONDS },
-    idempotencyTtlSeconds: c.IDEMPOTENCY_TTL_SECONDS,
+    idempotency: { ttlSeconds: c.IDEMPOTENCY_TTL_SECONDS, leaseSeconds: c.IDEMPOTENCY_LEASE_SECONDS },
     resilience: {
       durationOfBreakMs: c.RESILIENCE_DURATION_OF_BREAK_MS,
       failureRatio: c.RESILIENCE_FAILURE_RATIO,

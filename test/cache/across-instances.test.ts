@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { startRole } from '../support/role-process.ts';
 import { needsPostgres, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { countingQueries, deleteRedisKeys, startCachedApi, type CachedApi } from './support.ts';
@@ -43,7 +45,7 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     await deleteRedisKeys(REDIS_URL, keyPrefix);
   });
 
-  const create = async (api: CachedApi, headers: Record<string, string> = {}, body = '{}') =>
+  const create = async (api: { readonly url: string }, headers: Record<string, string> = {}, body = '{}') =>
     fetch(`${api.url}/api/students`, { method: 'POST', headers: { ...jsonHeaders, ...headers }, body });
 
   test('GET via A, PUT via B, GET via A returns the new data at once', async () => {
@@ -154,6 +156,78 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     assert.equal(replay.headers.get('etag'), '"1"');
     assert.equal(replay.headers.get('x-deduplicated'), 'true');
     assert.equal(replay.headers.get('idempotent-replayed'), 'true');
+  });
+
+  test('a key whose webapi died mid-request is free again once its lease runs out; a running request keeps it', async () => {
+    const key = uniqueName('key');
+    const body = JSON.stringify({ firstName: 'Dorothy', lastName: 'Vaughan', email: `${key}@example.com` });
+    const lock = new pg.Client({ connectionString: testDb.url });
+    await lock.connect();
+    const waitingOnLock = async () =>
+      (
+        await lock.query<{ pid: number }>(
+          `select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+        )
+      ).rows;
+    const whileLocked = async (work: () => Promise<void>) => {
+      await lock.query('begin');
+      await lock.query('lock table students in exclusive mode');
+      try {
+        await work();
+      } finally {
+        await lock.query('commit');
+      }
+    };
+    try {
+      await whileLocked(async () => {
+        const doomed = await startRole('src/apps/webapi/main.ts', {
+          DATABASE_URL: testDb.url,
+          REDIS_URL,
+          CACHE_KEY_PREFIX: keyPrefix,
+          API_PORT: '0',
+          IDEMPOTENCY_LEASE_SECONDS: '1',
+        });
+        const pending = create(doomed, { 'idempotency-key': key }, body).catch(() => undefined);
+        while ((await waitingOnLock()).length === 0) await sleep(20);
+        assert.equal((await create(a, { 'idempotency-key': key }, body)).status, 409, 'in progress');
+        await doomed.kill();
+        // Its write dies with it (a backend waiting on a lock notices its client is gone only once it runs).
+        for (const { pid } of await waitingOnLock())
+          await lock.query('select pg_terminate_backend($1)', [pid]);
+        await pending;
+      });
+      await sleep(1_200);
+      const retried = await create(a, { 'idempotency-key': key }, body);
+      assert.equal(retried.status, 201, 'the key was freed when its lease ran out, not after a day');
+
+      // A request that outlives its lease renews it: the key stays in progress, then replays its answer.
+      const slow = await startCachedApi(testDb.database, {
+        redisUrl: REDIS_URL,
+        keyPrefix,
+        env: { IDEMPOTENCY_LEASE_SECONDS: '1' },
+      });
+      const key2 = uniqueName('key');
+      try {
+        let pending!: Promise<Response>;
+        await whileLocked(async () => {
+          pending = create(slow, { 'idempotency-key': key2 }, body);
+          while ((await waitingOnLock()).length === 0) await sleep(20);
+          await sleep(2_500);
+          // Were the key free, this request would run and wait on the lock too: time it out rather than hang.
+          const again = await Promise.race([create(a, { 'idempotency-key': key2 }, body), sleep(3_000)]);
+          assert.equal(again?.status, 409, 'still in progress');
+        });
+        const first = await pending;
+        assert.equal(first.status, 201);
+        const replay = await create(a, { 'idempotency-key': key2 }, body);
+        assert.equal(replay.headers.get('idempotent-replayed'), 'true');
+        assert.equal(replay.headers.get('location'), first.headers.get('location'));
+      } finally {
+        await slow.stop();
+      }
+    } finally {
+      await lock.end();
+    }
   });
 
   test('Idempotency-Key: another body is 422, an invalid key 400 naming the header', async () => {

@@ -92,10 +92,7 @@ export async function createWebApi({
     ...(deps.healthChecks ?? []),
   ]);
   // Before the routes: they pick up their hooks from each route's config as it is added.
-  await app.register(idempotencyPlugin, {
-    store: cache.idempotency,
-    ttlSeconds: config.idempotencyTtlSeconds,
-  });
+  await app.register(idempotencyPlugin, { store: cache.idempotency, ...config.idempotency });
   await app.register(dedupPlugin, { store: cache.responses, metrics: cache.metrics });
   // After deduplication, which stores the 200 that a conditional GET then turns into a 304.
   await app.register(conditionalGetPlugin);

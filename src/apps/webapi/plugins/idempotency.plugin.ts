@@ -1,6 +1,7 @@
 // `Idempotency-Key` (IETF httpapi draft) on the routes with `config: { idempotency: true }`: the first request with
 // a key runs; a retry with the same key and body gets the stored response; a different body 422; one arriving while
-// the first still runs 409. Keys are scoped per caller and expire after `ttlSeconds`.
+// the first still runs 409. Keys are scoped per caller and expire after `ttlSeconds`; a request holds its key on a
+// lease of `leaseSeconds` that it renews while it runs, so a key whose process died is free again soon.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { DependencyUnavailableError } from '../../../application/errors.ts';
 import type { IdempotencyStore } from '../../../infrastructure/caching/idempotency-store.ts';
@@ -17,6 +18,7 @@ declare module 'fastify' {
 export interface IdempotencyPluginOptions {
   readonly store: IdempotencyStore;
   readonly ttlSeconds: number;
+  readonly leaseSeconds: number;
 }
 
 const HEADER = 'Idempotency-Key';
@@ -38,15 +40,20 @@ function sentOnce(rawHeaders: readonly string[]): boolean {
 
 async function idempotencyPlugin(
   app: FastifyInstance,
-  { store, ttlSeconds }: IdempotencyPluginOptions,
+  { store, ttlSeconds, leaseSeconds }: IdempotencyPluginOptions,
 ): Promise<void> {
   const ttlMs = ttlSeconds * 1_000;
-  const claimed = new WeakMap<FastifyRequest, { key: string; fingerprint: string }>();
+  const leaseMs = leaseSeconds * 1_000;
+  const claimed = new WeakMap<
+    FastifyRequest,
+    { key: string; fingerprint: string; renewal: NodeJS.Timeout }
+  >();
 
   const finish = (request: FastifyRequest, reply: FastifyReply | undefined, payload: unknown) => {
     const claim = claimed.get(request);
     if (!claim) return;
     claimed.delete(request);
+    clearInterval(claim.renewal);
     // A server failure frees the key so the client's retry can succeed; anything else is the answer for good.
     const done =
       reply && reply.statusCode < 500 && (typeof payload === 'string' || payload == null)
@@ -88,7 +95,7 @@ async function idempotencyPlugin(
       const fingerprint = sha256(`${request.method} ${request.url} ${bodyFingerprint(request)}`);
       let existing;
       try {
-        existing = await store.begin(scopedKey, fingerprint, ttlMs);
+        existing = await store.begin(scopedKey, fingerprint, leaseMs);
       } catch (error) {
         // Without the store the key cannot be honoured; running the request anyway could apply it twice.
         throw error instanceof DependencyUnavailableError
@@ -96,7 +103,13 @@ async function idempotencyPlugin(
           : new DependencyUnavailableError('cache', { cause: error });
       }
       if (!existing) {
-        claimed.set(request, { key: scopedKey, fingerprint });
+        // Three renewals a lease: one lost to a Redis blip does not free the key under a running request.
+        const renewal = setInterval(() => {
+          store
+            .extend(scopedKey, fingerprint, leaseMs)
+            .catch((error: unknown) => request.log.warn({ err: error }, 'idempotency key lease not renewed'));
+        }, leaseMs / 3).unref();
+        claimed.set(request, { key: scopedKey, fingerprint, renewal });
         return;
       }
       if (existing.fingerprint !== fingerprint)

@@ -72,6 +72,20 @@ test('the official client sees an oversized invoke close its connection with the
   );
 });
 
+test('a frame of megabytes is still judged by the hub: a final Close with the reason, not a bare 1009 that reconnects', async () => {
+  const client = buildClient(running.url, { reconnectDelays: [0] });
+  const events: string[] = [];
+  client.onreconnecting((error) => events.push(`reconnecting: ${error?.message}`));
+  client.onclose((error) => events.push(`closed: ${error?.message}`));
+  await client.start();
+  void client.invoke('Echo', 'z'.repeat(2_000_000)).catch(() => undefined);
+  await eventually(() => events.length > 0);
+  assert.deepEqual(events, [
+    'closed: Server returned an error on close: The maximum message size of 1024B was exceeded.',
+  ]);
+  await client.stop();
+});
+
 for (const [handshake, error] of [
   [{ protocol: 'xml', version: 1 }, "The protocol 'xml' is not supported."],
   [{ protocol: 'json', version: 3 }, "The server does not support version 3 of the 'json' protocol."],

@@ -28,6 +28,8 @@ class HttpFailure extends Error {
   }
 }
 
+const MIN_WEBSOCKET_PAYLOAD = 16 * 1024 * 1024;
+
 function ignore(): void {}
 
 /** ASP.NET's answer (400) when a request is for another transport than the connection's. */
@@ -80,8 +82,10 @@ export class HttpDispatcher {
       noServer: true,
       perMessageDeflate: false,
       clientTracking: false,
-      // Above the hub's own limit, so an oversized message gets a Close message rather than a bare 1009.
-      maxPayload: Math.max(1024 * 1024, 8 * hub.limits.maxMessageSize),
+      // ws buffers a whole frame before the hub sees it, so this bounds each socket's inbound memory. Far above
+      // the hub's own limit, so that the hub decides: an oversized message gets a final Close message, as from
+      // ASP.NET, where a bare 1009 would send clients with automatic reconnect back for more.
+      maxPayload: Math.max(MIN_WEBSOCKET_PAYLOAD, 8 * hub.limits.maxMessageSize),
     });
   }
 

@@ -124,7 +124,7 @@ export async function createWebApi({
         get: getStudent(queries, cache.students),
         list: listStudents(queries),
       },
-      { dedup: config.dedup },
+      { dedup: config.dedup, idempotencyTtlSeconds: config.idempotency.ttlSeconds },
     );
   });
 

@@ -1,8 +1,95 @@
-import swagger from '@fastify/swagger';
+import swagger, { type SwaggerTransform } from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import type { RouteOptions } from 'fastify';
 import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
+import { z } from 'zod';
 import { Routes } from '../../contracts/routes.ts';
 import type { HttpServer } from './http-server.ts';
+import { PROBLEM_JSON } from './problem-details.ts';
+
+/** The wire shape of `ProblemDetails` (problem-details.ts); extension members such as `dependency` pass through. */
+const ProblemDetailsSchema = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string().optional(),
+    instance: z.string().optional(),
+    code: z.string(),
+    errors: z.array(z.object({ field: z.string(), reason: z.string() })).optional(),
+  })
+  .loose()
+  .meta({ id: 'ProblemDetails' });
+
+/** A response header as the document shows it: a JSON Schema and what it means. */
+export interface ResponseHeader {
+  readonly type: 'string' | 'integer';
+  readonly description: string;
+  readonly enum?: readonly string[];
+}
+export type ResponseHeaders = Readonly<Record<string, ResponseHeader>>;
+
+export const RETRY_AFTER: ResponseHeaders = {
+  'Retry-After': { type: 'integer', description: 'Seconds to wait before sending the request again' },
+};
+
+/** A response with a body of `schema` in `mediaType`, and the headers it carries. */
+function withBody<Schema extends z.ZodType, MediaType extends string>(
+  mediaType: MediaType,
+  schema: Schema,
+  description: string,
+  headers?: ResponseHeaders,
+) {
+  return {
+    description,
+    ...(headers ? { headers } : {}),
+    content: { [mediaType]: { schema } } as Record<MediaType, { schema: Schema }>,
+  };
+}
+
+export function jsonResponse<Schema extends z.ZodType>(
+  schema: Schema,
+  description: string,
+  headers?: ResponseHeaders,
+) {
+  return withBody('application/json', schema, description, headers);
+}
+
+export function problemResponse(description: string, headers?: ResponseHeaders) {
+  return withBody(PROBLEM_JSON, ProblemDetailsSchema, description, headers);
+}
+
+/** A response without a body (204, 304). Its headers travel in the schema's metadata, which @fastify/swagger reads. */
+export function emptyResponse(description: string, headers?: ResponseHeaders) {
+  return z.null().meta({ description, ...(headers ? { headers } : {}) });
+}
+
+/** What any route can answer while its database or cache is down (DependencyUnavailableError) or it shuts down. */
+export const serviceUnavailable = problemResponse(
+  'A dependency (database, cache, key set) cannot be reached, or this instance is shutting down: try again',
+  RETRY_AFTER,
+);
+
+/**
+ * For a plugin that answers on the routes of its scope (in an `onRoute` hook): adds its `responses` to a route's,
+ * when the route lists them.
+ */
+export function addResponses(route: RouteOptions, responses: Readonly<Record<number, unknown>>): void {
+  const listed = route.schema?.response;
+  if (listed !== undefined) route.schema = { ...route.schema, response: { ...listed, ...responses } };
+}
+
+/** The zod transform keeps only the description and content of a response declared per media type: not its headers. */
+const transform: SwaggerTransform = (document) => {
+  const transformed = jsonSchemaTransform(document);
+  const declared = document.schema?.response as Record<string, object> | undefined;
+  const response = transformed.schema.response as Record<string, object> | undefined;
+  if (declared === undefined || response === undefined) return transformed;
+  for (const [status, entry] of Object.entries(declared))
+    if ('content' in entry && 'headers' in entry && response[status])
+      response[status] = { ...response[status], headers: entry.headers };
+  return transformed;
+};
 
 /**
  * OpenAPI 3 generated from the routes' zod schemas, at /openapi.json, with interactive docs at /docs. With
@@ -26,7 +113,7 @@ export async function registerOpenApi(
           }
         : {}),
     },
-    transform: jsonSchemaTransform,
+    transform,
     transformObject: jsonSchemaTransformObject,
   });
   await app.register(swaggerUi, { routePrefix: Routes.docs });

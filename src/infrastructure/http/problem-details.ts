@@ -17,6 +17,9 @@ export interface ProblemDetails {
   readonly errors?: readonly FieldIssue[];
 }
 
+/** RFC 9457 §3: the media type of every problem this server sends. */
+export const PROBLEM_JSON = 'application/problem+json';
+
 /** Extension members (RFC 9457 §3.2), e.g. `dependency` or `currentVersion`. */
 export type ProblemExtensions = Readonly<Record<string, unknown>>;
 
@@ -74,7 +77,7 @@ export function domainProblem(error: DomainError, instance: string): ProblemDeta
 }
 
 export function sendProblem(reply: FastifyReply, details: ProblemDetails): FastifyReply {
-  return reply.code(details.status).type('application/problem+json').send(details);
+  return reply.code(details.status).type(PROBLEM_JSON).send(details);
 }
 
 function validationIssues(error: FastifyError): FieldIssue[] {

@@ -66,19 +66,6 @@ export const ListQuery = z.strictObject({
     ),
 });
 
-export const ProblemDetails = z
-  .object({
-    type: z.string(),
-    title: z.string(),
-    status: z.number().int(),
-    detail: z.string().optional(),
-    instance: z.string().optional(),
-    code: z.string(),
-    errors: z.array(z.object({ field: z.string(), reason: z.string() })).optional(),
-  })
-  .loose()
-  .meta({ id: 'ProblemDetails' });
-
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Cursors are opaque to clients: the last id of a page, base64url-encoded. */

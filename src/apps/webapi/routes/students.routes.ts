@@ -1,5 +1,4 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { z } from 'zod';
 import type { createStudent } from '../../../application/students/create-student.ts';
 import type { deleteStudent } from '../../../application/students/delete-student.ts';
 import type { getStudent } from '../../../application/students/get-student.ts';
@@ -14,16 +13,8 @@ import type { HttpServer } from '../../../infrastructure/http/http-server.ts';
 import { domainProblem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
 import { bypassesCache } from '../plugins/dedup.plugin.ts';
 import { etagOf, malformedPrecondition, readPreconditions, versionsNamed } from './etag.ts';
-import {
-  decodeCursor,
-  encodeCursor,
-  ListQuery,
-  ProblemDetails,
-  Student,
-  StudentIdParams,
-  StudentInput,
-  StudentPage,
-} from './student-schemas.ts';
+import { studentOpenApi } from './student-openapi.ts';
+import { decodeCursor, encodeCursor, ListQuery, StudentIdParams, StudentInput } from './student-schemas.ts';
 
 export interface StudentUseCases {
   readonly create: ReturnType<typeof createStudent>;
@@ -33,39 +24,11 @@ export interface StudentUseCases {
   readonly list: ReturnType<typeof listStudents>;
 }
 
-const WriteConditionHeaders = z.object({
-  'if-match': z
-    .string()
-    .optional()
-    .describe('An ETag from a previous response: the write fails with 412 if the student changed since'),
-  'if-none-match': z
-    .string()
-    .optional()
-    .describe('ETags (or `*`) the student must not be at: the write fails with 412 if it is'),
-});
-
-const IfNoneMatchHeaders = z.object({
-  'if-none-match': z
-    .string()
-    .optional()
-    .describe('The ETag of the copy you hold: 304 without a body while the student is unchanged'),
-});
-
-/** What a request with a body can also get: too large (over 64 KiB), or not JSON. */
-const bodyProblems = { 413: ProblemDetails, 415: ProblemDetails };
-
-const problems = {
-  400: ProblemDetails,
-  404: ProblemDetails,
-  412: ProblemDetails,
-  ...bodyProblems,
-  422: ProblemDetails,
-  503: ProblemDetails,
-};
-
 export interface StudentRouteOptions {
   /** Replay windows of request deduplication (the original's [DeduplicateRequest(30)] and (5)); 0 = off. */
   readonly dedup: { readonly getWindowSeconds: number; readonly putWindowSeconds: number };
+  /** How long a response is kept for its Idempotency-Key (the document states it). */
+  readonly idempotencyTtlSeconds: number;
 }
 
 /** Who made a change (createdBy, lastModifiedBy, the notifications' userId): the token's subject when auth is on. */
@@ -81,8 +44,9 @@ export function registerStudentRoutes(
   useCases: StudentUseCases,
   options: StudentRouteOptions,
 ): void {
+  const docs = studentOpenApi(options);
   for (const base of [Routes.students, Routes.studentsAlias]) {
-    registerUnder(app, base, useCases, options, base !== Routes.students);
+    registerUnder(app, base, useCases, options, docs, base !== Routes.students);
   }
 }
 
@@ -108,6 +72,7 @@ function registerUnder(
   base: string,
   useCases: StudentUseCases,
   { dedup }: StudentRouteOptions,
+  docs: ReturnType<typeof studentOpenApi>,
   alias: boolean,
 ): void {
   const tags = ['Students'];
@@ -120,7 +85,7 @@ function registerUnder(
         tags,
         summary: 'List students, oldest first, one keyset page at a time',
         querystring: ListQuery,
-        response: { 200: StudentPage, 400: ProblemDetails, 503: ProblemDetails },
+        ...docs.list,
       },
     },
     async (request) => {
@@ -142,14 +107,7 @@ function registerUnder(
         tags,
         summary: 'Get one student; `Cache-Control: no-cache` reads the database',
         params: StudentIdParams,
-        headers: IfNoneMatchHeaders,
-        response: {
-          200: Student,
-          304: z.null().describe('Not Modified: If-None-Match names the current ETag'),
-          400: ProblemDetails,
-          404: ProblemDetails,
-          503: ProblemDetails,
-        },
+        ...docs.get,
       },
     },
     async (request, reply) => {
@@ -172,13 +130,7 @@ function registerUnder(
         tags,
         summary: 'Create a student; fields left out are generated. Honors Idempotency-Key',
         body: StudentInput.nullish(),
-        response: {
-          201: Student,
-          400: ProblemDetails,
-          ...bodyProblems,
-          422: ProblemDetails,
-          503: ProblemDetails,
-        },
+        ...docs.create,
       },
     },
     async (request, reply) => {
@@ -198,9 +150,8 @@ function registerUnder(
         tags,
         summary: 'Update a student; fields left out are generated. Honors Idempotency-Key',
         params: StudentIdParams,
-        headers: WriteConditionHeaders,
         body: StudentInput.nullish(),
-        response: { 200: Student, ...problems },
+        ...docs.update,
       },
     },
     async (request, reply) => {
@@ -225,8 +176,7 @@ function registerUnder(
         tags,
         summary: 'Delete a student. Honors Idempotency-Key',
         params: StudentIdParams,
-        headers: WriteConditionHeaders,
-        response: { 204: z.null().describe('Deleted'), ...problems },
+        ...docs.remove,
       },
     },
     async (request, reply) => {

@@ -1,0 +1,179 @@
+// What the OpenAPI document says about the student routes: the request headers they read, and each answer with its
+// headers, as the handlers and the plugins on their path (idempotency, deduplication, conditional GET) give them. The
+// scope's token check and write limit list their own 401/403 and 429 (require-token.ts, write-rate-limit.ts).
+import { z } from 'zod';
+import {
+  emptyResponse,
+  jsonResponse,
+  problemResponse,
+  RETRY_AFTER,
+  serviceUnavailable,
+  type ResponseHeaders,
+} from '../../../infrastructure/http/openapi.ts';
+import { Student, StudentPage } from './student-schemas.ts';
+
+const ETAG: ResponseHeaders = {
+  ETag: {
+    type: 'string',
+    description: 'The student\'s version in quotes ("3"): send it in If-Match or If-None-Match',
+  },
+};
+
+/** Deduplication (GET for 30 s, PUT for 5 s by default) replays 2xx and 404 responses; a conditional GET keeps it. */
+const DEDUPLICATED: ResponseHeaders = {
+  'X-Deduplicated': {
+    type: 'string',
+    enum: ['true'],
+    description:
+      'Present when this is a stored response, replayed: to an identical request within the deduplication window, ' +
+      'or to a retry with the same Idempotency-Key',
+  },
+};
+
+/** What a write replays: any response under 500 stored for its Idempotency-Key, or PUT's deduplicated 2xx and 404. */
+const REPLAYED: ResponseHeaders = {
+  ...DEDUPLICATED,
+  'Idempotent-Replayed': {
+    type: 'string',
+    enum: ['true'],
+    description: "Present when this is the response stored for the request's Idempotency-Key, sent again",
+  },
+};
+
+const ifNoneMatchOnRead = z
+  .string()
+  .optional()
+  .describe('ETags of copies you hold, or `*`: 304 without a body while the student is at one of them');
+const ifMatchOnRead = z
+  .string()
+  .optional()
+  .describe('ETags, or `*`: 412 unless the student is at one of them');
+const cacheControl = z
+  .string()
+  .optional()
+  .describe('`no-cache` reads the database, bypassing the cache and deduplicated responses');
+const ifMatchOnWrite = z
+  .string()
+  .optional()
+  .describe('An ETag from a previous response: the write fails with 412 if the student changed since');
+const ifNoneMatchOnWrite = z
+  .string()
+  .optional()
+  .describe('ETags (or `*`) the student must not be at: the write fails with 412 if it is');
+
+function duration(seconds: number): string {
+  return seconds % 3600 === 0 ? `${seconds / 3600} h` : `${seconds} s`;
+}
+
+/** The IETF httpapi Idempotency-Key draft asks the server to publish the key's format and how long it is kept. */
+function idempotencyKey(ttlSeconds: number) {
+  return z
+    .string()
+    .optional()
+    .describe(
+      'Makes a retry safe: 1 to 255 characters, bare or as a quoted string, scoped to the caller. A retry with the ' +
+        'same key and request gets the stored response (Idempotent-Replayed: true); with another request, 422; ' +
+        `while the first still runs, 409. A response is kept for ${duration(ttlSeconds)} after it is sent ` +
+        '(IDEMPOTENCY_TTL_SECONDS); a 5xx is not kept, so a retry runs again.',
+    );
+}
+
+const invalid = (what: string, headers?: ResponseHeaders) =>
+  problemResponse(`Not valid: ${what}; \`errors\` names each field`, headers);
+const notFound = (headers?: ResponseHeaders) => problemResponse('No student has this id', headers);
+const tooLarge = problemResponse('The body is over 64 KiB');
+const notJson = problemResponse(
+  'The body is not application/json in UTF-8, or is sent with a Content-Encoding other than identity',
+);
+const stale = (preconditions: string, headers: ResponseHeaders) =>
+  problemResponse(`${preconditions}; ETag is the student's current one`, headers);
+const inProgress = problemResponse(
+  'A request with this Idempotency-Key is still running: retry after Retry-After seconds',
+  RETRY_AFTER,
+);
+const keyReused = 'the Idempotency-Key was used with another request';
+
+export interface StudentOpenApiOptions {
+  /** How long a response is kept for its Idempotency-Key. */
+  readonly idempotencyTtlSeconds: number;
+}
+
+/** The request headers and responses of each student route, for their `schema`. */
+export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions) {
+  const key = idempotencyKey(idempotencyTtlSeconds);
+  const writeHeaders = z.object({
+    'if-match': ifMatchOnWrite,
+    'if-none-match': ifNoneMatchOnWrite,
+    'idempotency-key': key,
+  });
+  const replayedWithEtag = { ...ETAG, ...REPLAYED };
+  const writeProblems = {
+    400: invalid('the id, a header, or the body', REPLAYED),
+    404: notFound(REPLAYED),
+    409: inProgress,
+    412: stale('If-Match or If-None-Match does not hold', replayedWithEtag),
+    413: tooLarge,
+    415: notJson,
+    503: serviceUnavailable,
+  };
+  return {
+    list: {
+      response: {
+        200: jsonResponse(StudentPage, 'One page of students'),
+        400: invalid('the query, If-Match or If-None-Match'),
+        503: serviceUnavailable,
+      },
+    },
+    get: {
+      headers: z.object({
+        'if-none-match': ifNoneMatchOnRead,
+        'if-match': ifMatchOnRead,
+        'cache-control': cacheControl,
+      }),
+      response: {
+        200: jsonResponse(Student, 'The student', { ...ETAG, ...DEDUPLICATED }),
+        304: emptyResponse('Not Modified: If-None-Match names the current ETag', {
+          ...ETAG,
+          ...DEDUPLICATED,
+        }),
+        400: invalid('the id, If-Match or If-None-Match'),
+        404: notFound(DEDUPLICATED),
+        412: stale('If-Match does not name the current ETag', { ...ETAG, ...DEDUPLICATED }),
+        503: serviceUnavailable,
+      },
+    },
+    create: {
+      headers: z.object({ 'idempotency-key': key }),
+      response: {
+        201: jsonResponse(Student, 'Created', {
+          ...ETAG,
+          Location: { type: 'string', description: "The new student's URL" },
+          ...REPLAYED,
+        }),
+        400: invalid('a header or the body', REPLAYED),
+        409: inProgress,
+        413: tooLarge,
+        415: notJson,
+        422: problemResponse(`The student breaks a rule, or ${keyReused}`, REPLAYED),
+        503: serviceUnavailable,
+      },
+    },
+    update: {
+      headers: writeHeaders,
+      response: {
+        200: jsonResponse(Student, 'Updated', replayedWithEtag),
+        ...writeProblems,
+        422: problemResponse(`The student breaks a rule, or ${keyReused}`, REPLAYED),
+      },
+    },
+    remove: {
+      headers: writeHeaders,
+      response: {
+        204: emptyResponse('Deleted', REPLAYED),
+        ...writeProblems,
+        // DELETE reads a body it is sent (413, 415 and 400 above) but ignores it; no rule can fail.
+        422: problemResponse(`Only when ${keyReused}`),
+      },
+    },
+  };
+}

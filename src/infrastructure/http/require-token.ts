@@ -7,6 +7,7 @@ import {
   type Role,
   type TokenVerifier,
 } from '../auth/jwt-verifier.ts';
+import { addResponses, problemResponse, type ResponseHeaders } from './openapi.ts';
 import { forbidden, sendProblem, unauthenticated } from './problem-details.ts';
 
 declare module 'fastify' {
@@ -47,6 +48,24 @@ function tokenOf(request: FastifyRequest): string | undefined {
   return (typeof query === 'string' && query) || cookie(request.headers.cookie, ACCESS_TOKEN) || undefined;
 }
 
+const WWW_AUTHENTICATE: ResponseHeaders = {
+  'WWW-Authenticate': {
+    type: 'string',
+    description: 'The Bearer challenge, with the error when a token was sent',
+  },
+};
+
+const TOKEN_PROBLEMS = {
+  401: problemResponse(
+    'No bearer token, or one that is not valid (expired, forged, not for this API)',
+    WWW_AUTHENTICATE,
+  ),
+  403: problemResponse(
+    "The token's role may not do this: reading needs the role reader or writer, any other method writer",
+    WWW_AUTHENTICATE,
+  ),
+};
+
 /**
  * Requires a valid token on the routes `scope` registers after this call: a reader's for GET and HEAD, a
  * writer's for anything else. 401 without a valid token, 403 when its role may not; routes outside the scope
@@ -54,6 +73,7 @@ function tokenOf(request: FastifyRequest): string | undefined {
  */
 export function requireToken(scope: FastifyInstance, verifier: TokenVerifier): void {
   scope.decorateRequest('caller', undefined);
+  scope.addHook('onRoute', (route) => addResponses(route, TOKEN_PROBLEMS));
   scope.addHook('onRequest', async (request, reply) => {
     const instance = withoutAccessToken(request.url);
     const token = tokenOf(request);

@@ -4,6 +4,7 @@ import rateLimit from '@fastify/rate-limit';
 import type { FastifyRequest, RouteOptions } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { HttpServer } from '../../../infrastructure/http/http-server.ts';
+import { addResponses, problemResponse, RETRY_AFTER } from '../../../infrastructure/http/openapi.ts';
 
 export interface WriteRateLimitOptions {
   readonly writesPerMinute: number;
@@ -13,6 +14,19 @@ export interface WriteRateLimitOptions {
 }
 
 const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+const TOO_MANY_WRITES = {
+  429: problemResponse(
+    'Over the write budget of this client (its token subject, else its IP) for the minute. Counted writes ' +
+      'carry X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset',
+    {
+      ...RETRY_AFTER,
+      'X-RateLimit-Limit': { type: 'integer', description: 'Writes allowed per minute' },
+      'X-RateLimit-Remaining': { type: 'integer', description: 'Writes left in this minute: 0' },
+      'X-RateLimit-Reset': { type: 'integer', description: 'Seconds until the budget is full again' },
+    },
+  ),
+};
 
 /** The verified subject when auth is on (so clients behind one NAT do not share a budget), else the IP. */
 function clientOf(request: FastifyRequest): string {
@@ -31,6 +45,7 @@ export async function limitWrites(
   scope.addHook('onRoute', (route: RouteOptions) => {
     if ([route.method].flat().every((method) => READ_METHODS.has(method)))
       route.config = { ...route.config, rateLimit: false };
+    else addResponses(route, TOO_MANY_WRITES);
   });
   await scope.register(rateLimit, {
     max: writesPerMinute,

@@ -93,6 +93,30 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.equal(((await read.json()) as { firstName: string }).firstName, 'Grace');
     });
 
+    test('a GET sent after a write never joins a read that began before it', async () => {
+      const id = await create();
+      await api.cache.students.evict(id);
+      let release!: () => void;
+      queries.holdNextRead(new Promise((resolve) => (release = resolve)));
+      const readsBefore = queries.findByIdCalls;
+      const before = fetch(`${api.url}/api/students/${id}`);
+      while (queries.findByIdCalls === readsBefore) await new Promise((resolve) => setTimeout(resolve, 5));
+      const put = await fetch(`${api.url}/api/students/${id}`, {
+        method: 'PUT',
+        headers: jsonHeaders,
+        body: JSON.stringify({ firstName: 'Mary', lastName: 'Golda Ross', email: 'mgr@example.com' }),
+      });
+      assert.equal(put.status, 200);
+      const after = fetch(`${api.url}/api/students/${id}`);
+      // Time to join the read in flight, had it been allowed to.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      release();
+      const read = await after;
+      assert.equal(read.headers.get('etag'), '"2"');
+      assert.equal(((await read.json()) as { firstName: string }).firstName, 'Mary');
+      assert.equal((await before).status, 200);
+    });
+
     test('identical PUTs within the window run once; Cache-Control: no-cache bypasses cache and replay', async () => {
       const id = await create();
       const put = () =>

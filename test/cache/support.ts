@@ -59,17 +59,31 @@ export async function startCachedApi(
   };
 }
 
-/** Counts database reads by id: the acceptance criterion is "exactly one". */
-export function countingQueries(database: Database): StudentQueries & { readonly findByIdCalls: number } {
+/**
+ * Counts database reads by id (the acceptance criterion is "exactly one"); `holdNextRead` keeps the next read's
+ * row from its caller until `released` settles, as a slow network or a long pause would.
+ */
+export function countingQueries(database: Database): StudentQueries & {
+  readonly findByIdCalls: number;
+  holdNextRead(released: Promise<void>): void;
+} {
   const inner = new SqlStudentQueries(database.sql);
   let calls = 0;
+  let hold: Promise<void> | undefined;
   return {
     get findByIdCalls() {
       return calls;
     },
-    findById(id) {
+    holdNextRead(released) {
+      hold = released;
+    },
+    async findById(id) {
       calls += 1;
-      return inner.findById(id);
+      const held = hold;
+      hold = undefined;
+      const row = await inner.findById(id);
+      await held;
+      return row;
     },
     list: (input) => inner.list(input),
   };

@@ -86,12 +86,13 @@ export class ResponseReplayStore {
     });
   }
 
+  /** Whether a state of `group` read at `readAt` is still current: nothing wrote to it (or went unheard) since. */
+  isCurrent(group: string, readAt: number): boolean {
+    return readAt >= this.#invalidations.invalidatedAt(group) && readAt >= this.#connection.staleBefore;
+  }
+
   #fresh(group: string, entry: Entry): boolean {
-    return (
-      entry.expiresAt > Date.now() &&
-      entry.at >= this.#invalidations.invalidatedAt(group) &&
-      entry.at >= this.#connection.staleBefore
-    );
+    return entry.expiresAt > Date.now() && this.isCurrent(group, entry.at);
   }
 
   #keep(group: string, key: string, entry: Entry): void {

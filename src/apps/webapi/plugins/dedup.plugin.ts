@@ -27,10 +27,17 @@ export interface DedupPluginOptions {
   readonly metrics: CacheMetrics;
 }
 
-interface Leader {
-  readonly key: string;
+/** A request being answered, which identical ones join. */
+interface Flight {
+  readonly response: Promise<StoredResponse | undefined>;
   readonly group: string;
   readonly startedAt: number;
+}
+
+/** The request that runs for its flight. */
+interface Leader {
+  readonly key: string;
+  readonly flight: Flight;
   readonly windowMs: number;
   settle(response: StoredResponse | undefined): void;
 }
@@ -69,7 +76,7 @@ function replay(reply: FastifyReply, response: StoredResponse): void {
 }
 
 async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPluginOptions): Promise<void> {
-  const inFlight = new Map<string, Promise<StoredResponse | undefined>>();
+  const inFlight = new Map<string, Flight>();
   // Labelled once, not on every replay (the hot path): labels() parses them and binds a function.
   const hits = {
     coalesced: metrics.dedupHits.labels({ kind: 'coalesced' }),
@@ -87,19 +94,20 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
       response && store.available
         ? store
             .put(
-              leader.group,
+              leader.flight.group,
               leader.key,
               response,
               leader.windowMs,
-              SAFE_METHODS.has(request.method) ? leader.startedAt : Date.now(),
+              SAFE_METHODS.has(request.method) ? leader.flight.startedAt : Date.now(),
             )
             .catch((error: unknown) => request.log.warn({ err: error }, 'deduplicated response not stored'))
         : Promise.resolve();
-    void stored.finally(() => inFlight.delete(leader.key));
+    // A newer flight may have taken the key (this one had gone stale): that one is not this leader's to end.
+    void stored.finally(() => inFlight.get(leader.key) === leader.flight && inFlight.delete(leader.key));
   };
 
-  async function follow(flight: Promise<StoredResponse | undefined>, reply: FastifyReply): Promise<void> {
-    const response = await flight;
+  async function follow(flight: Flight, reply: FastifyReply): Promise<void> {
+    const response = await flight.response;
     // The leader failed (5xx): run this request itself rather than share the failure.
     if (!response) return;
     hits.coalesced.inc();
@@ -114,14 +122,19 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     windowMs: number,
   ) {
     let resolve!: (response: StoredResponse | undefined) => void;
-    inFlight.set(key, new Promise((done) => (resolve = done)));
-    leaders.set(request, { key, group, startedAt: Date.now(), windowMs, settle: resolve });
+    const flight: Flight = {
+      response: new Promise((done) => (resolve = done)),
+      group,
+      startedAt: Date.now(),
+    };
+    inFlight.set(key, flight);
+    leaders.set(request, { key, flight, windowMs, settle: resolve });
     if (!store.available) return;
     // Another instance may have answered it already.
     const shared = await store.get(group, key).catch(() => undefined);
     if (!shared) return;
     leaders.delete(request);
-    inFlight.delete(key);
+    if (inFlight.get(key) === flight) inFlight.delete(key);
     resolve(shared);
     hits.replayed.inc();
     replay(reply, shared);
@@ -137,7 +150,10 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
       if (bypassesCache(request)) return done();
       const key = requestKey(request);
       const flight = inFlight.get(key);
-      if (flight) return void follow(flight, reply).then(() => reply.sent || done(), done);
+      // Only a read that began after the last write to what it shows: a request sent after a write's answer
+      // must see that write.
+      if (flight && store.isCurrent(flight.group, flight.startedAt))
+        return void follow(flight, reply).then(() => reply.sent || done(), done);
       const group = groupOf ? groupOf(request) : key;
       // The hot path: a local copy is replayed synchronously.
       const local = store.available ? store.peek(group, key) : undefined;

@@ -3,7 +3,7 @@
 // hundred bytes; one whose If-Match does not name it gets 412. Decided on the response as it goes out, so replayed
 // and coalesced responses are covered too.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
-import { problem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
+import { PROBLEM_JSON, problem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
 import { malformedPrecondition, namesEtag, readPreconditions, type Preconditions } from '../routes/etag.ts';
 import { appWide } from './caller.ts';
 import { hooksOf } from './dedup.plugin.ts';
@@ -33,7 +33,8 @@ function answerConditionally(
   if (conditions === undefined || reply.statusCode !== 200 || typeof etag !== 'string')
     return done(null, payload);
   if (conditions.match !== undefined && !namesEtag(conditions.match, etag, 'strong')) {
-    void reply.code(412).type('application/problem+json');
+    // Sent as a string, so Fastify adds no charset: say it as every other problem does.
+    void reply.code(412).type(`${PROBLEM_JSON}; charset=utf-8`);
     const failed = problem({
       status: 412,
       title: 'Precondition Failed',

@@ -40,26 +40,22 @@ const REPLAYED: ResponseHeaders = {
   },
 };
 
-const ifNoneMatchOnRead = z
-  .string()
-  .optional()
-  .describe('ETags of copies you hold, or `*`: 304 without a body while the student is at one of them');
-const ifMatchOnRead = z
-  .string()
-  .optional()
-  .describe('ETags, or `*`: 412 unless the student is at one of them');
-const cacheControl = z
-  .string()
-  .optional()
-  .describe('`no-cache` reads the database, bypassing the cache and deduplicated responses');
-const ifMatchOnWrite = z
-  .string()
-  .optional()
-  .describe('An ETag from a previous response: the write fails with 412 if the student changed since');
-const ifNoneMatchOnWrite = z
-  .string()
-  .optional()
-  .describe('ETags (or `*`) the student must not be at: the write fails with 412 if it is');
+/** A request header the route reads if present (documented, and validated as text). */
+const optionalHeader = (description: string) => z.string().optional().describe(description);
+
+const ifNoneMatchOnRead = optionalHeader(
+  'ETags of copies you hold, or `*`: 304 without a body while the student is at one of them',
+);
+const ifMatchOnRead = optionalHeader('ETags, or `*`: 412 unless the student is at one of them');
+const cacheControl = optionalHeader(
+  '`no-cache` reads the database, bypassing the cache and deduplicated responses',
+);
+const ifMatchOnWrite = optionalHeader(
+  'An ETag from a previous response: the write fails with 412 if the student changed since',
+);
+const ifNoneMatchOnWrite = optionalHeader(
+  'ETags (or `*`) the student must not be at: the write fails with 412 if it is',
+);
 
 function duration(seconds: number): string {
   return seconds % 3600 === 0 ? `${seconds / 3600} h` : `${seconds} s`;
@@ -67,15 +63,12 @@ function duration(seconds: number): string {
 
 /** The IETF httpapi Idempotency-Key draft asks the server to publish the key's format and how long it is kept. */
 function idempotencyKey(ttlSeconds: number) {
-  return z
-    .string()
-    .optional()
-    .describe(
-      'Makes a retry safe: 1 to 255 characters, bare or as a quoted string, scoped to the caller. A retry with the ' +
-        'same key and request gets the stored response (Idempotent-Replayed: true); with another request, 422; ' +
-        `while the first still runs, 409. A response is kept for ${duration(ttlSeconds)} after it is sent ` +
-        '(IDEMPOTENCY_TTL_SECONDS); a 5xx is not kept, so a retry runs again.',
-    );
+  return optionalHeader(
+    'Makes a retry safe: 1 to 255 characters, bare or as a quoted string, scoped to the caller. A retry with the ' +
+      'same key and request gets the stored response (Idempotent-Replayed: true); with another request, 422; ' +
+      `while the first still runs (or its server stopped less than IDEMPOTENCY_LEASE_SECONDS ago), 409. A response is kept for ${duration(ttlSeconds)} after it is sent ` +
+      '(IDEMPOTENCY_TTL_SECONDS); a 5xx is not kept, so a retry runs again.',
+  );
 }
 
 const invalid = (what: string, headers?: ResponseHeaders) =>

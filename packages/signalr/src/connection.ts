@@ -51,6 +51,12 @@ export type ConnectionState = 'handshake' | 'connected' | 'closed';
 const GENERIC_CLOSE_ERROR = 'Connection closed with an error.';
 const IDLE: Promise<void> = Promise.resolve();
 
+interface PausedReading {
+  inbox: HubMessage[];
+  readonly resumed: Promise<void>;
+  readonly resume: () => void;
+}
+
 /** A server-to-client stream, registered before its method runs so that an early CancelInvocation is not lost. */
 interface ServerStream {
   readonly target: string;
@@ -89,6 +95,11 @@ export class Connection {
     Map<string, { resolve(value: unknown): void; reject(error: Error): void }> | undefined;
   private lastClientResultId = 0;
   private uploads: Map<string, UploadStream> | undefined;
+  /**
+   * Set while an upload's buffer is full: ASP.NET's read loop awaits the upload, so messages read meanwhile
+   * wait here, in order, and the transports stop reading until `resumed`.
+   */
+  private pausedReading: PausedReading | undefined;
   /** Stateful sends waiting, in order, for Acks to free buffer space; shared messages, so cheap to hold. */
   private held: OutgoingMessage[] | undefined;
   private heldSince = 0;
@@ -149,22 +160,30 @@ export class Connection {
     this.dispose(error);
   }
 
-  receive(chunk: Buffer): void {
-    if (this.state === 'closed') return;
+  /**
+   * Takes bytes from the client. Returns a promise while an upload's buffer is full: the transport reads
+   * nothing more (WebSocket paused, POST held) until it resolves, which keeps memory bounded.
+   */
+  receive(chunk: Buffer): Promise<void> | undefined {
+    if (this.state === 'closed') return undefined;
     this.lastReceivedAt = this.host.now();
     try {
       if (this.state === 'handshake') {
         const rest = this.handshake(chunk);
-        if (!rest || rest.length === 0) return;
+        if (!rest || rest.length === 0) return undefined;
         chunk = rest;
       }
-      for (const message of this.parser!.push(chunk)) {
-        this.handle(message);
-        if (this.isClosed()) return;
+      const messages = this.parser!.push(chunk);
+      if (this.pausedReading) {
+        this.pausedReading.inbox = this.pausedReading.inbox.concat(messages);
+      } else {
+        const rest = this.deliver(messages);
+        if (rest) this.pauseReading(rest);
       }
     } catch (error) {
-      this.close(error instanceof ProtocolError ? error.message : GENERIC_CLOSE_ERROR);
+      this.rejectInput(error);
     }
+    return this.pausedReading?.resumed;
   }
 
   /** Sends a trackable hub message (invocation, stream item, completion). */
@@ -231,7 +250,9 @@ export class Connection {
       if (now - this.attachedAt >= limits.handshakeTimeoutMs) this.rejectHandshake('Handshake was canceled.');
       return;
     }
-    if (this.clientTimeoutArmed && this.busy === 0 && now - this.lastReceivedAt >= limits.clientTimeoutMs) {
+    // Like ASP.NET, the client timeout waits while a message is being handled (or an upload holds reading).
+    const handling = this.busy > 0 || this.pausedReading !== undefined;
+    if (this.clientTimeoutArmed && !handling && now - this.lastReceivedAt >= limits.clientTimeoutMs) {
       this.close(GENERIC_CLOSE_ERROR, true);
       return;
     }
@@ -301,6 +322,49 @@ export class Connection {
     if (this.transport) this.write(OutgoingMessage.raw(handshakeError(error)));
     this.transport?.end();
     this.dispose(new Error(error));
+  }
+
+  /** Handles messages in order; returns those left behind an item that filled its upload's buffer. */
+  private deliver(messages: readonly HubMessage[]): HubMessage[] | undefined {
+    for (let index = 0; index < messages.length; index++) {
+      const message = messages[index]!;
+      this.handle(message);
+      if (this.isClosed()) return undefined;
+      if (message.type === MessageType.StreamItem && this.uploads?.get(message.invocationId)?.isFull()) {
+        return messages.slice(index + 1);
+      }
+    }
+    return undefined;
+  }
+
+  private pauseReading(inbox: HubMessage[]): void {
+    let resume!: () => void;
+    const resumed = new Promise<void>((resolve) => (resume = resolve));
+    this.pausedReading = { inbox, resumed, resume };
+  }
+
+  /** An upload's reader made room: handle what waited, until an upload is full again. */
+  private resumeReading(): void {
+    const paused = this.pausedReading;
+    if (!paused || this.isClosed()) return;
+    for (const upload of this.uploads?.values() ?? []) if (upload.isFull()) return;
+    this.lastReceivedAt = this.host.now();
+    let rest: HubMessage[] | undefined;
+    try {
+      rest = this.deliver(paused.inbox);
+    } catch (error) {
+      this.rejectInput(error);
+    }
+    if (rest) {
+      paused.inbox = rest;
+      return;
+    }
+    this.pausedReading = undefined;
+    paused.resume();
+  }
+
+  private rejectInput(error: unknown): void {
+    this.close(error instanceof ProtocolError ? error.message : GENERIC_CLOSE_ERROR);
   }
 
   private handle(message: HubMessage): void {
@@ -426,7 +490,7 @@ export class Connection {
   /** Opened when the invocation arrives: its items may come before the call gets its turn. */
   private openUploads(message: InvocationMessage | StreamInvocationMessage): UploadStream[] {
     return (message.streamIds ?? []).map((streamId) => {
-      const upload = new UploadStream();
+      const upload = new UploadStream(() => this.resumeReading());
       (this.uploads ??= new Map()).set(streamId, upload);
       return upload;
     });
@@ -449,7 +513,7 @@ export class Connection {
     };
     const method = this.bind(message);
     if (typeof method === 'string') {
-      for (const streamId of message.streamIds ?? []) this.uploads?.delete(streamId);
+      this.endUploads(message);
       return fail(method);
     }
     let result: unknown;
@@ -457,6 +521,8 @@ export class Connection {
       result = await this.call(method, message, uploads);
     } catch (error) {
       return fail(this.invocationError(target, error));
+    } finally {
+      this.endUploads(message);
     }
     if (invocationId !== undefined) {
       this.complete({ type: MessageType.Completion, invocationId, result: result ?? null });
@@ -470,7 +536,7 @@ export class Connection {
       this.complete({ type: MessageType.Completion, invocationId, error });
     const method = this.bind(message);
     if (typeof method === 'string') {
-      for (const streamId of message.streamIds ?? []) this.uploads?.delete(streamId);
+      this.endUploads(message);
       return fail(method);
     }
     // Registered before the method runs, as ASP.NET does: a cancel may arrive while it is still starting.
@@ -495,7 +561,21 @@ export class Connection {
       fail(this.errorText('An error occurred on the server while streaming results.', target, error));
     } finally {
       if (this.serverStreams?.get(invocationId) === stream) this.serverStreams.delete(invocationId);
+      this.endUploads(message);
     }
+  }
+
+  /**
+   * The call is over: its uploads end and take no more items, as ASP.NET's CleanupInvocation completes them,
+   * and reading that a full one held resumes.
+   */
+  private endUploads(message: InvocationMessage | StreamInvocationMessage): void {
+    if (!message.streamIds) return;
+    for (const streamId of message.streamIds) {
+      this.uploads?.get(streamId)?.complete();
+      this.uploads?.delete(streamId);
+    }
+    this.resumeReading();
   }
 
   private cancelStream(stream: ServerStream): void {
@@ -529,6 +609,9 @@ export class Connection {
       this.clientResults = undefined;
     }
     this.held = undefined;
+    // Transports waiting to read go on, and find the connection closed.
+    this.pausedReading?.resume();
+    this.pausedReading = undefined;
     if (wasConnected) {
       // Disconnect after queued hub calls, so onDisconnected never overtakes onConnected.
       this.enqueue(async () => this.host.disconnected(this, error));

@@ -1,11 +1,10 @@
-import { ProtocolError } from './protocol/messages.ts';
-
-/** Items a client may send ahead of the hub method reading them; past it the connection is closed. */
-const MAX_QUEUED_ITEMS = 1024;
+/** Items a client may send ahead of the hub method reading them: ASP.NET's default StreamBufferCapacity. */
+const UPLOAD_BUFFER_CAPACITY = 10;
 
 /**
  * A client-to-server stream as the hub method sees it: an AsyncIterable fed by StreamItem messages and
- * ended by the client's Completion for the stream id.
+ * ended by the client's Completion for the stream id. Like ASP.NET's bounded channel, a full buffer makes
+ * the connection stop reading from the client until the method takes an item (`onRoom`).
  */
 export class UploadStream implements AsyncIterable<unknown> {
   private readonly items: unknown[] = [];
@@ -14,14 +13,20 @@ export class UploadStream implements AsyncIterable<unknown> {
   private done = false;
   private error: Error | undefined;
 
+  constructor(private readonly onRoom: () => void) {}
+
   push(item: unknown): void {
     if (this.done) return;
     if (this.waiting) {
       this.take()({ value: item, done: false });
       return;
     }
-    if (this.items.length >= MAX_QUEUED_ITEMS) throw new ProtocolError('Too many unread stream items.');
     this.items.push(item);
+  }
+
+  /** Full: the connection reads nothing more from the client until `onRoom`. */
+  isFull(): boolean {
+    return this.items.length >= UPLOAD_BUFFER_CAPACITY;
   }
 
   complete(error?: Error): void {
@@ -38,7 +43,13 @@ export class UploadStream implements AsyncIterable<unknown> {
   [Symbol.asyncIterator](): AsyncIterator<unknown> {
     return {
       next: () => {
-        if (this.items.length > 0) return Promise.resolve({ value: this.items.shift(), done: false });
+        if (this.items.length > 0) {
+          const wasFull = this.isFull();
+          const value = this.items.shift();
+          // Deferred, so that the messages this lets through are not handled inside the method's next().
+          if (wasFull) queueMicrotask(this.onRoom);
+          return Promise.resolve({ value, done: false });
+        }
         if (this.done) {
           return this.error ? Promise.reject(this.error) : Promise.resolve({ value: undefined, done: true });
         }

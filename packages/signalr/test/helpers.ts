@@ -47,6 +47,13 @@ export const testHub = defineHub({
       for await (const n of numbers) total += n;
       return total;
     },
+    /** Starts reading its upload only after a while, as a method busy with something else would. */
+    SumLater: async (_context, numbers: AsyncIterable<number>) => {
+      await delay(100);
+      let total = 0;
+      for await (const n of numbers) total += n;
+      return total;
+    },
   },
   streams: {
     FailMidway: async function* (_context, message: string) {

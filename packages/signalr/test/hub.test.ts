@@ -3,8 +3,8 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import { HubConnectionState, Subject } from '@microsoft/signalr';
-import { defineHub, HubServer, mountOnHttpServer } from '../src/index.ts';
+import { HttpTransportType, HubConnectionState, Subject } from '@microsoft/signalr';
+import { defineHub, type HubDefinition, HubServer, mountOnHttpServer } from '../src/index.ts';
 import {
   buildClient,
   delay,
@@ -181,6 +181,113 @@ for (const protocol of ['json', 'messagepack'] as const) {
     }
   });
 }
+
+for (const transport of [
+  HttpTransportType.WebSockets,
+  HttpTransportType.ServerSentEvents,
+  HttpTransportType.LongPolling,
+]) {
+  test(`an upload (${HttpTransportType[transport]}) that outpaces its hub method is slowed down, not refused`, async () => {
+    const running = await startHub();
+    const client = buildClient(running.url, { transport });
+    await client.start();
+    try {
+      const numbers = new Subject<number>();
+      const total = client.invoke('SumLater', numbers);
+      for (let n = 1; n <= 1_500; n++) numbers.next(n);
+      numbers.complete();
+      assert.equal(await total, 1_125_750);
+      assert.equal(await client.invoke('Add', 1, 1), 2, 'the connection still works');
+    } finally {
+      await client.stop();
+      await running.close();
+    }
+  });
+}
+
+/** A hub whose Count method reads its upload only once `startReading` is called. */
+function gatedUploadHub(): { hub: HubDefinition; startReading: () => void } {
+  let startReading!: () => void;
+  const reading = new Promise<void>((resolve) => (startReading = resolve));
+  const hub = defineHub({
+    methods: {
+      Add: (_context, a: number, b: number) => a + b,
+      Count: async (_context, items: AsyncIterable<unknown>) => {
+        await reading;
+        let count = 0;
+        for await (const _item of items) count++;
+        return count;
+      },
+    },
+  });
+  return { hub, startReading };
+}
+
+/** An upload of 50 items the method does not read yet, then a call behind it. */
+const uploadThenAdd = [
+  { type: 1, invocationId: 'count', target: 'Count', arguments: [], streamIds: ['up'] },
+  ...Array.from({ length: 50 }, (_, item) => ({ type: 2, invocationId: 'up', item })),
+  { type: 3, invocationId: 'up' },
+  { type: 1, invocationId: 'add', target: 'Add', arguments: [1, 2] },
+];
+
+test('while an upload buffer is full the server reads nothing more from that socket, as ASP.NET awaits the upload', async () => {
+  const { hub, startReading } = gatedUploadHub();
+  const running = await startHub({ hub });
+  const client = await RawClient.handshaken(running.url);
+  try {
+    client.send(...uploadThenAdd);
+    await delay(200);
+    assert.equal(
+      client.records.find((r) => r.invocationId === 'add'),
+      undefined,
+      'the call behind the full upload waits',
+    );
+    startReading();
+    assert.deepEqual(await client.next((r) => r.invocationId === 'count'), {
+      type: 3,
+      invocationId: 'count',
+      result: 50,
+    });
+    assert.deepEqual(await client.next((r) => r.invocationId === 'add'), {
+      type: 3,
+      invocationId: 'add',
+      result: 3,
+    });
+  } finally {
+    client.close();
+    await running.close();
+  }
+});
+
+test('while an upload buffer is full a long-polling POST is held, and answered once the method reads', async () => {
+  const { hub, startReading } = gatedUploadHub();
+  const running = await startHub({ hub });
+  const { connectionToken } = (await (
+    await fetch(`${running.url}/negotiate?negotiateVersion=1`, { method: 'POST' })
+  ).json()) as { connectionToken: string };
+  const url = `${running.url}?id=${connectionToken}`;
+  try {
+    await fetch(`${url}&_=1`);
+    await fetch(url, { method: 'POST', body: '{"protocol":"json","version":1}\u001e' });
+    let answered = false;
+    const body = uploadThenAdd.map((record) => JSON.stringify(record) + '\u001e').join('');
+    const post = fetch(url, { method: 'POST', body }).finally(() => (answered = true));
+    await delay(200);
+    assert.equal(answered, false, 'the POST is held while the upload is full');
+    startReading();
+    assert.equal((await post).status, 200);
+    let received = '';
+    for (let poll = 2; !(received.includes('"count"') && received.includes('"add"')); poll++) {
+      received += await (await fetch(`${url}&_=${poll}`)).text();
+    }
+    assert.ok(received.includes('{"type":3,"invocationId":"count","result":50}'));
+    assert.ok(received.includes('{"type":3,"invocationId":"add","result":3}'));
+  } finally {
+    await fetch(url, { method: 'DELETE' });
+    await running.close();
+  }
+});
 
 test('a CancelInvocation that arrives while a stream is still starting stops it: no items, then a Completion', async () => {
   const running = await startHub();

@@ -214,7 +214,10 @@ export class HttpDispatcher {
     try {
       await previous;
       if (connection.isClosed()) throw new HttpFailure(404, 'No such connection.');
-      for await (const chunk of req) connection.receive(chunk as Buffer);
+      for await (const chunk of req) {
+        // While an upload is full the rest of the body stays unread, and the POST unanswered, as in ASP.NET.
+        await connection.receive(chunk as Buffer);
+      }
     } finally {
       endTurn();
       if (this.lastPost.get(connection) === last) this.lastPost.delete(connection);

@@ -25,7 +25,13 @@ export class WebSocketTransport implements Transport {
   ) {
     // Once ended (or replaced by a resumed socket), late frames must not reach the connection.
     ws.on('message', (data: Buffer) => {
-      if (this.open) connection.receive(data);
+      if (!this.open) return;
+      const resumed = connection.receive(data);
+      if (resumed && !ws.isPaused) {
+        // An upload is full: read nothing more until its method takes items (frames ws already read still come).
+        ws.pause();
+        void resumed.then(() => ws.resume());
+      }
     });
     ws.on('error', () => undefined);
     ws.on('close', () => {

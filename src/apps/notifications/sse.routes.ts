@@ -7,6 +7,7 @@ import {
   laterLogId,
   type ReplayLog,
   type ReplayLogEntry,
+  type ReplayLogRetention,
 } from '../../application/ports/replay-log.ts';
 import { NotificationRoutes, SseEvents, type ConnectedMessage } from '../../contracts/notifications.ts';
 import { NotificationEventTypes } from '../../contracts/students.ts';
@@ -63,10 +64,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
   // preClose: the server already refuses new requests, so no stream starts after these end.
   app.addHook('preClose', async () => {
     clearInterval(heartbeat);
-    for (const response of streams) {
-      write(response, `retry: ${reconnectDelayMs()}\n\n`, options);
-      response.end();
-    }
+    for (const response of streams) endWithRetry(response, options);
     streams.clear();
   });
 
@@ -95,10 +93,17 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     if (Array.isArray(lastEventId)) return invalid('Last-Event-ID', 'must be given once');
     let reset: Reset | undefined;
     let from = lastEventId || undefined;
+    if (from !== undefined && !isLogId(from))
+      return invalid('Last-Event-ID', 'must be an event id received from this stream (<ms>-<seq>)');
     if (from !== undefined) {
-      if (!isLogId(from))
-        return invalid('Last-Event-ID', 'must be an event id received from this stream (<ms>-<seq>)');
-      const retention = await options.log.retention();
+      let retention: ReplayLogRetention;
+      try {
+        retention = await options.log.retention();
+      } catch (error) {
+        // Not an error status, on which EventSource would stop reconnecting: it retries (/health reports the log).
+        options.logger.warn({ err: error }, 'replay log unavailable; SSE client told to retry');
+        return endWithRetry(openEventStream(reply), options);
+      }
       // The log resumes from where it begins (or was last trimmed) through its newest entry. Any other well-formed
       // id gets `reset`, never an error: EventSource gives up for good on an error status, and an id from a log
       // that was lost (a restart without persistence) is no client's fault.
@@ -115,16 +120,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       }
     }
 
-    // Headers set by the hooks so far would be lost with the hijack; given to writeHead in one object, they are not
-    // also kept per header for the stream's lifetime. An event stream is no document: of the security headers it
-    // keeps those that apply to it (the CSP, framing and referrer policies would only weigh on every connection).
-    // The reply's own copy stays as it is: deleting its entries would turn it into a larger hash table.
-    const fromHooks = reply.getHeaders();
-    const hookHeaders = Object.fromEntries(
-      Object.entries(fromHooks).filter(([name]) => STREAM_HEADERS.test(name)),
-    );
-    reply.hijack();
-    stream(reply.raw, { hookHeaders, from: from ?? options.fanOut.position, reset, wanted });
+    stream(openEventStream(reply), { from: from ?? options.fanOut.position, reset, wanted });
   };
 
   /**
@@ -134,26 +130,12 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
   const stream = (
     response: ServerResponse,
     start: {
-      readonly hookHeaders: Readonly<Record<string, unknown>>;
       readonly from: string;
       readonly reset: Reset | undefined;
       readonly wanted: ReadonlySet<string> | undefined;
     },
   ) => {
     const { from, wanted, reset } = start;
-    // The stream lasts as long as its connection: its end can be the connection's close, as HTTP allows, instead of
-    // chunked encoding, which frames every event for every client (a length line and two line ends per write).
-    response.useChunkedEncodingByDefault = false;
-    response.writeHead(200, {
-      ...(start.hookHeaders as Record<string, string | number | string[]>),
-      // Event streams are always UTF-8 (no charset parameter needed).
-      'content-type': 'text/event-stream',
-      'cache-control': 'no-cache, no-transform',
-      // Proxies such as nginx must pass events on at once.
-      'x-accel-buffering': 'no',
-    });
-    response.socket?.setNoDelay(true);
-    flattenHead(response);
     const clientId = randomUUID();
     const connected: ConnectedMessage = { clientId, timestamp: new Date().toISOString() };
     write(response, `event: ${SseEvents.connected}\ndata: ${JSON.stringify(connected)}\n\n`, options);
@@ -187,8 +169,8 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       unsubscribe();
     });
     caughtUp.catch((error: unknown) => {
-      options.logger.warn({ err: error, clientId }, 'SSE replay failed; closing the stream');
-      response.destroy();
+      options.logger.warn({ err: error, clientId }, 'SSE replay failed; the client is told to retry');
+      endWithRetry(response, options);
     });
   };
 
@@ -205,6 +187,41 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       return streams.size;
     },
   };
+}
+
+/**
+ * Takes the response over from Fastify and writes the event stream's head. Headers set by the hooks so far would be
+ * lost with the hijack; given to writeHead in one object, they are not also kept per header for the stream's
+ * lifetime. An event stream is no document: of the security headers it keeps those that apply to it (the CSP,
+ * framing and referrer policies would only weigh on every connection). The reply's own copy stays as it is:
+ * deleting its entries would turn it into a larger hash table.
+ */
+function openEventStream(reply: FastifyReply): ServerResponse {
+  const hookHeaders = Object.fromEntries(
+    Object.entries(reply.getHeaders()).filter(([name]) => STREAM_HEADERS.test(name)),
+  ) as Record<string, string | number | string[]>;
+  reply.hijack();
+  const response = reply.raw;
+  // The stream lasts as long as its connection: its end can be the connection's close, as HTTP allows, instead of
+  // chunked encoding, which frames every event for every client (a length line and two line ends per write).
+  response.useChunkedEncodingByDefault = false;
+  response.writeHead(200, {
+    ...hookHeaders,
+    // Event streams are always UTF-8 (no charset parameter needed).
+    'content-type': 'text/event-stream',
+    'cache-control': 'no-cache, no-transform',
+    // Proxies such as nginx must pass events on at once.
+    'x-accel-buffering': 'no',
+  });
+  response.socket?.setNoDelay(true);
+  flattenHead(response);
+  return response;
+}
+
+/** Ends a stream so that EventSource reconnects (to any instance) with its Last-Event-ID, after a spread-out delay. */
+function endWithRetry(response: ServerResponse, options: SseOptions): void {
+  write(response, `retry: ${reconnectDelayMs()}\n\n`, options);
+  response.end();
 }
 
 /**

@@ -1,0 +1,87 @@
+// The notifications service on a real Redis replay log reached through a proxy, so the test can take Redis away.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { createNotifications, type Notifications } from '../../src/apps/notifications/main.ts';
+import { parseConfig } from '../../src/config.ts';
+import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
+import { silentLogger } from '../support/logger.ts';
+import { REDIS_URL, needsRedis, uniqueName } from '../support/services.ts';
+import { TcpProxy } from '../support/tcp-proxy.ts';
+import { notificationMessage, sseClient, until } from './support.ts';
+
+describe('the notifications service while Redis is down', await needsRedis(), () => {
+  const bus = new InProcessMessageBus();
+  const keyPrefix = `${uniqueName('tbe_replay_outage_test')}:`;
+  let proxy: TcpProxy;
+  let notifications: Notifications;
+  let url: string;
+
+  const replayLogHealth = async () => {
+    const health = (await (await fetch(`${url}/health`)).json()) as {
+      checks: { replayLog: { status: string } };
+    };
+    return health.checks.replayLog.status;
+  };
+
+  before(async () => {
+    const target = new URL(REDIS_URL);
+    proxy = await TcpProxy.start(target.hostname, Number(target.port || 6379));
+    const config = parseConfig({
+      NOTIFICATIONS_PORT: '0',
+      REDIS_URL: `redis://127.0.0.1:${proxy.port}`,
+      REPLAY_LOG_KEY_PREFIX: keyPrefix,
+    });
+    notifications = await createNotifications({ config, logger: silentLogger, bus });
+    url = await notifications.start();
+  });
+  after(async () => {
+    await notifications.stop();
+    await bus.close();
+    await proxy.stop();
+    const redis = new Redis(REDIS_URL);
+    const keys = await redis.keys(`${keyPrefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    await redis.quit();
+  });
+
+  test('a client resuming with Last-Event-ID is told to retry, not given an error status; it resumes once Redis is back', async () => {
+    const first = sseClient(url);
+    await until(() => first.control.length > 0, 'connected');
+    await bus.publish([notificationMessage('StudentCreated')]);
+    await until(() => first.received.length === 1, 'the first notification');
+    const lastEventId = first.lastEventId;
+    first.close();
+
+    await proxy.pause();
+    let resumed: ReturnType<typeof sseClient> | undefined;
+    try {
+      const response = await fetch(`${url}/api/notifications/stream`, {
+        headers: { 'last-event-id': lastEventId ?? '' },
+      });
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('content-type'), 'text/event-stream');
+      assert.match(await response.text(), /^retry: \d+\n\n$/);
+      // An error status would end EventSource's reconnecting for good.
+      resumed = sseClient(url, { lastEventId });
+      await until(() => resumed!.failures.length > 0, 'a failed attempt');
+      assert.deepEqual(resumed.failures, [undefined]);
+      assert.equal(await replayLogHealth(), 'Unhealthy');
+    } finally {
+      await proxy.resume();
+    }
+    try {
+      await until(
+        () => resumed.control.some((event) => event.type === 'connected'),
+        'connected again',
+        10_000,
+      );
+      await bus.publish([notificationMessage('StudentUpdated')]);
+      await until(() => resumed.received.length === 1, 'the notification after the outage');
+      assert.deepEqual(resumed.failures, [undefined]);
+      assert.equal(await replayLogHealth(), 'Healthy');
+    } finally {
+      resumed.close();
+    }
+  });
+});

@@ -179,6 +179,19 @@ describe('the notifications service (embedded adapters)', () => {
     controller.abort();
   });
 
+  test("HEAD on the stream answers the GET's headers and completes, without opening a stream", async () => {
+    const response = await fetch(`${url}/api/notifications/stream`, {
+      method: 'HEAD',
+      signal: AbortSignal.timeout(5_000),
+    });
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('content-type'), 'text/event-stream');
+    const health = (await (await fetch(`${url}/health`)).json()) as {
+      checks: { clients: { data: { sse: number } } };
+    };
+    assert.equal(health.checks.clients.data.sse, 0);
+  });
+
   test('a message that is not a notification CloudEvent is dead-lettered with the reason', async () => {
     await bus.publish([
       {

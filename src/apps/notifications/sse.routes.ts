@@ -95,6 +95,8 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     let from = lastEventId || undefined;
     if (from !== undefined && !isLogId(from))
       return invalid('Last-Event-ID', 'must be an event id received from this stream (<ms>-<seq>)');
+    // RFC 9110 §9.3.2: the GET's header section, without the stream.
+    if (request.method === 'HEAD') return void openEventStream(reply).end();
     if (from !== undefined) {
       let retention: ReplayLogRetention;
       try {

@@ -12,6 +12,8 @@ export const SseEvents = {
   connected: 'connected',
   /** The log cannot resume from the client's Last-Event-ID (too old, or from a lost log): reload; live events follow. */
   reset: 'reset',
+  /** No data, only an `id:` past entries the client's `?types=` filter left out (its next Last-Event-ID). */
+  skipped: 'skipped',
 } as const;
 
 export const HubNames = {

@@ -3,17 +3,20 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
+import { compareLogIds } from '../../src/application/ports/replay-log.ts';
 import { createNotifications, type Notifications } from '../../src/apps/notifications/main.ts';
 import { parseConfig } from '../../src/config.ts';
 import { Exchanges, MESSAGING_TOPOLOGY, deadLetterNames } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { silentLogger } from '../support/logger.ts';
+import { TcpProxy } from '../support/tcp-proxy.ts';
 import { hubClient, notificationMessage, sseClient, until } from './support.ts';
 
 describe('the notifications service (embedded adapters)', () => {
   const bus = new InProcessMessageBus();
-  const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
+  const logEntries = 100;
+  const replayLog = new MemoryRingReplayLog({ maxEntries: logEntries });
   const config = parseConfig({ NOTIFICATIONS_PORT: '0', SSE_HEARTBEAT_SECONDS: '1', CORS_ORIGINS: '*' });
   let notifications: Notifications;
   let url: string;
@@ -190,6 +193,54 @@ describe('the notifications service (embedded adapters)', () => {
       checks: { clients: { data: { sse: number } } };
     };
     assert.equal(health.checks.clients.data.sse, 0);
+  });
+
+  test("a client that drops before its first notification resumes from `connected`'s id: it misses nothing", async () => {
+    const proxy = await TcpProxy.start('127.0.0.1', Number(new URL(url).port));
+    const client = sseClient(`http://127.0.0.1:${proxy.port}`);
+    try {
+      await until(() => client.control.length > 0, 'connected');
+      assert.equal(client.control[0]?.id, (await replayLog.retention()).lastId);
+      proxy.hold();
+      const student = randomUUID();
+      await bus.publish([notificationMessage('StudentCreated', student)]);
+      await until(() => client.failures.length > 0, 'the client noticing the drop');
+      proxy.release();
+      await client.arrived('StudentCreated', student);
+    } finally {
+      client.close();
+      await proxy.stop();
+    }
+  });
+
+  test("entries a ?types= filter skips move the client's id on: after they leave the log, it resumes without `reset`", async () => {
+    const proxy = await TcpProxy.start('127.0.0.1', Number(new URL(url).port));
+    const client = sseClient(`http://127.0.0.1:${proxy.port}`, { query: '?types=StudentDeleted' });
+    try {
+      await until(() => client.control.length > 0, 'connected');
+      await bus.publish([notificationMessage('StudentDeleted')]);
+      await until(() => client.received.length === 1, 'a wanted one');
+      // More than the log keeps, none of them wanted; then a heartbeat.
+      const { lastId } = await replayLog.retention();
+      await bus.publish(Array.from({ length: logEntries + 10 }, () => notificationMessage('StudentCreated')));
+      await until(
+        async () => compareLogIds((await replayLog.retention()).trimmedThrough, lastId) > 0,
+        'the wanted one trimmed',
+      );
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      proxy.hold();
+      await bus.publish([notificationMessage('StudentDeleted')]);
+      await until(() => client.failures.length > 0, 'the client noticing the drop');
+      proxy.release();
+      await until(() => client.received.length === 2, 'the one sent while it was away');
+      assert.deepEqual(
+        client.control.map((event) => event.type),
+        ['connected', 'connected'],
+      );
+    } finally {
+      client.close();
+      await proxy.stop();
+    }
   });
 
   test('a message that is not a notification CloudEvent is dead-lettered with the reason', async () => {

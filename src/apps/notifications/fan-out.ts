@@ -1,5 +1,6 @@
 import {
   compareLogIds,
+  laterLogId,
   type ReplayLog,
   type ReplayLogEntry,
   type ReplayLogTail,
@@ -48,7 +49,9 @@ export class LogFanOut {
   }
 
   async start(): Promise<void> {
-    this.#position = (await this.#log.retention()).lastId;
+    const { lastId, trimmedThrough } = await this.#log.retention();
+    // An empty log that begins later than 0-0 (a new memory ring): a reader starting from 0-0 would look trimmed.
+    this.#position = laterLogId(lastId, trimmedThrough);
     this.#tail = this.#log.tail(this.#position, (entries) => {
       for (const entry of entries) {
         this.#position = entry.id;

@@ -41,6 +41,11 @@ interface Reset {
   readonly oldestId: string | undefined;
 }
 
+/** An open stream; `skippedThrough`: the newest entry its `?types=` filter skipped since an id was last sent. */
+interface OpenStream {
+  skippedThrough: string | undefined;
+}
+
 // CORS, the request id, no content sniffing, HSTS (when a proxy adds TLS) and the resource policy.
 const STREAM_HEADERS =
   /^(?:access-control-|vary$|x-request-id$|x-content-type-options$|strict-transport-security$|cross-origin-resource-policy$)/;
@@ -56,15 +61,19 @@ function reconnectDelayMs(): number {
  * Last-Event-ID and misses nothing.
  */
 export async function registerSseRoutes(app: HttpServer, options: SseOptions): Promise<SseStreams> {
-  const streams = new Set<ServerResponse>();
+  const streams = new Map<ServerResponse, OpenStream>();
   const heartbeat = setInterval(() => {
-    for (const response of streams) write(response, ': heartbeat\n\n', options);
+    for (const [response, open] of streams)
+      write(response, `${takeSkippedFrame(open)}: heartbeat\n\n`, options);
   }, options.heartbeatMs);
   heartbeat.unref();
   // preClose: the server already refuses new requests, so no stream starts after these end.
   app.addHook('preClose', async () => {
     clearInterval(heartbeat);
-    for (const response of streams) endWithRetry(response, options);
+    for (const [response, open] of streams) {
+      write(response, takeSkippedFrame(open), options);
+      endWithRetry(response, options);
+    }
     streams.clear();
   });
 
@@ -140,18 +149,28 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     const { from, wanted, reset } = start;
     const clientId = randomUUID();
     const connected: ConnectedMessage = { clientId, timestamp: new Date().toISOString() };
-    write(response, `event: ${SseEvents.connected}\ndata: ${JSON.stringify(connected)}\n\n`, options);
+    // With the id the stream starts from, a client that drops before its first notification resumes there.
+    write(
+      response,
+      `id: ${from}\nevent: ${SseEvents.connected}\ndata: ${JSON.stringify(connected)}\n\n`,
+      options,
+    );
     if (reset)
       write(
         response,
         `id: ${from}\nevent: ${SseEvents.reset}\ndata: ${JSON.stringify({ reason: reset.reason, oldestId: reset.oldestId ?? null })}\n\n`,
         options,
       );
-    streams.add(response);
+    const open: OpenStream = { skippedThrough: undefined };
+    streams.set(response, open);
     const { caughtUp, unsubscribe } = options.fanOut.resume(
       from,
       async (entry) => {
-        if (wanted && !wanted.has(entry.type)) return;
+        if (wanted && !wanted.has(entry.type)) {
+          open.skippedThrough = entry.id;
+          return;
+        }
+        open.skippedThrough = undefined;
         const backlogged = !write(response, frameOf(entry), options);
         // While replaying, wait for the client instead of piling the backlog up in memory.
         if (backlogged && !response.destroyed) await drained(response);
@@ -224,6 +243,18 @@ function openEventStream(reply: FastifyReply): ServerResponse {
 function endWithRetry(response: ServerResponse, options: SseOptions): void {
   write(response, `retry: ${reconnectDelayMs()}\n\n`, options);
   response.end();
+}
+
+/**
+ * Moves the client's Last-Event-ID past the entries its filter skipped, so a resume neither reads them again nor
+ * gets a `reset` over them once they leave the log. Once per heartbeat, not per entry. An event nobody listens to,
+ * not a bare `id:` line: the `eventsource` package ignores a block without data (browsers follow the spec).
+ */
+function takeSkippedFrame(open: OpenStream): string {
+  const id = open.skippedThrough;
+  if (id === undefined) return '';
+  open.skippedThrough = undefined;
+  return `id: ${id}\nevent: ${SseEvents.skipped}\ndata:\n\n`;
 }
 
 /**

@@ -69,7 +69,7 @@
     $('events').prepend(item);
   }
 
-  // The id of the last event shown: Connect after Disconnect resumes there (an EventSource sends it only when it
+  // The id of the last event received (`connected` carries one too): Connect after Disconnect resumes there (an EventSource sends it only when it
   // reconnects by itself).
   let lastEventId = '';
 
@@ -79,6 +79,7 @@
     if (lastEventId) query.set('lastEventId', lastEventId);
     source = new EventSource(`/api/notifications/stream${query.toString() ? `?${query}` : ''}`);
     source.addEventListener('connected', (event) => {
+      lastEventId = event.lastEventId;
       $('client-id').textContent = JSON.parse(event.data).clientId;
       setStatus(true, 'connected');
     });

@@ -272,8 +272,8 @@ export class Connection {
     const transport = this.transport!;
     transport.send(out, this.protocol);
     this.lastSentAt = this.host.now();
-    if (transport.bufferedBytes() > this.host.limits.maxBufferedBytes && !this.closing) {
-      // Past this point the client is not reading; dropping it protects memory and everyone else.
+    if (transport.lagBytes() > this.host.limits.maxBufferedBytes && !this.closing) {
+      // Messages pile up behind what the client has not taken: dropping it protects memory and everyone else.
       this.close('The client did not keep up with its messages.');
     }
   }
@@ -554,6 +554,8 @@ export class Connection {
         const next = await stream.iterator.next();
         if (next.done || stream.cancelled) break;
         this.send(OutgoingMessage.of({ type: MessageType.StreamItem, invocationId, item: next.value }));
+        // As ASP.NET awaits each flush: a client that reads slowly slows its stream down, and is not closed.
+        await this.transport?.drained();
       }
       this.complete({ type: MessageType.Completion, invocationId });
     } catch (error) {

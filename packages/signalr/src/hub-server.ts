@@ -45,7 +45,10 @@ export interface HubServerOptions {
   readonly longPollTimeoutMs?: number;
   /** Largest inbound hub message. Default 32 KiB. */
   readonly maxMessageSize?: number;
-  /** Outbound bytes queued per connection before it is closed as too slow. Default 1 MiB. */
+  /**
+   * Outbound bytes that may pile up behind what a client has not taken yet before it is closed as too slow
+   * (a single large message or burst does not count). Default 1 MiB.
+   */
   readonly maxBufferedBytes?: number;
   /** Offer stateful reconnect to clients that ask for it. Default true. */
   readonly allowStatefulReconnect?: boolean;

@@ -1,6 +1,94 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { eventually, RawClient, startHub } from './helpers.ts';
+import { HttpTransportType, HubConnectionState } from '@microsoft/signalr';
+import { defineHub } from '../src/index.ts';
+import { buildClient, delay, eventually, RawClient, startHub } from './helpers.ts';
+
+const MiB = 1024 * 1024;
+
+for (const transport of [
+  HttpTransportType.WebSockets,
+  HttpTransportType.ServerSentEvents,
+  HttpTransportType.LongPolling,
+]) {
+  test(`a client that reads (${HttpTransportType[transport]}) gets a 2 MiB result, a burst and a long stream, and stays connected`, async () => {
+    const running = await startHub({ maxBufferedBytes: MiB });
+    const client = buildClient(running.url, { transport });
+    let notified = 0;
+    client.on('item', () => notified++);
+    await client.start();
+    try {
+      assert.equal(((await client.invoke('Repeat', 'x', 2 * MiB)) as string).length, 2 * MiB);
+      // 6,000 notifications of 250 bytes, produced in one event-loop turn: 1.5 MiB before the socket sees any.
+      assert.equal(await client.invoke('Burst', 6_000, 200), 6_000);
+      await eventually(() => notified === 6_000);
+      let streamed = 0;
+      await new Promise<void>((resolve, reject) => {
+        client
+          .stream('Payloads', 6_000, 200)
+          .subscribe({ next: () => streamed++, complete: resolve, error: reject });
+      });
+      assert.equal(streamed, 6_000);
+      await delay(100);
+      assert.equal(client.state, HubConnectionState.Connected);
+    } finally {
+      await client.stop();
+      await running.close();
+    }
+  });
+}
+
+test('a large message the client is still reading does not count against it: only what piles up behind it does', async () => {
+  const running = await startHub({ maxBufferedBytes: 256 * 1024 });
+  const client = await RawClient.handshaken(running.url);
+  try {
+    await eventually(() => running.hub.stats().connections === 1);
+    client.ws.pause(); // a slow network: the big message takes a while to arrive
+    await running.hub.clients.all.send('big', 'x'.repeat(16 * MiB));
+    for (let i = 0; i < 20; i++) {
+      await delay(5);
+      await running.hub.clients.all.send('small', i);
+    }
+    client.ws.resume();
+    await eventually(() => client.records.filter((r) => r.target === 'small').length === 20, 10_000);
+    assert.equal(client.records.filter((r) => r.target === 'big').length, 1);
+    assert.equal(running.hub.stats().connections, 1);
+  } finally {
+    client.close();
+    await running.close();
+  }
+});
+
+test('a server stream to a client that stops reading waits for it (bounded), instead of closing it', async () => {
+  let produced = 0;
+  const total = 2_000;
+  const running = await startHub({
+    maxBufferedBytes: 256 * 1024,
+    hub: defineHub({
+      methods: {},
+      streams: {
+        Chunks: async function* () {
+          const text = 'y'.repeat(16 * 1024);
+          for (; produced < total; produced++) yield text;
+        },
+      },
+    }),
+  });
+  const client = await RawClient.handshaken(running.url);
+  try {
+    client.ws.pause();
+    client.send({ type: 4, invocationId: 'chunks', target: 'Chunks', arguments: [] });
+    await delay(500);
+    assert.ok(produced < total / 2, `the stream waits for the socket (${produced} of ${total} produced)`);
+    assert.equal(running.hub.stats().connections, 1);
+    client.ws.resume();
+    await client.next((r) => r.type === 3 && r.invocationId === 'chunks', 20_000);
+    assert.equal(client.records.filter((r) => r.type === 2).length, total);
+  } finally {
+    client.close();
+    await running.close();
+  }
+});
 
 test('a client that stops reading is closed once its outgoing buffer is full; the others get everything', async () => {
   const running = await startHub({ maxBufferedBytes: 256 * 1024 });

@@ -47,6 +47,13 @@ export const testHub = defineHub({
       for await (const n of numbers) total += n;
       return total;
     },
+    Repeat: (_context, text: string, count: number) => text.repeat(count),
+    /** `count` notifications to the caller, all within one event-loop turn. */
+    Burst: async (context, count: number, size: number) => {
+      const text = 'y'.repeat(size);
+      for (let i = 0; i < count; i++) await context.clients.caller.send('item', i, text);
+      return count;
+    },
     /** Starts reading its upload only after a while, as a method busy with something else would. */
     SumLater: async (_context, numbers: AsyncIterable<number>) => {
       await delay(100);
@@ -62,6 +69,10 @@ export const testHub = defineHub({
     },
     Counter: async function* (_context, count: number) {
       for (let i = 0; i < count; i++) yield i;
+    },
+    Payloads: async function* (_context, count: number, size: number) {
+      const text = 'y'.repeat(size);
+      for (let i = 0; i < count; i++) yield { i, text };
     },
     WithUndefined: async function* () {
       yield 1;

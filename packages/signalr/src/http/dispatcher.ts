@@ -188,7 +188,7 @@ export class HttpDispatcher {
     let transport = connection.transport;
     if (connection.transportKind === undefined) {
       if (connection.state === 'closed') throw new HttpFailure(404, 'No such connection.');
-      transport = new LongPollingTransport(this.hub.longPollTimeoutMs);
+      transport = new LongPollingTransport(this.hub.longPollTimeoutMs, this.hub.batcher);
       connection.attach(transport);
     } else if (connection.transportKind !== 'LongPolling') {
       throw cannotChangeTransports();

@@ -1,9 +1,11 @@
 import type { ServerResponse } from 'node:http';
 import type { OutgoingMessage } from '../outgoing-message.ts';
 import type { HubProtocol, TransferFormat } from '../protocol/hub-protocol.ts';
-import type { Transport } from './transport.ts';
+import { SendLag, type Transport, type WriteBatcher } from './transport.ts';
 
 const FORMATS: readonly TransferFormat[] = ['Text', 'Binary'];
+/** Pending bytes past which a server stream waits for a poll to take them. */
+const POLL_WORTH = 64 * 1024;
 const NO_CACHE = { 'Cache-Control': 'no-cache, no-store', Pragma: 'no-cache', Expires: '0' };
 
 /**
@@ -18,9 +20,15 @@ export class LongPollingTransport implements Transport {
   private held: { readonly res: ServerResponse; readonly timer: NodeJS.Timeout } | undefined;
   private polled = false;
   private ended = false;
-  private flushScheduled = false;
+  private batching = false;
+  private readonly lag = new SendLag();
+  /** Resolved when a poll takes what is pending, or at the end. */
+  private taken: { readonly promise: Promise<void>; readonly resolve: () => void } | undefined;
 
-  constructor(private readonly pollTimeoutMs: number) {}
+  constructor(
+    private readonly pollTimeoutMs: number,
+    private readonly batcher: WriteBatcher,
+  ) {}
 
   /** Serves a GET; returns true when this poll was the final one (204), so the connection can be forgotten. */
   poll(res: ServerResponse): boolean {
@@ -53,18 +61,32 @@ export class LongPollingTransport implements Transport {
     const bytes = out.bytes(protocol);
     this.pending.push(bytes);
     this.pendingBytes += bytes.length;
-    if (this.held && !this.flushScheduled) {
-      // Answer after this turn so everything sent in it shares one response.
-      this.flushScheduled = true;
-      setImmediate(() => {
-        this.flushScheduled = false;
-        if (this.held && this.pendingBytes > 0) this.answer(200);
-      });
+    this.lag.written(bytes.length);
+    if (!this.batching) {
+      this.batching = true;
+      this.batcher.add(this);
     }
   }
 
-  bufferedBytes(): number {
-    return this.pendingBytes;
+  /** After the turn, so that everything sent in it shares one response. */
+  flush(): void {
+    this.batching = false;
+    this.lag.flushed(this.pendingBytes);
+    if (this.held && this.pendingBytes > 0) this.answer(200);
+  }
+
+  lagBytes(): number {
+    return this.lag.bytes(this.pendingBytes);
+  }
+
+  drained(): Promise<void> | undefined {
+    if (this.pendingBytes < POLL_WORTH || this.ended) return undefined;
+    if (!this.taken) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((done) => (resolve = done));
+      this.taken = { promise, resolve };
+    }
+    return this.taken.promise;
   }
 
   isActive(): boolean {
@@ -75,6 +97,7 @@ export class LongPollingTransport implements Transport {
   end(): void {
     if (this.ended) return;
     this.ended = true;
+    this.releaseTaken();
     if (this.held) this.answer(this.pendingBytes > 0 ? 200 : 204);
   }
 
@@ -83,6 +106,7 @@ export class LongPollingTransport implements Transport {
     this.ended = true;
     this.pending = [];
     this.pendingBytes = 0;
+    this.releaseTaken();
     if (this.held) this.answer(204);
   }
 
@@ -95,11 +119,17 @@ export class LongPollingTransport implements Transport {
     else respond(held.res, status);
   }
 
+  private releaseTaken(): void {
+    this.taken?.resolve();
+    this.taken = undefined;
+  }
+
   private respondWithPending(res: ServerResponse): void {
     const body =
       this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
     this.pending = [];
     this.pendingBytes = 0;
+    this.releaseTaken();
     res.writeHead(200, {
       ...NO_CACHE,
       'Content-Type': 'application/octet-stream',

@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { Connection } from '../connection.ts';
 import type { OutgoingMessage } from '../outgoing-message.ts';
 import type { HubProtocol, TransferFormat } from '../protocol/hub-protocol.ts';
-import type { Transport, WriteBatcher } from './transport.ts';
+import { drainOf, SendLag, type Transport, type WriteBatcher } from './transport.ts';
 
 const FORMATS: readonly TransferFormat[] = ['Text'];
 
@@ -11,7 +11,8 @@ export class ServerSentEventsTransport implements Transport {
   readonly kind = 'ServerSentEvents';
   readonly formats = FORMATS;
   private open = true;
-  private corked = false;
+  private batching = false;
+  private readonly lag = new SendLag();
 
   constructor(
     private readonly res: ServerResponse,
@@ -34,24 +35,29 @@ export class ServerSentEventsTransport implements Transport {
 
   send(out: OutgoingMessage, protocol: HubProtocol | undefined): void {
     if (!this.open) return;
-    if (!this.corked) {
-      this.corked = true;
+    const event = out.sseEvent(protocol);
+    if (!this.batching) {
+      this.batching = true;
+      this.res.cork();
       this.batcher.add(this);
     }
-    this.res.write(out.sseEvent(protocol));
+    const before = this.res.writableLength;
+    this.res.write(event);
+    this.lag.written(this.res.writableLength - before); // chunked encoding adds its framing
   }
 
-  cork(): void {
-    this.res.cork();
-  }
-
-  uncork(): void {
-    this.corked = false;
+  flush(): void {
+    this.batching = false;
+    this.lag.flushed(this.res.writableLength);
     this.res.uncork();
   }
 
-  bufferedBytes(): number {
-    return this.res.writableLength;
+  lagBytes(): number {
+    return this.lag.bytes(this.res.writableLength);
+  }
+
+  drained(): Promise<void> | undefined {
+    return drainOf(this.res);
   }
 
   isActive(): boolean {

@@ -11,30 +11,87 @@ export interface Transport {
   readonly formats: readonly TransferFormat[];
   /** Queues whole records; `protocol` is undefined before the handshake (replies are then text). */
   send(out: OutgoingMessage, protocol: HubProtocol | undefined): void;
-  /** Bytes accepted but not yet handed to the kernel; bounded by `maxBufferedBytes`. */
-  bufferedBytes(): number;
+  /** How far the client lags behind (see SendLag); past `maxBufferedBytes` it is closed as too slow. */
+  lagBytes(): number;
+  /** While the client has not taken what was sent, a promise for when it has (a stream waits on it). */
+  drained(): Promise<void> | undefined;
   /** True while the client is attached: socket open, event stream open, or a poll held. */
   isActive(): boolean;
   /** Ends after queued bytes are out: WS close (1000, or 1011 when `failed`), SSE end, or LP final flush then 204. */
   end(failed?: boolean): void;
 }
 
-/** Longest stretch spent uncorking before yielding to the event loop. */
+/**
+ * How far a client lags behind, for the slow-client limit: bytes its transport has not handed over, not
+ * counting the batch of this event-loop turn, nor the batch flushed when the client had last caught up. A
+ * single large message or burst therefore never counts against a client that keeps reading, while what
+ * piles up behind it does; a client that stops reading is cut off with at most the limit plus one batch
+ * of memory on top of what was in flight.
+ */
+export class SendLag {
+  private batchBytes = 0;
+  private leadBytes = 0;
+
+  written(bytes: number): void {
+    this.batchBytes += bytes;
+  }
+
+  /** As a batch is flushed; `unsent` is what the transport holds, that batch included. */
+  flushed(unsent: number): void {
+    if (unsent <= this.batchBytes) this.leadBytes = this.batchBytes;
+    this.batchBytes = 0;
+  }
+
+  bytes(unsent: number): number {
+    return Math.max(0, unsent - this.batchBytes - this.leadBytes);
+  }
+}
+
+/** A socket or HTTP response, as far as waiting for it to drain goes. */
+interface Drainable {
+  readonly writableNeedDrain: boolean;
+  on(event: 'drain' | 'close', listener: () => void): unknown;
+  off(event: 'drain' | 'close', listener: () => void): unknown;
+}
+
+const draining = new WeakMap<Drainable, Promise<void>>();
+
+/** Once `stream` has handed all it held to the kernel (or is gone); undefined when nothing is held back. */
+export function drainOf(stream: Drainable): Promise<void> | undefined {
+  if (!stream.writableNeedDrain) return undefined;
+  let drained = draining.get(stream);
+  if (!drained) {
+    drained = new Promise((resolve) => {
+      const done = (): void => {
+        stream.off('drain', done);
+        stream.off('close', done);
+        draining.delete(stream);
+        resolve();
+      };
+      stream.on('drain', done);
+      stream.on('close', done);
+    });
+    draining.set(stream, drained);
+  }
+  return drained;
+}
+
+/** Longest stretch spent flushing before yielding to the event loop. */
 const FLUSH_SLICE_MS = 4;
 
 /**
- * Writes made during one event-loop turn go out together: each stream is corked once and uncorked on
- * setImmediate. A flush that takes longer than a slice yields, so under load the streams still waiting
- * collect the next messages too and send them in one write: fewer syscalls exactly when they cost most.
+ * Writes made during one event-loop turn go out together: a transport starts a batch (corks its socket) at
+ * its first write and is flushed on setImmediate. A flush that takes longer than a slice yields, so under
+ * load the transports still waiting collect the next messages too and send them in one write: fewer
+ * syscalls exactly when they cost most.
  */
 export class WriteBatcher {
-  private pending: { uncork(): void }[] = [];
+  private pending: { flush(): void }[] = [];
   private next = 0;
   private scheduled = false;
 
-  add(stream: { cork(): void; uncork(): void }): void {
-    stream.cork();
-    this.pending.push(stream);
+  add(transport: { flush(): void }): void {
+    this.pending.push(transport);
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.flush);
@@ -43,13 +100,13 @@ export class WriteBatcher {
 
   private readonly flush = (): void => {
     const deadline = performance.now() + FLUSH_SLICE_MS;
-    const streams = this.pending;
+    const transports = this.pending;
     let index = this.next;
-    while (index < streams.length) {
-      streams[index++]!.uncork();
+    while (index < transports.length) {
+      transports[index++]!.flush();
       if ((index & 63) === 0 && performance.now() > deadline) break;
     }
-    if (index < streams.length) {
+    if (index < transports.length) {
       this.next = index;
       setImmediate(this.flush);
       return;

@@ -3,7 +3,7 @@ import type { WebSocket } from 'ws';
 import type { Connection } from '../connection.ts';
 import type { OutgoingMessage } from '../outgoing-message.ts';
 import type { HubProtocol, TransferFormat } from '../protocol/hub-protocol.ts';
-import type { Transport, WriteBatcher } from './transport.ts';
+import { drainOf, SendLag, type Transport, type WriteBatcher } from './transport.ts';
 
 const FORMATS: readonly TransferFormat[] = ['Text', 'Binary'];
 
@@ -15,7 +15,8 @@ export class WebSocketTransport implements Transport {
   readonly kind = 'WebSockets';
   readonly formats = FORMATS;
   private open = true;
-  private corked = false;
+  private batching = false;
+  private readonly lag = new SendLag();
 
   constructor(
     private readonly ws: WebSocket,
@@ -42,24 +43,28 @@ export class WebSocketTransport implements Transport {
 
   send(out: OutgoingMessage, protocol: HubProtocol | undefined): void {
     if (!this.open || this.socket.destroyed) return;
-    if (!this.corked) {
-      this.corked = true;
+    const frame = out.webSocketFrame(protocol);
+    if (!this.batching) {
+      this.batching = true;
+      this.socket.cork();
       this.batcher.add(this);
     }
-    this.socket.write(out.webSocketFrame(protocol));
+    this.lag.written(frame.length);
+    this.socket.write(frame);
   }
 
-  cork(): void {
-    this.socket.cork();
-  }
-
-  uncork(): void {
-    this.corked = false;
+  flush(): void {
+    this.batching = false;
+    this.lag.flushed(this.socket.writableLength);
     this.socket.uncork();
   }
 
-  bufferedBytes(): number {
-    return this.socket.writableLength;
+  lagBytes(): number {
+    return this.lag.bytes(this.socket.writableLength);
+  }
+
+  drained(): Promise<void> | undefined {
+    return drainOf(this.socket);
   }
 
   isActive(): boolean {

@@ -3,6 +3,7 @@ import {
   laterLogId,
   type ReplayLog,
   type ReplayLogEntry,
+  type ReplayLogRetention,
   type ReplayLogTail,
 } from '../../application/ports/replay-log.ts';
 
@@ -14,6 +15,16 @@ export interface ResumeLimits {
 }
 
 const DEFAULT_PAGE_SIZE = 500;
+
+/** Who resumes: an SSE stream. */
+export interface ResumingReader {
+  deliver(entry: ReplayLogEntry): void | Promise<void>;
+  /**
+   * The log dropped entries after the reader's last id before they could be read: it missed them and should reload.
+   * Entries after `resumeFrom` (live ones) follow.
+   */
+  fellBehind(resumeFrom: string, retention: ReplayLogRetention): void | Promise<void>;
+}
 
 export type EntryListener = (entry: ReplayLogEntry) => void;
 
@@ -77,17 +88,19 @@ export class LogFanOut {
    * and in order. Live entries arriving during the catch-up wait in a queue and are filtered by id; when that
    * queue passes `maxQueuedBytes` (a reader slower than the writers), the listener is dropped and `onOverflow`
    * called, once: the reader should resume later from its last id, out of the log instead of out of memory.
+   * When the log trims entries the reader has not read yet, it is told it `fellBehind` instead of missing them.
    */
   resume(
     afterId: string,
-    deliver: (entry: ReplayLogEntry) => void | Promise<void>,
+    reader: ResumingReader,
     limits: ResumeLimits,
   ): { readonly caughtUp: Promise<void>; readonly unsubscribe: () => void } {
     // Subscribed (in the constructor) before reading: whatever is appended meanwhile is either read or queued.
-    const resumption = new Resumption(afterId, deliver, limits, (listener) =>
-      this.subscribe('sse', listener),
-    );
-    return { caughtUp: resumption.catchUp(this.#log), unsubscribe: resumption.unsubscribe };
+    const resumption = new Resumption(afterId, reader, limits, (listener) => this.subscribe('sse', listener));
+    return {
+      caughtUp: resumption.catchUp(this.#log, this),
+      unsubscribe: resumption.unsubscribe.bind(resumption),
+    };
   }
 
   async stop(): Promise<void> {
@@ -105,21 +118,26 @@ class Resumption {
   #cursor: string;
   #pending: ReplayLogEntry[] | undefined = [];
   #queuedBytes = 0;
-  #overflowed = false;
-  readonly #deliver: (entry: ReplayLogEntry) => void | Promise<void>;
+  /** The reader overflowed: nothing more is read or sent. */
+  #stopped = false;
+  readonly #reader: ResumingReader;
   readonly #limits: ResumeLimits;
-  readonly unsubscribe: () => void;
+  readonly #unsubscribeLive: () => void;
 
   constructor(
     afterId: string,
-    deliver: (entry: ReplayLogEntry) => void | Promise<void>,
+    reader: ResumingReader,
     limits: ResumeLimits,
     subscribe: (listener: EntryListener) => () => void,
   ) {
     this.#cursor = afterId;
-    this.#deliver = deliver;
+    this.#reader = reader;
     this.#limits = limits;
-    this.unsubscribe = subscribe((entry) => this.receive(entry));
+    this.#unsubscribeLive = subscribe((entry) => this.receive(entry));
+  }
+
+  unsubscribe(): void {
+    this.#unsubscribeLive();
   }
 
   /** A live entry: sent once caught up, queued before. */
@@ -131,21 +149,30 @@ class Resumption {
     this.#queuedBytes += entry.data.length;
     this.#pending.push(entry);
     if (this.#queuedBytes > this.#limits.maxQueuedBytes) {
-      this.#overflowed = true;
       this.#pending = undefined;
+      this.#stopped = true;
       this.unsubscribe();
       this.#limits.onOverflow(this.#queuedBytes);
     }
   }
 
-  async catchUp(log: ReplayLog): Promise<void> {
+  async catchUp(log: ReplayLog, live: { readonly position: string }): Promise<void> {
     const pageSize = this.#limits.pageSize ?? DEFAULT_PAGE_SIZE;
-    while (!this.#overflowed) {
+    while (!this.#stopped) {
       const page = await log.readAfter(this.#cursor, pageSize);
-      for (const entry of page) if (!this.#overflowed) await this.#send(entry);
+      // Checked after the read: a cursor not older than what is trimmed now was not trimmed before the read either,
+      // so the page follows it without a gap.
+      const retention = await log.retention();
+      if (this.#stopped) return;
+      if (compareLogIds(this.#cursor, retention.trimmedThrough) < 0) {
+        this.#cursor = laterLogId(live.position, retention.trimmedThrough);
+        await this.#reader.fellBehind(this.#cursor, retention);
+        continue;
+      }
+      for (const entry of page) if (!this.#stopped) await this.#send(entry);
       if (page.length < pageSize) break;
     }
-    if (this.#overflowed) return;
+    if (this.#stopped) return;
     const queued = this.#pending ?? [];
     this.#pending = undefined;
     for (const entry of queued) void this.#send(entry);
@@ -155,6 +182,6 @@ class Resumption {
   #send(entry: ReplayLogEntry): void | Promise<void> {
     if (compareLogIds(entry.id, this.#cursor) <= 0) return;
     this.#cursor = entry.id;
-    return this.#deliver(entry);
+    return this.#reader.deliver(entry);
   }
 }

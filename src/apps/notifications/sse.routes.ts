@@ -41,6 +41,8 @@ interface Reset {
   readonly oldestId: string | undefined;
 }
 
+const OLDER_THAN_RETENTION = 'Last-Event-ID is older than the replay window';
+
 /** An open stream; `skippedThrough`: the newest entry its `?types=` filter skipped since an id was last sent. */
 interface OpenStream {
   skippedThrough: string | undefined;
@@ -120,7 +122,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       // that was lost (a restart without persistence) is no client's fault.
       const reason =
         compareLogIds(from, retention.trimmedThrough) < 0
-          ? 'Last-Event-ID is older than the replay window'
+          ? OLDER_THAN_RETENTION
           : compareLogIds(from, laterLogId(retention.lastId, retention.trimmedThrough)) > 0
             ? 'Last-Event-ID is not in the replay log'
             : undefined;
@@ -155,25 +157,29 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       `id: ${from}\nevent: ${SseEvents.connected}\ndata: ${JSON.stringify(connected)}\n\n`,
       options,
     );
-    if (reset)
-      write(
-        response,
-        `id: ${from}\nevent: ${SseEvents.reset}\ndata: ${JSON.stringify({ reason: reset.reason, oldestId: reset.oldestId ?? null })}\n\n`,
-        options,
-      );
+    if (reset) write(response, resetFrame(from, reset), options);
     const open: OpenStream = { skippedThrough: undefined };
     streams.set(response, open);
     const { caughtUp, unsubscribe } = options.fanOut.resume(
       from,
-      async (entry) => {
-        if (wanted && !wanted.has(entry.type)) {
-          open.skippedThrough = entry.id;
-          return;
-        }
-        open.skippedThrough = undefined;
-        const backlogged = !write(response, frameOf(entry), options);
-        // While replaying, wait for the client instead of piling the backlog up in memory.
-        if (backlogged && !response.destroyed) await drained(response);
+      {
+        async deliver(entry) {
+          if (wanted && !wanted.has(entry.type)) {
+            open.skippedThrough = entry.id;
+            return;
+          }
+          open.skippedThrough = undefined;
+          const backlogged = !write(response, frameOf(entry), options);
+          // While replaying, wait for the client instead of piling the backlog up in memory.
+          if (backlogged && !response.destroyed) await drained(response);
+        },
+        fellBehind(resumeFrom, retention) {
+          write(
+            response,
+            resetFrame(resumeFrom, { reason: OLDER_THAN_RETENTION, oldestId: retention.firstId }),
+            options,
+          );
+        },
       },
       {
         maxQueuedBytes: options.maxBufferedBytes,
@@ -243,6 +249,10 @@ function openEventStream(reply: FastifyReply): ServerResponse {
 function endWithRetry(response: ServerResponse, options: SseOptions): void {
   write(response, `retry: ${reconnectDelayMs()}\n\n`, options);
   response.end();
+}
+
+function resetFrame(resumeFrom: string, reset: Reset): string {
+  return `id: ${resumeFrom}\nevent: ${SseEvents.reset}\ndata: ${JSON.stringify({ reason: reset.reason, oldestId: reset.oldestId ?? null })}\n\n`;
 }
 
 /**

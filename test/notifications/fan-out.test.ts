@@ -1,0 +1,74 @@
+// LogFanOut's catch-up over the memory ring: never a silent gap.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { LogFanOut, type ResumingReader } from '../../src/apps/notifications/fan-out.ts';
+import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
+
+const WRITER = 'writer';
+const LIMITS = { maxQueuedBytes: 1024 * 1024, onOverflow: () => assert.fail('no overflow expected') };
+
+async function filledRing(maxEntries: number, count: number) {
+  const log = new MemoryRingReplayLog({ maxEntries });
+  await log.claimWriter(WRITER, 60_000);
+  let appended = 0;
+  const append = async (more: number) => {
+    for (const end = appended + more; appended < end; appended++)
+      await log.append(
+        { messageId: `m${appended}`, type: 'StudentCreated', subject: 's', data: `${appended}` },
+        WRITER,
+      );
+  };
+  await append(count);
+  const fanOut = new LogFanOut(log);
+  await fanOut.start();
+  return { log, fanOut, append };
+}
+
+/** Records what it is given; `fellBehind` as a marker between entries. */
+function recordingReader(onDeliver: (delivered: number) => void | Promise<void> = () => undefined) {
+  const got: (number | 'fellBehind')[] = [];
+  const reader: ResumingReader = {
+    async deliver(entry) {
+      got.push(Number(entry.data));
+      await onDeliver(got.length);
+    },
+    fellBehind() {
+      got.push('fellBehind');
+    },
+  };
+  return { got, reader };
+}
+
+test('a reader the log trims past while it catches up is told it fell behind, then gets live entries: never a silent gap', async () => {
+  const { log, fanOut, append } = await filledRing(1_000, 1_000);
+  let release = () => {};
+  const stalled = new Promise<void>((resolve) => (release = resolve));
+  // A slow client: its socket stops draining in the middle of the first page.
+  const { got, reader } = recordingReader((delivered) => (delivered === 400 ? stalled : undefined));
+  const { caughtUp } = fanOut.resume((await log.retention()).firstId!, reader, LIMITS);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  await append(700);
+  release();
+  await caughtUp;
+  await append(1);
+  const reset = got.indexOf('fellBehind');
+  assert.ok(reset > 0, 'told it fell behind');
+  const before = got.slice(0, reset) as number[];
+  assert.deepEqual(
+    before,
+    Array.from({ length: before.length }, (_, n) => n + 1),
+    'no gap before it',
+  );
+  assert.deepEqual(got.slice(reset + 1), [1_700], 'after it, the live entries');
+  await fanOut.stop();
+});
+
+test('a reader whose id is trimmed before the first read is told it fell behind', async () => {
+  const { log, fanOut, append } = await filledRing(10, 10);
+  const { firstId } = await log.retention();
+  await append(5);
+  const { got, reader } = recordingReader();
+  await fanOut.resume(firstId!, reader, LIMITS).caughtUp;
+  assert.deepEqual(got, ['fellBehind']);
+  await fanOut.stop();
+});

@@ -1,14 +1,25 @@
-// LogFanOut's catch-up over the memory ring: never a silent gap.
+// LogFanOut's catch-up over the memory ring: never a silent gap, and no reading for a reader that left.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { ReplayLogEntry } from '../../src/application/ports/replay-log.ts';
 import { LogFanOut, type ResumingReader } from '../../src/apps/notifications/fan-out.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 
 const WRITER = 'writer';
 const LIMITS = { maxQueuedBytes: 1024 * 1024, onOverflow: () => assert.fail('no overflow expected') };
 
+/** A ring that counts its page reads. */
+class CountingRing extends MemoryRingReplayLog {
+  reads = 0;
+
+  override async readAfter(afterId: string, limit: number): Promise<readonly ReplayLogEntry[]> {
+    this.reads++;
+    return super.readAfter(afterId, limit);
+  }
+}
+
 async function filledRing(maxEntries: number, count: number) {
-  const log = new MemoryRingReplayLog({ maxEntries });
+  const log = new CountingRing({ maxEntries });
   await log.claimWriter(WRITER, 60_000);
   let appended = 0;
   const append = async (more: number) => {
@@ -70,5 +81,17 @@ test('a reader whose id is trimmed before the first read is told it fell behind'
   const { got, reader } = recordingReader();
   await fanOut.resume(firstId!, reader, LIMITS).caughtUp;
   assert.deepEqual(got, ['fellBehind']);
+  await fanOut.stop();
+});
+
+test('a reader that leaves in the middle of its catch-up stops the reading of the log', async () => {
+  const { log, fanOut } = await filledRing(5_000, 5_000);
+  let unsubscribe = () => {};
+  const { reader } = recordingReader((delivered) => (delivered === 1 ? unsubscribe() : undefined));
+  const resumption = fanOut.resume('0-0', reader, { ...LIMITS, pageSize: 100 });
+  unsubscribe = resumption.unsubscribe;
+  const readsBefore = log.reads;
+  await resumption.caughtUp;
+  assert.equal(log.reads - readsBefore, 1);
   await fanOut.stop();
 });

@@ -89,6 +89,7 @@ export class LogFanOut {
    * queue passes `maxQueuedBytes` (a reader slower than the writers), the listener is dropped and `onOverflow`
    * called, once: the reader should resume later from its last id, out of the log instead of out of memory.
    * When the log trims entries the reader has not read yet, it is told it `fellBehind` instead of missing them.
+   * `unsubscribe` also ends the catch-up: a reader that left reads no more pages.
    */
   resume(
     afterId: string,
@@ -118,7 +119,7 @@ class Resumption {
   #cursor: string;
   #pending: ReplayLogEntry[] | undefined = [];
   #queuedBytes = 0;
-  /** The reader overflowed: nothing more is read or sent. */
+  /** The reader left or overflowed: nothing more is read or sent. */
   #stopped = false;
   readonly #reader: ResumingReader;
   readonly #limits: ResumeLimits;
@@ -137,6 +138,7 @@ class Resumption {
   }
 
   unsubscribe(): void {
+    this.#stopped = true;
     this.#unsubscribeLive();
   }
 
@@ -150,7 +152,6 @@ class Resumption {
     this.#pending.push(entry);
     if (this.#queuedBytes > this.#limits.maxQueuedBytes) {
       this.#pending = undefined;
-      this.#stopped = true;
       this.unsubscribe();
       this.#limits.onOverflow(this.#queuedBytes);
     }

@@ -72,34 +72,24 @@ export class MemoryRingReplayLog implements ReplayLog {
   }
 
   async readAfter(afterId: string, limit: number): Promise<readonly ReplayLogEntry[]> {
-    const ordered = this.#ordered();
-    // Binary search: ids increase along the ring.
-    let low = 0;
-    let high = ordered.length;
-    while (low < high) {
-      const middle = (low + high) >>> 1;
-      const entry = ordered[middle];
-      if (entry && compareLogIds(entry.id, afterId) <= 0) low = middle + 1;
-      else high = middle;
-    }
-    return ordered.slice(low, low + limit);
+    return this.#entriesAfter(afterId, limit);
   }
 
   tail(afterId: string, onEntries: (entries: readonly ReplayLogEntry[]) => void): ReplayLogTail {
     // Appends are synchronous here, so entries after `afterId` already in the ring are the only catch-up.
-    const backlog = this.#ordered().filter((entry) => compareLogIds(entry.id, afterId) > 0);
+    const backlog = this.#entriesAfter(afterId, this.#ring.length);
     if (backlog.length > 0) onEntries(backlog);
     this.#tails.add(onEntries);
     return { close: async () => void this.#tails.delete(onEntries) };
   }
 
   async retention(): Promise<ReplayLogRetention> {
-    const ordered = this.#ordered();
+    const length = this.#ring.length;
     return {
-      firstId: ordered[0]?.id,
-      lastId: ordered.at(-1)?.id ?? EMPTY_LOG_ID,
+      firstId: this.#at(0)?.id,
+      lastId: this.#at(length - 1)?.id ?? EMPTY_LOG_ID,
       trimmedThrough: this.#trimmedThrough,
-      length: ordered.length,
+      length,
     };
   }
 
@@ -115,10 +105,25 @@ export class MemoryRingReplayLog implements ReplayLog {
     return this.#writer?.id === writerId && this.#writer.until > Date.now();
   }
 
-  #ordered(): ReplayLogEntry[] {
-    return this.#start === 0
-      ? this.#ring
-      : [...this.#ring.slice(this.#start), ...this.#ring.slice(0, this.#start)];
+  /** The `index`th entry, oldest first, read in place: copying the ring per read would block for a large one. */
+  #at(index: number): ReplayLogEntry | undefined {
+    return this.#ring[(this.#start + index) % this.#ring.length];
+  }
+
+  #entriesAfter(afterId: string, limit: number): ReplayLogEntry[] {
+    // Binary search: ids increase along the ring.
+    let low = 0;
+    let high = this.#ring.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      const entry = this.#at(middle);
+      if (entry && compareLogIds(entry.id, afterId) <= 0) low = middle + 1;
+      else high = middle;
+    }
+    const end = Math.min(low + limit, this.#ring.length);
+    const entries: ReplayLogEntry[] = [];
+    for (let index = low; index < end; index++) entries.push(this.#at(index)!);
+    return entries;
   }
 
   #nextId(): string {

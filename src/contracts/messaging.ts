@@ -55,6 +55,11 @@ export interface QueueDeclaration {
   readonly maxDeliveries?: number;
   /** Where rejected and over-limit messages go. */
   readonly deadLetterExchange?: string;
+  /**
+   * One consumer at a time gets the queue's messages; the others stand by, in the order they subscribed, and the
+   * next takes over when it goes. Keeps the queue's order across instances, which competing consumers would not.
+   */
+  readonly singleActiveConsumer?: boolean;
 }
 
 export interface BindingDeclaration {
@@ -84,7 +89,11 @@ export function topicExchange(name: string): ExchangeDeclaration {
 export function consumingQueue(
   name: string,
   binds: { readonly exchange: string; readonly routingKeys: readonly string[] },
-  options: { readonly maxDeliveries?: number; readonly type?: 'quorum' | 'classic' } = {},
+  options: {
+    readonly maxDeliveries?: number;
+    readonly type?: 'quorum' | 'classic';
+    readonly singleActiveConsumer?: boolean;
+  } = {},
 ): Topology {
   const dead = deadLetterNames(name);
   const type = options.type ?? 'quorum';
@@ -98,6 +107,7 @@ export function consumingQueue(
         // Only quorum queues count deliveries.
         maxDeliveries: options.maxDeliveries ?? (type === 'quorum' ? DEFAULT_MAX_DELIVERIES : undefined),
         deadLetterExchange: dead.exchange,
+        ...(options.singleActiveConsumer ? { singleActiveConsumer: true } : {}),
       },
       { name: dead.queue, type, durable: true },
     ],
@@ -123,10 +133,12 @@ export const MESSAGING_TOPOLOGY: Topology = mergeTopologies(
     queues: [],
     bindings: [],
   },
-  consumingQueue(Queues.studentsWorker, {
-    exchange: Exchanges.students,
-    routingKeys: [STUDENT_EVENTS_PATTERN],
-  }),
+  // One worker at a time: competing workers would run one student's events out of order. The others stand by.
+  consumingQueue(
+    Queues.studentsWorker,
+    { exchange: Exchanges.students, routingKeys: [STUDENT_EVENTS_PATTERN] },
+    { singleActiveConsumer: true },
+  ),
   consumingQueue(Queues.notifications, {
     exchange: Exchanges.notifications,
     routingKeys: [STUDENT_EVENTS_PATTERN],

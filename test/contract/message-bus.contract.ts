@@ -412,6 +412,28 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       assert.ok(first.messages.length > 0 && second.messages.length > 0, 'both consumers got work');
     });
 
+    test('a single-active-consumer queue delivers to one consumer at a time; the next takes over when it closes', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name, { singleActiveConsumer: true });
+      const first = await collect(bus, queue, { prefetch: 10 });
+      const second = await collect(bus, queue, { prefetch: 10 });
+      await bus.publish(range(20).map((i) => message(exchange, 'student.created', `m${i}`)));
+      await first.waitFor(20);
+      await sleep(QUIET_MS);
+      assert.deepEqual(
+        first.ids(),
+        range(20).map((i) => `m${i}`),
+      );
+      assert.equal(second.messages.length, 0, 'the other stands by');
+      await first.close();
+      await bus.publish(range(5).map((i) => message(exchange, 'student.created', `n${i}`)));
+      await second.waitFor(5);
+      assert.deepEqual(
+        second.ids(),
+        range(5).map((i) => `n${i}`),
+      );
+    });
+
     test('Subscription.close stops taking messages and waits for in-flight handlers to finish and settle', async () => {
       const { bus, name } = await fixture();
       const { exchange, queue } = await simpleTopology(bus, name);
@@ -501,7 +523,7 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
 async function simpleTopology(
   bus: MessageBus,
   name: (suffix: string) => string,
-  options: { maxDeliveries?: number } = {},
+  options: { maxDeliveries?: number; singleActiveConsumer?: boolean } = {},
 ): Promise<{ exchange: string; queue: string }> {
   const exchange = name('students');
   const queue = name('worker');

@@ -1,6 +1,7 @@
 // End to end on real PostgreSQL and RabbitMQ, webapi and worker as separate processes.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { startRole } from '../support/role-process.ts';
 import { needsPostgres, needsRabbitMq } from '../support/services.ts';
 import { startPipeline, tally, until } from './pipeline-harness.ts';
 
@@ -34,5 +35,49 @@ describe('the event pipeline across processes', servers, () => {
       ids.every((id) => updates.get(id) === 1),
       'every student ends with updates == 1',
     );
+  });
+
+  test('with a second worker running, each student is still notified in the order it was written', async () => {
+    const STUDENTS = 300;
+    // A backlog first: each student's two events side by side in the queue, which competing workers would take
+    // one each and commit in either order.
+    await pipeline.worker.stop();
+    const ids: string[] = [];
+    while (ids.length < STUDENTS) {
+      const created = await fetch(`${pipeline.webapi.url}/api/students`, { method: 'POST' });
+      const { id } = (await created.json()) as { id: string };
+      const updated = await fetch(`${pipeline.webapi.url}/api/students/${id}`, { method: 'PUT' });
+      assert.equal(updated.status, 200);
+      ids.push(id);
+    }
+    const [, second] = await Promise.all([
+      pipeline.restartWorker(),
+      startRole('src/apps/worker/main.ts', pipeline.env),
+    ]);
+    try {
+      const written = new Set(ids);
+      const ofThese = () => pipeline.deliveries.filter((delivery) => written.has(delivery.studentId));
+      await until(
+        () => new Set(ofThese().map((d) => d.messageId)).size >= 4 * STUDENTS,
+        'every notification',
+        120_000,
+      );
+      const order = new Map<string, string[]>();
+      const seen = new Set<string>();
+      for (const { messageId, studentId, eventType } of ofThese()) {
+        if (seen.has(messageId)) continue;
+        seen.add(messageId);
+        order.set(studentId, [...(order.get(studentId) ?? []), eventType]);
+      }
+      const expected = 'StudentCreated,StudentCached,StudentUpdated,StudentCached';
+      const wrong = ids.filter((id) => order.get(id)?.join() !== expected);
+      assert.deepEqual(
+        wrong.slice(0, 3).map((id) => order.get(id)),
+        [],
+        `${wrong.length} of ${STUDENTS} students out of order`,
+      );
+    } finally {
+      await second.stop();
+    }
   });
 });

@@ -79,8 +79,15 @@ class MemoryQueue {
     return entry;
   }
 
-  /** Round-robin over consumers with room under their prefetch, like competing consumers on a broker. */
+  /**
+   * Round-robin over consumers with room under their prefetch, like competing consumers on a broker; on a
+   * single-active-consumer queue, the first subscribed only, until it is gone.
+   */
   pickConsumer(): MemoryConsumer | undefined {
+    if (this.declaration.singleActiveConsumer) {
+      const active = this.consumers[0];
+      return active?.hasRoom() ? active : undefined;
+    }
     const count = this.consumers.length;
     for (let i = 0; i < count; i++) {
       const consumer = this.consumers[(this.nextConsumer + i) % count];
@@ -95,6 +102,8 @@ class MemoryQueue {
 
 class MemoryConsumer {
   inFlight = 0;
+  /** Takes no more messages; it leaves its queue once those in flight are settled. */
+  closing = false;
   readonly pending = new Set<Promise<void>>();
 
   constructor(
@@ -103,7 +112,7 @@ class MemoryConsumer {
   ) {}
 
   hasRoom(): boolean {
-    return this.inFlight < this.prefetch;
+    return !this.closing && this.inFlight < this.prefetch;
   }
 }
 
@@ -202,10 +211,13 @@ export class InProcessMessageBus implements MessageBus {
     let closing: Promise<void> | undefined;
     const close = () => {
       closing ??= (async () => {
+        consumer.closing = true;
+        // Leaving only now keeps a single active consumer's order: its successor starts after its last message.
+        while (consumer.pending.size > 0) await Promise.allSettled([...consumer.pending]);
         const index = queue.consumers.indexOf(consumer);
         if (index >= 0) queue.consumers.splice(index, 1);
-        while (consumer.pending.size > 0) await Promise.allSettled([...consumer.pending]);
         this.subscriptions.delete(close);
+        this.scheduleDrain(queue);
       })();
       return closing;
     };

@@ -290,6 +290,7 @@ function queueParams(queue: QueueDeclaration) {
   const args: Record<string, unknown> = { 'x-queue-type': queue.type };
   // x-delivery-limit counts redeliveries: limit N allows N + 1 deliveries.
   if (queue.maxDeliveries !== undefined) args['x-delivery-limit'] = queue.maxDeliveries - 1;
+  if (queue.singleActiveConsumer) args['x-single-active-consumer'] = true;
   if (queue.deadLetterExchange !== undefined) {
     args['x-dead-letter-exchange'] = queue.deadLetterExchange;
     if (queue.type === 'quorum') {

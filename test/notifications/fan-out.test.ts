@@ -6,7 +6,7 @@ import { LogFanOut, type ResumingReader } from '../../src/apps/notifications/fan
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 
 const WRITER = 'writer';
-const LIMITS = { maxQueuedBytes: 1024 * 1024, onOverflow: () => assert.fail('no overflow expected') };
+const LIMITS = { maxQueuedBytes: 1024 * 1024 };
 
 /** A ring that counts its page reads. */
 class CountingRing extends MemoryRingReplayLog {
@@ -46,6 +46,7 @@ function recordingReader(onDeliver: (delivered: number) => void | Promise<void> 
     fellBehind() {
       got.push('fellBehind');
     },
+    overflowed: () => assert.fail('no overflow expected'),
   };
   return { got, reader };
 }

@@ -7,10 +7,10 @@ import {
   type ReplayLogTail,
 } from '../../application/ports/replay-log.ts';
 
+/** The same for every reader: one object, shared. */
 export interface ResumeLimits {
   /** Bytes of entry data that may wait in memory while a reader catches up. */
   readonly maxQueuedBytes: number;
-  readonly onOverflow: (queuedBytes: number) => void;
   readonly pageSize?: number;
 }
 
@@ -24,6 +24,17 @@ export interface ResumingReader {
    * Entries after `resumeFrom` (live ones) follow.
    */
   fellBehind(resumeFrom: string, retention: ReplayLogRetention): void | Promise<void>;
+  /**
+   * Live entries piled up past `maxQueuedBytes` while it caught up (a reader slower than the writers): it gets
+   * nothing more, and should resume later from its last id, out of the log instead of out of memory.
+   */
+  overflowed(queuedBytes: number): void;
+}
+
+/** A reader's resumption: settled once it caught up; `unsubscribe` when it leaves. */
+export interface Resuming {
+  readonly caughtUp: Promise<void>;
+  unsubscribe(): void;
 }
 
 export type EntryListener = (entry: ReplayLogEntry) => void;
@@ -86,22 +97,12 @@ export class LogFanOut {
   /**
    * An SSE stream's entries after `afterId`: first those already in the log (read page by page), then live ones, each exactly once
    * and in order. Live entries arriving during the catch-up wait in a queue and are filtered by id; when that
-   * queue passes `maxQueuedBytes` (a reader slower than the writers), the listener is dropped and `onOverflow`
-   * called, once: the reader should resume later from its last id, out of the log instead of out of memory.
+   * queue passes `maxQueuedBytes`, the listener is dropped and the reader told it `overflowed`, once.
    * When the log trims entries the reader has not read yet, it is told it `fellBehind` instead of missing them.
    * `unsubscribe` also ends the catch-up: a reader that left reads no more pages.
    */
-  resume(
-    afterId: string,
-    reader: ResumingReader,
-    limits: ResumeLimits,
-  ): { readonly caughtUp: Promise<void>; readonly unsubscribe: () => void } {
-    // Subscribed (in the constructor) before reading: whatever is appended meanwhile is either read or queued.
-    const resumption = new Resumption(afterId, reader, limits, (listener) => this.subscribe('sse', listener));
-    return {
-      caughtUp: resumption.catchUp(this.#log, this),
-      unsubscribe: resumption.unsubscribe.bind(resumption),
-    };
+  resume(afterId: string, reader: ResumingReader, limits: ResumeLimits): Resuming {
+    return new Resumption(afterId, reader, limits, this.#log, this);
   }
 
   async stop(): Promise<void> {
@@ -115,7 +116,8 @@ export class LogFanOut {
  * connection, and under tsx every named closure also carries a 256-byte property dictionary (esbuild's keepNames
  * redefines its `name`).
  */
-class Resumption {
+class Resumption implements Resuming {
+  readonly caughtUp: Promise<void>;
   #cursor: string;
   #pending: ReplayLogEntry[] | undefined = [];
   #queuedBytes = 0;
@@ -129,12 +131,15 @@ class Resumption {
     afterId: string,
     reader: ResumingReader,
     limits: ResumeLimits,
-    subscribe: (listener: EntryListener) => () => void,
+    log: ReplayLog,
+    live: LogFanOut,
   ) {
     this.#cursor = afterId;
     this.#reader = reader;
     this.#limits = limits;
-    this.#unsubscribeLive = subscribe((entry) => this.receive(entry));
+    // Subscribed before reading: whatever is appended meanwhile is either read or queued.
+    this.#unsubscribeLive = live.subscribe('sse', (entry) => this.receive(entry));
+    this.caughtUp = this.#catchUp(log, live);
   }
 
   unsubscribe(): void {
@@ -153,11 +158,11 @@ class Resumption {
     if (this.#queuedBytes > this.#limits.maxQueuedBytes) {
       this.#pending = undefined;
       this.unsubscribe();
-      this.#limits.onOverflow(this.#queuedBytes);
+      this.#reader.overflowed(this.#queuedBytes);
     }
   }
 
-  async catchUp(log: ReplayLog, live: { readonly position: string }): Promise<void> {
+  async #catchUp(log: ReplayLog, live: LogFanOut): Promise<void> {
     const pageSize = this.#limits.pageSize ?? DEFAULT_PAGE_SIZE;
     while (!this.#stopped) {
       const page = await log.readAfter(this.#cursor, pageSize);

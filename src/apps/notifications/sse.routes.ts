@@ -16,7 +16,7 @@ import { requireToken } from '../../infrastructure/http/require-token.ts';
 import type { HttpServer } from '../../infrastructure/http/http-server.ts';
 import { invalidRequest, sendProblem } from '../../infrastructure/http/problem-details.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
-import type { LogFanOut } from './fan-out.ts';
+import type { LogFanOut, ResumeLimits, ResumingReader } from './fan-out.ts';
 
 export interface SseOptions {
   readonly log: ReplayLog;
@@ -43,11 +43,6 @@ interface Reset {
 
 const OLDER_THAN_RETENTION = 'Last-Event-ID is older than the replay window';
 
-/** An open stream; `skippedThrough`: the newest entry its `?types=` filter skipped since an id was last sent. */
-interface OpenStream {
-  skippedThrough: string | undefined;
-}
-
 // CORS, the request id, no content sniffing, HSTS (when a proxy adds TLS) and the resource policy.
 const STREAM_HEADERS =
   /^(?:access-control-|vary$|x-request-id$|x-content-type-options$|strict-transport-security$|cross-origin-resource-policy$)/;
@@ -63,18 +58,18 @@ function reconnectDelayMs(): number {
  * Last-Event-ID and misses nothing.
  */
 export async function registerSseRoutes(app: HttpServer, options: SseOptions): Promise<SseStreams> {
-  const streams = new Map<ServerResponse, OpenStream>();
+  const streams = new Set<EventStream>();
+  const limits: ResumeLimits = { maxQueuedBytes: options.maxBufferedBytes };
   const heartbeat = setInterval(() => {
-    for (const [response, open] of streams)
-      write(response, `${takeSkippedFrame(open)}: heartbeat\n\n`, options);
+    for (const stream of streams) stream.write(`${stream.takeSkippedFrame()}: heartbeat\n\n`);
   }, options.heartbeatMs);
   heartbeat.unref();
   // preClose: the server already refuses new requests, so no stream starts after these end.
   app.addHook('preClose', async () => {
     clearInterval(heartbeat);
-    for (const [response, open] of streams) {
-      write(response, takeSkippedFrame(open), options);
-      endWithRetry(response, options);
+    for (const stream of streams) {
+      stream.write(stream.takeSkippedFrame());
+      endWithRetry(stream.response, options);
     }
     streams.clear();
   });
@@ -133,70 +128,32 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       }
     }
 
-    stream(openEventStream(reply), { from: from ?? options.fanOut.position, reset, wanted });
+    // The stream lives outside the handler: sharing its scope would keep the request and reply alive with it.
+    start(openEventStream(reply), from ?? options.fanOut.position, reset, wanted);
   };
 
-  /**
-   * The stream itself, outside the handler: its closures live as long as the connection, and sharing the handler's
-   * scope would keep the request and reply objects alive with them.
-   */
-  const stream = (
+  const start = (
     response: ServerResponse,
-    start: {
-      readonly from: string;
-      readonly reset: Reset | undefined;
-      readonly wanted: ReadonlySet<string> | undefined;
-    },
+    from: string,
+    reset: Reset | undefined,
+    wanted: ReadonlySet<string> | undefined,
   ) => {
-    const { from, wanted, reset } = start;
-    const clientId = randomUUID();
-    const connected: ConnectedMessage = { clientId, timestamp: new Date().toISOString() };
+    const stream = new EventStream(response, wanted, options);
+    const connected: ConnectedMessage = { clientId: stream.clientId, timestamp: new Date().toISOString() };
     // With the id the stream starts from, a client that drops before its first notification resumes there.
-    write(
-      response,
-      `id: ${from}\nevent: ${SseEvents.connected}\ndata: ${JSON.stringify(connected)}\n\n`,
-      options,
-    );
-    if (reset) write(response, resetFrame(from, reset), options);
-    const open: OpenStream = { skippedThrough: undefined };
-    streams.set(response, open);
-    const { caughtUp, unsubscribe } = options.fanOut.resume(
-      from,
-      {
-        async deliver(entry) {
-          if (wanted && !wanted.has(entry.type)) {
-            open.skippedThrough = entry.id;
-            return;
-          }
-          open.skippedThrough = undefined;
-          const backlogged = !write(response, frameOf(entry), options);
-          // While replaying, wait for the client instead of piling the backlog up in memory.
-          if (backlogged && !response.destroyed) await drained(response);
-        },
-        fellBehind(resumeFrom, retention) {
-          write(
-            response,
-            resetFrame(resumeFrom, { reason: OLDER_THAN_RETENTION, oldestId: retention.firstId }),
-            options,
-          );
-        },
-      },
-      {
-        maxQueuedBytes: options.maxBufferedBytes,
-        // The client reconnects with its Last-Event-ID and catches up from the log, not from this queue. A method,
-        // not an arrow: tsx gives every named arrow a 256-byte property dictionary, per connection here.
-        onOverflow(queued) {
-          options.logger.info({ clientId, queued }, 'SSE client too slow to catch up; closing its stream');
-          response.destroy();
-        },
-      },
-    );
+    stream.write(`id: ${from}\nevent: ${SseEvents.connected}\ndata: ${JSON.stringify(connected)}\n\n`);
+    if (reset) stream.write(resetFrame(from, reset));
+    streams.add(stream);
+    const resuming = options.fanOut.resume(from, stream, limits);
     response.once('close', () => {
-      streams.delete(response);
-      unsubscribe();
+      streams.delete(stream);
+      resuming.unsubscribe();
     });
-    caughtUp.catch((error: unknown) => {
-      options.logger.warn({ err: error, clientId }, 'SSE replay failed; the client is told to retry');
+    resuming.caughtUp.catch((error: unknown) => {
+      options.logger.warn(
+        { err: error, clientId: stream.clientId },
+        'SSE replay failed; the client is told to retry',
+      );
       endWithRetry(response, options);
     });
   };
@@ -256,15 +213,59 @@ function resetFrame(resumeFrom: string, reset: Reset): string {
 }
 
 /**
- * Moves the client's Last-Event-ID past the entries its filter skipped, so a resume neither reads them again nor
- * gets a `reset` over them once they leave the log. Once per heartbeat, not per entry. An event nobody listens to,
- * not a bare `id:` line: the `eventsource` package ignores a block without data (browsers follow the spec).
+ * One open event stream, as the fan-out and the heartbeat reach it. A class, not closures: it lives as long as its
+ * connection, and under tsx every named closure also carries a 256-byte property dictionary (esbuild's keepNames).
  */
-function takeSkippedFrame(open: OpenStream): string {
-  const id = open.skippedThrough;
-  if (id === undefined) return '';
-  open.skippedThrough = undefined;
-  return `id: ${id}\nevent: ${SseEvents.skipped}\ndata:\n\n`;
+class EventStream implements ResumingReader {
+  readonly clientId = randomUUID();
+  /** The newest entry the `?types=` filter skipped since an id was last sent. */
+  #skippedThrough: string | undefined;
+
+  constructor(
+    readonly response: ServerResponse,
+    readonly wanted: ReadonlySet<string> | undefined,
+    readonly options: SseOptions,
+  ) {}
+
+  write(chunk: string | Buffer): boolean {
+    return write(this.response, chunk, this.options);
+  }
+
+  async deliver(entry: ReplayLogEntry): Promise<void> {
+    if (this.wanted && !this.wanted.has(entry.type)) {
+      this.#skippedThrough = entry.id;
+      return;
+    }
+    this.#skippedThrough = undefined;
+    const backlogged = !this.write(frameOf(entry));
+    // While replaying, wait for the client instead of piling the backlog up in memory.
+    if (backlogged && !this.response.destroyed) await drained(this.response);
+  }
+
+  fellBehind(resumeFrom: string, retention: ReplayLogRetention): void {
+    this.write(resetFrame(resumeFrom, { reason: OLDER_THAN_RETENTION, oldestId: retention.firstId }));
+  }
+
+  /** The client reconnects with its Last-Event-ID and catches up from the log, not from memory. */
+  overflowed(queuedBytes: number): void {
+    this.options.logger.info(
+      { clientId: this.clientId, queued: queuedBytes },
+      'SSE client too slow to catch up; closing its stream',
+    );
+    this.response.destroy();
+  }
+
+  /**
+   * Moves the client's Last-Event-ID past the entries its filter skipped, so a resume neither reads them again nor
+   * gets a `reset` over them once they leave the log. Once per heartbeat, not per entry. An event nobody listens
+   * to, not a bare `id:` line: the `eventsource` package ignores a block without data (browsers follow the spec).
+   */
+  takeSkippedFrame(): string {
+    const id = this.#skippedThrough;
+    if (id === undefined) return '';
+    this.#skippedThrough = undefined;
+    return `id: ${id}\nevent: ${SseEvents.skipped}\ndata:\n\n`;
+  }
 }
 
 /**

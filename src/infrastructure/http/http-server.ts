@@ -193,25 +193,21 @@ const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i;
  */
 function refusedUnread(request: FastifyRequest, reply: FastifyReply): boolean {
   const { headers } = request;
+  // Every request passes here: the usual one in a single test, allocating nothing.
+  if (headers.host !== undefined && headers.expect === undefined && headers['content-encoding'] === undefined)
+    return false;
   const http11 = request.raw.httpVersion === '1.1';
-  const refuse = (status: number, code: string, field: string, reason: string) => {
-    void sendProblem(
-      reply.header('connection', 'close'),
-      problem({
-        status,
-        title: httpTitle(status),
-        code,
-        detail: `${field} ${reason}.`,
-        instance: request.url,
-        errors: [{ field, reason }],
-      }),
-    );
-    return true;
-  };
   if (headers.host === undefined && http11)
-    return refuse(400, 'REQUEST.INVALID', 'Host', 'is required in an HTTP/1.1 request');
+    return refuse(request, reply, 400, 'REQUEST.INVALID', 'Host', 'is required in an HTTP/1.1 request');
   if (headers.expect !== undefined && http11 && !CONTINUE_EXPECTATION.test(headers.expect))
-    return refuse(417, 'REQUEST.EXPECTATION_FAILED', 'Expect', 'can only be 100-continue here');
+    return refuse(
+      request,
+      reply,
+      417,
+      'REQUEST.EXPECTATION_FAILED',
+      'Expect',
+      'can only be 100-continue here',
+    );
   const coding = headers['content-encoding']?.trim().toLowerCase();
   const hasBody =
     headers['transfer-encoding'] !== undefined ||
@@ -219,6 +215,8 @@ function refusedUnread(request: FastifyRequest, reply: FastifyReply): boolean {
   if (coding !== undefined && coding !== '' && coding !== 'identity' && hasBody) {
     void reply.header('accept-encoding', 'identity');
     return refuse(
+      request,
+      reply,
       415,
       'REQUEST.CONTENT_ENCODING',
       'Content-Encoding',
@@ -226,6 +224,28 @@ function refusedUnread(request: FastifyRequest, reply: FastifyReply): boolean {
     );
   }
   return false;
+}
+
+function refuse(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  status: number,
+  code: string,
+  field: string,
+  reason: string,
+): true {
+  void sendProblem(
+    reply.header('connection', 'close'),
+    problem({
+      status,
+      title: httpTitle(status),
+      code,
+      detail: `${field} ${reason}.`,
+      instance: request.url,
+      errors: [{ field, reason }],
+    }),
+  );
+  return true;
 }
 
 /**

@@ -62,3 +62,44 @@ test(
     assert.equal(body.instance, '/fast');
   },
 );
+
+test(
+  'closing takes no longer than the work in flight: neither a kept-alive client nor a connection that never sends a request holds it',
+  { timeout: 10_000 },
+  async () => {
+    const app = createHttpServer(silentLogger, {
+      service: 'test',
+      registry: new Registry(),
+      maxHeaderBytes: 16_384,
+    });
+    let started!: () => void;
+    const inFlight = new Promise<void>((resolve) => (started = resolve));
+    app.get('/slow', async () => {
+      started();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return { done: true };
+    });
+    const url = new URL(await app.listen({ host: '127.0.0.1', port: 0 }));
+    // A client that keeps its connection open for the next request, and one that connects and sends nothing.
+    const keptAlive = new Socket();
+    const silent = new Socket();
+    await once(keptAlive.connect(Number(url.port), url.hostname), 'connect');
+    await once(silent.connect(Number(url.port), url.hostname), 'connect');
+    let received = '';
+    keptAlive.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+    const keptAliveClosed = once(keptAlive, 'close');
+    keptAlive.write(`GET /slow HTTP/1.1\r\nHost: ${url.host}\r\n\r\n`);
+    await inFlight;
+    const closing = Date.now();
+    try {
+      await app.close();
+      // Node alone waits for both until their timeouts, a minute and more.
+      assert.ok(Date.now() - closing < 3_000, `closed after ${Date.now() - closing} ms`);
+      assert.match(received, /^HTTP\/1\.1 200 /);
+      await keptAliveClosed;
+    } finally {
+      keptAlive.destroy();
+      silent.destroy();
+    }
+  },
+);

@@ -8,17 +8,23 @@ import { Registry } from 'prom-client';
 import { createHttpServer } from '../../src/infrastructure/http/http-server.ts';
 import { silentLogger } from '../support/logger.ts';
 
+/** A server on our plumbing, and a signal for the moment its slow request is in flight. */
+function closingServer() {
+  const app = createHttpServer(silentLogger, {
+    service: 'test',
+    registry: new Registry(),
+    maxHeaderBytes: 16_384,
+  });
+  let started!: () => void;
+  const inFlight = new Promise<void>((resolve) => (started = resolve));
+  return { app, inFlight, started };
+}
+
 test(
   'a request that arrives while the server closes gets a problem+json 503 with Retry-After; the one in flight completes',
   { timeout: 10_000 },
   async () => {
-    const app = createHttpServer(silentLogger, {
-      service: 'test',
-      registry: new Registry(),
-      maxHeaderBytes: 16_384,
-    });
-    let started!: () => void;
-    const inFlight = new Promise<void>((resolve) => (started = resolve));
+    const { app, inFlight, started } = closingServer();
     let finish!: () => void;
     const released = new Promise<void>((resolve) => (finish = resolve));
     app.get('/slow', async () => {
@@ -67,13 +73,7 @@ test(
   'closing takes no longer than the work in flight: neither a kept-alive client nor a connection that never sends a request holds it',
   { timeout: 10_000 },
   async () => {
-    const app = createHttpServer(silentLogger, {
-      service: 'test',
-      registry: new Registry(),
-      maxHeaderBytes: 16_384,
-    });
-    let started!: () => void;
-    const inFlight = new Promise<void>((resolve) => (started = resolve));
+    const { app, inFlight, started } = closingServer();
     app.get('/slow', async () => {
       started();
       await new Promise((resolve) => setTimeout(resolve, 300));

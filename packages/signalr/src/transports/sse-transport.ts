@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { Connection } from '../connection.ts';
 import type { OutgoingMessage } from '../outgoing-message.ts';
 import type { HubProtocol, TransferFormat } from '../protocol/hub-protocol.ts';
-import { drainOf, SendLag, type Transport, type WriteBatcher } from './transport.ts';
+import { CorkedWrites, type Transport, type WriteBatcher } from './transport.ts';
 
 const FORMATS: readonly TransferFormat[] = ['Text'];
 
@@ -11,14 +11,14 @@ export class ServerSentEventsTransport implements Transport {
   readonly kind = 'ServerSentEvents';
   readonly formats = FORMATS;
   private open = true;
-  private batching = false;
-  private readonly lag = new SendLag();
+  private readonly writes: CorkedWrites;
 
   constructor(
     private readonly res: ServerResponse,
-    private readonly batcher: WriteBatcher,
+    batcher: WriteBatcher,
     connection: Connection,
   ) {
+    this.writes = new CorkedWrites(res, batcher);
     res.writeHead(200, {
       'Content-Type': 'text/event-stream',
       'Cache-Control': 'no-cache',
@@ -35,29 +35,15 @@ export class ServerSentEventsTransport implements Transport {
 
   send(out: OutgoingMessage, protocol: HubProtocol | undefined): void {
     if (!this.open) return;
-    const event = out.sseEvent(protocol);
-    if (!this.batching) {
-      this.batching = true;
-      this.res.cork();
-      this.batcher.add(this);
-    }
-    const before = this.res.writableLength;
-    this.res.write(event);
-    this.lag.written(this.res.writableLength - before); // chunked encoding adds its framing
-  }
-
-  flush(): void {
-    this.batching = false;
-    this.lag.flushed(this.res.writableLength);
-    this.res.uncork();
+    this.writes.write(out.sseEvent(protocol));
   }
 
   lagBytes(): number {
-    return this.lag.bytes(this.res.writableLength);
+    return this.writes.lagBytes();
   }
 
   drained(): Promise<void> | undefined {
-    return drainOf(this.res);
+    return this.writes.drained();
   }
 
   isActive(): boolean {

@@ -54,10 +54,58 @@ interface Drainable {
   off(event: 'drain' | 'close', listener: () => void): unknown;
 }
 
+/** A socket or HTTP response, as far as batched writing goes. */
+interface Corkable extends Drainable {
+  readonly writableLength: number;
+  cork(): void;
+  uncork(): void;
+  write(chunk: Buffer | string): boolean;
+}
+
+/**
+ * The writes of a stream transport (WebSocket socket, event-stream response): corked from the first write of an
+ * event-loop turn until the batcher flushes them, and counted for the slow-client limit.
+ */
+export class CorkedWrites {
+  private batching = false;
+  private readonly lag = new SendLag();
+
+  constructor(
+    private readonly stream: Corkable,
+    private readonly batcher: WriteBatcher,
+  ) {}
+
+  write(chunk: Buffer | string): void {
+    if (!this.batching) {
+      this.batching = true;
+      this.stream.cork();
+      this.batcher.add(this);
+    }
+    const before = this.stream.writableLength;
+    this.stream.write(chunk);
+    // Measured, not the chunk's length: a chunked response adds its framing.
+    this.lag.written(this.stream.writableLength - before);
+  }
+
+  flush(): void {
+    this.batching = false;
+    this.lag.flushed(this.stream.writableLength);
+    this.stream.uncork();
+  }
+
+  lagBytes(): number {
+    return this.lag.bytes(this.stream.writableLength);
+  }
+
+  drained(): Promise<void> | undefined {
+    return drainOf(this.stream);
+  }
+}
+
 const draining = new WeakMap<Drainable, Promise<void>>();
 
 /** Once `stream` has handed all it held to the kernel (or is gone); undefined when nothing is held back. */
-export function drainOf(stream: Drainable): Promise<void> | undefined {
+function drainOf(stream: Drainable): Promise<void> | undefined {
   if (!stream.writableNeedDrain) return undefined;
   let drained = draining.get(stream);
   if (!drained) {

@@ -3,7 +3,7 @@ import type { WebSocket } from 'ws';
 import type { Connection } from '../connection.ts';
 import type { OutgoingMessage } from '../outgoing-message.ts';
 import type { HubProtocol, TransferFormat } from '../protocol/hub-protocol.ts';
-import { drainOf, SendLag, type Transport, type WriteBatcher } from './transport.ts';
+import { CorkedWrites, type Transport, type WriteBatcher } from './transport.ts';
 
 const FORMATS: readonly TransferFormat[] = ['Text', 'Binary'];
 
@@ -15,15 +15,15 @@ export class WebSocketTransport implements Transport {
   readonly kind = 'WebSockets';
   readonly formats = FORMATS;
   private open = true;
-  private batching = false;
-  private readonly lag = new SendLag();
+  private readonly writes: CorkedWrites;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly socket: Duplex,
-    private readonly batcher: WriteBatcher,
+    batcher: WriteBatcher,
     connection: Connection,
   ) {
+    this.writes = new CorkedWrites(socket, batcher);
     // Once ended (or replaced by a resumed socket), late frames must not reach the connection.
     ws.on('message', (data: Buffer) => {
       if (!this.open) return;
@@ -43,28 +43,15 @@ export class WebSocketTransport implements Transport {
 
   send(out: OutgoingMessage, protocol: HubProtocol | undefined): void {
     if (!this.open || this.socket.destroyed) return;
-    const frame = out.webSocketFrame(protocol);
-    if (!this.batching) {
-      this.batching = true;
-      this.socket.cork();
-      this.batcher.add(this);
-    }
-    this.lag.written(frame.length);
-    this.socket.write(frame);
-  }
-
-  flush(): void {
-    this.batching = false;
-    this.lag.flushed(this.socket.writableLength);
-    this.socket.uncork();
+    this.writes.write(out.webSocketFrame(protocol));
   }
 
   lagBytes(): number {
-    return this.lag.bytes(this.socket.writableLength);
+    return this.writes.lagBytes();
   }
 
   drained(): Promise<void> | undefined {
-    return drainOf(this.socket);
+    return this.writes.drained();
   }
 
   isActive(): boolean {

@@ -69,8 +69,8 @@
     $('events').prepend(item);
   }
 
-  // The id of the last event received (`connected` carries one too): Connect after Disconnect resumes there (an EventSource sends it only when it
-  // reconnects by itself).
+  // The id of the last event received (`connected` carries one too): Connect after Disconnect resumes there (an
+  // EventSource sends it only when it reconnects by itself).
   let lastEventId = '';
 
   function connectSse() {

@@ -7,6 +7,7 @@ import {
   EMPTY_LOG_ID,
   NotLogWriterError,
   compareLogIds,
+  laterLogId,
   type NewReplayLogEntry,
   type ReplayLog,
   type ReplayLogEntry,
@@ -136,6 +137,19 @@ function replayLogContract(open: (maxEntries: number) => Promise<ReplayLog>) {
     const { trimmedThrough } = await log.retention();
     assert.ok(compareLogIds(earlier, trimmedThrough) < 0, `${earlier} is older than ${trimmedThrough}`);
     assert.ok(compareLogIds(first, trimmedThrough) >= 0, 'a reader of the first entry missed nothing');
+  });
+
+  test("a reader given the empty log's position misses nothing: the first entry follows it, not older than the log", async () => {
+    const log = await writable();
+    const empty = await log.retention();
+    const position = laterLogId(empty.lastId, empty.trimmedThrough);
+    const first = (await log.append(entry(1), WRITER)).id;
+    const { trimmedThrough } = await log.retention();
+    assert.ok(compareLogIds(position, trimmedThrough) >= 0, `${position} is not older than ${trimmedThrough}`);
+    assert.deepEqual(
+      (await log.readAfter(position, 10)).map((e) => e.id),
+      [first],
+    );
   });
 
   test('a tail delivers every entry after its start id once, in order, including ones appended later', async () => {

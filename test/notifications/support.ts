@@ -1,5 +1,6 @@
 // Clients and messages for the notifications tests: notification CloudEvents, SSE and SignalR clients that record.
 import { randomUUID } from 'node:crypto';
+import { after } from 'node:test';
 import { HubConnectionBuilder, HttpTransportType, LogLevel, type HubConnection } from '@microsoft/signalr';
 import { EventSource } from 'eventsource';
 import type { OutgoingMessage } from '../../src/application/ports/message-bus.ts';
@@ -59,9 +60,16 @@ export function notificationMessage(
   };
 }
 
+const openSources = new Set<EventSource>();
+// A test that fails before closing its clients must not leave them reconnecting: that keeps the file's process alive.
+after(() => {
+  for (const source of openSources) source.close();
+});
+
 /**
  * An EventSource that records every notification (and `connected` / `reset`) and the HTTP status of each failed
- * attempt; `lastEventId` is sent as the header, `headers` with every request.
+ * attempt; `lastEventId` is sent as the header of the first request (later ones carry the last id received),
+ * `headers` with every request.
  */
 export function sseClient(
   baseUrl: string,
@@ -75,12 +83,13 @@ export function sseClient(
       fetch(input, {
         ...init,
         headers: {
+          ...(options.lastEventId ? { 'Last-Event-ID': options.lastEventId } : {}),
           ...init.headers,
           ...options.headers,
-          ...(options.lastEventId ? { 'last-event-id': options.lastEventId } : {}),
         },
       }),
   });
+  openSources.add(source);
   source.addEventListener('error', (event) => failures.push(event.code));
   for (const type of EVENT_TYPES)
     source.addEventListener(type, (event) =>
@@ -108,7 +117,10 @@ export function sseClient(
         () => received.some((entry) => entry.type === type && entry.data.student.id === studentId),
         `${type} for ${studentId}`,
       ),
-    close: () => source.close(),
+    close: () => {
+      source.close();
+      openSources.delete(source);
+    },
   };
 }
 

@@ -24,8 +24,8 @@ export interface RedisStreamReplayLogOptions {
 }
 
 // One script: the lease check, de-duplication, the append and the trim happen atomically, so a redelivered
-// message or a writer that lost its lease can never add an entry out of order. A stream that does not exist yet
-// begins at its first entry: a reader with an older id (from a log that Redis lost) missed what was in it.
+// message or a writer that lost its lease can never add an entry out of order. A stream that does not exist here
+// was lost (RETENTION below creates it): it begins at this entry, and a reader with an older id missed entries.
 const APPEND = `
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('NOTWRITER') end
 local earlier = redis.call('GET', KEYS[2])
@@ -42,6 +42,20 @@ if excess > 0 then
 end
 return {id, 0}`;
 
+// The log's extent. A log that does not exist yet begins here, as an empty stream whose id (XADD, then trimmed
+// away by MAXLEN 0) is recorded as trimmed: the position a reader is given for the empty log is that id, so the
+// first entry (a later id) is not "older than the log" for it, while ids from a log Redis lost still are.
+const RETENTION = `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[2], redis.call('XADD', KEYS[1], 'MAXLEN', 0, '*', 'begins', 1))
+end
+return {
+  redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1),
+  redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1),
+  redis.call('XLEN', KEYS[1]),
+  redis.call('GET', KEYS[2])
+}`;
+
 const CLAIM = `
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
@@ -57,12 +71,17 @@ type StreamRecord = [id: string, fields: string[]];
 /** The scripts as ioredis commands: EVALSHA, and the script itself only when Redis does not have it (NOSCRIPT). */
 interface ReplayLogScripts {
   appendEntry(...keysThenArgs: (string | number)[]): Promise<[id: string, duplicate: number]>;
+  logRetention(
+    streamKey: string,
+    trimmedKey: string,
+  ): Promise<[first: StreamRecord[], last: StreamRecord[], length: number, trimmed: string | null]>;
   claimWriter(writerKey: string, writerId: string, ttlMs: number): Promise<number>;
   releaseWriter(writerKey: string, writerId: string): Promise<number>;
 }
 
 function withScripts(redis: Redis): Redis & ReplayLogScripts {
   redis.defineCommand('appendEntry', { numberOfKeys: 4, lua: APPEND });
+  redis.defineCommand('logRetention', { numberOfKeys: 2, lua: RETENTION });
   redis.defineCommand('claimWriter', { numberOfKeys: 1, lua: CLAIM });
   redis.defineCommand('releaseWriter', { numberOfKeys: 1, lua: RELEASE });
   return redis as Redis & ReplayLogScripts;
@@ -193,17 +212,10 @@ export class RedisStreamReplayLog implements ReplayLog {
   }
 
   async retention(): Promise<ReplayLogRetention> {
-    const answers = await this.#redis
-      .multi()
-      .xrange(this.#keys.stream, '-', '+', 'COUNT', 1)
-      .xrevrange(this.#keys.stream, '+', '-', 'COUNT', 1)
-      .xlen(this.#keys.stream)
-      .get(this.#keys.trimmed)
-      .exec();
-    const [first, last, length, trimmed] = (answers ?? []).map(([error, value]) => {
-      if (error) throw error;
-      return value;
-    }) as [StreamRecord[], StreamRecord[], number, string | null];
+    const [first, last, length, trimmed] = await this.#redis.logRetention(
+      this.#keys.stream,
+      this.#keys.trimmed,
+    );
     return {
       firstId: first[0]?.[0],
       lastId: last[0]?.[0] ?? EMPTY_LOG_ID,

@@ -145,7 +145,10 @@ function replayLogContract(open: (maxEntries: number) => Promise<ReplayLog>) {
     const position = laterLogId(empty.lastId, empty.trimmedThrough);
     const first = (await log.append(entry(1), WRITER)).id;
     const { trimmedThrough } = await log.retention();
-    assert.ok(compareLogIds(position, trimmedThrough) >= 0, `${position} is not older than ${trimmedThrough}`);
+    assert.ok(
+      compareLogIds(position, trimmedThrough) >= 0,
+      `${position} is not older than ${trimmedThrough}`,
+    );
     assert.deepEqual(
       (await log.readAfter(position, 10)).map((e) => e.id),
       [first],

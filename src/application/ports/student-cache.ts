@@ -8,7 +8,8 @@ export interface CachedStudent {
 
 /**
  * Read-through cache of students, shared by every instance. Never fails because of the cache itself: when the
- * cache cannot be reached, reads go to `load` and writes are dropped (and retried once it is back).
+ * cache cannot be reached, reads go to `load` and writes are dropped (and retried once it is back). A write or load
+ * that lands late (after a newer version of the student, or after its delete) does not stay cached.
  */
 export interface StudentCache {
   /** A hit skips `load`; concurrent misses on one id in one process share one `load`. */

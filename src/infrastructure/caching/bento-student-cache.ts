@@ -4,10 +4,12 @@ import { redisBusDriver, redisDriver } from 'bentocache/drivers/redis';
 import type { CachedStudent, StudentCache } from '../../application/ports/student-cache.ts';
 import { serializeStudent } from '../../application/students/get-student.ts';
 import type { StudentSnapshot } from '../../domain/student.ts';
+import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../logging/logger.ts';
 import type { CacheMetrics } from './cache-metrics.ts';
 import type { InvalidationBus } from './invalidation-bus.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
+import { DELETED_VERSION, type VersionFence } from './version-fence.ts';
 
 /** `at`: when the value was read from the database (or written), on the clock of the instance that did it. */
 interface Entry extends CachedStudent {
@@ -44,21 +46,26 @@ export class BentoStudentCache implements StudentCache {
   readonly #bento: BentoCache<Record<string, ReturnType<typeof bentostore>>>;
   readonly #connection: CacheConnection;
   readonly #invalidations: InvalidationBus;
+  readonly #fence: VersionFence;
   readonly #metrics: CacheMetrics;
   readonly #logger: Logger;
   readonly #options: BentoStudentCacheOptions;
   /** Ids written while Redis was away: their L2 copies are dropped once it is back. */
   readonly #pending = new Set<string>();
+  /** Settles once bentocache's bus listens to the other instances' writes (at once without a bus). */
+  #busSubscribed: Promise<void> = Promise.resolve();
 
   constructor(
     connection: CacheConnection,
     invalidations: InvalidationBus,
+    fence: VersionFence,
     metrics: CacheMetrics,
     logger: Logger,
     options: BentoStudentCacheOptions,
   ) {
     this.#connection = connection;
     this.#invalidations = invalidations;
+    this.#fence = fence;
     this.#metrics = metrics;
     this.#logger = logger;
     this.#options = options;
@@ -71,7 +78,7 @@ export class BentoStudentCache implements StudentCache {
     if (twoTier)
       store = store
         .useL2Layer(redisDriver({ connection: connection.redis, prefix: '' }))
-        .useBus(redisBusDriver({ connection: connection.busOptions }));
+        .useBus(this.#listeningBus(connection.busOptions, logger));
     // The store's name is the bus channel: one per key prefix, so deployments (and tests) sharing a Redis don't
     // hear each other.
     const name = `students:${options.keyPrefix}`;
@@ -82,7 +89,36 @@ export class BentoStudentCache implements StudentCache {
       grace: false,
       l2CircuitBreakerDuration: 5_000,
     });
+    // bentocache builds a store (and subscribes its bus) on first use: now, so `ready` can wait for it.
+    this.#bento.use();
     connection.onRecovered(() => void this.#flushPending());
+  }
+
+  /** Resolves once this instance hears the others' writes, or after `timeoutMs` (Redis down is no error). */
+  async ready(timeoutMs = 2_000): Promise<void> {
+    await Promise.race([
+      this.#busSubscribed,
+      new Promise((resolve) => setTimeout(resolve, timeoutMs).unref()),
+    ]);
+  }
+
+  /**
+   * bentocache's Redis bus, with its subscription kept: bentocache subscribes without awaiting it, so a cache closed
+   * before the subscription is answered would reject it unhandled, and no one could tell when the bus listens.
+   */
+  #listeningBus(options: RedisOptions, logger: Logger) {
+    const bus = redisBusDriver({ connection: options });
+    const create = bus.factory;
+    bus.factory = (config) => {
+      const transport = create(config);
+      const subscribe = transport.subscribe.bind(transport);
+      transport.subscribe = (channel, handler) =>
+        (this.#busSubscribed = subscribe(channel, handler).catch((error: unknown) =>
+          logger.warn({ err: error }, 'cache bus: not subscribed'),
+        ));
+      return transport;
+    };
+    return bus;
   }
 
   async getOrLoad(
@@ -112,6 +148,7 @@ export class BentoStudentCache implements StudentCache {
       let entry = await read(false);
       // Written before a change this instance heard of (a read that raced a write, or Redis was away): reload.
       if (entry && !loaded && entry.at < this.#freshSince(id)) entry = await read(true);
+      if (entry && loaded) await this.#dropIfSuperseded(id, entry.version);
       (loaded ? this.#metrics.cacheMisses : this.#metrics.cacheHits).inc();
       return entry && { json: entry.json, version: entry.version };
     } catch (error) {
@@ -129,7 +166,10 @@ export class BentoStudentCache implements StudentCache {
   }
 
   async evict(id: string): Promise<void> {
-    await this.#write(id, { announce: true }, (key) => this.#bento.delete({ key }).then(() => undefined));
+    await this.#write(id, { announce: true }, async (key) => {
+      await this.#fence.advance(id, DELETED_VERSION);
+      await this.#bento.delete({ key });
+    });
   }
 
   async close(): Promise<void> {
@@ -139,13 +179,29 @@ export class BentoStudentCache implements StudentCache {
   /** Announced, bentocache's bus also drops the other instances' L1 copies (an added student has none anywhere). */
   async #store(student: StudentSnapshot, options: Announcing): Promise<void> {
     await this.#write(student.id, options, async (key, at) => {
+      // A newer version (or the delete) is written already: this write came late.
+      if ((await this.#fence.advance(student.id, student.version)) > student.version) return;
       await this.#bento.set({
         key,
         value: { ...serializeStudent(student), at },
         ttl: this.#ttl(),
         skipBusNotify: !options.announce,
       });
+      await this.#dropIfSuperseded(student.id, student.version);
     });
+  }
+
+  /**
+   * A newer version recorded after this entry was read or written: the entry may have overwritten it (bentocache
+   * writes last-writer-wins), so it goes; the next read loads the student. Never throws: Redis away, the entry is
+   * dropped once it is back.
+   */
+  async #dropIfSuperseded(id: string, version: number): Promise<void> {
+    try {
+      if ((await this.#fence.newest(id)) > version) await this.#bento.delete({ key: this.#key(id) });
+    } catch {
+      this.#pending.add(id);
+    }
   }
 
   /**
@@ -178,7 +234,7 @@ export class BentoStudentCache implements StudentCache {
   async #flushPending(): Promise<void> {
     for (const id of [...this.#pending]) {
       this.#pending.delete(id);
-      await this.evict(id);
+      await this.#write(id, { announce: true }, (key) => this.#bento.delete({ key }).then(() => undefined));
     }
   }
 

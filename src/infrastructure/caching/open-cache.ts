@@ -8,6 +8,7 @@ import { IdempotencyStore } from './idempotency-store.ts';
 import { InvalidationBus } from './invalidation-bus.ts';
 import { CacheConnection, type CacheConnectionOptions } from './redis-cache-connection.ts';
 import { ResponseReplayStore } from './response-replay-store.ts';
+import { VersionFence } from './version-fence.ts';
 
 export interface CacheOptions extends CacheConnectionOptions {
   /** `memory:` or `redis://…`. */
@@ -40,8 +41,10 @@ export async function openCache(options: CacheOptions, logger: Logger): Promise<
     log,
   );
   const metrics = createCacheMetrics(options.registry);
-  const students = new BentoStudentCache(connection, invalidations, metrics, log, options);
-  await Promise.all([connection.connected(), invalidations.ready()]);
+  // Kept twice as long as a cache entry (whose TTL is jittered by a tenth) lives.
+  const fence = new VersionFence(connection, `${prefix}version:`, options.ttlSeconds * 2_000);
+  const students = new BentoStudentCache(connection, invalidations, fence, metrics, log, options);
+  await Promise.all([connection.connected(), invalidations.ready(), students.ready()]);
   return {
     students,
     responses: new ResponseReplayStore(connection, invalidations, dedupKey),
@@ -50,8 +53,9 @@ export async function openCache(options: CacheOptions, logger: Logger): Promise<
     health: connection.healthCheck(),
     redis: connection.redis,
     async close() {
-      await students.close();
+      // Our connection first: QUIT lets commands in flight finish; bentocache, closing it, would only disconnect.
       await connection.close();
+      await students.close();
     },
   };
 }

@@ -1,0 +1,108 @@
+// Cache writes that land late (after a newer version, or after the delete) never leave an older student cached:
+// instances on one Redis, each with its own L1, as the webapi and the worker are; and the embedded (memory) cache.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, describe, test } from 'node:test';
+import { Registry } from 'prom-client';
+import type { StudentSnapshot } from '../../src/domain/student.ts';
+import { openCache, type Cache } from '../../src/infrastructure/caching/open-cache.ts';
+import { silentLogger } from '../support/logger.ts';
+import { REDIS_URL, needsRedis, uniqueName } from '../support/services.ts';
+import { deleteRedisKeys } from './support.ts';
+
+function student(id: string, version: number): StudentSnapshot {
+  return {
+    id,
+    firstName: 'Ada',
+    lastName: `Version ${version}`,
+    email: 'ada@example.com',
+    updates: version - 1,
+    created: new Date('2026-12-01T00:00:00Z'),
+    createdBy: 'anonymous',
+    lastModified: version > 1 ? new Date('2026-12-02T00:00:00Z') : null,
+    lastModifiedBy: version > 1 ? 'worker' : null,
+    version,
+  };
+}
+
+/** What `cache` serves for `id`, and whether it had to ask the database (whose row is `row`). */
+async function read(cache: Cache, id: string, row: StudentSnapshot | undefined) {
+  let loaded = false;
+  const cached = await cache.students.getOrLoad(id, async () => {
+    loaded = true;
+    return row;
+  });
+  return { version: cached?.version, loaded };
+}
+
+function lateWriteContract(
+  open: () => Promise<{ writer: Cache; lateWriter: Cache; reader: () => Promise<Cache> }>,
+) {
+  test("a create's entry that lands after the worker's update is not cached over it", async () => {
+    const { writer, lateWriter, reader } = await open();
+    const id = randomUUID();
+    await writer.students.set(student(id, 2));
+    await lateWriter.students.add(student(id, 1));
+    for (const cache of [writer, lateWriter, await reader()])
+      assert.deepEqual(await read(cache, id, student(id, 2)), { version: 2, loaded: false });
+  });
+
+  test('an update that lands after the delete does not bring the student back', async () => {
+    const { writer, lateWriter, reader } = await open();
+    const id = randomUUID();
+    await writer.students.add(student(id, 1));
+    await writer.students.evict(id);
+    await lateWriter.students.set(student(id, 2));
+    for (const cache of [writer, lateWriter, await reader()])
+      assert.deepEqual(await read(cache, id, undefined), { version: undefined, loaded: true });
+  });
+
+  test('a load that read the row before an update is not served after it', async () => {
+    const { writer, lateWriter, reader } = await open();
+    const id = randomUUID();
+    let rowBeforeTheUpdate = true;
+    // The load reads version 1; the update commits and writes version 2 before the load's result is cached.
+    const loadedEarly = await lateWriter.students.getOrLoad(id, async () => {
+      await writer.students.set(student(id, 2));
+      rowBeforeTheUpdate = false;
+      return student(id, 1);
+    });
+    assert.equal(loadedEarly?.version, 1, 'the load itself answers with what it read');
+    assert.equal(rowBeforeTheUpdate, false);
+    for (const cache of [lateWriter, writer, await reader()])
+      assert.equal((await read(cache, id, student(id, 2))).version, 2);
+  });
+}
+
+describe('late cache writes on Redis (two writers, a reader started afterwards)', await needsRedis(), () => {
+  const keyPrefix = `${uniqueName('tbe_late_writes')}:student:`;
+  const opened: Cache[] = [];
+  const openOne = async () => {
+    const cache = await openCache(
+      { redisUrl: REDIS_URL, keyPrefix, ttlSeconds: 900, registry: new Registry() },
+      silentLogger,
+    );
+    opened.push(cache);
+    return cache;
+  };
+  after(async () => {
+    await Promise.all(opened.map((cache) => cache.close()));
+    await deleteRedisKeys(REDIS_URL, keyPrefix);
+  });
+
+  lateWriteContract(async () => ({ writer: await openOne(), lateWriter: await openOne(), reader: openOne }));
+});
+
+describe('late cache writes in the embedded (memory) cache', () => {
+  const opened: Cache[] = [];
+  after(() => Promise.all(opened.map((cache) => cache.close())));
+
+  lateWriteContract(async () => {
+    const cache = await openCache(
+      { redisUrl: 'memory:', keyPrefix: 'student:', ttlSeconds: 900, registry: new Registry() },
+      silentLogger,
+    );
+    opened.push(cache);
+    return { writer: cache, lateWriter: cache, reader: async () => cache };
+  });
+});

@@ -1,10 +1,10 @@
 import { BentoCache, bentostore } from 'bentocache';
 import { memoryDriver } from 'bentocache/drivers/memory';
 import { redisBusDriver, redisDriver } from 'bentocache/drivers/redis';
+import type { RedisOptions } from 'ioredis';
 import type { CachedStudent, StudentCache } from '../../application/ports/student-cache.ts';
 import { serializeStudent } from '../../application/students/get-student.ts';
 import type { StudentSnapshot } from '../../domain/student.ts';
-import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../logging/logger.ts';
 import type { CacheMetrics } from './cache-metrics.ts';
 import type { InvalidationBus } from './invalidation-bus.ts';

@@ -43,8 +43,9 @@ function lateWriteContract(
     const id = randomUUID();
     await writer.students.set(student(id, 2));
     await lateWriter.students.add(student(id, 1));
+    // From the cache, or from the database once the late entry (and what it overwrote) is dropped.
     for (const cache of [writer, lateWriter, await reader()])
-      assert.deepEqual(await read(cache, id, student(id, 2)), { version: 2, loaded: false });
+      assert.equal((await read(cache, id, student(id, 2))).version, 2);
   });
 
   test('an update that lands after the delete does not bring the student back', async () => {

@@ -158,11 +158,13 @@ export class BentoStudentCache implements StudentCache {
   }
 
   async add(student: StudentSnapshot): Promise<void> {
-    await this.#store(student, { announce: false });
+    // A create's version is the first: no write of an older one can land after it, so it raises no fence; it only
+    // looks, once written, for a newer version that got there first (the worker's).
+    await this.#store(student, { announce: false, raiseFence: false });
   }
 
   async set(student: StudentSnapshot): Promise<void> {
-    await this.#store(student, { announce: true });
+    await this.#store(student, { announce: true, raiseFence: true });
   }
 
   async evict(id: string): Promise<void> {
@@ -177,10 +179,11 @@ export class BentoStudentCache implements StudentCache {
   }
 
   /** Announced, bentocache's bus also drops the other instances' L1 copies (an added student has none anywhere). */
-  async #store(student: StudentSnapshot, options: Announcing): Promise<void> {
+  async #store(student: StudentSnapshot, options: Announcing & { raiseFence: boolean }): Promise<void> {
     await this.#write(student.id, options, async (key, at) => {
       // A newer version (or the delete) is written already: this write came late.
-      if ((await this.#fence.advance(student.id, student.version)) > student.version) return;
+      if (options.raiseFence && (await this.#fence.advance(student.id, student.version)) > student.version)
+        return;
       await this.#bento.set({
         key,
         value: { ...serializeStudent(student), at },

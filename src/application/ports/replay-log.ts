@@ -68,6 +68,10 @@ export interface ReplayLog {
   readAfter(afterId: string, limit: number): Promise<readonly ReplayLogEntry[]>;
   /** Calls `onEntries` with every entry appended after `afterId`, in order, until closed. */
   tail(afterId: string, onEntries: (entries: readonly ReplayLogEntry[]) => void): ReplayLogTail;
+  /**
+   * What the log holds. A log that has no entries yet has already begun (`trimmedThrough` names where): the
+   * position a reader is given for it is not older than the log once its first entry arrives.
+   */
   retention(): Promise<ReplayLogRetention>;
   status(): ReplayLogStatus;
   close(): Promise<void>;

@@ -1,3 +1,4 @@
+import { ExpiringMap } from './expiring-map.ts';
 import type { StoredResponse } from './response-replay-store.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
 
@@ -27,7 +28,7 @@ interface IdempotencyScripts {
 export class IdempotencyStore {
   readonly #connection: CacheConnection;
   readonly #prefix: string;
-  readonly #local = new Map<string, { record: IdempotencyRecord; expiresAt: number }>();
+  readonly #local = new ExpiringMap<IdempotencyRecord>(MAX_LOCAL);
 
   constructor(connection: CacheConnection, keyPrefix: string) {
     this.#connection = connection;
@@ -43,8 +44,8 @@ export class IdempotencyStore {
     const claim: IdempotencyRecord = { fingerprint };
     if (this.#connection.isMemory) {
       const existing = this.#local.get(key);
-      if (existing && existing.expiresAt > Date.now()) return existing.record;
-      this.#setLocal(key, claim, leaseMs);
+      if (existing) return existing;
+      this.#local.set(key, claim, leaseMs);
       return undefined;
     }
     return this.#connection.run(async (redis) => {
@@ -60,8 +61,7 @@ export class IdempotencyStore {
   async extend(key: string, fingerprint: string, leaseMs: number): Promise<void> {
     if (this.#connection.isMemory) {
       const held = this.#local.get(key);
-      if (held && !held.record.response && held.record.fingerprint === fingerprint)
-        held.expiresAt = Date.now() + leaseMs;
+      if (held && !held.response && held.fingerprint === fingerprint) this.#local.set(key, held, leaseMs);
       return;
     }
     const claim = JSON.stringify({ fingerprint } satisfies IdempotencyRecord);
@@ -71,7 +71,7 @@ export class IdempotencyStore {
   }
 
   async complete(key: string, record: IdempotencyRecord, ttlMs: number): Promise<void> {
-    if (this.#connection.isMemory) return this.#setLocal(key, record, ttlMs);
+    if (this.#connection.isMemory) return this.#local.set(key, record, ttlMs);
     await this.#connection.run((redis) => redis.set(this.#prefix + key, JSON.stringify(record), 'PX', ttlMs));
   }
 
@@ -82,11 +82,5 @@ export class IdempotencyStore {
       return;
     }
     await this.#connection.run((redis) => redis.del(this.#prefix + key));
-  }
-
-  #setLocal(key: string, record: IdempotencyRecord, ttlMs: number): void {
-    this.#local.delete(key);
-    if (this.#local.size >= MAX_LOCAL) this.#local.delete(this.#local.keys().next().value!);
-    this.#local.set(key, { record, expiresAt: Date.now() + ttlMs });
   }
 }

@@ -1,3 +1,4 @@
+import { ExpiringMap } from './expiring-map.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
 
 /** The version a delete records: higher than any a student can have, so nothing written after it stays cached. */
@@ -21,16 +22,16 @@ interface FenceScripts {
  * The newest version of each student any instance has written to the cache, in Redis (in memory when embedded).
  * The cache library writes last-writer-wins, so a write that lands late (a create's entry stalled past the
  * worker's update, a load that read the row before a write) could leave an older student cached until its TTL.
- * A writer advances the fence first and skips its write when a newer version is recorded; after writing it looks
- * again and drops the entry if a newer version arrived meanwhile, which it may have overwritten. Entries outlive
- * neither: the fence is kept longer than any cache entry.
+ * An update or delete advances the fence first and skips its write when a newer version is recorded; after
+ * writing, every writer (and a load that cached its row) looks again and drops the entry if a newer version arrived
+ * meanwhile, which it may have overwritten. The fence is kept longer than any cache entry lives.
  */
 export class VersionFence {
   readonly #connection: CacheConnection;
   readonly #prefix: string;
   readonly #ttlMs: number;
-  /** Embedded mode; insertion-ordered, so the oldest go first past MAX_LOCAL. */
-  readonly #local = new Map<string, { version: number; expiresAt: number }>();
+  /** The embedded mode's fence. */
+  readonly #local = new ExpiringMap<number>(MAX_LOCAL);
 
   constructor(connection: CacheConnection, keyPrefix: string, ttlMs: number) {
     this.#connection = connection;
@@ -42,11 +43,9 @@ export class VersionFence {
   /** Records that `version` of `id` is being written; resolves with the newest recorded (higher: this write is late). */
   async advance(id: string, version: number): Promise<number> {
     if (this.#connection.isMemory) {
-      const newest = this.#localVersion(id);
+      const newest = this.#local.get(id) ?? 0;
       if (version <= newest) return newest;
-      this.#local.delete(id);
-      this.#local.set(id, { version, expiresAt: Date.now() + this.#ttlMs });
-      if (this.#local.size > MAX_LOCAL) this.#local.delete(this.#local.keys().next().value as string);
+      this.#local.set(id, version, this.#ttlMs);
       return version;
     }
     const newest = await this.#connection.run((redis) =>
@@ -57,12 +56,7 @@ export class VersionFence {
 
   /** The newest version recorded for `id`; 0 when none is. */
   async newest(id: string): Promise<number> {
-    if (this.#connection.isMemory) return this.#localVersion(id);
+    if (this.#connection.isMemory) return this.#local.get(id) ?? 0;
     return Number((await this.#connection.run((redis) => redis.get(this.#prefix + id))) ?? 0);
-  }
-
-  #localVersion(id: string): number {
-    const recorded = this.#local.get(id);
-    return recorded && recorded.expiresAt > Date.now() ? recorded.version : 0;
   }
 }

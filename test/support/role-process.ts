@@ -11,6 +11,8 @@ export interface RoleProcess {
   kill(): Promise<void>;
 }
 
+const OUTPUT_KEPT_CHARS = 200_000;
+
 /** Starts `npm run start:<role>`'s entry point as a real process and waits until it logs its URL. */
 export async function startRole(
   entry: string,
@@ -21,32 +23,39 @@ export async function startRole(
     env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let output = '';
+  // The last ~200 kB of stdout and stderr, kept as chunks: cutting one string to size on every chunk would copy all
+  // of it each time, CPU taken from the roles under load.
+  const chunks: string[] = [];
+  let kept = 0;
+  const keep = (text: string) => {
+    chunks.push(text);
+    kept += text.length;
+    while (kept - chunks[0]!.length >= OUTPUT_KEPT_CHARS) kept -= chunks.shift()!.length;
+  };
+  const output = () => chunks.join('');
+  child.stdout.setEncoding('utf8').on('data', keep);
+  child.stderr.setEncoding('utf8').on('data', keep);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${entry} did not start:\n${output}`)), timeoutMs);
-    const onData = (chunk: Buffer) => {
-      output += chunk;
-      const match = /"(?:url|health)":"(http:\/\/[^"/]+)/.exec(output);
+    const timer = setTimeout(() => reject(new Error(`${entry} did not start:\n${output()}`)), timeoutMs);
+    const onData = () => {
+      const match = /"(?:url|health)":"(http:\/\/[^"/]+)/.exec(output());
       if (match?.[1]) {
         clearTimeout(timer);
-        // From here on, the bounded listener below keeps the output.
         child.stdout.off('data', onData);
         resolve(match[1]);
       }
     };
     child.stdout.on('data', onData);
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk));
     void exited.then((code) => {
       clearTimeout(timer);
-      reject(new Error(`${entry} exited with ${code} before it was ready:\n${output}`));
+      reject(new Error(`${entry} exited with ${code} before it was ready:\n${output()}`));
     });
   });
-  child.stdout.on('data', (chunk: Buffer) => (output = (output + chunk).slice(-200_000)));
   return {
     child,
     url,
-    output: () => output,
+    output,
     async stop() {
       if (child.exitCode !== null) return child.exitCode;
       child.kill('SIGTERM');

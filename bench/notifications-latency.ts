@@ -1,12 +1,15 @@
 // From the API's 201 to the StudentCreated notification, over SSE and over the SignalR hub. Two stacks: every
 // role its own process on real PostgreSQL, RabbitMQ and Redis (as deployed), and every role in one process on
-// the embedded adapters (npm start). The writer and both clients run here. A last, traced run shows where the time
+// the embedded adapters (npm start). The writer and both clients run here. Next to the services stack, its baseline:
+// the two RabbitMQ hops a notification takes, alone, at the same rate. A last, traced run shows where the time
 // goes: each hop's spans, as the roles export them over OTLP to this process.
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { cpus } from 'node:os';
 import { HubConnectionBuilder, HttpTransportType, LogLevel } from '@microsoft/signalr';
 import { EventSource } from 'eventsource';
 import { Redis } from 'ioredis';
+import { Connection, type Consumer } from 'rabbitmq-client';
 import { createPostgresDatabase } from '../test/support/databases.ts';
 import { createTestVhost } from '../test/support/rabbitmq-vhost.ts';
 import { startRole } from '../test/support/role-process.ts';
@@ -78,16 +81,93 @@ function percentile(sorted: readonly number[], p: number): number {
 // The issue's rate on real services; the same at a quarter of it, where the 2-core machine that runs every server,
 // role and client has headroom (the pipeline's own latency); the embedded mode, whose PGlite serves one thread.
 const SCENARIOS = [
-  { open: servicesStack, rate: 100 },
-  { open: servicesStack, rate: 25 },
-  { open: embeddedStack, rate: 25 },
+  { open: servicesStack, rate: 100, brokerBaseline: true },
+  { open: servicesStack, rate: 25, brokerBaseline: true },
+  { open: embeddedStack, rate: 25, brokerBaseline: false },
 ] as const;
 
 export async function notificationsLatency(options: LatencyBenchOptions = {}): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  for (const { open, rate } of SCENARIOS) rows.push(...(await measureLatency(await open(), rate, options)));
+  for (const { open, rate, brokerBaseline } of SCENARIOS) {
+    const measured = await measureLatency(await open(), rate, options);
+    if (brokerBaseline) {
+      const baseline = { scenario: measured[0]!.scenario, ...(await brokerHops(rate, options)) };
+      rows.push(
+        baseline,
+        ...measured.map((row) => ({ ...row, note: `${row.note}; ${timesBaseline(row, baseline)}` })),
+      );
+    } else rows.push(...measured);
+  }
   rows.push(...(await tracedHops(options)));
   return rows;
+}
+
+const timesBaseline = (row: BenchRow, baseline: BenchRow) =>
+  `p50 ${(row.p50! / baseline.p50!).toFixed(1)}× the broker's`;
+
+/**
+ * The floor under the pipeline's latency: a notification crosses RabbitMQ twice (the relay publishes the student
+ * event; the worker, having handled it, publishes the notification), each a publish with confirm into a quorum
+ * queue and a delivery. Here those two hops run alone, with nothing between them, on raw rabbitmq-client with
+ * Nagle's algorithm off as the adapter has it: what the database, the cache, the replay log and the push add
+ * comes on top.
+ */
+async function brokerHops(rate: number, options: LatencyBenchOptions): Promise<Omit<BenchRow, 'scenario'>> {
+  const duration = options.durationSeconds ?? 10;
+  const vhost = await createTestVhost('latency_bench_broker');
+  const connection = new Connection({
+    url: vhost.url,
+    noDelay: true,
+    connectionName: 'latency bench (broker)',
+  });
+  connection.on('error', (error: unknown) => console.error('broker baseline connection error', error));
+  const [first, second] = ['bench.hop1', 'bench.hop2'];
+  const publisher = connection.createPublisher({ confirm: true });
+  const sent = new Map<string, number>();
+  const latencies: number[] = [];
+  const consumers: Consumer[] = [];
+  try {
+    for (const queue of [first, second])
+      await connection.queueDeclare({ queue, durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    const consume = (queue: string, handle: (id: string) => Promise<void> | void) => {
+      const consumer = connection.createConsumer(
+        { queue, queueOptions: { queue, passive: true }, qos: { prefetchCount: 50 }, concurrency: 50 },
+        (message) => handle(message.messageId!),
+      );
+      consumer.on('error', (error: unknown) => console.error('broker baseline consumer error', error));
+      consumers.push(consumer);
+    };
+    // The worker's part, without the work: forward, and ack once the broker confirmed the forward.
+    consume(first, (id) => publisher.send({ routingKey: second, messageId: id, durable: true }, '{}'));
+    consume(second, (id) => {
+      const at = sent.get(id);
+      if (at !== undefined) latencies.push(performance.now() - at);
+    });
+    let n = 0;
+    const publish = async (record: boolean) => {
+      const id = `m${n++}`;
+      if (record) sent.set(id, performance.now());
+      await publisher.send({ routingKey: first, messageId: id, durable: true }, '{}');
+    };
+    await writeAtFixedRate(rate, 1, () => publish(false));
+    await writeAtFixedRate(rate, duration, () => publish(true));
+    const deadline = Date.now() + 5_000;
+    while (Date.now() < deadline && latencies.length < sent.size) await sleep(50);
+  } finally {
+    await Promise.all(consumers.map((consumer) => consumer.close()));
+    await publisher.close();
+    await connection.close();
+    await vhost.delete();
+  }
+  const sorted = latencies.sort((a, b) => a - b);
+  const round = (ms: number) => Math.round(ms * 100) / 100;
+  return {
+    variant: 'baseline: two RabbitMQ hops alone',
+    rps: Math.round(sent.size / duration),
+    p50: round(percentile(sorted, 0.5)),
+    p99: round(percentile(sorted, 0.99)),
+    note: `publish (confirmed) → quorum queue → forward (confirmed) → quorum queue → delivered; ${sorted.length}/${sent.size} arrived`,
+  };
 }
 
 interface ExportedSpan {
@@ -208,6 +288,7 @@ async function measureLatency(
   /** Student id → when its 201 arrived, and when its StudentCreated arrived on each transport. */
   const created = new Map<string, number>();
   const failed: string[] = [];
+  let cpu: { busyMs: number; busyShare: number } | undefined;
   const arrived = { sse: new Map<string, number>(), signalr: new Map<string, number>() };
   const source = new EventSource(`${server.notifications}/api/notifications/stream?types=StudentCreated`);
   const hub = new HubConnectionBuilder()
@@ -244,12 +325,14 @@ async function measureLatency(
     };
     // A second of unmeasured writes warms up the JIT, the database and the sockets.
     await writeAtFixedRate(rate, 1, () => post(false));
+    const before = readMachineCpu();
     await writeAtFixedRate(rate, duration, () => post(true));
     // The warm-up's notifications arrive too: wait for those of the measured writes, by id.
     const allArrived = () =>
       [...created.keys()].every((id) => arrived.sse.has(id) && arrived.signalr.has(id));
     const deadline = Date.now() + 5_000;
     while (Date.now() < deadline && !allArrived()) await sleep(50);
+    cpu = machineCpuSince(before);
   } finally {
     source.close();
     await hub.stop();
@@ -269,9 +352,30 @@ async function measureLatency(
       rps: Math.round(created.size / duration),
       p50: round(percentile(latencies, 0.5)),
       p99: round(percentile(latencies, 0.99)),
-      note: `target p50 ≤ 5 ms, p99 ≤ 25 ms; ${created.size - missing}/${created.size} arrived${failed.length > 0 ? `; ${failed.length} writes failed, first: ${failed[0]}` : ''}`,
+      note: `target p50 ≤ 5 ms, p99 ≤ 25 ms; ${created.size - missing}/${created.size} arrived${failed.length > 0 ? `; ${failed.length} writes failed, first: ${failed[0]}` : ''}${cpu ? `; machine ${Math.round(cpu.busyShare * 100)} % busy, ${(cpu.busyMs / created.size).toFixed(1)} ms CPU per write` : ''}`,
     };
   });
+}
+
+/**
+ * The whole machine's CPU time so far (every core, every process: the roles, PostgreSQL, RabbitMQ, Redis and this process's
+ * clients), to say what a write costs and how near the machine is to saturation, where latency becomes queueing.
+ */
+function readMachineCpu(): { busyMs: number; totalMs: number } {
+  let busyMs = 0;
+  let totalMs = 0;
+  for (const { times } of cpus()) {
+    const busy = times.user + times.nice + times.sys + times.irq;
+    busyMs += busy;
+    totalMs += busy + times.idle;
+  }
+  return { busyMs, totalMs };
+}
+
+function machineCpuSince(start: ReturnType<typeof readMachineCpu>): { busyMs: number; busyShare: number } {
+  const now = readMachineCpu();
+  const busyMs = now.busyMs - start.busyMs;
+  return { busyMs, busyShare: busyMs / (now.totalMs - start.totalMs) };
 }
 
 /** Starts one write per tick on a fixed schedule whatever the latency (open loop), then waits for them all. */

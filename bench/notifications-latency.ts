@@ -74,6 +74,9 @@ async function servicesStack(extraEnv: Record<string, string> = {}): Promise<Sta
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// To a hundredth of a millisecond. A notification can beat the 201 to the client: that counts as 0.
+const roundMs = (ms: number) => Math.round(Math.max(0, ms) * 100) / 100;
+
 function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
 }
@@ -160,12 +163,11 @@ async function brokerHops(rate: number, options: LatencyBenchOptions): Promise<O
     await vhost.delete();
   }
   const sorted = latencies.sort((a, b) => a - b);
-  const round = (ms: number) => Math.round(ms * 100) / 100;
   return {
     variant: 'baseline: two RabbitMQ hops alone',
     rps: Math.round(sent.size / duration),
-    p50: round(percentile(sorted, 0.5)),
-    p99: round(percentile(sorted, 0.99)),
+    p50: roundMs(percentile(sorted, 0.5)),
+    p99: roundMs(percentile(sorted, 0.99)),
     note: `publish (confirmed) → quorum queue → forward (confirmed) → quorum queue → delivered; ${sorted.length}/${sent.size} arrived`,
   };
 }
@@ -344,22 +346,21 @@ async function measureLatency(
       .map(([id, at]) => (arrived[transport].get(id) ?? Infinity) - at)
       .sort((a, b) => a - b);
     const missing = latencies.filter((latency) => latency === Infinity).length;
-    // A notification can beat the 201 to the client: that counts as 0.
-    const round = (ms: number) => Math.round(Math.max(0, ms) * 100) / 100;
     return {
       scenario,
       variant: transport === 'sse' ? 'SSE (eventsource)' : 'SignalR (@microsoft/signalr, WebSockets)',
       rps: Math.round(created.size / duration),
-      p50: round(percentile(latencies, 0.5)),
-      p99: round(percentile(latencies, 0.99)),
+      p50: roundMs(percentile(latencies, 0.5)),
+      p99: roundMs(percentile(latencies, 0.99)),
       note: `target p50 ≤ 5 ms, p99 ≤ 25 ms; ${created.size - missing}/${created.size} arrived${failed.length > 0 ? `; ${failed.length} writes failed, first: ${failed[0]}` : ''}${cpu ? `; machine ${Math.round(cpu.busyShare * 100)} % busy, ${(cpu.busyMs / created.size).toFixed(1)} ms CPU per write` : ''}`,
     };
   });
 }
 
 /**
- * The whole machine's CPU time so far (every core, every process: the roles, PostgreSQL, RabbitMQ, Redis and this process's
- * clients), to say what a write costs and how near the machine is to saturation, where latency becomes queueing.
+ * The whole machine's CPU time so far (every core, every process: the roles, PostgreSQL, RabbitMQ, Redis and this
+ * process's clients), to say what a write costs and how near the machine is to saturation, where latency becomes
+ * queueing.
  */
 function readMachineCpu(): { busyMs: number; totalMs: number } {
   let busyMs = 0;

@@ -158,13 +158,11 @@ export class BentoStudentCache implements StudentCache {
   }
 
   async add(student: StudentSnapshot): Promise<void> {
-    // A create's version is the first: no write of an older one can land after it, so it raises no fence; it only
-    // looks, once written, for a newer version that got there first (the worker's).
-    await this.#store(student, { announce: false, raiseFence: false });
+    await this.#store(student, { created: true });
   }
 
   async set(student: StudentSnapshot): Promise<void> {
-    await this.#store(student, { announce: true, raiseFence: true });
+    await this.#store(student, { created: false });
   }
 
   async evict(id: string): Promise<void> {
@@ -178,17 +176,21 @@ export class BentoStudentCache implements StudentCache {
     await this.#bento.disconnectAll();
   }
 
-  /** Announced, bentocache's bus also drops the other instances' L1 copies (an added student has none anywhere). */
-  async #store(student: StudentSnapshot, options: Announcing & { raiseFence: boolean }): Promise<void> {
-    await this.#write(student.id, options, async (key, at) => {
+  /**
+   * A created student's version is its first: no instance holds anything about it (nothing to announce), and no
+   * write of an older version can land after it (no fence to raise); like any write, it looks once written for a
+   * newer version that got there first (the worker's). Any other write is announced, so bentocache's bus also drops
+   * the other instances' L1 copies, and raises the fence first.
+   */
+  async #store(student: StudentSnapshot, { created }: { created: boolean }): Promise<void> {
+    await this.#write(student.id, { announce: !created }, async (key, at) => {
       // A newer version (or the delete) is written already: this write came late.
-      if (options.raiseFence && (await this.#fence.advance(student.id, student.version)) > student.version)
-        return;
+      if (!created && (await this.#fence.advance(student.id, student.version)) > student.version) return;
       await this.#bento.set({
         key,
         value: { ...serializeStudent(student), at },
         ttl: this.#ttl(),
-        skipBusNotify: !options.announce,
+        skipBusNotify: created,
       });
       await this.#dropIfSuperseded(student.id, student.version);
     });

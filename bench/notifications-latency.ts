@@ -74,6 +74,12 @@ async function servicesStack(extraEnv: Record<string, string> = {}): Promise<Sta
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Waits, up to five seconds, for what is still on its way; what has not arrived by then shows as missing. */
+async function until(arrived: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (Date.now() < deadline && !arrived()) await sleep(50);
+}
+
 // To a hundredth of a millisecond. A notification can beat the 201 to the client: that counts as 0.
 const roundMs = (ms: number) => Math.round(Math.max(0, ms) * 100) / 100;
 
@@ -154,8 +160,7 @@ async function brokerHops(rate: number, options: LatencyBenchOptions): Promise<O
     };
     await writeAtFixedRate(rate, 1, () => publish(false));
     await writeAtFixedRate(rate, duration, () => publish(true));
-    const deadline = Date.now() + 5_000;
-    while (Date.now() < deadline && latencies.length < sent.size) await sleep(50);
+    await until(() => latencies.length >= sent.size);
   } finally {
     await Promise.all(consumers.map((consumer) => consumer.close()));
     await publisher.close();
@@ -332,8 +337,7 @@ async function measureLatency(
     // The warm-up's notifications arrive too: wait for those of the measured writes, by id.
     const allArrived = () =>
       [...created.keys()].every((id) => arrived.sse.has(id) && arrived.signalr.has(id));
-    const deadline = Date.now() + 5_000;
-    while (Date.now() < deadline && !allArrived()) await sleep(50);
+    await until(allArrived);
     cpu = machineCpuSince(before);
   } finally {
     source.close();

@@ -11,3 +11,11 @@ export class DependencyUnavailableError extends Error {
     this.dependency = dependency;
   }
 }
+
+/** An `Idempotency-Key` that a committed write used with another request: the edge answers 422. */
+export class IdempotencyKeyReusedError extends Error {
+  constructor() {
+    super('The idempotency key was already used with a different request.');
+    this.name = 'IdempotencyKeyReusedError';
+  }
+}

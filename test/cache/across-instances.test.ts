@@ -230,6 +230,73 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     }
   });
 
+  test('a create that commits after its webapi died is never run twice: the key commits with the write or not at all', async () => {
+    const key = uniqueName('key');
+    const body = JSON.stringify({ firstName: 'Christine', lastName: 'Darden', email: `${key}@example.com` });
+    const lock = new pg.Client({ connectionString: testDb.url });
+    await lock.connect();
+    const waitingOnLock = async () =>
+      (
+        await lock.query<{ pid: number }>(
+          `select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+        )
+      ).rows;
+    try {
+      await lock.query('begin');
+      await lock.query('lock table students in exclusive mode');
+      const doomed = await startRole('src/apps/webapi/main.ts', {
+        DATABASE_URL: testDb.url,
+        REDIS_URL,
+        CACHE_KEY_PREFIX: keyPrefix,
+        API_PORT: '0',
+        IDEMPOTENCY_LEASE_SECONDS: '1',
+      });
+      const pending = create(doomed, { 'idempotency-key': key }, body).catch(() => undefined);
+      let blocked: { pid: number }[] = [];
+      while ((blocked = await waitingOnLock()).length === 0) await sleep(20);
+      await doomed.kill();
+      await pending;
+      // Its database session outlives it and goes on once the lock is released: whatever it can still commit, it
+      // does. Its response is stored nowhere.
+      await lock.query('commit');
+      const pids = blocked.map(({ pid }) => pid);
+      while ((await lock.query('select 1 from pg_stat_activity where pid = any($1)', [pids])).rowCount)
+        await sleep(20);
+      await sleep(1_200); // the lease runs out
+      const retried = await create(a, { 'idempotency-key': key }, body);
+      assert.equal(retried.status, 201);
+      const stored = await lock.query('select id from students where email = $1', [`${key}@example.com`]);
+      assert.equal(stored.rowCount, 1, 'one student, not one per attempt');
+      assert.equal(retried.headers.get('location'), `/api/students/${stored.rows[0].id}`);
+    } finally {
+      await lock.end();
+    }
+  });
+
+  test('a committed write whose stored response Redis lost: a retry gets that write back from the database', async () => {
+    const key = uniqueName('key');
+    const body = JSON.stringify({ firstName: 'Annie', lastName: 'Easley', email: `${key}@example.com` });
+    const first = await create(a, { 'idempotency-key': key }, body);
+    assert.equal(first.status, 201);
+    const firstBody = await first.text();
+    await deleteRedisKeys(REDIS_URL, keyPrefix);
+
+    const retried = await create(b, { 'idempotency-key': key }, body);
+    assert.equal(retried.status, 201);
+    assert.equal(retried.headers.get('idempotent-replayed'), 'true');
+    assert.equal(retried.headers.get('location'), first.headers.get('location'));
+    assert.equal(retried.headers.get('etag'), first.headers.get('etag'));
+    assert.deepEqual(JSON.parse(await retried.text()), JSON.parse(firstBody));
+    await deleteRedisKeys(REDIS_URL, keyPrefix);
+    const reused = await create(b, { 'idempotency-key': key }, '{"firstName":"Other"}');
+    assert.equal(reused.status, 422);
+    assert.equal(((await reused.json()) as { code: string }).code, 'IDEMPOTENCY.KEY_REUSED');
+    const rows = await testDb.database.db.execute(
+      `select count(*)::int as n from students where email = '${key}@example.com'`,
+    );
+    assert.equal((rows as unknown as { rows: { n: number }[] }).rows[0]?.n, 1);
+  });
+
   test('Idempotency-Key: another body is 422, an invalid key 400 naming the header', async () => {
     const key = `"${uniqueName('key')}"`;
     assert.equal((await create(a, { 'idempotency-key': key }, '{"firstName":"One"}')).status, 201);
@@ -288,7 +355,7 @@ describe(
     };
     const get = (id: string) => fetch(`${api.url}/api/students/${id}`);
 
-    test('while paused every request works; after resume the cache is used again, no restart', async () => {
+    test('while paused every request works (Idempotency-Key too); after resume the cache is used again, no restart', async () => {
       const { id } = (await (
         await fetch(`${api.url}/api/students`, { method: 'POST', headers: jsonHeaders, body: '{}' })
       ).json()) as { id: string };
@@ -311,6 +378,15 @@ describe(
         null,
         'no replay while invalidations cannot be heard',
       );
+      // The database alone keeps a keyed write to one run.
+      const keyed = { ...jsonHeaders, 'idempotency-key': uniqueName('key') };
+      const post = () => fetch(`${api.url}/api/students`, { method: 'POST', headers: keyed, body: '{}' });
+      const created = await post();
+      assert.equal(created.status, 201);
+      const again = await post();
+      assert.equal(again.status, 201);
+      assert.equal(again.headers.get('idempotent-replayed'), 'true');
+      assert.equal(again.headers.get('location'), created.headers.get('location'));
       const hitsDuring = (await api.cache.metrics.cacheHits.get()).values[0]?.value ?? 0;
       await get(id);
       assert.equal(

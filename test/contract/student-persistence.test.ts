@@ -1,18 +1,23 @@
 // One contract suite for the persistence port, run against PGlite and real PostgreSQL.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { desc } from 'drizzle-orm';
+import { desc, eq } from 'drizzle-orm';
+import type { KeyedRequest } from '../../src/application/ports/idempotency-keys.ts';
+import { writeOnce } from '../../src/application/students/write-once.ts';
+import { err, ok } from '../../src/domain/result.ts';
 import { Student } from '../../src/domain/student.ts';
 import { SqlStudentQueries } from '../../src/infrastructure/persistence/sql-student-queries.ts';
 import type { Database } from '../../src/infrastructure/persistence/database.ts';
 import type { SqlExecutor } from '../../src/infrastructure/persistence/sql.ts';
 import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-work.ts';
-import { outbox } from '../../src/infrastructure/persistence/schema.ts';
+import { pruneIdempotencyKeys } from '../../src/infrastructure/persistence/retention.ts';
+import { idempotencyKeys, outbox, students } from '../../src/infrastructure/persistence/schema.ts';
 import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
 import { needsPostgres } from '../support/services.ts';
 
 const now = new Date('2026-01-02T03:04:05.000Z');
+const uniqueKey = () => `key-${uuidV7Generator.next()}`;
 
 function newStudent(firstName = 'Ada'): Student {
   const created = Student.create({
@@ -36,6 +41,14 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
     queries = new SqlStudentQueries(testDb.database.sql);
   });
   after(() => testDb?.dispose());
+
+  const createOnce = (request: KeyedRequest, student: Student) =>
+    writeOnce(unitOfWork, request, async ({ students }) => {
+      await students.add(student);
+      return ok(student.snapshot());
+    });
+  const countStudents = async (firstName: string) =>
+    (await testDb.database.db.select().from(students).where(eq(students.firstName, firstName))).length;
 
   const outboxFor = (studentId: string) =>
     testDb.database.db
@@ -259,6 +272,63 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
       inbox.markProcessed([marked, `\uFEFF`], 'contract-test'),
     );
     assert.deepEqual([...withMark].sort(), [marked, '\uFEFF'].sort());
+  });
+
+  test('a write under an idempotency key runs once: a retry gets its outcome back, dates as dates', async () => {
+    const request = { key: uniqueKey(), fingerprint: 'one', ttlSeconds: 60 };
+    const student = newStudent('Keyed');
+    const first = await createOnce(request, student);
+    assert.deepEqual(first, { ok: true, value: student.snapshot() });
+    const retry = await createOnce(request, newStudent('Keyed'));
+    assert.deepEqual(retry, { ok: true, value: student.snapshot(), replayed: true });
+    assert.equal(await countStudents('Keyed'), 1);
+    await assert.rejects(createOnce({ ...request, fingerprint: 'two' }, newStudent('Keyed')), {
+      name: 'IdempotencyKeyReusedError',
+    });
+    assert.equal(await countStudents('Keyed'), 1);
+  });
+
+  test('a refused or failed write leaves its key unused; an expired key is new again and then pruned', async () => {
+    const request = { key: uniqueKey(), fingerprint: 'one', ttlSeconds: 60 };
+    const missing = uuidV7Generator.next();
+    const refused = await writeOnce(unitOfWork, request, async ({ students }) => {
+      const loaded = await students.findByIdForUpdate(missing);
+      return loaded ? ok(loaded.snapshot()) : err({ code: 'STUDENT.NOT_FOUND' as const, message: 'gone' });
+    });
+    assert.equal(refused.ok, false);
+    await assert.rejects(
+      writeOnce(unitOfWork, request, async () => {
+        throw new Error('boom');
+      }),
+      /boom/,
+    );
+    const student = newStudent('Freed');
+    assert.deepEqual(await createOnce(request, student), { ok: true, value: student.snapshot() });
+
+    const expiring = { key: uniqueKey(), fingerprint: 'one', ttlSeconds: 0 };
+    await createOnce(expiring, newStudent('Expired'));
+    const again = newStudent('Expired');
+    assert.deepEqual(await createOnce({ ...expiring, fingerprint: 'two' }, again), {
+      ok: true,
+      value: again.snapshot(),
+    });
+    assert.equal(await countStudents('Expired'), 2);
+    assert.ok((await pruneIdempotencyKeys(testDb.database, new Date(Date.now() + 1_000))) >= 1);
+    const kept = await testDb.database.db.select().from(idempotencyKeys);
+    assert.ok(kept.some((row) => row.key === request.key));
+    assert.ok(!kept.some((row) => row.key === expiring.key));
+  });
+
+  test('the same key in two transactions at once: one writes, the other waits for it and gets its outcome', async () => {
+    const request = { key: uniqueKey(), fingerprint: 'one', ttlSeconds: 60 };
+    const results = await Promise.all([
+      createOnce(request, newStudent('Raced')),
+      createOnce(request, newStudent('Raced')),
+    ]);
+    assert.equal(await countStudents('Raced'), 1);
+    assert.equal(results.filter((result) => result.replayed).length, 1);
+    assert.ok(results[0].ok && results[1].ok);
+    assert.deepEqual(results[0].value, results[1].value);
   });
 
   test('keyset pages walk every student once, in creation order', async () => {

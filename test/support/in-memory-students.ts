@@ -1,3 +1,4 @@
+import type { UsedKey } from '../../src/application/ports/idempotency-keys.ts';
 import type { OutboxMessage } from '../../src/application/ports/outbox.ts';
 import type { TransactionScope, UnitOfWork } from '../../src/application/ports/student-repository.ts';
 import { studentEventMessage } from '../../src/application/students/student-event-messages.ts';
@@ -10,11 +11,14 @@ export class InMemoryStudents implements UnitOfWork {
   #nextId = 0;
 
   processed = new Set<string>();
+  /** Idempotency keys by key; they do not expire here. */
+  keys = new Map<string, UsedKey | { readonly fingerprint: string }>();
 
   async transaction<T>(work: (scope: TransactionScope) => Promise<T>): Promise<T> {
     const rows = new Map(this.rows);
     const outbox = [...this.outbox];
     const processed = new Set(this.processed);
+    const keys = new Map(this.keys);
     const store = (student: Student) => {
       for (const event of student.pullDomainEvents())
         outbox.push(studentEventMessage(event, `msg-${this.#nextId++}`));
@@ -59,10 +63,25 @@ export class InMemoryStudents implements UnitOfWork {
           outbox.push(...messages);
         },
       },
+      idempotencyKeys: {
+        claim: async ({ key, fingerprint }) => {
+          const used = keys.get(key);
+          if (used && 'outcome' in used) return used;
+          keys.set(key, { fingerprint });
+          return undefined;
+        },
+        complete: async ({ key, fingerprint }, outcome) => {
+          keys.set(key, { fingerprint, outcome });
+        },
+        release: async ({ key }) => {
+          keys.delete(key);
+        },
+      },
     });
     this.rows = rows;
     this.outbox = outbox;
     this.processed = processed;
+    this.keys = keys;
     return result;
   }
 }

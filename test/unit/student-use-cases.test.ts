@@ -3,6 +3,7 @@ import { beforeEach, describe, test } from 'node:test';
 import { createStudent } from '../../src/application/students/create-student.ts';
 import { deleteStudent } from '../../src/application/students/delete-student.ts';
 import { updateStudent } from '../../src/application/students/update-student.ts';
+import { IdempotencyKeyReusedError } from '../../src/application/errors.ts';
 import { InMemoryStudents } from '../support/in-memory-students.ts';
 
 const now = new Date('2026-03-01T00:00:00Z');
@@ -103,6 +104,45 @@ describe('student use cases', () => {
     assert.deepEqual(
       store.outbox.map((message) => message.type),
       ['StudentCreated', 'StudentDeleted'],
+    );
+  });
+
+  test('under one Idempotency-Key each write runs once: a retry gets the first outcome, marked replayed', async () => {
+    const keyed = (key: string, fingerprint = 'same') => ({ key, fingerprint, ttlSeconds: 60 });
+    const create = createStudent(deps);
+    const first = await create({ details: { firstName: 'Ada' }, actor: 'alice', idempotency: keyed('c') });
+    const retry = await create({ details: { firstName: 'Ada' }, actor: 'alice', idempotency: keyed('c') });
+    assert.ok(first.ok && retry.ok);
+    assert.equal(retry.replayed, true);
+    assert.deepEqual(retry.value, first.value);
+    assert.equal(store.rows.size, 1);
+    await assert.rejects(
+      create({ details: { firstName: 'Bo' }, actor: 'alice', idempotency: keyed('c', 'other') }),
+      IdempotencyKeyReusedError,
+    );
+
+    const id = first.value.id;
+    const update = updateStudent(deps);
+    const stale = await update({
+      id,
+      details: {},
+      actor: 'alice',
+      precondition: { match: [7] },
+      idempotency: keyed('u'),
+    });
+    assert.equal(stale.ok, false, 'refused');
+    const updated = await update({ id, details: {}, actor: 'alice', idempotency: keyed('u') });
+    assert.ok(updated.ok && !updated.replayed, 'a refused write left its key unused');
+    assert.equal((await update({ id, details: {}, actor: 'alice', idempotency: keyed('u') })).replayed, true);
+    assert.equal(store.rows.get(id)?.version, 2);
+
+    const remove = deleteStudent(deps);
+    assert.ok((await remove({ id, actor: 'alice', idempotency: keyed('d') })).ok);
+    const removedAgain = await remove({ id, actor: 'alice', idempotency: keyed('d') });
+    assert.ok(removedAgain.ok && removedAgain.replayed, 'the delete answered again, not STUDENT.NOT_FOUND');
+    assert.deepEqual(
+      store.outbox.map((message) => message.type),
+      ['StudentCreated', 'StudentUpdated', 'StudentDeleted'],
     );
   });
 });

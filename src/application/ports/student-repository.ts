@@ -1,4 +1,5 @@
 import type { Student } from '../../domain/student.ts';
+import type { IdempotencyKeys } from './idempotency-keys.ts';
 import type { Inbox } from './inbox.ts';
 import type { OutboxWriter } from './outbox.ts';
 
@@ -23,6 +24,7 @@ export interface TransactionScope {
   readonly inbox: Inbox;
   /** For messages that are not a student's own domain events (e.g. the worker's notifications). */
   readonly outbox: OutboxWriter;
+  readonly idempotencyKeys: IdempotencyKeys;
 }
 
 export interface UnitOfWork {

@@ -1,15 +1,18 @@
-import type { DomainError } from '../../domain/errors.ts';
-import type { Result } from '../../domain/result.ts';
-import { Student, type StudentDetails, type StudentSnapshot } from '../../domain/student.ts';
+import { ok } from '../../domain/result.ts';
+import { Student, type StudentDetails } from '../../domain/student.ts';
 import type { Clock } from '../ports/clock.ts';
 import type { IdGenerator } from '../ports/id-generator.ts';
+import type { KeyedRequest } from '../ports/idempotency-keys.ts';
 import type { StudentDataGenerator } from '../ports/student-data-generator.ts';
 import type { UnitOfWork } from '../ports/student-repository.ts';
+import { writeOnce, type StudentWriteResult } from './write-once.ts';
 
 export interface CreateStudentCommand {
   /** Fields left out are generated, as the original generated fake students. */
   readonly details: Partial<StudentDetails>;
   readonly actor: string;
+  /** Set when the request carried an Idempotency-Key: the create runs at most once under it. */
+  readonly idempotency?: KeyedRequest;
 }
 
 export interface StudentWriteDeps {
@@ -36,7 +39,7 @@ export function completeDetails(
 }
 
 export function createStudent(deps: StudentWriteDeps) {
-  return async (command: CreateStudentCommand): Promise<Result<StudentSnapshot, DomainError>> => {
+  return async (command: CreateStudentCommand): Promise<StudentWriteResult> => {
     const created = Student.create({
       id: deps.ids.next(),
       details: completeDetails(command.details, deps.generator),
@@ -44,7 +47,9 @@ export function createStudent(deps: StudentWriteDeps) {
       now: deps.clock.now(),
     });
     if (!created.ok) return created;
-    await deps.unitOfWork.transaction((scope) => scope.students.add(created.value));
-    return { ok: true, value: created.value.snapshot() };
+    return writeOnce(deps.unitOfWork, command.idempotency, async ({ students }) => {
+      await students.add(created.value);
+      return ok(created.value.snapshot());
+    });
   };
 }

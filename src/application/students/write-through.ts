@@ -1,9 +1,8 @@
-import type { DomainError } from '../../domain/errors.ts';
-import type { Result } from '../../domain/result.ts';
 import type { StudentSnapshot } from '../../domain/student.ts';
 import type { StudentCache } from '../ports/student-cache.ts';
+import type { StudentWriteResult } from './write-once.ts';
 
-type StudentWrite<C> = (command: C) => Promise<Result<StudentSnapshot, DomainError>>;
+type StudentWrite<C> = (command: C) => Promise<StudentWriteResult>;
 
 /** Wraps a committed create so the cache holds the new student before the caller hears of it. */
 export function addingToCache<C>(create: StudentWrite<C>, cache: StudentCache): StudentWrite<C> {
@@ -26,6 +25,7 @@ function afterCommit<C>(
 ): StudentWrite<C> {
   return async (command) => {
     const result = await write(command);
+    // A replay too: its first attempt may have died before this (a newer entry is never overwritten).
     if (result.ok) await then(result.value);
     return result;
   };

@@ -17,6 +17,11 @@ import { registerOpenApi } from '../../infrastructure/http/openapi.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
 import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
+import {
+  pruneIdempotencyKeys,
+  schedulePruning,
+  type Pruning,
+} from '../../infrastructure/persistence/retention.ts';
 import { SqlStudentQueries } from '../../infrastructure/persistence/sql-student-queries.ts';
 import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
 import {
@@ -41,6 +46,9 @@ export interface WebApi {
   stop(): Promise<void>;
 }
 
+/** How often expired idempotency keys are deleted from the database (a claim takes an expired one over anyway). */
+const IDEMPOTENCY_KEYS_PRUNE_EVERY_MS = 3_600_000;
+
 export interface WebApiDeps {
   readonly config: Config;
   readonly logger: Logger;
@@ -63,7 +71,8 @@ export async function createWebApi({
   registry = new Registry(),
   ...deps
 }: WebApiDeps): Promise<WebApi> {
-  const app = createHttpServer(logger.child({ service: 'webapi' }), {
+  const log = logger.child({ service: 'webapi' });
+  const app = createHttpServer(log, {
     service: 'webapi',
     registry,
     maxHeaderBytes: config.maxHeaderBytes,
@@ -128,14 +137,22 @@ export async function createWebApi({
     );
   });
 
+  let pruning: Pruning | undefined;
   return {
     app,
     async start() {
+      // Every instance prunes (deleting the same expired keys twice is harmless).
+      pruning = schedulePruning(() => pruneIdempotencyKeys(database, new Date()), {
+        everyMs: IDEMPOTENCY_KEYS_PRUNE_EVERY_MS,
+        logger: log,
+        what: 'idempotency keys',
+      });
       return app.listen({ host: config.host, port: config.ports.api });
     },
     // Fastify's close stops accepting, lets in-flight requests finish, then closes idle connections.
     async stop() {
       await app.close();
+      await pruning?.stop();
       if (!deps.cache) await cache.close();
     },
   };

@@ -11,7 +11,7 @@ import { createLogger, type Logger } from '../../infrastructure/logging/logger.t
 import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import type { StudentCache } from '../../application/ports/student-cache.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
-import { pruneInbox } from '../../infrastructure/persistence/inbox-retention.ts';
+import { pruneInbox } from '../../infrastructure/persistence/retention.ts';
 import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
 import {
   openProcessResources,

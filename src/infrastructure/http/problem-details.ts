@@ -2,7 +2,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
-import { DependencyUnavailableError } from '../../application/errors.ts';
+import { DependencyUnavailableError, IdempotencyKeyReusedError } from '../../application/errors.ts';
 import type { DomainError, FieldIssue } from '../../domain/errors.ts';
 import type { AllowedMethods } from './allowed-methods.ts';
 
@@ -76,6 +76,17 @@ export function domainProblem(error: DomainError, instance: string): ProblemDeta
   return problem({ status, title, code, detail: message, instance, ...extensions });
 }
 
+/** An `Idempotency-Key` sent again with another request (the draft's 422). */
+export function idempotencyKeyReused(instance: string): ProblemDetails {
+  return problem({
+    status: 422,
+    title: 'Idempotency key reused',
+    code: 'IDEMPOTENCY.KEY_REUSED',
+    detail: 'This Idempotency-Key was already used with a different request.',
+    instance,
+  });
+}
+
 export function sendProblem(reply: FastifyReply, details: ProblemDetails): FastifyReply {
   return reply.code(details.status).type(PROBLEM_JSON).send(details);
 }
@@ -135,6 +146,7 @@ export function sendErrorProblem(
     const detail = `The request ${error.validationContext ?? 'input'} failed validation.`;
     return sendProblem(reply, invalidRequest(instance, detail, validationIssues(error)));
   }
+  if (error instanceof IdempotencyKeyReusedError) return sendProblem(reply, idempotencyKeyReused(instance));
   if (error instanceof DependencyUnavailableError) {
     request.log.warn({ err: error }, `${error.dependency} unavailable`);
     void reply.header('retry-after', '5');

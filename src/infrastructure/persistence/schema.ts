@@ -69,3 +69,23 @@ export const inbox = pgTable(
     index('inbox_processed_at_idx').on(table.processedAt),
   ],
 );
+
+/**
+ * Writes made with an `Idempotency-Key`, recorded in the write's own transaction: a retry finds the write done
+ * and gets its outcome, even when the process died before its response was stored in the cache.
+ */
+export const idempotencyKeys = pgTable(
+  'idempotency_keys',
+  {
+    /** Hash of the key scoped to its caller. */
+    key: text('key').primaryKey(),
+    /** Hash of the request the key was first sent with. */
+    fingerprint: text('fingerprint').notNull(),
+    /** The student as the write left it; null only inside the transaction that claimed the key. */
+    outcome: jsonb('outcome'),
+    /** From then on the key is free again; the row is deleted soon after. */
+    expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
+  },
+  // Expired keys are deleted in batches: found by age, not by a scan.
+  (table) => [index('idempotency_keys_expires_at_idx').on(table.expiresAt)],
+);

@@ -1,5 +1,6 @@
 import { SpanKind } from '@opentelemetry/api';
 import type { IdGenerator } from '../../application/ports/id-generator.ts';
+import type { IdempotencyKeys, UsedKey } from '../../application/ports/idempotency-keys.ts';
 import type { Inbox } from '../../application/ports/inbox.ts';
 import type { OutboxMessage, OutboxWriter } from '../../application/ports/outbox.ts';
 import type {
@@ -30,6 +31,31 @@ const statements = {
      )
      select given.position::int as position from given join added on added.message_id = given.id`,
   ),
+  // An expired key is taken over as if it were new. A key another transaction is claiming is waited for (its
+  // unique index entry): claimed here if that one rolls back, used (nothing returned) if it commits.
+  claimKey: sqlStatement(
+    'idempotency_claim',
+    `insert into idempotency_keys (key, fingerprint, expires_at)
+     values ($1, $2, now() + $3::double precision * interval '1 second')
+     on conflict (key) do update set fingerprint = excluded.fingerprint, outcome = null,
+       expires_at = excluded.expires_at
+       where idempotency_keys.expires_at <= now()
+     returning 1`,
+  ),
+  // The outcome was stored as the snapshot's JSON: read back as a snapshot, dates as dates.
+  usedKey: sqlStatement(
+    'idempotency_used',
+    `select used.fingerprint, outcome.* from idempotency_keys used,
+       jsonb_to_record(used.outcome) as outcome(id uuid, "firstName" text, "lastName" text, email text,
+         updates int, created timestamptz, "createdBy" text, "lastModified" timestamptz, "lastModifiedBy" text,
+         version int)
+     where used.key = $1`,
+  ),
+  completeKey: sqlStatement(
+    'idempotency_complete',
+    'update idempotency_keys set outcome = $2 where key = $1',
+  ),
+  releaseKey: sqlStatement('idempotency_release', 'delete from idempotency_keys where key = $1'),
   // In id order, so two transactions locking overlapping sets cannot deadlock.
   findManyForUpdate: sqlStatement(
     'students_find_many_for_update',
@@ -98,7 +124,12 @@ export class SqlUnitOfWork implements UnitOfWork {
         const students = new SqlStudentRepository(tx, this.#ids, changes);
         let value: T;
         try {
-          value = await work({ students, inbox: sqlInbox(tx), outbox });
+          value = await work({
+            students,
+            inbox: sqlInbox(tx),
+            outbox,
+            idempotencyKeys: sqlIdempotencyKeys(tx),
+          });
         } catch (error) {
           await tx.rollBack(error);
           throw error;
@@ -184,6 +215,30 @@ function sqlInbox(tx: SqlExecutor): Inbox {
         new Date(),
       ]);
       return new Set(added.map((row) => messageIds[row.position - 1]!));
+    },
+  };
+}
+
+function sqlIdempotencyKeys(tx: SqlExecutor): IdempotencyKeys {
+  return {
+    async claim({ key, fingerprint, ttlSeconds }) {
+      for (;;) {
+        const claimed = await tx.query(statements.claimKey, [key, fingerprint, ttlSeconds]);
+        if (claimed.length > 0) return undefined;
+        // A statement of its own: it sees the row of the transaction the claim waited for, committed meanwhile.
+        const [used] = await tx.query<UsedKey['outcome'] & { fingerprint: string }>(statements.usedKey, [
+          key,
+        ]);
+        if (!used) continue; // expired and deleted in between: claim it again
+        const { fingerprint: usedWith, ...outcome } = used;
+        return { fingerprint: usedWith, outcome };
+      }
+    },
+    async complete({ key }, outcome) {
+      await tx.query(statements.completeKey, [key, JSON.stringify(outcome)]);
+    },
+    async release({ key }) {
+      await tx.query(statements.releaseKey, [key]);
     },
   };
 }

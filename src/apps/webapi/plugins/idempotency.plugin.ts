@@ -2,16 +2,28 @@
 // a key runs; a retry with the same key and body gets the stored response; a different body 422; one arriving while
 // the first still runs 409. Keys are scoped per caller and expire after `ttlSeconds`; a request holds its key on a
 // lease of `leaseSeconds` that it renews while it runs, so a key whose process died is free again soon.
+// The responses live in Redis. The write itself is bound to its key in the database, in its own transaction
+// (`request.keyedWrite`, see application/students/write-once.ts): a retry after a crash between the commit and the
+// response being stored, or after Redis lost it, gets that write's outcome again instead of running it twice.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
-import { DependencyUnavailableError } from '../../../application/errors.ts';
+import type { KeyedRequest } from '../../../application/ports/idempotency-keys.ts';
 import type { IdempotencyStore } from '../../../infrastructure/caching/idempotency-store.ts';
-import { problem, sendProblem, invalidRequest } from '../../../infrastructure/http/problem-details.ts';
+import {
+  idempotencyKeyReused,
+  invalidRequest,
+  problem,
+  sendProblem,
+} from '../../../infrastructure/http/problem-details.ts';
 import { appWide, bodyFingerprint, callerOf, replayableHeaders, sha256 } from './caller.ts';
 import { hooksOf } from './dedup.plugin.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     idempotency?: boolean;
+  }
+  interface FastifyRequest {
+    /** The write's Idempotency-Key, for the use case to record with the write; absent without one. */
+    keyedWrite?: KeyedRequest;
   }
 }
 
@@ -38,12 +50,19 @@ function sentOnce(rawHeaders: readonly string[]): boolean {
   return lines === 1;
 }
 
+/** Says that `reply` answers an earlier request with the same key, without running this one. */
+export function markReplayed(reply: FastifyReply): FastifyReply {
+  // The draft names no replay header; Idempotent-Replayed is the common convention (Stripe and others).
+  return reply.header('x-deduplicated', 'true').header('idempotent-replayed', 'true');
+}
+
 async function idempotencyPlugin(
   app: FastifyInstance,
   { store, ttlSeconds, leaseSeconds }: IdempotencyPluginOptions,
 ): Promise<void> {
   const ttlMs = ttlSeconds * 1_000;
   const leaseMs = leaseSeconds * 1_000;
+  app.decorateRequest('keyedWrite', undefined);
   const claimed = new WeakMap<
     FastifyRequest,
     { key: string; fingerprint: string; renewal: NodeJS.Timeout }
@@ -97,10 +116,11 @@ async function idempotencyPlugin(
       try {
         existing = await store.begin(scopedKey, fingerprint, leaseMs);
       } catch (error) {
-        // Without the store the key cannot be honoured; running the request anyway could apply it twice.
-        throw error instanceof DependencyUnavailableError
-          ? error
-          : new DependencyUnavailableError('cache', { cause: error });
+        // Redis is down: the database still runs the write at most once. A duplicate running meanwhile waits for
+        // this one (instead of a 409), and answers that are not a write's own are not kept for replay.
+        request.log.warn({ err: error }, 'idempotency key held by the database only');
+        request.keyedWrite = { key: sha256(scopedKey), fingerprint, ttlSeconds };
+        return;
       }
       if (!existing) {
         // Three renewals a lease: one lost to a Redis blip does not free the key under a running request.
@@ -110,19 +130,10 @@ async function idempotencyPlugin(
             .catch((error: unknown) => request.log.warn({ err: error }, 'idempotency key lease not renewed'));
         }, leaseMs / 3).unref();
         claimed.set(request, { key: scopedKey, fingerprint, renewal });
+        request.keyedWrite = { key: sha256(scopedKey), fingerprint, ttlSeconds };
         return;
       }
-      if (existing.fingerprint !== fingerprint)
-        return sendProblem(
-          reply,
-          problem({
-            status: 422,
-            title: 'Idempotency key reused',
-            code: 'IDEMPOTENCY.KEY_REUSED',
-            detail: `This ${HEADER} was already used with a different request.`,
-            instance,
-          }),
-        );
+      if (existing.fingerprint !== fingerprint) return sendProblem(reply, idempotencyKeyReused(instance));
       if (!existing.response) {
         void reply.header('retry-after', '1');
         return sendProblem(
@@ -137,13 +148,7 @@ async function idempotencyPlugin(
         );
       }
       const { status, headers, body } = existing.response;
-      // The draft names no replay header; Idempotent-Replayed is the common convention (Stripe and others).
-      return reply
-        .code(status)
-        .headers(headers)
-        .header('x-deduplicated', 'true')
-        .header('idempotent-replayed', 'true')
-        .send(body);
+      return markReplayed(reply.code(status).headers(headers)).send(body);
     };
     route.preValidation = [preValidation, ...hooksOf(route.preValidation)];
     route.onSend = [

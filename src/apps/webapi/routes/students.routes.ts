@@ -5,6 +5,7 @@ import type { getStudent } from '../../../application/students/get-student.ts';
 import type { listStudents } from '../../../application/students/list-students.ts';
 import { toStudentDto } from '../../../application/students/student-dto.ts';
 import type { updateStudent } from '../../../application/students/update-student.ts';
+import type { StudentWriteResult } from '../../../application/students/write-once.ts';
 import type { VersionCondition } from '../../../application/students/load-for-write.ts';
 import { Routes } from '../../../contracts/routes.ts';
 import type { DomainError } from '../../../domain/errors.ts';
@@ -12,6 +13,7 @@ import type { StudentSnapshot } from '../../../domain/student.ts';
 import type { HttpServer } from '../../../infrastructure/http/http-server.ts';
 import { domainProblem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
 import { bypassesCache } from '../plugins/dedup.plugin.ts';
+import { markReplayed } from '../plugins/idempotency.plugin.ts';
 import { etagOf, malformedPrecondition, readPreconditions, versionsNamed } from './etag.ts';
 import { studentOpenApi } from './student-openapi.ts';
 import { decodeCursor, encodeCursor, ListQuery, StudentIdParams, StudentInput } from './student-schemas.ts';
@@ -52,6 +54,12 @@ export function registerStudentRoutes(
 
 function sendStudent(reply: FastifyReply, student: StudentSnapshot, status = 200) {
   return reply.code(status).header('etag', etagOf(student.version)).send(toStudentDto(student));
+}
+
+/** A write's outcome; a replay of an earlier write under the same Idempotency-Key says so. */
+function written(reply: FastifyReply, result: StudentWriteResult): StudentWriteResult {
+  if (result.replayed) markReplayed(reply);
+  return result;
 }
 
 function sendError(reply: FastifyReply, error: DomainError) {
@@ -134,7 +142,14 @@ function registerUnder(
       },
     },
     async (request, reply) => {
-      const result = await useCases.create({ details: request.body ?? {}, actor: actorOf(request) });
+      const result = written(
+        reply,
+        await useCases.create({
+          details: request.body ?? {},
+          actor: actorOf(request),
+          idempotency: request.keyedWrite,
+        }),
+      );
       if (!result.ok) return sendError(reply, result.error);
       void reply.header('location', `${Routes.students}/${result.value.id}`);
       return sendStudent(reply, result.value, 201);
@@ -157,12 +172,16 @@ function registerUnder(
     async (request, reply) => {
       const precondition = preconditionOf(request, reply);
       if (precondition === null) return reply;
-      const result = await useCases.update({
-        id: request.params.id,
-        details: request.body ?? {},
-        actor: actorOf(request),
-        precondition,
-      });
+      const result = written(
+        reply,
+        await useCases.update({
+          id: request.params.id,
+          details: request.body ?? {},
+          actor: actorOf(request),
+          precondition,
+          idempotency: request.keyedWrite,
+        }),
+      );
       return result.ok ? sendStudent(reply, result.value) : sendError(reply, result.error);
     },
   );
@@ -182,11 +201,15 @@ function registerUnder(
     async (request, reply) => {
       const precondition = preconditionOf(request, reply);
       if (precondition === null) return reply;
-      const result = await useCases.remove({
-        id: request.params.id,
-        actor: actorOf(request),
-        precondition,
-      });
+      const result = written(
+        reply,
+        await useCases.remove({
+          id: request.params.id,
+          actor: actorOf(request),
+          precondition,
+          idempotency: request.keyedWrite,
+        }),
+      );
       return result.ok ? reply.code(204).send(null) : sendError(reply, result.error);
     },
   );

@@ -1,0 +1,84 @@
+import type { Logger } from '../logging/logger.ts';
+import type { Database } from './database.ts';
+import { guardDatabase } from './database-errors.ts';
+import { sqlStatement, type SqlStatement } from './sql.ts';
+
+const PRUNE_BATCH = 5_000;
+
+const deleteProcessedBefore = sqlStatement(
+  'inbox_delete_processed_before',
+  `with doomed as (
+     delete from inbox where (consumer, message_id) in (
+       select consumer, message_id from inbox where processed_at < $1 limit $2
+     ) returning 1
+   )
+   select count(*)::int as count from doomed`,
+);
+
+const deleteExpiredKeys = sqlStatement(
+  'idempotency_delete_expired',
+  `with doomed as (
+     delete from idempotency_keys where key in (
+       select key from idempotency_keys where expires_at < $1 limit $2
+     ) returning 1
+   )
+   select count(*)::int as count from doomed`,
+);
+
+/**
+ * Deletes what `statement` selects before `cutoff`, a few thousand rows per statement: no transaction holds many
+ * row locks for long, next to the writers' own.
+ */
+async function deleteInBatches(database: Database, statement: SqlStatement, cutoff: Date): Promise<number> {
+  let deleted = 0;
+  for (;;) {
+    const [row] = await guardDatabase(() =>
+      database.sql.query<{ count: number }>(statement, [cutoff, PRUNE_BATCH]),
+    );
+    const count = row?.count ?? 0;
+    deleted += count;
+    if (count < PRUNE_BATCH) return deleted;
+  }
+}
+
+/** Forgets the messages handled before `cutoff`, so the inbox does not grow without end. */
+export function pruneInbox(database: Database, cutoff: Date): Promise<number> {
+  return deleteInBatches(database, deleteProcessedBefore, cutoff);
+}
+
+/** Deletes the idempotency keys expired at `now` (a claim already takes an expired key over). */
+export function pruneIdempotencyKeys(database: Database, now: Date): Promise<number> {
+  return deleteInBatches(database, deleteExpiredKeys, now);
+}
+
+export interface Pruning {
+  /** Stops the schedule and waits for a prune under way. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs `prune` now and then every `everyMs`. A failure is logged and waits for the next run; what is kept meanwhile
+ * is only kept longer.
+ */
+export function schedulePruning(
+  prune: () => Promise<number>,
+  { everyMs, logger, what }: { readonly everyMs: number; readonly logger: Logger; readonly what: string },
+): Pruning {
+  let running = Promise.resolve();
+  const run = () => {
+    running = prune().then(
+      (deleted) => {
+        if (deleted > 0) logger.info({ deleted }, `${what}: deleted what is past its retention`);
+      },
+      (error: unknown) => logger.warn({ err: error }, `${what}: pruning failed; it runs again later`),
+    );
+  };
+  run();
+  const timer = setInterval(run, everyMs).unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}

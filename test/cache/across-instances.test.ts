@@ -291,6 +291,9 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     const reused = await create(b, { 'idempotency-key': key }, '{"firstName":"Other"}');
     assert.equal(reused.status, 422);
     assert.equal(((await reused.json()) as { code: string }).code, 'IDEMPOTENCY.KEY_REUSED');
+    const original = await create(a, { 'idempotency-key': key }, body);
+    assert.equal(original.status, 201, 'the 422 was not kept as the answer to the key');
+    assert.equal(original.headers.get('location'), first.headers.get('location'));
     const rows = await testDb.database.db.execute(
       `select count(*)::int as n from students where email = '${key}@example.com'`,
     );

@@ -6,6 +6,7 @@
 // (`request.keyedWrite`, see application/students/write-once.ts): a retry after a crash between the commit and the
 // response being stored, or after Redis lost it, gets that write's outcome again instead of running it twice.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import { IdempotencyKeyReusedError } from '../../../application/errors.ts';
 import type { KeyedRequest } from '../../../application/ports/idempotency-keys.ts';
 import type { IdempotencyStore } from '../../../infrastructure/caching/idempotency-store.ts';
 import {
@@ -161,6 +162,14 @@ async function idempotencyPlugin(
     route.onRequestAbort = [
       ...hooksOf(route.onRequestAbort),
       async (request: FastifyRequest) => finish(request, undefined, undefined),
+    ];
+    // The database found the key used with another request (Redis had lost it): its 422 must not be stored as
+    // this key's answer, or the retry of the request that did use it would get the 422 too.
+    route.onError = [
+      ...hooksOf(route.onError),
+      async (request: FastifyRequest, _reply: FastifyReply, error: Error) => {
+        if (error instanceof IdempotencyKeyReusedError) finish(request, undefined, undefined);
+      },
     ];
   });
 }

@@ -1,8 +1,11 @@
 // Broker wire names shared with the original .NET demo, and the topology both bus adapters declare.
+import { SUBJECT_HEADER } from './cloud-events.ts';
 
 export const Exchanges = {
   students: 'students',
   notifications: 'notifications',
+  /** Not in the original: spreads student events over the worker's partition queues (WORKER_PARTITIONS > 1). */
+  studentPartitions: 'students.partitions',
 } as const;
 
 export const StudentRoutingKeys = {
@@ -38,12 +41,18 @@ export const TRACEPARENT_HEADER = 'traceparent';
 /** Deliveries (first one included) before a message that keeps failing is dead-lettered. */
 export const DEFAULT_MAX_DELIVERIES = 5;
 
-export type ExchangeType = 'topic' | 'fanout' | 'direct';
+/** `x-consistent-hash` is RabbitMQ's plugin `rabbitmq_consistent_hash_exchange`; the in-process bus has it built in. */
+export type ExchangeType = 'topic' | 'fanout' | 'direct' | 'x-consistent-hash';
 
 export interface ExchangeDeclaration {
   readonly name: string;
   readonly type: ExchangeType;
   readonly durable: boolean;
+  /**
+   * `x-consistent-hash` only: each message goes to exactly one bound queue, chosen by a stable hash of this header's
+   * value (of the routing key when unset); a queue's binding key is its weight, a positive integer.
+   */
+  readonly hashHeader?: string;
 }
 
 export interface QueueDeclaration {
@@ -68,10 +77,18 @@ export interface BindingDeclaration {
   readonly routingKey: string;
 }
 
+/** What `source` routes with `routingKey` also goes through exchange `destination` (a RabbitMQ extension to AMQP). */
+export interface ExchangeBindingDeclaration {
+  readonly source: string;
+  readonly destination: string;
+  readonly routingKey: string;
+}
+
 export interface Topology {
   readonly exchanges: readonly ExchangeDeclaration[];
   readonly queues: readonly QueueDeclaration[];
   readonly bindings: readonly BindingDeclaration[];
+  readonly exchangeBindings?: readonly ExchangeBindingDeclaration[];
 }
 
 export function deadLetterNames(queue: string): { readonly exchange: string; readonly queue: string } {
@@ -123,24 +140,83 @@ export function mergeTopologies(...parts: readonly Topology[]): Topology {
     exchanges: parts.flatMap((part) => part.exchanges),
     queues: parts.flatMap((part) => part.queues),
     bindings: parts.flatMap((part) => part.bindings),
+    exchangeBindings: parts.flatMap((part) => part.exchangeBindings ?? []),
   };
 }
 
-/** Everything the three services publish to and consume from. */
-export const MESSAGING_TOPOLOGY: Topology = mergeTopologies(
-  {
-    exchanges: [topicExchange(Exchanges.students), topicExchange(Exchanges.notifications)],
-    queues: [],
-    bindings: [],
-  },
-  // One worker at a time: competing workers would run one student's events out of order. The others stand by.
-  consumingQueue(
-    Queues.studentsWorker,
-    { exchange: Exchanges.students, routingKeys: [STUDENT_EVENTS_PATTERN] },
-    { singleActiveConsumer: true },
-  ),
-  consumingQueue(Queues.notifications, {
-    exchange: Exchanges.notifications,
-    routingKeys: [STUDENT_EVENTS_PATTERN],
-  }),
-);
+/** Most partition queues the worker's events can be spread over (WORKER_PARTITIONS). */
+export const MAX_WORKER_PARTITIONS = 64;
+
+/** The queues the worker consumes: `students.worker` alone, or `students.worker.0` … `students.worker.<N-1>`. */
+export function studentsWorkerQueues(partitions: number): readonly string[] {
+  if (!Number.isInteger(partitions) || partitions < 1 || partitions > MAX_WORKER_PARTITIONS)
+    throw new Error(
+      `partitions must be a whole number from 1 to ${MAX_WORKER_PARTITIONS}, got ${partitions}`,
+    );
+  if (partitions === 1) return [Queues.studentsWorker];
+  return Array.from({ length: partitions }, (_, partition) => `${Queues.studentsWorker}.${partition}`);
+}
+
+/**
+ * Where student events wait for the worker. Every queue is single-active-consumer: competing workers would run one
+ * student's events out of order, so the others stand by. With N > 1 partitions, a consistent-hash exchange bound
+ * to `students` sends each event to one of N queues by its subject (the student id): one student's events stay in
+ * one queue, in order, and different queues can be consumed by different workers.
+ */
+export function studentsWorkerTopology(partitions: number): Topology {
+  const queues = studentsWorkerQueues(partitions);
+  const studentEvents = { exchange: Exchanges.students, routingKeys: [STUDENT_EVENTS_PATTERN] };
+  if (partitions === 1)
+    return consumingQueue(Queues.studentsWorker, studentEvents, { singleActiveConsumer: true });
+  return mergeTopologies(
+    {
+      exchanges: [
+        {
+          name: Exchanges.studentPartitions,
+          type: 'x-consistent-hash',
+          durable: true,
+          hashHeader: SUBJECT_HEADER,
+        },
+      ],
+      queues: [],
+      bindings: [],
+      exchangeBindings: [
+        {
+          source: Exchanges.students,
+          destination: Exchanges.studentPartitions,
+          routingKey: STUDENT_EVENTS_PATTERN,
+        },
+      ],
+    },
+    // Weight 1 each: every partition gets an equal share of the students.
+    ...queues.map((queue) =>
+      consumingQueue(
+        queue,
+        { exchange: Exchanges.studentPartitions, routingKeys: ['1'] },
+        { singleActiveConsumer: true },
+      ),
+    ),
+  );
+}
+
+/**
+ * Everything the three services publish to and consume from. Every role declares all of it (so nothing published
+ * before the worker first ran is lost), so every role must be given the same number of worker partitions.
+ */
+export function messagingTopology(workerPartitions: number): Topology {
+  return mergeTopologies(
+    {
+      exchanges: [topicExchange(Exchanges.students), topicExchange(Exchanges.notifications)],
+      queues: [],
+      bindings: [],
+    },
+    studentsWorkerTopology(workerPartitions),
+    consumingQueue(Queues.notifications, {
+      exchange: Exchanges.notifications,
+      routingKeys: [STUDENT_EVENTS_PATTERN],
+    }),
+  );
+}
+
+/** The topology with one worker queue (WORKER_PARTITIONS=1, the default). */
+export const MESSAGING_TOPOLOGY: Topology = messagingTopology(1);

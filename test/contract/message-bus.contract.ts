@@ -434,6 +434,80 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       );
     });
 
+    test('a consistent-hash exchange behind a topic exchange gives each message to exactly one queue, by its hash header', async () => {
+      const { bus, name } = await fixture();
+      const exchange = name('students');
+      const partitions = name('partitions');
+      const queues = range(4).map((p) => name(`worker.${p}`));
+      const topology: Topology = mergeTopologies(
+        {
+          exchanges: [
+            topicExchange(exchange),
+            { name: partitions, type: 'x-consistent-hash', durable: true, hashHeader: 'subject' },
+          ],
+          queues: [],
+          bindings: [],
+          exchangeBindings: [{ source: exchange, destination: partitions, routingKey: 'student.*' }],
+        },
+        ...queues.map((queue) =>
+          consumingQueue(queue, { exchange: partitions, routingKeys: ['1'] }, { singleActiveConsumer: true }),
+        ),
+      );
+      await bus.declareTopology(topology);
+      await bus.declareTopology(topology); // idempotent: no second binding, no duplicates
+      // A queue's binding key on a consistent-hash exchange is its weight.
+      await assert.rejects(
+        bus.declareTopology({
+          ...topology,
+          bindings: [{ exchange: partitions, queue: queues[0]!, routingKey: '#' }],
+        }),
+        /weight, a positive integer/,
+      );
+
+      const keys = range(100).map((k) => `student-${k}`);
+      const perKey = 3;
+      await bus.publish([
+        ...range(perKey).flatMap((seq) =>
+          keys.map((key) => ({
+            ...message(exchange, 'student.updated', `${key}/${seq}`),
+            headers: { subject: key },
+          })),
+        ),
+        // The topic binding still filters: this one reaches no partition.
+        { ...message(exchange, 'teacher.updated', 'not-a-student'), headers: { subject: 'student-0' } },
+      ]);
+
+      const inboxes = await Promise.all(queues.map((queue) => collect(bus, queue)));
+      const total = () => inboxes.reduce((sum, inbox) => sum + inbox.messages.length, 0);
+      await waitUntil(() => total() >= keys.length * perKey, 'every message in some partition');
+      await sleep(QUIET_MS);
+      assert.equal(total(), keys.length * perKey, 'each message in exactly one partition');
+      const partitionOf = new Map<string, number>();
+      inboxes.forEach((inbox, partition) => {
+        assert.ok(inbox.messages.length > 0, `partition ${partition} got no student`);
+        for (const received of inbox.messages) {
+          const key = received.headers.subject ?? '';
+          assert.equal(partitionOf.get(key) ?? partition, partition, `${key} went to two partitions`);
+          partitionOf.set(key, partition);
+        }
+      });
+      for (const key of keys) {
+        const inbox = inboxes[partitionOf.get(key)!]!;
+        assert.deepEqual(
+          inbox.ids().filter((id) => id.startsWith(`${key}/`)),
+          range(perKey).map((seq) => `${key}/${seq}`),
+          `${key} in publish order`,
+        );
+      }
+
+      // Stable: the same header value goes to the same partition again.
+      await bus.publish([
+        { ...message(exchange, 'student.deleted', 'again'), headers: { subject: 'student-7' } },
+      ]);
+      const again = inboxes[partitionOf.get('student-7')!]!;
+      await waitUntil(() => again.ids().includes('again'), 'student-7 in its partition');
+    });
+
     test('Subscription.close stops taking messages and waits for in-flight handlers to finish and settle', async () => {
       const { bus, name } = await fixture();
       const { exchange, queue } = await simpleTopology(bus, name);

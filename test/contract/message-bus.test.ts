@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Connection } from 'rabbitmq-client';
 import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
-import { consumingQueue } from '../../src/contracts/messaging.ts';
+import { consumingQueue, type ExchangeType } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { needsRabbitMq } from '../support/services.ts';
@@ -90,6 +90,27 @@ describe('RabbitMqMessageBus and a foreign publisher', rabbit, () => {
     } finally {
       await publisher.close();
       await foreign.close();
+      await bus.close();
+      await vhost.delete();
+    }
+  });
+});
+
+describe('RabbitMqMessageBus and an exchange type the broker lacks', rabbit, () => {
+  test('declaring it rejects with an error that names the type and says to enable a plugin', async () => {
+    const vhost = await createTestVhost();
+    const bus = new RabbitMqMessageBus({
+      url: vhost.url,
+      connectionName: 'exchange type test',
+      retryLowMs: 200,
+    });
+    try {
+      const exchange = { name: 'odd', type: 'x-no-such-type' as ExchangeType, durable: true };
+      await assert.rejects(
+        bus.declareTopology({ exchanges: [exchange], queues: [], bindings: [] }),
+        /RabbitMQ does not know the exchange type 'x-no-such-type' of exchange 'odd': enable the RabbitMQ plugin/,
+      );
+    } finally {
       await bus.close();
       await vhost.delete();
     }

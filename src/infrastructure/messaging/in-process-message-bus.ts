@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type {
   ConsumeOptions,
   HandlerOutcome,
@@ -42,6 +43,20 @@ interface Binding {
 interface MemoryExchange {
   readonly declaration: ExchangeDeclaration;
   readonly bindings: Binding[];
+  /** Exchange-to-exchange bindings with this exchange as the source. */
+  readonly exchangeBindings: {
+    readonly destination: string;
+    readonly routingKey: string;
+    readonly words: readonly string[];
+  }[];
+  /** x-consistent-hash: each bound queue repeated by its weight, in binding order; rebuilt when bindings change. */
+  buckets?: readonly string[];
+}
+
+/** Where a routing key leads, headers aside: queues, and the consistent-hash exchanges that pick one per message. */
+interface Route {
+  readonly queues: readonly string[];
+  readonly hashExchanges: readonly MemoryExchange[];
 }
 
 /** FIFO with O(1) take; requeued messages go to a separate list served first, as quorum queues do. */
@@ -130,7 +145,7 @@ export class InProcessMessageBus implements MessageBus {
   private readonly exchanges = new Map<string, MemoryExchange>();
   private readonly queues = new Map<string, MemoryQueue>();
   private readonly subscriptions = new Set<() => Promise<void>>();
-  private readonly routeCache = new Map<string, readonly string[]>();
+  private readonly routeCache = new Map<string, Route>();
   private closed = false;
 
   constructor(options: InProcessMessageBusOptions = {}) {
@@ -142,10 +157,12 @@ export class InProcessMessageBus implements MessageBus {
     validateTopology(topology);
     for (const declaration of topology.exchanges) {
       const existing = this.exchanges.get(declaration.name);
-      if (!existing) this.exchanges.set(declaration.name, { declaration, bindings: [] });
+      if (!existing)
+        this.exchanges.set(declaration.name, { declaration, bindings: [], exchangeBindings: [] });
       else if (
         existing.declaration.type !== declaration.type ||
-        existing.declaration.durable !== declaration.durable
+        existing.declaration.durable !== declaration.durable ||
+        existing.declaration.hashHeader !== declaration.hashHeader
       )
         throw new Error(`exchange '${declaration.name}' already declared with different settings`);
     }
@@ -168,6 +185,24 @@ export class InProcessMessageBus implements MessageBus {
           routingKey: binding.routingKey,
           words: binding.routingKey.split('.'),
         });
+        exchange.buckets = undefined;
+        this.routeCache.clear();
+      }
+    }
+    for (const binding of topology.exchangeBindings ?? []) {
+      const source = this.exchanges.get(binding.source);
+      if (!source) throw new Error(`cannot bind: no exchange '${binding.source}'`);
+      if (!this.exchanges.has(binding.destination))
+        throw new Error(`cannot bind: no exchange '${binding.destination}'`);
+      const known = source.exchangeBindings.some(
+        (b) => b.destination === binding.destination && b.routingKey === binding.routingKey,
+      );
+      if (!known) {
+        source.exchangeBindings.push({
+          destination: binding.destination,
+          routingKey: binding.routingKey,
+          words: binding.routingKey.split('.'),
+        });
         this.routeCache.clear();
       }
     }
@@ -177,7 +212,7 @@ export class InProcessMessageBus implements MessageBus {
     this.assertOpen();
     const failures: Error[] = [];
     for (const message of messages) {
-      const queues = this.route(message.exchange, message.routingKey);
+      const queues = this.route(message.exchange, message.routingKey, message.headers ?? {});
       if (!queues) {
         failures.push(new Error(`publish failed: no exchange '${message.exchange}'`));
         continue;
@@ -241,29 +276,73 @@ export class InProcessMessageBus implements MessageBus {
     if (this.closed) throw new Error('message bus is closed');
   }
 
-  /** Queue names the message goes to; `undefined` when the exchange does not exist. */
-  private route(exchangeName: string, routingKey: string): readonly string[] | undefined {
+  /** Queue names the message goes to (each once); `undefined` when the exchange does not exist. */
+  private route(
+    exchangeName: string,
+    routingKey: string,
+    headers: Readonly<Record<string, string>>,
+  ): readonly string[] | undefined {
     if (exchangeName === '') return this.queues.has(routingKey) ? [routingKey] : [];
     const exchange = this.exchanges.get(exchangeName);
     if (!exchange) return undefined;
     const cacheKey = `${exchangeName}\u0000${routingKey}`;
-    const cached = this.routeCache.get(cacheKey);
-    if (cached) return cached;
+    let route = this.routeCache.get(cacheKey);
+    if (!route) {
+      route = this.routeByKey(exchange, routingKey);
+      if (this.routeCache.size > 10_000) this.routeCache.clear();
+      this.routeCache.set(cacheKey, route);
+    }
+    if (route.hashExchanges.length === 0) return route.queues;
+    const queues = new Set(route.queues);
+    for (const hashExchange of route.hashExchanges) {
+      const queue = this.pickByHash(hashExchange, routingKey, headers);
+      if (queue !== undefined) queues.add(queue);
+    }
+    return [...queues];
+  }
+
+  /** Follows bindings (exchange-to-exchange ones too, each exchange once) as far as the routing key decides. */
+  private routeByKey(start: MemoryExchange, routingKey: string): Route {
     const words = routingKey.split('.');
-    const matches = new Set<string>();
-    for (const binding of exchange.bindings) {
+    const queues = new Set<string>();
+    const hashExchanges = new Set<MemoryExchange>();
+    const visited = new Set<MemoryExchange>();
+    const visit = (exchange: MemoryExchange) => {
+      if (visited.has(exchange)) return;
+      visited.add(exchange);
       const type = exchange.declaration.type;
-      if (
+      if (type === 'x-consistent-hash') return void hashExchanges.add(exchange);
+      const matches = (binding: { readonly routingKey: string; readonly words: readonly string[] }) =>
         type === 'fanout' ||
         (type === 'direct' && binding.routingKey === routingKey) ||
-        (type === 'topic' && topicMatches(binding.words, 0, words, 0))
-      )
-        matches.add(binding.queue);
-    }
-    const result = [...matches];
-    if (this.routeCache.size > 10_000) this.routeCache.clear();
-    this.routeCache.set(cacheKey, result);
-    return result;
+        (type === 'topic' && topicMatches(binding.words, 0, words, 0));
+      for (const binding of exchange.bindings) if (matches(binding)) queues.add(binding.queue);
+      for (const binding of exchange.exchangeBindings) {
+        const destination = this.exchanges.get(binding.destination);
+        if (destination && matches(binding)) visit(destination);
+      }
+    };
+    visit(start);
+    return { queues: [...queues], hashExchanges: [...hashExchanges] };
+  }
+
+  /**
+   * RabbitMQ's consistent-hash exchange: one bound queue per message, by a stable hash of the hash header (or the
+   * routing key) over buckets in proportion to the weights. A missing header hashes as empty: one fixed queue.
+   */
+  private pickByHash(
+    exchange: MemoryExchange,
+    routingKey: string,
+    headers: Readonly<Record<string, string>>,
+  ): string | undefined {
+    exchange.buckets ??= exchange.bindings.flatMap((binding) =>
+      Array.from({ length: Number(binding.routingKey) }, () => binding.queue),
+    );
+    if (exchange.buckets.length === 0) return undefined;
+    const { hashHeader } = exchange.declaration;
+    const value = hashHeader === undefined ? routingKey : (headers[hashHeader] ?? '');
+    const key = createHash('sha256').update(value).digest().readBigUInt64BE(0);
+    return exchange.buckets[jumpConsistentHash(key, exchange.buckets.length)];
   }
 
   private enqueue(queueName: string, message: StoredMessage): void {
@@ -333,7 +412,9 @@ export class InProcessMessageBus implements MessageBus {
 
   private deadLetter(queue: MemoryQueue, entry: Entry, reason: string): void {
     const { name, deadLetterExchange } = queue.declaration;
-    const queues = deadLetterExchange ? this.route(deadLetterExchange, entry.message.routingKey) : undefined;
+    const queues = deadLetterExchange
+      ? this.route(deadLetterExchange, entry.message.routingKey, entry.message.headers)
+      : undefined;
     if (!queues || queues.length === 0) {
       this.logger.warn(
         { queue: name, messageId: entry.message.messageId, reason },
@@ -358,6 +439,22 @@ function sameQueue(a: QueueDeclaration, b: QueueDeclaration): boolean {
     a.maxDeliveries === b.maxDeliveries &&
     a.deadLetterExchange === b.deadLetterExchange
   );
+}
+
+/**
+ * Lamping and Veach's jump consistent hash: a bucket in [0, buckets) for a 64-bit key;
+ * adding a bucket moves only the keys that land in the new one.
+ */
+function jumpConsistentHash(key: bigint, buckets: number): number {
+  let state = key;
+  let bucket = -1;
+  let next = 0;
+  while (next < buckets) {
+    bucket = next;
+    state = (state * 2_862_933_555_777_941_757n + 1n) & 0xffff_ffff_ffff_ffffn;
+    next = Math.floor((bucket + 1) * (2 ** 31 / (Number(state >> 33n) + 1)));
+  }
+  return bucket;
 }
 
 /** AMQP topic matching: `*` is exactly one word, `#` is zero or more words. */

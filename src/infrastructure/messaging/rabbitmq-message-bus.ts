@@ -18,6 +18,7 @@ import {
   DEATH_QUEUE_HEADER,
   DEATH_REASON_HEADER,
   type BindingDeclaration,
+  type ExchangeBindingDeclaration,
   type ExchangeDeclaration,
   type QueueDeclaration,
   type Topology,
@@ -60,6 +61,7 @@ export class RabbitMqMessageBus implements MessageBus {
   private readonly exchanges = new Map<string, ExchangeDeclaration>();
   private readonly queues = new Map<string, QueueDeclaration>();
   private readonly bindings: BindingDeclaration[] = [];
+  private readonly exchangeBindings: ExchangeBindingDeclaration[] = [];
   private readonly subscriptions = new Set<() => Promise<void>>();
   private lastError: string | undefined;
   private closing: Promise<void> | undefined;
@@ -99,10 +101,18 @@ export class RabbitMqMessageBus implements MessageBus {
     this.assertOpen();
     validateTopology(topology);
     await Promise.all(
-      topology.exchanges.map((exchange) => this.connection.exchangeDeclare(exchangeParams(exchange))),
+      topology.exchanges.map((exchange) =>
+        this.connection
+          .exchangeDeclare(exchangeParams(exchange))
+          .catch((error: unknown) => Promise.reject(explainDeclareError(error, exchange))),
+      ),
     );
     await Promise.all(topology.queues.map((queue) => this.connection.queueDeclare(queueParams(queue))));
     await Promise.all(topology.bindings.map((binding) => this.connection.queueBind(bindingParams(binding))));
+    const exchangeBindings = topology.exchangeBindings ?? [];
+    await Promise.all(
+      exchangeBindings.map((binding) => this.connection.exchangeBind(exchangeBindingParams(binding))),
+    );
     for (const exchange of topology.exchanges) this.exchanges.set(exchange.name, exchange);
     for (const queue of topology.queues) this.queues.set(queue.name, queue);
     for (const binding of topology.bindings) {
@@ -111,6 +121,15 @@ export class RabbitMqMessageBus implements MessageBus {
           b.exchange === binding.exchange && b.queue === binding.queue && b.routingKey === binding.routingKey,
       );
       if (!known) this.bindings.push(binding);
+    }
+    for (const binding of exchangeBindings) {
+      const known = this.exchangeBindings.some(
+        (b) =>
+          b.source === binding.source &&
+          b.destination === binding.destination &&
+          b.routingKey === binding.routingKey,
+      );
+      if (!known) this.exchangeBindings.push(binding);
     }
   }
 
@@ -146,7 +165,11 @@ export class RabbitMqMessageBus implements MessageBus {
       throw new Error(`prefetch must be a positive integer, got ${options.prefetch}`);
     const declaration = this.queues.get(queue);
     const bindings = this.bindings.filter((binding) => binding.queue === queue);
-    const exchanges = [...new Set(bindings.map((binding) => binding.exchange))].flatMap((name) => {
+    const boundExchanges = new Set(bindings.map((binding) => binding.exchange));
+    // One hop further: the exchanges that feed the queue's exchanges (students → students.partitions).
+    const feeding = this.exchangeBindings.filter((binding) => boundExchanges.has(binding.destination));
+    const exchangeNames = new Set([...feeding.map((binding) => binding.source), ...boundExchanges]);
+    const exchanges = [...exchangeNames].flatMap((name) => {
       const exchange = this.exchanges.get(name);
       return exchange ? [exchangeParams(exchange)] : [];
     });
@@ -160,6 +183,7 @@ export class RabbitMqMessageBus implements MessageBus {
         queueOptions: declaration ? queueParams(declaration) : { queue, passive: true },
         exchanges,
         queueBindings: bindings.map(bindingParams),
+        exchangeBindings: feeding.map(exchangeBindingParams),
         qos: { prefetchCount: options.prefetch },
         concurrency: options.prefetch,
         requeue: true,
@@ -283,7 +307,31 @@ export class RabbitMqMessageBus implements MessageBus {
 }
 
 function exchangeParams(exchange: ExchangeDeclaration) {
-  return { exchange: exchange.name, type: exchange.type, durable: exchange.durable };
+  return {
+    exchange: exchange.name,
+    type: exchange.type,
+    durable: exchange.durable,
+    ...(exchange.hashHeader === undefined ? {} : { arguments: { 'hash-header': exchange.hashHeader } }),
+  };
+}
+
+/** Exchange types that come with a RabbitMQ plugin, which the broker must have enabled. */
+const PLUGIN_OF_EXCHANGE_TYPE: Readonly<Record<string, string>> = {
+  'x-consistent-hash': 'rabbitmq_consistent_hash_exchange',
+};
+
+/** RabbitMQ refuses an exchange type whose plugin is not enabled: say which plugin, and how to enable it. */
+export function explainDeclareError(error: unknown, exchange: ExchangeDeclaration): unknown {
+  const message = errorMessage(error);
+  if (!/unknown exchange type/.test(message)) return error;
+  const plugin = PLUGIN_OF_EXCHANGE_TYPE[exchange.type];
+  const remedy = plugin
+    ? `enable its plugin on every RabbitMQ node: rabbitmq-plugins enable ${plugin}`
+    : 'enable the RabbitMQ plugin that provides it';
+  return new Error(
+    `RabbitMQ does not know the exchange type '${exchange.type}' of exchange '${exchange.name}': ${remedy}`,
+    { cause: error },
+  );
 }
 
 function queueParams(queue: QueueDeclaration) {
@@ -304,6 +352,10 @@ function queueParams(queue: QueueDeclaration) {
 
 function bindingParams(binding: BindingDeclaration) {
   return { exchange: binding.exchange, queue: binding.queue, routingKey: binding.routingKey };
+}
+
+function exchangeBindingParams(binding: ExchangeBindingDeclaration) {
+  return { source: binding.source, destination: binding.destination, routingKey: binding.routingKey };
 }
 
 function toReceivedMessage(raw: AsyncMessage, declaration: QueueDeclaration | undefined): ReceivedMessage {

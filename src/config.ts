@@ -1,6 +1,7 @@
 // The one place that reads the environment: parsed and validated once, at start-up, by each composition root.
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
+import { MAX_WORKER_PARTITIONS } from './contracts/messaging.ts';
 import type { ResilienceOptions } from './infrastructure/resilience/resilience-policy.ts';
 
 const port = (fallback: number) =>
@@ -62,6 +63,12 @@ const ConfigSchema = z.object({
     .int('must be a whole number from 1 to 1000 (1 = strict FIFO)')
     .min(1, 'must be a whole number from 1 to 1000 (1 = strict FIFO)')
     .max(1000, 'must be a whole number from 1 to 1000 (1 = strict FIFO)')
+    .default(1),
+  WORKER_PARTITIONS: z.coerce
+    .number({ error: `must be a whole number from 1 to ${MAX_WORKER_PARTITIONS} (1 = one queue)` })
+    .int(`must be a whole number from 1 to ${MAX_WORKER_PARTITIONS} (1 = one queue)`)
+    .min(1, `must be a whole number from 1 to ${MAX_WORKER_PARTITIONS} (1 = one queue)`)
+    .max(MAX_WORKER_PARTITIONS, `must be a whole number from 1 to ${MAX_WORKER_PARTITIONS} (1 = one queue)`)
     .default(1),
   LOG_LEVEL: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
@@ -159,6 +166,11 @@ export interface Config {
   /** Messages the worker handles at once: 1 = strict FIFO like the original; more keeps per-student order only. */
   readonly worker: {
     readonly prefetch: number;
+    /**
+     * Queues student events are spread over by student id; each is consumed by one worker at a time, and the workers
+     * share them out. 1 = the one queue `students.worker`. Every role must have the same value.
+     */
+    readonly partitions: number;
     /** How long the worker remembers a handled message, so that a redelivery changes nothing twice. */
     readonly inboxRetentionSeconds: number;
   };
@@ -240,7 +252,11 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
     redisUrl: c.REDIS_URL,
     host: c.HOST,
     ports: { api: c.API_PORT, notifications: c.NOTIFICATIONS_PORT, worker: c.WORKER_PORT },
-    worker: { prefetch: c.WORKER_PREFETCH, inboxRetentionSeconds: c.INBOX_RETENTION_SECONDS },
+    worker: {
+      prefetch: c.WORKER_PREFETCH,
+      partitions: c.WORKER_PARTITIONS,
+      inboxRetentionSeconds: c.INBOX_RETENTION_SECONDS,
+    },
     log: {
       level: c.LOG_LEVEL,
       pretty: (c.LOG_FORMAT ?? (stdoutIsTty ? 'pretty' : 'json')) === 'pretty',

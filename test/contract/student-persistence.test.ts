@@ -353,6 +353,35 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
     assert.equal(new Set(seen).size, seen.length);
   });
 
+  test('tryLead gives a key to one holder at a time, and heldLeadLocks lists the held keys of a range', async () => {
+    // Far from the application's own keys, so a process of another suite on this database cannot interfere.
+    const base = 900_000_000;
+    const { database } = testDb;
+    const first = await database.tryLead(base + 1);
+    const third = await database.tryLead(base + 3);
+    try {
+      assert.ok(first && third);
+      assert.equal(await database.tryLead(base + 1), undefined, 'a held key is not given twice');
+      assert.deepEqual(await database.heldLeadLocks(base, base + 9), [base + 1, base + 3]);
+      assert.deepEqual(await database.heldLeadLocks(base + 2, base + 9), [base + 3]);
+      await first.release();
+      assert.deepEqual(await database.heldLeadLocks(base, base + 9), [base + 3]);
+      if (kind === 'postgres') {
+        // Advisory locks are per database: another database on the same server does not see these.
+        const other = await openTestDatabase('postgres');
+        try {
+          assert.deepEqual(await other.database.heldLeadLocks(base, base + 9), []);
+        } finally {
+          await other.dispose();
+        }
+      }
+    } finally {
+      await first?.release();
+      await third?.release();
+    }
+    assert.deepEqual(await database.heldLeadLocks(base, base + 9), []);
+  });
+
   test('migrations applied twice change nothing', async () => {
     await testDb.database.migrate();
     await testDb.database.migrate();

@@ -108,6 +108,20 @@ describe('configuration', () => {
     );
   });
 
+  test('the worker has one queue unless WORKER_PARTITIONS says how many (1 to 64)', () => {
+    assert.equal(parseConfig({}).worker.partitions, 1);
+    assert.equal(parseConfig({ WORKER_PARTITIONS: '4' }).worker.partitions, 4);
+    assert.equal(parseConfig({ WORKER_PARTITIONS: '64' }).worker.partitions, 64);
+    for (const bad of ['0', '65', '2.5', 'four', '-1', ''])
+      assert.throws(
+        () => parseConfig({ WORKER_PARTITIONS: bad }),
+        new RegExp(
+          `WORKER_PARTITIONS: must be a whole number from 1 to 64 \\(1 = one queue\\) \\(got ${JSON.stringify(bad)}\\)`,
+        ),
+        bad,
+      );
+  });
+
   test('the inbox remembers handled messages for 7 days, and for no less than the outbox keeps them (1 day)', () => {
     assert.equal(parseConfig({}).worker.inboxRetentionSeconds, 7 * 86_400);
     assert.equal(parseConfig({ INBOX_RETENTION_SECONDS: '86400' }).worker.inboxRetentionSeconds, 86_400);

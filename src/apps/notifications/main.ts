@@ -5,7 +5,7 @@ import { Registry } from 'prom-client';
 import type { MessageBus } from '../../application/ports/message-bus.ts';
 import type { ReplayLog } from '../../application/ports/replay-log.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
-import { MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
+import { messagingTopology } from '../../contracts/messaging.ts';
 import { NotificationRoutes } from '../../contracts/notifications.ts';
 import { createJwtVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import type { HealthCheck } from '../../infrastructure/health/health.ts';
@@ -124,7 +124,7 @@ export async function createNotifications({
 
   return {
     async start() {
-      await bus.declareTopology(MESSAGING_TOPOLOGY);
+      await bus.declareTopology(messagingTopology(config.worker.partitions));
       fanOut.subscribe('signalr', (entry) => sendToHub(hub, entry, log));
       await fanOut.start();
       consumer = await consumeNotifications({

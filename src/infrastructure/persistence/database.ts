@@ -35,6 +35,11 @@ export interface Database {
    */
   tryLead(lockKey: number): Promise<Leadership | undefined>;
   /**
+   * The keys from `first` to `last` whose `tryLead` lock some process on this database holds now, ascending (on
+   * PGlite, a single-process database, those this process holds).
+   */
+  heldLeadLocks(first: number, last: number): Promise<number[]>;
+  /**
    * Wakes whoever listens on `channel` through a Leadership: at once when that is this process, otherwise (on
    * PostgreSQL) with a NOTIFY, a round trip (at most one in flight per channel; one due meanwhile is sent after it).
    * Fire and forget: a lost one only delays the listener until its next poll.
@@ -109,6 +114,16 @@ function notifier(
 
 const NOTIFY_STATEMENT = { name: 'database_notify', text: 'select pg_notify($1, $2)' };
 
+// A one-argument advisory lock on a non-negative key below 2^32 is objsubid 1, classid 0, objid = the key.
+const HELD_LEAD_LOCKS_STATEMENT = {
+  name: 'database_held_lead_locks',
+  text: `select objid::int8 as key from pg_locks
+    where locktype = 'advisory' and granted and objsubid = 1 and classid = 0
+      and database = (select oid from pg_database where datname = current_database())
+      and objid::int8 between $1 and $2
+    order by key`,
+};
+
 const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../../drizzle', import.meta.url));
 // Any constant works; it only has to be the same in every process that migrates this database.
 const MIGRATION_LOCK_KEY = 4_224_711;
@@ -177,6 +192,13 @@ function openPostgres(url: string, logger: Logger): Database {
       await pool.query('select 1');
     },
     tryLead: (lockKey) => leadOnPostgres(url, lockKey, local, logger),
+    async heldLeadLocks(first, last) {
+      const { rows } = await pool.query<{ key: string }>({
+        ...HELD_LEAD_LOCKS_STATEMENT,
+        values: [first, last],
+      });
+      return rows.map((row) => Number(row.key));
+    },
     notify: notifier(local, (channel) => pool.query({ ...NOTIFY_STATEMENT, values: [channel, ''] })),
     close: () => pool.end(),
   };
@@ -273,8 +295,8 @@ function pgliteExecutor(target: Pick<PGlite, 'query'>): SqlExecutor {
 
 function pgliteDatabase(client: PGlite, close: () => Promise<void>): Database {
   const db = drizzlePglite(client, { schema });
-  // One process, one session: leadership is simply "the first caller in this process".
-  let leader = false;
+  // One process, one session: leadership of a key is simply "the first caller in this process".
+  const led = new Set<number>();
   const local = new LocalChannels();
   return {
     kind: 'pglite',
@@ -285,9 +307,10 @@ function pgliteDatabase(client: PGlite, close: () => Promise<void>): Database {
     async ping() {
       await client.query('select 1');
     },
-    async tryLead() {
-      if (leader) return undefined;
-      leader = true;
+    async tryLead(lockKey) {
+      if (led.has(lockKey)) return undefined;
+      led.add(lockKey);
+      let released = false;
       const listening = local.scope();
       return {
         lost: new Promise<void>(() => undefined),
@@ -297,9 +320,14 @@ function pgliteDatabase(client: PGlite, close: () => Promise<void>): Database {
         },
         async release() {
           listening.clear();
-          leader = false;
+          if (released) return;
+          released = true;
+          led.delete(lockKey);
         },
       };
+    },
+    async heldLeadLocks(first, last) {
+      return [...led].filter((key) => key >= first && key <= last).sort((a, b) => a - b);
     },
     // Every listener is in this process: with none here, nobody is listening.
     notify: (channel) => void local.deliver(channel),

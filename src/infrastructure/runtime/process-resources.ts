@@ -1,7 +1,7 @@
 import type { Registry } from 'prom-client';
 import type { MessageBus } from '../../application/ports/message-bus.ts';
 import { WORKER_INBOX } from '../../application/students/process-student-event.ts';
-import { Exchanges, MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
+import { Exchanges, messagingTopology } from '../../contracts/messaging.ts';
 import { openCache, type Cache } from '../caching/open-cache.ts';
 import type { Logger } from '../logging/logger.ts';
 import { openMessageBus } from '../messaging/open-message-bus.ts';
@@ -17,6 +17,8 @@ export interface RuntimeSettings {
   readonly redisUrl: string;
   readonly cache: { readonly ttlSeconds: number; readonly keyPrefix: string };
   readonly resilience: ResilienceOptions;
+  /** The worker's queues are part of the topology every role declares. */
+  readonly worker: { readonly partitions: number };
 }
 
 /** The adapters one process shares between its roles, opened in order and closed in reverse. */
@@ -69,7 +71,7 @@ export async function openProcessResources(
       const opened = openMessageBus(settings.amqpUrl, logger, options.connectionName);
       bus = opened;
       closers.push(() => opened.close());
-      await opened.declareTopology(MESSAGING_TOPOLOGY);
+      await opened.declareTopology(messagingTopology(settings.worker.partitions));
       if (settings.amqpUrl === 'memory:') {
         // The last process's queues died with it: what its worker had not handled yet is sent again.
         const resent = await resendUnhandled(database, Exchanges.students, WORKER_INBOX);

@@ -362,7 +362,7 @@ async function startWorkerConsumer(bus: MessageBus): Promise<WorkerFixture> {
     ),
     prefetch: 1,
     retry: { maxRetryAttempts: 2, baseDelayMs: 5, maxDelayMs: 20 },
-    metrics: { record: (label) => outcomes.push(label), delivered: () => {} },
+    metrics: { record: (label) => outcomes.push(label), delivered: () => {}, partitionsOwned: () => {} },
     logger: silentLogger,
   });
   return { testDb, dead, outcomes, existing };

@@ -3,7 +3,7 @@ import { Registry } from 'prom-client';
 import type { MessageBus, Subscription } from '../../application/ports/message-bus.ts';
 import { processStudentEvents } from '../../application/students/process-student-event.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
-import { MESSAGING_TOPOLOGY } from '../../contracts/messaging.ts';
+import { messagingTopology, studentsWorkerQueues } from '../../contracts/messaging.ts';
 import { pingCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer } from '../../infrastructure/http/http-server.ts';
@@ -23,6 +23,7 @@ import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-u
 import { systemClock } from '../../infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../infrastructure/system/uuid-v7-generator.ts';
 import { microBatch } from './micro-batch.ts';
+import { assignPartitions, type PartitionAssignment } from './partition-assignment.ts';
 import { consumeStudentEvents, type AfterProcessed } from './student-events.consumer.ts';
 import { createWorkerMetrics } from './worker-metrics.ts';
 
@@ -72,7 +73,31 @@ export function createWorker({
   );
   const metrics = createWorkerMetrics(registry);
   let state: ConsumerState = 'stopped';
+  const queues = studentsWorkerQueues(config.worker.partitions);
+  const consume = (queue: string) =>
+    consumeStudentEvents({
+      bus,
+      queue,
+      process: processEvent,
+      prefetch: config.worker.prefetch,
+      retry: config.resilience,
+      metrics,
+      logger: log,
+      afterProcessed,
+    });
+  // One queue: every worker subscribes and the queue's single active consumer stands the others by. Partitions: the
+  // workers share them out, each consuming its own.
   let subscription: Subscription | undefined;
+  const assignment: PartitionAssignment | undefined =
+    queues.length === 1
+      ? undefined
+      : assignPartitions({
+          database,
+          partitions: queues.length,
+          subscribe: (partition) => consume(queues[partition]!),
+          logger: log,
+          onChange: ({ owned }) => metrics.partitionsOwned(owned.length),
+        });
   // Every worker prunes (deleting the same old rows twice is harmless); stop() waits for a prune under way.
   let pruning: NodeJS.Timeout | undefined;
   let pruned = Promise.resolve();
@@ -94,7 +119,12 @@ export function createWorker({
       name: 'consumer',
       check: async () => ({
         status: state === 'consuming' ? 'Healthy' : 'Unhealthy',
-        data: { state, prefetch: config.worker.prefetch },
+        data: {
+          state,
+          prefetch: config.worker.prefetch,
+          // Owning none is healthy: the other workers hold every partition, and this one takes over if one goes.
+          ...(assignment ? { partitions: { count: queues.length, ...assignment.status() } } : {}),
+        },
       }),
     },
   ]);
@@ -102,16 +132,12 @@ export function createWorker({
   return {
     async start() {
       state = 'starting';
-      await bus.declareTopology(MESSAGING_TOPOLOGY);
-      subscription = await consumeStudentEvents({
-        bus,
-        process: processEvent,
-        prefetch: config.worker.prefetch,
-        retry: config.resilience,
-        metrics,
-        logger: log,
-        afterProcessed,
-      });
+      await bus.declareTopology(messagingTopology(config.worker.partitions));
+      if (assignment) await assignment.start();
+      else {
+        subscription = await consume(queues[0]!);
+        metrics.partitionsOwned(1);
+      }
       state = 'consuming';
       pruneInboxNow();
       pruning = setInterval(pruneInboxNow, INBOX_PRUNE_EVERY_MS).unref();
@@ -123,6 +149,8 @@ export function createWorker({
       clearInterval(pruning);
       await subscription?.close();
       subscription = undefined;
+      await assignment?.stop();
+      metrics.partitionsOwned(0);
       await pruned;
       await app.close();
       state = 'stopped';
@@ -180,7 +208,14 @@ async function main(): Promise<void> {
         const opened = await openProcessResources(config, logger, { connectionName: 'worker', bus: true });
         resources = opened;
         worker = createWorkerOver(opened, { config, logger });
-        logger.info({ health: await worker.start(), prefetch: config.worker.prefetch }, 'worker consuming');
+        logger.info(
+          {
+            health: await worker.start(),
+            prefetch: config.worker.prefetch,
+            partitions: config.worker.partitions,
+          },
+          'worker consuming',
+        );
       },
       async stop() {
         await worker?.stop();

@@ -41,6 +41,8 @@ export interface RetryOptions {
 
 export interface StudentEventsConsumerOptions {
   readonly bus: MessageBus;
+  /** `students.worker`, or one of its partitions. */
+  readonly queue?: string;
   readonly process: (command: ProcessStudentEventCommand) => Promise<ProcessStudentEventResult>;
   readonly prefetch: number;
   readonly retry: RetryOptions;
@@ -75,7 +77,7 @@ export function isTransient(error: unknown): boolean {
 }
 
 /**
- * Subscribes to `students.worker`. Messages of one student (the `cloudEvents:subject` header) are handled one
+ * Subscribes to `students.worker` (or the partition queue given). Messages of one student (the `cloudEvents:subject` header) are handled one
  * after another in queue order; with prefetch > 1 different students run concurrently. `close()` stops
  * retrying, lets the in-flight messages finish and settle.
  */
@@ -83,7 +85,7 @@ export async function consumeStudentEvents(options: StudentEventsConsumerOptions
   const stopping = new AbortController();
   // Each message in flight listens for the stop twice (its retries and cockatiel's): bounded by the prefetch.
   setMaxListeners(2 * options.prefetch + 1, stopping.signal);
-  const subscription = await options.bus.consume(Queues.studentsWorker, {
+  const subscription = await options.bus.consume(options.queue ?? Queues.studentsWorker, {
     prefetch: options.prefetch,
     orderingKey: (message) => message.headers[SUBJECT_HEADER],
     handler: studentEventHandler(options, stopping.signal),
@@ -210,9 +212,10 @@ export function studentEventHandler(
   };
 
   const system = options.bus.status().adapter;
+  const queue = options.queue ?? Queues.studentsWorker;
   // The span is active while the event is processed: the notifications it writes continue this trace.
   return (message) =>
-    withProcessSpan(Queues.studentsWorker, message, system, async (span) => {
+    withProcessSpan(queue, message, system, async (span) => {
       const started = performance.now();
       const [label, handlerOutcome] = await handle(message);
       metrics.record(label, (performance.now() - started) / 1000);

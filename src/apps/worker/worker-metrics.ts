@@ -1,4 +1,4 @@
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { Queues } from '../../contracts/messaging.ts';
 import { messageAge } from '../../infrastructure/observability/metrics.ts';
 
@@ -10,6 +10,8 @@ export interface WorkerMetrics {
   record(outcome: MessageOutcome, seconds: number): void;
   /** How old a student event was when it was delivered (queue lag). */
   delivered(ageSeconds: number): void;
+  /** How many partition queues this worker consumes now. */
+  partitionsOwned(count: number): void;
 }
 
 export function createWorkerMetrics(registry: Registry): WorkerMetrics {
@@ -27,6 +29,11 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
     registers: [registry],
   });
   const age = messageAge(registry).labels({ queue: Queues.studentsWorker });
+  const owned = new Gauge({
+    name: 'worker_partitions_owned',
+    help: 'Partition queues of student events this worker consumes (with WORKER_PARTITIONS=1, the one queue).',
+    registers: [registry],
+  });
   return {
     record(outcome, seconds) {
       messages.inc({ outcome });
@@ -34,6 +41,9 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
     },
     delivered(ageSeconds) {
       age.observe(ageSeconds);
+    },
+    partitionsOwned(count) {
+      owned.set(count);
     },
   };
 }

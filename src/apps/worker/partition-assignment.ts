@@ -1,0 +1,179 @@
+// Shares the worker's partition queues out among the running workers, so each partition has one consumer and the
+// work spreads. RabbitMQ 3.10 has no consumer priorities for single-active-consumer queues: if every worker
+// subscribed to every partition, the first one would be active on all of them.
+import type { Subscription } from '../../application/ports/message-bus.ts';
+import type { Logger } from '../../infrastructure/logging/logger.ts';
+import type { Database, Leadership } from '../../infrastructure/persistence/database.ts';
+
+/**
+ * Advisory lock keys of the member slots: a worker holds one while it runs. Clear of the other keys on the same
+ * database: migrations 4_224_711, the outbox relay 4_224_712.
+ */
+export const MEMBER_SLOT_FIRST_KEY = 4_224_800;
+/** More workers than this wait for a slot (and with at most 64 partitions they would have none to consume). */
+export const MEMBER_SLOTS = 64;
+const MEMBER_SLOT_LAST_KEY = MEMBER_SLOT_FIRST_KEY + MEMBER_SLOTS - 1;
+
+/** How often a worker looks at who else is running and hands over or takes partitions. */
+const REBALANCE_EVERY_MS = 2_000;
+
+/**
+ * The partitions (of 0 … partitions-1) the worker holding `ownSlot` consumes: those p with p mod W = its rank among
+ * the held `slots`, W of them. Every worker computes the same split from the same slots.
+ */
+export function ownedPartitions(partitions: number, slots: readonly number[], ownSlot: number): number[] {
+  const members = [...new Set([...slots, ownSlot])].sort((a, b) => a - b);
+  const rank = members.indexOf(ownSlot);
+  return Array.from({ length: partitions }, (_, partition) => partition).filter(
+    (partition) => partition % members.length === rank,
+  );
+}
+
+export interface PartitionAssignmentStatus {
+  /** Member slot held (0-based); undefined while it has none. */
+  readonly slot: number | undefined;
+  /** Workers holding a slot at the last look; undefined while this one has none (the number is unknown). */
+  readonly members: number | undefined;
+  /** Partitions this worker is subscribed to, ascending. */
+  readonly owned: readonly number[];
+}
+
+export interface PartitionAssignmentOptions {
+  readonly database: Pick<Database, 'tryLead' | 'heldLeadLocks'>;
+  readonly partitions: number;
+  /** Starts consuming one partition; closing the subscription drains it (in-flight messages finish and settle). */
+  readonly subscribe: (partition: number) => Promise<Subscription>;
+  readonly logger: Logger;
+  /** Called whenever the owned partitions change. */
+  readonly onChange?: (status: PartitionAssignmentStatus) => void;
+  readonly rebalanceEveryMs?: number;
+}
+
+export interface PartitionAssignment {
+  /** Takes a member slot and subscribes to the partitions it owns. */
+  start(): Promise<void>;
+  /** Stops looking, closes every partition (draining it), and gives the slot up. */
+  stop(): Promise<void>;
+  status(): PartitionAssignmentStatus;
+}
+
+/**
+ * Each worker holds a member slot (a PostgreSQL advisory lock), reads which slots are held, and consumes its share
+ * (`ownedPartitions`), looking again every two seconds and at once when its slot is lost. Every partition queue is
+ * single-active-consumer, which keeps this safe while the workers disagree: a new owner's consumer waits behind the
+ * old one until it closes, so a partition is never consumed by two workers at once and per-student order holds.
+ * A worker that lost its slot cannot know how many others run: it keeps the partitions it has (the safety net
+ * above covers them) and takes no new ones until it holds a slot again.
+ */
+export function assignPartitions(options: PartitionAssignmentOptions): PartitionAssignment {
+  const { database, partitions, logger } = options;
+  const every = options.rebalanceEveryMs ?? REBALANCE_EVERY_MS;
+  const subscriptions = new Map<number, Subscription>();
+  let lease: { readonly slot: number; readonly leadership: Leadership } | undefined;
+  let members: number | undefined;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> = Promise.resolve();
+
+  const status = (): PartitionAssignmentStatus => ({
+    slot: lease?.slot,
+    members: lease ? members : undefined,
+    owned: [...subscriptions.keys()].sort((a, b) => a - b),
+  });
+
+  /** The lowest free slot, if another worker does not take it first (then the next round tries again). */
+  const takeSlot = async (): Promise<void> => {
+    const held = new Set(await database.heldLeadLocks(MEMBER_SLOT_FIRST_KEY, MEMBER_SLOT_LAST_KEY));
+    for (let key = MEMBER_SLOT_FIRST_KEY; key <= MEMBER_SLOT_LAST_KEY; key++) {
+      if (held.has(key)) continue;
+      const leadership = await database.tryLead(key);
+      if (!leadership) continue; // taken meanwhile
+      const taken = { slot: key - MEMBER_SLOT_FIRST_KEY, leadership };
+      lease = taken;
+      logger.info({ slot: taken.slot }, 'worker holds a member slot');
+      void leadership.lost.then(() => {
+        if (lease !== taken) return;
+        lease = undefined;
+        logger.warn(
+          { slot: taken.slot },
+          'member slot lost; keeping the partitions in hand until a slot is held again',
+        );
+        schedule(0);
+      });
+      return;
+    }
+  };
+
+  /** What this worker should consume now; undefined = keep what it has. */
+  const target = async (): Promise<number[] | undefined> => {
+    if (!lease)
+      await takeSlot().catch((error: unknown) =>
+        logger.warn({ err: error }, 'no member slot: the database did not answer; trying again shortly'),
+      );
+    if (!lease) return subscriptions.size > 0 ? undefined : [];
+    const held = await database.heldLeadLocks(MEMBER_SLOT_FIRST_KEY, MEMBER_SLOT_LAST_KEY);
+    const slots = held.map((key) => key - MEMBER_SLOT_FIRST_KEY);
+    members = new Set([...slots, lease.slot]).size;
+    return ownedPartitions(partitions, slots, lease.slot);
+  };
+
+  const apply = async (owned: readonly number[]): Promise<void> => {
+    const before = status().owned.join();
+    const keep = new Set(owned);
+    // Hand over first: the next owner's consumer, waiting behind this one, becomes active once it closes.
+    await Promise.all(
+      [...subscriptions].flatMap(([partition, subscription]) =>
+        keep.has(partition) ? [] : [subscription.close().finally(() => subscriptions.delete(partition))],
+      ),
+    );
+    for (const partition of owned) {
+      if (subscriptions.has(partition) || stopped) continue;
+      subscriptions.set(partition, await options.subscribe(partition));
+    }
+    const after = status();
+    if (after.owned.join() !== before) {
+      logger.info(after, 'worker partitions changed');
+      options.onChange?.(after);
+    }
+  };
+
+  const rebalance = async (): Promise<void> => {
+    try {
+      const owned = await target();
+      if (owned && !stopped) await apply(owned);
+    } catch (error) {
+      logger.warn({ err: error }, 'partition assignment failed; trying again shortly');
+    }
+  };
+
+  const schedule = (delayMs: number) => {
+    if (stopped) return;
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      running = running.then(rebalance).finally(() => schedule(every));
+    }, delayMs).unref();
+  };
+
+  return {
+    async start() {
+      running = running.then(async () => {
+        const owned = await target();
+        await apply(owned ?? []);
+      });
+      await running;
+      schedule(every);
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running.catch(() => undefined);
+      await Promise.all([...subscriptions.values()].map((subscription) => subscription.close()));
+      subscriptions.clear();
+      const held = lease;
+      lease = undefined;
+      await held?.leadership.release();
+      options.onChange?.(status());
+    },
+    status,
+  };
+}

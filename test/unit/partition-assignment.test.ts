@@ -1,0 +1,184 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { Subscription } from '../../src/application/ports/message-bus.ts';
+import {
+  MEMBER_SLOT_FIRST_KEY,
+  assignPartitions,
+  ownedPartitions,
+  type PartitionAssignment,
+} from '../../src/apps/worker/partition-assignment.ts';
+import type { Database, Leadership } from '../../src/infrastructure/persistence/database.ts';
+import { silentLogger } from '../support/logger.ts';
+
+describe('ownedPartitions', () => {
+  test('alone, a worker owns every partition, whatever its slot', () => {
+    assert.deepEqual(ownedPartitions(4, [5], 5), [0, 1, 2, 3]);
+    assert.deepEqual(ownedPartitions(4, [], 0), [0, 1, 2, 3]);
+  });
+
+  test('the workers split the partitions by rank among the held slots: every partition exactly once', () => {
+    for (const slots of [
+      [0, 1],
+      [3, 9],
+      [0, 1, 2],
+      [1, 4, 6, 7, 20],
+    ]) {
+      for (const partitions of [1, 2, 4, 7, 64]) {
+        const shares = slots.map((slot) => ownedPartitions(partitions, slots, slot));
+        assert.deepEqual(
+          shares.flat().sort((a, b) => a - b),
+          Array.from({ length: partitions }, (_, p) => p),
+          `slots ${slots.join()} over ${partitions}`,
+        );
+        const sizes = shares.map((share) => share.length);
+        assert.ok(Math.max(...sizes) - Math.min(...sizes) <= 1, `even split: ${sizes.join()}`);
+      }
+    }
+    assert.deepEqual(ownedPartitions(4, [2, 7], 2), [0, 2]);
+    assert.deepEqual(ownedPartitions(4, [2, 7], 7), [1, 3]);
+  });
+
+  test('more workers than partitions: the lowest ranks own one each, the rest none', () => {
+    const slots = [0, 1, 2, 3, 4];
+    assert.deepEqual(
+      slots.map((slot) => ownedPartitions(3, slots, slot)),
+      [[0], [1], [2], [], []],
+    );
+  });
+
+  test('its own slot counts even when the list of held slots missed it', () => {
+    assert.deepEqual(ownedPartitions(4, [1], 0), [0, 2]);
+  });
+});
+
+/**
+ * Advisory locks of one database shared by fake processes. Each process gets its own connection (`connect`), which a
+ * test can cut: its locks go, and its calls fail until it is back.
+ */
+function fakeLocks() {
+  const holders = new Map<number, { readonly owner: object; readonly lose: () => void }>();
+  const held = (first: number, last: number) =>
+    [...holders.keys()].filter((key) => key >= first && key <= last).sort((a, b) => a - b);
+  const connect = () => {
+    const owner = {};
+    let down = false;
+    const database: Pick<Database, 'tryLead' | 'heldLeadLocks'> = {
+      async tryLead(key) {
+        if (down) throw new Error('database unreachable');
+        if (holders.has(key)) return undefined;
+        let markLost!: () => void;
+        const lost = new Promise<void>((resolve) => (markLost = resolve));
+        const lose = () => {
+          holders.delete(key);
+          markLost();
+        };
+        holders.set(key, { owner, lose });
+        const leadership: Leadership = { lost, listen: async () => {}, release: async () => lose() };
+        return leadership;
+      },
+      async heldLeadLocks(first, last) {
+        if (down) throw new Error('database unreachable');
+        return held(first, last);
+      },
+    };
+    return {
+      database,
+      cut() {
+        down = true;
+        for (const holder of [...holders.values()]) if (holder.owner === owner) holder.lose();
+      },
+      restore: () => (down = false),
+    };
+  };
+  return { connect, held };
+}
+
+/** A worker's assignment over the fake locks, recording which partitions it is subscribed to. */
+function member(database: Pick<Database, 'tryLead' | 'heldLeadLocks'>, partitions = 4) {
+  const subscribed = new Set<number>();
+  const assignment: PartitionAssignment = assignPartitions({
+    database,
+    partitions,
+    logger: silentLogger,
+    rebalanceEveryMs: 10,
+    subscribe: async (partition) => {
+      assert.ok(!subscribed.has(partition), `subscribed twice to ${partition}`);
+      subscribed.add(partition);
+      const subscription: Subscription = { close: async () => void subscribed.delete(partition) };
+      return subscription;
+    },
+  });
+  return { assignment, subscribed: () => [...subscribed].sort((a, b) => a - b) };
+}
+
+async function eventually(what: string, condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+describe('assignPartitions', () => {
+  test('a second worker takes half the partitions from the first; when it stops, the first takes them back', async () => {
+    const locks = fakeLocks();
+    const first = member(locks.connect().database);
+    await first.assignment.start();
+    assert.deepEqual(first.subscribed(), [0, 1, 2, 3]);
+    assert.deepEqual(first.assignment.status(), { slot: 0, members: 1, owned: [0, 1, 2, 3] });
+
+    const second = member(locks.connect().database);
+    await second.assignment.start();
+    assert.deepEqual(second.subscribed(), [1, 3]);
+    await eventually('the first hands 1 and 3 over', () => first.subscribed().join() === '0,2');
+    assert.deepEqual(second.assignment.status(), { slot: 1, members: 2, owned: [1, 3] });
+
+    await second.assignment.stop();
+    assert.deepEqual(second.subscribed(), []);
+    await eventually('the first owns all again', () => first.subscribed().join() === '0,1,2,3');
+    await first.assignment.stop();
+    assert.deepEqual(first.subscribed(), []);
+    assert.deepEqual(locks.held(MEMBER_SLOT_FIRST_KEY, MEMBER_SLOT_FIRST_KEY + 63), []);
+  });
+
+  test('a worker that lost its slot keeps its partitions and takes no others until it holds a slot again', async () => {
+    const locks = fakeLocks();
+    const firstConnection = locks.connect();
+    const first = member(firstConnection.database);
+    const second = member(locks.connect().database);
+    await first.assignment.start();
+    await second.assignment.start();
+    await eventually('they split', () => first.subscribed().join() === '0,2');
+
+    firstConnection.cut();
+    await eventually('the first knows it has no slot', () => first.assignment.status().slot === undefined);
+    // The second now sees one member and subscribes to everything; on 0 and 2 the queues' single active consumer
+    // keeps it waiting behind the first.
+    await eventually('the second takes all', () => second.subscribed().join() === '0,1,2,3');
+    await new Promise((resolve) => setTimeout(resolve, 50)); // several rounds of the first, failing
+    assert.deepEqual(first.assignment.status(), { slot: undefined, members: undefined, owned: [0, 2] });
+
+    firstConnection.restore();
+    await eventually('the first holds a slot again', () => first.assignment.status().slot === 0);
+    await eventually('the second gives 0 and 2 back', () => second.subscribed().join() === '1,3');
+    assert.deepEqual(first.subscribed(), [0, 2]);
+    await Promise.all([first.assignment.stop(), second.assignment.stop()]);
+  });
+
+  test('with more workers than partitions the extra one owns none, and takes over when another stops', async () => {
+    const locks = fakeLocks();
+    const workers = [member(locks.connect().database, 2), member(locks.connect().database, 2)];
+    for (const worker of workers) await worker.assignment.start();
+    const spare = member(locks.connect().database, 2);
+    await spare.assignment.start();
+    await eventually('the first two split', () => workers[0]!.subscribed().join() === '0');
+    assert.deepEqual(spare.assignment.status(), { slot: 2, members: 3, owned: [] });
+
+    await workers[0]!.assignment.stop();
+    await eventually(
+      'partition 0 moves on',
+      () => workers[1]!.subscribed().join() === '0' && spare.subscribed().join() === '1',
+    );
+    await Promise.all([workers[1]!.assignment.stop(), spare.assignment.stop()]);
+  });
+});

@@ -78,6 +78,7 @@ export async function startWorker(
   env: WorkerEnvironment,
   options: {
     prefetch?: number;
+    partitions?: number;
     afterProcessed?: WorkerDeps['afterProcessed'];
     database?: Database;
   } = {},
@@ -86,6 +87,7 @@ export async function startWorker(
     WORKER_PORT: '0',
     LOG_LEVEL: 'silent',
     WORKER_PREFETCH: String(options.prefetch ?? 1),
+    WORKER_PARTITIONS: String(options.partitions ?? 1),
     RESILIENCE_BASE_DELAY_MS: '5',
     RESILIENCE_MAX_DELAY_MS: '50',
   });

@@ -257,6 +257,64 @@ export function workerScenarios(
       }
     });
 
+    test('with 4 partitions and prefetch 50, two workers share them; 20 students × 10 interleaved updates stay in order, each once', async () => {
+      const rounds = 10;
+      const jittered = withJitteredTransactions(env.database);
+      // Prefetch 50: with many messages in flight, only one consumer per partition keeps a student's order.
+      running = await startWorker(env, { partitions: 4, prefetch: 50, database: jittered });
+      const second = await startWorker(env, { partitions: 4, prefetch: 50, database: jittered });
+      try {
+        const owned = async (worker: RunningWorker) => {
+          const body = (await (await fetch(worker.healthUrl)).json()) as {
+            checks: { consumer: { data: { partitions: { owned: number[]; members: number } } } };
+          };
+          return body.checks.consumer.data.partitions;
+        };
+        await eventually('the partitions are shared out', async () => {
+          const [a, b] = await Promise.all([owned(running!), owned(second)]);
+          return a.members === 2 && b.members === 2 && a.owned.length === 2 && b.owned.length === 2;
+        });
+        const all = await Promise.all(Array.from({ length: 20 }, () => addStudent(env.database)));
+        for (let round = 0; round < rounds; round++)
+          await env.bus.publish(
+            all.map((student) => studentEvent('StudentUpdated', student, { trace: round })),
+          );
+        await eventually(
+          'every student got all its events',
+          async () =>
+            [
+              ...(
+                await updatesOf(
+                  env.database,
+                  all.map((s) => s.id),
+                )
+              ).values(),
+            ].every((n) => n === rounds),
+          120_000,
+        );
+        const expected = Array.from({ length: rounds }, (_, round) => [
+          ['StudentUpdated', traceIdOf(round), round + 1],
+          ['StudentCached', traceIdOf(round), round + 1],
+        ]).flat();
+        for (const student of all) {
+          const sent = await notificationsOf(env.database, student.id);
+          assert.deepEqual(
+            sent.map((n) => [n.type, n.traceparent?.split('-')[1], n.payload.student.updates]),
+            expected,
+            `student ${student.id}`,
+          );
+        }
+        const [first, other] = await Promise.all([
+          counted(running.registry, 'processed'),
+          counted(second.registry, 'processed'),
+        ]);
+        assert.ok(first > 0 && other > 0, `both workers processed events (${first} and ${other})`);
+        assert.equal(first + other, 20 * rounds);
+      } finally {
+        await second.worker.stop();
+      }
+    });
+
     test('the inbox forgets what was handled longer ago than its retention (7 days), and keeps the rest', async () => {
       const day = 86_400_000;
       const handled = (id: string, daysAgo: number) => ({

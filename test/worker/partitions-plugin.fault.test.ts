@@ -1,0 +1,53 @@
+// Partition queues need RabbitMQ's consistent-hash exchange plugin: on a broker without it (a private node, no
+// plugins) the worker says so at start and exits; with one queue, the default, it needs no plugin.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import {
+  privateServersAvailable,
+  startPrivateRabbitMq,
+  type PrivateServer,
+} from '../support/private-servers.ts';
+import { startRole } from '../support/role-process.ts';
+import { needsPostgres } from '../support/services.ts';
+
+const servers =
+  [await needsPostgres(), privateServersAvailable()].find((requirement) => requirement.skip) ?? {};
+
+describe('worker partitions on a RabbitMQ without the consistent-hash exchange plugin', servers, () => {
+  let rabbitMq: PrivateServer;
+  let database: TestDatabase;
+  before(async () => {
+    [rabbitMq, database] = await Promise.all([startPrivateRabbitMq(), openTestDatabase('postgres')]);
+  });
+  after(async () => {
+    await Promise.all([rabbitMq?.dispose(), database?.dispose()]);
+  });
+
+  const env = (partitions: string) => ({
+    DATABASE_URL: database.url,
+    AMQP_URL: rabbitMq.url,
+    WORKER_PORT: '0',
+    WORKER_PARTITIONS: partitions,
+  });
+
+  test('with WORKER_PARTITIONS=4 the worker exits at start, saying which plugin to enable and how', async () => {
+    await assert.rejects(startRole('src/apps/worker/main.ts', env('4')), (error: Error) => {
+      assert.match(error.message, /exited with 1 before it was ready/);
+      assert.match(
+        error.message,
+        /RabbitMQ does not know the exchange type 'x-consistent-hash' of exchange 'students\.partitions': enable its plugin on every RabbitMQ node: rabbitmq-plugins enable rabbitmq_consistent_hash_exchange/,
+      );
+      return true;
+    });
+  });
+
+  test('with one queue (the default) it starts: no plugin is needed', async () => {
+    const worker = await startRole('src/apps/worker/main.ts', env('1'));
+    try {
+      assert.equal((await fetch(`${worker.url}/health/ready`)).status, 200);
+    } finally {
+      assert.equal(await worker.stop(), 0, worker.output());
+    }
+  });
+});

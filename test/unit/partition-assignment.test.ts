@@ -69,7 +69,7 @@ function fakeLocks() {
         let markLost!: () => void;
         const lost = new Promise<void>((resolve) => (markLost = resolve));
         const lose = () => {
-          holders.delete(key);
+          if (holders.get(key)?.lose === lose) holders.delete(key);
           markLost();
         };
         holders.set(key, { owner, lose });

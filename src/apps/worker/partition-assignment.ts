@@ -94,6 +94,8 @@ export function assignPartitions(options: PartitionAssignmentOptions): Partition
       void leadership.lost.then(() => {
         if (lease !== taken) return;
         lease = undefined;
+        // Ends the session if it is still open (a failed heartbeat), so the old slot frees and is not counted twice.
+        void leadership.release();
         logger.warn(
           { slot: taken.slot },
           'member slot lost; keeping the partitions in hand until a slot is held again',
@@ -120,20 +122,24 @@ export function assignPartitions(options: PartitionAssignmentOptions): Partition
   const apply = async (owned: readonly number[]): Promise<void> => {
     const before = status().owned.join();
     const keep = new Set(owned);
-    // Hand over first: the next owner's consumer, waiting behind this one, becomes active once it closes.
-    await Promise.all(
-      [...subscriptions].flatMap(([partition, subscription]) =>
-        keep.has(partition) ? [] : [subscription.close().finally(() => subscriptions.delete(partition))],
-      ),
-    );
-    for (const partition of owned) {
-      if (subscriptions.has(partition) || stopped) continue;
-      subscriptions.set(partition, await options.subscribe(partition));
-    }
-    const after = status();
-    if (after.owned.join() !== before) {
-      logger.info(after, 'worker partitions changed');
-      options.onChange?.(after);
+    try {
+      // Hand over first: the next owner's consumer, waiting behind this one, becomes active once it closes.
+      await Promise.all(
+        [...subscriptions].flatMap(([partition, subscription]) =>
+          keep.has(partition) ? [] : [subscription.close().finally(() => subscriptions.delete(partition))],
+        ),
+      );
+      for (const partition of owned) {
+        if (subscriptions.has(partition) || stopped) continue;
+        subscriptions.set(partition, await options.subscribe(partition));
+      }
+    } finally {
+      // After a failure half way too: what changed until then is reported.
+      const after = status();
+      if (after.owned.join() !== before) {
+        logger.info(after, 'worker partitions changed');
+        options.onChange?.(after);
+      }
     }
   };
 
@@ -146,10 +152,17 @@ export function assignPartitions(options: PartitionAssignmentOptions): Partition
     }
   };
 
+  let dueAt = Infinity;
+  /** Runs a rebalance in `delayMs`, unless one is due sooner; one runs at a time. */
   const schedule = (delayMs: number) => {
     if (stopped) return;
+    const at = Date.now() + delayMs;
+    if (timer && at >= dueAt) return;
     clearTimeout(timer);
+    dueAt = at;
     timer = setTimeout(() => {
+      timer = undefined;
+      dueAt = Infinity;
       running = running.then(rebalance).finally(() => schedule(every));
     }, delayMs).unref();
   };

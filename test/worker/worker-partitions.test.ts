@@ -32,10 +32,13 @@ async function partitionsOf(worker: RoleProcess): Promise<PartitionsHealth> {
   return body.checks.consumer.data.partitions;
 }
 
-async function processedBy(worker: RoleProcess): Promise<number> {
+async function metricOf(worker: RoleProcess, name: string, labels?: Record<string, string>): Promise<number> {
   const text = await (await fetch(`${worker.url}/metrics`)).text();
-  return parseExposition(text).value('worker_messages_total', { outcome: 'processed' }) ?? 0;
+  return parseExposition(text).value(name, labels) ?? 0;
 }
+
+const processedBy = (worker: RoleProcess) =>
+  metricOf(worker, 'worker_messages_total', { outcome: 'processed' });
 
 describe('two workers over four partition queues', servers, () => {
   let database: TestDatabase;
@@ -142,6 +145,10 @@ describe('two workers over four partition queues', servers, () => {
     });
     const [a, b] = await Promise.all([partitionsOf(first), partitionsOf(second)]);
     assert.deepEqual([...a.owned, ...b.owned].sort(), [0, 1, 2, 3]);
+    assert.deepEqual(
+      await Promise.all([first, second].map((worker) => metricOf(worker, 'worker_partitions_owned'))),
+      [2, 2],
+    );
 
     const rounds = 5;
     const students = await write(50, rounds);
@@ -168,5 +175,6 @@ describe('two workers over four partition queues', servers, () => {
     });
     await assertProcessedOnceInOrder(database.database, students, rounds);
     assert.ok((await processedBy(second)) > before, 'the survivor processed the rest');
+    assert.equal(await metricOf(second, 'worker_partitions_owned'), 4);
   });
 });

@@ -11,7 +11,7 @@ import { createLogger, type Logger } from '../../infrastructure/logging/logger.t
 import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import type { StudentCache } from '../../application/ports/student-cache.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
-import { pruneInbox } from '../../infrastructure/persistence/retention.ts';
+import { pruneInbox, schedulePruning, type Pruning } from '../../infrastructure/persistence/retention.ts';
 import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
 import {
   openProcessResources,
@@ -98,19 +98,8 @@ export function createWorker({
           logger: log,
           onChange: ({ owned }) => metrics.partitionsOwned(owned.length),
         });
-  // Every worker prunes (deleting the same old rows twice is harmless); stop() waits for a prune under way.
-  let pruning: NodeJS.Timeout | undefined;
-  let pruned = Promise.resolve();
-  const pruneInboxNow = () => {
-    const cutoff = new Date(Date.now() - config.worker.inboxRetentionSeconds * 1_000);
-    pruned = pruneInbox(database, cutoff).then(
-      (deleted) => {
-        if (deleted > 0)
-          log.info({ deleted, cutoff }, 'inbox: forgot the messages handled before the retention');
-      },
-      (error: unknown) => log.warn({ err: error }, 'inbox pruning failed; it runs again within the hour'),
-    );
-  };
+  // Every worker prunes (deleting the same old rows twice is harmless).
+  let pruning: Pruning | undefined;
 
   registerHealthRoutes(app, [
     pingCheck('database', () => database.ping(), { kind: database.kind }),
@@ -139,19 +128,20 @@ export function createWorker({
         metrics.partitionsOwned(1);
       }
       state = 'consuming';
-      pruneInboxNow();
-      pruning = setInterval(pruneInboxNow, INBOX_PRUNE_EVERY_MS).unref();
+      pruning = schedulePruning(
+        () => pruneInbox(database, new Date(Date.now() - config.worker.inboxRetentionSeconds * 1_000)),
+        { everyMs: INBOX_PRUNE_EVERY_MS, logger: log, what: 'inbox' },
+      );
       const url = await app.listen({ host: config.host, port: config.ports.worker });
       return `${url}/health`;
     },
     async stop() {
       state = 'stopping';
-      clearInterval(pruning);
       await subscription?.close();
       subscription = undefined;
       await assignment?.stop();
       metrics.partitionsOwned(0);
-      await pruned;
+      await pruning?.stop();
       await app.close();
       state = 'stopped';
     },

@@ -85,18 +85,31 @@ function relayAlone(n: number): Promise<number> {
 
 /**
  * The whole loop as deployed: n events committed at once → relay (its own process, as in a webapi, already
- * leading) → RabbitMQ → worker (this process, already consuming), until every student has updates == 1.
+ * leading) → RabbitMQ → worker (this process, already consuming), until every student has updates == 1. With
+ * `partitions`, the events are spread over that many queues, shared out by `workers` workers (each with its own
+ * connection), measured once every worker owns its share.
  */
-function pipeline(n: number, prefetch: number): Promise<number> {
+function pipeline(n: number, prefetch: number, { partitions = 1, workers = 1 } = {}): Promise<number> {
   return withStack(async ({ database, url, amqpUrl }) => {
-    const config = parseConfig({ WORKER_PORT: '0', WORKER_PREFETCH: String(prefetch), LOG_LEVEL: 'warn' });
-    const bus = new RabbitMqMessageBus({ url: amqpUrl });
-    const worker = createWorker({ config, logger, database, bus });
+    const config = parseConfig({
+      WORKER_PORT: '0',
+      WORKER_PREFETCH: String(prefetch),
+      WORKER_PARTITIONS: String(partitions),
+      LOG_LEVEL: 'warn',
+    });
+    const buses = Array.from({ length: workers }, () => new RabbitMqMessageBus({ url: amqpUrl }));
+    const running = buses.map((bus) => createWorker({ config, logger, database, bus }));
     const relay = await startChildServer('bench/servers/relay.ts', {
       BENCH_DATABASE_URL: url,
       BENCH_AMQP_URL: amqpUrl,
+      BENCH_WORKER_PARTITIONS: String(partitions),
     });
-    await worker.start();
+    const healthUrls = await Promise.all(running.map((worker) => worker.start()));
+    if (partitions > 1)
+      await waitFor(async () => {
+        const owned = await Promise.all(healthUrls.map(partitionsOwned));
+        return owned.every((count) => count === partitions / workers);
+      });
     await seed(database, n);
     const started = performance.now();
     await waitFor(async () => {
@@ -104,11 +117,19 @@ function pipeline(n: number, prefetch: number): Promise<number> {
       return row?.n === n;
     });
     const rate = perSecond(n, started);
-    await worker.stop();
+    await Promise.all(running.map((worker) => worker.stop()));
     await relay.stop();
-    await bus.close();
+    await Promise.all(buses.map((bus) => bus.close()));
     return rate;
   });
+}
+
+/** How many partition queues the worker behind `healthUrl` consumes now. */
+async function partitionsOwned(healthUrl: string): Promise<number> {
+  const health = (await (await fetch(healthUrl)).json()) as {
+    checks: { consumer?: { data?: { partitions?: { owned: readonly number[] } } } };
+  };
+  return health.checks.consumer?.data?.partitions?.owned.length ?? 0;
 }
 
 /** Baseline: the worker's transaction shape (lock + read, update, 2 outbox inserts) straight on pg, 10 at a time. */
@@ -156,6 +177,7 @@ export async function pipelineBench(options: { events?: number } = {}): Promise<
   await relayAlone(1_000); // warms up the JIT and the broker's queue processes; not measured
   const relay = await relayAlone(n);
   const fifo = await pipeline(Math.min(n, 2_000), 1);
+  const fifoPartitioned = await pipeline(Math.min(n, 2_000), 1, { partitions: 4, workers: 2 });
   const concurrent = await pipeline(n, 50);
   const scenario = `commit → worker done (${n.toLocaleString('en-US')} events)`;
   return [
@@ -169,5 +191,12 @@ export async function pipelineBench(options: { events?: number } = {}): Promise<
       note: 'target ≥ 0.50×',
     },
     { scenario, variant: 'pipeline, prefetch 1 (strict FIFO)', rps: fifo, ratio: fifo / baseline },
+    {
+      scenario,
+      variant: 'pipeline, prefetch 1, 4 partitions over 2 workers',
+      rps: fifoPartitioned,
+      ratio: fifoPartitioned / baseline,
+      note: `${(fifoPartitioned / fifo).toFixed(2)}× one queue`,
+    },
   ];
 }

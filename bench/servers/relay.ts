@@ -7,6 +7,8 @@ import { openProcessResources } from '../../src/infrastructure/runtime/process-r
 const config = parseConfig({
   DATABASE_URL: process.env.BENCH_DATABASE_URL,
   AMQP_URL: process.env.BENCH_AMQP_URL,
+  // Declares the same topology as the workers it feeds.
+  WORKER_PARTITIONS: process.env.BENCH_WORKER_PARTITIONS,
   LOG_LEVEL: 'warn',
 });
 const logger = createLogger({ ...config.log, name: 'bench-relay' });

@@ -165,15 +165,17 @@ export async function startPrivateRedis(): Promise<PrivateServer> {
 }
 
 /**
- * A RabbitMQ node of its own (no plugins), run as the rabbitmq user. stop()/start() stop and start the broker
- * application, as `rabbitmqctl stop_app` / `start_app` do: every connection is cut, durable queues survive.
+ * A RabbitMQ node of its own (with only the `plugins` given), run as the rabbitmq user. stop()/start() stop and start
+ * the broker application, as `rabbitmqctl stop_app` / `start_app` do: every connection is cut, durable queues survive.
  */
-export async function startPrivateRabbitMq(): Promise<PrivateServer> {
+export async function startPrivateRabbitMq({
+  plugins = [],
+}: { readonly plugins?: readonly string[] } = {}): Promise<PrivateServer> {
   const port = await freePort();
   const distributionPort = await freePort();
   const node = `tbe${port}@localhost`;
   const dir = tempDir('tbe-rabbitmq-', 'rabbitmq');
-  writeFileSync(join(dir, 'enabled_plugins'), '[].\n');
+  writeFileSync(join(dir, 'enabled_plugins'), `[${plugins.join(',')}].\n`);
   writeFileSync(
     join(dir, 'rabbitmq.conf'),
     `listeners.tcp.local = 127.0.0.1:${port}\nloopback_users = none\n`,

@@ -158,6 +158,20 @@ export function studentsWorkerQueues(partitions: number): readonly string[] {
 }
 
 /**
+ * Where a queue of another worker layout shows, one that this layout lacks: with one queue, `students.worker.0`
+ * (every partitioned layout has it); with N, `students.worker` and, below the maximum, `students.worker.<N>` (every
+ * layout with more partitions has it; one with fewer has no queue that N lacks). Bound to `students` too, such a
+ * queue gets a copy of every event.
+ */
+export function otherLayoutQueues(partitions: number): readonly string[] {
+  if (partitions === 1) return [`${Queues.studentsWorker}.0`];
+  return [
+    Queues.studentsWorker,
+    ...(partitions < MAX_WORKER_PARTITIONS ? [`${Queues.studentsWorker}.${partitions}`] : []),
+  ];
+}
+
+/**
  * Where student events wait for the worker. Every queue is single-active-consumer: competing workers would run one
  * student's events out of order, so the others stand by. With N > 1 partitions, a consistent-hash exchange bound
  * to `students` sends each event to one of N queues by its subject (the student id): one student's events stay in

@@ -558,6 +558,22 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       await inbox.waitFor(2);
     });
 
+    test('inspectQueue tells the messages waiting in a queue and its consumers; no such queue is undefined', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      assert.deepEqual(await bus.inspectQueue(queue), { messages: 0, consumers: 0 });
+      await bus.publish(range(3).map((i) => message(exchange, 'student.created', `m${i}`)));
+      assert.deepEqual(await bus.inspectQueue(queue), { messages: 3, consumers: 0 });
+      const inbox = await collect(bus, queue, { prefetch: 10 });
+      await inbox.waitFor(3);
+      assert.deepEqual(await bus.inspectQueue(queue), { messages: 0, consumers: 1 });
+      assert.equal(await bus.inspectQueue(name('nowhere')), undefined);
+      // Asking about a missing queue breaks nothing (RabbitMQ closes the channel it asked on).
+      await bus.publish([message(exchange, 'student.created', 'after')]);
+      await inbox.waitFor(4);
+      assert.deepEqual(await bus.inspectQueue(queue), { messages: 0, consumers: 1 });
+    });
+
     test('consuming a queue that does not exist rejects; status reports the connection', async () => {
       const { bus, name } = await fixture();
       await simpleTopology(bus, name);

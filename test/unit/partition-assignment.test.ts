@@ -7,6 +7,11 @@ import {
   ownedPartitions,
   type PartitionAssignment,
 } from '../../src/apps/worker/partition-assignment.ts';
+import {
+  MAX_WORKER_PARTITIONS,
+  otherLayoutQueues,
+  studentsWorkerQueues,
+} from '../../src/contracts/messaging.ts';
 import type { Database, Leadership } from '../../src/infrastructure/persistence/database.ts';
 import { silentLogger } from '../support/logger.ts';
 
@@ -180,5 +185,24 @@ describe('assignPartitions', () => {
       () => workers[1]!.subscribed().join() === '0' && spare.subscribed().join() === '1',
     );
     await Promise.all([workers[1]!.assignment.stop(), spare.assignment.stop()]);
+  });
+});
+
+describe('otherLayoutQueues', () => {
+  test('names, for every other layout with a queue this one lacks, one of those queues', () => {
+    const layouts = Array.from({ length: MAX_WORKER_PARTITIONS }, (_, index) => index + 1);
+    for (const partitions of layouts) {
+      const own = new Set(studentsWorkerQueues(partitions));
+      const watched = otherLayoutQueues(partitions);
+      assert.ok(
+        watched.every((queue) => !own.has(queue)),
+        `${partitions}: none of its own`,
+      );
+      for (const other of layouts.filter((n) => studentsWorkerQueues(n).some((queue) => !own.has(queue))))
+        assert.ok(
+          studentsWorkerQueues(other).some((queue) => watched.includes(queue)),
+          `${partitions} sees layout ${other}`,
+        );
+    }
   });
 });

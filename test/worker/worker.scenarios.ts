@@ -2,7 +2,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, test } from 'node:test';
-import { Queues, DEATH_REASON_HEADER, deadLetterNames, Exchanges } from '../../src/contracts/messaging.ts';
+import {
+  Queues,
+  DEATH_REASON_HEADER,
+  deadLetterNames,
+  Exchanges,
+  messagingTopology,
+} from '../../src/contracts/messaging.ts';
 import type { MessageBus, ReceivedMessage, Subscription } from '../../src/application/ports/message-bus.ts';
 import { outcome } from '../../src/application/ports/message-bus.ts';
 import { deleteStudent } from '../../src/application/students/delete-student.ts';
@@ -332,13 +338,30 @@ export function workerScenarios(
       assert.deepEqual(await remembered(), ['last-week', 'yesterday']);
     });
 
+    test('queues of another WORKER_PARTITIONS layout are reported: /health is Degraded, naming them', async () => {
+      await env.bus.declareTopology(messagingTopology(1)); // a role that runs with the default
+      await env.bus.publish([studentEvent('StudentCreated', await addStudent(env.database))]);
+      running = await startWorker(env, { partitions: 4 });
+      const body = (await (await fetch(running.healthUrl)).json()) as {
+        status: string;
+        checks: Record<string, { status: string; description?: string }>;
+      };
+      assert.equal(body.status, 'Degraded');
+      assert.equal(body.checks['worker-queues']?.status, 'Degraded');
+      assert.match(
+        body.checks['worker-queues']?.description ?? '',
+        /^students\.worker \(1 waiting, 0 consumers\): not this worker's layout \(WORKER_PARTITIONS=4\)/,
+      );
+      assert.equal((await fetch(`${running.healthUrl}/ready`)).status, 200, 'it still works');
+    });
+
     test('/health reports the database, the broker and the consumer', async () => {
       running = await startWorker(env);
       const response = await fetch(running.healthUrl);
       assert.equal(response.status, 200);
       const body = (await response.json()) as { status: string; checks: Record<string, { status: string }> };
       assert.equal(body.status, 'Healthy');
-      assert.deepEqual(Object.keys(body.checks).sort(), ['broker', 'consumer', 'database']);
+      assert.deepEqual(Object.keys(body.checks).sort(), ['broker', 'consumer', 'database', 'worker-queues']);
       assert.equal((await fetch(`${running.healthUrl}/ready`)).status, 200);
       assert.equal((await fetch(`${running.healthUrl}/live`)).status, 200);
       const metrics = await (await fetch(running.healthUrl.replace(/\/health$/, '/metrics'))).text();

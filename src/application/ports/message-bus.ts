@@ -62,6 +62,12 @@ export interface Subscription {
   close(): Promise<void>;
 }
 
+export interface QueueState {
+  /** Messages waiting for delivery (not those delivered and not yet acknowledged). */
+  readonly messages: number;
+  readonly consumers: number;
+}
+
 export interface MessageBusStatus {
   readonly connected: boolean;
   readonly adapter: string;
@@ -75,6 +81,8 @@ export interface MessageBus {
   publish(messages: readonly OutgoingMessage[]): Promise<void>;
   /** Resolves once the consumer is registered; rejects if the queue does not exist. */
   consume(queue: string, options: ConsumeOptions): Promise<Subscription>;
+  /** The state of `queue`, whoever declared it; undefined when there is no such queue. */
+  inspectQueue(queue: string): Promise<QueueState | undefined>;
   status(): MessageBusStatus;
   /** Closes every subscription (waiting for in-flight handlers), then the connection. */
   close(): Promise<void>;

@@ -23,6 +23,7 @@ import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-u
 import { systemClock } from '../../infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../infrastructure/system/uuid-v7-generator.ts';
 import { microBatch } from './micro-batch.ts';
+import { watchOtherLayoutQueues } from './other-layout-queues.ts';
 import { assignPartitions, type PartitionAssignment } from './partition-assignment.ts';
 import { consumeStudentEvents, type AfterProcessed } from './student-events.consumer.ts';
 import { createWorkerMetrics } from './worker-metrics.ts';
@@ -100,6 +101,7 @@ export function createWorker({
         });
   // Every worker prunes (deleting the same old rows twice is harmless).
   let pruning: Pruning | undefined;
+  const otherLayout = watchOtherLayoutQueues(bus, config.worker.partitions, log);
 
   registerHealthRoutes(app, [
     pingCheck('database', () => database.ping(), { kind: database.kind }),
@@ -116,12 +118,14 @@ export function createWorker({
         },
       }),
     },
+    otherLayout.healthCheck,
   ]);
 
   return {
     async start() {
       state = 'starting';
       await bus.declareTopology(messagingTopology(config.worker.partitions));
+      await otherLayout.start();
       if (assignment) await assignment.start();
       else {
         subscription = await consume(queues[0]!);
@@ -142,6 +146,7 @@ export function createWorker({
       await assignment?.stop();
       metrics.partitionsOwned(0);
       await pruning?.stop();
+      await otherLayout.stop();
       await app.close();
       state = 'stopped';
     },

@@ -4,6 +4,7 @@ import type {
   HandlerOutcome,
   MessageBus,
   MessageBusStatus,
+  QueueState,
   OutgoingMessage,
   ReceivedMessage,
   Subscription,
@@ -258,6 +259,11 @@ export class InProcessMessageBus implements MessageBus {
     };
     this.subscriptions.add(close);
     return { close };
+  }
+
+  async inspectQueue(queueName: string): Promise<QueueState | undefined> {
+    const queue = this.queues.get(queueName);
+    return queue && { messages: queue.size, consumers: queue.consumers.length };
   }
 
   status(): MessageBusStatus {

@@ -10,6 +10,7 @@ import type {
   HandlerOutcome,
   MessageBus,
   MessageBusStatus,
+  QueueState,
   OutgoingMessage,
   ReceivedMessage,
   Subscription,
@@ -223,6 +224,17 @@ export class RabbitMqMessageBus implements MessageBus {
     };
     this.subscriptions.add(close);
     return { close };
+  }
+
+  async inspectQueue(queue: string): Promise<QueueState | undefined> {
+    this.assertOpen();
+    try {
+      const { messageCount, consumerCount } = await this.connection.queueDeclare({ queue, passive: true });
+      return { messages: messageCount, consumers: consumerCount };
+    } catch (error) {
+      if ((error as { code?: unknown }).code === 'NOT_FOUND') return undefined;
+      throw error;
+    }
   }
 
   status(): MessageBusStatus {

@@ -23,6 +23,35 @@ const putStudent = (
     headers: jsonHeaders,
     body: JSON.stringify(details),
   });
+/** A session that can hold `students` locked, and tell which sessions wait on a lock meanwhile. */
+async function studentsTableLock(url: string) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  return {
+    client,
+    /** The sessions waiting on a lock, once there is one. */
+    async waiting(): Promise<number[]> {
+      for (;;) {
+        const { rows } = await client.query<{ pid: number }>(
+          `select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+        );
+        if (rows.length > 0) return rows.map(({ pid }) => pid);
+        await sleep(20);
+      }
+    },
+    async whileLocked(work: () => Promise<void>): Promise<void> {
+      await client.query('begin');
+      await client.query('lock table students in exclusive mode');
+      try {
+        await work();
+      } finally {
+        await client.query('commit');
+      }
+    },
+    end: () => client.end(),
+  };
+}
+
 const requirements = { skip: (await needsPostgres()).skip ?? (await needsRedis()).skip };
 
 describe('cache, deduplication and idempotency across instances', requirements, () => {
@@ -47,6 +76,16 @@ describe('cache, deduplication and idempotency across instances', requirements, 
 
   const create = async (api: { readonly url: string }, headers: Record<string, string> = {}, body = '{}') =>
     fetch(`${api.url}/api/students`, { method: 'POST', headers: { ...jsonHeaders, ...headers }, body });
+
+  /** A webapi process of its own, to be killed mid-request; its key lease is 1 s. */
+  const startDoomedWebApi = () =>
+    startRole('src/apps/webapi/main.ts', {
+      DATABASE_URL: testDb.url,
+      REDIS_URL,
+      CACHE_KEY_PREFIX: keyPrefix,
+      API_PORT: '0',
+      IDEMPOTENCY_LEASE_SECONDS: '1',
+    });
 
   test('GET via A, PUT via B, GET via A returns the new data at once', async () => {
     const { id } = (await (await create(a)).json()) as { id: string };
@@ -161,39 +200,17 @@ describe('cache, deduplication and idempotency across instances', requirements, 
   test('a key whose webapi died mid-request is free again once its lease runs out; a running request keeps it', async () => {
     const key = uniqueName('key');
     const body = JSON.stringify({ firstName: 'Dorothy', lastName: 'Vaughan', email: `${key}@example.com` });
-    const lock = new pg.Client({ connectionString: testDb.url });
-    await lock.connect();
-    const waitingOnLock = async () =>
-      (
-        await lock.query<{ pid: number }>(
-          `select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
-        )
-      ).rows;
-    const whileLocked = async (work: () => Promise<void>) => {
-      await lock.query('begin');
-      await lock.query('lock table students in exclusive mode');
-      try {
-        await work();
-      } finally {
-        await lock.query('commit');
-      }
-    };
+    const lock = await studentsTableLock(testDb.url);
     try {
-      await whileLocked(async () => {
-        const doomed = await startRole('src/apps/webapi/main.ts', {
-          DATABASE_URL: testDb.url,
-          REDIS_URL,
-          CACHE_KEY_PREFIX: keyPrefix,
-          API_PORT: '0',
-          IDEMPOTENCY_LEASE_SECONDS: '1',
-        });
+      await lock.whileLocked(async () => {
+        const doomed = await startDoomedWebApi();
         const pending = create(doomed, { 'idempotency-key': key }, body).catch(() => undefined);
-        while ((await waitingOnLock()).length === 0) await sleep(20);
+        await lock.waiting();
         assert.equal((await create(a, { 'idempotency-key': key }, body)).status, 409, 'in progress');
         await doomed.kill();
         // Its write dies with it (a backend waiting on a lock notices its client is gone only once it runs).
-        for (const { pid } of await waitingOnLock())
-          await lock.query('select pg_terminate_backend($1)', [pid]);
+        for (const pid of await lock.waiting())
+          await lock.client.query('select pg_terminate_backend($1)', [pid]);
         await pending;
       });
       await sleep(1_200);
@@ -209,9 +226,9 @@ describe('cache, deduplication and idempotency across instances', requirements, 
       const key2 = uniqueName('key');
       try {
         let pending!: Promise<Response>;
-        await whileLocked(async () => {
+        await lock.whileLocked(async () => {
           pending = create(slow, { 'idempotency-key': key2 }, body);
-          while ((await waitingOnLock()).length === 0) await sleep(20);
+          await lock.waiting();
           await sleep(2_500);
           // Were the key free, this request would run and wait on the lock too: time it out rather than hang.
           const again = await Promise.race([create(a, { 'idempotency-key': key2 }, body), sleep(3_000)]);
@@ -233,39 +250,28 @@ describe('cache, deduplication and idempotency across instances', requirements, 
   test('a create that commits after its webapi died is never run twice: the key commits with the write or not at all', async () => {
     const key = uniqueName('key');
     const body = JSON.stringify({ firstName: 'Christine', lastName: 'Darden', email: `${key}@example.com` });
-    const lock = new pg.Client({ connectionString: testDb.url });
-    await lock.connect();
-    const waitingOnLock = async () =>
-      (
-        await lock.query<{ pid: number }>(
-          `select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
-        )
-      ).rows;
+    const lock = await studentsTableLock(testDb.url);
     try {
-      await lock.query('begin');
-      await lock.query('lock table students in exclusive mode');
-      const doomed = await startRole('src/apps/webapi/main.ts', {
-        DATABASE_URL: testDb.url,
-        REDIS_URL,
-        CACHE_KEY_PREFIX: keyPrefix,
-        API_PORT: '0',
-        IDEMPOTENCY_LEASE_SECONDS: '1',
+      let blocked: number[] = [];
+      await lock.whileLocked(async () => {
+        const doomed = await startDoomedWebApi();
+        const pending = create(doomed, { 'idempotency-key': key }, body).catch(() => undefined);
+        blocked = await lock.waiting();
+        await doomed.kill();
+        await pending;
       });
-      const pending = create(doomed, { 'idempotency-key': key }, body).catch(() => undefined);
-      let blocked: { pid: number }[] = [];
-      while ((blocked = await waitingOnLock()).length === 0) await sleep(20);
-      await doomed.kill();
-      await pending;
-      // Its database session outlives it and goes on once the lock is released: whatever it can still commit, it
-      // does. Its response is stored nowhere.
-      await lock.query('commit');
-      const pids = blocked.map(({ pid }) => pid);
-      while ((await lock.query('select 1 from pg_stat_activity where pid = any($1)', [pids])).rowCount)
+      // Its database session outlived it and went on once the lock was released: whatever it could still commit, it
+      // did. Its response is stored nowhere.
+      while (
+        (await lock.client.query('select 1 from pg_stat_activity where pid = any($1)', [blocked])).rowCount
+      )
         await sleep(20);
       await sleep(1_200); // the lease runs out
       const retried = await create(a, { 'idempotency-key': key }, body);
       assert.equal(retried.status, 201);
-      const stored = await lock.query('select id from students where email = $1', [`${key}@example.com`]);
+      const stored = await lock.client.query('select id from students where email = $1', [
+        `${key}@example.com`,
+      ]);
       assert.equal(stored.rowCount, 1, 'one student, not one per attempt');
       assert.equal(retried.headers.get('location'), `/api/students/${stored.rows[0].id}`);
     } finally {

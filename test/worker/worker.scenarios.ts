@@ -228,39 +228,7 @@ export function workerScenarios(
     test('with prefetch 50, 20 students × 10 interleaved updates: each student in order, updates 10', async () => {
       const rounds = 10;
       running = await startWorker(env, { prefetch: 50, database: withJitteredTransactions(env.database) });
-      const all = await Promise.all(Array.from({ length: 20 }, () => addStudent(env.database)));
-
-      // Round r carries trace id r, so every notification tells which of its student's events caused it.
-      for (let round = 0; round < rounds; round++)
-        await env.bus.publish(
-          all.map((student) => studentEvent('StudentUpdated', student, { trace: round })),
-        );
-      await eventually(
-        'every student got all its events',
-        async () =>
-          [
-            ...(
-              await updatesOf(
-                env.database,
-                all.map((s) => s.id),
-              )
-            ).values(),
-          ].every((n) => n === rounds),
-        120_000,
-      );
-
-      const expected = Array.from({ length: rounds }, (_, round) => [
-        ['StudentUpdated', traceIdOf(round), round + 1],
-        ['StudentCached', traceIdOf(round), round + 1],
-      ]).flat();
-      for (const student of all) {
-        const sent = await notificationsOf(env.database, student.id);
-        assert.deepEqual(
-          sent.map((n) => [n.type, n.traceparent?.split('-')[1], n.payload.student.updates]),
-          expected,
-          `student ${student.id}`,
-        );
-      }
+      await interleavedUpdatesInOrder(env, { students: 20, rounds });
     });
 
     test('with 4 partitions and prefetch 50, two workers share them; 20 students × 10 interleaved updates stay in order, each once', async () => {
@@ -280,36 +248,7 @@ export function workerScenarios(
           const [a, b] = await Promise.all([owned(running!), owned(second)]);
           return a.members === 2 && b.members === 2 && a.owned.length === 2 && b.owned.length === 2;
         });
-        const all = await Promise.all(Array.from({ length: 20 }, () => addStudent(env.database)));
-        for (let round = 0; round < rounds; round++)
-          await env.bus.publish(
-            all.map((student) => studentEvent('StudentUpdated', student, { trace: round })),
-          );
-        await eventually(
-          'every student got all its events',
-          async () =>
-            [
-              ...(
-                await updatesOf(
-                  env.database,
-                  all.map((s) => s.id),
-                )
-              ).values(),
-            ].every((n) => n === rounds),
-          120_000,
-        );
-        const expected = Array.from({ length: rounds }, (_, round) => [
-          ['StudentUpdated', traceIdOf(round), round + 1],
-          ['StudentCached', traceIdOf(round), round + 1],
-        ]).flat();
-        for (const student of all) {
-          const sent = await notificationsOf(env.database, student.id);
-          assert.deepEqual(
-            sent.map((n) => [n.type, n.traceparent?.split('-')[1], n.payload.student.updates]),
-            expected,
-            `student ${student.id}`,
-          );
-        }
+        await interleavedUpdatesInOrder(env, { students: 20, rounds });
         const [first, other] = await Promise.all([
           counted(running.registry, 'processed'),
           counted(second.registry, 'processed'),
@@ -368,6 +307,38 @@ export function workerScenarios(
       assert.match(metrics, /worker_message_processing_seconds/);
     });
   });
+}
+
+/**
+ * Creates `students` students and publishes `rounds` updates of each, interleaved (round r carries trace id r, so
+ * every notification tells which of its student's events caused it); waits until every event is processed and
+ * checks that each student's notifications came in its events' order.
+ */
+async function interleavedUpdatesInOrder(
+  env: WorkerEnvironment,
+  { students, rounds }: { readonly students: number; readonly rounds: number },
+): Promise<void> {
+  const all = await Promise.all(Array.from({ length: students }, () => addStudent(env.database)));
+  for (let round = 0; round < rounds; round++)
+    await env.bus.publish(all.map((student) => studentEvent('StudentUpdated', student, { trace: round })));
+  const ids = all.map((student) => student.id);
+  await eventually(
+    'every student got all its events',
+    async () => [...(await updatesOf(env.database, ids)).values()].every((n) => n === rounds),
+    120_000,
+  );
+  const expected = Array.from({ length: rounds }, (_, round) => [
+    ['StudentUpdated', traceIdOf(round), round + 1],
+    ['StudentCached', traceIdOf(round), round + 1],
+  ]).flat();
+  for (const student of all) {
+    const sent = await notificationsOf(env.database, student.id);
+    assert.deepEqual(
+      sent.map((n) => [n.type, n.traceparent?.split('-')[1], n.payload.student.updates]),
+      expected,
+      `student ${student.id}`,
+    );
+  }
 }
 
 /** Every message dead-lettered from `students.worker`, as it arrives. */

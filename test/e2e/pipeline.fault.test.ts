@@ -3,15 +3,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
-  privateServersAvailable,
+  privateRabbitMqAndPostgres,
   startPrivateRabbitMq,
   type PrivateServer,
 } from '../support/private-servers.ts';
-import { needsPostgres } from '../support/services.ts';
 import { startPipeline, tally, until } from './pipeline-harness.ts';
 
-const servers =
-  [await needsPostgres(), privateServersAvailable()].find((requirement) => requirement.skip) ?? {};
+const servers = await privateRabbitMqAndPostgres();
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('the event pipeline under faults', servers, () => {

@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from './free-port.ts';
+import { needsPostgres } from './services.ts';
 
 const run = promisify(execFile);
 const POSTGRES_BIN = '/usr/lib/postgresql';
@@ -28,6 +29,11 @@ export interface PrivateServer {
   start(): Promise<void>;
   /** Stops it (if running) and deletes its data. Safe to call more than once. */
   dispose(): Promise<void>;
+}
+
+/** A private RabbitMQ next to the shared PostgreSQL: skipped when either is missing. */
+export async function privateRabbitMqAndPostgres(): Promise<{ skip?: string }> {
+  return [await needsPostgres(), privateServersAvailable()].find((requirement) => requirement.skip) ?? {};
 }
 
 /** Whether this machine can run private servers (the server binaries, and root to run them as their users). */

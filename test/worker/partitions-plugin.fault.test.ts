@@ -4,15 +4,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
 import {
-  privateServersAvailable,
+  privateRabbitMqAndPostgres,
   startPrivateRabbitMq,
   type PrivateServer,
 } from '../support/private-servers.ts';
 import { startRole } from '../support/role-process.ts';
-import { needsPostgres } from '../support/services.ts';
 
-const servers =
-  [await needsPostgres(), privateServersAvailable()].find((requirement) => requirement.skip) ?? {};
+const servers = await privateRabbitMqAndPostgres();
 
 describe('worker partitions on a RabbitMQ without the consistent-hash exchange plugin', servers, () => {
   let rabbitMq: PrivateServer;

@@ -156,6 +156,17 @@ describe('two workers over four partition queues', servers, () => {
     const [byFirst, bySecond] = await Promise.all([processedBy(first), processedBy(second)]);
     assert.ok(byFirst > 0 && bySecond > 0, `both process events (${byFirst} and ${bySecond})`);
     assert.equal(byFirst + bySecond, 50 * (rounds + 1), 'each event processed by one of them, once');
+    // Queue lag is reported per partition, by the worker that owns it.
+    for (const [worker, owned] of [
+      [first, a.owned],
+      [second, b.owned],
+    ] as const)
+      for (const partition of owned)
+        assert.ok(
+          (await metricOf(worker, 'message_age_seconds_count', { queue: `students.worker.${partition}` })) >
+            0,
+          `lag of students.worker.${partition}`,
+        );
   });
 
   test('when one is killed while writes keep coming, the other takes all four and every event is still processed once, in order', async () => {

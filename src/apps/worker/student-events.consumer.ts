@@ -142,6 +142,7 @@ export function studentEventHandler(
   stopping: AbortSignal,
 ): (message: ReceivedMessage) => Promise<HandlerOutcome> {
   const { logger, metrics } = options;
+  const queue = options.queue ?? Queues.studentsWorker;
   const backoff = new ExponentialBackoff({
     initialDelay: options.retry.baseDelayMs,
     maxDelay: options.retry.maxDelayMs,
@@ -162,7 +163,7 @@ export function studentEventHandler(
       logger.warn({ ...fields, reason: event.error }, 'unreadable student event; dead-lettered');
       return ['dead_lettered', outcome.deadLetter(event.error)];
     }
-    metrics.delivered(secondsSince(event.value.time));
+    metrics.delivered(queue, secondsSince(event.value.time));
     let result: ProcessStudentEventResult | typeof STOPPED;
     try {
       result = await withRetries(
@@ -212,7 +213,6 @@ export function studentEventHandler(
   };
 
   const system = options.bus.status().adapter;
-  const queue = options.queue ?? Queues.studentsWorker;
   // The span is active while the event is processed: the notifications it writes continue this trace.
   return (message) =>
     withProcessSpan(queue, message, system, async (span) => {

@@ -1,5 +1,4 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { Queues } from '../../contracts/messaging.ts';
 import { messageAge } from '../../infrastructure/observability/metrics.ts';
 
 /** What became of a message: the label of both metrics. */
@@ -8,8 +7,8 @@ export type MessageOutcome = 'processed' | 'duplicate' | 'student_gone' | 'retri
 export interface WorkerMetrics {
   /** Records one handled message and how long it took, retries included. */
   record(outcome: MessageOutcome, seconds: number): void;
-  /** How old a student event was when it was delivered (queue lag). */
-  delivered(ageSeconds: number): void;
+  /** How old a student event was when it was delivered from `queue` (queue lag, per partition). */
+  delivered(queue: string, ageSeconds: number): void;
   /** How many partition queues this worker consumes now. */
   partitionsOwned(count: number): void;
 }
@@ -28,7 +27,7 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [registry],
   });
-  const age = messageAge(registry).labels({ queue: Queues.studentsWorker });
+  const age = messageAge(registry);
   const owned = new Gauge({
     name: 'worker_partitions_owned',
     help: 'Partition queues of student events this worker consumes (with WORKER_PARTITIONS=1, the one queue).',
@@ -39,8 +38,8 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
       messages.inc({ outcome });
       duration.observe({ outcome }, seconds);
     },
-    delivered(ageSeconds) {
-      age.observe(ageSeconds);
+    delivered(queue, ageSeconds) {
+      age.observe({ queue }, ageSeconds);
     },
     partitionsOwned(count) {
       owned.set(count);

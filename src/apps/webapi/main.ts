@@ -17,17 +17,14 @@ import { registerOpenApi } from '../../infrastructure/http/openapi.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
 import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
-import {
-  pruneIdempotencyKeys,
-  schedulePruning,
-  type Pruning,
-} from '../../infrastructure/persistence/retention.ts';
+import { pruneIdempotencyKeys, schedulePruning } from '../../infrastructure/persistence/retention.ts';
 import { SqlStudentQueries } from '../../infrastructure/persistence/sql-student-queries.ts';
 import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
 import {
   openProcessResources,
   type ProcessResources,
 } from '../../infrastructure/runtime/process-resources.ts';
+import type { Periodic } from '../../infrastructure/runtime/periodic.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { fakerStudentGenerator } from '../../infrastructure/system/faker-student-generator.ts';
 import { systemClock } from '../../infrastructure/system/system-clock.ts';
@@ -137,7 +134,7 @@ export async function createWebApi({
     );
   });
 
-  let pruning: Pruning | undefined;
+  let pruning: Periodic | undefined;
   return {
     app,
     async start() {

@@ -11,7 +11,7 @@ import { createLogger, type Logger } from '../../infrastructure/logging/logger.t
 import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import type { StudentCache } from '../../application/ports/student-cache.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
-import { pruneInbox, schedulePruning, type Pruning } from '../../infrastructure/persistence/retention.ts';
+import { pruneInbox, schedulePruning } from '../../infrastructure/persistence/retention.ts';
 import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
 import {
   openProcessResources,
@@ -19,6 +19,7 @@ import {
   type ProcessResources,
   type WithBus,
 } from '../../infrastructure/runtime/process-resources.ts';
+import type { Periodic } from '../../infrastructure/runtime/periodic.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { systemClock } from '../../infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../infrastructure/system/uuid-v7-generator.ts';
@@ -100,7 +101,7 @@ export function createWorker({
           onChange: ({ owned }) => metrics.partitionsOwned(owned.length),
         });
   // Every worker prunes (deleting the same old rows twice is harmless).
-  let pruning: Pruning | undefined;
+  let pruning: Periodic | undefined;
   const otherLayout = watchOtherLayoutQueues(bus, config.worker.partitions, log);
 
   registerHealthRoutes(app, [

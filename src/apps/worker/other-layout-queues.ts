@@ -5,6 +5,7 @@ import type { MessageBus, QueueState } from '../../application/ports/message-bus
 import { otherLayoutQueues } from '../../contracts/messaging.ts';
 import type { HealthCheck } from '../../infrastructure/health/health.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
+import { runPeriodically, type Periodic } from '../../infrastructure/runtime/periodic.ts';
 
 /** Often enough to notice a queue filling long before it matters; each look is one or two broker round trips. */
 const LOOK_EVERY_MS = 60_000;
@@ -27,8 +28,7 @@ export function watchOtherLayoutQueues(
 ): OtherLayoutWatch {
   const queues = otherLayoutQueues(partitions);
   let found: readonly Found[] = [];
-  let timer: NodeJS.Timeout | undefined;
-  let looking: Promise<void> = Promise.resolve();
+  let looking: Periodic | undefined;
 
   const look = async () => {
     try {
@@ -47,15 +47,11 @@ export function watchOtherLayoutQueues(
 
   return {
     async start() {
-      looking = look();
-      await looking;
-      timer = setInterval(() => {
-        looking = looking.then(look);
-      }, everyMs).unref();
+      looking = runPeriodically(look, everyMs);
+      await looking.first;
     },
     async stop() {
-      clearInterval(timer);
-      await looking;
+      await looking?.stop();
     },
     healthCheck: {
       name: 'worker-queues',

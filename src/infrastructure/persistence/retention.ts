@@ -1,4 +1,5 @@
 import type { Logger } from '../logging/logger.ts';
+import { runPeriodically, type Periodic } from '../runtime/periodic.ts';
 import type { Database } from './database.ts';
 import { guardDatabase } from './database-errors.ts';
 import { sqlStatement, type SqlStatement } from './sql.ts';
@@ -51,11 +52,6 @@ export function pruneIdempotencyKeys(database: Database, now: Date): Promise<num
   return deleteInBatches(database, deleteExpiredKeys, now);
 }
 
-export interface Pruning {
-  /** Stops the schedule and waits for a prune under way. */
-  stop(): Promise<void>;
-}
-
 /**
  * Runs `prune` now and then every `everyMs`. A failure is logged and waits for the next run; what is kept meanwhile
  * is only kept longer.
@@ -63,22 +59,15 @@ export interface Pruning {
 export function schedulePruning(
   prune: () => Promise<number>,
   { everyMs, logger, what }: { readonly everyMs: number; readonly logger: Logger; readonly what: string },
-): Pruning {
-  let running = Promise.resolve();
-  const run = () => {
-    running = prune().then(
-      (deleted) => {
-        if (deleted > 0) logger.info({ deleted }, `${what}: deleted what is past its retention`);
-      },
-      (error: unknown) => logger.warn({ err: error }, `${what}: pruning failed; it runs again later`),
-    );
-  };
-  run();
-  const timer = setInterval(run, everyMs).unref();
-  return {
-    async stop() {
-      clearInterval(timer);
-      await running;
-    },
-  };
+): Periodic {
+  return runPeriodically(
+    () =>
+      prune().then(
+        (deleted) => {
+          if (deleted > 0) logger.info({ deleted }, `${what}: deleted what is past its retention`);
+        },
+        (error: unknown) => logger.warn({ err: error }, `${what}: pruning failed; it runs again later`),
+      ),
+    everyMs,
+  );
 }

@@ -113,6 +113,8 @@ async function idempotencyPlugin(
         );
       const scopedKey = `${callerOf(request)}:${sha256(key)}`;
       const fingerprint = sha256(`${request.method} ${request.url} ${bodyFingerprint(request)}`);
+      // What the use case records with the write, if this request runs.
+      const keyedWrite = { key: sha256(scopedKey), fingerprint, ttlSeconds };
       let existing;
       try {
         existing = await store.begin(scopedKey, fingerprint, leaseMs);
@@ -120,7 +122,7 @@ async function idempotencyPlugin(
         // Redis is down: the database still runs the write at most once. A duplicate running meanwhile waits for
         // this one (instead of a 409), and answers that are not a write's own are not kept for replay.
         request.log.warn({ err: error }, 'idempotency key held by the database only');
-        request.keyedWrite = { key: sha256(scopedKey), fingerprint, ttlSeconds };
+        request.keyedWrite = keyedWrite;
         return;
       }
       if (!existing) {
@@ -131,7 +133,7 @@ async function idempotencyPlugin(
             .catch((error: unknown) => request.log.warn({ err: error }, 'idempotency key lease not renewed'));
         }, leaseMs / 3).unref();
         claimed.set(request, { key: scopedKey, fingerprint, renewal });
-        request.keyedWrite = { key: sha256(scopedKey), fingerprint, ttlSeconds };
+        request.keyedWrite = keyedWrite;
         return;
       }
       if (existing.fingerprint !== fingerprint) return sendProblem(reply, idempotencyKeyReused(instance));

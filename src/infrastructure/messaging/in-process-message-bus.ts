@@ -213,7 +213,7 @@ export class InProcessMessageBus implements MessageBus {
     this.assertOpen();
     const failures: Error[] = [];
     for (const message of messages) {
-      const queues = this.route(message.exchange, message.routingKey, message.headers ?? {});
+      const queues = this.route(message.exchange, message.routingKey, message.headers);
       if (!queues) {
         failures.push(new Error(`publish failed: no exchange '${message.exchange}'`));
         continue;
@@ -286,7 +286,7 @@ export class InProcessMessageBus implements MessageBus {
   private route(
     exchangeName: string,
     routingKey: string,
-    headers: Readonly<Record<string, string>>,
+    headers: Readonly<Record<string, string>> | undefined,
   ): readonly string[] | undefined {
     if (exchangeName === '') return this.queues.has(routingKey) ? [routingKey] : [];
     const exchange = this.exchanges.get(exchangeName);
@@ -339,14 +339,14 @@ export class InProcessMessageBus implements MessageBus {
   private pickByHash(
     exchange: MemoryExchange,
     routingKey: string,
-    headers: Readonly<Record<string, string>>,
+    headers: Readonly<Record<string, string>> | undefined,
   ): string | undefined {
     exchange.buckets ??= exchange.bindings.flatMap((binding) =>
       Array.from({ length: Number(binding.routingKey) }, () => binding.queue),
     );
     if (exchange.buckets.length === 0) return undefined;
     const { hashHeader } = exchange.declaration;
-    const value = hashHeader === undefined ? routingKey : (headers[hashHeader] ?? '');
+    const value = hashHeader === undefined ? routingKey : (headers?.[hashHeader] ?? '');
     const key = createHash('sha256').update(value).digest().readBigUInt64BE(0);
     return exchange.buckets[jumpConsistentHash(key, exchange.buckets.length)];
   }

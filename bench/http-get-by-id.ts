@@ -37,6 +37,17 @@ async function load(
   return { rps: Math.round(result.requests.average), p50: result.latency.p50, p99: result.latency.p99 };
 }
 
+/** The response headers a deduplication replay sends, but those Node or the route itself writes. */
+async function replayHeaders(url: string): Promise<Record<string, string>> {
+  await fetch(url).then((response) => response.arrayBuffer());
+  const replay = await fetch(url);
+  await replay.arrayBuffer();
+  if (replay.headers.get('x-deduplicated') !== 'true')
+    throw new Error(`${url}: the second GET was no replay`);
+  const ownedElsewhere = new Set(['date', 'connection', 'keep-alive', 'content-length', 'content-type']);
+  return Object.fromEntries([...replay.headers].filter(([name]) => !ownedElsewhere.has(name)));
+}
+
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
@@ -103,41 +114,45 @@ export async function httpGetById(options: HttpBenchOptions = {}): Promise<Bench
     }
     // The baselines serve the first webapi's student, byte for byte.
     const { id, json } = (targets[0]!.server as ChildServer<WebApiInfo>).info;
-    const bare = await startChildServer<{ url: string }>('bench/servers/bare-fastify.ts', {
-      BENCH_ID: id,
-      BENCH_JSON: json,
-    });
-    targets.unshift({
-      variant: 'bare Fastify + Map (baseline)',
-      url: `${bare.info.url}${path(id)}`,
-      server: bare,
+    const studentUrl = (server: ChildServer<{ url: string }>) => `${server.info.url}${path(id)}`;
+    const mapRoute = (env: Record<string, string> = {}) =>
+      startChildServer<{ url: string }>('bench/servers/bare-fastify.ts', {
+        BENCH_ID: id,
+        BENCH_JSON: json,
+        ...env,
+      });
+    const bare = await mapRoute();
+    const calibration = await mapRoute({ BENCH_BUSY_MICROSECONDS: String(CALIBRATION_MICROSECONDS) });
+    const withHeaders = await mapRoute({
+      BENCH_HEADERS: JSON.stringify(await replayHeaders(targets[0]!.url)),
     });
     const plumbed = await startChildServer<{ url: string }>('bench/servers/plumbed-fastify.ts', {
       BENCH_ID: id,
       BENCH_JSON: json,
     });
-    const calibration = await startChildServer<{ url: string }>('bench/servers/bare-fastify.ts', {
-      BENCH_ID: id,
-      BENCH_JSON: json,
-      BENCH_BUSY_MICROSECONDS: String(CALIBRATION_MICROSECONDS),
-    });
-    targets.splice(
-      1,
-      0,
+    targets.unshift(
+      { variant: 'bare Fastify + Map (baseline)', url: studentUrl(bare), server: bare },
       {
         variant: `bare Fastify + Map, ${CALIBRATION_MICROSECONDS} µs of work per request`,
-        url: `${calibration.info.url}${path(id)}`,
+        url: studentUrl(calibration),
         note: 'calibration: what one microsecond of CPU per request costs the baseline on this machine',
         server: calibration,
       },
       {
+        variant: "bare Fastify + Map, sending the replay's headers",
+        url: studentUrl(withHeaders),
+        note: 'the headers a replay carries (security, CORS, request id, ETag, X-Deduplicated), set by the bare route',
+        server: withHeaders,
+      },
+      {
         variant: 'Fastify + Map on our HTTP plumbing',
-        url: `${plumbed.info.url}${path(id)}`,
+        url: studentUrl(plumbed),
         note: 'security headers, request id, metrics, CORS, problem+json: the cost every route pays',
         server: plumbed,
       },
     );
-    const plumbedIndex = 2;
+    const headersIndex = 2;
+    const plumbedIndex = 3;
 
     // A warm-up per server so JIT and connection set-up don't count.
     for (const target of targets) await load(target.url, connections, 1, target.headers);
@@ -151,8 +166,11 @@ export async function httpGetById(options: HttpBenchOptions = {}): Promise<Bench
     return targets.map((target, index) => {
       const runs = measured[index]!;
       const ratio = ratiosTo(index);
+      const relative = (to: number, what: string) => `${(ratio / ratiosTo(to)).toFixed(2)}× ${what}`;
       const toPlumbing =
-        index > plumbedIndex ? `; ${(ratio / ratiosTo(plumbedIndex)).toFixed(2)}× the plumbed route` : '';
+        index > plumbedIndex
+          ? `; ${relative(plumbedIndex, 'the plumbed route')}, ${relative(headersIndex, 'the bare route with its headers')}`
+          : '';
       return {
         scenario,
         variant: target.variant,

@@ -1,15 +1,31 @@
 // The route both HTTP baselines serve (bare, and on our plumbing): GET /api/students/:id answered with the student's
 // JSON, kept serialized, from a Map. One definition, so the rows measure the same route.
+import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 
-/** `busyMicroseconds`: CPU the handler burns per request, to show what a microsecond of work costs the baseline. */
-export function serveStudentFromMap(app: Pick<FastifyInstance, 'get'>, busyMicroseconds = 0): void {
+export interface MapRouteOptions {
+  /** CPU the handler burns per request, to show what a microsecond of work costs the baseline. */
+  readonly busyMicroseconds?: number;
+  /** Response headers to send besides Content-Type; an `x-request-id` among them gets a fresh UUID per response. */
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+export function serveStudentFromMap(
+  app: Pick<FastifyInstance, 'get'>,
+  { busyMicroseconds = 0, headers }: MapRouteOptions = {},
+): void {
   const students = new Map([[process.env.BENCH_ID ?? '', process.env.BENCH_JSON ?? '{}']]);
   const busyMs = busyMicroseconds / 1_000;
+  const fixedHeaders = headers && { ...headers };
+  const freshRequestId = fixedHeaders !== undefined && 'x-request-id' in fixedHeaders;
   app.get<{ Params: { id: string } }>('/api/students/:id', (request, reply) => {
     if (busyMs > 0) burn(busyMs);
     const student = students.get(request.params.id);
     if (!student) return reply.code(404).send();
+    if (fixedHeaders) {
+      if (freshRequestId) fixedHeaders['x-request-id'] = randomUUID();
+      void reply.headers(fixedHeaders);
+    }
     return reply.type('application/json; charset=utf-8').send(student);
   });
 }

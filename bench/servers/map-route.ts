@@ -16,15 +16,16 @@ export function serveStudentFromMap(
 ): void {
   const students = new Map([[process.env.BENCH_ID ?? '', process.env.BENCH_JSON ?? '{}']]);
   const busyMs = busyMicroseconds / 1_000;
-  const fixedHeaders = headers && { ...headers };
-  const freshRequestId = fixedHeaders !== undefined && 'x-request-id' in fixedHeaders;
+  // A copy: its request id is replaced for each response.
+  const responseHeaders = headers && { ...headers };
+  const freshRequestId = responseHeaders !== undefined && 'x-request-id' in responseHeaders;
   app.get<{ Params: { id: string } }>('/api/students/:id', (request, reply) => {
     if (busyMs > 0) burn(busyMs);
     const student = students.get(request.params.id);
     if (!student) return reply.code(404).send();
-    if (fixedHeaders) {
-      if (freshRequestId) fixedHeaders['x-request-id'] = randomUUID();
-      void reply.headers(fixedHeaders);
+    if (responseHeaders) {
+      if (freshRequestId) responseHeaders['x-request-id'] = randomUUID();
+      void reply.headers(responseHeaders);
     }
     return reply.type('application/json; charset=utf-8').send(student);
   });

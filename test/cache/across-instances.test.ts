@@ -328,6 +328,41 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     );
     assert.equal(other.status, 201, 'keys are scoped per caller');
   });
+
+  test('Idempotency-Key: the same body under other preconditions is 422, never the first answer replayed', async () => {
+    const { id } = (await (await create(a)).json()) as { id: string };
+    const body = JSON.stringify({ firstName: 'Evelyn', lastName: 'Boyd', email: 'eb@example.com' });
+    const put = (api: CachedApi, key: string, preconditions: Record<string, string>) =>
+      fetch(`${api.url}/api/students/${id}`, {
+        method: 'PUT',
+        headers: { ...jsonHeaders, 'idempotency-key': key, ...preconditions },
+        body,
+      });
+    const assertReused = async (response: Response, what: string) => {
+      assert.equal(response.status, 422, what);
+      assert.equal(response.headers.get('idempotent-replayed'), null, what);
+      assert.equal(((await response.json()) as { code: string }).code, 'IDEMPOTENCY.KEY_REUSED', what);
+    };
+
+    // A condition that held, then one that does not: the second must not be told it succeeded.
+    const held = uniqueName('key');
+    assert.equal((await put(a, held, { 'if-match': '"1"' })).status, 200);
+    await assertReused(await put(b, held, { 'if-match': '"99"' }), 'another If-Match');
+    await assertReused(
+      await put(b, held, { 'if-match': '"1"', 'if-none-match': '"7"' }),
+      'an If-None-Match added',
+    );
+    // Redis lost the stored 200: the write's key in the database says the same.
+    await deleteRedisKeys(REDIS_URL, keyPrefix);
+    await assertReused(await put(b, held, { 'if-match': '"99"' }), 'another If-Match, from the database');
+
+    // A stale condition, then the corrected one: the retry is not answered the 412 for the key's whole life.
+    const stale = uniqueName('key');
+    assert.equal((await put(a, stale, { 'if-match': '"1"' })).status, 412);
+    await assertReused(await put(b, stale, { 'if-match': '"2"' }), 'the corrected If-Match');
+    const current = await fetch(`${a.url}/api/students/${id}`, { headers: { 'cache-control': 'no-cache' } });
+    assert.equal(current.headers.get('etag'), '"2"', 'neither retry wrote');
+  });
 });
 
 describe(

@@ -4,7 +4,7 @@ import type { StudentSnapshot } from '../../domain/student.ts';
 export interface KeyedRequest {
   /** The key, scoped to its caller; opaque here. */
   readonly key: string;
-  /** Hash of what was asked (method, target, body): the same key with another request is refused. */
+  /** Hash of what was asked (method, target, body, preconditions): the same key with another request is refused. */
   readonly fingerprint: string;
   /** How long the key is kept once used; after that it is free again. */
   readonly ttlSeconds: number;

@@ -17,6 +17,25 @@ export function bodyFingerprint(request: FastifyRequest): string {
   return sha256(`${type ?? ''}\n${text ?? ''}`);
 }
 
+export const SAFE_METHODS = new Set(['GET', 'HEAD']);
+
+const READ_PRECONDITIONS = ['if-match'] as const;
+const WRITE_PRECONDITIONS = ['if-match', 'if-none-match'] as const;
+
+/**
+ * The preconditions a request was sent with, as sent, a `\nname: value` line each (no header value holds a line
+ * break); empty without any. What a write does depends on them as much as on its body. A read's If-None-Match is
+ * left out: its 304 is made from the shared 200 (conditional-get.plugin.ts).
+ */
+export function preconditionsOf(request: FastifyRequest): string {
+  let sent = '';
+  for (const name of SAFE_METHODS.has(request.method) ? READ_PRECONDITIONS : WRITE_PRECONDITIONS) {
+    const value = request.headers[name];
+    if (value !== undefined) sent += `\n${name}: ${value}`;
+  }
+  return sent;
+}
+
 /**
  * Who is asking, so a stored response is only ever replayed to the same caller: the verified subject when auth is
  * on (any of its tokens); with auth off, the credentials as sent (a proxy in front may check them), else anonymous.

@@ -7,7 +7,14 @@ import type {
   ResponseReplayStore,
   StoredResponse,
 } from '../../../infrastructure/caching/response-replay-store.ts';
-import { appWide, bodyFingerprint, callerOf, replayableHeaders } from './caller.ts';
+import {
+  appWide,
+  bodyFingerprint,
+  callerOf,
+  preconditionsOf,
+  replayableHeaders,
+  SAFE_METHODS,
+} from './caller.ts';
 
 export interface DedupRouteOptions {
   /** 0 turns deduplication off for the route. */
@@ -42,8 +49,6 @@ interface Leader {
   settle(response: StoredResponse | undefined): void;
 }
 
-const SAFE_METHODS = new Set(['GET', 'HEAD']);
-
 // A directive of its own, in any case (RFC 9111 §5.2): `No-Cache` is one, `no-cache-please` is not.
 const NO_CACHE = /(?:^|,)[ \t]*no-cache[ \t]*(?:,|$)/i;
 
@@ -53,14 +58,9 @@ export function bypassesCache(request: FastifyRequest): boolean {
   return cacheControl !== undefined && NO_CACHE.test(cacheControl);
 }
 
-/**
- * What tells requests apart: all that can change the answer, a write's preconditions included. A read's
- * If-None-Match is left out: its 304 is made from the shared 200 (conditional-get.plugin.ts).
- */
+/** What tells requests apart: all that can change the answer, a write's preconditions included. */
 function requestKey(request: FastifyRequest): string {
-  const { 'if-match': ifMatch = '', 'if-none-match': ifNoneMatch = '' } = request.headers;
-  const preconditions = SAFE_METHODS.has(request.method) ? ifMatch : `${ifMatch} ${ifNoneMatch}`;
-  return `${request.method} ${request.url} ${preconditions} ${bodyFingerprint(request)} ${callerOf(request)}`;
+  return `${request.method} ${request.url} ${bodyFingerprint(request)} ${callerOf(request)}${preconditionsOf(request)}`;
 }
 
 function replayable(status: number): boolean {

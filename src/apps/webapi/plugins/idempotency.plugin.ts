@@ -1,7 +1,8 @@
 // `Idempotency-Key` (IETF httpapi draft) on the routes with `config: { idempotency: true }`: the first request with
-// a key runs; a retry with the same key and body gets the stored response; a different body 422; one arriving while
-// the first still runs 409. Keys are scoped per caller and expire after `ttlSeconds`; a request holds its key on a
-// lease of `leaseSeconds` that it renews while it runs, so a key whose process died is free again soon.
+// a key runs; a retry with the same key and request (method, target, body, If-Match and If-None-Match) gets the
+// stored response; another request 422; one arriving while the first still runs 409. Keys are scoped per caller and
+// expire after `ttlSeconds`; a request holds its key on a lease of `leaseSeconds` that it renews while it runs, so a
+// key whose process died is free again soon.
 // The responses live in Redis. The write itself is bound to its key in the database, in its own transaction
 // (`request.keyedWrite`, see application/students/write-once.ts): a retry after a crash between the commit and the
 // response being stored, or after Redis lost it, gets that write's outcome again instead of running it twice.
@@ -15,7 +16,7 @@ import {
   problem,
   sendProblem,
 } from '../../../infrastructure/http/problem-details.ts';
-import { appWide, bodyFingerprint, callerOf, replayableHeaders, sha256 } from './caller.ts';
+import { appWide, bodyFingerprint, callerOf, preconditionsOf, replayableHeaders, sha256 } from './caller.ts';
 import { hooksOf } from './dedup.plugin.ts';
 
 declare module 'fastify' {
@@ -112,8 +113,11 @@ async function idempotencyPlugin(
           ),
         );
       const scopedKey = `${callerOf(request)}:${sha256(key)}`;
-      const fingerprint = sha256(`${request.method} ${request.url} ${bodyFingerprint(request)}`);
-      // What the use case records with the write, if this request runs.
+      // The preconditions come last: a key used before they were part of it (none sent) still matches its retry.
+      const fingerprint = sha256(
+        `${request.method} ${request.url} ${bodyFingerprint(request)}${preconditionsOf(request)}`,
+      );
+      // What the use case records with the write, if this request runs: the database refuses another request too.
       const keyedWrite = { key: sha256(scopedKey), fingerprint, ttlSeconds };
       let existing;
       try {

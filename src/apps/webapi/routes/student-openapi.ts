@@ -65,7 +65,8 @@ function duration(seconds: number): string {
 function idempotencyKey(ttlSeconds: number) {
   return optionalHeader(
     'Makes a retry safe: 1 to 255 characters, bare or as a quoted string, scoped to the caller. A retry with the ' +
-      'same key and request gets the stored response (Idempotent-Replayed: true); with another request, 422; ' +
+      'same key and request (method, URL, body, If-Match and If-None-Match) gets the stored response ' +
+      '(Idempotent-Replayed: true); with another request, 422; ' +
       `while the first still runs (or its server stopped less than IDEMPOTENCY_LEASE_SECONDS ago), 409. A response is kept for ${duration(ttlSeconds)} after it is sent ` +
       '(IDEMPOTENCY_TTL_SECONDS); a 5xx is not kept, so a retry runs again, but a write that committed is never ' +
       'run twice: a retry gets it back, whenever the first attempt failed.',

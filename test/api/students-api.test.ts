@@ -509,7 +509,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.match(plain, /^HTTP\/1.1 201 /);
     });
 
-    test('Idempotency-Key sent on two header lines is a 400 naming it, and creates nothing', async () => {
+    test('Idempotency-Key sent on two header lines is a 400 saying it must be sent once, and creates nothing', async () => {
       const before = await counts();
       const { port } = new URL(api.url);
       const body = '{}';
@@ -518,8 +518,8 @@ function apiContract(kind: 'pglite' | 'postgres') {
         `Idempotency-Key: a\r\nIdempotency-Key: b\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
       const [head = '', problemText = ''] = (await exchange(port, request)).split('\r\n\r\n');
       assert.match(head, /^HTTP\/1.1 400 /);
-      const problem = JSON.parse(problemText) as { errors: { field: string }[] };
-      assert.equal(problem.errors[0]?.field, 'Idempotency-Key');
+      const problem = JSON.parse(problemText) as { errors: { field: string; reason: string }[] };
+      assert.deepEqual(problem.errors, [{ field: 'Idempotency-Key', reason: 'must be sent once' }]);
       assert.deepEqual(await counts(), before);
     });
 

@@ -38,11 +38,16 @@ export interface IdempotencyPluginOptions {
 const HEADER = 'Idempotency-Key';
 const MAX_KEY_LENGTH = 255;
 
+/** The key a header names, or why it names none (the `reason` of the 400). */
+type KeyRead = { readonly key: string } | { readonly invalid: string };
+
 /** The draft defines the value as a structured-field string (`"…"`); a bare token is accepted as well. */
-function parseKey(header: string): string | undefined {
+function parseKey(header: string): KeyRead {
   const key =
     header.length >= 2 && header.startsWith('"') && header.endsWith('"') ? header.slice(1, -1) : header;
-  return key.length > 0 && key.length <= MAX_KEY_LENGTH ? key : undefined;
+  return key.length > 0 && key.length <= MAX_KEY_LENGTH
+    ? { key }
+    : { invalid: `must be 1 to ${MAX_KEY_LENGTH} characters` };
 }
 
 function sentOnce(rawHeaders: readonly string[]): boolean {
@@ -50,6 +55,13 @@ function sentOnce(rawHeaders: readonly string[]): boolean {
   for (let index = 0; index < rawHeaders.length; index += 2)
     if (rawHeaders[index]!.toLowerCase() === 'idempotency-key') lines++;
   return lines === 1;
+}
+
+function readKey(request: FastifyRequest, header: string | string[]): KeyRead {
+  // Node joins repeated header lines into one value with ", ": the raw headers tell them apart.
+  return typeof header === 'string' && sentOnce(request.raw.rawHeaders)
+    ? parseKey(header)
+    : { invalid: 'must be sent once' };
 }
 
 /** Says that `reply` answers an earlier request with the same key, without running this one. */
@@ -100,18 +112,15 @@ async function idempotencyPlugin(
       const header = request.headers['idempotency-key'];
       if (header === undefined) return;
       const instance = request.url;
-      // Node joins repeated header lines into one value with ", ": the raw headers tell them apart.
-      const key =
-        typeof header === 'string' && sentOnce(request.raw.rawHeaders) ? parseKey(header) : undefined;
-      if (key === undefined)
+      const read = readKey(request, header);
+      if ('invalid' in read)
         return sendProblem(
           reply,
-          invalidRequest(
-            instance,
-            `The ${HEADER} header must be sent once, with 1 to ${MAX_KEY_LENGTH} characters.`,
-            [{ field: HEADER, reason: `must be 1 to ${MAX_KEY_LENGTH} characters` }],
-          ),
+          invalidRequest(instance, `The ${HEADER} header ${read.invalid}.`, [
+            { field: HEADER, reason: read.invalid },
+          ]),
         );
+      const { key } = read;
       const scopedKey = `${callerOf(request)}:${sha256(key)}`;
       // The preconditions come last: a key used before they were part of it (none sent) still matches its retry.
       const fingerprint = sha256(

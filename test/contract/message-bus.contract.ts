@@ -391,6 +391,26 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       );
     });
 
+    test('a message that goes back to the queue is handled again before any message behind it', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      await bus.publish(range(5).map((i) => message(exchange, 'student.updated', `m${i}`)));
+      let failedOnce = false;
+      const inbox = await collect(bus, queue, {
+        prefetch: 1,
+        handler: (m) => {
+          if (m.messageId !== 'm0' || failedOnce) return outcome.ack();
+          failedOnce = true;
+          return outcome.retry('transient');
+        },
+      });
+      await inbox.waitFor(6);
+      await sleep(QUIET_MS);
+      await inbox.close();
+      // A RabbitMQ quorum queue puts a nacked message at its back: m1..m4 would come first.
+      assert.deepEqual(inbox.ids(), ['m0', 'm0', 'm1', 'm2', 'm3', 'm4']);
+    });
+
     test('competing consumers on one queue share its messages, each delivered to one of them', async () => {
       const { bus, name } = await fixture();
       const { exchange, queue } = await simpleTopology(bus, name);
@@ -431,6 +451,48 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       assert.deepEqual(
         second.ids(),
         range(5).map((i) => `n${i}`),
+      );
+    });
+
+    test('a single active consumer that closes while holding messages hands them over before any later one', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name, { singleActiveConsumer: true });
+      const handled: string[] = [];
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const keyed = { orderingKey: () => 'one student' };
+      const first = await collect(bus, queue, {
+        ...keyed,
+        prefetch: 4,
+        handler: async (m) => {
+          handled.push(m.messageId);
+          if (m.messageId === 'm0') await released;
+          return outcome.ack();
+        },
+      });
+      const second = await collect(bus, queue, {
+        ...keyed,
+        prefetch: 4,
+        handler: (m) => {
+          handled.push(m.messageId);
+          return outcome.ack();
+        },
+      });
+      await bus.publish(range(12).map((i) => message(exchange, 'student.updated', `m${i}`)));
+      await waitUntil(() => handled.includes('m0'), 'm0 in hand');
+      // The first holds m0 (being handled) and m1..m3 (delivered behind it) when it starts to close.
+      await sleep(QUIET_MS);
+      const closed = first.close();
+      await sleep(QUIET_MS);
+      release();
+      await closed;
+      await waitUntil(() => new Set(handled).size === 12, 'every message handled');
+      await sleep(QUIET_MS);
+      await second.close();
+      assert.deepEqual(
+        handled,
+        range(12).map((i) => `m${i}`),
+        'each once, in order, across the hand-over',
       );
     });
 

@@ -49,8 +49,8 @@ export interface ConsumeOptions {
   /**
    * Messages with the same key are handled one after another in delivery order; different keys run
    * concurrently up to `prefetch`. `undefined` = no ordering constraint for that message.
-   * A retried message goes back to the queue, so same-key messages already delivered behind it are handled
-   * before its redelivery; with prefetch 1 nothing can overtake it.
+   * A retried message goes back to the queue, and the same-key messages already delivered behind it go back with
+   * it unhandled, so the key stays in order.
    */
   readonly orderingKey?: (message: ReceivedMessage) => string | undefined;
   /** A handler that throws counts as `retry`. */

@@ -1,10 +1,4 @@
-import {
-  Connection,
-  ConsumerStatus,
-  type AsyncMessage,
-  type Envelope,
-  type Publisher,
-} from 'rabbitmq-client';
+import { Connection, type AsyncMessage, type Envelope, type Publisher } from 'rabbitmq-client';
 import type {
   ConsumeOptions,
   HandlerOutcome,
@@ -24,6 +18,7 @@ import {
   type QueueDeclaration,
   type Topology,
 } from '../../contracts/messaging.ts';
+import { consumeOnChannel, type Settlement } from './channel-consumer.ts';
 import { silentMessagingLogger, type MessagingLogger } from './messaging-logger.ts';
 import { orderedDispatch } from './ordered-dispatch.ts';
 import { validateTopology } from './topology-rules.ts';
@@ -59,6 +54,8 @@ export class RabbitMqMessageBus implements MessageBus {
   private readonly connection: Connection;
   private readonly publisher: Publisher;
   private readonly maxPublishAttempts: number;
+  private readonly retryLowMs: number;
+  private readonly retryHighMs: number;
   private readonly exchanges = new Map<string, ExchangeDeclaration>();
   private readonly queues = new Map<string, QueueDeclaration>();
   private readonly bindings: BindingDeclaration[] = [];
@@ -70,11 +67,13 @@ export class RabbitMqMessageBus implements MessageBus {
   constructor(options: RabbitMqMessageBusOptions) {
     this.logger = options.logger ?? silentMessagingLogger;
     this.maxPublishAttempts = options.maxPublishAttempts ?? 3;
+    this.retryLowMs = options.retryLowMs ?? 500;
+    this.retryHighMs = options.retryHighMs ?? 10_000;
     this.connection = new Connection({
       url: options.url,
       connectionName: options.connectionName,
-      retryLow: options.retryLowMs ?? 500,
-      retryHigh: options.retryHighMs ?? 10_000,
+      retryLow: this.retryLowMs,
+      retryHigh: this.retryHighMs,
       heartbeat: options.heartbeatSeconds ?? 30,
       acquireTimeout: options.acquireTimeoutMs ?? 10_000,
       // rabbitmq-client leaves Nagle's algorithm on: a small frame (an ack, a publish) then waits for the peer's
@@ -175,47 +174,28 @@ export class RabbitMqMessageBus implements MessageBus {
       return exchange ? [exchangeParams(exchange)] : [];
     });
     const dispatch = orderedDispatch(queue, options, this.logger);
-
-    const consumer = this.connection.createConsumer(
-      {
-        queue,
-        // The consumer re-declares its queue on every (re)connect: with the declared arguments (anything else is
-        // PRECONDITION_FAILED), or passively for a queue declared elsewhere.
-        queueOptions: declaration ? queueParams(declaration) : { queue, passive: true },
-        exchanges,
-        queueBindings: bindings.map(bindingParams),
-        exchangeBindings: feeding.map(exchangeBindingParams),
-        qos: { prefetchCount: options.prefetch },
-        concurrency: options.prefetch,
-        requeue: true,
+    const consumer = await consumeOnChannel({
+      connection: this.connection,
+      queue,
+      prefetch: options.prefetch,
+      // Declared on every (re)connect: with the declared arguments (anything else is PRECONDITION_FAILED), or
+      // passively for a queue declared elsewhere.
+      declare: async (channel) => {
+        await channel.queueDeclare(declaration ? queueParams(declaration) : { queue, passive: true });
+        for (const exchange of exchanges) await channel.exchangeDeclare(exchange);
+        for (const binding of bindings) await channel.queueBind(bindingParams(binding));
+        for (const binding of feeding) await channel.exchangeBind(exchangeBindingParams(binding));
       },
-      (raw: AsyncMessage) => {
+      handle: (raw) => {
         // Synchronous up to dispatch(), so ordering keys see messages in delivery order.
         const message = toReceivedMessage(raw, declaration);
         return dispatch(message).then((result) => this.settle(queue, declaration, message, result));
       },
-    );
-    consumer.on('error', (error: unknown) => {
-      this.logger.warn({ err: error, queue }, 'RabbitMQ consumer error; it recovers by itself');
+      onError: (error) =>
+        this.logger.warn({ err: error, queue }, 'RabbitMQ consumer error; it recovers by itself'),
+      retryLowMs: this.retryLowMs,
+      retryHighMs: this.retryHighMs,
     });
-
-    try {
-      await new Promise<void>((resolve, reject) => {
-        const onReady = () => {
-          consumer.off('error', onError);
-          resolve();
-        };
-        const onError = (error: unknown) => {
-          consumer.off('ready', onReady);
-          reject(error instanceof Error ? error : new Error(String(error)));
-        };
-        consumer.once('ready', onReady);
-        consumer.once('error', onError);
-      });
-    } catch (error) {
-      await consumer.close();
-      throw error;
-    }
 
     let closing: Promise<void> | undefined;
     const close = () => {
@@ -280,9 +260,9 @@ export class RabbitMqMessageBus implements MessageBus {
     declaration: QueueDeclaration | undefined,
     message: ReceivedMessage,
     result: HandlerOutcome,
-  ): Promise<ConsumerStatus> {
-    if (result.kind === 'ack') return ConsumerStatus.ACK;
-    if (result.kind === 'retry') return ConsumerStatus.REQUEUE;
+  ): Promise<Settlement> {
+    if (result.kind === 'ack') return 'ack';
+    if (result.kind === 'retry') return 'return';
     const deadLetterExchange = declaration?.deadLetterExchange;
     if (!deadLetterExchange) {
       // Rejecting still dead-letters through a dead-letter exchange configured elsewhere, only without the reason.
@@ -290,7 +270,7 @@ export class RabbitMqMessageBus implements MessageBus {
         { queue, messageId: message.messageId, reason: result.reason },
         'dead-letter exchange unknown to this bus; rejecting without the reason header',
       );
-      return ConsumerStatus.DROP;
+      return 'reject';
     }
     try {
       // Publish a copy with the reason, then ack: a nack alone cannot carry a reason. A crash in between
@@ -307,13 +287,13 @@ export class RabbitMqMessageBus implements MessageBus {
         },
         message.body,
       );
-      return ConsumerStatus.ACK;
+      return 'ack';
     } catch (error) {
       this.logger.error(
         { err: error, queue, messageId: message.messageId },
-        'dead-lettering failed; requeueing',
+        'dead-lettering failed; back to the queue',
       );
-      return ConsumerStatus.REQUEUE;
+      return 'return';
     }
   }
 }

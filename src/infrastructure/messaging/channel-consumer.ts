@@ -1,0 +1,141 @@
+import type { AsyncMessage, Channel, Connection } from 'rabbitmq-client';
+
+/** What becomes of a delivered message: done, rejected (the broker dead-letters it), or back to the queue. */
+export type Settlement = 'ack' | 'reject' | 'return';
+
+export interface ChannelConsumerOptions {
+  readonly connection: Connection;
+  readonly queue: string;
+  readonly prefetch: number;
+  /** Declares what consuming needs (the queue, its exchanges and bindings), on every new channel. */
+  readonly declare: (channel: Channel) => Promise<void>;
+  /** Called synchronously on each delivery, in delivery order. */
+  readonly handle: (message: AsyncMessage) => Promise<Settlement>;
+  readonly onError: (error: unknown) => void;
+  /** Back-off between attempts to consume again after the channel was lost: step and ceiling, in ms. */
+  readonly retryLowMs: number;
+  readonly retryHighMs: number;
+}
+
+export interface ChannelConsumer {
+  /** Lets the messages being handled finish and settle, then closes the channel: the rest go back, in order. */
+  close(): Promise<void>;
+}
+
+/** One channel's consumption: the messages delivered on it can only be settled on it. */
+interface Session {
+  readonly channel: Channel;
+  /** Set once no new message may start (those delivered go back when the channel closes); settles when closed. */
+  returning?: Promise<void>;
+}
+
+/**
+ * Consumes a queue on a channel of its own, and consumes again whenever the channel is lost. What rabbitmq-client's
+ * Consumer does not: closing never sends basic.cancel. On a single-active-consumer queue a basic.cancel makes the
+ * waiting consumer active at once, while this one still holds messages delivered to it; that consumer would then
+ * handle later messages of a student before those. Closing the channel instead returns every unsettled message
+ * to the head of the queue, in delivery order, before the broker activates the next consumer. So close() starts
+ * nothing new, lets the messages being handled finish and settle, and then closes the channel.
+ * A message to retry is nacked back to the queue, which puts it at the head when the queue has a delivery limit
+ * (every consuming quorum queue here does; without one RabbitMQ would put it at the back).
+ */
+export async function consumeOnChannel(options: ChannelConsumerOptions): Promise<ChannelConsumer> {
+  const { connection, queue, prefetch, declare, handle, onError } = options;
+  const handling = new Set<Promise<void>>();
+  let session: Session | undefined;
+  let opening: Promise<void> | undefined;
+  let closing = false;
+  let failures = 0;
+  let retry: NodeJS.Timeout | undefined;
+
+  const allSettled = async (): Promise<void> => {
+    while (handling.size > 0) await Promise.allSettled([...handling]);
+  };
+
+  const open = async (): Promise<void> => {
+    const channel = await connection.acquire({ emitErrorsFromChannel: true });
+    channel.on('error', onError);
+    const opened: Session = { channel };
+    try {
+      await declare(channel);
+      await channel.basicQos({ prefetchCount: prefetch });
+      await channel.basicConsume({ queue }, (message) => deliver(opened, message));
+    } catch (error) {
+      await channel.close().catch(() => {});
+      throw error;
+    }
+    session = opened;
+    failures = 0;
+    // The broker cancels the consumer when its queue is deleted: consume again, which declares it again.
+    channel.once('basic.cancel', () => void channel.close().catch(() => {}));
+    channel.once('close', () => void lost(opened));
+    if (!channel.active) void lost(opened);
+  };
+
+  const reopenLater = (delayMs: number): void => {
+    if (closing) return;
+    retry = setTimeout(() => {
+      retry = undefined;
+      opening = open()
+        .catch((error: unknown) => {
+          onError(error);
+          failures += 1;
+          reopenLater(Math.min(options.retryHighMs, options.retryLowMs * 2 ** failures));
+        })
+        .finally(() => (opening = undefined));
+    }, delayMs);
+  };
+
+  /** The channel closed without close(): lost with its connection, or closed by the broker. */
+  const lost = async (closed: Session): Promise<void> => {
+    if (session === closed) session = undefined;
+    closed.returning ??= Promise.resolve();
+    // Redeliveries of the messages still being handled must not run beside them.
+    await allSettled();
+    reopenLater(options.retryLowMs);
+  };
+
+  const returnAll = (current: Session): Promise<void> =>
+    (current.returning ??= (async () => {
+      await allSettled();
+      if (current.channel.active) await current.channel.close();
+    })());
+
+  const settle = (current: Session, message: AsyncMessage, settlement: Settlement): void => {
+    const { channel } = current;
+    // A closed channel has given its messages back already; a closing one gives back those not done.
+    if (!channel.active || (settlement === 'return' && (closing || current.returning !== undefined))) return;
+    if (settlement === 'ack') channel.basicAck({ deliveryTag: message.deliveryTag });
+    else channel.basicNack({ deliveryTag: message.deliveryTag, requeue: settlement === 'return' });
+  };
+
+  function deliver(current: Session, message: AsyncMessage): void {
+    // Left unsettled: the channel's close returns it, in order.
+    if (closing || current.returning !== undefined) return;
+    let outcome: Promise<Settlement>;
+    try {
+      outcome = handle(message);
+    } catch (error) {
+      outcome = Promise.reject(error);
+    }
+    const handled = outcome
+      .then((settlement) => settle(current, message, settlement))
+      .catch((error: unknown) => {
+        onError(error);
+        settle(current, message, 'return');
+      })
+      .finally(() => handling.delete(handled));
+    handling.add(handled);
+  }
+
+  await open();
+  return {
+    async close() {
+      closing = true;
+      clearTimeout(retry);
+      await opening;
+      if (session) await returnAll(session);
+      else await allSettled();
+    },
+  };
+}

@@ -44,12 +44,13 @@ describe('two workers over four partition queues', servers, () => {
   let database: TestDatabase;
   let vhost: TestVhost;
   const workers: RoleProcess[] = [];
-  const startWorker = async () => {
+  const startWorker = async (env: Record<string, string> = {}) => {
     const worker = await startRole('src/apps/worker/main.ts', {
       DATABASE_URL: database.url,
       AMQP_URL: vhost.url,
       WORKER_PORT: '0',
       WORKER_PARTITIONS: '4',
+      ...env,
     });
     workers.push(worker);
     return worker;
@@ -187,5 +188,25 @@ describe('two workers over four partition queues', servers, () => {
     await assertProcessedOnceInOrder(database.database, students, rounds);
     assert.ok((await processedBy(second)) > before, 'the survivor processed the rest');
     assert.equal(await metricOf(second, 'worker_partitions_owned'), 4);
+  });
+
+  test('a worker joining a backlog takes two partitions from the one consuming them, and every student stays in order', async () => {
+    await Promise.all(workers.splice(0).map((worker) => worker.kill()));
+    const rounds = 120;
+    const students = await write(40, rounds);
+    // Prefetch 100: the worker handing a partition over holds up to 100 of its messages at that moment.
+    const first = await startWorker({ WORKER_PREFETCH: '100' });
+    await eventually(
+      'the first consumes all four',
+      async () => (await partitionsOf(first)).owned.length === 4,
+    );
+    await eventually('the first is into the backlog', async () => (await processedBy(first)) > 0);
+    const second = await startWorker({ WORKER_PREFETCH: '100' });
+    await eventually('each owns two partitions', async () => {
+      const [a, b] = await Promise.all([partitionsOf(first), partitionsOf(second)]);
+      return a.owned.length === 2 && b.owned.length === 2;
+    });
+    await assertProcessedOnceInOrder(database.database, students, rounds);
+    assert.ok((await processedBy(second)) > 0, 'the second took part of the backlog');
   });
 });

@@ -329,6 +329,43 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     assert.equal(other.status, 201, 'keys are scoped per caller');
   });
 
+  test('Idempotency-Key is a quoted string or a bare key: anything else is a 400 saying why; an escape is its character', async () => {
+    const reasons = new Map<string, string>();
+    for (const invalid of ['"abc', '"a"b"', '"a\\q"', '"', 'é', '"é"', 'a\tb', '"a\tb"', 'a"b', 'a\\b']) {
+      const response = await create(a, { 'idempotency-key': invalid });
+      assert.equal(response.status, 400, JSON.stringify(invalid));
+      assert.match(response.headers.get('content-type') ?? '', /problem\+json/);
+      const problem = (await response.json()) as { errors: { field: string; reason: string }[] };
+      assert.equal(problem.errors[0]?.field, 'Idempotency-Key', JSON.stringify(invalid));
+      reasons.set(invalid, problem.errors[0]?.reason ?? '');
+    }
+    const tooLong = (await (await create(a, { 'idempotency-key': 'x'.repeat(256) })).json()) as {
+      errors: { reason: string }[];
+    };
+    for (const [invalid, reason] of reasons)
+      assert.notEqual(
+        reason,
+        tooLong.errors[0]?.reason,
+        `${JSON.stringify(invalid)} is refused for its syntax`,
+      );
+
+    // The key is the string's content, unescaped: 255 characters however many escapes spell them.
+    const name = uniqueName('key');
+    const escaped = `"${name}${'\\"'.repeat(255 - name.length)}"`;
+    const body = JSON.stringify({ firstName: 'Gladys', lastName: 'West', email: `${name}@example.com` });
+    assert.equal((await create(a, { 'idempotency-key': escaped }, body)).status, 201);
+    const retried = await create(b, { 'idempotency-key': escaped }, body);
+    assert.equal(retried.status, 201);
+    assert.equal(retried.headers.get('idempotent-replayed'), 'true');
+    const oneMore = `"${name}${'\\\\'.repeat(256 - name.length)}"`;
+    assert.equal((await create(a, { 'idempotency-key': oneMore }, body)).status, 400, '256 characters');
+    // A bare key and the same key quoted are one key.
+    const bare = uniqueName('key');
+    assert.equal((await create(a, { 'idempotency-key': bare }, body)).status, 201);
+    const quoted = await create(b, { 'idempotency-key': `"${bare}"` }, body);
+    assert.equal(quoted.headers.get('idempotent-replayed'), 'true');
+  });
+
   test('Idempotency-Key: the same body under other preconditions is 422, never the first answer replayed', async () => {
     const { id } = (await (await create(a)).json()) as { id: string };
     const body = JSON.stringify({ firstName: 'Evelyn', lastName: 'Boyd', email: 'eb@example.com' });

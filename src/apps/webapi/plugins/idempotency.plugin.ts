@@ -41,10 +41,22 @@ const MAX_KEY_LENGTH = 255;
 /** The key a header names, or why it names none (the `reason` of the 400). */
 type KeyRead = { readonly key: string } | { readonly invalid: string };
 
-/** The draft defines the value as a structured-field string (`"…"`); a bare token is accepted as well. */
+// RFC 8941 §3.3.3: printable ASCII in double quotes, where `"` and `\` are escaped and nothing else may be.
+const SF_STRING = /^"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"$/;
+// Our leniency: a bare key is visible ASCII without `"` and `\`, the two characters that mean something in a string,
+// so a broken quoted key is never taken for a bare one, and a bare key is its own text.
+const BARE_KEY = /^[\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/** The draft defines the value as a structured-field string (`"…"`), whose key is its unescaped content. */
 function parseKey(header: string): KeyRead {
-  const key =
-    header.length >= 2 && header.startsWith('"') && header.endsWith('"') ? header.slice(1, -1) : header;
+  let key = header;
+  if (header.startsWith('"')) {
+    const quoted = SF_STRING.exec(header);
+    if (!quoted)
+      return { invalid: 'must be a string ("…") of printable ASCII, with only \\" and \\\\ escaped' };
+    key = quoted[1]!.replace(/\\(["\\])/g, '$1');
+  } else if (!BARE_KEY.test(header))
+    return { invalid: 'unquoted, must be visible ASCII other than " and \\' };
   return key.length > 0 && key.length <= MAX_KEY_LENGTH
     ? { key }
     : { invalid: `must be 1 to ${MAX_KEY_LENGTH} characters` };

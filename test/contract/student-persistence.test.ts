@@ -7,14 +7,16 @@ import { writeOnce } from '../../src/application/students/write-once.ts';
 import { err, ok } from '../../src/domain/result.ts';
 import { Student } from '../../src/domain/student.ts';
 import { SqlStudentQueries } from '../../src/infrastructure/persistence/sql-student-queries.ts';
-import type { Database } from '../../src/infrastructure/persistence/database.ts';
+import { openDatabase, type Database } from '../../src/infrastructure/persistence/database.ts';
 import type { SqlExecutor } from '../../src/infrastructure/persistence/sql.ts';
 import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-work.ts';
 import { pruneIdempotencyKeys } from '../../src/infrastructure/persistence/retention.ts';
 import { idempotencyKeys, outbox, students } from '../../src/infrastructure/persistence/schema.ts';
 import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { silentLogger } from '../support/logger.ts';
 import { needsPostgres } from '../support/services.ts';
+import { TcpProxy } from '../support/tcp-proxy.ts';
 
 const now = new Date('2026-01-02T03:04:05.000Z');
 const uniqueKey = () => `key-${uuidV7Generator.next()}`;
@@ -391,3 +393,31 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
 
 describe('persistence on PGlite', () => persistenceContract('pglite'));
 describe('persistence on PostgreSQL', await needsPostgres(), () => persistenceContract('postgres'));
+
+describe('leadership on PostgreSQL', await needsPostgres(), () => {
+  test('a holder whose network goes silent loses its leadership within seconds, not the OS keepalive hours', async () => {
+    const target = await openTestDatabase('postgres');
+    const address = new URL(target.url);
+    const proxy = await TcpProxy.start(address.hostname, Number(address.port || 5432));
+    address.host = `127.0.0.1:${proxy.port}`;
+    const database = await openDatabase(address.toString(), silentLogger);
+    try {
+      const leadership = await database.tryLead(900_000_100);
+      assert.ok(leadership);
+      proxy.silence();
+      const startedAt = Date.now();
+      const gaveUp = await Promise.race([
+        leadership.lost.then(() => true),
+        new Promise<false>((resolve) => setTimeout(() => resolve(false), 15_000).unref()),
+      ]);
+      assert.ok(gaveUp, 'leadership still held 15 s after its network went silent');
+      assert.ok(Date.now() - startedAt < 10_000, `lost after ${Date.now() - startedAt} ms`);
+      await proxy.stop();
+      await leadership.release();
+    } finally {
+      await proxy.stop();
+      await database.close();
+      await target.dispose();
+    }
+  });
+});

@@ -68,6 +68,17 @@ export class TcpProxy {
     for (const socket of this.#sockets) socket.destroy();
   }
 
+  /**
+   * Keeps every open connection but passes nothing more either way: a peer whose host died without closing
+   * anything (no FIN, no RST), as a power cut or a cable pulled looks from the other end.
+   */
+  silence(): void {
+    for (const socket of this.#sockets) {
+      socket.unpipe();
+      socket.pause();
+    }
+  }
+
   release(): void {
     const held = this.#held ?? [];
     this.#held = undefined;

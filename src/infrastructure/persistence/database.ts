@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
@@ -57,6 +58,17 @@ export interface Leadership {
 }
 
 const LEADER_HEARTBEAT_MS = 2_000;
+/**
+ * A lock's holder dying with its host (no FIN, no RST) is noticed within seconds, not after the OS's two hours of
+ * TCP keepalive: the server probes the session's client and ends the session, freeing the lock for another process,
+ * once these go unanswered (5 s idle, then 3 probes 2 s apart); and the holder itself gives a query up after
+ * LEADER_QUERY_TIMEOUT_MS, so a network that went silent ends its leadership too.
+ */
+const LEADER_SESSION_KEEPALIVE =
+  'set tcp_keepalives_idle = 5; set tcp_keepalives_interval = 2; set tcp_keepalives_count = 3';
+const LEADER_QUERY_TIMEOUT_MS = 5_000;
+/** Ending a session whose network went silent never completes: the lock is the server's to free by then. */
+const LEADER_END_WAIT_MS = 1_000;
 
 /** What this process's leaderships listen to, by channel: a wake-up for one of them needs no database. */
 class LocalChannels {
@@ -219,7 +231,12 @@ async function leadOnPostgres(
   local: LocalChannels,
   logger: Logger,
 ): Promise<Leadership | undefined> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000, keepAlive: true });
+  const client = new pg.Client({
+    connectionString: url,
+    connectionTimeoutMillis: 5_000,
+    query_timeout: LEADER_QUERY_TIMEOUT_MS,
+    keepAlive: true,
+  });
   let markLost!: () => void;
   const lost = new Promise<void>((resolve) => (markLost = resolve));
   client.on('error', (error) => {
@@ -227,14 +244,23 @@ async function leadOnPostgres(
     markLost();
   });
   client.on('end', () => markLost());
-  await client.connect();
-  const { rows } = await client.query<{ locked: boolean }>('select pg_try_advisory_lock($1) as locked', [
-    lockKey,
-  ]);
-  if (!rows[0]?.locked) {
-    await client.end();
-    return undefined;
+  const end = () =>
+    Promise.race([
+      client.end().catch(() => undefined),
+      delay(LEADER_END_WAIT_MS, undefined, { ref: false }),
+    ]).then(() => undefined);
+  let locked: boolean | undefined;
+  try {
+    await client.connect();
+    await client.query(LEADER_SESSION_KEEPALIVE);
+    const { rows } = await client.query<{ locked: boolean }>('select pg_try_advisory_lock($1) as locked', [
+      lockKey,
+    ]);
+    locked = rows[0]?.locked;
+  } finally {
+    if (!locked) await end();
   }
+  if (!locked) return undefined;
   // A silent network drop would otherwise go unnoticed while another process takes the lock.
   const heartbeat = setInterval(() => {
     client.query('select 1').catch(() => markLost());
@@ -257,7 +283,7 @@ async function leadOnPostgres(
     async release() {
       listening.clear();
       clearInterval(heartbeat);
-      await client.end().catch(() => undefined); // ending the session releases the lock
+      await end(); // ending the session releases the lock
     },
   };
 }

@@ -56,7 +56,7 @@ function parseKey(header: string): KeyRead {
       return { invalid: 'must be a string ("…") of printable ASCII, with only \\" and \\\\ escaped' };
     key = quoted[1]!.replace(/\\(["\\])/g, '$1');
   } else if (!BARE_KEY.test(header))
-    return { invalid: 'unquoted, must be visible ASCII other than " and \\' };
+    return { invalid: 'must be visible ASCII other than " and \\ when not quoted' };
   return key.length > 0 && key.length <= MAX_KEY_LENGTH
     ? { key }
     : { invalid: `must be 1 to ${MAX_KEY_LENGTH} characters` };

@@ -2,6 +2,7 @@
 // every event is processed once and in its student's order, and a killed worker's partitions move to the other.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
 import { updateStudent } from '../../src/application/students/update-student.ts';
 import type { StudentSnapshot } from '../../src/domain/student.ts';
 import type { Database } from '../../src/infrastructure/persistence/database.ts';
@@ -190,23 +191,38 @@ describe('two workers over four partition queues', servers, () => {
     assert.equal(await metricOf(second, 'worker_partitions_owned'), 4);
   });
 
-  test('a worker joining a backlog takes two partitions from the one consuming them, and every student stays in order', async () => {
+  test('a worker handing two partitions over while it holds their messages keeps every student in order', async () => {
     await Promise.all(workers.splice(0).map((worker) => worker.kill()));
-    const rounds = 120;
+    const rounds = 30;
     const students = await write(40, rounds);
-    // Prefetch 100: the worker handing a partition over holds up to 100 of its messages at that moment.
-    const first = await startWorker({ WORKER_PREFETCH: '100' });
-    await eventually(
-      'the first consumes all four',
-      async () => (await partitionsOf(first)).owned.length === 4,
-    );
-    await eventually('the first is into the backlog', async () => (await processedBy(first)) > 0);
-    const second = await startWorker({ WORKER_PREFETCH: '100' });
-    await eventually('each owns two partitions', async () => {
-      const [a, b] = await Promise.all([partitionsOf(first), partitionsOf(second)]);
-      return a.owned.length === 2 && b.owned.length === 2;
-    });
-    await assertProcessedOnceInOrder(database.database, students, rounds);
-    assert.ok((await processedBy(second)) > 0, 'the second took part of the backlog');
+    // Writes to students wait while this session holds the table: the first worker's handlers stop mid-message.
+    const lock = new pg.Client({ connectionString: database.url });
+    await lock.connect();
+    try {
+      await lock.query('begin');
+      await lock.query('lock table students in exclusive mode');
+      // Prefetch 100: the first then holds up to 100 messages of each partition it is to hand over.
+      const first = await startWorker({ WORKER_PREFETCH: '100' });
+      await eventually(
+        'the first consumes all four',
+        async () => (await partitionsOf(first)).owned.length === 4,
+      );
+      await eventually('the first is handling messages', async () => {
+        const { rows } = await lock.query(
+          `select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+        );
+        return rows.length > 0;
+      });
+      const second = await startWorker({ WORKER_PREFETCH: '100' });
+      await eventually('the second takes two', async () => (await partitionsOf(second)).owned.length === 2);
+      // The first starts handing over at its next look (every 2 s), with its messages still in hand.
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      await lock.query('commit');
+      await assertProcessedOnceInOrder(database.database, students, rounds);
+      assert.ok((await processedBy(second)) > 0, 'the second handled the partitions it took');
+      assert.equal((await partitionsOf(first)).owned.length, 2);
+    } finally {
+      await lock.end();
+    }
   });
 });

@@ -45,9 +45,9 @@ const CONTENT_ENCODING = 'utf-8';
 const BROKER_HEADERS = new Set(['x-delivery-count', 'x-death']);
 
 /**
- * The RabbitMQ adapter on rabbitmq-client: it reconnects and re-creates channels and consumers by itself;
- * publishes wait for publisher confirms; queues are quorum queues whose delivery limit makes the broker
- * dead-letter a message that keeps failing.
+ * The RabbitMQ adapter on rabbitmq-client, which reconnects by itself; consumers consume again on a new channel
+ * (`channel-consumer.ts`, which also hands a queue over in order); publishes wait for publisher confirms; queues are
+ * quorum queues whose delivery limit makes the broker dead-letter a message that keeps failing.
  */
 export class RabbitMqMessageBus implements MessageBus {
   private readonly logger: MessagingLogger;

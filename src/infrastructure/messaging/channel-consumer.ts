@@ -22,13 +22,6 @@ export interface ChannelConsumer {
   close(): Promise<void>;
 }
 
-/** One channel's consumption: the messages delivered on it can only be settled on it. */
-interface Session {
-  readonly channel: Channel;
-  /** Set once no new message may start (those delivered go back when the channel closes); settles when closed. */
-  returning?: Promise<void>;
-}
-
 /**
  * Consumes a queue on a channel of its own, and consumes again whenever the channel is lost. What rabbitmq-client's
  * Consumer does not: closing never sends basic.cancel. On a single-active-consumer queue a basic.cancel makes the
@@ -42,7 +35,7 @@ interface Session {
 export async function consumeOnChannel(options: ChannelConsumerOptions): Promise<ChannelConsumer> {
   const { connection, queue, prefetch, declare, handle, onError } = options;
   const handling = new Set<Promise<void>>();
-  let session: Session | undefined;
+  let current: Channel | undefined;
   let opening: Promise<void> | undefined;
   let closing = false;
   let failures = 0;
@@ -55,21 +48,20 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
   const open = async (): Promise<void> => {
     const channel = await connection.acquire({ emitErrorsFromChannel: true });
     channel.on('error', onError);
-    const opened: Session = { channel };
     try {
       await declare(channel);
       await channel.basicQos({ prefetchCount: prefetch });
-      await channel.basicConsume({ queue }, (message) => deliver(opened, message));
+      await channel.basicConsume({ queue }, (message) => deliver(channel, message));
     } catch (error) {
       await channel.close().catch(() => {});
       throw error;
     }
-    session = opened;
+    current = channel;
     failures = 0;
     // The broker cancels the consumer when its queue is deleted: consume again, which declares it again.
     channel.once('basic.cancel', () => void channel.close().catch(() => {}));
-    channel.once('close', () => void lost(opened));
-    if (!channel.active) void lost(opened);
+    channel.once('close', () => void lost(channel));
+    if (!channel.active) void lost(channel);
   };
 
   const reopenLater = (delayMs: number): void => {
@@ -86,32 +78,24 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
     }, delayMs);
   };
 
-  /** The channel closed without close(): lost with its connection, or closed by the broker. */
-  const lost = async (closed: Session): Promise<void> => {
-    if (session === closed) session = undefined;
-    closed.returning ??= Promise.resolve();
+  /** The channel closed: lost with its connection or closed by the broker (consume again), or by close(). */
+  const lost = async (channel: Channel): Promise<void> => {
+    if (current === channel) current = undefined;
     // Redeliveries of the messages still being handled must not run beside them.
     await allSettled();
     reopenLater(options.retryLowMs);
   };
 
-  const returnAll = (current: Session): Promise<void> =>
-    (current.returning ??= (async () => {
-      await allSettled();
-      if (current.channel.active) await current.channel.close();
-    })());
-
-  const settle = (current: Session, message: AsyncMessage, settlement: Settlement): void => {
-    const { channel } = current;
-    // A closed channel has given its messages back already; a closing one gives back those not done.
-    if (!channel.active || (settlement === 'return' && (closing || current.returning !== undefined))) return;
+  const settle = (channel: Channel, message: AsyncMessage, settlement: Settlement): void => {
+    // A closed channel has given its messages back already; a closing consumer gives back those not done.
+    if (!channel.active || (settlement === 'return' && closing)) return;
     if (settlement === 'ack') channel.basicAck({ deliveryTag: message.deliveryTag });
     else channel.basicNack({ deliveryTag: message.deliveryTag, requeue: settlement === 'return' });
   };
 
-  function deliver(current: Session, message: AsyncMessage): void {
+  function deliver(channel: Channel, message: AsyncMessage): void {
     // Left unsettled: the channel's close returns it, in order.
-    if (closing || current.returning !== undefined) return;
+    if (closing) return;
     let outcome: Promise<Settlement>;
     try {
       outcome = handle(message);
@@ -119,10 +103,10 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
       outcome = Promise.reject(error);
     }
     const handled = outcome
-      .then((settlement) => settle(current, message, settlement))
+      .then((settlement) => settle(channel, message, settlement))
       .catch((error: unknown) => {
         onError(error);
-        settle(current, message, 'return');
+        settle(channel, message, 'return');
       })
       .finally(() => handling.delete(handled));
     handling.add(handled);
@@ -134,8 +118,8 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
       closing = true;
       clearTimeout(retry);
       await opening;
-      if (session) await returnAll(session);
-      else await allSettled();
+      await allSettled();
+      if (current?.active) await current.close();
     },
   };
 }

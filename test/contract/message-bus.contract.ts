@@ -391,26 +391,6 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       );
     });
 
-    test('a message that goes back to the queue is handled again before any message behind it', async () => {
-      const { bus, name } = await fixture();
-      const { exchange, queue } = await simpleTopology(bus, name);
-      await bus.publish(range(5).map((i) => message(exchange, 'student.updated', `m${i}`)));
-      let failedOnce = false;
-      const inbox = await collect(bus, queue, {
-        prefetch: 1,
-        handler: (m) => {
-          if (m.messageId !== 'm0' || failedOnce) return outcome.ack();
-          failedOnce = true;
-          return outcome.retry('transient');
-        },
-      });
-      await inbox.waitFor(6);
-      await sleep(QUIET_MS);
-      await inbox.close();
-      // A RabbitMQ quorum queue puts a nacked message at its back: m1..m4 would come first.
-      assert.deepEqual(inbox.ids(), ['m0', 'm0', 'm1', 'm2', 'm3', 'm4']);
-    });
-
     test('competing consumers on one queue share its messages, each delivered to one of them', async () => {
       const { bus, name } = await fixture();
       const { exchange, queue } = await simpleTopology(bus, name);

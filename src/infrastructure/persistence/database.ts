@@ -252,10 +252,11 @@ async function leadOnPostgres(
   let locked: boolean | undefined;
   try {
     await client.connect();
-    await client.query(LEADER_SESSION_KEEPALIVE);
     const { rows } = await client.query<{ locked: boolean }>('select pg_try_advisory_lock($1) as locked', [
       lockKey,
     ]);
+    // Only a holder's session needs the probes: a standby's try (every few seconds) ends its session at once.
+    if (rows[0]?.locked) await client.query(LEADER_SESSION_KEEPALIVE);
     locked = rows[0]?.locked;
   } finally {
     if (!locked) await end();

@@ -3,8 +3,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
-import pg from 'pg';
-import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { openTestDatabase, studentsTableLock, type TestDatabase } from '../support/databases.ts';
 import { startRole } from '../support/role-process.ts';
 import { needsPostgres, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
@@ -23,35 +22,6 @@ const putStudent = (
     headers: jsonHeaders,
     body: JSON.stringify(details),
   });
-/** A session that can hold `students` locked, and tell which sessions wait on a lock meanwhile. */
-async function studentsTableLock(url: string) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  return {
-    client,
-    /** The sessions waiting on a lock, once there is one. */
-    async waiting(): Promise<number[]> {
-      for (;;) {
-        const { rows } = await client.query<{ pid: number }>(
-          `select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
-        );
-        if (rows.length > 0) return rows.map(({ pid }) => pid);
-        await sleep(20);
-      }
-    },
-    async whileLocked(work: () => Promise<void>): Promise<void> {
-      await client.query('begin');
-      await client.query('lock table students in exclusive mode');
-      try {
-        await work();
-      } finally {
-        await client.query('commit');
-      }
-    },
-    end: () => client.end(),
-  };
-}
-
 const requirements = { skip: (await needsPostgres()).skip ?? (await needsRedis()).skip };
 
 describe('cache, deduplication and idempotency across instances', requirements, () => {

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { openDatabase, type Database } from '../../src/infrastructure/persistence/database.ts';
 import { silentLogger } from './logger.ts';
@@ -46,5 +47,34 @@ export async function openTestDatabase(kind: 'postgres' | 'pglite'): Promise<Tes
       await database.close();
       await created.drop();
     },
+  };
+}
+
+/** A session that can hold `students` locked, and tell which sessions wait on a lock meanwhile. */
+export async function studentsTableLock(url: string) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  return {
+    client,
+    /** The sessions waiting on a lock, once there is one. */
+    async waiting(): Promise<number[]> {
+      for (;;) {
+        const { rows } = await client.query<{ pid: number }>(
+          `select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+        );
+        if (rows.length > 0) return rows.map(({ pid }) => pid);
+        await sleep(20);
+      }
+    },
+    async whileLocked<T>(work: () => Promise<T>): Promise<T> {
+      await client.query('begin');
+      await client.query('lock table students in exclusive mode');
+      try {
+        return await work();
+      } finally {
+        await client.query('commit');
+      }
+    },
+    end: () => client.end(),
   };
 }

@@ -2,7 +2,6 @@
 // every event is processed once and in its student's order, and a killed worker's partitions move to the other.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import pg from 'pg';
 import { updateStudent } from '../../src/application/students/update-student.ts';
 import type { StudentSnapshot } from '../../src/domain/student.ts';
 import type { Database } from '../../src/infrastructure/persistence/database.ts';
@@ -10,7 +9,7 @@ import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-
 import { fakerStudentGenerator } from '../../src/infrastructure/system/faker-student-generator.ts';
 import { systemClock } from '../../src/infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
-import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { openTestDatabase, studentsTableLock, type TestDatabase } from '../support/databases.ts';
 import { parseExposition } from '../support/prometheus-text.ts';
 import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
 import { startRole, type RoleProcess } from '../support/role-process.ts';
@@ -196,28 +195,22 @@ describe('two workers over four partition queues', servers, () => {
     const rounds = 30;
     const students = await write(40, rounds);
     // Writes to students wait while this session holds the table: the first worker's handlers stop mid-message.
-    const lock = new pg.Client({ connectionString: database.url });
-    await lock.connect();
+    const lock = await studentsTableLock(database.url);
     try {
-      await lock.query('begin');
-      await lock.query('lock table students in exclusive mode');
-      // Prefetch 100: the first then holds up to 100 messages of each partition it is to hand over.
-      const first = await startWorker({ WORKER_PREFETCH: '100' });
-      await eventually(
-        'the first consumes all four',
-        async () => (await partitionsOf(first)).owned.length === 4,
-      );
-      await eventually('the first is handling messages', async () => {
-        const { rows } = await lock.query(
-          `select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+      const [first, second] = await lock.whileLocked(async () => {
+        // Prefetch 100: the first then holds up to 100 messages of each partition it is to hand over.
+        const holder = await startWorker({ WORKER_PREFETCH: '100' });
+        await eventually(
+          'the first consumes all four',
+          async () => (await partitionsOf(holder)).owned.length === 4,
         );
-        return rows.length > 0;
+        await lock.waiting(); // the first is handling messages
+        const taker = await startWorker({ WORKER_PREFETCH: '100' });
+        await eventually('the second takes two', async () => (await partitionsOf(taker)).owned.length === 2);
+        // The first starts handing over at its next look (every 2 s), with its messages still in hand.
+        await new Promise((resolve) => setTimeout(resolve, 3_000));
+        return [holder, taker] as const;
       });
-      const second = await startWorker({ WORKER_PREFETCH: '100' });
-      await eventually('the second takes two', async () => (await partitionsOf(second)).owned.length === 2);
-      // The first starts handing over at its next look (every 2 s), with its messages still in hand.
-      await new Promise((resolve) => setTimeout(resolve, 3_000));
-      await lock.query('commit');
       await assertProcessedOnceInOrder(database.database, students, rounds);
       assert.ok((await processedBy(second)) > 0, 'the second handled the partitions it took');
       assert.equal((await partitionsOf(first)).owned.length, 2);

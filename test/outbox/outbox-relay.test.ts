@@ -2,6 +2,7 @@
 // outage delays events without losing them.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { SpanKind } from '@opentelemetry/api';
@@ -14,6 +15,7 @@ import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-proce
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { OutboxRelay } from '../../src/infrastructure/outbox/outbox-relay.ts';
 import { openDatabase, type Database } from '../../src/infrastructure/persistence/database.ts';
+import type { SqlStatement } from '../../src/infrastructure/persistence/sql.ts';
 import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-work.ts';
 import { outbox } from '../../src/infrastructure/persistence/schema.ts';
 import {
@@ -62,13 +64,17 @@ async function collect(bus: MessageBus, queue = 'relay.test'): Promise<ReceivedM
   return received;
 }
 
-function writer(database: Database) {
-  return createStudent({
+function writeDeps(database: Database) {
+  return {
     unitOfWork: new SqlUnitOfWork(database, uuidV7Generator),
     ids: uuidV7Generator,
     clock: systemClock,
     generator: fakerStudentGenerator,
-  });
+  };
+}
+
+function writer(database: Database) {
+  return createStudent(writeDeps(database));
 }
 
 function relayOn(database: Database, bus: MessageBus, options = {}) {
@@ -100,12 +106,7 @@ async function createStudents(database: Database, count: number): Promise<string
  */
 async function backlogInOrder(database: Database, bus: MessageBus) {
   const received = await collect(bus, 'relay.backlog');
-  const deps = {
-    unitOfWork: new SqlUnitOfWork(database, uuidV7Generator),
-    ids: uuidV7Generator,
-    clock: systemClock,
-    generator: fakerStudentGenerator,
-  };
+  const deps = writeDeps(database);
   const ids: string[] = [];
   for (let i = 0; i < 6; i++) {
     const created = await createStudent(deps)({ details: {}, actor: 'tester' });
@@ -351,6 +352,74 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
       );
       assert.equal((await relay.healthCheck().check()).status, 'Healthy');
       await relay.stop(); // the next test needs the lock free
+    },
+  );
+
+  test(
+    "a row that commits after the relay has read past it still leaves before its student's later rows",
+    rabbit,
+    async () => {
+      await until(() => unsent(database).then((count) => count === 0), 'a clean outbox');
+      const bus = new RabbitMqMessageBus({ url: vhost.url });
+      cleanups.push(() => bus.close());
+      const received = await collect(bus, 'relay.late-commit');
+      // Student X's create takes its `seq`, then waits before COMMIT (a slow commit). Keyed: a create without a key is
+      // one autocommit statement, with nothing to hold between the two.
+      let commit!: () => void;
+      const commitAllowed = new Promise<void>((resolve) => (commit = resolve));
+      let flushed!: () => void;
+      const rowTaken = new Promise<void>((resolve) => (flushed = resolve));
+      const slowCommits: Database = {
+        ...database,
+        transaction: (work) =>
+          database.transaction(async (tx) => {
+            const result = await work(tx);
+            flushed();
+            await commitAllowed;
+            return result;
+          }),
+      };
+      const lateCreate = writer(slowCommits)({
+        details: {},
+        actor: 'tester',
+        idempotency: { key: randomUUID(), fingerprint: 'late create', ttlSeconds: 60 },
+      });
+      await rowTaken;
+      await createStudents(database, 3); // later `seq`s, committed at once
+      // Right after the relay's first read, which cannot see X's row yet: X's create commits, and X is updated.
+      let x: string | undefined;
+      let firstRead = true;
+      const watched: Database = {
+        ...database,
+        sql: {
+          query: async <Row>(statement: SqlStatement, params: readonly unknown[]) => {
+            const rows = await database.sql.query<Row>(statement, params);
+            if (firstRead && statement.name.startsWith('outbox_unsent')) {
+              firstRead = false;
+              commit();
+              const created = await lateCreate;
+              assert.ok(created.ok);
+              x = created.value.id;
+              assert.ok(
+                (await updateStudent(writeDeps(database))({ id: x, details: {}, actor: 'tester' })).ok,
+              );
+            }
+            return rows;
+          },
+        },
+      };
+      const relay = relayOn(watched, bus, { batchSize: 2 });
+      cleanups.push(() => relay.stop());
+      relay.start();
+      await until(() => received.length >= 5, 'five messages');
+      await relay.stop(); // the next test needs the lock free
+      const events = received.map(
+        (message) => JSON.parse(message.body.toString()) as { subject: string; type: string },
+      );
+      assert.deepEqual(
+        events.filter((event) => event.subject === x).map((event) => event.type),
+        ['StudentCreated', 'StudentUpdated'],
+      );
     },
   );
 

@@ -56,20 +56,24 @@ export interface OutboxRow extends Omit<OutboxMessage, 'traceparent'> {
   readonly headers: Readonly<Record<string, string>>;
 }
 
+/** A row as the relay read it, with its place in the outbox's order. */
+type ReadRow = OutboxRow & { readonly seq: string };
+
 /** A batch handed to the broker: settles when every row is confirmed, or rejects when one is not. */
 interface InFlightBatch {
-  readonly rows: readonly OutboxRow[];
+  readonly rows: readonly ReadRow[];
   readonly subjects: ReadonlySet<string>;
   readonly confirmed: Promise<void>;
 }
 
 const statements = {
-  unsentAfter: sqlStatement(
-    'outbox_unsent_after',
+  // The oldest unsent rows but those this pass already handed to the broker (see #drain).
+  unsentExcept: sqlStatement(
+    'outbox_unsent_except',
     // `outbox.seq` in the order: the output column of that name is text, and would sort as text.
     `select id, seq::text as seq, exchange, routing_key as "routingKey", type, subject, payload, headers,
        occurred_at as "occurredAt"
-     from outbox where sent_at is null and outbox.seq > $1::bigint order by outbox.seq limit $2`,
+     from outbox where sent_at is null and outbox.seq <> all($1::bigint[]) order by outbox.seq limit $2`,
   ),
   markSent: sqlStatement('outbox_mark_sent', 'update outbox set sent_at = $1 where id = any($2::uuid[])'),
   deleteSentBefore: sqlStatement('outbox_delete_sent_before', 'delete from outbox where sent_at < $1'),
@@ -269,9 +273,13 @@ export class OutboxRelay {
    * one in flight waits until that one is confirmed, so each subject's messages still reach the broker one after
    * another. Batches are marked sent in order once confirmed; after a failure the next drain starts over from the
    * oldest unsent row (at-least-once; consumers de-duplicate).
+   *
+   * Each read starts from the oldest unsent row, leaving out the rows handed out and not yet marked: a row that
+   * commits late, behind rows already read, is then read before any later row of its subject (that one's transaction
+   * waited for this one's row lock, so it commits after it).
    */
   async #drain(): Promise<void> {
-    let cursor = '0';
+    const handedOut = new Set<string>();
     const inFlight: InFlightBatch[] = [];
     // Marking a confirmed batch overlaps with reading and publishing the next ones.
     let marking: Promise<void> = Promise.resolve();
@@ -280,7 +288,9 @@ export class OutboxRelay {
       await batch.confirmed;
       inFlight.shift();
       await marking;
-      marking = this.#markSent(batch.rows);
+      marking = this.#markSent(batch.rows).then(() => {
+        for (const row of batch.rows) handedOut.delete(row.seq);
+      });
       marking.catch(() => undefined); // awaited before the next mark and at the end
     };
     const sharesSubject = (subjects: ReadonlySet<string>) =>
@@ -288,13 +298,13 @@ export class OutboxRelay {
     try {
       for (;;) {
         const rows = await guardDatabase(() =>
-          this.#database.sql.query<OutboxRow & { readonly seq: string }>(statements.unsentAfter, [
-            cursor,
+          this.#database.sql.query<ReadRow>(statements.unsentExcept, [
+            [...handedOut],
             this.#options.batchSize,
           ]),
         );
         if (rows.length === 0) break;
-        cursor = rows.at(-1)!.seq;
+        for (const row of rows) handedOut.add(row.seq);
         const subjects = new Set(rows.map((row) => row.subject));
         while (inFlight.length >= this.#options.batchesInFlight || sharesSubject(subjects))
           await settleOldest();

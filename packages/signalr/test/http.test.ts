@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { type IncomingMessage, request, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { HttpTransportType } from '@microsoft/signalr';
+import Fastify from 'fastify';
 import { WebSocket } from 'ws';
-import { buildClient, delay, eventually, type RunningHub, startHub } from './helpers.ts';
+import { HubServer, registerFastifyHub } from '../src/index.ts';
+import { buildClient, delay, eventually, HUB_PATH, type RunningHub, startHub, testHub } from './helpers.ts';
 
 let running: RunningHub;
 before(async () => {
@@ -166,6 +169,22 @@ test('on Fastify, headers set by hooks (e.g. CORS) reach the hub responses', asy
     await response.json();
   } finally {
     await fastify.close();
+  }
+});
+
+test('on a Fastify instance that ignores trailing slashes the hub mounts, and a trailing-slash URL reaches it', async () => {
+  const hub = await HubServer.create({ hub: testHub });
+  const app = Fastify({ forceCloseConnections: true, routerOptions: { ignoreTrailingSlash: true } });
+  await registerFastifyHub(app, HUB_PATH, hub);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}${HUB_PATH}/`;
+  const client = buildClient(url, { transport: HttpTransportType.LongPolling });
+  try {
+    await client.start();
+    assert.equal(await client.invoke('Echo', 'hi'), 'hi');
+  } finally {
+    await client.stop();
+    await app.close();
   }
 });
 

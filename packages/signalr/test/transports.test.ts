@@ -69,5 +69,21 @@ for (const mount of ['node', 'fastify'] as const) {
         }
       });
     }
+
+    for (const transport of [
+      HttpTransportType.WebSockets,
+      HttpTransportType.ServerSentEvents,
+      HttpTransportType.LongPolling,
+    ]) {
+      test(`${HttpTransportType[transport]}: a hub URL with a trailing slash works, as on ASP.NET`, async () => {
+        const client = buildClient(`${running.url}/`, { transport });
+        await client.start();
+        try {
+          assert.equal(await client.invoke('Echo', 'hi'), 'hi');
+        } finally {
+          await client.stop();
+        }
+      });
+    }
   });
 }

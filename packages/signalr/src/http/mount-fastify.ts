@@ -34,7 +34,10 @@ export async function registerFastifyHub(
     // The dispatcher streams bodies itself (records are parsed as they arrive), so Fastify must not read them.
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
-    scope.route({ method: ['GET', 'POST', 'DELETE'], url: path, handler: handler('hub') });
+    const hubRoute = { method: ['GET', 'POST', 'DELETE'], handler: handler('hub') };
+    scope.route({ ...hubRoute, url: path });
+    // `${path}/` is the hub too, as on ASP.NET and the node mount; an instance with ignoreTrailingSlash has it already.
+    if (!scope.hasRoute({ method: 'GET', url: `${path}/` })) scope.route({ ...hubRoute, url: `${path}/` });
     scope.route({
       method: ['GET', 'POST', 'DELETE', 'PUT'],
       url: `${path}/negotiate`,

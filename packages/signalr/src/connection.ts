@@ -37,7 +37,8 @@ export interface ConnectionHost {
   /** A coarse clock, advanced on the server's tick. */
   now(): number;
   findMethod(name: string): HubMethodEntry | undefined;
-  contextFor(connection: Connection): HubCallContext;
+  /** The context of a hub call; `signal` defaults to the connection's. */
+  contextFor(connection: Connection, signal?: AbortSignal): HubCallContext;
   /** The handshake succeeded: the connection can now be addressed; runs the connected hook. */
   connected(connection: Connection): Promise<void>;
   /** The connection ended for good: unregister it and run the disconnected hook. */
@@ -62,6 +63,10 @@ interface ServerStream {
   readonly target: string;
   iterator: AsyncIterator<unknown> | undefined;
   cancelled: boolean;
+  /** The method's `context.signal`: aborted on CancelInvocation and when the connection ends. */
+  readonly abort: AbortController;
+  /** Set while the stream waits for its next item; a cancel ends that wait without the generator. */
+  interrupt: (() => void) | undefined;
 }
 
 /** One logical SignalR connection: handshake, message dispatch, keep-alive and (optionally) stateful resume. */
@@ -103,6 +108,8 @@ export class Connection {
   /** Stateful sends waiting, in order, for Acks to free buffer space; shared messages, so cheap to hold. */
   private held: OutgoingMessage[] | undefined;
   private heldSince = 0;
+  /** Aborted when the connection ends; made on first use, so idle connections carry none. */
+  private ended: AbortController | undefined;
 
   constructor(
     private readonly host: ConnectionHost,
@@ -134,6 +141,15 @@ export class Connection {
     this.clientCounting = true; // the replay below already carries everything held back
     this.write(OutgoingMessage.of({ type: MessageType.Sequence, sequenceId: resume.sequenceId }));
     for (const record of resume.records) this.write(OutgoingMessage.raw(record));
+  }
+
+  /** Aborted when the connection ends: the `context.signal` of invocations and hooks. */
+  get signal(): AbortSignal {
+    if (!this.ended) {
+      this.ended = new AbortController();
+      if (this.state === 'closed') this.ended.abort();
+    }
+    return this.ended.signal;
   }
 
   isClosed(): boolean {
@@ -274,7 +290,8 @@ export class Connection {
     this.lastSentAt = this.host.now();
     if (transport.lagBytes() > this.host.limits.maxBufferedBytes && !this.closing) {
       // Messages pile up behind what the client has not taken: dropping it protects memory and everyone else.
-      this.close('The client did not keep up with its messages.');
+      // A slow network is no reason to give up on the client: it may reconnect, as after other server closes.
+      this.close('The client did not keep up with its messages.', true);
     }
   }
 
@@ -501,9 +518,10 @@ export class Connection {
     method: HubMethodEntry['invoke'],
     message: InvocationMessage | StreamInvocationMessage,
     uploads: readonly UploadStream[],
+    signal?: AbortSignal,
   ): Promise<unknown> {
     const invoke = method as (context: HubCallContext, ...rest: unknown[]) => unknown;
-    return invoke(this.host.contextFor(this), ...message.arguments, ...uploads);
+    return invoke(this.host.contextFor(this, signal), ...message.arguments, ...uploads);
   }
 
   private async invoke(message: InvocationMessage, uploads: readonly UploadStream[]): Promise<void> {
@@ -540,19 +558,25 @@ export class Connection {
       return fail(method);
     }
     // Registered before the method runs, as ASP.NET does: a cancel may arrive while it is still starting.
-    const stream: ServerStream = { target, iterator: undefined, cancelled: false };
+    const stream: ServerStream = {
+      target,
+      iterator: undefined,
+      cancelled: false,
+      abort: new AbortController(),
+      interrupt: undefined,
+    };
     (this.serverStreams ??= new Map()).set(invocationId, stream);
     try {
       try {
-        const result = (await this.call(method, message, uploads)) as AsyncIterable<unknown>;
-        stream.iterator = result[Symbol.asyncIterator]();
+        const result = await this.call(method, message, uploads, stream.abort.signal);
+        stream.iterator = (result as AsyncIterable<unknown>)[Symbol.asyncIterator]();
       } catch (error) {
         return fail(this.invocationError(target, error));
       }
       if (stream.cancelled) this.endIterator(stream);
       while (!stream.cancelled) {
-        const next = await stream.iterator.next();
-        if (next.done || stream.cancelled) break;
+        const next = await this.nextItem(stream, stream.iterator);
+        if (next === undefined || next.done || stream.cancelled) break;
         this.send(OutgoingMessage.of({ type: MessageType.StreamItem, invocationId, item: next.value }));
         // As ASP.NET awaits each flush: a client that reads slowly slows its stream down, and is not closed.
         await this.transport?.drained();
@@ -580,8 +604,32 @@ export class Connection {
     this.resumeReading();
   }
 
+  /**
+   * The stream's next item, or undefined once it is cancelled: a generator waiting for an event that never
+   * comes must not hold back the Completion. What it throws after that (its answer to the signal) is no failure.
+   */
+  private nextItem(
+    stream: ServerStream,
+    iterator: AsyncIterator<unknown>,
+  ): Promise<IteratorResult<unknown> | undefined> {
+    const pending = iterator.next();
+    return new Promise((resolve, reject) => {
+      stream.interrupt = () => {
+        resolve(undefined);
+        pending.catch((error: unknown) => {
+          if (error !== stream.abort.signal.reason && (error as Error | undefined)?.name !== 'AbortError') {
+            this.host.reportError(error, this, stream.target);
+          }
+        });
+      };
+      pending.then(resolve, reject).finally(() => (stream.interrupt = undefined));
+    });
+  }
+
   private cancelStream(stream: ServerStream): void {
     stream.cancelled = true;
+    stream.abort.abort();
+    stream.interrupt?.();
     this.endIterator(stream);
   }
 
@@ -598,6 +646,7 @@ export class Connection {
     const wasConnected = this.state === 'connected';
     this.state = 'closed';
     this.closedAt = this.host.now();
+    this.ended?.abort();
     if (this.serverStreams) {
       for (const stream of this.serverStreams.values()) this.cancelStream(stream);
       this.serverStreams.clear();

@@ -178,7 +178,7 @@ export class HubServer implements ConnectionHost {
     if (this.byToken.get(connection.token) === connection) this.byToken.delete(connection.token);
   }
 
-  contextFor(connection: Connection): HubCallContext {
+  contextFor(connection: Connection, signal?: AbortSignal): HubCallContext {
     const self = [connection.id];
     const clients: CallerClients = {
       ...this.hubClients(),
@@ -186,7 +186,16 @@ export class HubServer implements ConnectionHost {
       others: this.proxy({ kind: 'all', except: self }),
       othersInGroup: (name) => this.proxy({ kind: 'groups', names: [name], except: self }),
     };
-    return { connectionId: connection.id, user: connection.user, clients, groups: this.groups };
+    return {
+      connectionId: connection.id,
+      user: connection.user,
+      clients,
+      groups: this.groups,
+      // Read lazily: most calls never look, and an idle connection then carries no AbortController.
+      get signal() {
+        return signal ?? connection.signal;
+      },
+    };
   }
 
   async connected(connection: Connection): Promise<void> {

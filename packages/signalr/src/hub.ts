@@ -58,6 +58,12 @@ export interface HubCallContext {
   readonly user: HubUser | undefined;
   readonly clients: CallerClients;
   readonly groups: GroupManager;
+  /**
+   * Aborted when the call should stop: for a `streams` method, when the client cancels the stream or the
+   * connection ends; for the others and the hooks, when the connection ends. Pass it to what the method
+   * awaits (`events.on(emitter, name, { signal })`, `fetch`), as ASP.NET hubs use their CancellationToken.
+   */
+  readonly signal: AbortSignal;
 }
 
 /**

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HttpTransportType, HubConnectionState } from '@microsoft/signalr';
 import { defineHub } from '../src/index.ts';
-import { buildClient, delay, eventually, RawClient, startHub } from './helpers.ts';
+import { buildClient, delay, eventually, RawClient, startHub, startStallingProxy } from './helpers.ts';
 
 const MiB = 1024 * 1024;
 
@@ -112,6 +112,40 @@ test('a client that stops reading is closed once its outgoing buffer is full; th
   } finally {
     stalled.close();
     healthy.close();
+    await running.close();
+  }
+});
+
+test('a client closed for not keeping up is closed with allowReconnect: automatic reconnect brings it back', async () => {
+  const running = await startHub({ maxBufferedBytes: 256 * 1024 });
+  const proxy = await startStallingProxy(running);
+  const client = buildClient(proxy.url, { reconnectDelays: [0, 100, 200] });
+  await client.start();
+  try {
+    // Without allowReconnect the client would close for good (onclose) instead of reconnecting.
+    const outcome = new Promise<string>((resolve) => {
+      client.onreconnecting((error) => resolve(`reconnecting: ${error?.message}`));
+      client.onclose((error) => resolve(`closed: ${error?.message}`));
+    });
+    const reconnected = new Promise<string | undefined>((resolve) => client.onreconnected(resolve));
+    const first = client.connectionId;
+    proxy.stall();
+    const payload = 'x'.repeat(4096);
+    for (let i = 0; running.hub.stats().connections === 1; i++) {
+      assert.ok(i < 20_000, 'the stalled client is closed');
+      await running.hub.clients.all.send('notify', i, payload);
+      if (i % 8 === 0) await delay(1);
+    }
+    proxy.resume();
+    assert.equal(
+      await outcome,
+      'reconnecting: Server returned an error on close: The client did not keep up with its messages.',
+    );
+    assert.notEqual(await reconnected, first);
+    assert.equal(await client.invoke('Add', 1, 2), 3);
+  } finally {
+    await client.stop();
+    await proxy.close();
     await running.close();
   }
 });

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect, createServer as createTcpServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   HttpTransportType,
@@ -185,6 +185,59 @@ export function buildClient(url: string, options: ClientOptions = {}): HubConnec
   if (options.stateful) builder = builder.withStatefulReconnect();
   if (options.reconnectDelays) builder = builder.withAutomaticReconnect(options.reconnectDelays);
   return builder.build();
+}
+
+export interface StallingProxy {
+  /** The hub URL through the proxy. */
+  readonly url: string;
+  /** Stops passing server→client bytes on the connections open now (a slow network); new ones flow. */
+  stall(): void;
+  /** Passes on what waited, and everything after it. */
+  resume(): void;
+  close(): Promise<void>;
+}
+
+/** A TCP proxy in front of a hub whose server→client direction can stall, as a client on a bad network. */
+export async function startStallingProxy(running: RunningHub): Promise<StallingProxy> {
+  const pairs = new Set<{ readonly down: Socket; readonly up: Socket }>();
+  const stalled = new Set<Socket>();
+  const server = createTcpServer((down) => {
+    const up = connect(running.port, '127.0.0.1');
+    const pair = { down, up };
+    pairs.add(pair);
+    down.pipe(up);
+    up.pipe(down);
+    up.on('error', () => down.destroy());
+    down.on('error', () => up.destroy());
+    down.on('close', () => {
+      up.destroy();
+      pairs.delete(pair);
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: running.url.replace(`:${running.port}`, `:${port}`),
+    stall() {
+      for (const { up, down } of pairs) {
+        up.unpipe(down);
+        up.pause();
+        stalled.add(up);
+      }
+    },
+    resume() {
+      for (const { up, down } of pairs) if (stalled.has(up)) up.pipe(down);
+      stalled.clear();
+    },
+    async close() {
+      for (const { up, down } of pairs) {
+        up.destroy();
+        down.destroy();
+      }
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }
 
 /** Resolves with the arguments of the next `target` invocation the client receives. */

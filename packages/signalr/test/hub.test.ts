@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
+import { EventEmitter, on, once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import { HttpTransportType, HubConnectionState, Subject } from '@microsoft/signalr';
+import {
+  type HubConnection,
+  HttpTransportType,
+  HubConnectionState,
+  type ISubscription,
+  Subject,
+} from '@microsoft/signalr';
 import { defineHub, type HubDefinition, HubServer, mountOnHttpServer } from '../src/index.ts';
 import {
   buildClient,
@@ -341,6 +347,55 @@ test('a cancelled stream whose cleanup throws harms nothing: no unhandled reject
   } finally {
     process.off('unhandledRejection', onRejection);
     client.close();
+    await running.close();
+  }
+});
+
+test('a stream waiting for its next event ends at once, through context.signal, when the client cancels it or disconnects', async () => {
+  const changes = new EventEmitter();
+  let cleanups = 0;
+  const reported: unknown[] = [];
+  const running = await startHub({
+    onError: (error) => reported.push(error),
+    hub: defineHub({
+      methods: { Echo: (_context, value: unknown) => value },
+      streams: {
+        Watch: async function* (context) {
+          try {
+            yield 'subscribed';
+            for await (const [value] of on(changes, 'change', { signal: context.signal })) yield value;
+          } finally {
+            cleanups++;
+          }
+        },
+      },
+    }),
+  });
+  const cancelling = buildClient(running.url);
+  const leaving = buildClient(running.url);
+  await Promise.all([cancelling.start(), leaving.start()]);
+  const firstItem = (client: HubConnection): Promise<ISubscription<unknown>> =>
+    new Promise((resolve, reject) => {
+      const subscription = client.stream('Watch').subscribe({
+        next: () => resolve(subscription),
+        complete: () => undefined,
+        error: reject,
+      });
+    });
+  try {
+    (await firstItem(cancelling)).dispose();
+    await eventually(() => cleanups === 1);
+    assert.equal(await cancelling.invoke('Echo', 'still here'), 'still here');
+
+    await firstItem(leaving);
+    await leaving.stop();
+    await eventually(() => cleanups === 2);
+    assert.equal(changes.listenerCount('change'), 0);
+    // Ending through the signal is how a stream is meant to stop, not a failure.
+    await delay(50);
+    assert.deepEqual(reported, []);
+  } finally {
+    await cancelling.stop();
     await running.close();
   }
 });

@@ -2,8 +2,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
+import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
 import { createNotifications, type Notifications } from '../../src/apps/notifications/main.ts';
 import { parseConfig } from '../../src/config.ts';
+import { deadLetterNames } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { silentLogger } from '../support/logger.ts';
 import { REDIS_URL, needsRedis, uniqueName } from '../support/services.ts';
@@ -82,6 +84,28 @@ describe('the notifications service while Redis is down', await needsRedis(), ()
       assert.equal(await replayLogHealth(), 'Healthy');
     } finally {
       resumed.close();
+    }
+  });
+
+  test('the writer lease vanishing from Redis (a restart without persistence, eviction) dead-letters nothing', async () => {
+    const deadLettered: ReceivedMessage[] = [];
+    await bus.consume(deadLetterNames('notifications').queue, {
+      prefetch: 10,
+      handler: (message) => (deadLettered.push(message), outcome.ack()),
+    });
+    const client = sseClient(url);
+    await until(() => client.control.length > 0, 'connected');
+    const redis = new Redis(REDIS_URL);
+    try {
+      for (let index = 0; index < 50; index++) {
+        if (index === 10) await redis.del(`${keyPrefix}writer`);
+        await bus.publish([notificationMessage('StudentCreated')]);
+      }
+      await until(() => client.received.length === 50, 'all 50 notifications', 10_000);
+      assert.equal(deadLettered.length, 0);
+    } finally {
+      client.close();
+      await redis.quit();
     }
   });
 });

@@ -100,9 +100,17 @@ export async function consumeNotifications(
         metrics?.appended(duplicate ? 'duplicate' : 'appended');
         return outcome.ack();
       } catch (error) {
-        if (error instanceof NotLogWriterError)
-          return outcome.retry('another instance took the writer lease over');
-        if (stopping.aborted) return outcome.retry('stopping while the replay log is unavailable');
+        const notWriter = error instanceof NotLogWriterError;
+        // The lease key is gone (Redis lost it) or another instance holds it: renewing now tells which, and either
+        // claims it again or stops this consumer. Returned to the queue meanwhile, the message would come straight
+        // back to this consumer, over and over, until its delivery limit dead-lettered it.
+        if (notWriter && attempt === 0) tick();
+        if (stopping.aborted)
+          return outcome.retry(
+            notWriter
+              ? 'another instance took the writer lease over'
+              : 'stopping while the replay log is unavailable',
+          );
         if (attempt === 0)
           logger.warn({ err: error, messageId: entry.messageId }, 'replay log append failed, retrying');
         await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, 5_000)));

@@ -133,6 +133,21 @@ describe('the student-events consumer', () => {
     assert.equal(await counted(registry, 'retried'), DEFAULT_MAX_DELIVERIES);
   });
 
+  test('a lock or statement timeout, a read-only server, out of disk or memory are retried, not dead-lettered', async () => {
+    const refusals = ['55P03', '57014', '25006', '53100', '53200'];
+    // Each event is refused once, then processed.
+    await consume(async (attempt) => {
+      const refusal = attempt % 2 === 1 ? refusals[(attempt - 1) / 2] : undefined;
+      if (refusal) throw Object.assign(new Error(`refused: ${refusal}`), { code: refusal });
+      return { status: 'processed', student };
+    });
+    for (const _ of refusals) await bus.publish([studentEvent('StudentUpdated', student)]);
+    await eventually('all processed', async () => (await counted(registry, 'processed')) === refusals.length);
+
+    assert.equal(calls.length, 2 * refusals.length);
+    assert.equal(dead.length, 0);
+  });
+
   test('any other exception dead-letters at once with its message', async () => {
     await consume(async () => {
       throw new Error('column "updates" does not exist');

@@ -51,8 +51,10 @@ export interface StudentEventsConsumerOptions {
   readonly afterProcessed?: AfterProcessed;
 }
 
-// Serialization failure and deadlock: PostgreSQL asks the client to run the transaction again.
-const RETRYABLE_SQLSTATES = new Set(['40001', '40P01']);
+// Refusals that pass by themselves: a serialization failure or deadlock (PostgreSQL asks for the transaction
+// again), a lock or statement timeout (another transaction held the row too long), a read-only server (a
+// failover in progress), out of disk or memory. Dead-lettered at once, a student's event would be skipped.
+const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', '55P03', '57014', '25006', '53100', '53200']);
 
 function someCause(error: unknown, matches: (cause: Error) => boolean): boolean {
   for (let current = error; current instanceof Error; current = current.cause)
@@ -64,7 +66,7 @@ function someCause(error: unknown, matches: (cause: Error) => boolean): boolean 
 const isUnavailable = (error: unknown) =>
   someCause(error, (cause) => cause instanceof DependencyUnavailableError);
 
-/** PostgreSQL asks the client to run the transaction again. */
+/** PostgreSQL refused the transaction for now (above). */
 const isConflict = (error: unknown) =>
   someCause(error, (cause) => {
     const code = (cause as { code?: unknown }).code;

@@ -9,11 +9,14 @@ import type {
   ProcessStudentEventCommand,
   ProcessStudentEventResult,
 } from '../../src/application/students/process-student-event.ts';
-import { consumeStudentEvents, type AfterProcessed } from '../../src/apps/worker/student-events.consumer.ts';
+import {
+  conflictAttempts,
+  consumeStudentEvents,
+  type AfterProcessed,
+} from '../../src/apps/worker/student-events.consumer.ts';
 import { createWorkerMetrics } from '../../src/apps/worker/worker-metrics.ts';
 import {
   DEATH_REASON_HEADER,
-  DELIVERY_LIMIT_REASON,
   DEFAULT_MAX_DELIVERIES,
   MESSAGING_TOPOLOGY,
   Queues,
@@ -70,17 +73,21 @@ describe('the student-events consumer', () => {
   });
 
   async function consume(
-    script: (attempt: number) => Promise<ProcessStudentEventResult>,
-    options: { afterProcessed?: AfterProcessed; retry?: { baseDelayMs: number; maxDelayMs: number } } = {},
+    script: (attempt: number, command: ProcessStudentEventCommand) => Promise<ProcessStudentEventResult>,
+    options: {
+      afterProcessed?: AfterProcessed;
+      retry?: { baseDelayMs: number; maxDelayMs: number };
+      prefetch?: number;
+    } = {},
   ): Promise<Subscription> {
     const subscription = await consumeStudentEvents({
       bus,
       process: (command) => {
         calls.push(command);
         activeSpans.push(trace.getActiveSpan()?.spanContext());
-        return script(calls.length);
+        return script(calls.length, command);
       },
-      prefetch: 1,
+      prefetch: options.prefetch ?? 1,
       retry: { maxRetryAttempts: 2, ...(options.retry ?? { baseDelayMs: 1, maxDelayMs: 5 }) },
       metrics: createWorkerMetrics(registry),
       logger: silentLogger,
@@ -119,18 +126,36 @@ describe('the student-events consumer', () => {
     assert.equal(dead.length, 0);
   });
 
-  test('a conflict that keeps happening goes back to the queue until the delivery limit dead-letters it', async () => {
-    await consume(async () => {
-      throw Object.assign(new Error('could not serialize access due to concurrent update'), {
-        code: '40001',
-      });
-    });
-    await bus.publish([studentEvent('StudentUpdated', student)]);
-    await eventually('dead-lettered by the delivery limit', () => dead.length === 1);
+  test("an event that keeps conflicting is retried in process, then dead-lettered; the student's later events are still handled", async () => {
+    const events = [1, 2, 3].map(() => studentEvent('StudentUpdated', student));
+    const conflicting = events[0]!.messageId;
+    // Prefetch 10: the later events are delivered while the first is still being retried.
+    await consume(
+      async (_attempt, command) => {
+        if (command.event.id !== conflicting) return { status: 'processed', student };
+        throw Object.assign(new Error('could not serialize access due to concurrent update'), {
+          code: '40001',
+        });
+      },
+      { prefetch: 10 },
+    );
+    await bus.publish(events);
+    await eventually(
+      'all settled',
+      async () => (await counted(registry, 'processed')) === 2 && dead.length === 1,
+    );
 
-    assert.equal(dead[0]?.headers[DEATH_REASON_HEADER], DELIVERY_LIMIT_REASON);
-    assert.equal(calls.length, DEFAULT_MAX_DELIVERIES * 3, 'each delivery tried three times');
-    assert.equal(await counted(registry, 'retried'), DEFAULT_MAX_DELIVERIES);
+    assert.equal(dead[0]?.messageId, conflicting);
+    assert.equal(
+      dead[0]?.headers[DEATH_REASON_HEADER],
+      'could not serialize access due to concurrent update',
+    );
+    assert.equal(
+      calls.filter((call) => call.event.id === conflicting).length,
+      conflictAttempts(2),
+      'every try in process',
+    );
+    assert.equal(await counted(registry, 'retried'), 0, 'never returned to the queue');
   });
 
   test('a lock or statement timeout, a read-only server, out of disk or memory are retried, not dead-lettered', async () => {
@@ -229,6 +254,27 @@ describe('the student-events consumer', () => {
       { studentId: student.id, student: undefined },
       { studentId: student.id, student: undefined },
     ]);
+  });
+
+  test('close() during an attempt that then fails for a reason that may pass returns the message to the queue, not to the dead letters', async () => {
+    let attempting!: () => void;
+    const attemptStarted = new Promise<void>((resolve) => (attempting = resolve));
+    let fail!: () => void;
+    const failing = new Promise<void>((resolve) => (fail = resolve));
+    const subscription = await consume(async () => {
+      attempting();
+      await failing;
+      throw unavailable();
+    });
+    await bus.publish([studentEvent('StudentUpdated', student)]);
+    await attemptStarted;
+    const closing = subscription.close();
+    fail();
+    await closing;
+
+    assert.equal(calls.length, 1);
+    assert.equal(await counted(registry, 'retried'), 1);
+    assert.equal(dead.length, 0, 'not dead-lettered');
   });
 
   test(

@@ -14,7 +14,7 @@ import type {
   ProcessStudentEventResult,
 } from '../../application/students/process-student-event.ts';
 import { SUBJECT_HEADER } from '../../contracts/cloud-events.ts';
-import { Queues } from '../../contracts/messaging.ts';
+import { DEFAULT_MAX_DELIVERIES, Queues } from '../../contracts/messaging.ts';
 import type { StudentSnapshot } from '../../domain/student.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
 import { withProcessSpan } from '../../infrastructure/observability/messaging-spans.ts';
@@ -72,6 +72,16 @@ const isConflict = (error: unknown) =>
     const code = (cause as { code?: unknown }).code;
     return typeof code === 'string' && RETRYABLE_SQLSTATES.has(code);
   });
+
+/**
+ * Tries of an event that keeps conflicting before it is dead-lettered: as many as the queue's delivery limit
+ * allowed deliveries, with the configured retries each, but all in process. Returned to the queue instead, it
+ * would take the student's later events back with it, unhandled, and every return (theirs too) counts toward that
+ * limit: they would be dead-lettered without ever being tried.
+ */
+export function conflictAttempts(maxRetryAttempts: number): number {
+  return DEFAULT_MAX_DELIVERIES * (maxRetryAttempts + 1);
+}
 
 /** Failures that may pass by themselves; anything else would fail the same way on every delivery. */
 export function isTransient(error: unknown): boolean {
@@ -153,7 +163,7 @@ export function studentEventHandler(
   const policy = wrap(
     retry(handleWhen(isUnavailable), { maxAttempts: Infinity, backoff }).dangerouslyUnref(),
     retry(handleWhen(isConflict), {
-      maxAttempts: options.retry.maxRetryAttempts,
+      maxAttempts: conflictAttempts(options.retry.maxRetryAttempts) - 1,
       backoff,
     }).dangerouslyUnref(),
   );
@@ -179,12 +189,18 @@ export function studentEventHandler(
         stopping,
       );
     } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      if (isTransient(error)) {
-        logger.warn({ ...fields, err: error }, 'student event failed after retries; back to the queue');
-        return ['retried', outcome.retry(reason)];
+      // Stopped while an attempt failed for a reason that may pass: back to the queue, for whoever consumes next.
+      if (stopping.aborted && isTransient(error)) {
+        logger.info(fields, 'worker stopping after a failed attempt; back to the queue');
+        return ['retried', outcome.retry('worker stopping')];
       }
-      logger.error({ ...fields, err: error }, 'student event failed; dead-lettered');
+      const reason = error instanceof Error ? error.message : String(error);
+      logger.error(
+        { ...fields, err: error },
+        isTransient(error)
+          ? 'student event still failing after retries; dead-lettered'
+          : 'student event failed; dead-lettered',
+      );
       return ['dead_lettered', outcome.deadLetter(reason)];
     }
     if (result === STOPPED) {

@@ -108,6 +108,8 @@ export class Connection {
   /** Stateful sends waiting, in order, for Acks to free buffer space; shared messages, so cheap to hold. */
   private held: OutgoingMessage[] | undefined;
   private heldSince = 0;
+  /** Streams waiting for `held` to empty or a resumed socket; made on first wait, settled by `wakeStreams`. */
+  private room: { readonly promise: Promise<void>; readonly resolve: () => void } | undefined;
   /** Aborted when the connection ends; made on first use, so idle connections carry none. */
   private ended: AbortController | undefined;
 
@@ -141,6 +143,7 @@ export class Connection {
     this.clientCounting = true; // the replay below already carries everything held back
     this.write(OutgoingMessage.of({ type: MessageType.Sequence, sequenceId: resume.sequenceId }));
     for (const record of resume.records) this.write(OutgoingMessage.raw(record));
+    this.wakeStreams();
   }
 
   /** Aborted when the connection ends: the `context.signal` of invocations and hooks. */
@@ -224,6 +227,24 @@ export class Connection {
       this.host.reportError(error, this, undefined);
       this.close(GENERIC_CLOSE_ERROR, true);
     }
+  }
+
+  /**
+   * While the client cannot take more, a promise for when that may have changed (a stream waits on it, then
+   * asks again): sends held for Acks, a stateful connection without a socket, or a socket not drained yet.
+   * As ASP.NET's stream awaits each write (MessageBuffer waits for Acks, the pipe for its flush).
+   */
+  drained(): Promise<void> | undefined {
+    if (this.state === 'closed') return undefined;
+    if (this.held || (this.stateful && !this.transport)) {
+      if (!this.room) {
+        let resolve!: () => void;
+        const promise = new Promise<void>((settle) => (resolve = settle));
+        this.room = { promise, resolve };
+      }
+      return this.room.promise;
+    }
+    return this.transport?.drained();
   }
 
   /** Invokes a client handler and resolves with its result (the client answers with a Completion). */
@@ -449,6 +470,15 @@ export class Connection {
     if (!held) return;
     this.held = undefined;
     for (const out of held) this.send(out);
+    if (!this.held) this.wakeStreams();
+  }
+
+  /** Streams waiting in `drained()` look again: room was freed, a socket resumed, a stream or the connection ended. */
+  private wakeStreams(): void {
+    const room = this.room;
+    if (!room) return;
+    this.room = undefined;
+    room.resolve();
   }
 
   /** ASP.NET runs one hub call at a time per connection; so do we. */
@@ -578,8 +608,8 @@ export class Connection {
         const next = await this.nextItem(stream, stream.iterator);
         if (next === undefined || next.done || stream.cancelled) break;
         this.send(OutgoingMessage.of({ type: MessageType.StreamItem, invocationId, item: next.value }));
-        // As ASP.NET awaits each flush: a client that reads slowly slows its stream down, and is not closed.
-        await this.transport?.drained();
+        // As ASP.NET awaits each write: a client that reads (or acks) slowly slows its stream down, and is not closed.
+        for (let wait = this.drained(); wait && !stream.cancelled; wait = this.drained()) await wait;
       }
       this.complete({ type: MessageType.Completion, invocationId });
     } catch (error) {
@@ -614,7 +644,7 @@ export class Connection {
   ): Promise<IteratorResult<unknown> | undefined> {
     const pending = iterator.next();
     return new Promise((resolve, reject) => {
-      stream.interrupt = () => {
+      const interrupt = (): void => {
         resolve(undefined);
         pending.catch((error: unknown) => {
           if (error !== stream.abort.signal.reason && (error as Error | undefined)?.name !== 'AbortError') {
@@ -622,7 +652,11 @@ export class Connection {
           }
         });
       };
-      pending.then(resolve, reject).finally(() => (stream.interrupt = undefined));
+      stream.interrupt = interrupt;
+      // Settles a few microtasks late, possibly after the next item's wait began: clear only this one.
+      pending.then(resolve, reject).finally(() => {
+        if (stream.interrupt === interrupt) stream.interrupt = undefined;
+      });
     });
   }
 
@@ -630,6 +664,7 @@ export class Connection {
     stream.cancelled = true;
     stream.abort.abort();
     stream.interrupt?.();
+    this.wakeStreams(); // one waiting for room completes now; the others wait again
     this.endIterator(stream);
   }
 
@@ -660,6 +695,7 @@ export class Connection {
       this.clientResults = undefined;
     }
     this.held = undefined;
+    this.wakeStreams();
     // Transports waiting to read go on, and find the connection closed.
     this.pausedReading?.resume();
     this.pausedReading = undefined;

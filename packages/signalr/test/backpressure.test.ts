@@ -149,3 +149,104 @@ test('a client closed for not keeping up is closed with allowReconnect: automati
     await running.close();
   }
 });
+
+test('a server stream to a stateful client that stops reading waits for its Acks: the server holds about one stateful buffer, and every item still arrives in order', async () => {
+  const bufferSize = 16 * 1024;
+  const size = 1_000;
+  const total = 48;
+  let produced = 0;
+  const running = await startHub({
+    statefulReconnectBufferSize: bufferSize,
+    clientTimeoutMs: 10_000, // the stall below must not pass for a client that acks nothing
+    hub: defineHub({
+      methods: {},
+      streams: {
+        Rows: async function* (_context, count: number) {
+          for (let i = 0; i < count; i++) {
+            produced++;
+            yield { i, text: 'r'.repeat(size) };
+          }
+        },
+      },
+    }),
+  });
+  const proxy = await startStallingProxy(running);
+  const client = buildClient(proxy.url, { stateful: true });
+  await client.start();
+  try {
+    proxy.stall(); // the client reads (and acks) nothing for a while
+    const received: number[] = [];
+    const completed = new Promise<void>((resolve, reject) => {
+      client.stream('Rows', total).subscribe({
+        next: (row: { i: number }) => received.push(row.i),
+        complete: resolve,
+        error: reject,
+      });
+    });
+    completed.catch(() => undefined); // awaited below; an early failure must not also surface as unhandled
+    await delay(500);
+    // Everything produced is on the server (the client got nothing): the unacked buffer plus the item past it.
+    const bound = Math.ceil(bufferSize / size) + 2;
+    assert.ok(
+      produced <= bound,
+      `the stream waits for Acks (${produced} of ${total} produced, at most ${bound})`,
+    );
+    assert.equal(running.hub.stats().connections, 1);
+    proxy.resume();
+    await completed;
+    assert.deepEqual(
+      received,
+      Array.from({ length: total }, (_, i) => i),
+    );
+    assert.equal(client.state, HubConnectionState.Connected);
+  } finally {
+    await client.stop();
+    await proxy.close();
+    await running.close();
+  }
+});
+
+test('a server stream to a stateful client whose socket is gone waits for the resume, and ends when the connection is disposed', async () => {
+  let produced = 0;
+  let ended = false;
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const running = await startHub({
+    hub: defineHub({
+      methods: {},
+      streams: {
+        Rows: async function* () {
+          try {
+            for (let i = 0; i < 10_000; i++) {
+              if (i === 3) await gate;
+              produced++;
+              yield i;
+            }
+          } finally {
+            ended = true;
+          }
+        },
+      },
+    }),
+  });
+  const proxy = await startStallingProxy(running);
+  const client = buildClient(proxy.url, { stateful: true });
+  await client.start();
+  try {
+    let received = 0;
+    client
+      .stream('Rows')
+      .subscribe({ next: () => received++, complete: () => undefined, error: () => undefined });
+    await eventually(() => received === 3);
+    await proxy.close(); // the network is gone and the client cannot resume
+    await delay(100);
+    open();
+    await delay(200);
+    assert.ok(produced <= 4, `the stream waits for a socket (${produced} produced)`);
+    // No resume within disconnectTimeoutMs: the connection is disposed and the stream's cleanup runs.
+    await eventually(() => ended && running.hub.stats().connections === 0);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});

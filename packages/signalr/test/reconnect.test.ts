@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { test } from 'node:test';
 import { HubConnectionState } from '@microsoft/signalr';
+import { defineHub } from '../src/index.ts';
 import { buildClient, delay, eventually, nextInvocation, RawClient, startHub } from './helpers.ts';
 
 for (const protocol of ['json', 'messagepack'] as const) {
@@ -210,6 +212,49 @@ test('a stateful client that acks nothing while sends are held is closed with al
   } finally {
     clearInterval(pinging);
     client.close();
+    await running.close();
+  }
+});
+
+test('a server stream to a stateful client goes on after its socket drops and the client resumes: every item once, in order', async () => {
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const running = await startHub({
+    hub: defineHub({
+      methods: {},
+      streams: {
+        Rows: async function* (_context, count: number) {
+          for (let i = 0; i < count; i++) {
+            if (i === 3) await gate;
+            yield i;
+          }
+        },
+      },
+    }),
+  });
+  const client = buildClient(running.url, { stateful: true });
+  await client.start();
+  try {
+    const received: number[] = [];
+    const completed = new Promise<void>((resolve, reject) => {
+      client
+        .stream('Rows', 200)
+        .subscribe({ next: (i: number) => received.push(i), complete: resolve, error: reject });
+    });
+    completed.catch(() => undefined);
+    await eventually(() => received.length === 3);
+    const socket = running.upgradedSockets[0]!;
+    socket.destroy();
+    await once(socket, 'close');
+    open(); // the stream goes on while the server has no socket: it waits for the resume
+    await completed;
+    assert.deepEqual(
+      received,
+      Array.from({ length: 200 }, (_, i) => i),
+    );
+    assert.equal(running.upgradedSockets.length, 2, 'the client resumed on a new socket');
+  } finally {
+    await client.stop();
     await running.close();
   }
 });

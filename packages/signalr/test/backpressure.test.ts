@@ -2,7 +2,15 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HttpTransportType, HubConnectionState } from '@microsoft/signalr';
 import { defineHub } from '../src/index.ts';
-import { buildClient, delay, eventually, RawClient, startHub, startStallingProxy } from './helpers.ts';
+import {
+  afterServerClose,
+  buildClient,
+  delay,
+  eventually,
+  RawClient,
+  startHub,
+  startStallingProxy,
+} from './helpers.ts';
 
 const MiB = 1024 * 1024;
 
@@ -122,12 +130,7 @@ test('a client closed for not keeping up is closed with allowReconnect: automati
   const client = buildClient(proxy.url, { reconnectDelays: [0, 100, 200] });
   await client.start();
   try {
-    // Without allowReconnect the client would close for good (onclose) instead of reconnecting.
-    const outcome = new Promise<string>((resolve) => {
-      client.onreconnecting((error) => resolve(`reconnecting: ${error?.message}`));
-      client.onclose((error) => resolve(`closed: ${error?.message}`));
-    });
-    const reconnected = new Promise<string | undefined>((resolve) => client.onreconnected(resolve));
+    const { outcome, reconnected } = afterServerClose(client);
     const first = client.connectionId;
     proxy.stall();
     const payload = 'x'.repeat(4096);

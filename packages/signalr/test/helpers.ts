@@ -187,6 +187,22 @@ export function buildClient(url: string, options: ClientOptions = {}): HubConnec
   return builder.build();
 }
 
+/**
+ * What a client with automatic reconnect does after the server closes it: `reconnecting: <reason>` or `closed: <reason>`
+ * (a close without allowReconnect ends it for good); `reconnected` resolves with its new connection id.
+ */
+export function afterServerClose(client: HubConnection): {
+  readonly outcome: Promise<string>;
+  readonly reconnected: Promise<string | undefined>;
+} {
+  const outcome = new Promise<string>((resolve) => {
+    client.onreconnecting((error) => resolve(`reconnecting: ${error?.message}`));
+    client.onclose((error) => resolve(`closed: ${error?.message}`));
+  });
+  const reconnected = new Promise<string | undefined>((resolve) => client.onreconnected(resolve));
+  return { outcome, reconnected };
+}
+
 export interface StallingProxy {
   /** The hub URL through the proxy. */
   readonly url: string;

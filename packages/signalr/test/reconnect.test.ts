@@ -3,7 +3,15 @@ import { once } from 'node:events';
 import { test } from 'node:test';
 import { HubConnectionState } from '@microsoft/signalr';
 import { defineHub } from '../src/index.ts';
-import { buildClient, delay, eventually, nextInvocation, RawClient, startHub } from './helpers.ts';
+import {
+  afterServerClose,
+  buildClient,
+  delay,
+  eventually,
+  nextInvocation,
+  RawClient,
+  startHub,
+} from './helpers.ts';
 
 for (const protocol of ['json', 'messagepack'] as const) {
   test(`stateful reconnect (${protocol}): after the server-side socket drops, messages sent meanwhile arrive in order, once, on the same connection`, async () => {
@@ -149,12 +157,7 @@ test('close() ends every connection with allowReconnect: clients with automatic 
   const client = buildClient(running.url, { reconnectDelays: [100, 200, 200, 200, 200, 200, 200, 200] });
   await client.start();
   try {
-    // Without allowReconnect the client would close for good (onclose) instead of reconnecting.
-    const outcome = new Promise<string>((resolve) => {
-      client.onreconnecting((error) => resolve(`reconnecting: ${error?.message}`));
-      client.onclose((error) => resolve(`closed: ${error?.message}`));
-    });
-    const reconnected = new Promise<string | undefined>((resolve) => client.onreconnected(resolve));
+    const { outcome, reconnected } = afterServerClose(client);
     const port = running.port;
     await running.hub.close();
     assert.equal(await outcome, 'reconnecting: Server returned an error on close: Server is shutting down.');

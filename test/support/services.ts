@@ -2,6 +2,7 @@
 // under CI=true the same situation fails, so a missing service can never pass as green.
 import { connect } from 'node:net';
 import type { TestContext } from 'node:test';
+import { Redis } from 'ioredis';
 
 export const POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const AMQP_URL = process.env.TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -41,3 +42,14 @@ export function uniqueName(prefix: string): string {
 }
 
 export type { TestContext };
+
+/** Deletes every key under `prefix` (a test's own, from uniqueName): on `redis`, else on a connection of its own. */
+export async function deleteRedisKeys(prefix: string, redis?: Redis): Promise<void> {
+  const client = redis ?? new Redis(REDIS_URL);
+  try {
+    const keys = await client.keys(`${prefix}*`);
+    if (keys.length > 0) await client.del(...keys);
+  } finally {
+    if (!redis) await client.quit();
+  }
+}

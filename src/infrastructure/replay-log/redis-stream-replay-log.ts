@@ -68,6 +68,16 @@ const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL',
 
 type StreamRecord = [id: string, fields: string[]];
 
+/** How long one XREAD of a tail blocks by default. */
+const DEFAULT_BLOCK_MS = 5_000;
+// A Redis host that vanished without closing TCP leaves a connection that answers nothing and is never closed: one
+// that has not answered a command for this long is dropped and reconnected (ioredis's socketTimeout).
+const COMMAND_SOCKET_TIMEOUT_MS = 5_000;
+// A tail's XREAD is answered at the end of its block at the latest: this much later, its connection is dead.
+const TAIL_SOCKET_TIMEOUT_MARGIN_MS = 5_000;
+// TCP keepalive probes an idle connection after this long, not after the OS's default two hours.
+const KEEP_ALIVE_MS = 5_000;
+
 /** The scripts as ioredis commands: EVALSHA, and the script itself only when Redis does not have it (NOSCRIPT). */
 interface ReplayLogScripts {
   appendEntry(...keysThenArgs: (string | number)[]): Promise<[id: string, duplicate: number]>;
@@ -100,11 +110,14 @@ export class RedisStreamReplayLog implements ReplayLog {
     this.#logger = logger;
     const prefix = options.keyPrefix;
     this.#keys = { stream: `${prefix}log`, writer: `${prefix}writer`, trimmed: `${prefix}trimmed` };
-    // Fail fast while Redis is down: the consumer retries the message later, readers get an error now.
+    // Fail fast while Redis is down: the consumer retries the message later, readers get an error now. A command
+    // timeout alone would keep a dead connection forever; the socket timeout drops it, and ioredis reconnects.
     this.#redis = withScripts(
       new Redis(options.url, {
         maxRetriesPerRequest: 1,
         commandTimeout: 2_000,
+        socketTimeout: COMMAND_SOCKET_TIMEOUT_MS,
+        keepAlive: KEEP_ALIVE_MS,
         retryStrategy: (times) => Math.min(times * 100, 1_000),
       }),
     );
@@ -166,9 +179,13 @@ export class RedisStreamReplayLog implements ReplayLog {
   }
 
   tail(afterId: string, onEntries: (entries: readonly ReplayLogEntry[]) => void): ReplayLogTail {
-    // XREAD BLOCK holds its connection, so each tail has its own; no command timeout on it.
+    // XREAD BLOCK holds its connection, so each tail has its own; no command timeout on it, but a socket timeout
+    // past the block time, or a half-open connection would block the tail (and every client of this instance) for good.
+    const blockMs = this.#options.blockMs ?? DEFAULT_BLOCK_MS;
     const connection = new Redis(this.#options.url, {
       maxRetriesPerRequest: null,
+      socketTimeout: blockMs + TAIL_SOCKET_TIMEOUT_MARGIN_MS,
+      keepAlive: KEEP_ALIVE_MS,
       retryStrategy: (times) => Math.min(times * 100, 1_000),
     });
     connection.on('error', (error: Error) =>
@@ -184,7 +201,7 @@ export class RedisStreamReplayLog implements ReplayLog {
             'COUNT',
             1_000,
             'BLOCK',
-            this.#options.blockMs ?? 5_000,
+            blockMs,
             'STREAMS',
             this.#keys.stream,
             cursor,

@@ -3,12 +3,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
+import { compareLogIds } from '../../src/application/ports/replay-log.ts';
 import { createNotifications, type Notifications } from '../../src/apps/notifications/main.ts';
 import { parseConfig } from '../../src/config.ts';
 import { deadLetterNames } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { silentLogger } from '../support/logger.ts';
-import { REDIS_URL, needsRedis, uniqueName } from '../support/services.ts';
+import { REDIS_URL, deleteRedisKeys, needsRedis, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { notificationMessage, sseClient, until } from './support.ts';
 
@@ -41,10 +42,7 @@ describe('the notifications service while Redis is down', await needsRedis(), ()
     await notifications.stop();
     await bus.close();
     await proxy.stop();
-    const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${keyPrefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    await redis.quit();
+    await deleteRedisKeys(keyPrefix);
   });
 
   test('a client resuming with Last-Event-ID is told to retry, not given an error status; it resumes once Redis is back', async () => {
@@ -105,6 +103,42 @@ describe('the notifications service while Redis is down', await needsRedis(), ()
       assert.equal(deadLettered.length, 0);
     } finally {
       client.close();
+      await redis.quit();
+    }
+  });
+
+  test('a new client without Last-Event-ID after Redis lost the log (a restart without persistence) gets no `reset`', async () => {
+    const earlier = sseClient(url);
+    await until(() => earlier.control.length > 0, 'connected');
+    await bus.publish([notificationMessage('StudentCreated')]);
+    await until(() => earlier.received.length === 1, 'a notification in the log that will be lost');
+    earlier.close();
+
+    // What a restart without persistence looks like: the connections drop, and every key is gone.
+    const redis = new Redis(REDIS_URL);
+    let fresh: ReturnType<typeof sseClient> | undefined;
+    try {
+      await proxy.pause();
+      await deleteRedisKeys(keyPrefix, redis);
+      await proxy.resume();
+      await until(async () => (await replayLogHealth()) === 'Healthy', 'the log reachable again');
+
+      fresh = sseClient(url);
+      await until(() => fresh!.control.length > 0, 'connected');
+      const begins = await redis.get(`${keyPrefix}trimmed`);
+      assert.ok(begins, 'the new log has begun');
+      assert.ok(
+        compareLogIds(fresh.control[0]?.id ?? '0-0', begins) >= 0,
+        `connected's id ${fresh.control[0]?.id} is in the new log (begins at ${begins})`,
+      );
+      await bus.publish([notificationMessage('StudentUpdated')]);
+      await until(() => fresh!.received.length === 1, 'the notification after the loss');
+      assert.deepEqual(
+        fresh.control.map((event) => event.type),
+        ['connected'],
+      );
+    } finally {
+      fresh?.close();
       await redis.quit();
     }
   });

@@ -103,15 +103,18 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       return invalid('Last-Event-ID', 'must be an event id received from this stream (<ms>-<seq>)');
     // RFC 9110 §9.3.2: the GET's header section, without the stream.
     if (request.method === 'HEAD') return void openEventStream(reply).end();
+    let retention: ReplayLogRetention;
+    try {
+      retention = await options.log.retention();
+    } catch (error) {
+      // Not an error status, on which EventSource would stop reconnecting: it retries (/health reports the log).
+      options.logger.warn({ err: error }, 'replay log unavailable; SSE client told to retry');
+      return endWithRetry(openEventStream(reply), options);
+    }
+    // Where a stream that asked for no earlier entries starts: this instance's newest entry, or where the log begins if
+    // later (the log was lost and the tail has no entry of the new one yet), or it would be told it fell behind.
+    const live = laterLogId(options.fanOut.position, retention.trimmedThrough);
     if (from !== undefined) {
-      let retention: ReplayLogRetention;
-      try {
-        retention = await options.log.retention();
-      } catch (error) {
-        // Not an error status, on which EventSource would stop reconnecting: it retries (/health reports the log).
-        options.logger.warn({ err: error }, 'replay log unavailable; SSE client told to retry');
-        return endWithRetry(openEventStream(reply), options);
-      }
       // The log resumes from where it begins (or was last trimmed) through its newest entry. Any other well-formed
       // id gets `reset`, never an error: EventSource gives up for good on an error status, and an id from a log
       // that was lost (a restart without persistence) is no client's fault.
@@ -124,12 +127,12 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       if (reason) {
         reset = { reason, oldestId: retention.firstId };
         // Live notifications, from an id the log resumes from: the reset's `id:` is the client's next Last-Event-ID.
-        from = laterLogId(options.fanOut.position, retention.trimmedThrough);
+        from = live;
       }
     }
 
     // The stream lives outside the handler: sharing its scope would keep the request and reply alive with it.
-    start(openEventStream(reply), from ?? options.fanOut.position, reset, wanted);
+    start(openEventStream(reply), from ?? live, reset, wanted);
   };
 
   const start = (

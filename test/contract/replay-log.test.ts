@@ -15,7 +15,7 @@ import {
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { RedisStreamReplayLog } from '../../src/infrastructure/replay-log/redis-stream-replay-log.ts';
 import { silentLogger } from '../support/logger.ts';
-import { REDIS_URL, needsRedis, uniqueName } from '../support/services.ts';
+import { REDIS_URL, deleteRedisKeys, needsRedis, uniqueName } from '../support/services.ts';
 
 const WRITER = 'writer-a';
 
@@ -211,10 +211,7 @@ describe('replay log contract: RedisStreamReplayLog', await needsRedis(), () => 
     admin = new Redis(REDIS_URL);
   });
   after(async () => {
-    for (const prefix of prefixes) {
-      const keys = await admin.keys(`${prefix}*`);
-      if (keys.length > 0) await admin.del(...keys);
-    }
+    for (const prefix of prefixes) await deleteRedisKeys(prefix, admin);
     await admin.quit();
   });
   const open = async (maxEntries: number, keyPrefix = `${uniqueName('tbe_replay_test')}:`) => {

@@ -6,7 +6,14 @@ import { Redis } from 'ioredis';
 import { startPipeline } from '../e2e/pipeline-harness.ts';
 import { launchChromium, pageErrors } from '../support/browser.ts';
 import { startRole, type RoleProcess } from '../support/role-process.ts';
-import { REDIS_URL, needsPostgres, needsRabbitMq, needsRedis, uniqueName } from '../support/services.ts';
+import {
+  REDIS_URL,
+  deleteRedisKeys,
+  needsPostgres,
+  needsRabbitMq,
+  needsRedis,
+  uniqueName,
+} from '../support/services.ts';
 import { hubClient, sseClient, until, type Received } from './support.ts';
 
 const servers =
@@ -55,10 +62,7 @@ describe('notifications across processes and instances', servers, () => {
   after(async () => {
     await Promise.all(instances.map((instance) => instance.stop()));
     await pipeline?.dispose();
-    const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${keyPrefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    await redis.quit();
+    await deleteRedisKeys(keyPrefix);
   });
 
   test('500 writes: an SSE client on one instance and a SignalR client on the other get every notification once, in per-student order', async () => {

@@ -5,7 +5,6 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
-import { Redis } from 'ioredis';
 import { createPostgresDatabase } from '../support/databases.ts';
 import { hubClient, sseClient, until } from '../notifications/support.ts';
 import {
@@ -16,7 +15,14 @@ import {
 } from '../support/otlp-receiver.ts';
 import { parseExposition, type Exposition } from '../support/prometheus-text.ts';
 import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
-import { REDIS_URL, needsPostgres, needsRabbitMq, needsRedis, uniqueName } from '../support/services.ts';
+import {
+  REDIS_URL,
+  deleteRedisKeys,
+  needsPostgres,
+  needsRabbitMq,
+  needsRedis,
+  uniqueName,
+} from '../support/services.ts';
 
 const servers =
   [await needsPostgres(), await needsRabbitMq(), await needsRedis()].find(
@@ -146,10 +152,7 @@ describe('npm run stack on PostgreSQL, RabbitMQ and Redis', servers, () => {
     await receiver?.close();
     await vhost?.delete().catch(() => undefined);
     await database?.drop();
-    const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${keyPrefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    await redis.quit();
+    await deleteRedisKeys(keyPrefix);
   });
 
   test('one write is ONE trace: HTTP request, outbox, relay, worker, notifications, SSE push and SignalR send', async () => {

@@ -67,13 +67,16 @@ interface InFlightBatch {
 }
 
 const statements = {
-  // The oldest unsent rows but those this pass already handed to the broker (see #drain).
+  // The oldest unsent rows but those this pass already handed to the broker (see #drain). `not in (select unnest)`,
+  // not `<> all($1)`: PostgreSQL hashes the subquery, but compares a parameter array element by element (100 ms for
+  // the 2,500 rows a pass may have out, against 1.5 ms).
   unsentExcept: sqlStatement(
     'outbox_unsent_except',
     // `outbox.seq` in the order: the output column of that name is text, and would sort as text.
     `select id, seq::text as seq, exchange, routing_key as "routingKey", type, subject, payload, headers,
        occurred_at as "occurredAt"
-     from outbox where sent_at is null and outbox.seq <> all($1::bigint[]) order by outbox.seq limit $2`,
+     from outbox where sent_at is null and outbox.seq not in (select unnest($1::bigint[]))
+     order by outbox.seq limit $2`,
   ),
   markSent: sqlStatement('outbox_mark_sent', 'update outbox set sent_at = $1 where id = any($2::uuid[])'),
   deleteSentBefore: sqlStatement('outbox_delete_sent_before', 'delete from outbox where sent_at < $1'),

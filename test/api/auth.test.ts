@@ -106,6 +106,21 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     assert.equal((await post({ authorization: 'Basic dXNlcjpwYXNz' })).status, 401, 'not a bearer token');
   });
 
+  test('a validly signed token whose "sub" is no string of 1 to 255 storable characters is 401 and stores nothing', async () => {
+    const reader = await tokenFor('reader');
+    const before = await studentCount(reader);
+    for (const sub of [42, { id: 1 }, true, '', 'a\u0000b', 'x'.repeat(256)]) {
+      const token = await new SignJWT({ sub: sub as string, role: 'writer' })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setExpirationTime('5m')
+        .sign(new TextEncoder().encode(TEST_JWT_SECRET));
+      const response = await post(bearer(token));
+      const problem = await assertProblem(response, 401, 'AUTH.UNAUTHENTICATED');
+      assert.match(String(problem.detail), /"sub" claim/, JSON.stringify(sub));
+    }
+    assert.equal(await studentCount(reader), before);
+  });
+
   test('a valid token without a known role may neither read nor write (403)', async () => {
     const nobody = await tokenFor('admin');
     await assertProblem(await post(bearer(nobody)), 403, 'AUTH.FORBIDDEN');

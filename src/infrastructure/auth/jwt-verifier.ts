@@ -1,5 +1,6 @@
 import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { DependencyUnavailableError } from '../../application/errors.ts';
+import { isStorableText } from '../../domain/student.ts';
 
 /** `reader`: GETs, the SSE stream and the hub. `writer`: writes, and everything a reader may do. */
 export const ROLES = ['reader', 'writer'] as const;
@@ -65,10 +66,21 @@ export function createJwtVerifier(options: JwtVerifierOptions): TokenVerifier | 
         if (secret) throw error;
         throw new DependencyUnavailableError('identity provider (JWKS)', { cause: error });
       }
+      // jose checks that `sub` is there, not what it is; it becomes the actor stored with every write.
+      const subject: unknown = payload.sub;
+      if (typeof subject !== 'string' || !isSubject(subject))
+        throw new InvalidTokenError('The token\'s "sub" claim is not valid.');
       const role = ROLES.find((known) => known === payload.role);
-      return { subject: payload.sub!, role };
+      return { subject, role };
     },
   };
+}
+
+const MAX_SUBJECT_LENGTH = 255;
+
+/** A subject the API can store and show as an actor (RFC 7519 §4.1.2: a string, here of 1 to 255 characters). */
+function isSubject(subject: string): boolean {
+  return subject.length > 0 && subject.length <= MAX_SUBJECT_LENGTH && isStorableText(subject);
 }
 
 function describe(error: InstanceType<typeof errors.JOSEError>): string {

@@ -73,6 +73,18 @@ describe('student use cases', () => {
       message: `Student ${created.value.id} is at version 1, not 7.`,
       currentVersion: 1,
     });
+    const namesNone = await updateStudent(deps)({
+      id: created.value.id,
+      details: {},
+      actor: 'bob',
+      precondition: { match: [] },
+    });
+    assert.ok(!namesNone.ok);
+    assert.equal(
+      namesNone.error.message,
+      `Student ${created.value.id} is at version 1; the precondition names no version (only strong ETags count).`,
+      'If-Match with only weak or foreign tags',
+    );
     for (const noneMatch of ['*', [1]] as const) {
       const excluded = await updateStudent(deps)({
         id: created.value.id,

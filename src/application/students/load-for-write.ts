@@ -28,7 +28,12 @@ export async function loadForWrite(
   const conflict = (message: string) =>
     err({ code: 'STUDENT.VERSION_CONFLICT' as const, message, currentVersion: student.version });
   if (match !== undefined && match !== '*' && !match.includes(student.version))
-    return conflict(`Student ${id} is at version ${student.version}, not ${names(match)}.`);
+    return conflict(
+      match.length === 0
+        ? // The precondition named tags, none a version (a weak tag never matches a write, RFC 9110 §13.1.1).
+          `Student ${id} is at version ${student.version}; the precondition names no version (only strong ETags count).`
+        : `Student ${id} is at version ${student.version}, not ${names(match)}.`,
+    );
   if (noneMatch !== undefined && (noneMatch === '*' || noneMatch.includes(student.version)))
     return conflict(
       `Student ${id} is at version ${student.version}, and the request excludes ${names(noneMatch)}.`,

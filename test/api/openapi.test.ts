@@ -18,6 +18,7 @@ interface Response {
 }
 interface Operation {
   readonly parameters?: Parameter[];
+  readonly requestBody?: { readonly required?: boolean };
   readonly responses: Record<string, Response>;
 }
 type Document = Record<string, unknown> & { paths: Record<string, Record<string, Operation>> };
@@ -90,6 +91,17 @@ describe('the OpenAPI document', () => {
     ]);
     for (const [route, statuses] of expected)
       assert.deepEqual(Object.keys(operation(document, route).responses).sort(), statuses, name(route));
+  });
+
+  test('POST and PUT say their body may be left out: the routes take none (fields left out are generated or kept)', async () => {
+    for (const route of [POST, PUT])
+      assert.equal(operation(document, route).requestBody?.required, false, name(route));
+    const api = await startWebApi(testDb.database, {});
+    try {
+      assert.equal((await fetch(`${api.url}/api/students`, { method: 'POST' })).status, 201);
+    } finally {
+      await api.stop();
+    }
   });
 
   test('every 4xx and 5xx is application/problem+json (RFC 9457), never application/json', () => {

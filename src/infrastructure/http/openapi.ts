@@ -91,6 +91,35 @@ const transform: SwaggerTransform = (document) => {
   return transformed;
 };
 
+type JsonSchema = { readonly type?: unknown; readonly anyOf?: unknown[]; readonly oneOf?: unknown[] };
+
+function acceptsNull(schema: unknown): boolean {
+  if (typeof schema !== 'object' || schema === null) return false;
+  const { type, anyOf, oneOf } = schema as JsonSchema;
+  return (
+    type === 'null' ||
+    (Array.isArray(type) && type.includes('null')) ||
+    [...(anyOf ?? []), ...(oneOf ?? [])].some(acceptsNull)
+  );
+}
+
+/**
+ * @fastify/swagger marks every declared body required. A body schema that takes null is `.nullish()` in zod: the
+ * route takes no body at all too (a POST without one creates a generated student), so the document says so.
+ */
+const transformObject: typeof jsonSchemaTransformObject = (input) => {
+  const document = jsonSchemaTransformObject(input) as {
+    paths?: Record<string, Record<string, { requestBody?: { required?: boolean; content?: object } }>>;
+  };
+  for (const operations of Object.values(document.paths ?? {}))
+    for (const { requestBody } of Object.values(operations)) {
+      const media = Object.values(requestBody?.content ?? {}) as { schema?: unknown }[];
+      if (requestBody && media.length > 0 && media.every(({ schema }) => acceptsNull(schema)))
+        requestBody.required = false;
+    }
+  return document as ReturnType<typeof jsonSchemaTransformObject>;
+};
+
 /**
  * OpenAPI 3 generated from the routes' zod schemas, at /openapi.json, with interactive docs at /docs. With
  * `bearerAuth` the document declares the JWT bearer scheme, so the docs' "Authorize" button takes a token.
@@ -114,7 +143,7 @@ export async function registerOpenApi(
         : {}),
     },
     transform,
-    transformObject: jsonSchemaTransformObject,
+    transformObject,
   });
   await app.register(swaggerUi, { routePrefix: Routes.docs });
   app.get(Routes.openApi, { schema: { hide: true } }, () => app.swagger());

@@ -115,6 +115,10 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
   };
   return {
     list: {
+      description:
+        'Follow `nextCursor` until it is null. A walk sees every student that existed when it began and still ' +
+        'exists; one created during the walk may be missed, since ids are ordered by when a create began, not ' +
+        'when it committed.',
       response: {
         200: jsonResponse(StudentPage, 'One page of students'),
         400: invalid('the query, If-Match or If-None-Match'),

@@ -523,6 +523,44 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.deepEqual(await counts(), before);
     });
 
+    test('a retry under the same Idempotency-Key through the alias, with a charset or a bare `?`, is the same request', async () => {
+      const key = `retry-${randomUUID()}`;
+      const body = JSON.stringify({ firstName: 'Ada', lastName: 'Lovelace' });
+      const post = (path: string, contentType: string) =>
+        call(path, {
+          method: 'POST',
+          headers: { 'content-type': contentType, 'idempotency-key': key },
+          body,
+        });
+      const first = await post('/api/students', 'application/json');
+      assert.equal(first.status, 201);
+      const created = await json(first);
+      const before = await counts();
+      for (const [path, contentType] of [
+        ['/api/student', 'application/json'],
+        ['/api/students?', 'application/json'],
+        ['/api/students', 'Application/JSON; charset=utf-8'],
+      ] as const) {
+        const retry = await post(path, contentType);
+        assert.equal(retry.status, 201, `${path} ${contentType}`);
+        assert.equal(retry.headers.get('idempotent-replayed'), 'true', `${path} ${contentType}`);
+        assert.equal((await json(retry)).id, created.id, `${path} ${contentType}`);
+      }
+      assert.deepEqual(await counts(), before, 'nothing written again');
+      const updated = await call(`/api/students/${String(created.id)}`, {
+        method: 'PUT',
+        headers: { ...jsonHeaders, 'idempotency-key': `${key}-put` },
+        body: '{"firstName":"Augusta"}',
+      });
+      assert.equal(updated.status, 200);
+      const viaAlias = await call(`/api/student/${String(created.id)}`, {
+        method: 'PUT',
+        headers: { ...jsonHeaders, 'idempotency-key': `${key}-put` },
+        body: '{"firstName":"Augusta"}',
+      });
+      assert.equal(viaAlias.headers.get('idempotent-replayed'), 'true', 'the PUT through the alias too');
+    });
+
     test('an unknown route is a problem+json 404', async () => {
       await assertProblem(await call('/api/nothing-here'), 404);
       await assertProblem(await call('/api/nothing-here', { method: 'PATCH' }), 404);

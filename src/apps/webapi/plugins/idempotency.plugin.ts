@@ -21,7 +21,8 @@ import { hooksOf } from './dedup.plugin.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
-    idempotency?: boolean;
+    /** `aliasOf`: the canonical URL of a route that is another path to the same resources (one key space). */
+    idempotency?: boolean | { readonly aliasOf: string };
   }
   interface FastifyRequest {
     /** The write's Idempotency-Key, for the use case to record with the write; absent without one. */
@@ -119,7 +120,11 @@ async function idempotencyPlugin(
   };
 
   app.addHook('onRoute', (route: RouteOptions) => {
-    if (!route.config?.idempotency) return;
+    const idempotency = route.config?.idempotency;
+    if (!idempotency) return;
+    // What the request is for: the route (its canonical URL for an alias) and its parameters, not the path as
+    // spelled, so `/api/student/…` and a bare trailing `?` are the same request as the canonical one.
+    const target = typeof idempotency === 'object' ? idempotency.aliasOf : route.url;
     const preValidation = async (request: FastifyRequest, reply: FastifyReply) => {
       const header = request.headers['idempotency-key'];
       if (header === undefined) return;
@@ -135,8 +140,10 @@ async function idempotencyPlugin(
       const { key } = read;
       const scopedKey = `${callerOf(request)}:${sha256(key)}`;
       // The preconditions come last: a key used before they were part of it (none sent) still matches its retry.
+      const queryAt = request.url.indexOf('?');
+      const query = queryAt === -1 ? '' : request.url.slice(queryAt + 1);
       const fingerprint = sha256(
-        `${request.method} ${request.url} ${bodyFingerprint(request)}${preconditionsOf(request)}`,
+        `${request.method} ${target} ${JSON.stringify(request.params)} ${query} ${bodyFingerprint(request)}${preconditionsOf(request)}`,
       );
       // What the use case records with the write, if this request runs: the database refuses another request too.
       const keyedWrite = { key: sha256(scopedKey), fingerprint, ttlSeconds };

@@ -84,6 +84,8 @@ function registerUnder(
   alias: boolean,
 ): void {
   const tags = ['Students'];
+  // An alias shares the canonical routes' Idempotency-Keys: a retry may take either path.
+  const keyed = (suffix: string) => (alias ? { aliasOf: `${Routes.students}${suffix}` } : true);
 
   typed.get(
     base,
@@ -132,7 +134,7 @@ function registerUnder(
   typed.post(
     base,
     {
-      config: { idempotency: true },
+      config: { idempotency: keyed('') },
       schema: {
         hide: alias,
         tags,
@@ -159,7 +161,10 @@ function registerUnder(
   typed.put(
     `${base}/:id`,
     {
-      config: { idempotency: true, dedup: { windowSeconds: dedup.putWindowSeconds, group: byStudent } },
+      config: {
+        idempotency: keyed('/:id'),
+        dedup: { windowSeconds: dedup.putWindowSeconds, group: byStudent },
+      },
       schema: {
         hide: alias,
         tags,
@@ -189,7 +194,7 @@ function registerUnder(
   typed.delete(
     `${base}/:id`,
     {
-      config: { idempotency: true },
+      config: { idempotency: keyed('/:id') },
       schema: {
         hide: alias,
         tags,

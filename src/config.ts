@@ -4,13 +4,17 @@ import { z } from 'zod';
 import { MAX_WORKER_PARTITIONS } from './contracts/messaging.ts';
 import type { ResilienceOptions } from './infrastructure/resilience/resilience-policy.ts';
 
+// An empty value (a bare `API_PORT=` line in .env) is unset, not 0: coerced, '' would be "any free port".
 const port = (fallback: number) =>
-  z.coerce
-    .number({ error: 'must be an integer from 0 to 65535 (0 = any free port)' })
-    .int('must be an integer from 0 to 65535 (0 = any free port)')
-    .min(0, 'must be an integer from 0 to 65535 (0 = any free port)')
-    .max(65_535, 'must be an integer from 0 to 65535 (0 = any free port)')
-    .default(fallback);
+  z.preprocess(
+    (value) => (value === '' ? undefined : value),
+    z.coerce
+      .number({ error: 'must be an integer from 0 to 65535 (0 = any free port)' })
+      .int('must be an integer from 0 to 65535 (0 = any free port)')
+      .min(0, 'must be an integer from 0 to 65535 (0 = any free port)')
+      .max(65_535, 'must be an integer from 0 to 65535 (0 = any free port)')
+      .default(fallback),
+  );
 
 const urlWithScheme = (schemes: readonly string[], hint: string) =>
   z.string().refine((value) => {

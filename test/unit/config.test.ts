@@ -48,6 +48,14 @@ describe('configuration', () => {
     assert.throws(() => parseConfig({ AMQP_URL: 'kafka://x' }), /AMQP_URL: must be memory: or amqp:/);
   });
 
+  test('an empty port (a bare API_PORT= line) is unset: the default port, not any free one', () => {
+    assert.deepEqual(parseConfig({ API_PORT: '', NOTIFICATIONS_PORT: '', WORKER_PORT: '' }).ports, {
+      api: 5000,
+      notifications: 5001,
+      worker: 5002,
+    });
+  });
+
   test('tracing is off unless an OTLP endpoint is set; the protocol is OTLP/HTTP, protobuf by default', () => {
     assert.deepEqual(parseConfig({}).tracing, { otlpProtocol: 'http/protobuf' });
     assert.deepEqual(

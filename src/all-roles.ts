@@ -29,10 +29,12 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
       notifications = await createNotifications({ config, logger, bus, registry });
       return { api, pages: await notifications.start(), workerHealth };
     },
-    /** Front doors first, so nothing new arrives while the worker and the adapters wind down. */
+    /**
+     * Front doors first, both at once (each drains for at most half the shutdown time), so nothing new arrives
+     * while the worker and the adapters wind down.
+     */
     async stop(): Promise<void> {
-      await notifications?.stop();
-      await webApi?.stop();
+      await Promise.all([notifications?.stop(), webApi?.stop()]);
       await worker?.stop();
       await resources?.close();
     },

@@ -216,6 +216,8 @@ export interface Config {
   /** Retry, circuit breaker and timeout around broker, database and Redis calls (the original's Polly settings). */
   readonly resilience: ResilienceOptions;
   readonly shutdownTimeoutMs: number;
+  /** How long an HTTP server's close waits for requests in flight: half the shutdown, so the rest can stop too. */
+  readonly httpDrainTimeoutMs: number;
   readonly notifications: {
     /** Notifications kept for clients that resume with Last-Event-ID. */
     readonly replayLogMaxEntries: number;
@@ -292,6 +294,7 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
     },
     corsOrigins: c.CORS_ORIGINS,
     shutdownTimeoutMs: c.SHUTDOWN_TIMEOUT_MS,
+    httpDrainTimeoutMs: c.SHUTDOWN_TIMEOUT_MS / 2,
     notifications: {
       replayLogMaxEntries: c.REPLAY_LOG_MAX_ENTRIES,
       replayLogKeyPrefix: c.REPLAY_LOG_KEY_PREFIX,

@@ -9,11 +9,12 @@ import { createHttpServer } from '../../src/infrastructure/http/http-server.ts';
 import { silentLogger } from '../support/logger.ts';
 
 /** A server on our plumbing, and a signal for the moment its slow request is in flight. */
-function closingServer() {
+function closingServer(drainTimeoutMs?: number) {
   const app = createHttpServer(silentLogger, {
     service: 'test',
     registry: new Registry(),
     maxHeaderBytes: 16_384,
+    ...(drainTimeoutMs === undefined ? {} : { drainTimeoutMs }),
   });
   let started!: () => void;
   const inFlight = new Promise<void>((resolve) => (started = resolve));
@@ -100,6 +101,36 @@ test(
     } finally {
       keptAlive.destroy();
       silent.destroy();
+    }
+  },
+);
+
+test(
+  'a request still unfinished at the drain deadline (a body that never completes) is cut, and closing ends',
+  { timeout: 10_000 },
+  async () => {
+    const { app } = closingServer(300);
+    app.post('/upload', async () => ({ stored: true }));
+    const url = new URL(await app.listen({ host: '127.0.0.1', port: 0 }));
+    const uploader = new Socket();
+    await once(uploader.connect(Number(url.port), url.hostname), 'connect');
+    const cut = once(uploader, 'close');
+    uploader.write(
+      `POST /upload HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":`,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100)); // the request is in flight, its body incomplete
+    const closing = Date.now();
+    try {
+      // Without the deadline, Node waits for the body until its requestTimeout (five minutes).
+      const closed = await Promise.race([
+        app.close().then(() => true),
+        new Promise<false>((resolve) => setTimeout(() => resolve(false), 5_000)),
+      ]);
+      assert.ok(closed, 'closed within 5 s');
+      assert.ok(Date.now() - closing < 2_000, `closed after ${Date.now() - closing} ms`);
+      await cut;
+    } finally {
+      uploader.destroy();
     }
   },
 );

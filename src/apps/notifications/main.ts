@@ -72,6 +72,7 @@ export async function createNotifications({
     service: 'notifications',
     registry,
     maxHeaderBytes: config.maxHeaderBytes,
+    drainTimeoutMs: config.httpDrainTimeoutMs,
     // DELETE: a long-polling SignalR client ends its connection with one.
     cors: { origins: config.corsOrigins, methods: ['DELETE'] },
     // The test pages call the webapi on another port, or wherever their `?api=` points.

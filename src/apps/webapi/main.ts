@@ -73,6 +73,7 @@ export async function createWebApi({
     service: 'webapi',
     registry,
     maxHeaderBytes: config.maxHeaderBytes,
+    drainTimeoutMs: config.httpDrainTimeoutMs,
     // The notifications pages (another origin) create, update and delete students from the browser.
     cors: {
       origins: config.corsOrigins,

@@ -63,7 +63,12 @@ export function createWorker({
   afterProcessed,
 }: WorkerDeps): Worker {
   const log = logger.child({ service: 'worker' });
-  const app = createHttpServer(log, { service: 'worker', registry, maxHeaderBytes: config.maxHeaderBytes });
+  const app = createHttpServer(log, {
+    service: 'worker',
+    registry,
+    maxHeaderBytes: config.maxHeaderBytes,
+    drainTimeoutMs: config.httpDrainTimeoutMs,
+  });
   // Events that arrive together share one transaction (with prefetch 1 there is only ever one).
   const processEvent = microBatch(
     processStudentEvents({

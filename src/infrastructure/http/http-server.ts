@@ -73,7 +73,14 @@ export interface HttpServerOptions extends HttpObservabilityOptions {
   };
   /** Where this server's pages may connect besides their own origin (CSP `connect-src`). */
   readonly connectSources?: readonly string[];
+  /**
+   * How long closing waits for requests in flight before it cuts their connections (a client sending its body
+   * slowly, or never): what stops after this server must still get its turn. Default DEFAULT_DRAIN_TIMEOUT_MS.
+   */
+  readonly drainTimeoutMs?: number;
 }
+
+export const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
 
 /**
  * A Fastify instance with the project's conventions: zod schemas, problem+json errors, request ids, security
@@ -134,7 +141,14 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       app.server.closeIdleConnections();
       closeUnusedConnections();
     }, 250).unref();
-    app.server.once('close', () => clearInterval(sweep));
+    const deadline = setTimeout(
+      () => app.server.closeAllConnections(),
+      options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
+    ).unref();
+    app.server.once('close', () => {
+      clearInterval(sweep);
+      clearTimeout(deadline);
+    });
     done();
   });
   // Callback hooks, not async ones: they run on every request, and a promise per hook is measurable.

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -96,5 +96,29 @@ describe('the webapi process', () => {
     assert.match(intruder.output(), /is in use by process \d+.*DATABASE_URL=postgres/);
     owner.child.kill('SIGTERM');
     assert.equal(await owner.exited, 0);
+  });
+
+  test('two processes starting at once on a data dir a crashed one left locked: exactly one opens it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tbe-lock-race-'));
+    dirs.push(dir);
+    const open = (at: number) =>
+      new Promise<string>((resolve) => {
+        const child = spawn(
+          process.execPath,
+          ['--import', 'tsx', 'test/support/open-embedded-database.ts', dir, String(at)],
+          { stdio: ['ignore', 'pipe', 'inherit'] },
+        );
+        let output = '';
+        child.stdout.on('data', (chunk: Buffer) => (output += chunk));
+        child.on('exit', () => resolve(output.trim()));
+      });
+    // Before, both took the lock in 2 to 7 of 8 such rounds (each removed the stale file, then the other's fresh one).
+    for (let round = 0; round < 5; round++) {
+      await writeFile(join(dir, 'tbe.pid'), '999999'); // a pid no process has
+      const at = Date.now() + 3_000;
+      const outcomes = await Promise.all([open(at), open(at)]);
+      assert.equal(outcomes.filter((outcome) => outcome === 'opened').length, 1, outcomes.join(' | '));
+      assert.match(outcomes.find((outcome) => outcome !== 'opened') ?? '', /^refused: .*in use by process/);
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -374,17 +374,51 @@ async function lockDataDir(location: string): Promise<() => Promise<void>> {
       return () => rm(lockPath, { force: true });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const owner = Number(await readFile(lockPath, 'utf8').catch(() => ''));
-      if (owner && owner !== process.pid && isAlive(owner)) {
-        throw new Error(
-          `The embedded database ${location} is in use by process ${owner}. PGlite serves one process only: ` +
-            'run all roles in one process (npm start), or set DATABASE_URL=postgres://... to run roles separately.',
-          { cause: error },
-        );
-      }
-      await rm(lockPath, { force: true }); // left behind by a process that died
     }
+    const content = await readFile(lockPath, 'utf8').catch(() => undefined);
+    if (content === undefined) continue; // removed meanwhile: try again
+    const owner = Number(content);
+    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner))
+      throw new Error(
+        `The embedded database ${location} is in use by process ${owner}. PGlite serves one process only: ` +
+          'run all roles in one process (npm start), or set DATABASE_URL=postgres://... to run roles separately.',
+      );
+    // Empty: another process has just created it and is writing its pid, unless that one died long ago.
+    if (content === '' && (await ageMs(lockPath)) < EMPTY_PID_FILE_STALE_MS) await delay(20);
+    else await removeStaleLock(lockPath, content);
   }
+}
+
+const EMPTY_PID_FILE_STALE_MS = 2_000;
+const TAKEOVER_GUARD_STALE_MS = 10_000;
+
+/**
+ * Removes a pid file left by a process that died, one process at a time (mkdir is atomic): two processes that both
+ * found it stale would otherwise each remove the lock the other had just taken, and both open the database.
+ */
+async function removeStaleLock(lockPath: string, stale: string): Promise<void> {
+  const guard = `${lockPath}.takeover`;
+  try {
+    await mkdir(guard);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    // Another process is taking over; a guard left by one that died doing it is removed once old.
+    if ((await ageMs(guard)) > TAKEOVER_GUARD_STALE_MS) await rm(guard, { recursive: true, force: true });
+    await delay(20);
+    return;
+  }
+  try {
+    // Only the file found stale: one written since is a live process's lock.
+    if ((await readFile(lockPath, 'utf8').catch(() => undefined)) === stale)
+      await rm(lockPath, { force: true });
+  } finally {
+    await rm(guard, { recursive: true, force: true });
+  }
+}
+
+async function ageMs(path: string): Promise<number> {
+  const stats = await stat(path).catch(() => undefined);
+  return stats ? Date.now() - stats.mtimeMs : 0;
 }
 
 function isAlive(pid: number): boolean {

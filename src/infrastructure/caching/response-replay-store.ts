@@ -8,6 +8,7 @@ export interface StoredResponse {
   readonly body: string;
 }
 
+/** A stored response as L2 holds it. */
 interface Entry {
   readonly response: StoredResponse;
   readonly expiresAt: number;
@@ -15,31 +16,67 @@ interface Entry {
   readonly at: number;
 }
 
-const MAX_GROUPS = 10_000;
+/** A stored response in L1: with its group (its key alone finds it) and what it counts against the budget. */
+interface Kept extends Entry {
+  readonly group: string;
+  readonly size: number;
+}
+
+// Any client can fill L1 (each caller, URL and body is an entry): 18,000 to 31,000 of this API's responses, a small,
+// fixed share of the heap.
+const MAX_BYTES = 32 * 1024 * 1024;
+// The heap around an entry's strings (its objects, headers, map slots), and a group's set of keys: measured, so that
+// the heap held stays under the budget (27-31 MiB at 32 MiB, one to 100 entries a group).
+const ENTRY_OVERHEAD = 768;
+const GROUP_OVERHEAD = 768;
+// Also bounds what dropping a group costs (a write to it).
 const MAX_PER_GROUP = 100;
+// Expired entries are removed this often, not on the hot path; the budget bounds them meanwhile.
+const SWEEP_EVERY_MS = 5_000;
+
+export interface ResponseReplayStoreOptions {
+  /** What L1 holds at most: groups, keys and bodies (their lengths), ENTRY_OVERHEAD each, GROUP_OVERHEAD a group. */
+  readonly maxBytes?: number;
+  readonly sweepEveryMs?: number;
+}
 
 /**
  * Responses kept for request deduplication, grouped by what they show (a student id), so a write drops every
- * response about that student on every instance. L1 in memory; L2 one Redis hash per group when Redis is
- * configured, so instances replay each other's responses.
+ * response about that student on every instance. L1 in memory, bounded in bytes (the oldest go first); L2 one
+ * Redis hash per group when Redis is configured, so instances replay each other's responses.
  */
 export class ResponseReplayStore {
   readonly #connection: CacheConnection;
   readonly #invalidations: InvalidationBus;
   readonly #redisKey: (group: string) => string;
-  readonly #local = new Map<string, Map<string, Entry>>();
+  /** By request key, oldest first (a Map keeps insertion order; a put re-inserts). */
+  readonly #local = new Map<string, Kept>();
+  /** Each group's keys, oldest first. */
+  readonly #groups = new Map<string, Set<string>>();
+  readonly #maxBytes: number;
+  readonly #sweepEveryMs: number;
+  #bytes = 0;
+  #sweeping: NodeJS.Timeout | undefined;
 
   constructor(
     connection: CacheConnection,
     invalidations: InvalidationBus,
     redisKey: (group: string) => string,
+    options: ResponseReplayStoreOptions = {},
   ) {
     this.#connection = connection;
     this.#invalidations = invalidations;
     this.#redisKey = redisKey;
-    invalidations.onInvalidate((group) => this.#local.delete(group));
+    this.#maxBytes = options.maxBytes ?? MAX_BYTES;
+    this.#sweepEveryMs = options.sweepEveryMs ?? SWEEP_EVERY_MS;
+    invalidations.onInvalidate((group) => this.#dropGroup(group));
     // Invalidations may have been missed while Redis was away.
-    connection.onRecovered(() => this.#local.clear());
+    connection.onRecovered(() => this.#clear());
+  }
+
+  /** What L1 holds: entries, and the bytes they count against its budget. */
+  get held(): { readonly entries: number; readonly bytes: number } {
+    return { entries: this.#local.size, bytes: this.#bytes };
   }
 
   /** Whether replaying is safe now: not while Redis is away, since other instances' writes would go unheard. */
@@ -49,8 +86,8 @@ export class ResponseReplayStore {
 
   /** The local copy only: synchronous, for the hot path. */
   peek(group: string, key: string): StoredResponse | undefined {
-    const entry = this.#local.get(group)?.get(key);
-    return entry && this.#fresh(group, entry) ? entry.response : undefined;
+    const entry = this.#local.get(key);
+    return entry && entry.group === group && this.#fresh(group, entry) ? entry.response : undefined;
   }
 
   /** The local copy, else the shared one (which is then kept locally). */
@@ -61,7 +98,7 @@ export class ResponseReplayStore {
     if (!stored) return undefined;
     const entry = JSON.parse(stored) as Entry;
     if (!this.#fresh(group, entry)) return undefined;
-    this.#keep(group, key, entry);
+    this.#keep(group, key, entry.response, entry.expiresAt, entry.at);
     return entry.response;
   }
 
@@ -75,7 +112,7 @@ export class ResponseReplayStore {
   ): Promise<void> {
     const entry: Entry = { response, expiresAt: Date.now() + windowMs, at };
     if (!this.#fresh(group, entry)) return;
-    this.#keep(group, key, entry);
+    this.#keep(group, key, response, entry.expiresAt, at);
     if (this.#connection.isMemory) return;
     const redisKey = this.#redisKey(group);
     await this.#connection.run(async (redis) => {
@@ -95,15 +132,57 @@ export class ResponseReplayStore {
     return entry.expiresAt > Date.now() && this.isCurrent(group, entry.at);
   }
 
-  #keep(group: string, key: string, entry: Entry): void {
-    let entries = this.#local.get(group);
-    if (!entries) {
-      if (this.#local.size >= MAX_GROUPS) this.#local.delete(this.#local.keys().next().value!);
-      entries = new Map();
-      this.#local.set(group, entries);
+  #keep(group: string, key: string, response: StoredResponse, expiresAt: number, at: number): void {
+    this.#remove(key);
+    const size = ENTRY_OVERHEAD + group.length + key.length + response.body.length;
+    if (size + GROUP_OVERHEAD > this.#maxBytes) return;
+    let keys = this.#groups.get(group);
+    if (!keys) {
+      keys = new Set();
+      this.#groups.set(group, keys);
+      this.#bytes += GROUP_OVERHEAD;
+    } else if (keys.size >= MAX_PER_GROUP) this.#remove(keys.values().next().value!);
+    keys.add(key);
+    this.#local.set(key, { response, expiresAt, at, group, size });
+    this.#bytes += size;
+    while (this.#bytes > this.#maxBytes) this.#remove(this.#local.keys().next().value!);
+    if (this.#sweeping === undefined)
+      this.#sweeping = setTimeout(this.#sweepExpired, this.#sweepEveryMs).unref();
+  }
+
+  /** Removes what can no longer be replayed; runs while L1 holds anything (so an abandoned store is let go). */
+  readonly #sweepExpired = (): void => {
+    this.#sweeping = undefined;
+    for (const [key, entry] of this.#local) if (!this.#fresh(entry.group, entry)) this.#remove(key);
+    if (this.#local.size > 0) this.#sweeping = setTimeout(this.#sweepExpired, this.#sweepEveryMs).unref();
+  };
+
+  #remove(key: string): void {
+    const entry = this.#local.get(key);
+    if (!entry) return;
+    this.#local.delete(key);
+    this.#bytes -= entry.size;
+    const keys = this.#groups.get(entry.group)!;
+    keys.delete(key);
+    if (keys.size > 0) return;
+    this.#groups.delete(entry.group);
+    this.#bytes -= GROUP_OVERHEAD;
+  }
+
+  #dropGroup(group: string): void {
+    const keys = this.#groups.get(group);
+    if (!keys) return;
+    this.#groups.delete(group);
+    this.#bytes -= GROUP_OVERHEAD;
+    for (const key of keys) {
+      this.#bytes -= this.#local.get(key)!.size;
+      this.#local.delete(key);
     }
-    entries.delete(key);
-    if (entries.size >= MAX_PER_GROUP) entries.delete(entries.keys().next().value!);
-    entries.set(key, entry);
+  }
+
+  #clear(): void {
+    this.#local.clear();
+    this.#groups.clear();
+    this.#bytes = 0;
   }
 }

@@ -16,6 +16,10 @@ import {
   SAFE_METHODS,
 } from './caller.ts';
 
+/**
+ * The query string is part of the key only on routes whose schema declares one (`querystring`): a route that reads
+ * its query must declare it, or every query would get the answer to the first.
+ */
 export interface DedupRouteOptions {
   /** 0 turns deduplication off for the route. */
   readonly windowSeconds: number;
@@ -58,9 +62,18 @@ export function bypassesCache(request: FastifyRequest): boolean {
   return cacheControl !== undefined && NO_CACHE.test(cacheControl);
 }
 
-/** What tells requests apart: all that can change the answer, a write's preconditions included. */
-function requestKey(request: FastifyRequest): string {
-  return `${request.method} ${request.url} ${bodyFingerprint(request)} ${callerOf(request)}${preconditionsOf(request)}`;
+/**
+ * What tells requests apart: all that can change the answer, a write's preconditions included. `withQuery` false:
+ * the route takes no query, so `?junk=1` is the same request, not another stored response.
+ */
+function requestKey(request: FastifyRequest, withQuery: boolean): string {
+  const url = withQuery ? request.url : pathOf(request.url);
+  return `${request.method} ${url} ${bodyFingerprint(request)} ${callerOf(request)}${preconditionsOf(request)}`;
+}
+
+function pathOf(url: string): string {
+  const query = url.indexOf('?');
+  return query === -1 ? url : url.slice(0, query);
 }
 
 function replayable(status: number): boolean {
@@ -145,10 +158,13 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     if (!options || options.windowSeconds <= 0) return;
     const windowMs = options.windowSeconds * 1_000;
     const groupOf = options.group;
+    // Fastify also takes `query` for `querystring`.
+    const schema: { querystring?: unknown; query?: unknown } | undefined = route.schema;
+    const withQuery = schema?.querystring !== undefined || schema?.query !== undefined;
     // After body parsing (the body is part of the key), before validation (a replay needs none).
     const preValidation = (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void) => {
       if (bypassesCache(request)) return done();
-      const key = requestKey(request);
+      const key = requestKey(request, withQuery);
       const flight = inFlight.get(key);
       // Only a read that began after the last write to what it shows: a request sent after a write's answer
       // must see that write.

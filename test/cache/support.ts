@@ -22,6 +22,8 @@ export async function startCachedApi(
     keyPrefix: string;
     queries?: StudentQueries;
     halfOpenAfterMs?: number;
+    /** How often the cache checks that its idle Redis connections still answer. */
+    pingIntervalMs?: number;
     env?: Record<string, string>;
   },
 ): Promise<CachedApi> {
@@ -38,6 +40,7 @@ export async function startCachedApi(
       ...config.cache,
       registry: new Registry(),
       ...(options.halfOpenAfterMs ? { halfOpenAfterMs: options.halfOpenAfterMs } : {}),
+      ...(options.pingIntervalMs ? { pingIntervalMs: options.pingIntervalMs } : {}),
     },
     silentLogger,
   );

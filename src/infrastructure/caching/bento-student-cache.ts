@@ -1,7 +1,7 @@
 import { BentoCache, bentostore } from 'bentocache';
 import { memoryDriver } from 'bentocache/drivers/memory';
 import { redisBusDriver, redisDriver } from 'bentocache/drivers/redis';
-import type { RedisOptions } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { CachedStudent, StudentCache } from '../../application/ports/student-cache.ts';
 import { serializeStudent } from '../../application/students/get-student.ts';
 import type { StudentSnapshot } from '../../domain/student.ts';
@@ -25,6 +25,11 @@ export interface BentoStudentCacheOptions {
 
 const JITTER = 0.1;
 const WRITE_TIMEOUT_MS = 1_000;
+/**
+ * A read waits this long for the cache (an L2 read is bounded by its 1 s command timeout), then answers from the
+ * database: a cache that stopped answering must not hold a read.
+ */
+const READ_TIMEOUT_MS = 1_500;
 
 /** Whether other instances hear of a write (bentocache's bus and the invalidation bus). */
 interface Announcing {
@@ -54,6 +59,10 @@ export class BentoStudentCache implements StudentCache {
   readonly #pending = new Set<string>();
   /** Settles once bentocache's bus listens to the other instances' writes (at once without a bus). */
   #busSubscribed: Promise<void> = Promise.resolve();
+  /** While writes are pending: tries to drop their entries every `halfOpenAfterMs`, with or without requests. */
+  #flushTimer: NodeJS.Timeout | undefined;
+  #flushing = false;
+  #closed = false;
 
   constructor(
     connection: CacheConnection,
@@ -69,7 +78,7 @@ export class BentoStudentCache implements StudentCache {
     this.#metrics = metrics;
     this.#logger = logger;
     this.#options = options;
-    const twoTier = connection.redis !== undefined && connection.busOptions !== undefined;
+    const twoTier = connection.redis !== undefined && connection.busConnection !== undefined;
     // Plain objects in L1 save a parse per hit, but bentocache 1.6.1 refills L1 from L2 with serialized entries it
     // then cannot read without a serializer (Julien-R44/bentocache#111): serialized whenever there is an L2.
     let store = bentostore().useL1Layer(
@@ -78,7 +87,7 @@ export class BentoStudentCache implements StudentCache {
     if (twoTier)
       store = store
         .useL2Layer(redisDriver({ connection: connection.redis, prefix: '' }))
-        .useBus(this.#listeningBus(connection.busOptions, logger));
+        .useBus(this.#listeningBus(connection.busConnection, logger));
     // The store's name is the bus channel: one per key prefix, so deployments (and tests) sharing a Redis don't
     // hear each other.
     const name = `students:${options.keyPrefix}`;
@@ -106,8 +115,8 @@ export class BentoStudentCache implements StudentCache {
    * bentocache's Redis bus, with its subscription kept: bentocache subscribes without awaiting it, so a cache closed
    * before the subscription is answered would reject it unhandled, and no one could tell when the bus listens.
    */
-  #listeningBus(options: RedisOptions, logger: Logger) {
-    const bus = redisBusDriver({ connection: options });
+  #listeningBus(connection: Redis, logger: Logger) {
+    const bus = redisBusDriver({ connection });
     const create = bus.factory;
     bus.factory = (config) => {
       const transport = create(config);
@@ -125,35 +134,52 @@ export class BentoStudentCache implements StudentCache {
     id: string,
     load: () => Promise<StudentSnapshot | undefined>,
   ): Promise<CachedStudent | undefined> {
-    if (!this.#connection.available) {
+    const fromDatabase = async (loading: Promise<StudentSnapshot | undefined> = load()) => {
       this.#metrics.cacheMisses.inc();
-      const student = await load();
+      const student = await loading;
       return student && serializeStudent(student);
-    }
-    let loaded = false;
+    };
+    if (!this.#connection.available) return fromDatabase();
+    let loading: Promise<StudentSnapshot | undefined> | undefined;
     const key = this.#key(id);
     const read = (forceFresh: boolean) =>
       this.#bento.getOrSet<Entry | undefined>({
         key,
         ttl: this.#ttl(),
         forceFresh,
+        // A load changes nothing: no instance needs to hear of it (and a read never waits on the bus).
+        skipBusNotify: true,
         factory: async (context) => {
-          loaded = true;
           const startedAt = Date.now();
-          const student = await load();
+          loading = load();
+          const student = await loading;
           return student ? { ...serializeStudent(student), at: startedAt } : context.skip();
         },
       });
-    try {
+    const cached = async () => {
       let entry = await read(false);
       // Written before a change this instance heard of (a read that raced a write, or Redis was away): reload.
-      if (entry && !loaded && entry.at < this.#freshSince(id)) entry = await read(true);
-      if (entry && loaded) await this.#dropIfSuperseded(id, entry.version);
-      (loaded ? this.#metrics.cacheMisses : this.#metrics.cacheHits).inc();
+      if (entry && !loading && entry.at < this.#freshSince(id)) entry = await read(true);
+      if (entry && loading) await this.#dropIfSuperseded(id, entry.version);
+      (loading ? this.#metrics.cacheMisses : this.#metrics.cacheHits).inc();
       return entry && { json: entry.json, version: entry.version };
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const late = Symbol('late');
+    const deadline = new Promise<typeof late>((resolve) => {
+      timer = setTimeout(() => resolve(late), READ_TIMEOUT_MS).unref();
+    });
+    try {
+      const result = await Promise.race([cached(), deadline]);
+      if (result !== late) return result;
+      this.#logger.warn({ studentId: id }, 'cache too slow: read from the database');
+      // The load already started, if any, rather than a second one.
+      return await fromDatabase(loading);
     } catch (error) {
       // bentocache wraps the loader's own error (e.g. the database is down); that is the one to report.
       throw error instanceof Error && error.cause ? error.cause : error;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -173,6 +199,9 @@ export class BentoStudentCache implements StudentCache {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
     await this.#bento.disconnectAll();
   }
 
@@ -205,7 +234,7 @@ export class BentoStudentCache implements StudentCache {
     try {
       if ((await this.#fence.newest(id)) > version) await this.#bento.delete({ key: this.#key(id) });
     } catch {
-      this.#pending.add(id);
+      this.#addPending(id);
     }
   }
 
@@ -233,13 +262,34 @@ export class BentoStudentCache implements StudentCache {
     if (announce) await this.#invalidations.invalidate(id, at).catch((error: unknown) => (failure ??= error));
     if (failure === undefined) return;
     this.#logger.warn({ err: failure, studentId: id }, 'cache write skipped; dropped once the cache is back');
+    this.#addPending(id);
+  }
+
+  #addPending(id: string): void {
     this.#pending.add(id);
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
+    if (this.#closed) return;
+    this.#flushTimer ??= setTimeout(() => {
+      this.#flushTimer = undefined;
+      void this.#flushPending();
+    }, this.#connection.halfOpenAfterMs).unref();
   }
 
   async #flushPending(): Promise<void> {
-    for (const id of [...this.#pending]) {
-      this.#pending.delete(id);
-      await this.#write(id, { announce: true }, (key) => this.#bento.delete({ key }).then(() => undefined));
+    // One flush at a time: what fails again (or is added meanwhile) is pending and scheduled again.
+    if (this.#flushing || this.#pending.size === 0) return;
+    if (!this.#connection.available) return this.#scheduleFlush();
+    this.#flushing = true;
+    try {
+      for (const id of [...this.#pending]) {
+        this.#pending.delete(id);
+        await this.#write(id, { announce: true }, (key) => this.#bento.delete({ key }).then(() => undefined));
+      }
+    } finally {
+      this.#flushing = false;
     }
   }
 

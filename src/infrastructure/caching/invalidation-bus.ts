@@ -43,7 +43,8 @@ export class InvalidationBus {
         () => undefined,
         (error: unknown) => logger.warn({ err: error }, 'cannot subscribe to cache invalidations yet'),
       );
-    // Also on every reconnection: ioredis only resubscribes channels whose first subscribe succeeded.
+    // Also on every reconnection: ioredis only resubscribes channels whose first subscribe succeeded. Messages sent
+    // while the subscriber was away are lost: the connection marks everything read before its return as stale.
     subscriber.on('ready', () => void subscribe());
     this.#ready = subscribe();
   }

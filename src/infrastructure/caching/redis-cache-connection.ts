@@ -16,7 +16,16 @@ export interface CacheConnectionOptions {
   readonly halfOpenAfterMs?: number;
   /** A Redis command that takes longer fails (and counts toward opening the breaker). */
   readonly commandTimeoutMs?: number;
+  /** How often every connection is asked a PING: an idle one (a subscriber) that died silently is found this way. */
+  readonly pingIntervalMs?: number;
 }
+
+/** Redis answers in well under a millisecond: a connection that sent a command and hears nothing this long is dead. */
+const SOCKET_TIMEOUT_MS = 2_000;
+/** Lets the OS probe idle connections too (what it finds is found without us); our PINGs are the quicker check. */
+const KEEPALIVE_MS = 10_000;
+/** A PING not answered this long counts as a lost connection (it is dropped by SOCKET_TIMEOUT_MS soon after). */
+const PING_TIMEOUT_MS = 1_000;
 
 const isBroken = (error: unknown) => error instanceof BrokenCircuitError;
 
@@ -29,41 +38,66 @@ export class CacheConnection {
   readonly redis: Redis | undefined;
   /** Publishes and subscribes; commands cannot share a connection in subscriber mode. */
   readonly subscriber: Redis | undefined;
-  /** Options for the cache library's own bus connections (offline queue on, so subscribing waits for a connection). */
-  readonly busOptions: RedisOptions | undefined;
+  /**
+   * What the cache library's own bus connections are made from (it duplicates it: a publisher and a subscriber),
+   * never connected itself; each duplicate is watched like our connections. Offline queue on and no command timeout,
+   * so subscribing waits for a connection: ioredis never retries a subscribe that timed out.
+   */
+  readonly busConnection: Redis | undefined;
+  readonly halfOpenAfterMs: number;
   readonly #breaker: CircuitBreakerPolicy;
   readonly #recoveryListeners: (() => void)[] = [];
+  readonly #logger: Logger;
+  /** Every connection in use: the cache is used only while each is ready. */
+  readonly #clients = new Set<Redis>();
+  /** Connections that were ready once and lost it (or stopped answering): what they carried may have been missed. */
+  readonly #lost = new Set<Redis>();
+  readonly #pinger: NodeJS.Timeout | undefined;
+  /** Tries the open breaker every `halfOpenAfterMs`, so the cache comes back (and recovers) without a request. */
+  #trials: NodeJS.Timeout | undefined;
+  #closed = false;
   /** Entries written before this (ms since epoch) may have missed invalidations while Redis was away. */
   #staleBefore = 0;
 
   constructor(url: string, logger: Logger, options: CacheConnectionOptions = {}) {
+    this.#logger = logger;
+    this.halfOpenAfterMs = options.halfOpenAfterMs ?? 5_000;
     this.#breaker = circuitBreaker(handleAll, {
-      halfOpenAfter: options.halfOpenAfterMs ?? 5_000,
+      halfOpenAfter: this.halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(1),
     });
-    this.#breaker.onBreak(() => logger.warn('cache unavailable (Redis): reading from the database'));
+    this.#breaker.onBreak(() => {
+      logger.warn('cache unavailable (Redis): reading from the database');
+      if (this.#closed || this.#trials) return;
+      this.#trials = setInterval(() => void this.available, this.halfOpenAfterMs).unref();
+    });
     this.#breaker.onReset(() => {
+      clearInterval(this.#trials);
+      this.#trials = undefined;
       logger.info('cache available again (Redis)');
-      this.#staleBefore = Date.now();
-      for (const listener of this.#recoveryListeners) listener();
+      this.#recovered();
     });
     if (url === 'memory:') return;
+    const liveness: RedisOptions = { keepAlive: KEEPALIVE_MS, socketTimeout: SOCKET_TIMEOUT_MS };
     const common: RedisOptions = {
+      ...liveness,
       commandTimeout: options.commandTimeoutMs ?? 1_000,
       maxRetriesPerRequest: 1,
       // Reconnect quickly; the breaker, not the client, decides when to try the cache again.
       retryStrategy: (times) => Math.min(times * 100, 1_000),
     };
-    // The bus subscribes once, at start: its commands wait for a connection rather than fail for good.
-    this.busOptions = {
+    const bus = new Redis({
       ...redisOptionsOf(url),
+      ...liveness,
       retryStrategy: common.retryStrategy,
       maxRetriesPerRequest: null,
-    };
-    this.redis = new Redis(url, { ...common, enableOfflineQueue: false });
-    this.subscriber = new Redis(url, common);
-    for (const client of [this.redis, this.subscriber])
-      client.on('error', (error: Error) => logger.debug({ err: error }, 'redis connection error'));
+      lazyConnect: true,
+    });
+    bus.duplicate = (override) => this.#watch(new Redis({ ...bus.options, ...override, lazyConnect: false }));
+    this.busConnection = bus;
+    this.redis = this.#watch(new Redis(url, { ...common, enableOfflineQueue: false }));
+    this.subscriber = this.#watch(new Redis(url, common));
+    this.#pinger = setInterval(() => this.#pingAll(), options.pingIntervalMs ?? 5_000).unref();
   }
 
   get isMemory(): boolean {
@@ -86,7 +120,64 @@ export class CacheConnection {
   }
 
   #connected(): boolean {
-    return this.redis?.status === 'ready' && this.subscriber?.status === 'ready';
+    if (this.#lost.size > 0) return false;
+    for (const client of this.#clients) if (client.status !== 'ready') return false;
+    return true;
+  }
+
+  /**
+   * Watches a connection: one that was ready and closed (or stopped answering a PING) counts as lost until a PING
+   * answers again, after its subscriptions are renewed; then whatever may have been missed meanwhile is stale.
+   */
+  #watch(client: Redis): Redis {
+    this.#clients.add(client);
+    let wasReady = false;
+    client.on('error', (error: Error) => this.#logger.debug({ err: error }, 'redis connection error'));
+    client.on('close', () => {
+      if (wasReady && !this.#closed) this.#lost.add(client);
+    });
+    // After every 'ready' listener has run: ioredis and the invalidation bus resubscribe there, and a PING is
+    // answered only after the subscribe commands sent before it.
+    client.on('ready', () => {
+      wasReady = true;
+      if (this.#lost.has(client)) setImmediate(() => this.#ping(client));
+    });
+    client.on('end', () => {
+      this.#clients.delete(client);
+      this.#lost.delete(client);
+    });
+    return client;
+  }
+
+  #pingAll(): void {
+    for (const client of this.#clients) if (client.status === 'ready') this.#ping(client);
+  }
+
+  #ping(client: Redis): void {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('no PONG')), PING_TIMEOUT_MS).unref();
+    });
+    Promise.race([client.ping(), timeout]).then(
+      () => {
+        clearTimeout(timer);
+        if (this.#closed || !this.#lost.delete(client)) return;
+        this.#logger.info(
+          'cache connection back (Redis): what was read before may have missed invalidations',
+        );
+        this.#recovered();
+      },
+      () => {
+        clearTimeout(timer);
+        if (!this.#closed && client.status !== 'end') this.#lost.add(client);
+      },
+    );
+  }
+
+  /** Whatever was read before now may have missed invalidations. */
+  #recovered(): void {
+    this.#staleBefore = Date.now();
+    for (const listener of this.#recoveryListeners) listener();
   }
 
   #assertConnected(): void {
@@ -111,7 +202,7 @@ export class CacheConnection {
 
   /** Waits (bounded) for the first connection, so start-up does not count as an outage; Redis down is no error. */
   async connected(timeoutMs = 2_000): Promise<void> {
-    const clients = [this.redis, this.subscriber].filter((client) => client !== undefined);
+    const clients = [...this.#clients];
     const ready = (client: Redis) =>
       client.status === 'ready'
         ? Promise.resolve()
@@ -146,7 +237,11 @@ export class CacheConnection {
     };
   }
 
+  /** Closes our connections; the cache library closes its bus connections. */
   async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#pinger);
+    clearInterval(this.#trials);
     await Promise.all(
       [this.redis, this.subscriber].map(async (client) => {
         if (!client) return;

@@ -15,10 +15,9 @@ export function getStudent(queries: StudentQueries, cache: StudentCache) {
     id: string,
     options: { bypassCache?: boolean } = {},
   ): Promise<Result<CachedStudent, DomainError>> => {
-    const load = () => queries.findById(id);
     const student = options.bypassCache
-      ? await load().then((found) => found && serializeStudent(found))
-      : await cache.getOrLoad(id, load);
+      ? await queries.findById(id).then((found) => found && serializeStudent(found))
+      : await cache.getOrLoad(id, () => queries.findById(id));
     return student
       ? ok(student)
       : err({ code: 'STUDENT.NOT_FOUND', message: `Student ${id} does not exist.` });

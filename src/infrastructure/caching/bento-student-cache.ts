@@ -31,6 +31,13 @@ const WRITE_TIMEOUT_MS = 1_000;
  */
 const READ_TIMEOUT_MS = 1_500;
 
+/** One read through the cache: the student, how to load it, and the load bentocache started for it, if any. */
+interface CacheRead {
+  readonly id: string;
+  readonly load: () => Promise<StudentSnapshot | undefined>;
+  loading: Promise<StudentSnapshot | undefined> | undefined;
+}
+
 /** Whether other instances hear of a write (bentocache's bus and the invalidation bus). */
 interface Announcing {
   readonly announce: boolean;
@@ -130,57 +137,64 @@ export class BentoStudentCache implements StudentCache {
     return bus;
   }
 
-  async getOrLoad(
+  getOrLoad(
     id: string,
     load: () => Promise<StudentSnapshot | undefined>,
   ): Promise<CachedStudent | undefined> {
-    const fromDatabase = async (loading: Promise<StudentSnapshot | undefined> = load()) => {
-      this.#metrics.cacheMisses.inc();
-      const student = await loading;
-      return student && serializeStudent(student);
-    };
-    if (!this.#connection.available) return fromDatabase();
-    let loading: Promise<StudentSnapshot | undefined> | undefined;
-    const key = this.#key(id);
-    const read = (forceFresh: boolean) =>
-      this.#bento.getOrSet<Entry | undefined>({
-        key,
-        ttl: this.#ttl(),
-        forceFresh,
-        // A load changes nothing: no instance needs to hear of it (and a read never waits on the bus).
-        skipBusNotify: true,
-        factory: async (context) => {
-          const startedAt = Date.now();
-          loading = load();
-          const student = await loading;
-          return student ? { ...serializeStudent(student), at: startedAt } : context.skip();
+    if (!this.#connection.available) return this.#fromDatabase(load());
+    // The load bentocache started, if any: a read the cache answers too late reuses it rather than load twice.
+    const read: CacheRead = { id, load, loading: undefined };
+    // One promise settled by whichever comes first, not Promise.race: that cost an L1 hit 9 % of its throughput.
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#logger.warn({ studentId: id }, 'cache too slow: read from the database');
+        this.#fromDatabase(read.loading ?? load()).then(resolve, reject);
+      }, READ_TIMEOUT_MS).unref();
+      this.#readThrough(read).then(
+        (student) => {
+          clearTimeout(timer);
+          resolve(student);
         },
-      });
-    const cached = async () => {
-      let entry = await read(false);
-      // Written before a change this instance heard of (a read that raced a write, or Redis was away): reload.
-      if (entry && !loading && entry.at < this.#freshSince(id)) entry = await read(true);
-      if (entry && loading) await this.#dropIfSuperseded(id, entry.version);
-      (loading ? this.#metrics.cacheMisses : this.#metrics.cacheHits).inc();
-      return entry && { json: entry.json, version: entry.version };
-    };
-    let timer: NodeJS.Timeout | undefined;
-    const late = Symbol('late');
-    const deadline = new Promise<typeof late>((resolve) => {
-      timer = setTimeout(() => resolve(late), READ_TIMEOUT_MS).unref();
+        (error: unknown) => {
+          clearTimeout(timer);
+          // bentocache wraps the loader's own error (e.g. the database is down); that is the one to report.
+          reject(error instanceof Error && error.cause ? error.cause : error);
+        },
+      );
     });
-    try {
-      const result = await Promise.race([cached(), deadline]);
-      if (result !== late) return result;
-      this.#logger.warn({ studentId: id }, 'cache too slow: read from the database');
-      // The load already started, if any, rather than a second one.
-      return await fromDatabase(loading);
-    } catch (error) {
-      // bentocache wraps the loader's own error (e.g. the database is down); that is the one to report.
-      throw error instanceof Error && error.cause ? error.cause : error;
-    } finally {
-      clearTimeout(timer);
-    }
+  }
+
+  // Methods, not closures made per read: under tsx every named closure costs a defineProperty (esbuild keepNames).
+  async #readThrough(read: CacheRead): Promise<CachedStudent | undefined> {
+    let entry = await this.#getOrSet(read, false);
+    // Written before a change this instance heard of (a read that raced a write, or Redis was away): reload.
+    if (entry && !read.loading && entry.at < this.#freshSince(read.id))
+      entry = await this.#getOrSet(read, true);
+    if (entry && read.loading) await this.#dropIfSuperseded(read.id, entry.version);
+    (read.loading ? this.#metrics.cacheMisses : this.#metrics.cacheHits).inc();
+    return entry && { json: entry.json, version: entry.version };
+  }
+
+  #getOrSet(read: CacheRead, forceFresh: boolean): Promise<Entry | undefined> {
+    return this.#bento.getOrSet<Entry | undefined>({
+      key: this.#key(read.id),
+      ttl: this.#ttl(),
+      forceFresh,
+      // A load changes nothing: no instance needs to hear of it (and a read never waits on the bus).
+      skipBusNotify: true,
+      factory: async (context) => {
+        const startedAt = Date.now();
+        read.loading = read.load();
+        const student = await read.loading;
+        return student ? { ...serializeStudent(student), at: startedAt } : context.skip();
+      },
+    });
+  }
+
+  async #fromDatabase(loading: Promise<StudentSnapshot | undefined>): Promise<CachedStudent | undefined> {
+    this.#metrics.cacheMisses.inc();
+    const student = await loading;
+    return student && serializeStudent(student);
   }
 
   async add(student: StudentSnapshot): Promise<void> {

@@ -19,6 +19,18 @@ export function bodyFingerprint(request: FastifyRequest): string {
   return sha256(`${essence}\n${text ?? ''}`);
 }
 
+/** A request target's path, without its query. */
+export function pathOf(url: string): string {
+  const queryAt = url.indexOf('?');
+  return queryAt === -1 ? url : url.slice(0, queryAt);
+}
+
+/** A request target's query, without the `?`: empty when there is none, or only a `?`. */
+export function queryOf(url: string): string {
+  const queryAt = url.indexOf('?');
+  return queryAt === -1 ? '' : url.slice(queryAt + 1);
+}
+
 export const SAFE_METHODS = new Set(['GET', 'HEAD']);
 
 const READ_PRECONDITIONS = ['if-match'] as const;

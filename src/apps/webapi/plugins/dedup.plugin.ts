@@ -11,6 +11,7 @@ import {
   appWide,
   bodyFingerprint,
   callerOf,
+  pathOf,
   preconditionsOf,
   replayableHeaders,
   SAFE_METHODS,
@@ -69,11 +70,6 @@ export function bypassesCache(request: FastifyRequest): boolean {
 function requestKey(request: FastifyRequest, withQuery: boolean): string {
   const url = withQuery ? request.url : pathOf(request.url);
   return `${request.method} ${url} ${bodyFingerprint(request)} ${callerOf(request)}${preconditionsOf(request)}`;
-}
-
-function pathOf(url: string): string {
-  const query = url.indexOf('?');
-  return query === -1 ? url : url.slice(0, query);
 }
 
 function replayable(status: number): boolean {

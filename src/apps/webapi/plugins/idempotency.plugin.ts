@@ -16,7 +16,15 @@ import {
   problem,
   sendProblem,
 } from '../../../infrastructure/http/problem-details.ts';
-import { appWide, bodyFingerprint, callerOf, preconditionsOf, replayableHeaders, sha256 } from './caller.ts';
+import {
+  appWide,
+  bodyFingerprint,
+  callerOf,
+  preconditionsOf,
+  queryOf,
+  replayableHeaders,
+  sha256,
+} from './caller.ts';
 import { hooksOf } from './dedup.plugin.ts';
 
 declare module 'fastify' {
@@ -140,10 +148,8 @@ async function idempotencyPlugin(
       const { key } = read;
       const scopedKey = `${callerOf(request)}:${sha256(key)}`;
       // The preconditions come last: a key used before they were part of it (none sent) still matches its retry.
-      const queryAt = request.url.indexOf('?');
-      const query = queryAt === -1 ? '' : request.url.slice(queryAt + 1);
       const fingerprint = sha256(
-        `${request.method} ${target} ${JSON.stringify(request.params)} ${query} ${bodyFingerprint(request)}${preconditionsOf(request)}`,
+        `${request.method} ${target} ${JSON.stringify(request.params)} ${queryOf(request.url)} ${bodyFingerprint(request)}${preconditionsOf(request)}`,
       );
       // What the use case records with the write, if this request runs: the database refuses another request too.
       const keyedWrite = { key: sha256(scopedKey), fingerprint, ttlSeconds };

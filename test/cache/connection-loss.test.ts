@@ -7,7 +7,6 @@ import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
-import { bentocacheBusPublisher, SelectiveTcpProxy, subscribed } from '../support/selective-tcp-proxy.ts';
 import { needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { deleteRedisKeys, startCachedApi, type CachedApi } from './support.ts';
@@ -43,6 +42,13 @@ async function rename(api: CachedApi, id: string, firstName: string): Promise<vo
 }
 
 /** GET through `api` as `caller` (another caller: no deduplication replay of someone else's response). */
+/** A connection that subscribed to something (a pub/sub connection). */
+const subscribed = (sent: string) => /subscribe/i.test(sent);
+
+/** bentocache's bus publisher: it published a notification and subscribed to nothing. */
+const bentocacheBusPublisher = (sent: string) =>
+  sent.includes('bentocache.notifications') && !subscribed(sent);
+
 async function read(api: CachedApi, id: string, caller?: string) {
   const response = await fetch(`${api.url}/api/students/${id}`, {
     headers: caller ? { authorization: `Bearer ${caller}` } : {},
@@ -107,12 +113,6 @@ describe(
       return proxy;
     }
 
-    async function selectiveProxy() {
-      const proxy = await SelectiveTcpProxy.start(redisTarget.hostname, Number(redisTarget.port || 6379));
-      cleanups.push(() => proxy.stop());
-      return proxy;
-    }
-
     test("A's connections drop briefly while B writes, no request reaches A meanwhile: A then serves B's write (L1 and replay)", async () => {
       const proxy = await tcpProxy();
       const { a, b } = await twoInstances(`redis://127.0.0.1:${proxy.port}`);
@@ -134,7 +134,7 @@ describe(
     });
 
     test("A's pub/sub connections go silent (dropped without FIN or RST) while B writes: A notices and serves B's write", async () => {
-      const proxy = await selectiveProxy();
+      const proxy = await tcpProxy();
       const { a, b } = await twoInstances(`redis://127.0.0.1:${proxy.port}`, { pingIntervalMs: 200 });
       const { id } = await createStudent(b, 'Old');
       assert.equal((await read(a, id)).firstName, 'Old');
@@ -187,7 +187,7 @@ describe(
     });
 
     test("A's bentocache bus publisher goes silent: a GET that misses the cache on A still answers", async () => {
-      const proxy = await selectiveProxy();
+      const proxy = await tcpProxy();
       const { a, b } = await twoInstances(`redis://127.0.0.1:${proxy.port}`);
       const s = await createStudent(a, 'S');
       await rename(a, s.id, 'S2'); // A's bus publisher publishes once, so it can be told apart

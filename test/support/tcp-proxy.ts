@@ -11,9 +11,17 @@ interface Target {
  * it is a round-robin load balancer that skips a target refusing connections, as one in front of several
  * instances would.
  */
+/** A client's connection passed on to a target, with what the client sent so far (its first 100 kB). */
+interface Passage {
+  readonly client: Socket;
+  readonly upstream: Socket;
+  sent: string;
+}
+
 export class TcpProxy {
   #server: Server | undefined;
   readonly #sockets = new Set<Socket>();
+  readonly #passages = new Set<Passage>();
   /** While holding: new connections, accepted but not yet passed on. */
   #held: Socket[] | undefined;
   readonly #targets: readonly Target[];
@@ -69,14 +77,23 @@ export class TcpProxy {
   }
 
   /**
-   * Keeps every open connection but passes nothing more either way: a peer whose host died without closing
-   * anything (no FIN, no RST), as a power cut or a cable pulled looks from the other end.
+   * Keeps the open connections but passes nothing more either way: a peer whose host died without closing anything
+   * (no FIN, no RST), as a power cut or a cable pulled looks from the other end; or, with `which`, only the
+   * connections whose client sent something it matches (a NAT that dropped one idle flow). New connections work.
+   * Returns how many were silenced.
    */
-  silence(): void {
-    for (const socket of this.#sockets) {
-      socket.unpipe();
-      socket.pause();
+  silence(which: (sent: string) => boolean = () => true): number {
+    let silenced = 0;
+    for (const passage of this.#passages) {
+      if (!which(passage.sent)) continue;
+      for (const socket of [passage.client, passage.upstream]) {
+        socket.unpipe();
+        socket.pause();
+      }
+      this.#passages.delete(passage);
+      silenced++;
     }
+    return silenced;
   }
 
   release(): void {
@@ -108,6 +125,12 @@ export class TcpProxy {
       client.on('error', () => upstream.destroy());
       client.on('close', () => upstream.destroy());
       upstream.on('close', () => client.destroy());
+      const passage: Passage = { client, upstream, sent: '' };
+      this.#passages.add(passage);
+      client.on('data', (data: Buffer) => {
+        if (passage.sent.length < 100_000) passage.sent += data.toString('latin1');
+      });
+      client.on('close', () => this.#passages.delete(passage));
       client.pipe(upstream).pipe(client);
       client.resume();
     });

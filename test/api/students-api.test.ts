@@ -433,6 +433,9 @@ function apiContract(kind: 'pglite' | 'postgres') {
       await assertProblem(await call('/api/students?limit=0'), 400, 'limit');
       await assertProblem(await call('/api/students?limit=101'), 400, 'limit');
       await assertProblem(await call('/api/students?limit=abc'), 400, 'limit');
+      for (const notDecimal of ['0x1', '1e1', '%205', '2.0'])
+        await assertProblem(await call(`/api/students?limit=${notDecimal}`), 400, 'limit');
+      assert.equal((await call('/api/students?limit=007')).status, 200, 'leading zeros are still decimal');
       await assertProblem(await call('/api/students?cursor=bm90LWEtdXVpZA'), 400, 'cursor');
       await assertProblem(await call('/api/students?=1'), 400, '""');
     });
@@ -606,6 +609,13 @@ function apiContract(kind: 'pglite' | 'postgres') {
     ])
       for (const status of ['413', '415'])
         assert.ok(status in (operations[path!]?.[method!]?.responses ?? {}), `${method} ${path}: ${status}`);
+    const parameters = (operations['/api/students']!.get as unknown as { parameters: { name: string }[] })
+      .parameters;
+    assert.deepEqual(
+      (parameters.find((parameter) => parameter.name === 'limit') as { schema?: object } | undefined)?.schema,
+      { type: 'integer', minimum: 1, maximum: 100, default: 20 },
+      'limit is documented as the integer it is',
+    );
     const docs = await call('/docs/');
     assert.equal(docs.status, 200);
     assert.match(await docs.text(), /swagger/i);

@@ -50,13 +50,14 @@ export const StudentPage = z
 // UUIDs are case-insensitive (RFC 9562 §4): an id in upper case names the same student as its stored lower case.
 export const StudentIdParams = z.object({ id: z.uuid({ error: 'must be a UUID' }).toLowerCase() });
 
+const LIMIT_ERROR = 'must be an integer from 1 to 100, in decimal digits';
+
 export const ListQuery = z.strictObject({
-  limit: z.coerce
-    .number({ error: 'must be an integer from 1 to 100' })
-    .int('must be an integer from 1 to 100')
-    .min(1, 'must be an integer from 1 to 100')
-    .max(100, 'must be an integer from 1 to 100')
-    .default(20),
+  // Decimal digits only: Number() (z.coerce) would also take `0x1`, `1e1` and ` 5`, which no client means as a limit.
+  limit: z.preprocess(
+    (value) => (typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value),
+    z.number({ error: LIMIT_ERROR }).int(LIMIT_ERROR).min(1, LIMIT_ERROR).max(100, LIMIT_ERROR).default(20),
+  ),
   cursor: z
     .string()
     .optional()

@@ -69,6 +69,8 @@ describe('HTTP observability', () => {
     // A path that exists, with a method it does not take: a 405, also of no route.
     await fetch(`${url}/things/1`, { method: 'PROPFIND' });
     await fetch(`${url}/things/1`);
+    // Turned away by the router itself, before any hook.
+    await fetch(`${url}/things/%E0%A4%A`);
     const metrics = parseExposition(await (await fetch(`${url}/metrics`)).text());
     const count = (labels: Record<string, string>) =>
       metrics.sum('http_server_request_duration_seconds_count', { service: 'test', ...labels });
@@ -79,6 +81,7 @@ describe('HTTP observability', () => {
       'random paths and methods, one series',
     );
     assert.equal(count({ route: 'unmatched', status_code: '405' }), 1);
+    assert.equal(count({ method: 'GET', route: 'unmatched', status_code: '400' }), 1, 'an undecodable path');
     assert.equal(count({ method: '_OTHER' }), 2);
   });
 });

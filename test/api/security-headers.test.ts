@@ -37,7 +37,14 @@ describe('HTTP security of the webapi', () => {
   });
 
   test('every response carries the API security headers; HTML pages get the document policies, not forcing https', async () => {
-    for (const path of ['/api/students', '/health/live', '/no-such-route']) {
+    // The last two are turned away by the router itself, before any hook.
+    for (const path of [
+      '/api/students',
+      '/health/live',
+      '/no-such-route',
+      '/api/students/%E0%A4%A',
+      `/api/students/${'a'.repeat(101)}`,
+    ]) {
       const response = await fetch(`${api.url}${path}`);
       assert.equal(response.headers.get('x-content-type-options'), 'nosniff', path);
       assert.equal(response.headers.get('x-frame-options'), 'DENY', path);
@@ -82,6 +89,17 @@ describe('HTTP security of the webapi', () => {
     assert.match(allowed.headers.get('vary') ?? '', /origin/i);
     const other = await preflight('http://evil.example');
     assert.equal(other.headers.get('access-control-allow-origin'), null);
+    // A request the router turns away: a page may read its problem (and request id) like any other answer.
+    const undecodable = (origin: string) =>
+      fetch(`${listed.url}/api/students/%E0%A4%A`, { headers: { origin } });
+    const readable = await undecodable('http://pages.example');
+    assert.equal(readable.status, 400);
+    assert.equal(readable.headers.get('access-control-allow-origin'), 'http://pages.example');
+    assert.equal(readable.headers.get('access-control-allow-credentials'), 'true');
+    assert.match(readable.headers.get('access-control-expose-headers') ?? '', /x-request-id/i);
+    assert.match(readable.headers.get('x-request-id') ?? '', /^[\w-]{36}$/);
+    assert.match(readable.headers.get('vary') ?? '', /origin/i);
+    assert.equal((await undecodable('http://evil.example')).headers.get('access-control-allow-origin'), null);
   });
 
   test('the interactive docs render in Chromium under their CSP', async () => {

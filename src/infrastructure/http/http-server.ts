@@ -88,6 +88,8 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
  * per request, GET /metrics).
  */
 export function createHttpServer(logger: Logger, options: HttpServerOptions): HttpServer {
+  // Set once the hooks it stands in for exist (below).
+  let answerUnrouted: (request: FastifyRequest, reply: FastifyReply) => void = () => undefined;
   const app = Fastify<Server, IncomingMessage, ServerResponse, FastifyBaseLogger>({
     loggerInstance: logger.child({}, { serializers: { req: requestForLog } }),
     // observeHttp logs each request once, when it is answered.
@@ -102,7 +104,10 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       return typeof given === 'string' && SAFE_REQUEST_ID.test(given) ? given : randomUUID();
     },
     // Requests the router turns away (undecodable path, over-long parameter) get problem+json like the rest.
-    frameworkErrors: sendErrorProblem,
+    frameworkErrors: (error, request, reply) => {
+      answerUnrouted(request, reply);
+      return sendErrorProblem(error, request, reply);
+    },
     clientErrorHandler: writeMalformedRequestProblem,
     // Our own 503 while closing (below): Fastify's is not problem+json and has no Retry-After.
     return503OnClosing: false,
@@ -120,7 +125,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   app.removeContentTypeParser('text/plain');
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
-  observeHttp(app, options);
+  const observeUnrouted = observeHttp(app, options);
   const pageHeaders = helmetHeaders({
     contentSecurityPolicy: {
       directives: {
@@ -151,9 +156,11 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     });
     done();
   });
+  const setCommonHeaders = (request: FastifyRequest, reply: FastifyReply) =>
+    void reply.headers(API_SECURITY_HEADERS).header('x-request-id', request.id);
   // Callback hooks, not async ones: they run on every request, and a promise per hook is measurable.
   app.addHook('onRequest', (request, reply, done) => {
-    void reply.headers(API_SECURITY_HEADERS).header('x-request-id', request.id);
+    setCommonHeaders(request, reply);
     if (closing) return void sendClosingProblem(reply);
     if (refusedUnread(request, reply)) return;
     // The CORS plugin answers every OPTIONS 204, as if every path existed; one that is no preflight gets the truth.
@@ -174,22 +181,59 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     }
     done(null, payload);
   });
-  if (options.cors) {
-    const { origins, methods = [], exposedHeaders = [] } = options.cors;
-    const anyOrigin = origins.includes('*');
+  const corsPolicy = options.cors && resolveCors(options.cors);
+  if (corsPolicy)
     void app.register(cors, {
-      // Credentials (cookies) only for listed origins: browsers refuse them with `*` anyway.
-      origin: anyOrigin ? '*' : [...origins],
-      credentials: !anyOrigin,
-      // The plugin's default allows only GET, HEAD and POST.
-      methods: ['GET', 'HEAD', 'POST', ...methods],
-      exposedHeaders: ['X-Request-Id', ...exposedHeaders],
+      ...corsPolicy,
       // An OPTIONS without Origin is no preflight, but a valid request: strict mode answered a text/plain 400.
       strictPreflight: false,
     });
-  }
+  // Fastify answers what its router turns away from a context of its own, where no hook runs: what they would have
+  // done, done here, so such a response is as readable by a browser page, as safe and as observed as any other.
+  answerUnrouted = (request, reply) => {
+    setCommonHeaders(request, reply);
+    if (corsPolicy) void reply.headers(simpleCorsHeaders(corsPolicy, request.headers.origin));
+    observeUnrouted(request, reply);
+  };
   registerProblemDetails(app, allowedMethods);
   return app;
+}
+
+interface CorsPolicy {
+  readonly origin: '*' | string[];
+  readonly credentials: boolean;
+  readonly methods: string[];
+  readonly exposedHeaders: string[];
+}
+
+function resolveCors({
+  origins,
+  methods = [],
+  exposedHeaders = [],
+}: NonNullable<HttpServerOptions['cors']>): CorsPolicy {
+  const anyOrigin = origins.includes('*');
+  return {
+    // Credentials (cookies) only for listed origins: browsers refuse them with `*` anyway.
+    origin: anyOrigin ? '*' : [...origins],
+    credentials: !anyOrigin,
+    // The plugin's default allows only GET, HEAD and POST.
+    methods: ['GET', 'HEAD', 'POST', ...methods],
+    exposedHeaders: ['X-Request-Id', ...exposedHeaders],
+  };
+}
+
+/** What @fastify/cors puts on a response that is no preflight, for the responses its hook never sees. */
+function simpleCorsHeaders(policy: CorsPolicy, origin: string | undefined): Record<string, string> {
+  const exposed = policy.exposedHeaders.join(',');
+  if (policy.origin === '*')
+    return { 'access-control-allow-origin': '*', 'access-control-expose-headers': exposed };
+  if (origin === undefined || !policy.origin.includes(origin)) return { vary: 'Origin' };
+  return {
+    vary: 'Origin',
+    'access-control-allow-origin': origin,
+    'access-control-allow-credentials': 'true',
+    'access-control-expose-headers': exposed,
+  };
 }
 
 /**

@@ -2,7 +2,7 @@
 // W3C trace context) that is the active context while the route handler runs, a latency histogram by method,
 // route and status, one access-log line per request, and the process's metrics at GET /metrics.
 import { SpanKind, SpanStatusCode, context, trace, type Context, type Span } from '@opentelemetry/api';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Histogram, type Registry } from 'prom-client';
 import { contextFromHeaders, tracer } from './tracing.ts';
 
@@ -32,8 +32,20 @@ interface Observation {
 const OBSERVATION = Symbol('observation');
 type ObservedRequest = FastifyRequest & { [OBSERVATION]: Observation | null };
 
-/** Adds the hooks and the /metrics route; call before any route is registered (handlers are wrapped as added). */
-export function observeHttp(app: FastifyInstance, { service, registry }: HttpObservabilityOptions): void {
+/**
+ * Observes a request Fastify answers outside every hook: one the router turned away (`frameworkErrors`). Call it
+ * before the reply is sent.
+ */
+export type ObserveUnrouted = (request: FastifyRequest, reply: FastifyReply) => void;
+
+/**
+ * Adds the hooks and the /metrics route; call before any route is registered (handlers are wrapped as added).
+ * Returns what observes the requests no hook sees.
+ */
+export function observeHttp(
+  app: FastifyInstance,
+  { service, registry }: HttpObservabilityOptions,
+): ObserveUnrouted {
   const duration = requestDuration(registry);
   // One labelled child per method, route and status, made once: labels() parses and checks them and makes closures.
   const durations = new Map<string, Histogram.Internal<'service' | 'method' | 'route' | 'status_code'>>();
@@ -49,8 +61,7 @@ export function observeHttp(app: FastifyInstance, { service, registry }: HttpObs
   // A request slot, not a WeakMap: a property read is cheaper, and the entry goes with the request.
   app.decorateRequest(OBSERVATION, null);
 
-  // Callback hooks, not async ones: they run on every request, and a promise per hook is measurable.
-  app.addHook('onRequest', (request, _reply, done) => {
+  const start = (request: FastifyRequest) => {
     const route = request.routeOptions.url;
     const method = KNOWN_METHODS.has(request.method) ? request.method : '_OTHER';
     const parent = contextFromHeaders(request.headers);
@@ -76,6 +87,10 @@ export function observeHttp(app: FastifyInstance, { service, registry }: HttpObs
       span,
       context: span && trace.setSpan(parent, span),
     };
+  };
+  // Callback hooks, not async ones: they run on every request, and a promise per hook is measurable.
+  app.addHook('onRequest', (request, _reply, done) => {
+    start(request);
     done();
   });
 
@@ -122,6 +137,14 @@ export function observeHttp(app: FastifyInstance, { service, registry }: HttpObs
   app.get(METRICS_PATH, { schema: { hide: true } }, async (_request, reply) =>
     reply.type(registry.contentType).send(await registry.metrics()),
   );
+
+  return (request, reply) => {
+    start(request);
+    // What onResponse and onRequestAbort are to a routed request: 'close' follows the end of the response, or an abort.
+    reply.raw.once('close', () =>
+      reply.raw.writableFinished ? finish(request, reply.statusCode, false) : finish(request, 499, true),
+    );
+  };
 }
 
 /** One histogram per registry, whichever role's server creates it first. */

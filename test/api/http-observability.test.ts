@@ -8,6 +8,7 @@ import { createHttpServer, type HttpServer } from '../../src/infrastructure/http
 import { registerHealthRoutes } from '../../src/infrastructure/http/health.routes.ts';
 import { silentLogger } from '../support/logger.ts';
 import { parseExposition } from '../support/prometheus-text.ts';
+import { exchange } from '../support/raw-http.ts';
 import { recordSpans } from '../support/tracing.ts';
 
 const spans = recordSpans();
@@ -61,6 +62,15 @@ describe('HTTP observability', () => {
       spans.getFinishedSpans().map((span) => [span.name, span.status.code]),
       [['GET /broken', SpanStatusCode.ERROR]],
     );
+  });
+
+  test("OPTIONS * on a server without CORS (the worker's) lists the methods it takes", async () => {
+    const answer = await exchange(
+      new URL(url).port,
+      'OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    );
+    assert.match(answer, /^HTTP\/1.1 204 /);
+    assert.match(answer, /\r\nallow: GET, HEAD\r\n/i);
   });
 
   test('GET /metrics counts requests by method, route and status; unknown routes and methods share one label', async () => {

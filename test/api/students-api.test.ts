@@ -1,25 +1,16 @@
 // The Student REST API as a client sees it, over HTTP, on PGlite and on real PostgreSQL.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { asc } from 'drizzle-orm';
 import { outbox, students } from '../../src/infrastructure/persistence/schema.ts';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { exchange } from '../support/raw-http.ts';
 import { needsPostgres } from '../support/services.ts';
 import { json, startWebApi, type RunningWebApi } from '../support/webapi.ts';
 
 const jsonHeaders = { 'content-type': 'application/json' };
 
-/** Sends raw bytes (what fetch would refuse to send) and returns all the server answers until it closes. */
-function exchange(port: string, request: string): Promise<string> {
-  return new Promise((resolve) => {
-    let text = '';
-    const socket = connect(Number(port), '127.0.0.1', () => socket.write(request));
-    socket.on('data', (chunk) => (text += chunk));
-    socket.on('close', () => resolve(text));
-  });
-}
 const ada = { firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' };
 
 function apiContract(kind: 'pglite' | 'postgres') {
@@ -455,6 +446,20 @@ function apiContract(kind: 'pglite' | 'postgres') {
     test('a path the router cannot decode, or an over-long id, is a problem+json naming the path', async () => {
       await assertProblem(await call('/api/students/%E0%A4%A'), 400, 'path');
       await assertProblem(await call(`/api/students/${'a'.repeat(101)}`), 414, 'path');
+    });
+
+    test('the request target * is for OPTIONS, which lists the methods the API takes; GET * is a 400', async () => {
+      const { port } = new URL(api.url);
+      const options = await exchange(port, 'OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      assert.match(options, /^HTTP\/1.1 204 /);
+      assert.match(options, /\r\nallow: DELETE, GET, HEAD, OPTIONS, POST, PUT\r\n/i);
+      const get = await exchange(port, 'GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      assert.match(get, /^HTTP\/1.1 400 /);
+      const problem = JSON.parse(get.split('\r\n\r\n')[1]!) as { errors: { field: string }[] };
+      assert.deepEqual(
+        problem.errors.map((error) => error.field),
+        ['path'],
+      );
     });
 
     test('a request the HTTP parser rejects is a problem+json naming the part at fault, and writes nothing', async () => {

@@ -240,6 +240,16 @@ export function registerProblemDetails(app: FastifyInstance, allowedMethods: All
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?')[0];
     const allowed = allowedMethods(request.url);
+    // The asterisk-form target names the server itself, and only OPTIONS takes it (RFC 9112 §3.2.4).
+    if (request.url === '*') {
+      if (request.method === 'OPTIONS') return reply.header('allow', allowed.join(', ')).code(204).send();
+      return sendProblem(
+        reply,
+        invalidRequest(request.url, 'The request target * is for OPTIONS only.', [
+          { field: 'path', reason: 'can be * only in an OPTIONS request' },
+        ]),
+      );
+    }
     if (allowed.length === 0)
       return sendProblem(
         reply,

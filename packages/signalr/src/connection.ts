@@ -50,6 +50,7 @@ export interface ConnectionHost {
 export type ConnectionState = 'handshake' | 'connected' | 'closed';
 
 const GENERIC_CLOSE_ERROR = 'Connection closed with an error.';
+const SLOW_CLIENT_ERROR = 'The client did not keep up with its messages.';
 const IDLE: Promise<void> = Promise.resolve();
 
 interface PausedReading {
@@ -107,6 +108,7 @@ export class Connection {
   private pausedReading: PausedReading | undefined;
   /** Stateful sends waiting, in order, for Acks to free buffer space; shared messages, so cheap to hold. */
   private held: OutgoingMessage[] | undefined;
+  private heldBytes = 0;
   private heldSince = 0;
   /** Streams waiting for `held` to empty or a resumed socket; made on first wait, settled by `wakeStreams`. */
   private room: { readonly promise: Promise<void>; readonly resolve: () => void } | undefined;
@@ -217,6 +219,9 @@ export class Connection {
             this.heldSince = this.host.now();
           }
           this.held.push(out);
+          // Shared messages, but a broadcast storm would still pile up on a client that acks nothing meanwhile.
+          this.heldBytes += out.bytes(this.protocol).byteLength;
+          if (this.heldBytes > this.host.limits.maxBufferedBytes) this.close(SLOW_CLIENT_ERROR, true);
           return;
         }
         this.stateful.push(out.bytes(this.protocol));
@@ -312,7 +317,7 @@ export class Connection {
     if (transport.lagBytes() > this.host.limits.maxBufferedBytes && !this.closing) {
       // Messages pile up behind what the client has not taken: dropping it protects memory and everyone else.
       // A slow network is no reason to give up on the client: it may reconnect, as after other server closes.
-      this.close('The client did not keep up with its messages.', true);
+      this.close(SLOW_CLIENT_ERROR, true);
     }
   }
 
@@ -469,6 +474,7 @@ export class Connection {
     const held = this.held;
     if (!held) return;
     this.held = undefined;
+    this.heldBytes = 0;
     for (const out of held) this.send(out);
     if (!this.held) this.wakeStreams();
   }

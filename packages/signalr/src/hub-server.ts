@@ -53,8 +53,9 @@ export interface HubServerOptions {
   /** Offer stateful reconnect to clients that ask for it. Default true. */
   readonly allowStatefulReconnect?: boolean;
   /**
-   * Unacked outbound bytes kept per stateful connection; past it, sends to it wait for the client's Acks,
-   * and if none frees space within `clientTimeoutMs` it is closed with allowReconnect. Default 1 MiB.
+   * Unacked outbound bytes kept per stateful connection; past it, sends to it wait for the client's Acks. It is
+   * closed with allowReconnect when no Ack frees space within `clientTimeoutMs`, or when what waits passes
+   * `maxBufferedBytes`. Default 1 MiB.
    */
   readonly statefulReconnectBufferSize?: number;
   /** Transports offered by negotiate, in preference order. Default all three. */

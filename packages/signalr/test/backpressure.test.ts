@@ -124,34 +124,40 @@ test('a client that stops reading is closed once its outgoing buffer is full; th
   }
 });
 
-test('a client closed for not keeping up is closed with allowReconnect: automatic reconnect brings it back', async () => {
-  const running = await startHub({ maxBufferedBytes: 256 * 1024 });
-  const proxy = await startStallingProxy(running);
-  const client = buildClient(proxy.url, { reconnectDelays: [0, 100, 200] });
-  await client.start();
-  try {
-    const { outcome, reconnected } = afterServerClose(client);
-    const first = client.connectionId;
-    proxy.stall();
-    const payload = 'x'.repeat(4096);
-    for (let i = 0; running.hub.stats().connections === 1; i++) {
-      assert.ok(i < 20_000, 'the stalled client is closed');
-      await running.hub.clients.all.send('notify', i, payload);
-      if (i % 8 === 0) await delay(1);
+for (const stateful of [false, true])
+  test(`a ${stateful ? 'stateful ' : ''}client closed for not keeping up is closed with allowReconnect: automatic reconnect brings it back`, async () => {
+    const running = await startHub({
+      maxBufferedBytes: 256 * 1024,
+      // A stateful client's sends wait for Acks past its buffer; what waits counts toward the limit too, long
+      // before the client timeout would end the wait.
+      ...(stateful ? { statefulReconnectBufferSize: 16 * 1024, clientTimeoutMs: 60_000 } : {}),
+    });
+    const proxy = await startStallingProxy(running);
+    const client = buildClient(proxy.url, { reconnectDelays: [0, 100, 200], stateful });
+    await client.start();
+    try {
+      const { outcome, reconnected } = afterServerClose(client);
+      const first = client.connectionId;
+      proxy.stall();
+      const payload = 'x'.repeat(4096);
+      for (let i = 0; running.hub.stats().connections === 1; i++) {
+        assert.ok(i < 20_000, 'the stalled client is closed');
+        await running.hub.clients.all.send('notify', i, payload);
+        if (i % 8 === 0) await delay(1);
+      }
+      proxy.resume();
+      assert.equal(
+        await outcome,
+        'reconnecting: Server returned an error on close: The client did not keep up with its messages.',
+      );
+      assert.notEqual(await reconnected, first);
+      assert.equal(await client.invoke('Add', 1, 2), 3);
+    } finally {
+      await client.stop();
+      await proxy.close();
+      await running.close();
     }
-    proxy.resume();
-    assert.equal(
-      await outcome,
-      'reconnecting: Server returned an error on close: The client did not keep up with its messages.',
-    );
-    assert.notEqual(await reconnected, first);
-    assert.equal(await client.invoke('Add', 1, 2), 3);
-  } finally {
-    await client.stop();
-    await proxy.close();
-    await running.close();
-  }
-});
+  });
 
 test('a server stream to a stateful client that stops reading waits for its Acks: the server holds about one stateful buffer, and every item still arrives in order', async () => {
   const bufferSize = 16 * 1024;

@@ -16,6 +16,7 @@ import type { Logger } from '../../infrastructure/logging/logger.ts';
 import { withProcessSpan } from '../../infrastructure/observability/messaging-spans.ts';
 import { secondsSince } from '../../infrastructure/observability/metrics.ts';
 import { traceHeaders } from '../../infrastructure/observability/tracing.ts';
+import { waitToRetry } from '../../infrastructure/resilience/resilience-policy.ts';
 import { parseNotification } from './notification-schema.ts';
 import type { NotificationsMetrics } from './notifications-observability.ts';
 
@@ -105,15 +106,14 @@ export async function consumeNotifications(
         // claims it again or stops this consumer. Returned to the queue meanwhile, the message would come straight
         // back to this consumer, over and over, until its delivery limit dead-lettered it.
         if (notWriter && attempt === 0) tick();
-        if (stopping.aborted)
+        if (attempt === 0 && !stopping.aborted)
+          logger.warn({ err: error, messageId: entry.messageId }, 'replay log append failed, retrying');
+        if (!(await waitToRetry(attempt, stopping)))
           return outcome.retry(
             notWriter
               ? 'another instance took the writer lease over'
               : 'stopping while the replay log is unavailable',
           );
-        if (attempt === 0)
-          logger.warn({ err: error, messageId: entry.messageId }, 'replay log append failed, retrying');
-        await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, 5_000)));
       }
     }
   }

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   BrokenCircuitError,
   CircuitState,
@@ -79,4 +80,17 @@ export function createResiliencePolicy(
     execute: (call) => policy.execute(({ signal }) => call(signal)),
     breakerState: () => stateNames[breaker.state],
   };
+}
+
+/**
+ * Waits before retry `attempt` (0 for the first) of a call that is not given up while its process runs: from
+ * 100 ms, doubling, to 5 s. False as soon as `stopping` aborts, so a stop never waits out a back-off.
+ */
+export async function waitToRetry(attempt: number, stopping: AbortSignal): Promise<boolean> {
+  try {
+    await sleep(Math.min(100 * 2 ** attempt, 5_000), undefined, { signal: stopping });
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -86,12 +86,14 @@ const statements = {
     `update outbox set sent_at = null
      where sent_at is not null and exchange = $1
        and not exists (select 1 from inbox where inbox.consumer = $2 and inbox.message_id = outbox.id::text)
+       and not exists (select 1 from dead_letters where dead_letters.message_id = outbox.id::text)
      returning id`,
   ),
 };
 
 /**
- * Marks unsent again each row published to `exchange` that `consumer` never handled (its inbox has no row for it).
+ * Marks unsent again each row published to `exchange` that `consumer` never handled (its inbox has no row for it)
+ * and that was not dead-lettered (`dead_letters` has no row for it, see recordDeadLetters).
  * For the in-process bus, whose queues die with the process: run before the relay starts, a restart sends again
  * what a crash dropped between the relay's publish and the consumer's commit. Nothing happens twice: the consumer's
  * inbox skips a message it did handle. Returns how many rows will be sent again.

@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
 import {
   bigint,
+  customType,
   index,
   integer,
   jsonb,
@@ -88,4 +89,32 @@ export const idempotencyKeys = pgTable(
   },
   // Expired keys are deleted in batches: found by age, not by a scan.
   (table) => [index('idempotency_keys_expires_at_idx').on(table.expiresAt)],
+);
+
+/** Bytes as they were: a dead letter's body need not be text. */
+const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => 'bytea' });
+
+/**
+ * Messages the in-process bus dead-lettered (embedded mode only), recorded because its dead-letter queues die with
+ * the process and RabbitMQ's do not. Kept, as in a dead-letter queue, until an operator deletes them.
+ */
+export const deadLetters = pgTable(
+  'dead_letters',
+  {
+    /** The CloudEvent id: the outbox row's id. */
+    messageId: text('message_id').notNull(),
+    /** The queue it was dead-lettered from. */
+    queue: text('queue').notNull(),
+    /** `x-death-reason`: the consumer's reason, or `delivery_limit`. */
+    reason: text('reason'),
+    routingKey: text('routing_key').notNull(),
+    contentType: text('content_type'),
+    /** As received, `x-death-reason` and `x-death-queue` included. */
+    headers: jsonb('headers').$type<Record<string, string>>().notNull(),
+    body: bytea('body').notNull(),
+    recordedAt: timestamp('recorded_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  // Message id first, as resendUnhandled looks it up. A message dead-lettered again after a crash before its
+  // record committed stays one row.
+  (table) => [primaryKey({ columns: [table.messageId, table.queue] })],
 );

@@ -6,6 +6,7 @@ import { openCache, type Cache } from '../caching/open-cache.ts';
 import type { Logger } from '../logging/logger.ts';
 import { openMessageBus } from '../messaging/open-message-bus.ts';
 import { createProcessRegistry } from '../observability/metrics.ts';
+import { recordDeadLetters } from '../outbox/dead-letter-recorder.ts';
 import { resendUnhandled, startOutboxRelay, type OutboxRelay } from '../outbox/outbox-relay.ts';
 import { registerRelayMetrics } from '../outbox/relay-metrics.ts';
 import { openDatabase, type Database } from '../persistence/database.ts';
@@ -71,9 +72,13 @@ export async function openProcessResources(
       const opened = openMessageBus(settings.amqpUrl, logger, options.connectionName);
       bus = opened;
       closers.push(() => opened.close());
-      await opened.declareTopology(messagingTopology(settings.worker.partitions));
+      const topology = messagingTopology(settings.worker.partitions);
+      await opened.declareTopology(topology);
       if (settings.amqpUrl === 'memory:') {
-        // The last process's queues died with it: what its worker had not handled yet is sent again.
+        // Dead letters outlive the bus's dead-letter queues, as RabbitMQ's durable ones do.
+        const recorder = await recordDeadLetters({ database, bus: opened, topology, logger });
+        closers.push(() => recorder.stop());
+        // The last process's queues died with it: what its worker had neither handled nor dead-lettered is sent again.
         const resent = await resendUnhandled(database, Exchanges.students, WORKER_INBOX);
         if (resent > 0)
           logger.info(

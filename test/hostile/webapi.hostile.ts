@@ -610,8 +610,8 @@ function listQueryErrors(entries: readonly [string, string][]): Set<string> {
     if (key !== 'limit' && key !== 'cursor') fields.add(key || '""');
     else if (counts.get(key)! > 1) fields.add(key);
     else if (key === 'limit') {
-      const limit = Number(value);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 100) fields.add(key);
+      // Decimal digits only: `0x10`, `1e1` and ` 5 ` are numbers to Number(), not limits.
+      if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 100) fields.add(key);
     } else if (!UUID.test(Buffer.from(value, 'base64url').toString())) fields.add(key);
   }
   return fields;

@@ -56,13 +56,15 @@ export async function studentsTableLock(url: string) {
   await client.connect();
   return {
     client,
-    /** The sessions waiting on a lock, once there is one. */
-    async waiting(): Promise<number[]> {
+    /** The sessions waiting on a lock, once there is one; fails, rather than hangs, when none comes. */
+    async waiting(timeoutMs = 30_000): Promise<number[]> {
+      const deadline = Date.now() + timeoutMs;
       for (;;) {
         const { rows } = await client.query<{ pid: number }>(
           `select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
         );
         if (rows.length > 0) return rows.map(({ pid }) => pid);
+        if (Date.now() > deadline) throw new Error(`no session waited on a lock within ${timeoutMs} ms`);
         await sleep(20);
       }
     },

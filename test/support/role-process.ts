@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { after } from 'node:test';
 
 export interface RoleProcess {
   readonly child: ChildProcess;
@@ -12,6 +13,13 @@ export interface RoleProcess {
 }
 
 const OUTPUT_KEPT_CHARS = 200_000;
+
+// A test that fails before it stops its processes must not leave them holding the test file open (their pipes keep
+// it alive) until the runner times the whole file out, hiding which test failed.
+const running = new Set<ChildProcess>();
+after(() => {
+  for (const child of running) child.kill('SIGKILL');
+});
 
 /** Starts `npm run start:<role>`'s entry point as a real process and waits until it logs its URL. */
 export async function startRole(
@@ -35,7 +43,13 @@ export async function startRole(
   const output = () => chunks.join('');
   child.stdout.setEncoding('utf8').on('data', keep);
   child.stderr.setEncoding('utf8').on('data', keep);
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  running.add(child);
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      running.delete(child);
+      resolve(code);
+    }),
+  );
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${entry} did not start:\n${output()}`)), timeoutMs);
     const onData = () => {

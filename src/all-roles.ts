@@ -26,7 +26,13 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
       const workerHealth = await worker.start();
       webApi = await createWebApiOver(opened, { config, logger });
       const api = await webApi.start();
-      notifications = await createNotifications({ config, logger, bus, registry });
+      notifications = await createNotifications({
+        config,
+        logger,
+        bus,
+        registry,
+        apiPort: Number(new URL(api).port),
+      });
       return { api, pages: await notifications.start(), workerHealth };
     },
     /**

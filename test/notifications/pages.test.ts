@@ -18,10 +18,13 @@ describe('the test pages (all roles embedded)', () => {
   // A client that stays connected tells when a student's notifications have gone out.
   let watcher: ReturnType<typeof sseClient>;
   let browser: Browser;
-  /** A page, in a tab of its own, writing through the webapi; returned once it is connected. */
+  /**
+   * A page, in a tab of its own, writing through the webapi; returned once it is connected. No `?api=`: the pages
+   * find the webapi by themselves, on whatever port it bound (API_PORT is 0 here).
+   */
   const open = async (pageUrl: string) => {
     const page = await browser.newPage();
-    await page.goto(`${pageUrl}?api=${encodeURIComponent(urls.api)}`);
+    await page.goto(pageUrl);
     await page.locator('#status.on').waitFor();
     return page;
   };
@@ -69,6 +72,22 @@ describe('the test pages (all roles embedded)', () => {
       'the two students, each Created and Cached once',
     );
   });
+
+  for (const path of ['/sse-test.html', '/signalr-test.html'])
+    test(`${path}: its buttons create, update and delete through the webapi it finds by itself`, async () => {
+      const page = await open(`${urls.pages}${path}`);
+      assert.equal(await page.locator('#api-url').textContent(), urls.api, 'the port the webapi bound');
+      await page.click('#create');
+      await page.locator('#update:enabled').waitFor();
+      const id = (await page.locator('#student-id').textContent()) ?? '';
+      assert.match(id, /^[0-9a-f-]{36}$/, (await page.locator('#log').textContent()) ?? '');
+      await page.waitForSelector(shown(id, 'StudentCached'));
+      await page.click('#update');
+      await page.waitForSelector(shown(id, 'StudentUpdated'));
+      await page.click('#delete');
+      await page.waitForSelector(shown(id, 'StudentDeleted'));
+      await page.close();
+    });
 
   for (const { path, sameConnection } of [
     { path: '/sse-test.html', sameConnection: false },

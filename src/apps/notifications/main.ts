@@ -45,6 +45,11 @@ export interface NotificationsDeps {
   readonly maxBufferedBytes?: number;
   /** The process's metrics, served at /metrics; a registry of its own by default. */
   readonly registry?: Registry;
+  /**
+   * Where the pages send their writes (the webapi, on this host): API_PORT by default; the port the webapi bound
+   * when one process runs both, which differs when API_PORT is 0.
+   */
+  readonly apiPort?: number;
 }
 
 export async function createNotifications({
@@ -55,6 +60,7 @@ export async function createNotifications({
   prefetch = 50,
   maxBufferedBytes = 1024 * 1024,
   registry = new Registry(),
+  apiPort = config.ports.api,
 }: NotificationsDeps): Promise<Notifications> {
   const log = logger.child({ service: 'notifications' });
   const replay =
@@ -92,7 +98,7 @@ export async function createNotifications({
     logger: log,
   });
   await registerFastifyHub(app, NotificationRoutes.hub, hub);
-  registerPageRoutes(app, { apiPort: config.ports.api });
+  registerPageRoutes(app, { apiPort });
   const instanceId = randomUUID();
   let consumer: NotificationsConsumer | undefined;
 

@@ -79,6 +79,25 @@ describe('the notifications service with CORS_ORIGINS listed', () => {
     assert.match(preflight.headers.get('access-control-allow-methods') ?? '', /\bDELETE\b/);
   });
 
+  test("the hub's paths say truly which methods they take: negotiate POST, the hub GET, POST and DELETE", async () => {
+    for (const [path, methods] of [
+      ['/hubs/notifications/negotiate', 'OPTIONS, POST'],
+      ['/hubs/notifications', 'DELETE, GET, OPTIONS, POST'],
+    ] as const) {
+      assert.equal((await fetch(`${url}${path}`, { method: 'OPTIONS' })).headers.get('allow'), methods, path);
+      for (const method of [
+        'PUT',
+        'PATCH',
+        'HEAD',
+        ...(path.endsWith('negotiate') ? ['GET', 'DELETE'] : []),
+      ]) {
+        const refused = await fetch(`${url}${path}`, { method });
+        assert.equal(refused.status, 405, `${method} ${path}`);
+        assert.equal(refused.headers.get('allow'), methods, `${method} ${path}`);
+      }
+    }
+  });
+
   test('the pages allow connections to the webapi on another origin (CSP connect-src)', async () => {
     const csp = (await fetch(`${url}/sse-test.html`)).headers.get('content-security-policy') ?? '';
     assert.match(csp, /connect-src 'self' http: https:/);

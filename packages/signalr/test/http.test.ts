@@ -42,7 +42,12 @@ test('negotiate v0 omits the token; versions above 1 are capped; a bad version i
   assert.deepEqual(await negotiate('?negotiateVersion=x'), {
     error: "The client requested an invalid protocol version 'x'",
   });
-  assert.equal((await fetch(`${running.url}/negotiate`)).status, 405);
+  const get = await fetch(`${running.url}/negotiate`);
+  assert.equal(get.status, 405);
+  assert.equal(get.headers.get('allow'), 'POST');
+  const put = await fetch(running.url, { method: 'PUT' });
+  assert.equal(put.status, 405);
+  assert.equal(put.headers.get('allow'), 'GET, POST, DELETE');
 });
 
 for (const transport of [

@@ -23,10 +23,16 @@ class HttpFailure extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** A 405's `Allow`: the methods the path does take. */
+    readonly allow?: string,
   ) {
     super(message);
   }
 }
+
+/** The methods each route takes: the hub's transports, and negotiate. */
+export const HUB_METHODS = ['GET', 'POST', 'DELETE'] as const;
+export const NEGOTIATE_METHOD = 'POST';
 
 const MIN_WEBSOCKET_PAYLOAD = 16 * 1024 * 1024;
 
@@ -43,14 +49,14 @@ function bearerToken(req: IncomingMessage, url: URL): string | undefined {
   return url.searchParams.get('access_token') ?? undefined;
 }
 
-function sendText(res: ServerResponse, status: number, text: string): void {
+function sendText(res: ServerResponse, status: number, text: string, allow?: string): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
   const headers: Record<string, string> = { 'Content-Type': 'text/plain; charset=utf-8' };
   if (status === 401) headers['WWW-Authenticate'] = 'Bearer';
-  if (status === 405) headers.Allow = 'GET, POST, DELETE';
+  if (allow !== undefined) headers.Allow = allow;
   res.writeHead(status, headers);
   res.end(text);
 }
@@ -102,10 +108,10 @@ export class HttpDispatcher {
       else if (req.method === 'GET') await this.get(req, res, url);
       else if (req.method === 'POST') await this.post(req, res, url);
       else if (req.method === 'DELETE') await this.delete(req, res, url);
-      else throw new HttpFailure(405, 'Method not allowed.');
+      else throw new HttpFailure(405, 'Method not allowed.', HUB_METHODS.join(', '));
     } catch (error) {
       req.resume();
-      if (error instanceof HttpFailure) sendText(res, error.status, error.message);
+      if (error instanceof HttpFailure) sendText(res, error.status, error.message, error.allow);
       else sendText(res, 500, 'Internal server error.');
     }
   }
@@ -145,7 +151,8 @@ export class HttpDispatcher {
 
   private async negotiate(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     req.resume();
-    if (req.method !== 'POST') throw new HttpFailure(405, 'Negotiate requires POST.');
+    if (req.method !== NEGOTIATE_METHOD)
+      throw new HttpFailure(405, 'Negotiate requires POST.', NEGOTIATE_METHOD);
     const user = await this.authorize(req, url);
     const requested = url.searchParams.get('negotiateVersion');
     if (requested !== null && !/^\d+$/.test(requested)) {

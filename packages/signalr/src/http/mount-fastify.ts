@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { HubServer } from '../hub-server.ts';
-import { HttpDispatcher, type HubRoute } from './dispatcher.ts';
+import { HttpDispatcher, HUB_METHODS, NEGOTIATE_METHOD, type HubRoute } from './dispatcher.ts';
 
 function pathnameOf(req: IncomingMessage): string {
   const raw = req.url ?? '/';
@@ -34,15 +34,13 @@ export async function registerFastifyHub(
     // The dispatcher streams bodies itself (records are parsed as they arrive), so Fastify must not read them.
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
-    const hubRoute = { method: ['GET', 'POST', 'DELETE'], handler: handler('hub') };
+    // Only the methods each route takes (no HEAD either): any other is the app's to answer, like a method any of its
+    // routes does not take, so that what the app says a path takes (`Allow`, OPTIONS) stays true.
+    const hubRoute = { method: [...HUB_METHODS], exposeHeadRoute: false, handler: handler('hub') };
     scope.route({ ...hubRoute, url: path });
     // `${path}/` is the hub too, as on ASP.NET and the node mount; an instance with ignoreTrailingSlash has it already.
     if (!scope.hasRoute({ method: 'GET', url: `${path}/` })) scope.route({ ...hubRoute, url: `${path}/` });
-    scope.route({
-      method: ['GET', 'POST', 'DELETE', 'PUT'],
-      url: `${path}/negotiate`,
-      handler: handler('negotiate'),
-    });
+    scope.route({ method: NEGOTIATE_METHOD, url: `${path}/negotiate`, handler: handler('negotiate') });
   });
   fastify.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     if (dispatcher.route(pathnameOf(req)) === 'hub') void dispatcher.handleUpgrade(req, socket, head);

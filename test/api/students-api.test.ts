@@ -462,6 +462,21 @@ function apiContract(kind: 'pglite' | 'postgres') {
       );
     });
 
+    test('CONNECT, a request for a tunnel, is a 405 problem+json naming what the server takes, not a dropped connection', async () => {
+      const answer = await exchange(
+        new URL(api.url).port,
+        'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n',
+      );
+      const [head = '', body = ''] = answer.split('\r\n\r\n');
+      assert.match(head, /^HTTP\/1.1 405 /);
+      assert.match(head, /\r\nallow: DELETE, GET, HEAD, OPTIONS, POST, PUT\r\n/i);
+      assert.match(head, /content-type: application\/problem\+json/i);
+      assert.deepEqual(
+        (JSON.parse(body) as { errors: { field: string }[] }).errors.map((error) => error.field),
+        ['method'],
+      );
+    });
+
     test('a request the HTTP parser rejects is a problem+json naming the part at fault, and writes nothing', async () => {
       const before = await counts();
       const { port } = new URL(api.url);
@@ -481,7 +496,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.deepEqual(await counts(), before);
     });
 
-    test('a request without Host, with an Expect it cannot meet, or with a compressed body is a problem+json naming the header, and writes nothing', async () => {
+    test('a request without Host or with two, with an Expect it cannot meet, or with a compressed body is a problem+json naming the header, and writes nothing', async () => {
       const before = await counts();
       const { port } = new URL(api.url);
       const body = JSON.stringify(ada);
@@ -490,6 +505,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
         `Content-Length: ${body.length}\r\n\r\n${body}`;
       for (const [request, status, field, extraHeader] of [
         [post(''), 400, 'Host', undefined],
+        [post('Host: x\r\nhost: y\r\n'), 400, 'Host', undefined],
         [post('Host: x\r\nExpect: 200-ok\r\n'), 417, 'Expect', undefined],
         [
           post('Host: x\r\nContent-Encoding: gzip\r\n'),

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import cors from '@fastify/cors';
 import Fastify, {
   LogController,
@@ -16,6 +17,7 @@ import { scan } from 'secure-json-parse';
 import type { Logger } from '../logging/logger.ts';
 import { observeHttp, type HttpObservabilityOptions } from '../observability/http-observability.ts';
 import { trackAllowedMethods } from './allowed-methods.ts';
+import { headerLines } from './header-lines.ts';
 import {
   httpTitle,
   problem,
@@ -23,6 +25,7 @@ import {
   sendErrorProblem,
   sendProblem,
   writeMalformedRequestProblem,
+  writeProblemAndClose,
 } from './problem-details.ts';
 import { withoutAccessToken } from './require-token.ts';
 
@@ -117,6 +120,23 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   app.server.on('checkExpectation', (request, response) => app.server.emit('request', request, response));
   // Before any route is added: every one is mirrored, so a wrong method gets 405 rather than 404.
   const allowedMethods = trackAllowedMethods(app);
+  // Node hands a CONNECT (a request for a tunnel, to a proxy) to 'connect' listeners, never to the app, and drops
+  // the connection unanswered when there is none. This server is no proxy.
+  app.server.on('connect', (request: IncomingMessage, socket: Duplex) => {
+    const allowed = allowedMethods('*').join(', ');
+    writeProblemAndClose(
+      socket,
+      problem({
+        status: 405,
+        title: httpTitle(405),
+        code: 'ROUTE.METHOD_NOT_ALLOWED',
+        detail: `This server is no proxy: it takes no CONNECT, but ${allowed}.`,
+        instance: request.url ?? '',
+        errors: [{ field: 'method', reason: `must be one of ${allowed}` }],
+      }),
+      { allow: allowed },
+    );
+  });
   app.decorateRequest('bodyText', undefined);
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody);
@@ -281,12 +301,14 @@ const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i;
  */
 function refusedUnread(request: FastifyRequest, reply: FastifyReply): boolean {
   const { headers } = request;
-  // Every request passes here: the usual one in a single test, allocating nothing.
-  if (headers.host !== undefined && headers.expect === undefined && headers['content-encoding'] === undefined)
-    return false;
+  // Every request passes here: the usual one in a few tests, allocating nothing.
+  const hostLines = headerLines(request.raw.rawHeaders, 'host');
+  if (hostLines === 1 && headers.expect === undefined && headers['content-encoding'] === undefined) return false;
   const http11 = request.raw.httpVersion === '1.1';
-  if (headers.host === undefined && http11)
+  if (hostLines === 0 && http11)
     return refuse(request, reply, 400, 'REQUEST.INVALID', 'Host', 'is required in an HTTP/1.1 request');
+  // Which one names the server is anybody's guess (RFC 9112 §3.2: a 400, in any version).
+  if (hostLines > 1) return refuse(request, reply, 400, 'REQUEST.INVALID', 'Host', 'must be sent once');
   if (headers.expect !== undefined && http11 && !CONTINUE_EXPECTATION.test(headers.expect))
     return refuse(
       request,

@@ -1,5 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { DependencyUnavailableError, IdempotencyKeyReusedError } from '../../application/errors.ts';
@@ -218,7 +219,8 @@ export function writeMalformedRequestProblem(
     error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
   // llhttp's reason names the exact fault, e.g. "Invalid header value char".
   const reason = error.reason ?? error.message;
-  const body = JSON.stringify(
+  writeProblemAndClose(
+    socket,
     problem({
       status,
       title: httpTitle(status),
@@ -226,10 +228,26 @@ export function writeMalformedRequestProblem(
       detail: `The request is not valid HTTP/1.1: ${reason}.`,
       errors: [{ field: PARSER_ERROR_FIELDS[error.code ?? ''] ?? 'request', reason }],
     }),
+    {},
+    error,
   );
+}
+
+/** Answers on the bare socket, for a request Node gives no response object to, and closes it. */
+export function writeProblemAndClose(
+  socket: Duplex,
+  details: ProblemDetails,
+  headers: Readonly<Record<string, string>> = {},
+  error?: Error,
+): void {
+  const body = JSON.stringify(details);
+  const head = Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
   if (socket.writable)
     socket.write(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json; charset=utf-8\r\n` +
+      `HTTP/1.1 ${details.status} ${STATUS_CODES[details.status]}\r\n${head}` +
+        `Content-Type: application/problem+json; charset=utf-8\r\n` +
         `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
   socket.destroy(error);

@@ -10,6 +10,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from
 import { IdempotencyKeyReusedError } from '../../../application/errors.ts';
 import type { KeyedRequest } from '../../../application/ports/idempotency-keys.ts';
 import type { IdempotencyStore } from '../../../infrastructure/caching/idempotency-store.ts';
+import { headerLines } from '../../../infrastructure/http/header-lines.ts';
 import {
   idempotencyKeyReused,
   invalidRequest,
@@ -71,16 +72,9 @@ function parseKey(header: string): KeyRead {
     : { invalid: `must be 1 to ${MAX_KEY_LENGTH} characters` };
 }
 
-function sentOnce(rawHeaders: readonly string[]): boolean {
-  let lines = 0;
-  for (let index = 0; index < rawHeaders.length; index += 2)
-    if (rawHeaders[index]!.toLowerCase() === 'idempotency-key') lines++;
-  return lines === 1;
-}
-
 function readKey(request: FastifyRequest, header: string | string[]): KeyRead {
   // Node joins repeated header lines into one value with ", ": the raw headers tell them apart.
-  return typeof header === 'string' && sentOnce(request.raw.rawHeaders)
+  return typeof header === 'string' && headerLines(request.raw.rawHeaders, 'idempotency-key') === 1
     ? parseKey(header)
     : { invalid: 'must be sent once' };
 }

@@ -303,7 +303,8 @@ function refusedUnread(request: FastifyRequest, reply: FastifyReply): boolean {
   const { headers } = request;
   // Every request passes here: the usual one in a few tests, allocating nothing.
   const hostLines = headerLines(request.raw.rawHeaders, 'host');
-  if (hostLines === 1 && headers.expect === undefined && headers['content-encoding'] === undefined) return false;
+  if (hostLines === 1 && headers.expect === undefined && headers['content-encoding'] === undefined)
+    return false;
   const http11 = request.raw.httpVersion === '1.1';
   if (hostLines === 0 && http11)
     return refuse(request, reply, 400, 'REQUEST.INVALID', 'Host', 'is required in an HTTP/1.1 request');

@@ -163,9 +163,11 @@ function registerUnder(
     {
       config: {
         idempotency: keyed('/:id'),
-        // No group: a retry gets the first answer even after later writes to the student (the worker's follows every
-        // PUT within milliseconds); dropped with them, the retry would run again and undo them.
-        dedup: { windowSeconds: dedup.putWindowSeconds },
+        // Dropped by any later write to the student: replayed after one, the answer would claim a state the student
+        // no longer has (PUT A, PUT B, PUT A must leave A). That includes the worker's write, which follows every PUT
+        // within milliseconds, so only identical PUTs in flight together are coalesced; Idempotency-Key is what makes
+        // a retry run once.
+        dedup: { windowSeconds: dedup.putWindowSeconds, group: byStudent },
       },
       schema: {
         hide: alias,

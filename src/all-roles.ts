@@ -31,7 +31,8 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
         logger,
         bus,
         registry,
-        apiPort: Number(new URL(api).port),
+        // URL leaves http's default port out: bound to 80, `port` is ''.
+        apiPort: Number(new URL(api).port || 80),
       });
       return { api, pages: await notifications.start(), workerHealth };
     },

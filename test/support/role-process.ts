@@ -15,11 +15,13 @@ export interface RoleProcess {
 const OUTPUT_KEPT_CHARS = 200_000;
 
 // A test that fails before it stops its processes must not leave them holding the test file open (their pipes keep
-// it alive) until the runner times the whole file out, hiding which test failed.
+// it alive) until the runner times the whole file out, hiding which test failed. Only under the test runner: the
+// benchmarks use this module too, and a hook would start node:test's harness in them.
 const running = new Set<ChildProcess>();
-after(() => {
-  for (const child of running) child.kill('SIGKILL');
-});
+if (process.env.NODE_TEST_CONTEXT)
+  after(() => {
+    for (const child of running) child.kill('SIGKILL');
+  });
 
 /** Starts `npm run start:<role>`'s entry point as a real process and waits until it logs its URL. */
 export async function startRole(

@@ -51,6 +51,8 @@ export type ConnectionState = 'handshake' | 'connected' | 'closed';
 
 const GENERIC_CLOSE_ERROR = 'Connection closed with an error.';
 const SLOW_CLIENT_ERROR = 'The client did not keep up with its messages.';
+/** Several of a reading client's Ack periods (about a second each). */
+const ACK_STALL_MS = 5_000;
 const IDLE: Promise<void> = Promise.resolve();
 
 interface PausedReading {
@@ -219,9 +221,8 @@ export class Connection {
             this.heldSince = this.host.now();
           }
           this.held.push(out);
-          // Shared messages, but a broadcast storm would still pile up on a client that acks nothing meanwhile.
+          // Counted for tick(): a broadcast storm piles up on a client that acks nothing meanwhile.
           this.heldBytes += out.bytes(this.protocol).byteLength;
-          if (this.heldBytes > this.host.limits.maxBufferedBytes) this.close(SLOW_CLIENT_ERROR, true);
           return;
         }
         this.stateful.push(out.bytes(this.protocol));
@@ -301,6 +302,12 @@ export class Connection {
     // A live client acks within about a second; one that frees no space for this long is as good as gone.
     if (this.held && now - this.heldSince >= limits.clientTimeoutMs) {
       this.close('The stateful reconnect buffer is full.', true);
+      return;
+    }
+    // More waits for it than an unread socket may hold, and its Acks have freed nothing for a while: not keeping up.
+    // Not at once: a healthy client takes a burst of any size, acking as it reads.
+    if (this.held && this.heldBytes > limits.maxBufferedBytes && now - this.heldSince >= ACK_STALL_MS) {
+      this.close(SLOW_CLIENT_ERROR, true);
       return;
     }
     const ack = this.stateful?.takeAck();

@@ -54,8 +54,8 @@ export interface HubServerOptions {
   readonly allowStatefulReconnect?: boolean;
   /**
    * Unacked outbound bytes kept per stateful connection; past it, sends to it wait for the client's Acks. It is
-   * closed with allowReconnect when no Ack frees space within `clientTimeoutMs`, or when what waits passes
-   * `maxBufferedBytes`. Default 1 MiB.
+   * closed with allowReconnect when no Ack frees space within `clientTimeoutMs`, or within 5 s while what waits
+   * passes `maxBufferedBytes`. Default 1 MiB.
    */
   readonly statefulReconnectBufferSize?: number;
   /** Transports offered by negotiate, in preference order. Default all three. */

@@ -128,8 +128,8 @@ for (const stateful of [false, true])
   test(`a ${stateful ? 'stateful ' : ''}client closed for not keeping up is closed with allowReconnect: automatic reconnect brings it back`, async () => {
     const running = await startHub({
       maxBufferedBytes: 256 * 1024,
-      // A stateful client's sends wait for Acks past its buffer; what waits counts toward the limit too, long
-      // before the client timeout would end the wait.
+      // A stateful client's sends wait for Acks past its buffer; what waits counts toward the limit too, once no Ack
+      // has freed room for a few seconds: long before the client timeout would end the wait.
       ...(stateful ? { statefulReconnectBufferSize: 16 * 1024, clientTimeoutMs: 60_000 } : {}),
     });
     const proxy = await startStallingProxy(running);
@@ -140,10 +140,11 @@ for (const stateful of [false, true])
       const first = client.connectionId;
       proxy.stall();
       const payload = 'x'.repeat(4096);
+      const deadline = Date.now() + 20_000;
       for (let i = 0; running.hub.stats().connections === 1; i++) {
-        assert.ok(i < 20_000, 'the stalled client is closed');
+        assert.ok(Date.now() < deadline, 'the stalled client is closed');
         await running.hub.clients.all.send('notify', i, payload);
-        if (i % 8 === 0) await delay(1);
+        if (i % 8 === 0) await delay(stateful ? 10 : 1);
       }
       proxy.resume();
       assert.equal(
@@ -158,6 +159,25 @@ for (const stateful of [false, true])
       await running.close();
     }
   });
+
+test('a stateful client that reads takes a burst far over the limits in one go, and stays connected', async () => {
+  // The default stateful buffer (1 MiB): a client acks about once a second, so that much a second is what it takes.
+  const running = await startHub({ maxBufferedBytes: 256 * 1024 });
+  const client = buildClient(running.url, { stateful: true });
+  let received = 0;
+  client.on('notify', () => received++);
+  await client.start();
+  try {
+    const total = 12_000; // about 3 MiB: two of them wait for Acks, eight times what may wait unread
+    const payload = 'x'.repeat(256);
+    for (let i = 0; i < total; i++) void running.hub.clients.all.send('notify', i, payload);
+    await eventually(() => received === total, 20_000);
+    assert.equal(client.state, HubConnectionState.Connected);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
 
 test('a server stream to a stateful client that stops reading waits for its Acks: the server holds about one stateful buffer, and every item still arrives in order', async () => {
   const bufferSize = 16 * 1024;

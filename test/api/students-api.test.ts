@@ -470,6 +470,8 @@ function apiContract(kind: 'pglite' | 'postgres') {
       const [head = '', body = ''] = answer.split('\r\n\r\n');
       assert.match(head, /^HTTP\/1.1 405 /);
       assert.match(head, /\r\nallow: DELETE, GET, HEAD, OPTIONS, POST, PUT\r\n/i);
+      assert.match(head, /x-content-type-options: nosniff/i, 'the headers every response carries');
+      assert.match(head, /x-request-id: [0-9a-f-]{36}/i);
       assert.match(head, /content-type: application\/problem\+json/i);
       assert.deepEqual(
         (JSON.parse(body) as { errors: { field: string }[] }).errors.map((error) => error.field),

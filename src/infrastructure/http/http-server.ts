@@ -134,7 +134,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
         instance: request.url ?? '',
         errors: [{ field: 'method', reason: `must be one of ${allowed}` }],
       }),
-      { allow: allowed },
+      { ...API_SECURITY_HEADERS, 'x-request-id': randomUUID(), allow: allowed },
     );
   });
   app.decorateRequest('bodyText', undefined);

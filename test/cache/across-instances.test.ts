@@ -75,6 +75,20 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     assert.equal(read.headers.get('etag'), '"2"');
   });
 
+  test("a PUT via A is replayed to its retry via B; after another PUT via B, A's answer is no longer replayed via A", async () => {
+    const { id } = (await (await create(a)).json()) as { id: string };
+    const ada = { firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' };
+    const first = await putStudent(a, id, ada);
+    assert.equal(first.status, 200);
+    const retried = await putStudent(b, id, ada);
+    assert.equal(retried.headers.get('x-deduplicated'), 'true', 'B replays what A stored in Redis');
+    assert.equal(await retried.text(), await first.text());
+    assert.equal((await putStudent(b, id, { ...ada, firstName: 'Augusta' })).status, 200);
+    const again = await putStudent(a, id, ada);
+    assert.equal(again.headers.get('x-deduplicated'), null, "B's write dropped A's copy too (bus)");
+    assert.equal(again.headers.get('etag'), '"4"');
+  });
+
   test('what B writes reaches Redis (L2) and drops the copy in A (bus): A reads it without the database', async () => {
     const { id } = (await (await create(b)).json()) as { id: string };
     const redis = new Redis(REDIS_URL);
@@ -117,15 +131,16 @@ describe('cache, deduplication and idempotency across instances', requirements, 
       const about = () => heard.filter((message) => message.includes(id));
       assert.deepEqual(about(), [], 'nothing was published about the new student');
 
-      // An update is announced (bentocache's bus and the invalidation channel): what the check above would see.
+      // An update is announced (bentocache's bus, and the invalidation channel for the student's GETs and for its
+      // PUTs' stored answers): what the check above would see.
       const put = await putStudent(b, id, {
         firstName: 'Annie',
         lastName: 'Easley',
         email: 'ae@example.com',
       });
       assert.equal(put.status, 200);
-      for (let waited = 0; about().length < 2 && waited < 2_000; waited += 20) await sleep(20);
-      assert.equal(about().length, 2, `heard: ${about().join(' | ')}`);
+      for (let waited = 0; about().length < 3 && waited < 2_000; waited += 20) await sleep(20);
+      assert.equal(about().length, 3, `heard: ${about().join(' | ')}`);
     } finally {
       listener.disconnect();
     }

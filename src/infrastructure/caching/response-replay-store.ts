@@ -123,6 +123,14 @@ export class ResponseReplayStore {
     });
   }
 
+  /**
+   * Drops what `group` holds, here at once and then on every instance, as of `at`: what was stored from before it is
+   * stale. Throws DependencyUnavailableError when Redis is down (this instance has dropped it already).
+   */
+  invalidate(group: string, at: number): Promise<void> {
+    return this.#invalidations.invalidate(group, at);
+  }
+
   /** Whether a state of `group` read at `readAt` is still current: nothing wrote to it (or went unheard) since. */
   isCurrent(group: string, readAt: number): boolean {
     return readAt >= this.#invalidations.invalidatedAt(group) && readAt >= this.#connection.staleBefore;

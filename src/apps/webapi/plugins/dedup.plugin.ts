@@ -26,6 +26,8 @@ export interface DedupRouteOptions {
   readonly windowSeconds: number;
   /** What the response shows (a student id): a write to it drops the stored response. */
   readonly group?: (request: FastifyRequest) => string;
+  /** A group whose stored responses a success of this route makes stale, on every instance, before it is answered. */
+  readonly invalidates?: (request: FastifyRequest) => string;
 }
 
 declare module 'fastify' {
@@ -115,12 +117,36 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     void stored.finally(() => inFlight.get(leader.key) === leader.flight && inFlight.delete(leader.key));
   };
 
-  async function follow(flight: Flight, reply: FastifyReply): Promise<void> {
+  /** Requests of `invalidates` routes whose handler runs: no replay (of either plugin) answered them. */
+  const writing = new WeakSet<FastifyRequest>();
+  const markWriting = (request: FastifyRequest, _reply: FastifyReply, done: () => void) => {
+    writing.add(request);
+    done();
+  };
+  /** After a successful write, before its answer goes out: a request sent after the answer finds `group` stale. */
+  const invalidating =
+    (groupOf: (request: FastifyRequest) => string) =>
+    (
+      request: FastifyRequest,
+      reply: FastifyReply,
+      payload: unknown,
+      done: (error: null, payload: unknown) => void,
+    ) => {
+      if (!writing.has(request) || reply.statusCode >= 300) return done(null, payload);
+      store
+        .invalidate(groupOf(request), Date.now())
+        // Dropped here already; elsewhere it goes with the window, or with the recovery once Redis is back.
+        .catch((error: unknown) => request.log.warn({ err: error }, 'deduplicated responses not dropped'))
+        .finally(() => done(null, payload));
+    };
+
+  /** Whether it answered: false when the leader failed (5xx), and this request should run itself. */
+  async function follow(flight: Flight, reply: FastifyReply): Promise<boolean> {
     const response = await flight.response;
-    // The leader failed (5xx): run this request itself rather than share the failure.
-    if (!response) return;
+    if (!response) return false;
     hits.coalesced.inc();
     replay(reply, response);
+    return true;
   }
 
   async function lead(
@@ -129,7 +155,7 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     key: string,
     group: string,
     windowMs: number,
-  ) {
+  ): Promise<boolean> {
     let resolve!: (response: StoredResponse | undefined) => void;
     const flight: Flight = {
       response: new Promise((done) => (resolve = done)),
@@ -138,19 +164,24 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     };
     inFlight.set(key, flight);
     leaders.set(request, { key, flight, windowMs, settle: resolve });
-    if (!store.available) return;
+    if (!store.available) return false;
     // Another instance may have answered it already.
     const shared = await store.get(group, key).catch(() => undefined);
-    if (!shared) return;
+    if (!shared) return false;
     leaders.delete(request);
     if (inFlight.get(key) === flight) inFlight.delete(key);
     resolve(shared);
     hits.replayed.inc();
     replay(reply, shared);
+    return true;
   }
 
   app.addHook('onRoute', (route: RouteOptions) => {
     const options = route.config?.dedup;
+    if (options?.invalidates) {
+      route.preHandler = [...hooksOf(route.preHandler), markWriting];
+      route.onSend = [...hooksOf(route.onSend), invalidating(options.invalidates)];
+    }
     if (!options || options.windowSeconds <= 0) return;
     const windowMs = options.windowSeconds * 1_000;
     const groupOf = options.group;
@@ -165,7 +196,8 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
       // Only a read that began after the last write to what it shows: a request sent after a write's answer
       // must see that write.
       if (flight && store.isCurrent(flight.group, flight.startedAt))
-        return void follow(flight, reply).then(() => reply.sent || done(), done);
+        // Whether it answered, not `reply.sent`: with an async onSend hook on the route, a reply is sent later.
+        return void follow(flight, reply).then((answered) => answered || done(), done);
       const group = groupOf ? groupOf(request) : key;
       // The hot path: a local copy is replayed synchronously.
       const local = store.available ? store.peek(group, key) : undefined;
@@ -173,7 +205,7 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
         hits.replayed.inc();
         return replay(reply, local);
       }
-      void lead(request, reply, key, group, windowMs).then(() => reply.sent || done(), done);
+      void lead(request, reply, key, group, windowMs).then((answered) => answered || done(), done);
     };
     const onSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: () => void) => {
       if (leaders.has(request))

@@ -39,6 +39,12 @@ const actorOf = (request: FastifyRequest) => request.caller?.subject ?? 'anonymo
 /** Deduplicated responses are grouped by student, so a write to one drops them (see BentoStudentCache). */
 // Read before validation (a replay needs none), so in the case the params schema stores ids in.
 const byStudent = (request: FastifyRequest) => (request.params as { id: string }).id.toLowerCase();
+/**
+ * A PUT's stored answer: dropped by the webapi's own writes to the student, not by the worker's, which follows every
+ * PUT within milliseconds. Replayed after another PUT or a DELETE, it would claim a state the student no longer has
+ * (PUT A, PUT B, PUT A must leave A); after the worker's `updates += 1`, it is the answer a retry should get.
+ */
+const byStudentApiWrites = (request: FastifyRequest) => `${byStudent(request)}:api-writes`;
 
 /** Registers the student routes under the canonical plural path and the original's singular alias. */
 export function registerStudentRoutes(
@@ -163,11 +169,11 @@ function registerUnder(
     {
       config: {
         idempotency: keyed('/:id'),
-        // Dropped by any later write to the student: replayed after one, the answer would claim a state the student
-        // no longer has (PUT A, PUT B, PUT A must leave A). That includes the worker's write, which follows every PUT
-        // within milliseconds, so only identical PUTs in flight together are coalesced; Idempotency-Key is what makes
-        // a retry run once.
-        dedup: { windowSeconds: dedup.putWindowSeconds, group: byStudent },
+        dedup: {
+          windowSeconds: dedup.putWindowSeconds,
+          group: byStudentApiWrites,
+          invalidates: byStudentApiWrites,
+        },
       },
       schema: {
         hide: alias,
@@ -198,7 +204,7 @@ function registerUnder(
   typed.delete(
     `${base}/:id`,
     {
-      config: { idempotency: keyed('/:id') },
+      config: { idempotency: keyed('/:id'), dedup: { windowSeconds: 0, invalidates: byStudentApiWrites } },
       schema: {
         hide: alias,
         tags,

@@ -4,17 +4,13 @@ import { z } from 'zod';
 import { MAX_WORKER_PARTITIONS } from './contracts/messaging.ts';
 import type { ResilienceOptions } from './infrastructure/resilience/resilience-policy.ts';
 
-// An empty value (a bare `API_PORT=` line in .env) is unset, not 0: coerced, '' would be "any free port".
 const port = (fallback: number) =>
-  z.preprocess(
-    (value) => (value === '' ? undefined : value),
-    z.coerce
-      .number({ error: 'must be an integer from 0 to 65535 (0 = any free port)' })
-      .int('must be an integer from 0 to 65535 (0 = any free port)')
-      .min(0, 'must be an integer from 0 to 65535 (0 = any free port)')
-      .max(65_535, 'must be an integer from 0 to 65535 (0 = any free port)')
-      .default(fallback),
-  );
+  z.coerce
+    .number({ error: 'must be an integer from 0 to 65535 (0 = any free port)' })
+    .int('must be an integer from 0 to 65535 (0 = any free port)')
+    .min(0, 'must be an integer from 0 to 65535 (0 = any free port)')
+    .max(65_535, 'must be an integer from 0 to 65535 (0 = any free port)')
+    .default(fallback);
 
 const urlWithScheme = (schemes: readonly string[], hint: string) =>
   z.string().refine((value) => {
@@ -40,10 +36,7 @@ const milliseconds = (fallback: number) =>
     .positive('must be a whole, positive number of milliseconds')
     .default(fallback);
 
-const optionalNonEmpty = z
-  .string()
-  .optional()
-  .transform((value) => (value === '' ? undefined : value));
+const otlpProtocol = z.enum(['http/protobuf', 'http/json'], { error: 'must be http/protobuf or http/json' });
 
 const ConfigSchema = z.object({
   DATABASE_URL: urlWithScheme(
@@ -80,27 +73,32 @@ const ConfigSchema = z.object({
     })
     .default('info'),
   LOG_FORMAT: z.enum(['json', 'pretty'], { error: 'must be json or pretty' }).optional(),
-  SEQ_URL: optionalNonEmpty,
-  SEQ_API_KEY: optionalNonEmpty,
-  OTEL_EXPORTER_OTLP_ENDPOINT: optionalNonEmpty.pipe(
-    urlWithScheme(
-      ['http:', 'https:'],
-      'must be the base URL of an OTLP/HTTP receiver, e.g. http://collector:4318',
-    ).optional(),
-  ),
-  OTEL_EXPORTER_OTLP_PROTOCOL: z
-    .enum(['http/protobuf', 'http/json'], { error: 'must be http/protobuf or http/json' })
-    .default('http/protobuf'),
-  AUTH_JWT_SECRET: optionalNonEmpty.refine(
-    (value) => value === undefined || value.length >= 32,
-    'must be at least 32 characters (HS256 wants a 256-bit key)',
-  ),
-  AUTH_JWKS_URL: optionalNonEmpty.refine(
-    (value) => value === undefined || /^https?:$/.test(URL.parse(value)?.protocol ?? ''),
-    'must be an http(s) URL of a JSON Web Key Set',
-  ),
-  AUTH_ISSUER: optionalNonEmpty,
-  AUTH_AUDIENCE: optionalNonEmpty,
+  SEQ_URL: z.string().optional(),
+  SEQ_API_KEY: z.string().optional(),
+  OTEL_EXPORTER_OTLP_ENDPOINT: urlWithScheme(
+    ['http:', 'https:'],
+    'must be the base URL of an OTLP/HTTP receiver, e.g. http://collector:4318',
+  ).optional(),
+  // The signal-specific variables win over the general ones, as the OTLP exporter spec says.
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: urlWithScheme(
+    ['http:', 'https:'],
+    'must be the full URL traces are sent to, e.g. http://collector:4318/v1/traces',
+  ).optional(),
+  OTEL_EXPORTER_OTLP_PROTOCOL: otlpProtocol.default('http/protobuf'),
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: otlpProtocol.optional(),
+  AUTH_JWT_SECRET: z
+    .string()
+    .min(32, 'must be at least 32 characters (HS256 wants a 256-bit key)')
+    .optional(),
+  AUTH_JWKS_URL: z
+    .string()
+    .refine(
+      (value) => /^https?:$/.test(URL.parse(value)?.protocol ?? ''),
+      'must be an http(s) URL of a JSON Web Key Set',
+    )
+    .optional(),
+  AUTH_ISSUER: z.string().optional(),
+  AUTH_AUDIENCE: z.string().optional(),
   RATE_LIMIT_WRITES_PER_MINUTE: z.coerce
     .number({ error: 'must be a whole number, 0 or more (0 = no limit)' })
     .int('must be a whole number, 0 or more (0 = no limit)')
@@ -161,6 +159,9 @@ const ConfigSchema = z.object({
     ),
 });
 
+/** Every environment variable the configuration reads. */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(ConfigSchema.shape);
+
 export interface Config {
   readonly databaseUrl: string;
   readonly amqpUrl: string;
@@ -197,7 +198,10 @@ export interface Config {
   readonly maxHeaderBytes: number;
   /** OpenTelemetry traces go to the OTLP receiver when an endpoint is set; without one nothing is recorded. */
   readonly tracing: {
+    /** Base URL of the receiver: traces go to `…/v1/traces`. */
     readonly otlpEndpoint?: string;
+    /** The URL traces go to, as is; wins over `otlpEndpoint`. */
+    readonly otlpTracesEndpoint?: string;
     readonly otlpProtocol: 'http/protobuf' | 'http/json';
   };
   readonly cache: {
@@ -237,7 +241,9 @@ export class ConfigError extends Error {
 
 /** Validates an environment; throws ConfigError naming every bad variable and what it accepts. */
 export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty = false): Config {
-  const parsed = ConfigSchema.safeParse(env);
+  // A bare `NAME=` line in .env is unset, so its default applies: only a written value (such as 0) turns a feature off.
+  const written = Object.fromEntries(Object.entries(env).filter(([, value]) => (value ?? '').trim() !== ''));
+  const parsed = ConfigSchema.safeParse(written);
   if (!parsed.success) {
     throw new ConfigError(
       parsed.error.issues.map((issue) => {
@@ -277,7 +283,10 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
     },
     tracing: {
       ...(c.OTEL_EXPORTER_OTLP_ENDPOINT ? { otlpEndpoint: c.OTEL_EXPORTER_OTLP_ENDPOINT } : {}),
-      otlpProtocol: c.OTEL_EXPORTER_OTLP_PROTOCOL,
+      ...(c.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+        ? { otlpTracesEndpoint: c.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT }
+        : {}),
+      otlpProtocol: c.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? c.OTEL_EXPORTER_OTLP_PROTOCOL,
     },
     rateLimit: { writesPerMinute: c.RATE_LIMIT_WRITES_PER_MINUTE },
     maxHeaderBytes: c.HTTP_MAX_HEADER_BYTES,

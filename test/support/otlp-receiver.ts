@@ -1,5 +1,5 @@
 // An OTLP/HTTP trace receiver for tests: the roles export to it with their real OTLP exporter (JSON encoding),
-// and it keeps every span it is sent, flattened with the service that sent it.
+// and it keeps every span it is sent, flattened with the resource that sent it.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
@@ -9,6 +9,8 @@ export const SpanKinds = { internal: 1, server: 2, client: 3, producer: 4, consu
 
 export interface ReceivedSpan {
   readonly service: string;
+  /** The sender's resource attributes, `service.name` among them. */
+  readonly resource: Readonly<Record<string, string | number | boolean>>;
   readonly name: string;
   readonly kind: number;
   readonly traceId: string;
@@ -67,7 +69,8 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
       requests.push({ path: request.url ?? '', contentType: request.headers['content-type'] });
       let body = Buffer.concat(chunks);
       if (request.headers['content-encoding'] === 'gzip') body = gunzipSync(body);
-      if (request.url === '/v1/traces' && request.headers['content-type'] === 'application/json')
+      // On any path: a role given OTEL_EXPORTER_OTLP_TRACES_ENDPOINT sends to that URL as is.
+      if (request.headers['content-type'] === 'application/json')
         spans.push(...flatten(JSON.parse(body.toString('utf8')) as OtlpExport));
       response.writeHead(200, { 'content-type': 'application/json' }).end('{}');
     });
@@ -84,10 +87,12 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
 
 function flatten(exported: OtlpExport): ReceivedSpan[] {
   return (exported.resourceSpans ?? []).flatMap((resourceSpans) => {
-    const service = String(attributes(resourceSpans.resource?.attributes)['service.name'] ?? '');
+    const resource = attributes(resourceSpans.resource?.attributes);
+    const service = String(resource['service.name'] ?? '');
     return (resourceSpans.scopeSpans ?? []).flatMap((scope) =>
       (scope.spans ?? []).map((span) => ({
         service,
+        resource,
         name: span.name,
         kind: span.kind,
         traceId: span.traceId,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ConfigError, parseConfig } from '../../src/config.ts';
+import { CONFIG_VARIABLES, ConfigError, parseConfig } from '../../src/config.ts';
 
 describe('configuration', () => {
   test('with nothing set, everything runs embedded on the default ports', () => {
@@ -48,6 +48,32 @@ describe('configuration', () => {
     assert.throws(() => parseConfig({ AMQP_URL: 'kafka://x' }), /AMQP_URL: must be memory: or amqp:/);
   });
 
+  test('an empty value (a bare NAME= line in .env) is unset for every variable: its default applies', () => {
+    assert.ok(CONFIG_VARIABLES.includes('CACHE_TTL_SECONDS') && CONFIG_VARIABLES.length > 40);
+    const defaults = parseConfig({});
+    for (const empty of ['', '  '])
+      assert.deepEqual(
+        parseConfig(Object.fromEntries(CONFIG_VARIABLES.map((name) => [name, empty]))),
+        defaults,
+        JSON.stringify(empty),
+      );
+  });
+
+  test('an empty value neither switches a feature off nor stops start-up: only a written 0 switches off', () => {
+    assert.equal(parseConfig({ RATE_LIMIT_WRITES_PER_MINUTE: '' }).rateLimit.writesPerMinute, 10_000);
+    assert.equal(parseConfig({ RATE_LIMIT_WRITES_PER_MINUTE: '0' }).rateLimit.writesPerMinute, 0);
+    assert.deepEqual(parseConfig({ DEDUP_GET_WINDOW_SECONDS: '', DEDUP_PUT_WINDOW_SECONDS: '' }).dedup, {
+      getWindowSeconds: 30,
+      putWindowSeconds: 5,
+    });
+    assert.deepEqual(parseConfig({ DEDUP_GET_WINDOW_SECONDS: '0', DEDUP_PUT_WINDOW_SECONDS: '0' }).dedup, {
+      getWindowSeconds: 0,
+      putWindowSeconds: 0,
+    });
+    assert.deepEqual(parseConfig({ CORS_ORIGINS: '' }).corsOrigins, ['*']);
+    assert.equal(parseConfig({ CACHE_TTL_SECONDS: '' }).cache.ttlSeconds, 900);
+  });
+
   test('an empty port (a bare API_PORT= line) is unset: the default port, not any free one', () => {
     assert.deepEqual(parseConfig({ API_PORT: '', NOTIFICATIONS_PORT: '', WORKER_PORT: '' }).ports, {
       api: 5000,
@@ -80,6 +106,48 @@ describe('configuration', () => {
         assert.match(
           error.message,
           /OTEL_EXPORTER_OTLP_PROTOCOL: must be http\/protobuf or http\/json \(got "grpc"\)/,
+        );
+        return true;
+      },
+    );
+  });
+
+  test('the traces-specific OTLP endpoint and protocol win over the general ones, and turn tracing on alone', () => {
+    assert.deepEqual(
+      parseConfig({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://traces:4318/custom',
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+      }).tracing,
+      {
+        otlpEndpoint: 'http://collector:4318',
+        otlpTracesEndpoint: 'http://traces:4318/custom',
+        otlpProtocol: 'http/json',
+      },
+    );
+    assert.deepEqual(
+      parseConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://traces:4318/v1/traces' }).tracing,
+      {
+        otlpTracesEndpoint: 'http://traces:4318/v1/traces',
+        otlpProtocol: 'http/protobuf',
+      },
+    );
+    assert.throws(
+      () =>
+        parseConfig({
+          OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'traces:4317',
+          OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'grpc',
+        }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(
+          error.message,
+          /OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: must be the full URL traces are sent to/,
+        );
+        assert.match(
+          error.message,
+          /OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: must be http\/protobuf or http\/json/,
         );
         return true;
       },
@@ -120,7 +188,7 @@ describe('configuration', () => {
     assert.equal(parseConfig({}).worker.partitions, 1);
     assert.equal(parseConfig({ WORKER_PARTITIONS: '4' }).worker.partitions, 4);
     assert.equal(parseConfig({ WORKER_PARTITIONS: '64' }).worker.partitions, 64);
-    for (const bad of ['0', '65', '2.5', 'four', '-1', ''])
+    for (const bad of ['0', '65', '2.5', 'four', '-1'])
       assert.throws(
         () => parseConfig({ WORKER_PARTITIONS: bad }),
         new RegExp(

@@ -16,13 +16,20 @@ import {
 import { setGlobalErrorHandler } from '@opentelemetry/core';
 import { OTLPTraceExporter as OtlpJsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as OtlpProtobufTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
-import { resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  defaultResource,
+  detectResources,
+  envDetector,
+  resourceFromAttributes,
+} from '@opentelemetry/resources';
 import { BatchSpanProcessor, NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import type { Logger } from '../logging/logger.ts';
 
 export interface TracingSettings {
-  /** Base URL of an OTLP/HTTP receiver (`…/v1/traces` is appended, as the OTLP spec says); unset = off. */
+  /** Base URL of an OTLP/HTTP receiver (`…/v1/traces` is appended, as the OTLP spec says). */
   readonly otlpEndpoint?: string;
+  /** The URL traces are sent to, used as is; wins over `otlpEndpoint`. With neither, tracing is off. */
+  readonly otlpTracesEndpoint?: string;
   readonly otlpProtocol: 'http/protobuf' | 'http/json';
 }
 
@@ -39,7 +46,10 @@ const SERVICE_NAMESPACE = 'the-background-experience';
  * an AsyncLocalStorage context manager. One per process; `serviceName` names the role(s) it runs.
  */
 export function startTracing(settings: TracingSettings, serviceName: string, logger: Logger): Tracing {
-  if (!settings.otlpEndpoint) return { enabled: false, shutdown: async () => {} };
+  const url =
+    settings.otlpTracesEndpoint ??
+    (settings.otlpEndpoint && new URL('v1/traces', settings.otlpEndpoint.replace(/\/?$/, '/')).href);
+  if (!url) return { enabled: false, shutdown: async () => {} };
   const log = logger.child({ component: 'tracing' });
   // The SDK's own trouble (a receiver that is down, after its retries) is logged and never reaches the
   // application; outside any span, or the line would carry the trace of whatever request was running.
@@ -55,17 +65,22 @@ export function startTracing(settings: TracingSettings, serviceName: string, log
     },
     DiagLogLevel.WARN,
   );
-  const url = new URL('v1/traces', settings.otlpEndpoint.replace(/\/?$/, '/')).href;
   const exporter =
     settings.otlpProtocol === 'http/json'
       ? new OtlpJsonTraceExporter({ url })
       : new OtlpProtobufTraceExporter({ url });
   const provider = new NodeTracerProvider({
-    resource: resourceFromAttributes({
-      'service.name': serviceName,
-      'service.namespace': SERVICE_NAMESPACE,
-      'service.instance.id': `${serviceName}-${process.pid}`,
-    }),
+    // The SDK's attributes, ours, then the environment's (OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME): each wins
+    // over the one before, so an operator can rename a role.
+    resource: defaultResource()
+      .merge(
+        resourceFromAttributes({
+          'service.name': serviceName,
+          'service.namespace': SERVICE_NAMESPACE,
+          'service.instance.id': `${serviceName}-${process.pid}`,
+        }),
+      )
+      .merge(detectResources({ detectors: [envDetector] })),
     spanProcessors: [new BatchSpanProcessor(exporter)],
   });
   provider.register();

@@ -11,6 +11,7 @@ import {
   type NewReplayLogEntry,
   type ReplayLog,
   type ReplayLogEntry,
+  type ReplayLogTailListener,
 } from '../../src/application/ports/replay-log.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { RedisStreamReplayLog } from '../../src/infrastructure/replay-log/redis-stream-replay-log.ts';
@@ -29,6 +30,14 @@ async function until(condition: () => boolean, what: string, timeoutMs = 10_000)
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/** A tail listener collecting entries, for tails that must miss nothing. */
+function tailInto(seen: ReplayLogEntry[]): ReplayLogTailListener {
+  return {
+    entries: (entries) => void seen.push(...entries),
+    missed: (retention) => assert.fail(`the tail missed entries through ${retention.trimmedThrough}`),
+  };
 }
 
 function replayLogContract(open: (maxEntries: number) => Promise<ReplayLog>) {
@@ -69,7 +78,8 @@ function replayLogContract(open: (maxEntries: number) => Promise<ReplayLog>) {
     const log = await writable();
     const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
     const tailed: ReplayLogEntry[] = [];
-    const tail = log.tail((await log.retention()).lastId, (entries) => tailed.push(...entries));
+    const { lastId, trimmedThrough } = await log.retention();
+    const tail = log.tail(laterLogId(lastId, trimmedThrough), tailInto(tailed));
     try {
       await log.append({ ...entry(1), traceparent }, WRITER);
       await log.append(entry(2), WRITER);
@@ -160,7 +170,7 @@ function replayLogContract(open: (maxEntries: number) => Promise<ReplayLog>) {
     const before = (await log.append(entry(0), WRITER)).id;
     const early = (await log.append(entry(1), WRITER)).id;
     const seen: ReplayLogEntry[] = [];
-    const tail = log.tail(before, (entries) => seen.push(...entries));
+    const tail = log.tail(before, tailInto(seen));
     try {
       const later: string[] = [];
       for (let n = 2; n < 40; n++) later.push((await log.append(entry(n), WRITER)).id);
@@ -177,6 +187,27 @@ function replayLogContract(open: (maxEntries: number) => Promise<ReplayLog>) {
     await log.append(entry(99), WRITER);
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(seen.length, afterClose, 'a closed tail gets nothing more');
+  });
+
+  test('a tail whose start id the log trimmed is told it missed entries, once, before the entries kept after it', async () => {
+    const log = await writable(3);
+    const start = (await log.append(entry(0), WRITER)).id;
+    const appended: string[] = [];
+    for (let n = 1; n <= 5; n++) appended.push((await log.append(entry(n), WRITER)).id);
+    const events: string[] = [];
+    const tail = log.tail(start, {
+      entries: (entries) => void events.push(...entries.map((e) => e.id)),
+      missed: (retention) => void events.push(`missed through ${retention.trimmedThrough}`),
+    });
+    try {
+      await until(() => events.length >= 4, 'the gap and the three kept entries');
+      const later = (await log.append(entry(6), WRITER)).id;
+      await until(() => events.length >= 5, 'the entry appended later');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.deepEqual(events, [`missed through ${appended[1]}`, ...appended.slice(2), later]);
+    } finally {
+      await tail.close();
+    }
   });
 }
 

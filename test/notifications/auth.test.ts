@@ -66,6 +66,14 @@ describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
     );
   });
 
+  test('a stream refused for a bad query does not echo the token it was sent in the query', async () => {
+    const response = await fetch(`${url}/api/notifications/stream?access_token=${reader}&types=Nope`);
+    assert.equal(response.status, 400);
+    const body = await response.text();
+    assert.equal(body.includes(reader), false, body);
+    assert.match(body, /access_token=\[redacted\]&types=Nope/);
+  });
+
   test('an expired or forged token is 401 on the stream; a token without a known role is 403', async () => {
     const expired = await tokenFor('reader', { expires: '-1m' });
     const forged = await tokenFor('reader', { secret: 'not-the-secret-of-this-service-at-all' });

@@ -41,6 +41,17 @@ export interface ReplayLogTail {
   close(): Promise<void>;
 }
 
+/** What a tail hands on, in order. */
+export interface ReplayLogTailListener {
+  /** Entries appended after the tail's position. */
+  entries(entries: readonly ReplayLogEntry[]): void;
+  /**
+   * Entries after the tail's position left the log before it could read them (it was cut off from the log for longer
+   * than the log keeps them, or the log was lost): its readers missed them. The entries that follow come after.
+   */
+  missed(retention: ReplayLogRetention): void;
+}
+
 export interface ReplayLogStatus {
   readonly connected: boolean;
   readonly adapter: string;
@@ -66,8 +77,8 @@ export interface ReplayLog {
   releaseWriter(writerId: string): Promise<void>;
   /** Up to `limit` entries after `afterId`, oldest first. */
   readAfter(afterId: string, limit: number): Promise<readonly ReplayLogEntry[]>;
-  /** Calls `onEntries` with every entry appended after `afterId`, in order, until closed. */
-  tail(afterId: string, onEntries: (entries: readonly ReplayLogEntry[]) => void): ReplayLogTail;
+  /** Hands every entry appended after `afterId` to `listener`, in order, until closed; or says it missed some. */
+  tail(afterId: string, listener: ReplayLogTailListener): ReplayLogTail;
   /**
    * What the log holds. A log that has no entries yet has already begun (`trimmedThrough` names where): the
    * position a reader is given for it is not older than the log once its first entry arrives.

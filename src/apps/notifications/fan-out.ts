@@ -37,7 +37,12 @@ export interface Resuming {
   unsubscribe(): void;
 }
 
-export type EntryListener = (entry: ReplayLogEntry) => void;
+/** A client transport's receiver of tailed entries. */
+export interface FanOutListener {
+  receive(entry: ReplayLogEntry): void;
+  /** The tail missed entries (ReplayLogTailListener.missed): readers that can be told to reload are told here. */
+  missed?(retention: ReplayLogRetention): void;
+}
 
 /** How the clients of this instance are reached: each SSE stream, or the SignalR hub. */
 export type PushTransport = 'sse' | 'signalr';
@@ -56,7 +61,7 @@ export type PushObserver = (transport: PushTransport, entry: ReplayLogEntry, pus
 export class LogFanOut {
   readonly #log: ReplayLog;
   readonly #observe: PushObserver;
-  readonly #listeners: Record<PushTransport, Set<EntryListener>> = { sse: new Set(), signalr: new Set() };
+  readonly #listeners: Record<PushTransport, Set<FanOutListener>> = { sse: new Set(), signalr: new Set() };
   #tail: ReplayLogTail | undefined;
   /** The newest entry handed to listeners. */
   #position = '0-0';
@@ -74,22 +79,28 @@ export class LogFanOut {
     const { lastId, trimmedThrough } = await this.#log.retention();
     // An empty log that begins later than 0-0 (a new memory ring): a reader starting from 0-0 would look trimmed.
     this.#position = laterLogId(lastId, trimmedThrough);
-    this.#tail = this.#log.tail(this.#position, (entries) => {
-      for (const entry of entries) {
-        this.#position = entry.id;
-        for (const transport of PUSH_TRANSPORTS) {
-          const listeners = this.#listeners[transport];
-          if (listeners.size === 0) continue;
-          this.#observe(transport, entry, () => {
-            for (const listener of listeners) listener(entry);
-          });
+    this.#tail = this.#log.tail(this.#position, {
+      entries: (entries) => {
+        for (const entry of entries) {
+          this.#position = entry.id;
+          for (const transport of PUSH_TRANSPORTS) {
+            const listeners = this.#listeners[transport];
+            if (listeners.size === 0) continue;
+            this.#observe(transport, entry, () => {
+              for (const listener of listeners) listener.receive(entry);
+            });
+          }
         }
-      }
+      },
+      missed: (retention) => {
+        for (const listeners of Object.values(this.#listeners))
+          for (const listener of listeners) listener.missed?.(retention);
+      },
     });
   }
 
   /** Entries tailed from now on, for the clients of `transport`; returns the unsubscribe function. */
-  subscribe(transport: PushTransport, listener: EntryListener): () => void {
+  subscribe(transport: PushTransport, listener: FanOutListener): () => void {
     this.#listeners[transport].add(listener);
     return () => this.#listeners[transport].delete(listener);
   }
@@ -116,7 +127,7 @@ export class LogFanOut {
  * connection, and under tsx every named closure also carries a 256-byte property dictionary (esbuild's keepNames
  * redefines its `name`).
  */
-class Resumption implements Resuming {
+class Resumption implements Resuming, FanOutListener {
   readonly caughtUp: Promise<void>;
   #cursor: string;
   #pending: ReplayLogEntry[] | undefined = [];
@@ -138,7 +149,7 @@ class Resumption implements Resuming {
     this.#reader = reader;
     this.#limits = limits;
     // Subscribed before reading: whatever is appended meanwhile is either read or queued.
-    this.#unsubscribeLive = live.subscribe('sse', (entry) => this.receive(entry));
+    this.#unsubscribeLive = live.subscribe('sse', this);
     this.caughtUp = this.#catchUp(log, live);
   }
 
@@ -160,6 +171,13 @@ class Resumption implements Resuming {
       this.unsubscribe();
       this.#reader.overflowed(this.#queuedBytes);
     }
+  }
+
+  /** The live tail lost entries this reader had not had: it is told to reload, and gets what follows. */
+  missed(retention: ReplayLogRetention): void {
+    if (this.#stopped || compareLogIds(this.#cursor, retention.trimmedThrough) >= 0) return;
+    this.#cursor = retention.trimmedThrough;
+    void this.#reader.fellBehind(this.#cursor, retention);
   }
 
   async #catchUp(log: ReplayLog, live: LogFanOut): Promise<void> {

@@ -132,7 +132,7 @@ export async function createNotifications({
   return {
     async start() {
       await bus.declareTopology(messagingTopology(config.worker.partitions));
-      fanOut.subscribe('signalr', (entry) => sendToHub(hub, entry, log));
+      fanOut.subscribe('signalr', { receive: (entry) => sendToHub(hub, entry, log) });
       await fanOut.start();
       consumer = await consumeNotifications({
         bus,

@@ -12,7 +12,7 @@ import {
 import { NotificationRoutes, SseEvents, type ConnectedMessage } from '../../contracts/notifications.ts';
 import { NotificationEventTypes } from '../../contracts/students.ts';
 import type { TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
-import { requireToken } from '../../infrastructure/http/require-token.ts';
+import { requireToken, withoutAccessToken } from '../../infrastructure/http/require-token.ts';
 import type { HttpServer } from '../../infrastructure/http/http-server.ts';
 import { invalidRequest, sendProblem } from '../../infrastructure/http/problem-details.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
@@ -64,8 +64,11 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     for (const stream of streams) stream.write(`${stream.takeSkippedFrame()}: heartbeat\n\n`);
   }, options.heartbeatMs);
   heartbeat.unref();
-  // preClose: the server already refuses new requests, so no stream starts after these end.
+  // preClose: the server already refuses new requests; one that arrived before waits for the log at most, and is then
+  // told to retry (below).
+  let closing = false;
   app.addHook('preClose', async () => {
+    closing = true;
     clearInterval(heartbeat);
     for (const stream of streams) {
       stream.write(stream.takeSkippedFrame());
@@ -88,7 +91,10 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     const wanted = types.length > 0 ? new Set(types) : undefined;
 
     const invalid = (field: string, reason: string) =>
-      sendProblem(reply, invalidRequest(request.url, `${field} ${reason}.`, [{ field, reason }]));
+      sendProblem(
+        reply,
+        invalidRequest(withoutAccessToken(request.url), `${field} ${reason}.`, [{ field, reason }]),
+      );
     // A misspelt type would otherwise be a stream on which nothing ever arrives.
     const unknown = types.filter((type) => !NOTIFICATION_TYPES.has(type));
     if (unknown.length > 0)
@@ -111,6 +117,10 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       options.logger.warn({ err: error }, 'replay log unavailable; SSE client told to retry');
       return endWithRetry(openEventStream(reply), options);
     }
+    // While the log answered, the client may have left (its stream would never be closed) or the server begun to
+    // close (it has ended the streams it had).
+    if (request.raw.socket.destroyed) return void reply.hijack();
+    if (closing) return endWithRetry(openEventStream(reply), options);
     // Where a stream that asked for no earlier entries starts: this instance's newest entry, or where the log begins if
     // later (the log was lost and the tail has no entry of the new one yet), or it would be told it fell behind.
     const live = laterLogId(options.fanOut.position, retention.trimmedThrough);

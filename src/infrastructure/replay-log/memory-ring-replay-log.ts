@@ -8,6 +8,7 @@ import {
   type ReplayLogEntry,
   type ReplayLogRetention,
   type ReplayLogTail,
+  type ReplayLogTailListener,
 } from '../../application/ports/replay-log.ts';
 
 export interface MemoryRingReplayLogOptions {
@@ -27,7 +28,7 @@ export class MemoryRingReplayLog implements ReplayLog {
   #start = 0;
   /** Message id → log id, for de-duplication; bounded to twice the ring. */
   readonly #appended = new Map<string, string>();
-  readonly #tails = new Set<(entries: readonly ReplayLogEntry[]) => void>();
+  readonly #tails = new Set<ReplayLogTailListener>();
   #lastMs: number;
   #lastSeq = 0;
   #trimmedThrough: string;
@@ -57,7 +58,7 @@ export class MemoryRingReplayLog implements ReplayLog {
       const oldest = this.#appended.keys().next();
       if (!oldest.done) this.#appended.delete(oldest.value);
     }
-    for (const onEntries of this.#tails) onEntries([stored]);
+    for (const tail of this.#tails) tail.entries([stored]);
     return { id: stored.id, duplicate: false };
   }
 
@@ -75,15 +76,21 @@ export class MemoryRingReplayLog implements ReplayLog {
     return this.#entriesAfter(afterId, limit);
   }
 
-  tail(afterId: string, onEntries: (entries: readonly ReplayLogEntry[]) => void): ReplayLogTail {
-    // Appends are synchronous here, so entries after `afterId` already in the ring are the only catch-up.
+  tail(afterId: string, listener: ReplayLogTailListener): ReplayLogTail {
+    // Appends are synchronous here, so entries after `afterId` already in the ring are the only catch-up, and a
+    // tail misses entries only when it starts from before the ring.
+    if (compareLogIds(afterId, this.#trimmedThrough) < 0) listener.missed(this.#retention());
     const backlog = this.#entriesAfter(afterId, this.#ring.length);
-    if (backlog.length > 0) onEntries(backlog);
-    this.#tails.add(onEntries);
-    return { close: async () => void this.#tails.delete(onEntries) };
+    if (backlog.length > 0) listener.entries(backlog);
+    this.#tails.add(listener);
+    return { close: async () => void this.#tails.delete(listener) };
   }
 
   async retention(): Promise<ReplayLogRetention> {
+    return this.#retention();
+  }
+
+  #retention(): ReplayLogRetention {
     const length = this.#ring.length;
     return {
       firstId: this.#at(0)?.id,

@@ -2,12 +2,15 @@ import { Redis } from 'ioredis';
 import {
   EMPTY_LOG_ID,
   NotLogWriterError,
+  compareLogIds,
+  laterLogId,
   type AppendResult,
   type NewReplayLogEntry,
   type ReplayLog,
   type ReplayLogEntry,
   type ReplayLogRetention,
   type ReplayLogTail,
+  type ReplayLogTailListener,
 } from '../../application/ports/replay-log.ts';
 import type { Logger } from '../logging/logger.ts';
 
@@ -67,6 +70,8 @@ return 0`;
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0`;
 
 type StreamRecord = [id: string, fields: string[]];
+/** XREAD's answer for one stream: null when the block ended without an entry. */
+type TailRead = [key: string, records: StreamRecord[]][] | null;
 
 /** How long one XREAD of a tail blocks by default. */
 const DEFAULT_BLOCK_MS = 5_000;
@@ -178,7 +183,7 @@ export class RedisStreamReplayLog implements ReplayLog {
     return records.map(toEntry);
   }
 
-  tail(afterId: string, onEntries: (entries: readonly ReplayLogEntry[]) => void): ReplayLogTail {
+  tail(afterId: string, listener: ReplayLogTailListener): ReplayLogTail {
     // XREAD BLOCK holds its connection, so each tail has its own; no command timeout on it, but a socket timeout
     // past the block time, or a half-open connection would block the tail (and every client of this instance) for good.
     const blockMs = this.#options.blockMs ?? DEFAULT_BLOCK_MS;
@@ -197,20 +202,33 @@ export class RedisStreamReplayLog implements ReplayLog {
     const loop = (async () => {
       while (!closed) {
         try {
-          const answer = (await connection.xread(
-            'COUNT',
-            1_000,
-            'BLOCK',
-            blockMs,
-            'STREAMS',
-            this.#keys.stream,
-            cursor,
-          )) as [key: string, records: StreamRecord[]][] | null;
-          const records = answer?.[0]?.[1] ?? [];
+          // What the log trimmed, asked in the same round trip, after the read: a cursor not older than it was not
+          // trimmed before the read either, so the entries read follow it without a gap. A tail cut off from Redis
+          // for longer than the log keeps entries (or whose Redis lost the log) resumes past a gap.
+          const [read, trimmed] = (await connection
+            .pipeline()
+            .xread('COUNT', 1_000, 'BLOCK', blockMs, 'STREAMS', this.#keys.stream, cursor)
+            .get(this.#keys.trimmed)
+            .exec()) as [[Error | null, TailRead], [Error | null, string | null]];
+          if (read[0] ?? trimmed[0]) throw read[0] ?? trimmed[0];
+          if (closed) break;
+          if (trimmed[1] !== null && compareLogIds(trimmed[1], cursor) > 0) {
+            const retention = await this.retention();
+            if (closed) break;
+            this.#logger.warn(
+              { after: cursor, trimmedThrough: retention.trimmedThrough },
+              'replay log tail: entries left the log before they were read; readers are told to reload',
+            );
+            listener.missed(retention);
+            // Told once: the next read must not find the same gap.
+            cursor = laterLogId(cursor, retention.trimmedThrough);
+          }
+          const records = read[1]?.[0]?.[1] ?? [];
           const last = records.at(-1);
-          if (!last || closed) continue;
-          cursor = last[0];
-          onEntries(records.map(toEntry));
+          if (!last) continue;
+          // Handed on even if the log trimmed them since: readers told of the gap skip them, the hub sends them.
+          listener.entries(records.map(toEntry));
+          cursor = laterLogId(cursor, last[0]);
         } catch (error) {
           if (closed) break;
           this.#logger.warn({ err: error }, 'replay log tail: read failed, retrying');

@@ -1,0 +1,103 @@
+// An instance cut off from Redis for longer than the replay log keeps entries: another instance (here a log of its
+// own, straight to Redis) holds the writer lease and goes on appending, so the log trims past where this instance's
+// tail stopped reading. Its live SSE clients must be told they missed notifications, not skip them silently.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { createNotifications, type Notifications } from '../../src/apps/notifications/main.ts';
+import { parseConfig } from '../../src/config.ts';
+import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
+import { RedisStreamReplayLog } from '../../src/infrastructure/replay-log/redis-stream-replay-log.ts';
+import { silentLogger } from '../support/logger.ts';
+import { REDIS_URL, deleteRedisKeys, needsRedis, uniqueName } from '../support/services.ts';
+import { TcpProxy } from '../support/tcp-proxy.ts';
+import { sseClient, until } from './support.ts';
+
+// The least REPLAY_LOG_MAX_ENTRIES takes.
+const KEPT_ENTRIES = 100;
+const WRITER = 'the-other-instance';
+
+describe(
+  'an instance whose tail was cut off while the replay log trimmed past it',
+  await needsRedis(),
+  () => {
+    const bus = new InProcessMessageBus();
+    const keyPrefix = `${uniqueName('tbe_replay_gap_test')}:`;
+    let proxy: TcpProxy;
+    let writer: RedisStreamReplayLog;
+    let notifications: Notifications;
+    let url: string;
+
+    before(async () => {
+      const target = new URL(REDIS_URL);
+      proxy = await TcpProxy.start(target.hostname, Number(target.port || 6379));
+      writer = new RedisStreamReplayLog(
+        { url: REDIS_URL, keyPrefix, maxEntries: KEPT_ENTRIES, dedupTtlSeconds: 600 },
+        silentLogger,
+      );
+      assert.equal(await writer.claimWriter(WRITER, 120_000), true);
+      notifications = await createNotifications({
+        config: parseConfig({
+          NOTIFICATIONS_PORT: '0',
+          REDIS_URL: `redis://127.0.0.1:${proxy.port}`,
+          REPLAY_LOG_KEY_PREFIX: keyPrefix,
+          REPLAY_LOG_MAX_ENTRIES: String(KEPT_ENTRIES),
+        }),
+        logger: silentLogger,
+        bus,
+      });
+      url = await notifications.start();
+    });
+    after(async () => {
+      await notifications?.stop();
+      await bus.close();
+      await writer.close();
+      await proxy.stop();
+      await deleteRedisKeys(keyPrefix);
+    });
+
+    const append = async (n: number) =>
+      (
+        await writer.append(
+          {
+            messageId: randomUUID(),
+            type: 'StudentUpdated',
+            subject: 'student-1',
+            data: JSON.stringify({ student: { id: 'student-1' }, n }),
+          },
+          WRITER,
+        )
+      ).id;
+
+    test('its live SSE clients get `reset`, then the notifications the log still holds, then live ones', async () => {
+      const client = sseClient(url);
+      try {
+        await until(() => client.control.length === 1, 'connected');
+        const before = [await append(1), await append(2)];
+        await until(() => client.received.length === 2, 'the first two notifications');
+
+        await proxy.pause();
+        const cutOff: string[] = [];
+        for (let n = 3; n < 3 + 2 * KEPT_ENTRIES; n++) cutOff.push(await append(n));
+        await proxy.resume();
+        const later = await append(99);
+        await until(
+          () => client.received.some((entry) => entry.id === later),
+          'the notification after the cut',
+        );
+
+        const { trimmedThrough } = await writer.retention();
+        const reset = client.control.find((event) => event.type === 'reset');
+        assert.ok(reset, 'told it missed notifications');
+        assert.equal(reset.id, trimmedThrough, 'its next Last-Event-ID is where the log resumes');
+        assert.deepEqual(
+          client.received.map((entry) => entry.id),
+          [...before, ...cutOff.slice(-(KEPT_ENTRIES - 1)), later],
+          'then what the log still holds after that, in order, once',
+        );
+      } finally {
+        client.close();
+      }
+    });
+  },
+);

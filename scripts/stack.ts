@@ -64,11 +64,17 @@ const childEnv = {
   ...(tty && !process.env.LOG_FORMAT ? { LOG_FORMAT: 'pretty' } : {}),
 };
 
+/** How a role ended: `clean` only for exit status 0; `said` in words (the status, or the signal that killed it). */
+interface Exit {
+  readonly clean: boolean;
+  readonly said: string;
+}
+
 interface Running {
   readonly role: (typeof ROLES)[number];
   readonly child: ChildProcess;
-  /** Resolves with the exit code (signal deaths count as failures) once its output is flushed too. */
-  readonly done: Promise<number>;
+  /** Resolves once the role has ended and its output is flushed too. */
+  readonly done: Promise<Exit>;
 }
 
 const running: Running[] = ROLES.map((role) => {
@@ -90,12 +96,15 @@ const running: Running[] = ROLES.map((role) => {
         lines.on('close', resolve);
       }),
   );
-  const exited = new Promise<number>((resolve) => {
-    child.once('error', (error) => {
-      say(`${role.name} could not start: ${error.message}`);
-      resolve(1);
-    });
-    child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+  const exited = new Promise<Exit>((resolve) => {
+    child.once('error', (error) => resolve({ clean: false, said: `could not start: ${error.message}` }));
+    child.once('exit', (code, signal) =>
+      resolve(
+        signal
+          ? { clean: false, said: `was killed by ${signal}` }
+          : { clean: code === 0, said: `exited with status ${code}` },
+      ),
+    );
   });
   const done = Promise.all([exited, ...piped]).then(([code]) => code);
   return { role, child, done };
@@ -133,11 +142,11 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 let failed = false;
 await Promise.all(
   running.map(async ({ role, done }) => {
-    const code = await done;
+    const exit = await done;
     const asked = stopRequestedAt !== undefined;
-    if (code !== 0 || !asked) {
+    if (!exit.clean || !asked) {
       failed = true;
-      say(`${role.name} exited with status ${code}${asked ? '' : ' on its own'}`);
+      say(`${role.name} ${exit.said}${asked ? '' : ' on its own'}`);
     }
     stopAll(`${role.name} exited`);
   }),

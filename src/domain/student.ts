@@ -12,9 +12,12 @@ const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 const UNPAIRED_SURROGATE = /\p{Cs}/u;
 export const NOT_STORABLE_TEXT = 'must be Unicode text without NUL characters or unpaired surrogates';
 
-/** Characters as PostgreSQL's varchar(n) and the HTTP schema count them: code points, not UTF-16 units. */
-function characterCount(value: string): number {
-  return [...value].length;
+/**
+ * How long a field is as stored, which is what its limit applies to: trimmed, in characters as PostgreSQL's
+ * varchar(n) counts them (code points, not UTF-16 units). The HTTP schema checks the same.
+ */
+export function storedLength(value: string): number {
+  return [...value.trim()].length;
 }
 
 /** Whether PostgreSQL stores the value as given: it rejects NUL, and an unpaired surrogate has no UTF-8 form. */
@@ -47,7 +50,7 @@ function checkName(field: keyof StudentDetails, raw: string, issues: FieldIssue[
   const value = raw.trim();
   if (!isStorableText(value)) issues.push({ field, reason: NOT_STORABLE_TEXT });
   else if (value.length === 0) issues.push({ field, reason: 'must not be empty' });
-  else if (characterCount(value) > STUDENT_NAME_MAX_LENGTH)
+  else if (storedLength(value) > STUDENT_NAME_MAX_LENGTH)
     issues.push({ field, reason: `must be at most ${STUDENT_NAME_MAX_LENGTH} characters` });
   return value;
 }
@@ -55,7 +58,7 @@ function checkName(field: keyof StudentDetails, raw: string, issues: FieldIssue[
 function checkEmail(raw: string, issues: FieldIssue[]): string {
   const value = raw.trim();
   if (!isStorableText(value)) issues.push({ field: 'email', reason: NOT_STORABLE_TEXT });
-  else if (characterCount(value) > STUDENT_EMAIL_MAX_LENGTH)
+  else if (storedLength(value) > STUDENT_EMAIL_MAX_LENGTH)
     issues.push({ field: 'email', reason: `must be at most ${STUDENT_EMAIL_MAX_LENGTH} characters` });
   else if (!EMAIL_PATTERN.test(value))
     issues.push({ field: 'email', reason: 'must be a valid email address' });

@@ -100,6 +100,30 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.equal(body.firstName, 'Ada');
   });
 
+  test('the length limits apply to the text as stored: 100 characters with spaces around them fit, 101 do not; the document says so', async () => {
+    const name = 'a'.repeat(100);
+    const email = `${'e'.repeat(242)}@example.com`;
+    const padded = `${' '.repeat(10)}${name}\t`;
+    const created = await create({ firstName: padded, lastName: padded, email: `  ${email}  ` });
+    assert.equal(created.status, 201);
+    const body = await json(created);
+    assert.deepEqual([body.firstName, body.lastName, body.email], [name, name, email]);
+    await assertProblem(await create({ ...ada, lastName: ` ${name}b ` }), 400, 'lastName');
+    await assertProblem(await create({ ...ada, email: ` e${email} ` }), 400, 'email');
+
+    // No maxLength: a client would check it on the text as sent, and refuse what the API takes.
+    const spec = (await json(await call('/openapi.json'))) as {
+      paths: Record<
+        string,
+        Record<string, { requestBody: { content: Record<string, { schema: unknown }> } }>
+      >;
+    };
+    const input = JSON.stringify(spec.paths['/api/students']?.post?.requestBody.content['application/json']);
+    assert.doesNotMatch(input, /maxLength/);
+    assert.match(input, /First name, trimmed, then at most 100 characters/);
+    assert.match(input, /Email address, trimmed, then at most 254 characters/);
+  });
+
   test('the singular /api/student paths of the original are aliases', async () => {
     const created = await json(
       await call('/api/student', { method: 'POST', headers: jsonHeaders, body: JSON.stringify(ada) }),
@@ -262,6 +286,84 @@ function apiContract(kind: 'pglite' | 'postgres') {
     const problem = await assertProblem(await call(path), 404);
     assert.equal(problem.code, 'STUDENT.NOT_FOUND');
     await assertProblem(await call(path, { method: 'DELETE' }), 404);
+  });
+
+  describe('a keyed write retried after a restart (its stored answer gone with the process) is answered from the database', () => {
+    const keyedWrite = (url: string, path: string, method: string, key: string, body?: unknown) =>
+      fetch(`${url}${path}`, {
+        method,
+        headers: { ...jsonHeaders, 'idempotency-key': key },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    const put = (url: string, path: string, body: unknown) =>
+      fetch(`${url}${path}`, { method: 'PUT', headers: jsonHeaders, body: JSON.stringify(body) });
+    /** A webapi over the same database, with the fresh memory cache and idempotency store of a restarted process. */
+    async function afterRestart(check: (url: string) => Promise<void>) {
+      const restarted = await startWebApi(testDb.database);
+      try {
+        await check(restarted.url);
+      } finally {
+        await restarted.stop();
+      }
+    }
+
+    test('and caches nothing old: an update stays at its newest version, a deleted student stays deleted', async () => {
+      const key = `restart-${randomUUID()}`;
+      const created = await keyedWrite(api.url, '/api/students', 'POST', `${key}-create`, ada);
+      assert.equal(created.status, 201);
+      const path = `/api/students/${String((await json(created)).id)}`;
+      const bob = { firstName: 'Bob', lastName: 'Lovelace', email: 'bob@example.com' };
+      assert.equal((await keyedWrite(api.url, path, 'PUT', `${key}-put`, bob)).status, 200);
+      assert.equal((await put(api.url, path, { ...ada, firstName: 'Cy' })).status, 200);
+
+      await afterRestart(async (url) => {
+        const retried = await keyedWrite(url, path, 'PUT', `${key}-put`, bob);
+        assert.equal(retried.headers.get('idempotent-replayed'), 'true');
+        assert.equal(retried.headers.get('etag'), '"2"', "the first attempt's answer");
+        const read = await fetch(`${url}${path}`);
+        assert.equal(
+          read.headers.get('etag'),
+          '"3"',
+          'the newest version, not the one the retry answered with',
+        );
+        assert.equal((await json(read)).firstName, 'Cy');
+        assert.equal((await fetch(`${url}${path}`, { method: 'DELETE' })).status, 204);
+      });
+      await afterRestart(async (url) => {
+        const retried = await keyedWrite(url, '/api/students', 'POST', `${key}-create`, ada);
+        assert.equal(retried.status, 201);
+        assert.equal(retried.headers.get('idempotent-replayed'), 'true');
+        assert.equal((await fetch(`${url}${path}`)).status, 404, 'the deleted student is not served again');
+      });
+    });
+
+    test("and neither drops other PUTs' deduplicated answers nor stands in for them", async () => {
+      const key = `restart-${randomUUID()}`;
+      const path = `/api/students/${String((await json(await create())).id)}`;
+      const bob = { firstName: 'Bob', lastName: 'Lovelace', email: 'bob@example.com' };
+      const cy = { ...ada, firstName: 'Cy' };
+      assert.equal((await keyedWrite(api.url, path, 'PUT', key, bob)).status, 200);
+
+      await afterRestart(async (url) => {
+        assert.equal((await put(url, path, cy)).headers.get('etag'), '"3"');
+        const retried = await keyedWrite(url, path, 'PUT', key, bob);
+        assert.equal(retried.headers.get('idempotent-replayed'), 'true');
+        const cyAgain = await put(url, path, cy);
+        assert.equal(
+          cyAgain.headers.get('x-deduplicated'),
+          'true',
+          'the replay wrote nothing: Cy is still current',
+        );
+        assert.equal(cyAgain.headers.get('etag'), '"3"');
+        const bobAgain = await put(url, path, bob);
+        assert.equal(
+          bobAgain.headers.get('x-deduplicated'),
+          null,
+          "the replay's answer (Bob at 2) is outdated",
+        );
+        assert.equal(bobAgain.headers.get('etag'), '"4"');
+      });
+    });
   });
 
   test('every write leaves one outbox row per domain event, with its type and payload', async () => {
@@ -585,6 +687,16 @@ function apiContract(kind: 'pglite' | 'postgres') {
         body: '{"firstName":"Augusta"}',
       });
       assert.equal(viaAlias.headers.get('idempotent-replayed'), 'true', 'the PUT through the alias too');
+      const upperCaseId = String(created.id).toUpperCase();
+      for (const path of [`/api/students/${upperCaseId}`, `/api/student/${upperCaseId}`]) {
+        const retry = await call(path, {
+          method: 'PUT',
+          headers: { ...jsonHeaders, 'idempotency-key': `${key}-put` },
+          body: '{"firstName":"Augusta"}',
+        });
+        assert.equal(retry.status, 200, `${path}: the id in upper case names the same student`);
+        assert.equal(retry.headers.get('idempotent-replayed'), 'true', path);
+      }
     });
 
     test('an unknown route is a problem+json 404', async () => {

@@ -291,6 +291,47 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     assert.equal((rows as unknown as { rows: { n: number }[] }).rows[0]?.n, 1);
   });
 
+  test('a keyed write retried after Redis lost its answer and the version fence caches nothing old: a deleted student stays deleted, an update at its newest version, on every instance', async () => {
+    const key = uniqueName('key');
+    const created = await create(a, { 'idempotency-key': `${key}-create` });
+    const { id } = (await created.json()) as { id: string };
+    const bob = { firstName: 'Bob', lastName: 'Lovelace', email: 'bob@example.com' };
+    const keyedPut = (api: CachedApi) =>
+      fetch(`${api.url}/api/students/${id}`, {
+        method: 'PUT',
+        headers: { ...jsonHeaders, 'idempotency-key': `${key}-put` },
+        body: JSON.stringify(bob),
+      });
+    assert.equal((await keyedPut(a)).status, 200);
+    assert.equal((await putStudent(b, id, { ...bob, firstName: 'Cy' })).status, 200);
+    // As after a Redis restart without persistence, or once the fence expired (twice the cache TTL).
+    await deleteRedisKeys(REDIS_URL, keyPrefix);
+
+    const retriedPut = await keyedPut(b);
+    assert.equal(retriedPut.headers.get('idempotent-replayed'), 'true');
+    assert.equal(retriedPut.headers.get('etag'), '"2"', "the first attempt's answer");
+    for (const api of [a, b]) {
+      const read = await fetch(`${api.url}/api/students/${id}`);
+      assert.equal(
+        read.headers.get('etag'),
+        '"3"',
+        'the newest version, not the one the retry answered with',
+      );
+    }
+
+    assert.equal((await fetch(`${a.url}/api/students/${id}`, { method: 'DELETE' })).status, 204);
+    await deleteRedisKeys(REDIS_URL, keyPrefix);
+    const retriedPost = await create(b, { 'idempotency-key': `${key}-create` });
+    assert.equal(retriedPost.status, 201);
+    assert.equal(retriedPost.headers.get('idempotent-replayed'), 'true');
+    for (const api of [a, b])
+      assert.equal(
+        (await fetch(`${api.url}/api/students/${id}`)).status,
+        404,
+        'the deleted student stays deleted',
+      );
+  });
+
   test('Idempotency-Key: another body is 422, an invalid key 400 naming the header', async () => {
     const key = `"${uniqueName('key')}"`;
     assert.equal((await create(a, { 'idempotency-key': key }, '{"firstName":"One"}')).status, 201);

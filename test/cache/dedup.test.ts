@@ -1,6 +1,6 @@
 // Request deduplication and the student cache, through HTTP, in the embedded (memory) mode and on Redis.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, mock, test } from 'node:test';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
 import { needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
 import { countingQueries, deleteRedisKeys, startCachedApi, type CachedApi } from './support.ts';
@@ -115,6 +115,35 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.equal(read.headers.get('etag'), '"2"');
       assert.equal(((await read.json()) as { firstName: string }).firstName, 'Mary');
       assert.equal((await before).status, 200);
+    });
+
+    test('a GET that began in the same millisecond as a write, and read the row from before it, is not replayed after the write', async () => {
+      const id = await create();
+      await api.cache.students.evict(id);
+      let release!: () => void;
+      queries.holdNextRead(new Promise((resolve) => (release = resolve)));
+      const readsBefore = queries.findByIdCalls;
+      // Every instant from here to the write's answer is one millisecond: a fast database, or a writer whose clock
+      // is a little behind the reader's.
+      const instant = Date.now();
+      const clock = mock.method(Date, 'now', () => instant);
+      try {
+        const before = fetch(`${api.url}/api/students/${id}`);
+        while (queries.findByIdCalls === readsBefore) await new Promise((resolve) => setTimeout(resolve, 5));
+        const put = await fetch(`${api.url}/api/students/${id}`, {
+          method: 'PUT',
+          headers: jsonHeaders,
+          body: JSON.stringify({ firstName: 'Evelyn', lastName: 'Boyd Granville', email: 'ebg@example.com' }),
+        });
+        assert.equal(put.status, 200);
+        release();
+        assert.equal((await before).headers.get('etag'), '"1"', 'it read the row from before the write');
+      } finally {
+        clock.mock.restore();
+      }
+      const read = await fetch(`${api.url}/api/students/${id}`);
+      assert.equal(read.headers.get('x-deduplicated'), null, 'not the answer of the read that began before');
+      assert.equal(read.headers.get('etag'), '"2"');
     });
 
     test('identical PUTs within the window run once; Cache-Control: no-cache bypasses cache and replay', async () => {

@@ -100,8 +100,8 @@ function judgeStudentBody(body: string | undefined, contentType: string | undefi
     (key) =>
       !(FIELDS as readonly string[]).includes(key) ||
       typeof record[key] !== 'string' ||
-      // Characters are code points, as in PostgreSQL's varchar.
-      [...(record[key] as string)].length > MAX_LENGTH[key as Field],
+      // Characters are code points, as in PostgreSQL's varchar, of the text as stored (trimmed).
+      [...(record[key] as string).trim()].length > MAX_LENGTH[key as Field],
   );
   // The problem names an empty key as JSON writes it.
   if (shapeErrors.length > 0) return invalid(...shapeErrors.map((key) => key || '""'));

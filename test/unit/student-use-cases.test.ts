@@ -3,7 +3,13 @@ import { beforeEach, describe, test } from 'node:test';
 import { createStudent } from '../../src/application/students/create-student.ts';
 import { deleteStudent } from '../../src/application/students/delete-student.ts';
 import { updateStudent } from '../../src/application/students/update-student.ts';
+import {
+  addingToCache,
+  evictingOnDelete,
+  writingThrough,
+} from '../../src/application/students/write-through.ts';
 import { IdempotencyKeyReusedError } from '../../src/application/errors.ts';
+import type { StudentCache } from '../../src/application/ports/student-cache.ts';
 import { InMemoryStudents } from '../support/in-memory-students.ts';
 
 const now = new Date('2026-03-01T00:00:00Z');
@@ -156,5 +162,39 @@ describe('student use cases', () => {
       store.outbox.map((message) => message.type),
       ['StudentCreated', 'StudentUpdated', 'StudentDeleted'],
     );
+  });
+
+  test("a write replayed under its key never caches the first attempt's student, which may be outdated: it invalidates the entry", async () => {
+    const calls: string[] = [];
+    const cache: StudentCache = {
+      getOrLoad: () => Promise.resolve(undefined),
+      add: async (student) => void calls.push(`add v${student.version}`),
+      set: async (student) => void calls.push(`set v${student.version}`),
+      evict: async () => void calls.push('evict'),
+      invalidate: async () => void calls.push('invalidate'),
+    };
+    const keyed = (key: string) => ({ key, fingerprint: 'same', ttlSeconds: 60 });
+    const create = addingToCache(createStudent(deps), cache);
+    const update = writingThrough(updateStudent(deps), cache);
+    const remove = evictingOnDelete(deleteStudent(deps), cache);
+
+    const created = await create({ details: {}, actor: 'alice', idempotency: keyed('c') });
+    assert.ok(created.ok);
+    const id = created.value.id;
+    await update({ id, details: {}, actor: 'alice', idempotency: keyed('u') });
+    await update({ id, details: {}, actor: 'bob' });
+    await update({ id, details: {}, actor: 'alice', idempotency: keyed('u') });
+    await remove({ id, actor: 'alice', idempotency: keyed('d') });
+    await create({ details: {}, actor: 'alice', idempotency: keyed('c') });
+    await remove({ id, actor: 'alice', idempotency: keyed('d') });
+    assert.deepEqual(calls, [
+      'add v1',
+      'set v2',
+      'set v3',
+      'invalidate', // the update's replay: its v2 is older than v3
+      'evict',
+      'invalidate', // the create's replay: its student is deleted
+      'evict', // a delete is final: its replay evicts again
+    ]);
   });
 });

@@ -23,4 +23,9 @@ export interface StudentCache {
   set(student: StudentSnapshot): Promise<void>;
   /** After a committed delete: drops it, and everything derived from it, on every instance. */
   evict(id: string): Promise<void>;
+  /**
+   * When what a write returned may be older than the student now (a write replayed under its Idempotency-Key): drops
+   * it, and everything derived from it, on every instance, so the next read loads the student as it is.
+   */
+  invalidate(id: string): Promise<void>;
 }

@@ -8,6 +8,7 @@ import type { StudentSnapshot } from '../../domain/student.ts';
 import type { Logger } from '../logging/logger.ts';
 import type { CacheMetrics } from './cache-metrics.ts';
 import type { InvalidationBus } from './invalidation-bus.ts';
+import { orderedNow } from './ordered-now.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
 import { DELETED_VERSION, type VersionFence } from './version-fence.ts';
 
@@ -167,7 +168,8 @@ export class BentoStudentCache implements StudentCache {
   // Methods, not closures made per read: under tsx every named closure costs a defineProperty (esbuild keepNames).
   async #readThrough(read: CacheRead): Promise<CachedStudent | undefined> {
     let entry = await this.#getOrSet(read, false);
-    // Written before a change this instance heard of (a read that raced a write, or Redis was away): reload.
+    // Written before a change this instance heard of (a read that raced a write, or Redis was away): reload. Not at
+    // it: a write's own entry carries the instant of its own invalidation.
     if (entry && !read.loading && entry.at < this.#freshSince(read.id))
       entry = await this.#getOrSet(read, true);
     if (entry && read.loading) await this.#dropIfSuperseded(read.id, entry.version);
@@ -183,7 +185,7 @@ export class BentoStudentCache implements StudentCache {
       // A load changes nothing: no instance needs to hear of it (and a read never waits on the bus).
       skipBusNotify: true,
       factory: async (context) => {
-        const startedAt = Date.now();
+        const startedAt = orderedNow();
         read.loading = read.load();
         const student = await read.loading;
         return student ? { ...serializeStudent(student), at: startedAt } : context.skip();
@@ -208,6 +210,13 @@ export class BentoStudentCache implements StudentCache {
   async evict(id: string): Promise<void> {
     await this.#write(id, { announce: true }, async (key) => {
       await this.#fence.advance(id, DELETED_VERSION);
+      await this.#bento.delete({ key });
+    });
+  }
+
+  async invalidate(id: string): Promise<void> {
+    // The fence stays as it is: the student may well exist, and its next write must be cached.
+    await this.#write(id, { announce: true }, async (key) => {
       await this.#bento.delete({ key });
     });
   }
@@ -263,7 +272,7 @@ export class BentoStudentCache implements StudentCache {
     { announce }: Announcing,
     write: (key: string, at: number) => Promise<void>,
   ): Promise<void> {
-    const at = Date.now();
+    const at = orderedNow();
     let failure: unknown;
     try {
       if (!this.#connection.available) throw new Error('cache unavailable');
@@ -300,7 +309,7 @@ export class BentoStudentCache implements StudentCache {
     try {
       for (const id of [...this.#pending]) {
         this.#pending.delete(id);
-        await this.#write(id, { announce: true }, (key) => this.#bento.delete({ key }).then(() => undefined));
+        await this.invalidate(id);
       }
     } finally {
       this.#flushing = false;

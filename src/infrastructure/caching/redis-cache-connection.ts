@@ -10,6 +10,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { DependencyUnavailableError } from '../../application/errors.ts';
 import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
+import { orderedNow } from './ordered-now.ts';
 
 export interface CacheConnectionOptions {
   /** How long the breaker stays open before one trial call; short, since a trial costs nothing but a status check. */
@@ -56,7 +57,7 @@ export class CacheConnection {
   /** Tries the open breaker every `halfOpenAfterMs`, so the cache comes back (and recovers) without a request. */
   #trials: NodeJS.Timeout | undefined;
   #closed = false;
-  /** Entries written before this (ms since epoch) may have missed invalidations while Redis was away. */
+  /** Entries written before this (an `orderedNow()` instant) may have missed invalidations while Redis was away. */
   #staleBefore = 0;
 
   constructor(url: string, logger: Logger, options: CacheConnectionOptions = {}) {
@@ -176,7 +177,7 @@ export class CacheConnection {
 
   /** Whatever was read before now may have missed invalidations. */
   #recovered(): void {
-    this.#staleBefore = Date.now();
+    this.#staleBefore = orderedNow();
     for (const listener of this.#recoveryListeners) listener();
   }
 

@@ -102,7 +102,7 @@ export class ResponseReplayStore {
     return entry.response;
   }
 
-  /** `at`: when the shown state was read (the request's start for reads, now for writes). */
+  /** `at`: when the shown state was read (the request's start for reads, now for writes), from `orderedNow()`. */
   async put(
     group: string,
     key: string,
@@ -131,9 +131,13 @@ export class ResponseReplayStore {
     return this.#invalidations.invalidate(group, at);
   }
 
-  /** Whether a state of `group` read at `readAt` is still current: nothing wrote to it (or went unheard) since. */
+  /**
+   * Whether a state of `group` read at `readAt` (an `orderedNow()` instant) is still current: nothing wrote to it (or
+   * went unheard) since. Strictly after: an invalidation is stamped once its write committed, so a read stamped at the
+   * same instant (which only another instance's clock can give) may have read the state from before the write.
+   */
   isCurrent(group: string, readAt: number): boolean {
-    return readAt >= this.#invalidations.invalidatedAt(group) && readAt >= this.#connection.staleBefore;
+    return readAt > this.#invalidations.invalidatedAt(group) && readAt > this.#connection.staleBefore;
   }
 
   #fresh(group: string, entry: Entry): boolean {

@@ -3,6 +3,7 @@
 // the window are replayed; both carry X-Deduplicated: true.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import type { CacheMetrics } from '../../../infrastructure/caching/cache-metrics.ts';
+import { orderedNow } from '../../../infrastructure/caching/ordered-now.ts';
 import type {
   ResponseReplayStore,
   StoredResponse,
@@ -78,12 +79,23 @@ function replayable(status: number): boolean {
   return (status >= 200 && status < 300) || status === 404;
 }
 
+const DEDUPLICATED = 'x-deduplicated';
+
+/** Says that `reply` is a stored response, sent again: to an identical request, or a retry under its key. */
+export function markDeduplicated(reply: FastifyReply): FastifyReply {
+  return reply.header(DEDUPLICATED, 'true');
+}
+
+/**
+ * Whether `reply` is the answer to an earlier request (this plugin's replay, or an Idempotency-Key's, from Redis or
+ * from the database): it wrote nothing, so it makes nothing stale, and it is not stored again as this request's.
+ */
+function isReplay(reply: FastifyReply): boolean {
+  return reply.getHeader(DEDUPLICATED) === 'true';
+}
+
 function replay(reply: FastifyReply, response: StoredResponse): void {
-  void reply
-    .code(response.status)
-    .headers(response.headers)
-    .header('x-deduplicated', 'true')
-    .send(response.body);
+  void markDeduplicated(reply.code(response.status).headers(response.headers)).send(response.body);
 }
 
 async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPluginOptions): Promise<void> {
@@ -109,7 +121,7 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
               leader.key,
               response,
               leader.windowMs,
-              SAFE_METHODS.has(request.method) ? leader.flight.startedAt : Date.now(),
+              SAFE_METHODS.has(request.method) ? leader.flight.startedAt : orderedNow(),
             )
             .catch((error: unknown) => request.log.warn({ err: error }, 'deduplicated response not stored'))
         : Promise.resolve();
@@ -117,12 +129,6 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     void stored.finally(() => inFlight.get(leader.key) === leader.flight && inFlight.delete(leader.key));
   };
 
-  /** Requests of `invalidates` routes whose handler runs: no replay (of either plugin) answered them. */
-  const writing = new WeakSet<FastifyRequest>();
-  const markWriting = (request: FastifyRequest, _reply: FastifyReply, done: () => void) => {
-    writing.add(request);
-    done();
-  };
   /** After a successful write, before its answer goes out: a request sent after the answer finds `group` stale. */
   const invalidating =
     (groupOf: (request: FastifyRequest) => string) =>
@@ -132,9 +138,9 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
       payload: unknown,
       done: (error: null, payload: unknown) => void,
     ) => {
-      if (!writing.has(request) || reply.statusCode >= 300) return done(null, payload);
+      if (reply.statusCode >= 300 || isReplay(reply)) return done(null, payload);
       store
-        .invalidate(groupOf(request), Date.now())
+        .invalidate(groupOf(request), orderedNow())
         // Dropped here already; elsewhere it goes with the window, or with the recovery once Redis is back.
         .catch((error: unknown) => request.log.warn({ err: error }, 'deduplicated responses not dropped'))
         .finally(() => done(null, payload));
@@ -160,7 +166,7 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     const flight: Flight = {
       response: new Promise((done) => (resolve = done)),
       group,
-      startedAt: Date.now(),
+      startedAt: orderedNow(),
     };
     inFlight.set(key, flight);
     leaders.set(request, { key, flight, windowMs, settle: resolve });
@@ -178,10 +184,7 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
 
   app.addHook('onRoute', (route: RouteOptions) => {
     const options = route.config?.dedup;
-    if (options?.invalidates) {
-      route.preHandler = [...hooksOf(route.preHandler), markWriting];
-      route.onSend = [...hooksOf(route.onSend), invalidating(options.invalidates)];
-    }
+    if (options?.invalidates) route.onSend = [...hooksOf(route.onSend), invalidating(options.invalidates)];
     if (!options || options.windowSeconds <= 0) return;
     const windowMs = options.windowSeconds * 1_000;
     const groupOf = options.group;
@@ -208,10 +211,12 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
       void lead(request, reply, key, group, windowMs).then((answered) => answered || done(), done);
     };
     const onSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: () => void) => {
+      // A replay's followers run themselves: it answers another request (say, under an Idempotency-Key), and may
+      // show a state the student has left since.
       if (leaders.has(request))
         settle(
           request,
-          replayable(reply.statusCode) && typeof payload === 'string'
+          replayable(reply.statusCode) && typeof payload === 'string' && !isReplay(reply)
             ? { status: reply.statusCode, headers: replayableHeaders(reply.getHeaders()), body: payload }
             : undefined,
         );

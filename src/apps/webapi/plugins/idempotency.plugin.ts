@@ -7,6 +7,7 @@
 // (`request.keyedWrite`, see application/students/write-once.ts): a retry after a crash between the commit and the
 // response being stored, or after Redis lost it, gets that write's outcome again instead of running it twice.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import { z } from 'zod';
 import { IdempotencyKeyReusedError } from '../../../application/errors.ts';
 import type { KeyedRequest } from '../../../application/ports/idempotency-keys.ts';
 import type { IdempotencyStore } from '../../../infrastructure/caching/idempotency-store.ts';
@@ -26,7 +27,7 @@ import {
   replayableHeaders,
   sha256,
 } from './caller.ts';
-import { hooksOf } from './dedup.plugin.ts';
+import { hooksOf, markDeduplicated } from './dedup.plugin.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -82,7 +83,7 @@ function readKey(request: FastifyRequest, header: string | string[]): KeyRead {
 /** Says that `reply` answers an earlier request with the same key, without running this one. */
 export function markReplayed(reply: FastifyReply): FastifyReply {
   // The draft names no replay header; Idempotent-Replayed is the common convention (Stripe and others).
-  return reply.header('x-deduplicated', 'true').header('idempotent-replayed', 'true');
+  return markDeduplicated(reply).header('idempotent-replayed', 'true');
 }
 
 async function idempotencyPlugin(
@@ -125,8 +126,16 @@ async function idempotencyPlugin(
     const idempotency = route.config?.idempotency;
     if (!idempotency) return;
     // What the request is for: the route (its canonical URL for an alias) and its parameters, not the path as
-    // spelled, so `/api/student/…` and a bare trailing `?` are the same request as the canonical one.
+    // spelled, so `/api/student/…`, a bare trailing `?` and an id in upper case are the same request as the
+    // canonical one.
     const target = typeof idempotency === 'object' ? idempotency.aliasOf : route.url;
+    // The parameters as the handler gets them, parsed by the route's own schema (an id in upper case is the same
+    // student's); ones it refuses stay as sent: the request is a 400 either way.
+    const paramsSchema = route.schema?.params instanceof z.ZodType ? route.schema.params : undefined;
+    const paramsOf = (request: FastifyRequest): unknown => {
+      const parsed = paramsSchema?.safeParse(request.params);
+      return parsed?.success ? parsed.data : request.params;
+    };
     const preValidation = async (request: FastifyRequest, reply: FastifyReply) => {
       const header = request.headers['idempotency-key'];
       if (header === undefined) return;
@@ -143,7 +152,7 @@ async function idempotencyPlugin(
       const scopedKey = `${callerOf(request)}:${sha256(key)}`;
       // The preconditions come last: a key used before they were part of it (none sent) still matches its retry.
       const fingerprint = sha256(
-        `${request.method} ${target} ${JSON.stringify(request.params)} ${queryOf(request.url)} ${bodyFingerprint(request)}${preconditionsOf(request)}`,
+        `${request.method} ${target} ${JSON.stringify(paramsOf(request))} ${queryOf(request.url)} ${bodyFingerprint(request)}${preconditionsOf(request)}`,
       );
       // What the use case records with the write, if this request runs: the database refuses another request too.
       const keyedWrite = { key: sha256(scopedKey), fingerprint, ttlSeconds };

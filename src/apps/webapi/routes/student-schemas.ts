@@ -1,23 +1,23 @@
 import { z } from 'zod';
-import { STUDENT_EMAIL_MAX_LENGTH, STUDENT_NAME_MAX_LENGTH } from '../../../domain/student.ts';
+import { STUDENT_EMAIL_MAX_LENGTH, STUDENT_NAME_MAX_LENGTH, storedLength } from '../../../domain/student.ts';
 
-const name = (field: string) =>
+/**
+ * A field of at most `max` characters as stored: the spaces around it, which are trimmed, do not count. A refinement,
+ * not `.max()`, which the document would state as `maxLength`, for clients to check on the text as sent.
+ */
+const studentField = (what: string, max: number) =>
   z
     .string({ error: 'must be a string' })
-    .max(STUDENT_NAME_MAX_LENGTH, `must be at most ${STUDENT_NAME_MAX_LENGTH} characters`)
+    .refine((value) => storedLength(value) <= max, `must be at most ${max} characters`)
     .optional()
-    .describe(`${field}; generated when left out`);
+    .describe(`${what}, trimmed, then at most ${max} characters (code points); generated when left out`);
 
 /** Body of POST and PUT. Unknown fields are rejected rather than silently dropped. */
 export const StudentInput = z.strictObject(
   {
-    firstName: name('First name'),
-    lastName: name('Last name'),
-    email: z
-      .string({ error: 'must be a string' })
-      .max(STUDENT_EMAIL_MAX_LENGTH, `must be at most ${STUDENT_EMAIL_MAX_LENGTH} characters`)
-      .optional()
-      .describe('Email address; generated when left out'),
+    firstName: studentField('First name', STUDENT_NAME_MAX_LENGTH),
+    lastName: studentField('Last name', STUDENT_NAME_MAX_LENGTH),
+    email: studentField('Email address', STUDENT_EMAIL_MAX_LENGTH),
   },
   { error: (issue) => (issue.code === 'invalid_type' ? 'must be a JSON object' : undefined) },
 );

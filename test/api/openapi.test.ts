@@ -104,6 +104,35 @@ describe('the OpenAPI document', () => {
     }
   });
 
+  test("the body's examples make a student: what Swagger UI's Try it out sends is a 201", async () => {
+    type BodySchema = { anyOf?: BodySchema[]; properties?: Record<string, { examples?: unknown[] }> };
+    const { content } = operation(document, POST).requestBody as {
+      content: Record<string, { schema: BodySchema }>;
+    };
+    const schema = content['application/json']!.schema;
+    const properties = (schema.anyOf ?? [schema]).find((branch) => branch.properties)?.properties ?? {};
+    const example = Object.fromEntries(
+      Object.entries(properties).map(([field, property]) => [field, property.examples?.[0]]),
+    );
+    assert.deepEqual(Object.keys(example).sort(), ['email', 'firstName', 'lastName']);
+    assert.ok(
+      Object.values(example).every((value) => typeof value === 'string'),
+      JSON.stringify(example),
+    );
+    const api = await startWebApi(testDb.database, {});
+    try {
+      const response = await fetch(`${api.url}/api/students`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(example),
+      });
+      assert.equal(response.status, 201, await response.clone().text());
+      assert.equal(((await response.json()) as { email: string }).email, example.email);
+    } finally {
+      await api.stop();
+    }
+  });
+
   test('every 4xx and 5xx is application/problem+json (RFC 9457), never application/json', () => {
     for (const route of OPERATIONS)
       for (const [status, response] of Object.entries(operation(document, route).responses)) {

@@ -3,21 +3,25 @@ import { STUDENT_EMAIL_MAX_LENGTH, STUDENT_NAME_MAX_LENGTH, storedLength } from 
 
 /**
  * A field of at most `max` characters as stored: the spaces around it, which are trimmed, do not count. A refinement,
- * not `.max()`, which the document would state as `maxLength`, for clients to check on the text as sent.
+ * not `.max()`, which the document would state as `maxLength`, for clients to check on the text as sent. The example
+ * is what Swagger UI's "Try it out" sends (else "string", which is no email address).
  */
-const studentField = (what: string, max: number) =>
+const studentField = (what: string, max: number, example: string) =>
   z
     .string({ error: 'must be a string' })
     .refine((value) => storedLength(value) <= max, `must be at most ${max} characters`)
     .optional()
-    .describe(`${what}, trimmed, then at most ${max} characters (code points); generated when left out`);
+    .meta({
+      description: `${what}, trimmed, then at most ${max} characters (code points); generated when left out`,
+      examples: [example],
+    });
 
 /** Body of POST and PUT. Unknown fields are rejected rather than silently dropped. */
 export const StudentInput = z.strictObject(
   {
-    firstName: studentField('First name', STUDENT_NAME_MAX_LENGTH),
-    lastName: studentField('Last name', STUDENT_NAME_MAX_LENGTH),
-    email: studentField('Email address', STUDENT_EMAIL_MAX_LENGTH),
+    firstName: studentField('First name', STUDENT_NAME_MAX_LENGTH, 'Ada'),
+    lastName: studentField('Last name', STUDENT_NAME_MAX_LENGTH, 'Lovelace'),
+    email: studentField('Email address', STUDENT_EMAIL_MAX_LENGTH, 'ada@example.com'),
   },
   { error: (issue) => (issue.code === 'invalid_type' ? 'must be a JSON object' : undefined) },
 );

@@ -12,7 +12,7 @@ import type {
 import {
   conflictAttempts,
   consumeStudentEvents,
-  type AfterProcessed,
+  type ReadersRefresh,
 } from '../../src/apps/worker/student-events.consumer.ts';
 import { createWorkerMetrics } from '../../src/apps/worker/worker-metrics.ts';
 import {
@@ -75,7 +75,7 @@ describe('the student-events consumer', () => {
   async function consume(
     script: (attempt: number, command: ProcessStudentEventCommand) => Promise<ProcessStudentEventResult>,
     options: {
-      afterProcessed?: AfterProcessed;
+      readers?: ReadersRefresh;
       retry?: { baseDelayMs: number; maxDelayMs: number };
       prefetch?: number;
     } = {},
@@ -91,7 +91,7 @@ describe('the student-events consumer', () => {
       retry: { maxRetryAttempts: 2, ...(options.retry ?? { baseDelayMs: 1, maxDelayMs: 5 }) },
       metrics: createWorkerMetrics(registry),
       logger: silentLogger,
-      afterProcessed: options.afterProcessed,
+      readers: options.readers,
     });
     subscriptions.push(subscription);
     return subscription;
@@ -223,9 +223,12 @@ describe('the student-events consumer', () => {
     await consume(
       async (attempt) => (attempt === 1 ? { status: 'processed', student } : { status: 'duplicate' }),
       {
-        afterProcessed: (change) => {
-          changes.push(change);
-          throw new Error('cache down');
+        readers: {
+          afterProcessed: (change) => {
+            changes.push(change);
+            throw new Error('cache down');
+          },
+          currentStudent: async () => student,
         },
       },
     );
@@ -237,23 +240,88 @@ describe('the student-events consumer', () => {
     assert.equal(dead.length, 0);
   });
 
-  test('the hook hears of a student that is gone as undefined, and of duplicates not at all', async () => {
+  test('the hook hears of a student that is gone as undefined', async () => {
     const changes: unknown[] = [];
     const results: ProcessStudentEventResult[] = [
       { status: 'deleted', studentId: student.id },
       { status: 'studentGone', studentId: student.id },
-      { status: 'duplicate' },
     ];
     await consume(async (attempt) => results[attempt - 1]!, {
-      afterProcessed: (change) => void changes.push(change),
+      readers: {
+        afterProcessed: (change) => void changes.push(change),
+        currentStudent: async () => undefined,
+      },
     });
-    await bus.publish([1, 2, 3].map(() => studentEvent('StudentDeleted', student)));
-    await eventually('all handled', async () => (await counted(registry, 'duplicate')) === 1);
+    await bus.publish([1, 2].map(() => studentEvent('StudentDeleted', student)));
+    await eventually(
+      'both handled',
+      async () => (await counted(registry, 'processed')) + (await counted(registry, 'student_gone')) === 2,
+    );
 
     assert.deepEqual(changes, [
       { studentId: student.id, student: undefined },
       { studentId: student.id, student: undefined },
     ]);
+  });
+
+  test("a duplicate's student is read again and handed to the hook, since the first delivery's refresh may never have run", async () => {
+    const changes: unknown[] = [];
+    const reads: string[] = [];
+    const now = { ...student, updates: 1, version: 2 };
+    await consume(async () => ({ status: 'duplicate' }), {
+      readers: {
+        afterProcessed: (change) => void changes.push(change),
+        currentStudent: async (id) => {
+          reads.push(id);
+          return now;
+        },
+      },
+    });
+    await bus.publish([studentEvent('StudentCreated', student)]);
+    await eventually('handled', async () => (await counted(registry, 'duplicate')) === 1);
+
+    assert.deepEqual(reads, [student.id]);
+    assert.deepEqual(changes, [{ studentId: student.id, student: now }]);
+    assert.equal(calls.length, 1);
+  });
+
+  test("while the database cannot be reached, a duplicate's read waits in process; the hook then gets the student", async () => {
+    const changes: unknown[] = [];
+    let reads = 0;
+    await consume(async () => ({ status: 'duplicate' }), {
+      readers: {
+        afterProcessed: (change) => void changes.push(change),
+        currentStudent: async () => {
+          if (++reads < 3) throw unavailable();
+          return student;
+        },
+      },
+    });
+    await bus.publish([studentEvent('StudentUpdated', student)]);
+    await eventually('handled', async () => (await counted(registry, 'duplicate')) === 1);
+
+    assert.equal(reads, 3);
+    assert.deepEqual(changes, [{ studentId: student.id, student }]);
+    assert.equal(await counted(registry, 'retried'), 0);
+    assert.equal(dead.length, 0);
+  });
+
+  test('a duplicate whose student cannot be read again is still acknowledged: it changed nothing', async () => {
+    const changes: unknown[] = [];
+    await consume(async () => ({ status: 'duplicate' }), {
+      readers: {
+        afterProcessed: (change) => void changes.push(change),
+        currentStudent: async () => {
+          throw new Error('relation "students" does not exist');
+        },
+      },
+    });
+    await bus.publish([studentEvent('StudentUpdated', student)]);
+    await eventually('handled', async () => (await counted(registry, 'duplicate')) === 1);
+
+    assert.deepEqual(changes, []);
+    assert.equal(calls.length, 1);
+    assert.equal(dead.length, 0);
   });
 
   test('close() during an attempt that then fails for a reason that may pass returns the message to the queue, not to the dead letters', async () => {

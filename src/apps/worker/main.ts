@@ -12,6 +12,7 @@ import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import type { StudentCache } from '../../application/ports/student-cache.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
 import { pruneInbox, schedulePruning } from '../../infrastructure/persistence/retention.ts';
+import { SqlStudentQueries } from '../../infrastructure/persistence/sql-student-queries.ts';
 import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
 import {
   openProcessResources,
@@ -45,7 +46,10 @@ export interface WorkerDeps {
   readonly bus: MessageBus;
   /** Where the worker's metrics go (served at /metrics); a registry of its own by default. */
   readonly registry?: Registry;
-  /** Called after each committed change, e.g. to refresh the cache; its failures are logged only. */
+  /**
+   * Called after each committed change, e.g. to refresh the cache, and for a redelivered event with the student as
+   * the database has it now (the first delivery's call may never have run); its failures are logged only.
+   */
   readonly afterProcessed?: AfterProcessed;
 }
 
@@ -78,6 +82,8 @@ export function createWorker({
     }),
     config.worker.prefetch,
   );
+  const queries = new SqlStudentQueries(database.sql);
+  const readers = afterProcessed && { afterProcessed, currentStudent: (id: string) => queries.findById(id) };
   const metrics = createWorkerMetrics(registry);
   let state: ConsumerState = 'stopped';
   const queues = studentsWorkerQueues(config.worker.partitions);
@@ -90,7 +96,7 @@ export function createWorker({
       retry: config.resilience,
       metrics,
       logger: log,
-      afterProcessed,
+      readers,
     });
   // One queue: every worker subscribes and the queue's single active consumer stands the others by. Partitions: the
   // workers share them out, each consuming its own.

@@ -23,11 +23,24 @@ import { secondsSince } from '../../infrastructure/observability/metrics.ts';
 import { parseStudentEvent } from './student-event-schema.ts';
 import type { MessageOutcome, WorkerMetrics } from './worker-metrics.ts';
 
-/** Runs after the transaction committed (e.g. to refresh the cache); `student` undefined = it no longer exists. */
-export type AfterProcessed = (change: {
+/** A student after the worker's transaction; `student` undefined = it no longer exists. */
+export interface StudentChange {
   readonly studentId: string;
   readonly student: StudentSnapshot | undefined;
-}) => Promise<void> | void;
+}
+
+/** Runs after the transaction committed (e.g. to refresh the cache). */
+export type AfterProcessed = (change: StudentChange) => Promise<void> | void;
+
+/**
+ * How the worker's changes reach readers (the cache): after each commit, and for an event found already processed,
+ * with the student read again, since that event's refresh may never have run.
+ */
+export interface ReadersRefresh {
+  readonly afterProcessed: AfterProcessed;
+  /** The student as the database has it now; undefined when it is gone. */
+  readonly currentStudent: (studentId: string) => Promise<StudentSnapshot | undefined>;
+}
 
 export interface RetryOptions {
   /**
@@ -48,7 +61,8 @@ export interface StudentEventsConsumerOptions {
   readonly retry: RetryOptions;
   readonly metrics: WorkerMetrics;
   readonly logger: Logger;
-  readonly afterProcessed?: AfterProcessed;
+  /** Without it the consumer only commits. */
+  readonly readers?: ReadersRefresh;
 }
 
 // Refusals that pass by themselves: a serialization failure or deadlock (PostgreSQL asks for the transaction
@@ -208,26 +222,50 @@ export function studentEventHandler(
       return ['retried', outcome.retry('worker stopping')];
     }
     if (result.status === 'duplicate') {
+      // Its refresh may never have run: the worker died between its commit and the refresh, or the commit's answer
+      // was lost and this retry found it done. Readers would keep the old student until the cache's TTL.
+      if ((await catchUp(event.value.subject)) === STOPPED) {
+        logger.info(fields, 'worker stopping while reading a student again; back to the queue');
+        return ['retried', outcome.retry('worker stopping')];
+      }
       logger.debug({ ...fields, eventId: event.value.id }, 'student event already processed');
       return ['duplicate', outcome.ack()];
     }
-    await refresh(result);
+    await refresh(
+      result.status === 'processed'
+        ? { studentId: result.student.id, student: result.student }
+        : { studentId: result.studentId, student: undefined },
+    );
     logger.debug({ ...fields, eventId: event.value.id, status: result.status }, 'student event processed');
     return [result.status === 'studentGone' ? 'student_gone' : 'processed', outcome.ack()];
   };
 
   // The change is committed: a failing hook must not make the message run again.
-  const refresh = async (result: Exclude<ProcessStudentEventResult, { status: 'duplicate' }>) => {
-    if (!options.afterProcessed) return;
-    const change =
-      result.status === 'processed'
-        ? { studentId: result.student.id, student: result.student }
-        : { studentId: result.studentId, student: undefined };
+  const refresh = async (change: StudentChange) => {
+    if (!options.readers) return;
     try {
-      await options.afterProcessed(change);
+      await options.readers.afterProcessed(change);
     } catch (error) {
       logger.warn({ err: error, studentId: change.studentId }, 'after-processing hook failed; ignored');
     }
+  };
+
+  /** Refreshes readers from the student as the database has it now; STOPPED when stopped before it was read. */
+  const catchUp = async (studentId: string): Promise<void | typeof STOPPED> => {
+    const readers = options.readers;
+    if (!readers) return;
+    let student: StudentSnapshot | undefined | typeof STOPPED;
+    try {
+      student = await withRetries(policy, () => readers.currentStudent(studentId), stopping);
+    } catch (error) {
+      logger.warn(
+        { err: error, studentId },
+        'could not read a student again after a duplicate; not refreshed',
+      );
+      return;
+    }
+    if (student === STOPPED) return STOPPED;
+    await refresh({ studentId, student });
   };
 
   const system = options.bus.status().adapter;

@@ -118,11 +118,22 @@ export async function consumeNotifications(
     }
   }
 
+  // Until when the lease is surely ours: it was granted for leaseMs no earlier than we asked for it.
+  let heldUntil = 0;
   async function renew(): Promise<void> {
-    const held = await log.claimWriter(instanceId, leaseMs).catch((error: unknown) => {
-      logger.debug({ err: error }, 'writer lease: could not renew');
-      return false;
-    });
+    const asked = Date.now();
+    const held = await log.claimWriter(instanceId, leaseMs).then(
+      (claimed) => {
+        if (claimed) heldUntil = asked + leaseMs;
+        return claimed;
+      },
+      (error: unknown) => {
+        logger.debug({ err: error }, 'writer lease: could not renew');
+        // Unanswered is not refused: the lease stays ours until it would have lapsed. Stopping at once would return
+        // the messages in flight at every blip of Redis, each return counting toward their delivery limit.
+        return Date.now() < heldUntil;
+      },
+    );
     if (stopped) return;
     if (held && !subscription) await startConsuming();
     else if (!held && subscription) {

@@ -143,3 +143,42 @@ describe('the notifications service while Redis is down', await needsRedis(), ()
     }
   });
 });
+
+describe('a notifications instance started while Redis is down', await needsRedis(), () => {
+  test('starts, tells SSE clients to retry, and serves them once Redis is back', async () => {
+    const bus = new InProcessMessageBus();
+    const keyPrefix = `${uniqueName('tbe_replay_start_outage_test')}:`;
+    const target = new URL(REDIS_URL);
+    const proxy = await TcpProxy.start(target.hostname, Number(target.port || 6379));
+    await proxy.pause();
+    let notifications: Notifications | undefined;
+    let client: ReturnType<typeof sseClient> | undefined;
+    try {
+      notifications = await createNotifications({
+        config: parseConfig({
+          NOTIFICATIONS_PORT: '0',
+          REDIS_URL: `redis://127.0.0.1:${proxy.port}`,
+          REPLAY_LOG_KEY_PREFIX: keyPrefix,
+        }),
+        logger: silentLogger,
+        bus,
+      });
+      const url = await notifications.start();
+      const response = await fetch(`${url}/api/notifications/stream`);
+      assert.equal(response.status, 200);
+      assert.match(await response.text(), /^retry: \d+\n\n$/);
+
+      await proxy.resume();
+      client = sseClient(url);
+      await until(() => client!.control.some((event) => event.type === 'connected'), 'connected', 15_000);
+      await bus.publish([notificationMessage('StudentCreated')]);
+      await until(() => client!.received.length === 1, 'the notification');
+    } finally {
+      client?.close();
+      await notifications?.stop();
+      await bus.close();
+      await proxy.stop();
+      await deleteRedisKeys(keyPrefix);
+    }
+  });
+});

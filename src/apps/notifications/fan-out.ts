@@ -6,6 +6,8 @@ import {
   type ReplayLogRetention,
   type ReplayLogTail,
 } from '../../application/ports/replay-log.ts';
+import type { Logger } from '../../infrastructure/logging/logger.ts';
+import { waitToRetry } from '../../infrastructure/resilience/resilience-policy.ts';
 
 /** The same for every reader: one object, shared. */
 export interface ResumeLimits {
@@ -58,27 +60,65 @@ export type PushObserver = (transport: PushTransport, entry: ReplayLogEntry, pus
  * One tail of the replay log per instance, handed to every local client (SSE connections, the hub): a
  * notification appended by any instance reaches the clients of all of them.
  */
+export interface LogFanOutOptions {
+  readonly observe?: PushObserver;
+  /** Where it says that the log does not answer at start (it keeps trying). */
+  readonly logger?: Logger;
+}
+
 export class LogFanOut {
   readonly #log: ReplayLog;
   readonly #observe: PushObserver;
+  readonly #logger: Logger | undefined;
   readonly #listeners: Record<PushTransport, Set<FanOutListener>> = { sse: new Set(), signalr: new Set() };
+  readonly #stopping = new AbortController();
   #tail: ReplayLogTail | undefined;
   /** The newest entry handed to listeners. */
   #position = '0-0';
 
-  constructor(log: ReplayLog, observe: PushObserver = (_transport, _entry, push) => push()) {
+  constructor(
+    log: ReplayLog,
+    { observe = (_transport, _entry, push) => push(), logger }: LogFanOutOptions = {},
+  ) {
     this.#log = log;
     this.#observe = observe;
+    this.#logger = logger;
   }
 
   get position(): string {
     return this.#position;
   }
 
+  /** Whether it tails the log: until then, `position` says nothing of the log (a stream cannot start from it). */
+  get ready(): boolean {
+    return this.#tail !== undefined;
+  }
+
+  /**
+   * Starts tailing the log. One that does not answer (Redis down) is tried again in the background until it does:
+   * the instance serves meanwhile (health, pages, a `retry:` to SSE clients) instead of failing to start.
+   */
   async start(): Promise<void> {
-    const { lastId, trimmedThrough } = await this.#log.retention();
+    if (await this.#tryToStart(0)) return;
+    void (async () => {
+      for (let attempt = 0; await waitToRetry(attempt, this.#stopping.signal); attempt++)
+        if (await this.#tryToStart(attempt + 1)) return;
+    })();
+  }
+
+  async #tryToStart(attempt: number): Promise<boolean> {
+    let retention: ReplayLogRetention;
+    try {
+      retention = await this.#log.retention();
+    } catch (error) {
+      if (attempt === 0)
+        this.#logger?.warn({ err: error }, 'replay log unavailable; tailing it once it answers');
+      return false;
+    }
+    if (this.#stopping.signal.aborted) return true;
+    if (attempt > 0) this.#logger?.info('replay log answers; tailing it');
     // An empty log that begins later than 0-0 (a new memory ring): a reader starting from 0-0 would look trimmed.
-    this.#position = laterLogId(lastId, trimmedThrough);
+    this.#position = laterLogId(retention.lastId, retention.trimmedThrough);
     this.#tail = this.#log.tail(this.#position, {
       entries: (entries) => {
         for (const entry of entries) {
@@ -92,11 +132,12 @@ export class LogFanOut {
           }
         }
       },
-      missed: (retention) => {
+      missed: (missed) => {
         for (const listeners of Object.values(this.#listeners))
-          for (const listener of listeners) listener.missed?.(retention);
+          for (const listener of listeners) listener.missed?.(missed);
       },
     });
+    return true;
   }
 
   /** Entries tailed from now on, for the clients of `transport`; returns the unsubscribe function. */
@@ -117,6 +158,7 @@ export class LogFanOut {
   }
 
   async stop(): Promise<void> {
+    this.#stopping.abort();
     for (const listeners of Object.values(this.#listeners)) listeners.clear();
     await this.#tail?.close();
   }

@@ -88,7 +88,7 @@ export async function createNotifications({
   const hub = await createNotificationsHub(verifier);
   // `sse` is read at scrape and push time, once the routes below exist.
   const observability = createNotificationsObservability(registry, { sse: () => sse.count, hub });
-  const fanOut = new LogFanOut(replay, observability.observePush);
+  const fanOut = new LogFanOut(replay, { observe: observability.observePush, logger: log });
   const sse = await registerSseRoutes(app, {
     log: replay,
     fanOut,

@@ -117,6 +117,9 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       options.logger.warn({ err: error }, 'replay log unavailable; SSE client told to retry');
       return endWithRetry(openEventStream(reply), options);
     }
+    // The log answers, but this instance does not tail it yet (it started while the log was away): no position to
+    // start a stream from; in a moment there is.
+    if (!options.fanOut.ready) return endWithRetry(openEventStream(reply), options);
     // While the log answered, the client may have left (its stream would never be closed) or the server begun to
     // close (it has ended the streams it had).
     if (request.raw.socket.destroyed) return void reply.hijack();

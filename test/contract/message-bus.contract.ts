@@ -10,7 +10,7 @@ import type {
   ReceivedMessage,
   Subscription,
 } from '../../src/application/ports/message-bus.ts';
-import { outcome } from '../../src/application/ports/message-bus.ts';
+import { MAX_DEAD_LETTER_REASON_LENGTH, outcome } from '../../src/application/ports/message-bus.ts';
 import {
   DEATH_QUEUE_HEADER,
   DEATH_REASON_HEADER,
@@ -125,6 +125,22 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       await inbox.waitFor(22);
       await sleep(QUIET_MS);
       assert.deepEqual(inbox.ids().sort(), [...range(22).map((i) => `m${i}`)].sort());
+    });
+
+    test('a publish whose signal has aborted sends nothing and rejects with its reason', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      const stopped = new Error('stopping');
+      await assert.rejects(
+        bus.publish([message(exchange, 'student.created', 'aborted')], AbortSignal.abort(stopped)),
+        stopped,
+      );
+      await bus.publish([message(exchange, 'student.created', 'sent')], new AbortController().signal);
+
+      const inbox = await collect(bus, queue);
+      await inbox.waitFor(1);
+      await sleep(QUIET_MS);
+      assert.deepEqual(inbox.ids(), ['sent']);
     });
 
     test('an acked message arrives once with its id, key, body, headers and delivery count 1', async () => {
@@ -255,6 +271,22 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       assert.equal(buried.headers[DEATH_QUEUE_HEADER], queue);
       assert.equal(buried.headers.traceparent, 'tp-2');
       assert.equal(buried.deliveryCount, 1);
+    });
+
+    test('a reason too long for a message header is cut, and the message is still dead-lettered at once', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name, { maxDeliveries: 5 });
+      await bus.publish([message(exchange, 'student.updated', 'long-reason')]);
+      // As a validation error listing every problem with a large body can be: past RabbitMQ's frame for a header.
+      const reason = `invalid: ${'x'.repeat(20_000)}`;
+      const inbox = await collect(bus, queue, { handler: () => outcome.deadLetter(reason) });
+      const dead = await collect(bus, deadLetterNames(queue).queue);
+      await dead.waitFor(1);
+      await sleep(QUIET_MS);
+      assert.equal(inbox.messages.length, 1, 'dead-lettered on the first delivery, never retried');
+      const kept = String(dead.messages[0]?.headers[DEATH_REASON_HEADER]);
+      assert.ok(kept.startsWith('invalid: xxx'), kept.slice(0, 40));
+      assert.ok(kept.length <= MAX_DEAD_LETTER_REASON_LENGTH, `${kept.length} characters`);
     });
 
     test('a handler can dead-letter an unparseable body; the dead-letter queue keeps its exact bytes', async () => {

@@ -66,6 +66,39 @@ describe('RabbitMqMessageBus without a broker', () => {
   });
 });
 
+describe('RabbitMqMessageBus while the broker is unreachable', () => {
+  test('a waiting publish rejects as soon as its signal aborts, and close ends at once what still waits', async () => {
+    // Port 1 refuses at once; a publish would wait out the acquire timeout on each of its attempts.
+    const bus = new RabbitMqMessageBus({ url: 'amqp://guest:guest@127.0.0.1:1', acquireTimeoutMs: 60_000 });
+    const aborting = new AbortController();
+    const publishing = bus.publish(
+      [{ exchange: 'students', routingKey: 'student.created', messageId: '1', body: '{}' }],
+      aborting.signal,
+    );
+    const stopped = new Error('stopping');
+    setTimeout(() => aborting.abort(stopped), 100);
+    assert.equal(await settlesWithin(publishing, 5_000), 'settled');
+    await assert.rejects(publishing, stopped);
+    // The abandoned send still waits for a channel: closing must not wait for it.
+    assert.equal(await settlesWithin(bus.close(), 5_000), 'settled');
+  });
+});
+
+/** Whether `promise` settles (resolves or rejects) within `ms`. */
+function settlesWithin(promise: Promise<unknown>, ms: number): Promise<'settled' | 'still pending'> {
+  let timer: NodeJS.Timeout | undefined;
+  const pending = new Promise<'still pending'>(
+    (resolve) => (timer = setTimeout(resolve, ms, 'still pending')),
+  );
+  return Promise.race([
+    promise.then(
+      () => 'settled' as const,
+      () => 'settled' as const,
+    ),
+    pending,
+  ]).finally(() => clearTimeout(timer));
+}
+
 describe('RabbitMqMessageBus and a foreign publisher', rabbit, () => {
   test('headers of other AMQP types become strings or are left out; a "__proto__" table adds no header', async () => {
     const vhost = await createTestVhost();

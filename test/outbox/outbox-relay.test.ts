@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { SpanKind } from '@opentelemetry/api';
 import { inArray, isNull } from 'drizzle-orm';
+import pg from 'pg';
 import { outcome, type MessageBus, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
 import { createStudent } from '../../src/application/students/create-student.ts';
 import { updateStudent } from '../../src/application/students/update-student.ts';
@@ -14,7 +15,11 @@ import { mergeTopologies, topicExchange } from '../../src/contracts/messaging.ts
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { OutboxRelay } from '../../src/infrastructure/outbox/outbox-relay.ts';
-import { openDatabase, type Database } from '../../src/infrastructure/persistence/database.ts';
+import {
+  openDatabase,
+  type Database,
+  type Leadership,
+} from '../../src/infrastructure/persistence/database.ts';
 import type { SqlStatement } from '../../src/infrastructure/persistence/sql.ts';
 import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-work.ts';
 import { outbox } from '../../src/infrastructure/persistence/schema.ts';
@@ -41,6 +46,21 @@ const fastResilience = {
   maxDelayMs: 200,
   timeoutMs: 2_000,
 };
+
+/** Whether `promise` settles (resolves or rejects) within `ms`. */
+function settlesWithin(promise: Promise<unknown>, ms: number): Promise<'settled' | 'still pending'> {
+  let timer: NodeJS.Timeout | undefined;
+  const pending = new Promise<'still pending'>(
+    (resolve) => (timer = setTimeout(resolve, ms, 'still pending')),
+  );
+  return Promise.race([
+    promise.then(
+      () => 'settled' as const,
+      () => 'settled' as const,
+    ),
+    pending,
+  ]).finally(() => clearTimeout(timer));
+}
 
 async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000) {
   const deadline = Date.now() + timeoutMs;
@@ -420,6 +440,106 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
         events.filter((event) => event.subject === x).map((event) => event.type),
         ['StudentCreated', 'StudentUpdated'],
       );
+    },
+  );
+
+  test(
+    "when the leader's connection drops right after it won the lock, the relay contends again, leads and publishes, and stops",
+    rabbit,
+    async () => {
+      await until(() => unsent(database).then((count) => count === 0), 'a clean outbox');
+      const bus = new RabbitMqMessageBus({ url: vhost.url });
+      cleanups.push(() => bus.close());
+      const received = await collect(bus, 'relay.listen-lost');
+      const admin = new pg.Client({ connectionString: created.url });
+      await admin.connect();
+      cleanups.push(() => admin.end());
+      // The first leadership's session is ended by the server just before its LISTEN, as a network blip or a
+      // PostgreSQL restart at that moment would: the LISTEN fails.
+      let dropped = false;
+      const dropsFirstLeader: Database = {
+        ...database,
+        async tryLead(lockKey) {
+          const leadership = await database.tryLead(lockKey);
+          if (!leadership || dropped) return leadership;
+          dropped = true;
+          const dropping: Leadership = {
+            ...leadership,
+            async listen(channel, onNotify) {
+              await admin.query(
+                `select pg_terminate_backend(pid) from pg_locks
+                 where locktype = 'advisory' and objid = $1::bigint::oid
+                   and database = (select oid from pg_database where datname = current_database())`,
+                [lockKey],
+              );
+              await leadership.lost;
+              return leadership.listen(channel, onNotify);
+            },
+          };
+          return dropping;
+        },
+      };
+      const relay = relayOn(dropsFirstLeader, bus, { pollIntervalMs: 100 });
+      cleanups.push(() => relay.stop());
+      relay.start();
+      await until(() => dropped, 'the first leadership');
+
+      const [id] = await createStudents(database, 1);
+      await until(
+        () => received.some((message) => message.headers['cloudEvents:subject'] === id),
+        'the event',
+      );
+      assert.equal(relay.status().role, 'leader');
+      await relay.stop(); // resolves; the next test needs the lock free
+    },
+  );
+
+  test(
+    'stopped while the broker is unreachable, the relay stops at once; the batch it was publishing goes out later',
+    rabbit,
+    async () => {
+      await until(() => unsent(database).then((count) => count === 0), 'a clean outbox');
+      const reachable = new RabbitMqMessageBus({ url: vhost.url });
+      cleanups.push(() => reachable.close());
+      const received = await collect(reachable, 'relay.stopped-in-outage');
+      const target = new URL(AMQP_URL);
+      const proxy = await TcpProxy.start(target.hostname, Number(target.port || 5672));
+      cleanups.push(() => proxy.stop());
+      await proxy.pause();
+      const viaProxy = new URL(vhost.url);
+      viaProxy.host = `127.0.0.1:${proxy.port}`;
+      const bus = new RabbitMqMessageBus({ url: viaProxy.toString() });
+      cleanups.push(() => bus.close());
+      let publishing!: () => void;
+      const publishStarted = new Promise<void>((resolve) => (publishing = resolve));
+      const publish = bus.publish.bind(bus);
+      bus.publish = (messages, signal) => (publishing(), publish(messages, signal));
+      const [id] = await createStudents(database, 1);
+      // The default resilience: attempts of up to 30 s each, retried with back-off, each waiting for a connection.
+      const relay = new OutboxRelay({
+        database,
+        bus,
+        logger: silentLogger,
+        policy: createResiliencePolicy('relay', DEFAULT_RESILIENCE, silentLogger),
+        options: { standbyRetryMs: 200 },
+      });
+      cleanups.push(() => relay.stop());
+      relay.start();
+      await publishStarted;
+
+      assert.equal(await settlesWithin(relay.stop(), 5_000), 'settled', 'relay.stop()');
+      assert.equal(await settlesWithin(bus.close(), 5_000), 'settled', 'bus.close() after it');
+      assert.equal(await unsent(database), 1, 'the row is left unsent');
+
+      const next = relayOn(database, reachable);
+      cleanups.push(() => next.stop());
+      next.start();
+      await until(
+        () => received.some((message) => message.headers['cloudEvents:subject'] === id),
+        'the event',
+      );
+      await until(() => unsent(database).then((count) => count === 0), 'the row marked sent');
+      await next.stop(); // the next test needs the lock free
     },
   );
 

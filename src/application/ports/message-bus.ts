@@ -37,10 +37,23 @@ export type HandlerOutcome =
 
 const ACK: HandlerOutcome = Object.freeze({ kind: 'ack' });
 
+/**
+ * A dead-letter reason travels in a message header, and RabbitMQ takes a message's headers in one frame (8 KiB): a
+ * longer reason would make the dead-lettering fail, and the message go round until its delivery limit buried it
+ * without the reason. Cut to this many characters (at most 4 bytes each in UTF-8).
+ */
+export const MAX_DEAD_LETTER_REASON_LENGTH = 1_000;
+
 export const outcome = {
   ack: (): HandlerOutcome => ACK,
   retry: (reason?: string): HandlerOutcome => ({ kind: 'retry', reason }),
-  deadLetter: (reason: string): HandlerOutcome => ({ kind: 'deadLetter', reason }),
+  deadLetter: (reason: string): HandlerOutcome => ({
+    kind: 'deadLetter',
+    reason:
+      reason.length > MAX_DEAD_LETTER_REASON_LENGTH
+        ? `${reason.slice(0, MAX_DEAD_LETTER_REASON_LENGTH - 1)}…`
+        : reason,
+  }),
 };
 
 export interface ConsumeOptions {
@@ -77,8 +90,11 @@ export interface MessageBusStatus {
 export interface MessageBus {
   /** Idempotent: declaring the same topology again changes nothing. */
   declareTopology(topology: Topology): Promise<void>;
-  /** Resolves once the broker confirmed every message; rejects (after all settled) if any was not. */
-  publish(messages: readonly OutgoingMessage[]): Promise<void>;
+  /**
+   * Resolves once the broker confirmed every message; rejects (after all settled) if any was not. Once `signal`
+   * aborts it stops retrying and waiting, and rejects with the signal's reason: a message may still reach the broker.
+   */
+  publish(messages: readonly OutgoingMessage[], signal?: AbortSignal): Promise<void>;
   /** Resolves once the consumer is registered; rejects if the queue does not exist. */
   consume(queue: string, options: ConsumeOptions): Promise<Subscription>;
   /** The state of `queue`, whoever declared it; undefined when there is no such queue. */

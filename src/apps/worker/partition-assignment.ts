@@ -7,7 +7,7 @@ import type { Database, Leadership } from '../../infrastructure/persistence/data
 
 /**
  * Advisory lock keys of the member slots: a worker holds one while it runs. Clear of the other keys on the same
- * database: migrations 4_224_711, the outbox relay 4_224_712.
+ * database: migrations 4_224_711, the outbox relay 4_224_712, the in-process bus 4_224_713.
  */
 export const MEMBER_SLOT_FIRST_KEY = 4_224_800;
 /** More workers than this wait for a slot (and with at most 64 partitions they would have none to consume). */

@@ -209,8 +209,10 @@ export class InProcessMessageBus implements MessageBus {
     }
   }
 
-  async publish(messages: readonly OutgoingMessage[]): Promise<void> {
+  /** Never waits: `signal` only matters when it has aborted already. */
+  async publish(messages: readonly OutgoingMessage[], signal?: AbortSignal): Promise<void> {
     this.assertOpen();
+    signal?.throwIfAborted();
     const failures: Error[] = [];
     for (const message of messages) {
       const queues = this.route(message.exchange, message.routingKey, message.headers);

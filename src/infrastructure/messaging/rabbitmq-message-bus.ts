@@ -22,6 +22,7 @@ import { consumeOnChannel, type Settlement } from './channel-consumer.ts';
 import { silentMessagingLogger, type MessagingLogger } from './messaging-logger.ts';
 import { orderedDispatch } from './ordered-dispatch.ts';
 import { validateTopology } from './topology-rules.ts';
+import { untilAborted } from '../resilience/resilience-policy.ts';
 
 export interface RabbitMqMessageBusOptions {
   /** `amqp://user:pass@host:5672/vhost` */
@@ -133,9 +134,10 @@ export class RabbitMqMessageBus implements MessageBus {
     }
   }
 
-  async publish(messages: readonly OutgoingMessage[]): Promise<void> {
+  async publish(messages: readonly OutgoingMessage[], signal?: AbortSignal): Promise<void> {
     this.assertOpen();
-    const results = await Promise.allSettled(
+    signal?.throwIfAborted();
+    const sent = Promise.allSettled(
       messages.map((message) =>
         this.send(
           {
@@ -148,9 +150,12 @@ export class RabbitMqMessageBus implements MessageBus {
             durable: true,
           },
           Buffer.from(message.body),
+          signal,
         ),
       ),
     );
+    // rabbitmq-client cannot call a send off: while the broker is unreachable one waits out the acquire timeout.
+    const results = await (signal ? untilAborted(sent, signal) : sent);
     const failures = results.flatMap((result) =>
       result.status === 'rejected' ? [result.reason as unknown] : [],
     );
@@ -228,8 +233,9 @@ export class RabbitMqMessageBus implements MessageBus {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await Promise.all([...this.subscriptions].map((close) => close()));
-      await this.publisher.close();
-      await this.connection.close();
+      // Both at once: closing the connection ends at once a publish still waiting for it (the broker unreachable),
+      // whose channel the publisher's close would otherwise wait for, and then fail without closing the connection.
+      await Promise.all([this.publisher.close().catch(() => undefined), this.connection.close()]);
     })();
     return this.closing;
   }
@@ -238,14 +244,20 @@ export class RabbitMqMessageBus implements MessageBus {
     if (this.closing) throw new Error('message bus is closed');
   }
 
-  private async send(envelope: Envelope, body: Buffer): Promise<void> {
+  private async send(envelope: Envelope, body: Buffer, signal?: AbortSignal): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.publisher.send(envelope, body);
       } catch (error) {
         // NOT_FOUND (no such exchange) and a broker nack will not get better by retrying at once.
         const code = (error as { code?: unknown }).code;
-        if (attempt >= this.maxPublishAttempts || code === 'NOT_FOUND' || code === 'NACK' || this.closing)
+        if (
+          attempt >= this.maxPublishAttempts ||
+          code === 'NOT_FOUND' ||
+          code === 'NACK' ||
+          this.closing ||
+          signal?.aborted
+        )
           throw error;
         this.logger.warn(
           { err: error, attempt, exchange: envelope.exchange, messageId: envelope.messageId },

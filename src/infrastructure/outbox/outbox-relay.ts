@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { MessageBus, OutgoingMessage } from '../../application/ports/message-bus.ts';
 import type { OutboxMessage } from '../../application/ports/outbox.ts';
 import { CLOUD_EVENTS_CONTENT_TYPE, SUBJECT_HEADER, type CloudEvent } from '../../contracts/cloud-events.ts';
+import type { Topology } from '../../contracts/messaging.ts';
 import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
 import { startPublishSpans } from '../observability/messaging-spans.ts';
@@ -159,6 +160,8 @@ export class OutboxRelay {
   #role: RelayRole = 'starting';
   #published = 0;
   #lastError: string | undefined;
+  /** Declared before the first publish, so no message goes out before its queues exist; undefined once done. */
+  #undeclared: Topology | undefined;
   #running: Promise<void> | undefined;
   readonly #stopping = new AbortController();
   #wake: (() => void) | undefined;
@@ -171,10 +174,12 @@ export class OutboxRelay {
     bus: MessageBus;
     policy: ResiliencePolicy;
     logger: Logger;
+    topology?: Topology;
     options?: Partial<OutboxRelayOptions>;
   }) {
     this.#database = deps.database;
     this.#bus = deps.bus;
+    this.#undeclared = deps.topology;
     this.#policy = deps.policy;
     this.#logger = deps.logger.child({ component: 'outbox-relay' });
     this.#options = { ...DEFAULT_RELAY_OPTIONS, ...deps.options };
@@ -184,6 +189,10 @@ export class OutboxRelay {
     this.#running ??= this.#run();
   }
 
+  /**
+   * Stops at once, also while the broker does not answer: a publish in flight is abandoned, and its rows, left
+   * unsent, go out again later (at-least-once; consumers de-duplicate by message id).
+   */
   async stop(): Promise<void> {
     this.#stopping.abort();
     this.#wake?.();
@@ -238,12 +247,24 @@ export class OutboxRelay {
       }
       this.#role = 'leader';
       this.#logger.info('leading: publishing the outbox');
-      try {
-        await this.#lead(leadership);
-      } finally {
-        await leadership.release();
-        if (!stopped.aborted) this.#logger.warn('lost leadership');
-      }
+      // Taking up leadership can fail (LISTEN on a connection that dropped right after the lock was won): that is
+      // leadership lost too.
+      const failed = await this.#lead(leadership).then(
+        () => false,
+        (error: unknown) => {
+          this.#noteError('could not take up leadership', error);
+          return true;
+        },
+      );
+      await leadership
+        .release()
+        .catch((error: unknown) => this.#noteError('could not release leadership', error));
+      if (stopped.aborted) break;
+      this.#role = 'standby';
+      this.#logger.warn('lost leadership');
+      // A failure that comes back at once must not become a loop of connections.
+      if (failed)
+        await sleep(this.#options.standbyRetryMs, undefined, { signal: stopped }).catch(() => undefined);
     }
   }
 
@@ -263,6 +284,7 @@ export class OutboxRelay {
         await this.#cleanUp();
         await this.#idle(this.#options.pollIntervalMs, true);
       } catch (error) {
+        if (this.#stopping.signal.aborted) break; // abandoned by stop(), not failed
         failures++;
         this.#noteError('publishing the outbox failed; backing off', error);
         // Exponential backoff with jitter, capped: a broker that is down is not hammered.
@@ -284,6 +306,11 @@ export class OutboxRelay {
    * waited for this one's row lock, so it commits after it).
    */
   async #drain(): Promise<void> {
+    const topology = this.#undeclared;
+    if (topology) {
+      await this.#policy.execute(() => this.#bus.declareTopology(topology), this.#stopping.signal);
+      this.#undeclared = undefined;
+    }
     const handedOut = new Set<string>();
     const inFlight: InFlightBatch[] = [];
     // Marking a confirmed batch overlaps with reading and publishing the next ones.
@@ -334,7 +361,7 @@ export class OutboxRelay {
     for (const wave of subjectWaves(rows)) {
       const spans = startPublishSpans(wave, system);
       try {
-        await this.#policy.execute(() => this.#bus.publish(wave));
+        await this.#policy.execute((signal) => this.#bus.publish(wave, signal), this.#stopping.signal);
       } catch (error) {
         for (const span of spans) recordFailure(span, error);
         throw error;
@@ -406,6 +433,7 @@ export function startOutboxRelay(deps: {
   bus: MessageBus;
   resilience: ResilienceOptions;
   logger: Logger;
+  topology?: Topology;
   options?: Partial<OutboxRelayOptions>;
 }): OutboxRelay {
   const relay = new OutboxRelay({

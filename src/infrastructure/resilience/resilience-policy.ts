@@ -38,8 +38,12 @@ export const DEFAULT_RESILIENCE: ResilienceOptions = {
 export type BreakerState = 'closed' | 'open' | 'half-open' | 'isolated';
 
 export interface ResiliencePolicy {
-  /** Runs `call` with a per-attempt timeout, behind the breaker, retried with exponential backoff and jitter. */
-  execute<T>(call: (signal: AbortSignal) => Promise<T>): Promise<T>;
+  /**
+   * Runs `call` with a per-attempt timeout, behind the breaker, retried with exponential backoff and jitter. Once
+   * `signal` aborts, no attempt starts and the wait ends at once, back-off included: it rejects with the signal's
+   * reason (an attempt in progress may still take effect).
+   */
+  execute<T>(call: (signal: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T>;
   breakerState(): BreakerState;
 }
 
@@ -61,10 +65,11 @@ export function createResiliencePolicy(
 ): ResiliencePolicy {
   // An open breaker answers at once; retrying that answer would only burn the backoff budget.
   const transient = handleWhen((error) => !(error instanceof BrokenCircuitError));
+  // A back-off abandoned by an aborted execute must not keep the process alive.
   const retryPolicy = retry(transient, {
     maxAttempts: options.maxRetryAttempts,
     backoff: new ExponentialBackoff({ initialDelay: options.baseDelayMs, maxDelay: options.maxDelayMs }),
-  });
+  }).dangerouslyUnref();
   const breaker = circuitBreaker(transient, {
     halfOpenAfter: options.durationOfBreakMs,
     breaker: new SamplingBreaker({
@@ -77,9 +82,23 @@ export function createResiliencePolicy(
   breaker.onReset(() => logger.info({ policy: name }, 'circuit breaker closed'));
   const policy = wrap(retryPolicy, breaker, timeout(options.timeoutMs, TimeoutStrategy.Aggressive));
   return {
-    execute: (call) => policy.execute(({ signal }) => call(signal)),
+    execute: async (call, signal) => {
+      signal?.throwIfAborted();
+      const execution = policy.execute(({ signal: attempt }) => call(attempt), signal);
+      // cockatiel ends an attempt when `signal` aborts, but not its back-off wait between attempts.
+      return signal ? untilAborted(execution, signal) : execution;
+    },
     breakerState: () => stateNames[breaker.state],
   };
+}
+
+/** Settles as `promise` does, or rejects with `signal`'s reason once it aborts, whichever comes first. */
+export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /**

@@ -11,6 +11,7 @@ import { resendUnhandled, startOutboxRelay, type OutboxRelay } from '../outbox/o
 import { registerRelayMetrics } from '../outbox/relay-metrics.ts';
 import { openDatabase, type Database } from '../persistence/database.ts';
 import type { ResilienceOptions } from '../resilience/resilience-policy.ts';
+import { holdInProcessBusLock } from './in-process-bus-lock.ts';
 
 export interface RuntimeSettings {
   readonly databaseUrl: string;
@@ -37,8 +38,9 @@ export interface ProcessResources {
 export type WithBus = ProcessResources & { readonly bus: MessageBus; readonly relay: OutboxRelay };
 
 /**
- * Opens (and migrates) the database, the cache and, with `bus`, the message bus with its topology and an
- * outbox relay. If a step fails, what was opened before it is closed again.
+ * Opens (and migrates) the database, the cache and, with `bus`, the message bus and an outbox relay, which
+ * declares the topology before its first publish: the process starts while the broker is down, and its writes
+ * wait in the outbox. If a step fails, what was opened before it is closed again.
  */
 export async function openProcessResources(
   settings: RuntimeSettings,
@@ -73,8 +75,11 @@ export async function openProcessResources(
       bus = opened;
       closers.push(() => opened.close());
       const topology = messagingTopology(settings.worker.partitions);
-      await opened.declareTopology(topology);
       if (settings.amqpUrl === 'memory:') {
+        // One such process per database: another would take writes whose events only one of them sees.
+        const busLock = await holdInProcessBusLock(database, logger);
+        closers.push(() => busLock.release());
+        await opened.declareTopology(topology);
         // Dead letters outlive the bus's dead-letter queues, as RabbitMQ's durable ones do.
         const recorder = await recordDeadLetters({ database, bus: opened, topology, logger });
         closers.push(() => recorder.stop());
@@ -86,7 +91,13 @@ export async function openProcessResources(
             'in-process bus: events the worker had not handled before the restart are sent again',
           );
       }
-      const started = startOutboxRelay({ database, bus: opened, resilience: settings.resilience, logger });
+      const started = startOutboxRelay({
+        database,
+        bus: opened,
+        topology,
+        resilience: settings.resilience,
+        logger,
+      });
       relay = started;
       closers.push(() => started.stop());
       registerRelayMetrics(registry, started);

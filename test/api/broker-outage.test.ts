@@ -1,0 +1,127 @@
+// The webapi as a real process while RabbitMQ is down (a TCP proxy refuses every connection): it starts and takes
+// writes, which wait in the outbox; they flow once the broker is back, and a SIGTERM meanwhile stops it in time.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
+import { Queues } from '../../src/contracts/messaging.ts';
+import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
+import { createPostgresDatabase } from '../support/databases.ts';
+import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
+import { startRole } from '../support/role-process.ts';
+import { AMQP_URL, needsPostgres, needsRabbitMq } from '../support/services.ts';
+import { TcpProxy } from '../support/tcp-proxy.ts';
+
+async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+describe('the webapi process while RabbitMQ is down', await needsPostgres(), async () => {
+  const rabbit = await needsRabbitMq();
+  let created: Awaited<ReturnType<typeof createPostgresDatabase>>;
+  let vhost: TestVhost;
+  let proxy: TcpProxy;
+  let brokerUrl: string;
+
+  before(async () => {
+    if (rabbit.skip) return;
+    created = await createPostgresDatabase();
+    vhost = await createTestVhost('webapi_broker_down');
+    const target = new URL(AMQP_URL);
+    proxy = await TcpProxy.start(target.hostname, Number(target.port || 5672));
+    const viaProxy = new URL(vhost.url);
+    viaProxy.host = `127.0.0.1:${proxy.port}`;
+    brokerUrl = viaProxy.toString();
+  });
+  after(async () => {
+    await proxy?.stop();
+    await vhost?.delete();
+    await created?.drop();
+  });
+
+  const startWebApi = () =>
+    startRole('src/apps/webapi/main.ts', {
+      DATABASE_URL: created.url,
+      AMQP_URL: brokerUrl,
+      REDIS_URL: 'memory:',
+      API_PORT: '0',
+      SHUTDOWN_TIMEOUT_MS: '5000',
+    });
+  const createStudent = async (url: string) => {
+    const response = await fetch(`${url}/api/students`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
+    assert.equal(response.status, 201);
+    return ((await response.json()) as { id: string }).id;
+  };
+  const unsentRows = async () => {
+    const client = new pg.Client({ connectionString: created.url });
+    await client.connect();
+    try {
+      const { rows } = await client.query<{ count: number }>(
+        'select count(*)::int as count from outbox where sent_at is null',
+      );
+      return rows[0]?.count ?? 0;
+    } finally {
+      await client.end();
+    }
+  };
+
+  test(
+    'SIGTERM during the outage stops it in time (exit 0); its write stays in the outbox',
+    rabbit,
+    async () => {
+      await proxy.pause();
+      const webapi = await startWebApi();
+      await createStudent(webapi.url);
+      await sleep(500); // the relay is waiting on the broker
+      assert.equal(await webapi.stop(), 0, webapi.output());
+      assert.equal(await unsentRows(), 1);
+    },
+  );
+
+  test(
+    'it starts and takes writes; once the broker is back, its relay declares the topology and the events flow',
+    rabbit,
+    async () => {
+      await proxy.pause();
+      const webapi = await startWebApi();
+      const id = await createStudent(webapi.url);
+      const health = (await (await fetch(`${webapi.url}/health`)).json()) as {
+        checks: Record<string, { status: string }>;
+      };
+      assert.equal(health.checks.broker?.status, 'Degraded');
+
+      await proxy.resume();
+      // Nothing else declares in this vhost: the worker's queue exists once the webapi's relay declared it.
+      const observer = new RabbitMqMessageBus({ url: vhost.url });
+      try {
+        await until(
+          async () => (await observer.inspectQueue(Queues.studentsWorker)) !== undefined,
+          'the queue',
+        );
+        const received: ReceivedMessage[] = [];
+        const subscription = await observer.consume(Queues.studentsWorker, {
+          prefetch: 10,
+          handler: (message) => (received.push(message), outcome.ack()),
+        });
+        await until(
+          () => received.some((message) => message.headers['cloudEvents:subject'] === id),
+          'the event',
+        );
+        await subscription.close();
+        await until(async () => (await unsentRows()) === 0, 'the outbox drained');
+      } finally {
+        await observer.close();
+      }
+      assert.equal(await webapi.stop(), 0, webapi.output());
+    },
+  );
+});

@@ -1,0 +1,58 @@
+// The broker-publish policy: a stop (its signal) ends the wait at once, also between two attempts.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  createResiliencePolicy,
+  DEFAULT_RESILIENCE,
+} from '../../src/infrastructure/resilience/resilience-policy.ts';
+import { silentLogger } from '../support/logger.ts';
+
+// Back-off of 5 s before each retry: far longer than a stop may take.
+const slowRetries = { ...DEFAULT_RESILIENCE, baseDelayMs: 5_000, maxDelayMs: 5_000 };
+
+test('aborted during its back-off, execute rejects at once with the reason, and no attempt starts after', async () => {
+  const policy = createResiliencePolicy('test', slowRetries, silentLogger);
+  const stopping = new AbortController();
+  let attempts = 0;
+  const execution = policy.execute(async () => {
+    attempts++;
+    throw new Error('broker unreachable');
+  }, stopping.signal);
+  await sleep(50); // the first attempt failed; the back-off runs
+  const stopped = new Error('stopping');
+  stopping.abort(stopped);
+  // Not the back-off's end: the next attempt would reject with cockatiel's own cancellation.
+  await assert.rejects(execution, stopped);
+  assert.equal(attempts, 1);
+});
+
+test('with its signal aborted already, execute rejects without calling', async () => {
+  const policy = createResiliencePolicy('test', slowRetries, silentLogger);
+  let calls = 0;
+  const stopped = new Error('stopping');
+  await assert.rejects(
+    policy.execute(async () => calls++, AbortSignal.abort(stopped)),
+    stopped,
+  );
+  assert.equal(calls, 0);
+});
+
+test('an attempt in progress ends when the signal aborts; its own signal aborts too', async () => {
+  const policy = createResiliencePolicy(
+    'test',
+    { ...slowRetries, maxRetryAttempts: 0, timeoutMs: 10_000 },
+    silentLogger,
+  );
+  const stopping = new AbortController();
+  let attemptSignal: AbortSignal | undefined;
+  const execution = policy.execute((signal) => {
+    attemptSignal = signal;
+    return new Promise<never>(() => {}); // a publish that never hears back
+  }, stopping.signal);
+  await sleep(10);
+  const stopped = new Error('stopping');
+  stopping.abort(stopped);
+  await assert.rejects(execution, stopped);
+  assert.equal(attemptSignal?.aborted, true, 'the call is told to stop');
+});

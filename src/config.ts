@@ -113,7 +113,7 @@ const ConfigSchema = z.object({
   CACHE_TTL_SECONDS: seconds(900),
   CACHE_KEY_PREFIX: z
     .string()
-    .regex(/^[\w:.-]{0,64}$/, 'must be up to 64 letters, digits, or _ : . -')
+    .regex(/^[\w:.-]{1,64}$/, 'must be 1 to 64 letters, digits, or _ : . -')
     .default('student:'),
   DEDUP_GET_WINDOW_SECONDS: seconds(30, 0),
   DEDUP_PUT_WINDOW_SECONDS: seconds(5, 0),
@@ -145,17 +145,24 @@ const ConfigSchema = z.object({
     .default(10_000),
   REPLAY_LOG_KEY_PREFIX: z
     .string()
-    .regex(/^[\w:.-]{0,64}$/, 'must be up to 64 letters, digits, or _ : . -')
+    .regex(/^[\w:.-]{1,64}$/, 'must be 1 to 64 letters, digits, or _ : . -')
     .default('notifications:'),
   SSE_HEARTBEAT_SECONDS: seconds(15),
+  // An empty value is unset (the default, any origin), like every other: no origin at all has to be written, `none`.
   CORS_ORIGINS: z
     .string()
+    .refine(
+      (value) => value.trim() === 'none' || value.split(',').some((origin) => origin.trim() !== ''),
+      'must list origins (comma-separated), * for any, or none',
+    )
     .default('*')
     .transform((value) =>
-      value
-        .split(',')
-        .map((origin) => origin.trim())
-        .filter(Boolean),
+      value.trim() === 'none'
+        ? []
+        : value
+            .split(',')
+            .map((origin) => origin.trim())
+            .filter(Boolean),
     ),
 });
 

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { Connection } from 'rabbitmq-client';
 import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
 import { Queues } from '../../src/contracts/messaging.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
@@ -122,6 +123,37 @@ describe('the webapi process while RabbitMQ is down', await needsPostgres(), asy
         await observer.close();
       }
       assert.equal(await webapi.stop(), 0, webapi.output());
+    },
+  );
+});
+
+describe('the webapi process on a broker that refuses its topology', await needsPostgres(), async () => {
+  const rabbit = await needsRabbitMq();
+
+  test(
+    'does not start, and says why: a configuration that cannot work fails at start-up, an unreachable broker does not',
+    rabbit,
+    async () => {
+      const database = await createPostgresDatabase();
+      const vhost = await createTestVhost('webapi_topology_refused');
+      // The worker's queue, declared otherwise (classic, not quorum) by someone else.
+      const other = new Connection(vhost.url);
+      try {
+        await other.queueDeclare({ queue: Queues.studentsWorker, durable: true });
+        await assert.rejects(
+          startRole('src/apps/webapi/main.ts', {
+            DATABASE_URL: database.url,
+            AMQP_URL: vhost.url,
+            REDIS_URL: 'memory:',
+            API_PORT: '0',
+          }),
+          /exited with 1 before it was ready[\s\S]*PRECONDITION_FAILED/,
+        );
+      } finally {
+        await other.close();
+        await vhost.delete();
+        await database.drop();
+      }
     },
   );
 });

@@ -4,19 +4,30 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { consumeNotifications } from '../../src/apps/notifications/notifications.consumer.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
+import type { ReplayLog } from '../../src/application/ports/replay-log.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { messagingTopology } from '../../src/contracts/messaging.ts';
 import { silentLogger } from '../support/logger.ts';
 import { notificationMessage, until } from './support.ts';
 
-/** A memory ring whose lease renewals fail while `unreachable` (a Redis that does not answer). */
-class UnreachableLeaseLog extends MemoryRingReplayLog {
+/** One instance's view of a shared log, whose lease renewals fail while `unreachable` (its Redis does not answer). */
+class UnreachableLeaseLog implements ReplayLog {
   unreachable = false;
 
-  override async claimWriter(writerId: string, ttlMs: number): Promise<boolean> {
+  constructor(readonly shared: ReplayLog = new MemoryRingReplayLog({ maxEntries: 100 })) {}
+
+  async claimWriter(writerId: string, ttlMs: number): Promise<boolean> {
     if (this.unreachable) throw new Error('Connection is closed.');
-    return super.claimWriter(writerId, ttlMs);
+    return this.shared.claimWriter(writerId, ttlMs);
   }
+
+  append: ReplayLog['append'] = (entry, writerId) => this.shared.append(entry, writerId);
+  releaseWriter: ReplayLog['releaseWriter'] = (writerId) => this.shared.releaseWriter(writerId);
+  readAfter: ReplayLog['readAfter'] = (afterId, limit) => this.shared.readAfter(afterId, limit);
+  tail: ReplayLog['tail'] = (afterId, listener) => this.shared.tail(afterId, listener);
+  retention: ReplayLog['retention'] = () => this.shared.retention();
+  status: ReplayLog['status'] = () => this.shared.status();
+  close: ReplayLog['close'] = () => this.shared.close();
 }
 
 const LEASE_MS = 600;
@@ -24,7 +35,7 @@ const LEASE_MS = 600;
 test('renewals Redis does not answer keep the consumer consuming until the lease would have lapsed', async () => {
   const bus = new InProcessMessageBus();
   await bus.declareTopology(messagingTopology(1));
-  const log = new UnreachableLeaseLog({ maxEntries: 100 });
+  const log = new UnreachableLeaseLog();
   const consumer = await consumeNotifications({
     bus,
     log,
@@ -50,5 +61,39 @@ test('renewals Redis does not answer keep the consumer consuming until the lease
     await consumer.stop();
     await bus.close();
     await log.close();
+  }
+});
+
+test('an instance refused the lease does not start consuming when a later renewal goes unanswered', async () => {
+  const bus = new InProcessMessageBus();
+  await bus.declareTopology(messagingTopology(1));
+  const a = new UnreachableLeaseLog();
+  const b = new UnreachableLeaseLog(a.shared);
+  const start = (log: ReplayLog, instanceId: string) =>
+    consumeNotifications({ bus, log, instanceId, prefetch: 10, logger: silentLogger, leaseMs: LEASE_MS });
+  const consumerA = await start(a, 'instance-a');
+  const consumerB = await start(b, 'instance-b');
+  try {
+    assert.equal(consumerA.state, 'consuming');
+    assert.equal(consumerB.state, 'standby');
+    // Redis lost the lease key (a restart without persistence), and B took the lease.
+    await a.shared.releaseWriter('instance-a');
+    assert.equal(await b.shared.claimWriter('instance-b', LEASE_MS), true);
+    await until(() => consumerB.state === 'consuming', 'B consuming');
+    await until(() => consumerA.state === 'standby', 'A told it lost the lease');
+
+    a.unreachable = true;
+    await new Promise((resolve) => setTimeout(resolve, LEASE_MS / 2));
+    assert.equal(
+      consumerA.state,
+      'standby',
+      'a lease it was refused is not taken back by an unanswered renewal',
+    );
+  } finally {
+    a.unreachable = false;
+    await consumerA.stop();
+    await consumerB.stop();
+    await bus.close();
+    await a.shared.close();
   }
 });

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
-import { SpanKind } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { inArray, isNull } from 'drizzle-orm';
 import pg from 'pg';
 import { outcome, type MessageBus, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
@@ -524,12 +524,20 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
         options: { standbyRetryMs: 200 },
       });
       cleanups.push(() => relay.stop());
+      spans.reset();
       relay.start();
       await publishStarted;
 
       assert.equal(await settlesWithin(relay.stop(), 5_000), 'settled', 'relay.stop()');
       assert.equal(await settlesWithin(bus.close(), 5_000), 'settled', 'bus.close() after it');
       assert.equal(await unsent(database), 1, 'the row is left unsent');
+      const abandoned = spans.getFinishedSpans().filter((span) => span.name === 'publish students');
+      assert.equal(abandoned.length, 1, 'the publish span ends');
+      assert.notEqual(
+        abandoned[0]?.status.code,
+        SpanStatusCode.ERROR,
+        'a publish given up by a stop is no failure',
+      );
 
       const next = relayOn(database, reachable);
       cleanups.push(() => next.stop());

@@ -71,6 +71,10 @@ describe('configuration', () => {
       putWindowSeconds: 0,
     });
     assert.deepEqual(parseConfig({ CORS_ORIGINS: '' }).corsOrigins, ['*']);
+    // No origin at all is said in words: an empty line falls back to the default like any other.
+    assert.deepEqual(parseConfig({ CORS_ORIGINS: 'none' }).corsOrigins, []);
+    assert.throws(() => parseConfig({ CORS_ORIGINS: ' , ' }), /CORS_ORIGINS: must list origins/);
+    assert.throws(() => parseConfig({ CACHE_KEY_PREFIX: '!' }), /CACHE_KEY_PREFIX: must be 1 to 64/);
     assert.equal(parseConfig({ CACHE_TTL_SECONDS: '' }).cache.ttlSeconds, 900);
   });
 

@@ -12,7 +12,12 @@ import { silentLogger } from '../support/logger.ts';
 const slowRetries = { ...DEFAULT_RESILIENCE, baseDelayMs: 5_000, maxDelayMs: 5_000 };
 
 test('aborted during its back-off, execute rejects at once with the reason, and no attempt starts after', async () => {
-  const policy = createResiliencePolicy('test', slowRetries, silentLogger);
+  // A back-off short enough to see its end: the retry loop still runs in the background then.
+  const policy = createResiliencePolicy(
+    'test',
+    { ...DEFAULT_RESILIENCE, baseDelayMs: 300, maxDelayMs: 300 },
+    silentLogger,
+  );
   const stopping = new AbortController();
   let attempts = 0;
   const execution = policy.execute(async () => {
@@ -24,6 +29,7 @@ test('aborted during its back-off, execute rejects at once with the reason, and 
   stopping.abort(stopped);
   // Not the back-off's end: the next attempt would reject with cockatiel's own cancellation.
   await assert.rejects(execution, stopped);
+  await sleep(600); // past the back-off's end
   assert.equal(attempts, 1);
 });
 

@@ -324,6 +324,33 @@ describe('the student-events consumer', () => {
     assert.equal(dead.length, 0);
   });
 
+  test("close() while a duplicate's student is read again, and that read then fails for a reason that may pass, returns the message to the queue", async () => {
+    let reading!: () => void;
+    const readStarted = new Promise<void>((resolve) => (reading = resolve));
+    let fail!: () => void;
+    const failing = new Promise<void>((resolve) => (fail = resolve));
+    const changes: unknown[] = [];
+    const subscription = await consume(async () => ({ status: 'duplicate' }), {
+      readers: {
+        afterProcessed: (change) => void changes.push(change),
+        currentStudent: async () => {
+          reading();
+          await failing;
+          throw unavailable();
+        },
+      },
+    });
+    await bus.publish([studentEvent('StudentUpdated', student)]);
+    await readStarted;
+    const closing = subscription.close();
+    fail();
+    await closing;
+
+    assert.equal(await counted(registry, 'retried'), 1, 'back to the queue: the next worker refreshes');
+    assert.equal(await counted(registry, 'duplicate'), 0, 'not acknowledged unrefreshed');
+    assert.deepEqual(changes, []);
+  });
+
   test('close() during an attempt that then fails for a reason that may pass returns the message to the queue, not to the dead letters', async () => {
     let attempting!: () => void;
     const attemptStarted = new Promise<void>((resolve) => (attempting = resolve));

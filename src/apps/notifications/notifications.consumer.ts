@@ -124,14 +124,15 @@ export async function consumeNotifications(
     const asked = Date.now();
     const held = await log.claimWriter(instanceId, leaseMs).then(
       (claimed) => {
-        if (claimed) heldUntil = asked + leaseMs;
+        heldUntil = claimed ? asked + leaseMs : 0;
         return claimed;
       },
       (error: unknown) => {
         logger.debug({ err: error }, 'writer lease: could not renew');
-        // Unanswered is not refused: the lease stays ours until it would have lapsed. Stopping at once would return
-        // the messages in flight at every blip of Redis, each return counting toward their delivery limit.
-        return Date.now() < heldUntil;
+        // Unanswered is not refused: a lease we hold stays ours until it would have lapsed. Stopping at once would
+        // return the messages in flight at every blip of Redis, each return counting toward their delivery limit.
+        // It keeps a subscription, never starts one.
+        return subscription !== undefined && Date.now() < heldUntil;
       },
     );
     if (stopped) return;

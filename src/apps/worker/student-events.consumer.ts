@@ -258,6 +258,8 @@ export function studentEventHandler(
     try {
       student = await withRetries(policy, () => readers.currentStudent(studentId), stopping);
     } catch (error) {
+      // Given up because of the stop, not the read: the next worker does the refresh.
+      if (stopping.aborted && isTransient(error)) return STOPPED;
       logger.warn(
         { err: error, studentId },
         'could not read a student again after a duplicate; not refreshed',

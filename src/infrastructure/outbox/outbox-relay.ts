@@ -363,7 +363,8 @@ export class OutboxRelay {
       try {
         await this.#policy.execute((signal) => this.#bus.publish(wave, signal), this.#stopping.signal);
       } catch (error) {
-        for (const span of spans) recordFailure(span, error);
+        // Abandoned by stop() is no failed publish: the rows go out later.
+        if (!this.#stopping.signal.aborted) for (const span of spans) recordFailure(span, error);
         throw error;
       } finally {
         for (const span of spans) span.end();

@@ -84,7 +84,11 @@ export function createResiliencePolicy(
   return {
     execute: async (call, signal) => {
       signal?.throwIfAborted();
-      const execution = policy.execute(({ signal: attempt }) => call(attempt), signal);
+      // cockatiel's retry loop goes on after the abort and would start an attempt once its back-off ends.
+      const execution = policy.execute(({ signal: attempt }) => {
+        signal?.throwIfAborted();
+        return call(attempt);
+      }, signal);
       // cockatiel ends an attempt when `signal` aborts, but not its back-off wait between attempts.
       return signal ? untilAborted(execution, signal) : execution;
     },

@@ -39,6 +39,7 @@ export async function holdInProcessBusLock(database: Database, logger: Logger): 
     });
   /** `reported`: another process holding the lock was logged already. */
   const retake = (reported: boolean) => {
+    if (released) return; // released while the database did not answer: nothing to keep any more
     retakeTimer = setTimeout(() => void tryAgain(reported), RETAKE_EVERY_MS).unref();
   };
   const tryAgain = async (reported: boolean) => {

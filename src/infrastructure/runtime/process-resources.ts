@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Registry } from 'prom-client';
 import type { MessageBus } from '../../application/ports/message-bus.ts';
 import { WORKER_INBOX } from '../../application/students/process-student-event.ts';
@@ -90,7 +91,12 @@ export async function openProcessResources(
             { resent },
             'in-process bus: events the worker had not handled before the restart are sent again',
           );
-      }
+      } else if (await answers(opened, BROKER_CONNECT_WAIT_MS)) {
+        // A broker that answers takes the topology now: one it refuses (an exchange type the broker lacks, a queue
+        // declared otherwise) stops the start, as any setting that cannot work does. One that does not answer gets
+        // it from the relay, before its first publish.
+        await opened.declareTopology(topology);
+      } else logger.warn('broker unreachable: starting anyway; writes wait in the outbox until it is back');
       const started = startOutboxRelay({
         database,
         bus: opened,
@@ -120,4 +126,17 @@ export function requireBrokerForLoneRole(amqpUrl: string, role: string): void {
       `one process (npm start). Set AMQP_URL=amqp://user:pass@host:5672/vhost to run the ${role} on its own.\n`,
   );
   process.exit(2);
+}
+
+/** How long a start waits for the broker's connection before it starts without it. */
+const BROKER_CONNECT_WAIT_MS = 3_000;
+
+/** Whether the bus is connected within `timeoutMs`. */
+async function answers(bus: MessageBus, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!bus.status().connected) {
+    if (Date.now() >= deadline) return false;
+    await sleep(50);
+  }
+  return true;
 }

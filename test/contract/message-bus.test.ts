@@ -5,9 +5,10 @@ import { outcome, type ReceivedMessage } from '../../src/application/ports/messa
 import { consumingQueue, type ExchangeType } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
-import { needsRabbitMq } from '../support/services.ts';
-import { messageBusContract } from './message-bus.contract.ts';
 import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
+import { needsRabbitMq } from '../support/services.ts';
+import { settlesWithin } from '../support/settles-within.ts';
+import { messageBusContract } from './message-bus.contract.ts';
 
 messageBusContract('in-process', {
   setUp: async () => ({ createBus: async () => new InProcessMessageBus() }),
@@ -83,21 +84,6 @@ describe('RabbitMqMessageBus while the broker is unreachable', () => {
     assert.equal(await settlesWithin(bus.close(), 5_000), 'settled');
   });
 });
-
-/** Whether `promise` settles (resolves or rejects) within `ms`. */
-function settlesWithin(promise: Promise<unknown>, ms: number): Promise<'settled' | 'still pending'> {
-  let timer: NodeJS.Timeout | undefined;
-  const pending = new Promise<'still pending'>(
-    (resolve) => (timer = setTimeout(resolve, ms, 'still pending')),
-  );
-  return Promise.race([
-    promise.then(
-      () => 'settled' as const,
-      () => 'settled' as const,
-    ),
-    pending,
-  ]).finally(() => clearTimeout(timer));
-}
 
 describe('RabbitMqMessageBus and a foreign publisher', rabbit, () => {
   test('headers of other AMQP types become strings or are left out; a "__proto__" table adds no header', async () => {

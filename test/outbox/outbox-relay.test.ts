@@ -34,6 +34,7 @@ import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
 import { createPostgresDatabase, openTestDatabase, type TestDatabase } from '../support/databases.ts';
 import { silentLogger } from '../support/logger.ts';
 import { AMQP_URL, needsPostgres, needsRabbitMq } from '../support/services.ts';
+import { settlesWithin } from '../support/settles-within.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { recordSpans } from '../support/tracing.ts';
 
@@ -46,21 +47,6 @@ const fastResilience = {
   maxDelayMs: 200,
   timeoutMs: 2_000,
 };
-
-/** Whether `promise` settles (resolves or rejects) within `ms`. */
-function settlesWithin(promise: Promise<unknown>, ms: number): Promise<'settled' | 'still pending'> {
-  let timer: NodeJS.Timeout | undefined;
-  const pending = new Promise<'still pending'>(
-    (resolve) => (timer = setTimeout(resolve, ms, 'still pending')),
-  );
-  return Promise.race([
-    promise.then(
-      () => 'settled' as const,
-      () => 'settled' as const,
-    ),
-    pending,
-  ]).finally(() => clearTimeout(timer));
-}
 
 async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000) {
   const deadline = Date.now() + timeoutMs;

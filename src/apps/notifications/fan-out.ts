@@ -56,16 +56,16 @@ const PUSH_TRANSPORTS: readonly PushTransport[] = ['sse', 'signalr'];
  */
 export type PushObserver = (transport: PushTransport, entry: ReplayLogEntry, push: () => void) => void;
 
-/**
- * One tail of the replay log per instance, handed to every local client (SSE connections, the hub): a
- * notification appended by any instance reaches the clients of all of them.
- */
 export interface LogFanOutOptions {
   readonly observe?: PushObserver;
   /** Where it says that the log does not answer at start (it keeps trying). */
   readonly logger?: Logger;
 }
 
+/**
+ * One tail of the replay log per instance, handed to every local client (SSE connections, the hub): a
+ * notification appended by any instance reaches the clients of all of them.
+ */
 export class LogFanOut {
   readonly #log: ReplayLog;
   readonly #observe: PushObserver;

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Registry } from 'prom-client';
 import type { MessageBus } from '../../application/ports/message-bus.ts';
 import { WORKER_INBOX } from '../../application/students/process-student-event.ts';
-import { Exchanges, messagingTopology } from '../../contracts/messaging.ts';
+import { Exchanges, messagingTopology, type Topology } from '../../contracts/messaging.ts';
 import { openCache, type Cache } from '../caching/open-cache.ts';
 import type { Logger } from '../logging/logger.ts';
 import { openMessageBus } from '../messaging/open-message-bus.ts';
@@ -39,9 +39,10 @@ export interface ProcessResources {
 export type WithBus = ProcessResources & { readonly bus: MessageBus; readonly relay: OutboxRelay };
 
 /**
- * Opens (and migrates) the database, the cache and, with `bus`, the message bus and an outbox relay, which
- * declares the topology before its first publish: the process starts while the broker is down, and its writes
- * wait in the outbox. If a step fails, what was opened before it is closed again.
+ * Opens (and migrates) the database, the cache and, with `bus`, the message bus with its topology and an outbox
+ * relay. A broker that does not answer gets the topology from the relay, before its first publish: the process
+ * starts while the broker is down, and its writes wait in the outbox. If a step fails, what was opened before it is
+ * closed again.
  */
 export async function openProcessResources(
   settings: RuntimeSettings,
@@ -76,6 +77,8 @@ export async function openProcessResources(
       bus = opened;
       closers.push(() => opened.close());
       const topology = messagingTopology(settings.worker.partitions);
+      /** Left to the relay, before its first publish: the broker did not answer at start. */
+      let undeclared: Topology | undefined;
       if (settings.amqpUrl === 'memory:') {
         // One such process per database: another would take writes whose events only one of them sees.
         const busLock = await holdInProcessBusLock(database, logger);
@@ -93,14 +96,16 @@ export async function openProcessResources(
           );
       } else if (await answers(opened, BROKER_CONNECT_WAIT_MS)) {
         // A broker that answers takes the topology now: one it refuses (an exchange type the broker lacks, a queue
-        // declared otherwise) stops the start, as any setting that cannot work does. One that does not answer gets
-        // it from the relay, before its first publish.
+        // declared otherwise) stops the start, as any setting that cannot work does.
         await opened.declareTopology(topology);
-      } else logger.warn('broker unreachable: starting anyway; writes wait in the outbox until it is back');
+      } else {
+        logger.warn('broker unreachable: starting anyway; writes wait in the outbox until it is back');
+        undeclared = topology;
+      }
       const started = startOutboxRelay({
         database,
         bus: opened,
-        topology,
+        ...(undeclared ? { topology: undeclared } : {}),
         resilience: settings.resilience,
         logger,
       });

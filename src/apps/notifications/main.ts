@@ -16,6 +16,7 @@ import { openMessageBus } from '../../infrastructure/messaging/open-message-bus.
 import { createProcessRegistry } from '../../infrastructure/observability/metrics.ts';
 import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import { openReplayLog } from '../../infrastructure/replay-log/open-replay-log.ts';
+import { declareOnceBrokerAnswers } from '../../infrastructure/runtime/broker-at-start.ts';
 import { requireBrokerForLoneRole } from '../../infrastructure/runtime/process-resources.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { LogFanOut } from './fan-out.ts';
@@ -26,7 +27,10 @@ import { registerPageRoutes } from './pages.routes.ts';
 import { registerSseRoutes } from './sse.routes.ts';
 
 export interface Notifications {
-  /** Declares the topology, starts tailing the log and consuming, listens on HOST:NOTIFICATIONS_PORT; resolves with the base URL. */
+  /**
+   * Starts tailing the log, listens on HOST:NOTIFICATIONS_PORT, declares the topology once the broker answers and
+   * starts consuming; resolves with the base URL.
+   */
   start(): Promise<string>;
   /** Stops consuming, ends SSE streams and hub connections (clients reconnect elsewhere), closes the log if it owns it. */
   stop(): Promise<void>;
@@ -101,6 +105,7 @@ export async function createNotifications({
   registerPageRoutes(app, { apiPort });
   const instanceId = randomUUID();
   let consumer: NotificationsConsumer | undefined;
+  const starting = new AbortController();
 
   registerHealthRoutes(app, [
     {
@@ -131,9 +136,15 @@ export async function createNotifications({
 
   return {
     async start() {
-      await bus.declareTopology(messagingTopology(config.worker.partitions));
       fanOut.subscribe('signalr', { receive: (entry) => sendToHub(hub, entry, log) });
       await fanOut.start();
+      // Serving while the broker is awaited: clients get what the log holds, and /health says what is missing.
+      const url = await app.listen({ host: config.host, port: config.ports.notifications });
+      await declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
+        signal: starting.signal,
+        onUnreachable: () =>
+          log.warn({ url }, 'broker unreachable: serving the replay log; consuming once the broker answers'),
+      });
       consumer = await consumeNotifications({
         bus,
         log: replay,
@@ -142,9 +153,10 @@ export async function createNotifications({
         logger: log,
         metrics: observability.metrics,
       });
-      return app.listen({ host: config.host, port: config.ports.notifications });
+      return url;
     },
     async stop() {
+      starting.abort(new Error('the notifications service stopped before the broker answered'));
       await consumer?.stop();
       // First (preClose) SSE streams end with a retry hint and hub connections with allowReconnect.
       await app.close();

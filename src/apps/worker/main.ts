@@ -21,6 +21,7 @@ import {
   type WithBus,
 } from '../../infrastructure/runtime/process-resources.ts';
 import type { Periodic } from '../../infrastructure/runtime/periodic.ts';
+import { declareOnceBrokerAnswers } from '../../infrastructure/runtime/broker-at-start.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { systemClock } from '../../infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../infrastructure/system/uuid-v7-generator.ts';
@@ -31,7 +32,10 @@ import { consumeStudentEvents, type AfterProcessed } from './student-events.cons
 import { createWorkerMetrics } from './worker-metrics.ts';
 
 export interface Worker {
-  /** Declares the topology, starts consuming, listens on HOST:WORKER_PORT; resolves with the health URL. */
+  /**
+   * Listens on HOST:WORKER_PORT, declares the topology once the broker answers, starts consuming; resolves with the
+   * health URL.
+   */
   start(): Promise<string>;
   /** Stops consuming (the in-flight messages finish and settle), then closes the HTTP server. */
   stop(): Promise<void>;
@@ -114,6 +118,7 @@ export function createWorker({
   // Every worker prunes (deleting the same old rows twice is harmless).
   let pruning: Periodic | undefined;
   const otherLayout = watchOtherLayoutQueues(bus, config.worker.partitions, log);
+  const starting = new AbortController();
 
   registerHealthRoutes(app, [
     pingCheck('database', () => database.ping(), { kind: database.kind }),
@@ -136,7 +141,12 @@ export function createWorker({
   return {
     async start() {
       state = 'starting';
-      await bus.declareTopology(messagingTopology(config.worker.partitions));
+      // Listening first: while the broker is awaited, /health says why this worker does not consume yet.
+      const health = `${await app.listen({ host: config.host, port: config.ports.worker })}/health`;
+      await declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
+        signal: starting.signal,
+        onUnreachable: () => log.warn({ health }, 'broker unreachable: the worker consumes once it answers'),
+      });
       await otherLayout.start();
       if (assignment) await assignment.start();
       else {
@@ -148,11 +158,11 @@ export function createWorker({
         () => pruneInbox(database, new Date(Date.now() - config.worker.inboxRetentionSeconds * 1_000)),
         { everyMs: INBOX_PRUNE_EVERY_MS, logger: log, what: 'inbox' },
       );
-      const url = await app.listen({ host: config.host, port: config.ports.worker });
-      return `${url}/health`;
+      return health;
     },
     async stop() {
       state = 'stopping';
+      starting.abort(new Error('the worker stopped before the broker answered'));
       await subscription?.close();
       subscription = undefined;
       await assignment?.stop();

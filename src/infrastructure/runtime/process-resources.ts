@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Registry } from 'prom-client';
 import type { MessageBus } from '../../application/ports/message-bus.ts';
 import { WORKER_INBOX } from '../../application/students/process-student-event.ts';
@@ -12,6 +11,7 @@ import { resendUnhandled, startOutboxRelay, type OutboxRelay } from '../outbox/o
 import { registerRelayMetrics } from '../outbox/relay-metrics.ts';
 import { openDatabase, type Database } from '../persistence/database.ts';
 import type { ResilienceOptions } from '../resilience/resilience-policy.ts';
+import { BROKER_CONNECT_WAIT_MS, brokerAnswers } from './broker-at-start.ts';
 import { holdInProcessBusLock } from './in-process-bus-lock.ts';
 
 export interface RuntimeSettings {
@@ -94,7 +94,7 @@ export async function openProcessResources(
             { resent },
             'in-process bus: events the worker had not handled before the restart are sent again',
           );
-      } else if (await answers(opened, BROKER_CONNECT_WAIT_MS)) {
+      } else if (await brokerAnswers(opened, BROKER_CONNECT_WAIT_MS)) {
         // A broker that answers takes the topology now: one it refuses (an exchange type the broker lacks, a queue
         // declared otherwise) stops the start, as any setting that cannot work does.
         await opened.declareTopology(topology);
@@ -131,17 +131,4 @@ export function requireBrokerForLoneRole(amqpUrl: string, role: string): void {
       `one process (npm start). Set AMQP_URL=amqp://user:pass@host:5672/vhost to run the ${role} on its own.\n`,
   );
   process.exit(2);
-}
-
-/** How long a start waits for the broker's connection before it starts without it. */
-const BROKER_CONNECT_WAIT_MS = 3_000;
-
-/** Whether the bus is connected within `timeoutMs`. */
-async function answers(bus: MessageBus, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!bus.status().connected) {
-    if (Date.now() >= deadline) return false;
-    await sleep(50);
-  }
-  return true;
 }

@@ -13,7 +13,9 @@ export interface Service {
  * close, and the process exits. A stop that takes longer than `timeoutMs` is cut short with exit code 1.
  */
 export async function runUntilSignal(service: Service, logger: Logger, timeoutMs: number): Promise<void> {
+  let stopping = false;
   closeWithGrace({ delay: timeoutMs, logger }, async ({ signal, err }) => {
+    stopping = true;
     if (err) logger.fatal({ err }, 'stopping after a fatal error');
     else logger.info({ signal }, 'stopping');
     await service.stop();
@@ -23,6 +25,8 @@ export async function runUntilSignal(service: Service, logger: Logger, timeoutMs
   try {
     await service.start();
   } catch (error) {
+    // A start cut short by a stop (one waiting for the broker, say) is no failure: the stop ends the process.
+    if (stopping) return;
     logger.fatal({ err: error }, 'could not start');
     await service.stop().catch(() => undefined);
     await flushLogger(logger);

@@ -1,0 +1,53 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { MessageBus } from '../../application/ports/message-bus.ts';
+import type { Topology } from '../../contracts/messaging.ts';
+
+/** How long a start waits for the broker's connection before it says the broker does not answer. */
+export const BROKER_CONNECT_WAIT_MS = 3_000;
+
+/** Whether the bus is connected within `timeoutMs`; rejects with the signal's reason once it is aborted. */
+export async function brokerAnswers(
+  bus: MessageBus,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!bus.status().connected) {
+    if (Date.now() >= deadline) return false;
+    await sleep(50, undefined, { signal });
+  }
+  return true;
+}
+
+export interface BrokerWait {
+  /** Ends the wait (the role is stopping): the returned promise rejects with its reason. */
+  readonly signal: AbortSignal;
+  /** Called once, when the broker has not answered within BROKER_CONNECT_WAIT_MS. */
+  readonly onUnreachable: () => void;
+}
+
+/**
+ * Declares `topology` once the broker answers, however long that takes: a role that consumes waits for a broker that
+ * is down, or still booting as it is when a whole stack starts at once, rather than exit. A broker that answers and
+ * refuses the topology (an exchange type it lacks, a queue declared otherwise) is a setting that cannot work: that
+ * rejects at once.
+ */
+export async function declareOnceBrokerAnswers(
+  bus: MessageBus,
+  topology: Topology,
+  { signal, onUnreachable }: BrokerWait,
+): Promise<void> {
+  let told = false;
+  for (;;) {
+    if (await brokerAnswers(bus, BROKER_CONNECT_WAIT_MS, signal)) {
+      try {
+        return await bus.declareTopology(topology);
+      } catch (error) {
+        // Refused by a broker still connected; a connection lost meanwhile is waited for again.
+        if (bus.status().connected) throw error;
+      }
+    }
+    if (!told) onUnreachable();
+    told = true;
+  }
+}

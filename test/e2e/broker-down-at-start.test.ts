@@ -1,0 +1,122 @@
+// The worker and the notifications service as real processes, started while RabbitMQ is down (a TCP proxy refuses
+// every connection), as when a whole stack starts before its broker has booted: each waits for the broker, saying
+// so and serving /health meanwhile, and starts consuming once it answers; a SIGTERM meanwhile stops it at once.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Queues } from '../../src/contracts/messaging.ts';
+import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
+import { createPostgresDatabase } from '../support/databases.ts';
+import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
+import { startRole, type RoleProcess } from '../support/role-process.ts';
+import { AMQP_URL, needsPostgres, needsRabbitMq } from '../support/services.ts';
+import { TcpProxy } from '../support/tcp-proxy.ts';
+
+async function until(condition: () => Promise<boolean>, what: string, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+interface Health {
+  readonly status: string;
+  readonly checks: Record<string, { status: string; data?: Record<string, unknown> }>;
+}
+
+/** /health/ready's status code, and /health's detail. */
+async function readiness(url: string): Promise<{ code: number; health: Health }> {
+  const { status: code } = await fetch(`${url}/health/ready`);
+  return { code, health: (await (await fetch(`${url}/health`)).json()) as Health };
+}
+
+describe('the consuming roles started while RabbitMQ is down', await needsPostgres(), async () => {
+  const rabbit = await needsRabbitMq();
+  let created: Awaited<ReturnType<typeof createPostgresDatabase>>;
+  let vhost: TestVhost;
+  let proxy: TcpProxy;
+  let brokerUrl: string;
+
+  before(async () => {
+    if (rabbit.skip) return;
+    created = await createPostgresDatabase();
+    vhost = await createTestVhost('broker_down_at_start');
+    const target = new URL(AMQP_URL);
+    proxy = await TcpProxy.start(target.hostname, Number(target.port || 5672));
+    const viaProxy = new URL(vhost.url);
+    viaProxy.host = `127.0.0.1:${proxy.port}`;
+    brokerUrl = viaProxy.toString();
+  });
+  after(async () => {
+    await proxy?.stop();
+    await vhost?.delete();
+    await created?.drop();
+  });
+
+  const roles = {
+    worker: () =>
+      startRole('src/apps/worker/main.ts', {
+        DATABASE_URL: created.url,
+        AMQP_URL: brokerUrl,
+        REDIS_URL: 'memory:',
+        WORKER_PORT: '0',
+      }),
+    notifications: () =>
+      startRole('src/apps/notifications/main.ts', {
+        AMQP_URL: brokerUrl,
+        REDIS_URL: 'memory:',
+        NOTIFICATIONS_PORT: '0',
+      }),
+  };
+  // What each consumes from, and how its readiness says it is not consuming yet.
+  const consumes = { worker: Queues.studentsWorker, notifications: Queues.notifications };
+
+  const named = { worker: 'worker', notifications: 'notifications service' };
+  for (const role of ['worker', 'notifications'] as const) {
+    test(`the ${named[role]} waits, saying why; it consumes once the broker answers`, rabbit, async () => {
+      await proxy.pause();
+      let paused = true;
+      let process: RoleProcess | undefined;
+      try {
+        // Its URL comes with the warning: the role serves while it waits.
+        process = await roles[role]();
+        assert.match(process.output(), /broker unreachable/);
+        assert.equal((await fetch(`${process.url}/health/live`)).status, 200);
+        const waiting = await readiness(process.url);
+        assert.equal(waiting.code, 503);
+        assert.equal(waiting.health.checks.broker?.status, 'Unhealthy');
+        assert.notEqual(waiting.health.checks.consumer?.status, 'Healthy');
+
+        await proxy.resume();
+        paused = false;
+        await until(async () => (await readiness(process!.url)).code === 200, 'ready');
+        const observer = new RabbitMqMessageBus({ url: vhost.url });
+        try {
+          assert.equal((await observer.inspectQueue(consumes[role]))?.consumers, 1);
+        } finally {
+          await observer.close();
+        }
+        assert.equal(await process.stop(), 0, process.output());
+      } finally {
+        await process?.kill();
+        if (paused) await proxy.resume();
+      }
+    });
+
+    test(`a SIGTERM while the ${named[role]} waits stops it at once, exit 0`, rabbit, async () => {
+      await proxy.pause();
+      let process: RoleProcess | undefined;
+      try {
+        process = await roles[role]();
+        const asked = Date.now();
+        assert.equal(await process.stop(), 0, process.output());
+        assert.ok(Date.now() - asked < 3_000, `stopped after ${Date.now() - asked} ms`);
+        assert.doesNotMatch(process.output(), /could not start/);
+      } finally {
+        await process?.kill();
+        await proxy.resume();
+      }
+    });
+  }
+});

@@ -19,22 +19,36 @@ export interface HttpBenchOptions {
  */
 const CALIBRATION_MICROSECONDS = 1;
 
+interface Target {
+  readonly variant: string;
+  readonly url: string;
+  readonly headers?: Record<string, string>;
+  readonly note?: string;
+  readonly server: ChildServer<unknown>;
+}
+
 interface Measurement {
   readonly rps: number;
   readonly p50: number;
   readonly p99: number;
+  /** The server's CPU time (user + system) per request answered, µs. */
+  readonly cpuPerRequest: number;
 }
 
-async function load(
-  url: string,
-  connections: number,
-  seconds: number,
-  headers: Record<string, string> = {},
-): Promise<Measurement> {
+async function load(target: Target, connections: number, seconds: number): Promise<Measurement> {
+  const { url, headers = {}, server } = target;
+  const before = await server.cpuUsage();
   const result = await autocannon({ url, headers, connections, duration: seconds });
+  const after = await server.cpuUsage();
   if (result.non2xx > 0 || result.errors > 0)
     throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors`);
-  return { rps: Math.round(result.requests.average), p50: result.latency.p50, p99: result.latency.p99 };
+  const cpu = after.user - before.user + (after.system - before.system);
+  return {
+    rps: Math.round(result.requests.average),
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    cpuPerRequest: cpu / result.requests.total,
+  };
 }
 
 /** The response headers a deduplication replay sends, but those Node or the route itself writes. */
@@ -52,14 +66,6 @@ function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
-
-interface Target {
-  readonly variant: string;
-  readonly url: string;
-  readonly headers?: Record<string, string>;
-  readonly note?: string;
-  readonly server: ChildServer<unknown>;
 }
 
 /**
@@ -155,11 +161,11 @@ export async function httpGetById(options: HttpBenchOptions = {}): Promise<Bench
     const plumbedIndex = 3;
 
     // A warm-up per server so JIT and connection set-up don't count.
-    for (const target of targets) await load(target.url, connections, 1, target.headers);
+    for (const target of targets) await load(target, connections, 1);
     const measured = targets.map(() => [] as Measurement[]);
     for (let round = 0; round < rounds; round++)
       for (const [index, target] of targets.entries())
-        measured[index]!.push(await load(target.url, connections, seconds, target.headers));
+        measured[index]!.push(await load(target, connections, seconds));
 
     const ratiosTo = (index: number) =>
       median(measured[index]!.map((measurement, round) => measurement.rps / measured[0]![round]!.rps));
@@ -178,6 +184,7 @@ export async function httpGetById(options: HttpBenchOptions = {}): Promise<Bench
         p50: median(runs.map((run) => run.p50)),
         p99: median(runs.map((run) => run.p99)),
         ratio,
+        cpuPerRequest: median(runs.map((run) => run.cpuPerRequest)),
         ...(target.note ? { note: `${target.note}${toPlumbing}` } : {}),
       };
     });

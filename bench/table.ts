@@ -7,11 +7,22 @@ export interface BenchRow {
   readonly p99?: number;
   /** Throughput relative to the scenario's baseline measured in the same run. */
   readonly ratio?: number;
+  /** The server's own CPU time per request (user + system, µs): what it costs, however the cores are shared. */
+  readonly cpuPerRequest?: number;
   readonly note?: string;
 }
 
 export function printTable(rows: readonly BenchRow[]): void {
-  const header = ['scenario', 'variant', 'per s', 'p50 ms', 'p99 ms', '× baseline', 'note'];
+  const header = [
+    'scenario',
+    'variant',
+    'per s',
+    'p50 ms',
+    'p99 ms',
+    '× baseline',
+    'server CPU µs/req',
+    'note',
+  ];
   const cells = rows.map((row) => [
     row.scenario,
     row.variant,
@@ -19,6 +30,7 @@ export function printTable(rows: readonly BenchRow[]): void {
     row.p50?.toString() ?? '',
     row.p99?.toString() ?? '',
     row.ratio === undefined ? '' : row.ratio.toFixed(2),
+    row.cpuPerRequest === undefined ? '' : row.cpuPerRequest.toFixed(1),
     row.note ?? '',
   ]);
   const widths = header.map((title, column) =>

@@ -161,6 +161,11 @@ export class HubServer implements ConnectionHost {
     return this.methods.get(name.toLowerCase());
   }
 
+  /** Once close() began: new connections are refused, as its timers and sends have stopped. */
+  isClosed(): boolean {
+    return this.closed;
+  }
+
   /** `negotiateVersion` 0 sends no token, so the client uses the connection id as `id=` (as in ASP.NET). */
   createConnection(user: HubUser | undefined, statefulAllowed: boolean, negotiateVersion = 1): Connection {
     const id = randomId();
@@ -267,8 +272,9 @@ export class HubServer implements ConnectionHost {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    // Closing forgets each token, except long polling's: its next poll still fetches the Close, then gets 204 (a
+    // 404 would hide the reason from the client).
     for (const connection of this.byToken.values()) connection.close('Server is shutting down.', true);
-    this.byToken.clear();
     await this.unsubscribe?.();
   }
 

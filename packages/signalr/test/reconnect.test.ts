@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import type { ClientRequest, IncomingMessage } from 'node:http';
 import { test } from 'node:test';
-import { HubConnectionState } from '@microsoft/signalr';
+import { HttpTransportType, HubConnectionState } from '@microsoft/signalr';
+import { WebSocket } from 'ws';
 import { defineHub } from '../src/index.ts';
 import {
   afterServerClose,
@@ -152,21 +154,56 @@ test('closeConnection with an error is final for the client; with allowReconnect
   }
 });
 
-test('close() ends every connection with allowReconnect: clients with automatic reconnect come back', async () => {
-  let running = await startHub();
-  const client = buildClient(running.url, { reconnectDelays: [100, 200, 200, 200, 200, 200, 200, 200] });
-  await client.start();
+for (const transport of [
+  HttpTransportType.WebSockets,
+  HttpTransportType.ServerSentEvents,
+  HttpTransportType.LongPolling,
+]) {
+  test(`close() ends every connection with allowReconnect (${HttpTransportType[transport]}): clients with automatic reconnect come back`, async () => {
+    let running = await startHub();
+    const client = buildClient(running.url, {
+      transport,
+      reconnectDelays: [100, 200, 200, 200, 200, 200, 200, 200],
+    });
+    await client.start();
+    try {
+      const { outcome, reconnected } = afterServerClose(client);
+      const port = running.port;
+      await running.hub.close();
+      assert.equal(
+        await outcome,
+        'reconnecting: Server returned an error on close: Server is shutting down.',
+      );
+      await running.close();
+      running = await startHub({}, { port });
+      assert.ok(await reconnected);
+      assert.equal(await client.invoke('Add', 1, 2), 3);
+    } finally {
+      await client.stop();
+      await running.close();
+    }
+  });
+}
+
+test('after close() the hub takes no new connection (503), so a client that reconnects at once is not parked on it', async () => {
+  const running = await startHub();
   try {
-    const { outcome, reconnected } = afterServerClose(client);
-    const port = running.port;
     await running.hub.close();
-    assert.equal(await outcome, 'reconnecting: Server returned an error on close: Server is shutting down.');
-    await running.close();
-    running = await startHub({}, { port });
-    assert.ok(await reconnected);
-    assert.equal(await client.invoke('Add', 1, 2), 3);
+    const negotiate = await fetch(`${running.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
+    assert.equal(negotiate.status, 503);
+    await assert.rejects(
+      buildClient(running.url, { transport: HttpTransportType.LongPolling }).start(),
+      /Status code '503'/,
+    );
+    const direct = new WebSocket(running.url.replace(/^http/, 'ws'));
+    const [request, response] = (await once(direct, 'unexpected-response')) as [
+      ClientRequest,
+      IncomingMessage,
+    ];
+    assert.equal(response.statusCode, 503, 'nor a WebSocket without negotiate');
+    request.destroy();
+    assert.equal(running.hub.stats().connections, 0);
   } finally {
-    await client.stop();
     await running.close();
   }
 });

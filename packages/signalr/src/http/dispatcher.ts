@@ -18,7 +18,7 @@ const TRANSFER_FORMATS: Readonly<Record<TransportKind, readonly string[]>> = {
 
 export type HubRoute = 'hub' | 'negotiate';
 
-/** Rejected requests carry the status the spec gives (400/401/403/404/405/409). */
+/** Rejected requests carry the status the spec gives (400/401/403/404/405/409), or 503 from a closed hub. */
 class HttpFailure extends Error {
   constructor(
     readonly status: number,
@@ -141,7 +141,7 @@ export class HttpDispatcher {
       throw new HttpFailure(404, 'WebSockets are not enabled.');
     const token = url.searchParams.get('id');
     // Without an id the client skipped negotiate: the connection starts here.
-    if (token === null) return this.hub.createConnection(user, false);
+    if (token === null) return this.createConnection(user, false);
     const connection = this.existing(token);
     if (connection.transportKind === undefined || connection.canResume()) return connection;
     if (connection.transportKind === 'WebSockets')
@@ -162,7 +162,7 @@ export class HttpDispatcher {
     const version = Math.min(Number(requested ?? 0), 1);
     const stateful =
       this.hub.allowStatefulReconnect && url.searchParams.get('useStatefulReconnect') === 'true';
-    const connection = this.hub.createConnection(user, stateful, version);
+    const connection = this.createConnection(user, stateful, version);
     sendJson(res, {
       negotiateVersion: version,
       connectionId: connection.id,
@@ -246,6 +246,19 @@ export class HttpDispatcher {
     this.hub.forget(connection);
     res.writeHead(202, { 'Content-Length': 0 });
     res.end();
+  }
+
+  /**
+   * A closed hub would park a connection where nothing is sent and no timer runs: a client reconnecting at once
+   * gets 503 and tries again later (behind a load balancer, at another instance).
+   */
+  private createConnection(
+    user: HubUser | undefined,
+    stateful: boolean,
+    negotiateVersion?: number,
+  ): Connection {
+    if (this.hub.isClosed()) throw new HttpFailure(503, 'The server is shutting down.');
+    return this.hub.createConnection(user, stateful, negotiateVersion);
   }
 
   private requireToken(url: URL): string {

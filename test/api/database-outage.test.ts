@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { openDatabase, type Database } from '../../src/infrastructure/persistence/database.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
 import { silentLogger } from '../support/logger.ts';
+import { settlesWithin } from '../support/settles-within.ts';
 import { needsPostgres, POSTGRES_URL } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { json, startWebApi, type RunningWebApi } from '../support/webapi.ts';
@@ -64,3 +65,72 @@ describe('when the database is down', await needsPostgres(), () => {
     assert.equal((list.items as unknown[]).length, 2, 'the write during the outage left nothing behind');
   });
 });
+
+describe(
+  'when the database connections go silent (its host died: no FIN, no RST)',
+  await needsPostgres(),
+  () => {
+    // Shorter than the default 30 s, to keep the test short.
+    const QUERY_TIMEOUT_MS = 3_000;
+    let proxy: TcpProxy;
+    let created: Awaited<ReturnType<typeof createPostgresDatabase>>;
+    let database: Database;
+    let api: RunningWebApi;
+
+    before(async () => {
+      created = await createPostgresDatabase();
+      const target = new URL(POSTGRES_URL);
+      proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
+      const viaProxy = new URL(created.url);
+      viaProxy.host = `127.0.0.1:${proxy.port}`;
+      database = await openDatabase(viaProxy.toString(), silentLogger, { queryTimeoutMs: QUERY_TIMEOUT_MS });
+      await database.migrate();
+      api = await startWebApi(database);
+    });
+    after(async () => {
+      await api?.stop();
+      await proxy?.stop();
+      await database?.close();
+      await created?.drop();
+    });
+
+    test('a request on a silent connection gets 503 instead of hanging, and the API recovers without a restart', async () => {
+      const created = await fetch(`${api.url}/api/students`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{}',
+      });
+      const { id } = await json(created);
+      // no-cache: from the database, not the cache the write filled.
+      const read = () =>
+        fetch(`${api.url}/api/students/${String(id)}`, {
+          headers: { 'cache-control': 'no-cache' },
+          signal: AbortSignal.timeout(20_000),
+        });
+      assert.equal((await read()).status, 200);
+      assert.ok(proxy.silence() > 0, 'the pool had connections to silence');
+
+      // A transaction: its ROLLBACK, queued behind the statement that got no answer, must not wait as long again.
+      const update = fetch(`${api.url}/api/students/${String(id)}`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json' },
+        body: '{}',
+        signal: AbortSignal.timeout(20_000),
+      });
+      assert.equal(await settlesWithin(update, QUERY_TIMEOUT_MS * 1.6), 'settled');
+      const updated = await update;
+      assert.equal(updated.status, 503);
+      assert.equal((await json(updated)).code, 'DEPENDENCY.UNAVAILABLE');
+      // Each dead connection fails one request; new connections work.
+      const deadline = Date.now() + 60_000;
+      let status = updated.status;
+      while (status !== 200 && Date.now() < deadline) {
+        const response = await read();
+        status = response.status;
+        if (status !== 200) assert.equal((await json(response)).code, 'DEPENDENCY.UNAVAILABLE');
+      }
+      assert.equal(status, 200, 'the pool replaced its dead connections');
+      assert.equal((await fetch(`${api.url}/health/ready`)).status, 200);
+    });
+  },
+);

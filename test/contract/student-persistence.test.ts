@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { desc, eq } from 'drizzle-orm';
+import pg from 'pg';
 import type { KeyedRequest } from '../../src/application/ports/idempotency-keys.ts';
 import { writeOnce } from '../../src/application/students/write-once.ts';
 import { err, ok } from '../../src/domain/result.ts';
@@ -13,7 +14,12 @@ import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-
 import { pruneIdempotencyKeys } from '../../src/infrastructure/persistence/retention.ts';
 import { idempotencyKeys, outbox, students } from '../../src/infrastructure/persistence/schema.ts';
 import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
-import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import {
+  createPostgresDatabase,
+  openTestDatabase,
+  studentsTableLock,
+  type TestDatabase,
+} from '../support/databases.ts';
 import { silentLogger } from '../support/logger.ts';
 import { needsPostgres } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
@@ -418,6 +424,67 @@ describe('leadership on PostgreSQL', await needsPostgres(), () => {
       await proxy.stop();
       await database.close();
       await target.dispose();
+    }
+  });
+});
+
+describe('migrations on PostgreSQL', await needsPostgres(), () => {
+  test('a migrator waits for another one however long that takes, past the query timeout', async () => {
+    const created = await createPostgresDatabase();
+    const database = await openDatabase(created.url, silentLogger, { queryTimeoutMs: 1_000 });
+    const other = new pg.Client({ connectionString: created.url });
+    try {
+      await database.migrate();
+      await other.connect();
+      // Another migrator's transaction, applying a migration for longer than a statement may take.
+      await other.query('begin');
+      await other.query('lock table drizzle.__drizzle_migrations in access exclusive mode');
+      const migrating = database.migrate();
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await other.query('commit');
+      await migrating;
+      assert.ok(
+        Array.isArray(
+          await new SqlStudentQueries(database.sql).list({ limit: 1 }).then((page) => page.items),
+        ),
+      );
+    } finally {
+      await other.end();
+      await database.close();
+      await created.drop();
+    }
+  });
+});
+
+describe('retention on PostgreSQL', await needsPostgres(), () => {
+  test('pruning leaves an expired key that a write takes over meanwhile: a retry still gets its outcome', async () => {
+    const testDb = await openTestDatabase('postgres');
+    const unitOfWork = new SqlUnitOfWork(testDb.database, uuidV7Generator);
+    const createOnce = (request: KeyedRequest, student: Student, beforeWrite?: () => Promise<void>) =>
+      writeOnce(unitOfWork, request, async ({ students }) => {
+        await beforeWrite?.();
+        await students.add(student);
+        return ok(student.snapshot());
+      });
+    const locks = await studentsTableLock(testDb.url);
+    try {
+      const expired = { key: uniqueKey(), fingerprint: 'one', ttlSeconds: 0 };
+      await createOnce(expired, newStudent('Retaken'));
+      const takeover = { ...expired, fingerprint: 'two', ttlSeconds: 60 };
+      let pruning: Promise<number> | undefined;
+      const student = newStudent('Retaken');
+      // The key is claimed (its row locked) when the write begins; it commits once the pruner waits on that row.
+      const written = await createOnce(takeover, student, async () => {
+        pruning = pruneIdempotencyKeys(testDb.database, new Date(Date.now() + 1_000));
+        await locks.waiting();
+      });
+      assert.ok(written.ok && !written.replayed);
+      await pruning;
+      const retried = await createOnce(takeover, newStudent('Retaken'));
+      assert.deepEqual(retried, { ok: true, value: student.snapshot(), replayed: true });
+    } finally {
+      await locks.end();
+      await testDb.dispose();
     }
   });
 });

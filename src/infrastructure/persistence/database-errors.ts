@@ -12,6 +12,13 @@ const UNAVAILABLE_NODE_CODES = new Set([
 const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3]|53300)/;
 const UNAVAILABLE_MESSAGES =
   /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i;
+// pg's `query_timeout`: no answer in time, from a server that may be gone without a word.
+const QUERY_TIMEOUT_MESSAGE = 'Query read timeout';
+
+/** A statement that got no answer within the connection's `query_timeout`. */
+export function isQueryTimeout(error: unknown): boolean {
+  return error instanceof Error && error.message === QUERY_TIMEOUT_MESSAGE;
+}
 
 function isUnavailable(error: unknown): boolean {
   for (let current = error; current instanceof Error; current = current.cause) {
@@ -19,7 +26,7 @@ function isUnavailable(error: unknown): boolean {
     if (typeof code === 'string' && (UNAVAILABLE_NODE_CODES.has(code) || UNAVAILABLE_SQLSTATE.test(code)))
       return true;
     if (current instanceof AggregateError && current.errors.some(isUnavailable)) return true;
-    if (UNAVAILABLE_MESSAGES.test(current.message)) return true;
+    if (UNAVAILABLE_MESSAGES.test(current.message) || isQueryTimeout(current)) return true;
   }
   return false;
 }

@@ -12,6 +12,7 @@ import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
 import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import pg from 'pg';
 import type { Logger } from '../logging/logger.ts';
+import { isQueryTimeout } from './database-errors.ts';
 import * as schema from './schema.ts';
 import type { SqlExecutor, SqlStatement } from './sql.ts';
 
@@ -136,21 +137,38 @@ const HELD_LEAD_LOCKS_STATEMENT = {
     order by key`,
 };
 
+/** Npgsql's command timeout, the original's. */
+const DEFAULT_QUERY_TIMEOUT_MS = 30_000;
+
 const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../../drizzle', import.meta.url));
 // Any constant works; it only has to be the same in every process that migrates this database.
 const MIGRATION_LOCK_KEY = 4_224_711;
 
-export async function openDatabase(url: string, logger: Logger): Promise<Database> {
-  if (url.startsWith('pglite://')) return openPglite(url.slice('pglite://'.length));
-  return openPostgres(url, logger);
+export interface DatabaseOptions {
+  /**
+   * PostgreSQL: a statement without an answer after this long fails (503) and its connection is discarded; one
+   * whose server died without a FIN or RST would otherwise hold its request, and its place in the pool, for good.
+   * Default DEFAULT_QUERY_TIMEOUT_MS. Migrations wait as long as they need.
+   */
+  readonly queryTimeoutMs?: number;
 }
 
-function openPostgres(url: string, logger: Logger): Database {
+export async function openDatabase(
+  url: string,
+  logger: Logger,
+  { queryTimeoutMs = DEFAULT_QUERY_TIMEOUT_MS }: DatabaseOptions = {},
+): Promise<Database> {
+  if (url.startsWith('pglite://')) return openPglite(url.slice('pglite://'.length));
+  return openPostgres(url, logger, queryTimeoutMs);
+}
+
+function openPostgres(url: string, logger: Logger, queryTimeoutMs: number): Database {
   const pool = new pg.Pool({
     connectionString: url,
     max: 10,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
+    query_timeout: queryTimeoutMs,
   });
   // An idle client whose server went away emits 'error'; unhandled, it would kill the process. pg-pool hangs the
   // whole client on the error, which would put the connection's internals into the log line.
@@ -177,10 +195,14 @@ function openPostgres(url: string, logger: Logger): Database {
         await client.query('commit');
         return result;
       } catch (error) {
-        // A connection that cannot even roll back is discarded rather than returned to the pool.
-        await client.query('rollback').catch((rollbackError: unknown) => {
-          broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError));
-        });
+        // A connection that cannot even roll back is discarded rather than returned to the pool. One whose
+        // statement got no answer is discarded at once (a ROLLBACK would only wait behind that statement): the
+        // server rolls back when the session ends.
+        if (isQueryTimeout(error)) broken = error as Error;
+        else
+          await client.query('rollback').catch((rollbackError: unknown) => {
+            broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError));
+          });
         throw error;
       } finally {
         client.off('error', onError);
@@ -188,16 +210,18 @@ function openPostgres(url: string, logger: Logger): Database {
       }
     },
     async migrate() {
-      const client = await pool.connect();
+      // A session of its own, without the pool's query timeout: waiting for another process's migration, or
+      // running a long one, is no outage.
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
+      // A connection lost between two statements fails the next one; unheard, its 'error' event would crash us.
+      client.on('error', () => undefined);
+      await client.connect();
       try {
+        // Ending the session releases the lock.
         await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
-        try {
-          await migratePg(drizzlePg(client, { schema }), { migrationsFolder: MIGRATIONS_FOLDER });
-        } finally {
-          await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
-        }
+        await migratePg(drizzlePg(client, { schema }), { migrationsFolder: MIGRATIONS_FOLDER });
       } finally {
-        client.release();
+        await client.end();
       }
     },
     async ping() {

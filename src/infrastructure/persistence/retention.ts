@@ -16,12 +16,13 @@ const deleteProcessedBefore = sqlStatement(
    select count(*)::int as count from doomed`,
 );
 
+// Expiry checked again on the row deleted: a write that took the key over meanwhile (its lock waited for) renewed it.
 const deleteExpiredKeys = sqlStatement(
   'idempotency_delete_expired',
   `with doomed as (
      delete from idempotency_keys where key in (
        select key from idempotency_keys where expires_at < $1 limit $2
-     ) returning 1
+     ) and expires_at < $1 returning 1
    )
    select count(*)::int as count from doomed`,
 );

@@ -84,7 +84,7 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
   });
 
   test('an expired token, one signed with another key, one with another algorithm and a garbled one are 401', async () => {
-    const expired = await tokenFor('writer', { expires: '-1m' });
+    const expired = await tokenFor('writer', { expires: '-5m' });
     const otherKey = await tokenFor('writer', { secret: 'another-secret-that-is-also-long-enough' });
     const hs512 = await new SignJWT({ role: 'writer' })
       .setProtectedHeader({ alg: 'HS512' })
@@ -104,6 +104,27 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     const response = await post(bearer(expired));
     assert.match(String((await json(response)).detail), /expired/);
     assert.equal((await post({ authorization: 'Basic dXNlcjpwYXNz' })).status, 401, 'not a bearer token');
+  });
+
+  test("an issuer's clock up to a minute off ours is tolerated: a token valid from seconds ahead, or expired seconds ago, writes", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const signed = ({ notBefore, expires }: { notBefore?: number; expires: number }) => {
+      let jwt = new SignJWT({ role: 'writer' })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('skewed')
+        .setIssuedAt(notBefore ?? now)
+        .setExpirationTime(expires);
+      if (notBefore !== undefined) jwt = jwt.setNotBefore(notBefore);
+      return jwt.sign(new TextEncoder().encode(TEST_JWT_SECRET));
+    };
+    const fromSecondsAhead = await signed({ notBefore: now + 5, expires: now + 300 });
+    assert.equal((await post(bearer(fromSecondsAhead))).status, 201);
+    const expiredSecondsAgo = await signed({ expires: now - 5 });
+    assert.equal((await post(bearer(expiredSecondsAgo))).status, 201);
+
+    const fromMinutesAhead = await signed({ notBefore: now + 600, expires: now + 900 });
+    const problem = await assertProblem(await post(bearer(fromMinutesAhead)), 401, 'AUTH.UNAUTHENTICATED');
+    assert.match(String(problem.detail), /"nbf" claim/);
   });
 
   test('a validly signed token whose "sub" is no string of 1 to 255 storable characters is 401 and stores nothing', async () => {
@@ -126,6 +147,20 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     await assertProblem(await post(bearer(nobody)), 403, 'AUTH.FORBIDDEN');
     const read = await fetch(`${api.url}/api/students`, { headers: bearer(nobody) });
     await assertProblem(read, 403, 'AUTH.FORBIDDEN');
+  });
+
+  test('a "role" claim listing several roles (as IdentityServer sends them) grants the most a listed one may', async () => {
+    const listing = (roles: string[]) =>
+      new SignJWT({ role: roles })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('listed')
+        .setExpirationTime('5m')
+        .sign(new TextEncoder().encode(TEST_JWT_SECRET));
+    assert.equal((await post(bearer(await listing(['reader', 'writer'])))).status, 201);
+    const readerAndOther = await listing(['auditor', 'reader']);
+    assert.equal((await fetch(`${api.url}/api/students`, { headers: bearer(readerAndOther) })).status, 200);
+    await assertProblem(await post(bearer(readerAndOther)), 403, 'AUTH.FORBIDDEN');
+    await assertProblem(await post(bearer(await listing([]))), 403, 'AUTH.FORBIDDEN');
   });
 
   test('health, /openapi.json and /docs stay public; the document declares the bearer scheme', async () => {

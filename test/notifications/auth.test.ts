@@ -75,7 +75,7 @@ describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
   });
 
   test('an expired or forged token is 401 on the stream; a token without a known role is 403', async () => {
-    const expired = await tokenFor('reader', { expires: '-1m' });
+    const expired = await tokenFor('reader', { expires: '-5m' });
     const forged = await tokenFor('reader', { secret: 'not-the-secret-of-this-service-at-all' });
     for (const token of [expired, forged])
       assert.equal((await fetch(`${url}/api/notifications/stream?access_token=${token}`)).status, 401);
@@ -107,7 +107,7 @@ describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
   });
 
   test('a hub connection with an expired token is 401; with a token without a known role 403', async () => {
-    const expired = await tokenFor('reader', { expires: '-1m' });
+    const expired = await tokenFor('reader', { expires: '-5m' });
     await assert.rejects(hubClient(url, HttpTransportType.WebSockets, { accessToken: expired }), /'401'/);
     const nobody = await tokenFor('guest');
     await assert.rejects(hubClient(url, HttpTransportType.WebSockets, { accessToken: nobody }), /'403'/);

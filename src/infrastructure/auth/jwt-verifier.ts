@@ -2,11 +2,11 @@ import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyG
 import { DependencyUnavailableError } from '../../application/errors.ts';
 import { isStorableText } from '../../domain/student.ts';
 
-/** `reader`: GETs, the SSE stream and the hub. `writer`: writes, and everything a reader may do. */
+/** `reader`: GETs, the SSE stream and the hub. `writer`: writes, and everything a reader may do (in that order). */
 export const ROLES = ['reader', 'writer'] as const;
 export type Role = (typeof ROLES)[number];
 
-/** Whoever a verified token speaks for: its `sub`, and its `role` claim when that is a known role. */
+/** Whoever a verified token speaks for: its `sub`, and the most capable known role its `role` claim names. */
 export interface Caller {
   readonly subject: string;
   readonly role: Role | undefined;
@@ -37,6 +37,9 @@ export interface JwtVerifierOptions {
 
 export const HS256 = 'HS256';
 
+/** How far `exp`, `nbf` and `iat` may be off our clock (Spring Security's default; ASP.NET Core allows 5 min). */
+const CLOCK_SKEW_SECONDS = 60;
+
 // The key set could not be fetched or read: the issuer's problem, not the token's.
 const KEY_SET_FAILURES = new Set(['ERR_JWKS_TIMEOUT', 'ERR_JWKS_INVALID', 'ERR_JOSE_GENERIC']);
 
@@ -53,6 +56,8 @@ export function createJwtVerifier(options: JwtVerifierOptions): TokenVerifier | 
     ...(audience ? { audience } : {}),
     // A token without an expiry would be valid forever.
     requiredClaims: ['sub', 'exp'],
+    // The issuer's clock and ours differ a little: a token fresh from it may start a second "in the future".
+    clockTolerance: CLOCK_SKEW_SECONDS,
   };
   return {
     async verify(token) {
@@ -70,7 +75,9 @@ export function createJwtVerifier(options: JwtVerifierOptions): TokenVerifier | 
       const subject: unknown = payload.sub;
       if (typeof subject !== 'string' || !isSubject(subject))
         throw new InvalidTokenError('The token\'s "sub" claim is not valid.');
-      const role = ROLES.find((known) => known === payload.role);
+      // One role as a string, several as an array (IdentityServer, ASP.NET Core): a writer may do what a reader may.
+      const claimed: unknown[] = Array.isArray(payload.role) ? payload.role : [payload.role];
+      const role = ROLES.findLast((known) => claimed.includes(known));
       return { subject, role };
     },
   };

@@ -1,14 +1,22 @@
 // Authentication and roles on the Student API over HTTP: HS256 with AUTH_JWT_SECRET, and a JWKS served locally.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { SignJWT } from 'jose';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
-import { authEnv, bearer, TEST_JWT_SECRET, tokenFor } from '../support/auth.ts';
+import {
+  authEnv,
+  bearer,
+  serveKeySet,
+  sign,
+  signingKey,
+  TEST_JWT_SECRET,
+  tokenFor,
+  unreachableKeySet,
+  type SigningKey,
+} from '../support/auth.ts';
 import { json, startWebApi, type RunningWebApi } from '../support/webapi.ts';
 
 const jsonHeaders = { 'content-type': 'application/json' };
@@ -212,42 +220,6 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
   });
 });
 
-/** A JSON Web Key Set on a local HTTP server, as an identity provider publishes it. */
-async function serveKeySet(keys: readonly JWK[]): Promise<{ url: string; server: Server }> {
-  const server = createServer((_request, response) => {
-    response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`, server };
-}
-
-interface SigningKey {
-  readonly alg: string;
-  readonly kid: string;
-  readonly privateKey: CryptoKey;
-  readonly jwk: JWK;
-}
-
-async function signingKey(alg: 'RS256' | 'ES256', kid: string): Promise<SigningKey> {
-  const { publicKey, privateKey } = await generateKeyPair(alg);
-  return { alg, kid, privateKey, jwk: { ...(await exportJWK(publicKey)), alg, kid, use: 'sig' } };
-}
-
-function sign(
-  key: SigningKey,
-  claims: { sub: string; role: string; aud?: string },
-  iss = 'https://idp.test',
-) {
-  let jwt = new SignJWT({ role: claims.role })
-    .setProtectedHeader({ alg: key.alg, kid: key.kid })
-    .setSubject(claims.sub)
-    .setIssuer(iss)
-    .setExpirationTime('5m');
-  if (claims.aud) jwt = jwt.setAudience(claims.aud);
-  return jwt.sign(key.privateKey);
-}
-
 describe('the Student API with auth on (AUTH_JWKS_URL, issuer and audience)', () => {
   let testDb: TestDatabase;
   let api: RunningWebApi;
@@ -308,10 +280,7 @@ describe('the Student API with auth on (AUTH_JWKS_URL, issuer and audience)', ()
 
 test('an unreachable key set is 503 (the identity provider is down), not 401 (the token is fine)', async () => {
   const testDb = await openTestDatabase('pglite');
-  const closed = await serveKeySet([]);
-  const url = closed.url;
-  closed.server.close();
-  const api = await startWebApi(testDb.database, { AUTH_JWKS_URL: url });
+  const api = await startWebApi(testDb.database, { AUTH_JWKS_URL: await unreachableKeySet() });
   try {
     const key = await signingKey('ES256', 'k');
     const response = await fetch(`${api.url}/api/students`, {

@@ -7,20 +7,21 @@ import { createNotifications, type Notifications } from '../../src/apps/notifica
 import { parseConfig } from '../../src/config.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
-import { authEnv, bearer, tokenFor } from '../support/auth.ts';
-import { silentLogger } from '../support/logger.ts';
+import { authEnv, bearer, sign, signingKey, tokenFor, unreachableKeySet } from '../support/auth.ts';
+import { recordingLogger, silentLogger } from '../support/logger.ts';
 import { hubClient, notificationMessage, sseClient, until } from './support.ts';
 
 describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
   const bus = new InProcessMessageBus();
   const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
   const config = parseConfig({ NOTIFICATIONS_PORT: '0', ...authEnv });
+  const { logger, logged } = recordingLogger();
   let notifications: Notifications;
   let url: string;
   let reader: string;
 
   before(async () => {
-    notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
+    notifications = await createNotifications({ config, logger, bus, replayLog });
     url = await notifications.start();
     reader = await tokenFor('reader');
   });
@@ -67,11 +68,20 @@ describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
   });
 
   test('a stream refused for a bad query does not echo the token it was sent in the query', async () => {
-    const response = await fetch(`${url}/api/notifications/stream?access_token=${reader}&types=Nope`);
-    assert.equal(response.status, 400);
-    const body = await response.text();
-    assert.equal(body.includes(reader), false, body);
-    assert.match(body, /access_token=\[redacted\]&types=Nope/);
+    // The query parser decodes the name: `access%5Ftoken` is `access_token` too.
+    for (const name of ['access_token', 'access%5Ftoken']) {
+      const response = await fetch(`${url}/api/notifications/stream?${name}=${reader}&types=Nope`);
+      assert.equal(response.status, 400);
+      const body = await response.text();
+      assert.equal(body.includes(reader), false, body);
+      assert.ok(body.includes(`${name}=[redacted]&types=Nope`), body);
+    }
+  });
+
+  test('a stream opened with the token under a percent-encoded name (access%5Ftoken) does not log the token', async () => {
+    await receivesNotifications(sseClient(url, { query: `?access%5Ftoken=${reader}&types=StudentCreated` }));
+    await until(() => /access%5Ftoken=[^&"]*&types=StudentCreated"/.test(logged()), 'the request logged');
+    assert.equal(logged().includes(reader), false, 'the token reached the logs');
   });
 
   test('an expired or forged token is 401 on the stream; a token without a known role is 403', async () => {
@@ -126,4 +136,20 @@ describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
     for (const path of ['/health', '/health/live'])
       assert.equal((await fetch(`${url}${path}`)).status, 200, path);
   });
+});
+
+test('with an unreachable key set (AUTH_JWKS_URL) a hub connection gets 503, not 401: the token is fine', async () => {
+  const bus = new InProcessMessageBus();
+  const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
+  const config = parseConfig({ NOTIFICATIONS_PORT: '0', AUTH_JWKS_URL: await unreachableKeySet() });
+  const notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
+  try {
+    const url = await notifications.start();
+    const reader = await sign(await signingKey('ES256', 'k'), { sub: 'viewer', role: 'reader' });
+    await assert.rejects(hubClient(url, HttpTransportType.WebSockets, { accessToken: reader }), /'503'/);
+  } finally {
+    await notifications.stop();
+    await bus.close();
+    await replayLog.close();
+  }
 });

@@ -1,3 +1,17 @@
+import { Writable } from 'node:stream';
 import pino from 'pino';
+import type { Logger } from '../../src/infrastructure/logging/logger.ts';
 
 export const silentLogger = pino({ level: 'silent' });
+
+/** A logger at level info that keeps every line it writes, for tests of what reaches the logs. */
+export function recordingLogger(): { logger: Logger; logged: () => string } {
+  let logged = '';
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      logged += chunk.toString();
+      done();
+    },
+  });
+  return { logger: pino({ level: 'info' }, sink), logged: () => logged };
+}

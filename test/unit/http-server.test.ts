@@ -1,19 +1,12 @@
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import pino from 'pino';
 import { Registry } from 'prom-client';
 import { createHttpServer } from '../../src/infrastructure/http/http-server.ts';
+import { recordingLogger } from '../support/logger.ts';
 
 test('the request log masks an access_token in the query (EventSource and SignalR clients send one)', async () => {
-  let logged = '';
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      logged += chunk.toString();
-      done();
-    },
-  });
-  const app = createHttpServer(pino({ level: 'info' }, sink), {
+  const { logger, logged } = recordingLogger();
+  const app = createHttpServer(logger, {
     service: 'test',
     registry: new Registry(),
     maxHeaderBytes: 16_384,
@@ -25,6 +18,6 @@ test('the request log masks an access_token in the query (EventSource and Signal
   } finally {
     await app.close();
   }
-  assert.match(logged, /"url":"\/stream\?types=A&access_token=\[redacted\]&x=1"/);
-  assert.doesNotMatch(logged, /secret\.jwt\.value/);
+  assert.match(logged(), /"url":"\/stream\?types=A&access_token=\[redacted\]&x=1"/);
+  assert.doesNotMatch(logged(), /secret\.jwt\.value/);
 });

@@ -13,3 +13,11 @@ export class HubError extends Error {
 export class ForbiddenError extends Error {
   override readonly name = 'ForbiddenError';
 }
+
+/**
+ * Thrown by the `authenticate` hook when it cannot decide now (say, the identity provider's key set cannot be
+ * fetched): the request gets 503 instead of 401, so the client retries later with the same token.
+ */
+export class AuthenticationUnavailableError extends Error {
+  override readonly name = 'AuthenticationUnavailableError';
+}

@@ -25,7 +25,10 @@ export interface AuthRequest {
   readonly url: URL;
 }
 
-/** Returns the caller (`{}` for anonymous) or null to reject the request with 401; throw ForbiddenError for 403. */
+/**
+ * Returns the caller (`{}` for anonymous) or null to reject the request with 401; throw ForbiddenError for 403, and
+ * AuthenticationUnavailableError for 503 (the hook cannot decide now).
+ */
 export type Authenticate = (request: AuthRequest) => HubUser | null | Promise<HubUser | null>;
 
 export interface HubServerOptions {

@@ -4,7 +4,7 @@ import type { ClientRequest, IncomingMessage } from 'node:http';
 import { after, before, test } from 'node:test';
 import { HttpTransportType } from '@microsoft/signalr';
 import { WebSocket } from 'ws';
-import { ForbiddenError, type AuthRequest } from '../src/index.ts';
+import { AuthenticationUnavailableError, ForbiddenError, type AuthRequest } from '../src/index.ts';
 import { buildClient, delay, nextInvocation, type RunningHub, startHub } from './helpers.ts';
 
 let running: RunningHub;
@@ -13,6 +13,7 @@ const seen: { method: string; token: string | undefined; viaQuery: boolean }[] =
 function authenticate({ token, url }: AuthRequest): { id: string } | null {
   seen.push({ method: url.pathname, token, viaQuery: url.searchParams.has('access_token') });
   if (token === 'known-but-not-allowed') throw new ForbiddenError();
+  if (token === 'cannot-tell-now') throw new AuthenticationUnavailableError();
   return token?.startsWith('token-') ? { id: token.slice('token-'.length) } : null;
 }
 
@@ -60,6 +61,34 @@ test('a caller the hook knows but refuses (ForbiddenError) gets 403, on negotiat
   const direct = new WebSocket(`${running.url.replace(/^http/, 'ws')}?access_token=known-but-not-allowed`);
   const [request, response] = (await once(direct, 'unexpected-response')) as [ClientRequest, IncomingMessage];
   assert.equal(response.statusCode, 403);
+  request.destroy();
+});
+
+test('a hook that cannot decide now (AuthenticationUnavailableError) gets 503, so the client keeps its token', async () => {
+  const negotiating = buildClient(running.url, { http: { accessTokenFactory: () => 'cannot-tell-now' } });
+  await assert.rejects(negotiating.start(), /Status code '503'/);
+
+  const negotiated = await fetch(`${running.url}/negotiate?negotiateVersion=1`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer token-alice' },
+  });
+  const { connectionToken } = (await negotiated.json()) as { connectionToken: string };
+  const poll = await fetch(`${running.url}?id=${connectionToken}`, {
+    headers: { authorization: 'Bearer cannot-tell-now' },
+  });
+  assert.equal(poll.status, 503, 'a transport request');
+
+  const direct = new WebSocket(`${running.url.replace(/^http/, 'ws')}?access_token=cannot-tell-now`);
+  const [request, response] = (await once(direct, 'unexpected-response')) as [ClientRequest, IncomingMessage];
+  assert.equal(response.statusCode, 503, 'a WebSocket upgrade without negotiate');
+  request.destroy();
+});
+
+test('a WebSocket upgrade refused with 401 carries WWW-Authenticate: Bearer, as the other 401s do', async () => {
+  const direct = new WebSocket(`${running.url.replace(/^http/, 'ws')}?access_token=forged`);
+  const [request, response] = (await once(direct, 'unexpected-response')) as [ClientRequest, IncomingMessage];
+  assert.equal(response.statusCode, 401);
+  assert.equal(response.headers['www-authenticate'], 'Bearer');
   request.destroy();
 });
 

@@ -1,4 +1,5 @@
 import {
+  AuthenticationUnavailableError,
   ForbiddenError,
   HubError,
   HubServer,
@@ -6,6 +7,7 @@ import {
   type Authenticate,
   type HubCallContext,
 } from '@tbe/signalr';
+import { DependencyUnavailableError } from '../../application/errors.ts';
 import type { ReplayLogEntry } from '../../application/ports/replay-log.ts';
 import { HubNames, type ConnectedMessage } from '../../contracts/notifications.ts';
 import { mayAct, type TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
@@ -65,7 +67,13 @@ function notificationsHub() {
 function readersOnly(verifier: TokenVerifier): Authenticate {
   return async ({ token }) => {
     if (!token) return null;
-    const caller = await verifier.verify(token); // a rejection is a 401
+    // An invalid token is a 401; a key set that cannot be fetched a 503, as from the REST API, so the client
+    // keeps its token and retries.
+    const caller = await verifier.verify(token).catch((error: unknown) => {
+      if (error instanceof DependencyUnavailableError)
+        throw new AuthenticationUnavailableError(error.message, { cause: error });
+      throw error;
+    });
     if (!mayAct(caller, 'reader')) throw new ForbiddenError();
     return { id: caller.subject, claims: { role: caller.role } };
   };

@@ -23,14 +23,34 @@ declare module 'fastify' {
 
 /** The name SignalR clients use in the query string; the SSE stream takes it in the query and as a cookie. */
 const ACCESS_TOKEN = 'access_token';
-const ACCESS_TOKEN_IN_QUERY = new RegExp(`([?&]${ACCESS_TOKEN}=)[^&]*`, 'gi');
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
 
-/** `url` with the value of an `access_token` query parameter masked, for logs and problem details. */
+/** A query parameter's name as the query parser reads it: `access%5Ftoken` is `access_token`. */
+function decodedName(name: string): string {
+  try {
+    return decodeURIComponent(name);
+  } catch {
+    return name; // malformed percent-encoding: the parser keeps the name as sent
+  }
+}
+
+/** `url` with the value of every `access_token` query parameter masked, for logs and problem details. */
 export function withoutAccessToken(url: string): string {
-  return url.replace(ACCESS_TOKEN_IN_QUERY, '$1[redacted]');
+  const queryStart = url.indexOf('?');
+  if (queryStart === -1) return url;
+  const parameters = url
+    .slice(queryStart + 1)
+    .split('&')
+    .map((parameter) => {
+      const separator = parameter.indexOf('=');
+      if (separator === -1) return parameter;
+      const name = parameter.slice(0, separator);
+      // Any case: masking a parameter too many costs nothing.
+      return decodedName(name).toLowerCase() === ACCESS_TOKEN ? `${name}=[redacted]` : parameter;
+    });
+  return `${url.slice(0, queryStart + 1)}${parameters.join('&')}`;
 }
 
 function cookie(header: string | undefined, name: string): string | undefined {

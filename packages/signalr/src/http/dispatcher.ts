@@ -2,7 +2,7 @@ import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:ht
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { Connection } from '../connection.ts';
-import { ForbiddenError } from '../errors.ts';
+import { AuthenticationUnavailableError, ForbiddenError } from '../errors.ts';
 import type { HubUser } from '../hub.ts';
 import type { HubServer } from '../hub-server.ts';
 import { LongPollingTransport } from '../transports/long-polling-transport.ts';
@@ -18,7 +18,10 @@ const TRANSFER_FORMATS: Readonly<Record<TransportKind, readonly string[]>> = {
 
 export type HubRoute = 'hub' | 'negotiate';
 
-/** Rejected requests carry the status the spec gives (400/401/403/404/405/409), or 503 from a closed hub. */
+/**
+ * Rejected requests carry the status the spec gives (400/401/403/404/405/409), or 503 from a closed hub or an
+ * `authenticate` hook that cannot decide now.
+ */
 class HttpFailure extends Error {
   constructor(
     readonly status: number,
@@ -49,15 +52,20 @@ function bearerToken(req: IncomingMessage, url: URL): string | undefined {
   return url.searchParams.get('access_token') ?? undefined;
 }
 
+/** The headers of a failure's answer, the same over plain HTTP and to a refused WebSocket upgrade. */
+function failureHeaders(status: number, allow: string | undefined): Record<string, string> {
+  const headers: Record<string, string> = { 'Content-Type': 'text/plain; charset=utf-8' };
+  if (status === 401) headers['WWW-Authenticate'] = 'Bearer';
+  if (allow !== undefined) headers.Allow = allow;
+  return headers;
+}
+
 function sendText(res: ServerResponse, status: number, text: string, allow?: string): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  const headers: Record<string, string> = { 'Content-Type': 'text/plain; charset=utf-8' };
-  if (status === 401) headers['WWW-Authenticate'] = 'Bearer';
-  if (allow !== undefined) headers.Allow = allow;
-  res.writeHead(status, headers);
+  res.writeHead(status, failureHeaders(status, allow));
   res.end(text);
 }
 
@@ -67,11 +75,14 @@ function sendJson(res: ServerResponse, body: unknown): void {
   res.end(json);
 }
 
-function rejectUpgrade(socket: Duplex, status: number, text: string): void {
-  const reason = STATUS_CODES[status] ?? '';
-  socket.end(
-    `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
-  );
+function rejectUpgrade(socket: Duplex, { status, message, allow }: HttpFailure): void {
+  const headers = {
+    ...failureHeaders(status, allow),
+    Connection: 'close',
+    'Content-Length': Buffer.byteLength(message),
+  };
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`);
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${lines.join('')}\r\n${message}`);
 }
 
 /** The HTTP side of a hub at one path: negotiate, the three transports and their upstream POSTs. */
@@ -124,7 +135,7 @@ export class HttpDispatcher {
     try {
       connection = await this.upgradeTarget(req, url);
     } catch (error) {
-      if (error instanceof HttpFailure) rejectUpgrade(socket, error.status, error.message);
+      if (error instanceof HttpFailure) rejectUpgrade(socket, error);
       else socket.destroy();
       return;
     }
@@ -283,6 +294,8 @@ export class HttpDispatcher {
       user = await authenticate({ token: bearerToken(req, url), headers: req.headers, url });
     } catch (error) {
       if (error instanceof ForbiddenError) throw new HttpFailure(403, 'Forbidden.');
+      if (error instanceof AuthenticationUnavailableError)
+        throw new HttpFailure(503, 'Authentication is unavailable; try again later.');
       user = null;
     }
     if (user === null) throw new HttpFailure(401, 'Unauthorized.');

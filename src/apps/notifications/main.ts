@@ -8,7 +8,7 @@ import { loadConfigOrExit, type Config } from '../../config.ts';
 import { messagingTopology } from '../../contracts/messaging.ts';
 import { NotificationRoutes } from '../../contracts/notifications.ts';
 import { createJwtVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
-import type { HealthCheck } from '../../infrastructure/health/health.ts';
+import { brokerCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer } from '../../infrastructure/http/http-server.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
@@ -108,17 +108,7 @@ export async function createNotifications({
   const starting = new AbortController();
 
   registerHealthRoutes(app, [
-    {
-      name: 'broker',
-      check: async () => {
-        const status = bus.status();
-        return {
-          status: status.connected ? 'Healthy' : 'Unhealthy',
-          ...(status.detail ? { description: status.detail } : {}),
-          data: { adapter: status.adapter },
-        };
-      },
-    },
+    brokerCheck(bus),
     {
       name: 'consumer',
       // Standing by is healthy: another instance holds the writer lease and consumes.

@@ -4,7 +4,7 @@ import type { MessageBus, Subscription } from '../../application/ports/message-b
 import { processStudentEvents } from '../../application/students/process-student-event.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
 import { messagingTopology, studentsWorkerQueues } from '../../contracts/messaging.ts';
-import { pingCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
+import { brokerCheck, pingCheck } from '../../infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer } from '../../infrastructure/http/http-server.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
@@ -171,21 +171,6 @@ export function createWorker({
       await otherLayout.stop();
       await app.close();
       state = 'stopped';
-    },
-  };
-}
-
-/** The worker does nothing without the broker, so a lost connection is Unhealthy (not Degraded). */
-function brokerCheck(bus: MessageBus): HealthCheck {
-  return {
-    name: 'broker',
-    async check() {
-      const status = bus.status();
-      return {
-        status: status.connected ? 'Healthy' : 'Unhealthy',
-        ...(status.detail ? { description: status.detail } : {}),
-        data: { adapter: status.adapter },
-      };
     },
   };
 }

@@ -1,3 +1,5 @@
+import type { MessageBus } from '../../application/ports/message-bus.ts';
+
 export type HealthStatus = 'Healthy' | 'Degraded' | 'Unhealthy';
 
 export interface HealthCheckResult {
@@ -68,6 +70,21 @@ export function pingCheck(
     async check() {
       await ping();
       return { status: 'Healthy', ...(data ? { data } : {}) };
+    },
+  };
+}
+
+/** A consuming role does nothing without the broker: a lost connection is Unhealthy (not Degraded). */
+export function brokerCheck(bus: Pick<MessageBus, 'status'>): HealthCheck {
+  return {
+    name: 'broker',
+    async check() {
+      const status = bus.status();
+      return {
+        status: status.connected ? 'Healthy' : 'Unhealthy',
+        ...(status.detail ? { description: status.detail } : {}),
+        data: { adapter: status.adapter },
+      };
     },
   };
 }

@@ -230,12 +230,56 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.equal(api.cache.responses.held.entries, held, 'no entry per query string');
     });
 
+    test('a keyed write that failed with a 5xx frees its Idempotency-Key: the retry runs and creates the student', async () => {
+      const key = { ...jsonHeaders, 'idempotency-key': uniqueName('failed-write') };
+      const body = JSON.stringify({ firstName: 'Retried', lastName: 'Write', email: 'retried@example.com' });
+      const failing = mock.method(testDb.database, 'transaction', () =>
+        Promise.reject(new Error('database gone')),
+      );
+      try {
+        const failed = await fetch(`${api.url}/api/students`, { method: 'POST', headers: key, body });
+        await failed.arrayBuffer();
+        assert.ok(failed.status >= 500, `a failed write is a 5xx, got ${failed.status}`);
+        assert.ok(failing.mock.callCount() >= 1, 'the failure came from the write');
+      } finally {
+        failing.mock.restore();
+      }
+      const retried = await fetch(`${api.url}/api/students`, { method: 'POST', headers: key, body });
+      assert.equal(retried.status, 201, "the retry runs: the 5xx is not the key's answer");
+      assert.equal(retried.headers.get('x-deduplicated'), null);
+      const created = (await retried.json()) as { id: string; firstName: string };
+      assert.equal(created.firstName, 'Retried');
+      const again = await fetch(`${api.url}/api/students`, { method: 'POST', headers: key, body });
+      assert.equal(again.status, 201);
+      assert.equal(again.headers.get('x-deduplicated'), 'true', 'from then on the 201 is the answer');
+      assert.equal(((await again.json()) as { id: string }).id, created.id);
+    });
+
     test('404 is replayed, 5xx never', async () => {
       const missing = `${api.url}/api/students/0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b`;
       assert.equal((await fetch(missing)).status, 404);
       const again = await fetch(missing);
       assert.equal(again.status, 404);
       assert.equal(again.headers.get('x-deduplicated'), 'true');
+
+      // A read that fails (the database, say) is answered 5xx; the next identical request runs again.
+      const id = await create();
+      await api.cache.students.evict(id);
+      const failing = mock.method(queries, 'findById', () => Promise.reject(new Error('database gone')), {
+        times: 1,
+      });
+      try {
+        const failed = await fetch(`${api.url}/api/students/${id}`);
+        await failed.arrayBuffer();
+        assert.ok(failed.status >= 500, `a failed read is a 5xx, got ${failed.status}`);
+        assert.equal(failing.mock.callCount(), 1, 'the failure came from the read');
+      } finally {
+        failing.mock.restore();
+      }
+      const retried = await fetch(`${api.url}/api/students/${id}`);
+      assert.equal(retried.status, 200, 'the 5xx was not replayed');
+      assert.equal(retried.headers.get('x-deduplicated'), null);
+      assert.equal(((await retried.json()) as { id: string }).id, id);
     });
   });
 }

@@ -96,3 +96,37 @@ test('a reader that leaves in the middle of its catch-up stops the reading of th
   assert.equal(log.reads - readsBefore, 1);
   await fanOut.stop();
 });
+
+for (const when of ['before', 'after'] as const)
+  test(`entries appended while a reader's last page is being read (${when} the read) reach it once each, in order`, async () => {
+    const { log, fanOut, append } = await filledRing(1_000, 10);
+    let release = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reading = () => {};
+    const readStarted = new Promise<void>((resolve) => (reading = resolve));
+    // The page read is slow: the live entries come in while it is under way, before or after it reads the log.
+    const read = log.readAfter.bind(log);
+    log.readAfter = async (afterId, limit) => {
+      reading();
+      if (when === 'before') await held;
+      const page = await read(afterId, limit);
+      if (when === 'after') await held;
+      return page;
+    };
+    const { got, reader } = recordingReader();
+    const { caughtUp } = fanOut.resume((await log.retention()).firstId!, reader, LIMITS);
+    await readStarted;
+    await append(5);
+    const { lastId } = await log.retention();
+    while (fanOut.position !== lastId) await new Promise((resolve) => setTimeout(resolve, 1));
+    release();
+    await caughtUp;
+    await append(1);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(
+      got,
+      Array.from({ length: 15 }, (_, n) => n + 1),
+      'the rest of the log, the entries that came in meanwhile, then the live one: each once',
+    );
+    await fanOut.stop();
+  });

@@ -1,5 +1,7 @@
 // The notifications service on a real Redis replay log reached through a proxy, so the test can take Redis away.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
@@ -54,6 +56,11 @@ describe('the notifications service while Redis is down', await needsRedis(), ()
     first.close();
 
     await proxy.pause();
+    // A notification that arrives while Redis is down waits in the consumer; it is not dead-lettered, nor lost.
+    const outageStudent = randomUUID();
+    const duringOutage = notificationMessage('StudentDeleted', outageStudent);
+    const pausedAt = Date.now();
+    await bus.publish([duringOutage]);
     let resumed: ReturnType<typeof sseClient> | undefined;
     try {
       const response = await fetch(`${url}/api/notifications/stream`, {
@@ -67,6 +74,8 @@ describe('the notifications service while Redis is down', await needsRedis(), ()
       await until(() => resumed!.failures.length > 0, 'a failed attempt');
       assert.deepEqual(resumed.failures, [undefined]);
       assert.equal(await replayLogHealth(), 'Unhealthy');
+      // Long enough for its append to fail (the replay log's command timeout is 2 s).
+      await sleep(Math.max(0, 3_000 - (Date.now() - pausedAt)));
     } finally {
       await proxy.resume();
     }
@@ -76,9 +85,17 @@ describe('the notifications service while Redis is down', await needsRedis(), ()
         'connected again',
         10_000,
       );
+      await until(() => resumed.received.length === 1, 'the notification sent during the outage', 10_000);
       await bus.publish([notificationMessage('StudentUpdated')]);
-      await until(() => resumed.received.length === 1, 'the notification after the outage');
-      assert.deepEqual(resumed.failures, [undefined]);
+      await until(() => resumed.received.length === 2, 'the notification after the outage');
+      assert.deepEqual(
+        resumed.received.map((entry) => entry.type),
+        ['StudentDeleted', 'StudentUpdated'],
+        'the one from the outage first, each once',
+      );
+      assert.equal(resumed.received[0]?.data.student.id, outageStudent);
+      // Each attempt during the outage was told to retry (the outage lasted long enough for more than one).
+      assert.ok(resumed.failures.length > 0 && resumed.failures.every((status) => status === undefined));
       assert.equal(await replayLogHealth(), 'Healthy');
     } finally {
       resumed.close();

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createInterface } from 'node:readline';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, mock, test } from 'node:test';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { inArray, isNull } from 'drizzle-orm';
 import pg from 'pg';
@@ -202,6 +202,59 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
   test('a backlog of many overlapping batches leaves once per row, each student in write order', async () => {
     await relay.stop(); // the backlog is written while no relay runs
     await backlogInOrder(testDb.database, bus);
+  });
+
+  test('a batch whose publish fails is not overtaken by a later batch of its student', async () => {
+    // Its own database and bus: only this student's rows, written while no relay runs.
+    const ownDb = await openTestDatabase('pglite');
+    const ownBus = new InProcessMessageBus();
+    let ownRelay: OutboxRelay | undefined;
+    try {
+      const received = await collect(ownBus, 'relay.overtake');
+      const deps = writeDeps(ownDb.database);
+      const created = await createStudent(deps)({ details: {}, actor: 'tester' });
+      assert.ok(created.ok);
+      const id = created.value.id;
+      for (let i = 0; i < 3; i++)
+        assert.ok((await updateStudent(deps)({ id, details: {}, actor: 'tester' })).ok);
+      // The first publish of the student's first row fails after a while (a lost confirm); every other goes through.
+      const publish = ownBus.publish.bind(ownBus);
+      let failed = false;
+      mock.method(
+        ownBus,
+        'publish',
+        async (messages: Parameters<typeof publish>[0], signal?: AbortSignal) => {
+          if (!failed && messages.some((message) => message.routingKey === 'student.created')) {
+            failed = true;
+            await new Promise((resolve) => setTimeout(resolve, 200));
+            throw new Error('confirm lost');
+          }
+          return publish(messages, signal);
+        },
+      );
+      // One row a batch: the student's later rows are each a batch of their own, that could be in flight meanwhile.
+      ownRelay = relayOn(ownDb.database, ownBus, { batchSize: 1, batchesInFlight: 4 });
+      ownRelay.start();
+      await until(() => unsent(ownDb.database).then((count) => count === 0), 'every row marked sent');
+      assert.ok(failed, 'the first publish failed');
+      await until(() => new Set(received.map((message) => message.messageId)).size === 4, 'four messages');
+      const events = received.map(
+        (message) => JSON.parse(message.body.toString()) as { id: string; type: string },
+      );
+      // What a consumer de-duplicating by message id sees: each message where it first arrived.
+      const firstSeen = events.filter(
+        (event, index) => events.findIndex((each) => each.id === event.id) === index,
+      );
+      assert.deepEqual(
+        firstSeen.map((event) => event.type),
+        ['StudentCreated', 'StudentUpdated', 'StudentUpdated', 'StudentUpdated'],
+        'in write order, also after the failed publish',
+      );
+    } finally {
+      await ownRelay?.stop();
+      await ownBus.close();
+      await ownDb.dispose();
+    }
   });
 
   test('a sent row is deleted once it is older than the retention; a younger one stays', async () => {

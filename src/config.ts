@@ -224,7 +224,10 @@ export interface Config {
     /** How long a key stays claimed by a request whose process stopped renewing it (it died). */
     readonly leaseSeconds: number;
   };
-  /** Retry, circuit breaker and timeout around broker, database and Redis calls (the original's Polly settings). */
+  /**
+   * Retry, circuit breaker and timeout around the outbox relay's broker publishes (the original's Polly settings);
+   * the worker's in-process retries take the count and delays.
+   */
   readonly resilience: ResilienceOptions;
   readonly shutdownTimeoutMs: number;
   /** How long an HTTP server's close waits for requests in flight: half the shutdown, so the rest can stop too. */

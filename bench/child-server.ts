@@ -10,7 +10,7 @@ export interface ChildServer<T> {
 
 const REPORT_CPU_USAGE = new URL('./servers/report-cpu-usage.ts', import.meta.url).href;
 
-/** Starts a server script in its own process (so load generator and server don't share a core) and reads its first JSON line. */
+/** Starts a server script in its own process (its own thread, apart from the load generator) and reads its first JSON line. */
 export async function startChildServer<T>(
   script: string,
   env: Record<string, string> = {},

@@ -11,16 +11,9 @@ import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-
 import { createPostgresDatabase } from '../support/databases.ts';
 import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
 import { startRole } from '../support/role-process.ts';
-import { AMQP_URL, needsPostgres, needsRabbitMq } from '../support/services.ts';
+import { needsPostgres, needsRabbitMq } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
-
-async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
+import { until } from '../support/until.ts';
 
 describe('the webapi process while RabbitMQ is down', await needsPostgres(), async () => {
   const rabbit = await needsRabbitMq();
@@ -33,11 +26,7 @@ describe('the webapi process while RabbitMQ is down', await needsPostgres(), asy
     if (rabbit.skip) return;
     created = await createPostgresDatabase();
     vhost = await createTestVhost('webapi_broker_down');
-    const target = new URL(AMQP_URL);
-    proxy = await TcpProxy.start(target.hostname, Number(target.port || 5672));
-    const viaProxy = new URL(vhost.url);
-    viaProxy.host = `127.0.0.1:${proxy.port}`;
-    brokerUrl = viaProxy.toString();
+    ({ proxy, url: brokerUrl } = await TcpProxy.inFrontOf(vhost.url, 5672));
   });
   after(async () => {
     await proxy?.stop();

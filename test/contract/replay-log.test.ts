@@ -17,19 +17,12 @@ import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-
 import { RedisStreamReplayLog } from '../../src/infrastructure/replay-log/redis-stream-replay-log.ts';
 import { silentLogger } from '../support/logger.ts';
 import { REDIS_URL, deleteRedisKeys, needsRedis, uniqueName } from '../support/services.ts';
+import { until } from '../support/until.ts';
 
 const WRITER = 'writer-a';
 
 function entry(n: number, subject = 'student-1'): NewReplayLogEntry {
   return { messageId: randomUUID(), type: 'StudentCreated', subject, data: JSON.stringify({ n }) };
-}
-
-async function until(condition: () => boolean, what: string, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 /** A tail listener collecting entries, for tails that must miss nothing. */

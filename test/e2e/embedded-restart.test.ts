@@ -16,7 +16,7 @@ import { StudentEventTypes } from '../../src/contracts/students.ts';
 import type { Database } from '../../src/infrastructure/persistence/database.ts';
 import { deadLetters, outbox } from '../../src/infrastructure/persistence/schema.ts';
 import { openProcessResources } from '../../src/infrastructure/runtime/process-resources.ts';
-import { until } from '../notifications/support.ts';
+import { until } from '../support/until.ts';
 import { embeddedRoles } from '../support/all-roles.ts';
 import { silentLogger } from '../support/logger.ts';
 import { counted } from '../worker/worker-harness.ts';

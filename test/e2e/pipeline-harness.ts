@@ -134,11 +134,3 @@ export function tally(deliveries: readonly Notification[], ids: readonly string[
   }
   return { missing, twice, redelivered, distinct: seen.size };
 }
-
-export async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs: number) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}

@@ -7,7 +7,8 @@ import {
   startPrivateRabbitMq,
   type PrivateServer,
 } from '../support/private-servers.ts';
-import { startPipeline, tally, until } from './pipeline-harness.ts';
+import { startPipeline, tally } from './pipeline-harness.ts';
+import { until } from '../support/until.ts';
 
 const servers = await privateRabbitMqAndPostgres();
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -54,6 +55,7 @@ describe('the event pipeline under faults', servers, () => {
       () => tally(pipeline.deliveries, ids).distinct >= 2 * ids.length,
       'every notification',
       300_000,
+      200,
     );
     await pause(1_000);
     const result = tally(pipeline.deliveries, ids);

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startRole } from '../support/role-process.ts';
 import { needsPostgres, needsRabbitMq } from '../support/services.ts';
-import { startPipeline, tally, until } from './pipeline-harness.ts';
+import { startPipeline, tally } from './pipeline-harness.ts';
+import { until } from '../support/until.ts';
 
 const servers = [await needsPostgres(), await needsRabbitMq()].find((requirement) => requirement.skip) ?? {};
 
@@ -19,7 +20,12 @@ describe('the event pipeline across processes', servers, () => {
     assert.deepEqual(new Set(statuses), new Set([201]), 'every write returned 201');
     assert.equal(ids.length, 2_000);
 
-    await until(() => tally(pipeline.deliveries, ids).distinct >= 4_000, 'all 4,000 notifications', 240_000);
+    await until(
+      () => tally(pipeline.deliveries, ids).distinct >= 4_000,
+      'all 4,000 notifications',
+      240_000,
+      200,
+    );
     await new Promise((resolve) => setTimeout(resolve, 1_000)); // room for a stray extra one to arrive
     const result = tally(pipeline.deliveries, ids);
     console.log(
@@ -61,6 +67,7 @@ describe('the event pipeline across processes', servers, () => {
         () => new Set(ofThese().map((d) => d.messageId)).size >= 4 * STUDENTS,
         'every notification',
         120_000,
+        200,
       );
       const order = new Map<string, string[]>();
       const seen = new Set<string>();

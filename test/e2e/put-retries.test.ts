@@ -3,7 +3,7 @@
 // be answered for by an older PUT.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { until } from '../notifications/support.ts';
+import { until } from '../support/until.ts';
 import { embeddedRoles } from '../support/all-roles.ts';
 
 const roles = embeddedRoles();

@@ -14,6 +14,7 @@ import {
 } from '../support/private-servers.ts';
 import { startRole, type RoleProcess } from '../support/role-process.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
+import { until } from '../support/until.ts';
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const WRITES_PER_SECOND = 25;
@@ -94,14 +95,6 @@ function recordingSseClient(url: string) {
     },
     close: () => source.close(),
   };
-}
-
-async function until(condition: () => boolean, what: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await pause(200);
-  }
 }
 
 /** Takes a server down for `downMs`, then up again; the window in which it was unreachable. */
@@ -190,7 +183,7 @@ function faultSuite(partitions: number) {
       balancer = await TcpProxy.balance(targets);
       // The first connection through the balancer goes to A, the instance killed below.
       const sse = recordingSseClient(`http://127.0.0.1:${balancer.port}/api/notifications/stream`);
-      await until(() => sse.connections === 1, 'the SSE client connected', 30_000);
+      await until(() => sse.connections === 1, 'the SSE client connected', 30_000, 200);
 
       const load = steadyWrites(webapi.url);
       const t0 = Date.now();
@@ -224,7 +217,7 @@ function faultSuite(partitions: number) {
       const accepted = load.writes.filter((write) => write.status === 201).map((write) => write.studentId!);
       const expected = accepted.length * 2;
       const notifiedInFull = () => accepted.every((id) => (sse.perStudent.get(id)?.length ?? 0) >= 2);
-      await until(notifiedInFull, 'every notification of every accepted write', 180_000).catch(
+      await until(notifiedInFull, 'every notification of every accepted write', 180_000, 200).catch(
         () => undefined,
       );
       await pause(2_000); // room for a late duplicate to show up

@@ -10,7 +10,8 @@ import { NotificationEventTypes } from '../../src/contracts/students.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { silentLogger } from '../support/logger.ts';
-import { hubClient, notificationMessage, sseClient, until } from '../notifications/support.ts';
+import { hubClient, notificationMessage, sseClient } from '../notifications/support.ts';
+import { until } from '../support/until.ts';
 import {
   badUuid,
   headerValue,

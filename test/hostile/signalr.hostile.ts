@@ -13,7 +13,8 @@ import { parseConfig } from '../../src/config.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { silentLogger } from '../support/logger.ts';
-import { hubClient, notificationMessage, until } from '../notifications/support.ts';
+import { hubClient, notificationMessage } from '../notifications/support.ts';
+import { until } from '../support/until.ts';
 import { hasOwnKeyDeep, jsonText } from './arbitraries.ts';
 import { checkAlive } from './http-client.ts';
 import {

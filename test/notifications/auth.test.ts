@@ -9,7 +9,8 @@ import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-proce
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { authEnv, bearer, sign, signingKey, tokenFor, unreachableKeySet } from '../support/auth.ts';
 import { recordingLogger, silentLogger } from '../support/logger.ts';
-import { hubClient, notificationMessage, sseClient, until } from './support.ts';
+import { hubClient, notificationMessage, sseClient } from './support.ts';
+import { until } from '../support/until.ts';
 
 describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
   const bus = new InProcessMessageBus();

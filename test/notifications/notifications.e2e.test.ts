@@ -14,7 +14,8 @@ import {
   needsRedis,
   uniqueName,
 } from '../support/services.ts';
-import { hubClient, sseClient, until, type Received } from './support.ts';
+import { hubClient, sseClient, type Received } from './support.ts';
+import { until } from '../support/until.ts';
 
 const servers =
   [await needsPostgres(), await needsRabbitMq(), await needsRedis()].find(

@@ -11,7 +11,8 @@ import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-proce
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { silentLogger } from '../support/logger.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
-import { hubClient, notificationMessage, sseClient, until } from './support.ts';
+import { hubClient, notificationMessage, sseClient } from './support.ts';
+import { until } from '../support/until.ts';
 
 describe('the notifications service (embedded adapters)', () => {
   const bus = new InProcessMessageBus();

@@ -11,7 +11,8 @@ import { RedisStreamReplayLog } from '../../src/infrastructure/replay-log/redis-
 import { silentLogger } from '../support/logger.ts';
 import { REDIS_URL, deleteRedisKeys, needsRedis, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
-import { sseClient, until } from './support.ts';
+import { sseClient } from './support.ts';
+import { until } from '../support/until.ts';
 
 // The least REPLAY_LOG_MAX_ENTRIES takes.
 const KEPT_ENTRIES = 100;

@@ -9,7 +9,8 @@ import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-proce
 import { silentLogger } from '../support/logger.ts';
 import { REDIS_URL, deleteRedisKeys, needsRedis, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
-import { notificationMessage, sseClient, until } from './support.ts';
+import { notificationMessage, sseClient } from './support.ts';
+import { until } from '../support/until.ts';
 
 /** How long an instance may take to notice a dead connection and be back on a new one. */
 const RECOVERY_MS = 15_000;

@@ -13,7 +13,8 @@ import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-proce
 import { silentLogger } from '../support/logger.ts';
 import { REDIS_URL, deleteRedisKeys, needsRedis, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
-import { notificationMessage, sseClient, until } from './support.ts';
+import { notificationMessage, sseClient } from './support.ts';
+import { until } from '../support/until.ts';
 
 describe('the notifications service while Redis is down', await needsRedis(), () => {
   const bus = new InProcessMessageBus();

@@ -8,7 +8,8 @@ import { parseConfig } from '../../src/config.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { silentLogger } from '../support/logger.ts';
-import { notificationMessage, sseClient, until } from './support.ts';
+import { notificationMessage, sseClient } from './support.ts';
+import { until } from '../support/until.ts';
 
 const MAX_BUFFERED_BYTES = 1024 * 1024;
 const BATCH = 32;

@@ -9,7 +9,7 @@ import { parseConfig } from '../../src/config.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { silentLogger } from '../support/logger.ts';
-import { until } from './support.ts';
+import { until } from '../support/until.ts';
 
 /** A memory ring whose `retention()` waits, once held, until released. */
 class HeldRetentionLog extends MemoryRingReplayLog {

@@ -6,6 +6,7 @@ import { EventSource } from 'eventsource';
 import type { OutgoingMessage } from '../../src/application/ports/message-bus.ts';
 import { SUBJECT_HEADER } from '../../src/contracts/cloud-events.ts';
 import { Exchanges } from '../../src/contracts/messaging.ts';
+import { until } from '../support/until.ts';
 
 export const EVENT_TYPES = ['StudentCreated', 'StudentUpdated', 'StudentCached', 'StudentDeleted'] as const;
 
@@ -144,12 +145,4 @@ export async function hubClient(
   connection.on('Connected', (message: unknown) => connected.push(message));
   await connection.start();
   return { connection, received, connected, close: () => connection.stop() };
-}
-
-export async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }

@@ -8,7 +8,8 @@ import type { ReplayLog } from '../../src/application/ports/replay-log.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { messagingTopology } from '../../src/contracts/messaging.ts';
 import { silentLogger } from '../support/logger.ts';
-import { notificationMessage, until } from './support.ts';
+import { notificationMessage } from './support.ts';
+import { until } from '../support/until.ts';
 
 /** One instance's view of a shared log, whose lease renewals fail while `unreachable` (its Redis does not answer). */
 class UnreachableLeaseLog implements ReplayLog {

@@ -37,6 +37,7 @@ import { AMQP_URL, needsPostgres, needsRabbitMq } from '../support/services.ts';
 import { settlesWithin } from '../support/settles-within.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { recordSpans } from '../support/tracing.ts';
+import { until } from '../support/until.ts';
 
 const spans = recordSpans();
 
@@ -47,14 +48,6 @@ const fastResilience = {
   maxDelayMs: 200,
   timeoutMs: 2_000,
 };
-
-async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 /** A queue bound to every student event, recording what arrives. */
 async function collect(bus: MessageBus, queue = 'relay.test'): Promise<ReceivedMessage[]> {

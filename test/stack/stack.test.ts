@@ -6,7 +6,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { createPostgresDatabase } from '../support/databases.ts';
-import { hubClient, sseClient, until } from '../notifications/support.ts';
+import { hubClient, sseClient } from '../notifications/support.ts';
+import { until } from '../support/until.ts';
 import {
   SpanKinds,
   startOtlpReceiver,

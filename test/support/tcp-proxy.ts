@@ -36,6 +36,14 @@ export class TcpProxy {
     return TcpProxy.balance([{ host: targetHost, port: targetPort }]);
   }
 
+  /** A proxy in front of the server `url` names (on `defaultPort` when it names none), and `url` through it. */
+  static async inFrontOf(url: string, defaultPort: number): Promise<{ proxy: TcpProxy; url: string }> {
+    const through = new URL(url);
+    const proxy = await TcpProxy.start(through.hostname, Number(through.port || defaultPort));
+    through.host = `127.0.0.1:${proxy.port}`;
+    return { proxy, url: through.toString() };
+  }
+
   static async balance(targets: readonly Target[]): Promise<TcpProxy> {
     const proxy = new TcpProxy(targets);
     await proxy.resume();

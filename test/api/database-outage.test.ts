@@ -5,7 +5,7 @@ import { openDatabase, type Database } from '../../src/infrastructure/persistenc
 import { createPostgresDatabase } from '../support/databases.ts';
 import { silentLogger } from '../support/logger.ts';
 import { settlesWithin } from '../support/settles-within.ts';
-import { needsPostgres, POSTGRES_URL } from '../support/services.ts';
+import { needsPostgres } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { json, startWebApi, type RunningWebApi } from '../support/webapi.ts';
 
@@ -17,11 +17,9 @@ describe('when the database is down', await needsPostgres(), () => {
 
   before(async () => {
     created = await createPostgresDatabase();
-    const target = new URL(POSTGRES_URL);
-    proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
-    const viaProxy = new URL(created.url);
-    viaProxy.host = `127.0.0.1:${proxy.port}`;
-    database = await openDatabase(viaProxy.toString(), silentLogger);
+    let viaProxy: string;
+    ({ proxy, url: viaProxy } = await TcpProxy.inFrontOf(created.url, 5432));
+    database = await openDatabase(viaProxy, silentLogger);
     await database.migrate();
     api = await startWebApi(database);
   });
@@ -70,8 +68,8 @@ describe(
   'when the database connections go silent (its host died: no FIN, no RST)',
   await needsPostgres(),
   () => {
-    // Shorter than the default 30 s, to keep the test short.
-    const QUERY_TIMEOUT_MS = 3_000;
+    // Shorter than the default 35 s, to keep the test short.
+    const UNANSWERED_AFTER_MS = 3_000;
     let proxy: TcpProxy;
     let created: Awaited<ReturnType<typeof createPostgresDatabase>>;
     let database: Database;
@@ -79,11 +77,9 @@ describe(
 
     before(async () => {
       created = await createPostgresDatabase();
-      const target = new URL(POSTGRES_URL);
-      proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432));
-      const viaProxy = new URL(created.url);
-      viaProxy.host = `127.0.0.1:${proxy.port}`;
-      database = await openDatabase(viaProxy.toString(), silentLogger, { queryTimeoutMs: QUERY_TIMEOUT_MS });
+      let viaProxy: string;
+      ({ proxy, url: viaProxy } = await TcpProxy.inFrontOf(created.url, 5432));
+      database = await openDatabase(viaProxy, silentLogger, { unansweredAfterMs: UNANSWERED_AFTER_MS });
       await database.migrate();
       api = await startWebApi(database);
     });
@@ -117,7 +113,7 @@ describe(
         body: '{}',
         signal: AbortSignal.timeout(20_000),
       });
-      assert.equal(await settlesWithin(update, QUERY_TIMEOUT_MS * 1.6), 'settled');
+      assert.equal(await settlesWithin(update, UNANSWERED_AFTER_MS * 1.6), 'settled');
       const updated = await update;
       assert.equal(updated.status, 503);
       assert.equal((await json(updated)).code, 'DEPENDENCY.UNAVAILABLE');

@@ -9,6 +9,7 @@ import { startPublishSpans } from '../observability/messaging-spans.ts';
 import { recordFailure } from '../observability/tracing.ts';
 import type { Database, Leadership } from '../persistence/database.ts';
 import { guardDatabase } from '../persistence/database-errors.ts';
+import { pruneSentOutbox } from '../persistence/retention.ts';
 import { sqlStatement } from '../persistence/sql.ts';
 import { OUTBOX_CHANNEL } from '../persistence/sql-unit-of-work.ts';
 import {
@@ -80,7 +81,6 @@ const statements = {
      order by outbox.seq limit $2`,
   ),
   markSent: sqlStatement('outbox_mark_sent', 'update outbox set sent_at = $1 where id = any($2::uuid[])'),
-  deleteSentBefore: sqlStatement('outbox_delete_sent_before', 'delete from outbox where sent_at < $1'),
   backlog: sqlStatement('outbox_backlog', 'select count(*)::int as count from outbox where sent_at is null'),
   resendUnhandled: sqlStatement(
     'outbox_resend_unhandled',
@@ -383,7 +383,7 @@ export class OutboxRelay {
     if (Date.now() - this.#lastCleanup < CLEANUP_EVERY_MS) return;
     this.#lastCleanup = Date.now();
     const cutoff = new Date(Date.now() - this.#options.retentionMs);
-    await guardDatabase(() => this.#database.sql.query(statements.deleteSentBefore, [cutoff]));
+    await pruneSentOutbox(this.#database, cutoff);
   }
 
   /** Rows not published yet (by any relay of this database). */

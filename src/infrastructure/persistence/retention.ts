@@ -27,9 +27,17 @@ const deleteExpiredKeys = sqlStatement(
    select count(*)::int as count from doomed`,
 );
 
+const deleteSentBefore = sqlStatement(
+  'outbox_delete_sent_before',
+  `with doomed as (
+     delete from outbox where id in (select id from outbox where sent_at < $1 limit $2) returning 1
+   )
+   select count(*)::int as count from doomed`,
+);
+
 /**
  * Deletes what `statement` selects before `cutoff`, a few thousand rows per statement: no transaction holds many
- * row locks for long, next to the writers' own.
+ * row locks for long, next to the writers' own, nor runs into the statement timeout.
  */
 async function deleteInBatches(database: Database, statement: SqlStatement, cutoff: Date): Promise<number> {
   let deleted = 0;
@@ -46,6 +54,11 @@ async function deleteInBatches(database: Database, statement: SqlStatement, cuto
 /** Forgets the messages handled before `cutoff`, so the inbox does not grow without end. */
 export function pruneInbox(database: Database, cutoff: Date): Promise<number> {
   return deleteInBatches(database, deleteProcessedBefore, cutoff);
+}
+
+/** Deletes the outbox rows published before `cutoff` (a relay keeps them a while, for diagnosis). */
+export function pruneSentOutbox(database: Database, cutoff: Date): Promise<number> {
+  return deleteInBatches(database, deleteSentBefore, cutoff);
 }
 
 /** Deletes the idempotency keys expired at `now` (a claim already takes an expired key over). */

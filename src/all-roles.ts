@@ -22,10 +22,10 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
       const opened = await openProcessResources(config, logger, { connectionName: 'all-roles', bus: true });
       resources = opened;
       const { bus, registry } = opened;
-      worker = createWorkerOver(opened, { config, logger });
-      const workerHealth = await worker.start();
+      // The API first: it takes writes while the consuming roles wait for a broker that does not answer yet.
       webApi = await createWebApiOver(opened, { config, logger });
       const api = await webApi.start();
+      worker = createWorkerOver(opened, { config, logger });
       notifications = await createNotifications({
         config,
         logger,
@@ -34,7 +34,8 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
         // URL leaves http's default port out: bound to 80, `port` is ''.
         apiPort: Number(new URL(api).port || 80),
       });
-      return { api, pages: await notifications.start(), workerHealth };
+      const [workerHealth, pages] = await Promise.all([worker.start(), notifications.start()]);
+      return { api, pages, workerHealth };
     },
     /**
      * Front doors first, both at once (each drains for at most half the shutdown time), so nothing new arrives

@@ -1,5 +1,6 @@
 // Partition queues need RabbitMQ's consistent-hash exchange plugin: on a broker without it (a private node, no
-// plugins) the worker says so at start and exits; with one queue, the default, it needs no plugin.
+// plugins) the worker and the notifications service say so at start and exit; with one queue, the default, no plugin
+// is needed.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
@@ -38,6 +39,22 @@ describe('worker partitions on a RabbitMQ without the consistent-hash exchange p
       );
       return true;
     });
+  });
+
+  test('so does the notifications service alone, which has no relay to declare before it', async () => {
+    // It waits for a broker that does not answer; this one answers and refuses, closing the connection.
+    await assert.rejects(
+      startRole('src/apps/notifications/main.ts', {
+        ...env('4'),
+        NOTIFICATIONS_PORT: '0',
+        REDIS_URL: 'memory:',
+      }),
+      (error: Error) => {
+        assert.match(error.message, /exited with 1 before it was ready/);
+        assert.match(error.message, /enable its plugin on every RabbitMQ node/);
+        return true;
+      },
+    );
   });
 
   test('with one queue (the default) it starts: no plugin is needed', async () => {

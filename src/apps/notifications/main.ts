@@ -106,6 +106,8 @@ export async function createNotifications({
   const instanceId = randomUUID();
   let consumer: NotificationsConsumer | undefined;
   const starting = new AbortController();
+  /** Settles once start() has; stop() waits for it. */
+  let started: Promise<unknown> = Promise.resolve();
 
   registerHealthRoutes(app, [
     brokerCheck(bus),
@@ -125,28 +127,38 @@ export async function createNotifications({
   ]);
 
   return {
-    async start() {
-      fanOut.subscribe('signalr', { receive: (entry) => sendToHub(hub, entry, log) });
-      await fanOut.start();
-      // Serving while the broker is awaited: clients get what the log holds, and /health says what is missing.
-      const url = await app.listen({ host: config.host, port: config.ports.notifications });
-      await declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
-        signal: starting.signal,
-        onUnreachable: () =>
-          log.warn({ url }, 'broker unreachable: serving the replay log; consuming once the broker answers'),
-      });
-      consumer = await consumeNotifications({
-        bus,
-        log: replay,
-        instanceId,
-        prefetch,
-        logger: log,
-        metrics: observability.metrics,
-      });
-      return url;
+    start() {
+      const run = (async () => {
+        fanOut.subscribe('signalr', { receive: (entry) => sendToHub(hub, entry, log) });
+        await fanOut.start();
+        // Serving while the broker is awaited: clients get what the log holds, and /health says what is missing.
+        const url = await app.listen({ host: config.host, port: config.ports.notifications });
+        await declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
+          signal: starting.signal,
+          onUnreachable: () =>
+            log.warn(
+              { url },
+              'broker unreachable: serving the replay log; consuming once the broker answers',
+            ),
+        });
+        starting.signal.throwIfAborted();
+        consumer = await consumeNotifications({
+          bus,
+          log: replay,
+          instanceId,
+          prefetch,
+          logger: log,
+          metrics: observability.metrics,
+        });
+        return url;
+      })();
+      started = run.catch(() => undefined);
+      return run;
     },
     async stop() {
-      starting.abort(new Error('the notifications service stopped before the broker answered'));
+      starting.abort(new Error('the notifications service stopped while it started'));
+      // What a start cut short had set up is stopped below with the rest.
+      await started;
       await consumer?.stop();
       // First (preClose) SSE streams end with a retry hint and hub connections with allowReconnect.
       await app.close();

@@ -119,6 +119,8 @@ export function createWorker({
   let pruning: Periodic | undefined;
   const otherLayout = watchOtherLayoutQueues(bus, config.worker.partitions, log);
   const starting = new AbortController();
+  /** Settles once start() has; stop() waits for it. */
+  let started: Promise<unknown> = Promise.resolve();
 
   registerHealthRoutes(app, [
     pingCheck('database', () => database.ping(), { kind: database.kind }),
@@ -139,30 +141,38 @@ export function createWorker({
   ]);
 
   return {
-    async start() {
-      state = 'starting';
-      // Listening first: while the broker is awaited, /health says why this worker does not consume yet.
-      const health = `${await app.listen({ host: config.host, port: config.ports.worker })}/health`;
-      await declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
-        signal: starting.signal,
-        onUnreachable: () => log.warn({ health }, 'broker unreachable: the worker consumes once it answers'),
-      });
-      await otherLayout.start();
-      if (assignment) await assignment.start();
-      else {
-        subscription = await consume(queues[0]!);
-        metrics.partitionsOwned(1);
-      }
-      state = 'consuming';
-      pruning = schedulePruning(
-        () => pruneInbox(database, new Date(Date.now() - config.worker.inboxRetentionSeconds * 1_000)),
-        { everyMs: INBOX_PRUNE_EVERY_MS, logger: log, what: 'inbox' },
-      );
-      return health;
+    start() {
+      const run = (async () => {
+        state = 'starting';
+        // Listening first: while the broker is awaited, /health says why this worker does not consume yet.
+        const health = `${await app.listen({ host: config.host, port: config.ports.worker })}/health`;
+        await declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
+          signal: starting.signal,
+          onUnreachable: () =>
+            log.warn({ health }, 'broker unreachable: the worker consumes once it answers'),
+        });
+        starting.signal.throwIfAborted();
+        await otherLayout.start();
+        if (assignment) await assignment.start();
+        else {
+          subscription = await consume(queues[0]!);
+          metrics.partitionsOwned(1);
+        }
+        state = 'consuming';
+        pruning = schedulePruning(
+          () => pruneInbox(database, new Date(Date.now() - config.worker.inboxRetentionSeconds * 1_000)),
+          { everyMs: INBOX_PRUNE_EVERY_MS, logger: log, what: 'inbox' },
+        );
+        return health;
+      })();
+      started = run.catch(() => undefined);
+      return run;
     },
     async stop() {
       state = 'stopping';
-      starting.abort(new Error('the worker stopped before the broker answered'));
+      starting.abort(new Error('the worker stopped while it started'));
+      // What a start cut short had set up is stopped below with the rest.
+      await started;
       await subscription?.close();
       subscription = undefined;
       await assignment?.stop();

@@ -5,24 +5,25 @@ import type { Topology } from '../../contracts/messaging.ts';
 /** How long a start waits for the broker's connection before it says the broker does not answer. */
 export const BROKER_CONNECT_WAIT_MS = 3_000;
 
-/** Whether the bus is connected within `timeoutMs`; rejects with the signal's reason once it is aborted. */
+/** Whether the bus is connected within `timeoutMs`; throws the signal's reason once it is aborted. */
 export async function brokerAnswers(
   bus: MessageBus,
   timeoutMs: number,
   signal?: AbortSignal,
 ): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  while (!bus.status().connected) {
+  for (;;) {
+    signal?.throwIfAborted();
+    if (bus.status().connected) return true;
     if (Date.now() >= deadline) return false;
-    await sleep(50, undefined, { signal });
+    await sleep(50);
   }
-  return true;
 }
 
 export interface BrokerWait {
   /** Ends the wait (the role is stopping): the returned promise rejects with its reason. */
   readonly signal: AbortSignal;
-  /** Called once, when the broker has not answered within BROKER_CONNECT_WAIT_MS. */
+  /** Called once, the first time the broker has not answered within BROKER_CONNECT_WAIT_MS. */
   readonly onUnreachable: () => void;
 }
 
@@ -30,7 +31,7 @@ export interface BrokerWait {
  * Declares `topology` once the broker answers, however long that takes: a role that consumes waits for a broker that
  * is down, or still booting as it is when a whole stack starts at once, rather than exit. A broker that answers and
  * refuses the topology (an exchange type it lacks, a queue declared otherwise) is a setting that cannot work: that
- * rejects at once.
+ * rejects, with the broker's reason.
  */
 export async function declareOnceBrokerAnswers(
   bus: MessageBus,
@@ -38,13 +39,17 @@ export async function declareOnceBrokerAnswers(
   { signal, onUnreachable }: BrokerWait,
 ): Promise<void> {
   let told = false;
+  let failedConnected = 0;
   for (;;) {
     if (await brokerAnswers(bus, BROKER_CONNECT_WAIT_MS, signal)) {
       try {
         return await bus.declareTopology(topology);
       } catch (error) {
-        // Refused by a broker still connected; a connection lost meanwhile is waited for again.
-        if (bus.status().connected) throw error;
+        // Refused: by a broker still connected, or twice in a row, as a refusal that closes the connection
+        // (RabbitMQ's for an exchange type it lacks) looks the first time like a connection lost meanwhile.
+        failedConnected += 1;
+        if (bus.status().connected || failedConnected > 1) throw error;
+        continue;
       }
     }
     if (!told) onUnreachable();

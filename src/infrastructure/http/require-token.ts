@@ -23,6 +23,7 @@ declare module 'fastify' {
 
 /** The name SignalR clients use in the query string; the SSE stream takes it in the query and as a cookie. */
 const ACCESS_TOKEN = 'access_token';
+const MAY_NAME_ACCESS_TOKEN = /%|access_token/i;
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
@@ -39,7 +40,8 @@ function decodedName(name: string): string {
 /** `url` with the value of every `access_token` query parameter masked, for logs and problem details. */
 export function withoutAccessToken(url: string): string {
   const queryStart = url.indexOf('?');
-  if (queryStart === -1) return url;
+  // The usual request log line: no query, or one that cannot name the parameter (it would need `%` or the name).
+  if (queryStart === -1 || !MAY_NAME_ACCESS_TOKEN.test(url.slice(queryStart))) return url;
   const parameters = url
     .slice(queryStart + 1)
     .split('&')
@@ -95,11 +97,13 @@ export function requireToken(scope: FastifyInstance, verifier: TokenVerifier): v
   scope.decorateRequest('caller', undefined);
   scope.addHook('onRoute', (route) => addResponses(route, TOKEN_PROBLEMS));
   scope.addHook('onRequest', async (request, reply) => {
-    const instance = withoutAccessToken(request.url);
     const token = tokenOf(request);
     if (!token) {
       void reply.header('www-authenticate', 'Bearer');
-      return sendProblem(reply, unauthenticated(instance, 'This needs a bearer token.'));
+      return sendProblem(
+        reply,
+        unauthenticated(withoutAccessToken(request.url), 'This needs a bearer token.'),
+      );
     }
     let caller: Caller;
     try {
@@ -107,13 +111,16 @@ export function requireToken(scope: FastifyInstance, verifier: TokenVerifier): v
     } catch (error) {
       if (!(error instanceof InvalidTokenError)) throw error;
       void reply.header('www-authenticate', 'Bearer error="invalid_token"');
-      return sendProblem(reply, unauthenticated(instance, error.message));
+      return sendProblem(reply, unauthenticated(withoutAccessToken(request.url), error.message));
     }
     const required: Role = READ_METHODS.has(request.method) ? 'reader' : 'writer';
     if (!mayAct(caller, required)) {
       void reply.header('www-authenticate', 'Bearer error="insufficient_scope"');
       const has = caller.role ? `the token's role is "${caller.role}"` : 'the token has no known role';
-      return sendProblem(reply, forbidden(instance, `This needs the role "${required}"; ${has}.`));
+      return sendProblem(
+        reply,
+        forbidden(withoutAccessToken(request.url), `This needs the role "${required}"; ${has}.`),
+      );
     }
     request.caller = caller;
   });

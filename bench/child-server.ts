@@ -31,9 +31,15 @@ export async function startChildServer<T>(
   return {
     info,
     cpuUsage: () =>
-      new Promise((resolve) => {
-        child.once('message', (usage) => resolve(usage as NodeJS.CpuUsage));
-        child.send('cpu-usage');
+      new Promise((resolve, reject) => {
+        const exited = (code: number | null) => reject(new Error(`${script} exited with ${code}`));
+        child.once('exit', exited);
+        child.once('message', (usage) => {
+          child.off('exit', exited);
+          resolve(usage as NodeJS.CpuUsage);
+        });
+        // A server gone already: its channel is closed, and send says so here rather than as an uncaught error.
+        child.send('cpu-usage', (error) => error && reject(error));
       }),
     stop: () =>
       new Promise((resolve) => {

@@ -24,6 +24,7 @@ import {
 } from '../../src/contracts/messaging.ts';
 import { Student, type StudentSnapshot } from '../../src/domain/student.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
+import { guardDatabase } from '../../src/infrastructure/persistence/database-errors.ts';
 import { silentLogger } from '../support/logger.ts';
 import { recordSpans } from '../support/tracing.ts';
 import { counted, eventually, studentEvent, traceIdOf } from './worker-harness.ts';
@@ -171,6 +172,21 @@ describe('the student-events consumer', () => {
 
     assert.equal(calls.length, 2 * refusals.length);
     assert.equal(dead.length, 0);
+  });
+
+  test('a statement timeout, which the database layer reports as unavailable, is still retried a bounded number of times, then dead-lettered', async () => {
+    await consume(() =>
+      guardDatabase(() =>
+        Promise.reject(
+          Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }),
+        ),
+      ),
+    );
+    await bus.publish([studentEvent('StudentUpdated', student)]);
+    await eventually('dead-lettered', () => dead.length === 1);
+
+    assert.equal(calls.length, conflictAttempts(2), 'every try in process, then no more');
+    assert.equal(await counted(registry, 'dead_lettered'), 1);
   });
 
   test('any other exception dead-letters at once with its message', async () => {

@@ -18,6 +18,7 @@ import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import { openReplayLog } from '../../infrastructure/replay-log/open-replay-log.ts';
 import { declareOnceBrokerAnswers } from '../../infrastructure/runtime/broker-at-start.ts';
 import { requireBrokerForLoneRole } from '../../infrastructure/runtime/process-resources.ts';
+import { createStartup } from '../../infrastructure/runtime/startup.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { LogFanOut } from './fan-out.ts';
 import { createNotificationsHub, sendToHub } from './notifications-hub.ts';
@@ -105,9 +106,7 @@ export async function createNotifications({
   registerPageRoutes(app, { apiPort });
   const instanceId = randomUUID();
   let consumer: NotificationsConsumer | undefined;
-  const starting = new AbortController();
-  /** Settles once start() has; stop() waits for it. */
-  let started: Promise<unknown> = Promise.resolve();
+  const startup = createStartup();
 
   registerHealthRoutes(app, [
     brokerCheck(bus),
@@ -128,20 +127,22 @@ export async function createNotifications({
 
   return {
     start() {
-      const run = (async () => {
+      return startup.run(async (step) => {
         fanOut.subscribe('signalr', { receive: (entry) => sendToHub(hub, entry, log) });
-        await fanOut.start();
+        await step(fanOut.start());
         // Serving while the broker is awaited: clients get what the log holds, and /health says what is missing.
-        const url = await app.listen({ host: config.host, port: config.ports.notifications });
-        await declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
-          signal: starting.signal,
-          onUnreachable: () =>
-            log.warn(
-              { url },
-              'broker unreachable: serving the replay log; consuming once the broker answers',
-            ),
-        });
-        starting.signal.throwIfAborted();
+        const url = await step(app.listen({ host: config.host, port: config.ports.notifications }));
+        await step(
+          declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
+            signal: startup.signal,
+            onUnreachable: () =>
+              log.warn(
+                { url },
+                'broker unreachable: serving the replay log; consuming once the broker answers',
+              ),
+          }),
+        );
+        // Kept before the check, for stop() to end it.
         consumer = await consumeNotifications({
           bus,
           log: replay,
@@ -150,15 +151,13 @@ export async function createNotifications({
           logger: log,
           metrics: observability.metrics,
         });
+        startup.signal.throwIfAborted();
         return url;
-      })();
-      started = run.catch(() => undefined);
-      return run;
+      });
     },
     async stop() {
-      starting.abort(new Error('the notifications service stopped while it started'));
-      // What a start cut short had set up is stopped below with the rest.
-      await started;
+      // A start under way ends first; what it had set up is stopped below with the rest.
+      await startup.stop('the notifications service stopped while it started');
       await consumer?.stop();
       // First (preClose) SSE streams end with a retry hint and hub connections with allowReconnect.
       await app.close();

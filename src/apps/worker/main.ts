@@ -23,6 +23,7 @@ import {
 import type { Periodic } from '../../infrastructure/runtime/periodic.ts';
 import { declareOnceBrokerAnswers } from '../../infrastructure/runtime/broker-at-start.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
+import { createStartup } from '../../infrastructure/runtime/startup.ts';
 import { systemClock } from '../../infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../infrastructure/system/uuid-v7-generator.ts';
 import { microBatch } from './micro-batch.ts';
@@ -118,9 +119,7 @@ export function createWorker({
   // Every worker prunes (deleting the same old rows twice is harmless).
   let pruning: Periodic | undefined;
   const otherLayout = watchOtherLayoutQueues(bus, config.worker.partitions, log);
-  const starting = new AbortController();
-  /** Settles once start() has; stop() waits for it. */
-  let started: Promise<unknown> = Promise.resolve();
+  const startup = createStartup();
 
   registerHealthRoutes(app, [
     pingCheck('database', () => database.ping(), { kind: database.kind }),
@@ -142,21 +141,24 @@ export function createWorker({
 
   return {
     start() {
-      const run = (async () => {
+      return startup.run(async (step) => {
         state = 'starting';
         // Listening first: while the broker is awaited, /health says why this worker does not consume yet.
-        const health = `${await app.listen({ host: config.host, port: config.ports.worker })}/health`;
-        await declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
-          signal: starting.signal,
-          onUnreachable: () =>
-            log.warn({ health }, 'broker unreachable: the worker consumes once it answers'),
-        });
-        starting.signal.throwIfAborted();
-        await otherLayout.start();
-        if (assignment) await assignment.start();
+        const health = `${await step(app.listen({ host: config.host, port: config.ports.worker }))}/health`;
+        await step(
+          declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
+            signal: startup.signal,
+            onUnreachable: () =>
+              log.warn({ health }, 'broker unreachable: the worker consumes once it answers'),
+          }),
+        );
+        await step(otherLayout.start());
+        if (assignment) await step(assignment.start());
         else {
+          // Kept before the check, for stop() to close it.
           subscription = await consume(queues[0]!);
           metrics.partitionsOwned(1);
+          startup.signal.throwIfAborted();
         }
         state = 'consuming';
         pruning = schedulePruning(
@@ -164,15 +166,12 @@ export function createWorker({
           { everyMs: INBOX_PRUNE_EVERY_MS, logger: log, what: 'inbox' },
         );
         return health;
-      })();
-      started = run.catch(() => undefined);
-      return run;
+      });
     },
     async stop() {
       state = 'stopping';
-      starting.abort(new Error('the worker stopped while it started'));
-      // What a start cut short had set up is stopped below with the rest.
-      await started;
+      // A start under way ends first; what it had set up is stopped below with the rest.
+      await startup.stop('the worker stopped while it started');
       await subscription?.close();
       subscription = undefined;
       await assignment?.stop();

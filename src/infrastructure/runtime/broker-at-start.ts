@@ -21,7 +21,8 @@ export async function brokerAnswers(
 }
 
 export interface BrokerWait {
-  /** Ends the wait (the role is stopping): the returned promise rejects with its reason. */
+  /** Ends the wait for the broker (the role is stopping), which then rejects with its reason; a declaration under way
+   * still finishes. */
   readonly signal: AbortSignal;
   /** Called once, the first time the broker has not answered within BROKER_CONNECT_WAIT_MS. */
   readonly onUnreachable: () => void;
@@ -39,19 +40,21 @@ export async function declareOnceBrokerAnswers(
   { signal, onUnreachable }: BrokerWait,
 ): Promise<void> {
   let told = false;
-  let failedConnected = 0;
+  // Declarations in a row that lost the connection, the broker answering again at once each time.
+  let lostInARow = 0;
   for (;;) {
     if (await brokerAnswers(bus, BROKER_CONNECT_WAIT_MS, signal)) {
       try {
         return await bus.declareTopology(topology);
       } catch (error) {
-        // Refused: by a broker still connected, or twice in a row, as a refusal that closes the connection
-        // (RabbitMQ's for an exchange type it lacks) looks the first time like a connection lost meanwhile.
-        failedConnected += 1;
-        if (bus.status().connected || failedConnected > 1) throw error;
+        // Refused: by a broker still connected, or twice in a row by one that closed the connection over it and took
+        // the next one at once (RabbitMQ's refusal of an exchange type it lacks), not a connection lost meanwhile.
+        lostInARow += 1;
+        if (bus.status().connected || lostInARow > 1) throw error;
         continue;
       }
     }
+    lostInARow = 0;
     if (!told) onUnreachable();
     told = true;
   }

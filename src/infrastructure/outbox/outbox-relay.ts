@@ -383,7 +383,7 @@ export class OutboxRelay {
     if (Date.now() - this.#lastCleanup < CLEANUP_EVERY_MS) return;
     this.#lastCleanup = Date.now();
     const cutoff = new Date(Date.now() - this.#options.retentionMs);
-    await pruneSentOutbox(this.#database, cutoff);
+    await pruneSentOutbox(this.#database, cutoff, this.#stopping.signal);
   }
 
   /** Rows not published yet (by any relay of this database). */

@@ -39,16 +39,23 @@ const deleteSentBefore = sqlStatement(
  * Deletes what `statement` selects before `cutoff`, a few thousand rows per statement: no transaction holds many
  * row locks for long, next to the writers' own, nor runs into the statement timeout.
  */
-async function deleteInBatches(database: Database, statement: SqlStatement, cutoff: Date): Promise<number> {
+async function deleteInBatches(
+  database: Database,
+  statement: SqlStatement,
+  cutoff: Date,
+  stopping?: AbortSignal,
+): Promise<number> {
   let deleted = 0;
-  for (;;) {
+  // Stopped between batches: what is left goes next time.
+  while (!stopping?.aborted) {
     const [row] = await guardDatabase(() =>
       database.sql.query<{ count: number }>(statement, [cutoff, PRUNE_BATCH]),
     );
     const count = row?.count ?? 0;
     deleted += count;
-    if (count < PRUNE_BATCH) return deleted;
+    if (count < PRUNE_BATCH) break;
   }
+  return deleted;
 }
 
 /** Forgets the messages handled before `cutoff`, so the inbox does not grow without end. */
@@ -57,8 +64,8 @@ export function pruneInbox(database: Database, cutoff: Date): Promise<number> {
 }
 
 /** Deletes the outbox rows published before `cutoff` (a relay keeps them a while, for diagnosis). */
-export function pruneSentOutbox(database: Database, cutoff: Date): Promise<number> {
-  return deleteInBatches(database, deleteSentBefore, cutoff);
+export function pruneSentOutbox(database: Database, cutoff: Date, stopping: AbortSignal): Promise<number> {
+  return deleteInBatches(database, deleteSentBefore, cutoff, stopping);
 }
 
 /** Deletes the idempotency keys expired at `now` (a claim already takes an expired key over). */

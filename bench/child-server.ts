@@ -43,6 +43,8 @@ export async function startChildServer<T>(
       }),
     stop: () =>
       new Promise((resolve) => {
+        // A server that has exited already (a crash under load) has nothing left to stop.
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGTERM');
       }),

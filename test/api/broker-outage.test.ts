@@ -96,6 +96,8 @@ describe('the webapi process while RabbitMQ is down', await needsPostgres(), asy
         await until(
           async () => (await observer.inspectQueue(Queues.studentsWorker)) !== undefined,
           'the queue',
+          30_000,
+          100,
         );
         const received: ReceivedMessage[] = [];
         const subscription = await observer.consume(Queues.studentsWorker, {
@@ -105,9 +107,11 @@ describe('the webapi process while RabbitMQ is down', await needsPostgres(), asy
         await until(
           () => received.some((message) => message.headers['cloudEvents:subject'] === id),
           'the event',
+          30_000,
+          100,
         );
         await subscription.close();
-        await until(async () => (await unsentRows()) === 0, 'the outbox drained');
+        await until(async () => (await unsentRows()) === 0, 'the outbox drained', 30_000, 100);
       } finally {
         await observer.close();
       }

@@ -81,7 +81,7 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
 
         await proxy.resume();
         paused = false;
-        await until(async () => (await readiness(process!.url)).code === 200, 'ready');
+        await until(async () => (await readiness(process!.url)).code === 200, 'ready', 30_000, 100);
         const observer = new RabbitMqMessageBus({ url: vhost.url });
         try {
           assert.equal((await observer.inspectQueue(consumes[role]))?.consumers, 1);

@@ -1,7 +1,11 @@
 // PostgreSQL goes away under a running webapi (a TCP proxy cuts it off) and comes back.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { openDatabase, type Database } from '../../src/infrastructure/persistence/database.ts';
+import {
+  openDatabase,
+  type Database,
+  type DatabaseOptions,
+} from '../../src/infrastructure/persistence/database.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
 import { silentLogger } from '../support/logger.ts';
 import { settlesWithin } from '../support/settles-within.ts';
@@ -9,29 +13,33 @@ import { needsPostgres } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { json, startWebApi, type RunningWebApi } from '../support/webapi.ts';
 
-describe('when the database is down', await needsPostgres(), () => {
-  let proxy: TcpProxy;
-  let created: Awaited<ReturnType<typeof createPostgresDatabase>>;
-  let database: Database;
-  let api: RunningWebApi;
-
+/** A webapi on a database of its own, reached through a proxy the tests can cut: set up before, gone after. */
+function webApiBehindProxy(options: DatabaseOptions = {}): { proxy: TcpProxy; api: RunningWebApi } {
+  const running = {} as { proxy: TcpProxy; api: RunningWebApi };
+  let created: Awaited<ReturnType<typeof createPostgresDatabase>> | undefined;
+  let database: Database | undefined;
   before(async () => {
     created = await createPostgresDatabase();
-    let viaProxy: string;
-    ({ proxy, url: viaProxy } = await TcpProxy.inFrontOf(created.url, 5432));
-    database = await openDatabase(viaProxy, silentLogger);
+    const through = await TcpProxy.inFrontOf(created.url, 5432);
+    running.proxy = through.proxy;
+    database = await openDatabase(through.url, silentLogger, options);
     await database.migrate();
-    api = await startWebApi(database);
+    running.api = await startWebApi(database);
   });
   after(async () => {
-    await api?.stop();
-    await proxy?.stop();
+    await running.api?.stop();
+    await running.proxy?.stop();
     await database?.close();
     await created?.drop();
   });
+  return running;
+}
+
+describe('when the database is down', await needsPostgres(), () => {
+  const running = webApiBehindProxy();
 
   const post = () =>
-    fetch(`${api.url}/api/students`, {
+    fetch(`${running.api.url}/api/students`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' }),
@@ -39,27 +47,27 @@ describe('when the database is down', await needsPostgres(), () => {
 
   test('requests get 503 problem+json, readiness fails, and everything recovers when it is back', async () => {
     const before = await json(await post());
-    await proxy.pause();
+    await running.proxy.pause();
 
     const write = await post();
     assert.equal(write.status, 503);
     assert.match(write.headers.get('content-type') ?? '', /problem\+json/);
     assert.equal((await json(write)).code, 'DEPENDENCY.UNAVAILABLE');
     // no-cache: a cached student is still served while the database is down; this asks the database.
-    const read = await fetch(`${api.url}/api/students/${before.id}`, {
+    const read = await fetch(`${running.api.url}/api/students/${before.id}`, {
       headers: { 'cache-control': 'no-cache' },
     });
     assert.equal(read.status, 503);
-    assert.equal((await fetch(`${api.url}/health/ready`)).status, 503);
-    const health = await json(await fetch(`${api.url}/health`));
+    assert.equal((await fetch(`${running.api.url}/health/ready`)).status, 503);
+    const health = await json(await fetch(`${running.api.url}/health`));
     assert.equal((health.checks as Record<string, { status: string }>).database?.status, 'Unhealthy');
-    assert.equal((await fetch(`${api.url}/health/live`)).status, 200, 'the process itself is fine');
+    assert.equal((await fetch(`${running.api.url}/health/live`)).status, 200, 'the process itself is fine');
 
-    await proxy.resume();
+    await running.proxy.resume();
     const after = await post();
     assert.equal(after.status, 201, 'no restart needed');
-    assert.equal((await fetch(`${api.url}/health/ready`)).status, 200);
-    const list = await json(await fetch(`${api.url}/api/students?limit=100`));
+    assert.equal((await fetch(`${running.api.url}/health/ready`)).status, 200);
+    const list = await json(await fetch(`${running.api.url}/api/students?limit=100`));
     assert.equal((list.items as unknown[]).length, 2, 'the write during the outage left nothing behind');
   });
 });
@@ -68,30 +76,12 @@ describe(
   'when the database connections go silent (its host died: no FIN, no RST)',
   await needsPostgres(),
   () => {
-    // Shorter than the default 35 s, to keep the test short.
+    // Shorter than the default 30 s, to keep the test short.
     const UNANSWERED_AFTER_MS = 3_000;
-    let proxy: TcpProxy;
-    let created: Awaited<ReturnType<typeof createPostgresDatabase>>;
-    let database: Database;
-    let api: RunningWebApi;
-
-    before(async () => {
-      created = await createPostgresDatabase();
-      let viaProxy: string;
-      ({ proxy, url: viaProxy } = await TcpProxy.inFrontOf(created.url, 5432));
-      database = await openDatabase(viaProxy, silentLogger, { unansweredAfterMs: UNANSWERED_AFTER_MS });
-      await database.migrate();
-      api = await startWebApi(database);
-    });
-    after(async () => {
-      await api?.stop();
-      await proxy?.stop();
-      await database?.close();
-      await created?.drop();
-    });
+    const running = webApiBehindProxy({ unansweredAfterMs: UNANSWERED_AFTER_MS });
 
     test('a request on a silent connection gets 503 instead of hanging, and the API recovers without a restart', async () => {
-      const created = await fetch(`${api.url}/api/students`, {
+      const created = await fetch(`${running.api.url}/api/students`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: '{}',
@@ -99,15 +89,15 @@ describe(
       const { id } = await json(created);
       // no-cache: from the database, not the cache the write filled.
       const read = () =>
-        fetch(`${api.url}/api/students/${String(id)}`, {
+        fetch(`${running.api.url}/api/students/${String(id)}`, {
           headers: { 'cache-control': 'no-cache' },
           signal: AbortSignal.timeout(20_000),
         });
       assert.equal((await read()).status, 200);
-      assert.ok(proxy.silence() > 0, 'the pool had connections to silence');
+      assert.ok(running.proxy.silence() > 0, 'the pool had connections to silence');
 
       // A transaction: its ROLLBACK, queued behind the statement that got no answer, must not wait as long again.
-      const update = fetch(`${api.url}/api/students/${String(id)}`, {
+      const update = fetch(`${running.api.url}/api/students/${String(id)}`, {
         method: 'PUT',
         headers: { 'content-type': 'application/json' },
         body: '{}',
@@ -126,7 +116,7 @@ describe(
         if (status !== 200) assert.equal((await json(response)).code, 'DEPENDENCY.UNAVAILABLE');
       }
       assert.equal(status, 200, 'the pool replaced its dead connections');
-      assert.equal((await fetch(`${api.url}/health/ready`)).status, 200);
+      assert.equal((await fetch(`${running.api.url}/health/ready`)).status, 200);
     });
   },
 );

@@ -21,8 +21,10 @@ export async function brokerAnswers(
 }
 
 export interface BrokerWait {
-  /** Ends the wait for the broker (the role is stopping), which then rejects with its reason; a declaration under way
-   * still finishes. */
+  /**
+   * Ends the wait for the broker (the role is stopping), which then rejects with its reason; a declaration under way
+   * still finishes.
+   */
   readonly signal: AbortSignal;
   /** Called once, the first time the broker has not answered within BROKER_CONNECT_WAIT_MS. */
   readonly onUnreachable: () => void;

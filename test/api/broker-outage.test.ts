@@ -9,35 +9,30 @@ import { outcome, type ReceivedMessage } from '../../src/application/ports/messa
 import { Queues } from '../../src/contracts/messaging.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
-import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
+import { createProxiedVhost, createTestVhost } from '../support/rabbitmq-vhost.ts';
 import { startRole } from '../support/role-process.ts';
 import { needsPostgres, needsRabbitMq } from '../support/services.ts';
-import { TcpProxy } from '../support/tcp-proxy.ts';
 import { until } from '../support/until.ts';
 
 describe('the webapi process while RabbitMQ is down', await needsPostgres(), async () => {
   const rabbit = await needsRabbitMq();
   let created: Awaited<ReturnType<typeof createPostgresDatabase>>;
-  let vhost: TestVhost;
-  let proxy: TcpProxy;
-  let brokerUrl: string;
+  let broker: Awaited<ReturnType<typeof createProxiedVhost>>;
 
   before(async () => {
     if (rabbit.skip) return;
     created = await createPostgresDatabase();
-    vhost = await createTestVhost('webapi_broker_down');
-    ({ proxy, url: brokerUrl } = await TcpProxy.inFrontOf(vhost.url, 5672));
+    broker = await createProxiedVhost('webapi_broker_down');
   });
   after(async () => {
-    await proxy?.stop();
-    await vhost?.delete();
+    await broker?.delete();
     await created?.drop();
   });
 
   const startWebApi = () =>
     startRole('src/apps/webapi/main.ts', {
       DATABASE_URL: created.url,
-      AMQP_URL: brokerUrl,
+      AMQP_URL: broker.url,
       REDIS_URL: 'memory:',
       API_PORT: '0',
       SHUTDOWN_TIMEOUT_MS: '5000',
@@ -68,7 +63,7 @@ describe('the webapi process while RabbitMQ is down', await needsPostgres(), asy
     'SIGTERM during the outage stops it in time (exit 0); its write stays in the outbox',
     rabbit,
     async () => {
-      await proxy.pause();
+      await broker.proxy.pause();
       const webapi = await startWebApi();
       await createStudent(webapi.url);
       await sleep(500); // the relay is waiting on the broker
@@ -81,7 +76,7 @@ describe('the webapi process while RabbitMQ is down', await needsPostgres(), asy
     'it starts and takes writes; once the broker is back, its relay declares the topology and the events flow',
     rabbit,
     async () => {
-      await proxy.pause();
+      await broker.proxy.pause();
       const webapi = await startWebApi();
       const id = await createStudent(webapi.url);
       const health = (await (await fetch(`${webapi.url}/health`)).json()) as {
@@ -89,9 +84,9 @@ describe('the webapi process while RabbitMQ is down', await needsPostgres(), asy
       };
       assert.equal(health.checks.broker?.status, 'Degraded');
 
-      await proxy.resume();
+      await broker.proxy.resume();
       // Nothing else declares in this vhost: the worker's queue exists once the webapi's relay declared it.
-      const observer = new RabbitMqMessageBus({ url: vhost.url });
+      const observer = new RabbitMqMessageBus({ url: broker.vhost.url });
       try {
         await until(
           async () => (await observer.inspectQueue(Queues.studentsWorker)) !== undefined,

@@ -6,11 +6,10 @@ import { after, before, describe, test } from 'node:test';
 import { Queues } from '../../src/contracts/messaging.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
-import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
+import { createProxiedVhost } from '../support/rabbitmq-vhost.ts';
 import { freePort } from '../support/free-port.ts';
 import { startRole, type RoleProcess } from '../support/role-process.ts';
 import { needsPostgres, needsRabbitMq } from '../support/services.ts';
-import { TcpProxy } from '../support/tcp-proxy.ts';
 import { until } from '../support/until.ts';
 
 interface Health {
@@ -27,19 +26,15 @@ async function readiness(url: string): Promise<{ code: number; health: Health }>
 describe('the consuming roles started while RabbitMQ is down', await needsPostgres(), async () => {
   const rabbit = await needsRabbitMq();
   let created: Awaited<ReturnType<typeof createPostgresDatabase>>;
-  let vhost: TestVhost;
-  let proxy: TcpProxy;
-  let brokerUrl: string;
+  let broker: Awaited<ReturnType<typeof createProxiedVhost>>;
 
   before(async () => {
     if (rabbit.skip) return;
     created = await createPostgresDatabase();
-    vhost = await createTestVhost('broker_down_at_start');
-    ({ proxy, url: brokerUrl } = await TcpProxy.inFrontOf(vhost.url, 5672));
+    broker = await createProxiedVhost('broker_down_at_start');
   });
   after(async () => {
-    await proxy?.stop();
-    await vhost?.delete();
+    await broker?.delete();
     await created?.drop();
   });
 
@@ -47,14 +42,14 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
     worker: () =>
       startRole('src/apps/worker/main.ts', {
         DATABASE_URL: created.url,
-        AMQP_URL: brokerUrl,
+        AMQP_URL: broker.url,
         REDIS_URL: 'memory:',
         WORKER_PORT: '0',
         SHUTDOWN_TIMEOUT_MS: '5000',
       }),
     notifications: () =>
       startRole('src/apps/notifications/main.ts', {
-        AMQP_URL: brokerUrl,
+        AMQP_URL: broker.url,
         REDIS_URL: 'memory:',
         NOTIFICATIONS_PORT: '0',
         SHUTDOWN_TIMEOUT_MS: '5000',
@@ -66,7 +61,7 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
   const named = { worker: 'worker', notifications: 'notifications service' };
   for (const role of ['worker', 'notifications'] as const) {
     test(`the ${named[role]} waits, saying why; it consumes once the broker answers`, rabbit, async () => {
-      await proxy.pause();
+      await broker.proxy.pause();
       let paused = true;
       let process: RoleProcess | undefined;
       try {
@@ -79,10 +74,10 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
         assert.equal(waiting.health.checks.broker?.status, 'Unhealthy');
         assert.notEqual(waiting.health.checks.consumer?.status, 'Healthy');
 
-        await proxy.resume();
+        await broker.proxy.resume();
         paused = false;
         await until(async () => (await readiness(process!.url)).code === 200, 'ready', 30_000, 100);
-        const observer = new RabbitMqMessageBus({ url: vhost.url });
+        const observer = new RabbitMqMessageBus({ url: broker.vhost.url });
         try {
           assert.equal((await observer.inspectQueue(consumes[role]))?.consumers, 1);
         } finally {
@@ -91,13 +86,13 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
         assert.equal(await process.stop(), 0, process.output());
       } finally {
         await process?.kill();
-        if (paused) await proxy.resume();
+        if (paused) await broker.proxy.resume();
       }
     });
 
     // Exit 0: it stopped within SHUTDOWN_TIMEOUT_MS (past it, the process exits 1), and its start failed nothing.
     test(`a SIGTERM while the ${named[role]} waits stops it, exit 0`, rabbit, async () => {
-      await proxy.pause();
+      await broker.proxy.pause();
       let process: RoleProcess | undefined;
       try {
         process = await roles[role]();
@@ -105,7 +100,7 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
         assert.doesNotMatch(process.output(), /could not start/);
       } finally {
         await process?.kill();
-        await proxy.resume();
+        await broker.proxy.resume();
       }
     });
   }
@@ -114,14 +109,14 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
     'npm start (every role in one process) takes writes while it waits, and handles them once the broker answers',
     rabbit,
     async () => {
-      await proxy.pause();
+      await broker.proxy.pause();
       let paused = true;
       let process: RoleProcess | undefined;
       const api = `http://127.0.0.1:${await freePort()}`;
       try {
         process = await startRole('src/main.ts', {
           DATABASE_URL: created.url,
-          AMQP_URL: brokerUrl,
+          AMQP_URL: broker.url,
           REDIS_URL: 'memory:',
           API_PORT: new URL(api).port,
           NOTIFICATIONS_PORT: '0',
@@ -136,7 +131,7 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
         assert.equal(write.status, 201, process.output());
         const { id } = (await write.json()) as { id: string };
 
-        await proxy.resume();
+        await broker.proxy.resume();
         paused = false;
         const updates = async () =>
           (
@@ -149,7 +144,7 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
         assert.equal(await process.stop(), 0, process.output());
       } finally {
         await process?.kill();
-        if (paused) await proxy.resume();
+        if (paused) await broker.proxy.resume();
       }
     },
   );

@@ -3,6 +3,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { AMQP_URL, uniqueName } from './services.ts';
+import { TcpProxy } from './tcp-proxy.ts';
 
 const run = promisify(execFile);
 
@@ -27,6 +28,23 @@ export async function createTestVhost(prefix = 'message_bus_test'): Promise<Test
     url: url.toString(),
     dropConnections: () => admin.dropConnections(name),
     delete: () => admin.deleteVhost(name),
+  };
+}
+
+/** A throw-away vhost reached through a proxy, so a test can take the broker away (`proxy.pause()`) and back. */
+export async function createProxiedVhost(
+  prefix: string,
+): Promise<{ vhost: TestVhost; proxy: TcpProxy; url: string; delete(): Promise<void> }> {
+  const vhost = await createTestVhost(prefix);
+  const { proxy, url } = await TcpProxy.inFrontOf(vhost.url, 5672);
+  return {
+    vhost,
+    proxy,
+    url,
+    async delete() {
+      await proxy.stop();
+      await vhost.delete();
+    },
   };
 }
 

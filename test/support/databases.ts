@@ -60,6 +60,9 @@ export async function studentsTableLock(url: string) {
     async waiting(timeoutMs = 30_000): Promise<number[]> {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
+        // Inside whileLocked's transaction PostgreSQL shows the sessions as they were at its first look, until told
+        // to look again: without this, a session that starts waiting after that first look is never seen.
+        await client.query('select pg_stat_clear_snapshot()');
         const { rows } = await client.query<{ pid: number }>(
           `select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
         );

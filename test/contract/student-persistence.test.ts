@@ -8,8 +8,10 @@ import { writeOnce } from '../../src/application/students/write-once.ts';
 import { err, ok } from '../../src/domain/result.ts';
 import { Student } from '../../src/domain/student.ts';
 import { SqlStudentQueries } from '../../src/infrastructure/persistence/sql-student-queries.ts';
+import { DependencyUnavailableError } from '../../src/application/errors.ts';
+import { guardDatabase } from '../../src/infrastructure/persistence/database-errors.ts';
 import { openDatabase, type Database } from '../../src/infrastructure/persistence/database.ts';
-import type { SqlExecutor } from '../../src/infrastructure/persistence/sql.ts';
+import { sqlStatement, type SqlExecutor } from '../../src/infrastructure/persistence/sql.ts';
 import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-work.ts';
 import { pruneIdempotencyKeys } from '../../src/infrastructure/persistence/retention.ts';
 import { idempotencyKeys, outbox, students } from '../../src/infrastructure/persistence/schema.ts';
@@ -428,10 +430,36 @@ describe('leadership on PostgreSQL', await needsPostgres(), () => {
   });
 });
 
-describe('migrations on PostgreSQL', await needsPostgres(), () => {
-  test('a migrator waits for another one however long that takes, past the query timeout', async () => {
+describe('the statement timeout on PostgreSQL', await needsPostgres(), () => {
+  test('a statement past it is cancelled by the server, not only given up on, and is a 503', async () => {
     const created = await createPostgresDatabase();
-    const database = await openDatabase(created.url, silentLogger, { unansweredAfterMs: 1_000 });
+    const database = await openDatabase(created.url, silentLogger, { statementTimeoutMs: 500 });
+    const slow = sqlStatement('test_slow_statement', "select pg_sleep(3), 'slow statement marker'");
+    try {
+      await assert.rejects(
+        guardDatabase(() => database.sql.query(slow, [])),
+        DependencyUnavailableError,
+      );
+      const [running] = await database.sql.query<{ count: number }>(
+        sqlStatement(
+          'test_still_running',
+          `select count(*)::int as count from pg_stat_activity
+           where query like '%slow statement marker%' and state = 'active' and pid <> pg_backend_pid()`,
+        ),
+        [],
+      );
+      assert.equal(running?.count, 0, 'the server no longer runs it');
+    } finally {
+      await database.close();
+      await created.drop();
+    }
+  });
+});
+
+describe('migrations on PostgreSQL', await needsPostgres(), () => {
+  test('a migrator waits for another one however long that takes, past the statement timeout', async () => {
+    const created = await createPostgresDatabase();
+    const database = await openDatabase(created.url, silentLogger, { statementTimeoutMs: 1_000 });
     const other = new pg.Client({ connectionString: created.url });
     try {
       await database.migrate();

@@ -174,7 +174,7 @@ describe('the student-events consumer', () => {
     assert.equal(dead.length, 0);
   });
 
-  test('a cancelled statement, as the database layer passes it on, is retried a bounded number of times, then dead-lettered', async () => {
+  test('a statement timeout, which the database layer reports as unavailable, is still retried a bounded number of times, then dead-lettered', async () => {
     await consume(() =>
       guardDatabase(() =>
         Promise.reject(

@@ -76,16 +76,20 @@ function someCause(error: unknown, matches: (cause: Error) => boolean): boolean 
   return false;
 }
 
-/** The database cannot be reached: every message would fail alike, so none may use up its delivery limit. */
-const isUnavailable = (error: unknown) =>
-  someCause(error, (cause) => cause instanceof DependencyUnavailableError);
-
 /** PostgreSQL refused the transaction for now (above). */
 const isConflict = (error: unknown) =>
   someCause(error, (cause) => {
     const code = (cause as { code?: unknown }).code;
     return typeof code === 'string' && RETRYABLE_SQLSTATES.has(code);
   });
+
+/**
+ * The database cannot be reached: every message would fail alike, so none may use up its delivery limit. A refusal
+ * above is no such thing even when reported as one (a statement timeout answers the API 503): it is this event's,
+ * and retried a bounded number of times.
+ */
+const isUnavailable = (error: unknown) =>
+  !isConflict(error) && someCause(error, (cause) => cause instanceof DependencyUnavailableError);
 
 /**
  * Tries of an event that keeps conflicting before it is dead-lettered: as many as the queue's delivery limit

@@ -9,7 +9,8 @@ const UNAVAILABLE_NODE_CODES = new Set([
   'ENOTFOUND',
   'EAI_AGAIN',
 ]);
-const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3]|53300)/;
+// 57014: cancelled (an operator's pg_cancel_backend, a statement_timeout set on the server).
+const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3]|53300|57014)/;
 const UNAVAILABLE_MESSAGES =
   /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i;
 // pg's `query_timeout`: no answer in time, from a server that may be gone without a word.

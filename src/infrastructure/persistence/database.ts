@@ -138,19 +138,25 @@ const HELD_LEAD_LOCKS_STATEMENT = {
 };
 
 /** Npgsql's command timeout, the original's. */
-const DEFAULT_UNANSWERED_AFTER_MS = 30_000;
+const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
+/** How much longer than the server's own timeout a statement may go unanswered before the client gives up on it. */
+const UNANSWERED_GRACE_MS = 5_000;
 
 const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../../drizzle', import.meta.url));
 // Any constant works; it only has to be the same in every process that migrates this database.
 const MIGRATION_LOCK_KEY = 4_224_711;
 
-/** PostgreSQL only. */
+/** PostgreSQL only; migrations wait as long as they need, without either. */
 export interface DatabaseOptions {
   /**
-   * A statement with no answer after this long fails (503) and its connection is discarded: one whose server died
-   * without a FIN or RST would otherwise hold its request, and its place in the pool, for good. The server is not
-   * told: a statement that was only slow may still finish there. Default DEFAULT_UNANSWERED_AFTER_MS. Migrations wait
-   * as long as they need.
+   * A statement running longer is cancelled by the server, which rolls its transaction back (503). Default
+   * DEFAULT_STATEMENT_TIMEOUT_MS.
+   */
+  readonly statementTimeoutMs?: number;
+  /**
+   * A statement with no answer at all after this long fails (503) and its connection is discarded: one whose server
+   * died without a FIN or RST would otherwise hold its request, and its place in the pool, for good. Default: the
+   * statement timeout and UNANSWERED_GRACE_MS, so a server that is there answers first.
    */
   readonly unansweredAfterMs?: number;
 }
@@ -167,13 +173,17 @@ export async function openDatabase(
 function openPostgres(
   url: string,
   logger: Logger,
-  { unansweredAfterMs = DEFAULT_UNANSWERED_AFTER_MS }: DatabaseOptions,
+  {
+    statementTimeoutMs = DEFAULT_STATEMENT_TIMEOUT_MS,
+    unansweredAfterMs = statementTimeoutMs + UNANSWERED_GRACE_MS,
+  }: DatabaseOptions,
 ): Database {
   const pool = new pg.Pool({
     connectionString: url,
     max: 10,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
+    statement_timeout: statementTimeoutMs,
     query_timeout: unansweredAfterMs,
   });
   // An idle client whose server went away emits 'error'; unhandled, it would kill the process. pg-pool hangs the

@@ -37,7 +37,7 @@ const deleteSentBefore = sqlStatement(
 
 /**
  * Deletes what `statement` selects before `cutoff`, a few thousand rows per statement: no transaction holds many
- * row locks for long, next to the writers' own, nor runs into the pool's 30 s query limit.
+ * row locks for long, next to the writers' own, nor runs into the statement timeout.
  */
 async function deleteInBatches(
   database: Database,

@@ -5,9 +5,10 @@ import { outcome, type ReceivedMessage } from '../../src/application/ports/messa
 import { consumingQueue, type ExchangeType } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
-import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
+import { createProxiedVhost, createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
 import { needsRabbitMq } from '../support/services.ts';
 import { settlesWithin } from '../support/settles-within.ts';
+import { until } from '../support/until.ts';
 import { messageBusContract } from './message-bus.contract.ts';
 
 messageBusContract('in-process', {
@@ -39,7 +40,7 @@ messageBusContract('RabbitMQ', {
 });
 
 describe('RabbitMqMessageBus without a broker', () => {
-  test('publish and consume reject, status says disconnected, and no error event crashes the process', async () => {
+  test('publish rejects, consume waits for the broker, status says disconnected, and no error event crashes the process', async () => {
     const warnings: string[] = [];
     const logger = {
       info: () => {},
@@ -56,7 +57,8 @@ describe('RabbitMqMessageBus without a broker', () => {
       await assert.rejects(
         bus.publish([{ exchange: 'students', routingKey: 'student.created', messageId: '1', body: '{}' }]),
       );
-      await assert.rejects(bus.consume('students.worker', { prefetch: 1, handler: () => outcome.ack() }));
+      // Nothing to refuse it: it is registered once a broker answers, and closed with the bus meanwhile.
+      await bus.consume('students.worker', { prefetch: 1, handler: () => outcome.ack() });
       const status = bus.status();
       assert.equal(status.connected, false);
       assert.match(status.detail ?? '', /ECONNREFUSED/);
@@ -82,6 +84,41 @@ describe('RabbitMqMessageBus while the broker is unreachable', () => {
     await assert.rejects(publishing, stopped);
     // The abandoned send still waits for a channel: closing must not wait for it.
     assert.equal(await settlesWithin(bus.close(), 5_000), 'settled');
+  });
+});
+
+describe('RabbitMqMessageBus when the connection is lost between declaring and consuming', rabbit, () => {
+  test('consume resolves, and its consumer gets the messages once the broker is back', async () => {
+    const broker = await createProxiedVhost('message_bus_test');
+    const bus = new RabbitMqMessageBus({
+      url: broker.url,
+      connectionName: 'consume while away test',
+      retryLowMs: 100,
+      retryHighMs: 500,
+      acquireTimeoutMs: 500,
+    });
+    try {
+      await bus.declareTopology(consumingQueue('away', { exchange: 'amq.topic', routingKeys: ['away.#'] }));
+      await broker.proxy.pause();
+      await until(() => !bus.status().connected, 'the bus saw the broker go');
+      const received: string[] = [];
+      const subscription = await bus.consume('away', {
+        prefetch: 1,
+        handler: (message) => {
+          received.push(message.body.toString());
+          return outcome.ack();
+        },
+      });
+      await broker.proxy.resume();
+      await until(() => bus.status().connected, 'the bus reconnected');
+      await bus.publish([{ exchange: 'amq.topic', routingKey: 'away.1', messageId: '1', body: 'back' }]);
+      await until(() => received.length > 0, 'the message consumed');
+      assert.deepEqual(received, ['back']);
+      await subscription.close();
+    } finally {
+      await bus.close();
+      await broker.delete();
+    }
   });
 });
 

@@ -95,7 +95,10 @@ export interface MessageBus {
    * aborts it stops retrying and waiting, and rejects with the signal's reason: a message may still reach the broker.
    */
   publish(messages: readonly OutgoingMessage[], signal?: AbortSignal): Promise<void>;
-  /** Resolves once the consumer is registered; rejects if the queue does not exist. */
+  /**
+   * Resolves once the consumer is registered, or, when the broker does not answer (down, or the connection lost on
+   * the way), with a subscription that registers once it does. Rejects when the broker refuses: no such queue.
+   */
   consume(queue: string, options: ConsumeOptions): Promise<Subscription>;
   /** The state of `queue`, whoever declared it; undefined when there is no such queue. */
   inspectQueue(queue: string): Promise<QueueState | undefined>;

@@ -23,7 +23,8 @@ export interface ChannelConsumer {
 }
 
 /**
- * Consumes a queue on a channel of its own, and consumes again whenever the channel is lost. What rabbitmq-client's
+ * Consumes a queue on a channel of its own, from now on: also when the broker does not answer yet, and again whenever
+ * the channel is lost; only a broker that answers and refuses rejects. What rabbitmq-client's
  * Consumer does not: closing never sends basic.cancel. On a single-active-consumer queue a basic.cancel makes the
  * waiting consumer active at once, while this one still holds messages delivered to it; that consumer would then
  * handle later messages of a student before those. Closing the channel instead returns every unsettled message
@@ -112,7 +113,15 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
     handling.add(handled);
   }
 
-  await open();
+  try {
+    await open();
+  } catch (error) {
+    // A broker that answers and refuses (a queue declared with other arguments) is a setting that cannot work. One
+    // that does not answer yet, or a connection lost on the way, is not: consume once it is back, as after any loss.
+    if (connection.ready) throw error;
+    onError(error);
+    reopenLater(options.retryLowMs);
+  }
   return {
     async close() {
       closing = true;

@@ -22,6 +22,11 @@ export const HubNames = {
   /** Group of one student's notifications: `student:<id>`. */
   studentGroup: (studentId: string) => `student:${studentId}`,
   connected: 'Connected',
+  /**
+   * Sent to every connection when the instance missed notifications (cut off from the replay log while it trimmed
+   * them): reload what you show; the notifications that follow are live ones. A `ResetMessage`, as SSE's `reset`.
+   */
+  reset: 'Reset',
   joinGroup: 'JoinGroup',
   leaveGroup: 'LeaveGroup',
 } as const;
@@ -30,4 +35,10 @@ export const HubNames = {
 export interface ConnectedMessage {
   readonly clientId: string;
   readonly timestamp: string;
+}
+
+/** `data` of the `reset` SSE event and argument of the hub's `Reset`: why, and the oldest entry the log still has. */
+export interface ResetMessage {
+  readonly reason: string;
+  readonly oldestId: string | null;
 }

@@ -1,17 +1,20 @@
 // An instance cut off from Redis for longer than the replay log keeps entries: another instance (here a log of its
 // own, straight to Redis) holds the writer lease and goes on appending, so the log trims past where this instance's
-// tail stopped reading. Its live SSE clients must be told they missed notifications, not skip them silently.
+// tail stopped reading. Its live SSE and SignalR clients must be told they missed notifications, not skip them
+// silently.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { createNotifications, type Notifications } from '../../src/apps/notifications/main.ts';
+import { compareLogIds } from '../../src/application/ports/replay-log.ts';
+import { HubNames, type ResetMessage } from '../../src/contracts/notifications.ts';
 import { parseConfig } from '../../src/config.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RedisStreamReplayLog } from '../../src/infrastructure/replay-log/redis-stream-replay-log.ts';
 import { silentLogger } from '../support/logger.ts';
 import { REDIS_URL, deleteRedisKeys, needsRedis, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
-import { sseClient } from './support.ts';
+import { hubClient, sseClient } from './support.ts';
 import { until } from '../support/until.ts';
 
 // The least REPLAY_LOG_MAX_ENTRIES takes.
@@ -98,6 +101,54 @@ describe(
         );
       } finally {
         client.close();
+      }
+    });
+
+    test('its SignalR clients get `Reset` first, following any group, then what the log still holds, then live ones', async () => {
+      const everyStudent = await hubClient(url);
+      const oneStudent = await hubClient(url);
+      // What each got, in order: a notification's `n`, or the reset.
+      const seen = (client: typeof everyStudent) => {
+        const order: (number | 'Reset')[] = [];
+        client.connection.on(HubNames.reset, (message: ResetMessage) => {
+          order.push('Reset');
+          resets.push(message);
+        });
+        client.connection.on('StudentUpdated', (data: { n: number }) => order.push(data.n));
+        return order;
+      };
+      const resets: ResetMessage[] = [];
+      try {
+        await oneStudent.connection.invoke(HubNames.joinGroup, HubNames.studentGroup('student-1'));
+        await oneStudent.connection.invoke(HubNames.leaveGroup, HubNames.studentsGroup);
+        const orders = [seen(everyStudent), seen(oneStudent)];
+        await append(1);
+        await until(() => orders.every((order) => order.length === 1), 'the first notification');
+
+        await proxy.pause();
+        const cutOff: number[] = [];
+        for (let n = 2; n < 2 + 2 * KEPT_ENTRIES; n++) {
+          await append(n);
+          cutOff.push(n);
+        }
+        await proxy.resume();
+        await append(999);
+        await until(() => orders.every((order) => order.at(-1) === 999), 'the notification after the cut');
+
+        const { firstId } = await writer.retention();
+        for (const order of orders)
+          assert.deepEqual(order, [1, 'Reset', ...cutOff.slice(-(KEPT_ENTRIES - 1)), 999]);
+        assert.equal(resets.length, 2);
+        for (const reset of resets) {
+          assert.match(reset.reason, /left the replay log/);
+          assert.ok(
+            reset.oldestId && compareLogIds(reset.oldestId, firstId!) <= 0,
+            'the oldest entry it had',
+          );
+        }
+      } finally {
+        await everyStudent.close();
+        await oneStudent.close();
       }
     });
   },

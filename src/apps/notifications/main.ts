@@ -21,7 +21,7 @@ import { requireBrokerForLoneRole } from '../../infrastructure/runtime/process-r
 import { createStartup } from '../../infrastructure/runtime/startup.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { LogFanOut } from './fan-out.ts';
-import { createNotificationsHub, sendToHub } from './notifications-hub.ts';
+import { createNotificationsHub, resetHub, sendToHub } from './notifications-hub.ts';
 import { createNotificationsObservability } from './notifications-observability.ts';
 import { consumeNotifications, type NotificationsConsumer } from './notifications.consumer.ts';
 import { registerPageRoutes } from './pages.routes.ts';
@@ -128,7 +128,10 @@ export async function createNotifications({
   return {
     start() {
       return startup.run(async (step) => {
-        fanOut.subscribe('signalr', { receive: (entry) => sendToHub(hub, entry, log) });
+        fanOut.subscribe('signalr', {
+          receive: (entry) => sendToHub(hub, entry, log),
+          missed: (retention) => resetHub(hub, retention, log),
+        });
         await step(fanOut.start());
         // Serving while the broker is awaited: clients get what the log holds, and /health says what is missing.
         const url = await step(app.listen({ host: config.host, port: config.ports.notifications }));

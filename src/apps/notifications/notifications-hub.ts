@@ -8,14 +8,16 @@ import {
   type HubCallContext,
 } from '@tbe/signalr';
 import { DependencyUnavailableError } from '../../application/errors.ts';
-import type { ReplayLogEntry } from '../../application/ports/replay-log.ts';
-import { HubNames, type ConnectedMessage } from '../../contracts/notifications.ts';
+import type { ReplayLogEntry, ReplayLogRetention } from '../../application/ports/replay-log.ts';
+import { HubNames, type ConnectedMessage, type ResetMessage } from '../../contracts/notifications.ts';
 import { mayAct, type TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
 
 // Group memberships live in memory for as long as a connection does: a client must not grow them without bound.
 const MAX_GROUPS_PER_CONNECTION = 100;
 const MAX_GROUP_NAME_LENGTH = 200;
+
+const MISSED_BY_THIS_INSTANCE = 'notifications left the replay log before this instance could send them';
 
 /** Clients send any JSON; ASP.NET binds `string groupName` and refuses the rest, and so do we. */
 function groupName(value: unknown): string {
@@ -89,6 +91,14 @@ export async function createNotificationsHub(verifier: TokenVerifier | undefined
     hub: notificationsHub(),
     ...(verifier ? { authenticate: readersOnly(verifier) } : {}),
   });
+}
+
+/** Tells every connection, whichever groups it follows, that its notifications have a gap (`HubNames.reset`). */
+export function resetHub(hub: HubServer, retention: ReplayLogRetention, logger: Logger): void {
+  const message: ResetMessage = { reason: MISSED_BY_THIS_INSTANCE, oldestId: retention.firstId ?? null };
+  hub.clients.all
+    .send(HubNames.reset, message)
+    .catch((error: unknown) => logger.warn({ err: error }, 'hub reset failed'));
 }
 
 /** Sends a tailed entry to group `Students` and to its student's own group (once per connection). */

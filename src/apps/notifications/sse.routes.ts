@@ -9,7 +9,12 @@ import {
   type ReplayLogEntry,
   type ReplayLogRetention,
 } from '../../application/ports/replay-log.ts';
-import { NotificationRoutes, SseEvents, type ConnectedMessage } from '../../contracts/notifications.ts';
+import {
+  NotificationRoutes,
+  SseEvents,
+  type ConnectedMessage,
+  type ResetMessage,
+} from '../../contracts/notifications.ts';
 import { NotificationEventTypes } from '../../contracts/students.ts';
 import type { TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import { requireToken, withoutAccessToken } from '../../infrastructure/http/require-token.ts';
@@ -34,12 +39,6 @@ export interface SseStreams {
 }
 
 const NOTIFICATION_TYPES: ReadonlySet<string> = new Set(Object.values(NotificationEventTypes));
-
-/** Why a client's Last-Event-ID cannot be resumed from: it gets a `reset` event and live notifications. */
-interface Reset {
-  readonly reason: string;
-  readonly oldestId: string | undefined;
-}
 
 const OLDER_THAN_RETENTION = 'Last-Event-ID is older than the replay window';
 
@@ -103,7 +102,8 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
         `must list event types of ${[...NOTIFICATION_TYPES].join(', ')}, not ${unknown.join(', ')}`,
       );
     if (Array.isArray(lastEventId)) return invalid('Last-Event-ID', 'must be given once');
-    let reset: Reset | undefined;
+    // Why the client's Last-Event-ID cannot be resumed from: it gets a `reset` event and live notifications.
+    let reset: ResetMessage | undefined;
     let from = lastEventId || undefined;
     if (from !== undefined && !isLogId(from))
       return invalid('Last-Event-ID', 'must be an event id received from this stream (<ms>-<seq>)');
@@ -138,7 +138,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
             ? 'Last-Event-ID is not in the replay log'
             : undefined;
       if (reason) {
-        reset = { reason, oldestId: retention.firstId };
+        reset = { reason, oldestId: retention.firstId ?? null };
         // Live notifications, from an id the log resumes from: the reset's `id:` is the client's next Last-Event-ID.
         from = live;
       }
@@ -151,7 +151,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
   const start = (
     response: ServerResponse,
     from: string,
-    reset: Reset | undefined,
+    reset: ResetMessage | undefined,
     wanted: ReadonlySet<string> | undefined,
   ) => {
     const stream = new EventStream(response, wanted, options);
@@ -224,8 +224,8 @@ function endWithRetry(response: ServerResponse, options: SseOptions): void {
   response.end();
 }
 
-function resetFrame(resumeFrom: string, reset: Reset): string {
-  return `id: ${resumeFrom}\nevent: ${SseEvents.reset}\ndata: ${JSON.stringify({ reason: reset.reason, oldestId: reset.oldestId ?? null })}\n\n`;
+function resetFrame(resumeFrom: string, reset: ResetMessage): string {
+  return `id: ${resumeFrom}\nevent: ${SseEvents.reset}\ndata: ${JSON.stringify(reset)}\n\n`;
 }
 
 /**
@@ -259,7 +259,7 @@ class EventStream implements ResumingReader {
   }
 
   fellBehind(resumeFrom: string, retention: ReplayLogRetention): void {
-    this.write(resetFrame(resumeFrom, { reason: OLDER_THAN_RETENTION, oldestId: retention.firstId }));
+    this.write(resetFrame(resumeFrom, { reason: OLDER_THAN_RETENTION, oldestId: retention.firstId ?? null }));
   }
 
   /** The client reconnects with its Last-Event-ID and catches up from the log, not from memory. */

@@ -72,6 +72,8 @@
   // The id of the last event received (`connected` carries one too): Connect after Disconnect resumes there (an
   // EventSource sends it only when it reconnects by itself).
   let lastEventId = '';
+  // What a `reset` (SSE) or `Reset` (hub) says: notifications were missed, so what the page shows may be stale.
+  const MISSED = 'Missed notifications: reload the data.';
 
   function connectSse() {
     const query = new URLSearchParams();
@@ -85,7 +87,7 @@
     });
     source.addEventListener('reset', (event) => {
       lastEventId = event.lastEventId;
-      $('log').textContent = 'Missed too much while away: reload the data.';
+      $('log').textContent = MISSED;
     });
     for (const type of TYPES)
       source.addEventListener(type, (event) => {
@@ -105,6 +107,7 @@
       .withStatefulReconnect()
       .build();
     hub.on('Connected', (message) => ($('client-id').textContent = message.clientId));
+    hub.on('Reset', () => ($('log').textContent = MISSED));
     for (const type of TYPES) hub.on(type, (payload) => show(type, payload));
     hub.onreconnecting(() => setStatus(false, 'reconnecting…'));
     hub.onreconnected(() => {

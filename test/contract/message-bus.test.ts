@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { Connection } from 'rabbitmq-client';
 import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
@@ -70,6 +71,29 @@ describe('RabbitMqMessageBus without a broker', () => {
 });
 
 describe('RabbitMqMessageBus while the broker is unreachable', () => {
+  test('a consume that waits for the broker ends when the bus closes, and tries no more', async () => {
+    const warnings: string[] = [];
+    const logger = {
+      info: () => {},
+      warn: (_fields: object, message: string) => warnings.push(message),
+      error: (_fields: object, message: string) => warnings.push(message),
+    };
+    const bus = new RabbitMqMessageBus({
+      url: 'amqp://guest:guest@127.0.0.1:1',
+      logger,
+      acquireTimeoutMs: 2_000,
+      retryLowMs: 50,
+      retryHighMs: 100,
+    });
+    const consuming = bus.consume('students.worker', { prefetch: 1, handler: () => outcome.ack() });
+    await sleep(200);
+    assert.equal(await settlesWithin(bus.close(), 5_000), 'settled');
+    await assert.rejects(consuming, /closing|closed/);
+    const warned = warnings.length;
+    await sleep(500);
+    assert.deepEqual(warnings.slice(warned), [], 'no consumer goes on trying');
+  });
+
   test('a waiting publish rejects as soon as its signal aborts, and close ends at once what still waits', async () => {
     // Port 1 refuses at once; a publish would wait out the acquire timeout on each of its attempts.
     const bus = new RabbitMqMessageBus({ url: 'amqp://guest:guest@127.0.0.1:1', acquireTimeoutMs: 60_000 });

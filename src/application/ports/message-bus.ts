@@ -96,8 +96,9 @@ export interface MessageBus {
    */
   publish(messages: readonly OutgoingMessage[], signal?: AbortSignal): Promise<void>;
   /**
-   * Resolves once the consumer is registered, or, when the broker does not answer (down, or the connection lost on
-   * the way), with a subscription that registers once it does. Rejects when the broker refuses: no such queue.
+   * Resolves once the consumer is registered; when the broker does not answer (down, or the connection lost on the
+   * way), once that is clear (RabbitMQ: the acquire timeout), with a subscription that registers when it answers
+   * again. Rejects when the broker refuses it there and then (no such queue), or the bus is closing.
    */
   consume(queue: string, options: ConsumeOptions): Promise<Subscription>;
   /** The state of `queue`, whoever declared it; undefined when there is no such queue. */

@@ -1,4 +1,10 @@
-import type { AsyncMessage, Channel, Connection } from 'rabbitmq-client';
+import {
+  AMQPChannelError,
+  AMQPConnectionError,
+  type AsyncMessage,
+  type Channel,
+  type Connection,
+} from 'rabbitmq-client';
 
 /** What becomes of a delivered message: done, rejected (the broker dead-letters it), or back to the queue. */
 export type Settlement = 'ack' | 'reject' | 'return';
@@ -37,7 +43,6 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
   const { connection, queue, prefetch, declare, handle, onError } = options;
   const handling = new Set<Promise<void>>();
   let current: Channel | undefined;
-  let opening: Promise<void> | undefined;
   let closing = false;
   let failures = 0;
   let retry: NodeJS.Timeout | undefined;
@@ -57,6 +62,11 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
       await channel.close().catch(() => {});
       throw error;
     }
+    // close() came meanwhile and did not wait for this: what was delivered goes back with the channel.
+    if (closing) {
+      await channel.close().catch(() => {});
+      return;
+    }
     current = channel;
     failures = 0;
     // The broker cancels the consumer when its queue is deleted: consume again, which declares it again.
@@ -69,13 +79,13 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
     if (closing) return;
     retry = setTimeout(() => {
       retry = undefined;
-      opening = open()
-        .catch((error: unknown) => {
-          onError(error);
-          failures += 1;
-          reopenLater(Math.min(options.retryHighMs, options.retryLowMs * 2 ** failures));
-        })
-        .finally(() => (opening = undefined));
+      void open().catch((error: unknown) => {
+        // The connection was closed for good: nothing will open again.
+        if (isClosedConnection(error)) return;
+        onError(error);
+        failures += 1;
+        reopenLater(Math.min(options.retryHighMs, options.retryLowMs * 2 ** failures));
+      });
     }, delayMs);
   };
 
@@ -116,9 +126,10 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
   try {
     await open();
   } catch (error) {
-    // A broker that answers and refuses (a queue declared with other arguments) is a setting that cannot work. One
-    // that does not answer yet, or a connection lost on the way, is not: consume once it is back, as after any loss.
-    if (connection.ready) throw error;
+    // A broker that refuses (a queue declared with other arguments, or none) is a setting that cannot work, and a
+    // closed connection will not open again. A broker that does not answer yet, or a connection lost on the way, is
+    // neither: consume once it is back, as after any loss.
+    if (isRefusal(error) || isClosedConnection(error)) throw error;
     onError(error);
     reopenLater(options.retryLowMs);
   }
@@ -126,9 +137,25 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
     async close() {
       closing = true;
       clearTimeout(retry);
-      await opening;
+      // Not waiting for a channel still being opened (up to the acquire timeout while the broker is away): open()
+      // closes it once it has it.
       await allSettled();
       if (current?.active) await current.close();
     },
   };
+}
+
+/**
+ * The broker closed the channel over what it was asked (NOT_FOUND, PRECONDITION_FAILED, ACCESS_REFUSED…): an
+ * AMQPConnectionError is a connection's end instead, and CH_CLOSE a call on a channel already closed.
+ */
+function isRefusal(error: unknown): boolean {
+  return (
+    error instanceof AMQPChannelError && !(error instanceof AMQPConnectionError) && error.code !== 'CH_CLOSE'
+  );
+}
+
+/** The connection was closed by its owner (the bus is closing), not lost. */
+function isClosedConnection(error: unknown): boolean {
+  return error instanceof AMQPConnectionError && error.code === 'CLOSING';
 }

@@ -207,6 +207,11 @@ export class RabbitMqMessageBus implements MessageBus {
       closing ??= consumer.close().finally(() => this.subscriptions.delete(close));
       return closing;
     };
+    // The bus began to close while this consumer was being set up: close() has passed the subscriptions by.
+    if (this.closing) {
+      await consumer.close();
+      throw new Error('message bus is closed');
+    }
     this.subscriptions.add(close);
     return { close };
   }

@@ -19,24 +19,19 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
   let worker: Worker | undefined;
   let webApi: WebApi | undefined;
   let notifications: Notifications | undefined;
+  let starting = false;
+  let stopping: Promise<void> | undefined;
   const stopped = new WeakSet<object>();
   const stopOnce = async (role: { stop(): Promise<void> } | undefined) => {
     if (!role || stopped.has(role)) return;
     stopped.add(role);
     await role.stop();
   };
-  /**
-   * Front doors first, both at once (each drains for at most half the shutdown time), so nothing new arrives
-   * while the worker and the adapters wind down.
-   */
-  const stopRoles = async () => {
-    await Promise.all([stopOnce(notifications), stopOnce(webApi)]);
-    await stopOnce(worker);
-  };
   return {
     start(): Promise<AllRolesUrls> {
+      starting = true;
       // Each part is kept before the check that follows it, for stop() to undo.
-      return startup.run(async (step) => {
+      const running = startup.run(async (step) => {
         const opened = await openProcessResources(config, logger, { connectionName: 'all-roles', bus: true });
         resources = opened;
         startup.signal.throwIfAborted();
@@ -58,15 +53,24 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
         const [workerHealth, pages] = await step(Promise.all([worker.start(), notifications.start()]));
         return { api, pages, workerHealth };
       });
+      return running.finally(() => (starting = false));
     },
-    async stop(): Promise<void> {
-      // The start ends at its next step, the roles' own starts (waiting for the broker, say) once they are stopped:
-      // so the roles are stopped before the start is awaited, and again after it, for any it created meanwhile.
-      const startEnded = startup.stop('all roles stopped while they started');
-      await stopRoles();
-      await startEnded;
-      await stopRoles();
-      await resources?.close();
+    /**
+     * Front doors first, both at once (each drains for at most half the shutdown time), so nothing new arrives
+     * while the worker and the adapters wind down. A stop during the start ends it first.
+     */
+    stop(): Promise<void> {
+      stopping ??= (async () => {
+        const startEnded = startup.stop('all roles stopped while they started');
+        // A consuming role's start (waiting for the broker, say) ends only once the role is stopped; the webapi's
+        // (a listen) is waited for, so that its stop closes what it opened.
+        if (starting) await Promise.all([stopOnce(notifications), stopOnce(worker)]);
+        await startEnded;
+        await Promise.all([stopOnce(notifications), stopOnce(webApi)]);
+        await stopOnce(worker);
+        await resources?.close();
+      })();
+      return stopping;
     },
   };
 }

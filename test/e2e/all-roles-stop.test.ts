@@ -1,11 +1,13 @@
-// `npm start`'s roles in one process, stopped while they start (a SIGTERM during the database's migration, say):
-// the start must end there, and nothing it sets up afterwards may outlive the stop.
+// `npm start`'s roles in one process, stopped while they start (a SIGTERM during the database's migration, or while
+// the consuming roles wait for the broker): the start must end there, say so, and nothing it sets up may outlive
+// the stop.
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import { embeddedRoles } from '../support/all-roles.ts';
 import { freePort } from '../support/free-port.ts';
+import { until } from '../support/until.ts';
 
 /** Whether something accepts connections on the port. */
 const listening = (port: number) =>
@@ -18,35 +20,66 @@ const listening = (port: number) =>
     socket.once('error', () => resolve(false));
   });
 
-test('a stop at any point of the start ends it: afterwards no role listens, and the start either ran or says it was stopped', async () => {
-  // From at once (the adapters still opening) to after the start (an ordinary stop).
-  for (const stopAfterMs of [0, 100, 250, 500, 1_000, 2_000]) {
-    const ports = [await freePort(), await freePort(), await freePort()];
-    const roles = embeddedRoles({
-      API_PORT: String(ports[0]),
-      NOTIFICATIONS_PORT: String(ports[1]),
-      WORKER_PORT: String(ports[2]),
+/** The roles on ports of their own, so the test can tell what listens; `env` adds settings. */
+async function rolesOnPorts(env: Record<string, string> = {}) {
+  const ports = { api: await freePort(), notifications: await freePort(), worker: await freePort() };
+  const roles = embeddedRoles({
+    API_PORT: String(ports.api),
+    NOTIFICATIONS_PORT: String(ports.notifications),
+    WORKER_PORT: String(ports.worker),
+    ...env,
+  });
+  // What the start came to: its URLs, or why it ended.
+  const started = roles.start().then(
+    () => 'started',
+    (error: unknown) => String(error),
+  );
+  const nothingListens = async (when: string) => {
+    for (const [role, port] of Object.entries(ports))
+      assert.equal(await listening(port), false, `the ${role} still listens ${when}`);
+  };
+  return { roles, ports, started, nothingListens };
+}
+
+const STOPPED = /all roles stopped while they started/;
+
+describe('all roles in one process, stopped while they start', () => {
+  test('at any point of the start: it ends, says it was stopped, and afterwards no role listens', async () => {
+    // From at once (the adapters still opening) to past the end of the start (an ordinary stop).
+    for (const stopAfterMs of [0, 50, 100, 200, 300, 450, 600, 1_500]) {
+      const { roles, started, nothingListens } = await rolesOnPorts();
+      await sleep(stopAfterMs);
+      await roles.stop();
+      const outcome = await started;
+      if (outcome !== 'started') assert.match(outcome, STOPPED, `stopped ${stopAfterMs} ms into the start`);
+      // Time for a start that went on past the stop to open something.
+      await sleep(300);
+      await nothingListens(`after a stop ${stopAfterMs} ms into the start`);
+    }
+  });
+
+  test('while the worker and the notifications service wait for a broker that does not answer', async () => {
+    const deadBroker = await freePort();
+    const { roles, ports, started, nothingListens } = await rolesOnPorts({
+      AMQP_URL: `amqp://guest:guest@127.0.0.1:${deadBroker}`,
     });
-    const starting = roles.start().then(
-      () => 'started',
-      (error: unknown) => error,
+    // Each listens first, then waits (the webapi after its own 3 s wait for the broker).
+    await until(
+      async () => (await listening(ports.worker)) && (await listening(ports.notifications)),
+      'the consuming roles listen and wait',
     );
-    await sleep(stopAfterMs);
     await roles.stop();
-    const started = await starting;
-    if (started !== 'started')
-      assert.match(
-        String(started),
-        /all roles stopped while they started/,
-        `stopped after ${stopAfterMs} ms`,
-      );
-    // What a start that went on past the stop would have opened by now.
-    await sleep(500);
-    for (const port of ports)
-      assert.equal(
-        await listening(port),
-        false,
-        `port ${port} after a stop ${stopAfterMs} ms into the start`,
-      );
-  }
+    assert.match(await started, STOPPED);
+    await nothingListens('after the stop');
+  });
+
+  test('two stops at once: neither resolves before everything is stopped', async () => {
+    const { roles, started, nothingListens } = await rolesOnPorts();
+    assert.equal(await started, 'started');
+    const stops = [roles.stop(), roles.stop()];
+    for (const stop of stops) {
+      await stop;
+      await nothingListens('once a stop resolved');
+    }
+  });
 });

@@ -9,7 +9,7 @@ export type StartStep = <T>(work: Promise<T>) => Promise<T>;
 export interface Startup {
   /** Aborted once stopping began: for waits inside a step (the broker's). */
   readonly signal: AbortSignal;
-  /** Runs `start`, whose steps each go through `step`. */
+  /** Runs `start`, whose steps each go through `step`; once stopping began, it rejects with the stop's reason. */
   run<T>(start: (step: StartStep) => Promise<T>): Promise<T>;
   /** Ends a start under way at its next step (it rejects with `reason`) and resolves once it has ended. */
   stop(reason: string): Promise<void>;
@@ -26,7 +26,11 @@ export function createStartup(): Startup {
   return {
     signal: stopping.signal,
     run(start) {
-      const running = start(step);
+      // A start that a stop ended says so, whichever step (or a role of its own, stopped too) gave up first.
+      const running = start(step).catch((error: unknown) => {
+        stopping.signal.throwIfAborted();
+        throw error;
+      });
       ended = running.catch(() => undefined);
       return running;
     },

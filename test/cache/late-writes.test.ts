@@ -92,6 +92,15 @@ describe('late cache writes on Redis (two writers, a reader started afterwards)'
   });
 
   lateWriteContract(async () => ({ writer: await openOne(), lateWriter: await openOne(), reader: openOne }));
+
+  test('an update that lands late leaves the newer version cached: a reader gets it without loading', async () => {
+    const writer = await openOne();
+    const lateWriter = await openOne();
+    const id = randomUUID();
+    await writer.students.set(student(id, 3));
+    await lateWriter.students.set(student(id, 2));
+    assert.deepEqual(await read(await openOne(), id, student(id, 3)), { version: 3, loaded: false });
+  });
 });
 
 describe('late cache writes in the embedded (memory) cache', () => {

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { Connection } from 'rabbitmq-client';
 import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
-import { consumingQueue, type ExchangeType } from '../../src/contracts/messaging.ts';
+import { consumingQueue, deadLetterNames, type ExchangeType } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { createProxiedVhost, createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
@@ -192,6 +192,113 @@ describe('RabbitMqMessageBus and an exchange type the broker lacks', rabbit, () 
       );
     } finally {
       await bus.close();
+      await vhost.delete();
+    }
+  });
+});
+
+describe('RabbitMqMessageBus when the connection is lost while a handler runs', rabbit, () => {
+  test('the message, delivered again, is handled only once its first delivery is done, never beside it', async () => {
+    const vhost = await createTestVhost();
+    const bus = new RabbitMqMessageBus({
+      url: vhost.url,
+      connectionName: 'redelivery during a handler test',
+      retryLowMs: 100,
+      retryHighMs: 500,
+    });
+    try {
+      await bus.declareTopology(consumingQueue('slow', { exchange: 'amq.topic', routingKeys: ['slow.#'] }));
+      const handling: string[] = [];
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      await bus.consume('slow', {
+        prefetch: 1,
+        handler: async () => {
+          handling.push('start');
+          await released;
+          handling.push('end');
+          return outcome.ack();
+        },
+      });
+      await bus.publish([{ exchange: 'amq.topic', routingKey: 'slow.1', messageId: '1', body: '{}' }]);
+      await until(() => handling.length === 1, 'the first delivery');
+      // The broker takes the unacked message back with the connection; the client reconnects within 500 ms.
+      await vhost.dropConnections();
+      await sleep(1_500);
+      release();
+      await until(() => handling.length === 4, 'the message handled again');
+      assert.deepEqual(handling, ['start', 'end', 'start', 'end']);
+    } finally {
+      await bus.close();
+      await vhost.delete();
+    }
+  });
+});
+
+describe('RabbitMqMessageBus when the queue it consumes is deleted', rabbit, () => {
+  test('the consumer declares it again and gets what is published afterwards', async () => {
+    const vhost = await createTestVhost();
+    const bus = new RabbitMqMessageBus({
+      url: vhost.url,
+      connectionName: 'queue deleted test',
+      retryLowMs: 100,
+    });
+    const admin = new Connection({ url: vhost.url, connectionName: 'queue deleter' });
+    try {
+      await bus.declareTopology(
+        consumingQueue('deleted', { exchange: 'amq.topic', routingKeys: ['deleted.#'] }),
+      );
+      const received: ReceivedMessage[] = [];
+      await bus.consume('deleted', {
+        prefetch: 1,
+        handler: (message) => (received.push(message), outcome.ack()),
+      });
+      await admin.queueDelete({ queue: 'deleted' });
+      await until(
+        async () => (await bus.inspectQueue('deleted'))?.consumers === 1,
+        'the queue declared and consumed again',
+        10_000,
+      );
+      await bus.publish([{ exchange: 'amq.topic', routingKey: 'deleted.1', messageId: '1', body: '{}' }]);
+      await until(() => received.length === 1, 'the message consumed');
+    } finally {
+      await admin.close();
+      await bus.close();
+      await vhost.delete();
+    }
+  });
+});
+
+describe('RabbitMqMessageBus consuming a queue declared by another', rabbit, () => {
+  test('a message its handler dead-letters goes to the dead-letter queue at once, handled once', async () => {
+    const vhost = await createTestVhost();
+    const declaring = new RabbitMqMessageBus({ url: vhost.url, connectionName: 'declaring bus' });
+    // Knows nothing of the queue's dead-letter exchange: it can only reject the message.
+    const bus = new RabbitMqMessageBus({ url: vhost.url, connectionName: 'consuming bus' });
+    try {
+      await declaring.declareTopology(
+        consumingQueue('elsewhere', { exchange: 'amq.topic', routingKeys: ['elsewhere.#'] }),
+      );
+      let handled = 0;
+      await bus.consume('elsewhere', {
+        prefetch: 1,
+        handler: () => (handled++, outcome.deadLetter('unusable')),
+      });
+      const dead: ReceivedMessage[] = [];
+      await declaring.consume(deadLetterNames('elsewhere').queue, {
+        prefetch: 1,
+        handler: (message) => (dead.push(message), outcome.ack()),
+      });
+      await declaring.publish([
+        { exchange: 'amq.topic', routingKey: 'elsewhere.1', messageId: '1', body: '{}' },
+      ]);
+      await until(() => dead.length === 1, 'the dead letter');
+      await sleep(250); // room for a redelivery to show up
+      assert.equal(handled, 1, 'handled once, not redelivered');
+      assert.equal(dead[0]?.messageId, '1');
+    } finally {
+      await bus.close();
+      await declaring.close();
       await vhost.delete();
     }
   });

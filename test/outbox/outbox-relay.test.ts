@@ -250,6 +250,127 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
     }
   });
 
+  test('a row written while the relay is publishing leaves at once, not at the next poll', async () => {
+    const ownDb = await openTestDatabase('pglite');
+    const ownBus = new InProcessMessageBus();
+    let ownRelay: OutboxRelay | undefined;
+    try {
+      const received = await collect(ownBus, 'relay.during-drain');
+      // Once armed, the relay's next read of the outbox is held while another student is written: that write's
+      // wake-up arrives while the relay is busy, not while it waits.
+      let armed = false;
+      let writtenDuringRead: Promise<string> | undefined;
+      const watched: Database = {
+        ...ownDb.database,
+        sql: {
+          query: async <Row>(statement: SqlStatement, params: readonly unknown[]) => {
+            const rows = await ownDb.database.sql.query<Row>(statement, params);
+            if (armed && statement.name.startsWith('outbox_unsent')) {
+              armed = false;
+              writtenDuringRead = createStudents(ownDb.database, 1).then(([id]) => id!);
+              await writtenDuringRead;
+              await new Promise((resolve) => setTimeout(resolve, 100));
+            }
+            return rows;
+          },
+        },
+      };
+      // A poll interval far beyond the wait below: only the wake-up can bring the second row out in time.
+      ownRelay = relayOn(watched, ownBus, { pollIntervalMs: 600_000 });
+      ownRelay.start();
+      await until(() => ownRelay!.status().role === 'leader', 'leadership');
+      await new Promise((resolve) => setTimeout(resolve, 200)); // the relay waits for work
+      armed = true;
+      const [first] = await createStudents(ownDb.database, 1);
+      await until(() => writtenDuringRead !== undefined, 'the write during a read');
+      const second = await writtenDuringRead!;
+      await until(() => received.length >= 2, 'both messages', 5_000);
+      assert.deepEqual(
+        received.map((message) => message.headers['cloudEvents:subject']),
+        [first, second],
+      );
+    } finally {
+      await ownRelay?.stop();
+      await ownBus.close();
+      await ownDb.dispose();
+    }
+  });
+
+  test('a topology the broker did not take at first is declared on a later attempt, and the rows then leave', async () => {
+    const ownDb = await openTestDatabase('pglite');
+    const ownBus = new InProcessMessageBus();
+    const queue = 'relay.declared-late';
+    const topology = mergeTopologies({
+      exchanges: [topicExchange('students')],
+      queues: [{ name: queue, type: 'quorum', durable: true }],
+      bindings: [{ exchange: 'students', queue, routingKey: '#' }],
+    });
+    let ownRelay: OutboxRelay | undefined;
+    try {
+      const [id] = await createStudents(ownDb.database, 1);
+      // The broker refuses every declaration until the relay has reported a failure.
+      let refusing = true;
+      const declare = ownBus.declareTopology.bind(ownBus);
+      mock.method(ownBus, 'declareTopology', async (declared: typeof topology) => {
+        if (refusing) throw new Error('broker unreachable');
+        return declare(declared);
+      });
+      ownRelay = new OutboxRelay({
+        database: ownDb.database,
+        bus: ownBus,
+        logger: silentLogger,
+        policy: createResiliencePolicy('relay', fastResilience, silentLogger),
+        topology,
+        options: { standbyRetryMs: 200 },
+      });
+      ownRelay.start();
+      await until(() => ownRelay!.status().lastError !== undefined, 'the failed declaration');
+      refusing = false;
+      await until(() => unsent(ownDb.database).then((count) => count === 0), 'the row marked sent', 10_000);
+      const received: ReceivedMessage[] = [];
+      await ownBus.consume(queue, {
+        prefetch: 10,
+        handler: (message) => (received.push(message), outcome.ack()),
+      });
+      await until(() => received.length === 1, 'the message in the declared queue');
+      assert.equal(received[0]?.headers['cloudEvents:subject'], id);
+    } finally {
+      await ownRelay?.stop();
+      await ownBus.close();
+      await ownDb.dispose();
+    }
+  });
+
+  test('a leadership that fails as soon as it is taken up is contended for again only after the standby wait', async () => {
+    const ownDb = await openTestDatabase('pglite');
+    const ownBus = new InProcessMessageBus();
+    let ownRelay: OutboxRelay | undefined;
+    try {
+      // Every LISTEN fails, as on a database that drops each new session at once.
+      let contended = 0;
+      const failingListen: Database = {
+        ...ownDb.database,
+        async tryLead(lockKey) {
+          // A relay that contends in a loop would starve the timers: slowed down, so the count below can show it.
+          if (++contended > 10) await new Promise((resolve) => setTimeout(resolve, 20));
+          const leadership = await ownDb.database.tryLead(lockKey);
+          return (
+            leadership && { ...leadership, listen: async () => Promise.reject(new Error('connection lost')) }
+          );
+        },
+      };
+      ownRelay = relayOn(failingListen, ownBus, { standbyRetryMs: 200 });
+      ownRelay.start();
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      assert.ok(contended <= 7, `contended ${contended} times in one second, with 200 ms between attempts`);
+      assert.equal(ownRelay.status().lastError, 'connection lost');
+    } finally {
+      await ownRelay?.stop();
+      await ownBus.close();
+      await ownDb.dispose();
+    }
+  });
+
   test('a sent row is deleted once it is older than the retention; a younger one stays', async () => {
     await relay?.stop();
     const ids = await createStudents(testDb.database, 3);

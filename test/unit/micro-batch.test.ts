@@ -44,6 +44,17 @@ describe('microBatch', () => {
     assert.deepEqual(batches, [[12, 13, 14], [12], [13], [14]]);
   });
 
+  test('a call alone in its turn that fails runs once', async () => {
+    let runs = 0;
+    const fail = microBatch(async (): Promise<readonly number[]> => {
+      runs++;
+      throw new Error('bad');
+    }, 10);
+
+    await assert.rejects(fail(1), /bad/);
+    assert.equal(runs, 1);
+  });
+
   test('calls in later turns form new batches', async () => {
     const batches: number[][] = [];
     const echo = microBatch(async (inputs: readonly number[]) => {

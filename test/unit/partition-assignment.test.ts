@@ -95,17 +95,23 @@ function fakeLocks() {
       restore: () => (down = false),
     };
   };
-  return { connect, held };
+  /** The lock on `key` goes as a failed heartbeat ends it; its connection stays up. */
+  const lose = (key: number) => holders.get(key)?.lose();
+  return { connect, held, lose };
 }
 
 /** A worker's assignment over the fake locks, recording which partitions it is subscribed to. */
-function member(database: Pick<Database, 'tryLead' | 'heldLeadLocks'>, partitions = 4) {
+function member(
+  database: Pick<Database, 'tryLead' | 'heldLeadLocks'>,
+  partitions = 4,
+  rebalanceEveryMs = 10,
+) {
   const subscribed = new Set<number>();
   const assignment: PartitionAssignment = assignPartitions({
     database,
     partitions,
     logger: silentLogger,
-    rebalanceEveryMs: 10,
+    rebalanceEveryMs,
     subscribe: async (partition) => {
       assert.ok(!subscribed.has(partition), `subscribed twice to ${partition}`);
       subscribed.add(partition);
@@ -168,6 +174,21 @@ describe('assignPartitions', () => {
     await eventually('the second gives 0 and 2 back', () => second.subscribed().join() === '1,3');
     assert.deepEqual(first.subscribed(), [0, 2]);
     await Promise.all([first.assignment.stop(), second.assignment.stop()]);
+  });
+
+  test('a worker whose slot is lost takes one again at once, not at its next regular look', async () => {
+    const locks = fakeLocks();
+    const worker = member(locks.connect().database, 4, 60_000);
+    await worker.assignment.start();
+    assert.deepEqual(worker.assignment.status(), { slot: 0, members: 1, owned: [0, 1, 2, 3] });
+
+    locks.lose(MEMBER_SLOT_FIRST_KEY);
+    await eventually(
+      'it holds a slot again',
+      () => locks.held(MEMBER_SLOT_FIRST_KEY, MEMBER_SLOT_FIRST_KEY + 63).length === 1,
+    );
+    assert.deepEqual(worker.assignment.status(), { slot: 0, members: 1, owned: [0, 1, 2, 3] });
+    await worker.assignment.stop();
   });
 
   test('with more workers than partitions the extra one owns none, and takes over when another stops', async () => {

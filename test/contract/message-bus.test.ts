@@ -71,24 +71,59 @@ describe('RabbitMqMessageBus without a broker', () => {
 });
 
 describe('RabbitMqMessageBus while the broker is unreachable', () => {
-  test('a consume that waits for the broker ends when the bus closes, and tries no more', async () => {
+  /** A bus on port 1, where nothing listens, recording what it logs as warnings or errors. */
+  const unreachableBus = (options: { acquireTimeoutMs: number }) => {
     const warnings: string[] = [];
-    const logger = {
-      info: () => {},
-      warn: (_fields: object, message: string) => warnings.push(message),
-      error: (_fields: object, message: string) => warnings.push(message),
-    };
+    const log = (_fields: object, message: string) => warnings.push(message);
     const bus = new RabbitMqMessageBus({
       url: 'amqp://guest:guest@127.0.0.1:1',
-      logger,
-      acquireTimeoutMs: 2_000,
+      logger: { info: () => {}, warn: log, error: log },
       retryLowMs: 50,
       retryHighMs: 100,
+      ...options,
     });
+    return { bus, warnings };
+  };
+
+  test('a consume that waits for the broker ends at once when its signal aborts, and consumes nothing later', async () => {
+    const { bus } = unreachableBus({ acquireTimeoutMs: 60_000 });
+    const stopping = new AbortController();
+    const consuming = bus.consume('students.worker', {
+      prefetch: 1,
+      handler: () => outcome.ack(),
+      signal: stopping.signal,
+    });
+    await sleep(100);
+    const stopped = new Error('stopping');
+    stopping.abort(stopped);
+    assert.equal(await settlesWithin(consuming, 1_000), 'settled');
+    await assert.rejects(consuming, stopped);
+    assert.equal(await settlesWithin(bus.close(), 5_000), 'settled');
+  });
+
+  test('a subscription closed while it waits for the broker tries no more, and says nothing more', async () => {
+    const { bus, warnings } = unreachableBus({ acquireTimeoutMs: 300 });
+    try {
+      const subscription = await bus.consume('students.worker', {
+        prefetch: 1,
+        handler: () => outcome.ack(),
+      });
+      await sleep(150); // a retry under way
+      await subscription.close();
+      const warned = warnings.length;
+      await sleep(700);
+      assert.deepEqual(warnings.slice(warned), []);
+    } finally {
+      await bus.close();
+    }
+  });
+
+  test('a consume that waits for the broker ends when the bus closes, and tries no more', async () => {
+    const { bus, warnings } = unreachableBus({ acquireTimeoutMs: 2_000 });
     const consuming = bus.consume('students.worker', { prefetch: 1, handler: () => outcome.ack() });
     await sleep(200);
     assert.equal(await settlesWithin(bus.close(), 5_000), 'settled');
-    await assert.rejects(consuming, /closing|closed/);
+    await assert.rejects(consuming, /message bus is closed/);
     const warned = warnings.length;
     await sleep(500);
     assert.deepEqual(warnings.slice(warned), [], 'no consumer goes on trying');

@@ -68,6 +68,8 @@ export interface ConsumeOptions {
   readonly orderingKey?: (message: ReceivedMessage) => string | undefined;
   /** A handler that throws counts as `retry`. */
   readonly handler: (message: ReceivedMessage) => Promise<HandlerOutcome> | HandlerOutcome;
+  /** Ends a consume still waiting for the broker (its consumer is stopping): it rejects with the signal's reason. */
+  readonly signal?: AbortSignal;
 }
 
 export interface Subscription {
@@ -96,9 +98,10 @@ export interface MessageBus {
    */
   publish(messages: readonly OutgoingMessage[], signal?: AbortSignal): Promise<void>;
   /**
-   * Resolves once the consumer is registered; when the broker does not answer (down, or the connection lost on the
-   * way), once that is clear (RabbitMQ: the acquire timeout), with a subscription that registers when it answers
-   * again. Rejects when the broker refuses it there and then (no such queue), or the bus is closing.
+   * Resolves once the consumer is registered, or, when the broker does not answer (down, or the connection lost on
+   * the way; RabbitMQ tells after its acquire timeout), with a subscription that registers when it answers again.
+   * Rejects when the broker refuses it there and then (no such queue), when `signal` aborts first, or when the bus
+   * is closing.
    */
   consume(queue: string, options: ConsumeOptions): Promise<Subscription>;
   /** The state of `queue`, whoever declared it; undefined when there is no such queue. */

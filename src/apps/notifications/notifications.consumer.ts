@@ -54,10 +54,12 @@ export async function consumeNotifications(
   let state: ConsumerState = 'standby';
   let subscription: { readonly inner: Subscription; readonly stopping: AbortController } | undefined;
   let stopped = false;
+  // Ends a subscribing that waits for the broker: stop() waits for the turn that is subscribing.
+  const stopping = new AbortController();
   let turn = Promise.resolve();
 
   async function startConsuming(): Promise<void> {
-    const stopping = new AbortController();
+    const appending = new AbortController();
     const inner = await bus.consume(Queues.notifications, {
       prefetch: options.prefetch,
       orderingKey: (message) => message.headers[SUBJECT_HEADER],
@@ -73,10 +75,11 @@ export async function consumeNotifications(
           if (time) metrics?.delivered(secondsSince(time));
           // The entry carries this span's context: every instance's pushes of it continue the trace.
           const traceparent = traceHeaders()[TRACEPARENT_HEADER];
-          return appendUntilStopped(traceparent ? { ...entry, traceparent } : entry, stopping.signal);
+          return appendUntilStopped(traceparent ? { ...entry, traceparent } : entry, appending.signal);
         }),
+      signal: stopping.signal,
     });
-    subscription = { inner, stopping };
+    subscription = { inner, stopping: appending };
     state = 'consuming';
     logger.info({ instanceId }, 'notifications consumer: holding the writer lease, consuming');
   }
@@ -145,9 +148,9 @@ export async function consumeNotifications(
 
   // Renewals run one after another; a slow one never overlaps the next.
   const tick = () => {
-    turn = turn
-      .then(renew)
-      .catch((error: unknown) => logger.error({ err: error }, 'writer lease renewal failed'));
+    turn = turn.then(renew).catch((error: unknown) => {
+      if (!stopped) logger.error({ err: error }, 'writer lease renewal failed');
+    });
   };
   tick();
   await turn;
@@ -160,6 +163,7 @@ export async function consumeNotifications(
     async stop() {
       stopped = true;
       clearInterval(timer);
+      stopping.abort(new Error('the notifications consumer stopped'));
       await turn;
       await stopConsuming();
       state = 'stopped';

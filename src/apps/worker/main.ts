@@ -92,6 +92,7 @@ export function createWorker({
   const metrics = createWorkerMetrics(registry);
   let state: ConsumerState = 'stopped';
   const queues = studentsWorkerQueues(config.worker.partitions);
+  const startup = createStartup();
   const consume = (queue: string) =>
     consumeStudentEvents({
       bus,
@@ -102,6 +103,8 @@ export function createWorker({
       metrics,
       logger: log,
       readers,
+      // A stop ends a subscribing that waits for the broker, at start or in a later rebalance.
+      signal: startup.signal,
     });
   // One queue: every worker subscribes and the queue's single active consumer stands the others by. Partitions: the
   // workers share them out, each consuming its own.
@@ -119,7 +122,6 @@ export function createWorker({
   // Every worker prunes (deleting the same old rows twice is harmless).
   let pruning: Periodic | undefined;
   const otherLayout = watchOtherLayoutQueues(bus, config.worker.partitions, log);
-  const startup = createStartup();
 
   registerHealthRoutes(app, [
     pingCheck('database', () => database.ping(), { kind: database.kind }),

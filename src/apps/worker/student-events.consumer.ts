@@ -63,6 +63,8 @@ export interface StudentEventsConsumerOptions {
   readonly logger: Logger;
   /** Without it the consumer only commits. */
   readonly readers?: ReadersRefresh;
+  /** Ends the subscribing while it waits for the broker (the worker is stopping). */
+  readonly signal?: AbortSignal;
 }
 
 // Refusals that pass by themselves: a serialization failure or deadlock (PostgreSQL asks for the transaction
@@ -119,6 +121,7 @@ export async function consumeStudentEvents(options: StudentEventsConsumerOptions
     prefetch: options.prefetch,
     orderingKey: (message) => message.headers[SUBJECT_HEADER],
     handler: studentEventHandler(options, stopping.signal),
+    signal: options.signal,
   });
   return {
     close() {

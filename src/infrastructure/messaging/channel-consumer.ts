@@ -5,6 +5,7 @@ import {
   type Channel,
   type Connection,
 } from 'rabbitmq-client';
+import { untilAborted } from '../resilience/resilience-policy.ts';
 
 /** What becomes of a delivered message: done, rejected (the broker dead-letters it), or back to the queue. */
 export type Settlement = 'ack' | 'reject' | 'return';
@@ -18,6 +19,8 @@ export interface ChannelConsumerOptions {
   /** Called synchronously on each delivery, in delivery order. */
   readonly handle: (message: AsyncMessage) => Promise<Settlement>;
   readonly onError: (error: unknown) => void;
+  /** Ends the first attempt while it waits for the broker: consumeOnChannel rejects, and consumes nothing. */
+  readonly signal?: AbortSignal;
   /** Back-off between attempts to consume again after the channel was lost: step and ceiling, in ms. */
   readonly retryLowMs: number;
   readonly retryHighMs: number;
@@ -80,8 +83,8 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
     retry = setTimeout(() => {
       retry = undefined;
       void open().catch((error: unknown) => {
-        // The connection was closed for good: nothing will open again.
-        if (isClosedConnection(error)) return;
+        // Closed meanwhile (the bus too, perhaps): nothing opens again, and that is no error.
+        if (closing) return;
         onError(error);
         failures += 1;
         reopenLater(Math.min(options.retryHighMs, options.retryLowMs * 2 ** failures));
@@ -123,13 +126,19 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
     handling.add(handled);
   }
 
+  const { signal } = options;
+  signal?.throwIfAborted();
   try {
-    await open();
+    await (signal ? untilAborted(open(), signal) : open());
   } catch (error) {
-    // A broker that refuses (a queue declared with other arguments, or none) is a setting that cannot work, and a
-    // closed connection will not open again. A broker that does not answer yet, or a connection lost on the way, is
-    // neither: consume once it is back, as after any loss.
-    if (isRefusal(error) || isClosedConnection(error)) throw error;
+    // Given up on (the consumer is stopping): an open still under way closes the channel it gets.
+    if (signal?.aborted) {
+      closing = true;
+      throw error;
+    }
+    // A broker that refuses (a queue declared with other arguments, or none) is a setting that cannot work. One that
+    // does not answer yet, or a connection lost on the way, is not: consume once it is back, as after any loss.
+    if (isRefusal(error)) throw error;
     onError(error);
     reopenLater(options.retryLowMs);
   }
@@ -137,8 +146,8 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
     async close() {
       closing = true;
       clearTimeout(retry);
-      // Not waiting for a channel still being opened (up to the acquire timeout while the broker is away): open()
-      // closes it once it has it.
+      // Not waiting for a channel still being opened (as long as the broker does not answer): open() closes it once
+      // it has it, before any delivery is handled.
       await allSettled();
       if (current?.active) await current.close();
     },
@@ -153,9 +162,4 @@ function isRefusal(error: unknown): boolean {
   return (
     error instanceof AMQPChannelError && !(error instanceof AMQPConnectionError) && error.code !== 'CH_CLOSE'
   );
-}
-
-/** The connection was closed by its owner (the bus is closing), not lost. */
-function isClosedConnection(error: unknown): boolean {
-  return error instanceof AMQPConnectionError && error.code === 'CLOSING';
 }

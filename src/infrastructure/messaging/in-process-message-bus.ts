@@ -238,6 +238,7 @@ export class InProcessMessageBus implements MessageBus {
 
   async consume(queueName: string, options: ConsumeOptions): Promise<Subscription> {
     this.assertOpen();
+    options.signal?.throwIfAborted();
     if (!Number.isInteger(options.prefetch) || options.prefetch < 1)
       throw new Error(`prefetch must be a positive integer, got ${options.prefetch}`);
     const queue = this.queues.get(queueName);

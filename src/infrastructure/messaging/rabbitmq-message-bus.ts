@@ -198,6 +198,7 @@ export class RabbitMqMessageBus implements MessageBus {
       },
       onError: (error) =>
         this.logger.warn({ err: error, queue }, 'RabbitMQ consumer error; it recovers by itself'),
+      signal: options.signal,
       retryLowMs: this.retryLowMs,
       retryHighMs: this.retryHighMs,
     });

@@ -64,11 +64,14 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
         const startEnded = startup.stop('all roles stopped while they started');
         // A consuming role's start (waiting for the broker, say) ends only once the role is stopped; the webapi's
         // (a listen) is waited for, so that its stop closes what it opened.
-        if (starting) await Promise.all([stopOnce(notifications), stopOnce(worker)]);
-        await startEnded;
-        await Promise.all([stopOnce(notifications), stopOnce(webApi)]);
-        await stopOnce(worker);
-        await resources?.close();
+        try {
+          if (starting) await Promise.all([stopOnce(notifications), stopOnce(worker)]);
+          await startEnded;
+          await Promise.all([stopOnce(notifications), stopOnce(webApi)]);
+          await stopOnce(worker);
+        } finally {
+          await resources?.close();
+        }
       })();
       return stopping;
     },

@@ -26,8 +26,12 @@ export function createStartup(): Startup {
   return {
     signal: stopping.signal,
     run(start) {
-      // A start that a stop ended says so, whichever step (or a role of its own, stopped too) gave up first.
-      const running = start(step).catch((error: unknown) => {
+      const running = (async () => {
+        // A stop that came first leaves nothing to start.
+        stopping.signal.throwIfAborted();
+        return start(step);
+      })().catch((error: unknown) => {
+        // A start that a stop ended says so, whichever step (or a role of its own, stopped too) gave up first.
         stopping.signal.throwIfAborted();
         throw error;
       });

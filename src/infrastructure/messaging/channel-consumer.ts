@@ -33,7 +33,8 @@ export interface ChannelConsumer {
 
 /**
  * Consumes a queue on a channel of its own, from now on: also when the broker does not answer yet, and again whenever
- * the channel is lost; only a broker that answers and refuses rejects. What rabbitmq-client's
+ * the channel is lost; only a broker that answers and refuses, or the signal, ends the first attempt with a rejection.
+ * What rabbitmq-client's
  * Consumer does not: closing never sends basic.cancel. On a single-active-consumer queue a basic.cancel makes the
  * waiting consumer active at once, while this one still holds messages delivered to it; that consumer would then
  * handle later messages of a student before those. Closing the channel instead returns every unsettled message

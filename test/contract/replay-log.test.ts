@@ -11,6 +11,7 @@ import {
   type NewReplayLogEntry,
   type ReplayLog,
   type ReplayLogEntry,
+  type ReplayLogTail,
   type ReplayLogTailListener,
 } from '../../src/application/ports/replay-log.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
@@ -265,6 +266,38 @@ describe('replay log contract: RedisStreamReplayLog', await needsRedis(), () => 
       for (const id of old)
         assert.ok(compareLogIds(id, retention.trimmedThrough) < 0, `${id} missed entries`);
     } finally {
+      await log.close();
+    }
+  });
+
+  test('a tail from before a stream Redis lost is told it missed entries once, not at every read while no entry follows', async () => {
+    const keyPrefix = `${uniqueName('tbe_replay_test')}:`;
+    const log = await open(1_000, keyPrefix);
+    const missed: string[] = [];
+    const seen: ReplayLogEntry[] = [];
+    let tail: ReplayLogTail | undefined;
+    try {
+      assert.equal(await log.claimWriter(WRITER, 30_000), true);
+      const old = (await log.append(entry(0), WRITER)).id;
+      await admin.del(`${keyPrefix}log`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await log.retention(); // the log begins again, empty
+      tail = log.tail(old, {
+        entries: (entries) => void seen.push(...entries),
+        missed: (retention) => void missed.push(retention.trimmedThrough),
+      });
+      // Several reads (each blocks 200 ms here) find nothing after the gap.
+      await new Promise((resolve) => setTimeout(resolve, 1_200));
+      assert.equal(missed.length, 1, `told once, not ${missed.length} times`);
+      const first = (await log.append(entry(1), WRITER)).id;
+      await until(() => seen.length === 1, 'the first entry of the new log');
+      assert.deepEqual(
+        seen.map(({ id }) => id),
+        [first],
+      );
+      assert.equal(missed.length, 1);
+    } finally {
+      await tail?.close();
       await log.close();
     }
   });

@@ -244,6 +244,40 @@ describe('the notifications service (embedded adapters)', () => {
     }
   });
 
+  test('a ?types= client resuming after a heartbeat does not get its last notification again: a skipped entry before it never moves its id back', async () => {
+    const proxy = await TcpProxy.start('127.0.0.1', Number(new URL(url).port));
+    const client = sseClient(`http://127.0.0.1:${proxy.port}`, { query: '?types=StudentDeleted' });
+    try {
+      await until(() => client.control.length > 0, 'connected');
+      const [deleted, later] = [randomUUID(), randomUUID()];
+      // An unwanted entry, then a wanted one; then a heartbeat (every second here).
+      await bus.publish([
+        notificationMessage('StudentCreated'),
+        notificationMessage('StudentDeleted', deleted),
+      ]);
+      await client.arrived('StudentDeleted', deleted);
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      proxy.hold();
+      await until(() => client.failures.length > 0, 'the client noticing the drop');
+      proxy.release();
+      await until(
+        () => client.control.filter((event) => event.type === 'connected').length === 2,
+        'connected again',
+      );
+      await bus.publish([notificationMessage('StudentDeleted', later)]);
+      await client.arrived('StudentDeleted', later);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.deepEqual(
+        client.received.map((event) => event.data.student.id),
+        [deleted, later],
+        'each once',
+      );
+    } finally {
+      client.close();
+      await proxy.stop();
+    }
+  });
+
   test('a message that is not a notification CloudEvent is dead-lettered with the reason', async () => {
     await bus.publish([
       {

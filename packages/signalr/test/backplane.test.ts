@@ -56,6 +56,12 @@ async function crossInstanceDelivery(makeBackplane: () => Backplane): Promise<vo
     await a.hub.clients.client(onB.connectionId!).send('notify', 'direct');
     assert.deepEqual(await toClient, ['direct']);
 
+    // Some of the connections are local, some on the other instance: each gets it.
+    const bothOnB = nextInvocation(onB, 'notify');
+    const bothOnA = nextInvocation(onA, 'notify');
+    await a.hub.clients.clients([onA.connectionId!, onB.connectionId!]).send('notify', 'both');
+    assert.deepEqual(await Promise.all([bothOnA, bothOnB]), [['both'], ['both']]);
+
     const fromHubMethod = nextInvocation(onB, 'notify');
     await onA.invoke('SendToGroup', 'Students', 'via hub');
     assert.deepEqual(await fromHubMethod, ['via hub']);

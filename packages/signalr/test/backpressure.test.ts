@@ -179,6 +179,26 @@ test('a stateful client that reads takes a burst far over the limits in one go, 
   }
 });
 
+test("a stateful client sends far more than its resend buffer (100 KB by default): the server's Acks free it, so its sends go on", async () => {
+  const running = await startHub();
+  const client = buildClient(running.url, { stateful: true });
+  await client.start();
+  try {
+    const payload = 'x'.repeat(10_000);
+    // send() resolves once the client may send more: past its buffer, once the server acked what it got.
+    const sent = (async () => {
+      for (let i = 0; i < 30; i++) await client.send('Echo', payload);
+      return 'all sent';
+    })();
+    assert.equal(await Promise.race([sent, delay(5_000).then(() => 'stuck')]), 'all sent');
+    assert.equal(await client.invoke('Add', 1, 2), 3);
+    assert.equal(client.state, HubConnectionState.Connected);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
 test('a server stream to a stateful client that stops reading waits for its Acks: the server holds about one stateful buffer, and every item still arrives in order', async () => {
   const bufferSize = 16 * 1024;
   const size = 1_000;

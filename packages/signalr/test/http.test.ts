@@ -234,6 +234,31 @@ test('long polling: a newer poll ends the held one with 204', async () => {
   assert.equal((await fetch(`${running.url}?id=${connectionToken}`, { method: 'DELETE' })).status, 202);
 });
 
+test('long polling: an idle poll is held until there is something to send, not answered with keep-alive pings', async () => {
+  const { connectionToken } = (await negotiate('?negotiateVersion=1')) as { connectionToken: string };
+  const url = `${running.url}?id=${connectionToken}`;
+  assert.equal((await fetch(`${url}&_=0`)).status, 200, 'the first poll returns at once');
+  await fetch(url, { method: 'POST', body: '{"protocol":"json","version":1}\u001e' });
+  // Many keep-alive intervals (200 ms here): the polls take the handshake reply and Connected, then one is held.
+  const deadline = Date.now() + 1_500;
+  let received = '';
+  let held = false;
+  for (let poll = 1; !held; poll++) {
+    try {
+      const response = await fetch(`${url}&_=${poll}`, {
+        signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())),
+      });
+      received += await response.text();
+    } catch {
+      held = true;
+    }
+  }
+  assert.ok(received.startsWith('{}\u001e'), 'the handshake reply came');
+  assert.ok(received.includes('"target":"Connected"'));
+  assert.ok(!received.includes('{"type":6}'), `no ping: ${JSON.stringify(received)}`);
+  assert.equal((await fetch(url, { method: 'DELETE' })).status, 202);
+});
+
 test('the official client with skipNegotiation connects straight over WebSockets', async () => {
   const client = buildClient(running.url, { http: { skipNegotiation: true } });
   await client.start();

@@ -12,8 +12,14 @@ import {
   eventually,
   nextInvocation,
   RawClient,
+  type RunningHub,
   startHub,
 } from './helpers.ts';
+
+/** What a promise gave within `ms`, or 'no answer': a hung call must fail its test, not hang the file. */
+function within<T>(promise: Promise<T>, ms = 3_000): Promise<T | 'no answer'> {
+  return Promise.race([promise, delay(ms).then(() => 'no answer' as const)]);
+}
 
 for (const protocol of ['json', 'messagepack'] as const) {
   test(`stateful reconnect (${protocol}): after the server-side socket drops, messages sent meanwhile arrive in order, once, on the same connection`, async () => {
@@ -88,6 +94,135 @@ test('a stateful resume replaces a socket the server still thinks is open (half-
   }
 });
 
+test('a stateful resume after the client acked everything: what the server sends next arrives, none of it taken for a duplicate', async () => {
+  const running = await startHub();
+  const client = buildClient(running.url, { stateful: true, reconnectDelays: [0] });
+  const received: number[] = [];
+  client.on('notify', (value: number) => received.push(value));
+  await client.start();
+  try {
+    await running.hub.clients.all.send('notify', 1);
+    await eventually(() => received.length === 1);
+    // The client acks about a second after it receives: then the server has nothing left to replay.
+    await delay(2_000);
+    running.upgradedSockets[0]!.destroy();
+    await eventually(() => running.upgradedSockets.length === 2);
+    assert.equal(await within(client.invoke('Add', 1, 2)), 3, 'the answer to a call after the resume');
+    await running.hub.clients.all.send('notify', 2);
+    await eventually(() => received.length === 2);
+    assert.deepEqual(received, [1, 2]);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
+test('a call the server handled but had not acked when the socket dropped is resent by the client on resume, and not handled twice', async () => {
+  let handled = 0;
+  const running: RunningHub = await startHub({
+    hub: defineHub({
+      methods: {
+        // The socket drops right after the call arrives, before the server's next Ack could leave.
+        Count: () => {
+          if (++handled === 1) running.upgradedSockets[0]!.destroy();
+        },
+        Add: (_context, a: number, b: number) => a + b,
+      },
+    }),
+  });
+  const client = buildClient(running.url, { stateful: true, reconnectDelays: [0] });
+  let reconnecting = false;
+  client.onreconnecting(() => (reconnecting = true));
+  await client.start();
+  try {
+    const connectionId = client.connectionId;
+    await client.send('Count');
+    await eventually(() => running.upgradedSockets.length === 2);
+    assert.equal(await within(client.invoke('Add', 1, 2)), 3);
+    assert.equal(handled, 1, 'the resent call was a duplicate');
+    assert.equal(client.connectionId, connectionId);
+    assert.equal(reconnecting, false, 'resumed, not reconnected');
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
+/** Negotiates a stateful connection and opens its first socket, handshaken with version 2. */
+async function statefulRawClient(running: RunningHub): Promise<{ url: string; first: RawClient }> {
+  const negotiated = (await (
+    await fetch(`${running.url}/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: 'POST' })
+  ).json()) as { connectionToken: string };
+  const url = `${running.url}?id=${negotiated.connectionToken}`;
+  const first = await RawClient.connect(url);
+  first.send({ protocol: 'json', version: 2 });
+  await first.next((record) => Object.keys(record).length === 0);
+  return { url, first };
+}
+
+test('a stateful client whose socket drops before it sent anything gets what was sent meanwhile once, on resume', async () => {
+  const running = await startHub();
+  const clients: RawClient[] = [];
+  try {
+    const { url, first } = await statefulRawClient(running);
+    clients.push(first);
+    // The official client pings right after the handshake; this one loses its socket first.
+    await running.hub.clients.all.send('notify', 'held');
+    first.close();
+    await once(running.upgradedSockets[0]!, 'close');
+
+    const resumed = await RawClient.connect(url);
+    clients.push(resumed);
+    await resumed.next((record) => record.target === 'notify');
+    resumed.send(
+      { type: 9, sequenceId: 1 },
+      { type: 1, invocationId: 'after', target: 'Add', arguments: [1, 2] },
+    );
+    await resumed.next((record) => record.invocationId === 'after');
+    await delay(100);
+    assert.deepEqual(
+      resumed.records.filter((record) => record.type === 1).map((record) => record.target),
+      ['Connected', 'notify'],
+      'each once',
+    );
+  } finally {
+    for (const client of clients) client.close();
+    await running.close();
+  }
+});
+
+test('frames still arriving on a socket a resume replaced are ignored: a call sent on it is not handled', async () => {
+  const running = await startHub();
+  const clients: RawClient[] = [];
+  try {
+    const { url, first } = await statefulRawClient(running);
+    clients.push(first);
+    first.send({ type: 6 });
+    // Half-open: the first socket reads nothing more (not even the server's close), but what it sent still arrives.
+    first.ws.pause();
+    const resumed = await RawClient.connect(url);
+    clients.push(resumed);
+    await resumed.next((record) => record.type === 9);
+    resumed.send(
+      { type: 9, sequenceId: 1 },
+      { type: 1, invocationId: 'fresh', target: 'Add', arguments: [1, 1] },
+    );
+    await resumed.next((record) => record.invocationId === 'fresh');
+    first.send({ type: 1, invocationId: 'stale', target: 'Add', arguments: [2, 2] });
+    await delay(100);
+    resumed.send({ type: 1, invocationId: 'later', target: 'Add', arguments: [3, 3] });
+    await resumed.next((record) => record.invocationId === 'later');
+    assert.equal(
+      resumed.records.some((record) => record.invocationId === 'stale'),
+      false,
+      'the call on the replaced socket was not handled',
+    );
+  } finally {
+    for (const client of clients) client.close();
+    await running.close();
+  }
+});
+
 test('without stateful reconnect, a dropped socket ends the connection and automatic reconnect gets a new id', async () => {
   const running = await startHub();
   const client = buildClient(running.url, { reconnectDelays: [0, 100] });
@@ -150,6 +285,25 @@ test('closeConnection with an error is final for the client; with allowReconnect
     assert.equal(running.hub.closeConnection('unknown'), false);
   } finally {
     await Promise.all([final.stop(), retrying.stop()]);
+    await running.close();
+  }
+});
+
+test('a long-polling client waiting in a poll gets the reason of a final close, and does not reconnect', async () => {
+  const running = await startHub();
+  const client = buildClient(running.url, {
+    transport: HttpTransportType.LongPolling,
+    reconnectDelays: [0],
+  });
+  await client.start();
+  try {
+    assert.equal(await client.invoke('Add', 1, 2), 3);
+    await delay(200); // the client's next poll is held: nothing to send
+    const { outcome } = afterServerClose(client);
+    assert.equal(running.hub.closeConnection(client.connectionId!, 'You are done.'), true);
+    assert.equal(await outcome, 'closed: Server returned an error on close: You are done.');
+  } finally {
+    await client.stop();
     await running.close();
   }
 });

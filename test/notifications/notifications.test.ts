@@ -385,3 +385,49 @@ describe('the notifications service just restarted (a new, empty memory log)', (
     }
   });
 });
+
+describe('the notifications service restarting on its port', () => {
+  test("a ?types= client's id moves past the entries it skipped when the server closes: it resumes on the next one without `reset`", async () => {
+    const bus = new InProcessMessageBus();
+    const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
+    const start = async (port: string) => {
+      // No heartbeat during the test: only the close moves the client's id on.
+      const config = parseConfig({ NOTIFICATIONS_PORT: port, SSE_HEARTBEAT_SECONDS: '3600' });
+      const notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
+      return { notifications, url: await notifications.start() };
+    };
+    const first = await start('0');
+    await bus.declareTopology(MESSAGING_TOPOLOGY);
+    let second: Notifications | undefined;
+    const client = sseClient(first.url, { query: '?types=StudentDeleted' });
+    try {
+      await until(() => client.control.length > 0, 'connected');
+      await bus.publish([notificationMessage('StudentDeleted')]);
+      await until(() => client.received.length === 1, 'a wanted one');
+      // More than the log keeps, none of them wanted: the wanted one leaves the log.
+      const { lastId } = await replayLog.retention();
+      await bus.publish(Array.from({ length: 110 }, () => notificationMessage('StudentCreated')));
+      await until(
+        async () => compareLogIds((await replayLog.retention()).trimmedThrough, lastId) > 0,
+        'the wanted one trimmed',
+      );
+      await first.notifications.stop();
+      second = (await start(new URL(first.url).port)).notifications;
+      await until(
+        () => client.control.filter((event) => event.type === 'connected').length === 2,
+        'connected to the next server',
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.deepEqual(
+        client.control.map((event) => event.type),
+        ['connected', 'connected'],
+      );
+    } finally {
+      client.close();
+      await first.notifications.stop();
+      await second?.stop();
+      await bus.close();
+      await replayLog.close();
+    }
+  });
+});

@@ -2,11 +2,12 @@
 // another instance holds it, or once it would have lapsed unrenewed, not at the first renewal that went unanswered.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
 import { consumeNotifications } from '../../src/apps/notifications/notifications.consumer.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import type { ReplayLog } from '../../src/application/ports/replay-log.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
-import { messagingTopology } from '../../src/contracts/messaging.ts';
+import { deadLetterNames, messagingTopology } from '../../src/contracts/messaging.ts';
 import { silentLogger } from '../support/logger.ts';
 import { notificationMessage } from './support.ts';
 import { until } from '../support/until.ts';
@@ -14,15 +15,31 @@ import { until } from '../support/until.ts';
 /** One instance's view of a shared log, whose lease renewals fail while `unreachable` (its Redis does not answer). */
 class UnreachableLeaseLog implements ReplayLog {
   unreachable = false;
+  /** Appends fail too (Redis down for the consumer's writes); `appendAttempts` counts them. */
+  appendsUnreachable = false;
+  appendAttempts = 0;
+  /** Each renewal spends this long on its way to Redis (a slow network); `claiming` while one does. */
+  claimDelayMs = 0;
+  claiming = false;
 
   constructor(readonly shared: ReplayLog = new MemoryRingReplayLog({ maxEntries: 100 })) {}
 
   async claimWriter(writerId: string, ttlMs: number): Promise<boolean> {
     if (this.unreachable) throw new Error('Connection is closed.');
-    return this.shared.claimWriter(writerId, ttlMs);
+    this.claiming = true;
+    try {
+      if (this.claimDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.claimDelayMs));
+      return await this.shared.claimWriter(writerId, ttlMs);
+    } finally {
+      this.claiming = false;
+    }
   }
 
-  append: ReplayLog['append'] = (entry, writerId) => this.shared.append(entry, writerId);
+  append: ReplayLog['append'] = (entry, writerId) => {
+    this.appendAttempts++;
+    if (this.appendsUnreachable) return Promise.reject(new Error('Connection is closed.'));
+    return this.shared.append(entry, writerId);
+  };
   releaseWriter: ReplayLog['releaseWriter'] = (writerId) => this.shared.releaseWriter(writerId);
   readAfter: ReplayLog['readAfter'] = (afterId, limit) => this.shared.readAfter(afterId, limit);
   tail: ReplayLog['tail'] = (afterId, listener) => this.shared.tail(afterId, listener);
@@ -96,5 +113,91 @@ test('an instance refused the lease does not start consuming when a later renewa
     await consumerB.stop();
     await bus.close();
     await a.shared.close();
+  }
+});
+
+test('a lease that vanished is claimed again at the first refused append, not at the next renewal: the notification waits a moment', async () => {
+  const bus = new InProcessMessageBus();
+  await bus.declareTopology(messagingTopology(1));
+  const log = new UnreachableLeaseLog();
+  // Renewals every 10 s: a notification that waited for one would wait that long.
+  const consumer = await consumeNotifications({
+    bus,
+    log,
+    instanceId: 'instance-a',
+    prefetch: 10,
+    logger: silentLogger,
+    leaseMs: 30_000,
+  });
+  try {
+    assert.equal(consumer.state, 'consuming');
+    await log.shared.releaseWriter('instance-a'); // Redis lost the lease key (a restart, an eviction)
+    await bus.publish([notificationMessage('StudentCreated')]);
+    await until(async () => (await log.retention()).length === 1, 'the notification appended', 2_000);
+    assert.equal(consumer.state, 'consuming');
+  } finally {
+    await consumer.stop();
+    await bus.close();
+    await log.close();
+  }
+});
+
+test('a consumer stopped while its appends fail returns the notification to the queue: the next one appends it, nothing is dead-lettered', async () => {
+  const bus = new InProcessMessageBus();
+  await bus.declareTopology(messagingTopology(1));
+  const deadLettered: ReceivedMessage[] = [];
+  await bus.consume(deadLetterNames('notifications').queue, {
+    prefetch: 10,
+    handler: (message) => (deadLettered.push(message), outcome.ack()),
+  });
+  const a = new UnreachableLeaseLog();
+  const b = new UnreachableLeaseLog(a.shared);
+  const start = (log: ReplayLog, instanceId: string) =>
+    consumeNotifications({ bus, log, instanceId, prefetch: 10, logger: silentLogger, leaseMs: LEASE_MS });
+  const consumerA = await start(a, 'instance-a');
+  let consumerB: Awaited<ReturnType<typeof start>> | undefined;
+  try {
+    a.appendsUnreachable = true;
+    await bus.publish([notificationMessage('StudentCreated')]);
+    await until(() => a.appendAttempts > 1, 'the append retried');
+    await consumerA.stop(); // gives the lease up, and the message back
+    consumerB = await start(b, 'instance-b');
+    await until(async () => (await b.retention()).length === 1, 'the notification appended by B');
+    assert.deepEqual(deadLettered, []);
+  } finally {
+    await consumerA.stop();
+    await consumerB?.stop();
+    await bus.close();
+    await a.shared.close();
+  }
+});
+
+test('a consumer stopped during a renewal gives the lease up after it: another instance takes over at once', async () => {
+  const bus = new InProcessMessageBus();
+  await bus.declareTopology(messagingTopology(1));
+  const log = new UnreachableLeaseLog();
+  const consumer = await consumeNotifications({
+    bus,
+    log,
+    instanceId: 'instance-a',
+    prefetch: 10,
+    logger: silentLogger,
+    leaseMs: LEASE_MS,
+  });
+  try {
+    assert.equal(consumer.state, 'consuming');
+    log.claimDelayMs = 100;
+    await until(() => log.claiming, 'a renewal under way', 5_000, 1);
+    await consumer.stop();
+    await new Promise((resolve) => setTimeout(resolve, 200)); // whatever was under way has landed
+    assert.equal(
+      await log.shared.claimWriter('instance-b', LEASE_MS),
+      true,
+      'the lease is free, not held until it lapses',
+    );
+  } finally {
+    await consumer.stop();
+    await bus.close();
+    await log.close();
   }
 });

@@ -50,18 +50,21 @@ class UnreachableLeaseLog implements ReplayLog {
 
 const LEASE_MS = 600;
 
-test('renewals Redis does not answer keep the consumer consuming until the lease would have lapsed', async () => {
+/** An in-process bus with the notifications queue. */
+async function notificationsBus(): Promise<InProcessMessageBus> {
   const bus = new InProcessMessageBus();
   await bus.declareTopology(messagingTopology(1));
+  return bus;
+}
+
+/** Instance `instanceId`'s notifications consumer on `bus`, over its view of the log. */
+const startConsumer = (bus: InProcessMessageBus, log: ReplayLog, instanceId: string, leaseMs = LEASE_MS) =>
+  consumeNotifications({ bus, log, instanceId, prefetch: 10, logger: silentLogger, leaseMs });
+
+test('renewals Redis does not answer keep the consumer consuming until the lease would have lapsed', async () => {
+  const bus = await notificationsBus();
   const log = new UnreachableLeaseLog();
-  const consumer = await consumeNotifications({
-    bus,
-    log,
-    instanceId: 'instance-a',
-    prefetch: 10,
-    logger: silentLogger,
-    leaseMs: LEASE_MS,
-  });
+  const consumer = await startConsumer(bus, log, 'instance-a');
   try {
     assert.equal(consumer.state, 'consuming');
     log.unreachable = true;
@@ -83,12 +86,10 @@ test('renewals Redis does not answer keep the consumer consuming until the lease
 });
 
 test('an instance refused the lease does not start consuming when a later renewal goes unanswered', async () => {
-  const bus = new InProcessMessageBus();
-  await bus.declareTopology(messagingTopology(1));
+  const bus = await notificationsBus();
   const a = new UnreachableLeaseLog();
   const b = new UnreachableLeaseLog(a.shared);
-  const start = (log: ReplayLog, instanceId: string) =>
-    consumeNotifications({ bus, log, instanceId, prefetch: 10, logger: silentLogger, leaseMs: LEASE_MS });
+  const start = (log: ReplayLog, instanceId: string) => startConsumer(bus, log, instanceId);
   const consumerA = await start(a, 'instance-a');
   const consumerB = await start(b, 'instance-b');
   try {
@@ -117,18 +118,10 @@ test('an instance refused the lease does not start consuming when a later renewa
 });
 
 test('a lease that vanished is claimed again at the first refused append, not at the next renewal: the notification waits a moment', async () => {
-  const bus = new InProcessMessageBus();
-  await bus.declareTopology(messagingTopology(1));
+  const bus = await notificationsBus();
   const log = new UnreachableLeaseLog();
   // Renewals every 10 s: a notification that waited for one would wait that long.
-  const consumer = await consumeNotifications({
-    bus,
-    log,
-    instanceId: 'instance-a',
-    prefetch: 10,
-    logger: silentLogger,
-    leaseMs: 30_000,
-  });
+  const consumer = await startConsumer(bus, log, 'instance-a', 30_000);
   try {
     assert.equal(consumer.state, 'consuming');
     await log.shared.releaseWriter('instance-a'); // Redis lost the lease key (a restart, an eviction)
@@ -143,8 +136,7 @@ test('a lease that vanished is claimed again at the first refused append, not at
 });
 
 test('a consumer stopped while its appends fail returns the notification to the queue: the next one appends it, nothing is dead-lettered', async () => {
-  const bus = new InProcessMessageBus();
-  await bus.declareTopology(messagingTopology(1));
+  const bus = await notificationsBus();
   const deadLettered: ReceivedMessage[] = [];
   await bus.consume(deadLetterNames('notifications').queue, {
     prefetch: 10,
@@ -152,8 +144,7 @@ test('a consumer stopped while its appends fail returns the notification to the 
   });
   const a = new UnreachableLeaseLog();
   const b = new UnreachableLeaseLog(a.shared);
-  const start = (log: ReplayLog, instanceId: string) =>
-    consumeNotifications({ bus, log, instanceId, prefetch: 10, logger: silentLogger, leaseMs: LEASE_MS });
+  const start = (log: ReplayLog, instanceId: string) => startConsumer(bus, log, instanceId);
   const consumerA = await start(a, 'instance-a');
   let consumerB: Awaited<ReturnType<typeof start>> | undefined;
   try {
@@ -173,17 +164,9 @@ test('a consumer stopped while its appends fail returns the notification to the 
 });
 
 test('a consumer stopped during a renewal gives the lease up after it: another instance takes over at once', async () => {
-  const bus = new InProcessMessageBus();
-  await bus.declareTopology(messagingTopology(1));
+  const bus = await notificationsBus();
   const log = new UnreachableLeaseLog();
-  const consumer = await consumeNotifications({
-    bus,
-    log,
-    instanceId: 'instance-a',
-    prefetch: 10,
-    logger: silentLogger,
-    leaseMs: LEASE_MS,
-  });
+  const consumer = await startConsumer(bus, log, 'instance-a');
   try {
     assert.equal(consumer.state, 'consuming');
     log.claimDelayMs = 100;

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { type IncomingMessage, request, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, request, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { HttpTransportType } from '@microsoft/signalr';
 import Fastify from 'fastify';
 import { WebSocket } from 'ws';
-import { HubServer, registerFastifyHub } from '../src/index.ts';
+import { HubServer, mountOnHttpServer, registerFastifyHub } from '../src/index.ts';
 import { buildClient, delay, eventually, HUB_PATH, type RunningHub, startHub, testHub } from './helpers.ts';
 
 let running: RunningHub;
@@ -269,3 +269,90 @@ test('the official client with skipNegotiation connects straight over WebSockets
     await client.stop();
   }
 });
+
+/** A request asking to switch protocols, as `curl --http2` sends on plain HTTP (h2c), or as a WebSocket does. */
+function askingToUpgrade(
+  url: string,
+  { method = 'GET', upgrade = 'h2c', body }: { method?: string; upgrade?: string; body?: string } = {},
+): Promise<{ status: number; connection: string | undefined; text: string }> {
+  const headers: Record<string, string> =
+    upgrade === 'websocket'
+      ? {
+          Connection: 'Upgrade',
+          Upgrade: 'websocket',
+          'Sec-WebSocket-Version': '13',
+          'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
+        }
+      : {
+          Connection: 'Upgrade, HTTP2-Settings',
+          Upgrade: upgrade,
+          'HTTP2-Settings': 'AAMAAABkAAQCAAAAAAIAAAAA',
+        };
+  return new Promise((resolve, reject) => {
+    const sent = request(url, { method, headers }, (response) => {
+      let text = '';
+      response.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+      response.on('end', () =>
+        resolve({ status: response.statusCode!, connection: response.headers.connection, text }),
+      );
+    });
+    sent.on('upgrade', () => reject(new Error('the server switched protocols')));
+    sent.on('error', reject);
+    sent.end(body);
+  });
+}
+
+for (const mount of ['node', 'fastify'] as const) {
+  test(`on ${mount}, a request asking to switch protocols is answered as a plain one, never dropped unanswered`, async () => {
+    const hub = await HubServer.create({ hub: testHub });
+    const plain = (req: IncomingMessage, res: ServerResponse) => res.end(`plain ${req.method} ${req.url}`);
+    let url: string;
+    let close: () => Promise<void>;
+    if (mount === 'fastify') {
+      const app = Fastify({ forceCloseConnections: true });
+      app.get('/other', (request, reply) => reply.send(`plain GET ${request.url}`));
+      app.post('/other', (request, reply) => reply.send(`plain POST ${request.url}`));
+      await registerFastifyHub(app, HUB_PATH, hub);
+      url = await app.listen({ host: '127.0.0.1', port: 0 });
+      close = () => app.close();
+    } else {
+      const server = createServer(plain);
+      mountOnHttpServer(server, HUB_PATH, hub);
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      close = async () => {
+        await hub.close();
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      };
+    }
+    try {
+      assert.deepEqual(await askingToUpgrade(`${url}/other?a=1`), {
+        status: 200,
+        connection: 'close',
+        text: 'plain GET /other?a=1',
+      });
+      const negotiated = await askingToUpgrade(`${url}${HUB_PATH}/negotiate?negotiateVersion=1`, {
+        method: 'POST',
+      });
+      assert.equal(negotiated.status, 200, 'negotiate, asked to switch to h2c');
+      assert.equal(
+        typeof (JSON.parse(negotiated.text) as { connectionToken: unknown }).connectionToken,
+        'string',
+      );
+      const webSocketElsewhere = await askingToUpgrade(`${url}/other`, { upgrade: 'websocket' });
+      assert.deepEqual([webSocketElsewhere.status, webSocketElsewhere.text], [200, 'plain GET /other']);
+      // Its bytes are past Node's parser, which let go of the connection: refused, never taken as an empty body.
+      const withBody = await askingToUpgrade(`${url}/other`, { method: 'POST', body: 'hello' });
+      assert.equal(withBody.status, 400);
+      assert.match(withBody.text, /without Upgrade/);
+      // The hub's own WebSockets still upgrade.
+      const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${HUB_PATH}`);
+      await once(ws, 'open');
+      ws.close();
+    } finally {
+      await close();
+    }
+  });
+}

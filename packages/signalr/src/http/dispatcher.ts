@@ -85,6 +85,11 @@ function rejectUpgrade(socket: Duplex, { status, message, allow }: HttpFailure):
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${lines.join('')}\r\n${message}`);
 }
 
+/** Answers `status` with `message` (plain text) on a socket Node's HTTP parser has let go of, and closes it. */
+export function refuseOnSocket(socket: Duplex, status: number, message: string): void {
+  rejectUpgrade(socket, new HttpFailure(status, message));
+}
+
 /** The HTTP side of a hub at one path: negotiate, the three transports and their upstream POSTs. */
 export class HttpDispatcher {
   private readonly wss: WebSocketServer;

@@ -1,14 +1,7 @@
-import type { IncomingMessage } from 'node:http';
-import type { Duplex } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { HubServer } from '../hub-server.ts';
 import { HttpDispatcher, HUB_METHODS, NEGOTIATE_METHOD, type HubRoute } from './dispatcher.ts';
-
-function pathnameOf(req: IncomingMessage): string {
-  const raw = req.url ?? '/';
-  const query = raw.indexOf('?');
-  return query === -1 ? raw : raw.slice(0, query);
-}
+import { listenForUpgrades } from './upgrades.ts';
 
 /**
  * Registers the hub's routes at `path` on a Fastify instance, plus the WebSocket upgrade on its
@@ -42,9 +35,6 @@ export async function registerFastifyHub(
     if (!scope.hasRoute({ method: 'GET', url: `${path}/` })) scope.route({ ...hubRoute, url: `${path}/` });
     scope.route({ method: NEGOTIATE_METHOD, url: `${path}/negotiate`, handler: handler('negotiate') });
   });
-  fastify.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (dispatcher.route(pathnameOf(req)) === 'hub') void dispatcher.handleUpgrade(req, socket, head);
-    else if (fastify.server.listenerCount('upgrade') === 1) socket.destroy();
-  });
+  listenForUpgrades(fastify.server, dispatcher);
   fastify.addHook('preClose', async () => hub.close());
 }

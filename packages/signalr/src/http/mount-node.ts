@@ -1,15 +1,9 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
 import type { HubServer } from '../hub-server.ts';
 import { HttpDispatcher } from './dispatcher.ts';
+import { listenForUpgrades, pathnameOf } from './upgrades.ts';
 
 type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
-
-function pathnameOf(req: IncomingMessage): string {
-  const raw = req.url ?? '/';
-  const query = raw.indexOf('?');
-  return query === -1 ? raw : raw.slice(0, query);
-}
 
 /**
  * Serves the hub at `path` on a node:http server (its WebSocket upgrades included). Requests for other
@@ -29,8 +23,5 @@ export function mountOnHttpServer(server: Server, path: string, hub: HubServer):
       res.writeHead(404).end();
     }
   });
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (dispatcher.route(pathnameOf(req)) === 'hub') void dispatcher.handleUpgrade(req, socket, head);
-    else if (server.listenerCount('upgrade') === 1) socket.destroy();
-  });
+  listenForUpgrades(server, dispatcher);
 }

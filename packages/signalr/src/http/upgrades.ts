@@ -1,0 +1,48 @@
+import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { refuseOnSocket, type HttpDispatcher } from './dispatcher.ts';
+
+export function pathnameOf(req: IncomingMessage): string {
+  const raw = req.url ?? '/';
+  const query = raw.indexOf('?');
+  return query === -1 ? raw : raw.slice(0, query);
+}
+
+/**
+ * Takes the hub's WebSocket upgrades off `server`. Once a server has an 'upgrade' listener, Node hands it every
+ * request that asks to switch protocols, whatever its path or protocol (`curl --http2` asks for h2c on every
+ * plain-HTTP request): one this listener is alone to see is answered as the plain request it also is, since a server
+ * may ignore Upgrade (RFC 9110 §7.8), rather than dropped unanswered.
+ */
+export function listenForUpgrades(server: Server, dispatcher: HttpDispatcher): void {
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (req.headers.upgrade?.toLowerCase() === 'websocket' && dispatcher.route(pathnameOf(req)) === 'hub')
+      void dispatcher.handleUpgrade(req, socket, head);
+    else if (server.listenerCount('upgrade') === 1) answerWithoutUpgrade(server, req, socket);
+  });
+}
+
+/**
+ * Hands an upgrade request to the server's request listeners. Node's parser has let go of the connection, so it
+ * closes after this response, and a body (its bytes are no longer read as the request's) cannot be taken.
+ */
+function answerWithoutUpgrade(server: Server, req: IncomingMessage, socket: Duplex): void {
+  // Node leaves an upgraded socket without an error listener: a client gone meanwhile must not crash the process.
+  socket.on('error', () => socket.destroy());
+  const { 'content-length': length, 'transfer-encoding': chunked } = req.headers;
+  if (chunked !== undefined || (length !== undefined && length !== '0'))
+    return refuseOnSocket(
+      socket,
+      400,
+      'This server does not switch protocols here: send a request with a body without Upgrade.',
+    );
+  const res = new ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket as Socket);
+  res.once('finish', () => {
+    res.detachSocket(socket as Socket);
+    socket.end();
+  });
+  server.emit('request', req, res);
+}

@@ -798,6 +798,17 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.match(head, /^allow: DELETE, GET, HEAD, OPTIONS, POST, PUT\r?$/im);
   });
 
+  test('a file the docs do not have is a 404, not a 405 for a method the path takes', async () => {
+    for (const path of ['/docs/static/nope.css', '/docs/static/..%2fpackage.json']) {
+      const missing = await call(path);
+      assert.equal(missing.status, 404, path);
+      assert.match(missing.headers.get('content-type') ?? '', /^application\/problem\+json/);
+      assert.equal(missing.headers.get('allow'), null);
+      assert.equal((await json(missing)).code, 'ROUTE.NOT_FOUND');
+    }
+    assert.equal((await call('/docs/static/index.css')).status, 200, 'a file it has');
+  });
+
   test('a caller-supplied x-request-id is echoed; otherwise one is made', async () => {
     const given = await call('/health/live', { headers: { 'x-request-id': 'trace-me-123' } });
     assert.equal(given.headers.get('x-request-id'), 'trace-me-123');

@@ -268,14 +268,15 @@ export function registerProblemDetails(app: FastifyInstance, allowedMethods: All
         ]),
       );
     }
-    if (allowed.length === 0)
+    // A route that takes the method found nothing there (a file the docs' static route does not have): 404 too.
+    if (allowed.length === 0 || allowed.includes(request.method))
       return sendProblem(
         reply,
         problem({
           status: 404,
           title: 'Not Found',
           code: 'ROUTE.NOT_FOUND',
-          detail: `No route ${request.method} ${path}.`,
+          detail: allowed.length === 0 ? `No route ${request.method} ${path}.` : `Nothing at ${path}.`,
           instance: request.url,
         }),
       );

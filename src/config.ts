@@ -73,7 +73,10 @@ const ConfigSchema = z.object({
     })
     .default('info'),
   LOG_FORMAT: z.enum(['json', 'pretty'], { error: 'must be json or pretty' }).optional(),
-  SEQ_URL: z.string().optional(),
+  SEQ_URL: urlWithScheme(
+    ['http:', 'https:'],
+    'must be the URL of a Seq server, e.g. http://seq:5341',
+  ).optional(),
   SEQ_API_KEY: z.string().optional(),
   OTEL_EXPORTER_OTLP_ENDPOINT: urlWithScheme(
     ['http:', 'https:'],

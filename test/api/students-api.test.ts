@@ -600,7 +600,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.deepEqual(await counts(), before);
     });
 
-    test('a request without Host or with two, with an Expect it cannot meet, or with a compressed body is a problem+json naming the header, and writes nothing', async () => {
+    test('a request without Host or with two, with a fragment in its target, two Content-Types, an Expect it cannot meet, or a compressed body is a problem+json naming the header, readable by a browser page, and writes nothing', async () => {
       const before = await counts();
       const { port } = new URL(api.url);
       const body = JSON.stringify(ada);
@@ -610,6 +610,13 @@ function apiContract(kind: 'pglite' | 'postgres') {
       for (const [request, status, field, extraHeader] of [
         [post(''), 400, 'Host', undefined],
         [post('Host: x\r\nhost: y\r\n'), 400, 'Host', undefined],
+        [
+          post('Host: x\r\nOrigin: http://page.example\r\n').replace('/api/students', '/api/students#x'),
+          400,
+          'path',
+          /access-control-allow-origin: \*/i,
+        ],
+        [post('Host: x\r\nContent-Type: text/plain\r\n'), 400, 'Content-Type', undefined],
         [post('Host: x\r\nExpect: 200-ok\r\n'), 417, 'Expect', undefined],
         [
           post('Host: x\r\nContent-Encoding: gzip\r\n'),

@@ -75,6 +75,8 @@ describe('configuration', () => {
     assert.deepEqual(parseConfig({ CORS_ORIGINS: 'none' }).corsOrigins, []);
     assert.throws(() => parseConfig({ CORS_ORIGINS: ' , ' }), /CORS_ORIGINS: must list origins/);
     assert.throws(() => parseConfig({ CACHE_KEY_PREFIX: '!' }), /CACHE_KEY_PREFIX: must be 1 to 64/);
+    assert.throws(() => parseConfig({ SEQ_URL: 'notaurl' }), /SEQ_URL: must be the URL of a Seq server/);
+    assert.equal(parseConfig({ SEQ_URL: 'http://seq:5341' }).log.seqUrl, 'http://seq:5341');
     assert.equal(parseConfig({ CACHE_TTL_SECONDS: '' }).cache.ttlSeconds, 900);
   });
 

@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { test } from 'node:test';
 import { Registry } from 'prom-client';
-import { createHttpServer } from '../../src/infrastructure/http/http-server.ts';
+import { createHttpServer, listenOn } from '../../src/infrastructure/http/http-server.ts';
+import { writeMalformedRequestProblem } from '../../src/infrastructure/http/problem-details.ts';
 import { recordingLogger } from '../support/logger.ts';
 
 test('the request log masks an access_token in the query (EventSource and SignalR clients send one)', async () => {
@@ -20,4 +24,42 @@ test('the request log masks an access_token in the query (EventSource and Signal
   }
   assert.match(logged(), /"url":"\/stream\?types=A&access_token=\[redacted\]&x=1"/);
   assert.doesNotMatch(logged(), /secret\.jwt\.value/);
+});
+
+test('a request that took too long to arrive is a 408 saying so, not that it is invalid HTTP', () => {
+  const written: string[] = [];
+  const socket = {
+    destroyed: false,
+    writable: true,
+    write: (text: string) => written.push(text),
+    destroy: () => undefined,
+  } as unknown as Socket;
+  const timeout = Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' });
+  writeMalformedRequestProblem(timeout, socket);
+  const [head = '', body = ''] = written.join('').split('\r\n\r\n');
+  assert.match(head, /^HTTP\/1.1 408 /);
+  const problem = JSON.parse(body) as { detail: string };
+  assert.equal(problem.detail, 'The request did not arrive in time: send it whole, without pauses.');
+});
+
+test('a server that cannot listen says why and which settings choose where', async () => {
+  const app = createHttpServer(recordingLogger().logger, {
+    service: 'test',
+    registry: new Registry(),
+    maxHeaderBytes: 16_384,
+  });
+  const taken = createServer().listen(0, '127.0.0.1');
+  await once(taken, 'listening');
+  const { port } = taken.address() as AddressInfo;
+  try {
+    await assert.rejects(
+      listenOn(app, '127.0.0.1', port, 'API_PORT'),
+      new RegExp(
+        `^Error: cannot listen on 127\\.0\\.0\\.1:${port}: the port is in use; set HOST or API_PORT$`,
+      ),
+    );
+  } finally {
+    taken.close();
+    await app.close();
+  }
 });

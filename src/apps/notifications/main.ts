@@ -10,7 +10,7 @@ import { NotificationRoutes } from '../../contracts/notifications.ts';
 import { createJwtVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import { brokerCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
-import { createHttpServer } from '../../infrastructure/http/http-server.ts';
+import { createHttpServer, listenOn } from '../../infrastructure/http/http-server.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
 import { openMessageBus } from '../../infrastructure/messaging/open-message-bus.ts';
 import { createProcessRegistry } from '../../infrastructure/observability/metrics.ts';
@@ -134,7 +134,7 @@ export async function createNotifications({
         });
         await step(fanOut.start());
         // Serving while the broker is awaited: clients get what the log holds, and /health says what is missing.
-        const url = await step(app.listen({ host: config.host, port: config.ports.notifications }));
+        const url = await step(listenOn(app, config.host, config.ports.notifications, 'NOTIFICATIONS_PORT'));
         await step(
           declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
             signal: startup.signal,

@@ -12,7 +12,7 @@ import { createJwtVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import { pingCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
 import { requireToken } from '../../infrastructure/http/require-token.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
-import { createHttpServer, type HttpServer } from '../../infrastructure/http/http-server.ts';
+import { createHttpServer, listenOn, type HttpServer } from '../../infrastructure/http/http-server.ts';
 import { registerOpenApi } from '../../infrastructure/http/openapi.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
 import { startTracing } from '../../infrastructure/observability/tracing.ts';
@@ -145,7 +145,7 @@ export async function createWebApi({
         logger: log,
         what: 'idempotency keys',
       });
-      return app.listen({ host: config.host, port: config.ports.api });
+      return listenOn(app, config.host, config.ports.api, 'API_PORT');
     },
     // Fastify's close stops accepting, lets in-flight requests finish, then closes idle connections.
     async stop() {

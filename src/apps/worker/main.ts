@@ -6,7 +6,7 @@ import { loadConfigOrExit, type Config } from '../../config.ts';
 import { messagingTopology, studentsWorkerQueues } from '../../contracts/messaging.ts';
 import { brokerCheck, pingCheck } from '../../infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
-import { createHttpServer } from '../../infrastructure/http/http-server.ts';
+import { createHttpServer, listenOn } from '../../infrastructure/http/http-server.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
 import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import type { StudentCache } from '../../application/ports/student-cache.ts';
@@ -146,7 +146,7 @@ export function createWorker({
       return startup.run(async (step) => {
         state = 'starting';
         // Listening first: while the broker is awaited, /health says why this worker does not consume yet.
-        const health = `${await step(app.listen({ host: config.host, port: config.ports.worker }))}/health`;
+        const health = `${await step(listenOn(app, config.host, config.ports.worker, 'WORKER_PORT'))}/health`;
         await step(
           declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
             signal: startup.signal,

@@ -178,11 +178,24 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   });
   const setCommonHeaders = (request: FastifyRequest, reply: FastifyReply) =>
     void reply.headers(API_SECURITY_HEADERS).header('x-request-id', request.id);
+  const corsPolicy = options.cors && resolveCors(options.cors);
+  // What the CORS plugin's hook would add, for the answers sent before it runs or where it never does: a browser
+  // page can read them too.
+  const allowCrossOrigin = (request: FastifyRequest, reply: FastifyReply) => {
+    if (corsPolicy) void reply.headers(simpleCorsHeaders(corsPolicy, request.headers.origin));
+  };
   // Callback hooks, not async ones: they run on every request, and a promise per hook is measurable.
   app.addHook('onRequest', (request, reply, done) => {
     setCommonHeaders(request, reply);
-    if (closing) return void sendClosingProblem(reply);
-    if (refusedUnread(request, reply)) return;
+    if (closing) {
+      allowCrossOrigin(request, reply);
+      return void sendClosingProblem(reply);
+    }
+    const refusal = refusalOf(request);
+    if (refusal) {
+      allowCrossOrigin(request, reply);
+      return refuse(request, reply, refusal);
+    }
     // The CORS plugin answers every OPTIONS 204, as if every path existed; one that is no preflight gets the truth.
     const plainOptions =
       request.method === 'OPTIONS' && request.headers['access-control-request-method'] === undefined;
@@ -201,7 +214,6 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     }
     done(null, payload);
   });
-  const corsPolicy = options.cors && resolveCors(options.cors);
   if (corsPolicy)
     void app.register(cors, {
       ...corsPolicy,
@@ -212,11 +224,38 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   // done, done here, so such a response is as readable by a browser page, as safe and as observed as any other.
   answerUnrouted = (request, reply) => {
     setCommonHeaders(request, reply);
-    if (corsPolicy) void reply.headers(simpleCorsHeaders(corsPolicy, request.headers.origin));
+    allowCrossOrigin(request, reply);
     observeUnrouted(request, reply);
   };
   registerProblemDetails(app, allowedMethods);
   return app;
+}
+
+// Why a server cannot listen, in the terms of the settings that choose where.
+const LISTEN_FAILURES: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'the port is in use',
+  EACCES: 'not permitted (a port below 1024 needs privileges)',
+  EADDRNOTAVAIL: 'no network interface of this machine has that address',
+  ENOTFOUND: 'the host name does not resolve',
+  EAI_AGAIN: 'the host name does not resolve',
+};
+
+/** Listens on `host`:`port`; when it cannot, says why and which settings choose them (HOST, `portVariable`). */
+export async function listenOn(
+  app: HttpServer,
+  host: string,
+  port: number,
+  portVariable: string,
+): Promise<string> {
+  try {
+    return await app.listen({ host, port });
+  } catch (error) {
+    const why = LISTEN_FAILURES[(error as NodeJS.ErrnoException).code ?? ''];
+    if (why === undefined) throw error;
+    throw new Error(`cannot listen on ${host}:${port}: ${why}; set HOST or ${portVariable}`, {
+      cause: error,
+    });
+  }
 }
 
 interface CorsPolicy {
@@ -293,60 +332,75 @@ function sendClosingProblem(reply: FastifyReply): void {
 // Node's own test for a 100-continue expectation, which it meets itself by answering 100 Continue.
 const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i;
 
+/** Why a request is refused unread: the header (or part of the target) at fault, and what it must be. */
+interface Refusal {
+  readonly status: number;
+  readonly code: string;
+  readonly field: string;
+  readonly reason: string;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
 /**
- * Refuses, before its body is read, a request HTTP says to refuse: an HTTP/1.1 request without Host (RFC 9112 §3.2),
+ * A request HTTP says to refuse before its body is read: an HTTP/1.1 request without Host (RFC 9112 §3.2), a
+ * target with a fragment (RFC 9112 §3.2: a fragment is the client's alone), two Content-Types (which body is it?),
  * an expectation this server cannot meet (RFC 9110 §10.1.1), a body in a content coding it does not decode
- * (RFC 9110 §15.5.16: say which codings it takes, in Accept-Encoding). The connection closes, so an unread body is
- * never taken for the next request.
+ * (RFC 9110 §15.5.16: say which codings it takes, in Accept-Encoding).
  */
-function refusedUnread(request: FastifyRequest, reply: FastifyReply): boolean {
+function refusalOf(request: FastifyRequest): Refusal | undefined {
   const { headers } = request;
+  const { rawHeaders } = request.raw;
   // Every request passes here: the usual one in a few tests, allocating nothing.
-  const hostLines = headerLines(request.raw.rawHeaders, 'host');
-  if (hostLines === 1 && headers.expect === undefined && headers['content-encoding'] === undefined)
-    return false;
+  const hostLines = headerLines(rawHeaders, 'host');
+  // Node keeps the first of two Content-Type lines.
+  const typeLines = headers['content-type'] === undefined ? 0 : headerLines(rawHeaders, 'content-type');
+  if (
+    hostLines === 1 &&
+    typeLines <= 1 &&
+    headers.expect === undefined &&
+    headers['content-encoding'] === undefined &&
+    !request.url.includes('#')
+  )
+    return undefined;
+  const invalid = (field: string, reason: string): Refusal => ({
+    status: 400,
+    code: 'REQUEST.INVALID',
+    field,
+    reason,
+  });
   const http11 = request.raw.httpVersion === '1.1';
-  if (hostLines === 0 && http11)
-    return refuse(request, reply, 400, 'REQUEST.INVALID', 'Host', 'is required in an HTTP/1.1 request');
+  if (hostLines === 0 && http11) return invalid('Host', 'is required in an HTTP/1.1 request');
   // Which one names the server is anybody's guess (RFC 9112 §3.2: a 400, in any version).
-  if (hostLines > 1) return refuse(request, reply, 400, 'REQUEST.INVALID', 'Host', 'must be sent once');
+  if (hostLines > 1) return invalid('Host', 'must be sent once');
+  if (request.url.includes('#')) return invalid('path', 'must not contain a fragment (#)');
+  if (typeLines > 1) return invalid('Content-Type', 'must be sent once');
   if (headers.expect !== undefined && http11 && !CONTINUE_EXPECTATION.test(headers.expect))
-    return refuse(
-      request,
-      reply,
-      417,
-      'REQUEST.EXPECTATION_FAILED',
-      'Expect',
-      'can only be 100-continue here',
-    );
+    return {
+      status: 417,
+      code: 'REQUEST.EXPECTATION_FAILED',
+      field: 'Expect',
+      reason: 'can only be 100-continue here',
+    };
   const coding = headers['content-encoding']?.trim().toLowerCase();
   const hasBody =
     headers['transfer-encoding'] !== undefined ||
     (headers['content-length'] !== undefined && headers['content-length'] !== '0');
-  if (coding !== undefined && coding !== '' && coding !== 'identity' && hasBody) {
-    void reply.header('accept-encoding', 'identity');
-    return refuse(
-      request,
-      reply,
-      415,
-      'REQUEST.CONTENT_ENCODING',
-      'Content-Encoding',
-      'must be identity: send the body uncompressed',
-    );
-  }
-  return false;
+  if (coding !== undefined && coding !== '' && coding !== 'identity' && hasBody)
+    return {
+      status: 415,
+      code: 'REQUEST.CONTENT_ENCODING',
+      field: 'Content-Encoding',
+      reason: 'must be identity: send the body uncompressed',
+      headers: { 'accept-encoding': 'identity' },
+    };
+  return undefined;
 }
 
-function refuse(
-  request: FastifyRequest,
-  reply: FastifyReply,
-  status: number,
-  code: string,
-  field: string,
-  reason: string,
-): true {
+/** Answers a refusal; the connection closes, so an unread body is never taken for the next request. */
+function refuse(request: FastifyRequest, reply: FastifyReply, refusal: Refusal): void {
+  const { status, code, field, reason, headers = {} } = refusal;
   void sendProblem(
-    reply.header('connection', 'close'),
+    reply.headers(headers).header('connection', 'close'),
     problem({
       status,
       title: httpTitle(status),
@@ -356,7 +410,6 @@ function refuse(
       errors: [{ field, reason }],
     }),
   );
-  return true;
 }
 
 /**

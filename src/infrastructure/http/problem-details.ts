@@ -225,7 +225,10 @@ export function writeMalformedRequestProblem(
       status,
       title: httpTitle(status),
       code: error.code ?? 'REQUEST.INVALID',
-      detail: `The request is not valid HTTP/1.1: ${reason}.`,
+      detail:
+        status === 408
+          ? 'The request did not arrive in time: send it whole, without pauses.'
+          : `The request is not valid HTTP/1.1: ${reason}.`,
       errors: [{ field: PARSER_ERROR_FIELDS[error.code ?? ''] ?? 'request', reason }],
     }),
     {},

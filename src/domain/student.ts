@@ -11,6 +11,13 @@ const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 // With the u flag a surrogate pair is one code point, so this matches only unpaired surrogates.
 const UNPAIRED_SURROGATE = /\p{Cs}/u;
 export const NOT_STORABLE_TEXT = 'must be Unicode text without NUL characters or unpaired surrogates';
+// C0 and C1 controls and DEL (a terminal escape, a line break: forged log lines, broken displays), and the bidi
+// embeddings, overrides and isolates, which reorder the text shown around them (Trojan Source, CVE-2021-42574).
+// Not in isStorableText, which the worker's event schema uses: events of students stored before this rule still pass.
+const CONTROL_OR_BIDI = /[\p{Cc}\u202a-\u202e\u2066-\u2069]/u;
+export const NOT_PLAIN_TEXT = 'must not contain control characters or bidirectional overrides';
+// Format characters show nothing; the joiners among them (U+200C, U+200D) stay allowed between other characters.
+const INVISIBLE = /[\s\p{Cf}]/gu;
 
 /**
  * How long a field is as stored, which is what its limit applies to: trimmed, in characters as PostgreSQL's
@@ -49,7 +56,9 @@ export type InvalidStudent = Extract<DomainError, { code: 'STUDENT.INVALID' }>;
 function checkName(field: keyof StudentDetails, raw: string, issues: FieldIssue[]): string {
   const value = raw.trim();
   if (!isStorableText(value)) issues.push({ field, reason: NOT_STORABLE_TEXT });
-  else if (value.length === 0) issues.push({ field, reason: 'must not be empty' });
+  else if (CONTROL_OR_BIDI.test(value)) issues.push({ field, reason: NOT_PLAIN_TEXT });
+  // A zero-width space alone is as blank as "   ".
+  else if (value.replace(INVISIBLE, '').length === 0) issues.push({ field, reason: 'must not be empty' });
   else if (storedLength(value) > STUDENT_NAME_MAX_LENGTH)
     issues.push({ field, reason: `must be at most ${STUDENT_NAME_MAX_LENGTH} characters` });
   return value;
@@ -58,6 +67,7 @@ function checkName(field: keyof StudentDetails, raw: string, issues: FieldIssue[
 function checkEmail(raw: string, issues: FieldIssue[]): string {
   const value = raw.trim();
   if (!isStorableText(value)) issues.push({ field: 'email', reason: NOT_STORABLE_TEXT });
+  else if (CONTROL_OR_BIDI.test(value)) issues.push({ field: 'email', reason: NOT_PLAIN_TEXT });
   else if (storedLength(value) > STUDENT_EMAIL_MAX_LENGTH)
     issues.push({ field: 'email', reason: `must be at most ${STUDENT_EMAIL_MAX_LENGTH} characters` });
   else if (!EMAIL_PATTERN.test(value))
@@ -114,7 +124,7 @@ export class Student extends AggregateRoot<StudentEvent> {
     return ok(student);
   }
 
-  /** Rebuilds a stored student; no events, no checks (the data was valid when it was written). */
+  /** Rebuilds a stored student; no events, no checks (valid when written, maybe under older rules: still readable). */
   static rehydrate(state: StudentSnapshot): Student {
     return new Student(state);
   }

@@ -150,6 +150,28 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     assert.equal(await studentCount(reader), before);
   });
 
+  test('the token is read from Authorization only: ?access_token= alone is a 401, beside one an unknown field (400)', async () => {
+    const writer = await tokenFor('writer');
+    const created = await json(await post(bearer(writer)));
+    const query = `?access_token=${writer}`;
+    for (const [method, path] of [
+      ['GET', '/api/students'],
+      ['POST', '/api/students'],
+      ['GET', `/api/students/${String(created.id)}`],
+      ['PUT', `/api/students/${String(created.id)}`],
+      ['DELETE', `/api/student/${String(created.id)}`],
+    ] as const) {
+      const what = `${method} ${path}`;
+      await assertProblem(await fetch(`${api.url}${path}${query}`, { method }), 401, 'AUTH.UNAUTHENTICATED');
+      const refused = await assertProblem(
+        await fetch(`${api.url}${path}${query}`, { method, headers: bearer(writer) }),
+        400,
+        'REQUEST.INVALID',
+      );
+      assert.deepEqual(refused.errors, [{ field: 'access_token', reason: 'is not a known field' }], what);
+    }
+  });
+
   test('a valid token without a known role may neither read nor write (403)', async () => {
     const nobody = await tokenFor('admin');
     await assertProblem(await post(bearer(nobody)), 403, 'AUTH.FORBIDDEN');

@@ -62,6 +62,30 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.equal(stored.firstName, firstName);
   });
 
+  test('names with joiners between letters are accepted and stored as sent: emoji sequences, Persian names', async () => {
+    const names = { firstName: '👩\u200d🎓', lastName: 'رحمانی\u200cنژاد' };
+    const response = await create({ ...ada, ...names });
+    assert.equal(response.status, 201);
+    const body = await json(response);
+    assert.deepEqual({ firstName: body.firstName, lastName: body.lastName }, names);
+  });
+
+  test("a student stored before today's text rules is still read, updated and deleted", async () => {
+    const id = randomUUID();
+    const old = { firstName: '\u202eevil', lastName: 'x\r\ny', email: 'a\u0001@b.c' };
+    await testDb.database.db
+      .insert(students)
+      .values({ id, ...old, created: new Date(), createdBy: 'before', version: 1 });
+    const path = `/api/students/${id}`;
+    const read = await call(path, { headers: { 'cache-control': 'no-cache' } });
+    assert.equal(read.status, 200);
+    const { firstName, lastName, email } = await json(read);
+    assert.deepEqual({ firstName, lastName, email }, old);
+    const updated = await call(path, { method: 'PUT', headers: jsonHeaders, body: JSON.stringify(ada) });
+    assert.equal(updated.status, 200);
+    assert.equal((await call(path, { method: 'DELETE' })).status, 204);
+  });
+
   test('POST creates a student: 201 with Location, ETag and the stored JSON', async () => {
     const response = await create();
     assert.equal(response.status, 201);
@@ -437,6 +461,26 @@ function apiContract(kind: 'pglite' | 'postgres') {
         422,
         'email',
       ],
+      [
+        'a terminal escape in a name',
+        { body: JSON.stringify({ firstName: 'a\u001b[31mred', lastName: 'x\r\ny' }) },
+        422,
+        'firstName',
+      ],
+      ['a line break inside a name', { body: JSON.stringify({ lastName: 'x\r\ny' }) }, 422, 'lastName'],
+      [
+        'a right-to-left override in a name',
+        { body: JSON.stringify({ firstName: '\u202eevil' }) },
+        422,
+        'firstName',
+      ],
+      [
+        'a name of only a zero-width space',
+        { body: JSON.stringify({ firstName: '\u200b' }) },
+        422,
+        'firstName',
+      ],
+      ['a control character in the email', { body: JSON.stringify({ email: 'a\u0001@b.c' }) }, 422, 'email'],
       ['a JSON array', { body: '[]' }, 400, 'body'],
       [
         'JSON sent as text/plain (fetch without a Content-Type)',
@@ -454,6 +498,22 @@ function apiContract(kind: 'pglite' | 'postgres') {
         assert.deepEqual(await counts(), before);
       });
     }
+
+    test('a control character or bidi override is a 422 saying so; a blank-looking name is empty', async () => {
+      const problem = await assertProblem(
+        await create({ firstName: 'a\u001b[31mred', lastName: 'x\r\ny', email: 'a\u0001@b.c' }),
+        422,
+      );
+      const reason = 'must not contain control characters or bidirectional overrides';
+      assert.deepEqual(problem.errors, [
+        { field: 'firstName', reason },
+        { field: 'lastName', reason },
+        { field: 'email', reason },
+      ]);
+      assert.equal(problem.code, 'STUDENT.INVALID');
+      const blank = await assertProblem(await create({ ...ada, firstName: '\u200b' }), 422);
+      assert.deepEqual(blank.errors, [{ field: 'firstName', reason: 'must not be empty' }]);
+    });
 
     test('the reason says why a JSON body is rejected: where the syntax breaks, a prototype key, not an object', async () => {
       for (const [body, reason] of [
@@ -531,6 +591,51 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.equal((await call('/api/students?limit=007')).status, 200, 'leading zeros are still decimal');
       await assertProblem(await call('/api/students?cursor=bm90LWEtdXVpZA'), 400, 'cursor');
       await assertProblem(await call('/api/students?=1'), 400, '""');
+    });
+
+    test('a cursor must be spelled as the API wrote it: junk appended, padding or base64 for base64url is a 400', async () => {
+      await create();
+      await create();
+      const cursor = String((await json(await call('/api/students?limit=1'))).nextCursor);
+      assert.equal((await call(`/api/students?limit=1&cursor=${cursor}`)).status, 200);
+      const base64 = Buffer.from(cursor, 'base64url').toString('base64');
+      for (const variant of [
+        `${cursor}!!!!`,
+        `${cursor}=`,
+        `${cursor}==`,
+        `${cursor}A`,
+        base64,
+        ` ${cursor}`,
+      ]) {
+        if (variant === cursor) continue;
+        await assertProblem(await call(`/api/students?cursor=${encodeURIComponent(variant)}`), 400, 'cursor');
+      }
+    });
+
+    test('a query parameter a route does not read is a 400 naming it, on both paths, and changes nothing', async () => {
+      const created = await json(await create());
+      const before = await counts();
+      for (const base of ['/api/students', '/api/student']) {
+        const path = `${base}/${created.id}`;
+        await assertProblem(await call(`${path}?dryRun=true`, { method: 'DELETE' }), 400, 'dryRun');
+        await assertProblem(
+          await call(`${path}?foo=1`, { method: 'PUT', headers: jsonHeaders, body: JSON.stringify(ada) }),
+          400,
+          'foo',
+        );
+        await assertProblem(await call(`${path}?foo=1`), 400, 'foo');
+        await assertProblem(
+          await call(`${base}?foo=1`, { method: 'POST', headers: jsonHeaders, body: JSON.stringify(ada) }),
+          400,
+          'foo',
+        );
+      }
+      assert.deepEqual(await counts(), before);
+      assert.deepEqual(
+        await json(await call(`/api/students/${created.id}?`)),
+        created,
+        'an empty query is none',
+      );
     });
 
     test('a PUT with invalid input leaves the student as it was', async () => {

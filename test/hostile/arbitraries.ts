@@ -100,11 +100,17 @@ export const hostileString: fc.Arbitrary<string> = fc.oneof(
 /** Hostile strings short enough for a URL or a header: Node refuses a request line and headers over 16 KiB (431). */
 export const shortHostileString: fc.Arbitrary<string> = hostileString.map((text) => text.slice(0, 1_000));
 
+// What the API refuses in a student field (src/domain/student.ts): controls, bidi embeddings, overrides, isolates.
+export const CONTROL_OR_BIDI = /[\p{Cc}\u202a-\u202e\u2066-\u2069]/u;
+/** Whether anything shows once whitespace and format characters (zero-width space, joiners, BOM) are removed. */
+export const isVisible = (text: string): boolean => text.replace(/[\s\p{Cf}]/gu, '').length > 0;
+
 /**
- * Text a student field accepts: well-formed, no NUL, something left after trimming, at most `maxLength` code
- * units, but otherwise as hostile as it gets (SQL, HTML, emoji, direction marks, control characters).
+ * Text a message field accepts: well-formed, no NUL, something left after trimming, at most `maxLength` code
+ * units, but otherwise as hostile as it gets (SQL, HTML, emoji, direction marks, control characters). With
+ * `controls: false`, text a student field accepts: no controls or bidi overrides, something visible.
  */
-export function legalText(maxLength: number, { spaces = true } = {}): fc.Arbitrary<string> {
+export function legalText(maxLength: number, { spaces = true, controls = true } = {}): fc.Arbitrary<string> {
   return fc
     .array(
       fc.oneof(
@@ -116,13 +122,24 @@ export function legalText(maxLength: number, { spaces = true } = {}): fc.Arbitra
     )
     .map((parts) => parts.join(''))
     .map((text) => (spaces ? text : text.replace(/[\s@]/gu, '')))
+    .map((text) => (controls ? text : text.replace(new RegExp(CONTROL_OR_BIDI, 'gu'), '')))
     .map((text) => text.slice(0, maxLength))
-    .filter((text) => isWellFormed(text) && !text.includes('\u0000') && text.trim().length > 0);
+    .filter(
+      (text) =>
+        isWellFormed(text) &&
+        !text.includes('\u0000') &&
+        text.trim().length > 0 &&
+        (controls || isVisible(text)),
+    );
 }
 
 /** A valid email by the API's rule (one @, a dot in the domain, no whitespace), hostile characters included. */
 export const legalEmail: fc.Arbitrary<string> = fc
-  .tuple(legalText(60, { spaces: false }), legalText(60, { spaces: false }), legalText(20, { spaces: false }))
+  .tuple(
+    legalText(60, { spaces: false, controls: false }),
+    legalText(60, { spaces: false, controls: false }),
+    legalText(20, { spaces: false, controls: false }),
+  )
   .map(([local, domain, tld]) => `${local}@${domain}.${tld}`)
   .filter((email) => isWellFormed(email) && !/\.$/u.test(email) && !email.includes('\u0000'));
 

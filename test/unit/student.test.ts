@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Student, validateStudentDetails } from '../../src/domain/student.ts';
+import { NOT_PLAIN_TEXT, Student, validateStudentDetails } from '../../src/domain/student.ts';
 
 const now = new Date('2026-01-01T00:00:00Z');
 const details = { firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' };
@@ -58,10 +58,56 @@ describe('Student', () => {
         ['firstName', 'lastName', 'email'],
       );
     }
-    assert.ok(
-      validateStudentDetails({ ...details, firstName: 'Ada 🎓\u202e' }).ok,
-      'a surrogate pair is fine',
-    );
+    assert.ok(validateStudentDetails({ ...details, firstName: 'Ada 🎓' }).ok, 'a surrogate pair is fine');
+  });
+
+  test('control characters and bidi overrides are rejected in every field: they forge log lines and reorder text', () => {
+    for (const text of [
+      'a\u001b[31mred',
+      'x\r\ny',
+      'a\u0001b',
+      'a\u007fb',
+      'a\u0085b',
+      '\u202eevil',
+      'a\u2066b',
+    ]) {
+      const result = validateStudentDetails({
+        firstName: text,
+        lastName: text,
+        email: `${text}@example.com`,
+      });
+      assert.ok(!result.ok, JSON.stringify(text));
+      assert.deepEqual(
+        result.error.issues.map((issue) => [issue.field, issue.reason]),
+        ['firstName', 'lastName', 'email'].map((field) => [field, NOT_PLAIN_TEXT]),
+        JSON.stringify(text),
+      );
+    }
+  });
+
+  test('a name of only invisible characters is empty, as a blank one is', () => {
+    for (const firstName of ['\u200b', ' \u200b\u2060 ', '\ufeff\u00ad', '\u200d\u200c']) {
+      const result = validateStudentDetails({ ...details, firstName });
+      assert.ok(!result.ok, JSON.stringify(firstName));
+      assert.deepEqual(result.error.issues, [{ field: 'firstName', reason: 'must not be empty' }]);
+    }
+  });
+
+  test('joiners between letters are kept: emoji sequences and Persian names need them', () => {
+    for (const firstName of ['👩\u200d🎓', 'رحمانی\u200cنژاد', 'क्\u200dष', 'Ada\u200fLovelace']) {
+      const result = validateStudentDetails({ ...details, firstName });
+      assert.deepEqual(result, { ok: true, value: { ...details, firstName } }, JSON.stringify(firstName));
+    }
+  });
+
+  test('a stored student is rehydrated as it is, even one that the rules of today would refuse', () => {
+    const stored = {
+      ...created().snapshot(),
+      firstName: '\u202eevil',
+      lastName: 'x\r\ny',
+      email: 'a\u0001@b.c',
+    };
+    assert.deepEqual(Student.rehydrate(stored).snapshot(), stored);
   });
 
   test('100 characters is the longest name allowed', () => {

@@ -105,7 +105,7 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
   });
   const replayedWithEtag = { ...ETAG, ...REPLAYED };
   const writeProblems = {
-    400: invalid('the id, a header, or the body', REPLAYED),
+    400: invalid('the id, a query parameter (this route takes none), a header, or the body', REPLAYED),
     404: notFound(REPLAYED),
     409: inProgress,
     412: stale('If-Match or If-None-Match does not hold', replayedWithEtag),
@@ -137,7 +137,7 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
           ...ETAG,
           ...DEDUPLICATED,
         }),
-        400: invalid('the id, If-Match or If-None-Match'),
+        400: invalid('the id, a query parameter (this route takes none), If-Match or If-None-Match'),
         404: notFound(DEDUPLICATED),
         412: stale('If-Match does not name the current ETag', { ...ETAG, ...DEDUPLICATED }),
         503: serviceUnavailable,
@@ -151,7 +151,7 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
           Location: { type: 'string', description: "The new student's URL" },
           ...REPLAYED,
         }),
-        400: invalid('a header or the body', REPLAYED),
+        400: invalid('a query parameter (this route takes none), a header or the body', REPLAYED),
         409: inProgress,
         413: tooLarge,
         415: notJson,

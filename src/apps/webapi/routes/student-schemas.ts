@@ -54,6 +54,9 @@ export const StudentPage = z
 // UUIDs are case-insensitive (RFC 9562 §4): an id in upper case names the same student as its stored lower case.
 export const StudentIdParams = z.object({ id: z.uuid({ error: 'must be a UUID' }).toLowerCase() });
 
+/** The query of a route that reads none: a parameter it would ignore (`?dryRun=true` on a DELETE) is refused. */
+export const NoQuery = z.strictObject({});
+
 const LIMIT_ERROR = 'must be an integer from 1 to 100, in decimal digits';
 
 export const ListQuery = z.strictObject({
@@ -78,7 +81,8 @@ export function encodeCursor(lastId: string): string {
   return Buffer.from(lastId).toString('base64url');
 }
 
+/** Only a cursor as encodeCursor writes it: Buffer's decoder skips junk and padding, which would give one many spellings. */
 export function decodeCursor(cursor: string): string | undefined {
   const id = Buffer.from(cursor, 'base64url').toString();
-  return UUID.test(id) ? id : undefined;
+  return UUID.test(id) && encodeCursor(id) === cursor ? id : undefined;
 }

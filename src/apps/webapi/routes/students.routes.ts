@@ -16,7 +16,14 @@ import { bypassesCache } from '../plugins/dedup.plugin.ts';
 import { markReplayed } from '../plugins/idempotency.plugin.ts';
 import { etagOf, malformedPrecondition, readPreconditions, versionsNamed } from './etag.ts';
 import { studentOpenApi } from './student-openapi.ts';
-import { decodeCursor, encodeCursor, ListQuery, StudentIdParams, StudentInput } from './student-schemas.ts';
+import {
+  decodeCursor,
+  encodeCursor,
+  ListQuery,
+  NoQuery,
+  StudentIdParams,
+  StudentInput,
+} from './student-schemas.ts';
 
 export interface StudentUseCases {
   readonly create: ReturnType<typeof createStudent>;
@@ -123,6 +130,7 @@ function registerUnder(
         tags,
         summary: 'Get one student; `Cache-Control: no-cache` reads the database',
         params: StudentIdParams,
+        querystring: NoQuery,
         ...docs.get,
       },
     },
@@ -145,6 +153,7 @@ function registerUnder(
         hide: alias,
         tags,
         summary: 'Create a student; fields left out are generated. Honors Idempotency-Key',
+        querystring: NoQuery,
         body: StudentInput.nullish(),
         ...docs.create,
       },
@@ -180,6 +189,7 @@ function registerUnder(
         tags,
         summary: 'Update a student; fields left out are generated. Honors Idempotency-Key',
         params: StudentIdParams,
+        querystring: NoQuery,
         body: StudentInput.nullish(),
         ...docs.update,
       },
@@ -210,6 +220,7 @@ function registerUnder(
         tags,
         summary: 'Delete a student. Honors Idempotency-Key',
         params: StudentIdParams,
+        querystring: NoQuery,
         ...docs.remove,
       },
     },

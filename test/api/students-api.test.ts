@@ -286,7 +286,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.deepEqual(statuses, [200, 412]);
   });
 
-  test('If-Match: * updates any existing student; a malformed If-Match is a 400 naming the header', async () => {
+  test('If-Match: * updates any existing student; a malformed If-Match is a 400 naming the header, and writes nothing', async () => {
     const created = await json(await create());
     const path = `/api/students/${created.id}`;
     const star = await call(path, {
@@ -301,6 +301,11 @@ function apiContract(kind: 'pglite' | 'postgres') {
       body: '{}',
     });
     await assertProblem(malformed, 400, 'If-Match');
+    const malformedDelete = await call(path, { method: 'DELETE', headers: { 'if-match': 'v1' } });
+    await assertProblem(malformedDelete, 400, 'If-Match');
+    const current = await call(path, { headers: { 'cache-control': 'no-cache' } });
+    assert.equal(current.status, 200, 'the student is still there');
+    assert.equal((await json(current)).version, 2, 'neither malformed write changed it');
   });
 
   test('DELETE removes the student: 204, then 404; deleting again is 404', async () => {

@@ -266,6 +266,81 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
     );
   });
 
+  test('a stored student updated twice in one transaction is written once, at its last state, with both events', async () => {
+    const student = newStudent('Stored');
+    await unitOfWork.transaction(({ students }) => students.add(student));
+    await unitOfWork.transaction(async ({ students }) => {
+      const loaded = await students.findByIdForUpdate(student.id);
+      assert.ok(loaded);
+      for (const lastName of ['First', 'Second']) {
+        const version = loaded.version;
+        assert.ok(
+          loaded.update({
+            details: { firstName: 'Stored', lastName, email: 'stored@example.com' },
+            actor: 'editor',
+            now,
+          }).ok,
+        );
+        await students.update(loaded, version);
+      }
+    });
+    const stored = await queries.findById(student.id);
+    assert.equal(stored?.lastName, 'Second');
+    assert.equal(stored?.version, 3);
+    assert.deepEqual(
+      (await outboxFor(student.id)).map((row) => row.type),
+      ['StudentCreated', 'StudentUpdated', 'StudentUpdated'],
+    );
+  });
+
+  for (const readFirst of [true, false])
+    test(`an update saved over a version the row has moved past is refused, and nothing of its transaction is written (${readFirst ? 'after a locking read' : 'without a read first'})`, async () => {
+      const student = newStudent('Stale');
+      await unitOfWork.transaction(({ students }) => students.add(student));
+      const stale = Student.rehydrate(student.snapshot());
+      await unitOfWork.transaction(async ({ students }) => {
+        const loaded = await students.findByIdForUpdate(student.id);
+        assert.ok(loaded);
+        loaded.recordBackgroundProcessing({ actor: 'worker', now });
+        await students.update(loaded, 1);
+      });
+      await assert.rejects(
+        unitOfWork.transaction(async ({ students, outbox: writer }) => {
+          // Locked at its current version, as every write locks what it saves; saved from a copy read earlier. Without
+          // a read, the unit's one statement runs alone: its check must still undo it.
+          if (readFirst) assert.equal((await students.findByIdForUpdate(student.id))?.version, 2);
+          assert.ok(
+            stale.update({
+              details: { firstName: 'Stale', lastName: 'Over', email: 'stale@example.com' },
+              actor: 'late',
+              now,
+            }).ok,
+          );
+          await students.update(stale, 1);
+          await writer.append([
+            {
+              id: uuidV7Generator.next(),
+              exchange: 'notifications',
+              routingKey: 'student.updated',
+              type: 'StudentUpdated',
+              subject: student.id,
+              payload: {},
+              occurredAt: now,
+            },
+          ]);
+        }),
+        /not locked at their version/,
+      );
+      const stored = await queries.findById(student.id);
+      assert.equal(stored?.lastName, 'Lovelace', 'the newer version is kept');
+      assert.equal(stored?.updates, 1);
+      assert.equal(stored?.version, 2);
+      assert.deepEqual(
+        (await outboxFor(student.id)).map((row) => row.type),
+        ['StudentCreated'],
+      );
+    });
+
   test('the inbox reports only the messages it has not seen, also when one repeats within a call', async () => {
     const [a, b, c] = [uuidV7Generator.next(), uuidV7Generator.next(), uuidV7Generator.next()];
     const first = await unitOfWork.transaction(({ inbox }) =>
@@ -361,6 +436,35 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
       created,
     );
     assert.equal(new Set(seen).size, seen.length);
+  });
+
+  test('a page holds at most its limit; only a page with students after it names the last one to go on from', async () => {
+    for (let i = 0; i < 3; i++) {
+      const student = newStudent(`Sized${i}`);
+      await unitOfWork.transaction(({ students }) => students.add(student));
+    }
+    const total = (await testDb.database.db.select().from(students)).length;
+    const all = await queries.list({ limit: total });
+    assert.equal(all.items.length, total);
+    assert.equal(all.lastId, null, 'a page that holds exactly every student is the last');
+
+    const short = await queries.list({ limit: total - 1 });
+    assert.equal(short.items.length, total - 1);
+    assert.equal(short.lastId, short.items.at(-1)?.id);
+
+    const [firstId] = all.items.map((item) => item.id);
+    const rest = await queries.list({ limit: total - 1, afterId: firstId });
+    assert.deepEqual(
+      rest.items.map((item) => item.id),
+      all.items.slice(1).map((item) => item.id),
+    );
+    assert.equal(rest.lastId, null, 'a page after a cursor that holds exactly the rest is the last');
+    const middle = await queries.list({ limit: 1, afterId: firstId });
+    assert.deepEqual(
+      middle.items.map((item) => item.id),
+      [all.items[1]?.id],
+    );
+    assert.equal(middle.lastId, all.items[1]?.id);
   });
 
   test('tryLead gives a key to one holder at a time, and heldLeadLocks lists the held keys of a range', async () => {
@@ -479,6 +583,46 @@ describe('migrations on PostgreSQL', await needsPostgres(), () => {
     } finally {
       await other.end();
       await database.close();
+      await created.drop();
+    }
+  });
+
+  test('processes migrating a new database at the same time take turns: both start, each migration is applied once', async () => {
+    const created = await createPostgresDatabase();
+    const first = await openDatabase(created.url, silentLogger);
+    const second = await openDatabase(created.url, silentLogger);
+    const other = new pg.Client({ connectionString: created.url });
+    try {
+      await other.connect();
+      // Holds the migrations' schema back until both migrators wait, so they would run together without a turn.
+      await other.query('begin');
+      await other.query('create schema drizzle');
+      const migrating = [first.migrate(), second.migrate()].map((migration) =>
+        migration.then(
+          () => undefined,
+          (error: unknown) => error,
+        ),
+      );
+      for (;;) {
+        // Statistics are read once per transaction unless cleared: each poll looks again.
+        await other.query('select pg_stat_clear_snapshot()');
+        const { rows } = await other.query<{ waiting: number }>(
+          `select count(*)::int as waiting from pg_stat_activity
+           where datname = current_database() and wait_event_type = 'Lock'`,
+        );
+        if (rows[0]!.waiting >= 2) break;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await other.query('rollback');
+      assert.deepEqual(await Promise.all(migrating), [undefined, undefined], 'neither migrator failed');
+      const { rows } = await other.query<{ applied: number; hashes: number }>(
+        'select count(*)::int as applied, count(distinct hash)::int as hashes from drizzle.__drizzle_migrations',
+      );
+      assert.equal(rows[0]!.applied, rows[0]!.hashes);
+    } finally {
+      await other.end();
+      await first.close();
+      await second.close();
       await created.drop();
     }
   });

@@ -26,6 +26,12 @@ test('If-Match accepts *, one or several strong tags; weak and foreign tags matc
   assert.deepEqual(parseIfMatch('"abc"'), []);
 });
 
+test('a tag names a version only as we issue it: "07" or "0" is not version 7 or any version', () => {
+  assert.deepEqual(parseIfMatch('"07", "0", "+7", "7.0"'), []);
+  assert.deepEqual(versionsIn('if-none-match', '"07", W/"00"'), []);
+  assert.deepEqual(parseIfMatch('"7", "07"'), [7]);
+});
+
 test('a malformed If-Match is rejected rather than guessed', () => {
   for (const header of ['3', 'v1', '"3', '', ',', '**', '"3" "4"', '"a b"', 'W/ "3"'])
     assert.equal(parseIfMatch(header), undefined, header);

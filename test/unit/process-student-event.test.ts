@@ -83,6 +83,7 @@ describe('processStudentEvents', () => {
     assert.deepEqual(payload.student, toStudentDto(store.rows.get(student.id)!));
     assert.equal(payload.student.updates, 1);
     assert.equal(payload.student.lastModifiedBy, 'worker');
+    assert.equal(payload.student.lastModified, now.toISOString());
     assert.equal(new Set(sent.map((message) => message.id)).size, 2, 'each notification has its own id');
   });
 

@@ -45,6 +45,22 @@ describe('student use cases', () => {
     assert.equal(store.outbox[0]?.subject, result.value.id);
   });
 
+  test('create keeps every field given, whichever are missing', async () => {
+    const create = createStudent(deps);
+    const onlyLast = await create({ details: { lastName: 'Hopper' }, actor: 'alice' });
+    assert.ok(onlyLast.ok);
+    assert.deepEqual(
+      [onlyLast.value.firstName, onlyLast.value.lastName, onlyLast.value.email],
+      ['Gen', 'Hopper', 'gen@example.com'],
+    );
+    const onlyEmail = await create({ details: { email: 'grace@example.com' }, actor: 'alice' });
+    assert.ok(onlyEmail.ok);
+    assert.deepEqual(
+      [onlyEmail.value.firstName, onlyEmail.value.lastName, onlyEmail.value.email],
+      ['Gen', 'Erated', 'grace@example.com'],
+    );
+  });
+
   test('create with every field given does not call the generator', async () => {
     await createStudent(deps)({
       details: { firstName: 'A', lastName: 'B', email: 'a@b.co' },

@@ -115,6 +115,26 @@ describe('Student', () => {
     assert.ok(!validateStudentDetails({ ...details, firstName: 'x'.repeat(101) }).ok);
   });
 
+  test('254 characters is the longest email allowed', () => {
+    const email = (length: number) => `${'x'.repeat(length - '@example.com'.length)}@example.com`;
+    assert.ok(validateStudentDetails({ ...details, email: email(254) }).ok);
+    const tooLong = validateStudentDetails({ ...details, email: email(255) });
+    assert.ok(!tooLong.ok);
+    assert.deepEqual(tooLong.error.issues, [{ field: 'email', reason: 'must be at most 254 characters' }]);
+  });
+
+  test('an email needs one @ and a dot in its domain, and no spaces', () => {
+    for (const email of [
+      'ada@example',
+      'ada.example.com',
+      'ada@@example.com',
+      'a da@example.com',
+      '@example.com',
+    ])
+      assert.ok(!validateStudentDetails({ ...details, email }).ok, email);
+    assert.ok(validateStudentDetails({ ...details, email: 'ada.lovelace+notes@mail.example.co.uk' }).ok);
+  });
+
   test('characters are counted as PostgreSQL and the HTTP schema count them: an emoji is one, not two', () => {
     assert.ok(validateStudentDetails({ ...details, firstName: '🎓'.repeat(100) }).ok);
     assert.ok(!validateStudentDetails({ ...details, firstName: '🎓'.repeat(101) }).ok);
@@ -130,6 +150,8 @@ describe('Student', () => {
     assert.equal(student.version, 2);
     assert.equal(student.snapshot().lastModified, later);
     assert.equal(student.snapshot().lastModifiedBy, 'bob');
+    assert.equal(student.snapshot().created, now, 'the creation stays as it was');
+    assert.equal(student.snapshot().createdBy, 'alice');
     const [event] = student.pullDomainEvents();
     assert.equal(event?.type, 'StudentUpdated');
     assert.equal(event?.student.firstName, 'Grace');

@@ -134,7 +134,7 @@ export class SqlUnitOfWork implements UnitOfWork {
           await tx.rollBack(error);
           throw error;
         }
-        await tx.commitWith((executor) => changes.flush(executor));
+        await tx.commitWith((executor) => changes.flush(executor), changes.checked);
         return value;
       }),
     );
@@ -164,11 +164,14 @@ class TransactionOnDemand implements SqlExecutor {
     return this.#begin().then((tx) => tx.query<Row>(statement, params));
   }
 
-  /** Runs the unit's last statement (inside the transaction if one was begun, else on its own) and commits. */
-  async commitWith(last: (executor: SqlExecutor) => Promise<void>): Promise<void> {
-    if (!this.#begun) return last(this.#database.sql);
+  /**
+   * Runs the unit's last statement (inside the transaction if one was begun, else on its own) and commits. One whose
+   * result is `checked` after it ran runs in a transaction even so, for a failed check to undo it.
+   */
+  async commitWith(last: (executor: SqlExecutor) => Promise<void>, checked: boolean): Promise<void> {
+    if (!this.#begun && !checked) return last(this.#database.sql);
     try {
-      await last(await this.#begun);
+      await last(await this.#begin());
     } catch (error) {
       await this.rollBack(error);
       throw error;
@@ -255,6 +258,11 @@ class PendingChanges {
 
   get appended(): boolean {
     return this.#outbox.length > 0;
+  }
+
+  /** Whether the flush checks what it wrote (an update's version), and must be undone when that fails. */
+  get checked(): boolean {
+    return [...this.#students.values()].some((change) => change.kind === 'update');
   }
 
   add(student: StudentSnapshot): void {

@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  brokerCheck,
+  pingCheck,
+  runHealthChecks,
+  type HealthCheck,
+  type HealthStatus,
+} from '../../src/infrastructure/health/health.ts';
+
+const fixed = (name: string, status: HealthStatus): HealthCheck => ({
+  name,
+  check: async () => ({ status }),
+});
+
+describe('health checks', () => {
+  test('the report is as bad as its worst check, whatever the order', async () => {
+    for (const statuses of [
+      ['Healthy', 'Degraded', 'Unhealthy'],
+      ['Unhealthy', 'Degraded', 'Healthy'],
+      ['Degraded', 'Unhealthy', 'Healthy'],
+    ] as const) {
+      const report = await runHealthChecks(statuses.map((status, i) => fixed(`check-${i}`, status)));
+      assert.equal(report.status, 'Unhealthy', statuses.join(', '));
+    }
+    assert.equal((await runHealthChecks([fixed('a', 'Healthy'), fixed('b', 'Degraded')])).status, 'Degraded');
+    assert.equal((await runHealthChecks([fixed('a', 'Degraded'), fixed('b', 'Healthy')])).status, 'Degraded');
+    assert.equal((await runHealthChecks([fixed('a', 'Healthy'), fixed('b', 'Healthy')])).status, 'Healthy');
+  });
+
+  test('a check that throws is Unhealthy with its error as description; the others are still reported', async () => {
+    const report = await runHealthChecks([
+      pingCheck('database', async () => {
+        throw new Error('connection refused');
+      }),
+      pingCheck('cache', async () => undefined, { kind: 'memory' }),
+    ]);
+    assert.equal(report.status, 'Unhealthy');
+    assert.equal(report.checks.database?.status, 'Unhealthy');
+    assert.equal(report.checks.database?.description, 'connection refused');
+    assert.equal(report.checks.cache?.status, 'Healthy');
+    assert.deepEqual(report.checks.cache?.data, { kind: 'memory' });
+  });
+
+  test('a check that never answers is Unhealthy after the timeout, and does not hold up the report', async () => {
+    const started = performance.now();
+    const report = await runHealthChecks(
+      [{ name: 'hung', check: () => new Promise(() => undefined) }, fixed('fine', 'Healthy')],
+      100,
+    );
+    assert.ok(performance.now() - started < 2_000, 'answered within about the timeout');
+    assert.equal(report.status, 'Unhealthy');
+    assert.deepEqual(
+      { status: report.checks.hung?.status, description: report.checks.hung?.description },
+      { status: 'Unhealthy', description: 'no answer within 100 ms' },
+    );
+    assert.equal(report.checks.fine?.status, 'Healthy');
+  });
+
+  test('the broker check is Unhealthy while the bus is disconnected, naming why, and Healthy once connected', async () => {
+    const down = await brokerCheck({
+      status: () => ({ connected: false, adapter: 'rabbitmq', detail: 'connection closed' }),
+    }).check();
+    assert.deepEqual(down, {
+      status: 'Unhealthy',
+      description: 'connection closed',
+      data: { adapter: 'rabbitmq' },
+    });
+    const up = await brokerCheck({ status: () => ({ connected: true, adapter: 'rabbitmq' }) }).check();
+    assert.deepEqual(up, { status: 'Healthy', data: { adapter: 'rabbitmq' } });
+  });
+});

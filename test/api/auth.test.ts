@@ -150,7 +150,7 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     assert.equal(await studentCount(reader), before);
   });
 
-  test('the token is read from Authorization only: ?access_token= alone is a 401, beside one an unknown field (400)', async () => {
+  test('the token is read from Authorization only: ?access_token= alone is a 401, beside one an unknown field (400); no problem shows the token', async () => {
     const writer = await tokenFor('writer');
     const created = await json(await post(bearer(writer)));
     const query = `?access_token=${writer}`;
@@ -162,13 +162,19 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
       ['DELETE', `/api/student/${String(created.id)}`],
     ] as const) {
       const what = `${method} ${path}`;
-      await assertProblem(await fetch(`${api.url}${path}${query}`, { method }), 401, 'AUTH.UNAUTHENTICATED');
+      const unauthenticated = await assertProblem(
+        await fetch(`${api.url}${path}${query}`, { method }),
+        401,
+        'AUTH.UNAUTHENTICATED',
+      );
+      assert.equal(unauthenticated.instance, `${path}?access_token=[redacted]`, what);
       const refused = await assertProblem(
         await fetch(`${api.url}${path}${query}`, { method, headers: bearer(writer) }),
         400,
         'REQUEST.INVALID',
       );
       assert.deepEqual(refused.errors, [{ field: 'access_token', reason: 'is not a known field' }], what);
+      assert.equal(refused.instance, `${path}?access_token=[redacted]`, what);
     }
   });
 

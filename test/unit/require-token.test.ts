@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { withoutAccessToken } from '../../src/infrastructure/http/require-token.ts';
+import { withoutAccessToken } from '../../src/infrastructure/http/access-token.ts';
 
 test('withoutAccessToken masks access_token by its decoded name, as the query parser reads it', () => {
   assert.equal(

@@ -17,7 +17,7 @@ import {
 } from '../../contracts/notifications.ts';
 import { NotificationEventTypes } from '../../contracts/students.ts';
 import type { TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
-import { requireToken, withoutAccessToken } from '../../infrastructure/http/require-token.ts';
+import { requireToken } from '../../infrastructure/http/require-token.ts';
 import type { HttpServer } from '../../infrastructure/http/http-server.ts';
 import { invalidRequest, sendProblem } from '../../infrastructure/http/problem-details.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
@@ -90,10 +90,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     const wanted = types.length > 0 ? new Set(types) : undefined;
 
     const invalid = (field: string, reason: string) =>
-      sendProblem(
-        reply,
-        invalidRequest(withoutAccessToken(request.url), `${field} ${reason}.`, [{ field, reason }]),
-      );
+      sendProblem(reply, invalidRequest(request.url, `${field} ${reason}.`, [{ field, reason }]));
     // A misspelt type would otherwise be a stream on which nothing ever arrives.
     const unknown = types.filter((type) => !NOTIFICATION_TYPES.has(type));
     if (unknown.length > 0)

@@ -27,7 +27,7 @@ import {
   writeMalformedRequestProblem,
   writeProblemAndClose,
 } from './problem-details.ts';
-import { withoutAccessToken } from './require-token.ts';
+import { withoutAccessToken } from './access-token.ts';
 
 export const BODY_LIMIT_BYTES = 64 * 1024;
 

@@ -5,6 +5,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { DependencyUnavailableError, IdempotencyKeyReusedError } from '../../application/errors.ts';
 import type { DomainError, FieldIssue } from '../../domain/errors.ts';
+import { withoutAccessToken } from './access-token.ts';
 import type { AllowedMethods } from './allowed-methods.ts';
 
 /** RFC 9457 problem details, with `code` (stable, machine-readable) and `errors` for field-level detail. */
@@ -89,7 +90,10 @@ export function idempotencyKeyReused(instance: string): ProblemDetails {
 }
 
 export function sendProblem(reply: FastifyReply, details: ProblemDetails): FastifyReply {
-  return reply.code(details.status).type(PROBLEM_JSON).send(details);
+  // The instance is the request's URL, which may carry the caller's token (EventSource and SignalR clients send one).
+  const instance = details.instance && withoutAccessToken(details.instance);
+  const shown = instance === details.instance ? details : { ...details, instance };
+  return reply.code(details.status).type(PROBLEM_JSON).send(shown);
 }
 
 function validationIssues(error: FastifyError): FieldIssue[] {

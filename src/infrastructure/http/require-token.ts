@@ -8,6 +8,7 @@ import {
   type TokenVerifier,
 } from '../auth/jwt-verifier.ts';
 import { addResponses, problemResponse, type ResponseHeaders } from './openapi.ts';
+import { ACCESS_TOKEN } from './access-token.ts';
 import { forbidden, sendProblem, unauthenticated } from './problem-details.ts';
 
 declare module 'fastify' {
@@ -21,39 +22,8 @@ declare module 'fastify' {
   }
 }
 
-/** The name SignalR clients use in the query string; the SSE stream takes it in the query and as a cookie. */
-const ACCESS_TOKEN = 'access_token';
-const MAY_NAME_ACCESS_TOKEN = /%|access_token/i;
-
 const READ_METHODS = new Set(['GET', 'HEAD']);
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
-
-/** A query parameter's name as the query parser reads it: `access%5Ftoken` is `access_token`. */
-function decodedName(name: string): string {
-  try {
-    return decodeURIComponent(name);
-  } catch {
-    return name; // malformed percent-encoding: the parser keeps the name as sent
-  }
-}
-
-/** `url` with the value of every `access_token` query parameter masked, for logs and problem details. */
-export function withoutAccessToken(url: string): string {
-  const queryStart = url.indexOf('?');
-  // The usual request log line: no query, or one that cannot name the parameter (it would need `%` or the name).
-  if (queryStart === -1 || !MAY_NAME_ACCESS_TOKEN.test(url.slice(queryStart))) return url;
-  const parameters = url
-    .slice(queryStart + 1)
-    .split('&')
-    .map((parameter) => {
-      const separator = parameter.indexOf('=');
-      if (separator === -1) return parameter;
-      const name = parameter.slice(0, separator);
-      // Any case: masking a parameter too many costs nothing.
-      return decodedName(name).toLowerCase() === ACCESS_TOKEN ? `${name}=[redacted]` : parameter;
-    });
-  return `${url.slice(0, queryStart + 1)}${parameters.join('&')}`;
-}
 
 function cookie(header: string | undefined, name: string): string | undefined {
   for (const pair of header?.split(';') ?? []) {
@@ -100,10 +70,7 @@ export function requireToken(scope: FastifyInstance, verifier: TokenVerifier): v
     const token = tokenOf(request);
     if (!token) {
       void reply.header('www-authenticate', 'Bearer');
-      return sendProblem(
-        reply,
-        unauthenticated(withoutAccessToken(request.url), 'This needs a bearer token.'),
-      );
+      return sendProblem(reply, unauthenticated(request.url, 'This needs a bearer token.'));
     }
     let caller: Caller;
     try {
@@ -111,16 +78,13 @@ export function requireToken(scope: FastifyInstance, verifier: TokenVerifier): v
     } catch (error) {
       if (!(error instanceof InvalidTokenError)) throw error;
       void reply.header('www-authenticate', 'Bearer error="invalid_token"');
-      return sendProblem(reply, unauthenticated(withoutAccessToken(request.url), error.message));
+      return sendProblem(reply, unauthenticated(request.url, error.message));
     }
     const required: Role = READ_METHODS.has(request.method) ? 'reader' : 'writer';
     if (!mayAct(caller, required)) {
       void reply.header('www-authenticate', 'Bearer error="insufficient_scope"');
       const has = caller.role ? `the token's role is "${caller.role}"` : 'the token has no known role';
-      return sendProblem(
-        reply,
-        forbidden(withoutAccessToken(request.url), `This needs the role "${required}"; ${has}.`),
-      );
+      return sendProblem(reply, forbidden(request.url, `This needs the role "${required}"; ${has}.`));
     }
     request.caller = caller;
   });

@@ -1,5 +1,6 @@
 // PostgreSQL goes away under a running webapi (a TCP proxy cuts it off) and comes back.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import {
   openDatabase,
@@ -69,6 +70,18 @@ describe('when the database is down', await needsPostgres(), () => {
     assert.equal((await fetch(`${running.api.url}/health/ready`)).status, 200);
     const list = await json(await fetch(`${running.api.url}/api/students?limit=100`));
     assert.equal((list.items as unknown[]).length, 2, 'the write during the outage left nothing behind');
+  });
+
+  test('a read the cache does not hold gets 503 too, not a 500: the database error under the cache is the one answered', async () => {
+    await running.proxy.pause();
+    try {
+      const missed = await fetch(`${running.api.url}/api/students/${randomUUID()}`);
+      assert.equal(missed.status, 503);
+      assert.match(missed.headers.get('content-type') ?? '', /problem\+json/);
+      assert.equal((await json(missed)).code, 'DEPENDENCY.UNAVAILABLE');
+    } finally {
+      await running.proxy.resume();
+    }
   });
 });
 

@@ -59,6 +59,20 @@ describe('the write rate limit (in memory)', () => {
     }
   });
 
+  test('HEAD and OPTIONS are reads: past the limit they still answer, and are not counted', async () => {
+    const url = await start({ RATE_LIMIT_WRITES_PER_MINUTE: '1' });
+    const created = await post(url);
+    assert.equal(created.status, 201);
+    const id = String((await json(created)).id);
+    assert.equal((await post(url)).status, 429, 'the budget is spent');
+    for (const method of ['HEAD', 'OPTIONS'])
+      for (let i = 0; i < 3; i++) {
+        const read = await fetch(`${url}/api/students/${id}`, { method });
+        assert.ok(read.status < 300, `${method}: ${read.status}`);
+        assert.equal(read.headers.get('x-ratelimit-limit'), null, `${method} is not counted`);
+      }
+  });
+
   test('with auth on each verified subject has its own budget, whatever its address', async () => {
     const url = await start({ RATE_LIMIT_WRITES_PER_MINUTE: '2', ...authEnv });
     const alice = bearer(await tokenFor('writer', { subject: 'alice' }));

@@ -816,6 +816,30 @@ function apiContract(kind: 'pglite' | 'postgres') {
       }
     });
 
+    test('a retry under the same Idempotency-Key whose target ends in a bare `?` (which fetch leaves out) is the same request', async () => {
+      const key = `bare-${randomUUID()}`;
+      const body = JSON.stringify({ firstName: 'Ada', lastName: 'Lovelace' });
+      const first = await call('/api/students', {
+        method: 'POST',
+        headers: { ...jsonHeaders, 'idempotency-key': key },
+        body,
+      });
+      assert.equal(first.status, 201);
+      const created = await json(first);
+      const before = await counts();
+      const [head = '', retried = ''] = (
+        await exchange(
+          new URL(api.url).port,
+          `POST /api/students? HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: ${key}\r\n` +
+            `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        )
+      ).split('\r\n\r\n');
+      assert.match(head, /^HTTP\/1.1 201 /);
+      assert.match(head, /\r\nidempotent-replayed: true\r\n/i);
+      assert.equal((JSON.parse(retried) as { id: string }).id, created.id);
+      assert.deepEqual(await counts(), before, 'nothing written again');
+    });
+
     test('an unknown route is a problem+json 404', async () => {
       await assertProblem(await call('/api/nothing-here'), 404);
       await assertProblem(await call('/api/nothing-here', { method: 'PATCH' }), 404);

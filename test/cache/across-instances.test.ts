@@ -1,7 +1,7 @@
 // Two webapi instances (each with its own L1) on one Redis and one PostgreSQL; then Redis "down" behind a proxy.
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, mock, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { openTestDatabase, studentsTableLock, type TestDatabase } from '../support/databases.ts';
 import { startRole } from '../support/role-process.ts';
@@ -86,6 +86,28 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     assert.equal((await putStudent(b, id, { ...ada, firstName: 'Augusta' })).status, 200);
     const again = await putStudent(a, id, ada);
     assert.equal(again.headers.get('x-deduplicated'), null, "B's write dropped A's copy too (bus)");
+    assert.equal(again.headers.get('etag'), '"4"');
+  });
+
+  test("a PUT's answer goes out only once every instance has dropped the PUT answers it made stale, however slow Redis is", async () => {
+    const { id } = (await (await create(a)).json()) as { id: string };
+    const ada = { firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' };
+    assert.equal((await putStudent(a, id, ada)).status, 200);
+    assert.equal((await putStudent(a, id, ada)).headers.get('x-deduplicated'), 'true', 'A holds its answer');
+    // B's invalidations take 200 ms to reach Redis.
+    const invalidate = b.cache.responses.invalidate.bind(b.cache.responses);
+    const slow = mock.method(b.cache.responses, 'invalidate', async (group: string, at: number) => {
+      await sleep(200);
+      await invalidate(group, at);
+    });
+    try {
+      assert.equal((await putStudent(b, id, { ...ada, firstName: 'Augusta' })).status, 200);
+    } finally {
+      slow.mock.restore();
+    }
+    assert.ok(slow.mock.callCount() >= 1, "B's PUT invalidated its student's PUT answers");
+    const again = await putStudent(a, id, ada);
+    assert.equal(again.headers.get('x-deduplicated'), null, "not A's answer from before B's PUT");
     assert.equal(again.headers.get('etag'), '"4"');
   });
 

@@ -143,7 +143,50 @@ describe(
       const replay = await read(a, id);
       assert.equal(replay.firstName, 'New', `the same caller (replayed: ${replay.replayed})`);
       assert.equal((await read(a, id, 'third')).firstName, 'New', 'another caller');
-      assert.equal(await redisHealth(a), 'Healthy');
+      // Every one of A's connections is ready again, some perhaps only after those reads on a busy machine.
+      const health = await eventually(
+        10_000,
+        () => redisHealth(a),
+        (status) => status === 'Healthy',
+      );
+      assert.equal(health, 'Healthy');
+    });
+
+    test("while A cannot reach Redis it replays nothing: a GET via A after B's write gets the write", async () => {
+      const proxy = await tcpProxy();
+      const { a, b } = await twoInstances(`redis://127.0.0.1:${proxy.port}`, { halfOpenAfterMs: 300 });
+      const { id } = await createStudent(b, 'Old');
+      assert.equal((await read(a, id)).firstName, 'Old');
+      assert.equal((await read(a, id)).replayed, true, 'A holds a replay');
+
+      await proxy.pause();
+      await sleep(200);
+      // B's invalidation goes out on Redis, which A cannot hear now.
+      await rename(b, id, 'New');
+      const during = await read(a, id);
+      assert.equal(during.firstName, 'New', `the same caller (replayed: ${during.replayed})`);
+      assert.equal(during.replayed, false);
+      await proxy.resume();
+    });
+
+    test("A started while Redis was unreachable hears B's writes once Redis is back: it replays nothing B changed", async () => {
+      const proxy = await tcpProxy();
+      await proxy.pause();
+      const { a, b } = await twoInstances(`redis://127.0.0.1:${proxy.port}`, { halfOpenAfterMs: 300 });
+      await proxy.resume();
+      const healthy = await eventually(
+        10_000,
+        () => redisHealth(a),
+        (status) => status === 'Healthy',
+      );
+      assert.equal(healthy, 'Healthy');
+      const { id } = await createStudent(b, 'Old');
+      assert.equal((await read(a, id)).firstName, 'Old');
+      assert.equal((await read(a, id)).replayed, true, 'A holds a replay');
+
+      await rename(b, id, 'New');
+      const seen = await read(a, id);
+      assert.equal(seen.firstName, 'New', `the same caller (replayed: ${seen.replayed})`);
     });
 
     test("A's pub/sub connections go silent (dropped without FIN or RST) while B writes: A notices and serves B's write", async () => {

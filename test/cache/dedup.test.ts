@@ -282,5 +282,151 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.equal(retried.headers.get('x-deduplicated'), null);
       assert.equal(((await retried.json()) as { id: string }).id, id);
     });
+
+    test('a GET that joined an identical read which then failed runs itself: it gets the 200, neither the 5xx nor no answer', async () => {
+      const id = await create();
+      await api.cache.students.evict(id);
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const failing = mock.method(
+        queries,
+        'findById',
+        async () => {
+          await released;
+          throw new Error('database gone');
+        },
+        { times: 1 },
+      );
+      try {
+        const failed = fetch(`${api.url}/api/students/${id}`);
+        while (failing.mock.callCount() === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+        const joined = fetch(`${api.url}/api/students/${id}`, { signal: AbortSignal.timeout(5_000) });
+        // Time to join the read in flight.
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        release();
+        const leader = await failed;
+        await leader.arrayBuffer();
+        assert.ok(leader.status >= 500, `the read in flight failed: ${leader.status}`);
+        const follower = await joined;
+        assert.equal(follower.status, 200);
+        assert.equal(follower.headers.get('x-deduplicated'), null);
+        assert.equal(((await follower.json()) as { id: string }).id, id);
+      } finally {
+        failing.mock.restore();
+      }
+    });
+
+    test('an identical GET after the window has passed is answered afresh, not replayed', async () => {
+      // A window of one second; on Redis, B replays what A stored there.
+      const short = async () =>
+        startCachedApi(testDb.database, {
+          redisUrl: mode === 'redis' ? REDIS_URL : 'memory:',
+          keyPrefix,
+          env: { DEDUP_GET_WINDOW_SECONDS: '1' },
+        });
+      const a = await short();
+      const b = mode === 'redis' ? await short() : a;
+      try {
+        const id = await create();
+        const get = (via: CachedApi) => fetch(`${via.url}/api/students/${id}`);
+        assert.equal((await get(a)).headers.get('x-deduplicated'), null);
+        assert.equal((await get(a)).headers.get('x-deduplicated'), 'true', 'replayed within the window');
+        if (b !== a)
+          assert.equal((await get(b)).headers.get('x-deduplicated'), 'true', "A's answer, from Redis");
+        await new Promise((resolve) => setTimeout(resolve, 1_100));
+        // Through B on Redis: what A would store again now is a fresh answer, B's to replay.
+        assert.equal((await get(b)).headers.get('x-deduplicated'), null, 'the window has passed');
+      } finally {
+        if (b !== a) await b.stop();
+        await a.stop();
+      }
+    });
+
+    test('a keyed write sent again while the first still runs is a 409 problem+json with Retry-After; once done, its answer', async () => {
+      const key = { ...jsonHeaders, 'idempotency-key': uniqueName('in-progress') };
+      const body = JSON.stringify({ firstName: 'Held', lastName: 'Write', email: 'held@example.com' });
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const transaction = testDb.database.transaction.bind(testDb.database);
+      const held = mock.method(
+        testDb.database,
+        'transaction',
+        async (work: Parameters<typeof transaction>[0]) => {
+          await released;
+          return transaction(work);
+        },
+        { times: 1 },
+      );
+      const post = () => fetch(`${api.url}/api/students`, { method: 'POST', headers: key, body });
+      try {
+        const first = post();
+        while (held.mock.callCount() === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+        const again = await post();
+        assert.equal(again.status, 409);
+        assert.equal(again.headers.get('retry-after'), '1', 'when to try again');
+        assert.match(again.headers.get('content-type') ?? '', /problem\+json/);
+        assert.equal(((await again.json()) as { code: string }).code, 'IDEMPOTENCY.IN_PROGRESS');
+        release();
+        const created = await first;
+        assert.equal(created.status, 201);
+        const replay = await post();
+        assert.equal(replay.status, 201);
+        assert.equal(replay.headers.get('idempotent-replayed'), 'true');
+        assert.equal(replay.headers.get('location'), created.headers.get('location'));
+      } finally {
+        release();
+        held.mock.restore();
+      }
+    });
+
+    test('an identical PUT sent while the first is being answered (its invalidation on its way to Redis) joins it: run once', async () => {
+      const id = await create();
+      const put = () =>
+        fetch(`${api.url}/api/students/${id}`, {
+          method: 'PUT',
+          headers: jsonHeaders,
+          body: JSON.stringify({ firstName: 'Joan', lastName: 'Clarke', email: 'jc@example.com' }),
+        });
+      const invalidate = api.cache.responses.invalidate.bind(api.cache.responses);
+      // Dropped here at once, as always; the round trip to Redis takes 200 ms.
+      const slow = mock.method(api.cache.responses, 'invalidate', async (group: string, at: number) => {
+        const dropped = invalidate(group, at);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        await dropped;
+      });
+      try {
+        const first = put();
+        while (slow.mock.callCount() === 0) await new Promise((resolve) => setTimeout(resolve, 2));
+        const second = await put();
+        const answered = await first;
+        assert.equal(answered.headers.get('etag'), '"2"');
+        assert.equal(second.headers.get('etag'), '"2"', 'not applied a second time');
+        assert.equal(second.headers.get('x-deduplicated'), 'true');
+        assert.equal(await second.text(), await answered.text());
+      } finally {
+        slow.mock.restore();
+      }
+    });
+
+    test('a replay carries the headers that describe its body: Content-Type and ETag, and Location for a keyed create', async () => {
+      const id = await create();
+      const first = await fetch(`${api.url}/api/students/${id}`);
+      const again = await fetch(`${api.url}/api/students/${id}`);
+      assert.equal(again.headers.get('x-deduplicated'), 'true');
+      assert.match(again.headers.get('content-type') ?? '', /^application\/json/);
+      for (const name of ['content-type', 'etag'])
+        assert.equal(again.headers.get(name), first.headers.get(name), name);
+      assert.equal(await again.text(), await first.text());
+
+      const key = { ...jsonHeaders, 'idempotency-key': uniqueName('replayed-headers') };
+      const post = () => fetch(`${api.url}/api/students`, { method: 'POST', headers: key, body: '{}' });
+      const created = await post();
+      assert.equal(created.status, 201);
+      const replayed = await post();
+      assert.equal(replayed.headers.get('idempotent-replayed'), 'true');
+      for (const name of ['content-type', 'etag', 'location'])
+        assert.equal(replayed.headers.get(name), created.headers.get(name), name);
+      assert.equal(await replayed.text(), await created.text());
+    });
   });
 }

@@ -80,4 +80,15 @@ describe('response replay store (L1)', () => {
     await bus.invalidate('a', Date.now());
     assert.deepEqual(store.held, { entries: 0, bytes: empty });
   });
+
+  test('an invalidation heard late, stamped before the last one (another clock), makes nothing read since current again', async () => {
+    const { store, bus } = open();
+    const now = Date.now();
+    await bus.invalidate('a', now);
+    await bus.invalidate('a', now - 10);
+    await store.put('a', 'GET /a', response('{"a":1}'), 60_000, now - 5);
+    assert.equal(store.peek('a', 'GET /a'), undefined, 'read before the newer invalidation');
+    assert.equal(store.isCurrent('a', now - 5), false);
+    assert.equal(store.isCurrent('a', now + 1), true);
+  });
 });

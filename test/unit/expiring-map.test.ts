@@ -23,3 +23,16 @@ test('past its size, the entry written longest ago goes first; writing again mak
   map.delete('a');
   assert.equal(map.get('a'), undefined);
 });
+
+test('an entry written again is the newest also before the map is full', () => {
+  const map = new ExpiringMap<number>(3);
+  map.set('a', 1, 60_000);
+  map.set('b', 2, 60_000);
+  map.set('a', 3, 60_000);
+  map.set('c', 4, 60_000);
+  map.set('d', 5, 60_000);
+  assert.deepEqual(
+    ['a', 'b', 'c', 'd'].map((key) => map.get(key)),
+    [3, undefined, 4, 5],
+  );
+});

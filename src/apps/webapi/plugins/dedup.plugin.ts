@@ -46,7 +46,8 @@ export interface DedupPluginOptions {
 interface Flight {
   readonly response: Promise<StoredResponse | undefined>;
   readonly group: string;
-  readonly startedAt: number;
+  /** When the state it answers with was read: for a write, moved past the invalidation of its own write. */
+  startedAt: number;
 }
 
 /** The request that runs for its flight. */
@@ -139,11 +140,18 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
       done: (error: null, payload: unknown) => void,
     ) => {
       if (reply.statusCode >= 300 || isReplay(reply)) return done(null, payload);
+      const group = groupOf(request);
+      // This request's own flight stays joinable: its answer shows this write, and is stored as current right after
+      // (identical requests arriving meanwhile join it, instead of running the write again). Not if another write
+      // came first.
+      const flight = leaders.get(request)?.flight;
+      const own = flight?.group === group && store.isCurrent(group, flight.startedAt) ? flight : undefined;
       store
-        .invalidate(groupOf(request), orderedNow())
+        .invalidate(group, orderedNow())
         // Dropped here already; elsewhere it goes with the window, or with the recovery once Redis is back.
         .catch((error: unknown) => request.log.warn({ err: error }, 'deduplicated responses not dropped'))
         .finally(() => done(null, payload));
+      if (own) own.startedAt = orderedNow();
     };
 
   /** Whether it answered: false when the leader failed (5xx), and this request should run itself. */

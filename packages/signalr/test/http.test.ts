@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, request, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
+import { type AddressInfo, connect } from 'node:net';
 import { after, before, test } from 'node:test';
 import { HttpTransportType } from '@microsoft/signalr';
 import Fastify from 'fastify';
@@ -302,21 +302,50 @@ function askingToUpgrade(
   });
 }
 
+/**
+ * Writes `requests` at once and `later` a moment after (in a packet of its own), and reads until the server ends the
+ * connection (the client never ends its side).
+ */
+function pipelined(port: number, requests: string, later: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let received = '';
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.write(requests);
+      setTimeout(() => socket.write(later), 5);
+    });
+    socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+    socket.on('end', () => resolve(received));
+    socket.on('error', reject);
+  });
+}
+
+function connectionsOf(server: Server): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.getConnections((error, count) => (error ? reject(error) : resolve(count))),
+  );
+}
+
 for (const mount of ['node', 'fastify'] as const) {
   test(`on ${mount}, a request asking to switch protocols is answered as a plain one, never dropped unanswered`, async () => {
     const hub = await HubServer.create({ hub: testHub });
-    const plain = (req: IncomingMessage, res: ServerResponse) => res.end(`plain ${req.method} ${req.url}`);
+    // Answered a moment later, so that a pipelined request finds the response before it still being written.
+    const answer = async (method: string, url: string | undefined) => {
+      await delay(20);
+      return `plain ${method} ${url}`;
+    };
     let url: string;
+    let server: Server;
     let close: () => Promise<void>;
     if (mount === 'fastify') {
       const app = Fastify({ forceCloseConnections: true });
-      app.get('/other', (request, reply) => reply.send(`plain GET ${request.url}`));
-      app.post('/other', (request, reply) => reply.send(`plain POST ${request.url}`));
+      app.get('/other', (request) => answer('GET', request.url));
+      app.post('/other', (request) => answer('POST', request.url));
       await registerFastifyHub(app, HUB_PATH, hub);
       url = await app.listen({ host: '127.0.0.1', port: 0 });
+      server = app.server;
       close = () => app.close();
     } else {
-      const server = createServer(plain);
+      server = createServer((req, res) => void answer(req.method!, req.url).then((text) => res.end(text)));
       mountOnHttpServer(server, HUB_PATH, hub);
       server.listen(0, '127.0.0.1');
       await once(server, 'listening');
@@ -347,6 +376,22 @@ for (const mount of ['node', 'fastify'] as const) {
       const withBody = await askingToUpgrade(`${url}/other`, { method: 'POST', body: 'hello' });
       assert.equal(withBody.status, 400);
       assert.match(withBody.text, /without Upgrade/);
+      // Pipelined behind a request still being answered, and followed by one more: answered in turn, after which
+      // the connection closes (the request after it is left for the client to send again), wholly, on the server too.
+      const get = (target: string, extra = '') => `GET ${target} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`;
+      const upgrade =
+        'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n';
+      const received = await pipelined(
+        Number(new URL(url).port),
+        get('/other?n=1') + get('/other?n=2', upgrade),
+        get('/other?n=3'),
+      );
+      assert.match(
+        received,
+        /^HTTP\/1.1 200 [\s\S]*plain GET \/other\?n=1HTTP\/1.1 200 [\s\S]*plain GET \/other\?n=2$/,
+      );
+      for (const deadline = Date.now() + 5_000; (await connectionsOf(server)) > 0; await delay(20))
+        assert.ok(Date.now() < deadline, 'the server closed the connection');
       // The hub's own WebSockets still upgrade.
       const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${HUB_PATH}`);
       await once(ws, 'open');

@@ -82,7 +82,19 @@ function rejectUpgrade(socket: Duplex, { status, message, allow }: HttpFailure):
     'Content-Length': Buffer.byteLength(message),
   };
   const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`);
-  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${lines.join('')}\r\n${message}`);
+  closeAfterWrites(
+    socket,
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${lines.join('')}\r\n${message}`,
+  );
+}
+
+/**
+ * Ends a connection Node's HTTP parser has let go of, once what is written is sent. Closed, not half-closed: nothing
+ * reads it any more, and Node's server no longer counts it among the connections it closes when it stops.
+ */
+export function closeAfterWrites(socket: Duplex, last?: string): void {
+  socket.once('finish', () => socket.destroy());
+  socket.end(last);
 }
 
 /** Answers `status` with `message` (plain text) on a socket Node's HTTP parser has let go of, and closes it. */

@@ -1,7 +1,7 @@
 import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { refuseOnSocket, type HttpDispatcher } from './dispatcher.ts';
+import { closeAfterWrites, refuseOnSocket, type HttpDispatcher } from './dispatcher.ts';
 
 export function pathnameOf(req: IncomingMessage): string {
   const raw = req.url ?? '/';
@@ -23,13 +23,22 @@ export function listenForUpgrades(server: Server, dispatcher: HttpDispatcher): v
   });
 }
 
+type UpgradedSocket = Duplex & { readonly _httpMessage?: ServerResponse | null };
+
 /**
  * Hands an upgrade request to the server's request listeners. Node's parser has let go of the connection, so it
  * closes after this response, and a body (its bytes are no longer read as the request's) cannot be taken.
  */
-function answerWithoutUpgrade(server: Server, req: IncomingMessage, socket: Duplex): void {
+function answerWithoutUpgrade(server: Server, req: IncomingMessage, socket: UpgradedSocket): void {
   // Node leaves an upgraded socket without an error listener: a client gone meanwhile must not crash the process.
   socket.on('error', () => socket.destroy());
+  // A response to an earlier request on this connection (pipelined) is still being written: this one comes after it.
+  const earlier = socket._httpMessage;
+  if (earlier) earlier.once('finish', () => process.nextTick(answerInTurn, server, req, socket));
+  else answerInTurn(server, req, socket);
+}
+
+function answerInTurn(server: Server, req: IncomingMessage, socket: Duplex): void {
   const { 'content-length': length, 'transfer-encoding': chunked } = req.headers;
   if (chunked !== undefined || (length !== undefined && length !== '0'))
     return refuseOnSocket(
@@ -40,9 +49,8 @@ function answerWithoutUpgrade(server: Server, req: IncomingMessage, socket: Dupl
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
   res.assignSocket(socket as Socket);
-  res.once('finish', () => {
-    res.detachSocket(socket as Socket);
-    socket.end();
-  });
+  res.once('finish', () => closeAfterWrites(socket));
+  // A client gone before the answer is whole aborted its request, as on any other connection.
+  socket.once('close', () => res.writableFinished || req.destroy());
   server.emit('request', req, res);
 }

@@ -11,13 +11,15 @@ const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 // With the u flag a surrogate pair is one code point, so this matches only unpaired surrogates.
 const UNPAIRED_SURROGATE = /\p{Cs}/u;
 export const NOT_STORABLE_TEXT = 'must be Unicode text without NUL characters or unpaired surrogates';
-// C0 and C1 controls and DEL (a terminal escape, a line break: forged log lines, broken displays), and the bidi
-// embeddings, overrides and isolates, which reorder the text shown around them (Trojan Source, CVE-2021-42574).
-// Not in isStorableText, which the worker's event schema uses: events of students stored before this rule still pass.
-const CONTROL_OR_BIDI = /[\p{Cc}\u202a-\u202e\u2066-\u2069]/u;
+// C0 and C1 controls, DEL and the Unicode line and paragraph separators (a terminal escape, a line break: forged log
+// lines, broken displays), and the bidi embeddings, overrides and isolates, which reorder the text shown around them
+// (Trojan Source, CVE-2021-42574). Not in isStorableText, which the worker's event schema uses: events of students
+// stored before this rule still pass.
+const CONTROL_OR_BIDI = /[\p{Cc}\u2028\u2029\u202a-\u202e\u2066-\u2069]/u;
 export const NOT_PLAIN_TEXT = 'must not contain control characters or bidirectional overrides';
-// Format characters show nothing; the joiners among them (U+200C, U+200D) stay allowed between other characters.
-const INVISIBLE = /[\s\p{Cf}]/gu;
+// What shows nothing: format characters, the default-ignorable ones (Hangul fillers, variation selectors) and the
+// blank Braille pattern. The joiners among them (U+200C, U+200D) stay allowed between other characters.
+const INVISIBLE = /[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/gu;
 
 /**
  * How long a field is as stored, which is what its limit applies to: trimmed, in characters as PostgreSQL's

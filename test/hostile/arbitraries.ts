@@ -100,10 +100,12 @@ export const hostileString: fc.Arbitrary<string> = fc.oneof(
 /** Hostile strings short enough for a URL or a header: Node refuses a request line and headers over 16 KiB (431). */
 export const shortHostileString: fc.Arbitrary<string> = hostileString.map((text) => text.slice(0, 1_000));
 
-// What the API refuses in a student field (src/domain/student.ts): controls, bidi embeddings, overrides, isolates.
-export const CONTROL_OR_BIDI = /[\p{Cc}\u202a-\u202e\u2066-\u2069]/u;
-/** Whether anything shows once whitespace and format characters (zero-width space, joiners, BOM) are removed. */
-export const isVisible = (text: string): boolean => text.replace(/[\s\p{Cf}]/gu, '').length > 0;
+// What the API refuses in a student field (src/domain/student.ts): controls, line separators, bidi embeddings,
+// overrides, isolates.
+export const CONTROL_OR_BIDI = /[\p{Cc}\u2028\u2029\u202a-\u202e\u2066-\u2069]/u;
+/** Whether anything shows once whitespace and invisible characters (zero-width space, joiners, BOM, fillers) go. */
+export const isVisible = (text: string): boolean =>
+  text.replace(/[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/gu, '').length > 0;
 
 /**
  * Text a message field accepts: well-formed, no NUL, something left after trimming, at most `maxLength` code

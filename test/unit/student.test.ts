@@ -68,6 +68,8 @@ describe('Student', () => {
       'a\u0001b',
       'a\u007fb',
       'a\u0085b',
+      'Ada\u2028Evil',
+      'a\u2029b',
       '\u202eevil',
       'a\u2066b',
     ]) {
@@ -86,7 +88,16 @@ describe('Student', () => {
   });
 
   test('a name of only invisible characters is empty, as a blank one is', () => {
-    for (const firstName of ['\u200b', ' \u200b\u2060 ', '\ufeff\u00ad', '\u200d\u200c']) {
+    for (const firstName of [
+      '\u200b',
+      ' \u200b\u2060 ',
+      '\ufeff\u00ad',
+      '\u200d\u200c',
+      '\u3164',
+      '\uffa0\u115f\u1160',
+      '\u2800',
+      '\u034f\ufe0f',
+    ]) {
       const result = validateStudentDetails({ ...details, firstName });
       assert.ok(!result.ok, JSON.stringify(firstName));
       assert.deepEqual(result.error.issues, [{ field: 'firstName', reason: 'must not be empty' }]);
@@ -94,7 +105,7 @@ describe('Student', () => {
   });
 
   test('joiners between letters are kept: emoji sequences and Persian names need them', () => {
-    for (const firstName of ['👩\u200d🎓', 'رحمانی\u200cنژاد', 'क्\u200dष', 'Ada\u200fLovelace']) {
+    for (const firstName of ['👩\u200d🎓', 'رحمانی\u200cنژاد', 'क्\u200dष', 'Ada\u200fLovelace', '❤\ufe0f']) {
       const result = validateStudentDetails({ ...details, firstName });
       assert.deepEqual(result, { ok: true, value: { ...details, firstName } }, JSON.stringify(firstName));
     }

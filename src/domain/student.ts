@@ -17,6 +17,11 @@ export const NOT_STORABLE_TEXT = 'must be Unicode text without NUL characters or
 // stored before this rule still pass.
 const CONTROL_OR_BIDI = /[\p{Cc}\u2028\u2029\u202a-\u202e\u2066-\u2069]/u;
 export const NOT_PLAIN_TEXT = 'must not contain control characters or bidirectional overrides';
+
+/** Text shown as it is stored: no controls, no line separators, nothing that reorders what is around it. */
+export function isPlainText(value: string): boolean {
+  return !CONTROL_OR_BIDI.test(value);
+}
 // What shows nothing: format characters, the default-ignorable ones (Hangul fillers, variation selectors) and the
 // blank Braille pattern. The joiners among them (U+200C, U+200D) stay allowed between other characters.
 const INVISIBLE = /[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/gu;
@@ -58,7 +63,7 @@ export type InvalidStudent = Extract<DomainError, { code: 'STUDENT.INVALID' }>;
 function checkName(field: keyof StudentDetails, raw: string, issues: FieldIssue[]): string {
   const value = raw.trim();
   if (!isStorableText(value)) issues.push({ field, reason: NOT_STORABLE_TEXT });
-  else if (CONTROL_OR_BIDI.test(value)) issues.push({ field, reason: NOT_PLAIN_TEXT });
+  else if (!isPlainText(value)) issues.push({ field, reason: NOT_PLAIN_TEXT });
   // A zero-width space alone is as blank as "   ".
   else if (value.replace(INVISIBLE, '').length === 0) issues.push({ field, reason: 'must not be empty' });
   else if (storedLength(value) > STUDENT_NAME_MAX_LENGTH)
@@ -69,7 +74,7 @@ function checkName(field: keyof StudentDetails, raw: string, issues: FieldIssue[
 function checkEmail(raw: string, issues: FieldIssue[]): string {
   const value = raw.trim();
   if (!isStorableText(value)) issues.push({ field: 'email', reason: NOT_STORABLE_TEXT });
-  else if (CONTROL_OR_BIDI.test(value)) issues.push({ field: 'email', reason: NOT_PLAIN_TEXT });
+  else if (!isPlainText(value)) issues.push({ field: 'email', reason: NOT_PLAIN_TEXT });
   else if (storedLength(value) > STUDENT_EMAIL_MAX_LENGTH)
     issues.push({ field: 'email', reason: `must be at most ${STUDENT_EMAIL_MAX_LENGTH} characters` });
   else if (!EMAIL_PATTERN.test(value))

@@ -135,10 +135,10 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     assert.match(String(problem.detail), /"nbf" claim/);
   });
 
-  test('a validly signed token whose "sub" is no string of 1 to 255 storable characters is 401 and stores nothing', async () => {
+  test('a validly signed token whose "sub" is no string of 1 to 255 storable, plain characters is 401 and stores nothing', async () => {
     const reader = await tokenFor('reader');
     const before = await studentCount(reader);
-    for (const sub of [42, { id: 1 }, true, '', 'a\u0000b', 'x'.repeat(256)]) {
+    for (const sub of [42, { id: 1 }, true, '', 'a\u0000b', 'a\u001b[31mb', '\u202eevil', 'x'.repeat(256)]) {
       const token = await new SignJWT({ sub: sub as string, role: 'writer' })
         .setProtectedHeader({ alg: 'HS256' })
         .setExpirationTime('5m')

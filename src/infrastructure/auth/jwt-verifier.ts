@@ -1,6 +1,6 @@
 import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { DependencyUnavailableError } from '../../application/errors.ts';
-import { isStorableText } from '../../domain/student.ts';
+import { isPlainText, isStorableText } from '../../domain/student.ts';
 
 /** `reader`: GETs, the SSE stream and the hub. `writer`: writes, and everything a reader may do (in that order). */
 export const ROLES = ['reader', 'writer'] as const;
@@ -85,9 +85,17 @@ export function createJwtVerifier(options: JwtVerifierOptions): TokenVerifier | 
 
 const MAX_SUBJECT_LENGTH = 255;
 
-/** A subject the API can store and show as an actor (RFC 7519 §4.1.2: a string, here of 1 to 255 characters). */
+/**
+ * A subject the API can store and show as an actor (RFC 7519 §4.1.2: a string, here of 1 to 255 characters), plain
+ * text as a student's own fields are.
+ */
 function isSubject(subject: string): boolean {
-  return subject.length > 0 && subject.length <= MAX_SUBJECT_LENGTH && isStorableText(subject);
+  return (
+    subject.length > 0 &&
+    subject.length <= MAX_SUBJECT_LENGTH &&
+    isStorableText(subject) &&
+    isPlainText(subject)
+  );
 }
 
 function describe(error: InstanceType<typeof errors.JOSEError>): string {

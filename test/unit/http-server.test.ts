@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
 import { test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { Registry } from 'prom-client';
 import { createHttpServer, listenOn } from '../../src/infrastructure/http/http-server.ts';
 import { writeMalformedRequestProblem } from '../../src/infrastructure/http/problem-details.ts';
@@ -62,4 +63,25 @@ test('a server that cannot listen says why and which settings choose where', asy
     taken.close();
     await app.close();
   }
+});
+
+test('closing cuts, at the drain deadline, a connection an upgrade listener took over and still holds', async () => {
+  const app = createHttpServer(recordingLogger().logger, {
+    service: 'test',
+    registry: new Registry(),
+    maxHeaderBytes: 16_384,
+    drainTimeoutMs: 200,
+  });
+  // What a WebSocket server that never closes its sockets does: Node no longer counts them as its HTTP connections.
+  app.server.on('upgrade', () => undefined);
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  const client = connect(Number(new URL(url).port), '127.0.0.1');
+  client.on('error', () => undefined);
+  client.write('GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+  await once(app.server, 'upgrade');
+  const closed = once(client, 'close');
+  const closing = app.close();
+  const cutOff = await Promise.race([closing.then(() => true), delay(3_000).then(() => false)]);
+  assert.ok(cutOff, 'closed within the deadline');
+  await closed;
 });

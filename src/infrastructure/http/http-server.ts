@@ -157,17 +157,18 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   });
   // Requests that still arrive on open connections while the server drains are turned away, to another instance.
   let closing = false;
-  const closeUnusedConnections = trackUnusedConnections(app.server);
+  const connections = trackConnections(app.server);
   app.addHook('preClose', (done) => {
     closing = true;
     // Node closes the connections that are idle when the server closes, once, and never one that has not sent a
     // request yet (a browser's preconnect): either would hold the close for a minute or more. Swept until closed.
     const sweep = setInterval(() => {
       app.server.closeIdleConnections();
-      closeUnusedConnections();
+      connections.closeUnused();
     }, 250).unref();
+    // Node's closeAllConnections leaves out the connections its parser let go of (upgraded ones).
     const deadline = setTimeout(
-      () => app.server.closeAllConnections(),
+      connections.closeAll,
       options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
     ).unref();
     app.server.once('close', () => {
@@ -296,10 +297,10 @@ function simpleCorsHeaders(policy: CorsPolicy, origin: string | undefined): Reco
 }
 
 /**
- * Keeps the open connections (one set entry each, nothing per request); the returned function closes those that
- * have not sent a byte since the previous call, so a client about to send its first request has a moment to.
+ * Keeps the open connections (one set entry each, nothing per request). `closeUnused` closes those that have not
+ * sent a byte since its previous call, so a client about to send its first request has a moment to.
  */
-function trackUnusedConnections(server: Server): () => void {
+function trackConnections(server: Server): { closeUnused(): void; closeAll(): void } {
   const open = new Set<Socket>();
   // One listener for all: a closure (and `once`'s wrapper) per connection would weigh on every open stream.
   function forget(this: Socket) {
@@ -310,9 +311,14 @@ function trackUnusedConnections(server: Server): () => void {
     socket.on('close', forget);
   });
   let unused = new Set<Socket>();
-  return () => {
-    for (const socket of unused) if (socket.bytesRead === 0) socket.destroy();
-    unused = new Set([...open].filter((socket) => socket.bytesRead === 0));
+  return {
+    closeUnused() {
+      for (const socket of unused) if (socket.bytesRead === 0) socket.destroy();
+      unused = new Set([...open].filter((socket) => socket.bytesRead === 0));
+    },
+    closeAll() {
+      for (const socket of open) socket.destroy();
+    },
   };
 }
 

@@ -26,6 +26,11 @@ export function isPlainText(value: string): boolean {
 // blank Braille pattern. The joiners among them (U+200C, U+200D) stay allowed between other characters.
 const INVISIBLE = /[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/gu;
 
+/** Whether something shows: a zero-width space alone is as blank as "   ". */
+export function isVisibleText(value: string): boolean {
+  return value.replace(INVISIBLE, '').length > 0;
+}
+
 /**
  * How long a field is as stored, which is what its limit applies to: trimmed, in characters as PostgreSQL's
  * varchar(n) counts them (code points, not UTF-16 units). The HTTP schema checks the same.
@@ -64,8 +69,7 @@ function checkName(field: keyof StudentDetails, raw: string, issues: FieldIssue[
   const value = raw.trim();
   if (!isStorableText(value)) issues.push({ field, reason: NOT_STORABLE_TEXT });
   else if (!isPlainText(value)) issues.push({ field, reason: NOT_PLAIN_TEXT });
-  // A zero-width space alone is as blank as "   ".
-  else if (value.replace(INVISIBLE, '').length === 0) issues.push({ field, reason: 'must not be empty' });
+  else if (!isVisibleText(value)) issues.push({ field, reason: 'must not be empty' });
   else if (storedLength(value) > STUDENT_NAME_MAX_LENGTH)
     issues.push({ field, reason: `must be at most ${STUDENT_NAME_MAX_LENGTH} characters` });
   return value;

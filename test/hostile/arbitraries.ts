@@ -1,6 +1,7 @@
 // Generators of hostile input shared by the hostile-input suite: strings that have broken parsers, databases and
 // browsers before, JSON (and almost-JSON) with prototype keys at any depth, bad UUIDs and header values.
 import fc from 'fast-check';
+import { isPlainText, isVisibleText } from '../../src/domain/student.ts';
 
 /** Fragments with a history: NUL, lone surrogates, direction overrides, joiners, SQL and HTML payloads. */
 export const NASTY_FRAGMENTS = [
@@ -100,13 +101,6 @@ export const hostileString: fc.Arbitrary<string> = fc.oneof(
 /** Hostile strings short enough for a URL or a header: Node refuses a request line and headers over 16 KiB (431). */
 export const shortHostileString: fc.Arbitrary<string> = hostileString.map((text) => text.slice(0, 1_000));
 
-// What the API refuses in a student field (src/domain/student.ts): controls, line separators, bidi embeddings,
-// overrides, isolates.
-export const CONTROL_OR_BIDI = /[\p{Cc}\u2028\u2029\u202a-\u202e\u2066-\u2069]/u;
-/** Whether anything shows once whitespace and invisible characters (zero-width space, joiners, BOM, fillers) go. */
-export const isVisible = (text: string): boolean =>
-  text.replace(/[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/gu, '').length > 0;
-
 /**
  * Text a message field accepts: well-formed, no NUL, something left after trimming, at most `maxLength` code
  * units, but otherwise as hostile as it gets (SQL, HTML, emoji, direction marks, control characters). With
@@ -124,14 +118,14 @@ export function legalText(maxLength: number, { spaces = true, controls = true } 
     )
     .map((parts) => parts.join(''))
     .map((text) => (spaces ? text : text.replace(/[\s@]/gu, '')))
-    .map((text) => (controls ? text : text.replace(new RegExp(CONTROL_OR_BIDI, 'gu'), '')))
+    .map((text) => (controls ? text : [...text].filter((char) => isPlainText(char)).join('')))
     .map((text) => text.slice(0, maxLength))
     .filter(
       (text) =>
         isWellFormed(text) &&
         !text.includes('\u0000') &&
         text.trim().length > 0 &&
-        (controls || isVisible(text)),
+        (controls || isVisibleText(text)),
     );
 }
 

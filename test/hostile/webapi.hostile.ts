@@ -5,15 +5,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
+import { isPlainText, isVisibleText } from '../../src/domain/student.ts';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
 import { startWebApi, type RunningWebApi } from '../support/webapi.ts';
 import {
   badUuid,
-  CONTROL_OR_BIDI,
   headerValue,
   hostileKey,
   hostileString,
-  isVisible,
   isWellFormed,
   jsonText,
   jsonTree,
@@ -113,8 +112,8 @@ function judgeStudentBody(body: string | undefined, contentType: string | undefi
     const raw = record[field];
     if (typeof raw !== 'string') continue;
     const trimmed = raw.trim();
-    const storable = isWellFormed(trimmed) && !trimmed.includes('\u0000') && !CONTROL_OR_BIDI.test(trimmed);
-    const ok = field === 'email' ? EMAIL.test(trimmed) && storable : isVisible(trimmed) && storable;
+    const storable = isWellFormed(trimmed) && !trimmed.includes('\u0000') && isPlainText(trimmed);
+    const ok = field === 'email' ? EMAIL.test(trimmed) && storable : isVisibleText(trimmed) && storable;
     if (ok) expected[field] = trimmed;
     else ruleErrors.push(field);
   }

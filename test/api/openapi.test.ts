@@ -33,6 +33,9 @@ const DELETE: Route = ['/api/students/{id}', 'delete'];
 const WRITES = [POST, PUT, DELETE];
 const OPERATIONS = [LIST, GET, ...WRITES];
 
+/** What the write limit sets on every write it counts. */
+const RATE_LIMIT_HEADERS = ['x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset'];
+
 const name = ([path, method]: Route) => `${method.toUpperCase()} ${path}`;
 
 function operation(document: Document, [path, method]: Route): Operation {
@@ -168,14 +171,48 @@ describe('the OpenAPI document', () => {
       [DELETE, '412', ['etag']],
     ];
     for (const route of WRITES)
-      expected.push(
-        [route, '409', ['retry-after']],
-        [route, '429', ['retry-after', 'x-ratelimit-remaining']],
-      );
+      expected.push([route, '409', ['retry-after']], [route, '429', ['retry-after', ...RATE_LIMIT_HEADERS]]);
     for (const route of OPERATIONS) expected.push([route, '503', ['retry-after']]);
     for (const [route, status, headers] of expected) {
       const listed = headerNames(operation(document, route).responses[status]?.headers);
       for (const header of headers) assert.ok(listed.includes(header), `${name(route)} ${status}: ${header}`);
+    }
+  });
+
+  test('every response of a write lists the X-RateLimit headers the limit sets on it; no read response does', () => {
+    for (const route of OPERATIONS)
+      for (const [status, response] of Object.entries(operation(document, route).responses)) {
+        const listed = headerNames(response.headers);
+        for (const header of RATE_LIMIT_HEADERS)
+          assert.equal(
+            listed.includes(header),
+            WRITES.includes(route),
+            `${name(route)} ${status}: ${header}`,
+          );
+      }
+  });
+
+  test('with auth on, 401 and 403 do not list the X-RateLimit headers: the token check answers before a write is counted', async () => {
+    const secured = await documentOf(authEnv, testDb);
+    for (const route of WRITES) {
+      const { responses } = operation(secured, route);
+      for (const [status, response] of Object.entries(responses)) {
+        const counted = !['401', '403'].includes(status);
+        for (const header of RATE_LIMIT_HEADERS)
+          assert.equal(
+            headerNames(response.headers).includes(header),
+            counted,
+            `${name(route)} ${status}: ${header}`,
+          );
+      }
+    }
+    const api = await startWebApi(testDb.database, authEnv);
+    try {
+      const refused = await fetch(`${api.url}/api/students`, { method: 'POST' });
+      assert.equal(refused.status, 401);
+      for (const header of RATE_LIMIT_HEADERS) assert.equal(refused.headers.get(header), null, header);
+    } finally {
+      await api.stop();
     }
   });
 
@@ -196,6 +233,12 @@ describe('the OpenAPI document', () => {
         );
       }
       assert.equal(responses['429'], undefined, `${name(route)} cannot be rate limited`);
+      for (const [status, response] of Object.entries(responses))
+        for (const header of RATE_LIMIT_HEADERS)
+          assert.ok(
+            !headerNames(response.headers).includes(header),
+            `${name(route)} ${status}: no ${header}`,
+          );
     }
     for (const route of OPERATIONS)
       for (const status of ['401', '403'])

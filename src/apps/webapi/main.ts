@@ -115,13 +115,15 @@ export async function createWebApi({
   // The API's own scope: health, OpenAPI and the docs above stay public; a token (when auth is on) and the
   // write budget apply to the students routes only.
   await app.register(async (api) => {
-    if (verifier) requireToken(api, verifier);
+    // The limit's hook runs on each route, after the token check's scope-wide one whatever the order here: a 401 or
+    // 403 is not counted. Registered first, the limit documents its headers before the check adds its 401 and 403.
     if (config.rateLimit.writesPerMinute > 0)
       await limitWrites(api, {
         writesPerMinute: config.rateLimit.writesPerMinute,
         ...(cache.redis ? { redis: cache.redis } : {}),
         keyPrefix: config.cache.keyPrefix,
       });
+    if (verifier) requireToken(api, verifier);
     registerStudentRoutes(
       api,
       {

@@ -79,6 +79,29 @@ export function addResponses(route: RouteOptions, responses: Readonly<Record<num
   if (listed !== undefined) route.schema = { ...route.schema, response: { ...listed, ...responses } };
 }
 
+/**
+ * For a plugin that sets `headers` on every response of the routes of its scope (in an `onRoute` hook): adds them to
+ * each response a route lists so far, as new response objects (routes share them).
+ */
+export function addResponseHeaders(route: RouteOptions, headers: ResponseHeaders): void {
+  const listed = route.schema?.response as Record<string, unknown> | undefined;
+  if (listed === undefined) return;
+  const response = Object.fromEntries(
+    Object.entries(listed).map(([status, entry]) => [status, withHeaders(entry, headers)]),
+  );
+  route.schema = { ...route.schema, response };
+}
+
+/** A copy of `response` with `headers` too; an `emptyResponse` keeps them in its schema's metadata (`.meta` copies). */
+function withHeaders(response: unknown, headers: ResponseHeaders): unknown {
+  if (response instanceof z.ZodType) {
+    const meta = response.meta() as { headers?: ResponseHeaders } | undefined;
+    return response.meta({ ...meta, headers: { ...meta?.headers, ...headers } });
+  }
+  const entry = response as { headers?: ResponseHeaders };
+  return { ...entry, headers: { ...entry.headers, ...headers } };
+}
+
 /** The zod transform keeps only the description and content of a response declared per media type: not its headers. */
 const transform: SwaggerTransform = (document) => {
   const transformed = jsonSchemaTransform(document);

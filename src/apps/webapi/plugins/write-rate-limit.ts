@@ -4,7 +4,13 @@ import rateLimit from '@fastify/rate-limit';
 import type { FastifyRequest, RouteOptions } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { HttpServer } from '../../../infrastructure/http/http-server.ts';
-import { addResponses, problemResponse, RETRY_AFTER } from '../../../infrastructure/http/openapi.ts';
+import {
+  addResponseHeaders,
+  addResponses,
+  problemResponse,
+  RETRY_AFTER,
+  type ResponseHeaders,
+} from '../../../infrastructure/http/openapi.ts';
 
 export interface WriteRateLimitOptions {
   readonly writesPerMinute: number;
@@ -15,16 +21,17 @@ export interface WriteRateLimitOptions {
 
 const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
+/** What the plugin sets on every write it counts, whatever the answer. */
+const RATE_LIMIT_HEADERS: ResponseHeaders = {
+  'X-RateLimit-Limit': { type: 'integer', description: 'Writes allowed per minute' },
+  'X-RateLimit-Remaining': { type: 'integer', description: 'Writes left in this minute' },
+  'X-RateLimit-Reset': { type: 'integer', description: 'Seconds until the budget is full again' },
+};
+
 const TOO_MANY_WRITES = {
   429: problemResponse(
-    'Over the write budget of this client (its token subject, else its IP) for the minute. Counted writes ' +
-      'carry X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset',
-    {
-      ...RETRY_AFTER,
-      'X-RateLimit-Limit': { type: 'integer', description: 'Writes allowed per minute' },
-      'X-RateLimit-Remaining': { type: 'integer', description: 'Writes left in this minute: 0' },
-      'X-RateLimit-Reset': { type: 'integer', description: 'Seconds until the budget is full again' },
-    },
+    'Over the write budget of this client (its token subject, else its IP) for the minute: X-RateLimit-Remaining is 0',
+    RETRY_AFTER,
   ),
 };
 
@@ -35,7 +42,8 @@ function clientOf(request: FastifyRequest): string {
 
 /**
  * Limits the writes of the routes registered after it in `scope`, all of them against one budget per client;
- * answers 429 problem+json with Retry-After.
+ * answers 429 problem+json with Retry-After. The document lists the X-RateLimit headers on each response a write
+ * route lists when it is added: register this before plugins whose answers come before the count (the token check).
  */
 export async function limitWrites(
   scope: HttpServer,
@@ -45,7 +53,10 @@ export async function limitWrites(
   scope.addHook('onRoute', (route: RouteOptions) => {
     if ([route.method].flat().every((method) => READ_METHODS.has(method)))
       route.config = { ...route.config, rateLimit: false };
-    else addResponses(route, TOO_MANY_WRITES);
+    else {
+      addResponses(route, TOO_MANY_WRITES);
+      addResponseHeaders(route, RATE_LIMIT_HEADERS);
+    }
   });
   await scope.register(rateLimit, {
     max: writesPerMinute,

@@ -600,8 +600,10 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
         },
       });
       await started.promise;
+      assert.equal(subscription.consuming, true);
       let closed = false;
       const closing = subscription.close().then(() => (closed = true));
+      assert.equal(subscription.consuming, false, 'a closing subscription takes nothing more');
       await sleep(50);
       await bus.publish([message(exchange, 'student.created', 'after-close')]);
       await sleep(QUIET_MS);
@@ -666,8 +668,13 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
 
         await bus.publish(range(50).map((i) => message(exchange, 'student.created', `before-${i}`)));
         await inbox.waitFor(50);
+        assert.equal(inbox.subscription.consuming, true);
         let sawDisconnected = false;
-        const watcher = setInterval(() => (sawDisconnected ||= !bus.status().connected), 1);
+        let sawWaiting = false;
+        const watcher = setInterval(() => {
+          sawDisconnected ||= !bus.status().connected;
+          sawWaiting ||= !inbox.subscription.consuming;
+        }, 1);
         try {
           await harness.dropConnections!();
           // Published while the client reconnects: confirmed once it is back.
@@ -680,6 +687,8 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
         const expected = [...range(50).map((i) => `before-${i}`), ...range(50).map((i) => `after-${i}`)];
         await waitUntil(() => new Set(inbox.ids()).size === expected.length, 'every message consumed');
         assert.deepEqual([...new Set(inbox.ids())].sort(), expected.sort());
+        assert.equal(sawWaiting, true, 'the subscription said it consumed while the broker was away');
+        assert.equal(inbox.subscription.consuming, true, 'consuming again once the broker is back');
       });
   });
 }
@@ -710,6 +719,7 @@ function message(exchange: string, routingKey: string, messageId: string): Outgo
 
 interface Inbox {
   readonly messages: ReceivedMessage[];
+  readonly subscription: Subscription;
   ids(): string[];
   waitFor(count: number): Promise<void>;
   close(): Promise<void>;
@@ -735,6 +745,7 @@ async function collect(
   });
   return {
     messages,
+    subscription,
     ids: () => messages.map((m) => m.messageId),
     waitFor: (count) => waitUntil(() => messages.length >= count, `${count} messages on ${queue}`, messages),
     close: () => subscription.close(),

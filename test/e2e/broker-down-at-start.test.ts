@@ -1,6 +1,7 @@
 // The worker and the notifications service as real processes, started while RabbitMQ is down (a TCP proxy refuses
 // every connection), as when a whole stack starts before its broker has booted: each waits for the broker, saying
 // so and serving /health meanwhile, and starts consuming once it answers; a SIGTERM meanwhile stops it at once.
+// Losing the broker later, each says so again in its consumer check until it is back.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Queues } from '../../src/contracts/messaging.ts';
@@ -89,6 +90,43 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
         if (paused) await broker.proxy.resume();
       }
     });
+
+    test(
+      `the ${named[role]}, consuming, loses the broker: its consumer check says it waits, until the broker is back`,
+      rabbit,
+      async () => {
+        let paused = false;
+        let process: RoleProcess | undefined;
+        try {
+          process = await roles[role]();
+          await until(async () => (await readiness(process!.url)).code === 200, 'ready', 30_000, 100);
+          assert.equal((await readiness(process.url)).health.checks.consumer?.data?.state, 'consuming');
+
+          await broker.proxy.pause();
+          paused = true;
+          await until(
+            async () =>
+              (await readiness(process!.url)).health.checks.consumer?.data?.state ===
+              'waiting for the broker',
+            'the consumer check says it waits for the broker',
+            10_000,
+            50,
+          );
+          const waiting = await readiness(process.url);
+          assert.equal(waiting.code, 503);
+          assert.equal(waiting.health.checks.consumer?.status, 'Unhealthy');
+
+          await broker.proxy.resume();
+          paused = false;
+          await until(async () => (await readiness(process!.url)).code === 200, 'ready again', 30_000, 100);
+          assert.equal((await readiness(process.url)).health.checks.consumer?.data?.state, 'consuming');
+          assert.equal(await process.stop(), 0, process.output());
+        } finally {
+          await process?.kill();
+          if (paused) await broker.proxy.resume();
+        }
+      },
+    );
 
     // Exit 0: it stopped within SHUTDOWN_TIMEOUT_MS (past it, the process exits 1), and its start failed nothing.
     test(`a SIGTERM while the ${named[role]} waits stops it, exit 0`, rabbit, async () => {

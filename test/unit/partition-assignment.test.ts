@@ -100,13 +100,17 @@ function fakeLocks() {
   return { connect, held, lose };
 }
 
-/** A worker's assignment over the fake locks, recording which partitions it is subscribed to. */
+/**
+ * A worker's assignment over the fake locks, recording which partitions it is subscribed to; the subscriptions of
+ * `waiting` wait for the broker.
+ */
 function member(
   database: Pick<Database, 'tryLead' | 'heldLeadLocks'>,
   partitions = 4,
   rebalanceEveryMs = 10,
 ) {
   const subscribed = new Set<number>();
+  const waiting = new Set<number>();
   const assignment: PartitionAssignment = assignPartitions({
     database,
     partitions,
@@ -115,11 +119,16 @@ function member(
     subscribe: async (partition) => {
       assert.ok(!subscribed.has(partition), `subscribed twice to ${partition}`);
       subscribed.add(partition);
-      const subscription: Subscription = { close: async () => void subscribed.delete(partition) };
+      const subscription: Subscription = {
+        get consuming() {
+          return !waiting.has(partition);
+        },
+        close: async () => void subscribed.delete(partition),
+      };
       return subscription;
     },
   });
-  return { assignment, subscribed: () => [...subscribed].sort((a, b) => a - b) };
+  return { assignment, waiting, subscribed: () => [...subscribed].sort((a, b) => a - b) };
 }
 
 async function eventually(what: string, condition: () => boolean): Promise<void> {
@@ -136,13 +145,13 @@ describe('assignPartitions', () => {
     const first = member(locks.connect().database);
     await first.assignment.start();
     assert.deepEqual(first.subscribed(), [0, 1, 2, 3]);
-    assert.deepEqual(first.assignment.status(), { slot: 0, members: 1, owned: [0, 1, 2, 3] });
+    assert.deepEqual(first.assignment.status(), { slot: 0, members: 1, owned: [0, 1, 2, 3], waiting: [] });
 
     const second = member(locks.connect().database);
     await second.assignment.start();
     assert.deepEqual(second.subscribed(), [1, 3]);
     await eventually('the first hands 1 and 3 over', () => first.subscribed().join() === '0,2');
-    assert.deepEqual(second.assignment.status(), { slot: 1, members: 2, owned: [1, 3] });
+    assert.deepEqual(second.assignment.status(), { slot: 1, members: 2, owned: [1, 3], waiting: [] });
 
     await second.assignment.stop();
     assert.deepEqual(second.subscribed(), []);
@@ -167,7 +176,12 @@ describe('assignPartitions', () => {
     // keeps it waiting behind the first.
     await eventually('the second takes all', () => second.subscribed().join() === '0,1,2,3');
     await new Promise((resolve) => setTimeout(resolve, 50)); // several rounds of the first, failing
-    assert.deepEqual(first.assignment.status(), { slot: undefined, members: undefined, owned: [0, 2] });
+    assert.deepEqual(first.assignment.status(), {
+      slot: undefined,
+      members: undefined,
+      owned: [0, 2],
+      waiting: [],
+    });
 
     firstConnection.restore();
     await eventually('the first holds a slot again', () => first.assignment.status().slot === 0);
@@ -176,18 +190,33 @@ describe('assignPartitions', () => {
     await Promise.all([first.assignment.stop(), second.assignment.stop()]);
   });
 
+  test('its status names the owned partitions whose subscription waits for the broker', async () => {
+    const worker = member(fakeLocks().connect().database);
+    await worker.assignment.start();
+    worker.waiting.add(1).add(3);
+    assert.deepEqual(worker.assignment.status(), {
+      slot: 0,
+      members: 1,
+      owned: [0, 1, 2, 3],
+      waiting: [1, 3],
+    });
+    worker.waiting.clear();
+    assert.deepEqual(worker.assignment.status().waiting, []);
+    await worker.assignment.stop();
+  });
+
   test('a worker whose slot is lost takes one again at once, not at its next regular look', async () => {
     const locks = fakeLocks();
     const worker = member(locks.connect().database, 4, 60_000);
     await worker.assignment.start();
-    assert.deepEqual(worker.assignment.status(), { slot: 0, members: 1, owned: [0, 1, 2, 3] });
+    assert.deepEqual(worker.assignment.status(), { slot: 0, members: 1, owned: [0, 1, 2, 3], waiting: [] });
 
     locks.lose(MEMBER_SLOT_FIRST_KEY);
     await eventually(
       'it holds a slot again',
       () => locks.held(MEMBER_SLOT_FIRST_KEY, MEMBER_SLOT_FIRST_KEY + 63).length === 1,
     );
-    assert.deepEqual(worker.assignment.status(), { slot: 0, members: 1, owned: [0, 1, 2, 3] });
+    assert.deepEqual(worker.assignment.status(), { slot: 0, members: 1, owned: [0, 1, 2, 3], waiting: [] });
     await worker.assignment.stop();
   });
 
@@ -198,7 +227,7 @@ describe('assignPartitions', () => {
     const spare = member(locks.connect().database, 2);
     await spare.assignment.start();
     await eventually('the first two split', () => workers[0]!.subscribed().join() === '0');
-    assert.deepEqual(spare.assignment.status(), { slot: 2, members: 3, owned: [] });
+    assert.deepEqual(spare.assignment.status(), { slot: 2, members: 3, owned: [], waiting: [] });
 
     await workers[0]!.assignment.stop();
     await eventually(

@@ -113,10 +113,13 @@ export async function createNotifications({
     {
       name: 'consumer',
       // Standing by is healthy: another instance holds the writer lease and consumes.
-      check: async () => ({
-        status: consumer && consumer.state !== 'stopped' ? 'Healthy' : 'Unhealthy',
-        data: { state: consumer?.state ?? 'stopped', instanceId, prefetch },
-      }),
+      check: async () => {
+        const state = consumer?.state ?? 'stopped';
+        return {
+          status: state === 'consuming' || state === 'standby' ? 'Healthy' : 'Unhealthy',
+          data: { state, instanceId, prefetch },
+        };
+      },
     },
     replayLogCheck(replay),
     {

@@ -20,7 +20,9 @@ import { waitToRetry } from '../../infrastructure/resilience/resilience-policy.t
 import { parseNotification } from './notification-schema.ts';
 import type { NotificationsMetrics } from './notifications-observability.ts';
 
-export type ConsumerState = 'stopped' | 'standby' | 'consuming';
+type LeaseState = 'stopped' | 'standby' | 'consuming';
+/** `waiting for the broker`: holding the writer lease, but the subscription waits for the broker to come back. */
+export type ConsumerState = LeaseState | 'waiting for the broker';
 
 export interface NotificationsConsumer {
   readonly state: ConsumerState;
@@ -51,7 +53,7 @@ export async function consumeNotifications(
   const { bus, log, instanceId, logger, metrics } = options;
   const system = bus.status().adapter;
   const leaseMs = options.leaseMs ?? 10_000;
-  let state: ConsumerState = 'standby';
+  let state: LeaseState = 'standby';
   let subscription: { readonly inner: Subscription; readonly stopping: AbortController } | undefined;
   let stopped = false;
   // Ends a subscribing that waits for the broker: stop() waits for the turn that is subscribing.
@@ -157,8 +159,10 @@ export async function consumeNotifications(
   const timer = setInterval(tick, Math.max(100, Math.floor(leaseMs / 3)));
 
   return {
-    get state() {
-      return state;
+    get state(): ConsumerState {
+      return state === 'consuming' && subscription?.inner.consuming === false
+        ? 'waiting for the broker'
+        : state;
     },
     async stop() {
       stopped = true;

@@ -128,15 +128,21 @@ export function createWorker({
     brokerCheck(bus),
     {
       name: 'consumer',
-      check: async () => ({
-        status: state === 'consuming' ? 'Healthy' : 'Unhealthy',
-        data: {
-          state,
-          prefetch: config.worker.prefetch,
-          // Owning none is healthy: the other workers hold every partition, and this one takes over if one goes.
-          ...(assignment ? { partitions: { count: queues.length, ...assignment.status() } } : {}),
-        },
-      }),
+      check: async () => {
+        const partitions = assignment?.status();
+        // Started, and then the broker went: a subscription waits for it, and nothing arrives meanwhile.
+        const waiting = partitions ? partitions.waiting.length > 0 : subscription?.consuming === false;
+        const reported = state === 'consuming' && waiting ? 'waiting for the broker' : state;
+        return {
+          status: reported === 'consuming' ? 'Healthy' : 'Unhealthy',
+          data: {
+            state: reported,
+            prefetch: config.worker.prefetch,
+            // Owning none is healthy: the other workers hold every partition, and this one takes over if one goes.
+            ...(partitions ? { partitions: { count: queues.length, ...partitions } } : {}),
+          },
+        };
+      },
     },
     otherLayout.healthCheck,
   ]);

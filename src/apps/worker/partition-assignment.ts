@@ -36,6 +36,8 @@ export interface PartitionAssignmentStatus {
   readonly members: number | undefined;
   /** Partitions this worker is subscribed to, ascending. */
   readonly owned: readonly number[];
+  /** Those of them whose subscription waits for the broker, ascending. */
+  readonly waiting: readonly number[];
 }
 
 export interface PartitionAssignmentOptions {
@@ -75,11 +77,15 @@ export function assignPartitions(options: PartitionAssignmentOptions): Partition
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
 
-  const status = (): PartitionAssignmentStatus => ({
-    slot: lease?.slot,
-    members: lease ? members : undefined,
-    owned: [...subscriptions.keys()].sort((a, b) => a - b),
-  });
+  const status = (): PartitionAssignmentStatus => {
+    const owned = [...subscriptions.keys()].sort((a, b) => a - b);
+    return {
+      slot: lease?.slot,
+      members: lease ? members : undefined,
+      owned,
+      waiting: owned.filter((partition) => !subscriptions.get(partition)!.consuming),
+    };
+  };
 
   /** The lowest free slot, if another worker does not take it first (then the next round tries again). */
   const takeSlot = async (): Promise<void> => {

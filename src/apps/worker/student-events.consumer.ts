@@ -124,6 +124,9 @@ export async function consumeStudentEvents(options: StudentEventsConsumerOptions
     signal: options.signal,
   });
   return {
+    get consuming() {
+      return subscription.consuming;
+    },
     close() {
       stopping.abort();
       return subscription.close();

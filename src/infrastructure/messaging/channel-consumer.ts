@@ -27,6 +27,8 @@ export interface ChannelConsumerOptions {
 }
 
 export interface ChannelConsumer {
+  /** A consumer is registered on an open channel (not while waiting for the broker, nor once closing). */
+  readonly consuming: boolean;
   /** Lets the messages being handled finish and settle, then closes the channel: the rest go back, in order. */
   close(): Promise<void>;
 }
@@ -144,6 +146,9 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
     reopenLater(options.retryLowMs);
   }
   return {
+    get consuming() {
+      return !closing && current?.active === true;
+    },
     async close() {
       closing = true;
       clearTimeout(retry);

@@ -261,7 +261,12 @@ export class InProcessMessageBus implements MessageBus {
       return closing;
     };
     this.subscriptions.add(close);
-    return { close };
+    return {
+      get consuming() {
+        return !consumer.closing;
+      },
+      close,
+    };
   }
 
   async inspectQueue(queueName: string): Promise<QueueState | undefined> {

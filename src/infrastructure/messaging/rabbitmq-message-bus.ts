@@ -214,7 +214,12 @@ export class RabbitMqMessageBus implements MessageBus {
       throw new Error('message bus is closed');
     }
     this.subscriptions.add(close);
-    return { close };
+    return {
+      get consuming() {
+        return consumer.consuming;
+      },
+      close,
+    };
   }
 
   async inspectQueue(queue: string): Promise<QueueState | undefined> {

@@ -317,6 +317,33 @@ function apiContract(kind: 'pglite' | 'postgres') {
     await assertProblem(await call(path, { method: 'DELETE' }), 404);
   });
 
+  test('a DELETE sent as application/json with an empty body (as .NET HttpClient, Angular and axios send it) is one without a body: 204, then 404', async () => {
+    // With Content-Length: 0, and with neither Content-Length nor Transfer-Encoding.
+    for (const body of ['', undefined]) {
+      const created = await json(await create());
+      const path = `/api/students/${created.id}`;
+      const deleted = await call(path, { method: 'DELETE', headers: jsonHeaders, body });
+      assert.equal(deleted.status, 204, `body ${JSON.stringify(body)}`);
+      assert.equal((await assertProblem(await call(path), 404)).code, 'STUDENT.NOT_FOUND');
+    }
+  });
+
+  test('a keyed DELETE retried with or without Content-Type: application/json (no body either way) is the same request', async () => {
+    for (const [first, retry] of [
+      [jsonHeaders, {}],
+      [{}, jsonHeaders],
+    ]) {
+      const created = await json(await create());
+      const path = `/api/students/${created.id}`;
+      const key = `delete-${randomUUID()}`;
+      const deleted = await call(path, { method: 'DELETE', headers: { ...first, 'idempotency-key': key } });
+      assert.equal(deleted.status, 204);
+      const retried = await call(path, { method: 'DELETE', headers: { ...retry, 'idempotency-key': key } });
+      assert.equal(retried.status, 204, `first ${JSON.stringify(first)}, retry ${JSON.stringify(retry)}`);
+      assert.equal(retried.headers.get('idempotent-replayed'), 'true');
+    }
+  });
+
   describe('a keyed write retried after a restart (its stored answer gone with the process) is answered from the database', () => {
     const keyedWrite = (url: string, path: string, method: string, key: string, body?: unknown) =>
       fetch(`${url}${path}`, {
@@ -487,6 +514,8 @@ function apiContract(kind: 'pglite' | 'postgres') {
       ],
       ['a control character in the email', { body: JSON.stringify({ email: 'a\u0001@b.c' }) }, 422, 'email'],
       ['a JSON array', { body: '[]' }, 400, 'body'],
+      // A route that takes a body refuses an empty one sent as JSON, rather than generating a whole student.
+      ['an empty body sent as application/json', { body: '' }, 400, 'body'],
       [
         'JSON sent as text/plain (fetch without a Content-Type)',
         { headers: { 'content-type': 'text/plain;charset=UTF-8' }, body: JSON.stringify(ada) },
@@ -503,6 +532,16 @@ function apiContract(kind: 'pglite' | 'postgres') {
         assert.deepEqual(await counts(), before);
       });
     }
+
+    test('PUT with an empty body sent as application/json: 400 for body, and the student is unchanged', async () => {
+      const created = await json(await create());
+      const path = `/api/students/${created.id}`;
+      const before = await counts();
+      await assertProblem(await call(path, { method: 'PUT', headers: jsonHeaders, body: '' }), 400, 'body');
+      assert.deepEqual(await counts(), before);
+      const current = await json(await call(path, { headers: { 'cache-control': 'no-cache' } }));
+      assert.deepEqual(current, created, 'not replaced by a generated student');
+    });
 
     test('a control character or bidi override is a 422 saying so; a blank-looking name is empty', async () => {
       const problem = await assertProblem(

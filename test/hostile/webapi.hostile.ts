@@ -633,7 +633,8 @@ const INVALID_BODY = '{"firstName":42,"__proto__":{"polluted":"yes"}}';
 
 /**
  * Requests HTTP clients will not send: broken request lines, forbidden bytes, framing that disagrees with itself.
- * Always JSON (an empty JSON body is rejected too), so no framing of any of them is a valid write.
+ * Always JSON (an empty JSON body is rejected too by the routes that take a body), so no framing of any of them is
+ * a valid write.
  */
 const rawRequest: fc.Arbitrary<Buffer> = fc
   .tuple(

@@ -172,7 +172,8 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
       response: {
         204: emptyResponse('Deleted', REPLAYED),
         ...writeProblems,
-        // DELETE reads a body it is sent (413, 415 and 400 above) but ignores it; no rule can fail.
+        // DELETE reads a body it is sent (413, 415 and 400 above) but ignores it, and an empty one is none even
+        // as application/json; no rule can fail.
         422: problemResponse(`Only when ${keyReused}`),
       },
     },

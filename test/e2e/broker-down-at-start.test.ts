@@ -91,14 +91,43 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
       }
     });
 
+    // Exit 0: it stopped within SHUTDOWN_TIMEOUT_MS (past it, the process exits 1), and its start failed nothing.
+    test(`a SIGTERM while the ${named[role]} waits stops it, exit 0`, rabbit, async () => {
+      await broker.proxy.pause();
+      let process: RoleProcess | undefined;
+      try {
+        process = await roles[role]();
+        assert.equal(await process.stop(), 0, process.output());
+        assert.doesNotMatch(process.output(), /could not start/);
+      } finally {
+        await process?.kill();
+        await broker.proxy.resume();
+      }
+    });
+  }
+
+  const losing = {
+    worker: roles.worker,
+    'worker over two partitions': () =>
+      startRole('src/apps/worker/main.ts', {
+        DATABASE_URL: created.url,
+        AMQP_URL: broker.url,
+        REDIS_URL: 'memory:',
+        WORKER_PORT: '0',
+        WORKER_PARTITIONS: '2',
+        SHUTDOWN_TIMEOUT_MS: '5000',
+      }),
+    'notifications service': roles.notifications,
+  };
+  for (const [name, start] of Object.entries(losing))
     test(
-      `the ${named[role]}, consuming, loses the broker: its consumer check says it waits, until the broker is back`,
+      `the ${name}, consuming, loses the broker: its consumer check says it waits, until the broker is back`,
       rabbit,
       async () => {
         let paused = false;
         let process: RoleProcess | undefined;
         try {
-          process = await roles[role]();
+          process = await start();
           await until(async () => (await readiness(process!.url)).code === 200, 'ready', 30_000, 100);
           assert.equal((await readiness(process.url)).health.checks.consumer?.data?.state, 'consuming');
 
@@ -115,6 +144,9 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
           const waiting = await readiness(process.url);
           assert.equal(waiting.code, 503);
           assert.equal(waiting.health.checks.consumer?.status, 'Unhealthy');
+          const partitions = waiting.health.checks.consumer?.data?.partitions as
+            { waiting: number[] } | undefined;
+          if (partitions) assert.deepEqual(partitions.waiting, [0, 1], 'both partitions wait');
 
           await broker.proxy.resume();
           paused = false;
@@ -127,21 +159,6 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
         }
       },
     );
-
-    // Exit 0: it stopped within SHUTDOWN_TIMEOUT_MS (past it, the process exits 1), and its start failed nothing.
-    test(`a SIGTERM while the ${named[role]} waits stops it, exit 0`, rabbit, async () => {
-      await broker.proxy.pause();
-      let process: RoleProcess | undefined;
-      try {
-        process = await roles[role]();
-        assert.equal(await process.stop(), 0, process.output());
-        assert.doesNotMatch(process.output(), /could not start/);
-      } finally {
-        await process?.kill();
-        await broker.proxy.resume();
-      }
-    });
-  }
 
   test(
     'npm start (every role in one process) takes writes while it waits, and handles them once the broker answers',

@@ -1,7 +1,9 @@
 // Authentication and roles on the Student API over HTTP: HS256 with AUTH_JWT_SECRET, and a JWKS served locally.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import type { Server } from 'node:http';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { SignJWT } from 'jose';
@@ -89,6 +91,11 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
       headers: bearer(writer),
     });
     assert.equal(asWriter.status, 200, 'a writer may read too');
+    const head = await fetch(`${api.url}/api/students/${String(student.id)}`, {
+      method: 'HEAD',
+      headers: bearer(reader),
+    });
+    assert.equal(head.status, 200, 'HEAD is a read');
   });
 
   test('an expired token, one signed with another key, one with another algorithm and a garbled one are 401', async () => {
@@ -133,6 +140,9 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     const fromMinutesAhead = await signed({ notBefore: now + 600, expires: now + 900 });
     const problem = await assertProblem(await post(bearer(fromMinutesAhead)), 401, 'AUTH.UNAUTHENTICATED');
     assert.match(String(problem.detail), /"nbf" claim/);
+    const expiredMinutesAgo = await signed({ expires: now - 120 });
+    const expired = await assertProblem(await post(bearer(expiredMinutesAgo)), 401, 'AUTH.UNAUTHENTICATED');
+    assert.match(String(expired.detail), /expired/);
   });
 
   test('a validly signed token whose "sub" is no string of 1 to 255 storable, plain characters is 401 and stores nothing', async () => {
@@ -148,6 +158,10 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
       assert.match(String(problem.detail), /"sub" claim/, JSON.stringify(sub));
     }
     assert.equal(await studentCount(reader), before);
+    const longest = 'x'.repeat(255);
+    const created = await post(bearer(await tokenFor('writer', { subject: longest })));
+    assert.equal(created.status, 201, 'a subject of 255 characters is the longest taken');
+    assert.equal((await json(created)).createdBy, longest);
   });
 
   test('the token is read from Authorization only: ?access_token= alone is a 401, beside one an unknown field (400); no problem shows the token', async () => {
@@ -175,6 +189,14 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
       );
       assert.deepEqual(refused.errors, [{ field: 'access_token', reason: 'is not a known field' }], what);
       assert.equal(refused.instance, `${path}?access_token=[redacted]`, what);
+    }
+  });
+
+  test('the Bearer scheme is matched in any case, as HTTP authentication schemes are', async () => {
+    const writer = await tokenFor('writer');
+    for (const scheme of ['bearer', 'BEARER']) {
+      const created = await post({ authorization: `${scheme} ${writer}` });
+      assert.equal(created.status, 201, scheme);
     }
   });
 
@@ -306,15 +328,56 @@ describe('the Student API with auth on (AUTH_JWKS_URL, issuer and audience)', ()
   });
 });
 
-test('an unreachable key set is 503 (the identity provider is down), not 401 (the token is fine)', async () => {
+test('an unreachable key set, or one that answers an error or no key set, is 503 (the identity provider is down), not 401 (the token is fine)', async () => {
   const testDb = await openTestDatabase('pglite');
-  const api = await startWebApi(testDb.database, { AUTH_JWKS_URL: await unreachableKeySet() });
+  const answering = (status: number, body: string) =>
+    createServer((_request, response) =>
+      response.writeHead(status, { 'content-type': 'application/json' }).end(body),
+    ).listen(0, '127.0.0.1');
+  const broken = [answering(500, '{"error":"down"}'), answering(200, '{"keys":"none"}')];
   try {
+    await Promise.all(broken.map((server) => once(server, 'listening')));
+    const keySets = [
+      await unreachableKeySet(),
+      ...broken.map((server) => `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`),
+    ];
     const key = await signingKey('ES256', 'k');
-    const response = await fetch(`${api.url}/api/students`, {
-      headers: bearer(await sign(key, { sub: 'svc', role: 'reader' })),
-    });
-    await assertProblem(response, 503, 'DEPENDENCY.UNAVAILABLE');
+    const token = await sign(key, { sub: 'svc', role: 'reader' });
+    for (const keySet of keySets) {
+      const api = await startWebApi(testDb.database, { AUTH_JWKS_URL: keySet });
+      try {
+        const response = await fetch(`${api.url}/api/students`, { headers: bearer(token) });
+        assert.equal(response.headers.get('retry-after'), '5', keySet);
+        const problem = await assertProblem(response, 503, 'DEPENDENCY.UNAVAILABLE');
+        assert.equal(problem.dependency, 'identity provider (JWKS)', keySet);
+      } finally {
+        await api.stop();
+      }
+    }
+  } finally {
+    for (const server of broken) server.close();
+    await testDb.dispose();
+  }
+});
+
+test('with AUTH_ISSUER and AUTH_AUDIENCE set, `npm run token` mints a token for them, and an API checking them takes it', async () => {
+  const settings = { ...authEnv, AUTH_ISSUER: 'https://idp.test', AUTH_AUDIENCE: 'student-api' };
+  const testDb = await openTestDatabase('pglite');
+  const api = await startWebApi(testDb.database, settings);
+  try {
+    const { stdout } = await promisify(execFile)(
+      'npm',
+      ['run', '-s', 'token', '--', '--role', 'writer', '--sub', 'script-user'],
+      { env: { ...process.env, ...settings } },
+    );
+    const post = (token: string) =>
+      fetch(`${api.url}/api/students`, {
+        method: 'POST',
+        headers: { ...jsonHeaders, ...bearer(token) },
+        body: '{}',
+      });
+    assert.equal((await post(stdout.trim())).status, 201);
+    assert.equal((await post(await tokenFor('writer'))).status, 401, 'one without them is not taken');
   } finally {
     await api.stop();
     await testDb.dispose();

@@ -5,16 +5,16 @@ import { once } from 'node:events';
 import { Socket } from 'node:net';
 import { test } from 'node:test';
 import { Registry } from 'prom-client';
-import { createHttpServer } from '../../src/infrastructure/http/http-server.ts';
+import { createHttpServer, type HttpServerOptions } from '../../src/infrastructure/http/http-server.ts';
 import { silentLogger } from '../support/logger.ts';
 
 /** A server on our plumbing, and a signal for the moment its slow request is in flight. */
-function closingServer(drainTimeoutMs?: number) {
+function closingServer(options: Partial<HttpServerOptions> = {}) {
   const app = createHttpServer(silentLogger, {
     service: 'test',
     registry: new Registry(),
     maxHeaderBytes: 16_384,
-    ...(drainTimeoutMs === undefined ? {} : { drainTimeoutMs }),
+    ...options,
   });
   let started!: () => void;
   const inFlight = new Promise<void>((resolve) => (started = resolve));
@@ -22,10 +22,10 @@ function closingServer(drainTimeoutMs?: number) {
 }
 
 test(
-  'a request that arrives while the server closes gets a problem+json 503 with Retry-After; the one in flight completes',
+  'a request that arrives while the server closes gets a problem+json 503 with Retry-After, readable by a browser page; the one in flight completes',
   { timeout: 10_000 },
   async () => {
-    const { app, inFlight, started } = closingServer();
+    const { app, inFlight, started } = closingServer({ cors: { origins: ['http://page.example'] } });
     let finish!: () => void;
     const released = new Promise<void>((resolve) => (finish = resolve));
     app.get('/slow', async () => {
@@ -39,7 +39,7 @@ test(
     // Once closing has begun, a second request goes out on the busy connection; once it is answered, the slow one
     // ends and the server can finish closing.
     app.addHook('preClose', (done) => {
-      socket.write(`GET /fast HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+      socket.write(`GET /fast HTTP/1.1\r\nHost: ${host}\r\nOrigin: http://page.example\r\n\r\n`);
       done();
     });
     app.addHook('onSend', (request, _reply, payload, done) => {
@@ -63,6 +63,7 @@ test(
     assert.match(second ?? '', /\r\ncontent-type: application\/problem\+json/i);
     assert.match(second ?? '', /\r\nretry-after: 1\r\n/i);
     assert.match(second ?? '', /\r\nconnection: close\r\n/i);
+    assert.match(second ?? '', /\r\naccess-control-allow-origin: http:\/\/page\.example\r\n/i);
     const body = JSON.parse((second ?? '').split('\r\n\r\n')[1] ?? '') as Record<string, unknown>;
     assert.equal(body.status, 503);
     assert.equal(body.code, 'SERVER.CLOSING');
@@ -109,7 +110,7 @@ test(
   'a request still unfinished at the drain deadline (a body that never completes) is cut, and closing ends',
   { timeout: 10_000 },
   async () => {
-    const { app } = closingServer(300);
+    const { app } = closingServer({ drainTimeoutMs: 300 });
     app.post('/upload', async () => ({ stored: true }));
     const url = new URL(await app.listen({ host: '127.0.0.1', port: 0 }));
     const uploader = new Socket();

@@ -1,15 +1,18 @@
 // Every role's HTTP server: a server span per request that continues the caller's trace and is active in the
 // handler, probes left untraced, and a latency histogram whose labels a client cannot multiply.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { Registry } from 'prom-client';
 import { createHttpServer, type HttpServer } from '../../src/infrastructure/http/http-server.ts';
 import { registerHealthRoutes } from '../../src/infrastructure/http/health.routes.ts';
-import { silentLogger } from '../support/logger.ts';
+import { recordingLogger } from '../support/logger.ts';
 import { parseExposition } from '../support/prometheus-text.ts';
 import { exchange } from '../support/raw-http.ts';
 import { recordSpans } from '../support/tracing.ts';
+import { until } from '../support/until.ts';
 
 const spans = recordSpans();
 
@@ -17,9 +20,13 @@ describe('HTTP observability', () => {
   let app: HttpServer;
   let url: string;
   const activeInHandler: (string | undefined)[] = [];
+  const { logger, logged } = recordingLogger();
+  let hanging!: () => void;
+  const handlerStarted = new Promise<void>((resolve) => (hanging = resolve));
+  let returned = false;
 
   before(async () => {
-    app = createHttpServer(silentLogger, {
+    app = createHttpServer(logger, {
       service: 'test',
       registry: new Registry(),
       maxHeaderBytes: 16_384,
@@ -31,6 +38,14 @@ describe('HTTP observability', () => {
     });
     app.get('/broken', async () => {
       throw new Error('bug');
+    });
+    // Answers only once its client has gone.
+    app.get('/hang', async (_request, reply) => {
+      const gone = once(reply.raw, 'close');
+      hanging();
+      await gone;
+      returned = true;
+      return { late: true };
     });
     url = await app.listen({ host: '127.0.0.1', port: 0 });
   });
@@ -62,6 +77,37 @@ describe('HTTP observability', () => {
       spans.getFinishedSpans().map((span) => [span.name, span.status.code]),
       [['GET /broken', SpanStatusCode.ERROR]],
     );
+    assert.equal(spans.getFinishedSpans()[0]?.attributes['http.response.status_code'], 500);
+  });
+
+  test('a request its client gives up on is counted and logged once, as 499, and its span ends as an error', async () => {
+    spans.reset();
+    const client = connect(Number(new URL(url).port), '127.0.0.1');
+    client.on('error', () => undefined);
+    await once(client, 'connect');
+    client.write('GET /hang HTTP/1.1\r\nHost: x\r\n\r\n');
+    await handlerStarted;
+    client.destroy();
+    await until(() => returned, 'the handler to return, after its client has gone');
+    const metrics = parseExposition(await (await fetch(`${url}/metrics`)).text());
+    const count = (labels: Record<string, string>) =>
+      metrics.sum('http_server_request_duration_seconds_count', {
+        service: 'test',
+        route: '/hang',
+        ...labels,
+      });
+    assert.equal(count({}), 1, 'counted once');
+    assert.equal(count({ status_code: '499' }), 1);
+    const lines = logged()
+      .split('\n')
+      .filter((line) => line.includes('"url":"/hang"'));
+    assert.equal(lines.length, 1, lines.join('\n'));
+    assert.match(lines[0]!, /"statusCode":499/);
+    assert.match(lines[0]!, /"msg":"request aborted"/);
+    const hung = spans.getFinishedSpans().filter((span) => span.name === 'GET /hang');
+    assert.equal(hung.length, 1);
+    assert.equal(hung[0]?.status.code, SpanStatusCode.ERROR);
+    assert.equal(hung[0]?.attributes['http.response.status_code'], 499);
   });
 
   test("OPTIONS * on a server without CORS (the worker's) lists the methods it takes", async () => {

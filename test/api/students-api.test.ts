@@ -2,11 +2,14 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { asc } from 'drizzle-orm';
 import { outbox, students } from '../../src/infrastructure/persistence/schema.ts';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
 import { exchange } from '../support/raw-http.ts';
 import { needsPostgres } from '../support/services.ts';
+import { until } from '../support/until.ts';
 import { json, startWebApi, type RunningWebApi } from '../support/webapi.ts';
 
 const jsonHeaders = { 'content-type': 'application/json' };
@@ -179,6 +182,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
     });
     const problem = await assertProblem(stale, 412);
     assert.equal(problem.code, 'STUDENT.VERSION_CONFLICT');
+    assert.equal(problem.currentVersion, 2, 'the problem names the version to send If-Match for');
     assert.equal(stale.headers.get('etag'), '"2"');
     assert.equal((await json(await call(path))).firstName, 'Grace', 'the stale write changed nothing');
   });
@@ -619,6 +623,12 @@ function apiContract(kind: 'pglite' | 'postgres') {
       });
       assert.equal(withCharset.status, 201, 'UTF-8 named, with a byte order mark');
       assert.equal((await json(withCharset)).firstName, 'René');
+      const utf8Alias = await call('/api/students', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json; charset=utf8' },
+        body: JSON.stringify(ada),
+      });
+      assert.equal(utf8Alias.status, 201, 'UTF-8 under its alias utf8');
     });
 
     test('an invalid UUID in the path is a 400 for id', async () => {
@@ -736,6 +746,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
       for (const [request, status, field] of [
         ['POST /api/students HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}', 400, 'Content-Length'],
         ['POST /api/students HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n', 400, 'headers'],
+        ['BREW /api/students HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'method'],
         [`GET /api/students/${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'headers'],
       ] as const) {
         const [head = '', body = ''] = (await exchange(port, request)).split('\r\n\r\n');
@@ -763,12 +774,20 @@ function apiContract(kind: 'pglite' | 'postgres') {
           post('Host: x\r\nOrigin: http://page.example\r\n').replace('/api/students', '/api/students#x'),
           400,
           'path',
-          /access-control-allow-origin: \*/i,
+          /access-control-allow-origin: \*\r\naccess-control-expose-headers: [^\r]*X-Request-Id/i,
         ],
         [post('Host: x\r\nContent-Type: text/plain\r\n'), 400, 'Content-Type', undefined],
         [post('Host: x\r\nExpect: 200-ok\r\n'), 417, 'Expect', undefined],
         [
           post('Host: x\r\nContent-Encoding: gzip\r\n'),
+          415,
+          'Content-Encoding',
+          /accept-encoding: identity/i,
+        ],
+        [
+          post('Host: x\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n')
+            .replace(/Content-Length: \d+\r\n/, '')
+            .replace(/\r\n\r\n.*$/s, `\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`),
           415,
           'Content-Encoding',
           /accept-encoding: identity/i,
@@ -791,6 +810,55 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.match(continued, /^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 201 /);
       const [plain = ''] = (await exchange(port, post('').replace('HTTP/1.1', 'HTTP/1.0'))).split('\r\n');
       assert.match(plain, /^HTTP\/1.1 201 /);
+    });
+
+    test('a body sent as is (Content-Encoding: identity), a coding named without a body, an HTTP/1.0 Expect or a header whose value is "Host" is no reason to refuse', async () => {
+      const { port } = new URL(api.url);
+      const body = JSON.stringify(ada);
+      const post = (headers: string, version = 'HTTP/1.1') =>
+        `POST /api/students ${version}\r\nHost: x\r\n${headers}Connection: close\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      for (const request of [
+        post('Content-Encoding: identity\r\n'),
+        post('Content-Encoding: Identity \r\n'),
+        // Expect was defined in HTTP/1.1: an HTTP/1.0 request's is ignored (RFC 9110 §10.1.1).
+        post('Expect: 200-ok\r\n', 'HTTP/1.0'),
+        post('X-Label: Host\r\nX-Kind: content-type\r\n'),
+      ]) {
+        const answer = await exchange(port, request);
+        assert.match(answer, /^HTTP\/1.1 201 /, `${request}\n---\n${answer}`);
+      }
+      const read = await exchange(
+        port,
+        'GET /api/students HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: 0\r\nConnection: close\r\n\r\n',
+      );
+      assert.match(read, /^HTTP\/1.1 200 /, 'no body, nothing to decode');
+    });
+
+    test('a refused request on a kept-alive connection closes it: its unread body is never read as another request', async () => {
+      const before = await counts();
+      // The body is itself a request, which a server that kept the connection would answer next.
+      const smuggled = `DELETE /api/students/${randomUUID()} HTTP/1.1\r\nHost: x\r\n\r\n`;
+      const socket = connect(Number(new URL(api.url).port), '127.0.0.1');
+      let received = '';
+      socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+      const closed = once(socket, 'close');
+      try {
+        await once(socket, 'connect');
+        socket.write(
+          'POST /api/students HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n' +
+            `Content-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+        );
+        await until(() => /\r\n\r\n\{.*\}$/s.test(received), 'the refusal');
+        const [head = ''] = received.split('\r\n\r\n');
+        assert.match(head, /^HTTP\/1.1 415 /);
+        assert.match(head, /\r\nconnection: close\r\n/i);
+        await closed;
+      } finally {
+        socket.destroy();
+      }
+      assert.equal(received.match(/HTTP\/1.1 /g)?.length, 1, received);
+      assert.deepEqual(await counts(), before);
     });
 
     test('Idempotency-Key sent on two header lines is a 400 saying it must be sent once, and creates nothing', async () => {
@@ -994,6 +1062,14 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.equal(given.headers.get('x-request-id'), 'trace-me-123');
     const made = await call('/health/live');
     assert.match(made.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/);
+    // One that is not safe to log as it is (spaces, quotes, over 128 characters) is replaced, not echoed.
+    for (const unsafe of ['a b', 'id"}', 'x'.repeat(129)]) {
+      const replaced = await call('/health/live', { headers: { 'x-request-id': unsafe } });
+      assert.match(replaced.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/, unsafe);
+    }
+    const longest = 'x'.repeat(128);
+    const kept = await call('/health/live', { headers: { 'x-request-id': longest } });
+    assert.equal(kept.headers.get('x-request-id'), longest);
   });
 }
 

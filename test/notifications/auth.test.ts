@@ -79,6 +79,18 @@ describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
     }
   });
 
+  test('a mistyped stream path, or a method the stream does not take, does not echo the token sent in the query', async () => {
+    for (const [method, path, status] of [
+      ['GET', '/api/notifications/strem', 404],
+      ['POST', '/api/notifications/stream', 405],
+    ] as const) {
+      const response = await fetch(`${url}${path}?access_token=${reader}`, { method });
+      assert.equal(response.status, status, `${method} ${path}`);
+      const body = await response.text();
+      assert.equal(body.includes(reader), false, body);
+    }
+  });
+
   test('a stream opened with the token under a percent-encoded name (access%5Ftoken) does not log the token', async () => {
     await receivesNotifications(sseClient(url, { query: `?access%5Ftoken=${reader}&types=StudentCreated` }));
     await until(() => /access%5Ftoken=[^&"]*&types=StudentCreated"/.test(logged()), 'the request logged');

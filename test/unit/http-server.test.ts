@@ -65,6 +65,48 @@ test('a server that cannot listen says why and which settings choose where', asy
   }
 });
 
+test('a failure to listen that the settings do not explain is passed on as it is', async () => {
+  const app = createHttpServer(recordingLogger().logger, {
+    service: 'test',
+    registry: new Registry(),
+    maxHeaderBytes: 16_384,
+  });
+  try {
+    await assert.rejects(listenOn(app, '127.0.0.1', 70_000, 'API_PORT'), { code: 'ERR_SOCKET_BAD_PORT' });
+  } finally {
+    await app.close();
+  }
+});
+
+test('an unexpected error is a 500 that shows the caller nothing of it, and is logged whole', async () => {
+  const { logger, logged } = recordingLogger();
+  const app = createHttpServer(logger, {
+    service: 'test',
+    registry: new Registry(),
+    maxHeaderBytes: 16_384,
+  });
+  app.get('/broken', async () => {
+    throw new Error('connection string postgres://admin:hunter2@db');
+  });
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const response = await fetch(`${url}/broken`);
+    assert.equal(response.status, 500);
+    const text = await response.text();
+    assert.doesNotMatch(text, /hunter2/);
+    assert.equal((JSON.parse(text) as { code: string }).code, 'INTERNAL');
+  } finally {
+    await app.close();
+  }
+  const line = logged()
+    .split('\n')
+    .find((entry) => entry.includes('"msg":"unhandled error"'));
+  assert.ok(line, logged());
+  assert.match(line, /"level":50/);
+  assert.match(line, /hunter2@db/);
+  assert.match(line, /"stack":/);
+});
+
 test('closing cuts, at the drain deadline, a connection an upgrade listener took over and still holds', async () => {
   const app = createHttpServer(recordingLogger().logger, {
     service: 'test',

@@ -108,7 +108,10 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
     400: invalid('the id, a query parameter (this route takes none), a header, or the body', REPLAYED),
     404: notFound(REPLAYED),
     409: inProgress,
-    412: stale('If-Match or If-None-Match does not hold', replayedWithEtag),
+    412: stale(
+      "If-Match or If-None-Match does not hold; the problem's `currentVersion` is the student's version",
+      replayedWithEtag,
+    ),
     413: tooLarge,
     415: notJson,
     503: serviceUnavailable,

@@ -321,7 +321,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
     await assertProblem(await call(path, { method: 'DELETE' }), 404);
   });
 
-  test('a DELETE sent as application/json with an empty body (as .NET HttpClient, Angular and axios send it) is one without a body: 204, then 404', async () => {
+  test('a DELETE sent as application/json with an empty body (from a client set up to send that header on every request) is one without a body: 204, then 404', async () => {
     // With Content-Length: 0, and with neither Content-Length nor Transfer-Encoding.
     for (const body of ['', undefined]) {
       const created = await json(await create());

@@ -168,13 +168,13 @@ describe('RabbitMqMessageBus when the connection is lost between declaring and c
           return outcome.ack();
         },
       });
-      assert.equal(subscription.consuming, false, 'it waits for the broker');
+      assert.equal(subscription.waitingForBroker, true);
       await broker.proxy.resume();
       await until(() => bus.status().connected, 'the bus reconnected');
       await bus.publish([{ exchange: 'amq.topic', routingKey: 'away.1', messageId: '1', body: 'back' }]);
       await until(() => received.length > 0, 'the message consumed');
       assert.deepEqual(received, ['back']);
-      assert.equal(subscription.consuming, true);
+      assert.equal(subscription.waitingForBroker, false);
       await subscription.close();
     } finally {
       await bus.close();

@@ -184,3 +184,33 @@ test('a consumer stopped during a renewal gives the lease up after it: another i
     await log.close();
   }
 });
+
+test('an instance that takes the lease over while the broker is away says it waits for the broker, not that it stands by', async () => {
+  const bus = await notificationsBus();
+  const shared = new MemoryRingReplayLog({ maxEntries: 100 });
+  assert.equal(await shared.claimWriter('instance-a', LEASE_MS), true, 'another instance holds the lease');
+  // As RabbitMqMessageBus while the broker is away: disconnected, and a subscribe waits (for the acquire timeout).
+  let brokerBack!: () => void;
+  const back = new Promise<void>((resolve) => (brokerBack = resolve));
+  let subscribing = false;
+  const away = Object.assign(Object.create(bus) as InProcessMessageBus, {
+    status: () => ({ ...bus.status(), connected: false }),
+    consume: async (...args: Parameters<InProcessMessageBus['consume']>) => {
+      subscribing = true;
+      await back;
+      return bus.consume(...args);
+    },
+  });
+  const consumer = await startConsumer(away, new UnreachableLeaseLog(shared), 'instance-b');
+  try {
+    assert.equal(consumer.state, 'standby');
+    await shared.releaseWriter('instance-a'); // it went
+    await until(() => subscribing, 'the lease taken over: subscribing');
+    assert.equal(consumer.state, 'waiting for the broker');
+  } finally {
+    brokerBack();
+    await consumer.stop();
+    await bus.close();
+    await shared.close();
+  }
+});

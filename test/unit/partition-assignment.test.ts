@@ -120,8 +120,8 @@ function member(
       assert.ok(!subscribed.has(partition), `subscribed twice to ${partition}`);
       subscribed.add(partition);
       const subscription: Subscription = {
-        get consuming() {
-          return !waiting.has(partition);
+        get waitingForBroker() {
+          return waiting.has(partition);
         },
         close: async () => void subscribed.delete(partition),
       };

@@ -74,10 +74,11 @@ export interface ConsumeOptions {
 
 export interface Subscription {
   /**
-   * Whether messages can arrive now: false while the subscription waits for the broker (at start, or after the
-   * connection was lost; it consumes again once the broker is back) and once it is closing.
+   * The subscription waits for the broker, at start or after the connection was lost (it consumes again once the
+   * broker is back). Not while it is registered with the broker, standing by on a single-active-consumer queue
+   * included, nor once it is closing.
    */
-  readonly consuming: boolean;
+  readonly waitingForBroker: boolean;
   /** Stops taking messages, waits for in-flight handlers to finish and their outcomes to settle. */
   close(): Promise<void>;
 }

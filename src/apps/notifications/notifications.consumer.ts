@@ -55,6 +55,8 @@ export async function consumeNotifications(
   const leaseMs = options.leaseMs ?? 10_000;
   let state: LeaseState = 'standby';
   let subscription: { readonly inner: Subscription; readonly stopping: AbortController } | undefined;
+  // Holding the lease, subscribing: with the broker away, that waits for it (up to the bus's acquire timeout).
+  let subscribing = false;
   let stopped = false;
   // Ends a subscribing that waits for the broker: stop() waits for the turn that is subscribing.
   const stopping = new AbortController();
@@ -141,8 +143,14 @@ export async function consumeNotifications(
       },
     );
     if (stopped) return;
-    if (held && !subscription) await startConsuming();
-    else if (!held && subscription) {
+    if (held && !subscription) {
+      subscribing = true;
+      try {
+        await startConsuming();
+      } finally {
+        subscribing = false;
+      }
+    } else if (!held && subscription) {
       logger.warn({ instanceId }, 'notifications consumer: writer lease lost, standing by');
       await stopConsuming();
     }
@@ -160,9 +168,10 @@ export async function consumeNotifications(
 
   return {
     get state(): ConsumerState {
-      return state === 'consuming' && subscription?.inner.consuming === false
-        ? 'waiting for the broker'
-        : state;
+      const waiting =
+        (state === 'consuming' && subscription?.inner.waitingForBroker === true) ||
+        (subscribing && !bus.status().connected);
+      return waiting ? 'waiting for the broker' : state;
     },
     async stop() {
       stopped = true;

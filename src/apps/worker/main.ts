@@ -131,7 +131,7 @@ export function createWorker({
       check: async () => {
         const partitions = assignment?.status();
         // Started, and then the broker went: a subscription waits for it, and nothing arrives meanwhile.
-        const waiting = partitions ? partitions.waiting.length > 0 : subscription?.consuming === false;
+        const waiting = partitions ? partitions.waiting.length > 0 : subscription?.waitingForBroker === true;
         const reported = state === 'consuming' && waiting ? 'waiting for the broker' : state;
         return {
           status: reported === 'consuming' ? 'Healthy' : 'Unhealthy',

@@ -83,7 +83,7 @@ export function assignPartitions(options: PartitionAssignmentOptions): Partition
       slot: lease?.slot,
       members: lease ? members : undefined,
       owned,
-      waiting: owned.filter((partition) => !subscriptions.get(partition)!.consuming),
+      waiting: owned.filter((partition) => subscriptions.get(partition)!.waitingForBroker),
     };
   };
 

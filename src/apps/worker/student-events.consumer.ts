@@ -124,8 +124,8 @@ export async function consumeStudentEvents(options: StudentEventsConsumerOptions
     signal: options.signal,
   });
   return {
-    get consuming() {
-      return subscription.consuming;
+    get waitingForBroker() {
+      return subscription.waitingForBroker;
     },
     close() {
       stopping.abort();

@@ -470,9 +470,11 @@ function parseJsonBody(
     return invalid('Body is not valid UTF-8.');
   }
   request.bodyText = body;
-  // Some clients (.NET HttpClient, Angular, axios) send Content-Type: application/json on every request, a
-  // body-less DELETE too: a route whose schema takes no body reads an empty one as none. One that takes a body
-  // still refuses it, so an empty POST as JSON is not read as "generate everything".
+  // Clients set up to send Content-Type: application/json on every request (a default header, an interceptor; an
+  // empty StringContent in .NET) send it on a body-less DELETE too: a route whose schema takes no body reads an empty
+  // one as none. One that takes a body refuses it, as Fastify does, even where the body may be left out (POST, PUT):
+  // a client that declares JSON and sends nothing has most likely lost its body, and a write of generated fields
+  // would hide that.
   if (body.length === 0)
     return request.routeOptions.schema?.body === undefined
       ? done(null, undefined)

@@ -27,8 +27,8 @@ export interface ChannelConsumerOptions {
 }
 
 export interface ChannelConsumer {
-  /** A consumer is registered on an open channel (not while waiting for the broker, nor once closing). */
-  readonly consuming: boolean;
+  /** No consumer is registered on an open channel, and it is not closing: it waits for the broker. */
+  readonly waitingForBroker: boolean;
   /** Lets the messages being handled finish and settle, then closes the channel: the rest go back, in order. */
   close(): Promise<void>;
 }
@@ -146,8 +146,8 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
     reopenLater(options.retryLowMs);
   }
   return {
-    get consuming() {
-      return !closing && current?.active === true;
+    get waitingForBroker() {
+      return !closing && current?.active !== true;
     },
     async close() {
       closing = true;

@@ -262,9 +262,8 @@ export class InProcessMessageBus implements MessageBus {
     };
     this.subscriptions.add(close);
     return {
-      get consuming() {
-        return !consumer.closing;
-      },
+      // In the process: there is no broker to wait for.
+      waitingForBroker: false,
       close,
     };
   }

@@ -215,8 +215,8 @@ export class RabbitMqMessageBus implements MessageBus {
     }
     this.subscriptions.add(close);
     return {
-      get consuming() {
-        return consumer.consuming;
+      get waitingForBroker() {
+        return consumer.waitingForBroker;
       },
       close,
     };

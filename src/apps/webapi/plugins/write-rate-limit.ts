@@ -23,7 +23,11 @@ const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** What the plugin sets on every write it counts, whatever the answer. */
 const RATE_LIMIT_HEADERS: ResponseHeaders = {
-  'X-RateLimit-Limit': { type: 'integer', description: 'Writes allowed per minute' },
+  'X-RateLimit-Limit': {
+    type: 'integer',
+    description:
+      'Writes allowed per minute; on every counted write (one refused for its framing before it is counted has none)',
+  },
   'X-RateLimit-Remaining': { type: 'integer', description: 'Writes left in this minute' },
   'X-RateLimit-Reset': { type: 'integer', description: 'Seconds until the budget is full again' },
 };

@@ -126,9 +126,9 @@ const ConfigSchema = z.object({
   INBOX_RETENTION_SECONDS: seconds(7 * 86_400, 86_400),
   RESILIENCE_DURATION_OF_BREAK_MS: milliseconds(30_000),
   RESILIENCE_FAILURE_RATIO: z.coerce
-    .number({ error: 'must be a number from 0 to 1' })
-    .gt(0, 'must be a number from 0 to 1')
-    .max(1, 'must be a number from 0 to 1')
+    .number({ error: 'must be a number above 0, at most 1' })
+    .gt(0, 'must be a number above 0, at most 1')
+    .max(1, 'must be a number above 0, at most 1')
     .default(0.5),
   RESILIENCE_MAX_RETRY_ATTEMPTS: z.coerce
     .number({ error: 'must be a whole number from 0 to 20' })

@@ -4,8 +4,10 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { startAllRoles } from '../support/all-roles.ts';
 import { startOtlpReceiver, type OtlpReceiver } from '../support/otlp-receiver.ts';
 import { startRole } from '../support/role-process.ts';
+import { until } from '../support/until.ts';
 
 const webapiAlone = { DATABASE_URL: 'pglite://memory', API_PORT: '0', OTEL_BSP_SCHEDULE_DELAY: '100' };
 
@@ -100,5 +102,59 @@ describe('OTLP export', () => {
       assert.equal(resource['service.namespace'], 'the-background-experience', 'our attributes stay');
     }
     assert.doesNotMatch(role.output(), /trace export failed/);
+  });
+
+  test("an endpoint with a path gets the spans under it; a request's log lines carry its trace_id and span_id", async () => {
+    const prefixed = await startOtlpReceiver();
+    const role = await startRole('src/apps/webapi/main.ts', {
+      ...webapiAlone,
+      // Behind a gateway that routes by path, as OTLP's spec allows: …/otlp/v1/traces, not …/v1/traces.
+      OTEL_EXPORTER_OTLP_ENDPOINT: `${prefixed.endpoint}/otlp`,
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+    });
+    try {
+      assert.equal((await fetch(`${role.url}/api/students`, { method: 'POST' })).status, 201);
+      await until(
+        () => prefixed.spans.some((span) => span.name === 'POST /api/students'),
+        'the request span',
+      );
+    } finally {
+      assert.equal(await role.stop(), 0, role.output());
+      await prefixed.close();
+    }
+    for (const request of prefixed.requests)
+      assert.deepEqual(request, { path: '/otlp/v1/traces', contentType: 'application/json' });
+    const request = prefixed.spans.find((span) => span.name === 'POST /api/students')!;
+    // Seq (or any log store) finds the trace of a line, and the lines of a trace, by these.
+    const completed = role
+      .output()
+      .split('\n')
+      .filter((line) => line.includes('"msg":"request completed"') && line.includes('"url":"/api/students"'));
+    assert.equal(completed.length, 1, role.output());
+    assert.match(completed[0]!, new RegExp(`"trace_id":"${request.traceId}","span_id":"${request.spanId}"`));
+  });
+
+  test('npm start exports the spans it still buffers when it stops, as the all-roles service', async () => {
+    const allRoles = startAllRoles({
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+      // Nothing goes out on schedule: whatever the receiver gets, the stop sent.
+      OTEL_BSP_SCHEDULE_DELAY: '600000',
+    });
+    try {
+      const { api } = await allRoles.ready;
+      assert.equal((await fetch(`${api}/api/students`, { method: 'POST' })).status, 201);
+      const spansBefore = receiver.spans.length;
+      allRoles.child.kill('SIGTERM');
+      assert.equal(await allRoles.exited, 0, allRoles.output());
+      const exported = receiver.spans.slice(spansBefore);
+      assert.ok(
+        exported.some((span) => span.name === 'POST /api/students'),
+        `the write's spans were exported at the stop:\n${allRoles.output()}`,
+      );
+      assert.deepEqual([...new Set(exported.map((span) => span.service))], ['all-roles']);
+    } finally {
+      allRoles.child.kill('SIGKILL');
+    }
   });
 });

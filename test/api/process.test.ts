@@ -2,18 +2,29 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
 
 const entry = 'src/apps/webapi/main.ts';
 
-function run(env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
-    env: { ...process.env, LOG_FORMAT: 'json', API_PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/** The webapi's process; `undefined` in `env` unsets a variable; `from` runs it elsewhere (another working directory, or through a link). */
+function run(env: Record<string, string | undefined>, from: { cwd?: string; entry?: string } = {}) {
+  const environment = Object.fromEntries(
+    Object.entries({ ...process.env, LOG_FORMAT: 'json', API_PORT: '0', ...env }).filter(
+      (variable): variable is [string, string] => variable[1] !== undefined,
+    ),
+  );
+  const child = spawn(
+    process.execPath,
+    ['--import', import.meta.resolve('tsx'), from.entry ?? resolve(entry)],
+    {
+      env: environment,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(from.cwd ? { cwd: from.cwd } : {}),
+    },
+  );
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk));
@@ -59,6 +70,34 @@ describe('the webapi process', () => {
     const process = run({ API_PORT: 'not-a-port' });
     assert.equal(await process.exited, 2);
     assert.match(process.output(), /API_PORT: must be an integer from 0 to 65535/);
+  });
+
+  test('settings are read from .env in the working directory; a variable set in the environment wins over its line', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tbe-dotenv-'));
+    dirs.push(dir);
+    await writeFile(join(dir, '.env'), 'API_PORT=not-a-port\nLOG_LEVEL=loud\n');
+    // API_PORT=0 comes from the environment; LOG_LEVEL only from .env.
+    const process = run({ LOG_LEVEL: undefined }, { cwd: dir });
+    try {
+      const outcome = await Promise.race([process.exited, process.listening.then(() => 'started')]);
+      assert.equal(outcome, 2, process.output());
+    } finally {
+      process.child.kill('SIGKILL');
+    }
+    assert.match(process.output(), /LOG_LEVEL: must be one of fatal, .* \(got "loud"\)/);
+    assert.doesNotMatch(process.output(), /API_PORT/);
+  });
+
+  test('started through a symbolic link to its entry point (a release directory behind a `current` link), it runs', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tbe-linked-'));
+    dirs.push(dir);
+    const linked = join(dir, 'main.ts');
+    await symlink(resolve(entry), linked);
+    const process = run({ DATABASE_URL: 'pglite://memory' }, { entry: linked });
+    const url = await process.listening;
+    assert.equal((await fetch(`${url}/health/live`)).status, 200);
+    process.child.kill('SIGTERM');
+    assert.equal(await process.exited, 0, process.output());
   });
 
   test('SIGTERM lets an in-flight request finish, then exits 0; data survives a restart', async () => {

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { IN_PROCESS_BUS_LOCK_KEY } from '../../src/infrastructure/runtime/in-process-bus-lock.ts';
 import { startAllRoles } from '../support/all-roles.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
-import { needsPostgres } from '../support/services.ts';
+import { POSTGRES_URL, needsPostgres } from '../support/services.ts';
 import { eventually } from '../worker/worker-harness.ts';
 
 const postgres = await needsPostgres();
@@ -92,6 +92,82 @@ describe('npm start with AMQP_URL=memory: on a PostgreSQL database', { skip: pos
     } finally {
       first.child.kill('SIGKILL');
       await admin.end();
+      await database.drop();
+    }
+  });
+
+  test('a lost lock that another session took meanwhile is reported, and taken again once that session lets go', async () => {
+    const database = await createPostgresDatabase();
+    const env = { DATABASE_URL: database.url, AMQP_URL: 'memory:', REDIS_URL: 'memory:' };
+    const other = new pg.Client({ connectionString: database.url });
+    const first = startAllRoles(env);
+    try {
+      await first.ready;
+      await other.connect();
+      const holder = await lockHolder(other);
+      assert.ok(holder, 'the running process holds the lock');
+      await other.query('select pg_terminate_backend($1)', [holder]);
+      // Another session takes the freed lock before the process takes it again, as a second process starting then would.
+      await eventually(
+        'the other session holds the lock',
+        async () =>
+          (
+            await other.query<{ locked: boolean }>('select pg_try_advisory_lock($1) as locked', [
+              IN_PROCESS_BUS_LOCK_KEY,
+            ])
+          ).rows[0]?.locked === true,
+      );
+      await eventually('the process says events will be lost', () =>
+        /another process with AMQP_URL=memory: started on this database while the lock was lost/.test(
+          first.output(),
+        ),
+      );
+
+      await other.query('select pg_advisory_unlock_all()');
+      const otherPid = (await other.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]?.pid;
+      await eventually(
+        'the process holds the lock again',
+        async () => ![undefined, holder, otherPid].includes(await lockHolder(other)),
+      );
+    } finally {
+      first.child.kill('SIGKILL');
+      await other.end();
+      await database.drop();
+    }
+  });
+
+  test('a lock lost while the database refuses connections is taken again once it accepts them', async () => {
+    const database = await createPostgresDatabase();
+    const env = { DATABASE_URL: database.url, AMQP_URL: 'memory:', REDIS_URL: 'memory:' };
+    const admin = new pg.Client({ connectionString: database.url });
+    // A database cannot refuse connections by a session of its own.
+    const server = new pg.Client({ connectionString: POSTGRES_URL });
+    const refuseConnections = (refuse: boolean) =>
+      server.query(
+        `alter database ${pg.escapeIdentifier(new URL(database.url).pathname.slice(1))} allow_connections ${!refuse}`,
+      );
+    const first = startAllRoles(env);
+    let refusing = false;
+    try {
+      await first.ready;
+      await Promise.all([admin.connect(), server.connect()]);
+      const holder = await lockHolder(admin);
+      assert.ok(holder, 'the running process holds the lock');
+      // An outage of the database (a restart, say): the lock's session ends, and for a while no new one opens.
+      await refuseConnections(true);
+      refusing = true;
+      await admin.query('select pg_terminate_backend($1)', [holder]);
+      await new Promise((resolve) => setTimeout(resolve, 5_000)); // the outage: longer than a retry's wait
+      await refuseConnections(false);
+      refusing = false;
+      await eventually(
+        'the lock is held again',
+        async () => ![undefined, holder].includes(await lockHolder(admin)),
+      );
+    } finally {
+      first.child.kill('SIGKILL');
+      if (refusing) await refuseConnections(false);
+      await Promise.all([admin.end(), server.end()]);
       await database.drop();
     }
   });

@@ -190,6 +190,72 @@ describe('configuration', () => {
     );
   });
 
+  test('a value just past a bound is refused naming the variable and its range; the bound itself is taken', () => {
+    // [variable, refused, taken at the bound, what the refusal says]
+    const bounds: [string, string, string, string][] = [
+      ['API_PORT', '65536', '65535', 'must be an integer from 0 to 65535'],
+      ['CACHE_TTL_SECONDS', '0', '1', 'must be a whole number of seconds, at least 1'],
+      ['IDEMPOTENCY_LEASE_SECONDS', '0', '1', 'must be a whole number of seconds, at least 1'],
+      ['SSE_HEARTBEAT_SECONDS', '0', '1', 'must be a whole number of seconds, at least 1'],
+      // 0 would be no limit at all to AMQP: not strict FIFO, the opposite.
+      ['WORKER_PREFETCH', '0', '1', 'must be a whole number from 1 to 1000'],
+      ['WORKER_PREFETCH', '1001', '1000', 'must be a whole number from 1 to 1000'],
+      ['SHUTDOWN_TIMEOUT_MS', '0', '1', 'must be a whole, positive number of milliseconds'],
+      ['RESILIENCE_TIMEOUT_MS', '0', '1', 'must be a whole, positive number of milliseconds'],
+      ['RESILIENCE_FAILURE_RATIO', '0', '0.01', 'must be a number above 0, at most 1'],
+      ['RESILIENCE_FAILURE_RATIO', '1.5', '1', 'must be a number above 0, at most 1'],
+      ['RESILIENCE_MAX_RETRY_ATTEMPTS', '21', '20', 'must be a whole number from 0 to 20'],
+      ['REPLAY_LOG_MAX_ENTRIES', '99', '100', 'must be a whole number from 100 to 10000000'],
+      ['HTTP_MAX_HEADER_BYTES', '1048577', '1048576', 'must be a whole number of bytes from 1024 to 1048576'],
+      ['CACHE_KEY_PREFIX', 'k'.repeat(65), 'k'.repeat(64), 'must be 1 to 64 letters, digits, or _ : . -'],
+      [
+        'REPLAY_LOG_KEY_PREFIX',
+        'k'.repeat(65),
+        'k'.repeat(64),
+        'must be 1 to 64 letters, digits, or _ : . -',
+      ],
+    ];
+    for (const [name, refused, taken, says] of bounds) {
+      assert.throws(
+        () => parseConfig({ [name]: refused }),
+        (error: unknown) => {
+          assert.ok(error instanceof ConfigError);
+          const [problem = '', ...more] = error.problems;
+          assert.deepEqual(more, []);
+          assert.ok(problem.startsWith(`${name}: ${says}`), problem);
+          assert.ok(problem.endsWith(`(got ${JSON.stringify(refused)})`), problem);
+          return true;
+        },
+        `${name}=${refused}`,
+      );
+      assert.doesNotThrow(() => parseConfig({ [name]: taken }), `${name}=${taken}`);
+    }
+  });
+
+  test('by default the worker takes one message at a time (strict FIFO), and HTTP drains for half the shutdown time', () => {
+    const defaults = parseConfig({});
+    assert.equal(defaults.worker.prefetch, 1);
+    assert.equal(defaults.shutdownTimeoutMs, 10_000);
+    assert.equal(defaults.httpDrainTimeoutMs, 5_000, 'the other half is for the worker and the adapters');
+    const configured = parseConfig({ WORKER_PREFETCH: '50', SHUTDOWN_TIMEOUT_MS: '3000' });
+    assert.equal(configured.worker.prefetch, 50);
+    assert.equal(configured.shutdownTimeoutMs, 3_000);
+    assert.equal(configured.httpDrainTimeoutMs, 1_500);
+  });
+
+  test('logs are pretty in a terminal and JSON otherwise, unless LOG_FORMAT says; SEQ_API_KEY goes with SEQ_URL', () => {
+    assert.equal(parseConfig({}, false).log.pretty, false, 'piped: JSON lines');
+    assert.equal(parseConfig({}, true).log.pretty, true, 'in a terminal: pretty');
+    assert.equal(parseConfig({ LOG_FORMAT: 'json' }, true).log.pretty, false);
+    assert.equal(parseConfig({ LOG_FORMAT: 'pretty' }, false).log.pretty, true);
+    assert.deepEqual(parseConfig({ SEQ_URL: 'http://seq:5341', SEQ_API_KEY: 'key-1' }).log, {
+      level: 'info',
+      pretty: false,
+      seqUrl: 'http://seq:5341',
+      seqApiKey: 'key-1',
+    });
+  });
+
   test('the worker has one queue unless WORKER_PARTITIONS says how many (1 to 64)', () => {
     assert.equal(parseConfig({}).worker.partitions, 1);
     assert.equal(parseConfig({ WORKER_PARTITIONS: '4' }).worker.partitions, 4);

@@ -57,6 +57,18 @@ describe('worker partitions on a RabbitMQ without the consistent-hash exchange p
     );
   });
 
+  test('so does the webapi alone: a broker that answers and refuses the topology stops its start', async () => {
+    // Started, it would take writes its relay could never publish.
+    await assert.rejects(
+      startRole('src/apps/webapi/main.ts', { ...env('4'), API_PORT: '0', REDIS_URL: 'memory:' }),
+      (error: Error) => {
+        assert.match(error.message, /exited with 1 before it was ready/);
+        assert.match(error.message, /enable its plugin on every RabbitMQ node/);
+        return true;
+      },
+    );
+  });
+
   test('with one queue (the default) it starts: no plugin is needed', async () => {
     const worker = await startRole('src/apps/worker/main.ts', env('1'));
     try {

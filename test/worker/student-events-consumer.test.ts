@@ -26,6 +26,7 @@ import { Student, type StudentSnapshot } from '../../src/domain/student.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { guardDatabase } from '../../src/infrastructure/persistence/database-errors.ts';
 import { silentLogger } from '../support/logger.ts';
+import { parseExposition } from '../support/prometheus-text.ts';
 import { recordSpans } from '../support/tracing.ts';
 import { counted, eventually, studentEvent, traceIdOf } from './worker-harness.ts';
 
@@ -218,8 +219,30 @@ describe('the student-events consumer', () => {
       ['00f067aa0ba902b7'],
     );
     assert.equal(span.attributes['messaging.message.id'], 'event-1');
+    // What a trace backend finds it by, after the OpenTelemetry messaging conventions.
+    assert.equal(span.attributes['messaging.destination.name'], message.exchange);
+    assert.equal(span.attributes['messaging.rabbitmq.destination.routing_key'], message.routingKey);
+    assert.equal(span.attributes['messaging.destination.subscription.name'], Queues.studentsWorker);
+    assert.equal(span.attributes['messaging.rabbitmq.message.delivery_count'], 1);
     assert.equal(span.attributes['worker.outcome'], 'processed');
     assert.equal(activeSpans[0]?.spanId, span.spanContext().spanId, 'active while the use case runs');
+  });
+
+  test('an event stamped by a host whose clock runs ahead is no younger than 0 s in the message age metric', async () => {
+    await consume(async () => ({ status: 'processed', student }));
+    const message = studentEvent('StudentCreated', student);
+    const event = JSON.parse(message.body) as { time: string };
+    event.time = new Date(Date.now() + 3_600_000).toISOString();
+    await bus.publish([{ ...message, body: JSON.stringify(event) }]);
+    await eventually('processed', async () => (await counted(registry, 'processed')) === 1);
+
+    const exposition = parseExposition(await registry.metrics());
+    assert.equal(exposition.value('message_age_seconds_count', { queue: Queues.studentsWorker }), 1);
+    assert.equal(
+      exposition.value('message_age_seconds_sum', { queue: Queues.studentsWorker }),
+      0,
+      'not an hour below zero',
+    );
   });
 
   test('a dead-lettered event ends its span as an error, with the reason', async () => {

@@ -100,6 +100,8 @@ describe('OTLP export', () => {
       assert.equal(resource['service.name'], 'students-api');
       assert.equal(resource['deployment.environment.name'], 'staging');
       assert.equal(resource['service.namespace'], 'the-background-experience', 'our attributes stay');
+      // Each process an instance of its own: two webapis' spans are told apart.
+      assert.match(String(resource['service.instance.id']), /^webapi-\d+$/);
     }
     assert.doesNotMatch(role.output(), /trace export failed/);
   });

@@ -1,0 +1,36 @@
+// What a role's log lines look like on stdout: JSON lines for a collector, or lines for people (LOG_FORMAT=pretty,
+// the default in a terminal). Each in a process of its own: pino writes to file descriptor 1.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { test } from 'node:test';
+import { promisify, stripVTControlCharacters } from 'node:util';
+
+async function logOneLine(pretty: boolean): Promise<string> {
+  const script =
+    "import { createLogger } from './src/infrastructure/logging/logger.ts';" +
+    `createLogger({ level: 'info', pretty: ${pretty}, name: 'probe' }).info({ studentId: 7 }, 'a line');`;
+  const { stdout } = await promisify(execFile)(process.execPath, [
+    '--import',
+    'tsx',
+    '--input-type=module',
+    '--eval',
+    script,
+  ]);
+  return stdout;
+}
+
+test('logs are JSON lines, one per entry, with its level, name and fields', async () => {
+  const lines = (await logOneLine(false)).trim().split('\n');
+  assert.equal(lines.length, 1, lines.join('\n'));
+  const entry = JSON.parse(lines[0]!) as Record<string, unknown>;
+  assert.equal(entry.msg, 'a line');
+  assert.equal(entry.level, 30);
+  assert.equal(entry.name, 'probe');
+  assert.equal(entry.studentId, 7);
+});
+
+test('pretty logs are lines for people: the level in words, the name, the message, then the fields', async () => {
+  // Colours or not, as the environment says (FORCE_COLOR, CI): the words are what is asserted.
+  const output = stripVTControlCharacters(await logOneLine(true));
+  assert.match(output, /^\[[\d:.]+\] INFO \(probe\): a line\n\s+studentId: 7\n$/, output);
+});

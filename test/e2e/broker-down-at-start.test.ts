@@ -40,13 +40,14 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
   });
 
   const roles = {
-    worker: () =>
+    worker: (env: Record<string, string> = {}) =>
       startRole('src/apps/worker/main.ts', {
         DATABASE_URL: created.url,
         AMQP_URL: broker.url,
         REDIS_URL: 'memory:',
         WORKER_PORT: '0',
         SHUTDOWN_TIMEOUT_MS: '5000',
+        ...env,
       }),
     notifications: () =>
       startRole('src/apps/notifications/main.ts', {
@@ -107,16 +108,8 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
   }
 
   const losing = {
-    worker: roles.worker,
-    'worker over two partitions': () =>
-      startRole('src/apps/worker/main.ts', {
-        DATABASE_URL: created.url,
-        AMQP_URL: broker.url,
-        REDIS_URL: 'memory:',
-        WORKER_PORT: '0',
-        WORKER_PARTITIONS: '2',
-        SHUTDOWN_TIMEOUT_MS: '5000',
-      }),
+    worker: () => roles.worker(),
+    'worker over two partitions': () => roles.worker({ WORKER_PARTITIONS: '2' }),
     'notifications service': roles.notifications,
   };
   for (const [name, start] of Object.entries(losing))

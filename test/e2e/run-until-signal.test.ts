@@ -2,8 +2,8 @@
 // service: SIGTERM stops it and exits 0; a stop past SHUTDOWN_TIMEOUT_MS is cut short with exit 1; a start that
 // fails, or an error after it, is logged as fatal, stops what had started and exits 1.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { describe, test } from 'node:test';
+import { spawnRole } from '../support/role-process.ts';
 import { settlesWithin } from '../support/settles-within.ts';
 import { until } from '../support/until.ts';
 
@@ -17,21 +17,15 @@ const FATAL = 60;
 
 /** The scripted service of test/support/signal-service.ts in a process of its own. */
 function run(env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/support/signal-service.ts'], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const service = spawnRole('test/support/signal-service.ts', env);
   const lines = () =>
-    output
+    service
+      .output()
       .split('\n')
       .filter((line) => line.startsWith('{'))
       .map((line) => JSON.parse(line) as LogLine);
   const logged = (msg: string) => lines().some((line) => line.msg === msg);
-  return { child, exited, lines, logged, output: () => output };
+  return { ...service, lines, logged };
 }
 
 describe('a role process, from start to exit', () => {

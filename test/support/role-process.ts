@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { after } from 'node:test';
 
 export interface RoleProcess {
@@ -23,12 +24,15 @@ if (process.env.NODE_TEST_CONTEXT)
     for (const child of running) child.kill('SIGKILL');
   });
 
-/** Starts `npm run start:<role>`'s entry point as a real process and waits until it logs its URL. */
-export async function startRole(
-  entry: string,
-  env: Record<string, string>,
-  timeoutMs = 60_000,
-): Promise<RoleProcess> {
+export interface SpawnedRole {
+  readonly child: ChildProcessByStdio<null, Readable, Readable>;
+  /** Its exit code, once it has exited. */
+  readonly exited: Promise<number | null>;
+  output(): string;
+}
+
+/** Runs an entry point (a role's, or a test's stand-in) as a real process, keeping what it writes. */
+export function spawnRole(entry: string, env: Record<string, string>): SpawnedRole {
   const child = spawn(process.execPath, ['--import', 'tsx', entry], {
     env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -42,7 +46,6 @@ export async function startRole(
     kept += text.length;
     while (kept - chunks[0]!.length >= OUTPUT_KEPT_CHARS) kept -= chunks.shift()!.length;
   };
-  const output = () => chunks.join('');
   child.stdout.setEncoding('utf8').on('data', keep);
   child.stderr.setEncoding('utf8').on('data', keep);
   running.add(child);
@@ -52,6 +55,16 @@ export async function startRole(
       resolve(code);
     }),
   );
+  return { child, exited, output: () => chunks.join('') };
+}
+
+/** Starts `npm run start:<role>`'s entry point as a real process and waits until it logs its URL. */
+export async function startRole(
+  entry: string,
+  env: Record<string, string>,
+  timeoutMs = 60_000,
+): Promise<RoleProcess> {
+  const { child, exited, output } = spawnRole(entry, env);
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${entry} did not start:\n${output()}`)), timeoutMs);
     const onData = () => {

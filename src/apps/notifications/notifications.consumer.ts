@@ -55,10 +55,11 @@ export async function consumeNotifications(
   const leaseMs = options.leaseMs ?? 10_000;
   let state: LeaseState = 'standby';
   let subscription: { readonly inner: Subscription; readonly stopping: AbortController } | undefined;
-  // Holding the lease, subscribing: with the broker away, that waits for it (up to the bus's acquire timeout).
-  let subscribing = false;
+  // Holding the lease, subscribing: with the broker away, that waits for it (up to the bus's acquire timeout). It runs
+  // beside the renewals, not in their turn: a wait longer than the lease would otherwise let the lease lapse.
+  let subscribing: Promise<void> | undefined;
   let stopped = false;
-  // Ends a subscribing that waits for the broker: stop() waits for the turn that is subscribing.
+  // Ends a subscribing that waits for the broker.
   const stopping = new AbortController();
   let turn = Promise.resolve();
 
@@ -144,15 +145,26 @@ export async function consumeNotifications(
     );
     if (stopped) return;
     if (held && !subscription) {
-      subscribing = true;
-      try {
-        await startConsuming();
-      } finally {
-        subscribing = false;
-      }
+      subscribing ??= subscribe();
     } else if (!held && subscription) {
       logger.warn({ instanceId }, 'notifications consumer: writer lease lost, standing by');
       await stopConsuming();
+    }
+  }
+
+  async function subscribe(): Promise<void> {
+    try {
+      await startConsuming();
+      // The lease may have gone while this waited: a renewal now either keeps the subscription or ends it.
+      if (!stopped) tick();
+    } catch (error) {
+      if (!stopped)
+        logger.warn(
+          { err: error },
+          'notifications consumer: could not subscribe; the next renewal tries again',
+        );
+    } finally {
+      subscribing = undefined;
     }
   }
 
@@ -164,13 +176,15 @@ export async function consumeNotifications(
   };
   tick();
   await turn;
+  // Renewing meanwhile: the first subscribing may wait for the broker longer than the lease lasts.
   const timer = setInterval(tick, Math.max(100, Math.floor(leaseMs / 3)));
+  await subscribing;
 
   return {
     get state(): ConsumerState {
       const waiting =
         (state === 'consuming' && subscription?.inner.waitingForBroker === true) ||
-        (subscribing && !bus.status().connected);
+        (subscribing !== undefined && !bus.status().connected);
       return waiting ? 'waiting for the broker' : state;
     },
     async stop() {
@@ -178,6 +192,7 @@ export async function consumeNotifications(
       clearInterval(timer);
       stopping.abort(new Error('the notifications consumer stopped'));
       await turn;
+      await subscribing;
       await stopConsuming();
       state = 'stopped';
       await log.releaseWriter(instanceId).catch(() => undefined);

@@ -69,6 +69,32 @@ describe('OTLP export', () => {
     assert.doesNotMatch(role.output(), /"component":"tracing","trace_id"/, 'not attributed to a request');
   });
 
+  test("an OTel setting the SDK cannot use is a warning (at least) in the role's log, naming it", async () => {
+    const role = await startRole('src/apps/webapi/main.ts', {
+      ...webapiAlone,
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+      // The SDK ignores both and goes on with its defaults: one it warns about, one it reports as an error.
+      OTEL_EXPORTER_OTLP_TIMEOUT: 'soon',
+      OTEL_TRACES_SAMPLER: 'sometimes',
+    });
+    assert.equal(await role.stop(), 0, role.output());
+    const warnings = role
+      .output()
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as { level: number; component?: string; msg: string })
+      .filter((line) => line.level >= 40 && line.component === 'tracing')
+      .map((line) => line.msg);
+    assert.ok(
+      warnings.some((msg) => /OTEL_EXPORTER_OTLP_TIMEOUT/.test(msg) && msg.includes("'soon'")),
+      role.output(),
+    );
+    assert.ok(
+      warnings.some((msg) => /OTEL_TRACES_SAMPLER/.test(msg) && msg.includes('"sometimes"')),
+      role.output(),
+    );
+  });
+
   test('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is used as is, and the resource takes OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES', async () => {
     const tracesReceiver = await startOtlpReceiver();
     const role = await startRole('src/apps/webapi/main.ts', {

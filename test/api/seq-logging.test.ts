@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { startAllRoles } from '../support/all-roles.ts';
 import { startRole } from '../support/role-process.ts';
+import { until } from '../support/until.ts';
 
 const webapiAlone = { DATABASE_URL: 'pglite://memory', API_PORT: '0' };
 
@@ -52,6 +54,28 @@ describe('logs to Seq', () => {
       [...apiKeys],
       ['seq-key-of-the-webapi'],
       'a Seq that wants a key gets it with every batch',
+    );
+  });
+
+  test('with SEQ_URL set, stdout still gets every line LOG_LEVEL lets through, debug lines too', async () => {
+    const { port } = seq.address() as AddressInfo;
+    const roles = startAllRoles({ SEQ_URL: `http://127.0.0.1:${port}`, LOG_LEVEL: 'debug' });
+    try {
+      const { api } = await roles.ready;
+      assert.equal((await fetch(`${api}/api/students`, { method: 'POST' })).status, 201);
+      // The worker's line for each event it handles is a debug line.
+      await until(
+        () => /"level":20,[^\n]*"msg":"student event processed"/.test(roles.output()),
+        "the worker's debug line on stdout",
+      );
+      roles.child.kill('SIGTERM');
+      assert.equal(await roles.exited, 0, roles.output());
+    } finally {
+      roles.child.kill('SIGKILL');
+    }
+    assert.ok(
+      events.some((event) => event.MessageTemplate === 'student event processed' && event.Level === 'Debug'),
+      'and Seq gets it too',
     );
   });
 

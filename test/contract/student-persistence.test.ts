@@ -1,6 +1,7 @@
 // One contract suite for the persistence port, run against PGlite and real PostgreSQL.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { SpanStatusCode } from '@opentelemetry/api';
 import { desc, eq } from 'drizzle-orm';
 import pg from 'pg';
 import type { KeyedRequest } from '../../src/application/ports/idempotency-keys.ts';
@@ -25,6 +26,10 @@ import {
 import { silentLogger } from '../support/logger.ts';
 import { needsPostgres } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
+import { recordSpans } from '../support/tracing.ts';
+
+// Traced, as a role is with an OTLP endpoint: what a trace backend shows of a failed transaction is asserted below.
+const spans = recordSpans();
 
 const now = new Date('2026-01-02T03:04:05.000Z');
 const uniqueKey = () => `key-${uuidV7Generator.next()}`;
@@ -142,6 +147,31 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
       (await outboxFor(student.id)).map((row) => row.type),
       ['StudentCreated'],
     );
+  });
+
+  test("a transaction the database refuses ends its span, and its message's create span, as errors with the database's reason", async () => {
+    const student = newStudent('Refused');
+    await unitOfWork.transaction(({ students }) => students.add(student));
+    const again = Student.create({
+      id: student.id,
+      details: { firstName: 'Again', lastName: 'Lovelace', email: 'again@example.com' },
+      actor: 'tester',
+      now,
+    });
+    assert.ok(again.ok);
+    spans.reset();
+    const refusal = await unitOfWork
+      .transaction(({ students }) => students.add(again.value))
+      .then(
+        () => assert.fail('the database took a second student with the same id'),
+        (error: unknown) => error as Error,
+      );
+    assert.match(refusal.message, /duplicate key value violates unique constraint/);
+    // What a trace backend shows: the failed transaction and why, not only that something failed.
+    for (const name of ['transaction', 'create students']) {
+      const span = spans.getFinishedSpans().find((each) => each.name === name);
+      assert.deepEqual(span?.status, { code: SpanStatusCode.ERROR, message: refusal.message }, name);
+    }
   });
 
   test('a unit of work failing after a read rolls back and releases its row locks', async () => {

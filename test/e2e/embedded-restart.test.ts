@@ -15,11 +15,11 @@ import { DEATH_REASON_HEADER, Exchanges, Queues, StudentRoutingKeys } from '../.
 import { StudentEventTypes } from '../../src/contracts/students.ts';
 import type { Database } from '../../src/infrastructure/persistence/database.ts';
 import { deadLetters, outbox } from '../../src/infrastructure/persistence/schema.ts';
-import { openProcessResources } from '../../src/infrastructure/runtime/process-resources.ts';
+import { openProcessResources, type WithBus } from '../../src/infrastructure/runtime/process-resources.ts';
 import { until } from '../support/until.ts';
 import { embeddedRoles } from '../support/all-roles.ts';
-import { silentLogger } from '../support/logger.ts';
-import { counted } from '../worker/worker-harness.ts';
+import { recordingLogger, silentLogger } from '../support/logger.ts';
+import { addStudent, counted } from '../worker/worker-harness.ts';
 
 /** A student's `updates` as the database has it. */
 async function updatesOf(api: string, id: string): Promise<number> {
@@ -75,6 +75,43 @@ test('events the relay handed to the in-process bus before a crash are handled a
     } finally {
       await again.stop();
     }
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('a restart says how many unhandled events it sends again, also when it is one, and nothing when there are none', async () => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'tbe-restart-'));
+  const config = parseConfig({ DATABASE_URL: `pglite://${dataDir}`, LOG_LEVEL: 'silent' });
+  /** The lines a start of the process's adapters (the webapi's and the relay's, no worker) logs about resending. */
+  const resentLines = async (work?: (resources: WithBus) => Promise<void>) => {
+    const { logger, logged } = recordingLogger();
+    const resources = await openProcessResources(config, logger, { connectionName: 'restart', bus: true });
+    try {
+      await work?.(resources);
+    } finally {
+      await resources.close();
+    }
+    return logged()
+      .split('\n')
+      .filter((line) => line.includes('sent again'))
+      .map((line) => JSON.parse(line) as { resent: number; msg: string });
+  };
+  try {
+    assert.deepEqual(await resentLines(), [], 'a first start has nothing to send again');
+    // One event the relay hands to the in-process bus, with no worker to handle it before the process goes.
+    const before = await resentLines(async (resources) => {
+      await addStudent(resources.database);
+      await until(async () => (await resources.relay.backlog()) === 0, 'the relay to publish');
+    });
+    assert.deepEqual(before, []);
+    const restarted = await resentLines();
+    assert.equal(restarted.length, 1, JSON.stringify(restarted));
+    assert.equal(restarted[0]?.resent, 1);
+    assert.match(
+      restarted[0]?.msg ?? '',
+      /events the worker had not handled before the restart are sent again/,
+    );
   } finally {
     await rm(dataDir, { recursive: true, force: true });
   }

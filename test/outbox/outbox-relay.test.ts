@@ -135,6 +135,10 @@ async function backlogInOrder(database: Database, bus: MessageBus) {
     );
 }
 
+/** The id of the outbox row of a student's first event. */
+const rowIdOf = async (database: Database, studentId: string) =>
+  (await database.db.select().from(outbox)).find((row) => row.subject === studentId)?.id;
+
 const unsent = (database: Database) =>
   database.db
     .select({ id: outbox.id })
@@ -426,6 +430,31 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
     );
     assert.equal(publish.attributes['messaging.message.id'], row.id);
     assert.equal(publish.attributes['messaging.system'], 'in-process');
+  });
+
+  test("a publish the broker refuses ends the row's publish span as an error, with the broker's reason", async () => {
+    // A bus of its own that was never given the topology: every publish to `students` is refused.
+    const ownDb = await openTestDatabase('pglite');
+    const ownBus = new InProcessMessageBus();
+    const ownRelay = relayOn(ownDb.database, ownBus);
+    try {
+      spans.reset();
+      const [id] = await createStudents(ownDb.database, 1);
+      ownRelay.start();
+      const failed = () =>
+        spans
+          .getFinishedSpans()
+          .find((span) => span.name === 'publish students' && span.status.code === SpanStatusCode.ERROR);
+      await until(() => failed() !== undefined, 'a failed publish span');
+      assert.equal(failed()?.attributes['messaging.message.id'], await rowIdOf(ownDb.database, id!));
+      // What a trace backend shows: why the event did not leave, not only that it did not.
+      assert.equal(failed()?.status.message, "publish failed: no exchange 'students'");
+      assert.equal(await unsent(ownDb.database), 1, 'the row waits for a later attempt');
+    } finally {
+      await ownRelay.stop();
+      await ownBus.close();
+      await ownDb.dispose();
+    }
   });
 });
 

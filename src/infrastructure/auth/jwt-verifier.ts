@@ -37,7 +37,7 @@ export interface JwtVerifierOptions {
 
 export const HS256 = 'HS256';
 
-/** How far `exp`, `nbf` and `iat` may be off our clock (Spring Security's default; ASP.NET Core allows 5 min). */
+/** How far `exp` and `nbf` may be off our clock (Spring Security's default; ASP.NET Core allows 5 min). */
 const CLOCK_SKEW_SECONDS = 60;
 
 // The key set could not be fetched or read: the issuer's problem, not the token's.

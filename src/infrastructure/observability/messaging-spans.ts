@@ -55,8 +55,8 @@ export function startCreateSpan(message: MessageIdentity & { readonly traceparen
 }
 
 /**
- * One "publish" span per message of a batch the relay hands to the broker, each a child of (and linked to) its
- * message's creation context; they end together when the broker confirmed the batch (or refused it).
+ * One "publish" span per message the relay hands to the broker at once (a subject wave of its batch), each a child of
+ * (and linked to) its message's creation context; they end together when the broker confirmed them (or refused).
  */
 export function startPublishSpans(
   messages: readonly (MessageIdentity & { readonly headers?: Readonly<Record<string, string>> })[],

@@ -183,6 +183,52 @@ describe('RabbitMqMessageBus when the connection is lost between declaring and c
   });
 });
 
+describe('RabbitMqMessageBus when a consume waiting for the broker is given up on', rabbit, () => {
+  test('the broker back, it takes no message from the queue (one it handed back would come after later ones)', async () => {
+    const broker = await createProxiedVhost('message_bus_test');
+    const bus = new RabbitMqMessageBus({
+      url: broker.url,
+      connectionName: 'consume given up on test',
+      retryLowMs: 100,
+      retryHighMs: 500,
+      acquireTimeoutMs: 60_000,
+    });
+    try {
+      await bus.declareTopology(
+        consumingQueue('abandoned', { exchange: 'amq.topic', routingKeys: ['abandoned.#'] }),
+      );
+      await bus.publish([
+        { exchange: 'amq.topic', routingKey: 'abandoned.1', messageId: '1', body: 'waiting' },
+      ]);
+      await broker.proxy.pause();
+      await until(() => !bus.status().connected, 'the bus saw the broker go');
+      const givingUp = new AbortController();
+      const consuming = bus.consume('abandoned', {
+        prefetch: 10,
+        handler: () => outcome.ack(),
+        signal: givingUp.signal,
+      });
+      await sleep(100);
+      givingUp.abort(new Error('given up'));
+      await assert.rejects(consuming, /given up/);
+      await broker.proxy.resume();
+      await until(() => bus.status().connected, 'the bus reconnected');
+      await sleep(500); // the channel the abandoned consume asked for has come
+      const received: ReceivedMessage[] = [];
+      const subscription = await bus.consume('abandoned', {
+        prefetch: 1,
+        handler: (message) => (received.push(message), outcome.ack()),
+      });
+      await until(() => received.length > 0, 'the message consumed');
+      assert.equal(received[0]?.redelivered, false, 'delivered once: nobody took it before');
+      await subscription.close();
+    } finally {
+      await bus.close();
+      await broker.delete();
+    }
+  });
+});
+
 describe('RabbitMqMessageBus and a foreign publisher', rabbit, () => {
   test('headers of other AMQP types become strings or are left out; a "__proto__" table adds no header', async () => {
     const vhost = await createTestVhost();

@@ -1,6 +1,7 @@
 // The notifications consumer's writer lease when Redis does not answer a renewal: the lease is lost when Redis says
 // another instance holds it, or once it would have lapsed unrenewed, not at the first renewal that went unanswered.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
 import { consumeNotifications } from '../../src/apps/notifications/notifications.consumer.ts';
@@ -281,6 +282,108 @@ test('an instance whose lease went while it waited for the broker stands by once
   } finally {
     brokerBack();
     await (await starting).stop();
+    await bus.close();
+    await shared.close();
+  }
+});
+
+/**
+ * As RabbitMqMessageBus with the broker away from one instance: disconnected, and a subscribe waits until the broker
+ * is back, or rejects at once when its signal aborts (consumeOnChannel's untilAborted). `opened` counts subscriptions
+ * that reached the queue.
+ */
+function brokerAwayFrom(bus: InProcessMessageBus) {
+  let isBack = false;
+  let brokerBack!: () => void;
+  const back = new Promise<void>((resolve) => (brokerBack = resolve));
+  const probe = { subscribing: false, opened: 0, back: () => ((isBack = true), brokerBack()) };
+  const away = Object.assign(Object.create(bus) as InProcessMessageBus, {
+    status: () => ({ ...bus.status(), connected: isBack }),
+    consume: async (...[queue, options]: Parameters<InProcessMessageBus['consume']>) => {
+      probe.subscribing = true;
+      const { signal } = options;
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = () => reject(signal?.reason as Error);
+        if (signal?.aborted) return onAbort();
+        signal?.addEventListener('abort', onAbort, { once: true });
+        void back.then(resolve);
+      });
+      const subscription = await bus.consume(queue, options);
+      probe.opened++;
+      return subscription;
+    },
+  });
+  return { away, probe };
+}
+
+test('an instance refused the lease while it waits for the broker stands by, and gives that subscribe up', async () => {
+  const bus = await notificationsBus();
+  const shared = new MemoryRingReplayLog({ maxEntries: 100 });
+  assert.equal(await shared.claimWriter('instance-b', LEASE_MS), true, 'another instance holds the lease');
+  const { away, probe } = brokerAwayFrom(bus);
+  const consumer = await startConsumer(away, new UnreachableLeaseLog(shared), 'instance-a');
+  try {
+    assert.equal(consumer.state, 'standby');
+    await shared.releaseWriter('instance-b'); // it went: instance-a takes the lease over, and waits for the broker
+    await until(() => probe.subscribing, 'the lease taken over: subscribing');
+    assert.equal(consumer.state, 'waiting for the broker');
+    // Its Redis lost the lease key, and instance-b took it: instance-a's next renewal is refused.
+    await shared.releaseWriter('instance-a');
+    assert.equal(await shared.claimWriter('instance-b', 60_000), true);
+    await until(
+      () => consumer.state === 'standby',
+      'instance-a standing by once a renewal was refused (not waiting for a broker it no longer needs)',
+      2_000,
+    );
+    probe.back();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(probe.opened, 0, 'no subscription opened for a lease another instance holds');
+    assert.equal(consumer.state, 'standby');
+  } finally {
+    probe.back();
+    await consumer.stop();
+    await bus.close();
+    await shared.close();
+  }
+});
+
+test('an instance whose lease lapsed while it waited for the broker hands no notification of a student to the new holder out of order', async () => {
+  const bus = await notificationsBus();
+  const shared = new MemoryRingReplayLog({ maxEntries: 100 });
+  const a = new UnreachableLeaseLog(shared);
+  const b = new UnreachableLeaseLog(shared);
+  const { away, probe } = brokerAwayFrom(bus);
+  const startingA = startConsumer(away, a, 'instance-a');
+  let consumerB: Awaited<ReturnType<typeof startConsumer>> | undefined;
+  try {
+    await until(() => probe.subscribing, 'instance-a holding the lease, subscribing');
+    // instance-a is cut off from Redis longer than the lease: instance-b takes the lease over and consumes.
+    a.unreachable = true;
+    consumerB = await startConsumer(bus, b, 'instance-b');
+    await until(() => consumerB?.state === 'consuming', 'instance-b consuming');
+    a.unreachable = false;
+    await new Promise((resolve) => setTimeout(resolve, LEASE_MS / 2)); // instance-a's renewals are refused now
+    a.claimDelayMs = 50; // a round trip to Redis
+    probe.back();
+    await startingA;
+    const student = randomUUID();
+    await bus.publish([
+      notificationMessage('StudentCreated'), // another student's
+      notificationMessage('StudentCreated', student),
+      notificationMessage('StudentCached', student),
+    ]);
+    await until(async () => (await shared.retention()).length === 3, 'the three notifications appended');
+    const entries = await shared.readAfter('0-0', 10);
+    assert.deepEqual(
+      entries.filter((entry) => entry.subject === student).map((entry) => entry.type),
+      ['StudentCreated', 'StudentCached'],
+      "the student's notifications in the log in the order published",
+    );
+    assert.equal(a.appendAttempts, 0, 'instance-a handled none of them');
+  } finally {
+    probe.back();
+    await (await startingA).stop();
+    await consumerB?.stop();
     await bus.close();
     await shared.close();
   }

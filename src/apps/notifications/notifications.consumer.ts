@@ -56,14 +56,16 @@ export async function consumeNotifications(
   let state: LeaseState = 'standby';
   let subscription: { readonly inner: Subscription; readonly stopping: AbortController } | undefined;
   // Holding the lease, subscribing: with the broker away, that waits for it (up to the bus's acquire timeout). It runs
-  // beside the renewals, not in their turn: a wait longer than the lease would otherwise let the lease lapse.
-  let subscribing: Promise<void> | undefined;
+  // beside the renewals, not in their turn: a wait longer than the lease would otherwise let the lease lapse. A renewal
+  // that finds the lease gone meanwhile gives it up (`abandon`): subscribed, this instance would take messages beside
+  // the new holder until the next renewal, and hand those back to it behind later ones of the same student.
+  let subscribing: { readonly done: Promise<void>; readonly abandon: AbortController } | undefined;
   let stopped = false;
   // Ends a subscribing that waits for the broker.
   const stopping = new AbortController();
   let turn = Promise.resolve();
 
-  async function startConsuming(): Promise<void> {
+  async function startConsuming(signal: AbortSignal): Promise<void> {
     const appending = new AbortController();
     const inner = await bus.consume(Queues.notifications, {
       prefetch: options.prefetch,
@@ -82,8 +84,13 @@ export async function consumeNotifications(
           const traceparent = traceHeaders()[TRACEPARENT_HEADER];
           return appendUntilStopped(traceparent ? { ...entry, traceparent } : entry, appending.signal);
         }),
-      signal: stopping.signal,
+      signal,
     });
+    // Given up on just as the bus answered: nothing is handled, the subscription's messages go back.
+    if (signal.aborted) {
+      await inner.close();
+      signal.throwIfAborted();
+    }
     subscription = { inner, stopping: appending };
     state = 'consuming';
     logger.info({ instanceId }, 'notifications consumer: holding the writer lease, consuming');
@@ -139,8 +146,8 @@ export async function consumeNotifications(
         logger.debug({ err: error }, 'writer lease: could not renew');
         // Unanswered is not refused: a lease we hold stays ours until it would have lapsed. Stopping at once would
         // return the messages in flight at every blip of Redis, each return counting toward their delivery limit.
-        // It keeps a subscription, never starts one.
-        return subscription !== undefined && Date.now() < heldUntil;
+        // It keeps a subscription (or a subscribing), never starts one.
+        return (subscription !== undefined || subscribing !== undefined) && Date.now() < heldUntil;
       },
     );
     if (stopped) return;
@@ -149,23 +156,30 @@ export async function consumeNotifications(
     } else if (!held && subscription) {
       logger.warn({ instanceId }, 'notifications consumer: writer lease lost, standing by');
       await stopConsuming();
+    } else if (!held && subscribing && !subscribing.abandon.signal.aborted) {
+      logger.warn({ instanceId }, 'notifications consumer: writer lease lost while subscribing, standing by');
+      subscribing.abandon.abort(new Error('the writer lease was lost'));
     }
   }
 
-  async function subscribe(): Promise<void> {
-    try {
-      await startConsuming();
-      // The lease may have gone while this waited: a renewal now either keeps the subscription or ends it.
-      if (!stopped) tick();
-    } catch (error) {
-      if (!stopped)
-        logger.warn(
-          { err: error },
-          'notifications consumer: could not subscribe; the next renewal tries again',
-        );
-    } finally {
-      subscribing = undefined;
-    }
+  function subscribe(): NonNullable<typeof subscribing> {
+    const abandon = new AbortController();
+    const done = (async () => {
+      try {
+        await startConsuming(AbortSignal.any([stopping.signal, abandon.signal]));
+        // The lease may have gone since the last renewal: a renewal now either keeps the subscription or ends it.
+        if (!stopped) tick();
+      } catch (error) {
+        if (!stopped && !abandon.signal.aborted)
+          logger.warn(
+            { err: error },
+            'notifications consumer: could not subscribe; the next renewal tries again',
+          );
+      } finally {
+        subscribing = undefined;
+      }
+    })();
+    return { done, abandon };
   }
 
   // Renewals run one after another; a slow one never overlaps the next.
@@ -178,13 +192,13 @@ export async function consumeNotifications(
   await turn;
   // Renewing meanwhile: the first subscribing may wait for the broker longer than the lease lasts.
   const timer = setInterval(tick, Math.max(100, Math.floor(leaseMs / 3)));
-  await subscribing;
+  await subscribing?.done;
 
   return {
     get state(): ConsumerState {
       const waiting =
         (state === 'consuming' && subscription?.inner.waitingForBroker === true) ||
-        (subscribing !== undefined && !bus.status().connected);
+        (subscribing !== undefined && !subscribing.abandon.signal.aborted && !bus.status().connected);
       return waiting ? 'waiting for the broker' : state;
     },
     async stop() {
@@ -192,7 +206,7 @@ export async function consumeNotifications(
       clearInterval(timer);
       stopping.abort(new Error('the notifications consumer stopped'));
       await turn;
-      await subscribing;
+      await subscribing?.done;
       await stopConsuming();
       state = 'stopped';
       await log.releaseWriter(instanceId).catch(() => undefined);

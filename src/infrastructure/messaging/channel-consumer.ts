@@ -63,12 +63,18 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
     try {
       await declare(channel);
       await channel.basicQos({ prefetchCount: prefetch });
+      // Given up on while it waited for the broker: registered, it would take up to `prefetch` messages from the queue
+      // (beside the consumers that took over meanwhile) only to hand them back behind what those consumed since.
+      if (closing) {
+        await channel.close().catch(() => {});
+        return;
+      }
       await channel.basicConsume({ queue }, (message) => deliver(channel, message));
     } catch (error) {
       await channel.close().catch(() => {});
       throw error;
     }
-    // close() came meanwhile and did not wait for this: what was delivered goes back with the channel.
+    // close() came while basicConsume was under way: what was delivered goes back with the channel.
     if (closing) {
       await channel.close().catch(() => {});
       return;
@@ -153,7 +159,7 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
       closing = true;
       clearTimeout(retry);
       // Not waiting for a channel still being opened (as long as the broker does not answer): open() closes it once
-      // it has it, before any delivery is handled.
+      // it has it, without consuming.
       await allSettled();
       if (current?.active) await current.close();
     },

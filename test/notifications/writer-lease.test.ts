@@ -388,3 +388,25 @@ test('an instance whose lease lapsed while it waited for the broker hands no not
     await shared.close();
   }
 });
+
+test('an instance holding the lease whose subscribes the broker refuses says it cannot subscribe (not standby) until one succeeds', async () => {
+  const bus = await notificationsBus();
+  const log = new UnreachableLeaseLog();
+  let refusing = true;
+  const refusingBus = Object.assign(Object.create(bus) as InProcessMessageBus, {
+    consume: async (...args: Parameters<InProcessMessageBus['consume']>) => {
+      if (refusing) throw new Error("PRECONDITION_FAILED - inequivalent arg 'x-queue-type'");
+      return bus.consume(...args);
+    },
+  });
+  const consumer = await startConsumer(refusingBus, log, 'instance-a');
+  try {
+    assert.equal(consumer.state, 'cannot subscribe');
+    refusing = false;
+    await until(() => consumer.state === 'consuming', 'the next renewal subscribing');
+  } finally {
+    await consumer.stop();
+    await bus.close();
+    await log.close();
+  }
+});

@@ -21,8 +21,12 @@ import { parseNotification } from './notification-schema.ts';
 import type { NotificationsMetrics } from './notifications-observability.ts';
 
 type LeaseState = 'stopped' | 'standby' | 'consuming';
-/** `waiting for the broker`: holding the writer lease, but the subscription waits for the broker to come back. */
-export type ConsumerState = LeaseState | 'waiting for the broker';
+/**
+ * `waiting for the broker`: holding the writer lease, but the subscription waits for the broker to come back.
+ * `cannot subscribe`: holding it, but the broker refused the last subscribe (a queue redeclared with other arguments,
+ * say): nobody consumes until that is mended, so it must not pass for standing by.
+ */
+export type ConsumerState = LeaseState | 'waiting for the broker' | 'cannot subscribe';
 
 export interface NotificationsConsumer {
   readonly state: ConsumerState;
@@ -60,6 +64,8 @@ export async function consumeNotifications(
   // that finds the lease gone meanwhile gives it up (`abandon`): subscribed, this instance would take messages beside
   // the new holder until the next renewal, and hand those back to it behind later ones of the same student.
   let subscribing: { readonly done: Promise<void>; readonly abandon: AbortController } | undefined;
+  // Holding the lease, the last subscribe failed: the renewals try again.
+  let subscribeFailed = false;
   let stopped = false;
   // Ends a subscribing that waits for the broker.
   const stopping = new AbortController();
@@ -151,6 +157,7 @@ export async function consumeNotifications(
       },
     );
     if (stopped) return;
+    if (!held) subscribeFailed = false;
     if (held && !subscription) {
       subscribing ??= subscribe();
     } else if (!held && subscription) {
@@ -167,14 +174,17 @@ export async function consumeNotifications(
     const done = (async () => {
       try {
         await startConsuming(AbortSignal.any([stopping.signal, abandon.signal]));
+        subscribeFailed = false;
         // The lease may have gone since the last renewal: a renewal now either keeps the subscription or ends it.
         if (!stopped) tick();
       } catch (error) {
-        if (!stopped && !abandon.signal.aborted)
-          logger.warn(
-            { err: error },
-            'notifications consumer: could not subscribe; the next renewal tries again',
-          );
+        if (stopped || abandon.signal.aborted) return;
+        // Said once, not at every renewal that tries again.
+        logger[subscribeFailed ? 'debug' : 'error'](
+          { err: error },
+          'notifications consumer: could not subscribe; the next renewal tries again',
+        );
+        subscribeFailed = true;
       } finally {
         subscribing = undefined;
       }
@@ -199,7 +209,8 @@ export async function consumeNotifications(
       const waiting =
         (state === 'consuming' && subscription?.inner.waitingForBroker === true) ||
         (subscribing !== undefined && !subscribing.abandon.signal.aborted && !bus.status().connected);
-      return waiting ? 'waiting for the broker' : state;
+      if (waiting) return 'waiting for the broker';
+      return state === 'standby' && subscribeFailed ? 'cannot subscribe' : state;
     },
     async stop() {
       stopped = true;

@@ -8,7 +8,7 @@ import { consumeNotifications } from '../../src/apps/notifications/notifications
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import type { ReplayLog } from '../../src/application/ports/replay-log.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
-import { deadLetterNames, messagingTopology, Queues } from '../../src/contracts/messaging.ts';
+import { deadLetterNames, messagingTopology } from '../../src/contracts/messaging.ts';
 import { silentLogger } from '../support/logger.ts';
 import { notificationMessage } from './support.ts';
 import { until } from '../support/until.ts';
@@ -186,107 +186,6 @@ test('a consumer stopped during a renewal gives the lease up after it: another i
   }
 });
 
-test('an instance that takes the lease over while the broker is away says it waits for the broker, not that it stands by', async () => {
-  const bus = await notificationsBus();
-  const shared = new MemoryRingReplayLog({ maxEntries: 100 });
-  assert.equal(await shared.claimWriter('instance-a', LEASE_MS), true, 'another instance holds the lease');
-  // As RabbitMqMessageBus while the broker is away: disconnected, and a subscribe waits (for the acquire timeout).
-  let brokerBack!: () => void;
-  const back = new Promise<void>((resolve) => (brokerBack = resolve));
-  let subscribing = false;
-  const away = Object.assign(Object.create(bus) as InProcessMessageBus, {
-    status: () => ({ ...bus.status(), connected: false }),
-    consume: async (...args: Parameters<InProcessMessageBus['consume']>) => {
-      subscribing = true;
-      await back;
-      return bus.consume(...args);
-    },
-  });
-  const consumer = await startConsumer(away, new UnreachableLeaseLog(shared), 'instance-b');
-  try {
-    assert.equal(consumer.state, 'standby');
-    await shared.releaseWriter('instance-a'); // it went
-    await until(() => subscribing, 'the lease taken over: subscribing');
-    assert.equal(consumer.state, 'waiting for the broker');
-  } finally {
-    brokerBack();
-    await consumer.stop();
-    await bus.close();
-    await shared.close();
-  }
-});
-
-test('an instance waiting for the broker longer than its lease keeps renewing it: another instance does not take it over', async () => {
-  const bus = await notificationsBus();
-  const shared = new MemoryRingReplayLog({ maxEntries: 100 });
-  let brokerBack!: () => void;
-  const back = new Promise<void>((resolve) => (brokerBack = resolve));
-  let subscribing = false;
-  const away = Object.assign(Object.create(bus) as InProcessMessageBus, {
-    status: () => ({ ...bus.status(), connected: false }),
-    consume: async (...args: Parameters<InProcessMessageBus['consume']>) => {
-      subscribing = true;
-      await back;
-      return bus.consume(...args);
-    },
-  });
-  const starting = startConsumer(away, new UnreachableLeaseLog(shared), 'instance-a');
-  await until(() => subscribing, 'instance-a holding the lease, subscribing');
-  const other = await startConsumer(bus, new UnreachableLeaseLog(shared), 'instance-b');
-  try {
-    await new Promise((resolve) => setTimeout(resolve, 3 * LEASE_MS)); // the lease would have lapsed three times
-    assert.equal(other.state, 'standby', 'the lease stays with the instance that waits');
-    assert.equal(await shared.claimWriter('instance-b', LEASE_MS), false);
-    brokerBack();
-    assert.equal((await starting).state, 'consuming');
-  } finally {
-    brokerBack();
-    await (await starting).stop();
-    await other.stop();
-    await bus.close();
-    await shared.close();
-  }
-});
-
-test('an instance whose lease went while it waited for the broker stands by once subscribed, without a message consumed', async () => {
-  const bus = await notificationsBus();
-  const shared = new MemoryRingReplayLog({ maxEntries: 100 });
-  let brokerBack!: () => void;
-  const back = new Promise<void>((resolve) => (brokerBack = resolve));
-  let subscribing = false;
-  const away = Object.assign(Object.create(bus) as InProcessMessageBus, {
-    consume: async (...args: Parameters<InProcessMessageBus['consume']>) => {
-      subscribing = true;
-      await back;
-      return bus.consume(...args);
-    },
-  });
-  const starting = startConsumer(away, new UnreachableLeaseLog(shared), 'instance-a');
-  try {
-    await until(() => subscribing, 'instance-a holding the lease, subscribing');
-    // Another instance takes it over (as after a lapse while Redis was cut off from instance-a).
-    await shared.releaseWriter('instance-a');
-    assert.equal(await shared.claimWriter('instance-b', 60_000), true);
-    brokerBack();
-    const consumer = await starting;
-    await until(() => consumer.state === 'standby', 'instance-a standing by');
-    assert.equal((await bus.inspectQueue(Queues.notifications))?.consumers, 0, 'its subscription closed');
-    await bus.publish([notificationMessage('StudentCreated')]);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    assert.equal((await shared.retention()).length, 0, 'instance-a appended nothing');
-    assert.equal(
-      (await bus.inspectQueue(Queues.notifications))?.messages,
-      1,
-      'the notification waits in the queue',
-    );
-  } finally {
-    brokerBack();
-    await (await starting).stop();
-    await bus.close();
-    await shared.close();
-  }
-});
-
 /**
  * As RabbitMqMessageBus with the broker away from one instance: disconnected, and a subscribe waits until the broker
  * is back, or rejects at once when its signal aborts (consumeOnChannel's untilAborted). `opened` counts subscriptions
@@ -315,6 +214,47 @@ function brokerAwayFrom(bus: InProcessMessageBus) {
   });
   return { away, probe };
 }
+
+test('an instance that takes the lease over while the broker is away says it waits for the broker, not that it stands by', async () => {
+  const bus = await notificationsBus();
+  const shared = new MemoryRingReplayLog({ maxEntries: 100 });
+  assert.equal(await shared.claimWriter('instance-a', LEASE_MS), true, 'another instance holds the lease');
+  const { away, probe } = brokerAwayFrom(bus);
+  const consumer = await startConsumer(away, new UnreachableLeaseLog(shared), 'instance-b');
+  try {
+    assert.equal(consumer.state, 'standby');
+    await shared.releaseWriter('instance-a'); // it went
+    await until(() => probe.subscribing, 'the lease taken over: subscribing');
+    assert.equal(consumer.state, 'waiting for the broker');
+  } finally {
+    probe.back();
+    await consumer.stop();
+    await bus.close();
+    await shared.close();
+  }
+});
+
+test('an instance waiting for the broker longer than its lease keeps renewing it: another instance does not take it over', async () => {
+  const bus = await notificationsBus();
+  const shared = new MemoryRingReplayLog({ maxEntries: 100 });
+  const { away, probe } = brokerAwayFrom(bus);
+  const starting = startConsumer(away, new UnreachableLeaseLog(shared), 'instance-a');
+  await until(() => probe.subscribing, 'instance-a holding the lease, subscribing');
+  const other = await startConsumer(bus, new UnreachableLeaseLog(shared), 'instance-b');
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 3 * LEASE_MS)); // the lease would have lapsed three times
+    assert.equal(other.state, 'standby', 'the lease stays with the instance that waits');
+    assert.equal(await shared.claimWriter('instance-b', LEASE_MS), false);
+    probe.back();
+    assert.equal((await starting).state, 'consuming');
+  } finally {
+    probe.back();
+    await (await starting).stop();
+    await other.stop();
+    await bus.close();
+    await shared.close();
+  }
+});
 
 test('an instance refused the lease while it waits for the broker stands by, and gives that subscribe up', async () => {
   const bus = await notificationsBus();

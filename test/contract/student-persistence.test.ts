@@ -34,9 +34,9 @@ const spans = recordSpans();
 const now = new Date('2026-01-02T03:04:05.000Z');
 const uniqueKey = () => `key-${uuidV7Generator.next()}`;
 
-function newStudent(firstName = 'Ada'): Student {
+function newStudent(firstName = 'Ada', id = uuidV7Generator.next()): Student {
   const created = Student.create({
-    id: uuidV7Generator.next(),
+    id,
     details: { firstName, lastName: 'Lovelace', email: `${firstName.toLowerCase()}@example.com` },
     actor: 'tester',
     now,
@@ -134,14 +134,8 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
   test('when the one statement fails (an id taken), none of it is written', async () => {
     const student = newStudent('Taken');
     await unitOfWork.transaction(({ students }) => students.add(student));
-    const again = Student.create({
-      id: student.id,
-      details: { firstName: 'Again', lastName: 'Lovelace', email: 'again@example.com' },
-      actor: 'tester',
-      now,
-    });
-    assert.ok(again.ok);
-    await assert.rejects(unitOfWork.transaction(({ students }) => students.add(again.value)));
+    const again = newStudent('Again', student.id);
+    await assert.rejects(unitOfWork.transaction(({ students }) => students.add(again)));
     assert.equal((await queries.findById(student.id))?.firstName, 'Taken');
     assert.deepEqual(
       (await outboxFor(student.id)).map((row) => row.type),
@@ -152,16 +146,10 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
   test("a transaction the database refuses ends its span, and its message's create span, as errors with the database's reason", async () => {
     const student = newStudent('Refused');
     await unitOfWork.transaction(({ students }) => students.add(student));
-    const again = Student.create({
-      id: student.id,
-      details: { firstName: 'Again', lastName: 'Lovelace', email: 'again@example.com' },
-      actor: 'tester',
-      now,
-    });
-    assert.ok(again.ok);
+    const again = newStudent('Again', student.id);
     spans.reset();
     const refusal = await unitOfWork
-      .transaction(({ students }) => students.add(again.value))
+      .transaction(({ students }) => students.add(again))
       .then(
         () => assert.fail('the database took a second student with the same id'),
         (error: unknown) => error as Error,

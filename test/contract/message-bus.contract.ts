@@ -14,11 +14,13 @@ import { MAX_DEAD_LETTER_REASON_LENGTH, outcome } from '../../src/application/po
 import {
   DEATH_QUEUE_HEADER,
   DEATH_REASON_HEADER,
+  DEFAULT_MAX_DELIVERIES,
   DELIVERY_LIMIT_REASON,
   consumingQueue,
   deadLetterNames,
   mergeTopologies,
   topicExchange,
+  type QueueDeclaration,
   type Topology,
 } from '../../src/contracts/messaging.ts';
 
@@ -114,9 +116,10 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
 
       await assert.rejects(bus.publish([message(name('missing'), 'student.created', 'lost')]));
       await assert.rejects(
+        // The failing message first: the ones after it still go out.
         bus.publish([
-          message(exchange, 'student.created', 'm20'),
           message(name('missing'), 'student.created', 'x'),
+          message(exchange, 'student.created', 'm20'),
         ]),
       );
       await bus.publish([message(exchange, 'student.created', 'm21')]);
@@ -197,6 +200,11 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
           ['flaky', 3, true],
         ],
       );
+      assert.deepEqual(
+        inbox.messages.map((m) => m.headers),
+        [{}, {}, {}],
+        'headers as published: the broker bookkeeping (x-delivery-count) is not one of them',
+      );
       const dead = await collect(bus, deadLetterNames(queue).queue);
       await sleep(QUIET_MS);
       assert.equal(dead.messages.length, 0);
@@ -239,6 +247,7 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       assert.equal(buried.messageId, 'poison');
       assert.equal(buried.routingKey, 'student.deleted');
       assert.equal(buried.body.toString(), message(exchange, 'student.deleted', 'poison').body);
+      assert.equal(buried.exchange, deadLetterNames(queue).exchange);
       assert.equal(buried.headers[DEATH_REASON_HEADER], DELIVERY_LIMIT_REASON);
       assert.equal(buried.headers[DEATH_QUEUE_HEADER], queue);
       assert.equal(buried.headers.traceparent, 'tp-1');
@@ -267,6 +276,7 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       assert.equal(buried.messageId, 'invalid');
       assert.equal(buried.routingKey, 'student.updated');
       assert.equal(buried.body.toString(), original.body);
+      assert.equal(buried.exchange, deadLetterNames(queue).exchange);
       assert.equal(buried.headers[DEATH_REASON_HEADER], 'student id is not a UUID');
       assert.equal(buried.headers[DEATH_QUEUE_HEADER], queue);
       assert.equal(buried.headers.traceparent, 'tp-2');
@@ -574,12 +584,20 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
         );
       }
 
-      // Stable: the same header value goes to the same partition again.
-      await bus.publish([
-        { ...message(exchange, 'student.deleted', 'again'), headers: { subject: 'student-7' } },
-      ]);
-      const again = inboxes[partitionOf.get('student-7')!]!;
-      await waitUntil(() => again.ids().includes('again'), 'student-7 in its partition');
+      // Stable: the same header value goes to the same partition again, also after the topology is declared again
+      // (as every role of a process declares it): a key that moved would overtake its own earlier messages.
+      await bus.declareTopology(topology);
+      await bus.publish(
+        keys.map((key) => ({
+          ...message(exchange, 'student.deleted', `${key}/again`),
+          headers: { subject: key },
+        })),
+      );
+      await waitUntil(() => total() >= keys.length * (perKey + 1), 'every later message in some partition');
+      for (const key of keys) {
+        const again = inboxes[partitionOf.get(key)!]!;
+        assert.ok(again.ids().includes(`${key}/again`), `${key} moved to another partition`);
+      }
     });
 
     test('Subscription.close stops taking messages and waits for in-flight handlers to finish and settle', async () => {
@@ -661,6 +679,299 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       assert.equal(bus.status().connected, false);
     });
 
+    test('a message dead-lettered takes none of its key along: the ones delivered behind it are handled at once', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      await bus.publish(
+        range(5).map((seq) => ({
+          ...message(exchange, 'student.updated', `a/${seq}`),
+          headers: { subject: 'a' },
+        })),
+      );
+      const inbox = await collect(bus, queue, {
+        prefetch: 50,
+        orderingKey: (m) => m.headers.subject,
+        handler: async (m) => {
+          // a/1 is dead-lettered after a/2..a/4 have arrived behind it.
+          if (m.messageId !== 'a/1') return outcome.ack();
+          await sleep(50);
+          return outcome.deadLetter('invalid');
+        },
+      });
+      const dead = await collect(bus, deadLetterNames(queue).queue);
+      await inbox.waitFor(5);
+      await dead.waitFor(1);
+      await sleep(QUIET_MS);
+      assert.deepEqual(
+        inbox.messages.map((m) => [m.messageId, m.deliveryCount]),
+        range(5).map((seq) => [`a/${seq}`, 1]),
+        'each handled once, on its first delivery',
+      );
+      assert.deepEqual(dead.ids(), ['a/1']);
+    });
+
+    test('a message whose ordering key is undefined, or whose key function throws, is handled beside the others', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      await bus.publish(range(4).map((i) => message(exchange, 'student.created', `m${i}`)));
+      let inFlight = 0;
+      let maxInFlight = 0;
+      const inbox = await collect(bus, queue, {
+        prefetch: 4,
+        orderingKey: (m) => {
+          if (m.messageId === 'm0') throw new Error('no key in this message');
+          return undefined;
+        },
+        handler: async () => {
+          maxInFlight = Math.max(maxInFlight, ++inFlight);
+          await sleep(50);
+          inFlight--;
+          return outcome.ack();
+        },
+      });
+      await inbox.waitFor(4);
+      await sleep(QUIET_MS);
+      assert.deepEqual(inbox.ids().sort(), ['m0', 'm1', 'm2', 'm3'], 'each handled once');
+      assert.ok(
+        maxInFlight > 1,
+        `handled one at a time as if they shared a key (max in flight ${maxInFlight})`,
+      );
+    });
+
+    test('a consume whose signal has aborted rejects with its reason and takes nothing from the queue', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      await bus.publish([message(exchange, 'student.created', 'kept')]);
+      const stopped = new Error('stopping');
+      let handled = 0;
+      await assert.rejects(
+        bus.consume(queue, {
+          prefetch: 1,
+          handler: () => (handled++, outcome.ack()),
+          signal: AbortSignal.abort(stopped),
+        }),
+        stopped,
+      );
+      await sleep(QUIET_MS);
+      assert.equal(handled, 0);
+      const inbox = await collect(bus, queue);
+      await inbox.waitFor(1);
+      assert.deepEqual(inbox.ids(), ['kept']);
+    });
+
+    test('consume refuses a prefetch that is not a positive integer', async () => {
+      const { bus, name } = await fixture();
+      const { queue } = await simpleTopology(bus, name);
+      for (const prefetch of [0, -1, 1.5])
+        await assert.rejects(
+          bus.consume(queue, { prefetch, handler: () => outcome.ack() }),
+          /prefetch must be a positive integer/,
+          `prefetch ${prefetch}`,
+        );
+    });
+
+    test('a backlog of thousands of messages is delivered whole and in order', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      const ids = range(3_000).map((i) => `m${i}`);
+      await bus.publish(ids.map((id) => message(exchange, 'student.created', id)));
+      const inbox = await collect(bus, queue, { prefetch: 20 });
+      await inbox.waitFor(ids.length);
+      await sleep(QUIET_MS);
+      assert.deepEqual(inbox.ids(), ids);
+    });
+
+    test('bindings declared after messages were routed take effect for the messages published after them', async () => {
+      const { bus, name } = await fixture();
+      const exchange = name('students');
+      const partitions = name('partitions');
+      const [p0, p1] = [name('p0'), name('p1')];
+      await bus.declareTopology(
+        mergeTopologies(
+          {
+            exchanges: [
+              topicExchange(exchange),
+              { name: partitions, type: 'x-consistent-hash', durable: true, hashHeader: 'subject' },
+            ],
+            queues: [],
+            bindings: [],
+          },
+          consumingQueue(p0, { exchange: partitions, routingKeys: ['1'] }),
+        ),
+      );
+      const subjects = range(20).map((k) => `student-${k}`);
+      const publish = (id: string) => bus.publish([message(exchange, 'student.updated', id)]);
+      const publishToPartitions = (round: string) =>
+        bus.publish(
+          subjects.map((subject) => ({
+            ...message(partitions, 'student.created', `${round}/${subject}`),
+            headers: { subject },
+          })),
+        );
+      await publish('unrouted');
+      await publishToPartitions('before');
+      await bus.declareTopology(consumingQueue(name('updated'), { exchange, routingKeys: ['student.*'] }));
+      await publish('bound');
+      await bus.declareTopology({
+        exchanges: [],
+        queues: [],
+        bindings: [],
+        exchangeBindings: [{ source: exchange, destination: partitions, routingKey: 'student.*' }],
+      });
+      await publish('bound-on');
+      await bus.declareTopology(consumingQueue(p1, { exchange: partitions, routingKeys: ['1'] }));
+      await publishToPartitions('after');
+
+      const updated = await collect(bus, name('updated'));
+      const inboxes = await Promise.all([p0, p1].map((queue) => collect(bus, queue, { prefetch: 50 })));
+      const partitioned = () => inboxes.flatMap((inbox) => inbox.ids());
+      await updated.waitFor(2);
+      await waitUntil(() => partitioned().length >= 2 * subjects.length + 1, 'every message in a partition');
+      await sleep(QUIET_MS);
+      assert.deepEqual(
+        updated.ids(),
+        ['bound', 'bound-on'],
+        'a queue bound later gets what is published after',
+      );
+      assert.deepEqual(
+        partitioned().filter((id) => !id.includes('/')),
+        ['bound-on'],
+        'an exchange bound on later passes on what is published after',
+      );
+      assert.ok(
+        inboxes[1]!.ids().some((id) => id.startsWith('after/')),
+        'a queue bound later to a consistent-hash exchange takes its share',
+      );
+    });
+
+    test('a body arrives byte for byte, also JSON that parsing and serializing again would change', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      const body = '{ "id": 12345678901234567890, "grade": 1.50, "name": "\\u00e9" }';
+      await bus.publish([{ ...message(exchange, 'student.created', 'exact'), body }]);
+      const inbox = await collect(bus, queue);
+      await inbox.waitFor(1);
+      assert.equal(inbox.messages[0]?.body.toString(), body);
+    });
+
+    test('closing the bus waits for the handlers in flight to finish and settle; then it refuses work', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name);
+      const started = deferred();
+      const release = deferred();
+      let finished = false;
+      await bus.consume(queue, {
+        prefetch: 1,
+        handler: async () => {
+          started.resolve();
+          await release.promise;
+          finished = true;
+          return outcome.ack();
+        },
+      });
+      await bus.publish([message(exchange, 'student.created', 'in-flight')]);
+      await started.promise;
+      let closed = false;
+      const closing = bus.close().then(() => (closed = true));
+      await sleep(QUIET_MS);
+      assert.equal(closed, false, 'close() resolved while a handler was still running');
+      release.resolve();
+      await closing;
+      assert.equal(finished, true);
+      await assert.rejects(bus.publish([message(exchange, 'student.created', 'late')]), /closed/);
+      await assert.rejects(bus.consume(queue, { prefetch: 1, handler: () => outcome.ack() }), /closed/);
+    });
+
+    test('a declaration that conflicts with what is declared, or binds what does not exist, rejects', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name, { singleActiveConsumer: true });
+      const dead = deadLetterNames(queue);
+      const declared: QueueDeclaration = {
+        name: queue,
+        type: 'quorum',
+        durable: true,
+        maxDeliveries: DEFAULT_MAX_DELIVERIES,
+        deadLetterExchange: dead.exchange,
+        singleActiveConsumer: true,
+      };
+      const only = (part: Partial<Topology>): Topology => ({
+        exchanges: [],
+        queues: [],
+        bindings: [],
+        ...part,
+      });
+      // Declaring it as it is changes nothing.
+      await bus.declareTopology(only({ queues: [declared] }));
+      const conflicting: [string, Topology][] = [
+        [
+          'an exchange of another type',
+          only({ exchanges: [{ ...topicExchange(exchange), type: 'fanout' }] }),
+        ],
+        ['a queue of another type', only({ queues: [{ name: dead.queue, type: 'classic', durable: true }] })],
+        [
+          'another dead-letter exchange',
+          only({ queues: [{ ...declared, deadLetterExchange: name('other.dlx') }] }),
+        ],
+        [
+          'without single active consumer',
+          only({ queues: [{ ...declared, singleActiveConsumer: undefined }] }),
+        ],
+        [
+          'a binding to no queue',
+          only({ bindings: [{ exchange, queue: name('nowhere'), routingKey: '#' }] }),
+        ],
+        [
+          'a binding from no exchange',
+          only({ bindings: [{ exchange: name('nowhere'), queue, routingKey: '#' }] }),
+        ],
+      ];
+      for (const [what, topology] of conflicting) await assert.rejects(bus.declareTopology(topology), what);
+
+      await bus.publish([message(exchange, 'student.created', 'still-works')]);
+      const inbox = await collect(bus, queue);
+      await inbox.waitFor(1);
+    });
+
+    test('a topology RabbitMQ would refuse or silently ignore is refused by both adapters', async () => {
+      const { bus, name } = await fixture();
+      const hash = { name: name('hash'), type: 'x-consistent-hash' as const, durable: true };
+      const queue = { name: name('q'), type: 'quorum' as const, durable: true };
+      const only = (part: Partial<Topology>): Topology => ({
+        exchanges: [],
+        queues: [],
+        bindings: [],
+        ...part,
+      });
+      const invalid: [string, Topology][] = [
+        ['a quorum queue that is not durable', only({ queues: [{ ...queue, durable: false }] })],
+        [
+          'a delivery limit on a classic queue',
+          only({ queues: [{ ...queue, type: 'classic', maxDeliveries: 3 }] }),
+        ],
+        ['a delivery limit of 0', only({ queues: [{ ...queue, maxDeliveries: 0 }] })],
+        [
+          'a hash header on a topic exchange',
+          only({ exchanges: [{ ...topicExchange(name('t')), hashHeader: 'subject' }] }),
+        ],
+        [
+          'a weight of 0 on a consistent-hash exchange',
+          only({
+            exchanges: [hash],
+            queues: [queue],
+            bindings: [{ exchange: hash.name, queue: queue.name, routingKey: '0' }],
+          }),
+        ],
+        [
+          'a consistent-hash exchange bound on to another exchange',
+          only({
+            exchanges: [hash, topicExchange(name('t'))],
+            exchangeBindings: [{ source: hash.name, destination: name('t'), routingKey: '#' }],
+          }),
+        ],
+      ];
+      for (const [what, topology] of invalid) await assert.rejects(bus.declareTopology(topology), what);
+    });
+
     if (options.hasConnection)
       test('connection lost and back: publishes confirm after recovery, the consumer resumes, nothing is lost', async () => {
         const { bus, name } = await fixture();
@@ -672,8 +983,10 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
         assert.equal(inbox.subscription.waitingForBroker, false);
         let sawDisconnected = false;
         let sawWaiting = false;
+        let sawDetail = false;
         const watcher = setInterval(() => {
           sawDisconnected ||= !bus.status().connected;
+          sawDetail ||= bus.status().detail !== undefined;
           sawWaiting ||= inbox.subscription.waitingForBroker;
         }, 1);
         try {
@@ -685,6 +998,12 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
         }
         assert.equal(sawDisconnected, true, 'the connection was never lost: the test proves nothing');
         assert.equal(bus.status().connected, true);
+        assert.equal(sawDetail, true, 'the lost connection was never explained');
+        assert.equal(
+          bus.status().detail,
+          undefined,
+          'what went wrong is still told once the connection is back',
+        );
         const expected = [...range(50).map((i) => `before-${i}`), ...range(50).map((i) => `after-${i}`)];
         await waitUntil(() => new Set(inbox.ids()).size === expected.length, 'every message consumed');
         assert.deepEqual([...new Set(inbox.ids())].sort(), expected.sort());

@@ -3,7 +3,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { Connection } from 'rabbitmq-client';
 import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
-import { consumingQueue, deadLetterNames, type ExchangeType } from '../../src/contracts/messaging.ts';
+import {
+  consumingQueue,
+  deadLetterNames,
+  mergeTopologies,
+  topicExchange,
+  type ExchangeType,
+} from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { createProxiedVhost, createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
@@ -351,6 +357,84 @@ describe('RabbitMqMessageBus when the queue it consumes is deleted', rabbit, () 
     }
   });
 });
+
+describe(
+  'RabbitMqMessageBus when the broker lost the exchanges in front of the queue it consumes',
+  rabbit,
+  () => {
+    test('the consumer declares them again with their bindings, and gets what is published to the first', async () => {
+      const vhost = await createTestVhost();
+      const bus = new RabbitMqMessageBus({
+        url: vhost.url,
+        connectionName: 'definitions lost test',
+        retryLowMs: 100,
+      });
+      const admin = new Connection({ url: vhost.url, connectionName: 'definitions deleter' });
+      try {
+        // As the worker's partitions: students → (exchange binding) → students.partitions → the queue.
+        await bus.declareTopology(
+          mergeTopologies(
+            {
+              exchanges: [
+                topicExchange('events'),
+                {
+                  name: 'events.partitions',
+                  type: 'x-consistent-hash',
+                  durable: true,
+                  hashHeader: 'subject',
+                },
+              ],
+              queues: [],
+              bindings: [],
+              exchangeBindings: [
+                { source: 'events', destination: 'events.partitions', routingKey: 'student.*' },
+              ],
+            },
+            consumingQueue('events.0', { exchange: 'events.partitions', routingKeys: ['1'] }),
+          ),
+        );
+        const received: ReceivedMessage[] = [];
+        await bus.consume('events.0', {
+          prefetch: 1,
+          handler: (message) => (received.push(message), outcome.ack()),
+        });
+        // A broker that lost its definitions (a node reset, one without its data directory) has none of them.
+        await admin.exchangeDelete({ exchange: 'events' });
+        await admin.exchangeDelete({ exchange: 'events.partitions' });
+        await admin.queueDelete({ queue: 'events.0' });
+        await until(
+          async () => (await bus.inspectQueue('events.0'))?.consumers === 1,
+          'the queue declared and consumed again',
+          10_000,
+        );
+        await until(
+          () =>
+            bus
+              .publish([
+                {
+                  exchange: 'events',
+                  routingKey: 'student.created',
+                  messageId: '1',
+                  body: '{}',
+                  headers: { subject: 's' },
+                },
+              ])
+              .then(
+                () => true,
+                () => false,
+              ),
+          'the exchange declared again',
+          10_000,
+        );
+        await until(() => received.length === 1, 'the message consumed', 10_000);
+      } finally {
+        await admin.close();
+        await bus.close();
+        await vhost.delete();
+      }
+    });
+  },
+);
 
 describe('RabbitMqMessageBus consuming a queue declared by another', rabbit, () => {
   test('a message its handler dead-letters goes to the dead-letter queue at once, handled once', async () => {

@@ -61,7 +61,7 @@ export interface ConsumeOptions {
   readonly prefetch: number;
   /**
    * Messages with the same key are handled one after another in delivery order; different keys run
-   * concurrently up to `prefetch`. `undefined` = no ordering constraint for that message.
+   * concurrently up to `prefetch`. `undefined` (or a throw) = no ordering constraint for that message.
    * A retried message goes back to the queue, and the same-key messages already delivered behind it go back with
    * it unhandled, so the key stays in order.
    */

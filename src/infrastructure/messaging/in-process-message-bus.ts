@@ -450,7 +450,9 @@ function sameQueue(a: QueueDeclaration, b: QueueDeclaration): boolean {
     a.type === b.type &&
     a.durable === b.durable &&
     a.maxDeliveries === b.maxDeliveries &&
-    a.deadLetterExchange === b.deadLetterExchange
+    a.deadLetterExchange === b.deadLetterExchange &&
+    // RabbitMQ refuses this one too (x-single-active-consumer is an argument of the queue).
+    Boolean(a.singleActiveConsumer) === Boolean(b.singleActiveConsumer)
   );
 }
 

@@ -6,6 +6,6 @@ import { RabbitMqMessageBus } from './rabbitmq-message-bus.ts';
 /** `memory:` is the in-process bus (embedded mode, one process); anything else is a RabbitMQ URL. */
 export function openMessageBus(url: string, logger: Logger, connectionName: string): MessageBus {
   return url === 'memory:'
-    ? new InProcessMessageBus()
+    ? new InProcessMessageBus({ logger })
     : new RabbitMqMessageBus({ url, logger, connectionName });
 }

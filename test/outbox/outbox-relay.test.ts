@@ -119,7 +119,7 @@ async function backlogInOrder(database: Database, bus: MessageBus) {
   relay.start();
   try {
     await until(() => received.length >= 30, 'thirty messages');
-    await until(() => unsent(database).then((count) => count === 0), 'every row marked sent');
+    await allSent(database, 'every row marked sent');
   } finally {
     await relay.stop();
   }
@@ -145,6 +145,10 @@ const unsent = (database: Database) =>
     .from(outbox)
     .where(isNull(outbox.sentAt))
     .then((rows) => rows.length);
+
+/** Until every row of `database`'s outbox is marked sent. */
+const allSent = (database: Database, what: string, timeoutMs?: number) =>
+  until(() => unsent(database).then((count) => count === 0), what, timeoutMs);
 
 describe('outbox relay, embedded (PGlite + in-process bus)', () => {
   let testDb: TestDatabase;
@@ -232,7 +236,7 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
       // One row a batch: the student's later rows are each a batch of their own, that could be in flight meanwhile.
       ownRelay = relayOn(ownDb.database, ownBus, { batchSize: 1, batchesInFlight: 4 });
       ownRelay.start();
-      await until(() => unsent(ownDb.database).then((count) => count === 0), 'every row marked sent');
+      await allSent(ownDb.database, 'every row marked sent');
       assert.ok(failed, 'the first publish failed');
       await until(() => new Set(received.map((message) => message.messageId)).size === 4, 'four messages');
       const events = received.map(
@@ -330,7 +334,7 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
       ownRelay.start();
       await until(() => ownRelay!.status().lastError !== undefined, 'the failed declaration');
       refusing = false;
-      await until(() => unsent(ownDb.database).then((count) => count === 0), 'the row marked sent', 10_000);
+      await allSent(ownDb.database, 'the row marked sent', 10_000);
       const received: ReceivedMessage[] = [];
       await ownBus.consume(queue, {
         prefetch: 10,
@@ -386,7 +390,7 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
         .then((rows) => rows.length);
     relay = relayOn(testDb.database, bus, { retentionMs: 60_000 });
     relay.start();
-    await until(async () => (await unsent(testDb.database)) === 0, 'every row sent');
+    await allSent(testDb.database, 'every row sent');
     await relay.stop();
     await testDb.database.db
       .update(outbox)
@@ -502,6 +506,9 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
         assert.ok((await writer(source)({ details: {}, actor: 'tester' })).ok);
         await until(() => received.length === count, `message ${count}`, 5_000);
       }
+      // A message can arrive before the broker's confirm of it reaches the relay: stopped then, the relay would leave its
+      // row unsent (to go out again later), and the next test would wait for a clean outbox in vain.
+      await allSent(database, 'the rows marked sent');
       await relay.stop(); // the next test needs the lock free
     },
   );
@@ -546,7 +553,7 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
       assert.ok(Number(health.data?.backlog) >= 20, `backlog ${String(health.data?.backlog)}`);
 
       await proxy.resume();
-      await until(() => unsent(database).then((count) => count === 0), 'the backlog to drain', 60_000);
+      await allSent(database, 'the backlog to drain', 60_000);
       await until(
         () => new Set(received.map((message) => message.messageId)).size === 20,
         'all 20 events',
@@ -561,7 +568,7 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
     "a row that commits after the relay has read past it still leaves before its student's later rows",
     rabbit,
     async () => {
-      await until(() => unsent(database).then((count) => count === 0), 'a clean outbox');
+      await allSent(database, 'a clean outbox');
       const bus = new RabbitMqMessageBus({ url: vhost.url });
       cleanups.push(() => bus.close());
       const received = await collect(bus, 'relay.late-commit');
@@ -614,6 +621,7 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
       cleanups.push(() => relay.stop());
       relay.start();
       await until(() => received.length >= 5, 'five messages');
+      await allSent(database, 'the rows marked sent');
       await relay.stop(); // the next test needs the lock free
       const events = received.map(
         (message) => JSON.parse(message.body.toString()) as { subject: string; type: string },
@@ -629,7 +637,7 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
     "when the leader's connection drops right after it won the lock, the relay contends again, leads and publishes, and stops",
     rabbit,
     async () => {
-      await until(() => unsent(database).then((count) => count === 0), 'a clean outbox');
+      await allSent(database, 'a clean outbox');
       const bus = new RabbitMqMessageBus({ url: vhost.url });
       cleanups.push(() => bus.close());
       const received = await collect(bus, 'relay.listen-lost');
@@ -672,6 +680,7 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
         'the event',
       );
       assert.equal(relay.status().role, 'leader');
+      await allSent(database, 'the row marked sent');
       await relay.stop(); // resolves; the next test needs the lock free
     },
   );
@@ -680,7 +689,7 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
     'stopped while the broker is unreachable, the relay stops at once; the batch it was publishing goes out later',
     rabbit,
     async () => {
-      await until(() => unsent(database).then((count) => count === 0), 'a clean outbox');
+      await allSent(database, 'a clean outbox');
       const reachable = new RabbitMqMessageBus({ url: vhost.url });
       cleanups.push(() => reachable.close());
       const received = await collect(reachable, 'relay.stopped-in-outage');
@@ -728,7 +737,7 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
         () => received.some((message) => message.headers['cloudEvents:subject'] === id),
         'the event',
       );
-      await until(() => unsent(database).then((count) => count === 0), 'the row marked sent');
+      await allSent(database, 'the row marked sent');
       await next.stop(); // the next test needs the lock free
     },
   );
@@ -737,7 +746,7 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
     'two relays on one database: one publishes, the other takes over when it is killed, nothing is published twice',
     rabbit,
     async () => {
-      await until(() => unsent(database).then((count) => count === 0), 'a clean outbox');
+      await allSent(database, 'a clean outbox');
       const consumerBus = new RabbitMqMessageBus({ url: vhost.url });
       cleanups.push(() => consumerBus.close());
       const received = await collect(consumerBus, 'relay.takeover');
@@ -763,7 +772,7 @@ describe('outbox relay on PostgreSQL and RabbitMQ', await needsPostgres(), async
       await until(() => received.length >= 30, 'the leader to publish 30');
       // Killed between a publish's confirm and marking its rows sent, the leader would leave them for the standby to
       // publish again: at-least-once, by design (consumers skip by message id). What is marked sent never goes twice.
-      await until(() => unsent(database).then((count) => count === 0), 'the leader to mark them sent');
+      await allSent(database, 'the leader to mark them sent');
       assert.equal(standby.status().published, 0, 'the standby published nothing');
 
       child.kill('SIGKILL');

@@ -1,24 +1,28 @@
 // `npm start` stopped while work is under way, on PostgreSQL (whose locks let a test hold that work in place): the
 // front doors close first, so nothing new is taken while the worker finishes; and the shared adapters close in the
-// reverse of their opening, so the outbox relay is done before the database it marks rows in goes.
+// reverse of their opening, so the outbox relay is done before the database it marks rows in goes; and tracing
+// shuts down after them all, so the spans of what was still in flight are exported too.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { eq } from 'drizzle-orm';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { outbox } from '../../src/infrastructure/persistence/schema.ts';
 import { startAllRoles } from '../support/all-roles.ts';
 import { openTestDatabase, studentsTableLock } from '../support/databases.ts';
+import { startOtlpReceiver } from '../support/otlp-receiver.ts';
 import { needsPostgres } from '../support/services.ts';
 import { until } from '../support/until.ts';
 import { addStudent, updatesOf } from '../worker/worker-harness.ts';
 
 /** npm start on `databaseUrl`, with the in-process bus and cache. */
-const npmStart = (databaseUrl: string) =>
+const npmStart = (databaseUrl: string, env: Record<string, string> = {}) =>
   startAllRoles({
     DATABASE_URL: databaseUrl,
     AMQP_URL: 'memory:',
     REDIS_URL: 'memory:',
     SHUTDOWN_TIMEOUT_MS: '20000',
+    ...env,
   });
 
 /** Whether the API takes a write now. */
@@ -108,6 +112,52 @@ describe('npm start stopped while work is under way', await needsPostgres(), () 
     } finally {
       roles.child.kill('SIGKILL');
       await lock.end();
+      await database.dispose();
+    }
+  });
+
+  test('SIGTERM while a request is in flight: the request is answered, and its span is exported before the exit', async () => {
+    const database = await openTestDatabase('postgres');
+    const receiver = await startOtlpReceiver();
+    const lock = await studentsTableLock(database.url);
+    const roles = npmStart(database.url, {
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+      // Nothing goes out on schedule: what the receiver gets, the stop sent.
+      OTEL_BSP_SCHEDULE_DELAY: '600000',
+    });
+    try {
+      const { api } = await roles.ready;
+      await lock.client.query('begin');
+      await lock.client.query('lock table students in exclusive mode');
+      const inFlight = fetch(`${api}/api/students`, { method: 'POST' });
+      await lock.waiting();
+
+      roles.child.kill('SIGTERM');
+      // The API turns new requests away once the stop has begun (503, or no connection; a read, which the lock lets
+      // through, says when); the one in flight goes on.
+      await until(
+        () =>
+          fetch(`${api}/api/students/${randomUUID()}`).then(
+            (response) => response.status === 503,
+            () => true,
+          ),
+        'the API to turn requests away',
+        5_000,
+      );
+      await lock.client.query('commit');
+
+      assert.equal((await inFlight).status, 201);
+      assert.equal(await roles.exited, 0, roles.output());
+      const span = receiver.spans.find(
+        (received) =>
+          received.name === 'POST /api/students' && received.attributes['http.response.status_code'] === 201,
+      );
+      assert.ok(span, `the in-flight request's span was exported:\n${roles.output()}`);
+    } finally {
+      roles.child.kill('SIGKILL');
+      await lock.end();
+      await receiver.close();
       await database.dispose();
     }
   });

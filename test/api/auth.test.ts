@@ -19,6 +19,7 @@ import {
   unreachableKeySet,
   type SigningKey,
 } from '../support/auth.ts';
+import { exchange } from '../support/raw-http.ts';
 import { json, startWebApi, type RunningWebApi } from '../support/webapi.ts';
 
 const jsonHeaders = { 'content-type': 'application/json' };
@@ -77,7 +78,7 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     const forbidden = await post(bearer(reader));
     assert.match(forbidden.headers.get('www-authenticate') ?? '', /^Bearer error="insufficient_scope"/);
     const problem = await assertProblem(forbidden, 403, 'AUTH.FORBIDDEN');
-    assert.match(String(problem.detail), /needs the role "writer"/);
+    assert.match(String(problem.detail), /needs the role "writer"; the token's role is "reader"/);
 
     const created = await post(bearer(writer), { firstName: 'Ada', lastName: 'Lovelace' });
     assert.equal(created.status, 201);
@@ -143,12 +144,27 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     const expiredMinutesAgo = await signed({ expires: now - 120 });
     const expired = await assertProblem(await post(bearer(expiredMinutesAgo)), 401, 'AUTH.UNAUTHENTICATED');
     assert.match(String(expired.detail), /expired/);
+    // A minute, not more: half a minute past it is refused either way.
+    const fromPastTheMinute = await signed({ notBefore: now + 90, expires: now + 300 });
+    assert.equal((await post(bearer(fromPastTheMinute))).status, 401);
+    const expiredPastTheMinute = await signed({ expires: now - 90 });
+    assert.equal((await post(bearer(expiredPastTheMinute))).status, 401);
   });
 
   test('a validly signed token whose "sub" is no string of 1 to 255 storable, plain characters is 401 and stores nothing', async () => {
     const reader = await tokenFor('reader');
     const before = await studentCount(reader);
-    for (const sub of [42, { id: 1 }, true, '', 'a\u0000b', 'a\u001b[31mb', '\u202eevil', 'x'.repeat(256)]) {
+    for (const sub of [
+      42,
+      { id: 1 },
+      true,
+      '',
+      'a\u0000b',
+      'a\ud800b',
+      'a\u001b[31mb',
+      '\u202eevil',
+      'x'.repeat(256),
+    ]) {
       const token = await new SignJWT({ sub: sub as string, role: 'writer' })
         .setProtectedHeader({ alg: 'HS256' })
         .setExpirationTime('5m')
@@ -190,6 +206,29 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
       assert.deepEqual(refused.errors, [{ field: 'access_token', reason: 'is not a known field' }], what);
       assert.equal(refused.instance, `${path}?access_token=[redacted]`, what);
     }
+  });
+
+  test('Authorization sent on two header lines is a 400 naming it, whichever token comes first, and stores nothing', async () => {
+    const reader = await tokenFor('reader');
+    const writer = await tokenFor('writer');
+    const before = await studentCount(reader);
+    for (const [first, second] of [
+      [writer, reader],
+      [reader, writer],
+    ]) {
+      const [head = '', problemText = ''] = (
+        await exchange(
+          new URL(api.url).port,
+          `POST /api/students HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${first}\r\nAuthorization: Bearer ${second}\r\n` +
+            'Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}',
+        )
+      ).split('\r\n\r\n');
+      assert.match(head, /^HTTP\/1.1 400 /);
+      assert.match(head, /\r\nwww-authenticate: Bearer error="invalid_request"\r\n/i);
+      const problem = JSON.parse(problemText) as { errors: { field: string; reason: string }[] };
+      assert.deepEqual(problem.errors, [{ field: 'Authorization', reason: 'must be sent once' }]);
+    }
+    assert.equal(await studentCount(reader), before);
   });
 
   test('the Bearer scheme is matched in any case, as HTTP authentication schemes are', async () => {
@@ -334,7 +373,12 @@ test('an unreachable key set, or one that answers an error or no key set, is 503
     createServer((_request, response) =>
       response.writeHead(status, { 'content-type': 'application/json' }).end(body),
     ).listen(0, '127.0.0.1');
-  const broken = [answering(500, '{"error":"down"}'), answering(200, '{"keys":"none"}')];
+  const broken = [
+    answering(500, '{"error":"down"}'),
+    answering(200, '{"keys":"none"}'),
+    // Takes the request and never answers: the key set times out.
+    createServer(() => undefined).listen(0, '127.0.0.1'),
+  ];
   try {
     await Promise.all(broken.map((server) => once(server, 'listening')));
     const keySets = [
@@ -355,7 +399,10 @@ test('an unreachable key set, or one that answers an error or no key set, is 503
       }
     }
   } finally {
-    for (const server of broken) server.close();
+    for (const server of broken) {
+      server.close();
+      server.closeAllConnections();
+    }
     await testDb.dispose();
   }
 });

@@ -534,6 +534,24 @@ function apiContract(kind: 'pglite' | 'postgres') {
       });
     }
 
+    test('a body of 64 KiB is read (and judged by its fields); one byte more is a 413, and writes nothing', async () => {
+      const before = await counts();
+      const sized = (bytes: number) => {
+        const body = JSON.stringify({ ...ada, pad: '' });
+        return body.replace('"pad":""', `"pad":"${'x'.repeat(bytes - body.length)}"`);
+      };
+      const limit = 64 * 1024;
+      const read = await call('/api/students', { method: 'POST', headers: jsonHeaders, body: sized(limit) });
+      await assertProblem(read, 400, 'pad');
+      const over = await call('/api/students', {
+        method: 'POST',
+        headers: jsonHeaders,
+        body: sized(limit + 1),
+      });
+      await assertProblem(over, 413, 'body');
+      assert.deepEqual(await counts(), before);
+    });
+
     test('PUT with an empty body sent as application/json: 400 for body, and the student is unchanged', async () => {
       const created = await json(await create());
       const path = `/api/students/${created.id}`;
@@ -731,10 +749,12 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.match(head, /x-content-type-options: nosniff/i, 'the headers every response carries');
       assert.match(head, /x-request-id: [0-9a-f-]{36}/i);
       assert.match(head, /content-type: application\/problem\+json/i);
+      const problem = JSON.parse(body) as { instance: string; errors: { field: string }[] };
       assert.deepEqual(
-        (JSON.parse(body) as { errors: { field: string }[] }).errors.map((error) => error.field),
+        problem.errors.map((error) => error.field),
         ['method'],
       );
+      assert.equal(problem.instance, 'example.com:443');
     });
 
     test('a request the HTTP parser rejects is a problem+json naming the part at fault, and writes nothing', async () => {
@@ -745,10 +765,22 @@ function apiContract(kind: 'pglite' | 'postgres') {
         ['POST /api/students HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n', 400, 'headers'],
         ['BREW /api/students HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'method'],
         [`GET /api/students/${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'headers'],
+        [
+          'POST /api/students HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n',
+          400,
+          'Transfer-Encoding',
+        ],
+        [
+          'POST /api/students HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n',
+          400,
+          'body',
+        ],
       ] as const) {
         const [head = '', body = ''] = (await exchange(port, request)).split('\r\n\r\n');
         assert.match(head, new RegExp(`^HTTP/1.1 ${status} `));
         assert.match(head, /content-type: application\/problem\+json/i);
+        assert.match(head, /x-content-type-options: nosniff/i, 'the headers every response carries');
+        assert.match(head, /x-request-id: [0-9a-f-]{36}/i);
         const problem = JSON.parse(body) as { status: number; errors: { field: string; reason: string }[] };
         assert.equal(problem.status, status);
         assert.equal(problem.errors[0]?.field, field);
@@ -757,7 +789,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.deepEqual(await counts(), before);
     });
 
-    test('a request without Host or with two, with a fragment in its target, two Content-Types, an Expect it cannot meet, or a compressed body is a problem+json naming the header, readable by a browser page, and writes nothing', async () => {
+    test('a request without Host or with two, with a fragment in its target, two Content-Types, an Expect it cannot meet, or a compressed body (in a content or transfer coding) is a problem+json naming the header, readable by a browser page, and writes nothing', async () => {
       const before = await counts();
       const { port } = new URL(api.url);
       const body = JSON.stringify(ada);
@@ -789,15 +821,29 @@ function apiContract(kind: 'pglite' | 'postgres') {
           'Content-Encoding',
           /accept-encoding: identity/i,
         ],
+        [
+          // Node takes the chunks apart, but would hand the body on still gzipped.
+          post('Host: x\r\nTransfer-Encoding: gzip, chunked\r\n')
+            .replace(/Content-Length: \d+\r\n/, '')
+            .replace(/\r\n\r\n.*$/s, `\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`),
+          400,
+          'Transfer-Encoding',
+          undefined,
+        ],
       ] as const) {
         const [head = '', problemText = ''] = (await exchange(port, request)).split('\r\n\r\n');
         assert.match(head, new RegExp(`^HTTP/1.1 ${status} `), request);
         assert.match(head, /content-type: application\/problem\+json/i);
         assert.match(head, /x-content-type-options: nosniff/i, 'the headers every response carries');
         if (extraHeader) assert.match(head, extraHeader);
-        const problem = JSON.parse(problemText) as { status: number; errors: { field: string }[] };
+        const problem = JSON.parse(problemText) as {
+          status: number;
+          detail: string;
+          errors: { field: string; reason: string }[];
+        };
         assert.equal(problem.status, status);
         assert.equal(problem.errors[0]?.field, field);
+        assert.equal(problem.detail, `${field} ${problem.errors[0]?.reason}.`, 'the detail says it too');
       }
       assert.deepEqual(await counts(), before);
       // What HTTP/1.0 and Expect: 100-continue clients send still works.
@@ -809,7 +855,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.match(plain, /^HTTP\/1.1 201 /);
     });
 
-    test('a body sent as is (Content-Encoding: identity), a coding named without a body, an HTTP/1.0 Expect or a header whose value is "Host" is no reason to refuse', async () => {
+    test('a body sent as is (Content-Encoding: identity) or in chunks, a coding named without a body, an HTTP/1.0 Expect or a header whose value is "Host" is no reason to refuse', async () => {
       const { port } = new URL(api.url);
       const body = JSON.stringify(ada);
       const post = (headers: string, version = 'HTTP/1.1') =>
@@ -821,6 +867,9 @@ function apiContract(kind: 'pglite' | 'postgres') {
         // Expect was defined in HTTP/1.1: an HTTP/1.0 request's is ignored (RFC 9110 §10.1.1).
         post('Expect: 200-ok\r\n', 'HTTP/1.0'),
         post('X-Label: Host\r\nX-Kind: content-type\r\n'),
+        post('Transfer-Encoding: Chunked\r\n')
+          .replace(/Content-Length: \d+\r\n/, '')
+          .replace(/\r\n\r\n.*$/s, `\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`),
       ]) {
         const answer = await exchange(port, request);
         assert.match(answer, /^HTTP\/1.1 201 /, `${request}\n---\n${answer}`);
@@ -936,7 +985,8 @@ function apiContract(kind: 'pglite' | 'postgres') {
     });
 
     test('an unknown route is a problem+json 404', async () => {
-      await assertProblem(await call('/api/nothing-here'), 404);
+      const missing = await assertProblem(await call('/api/nothing-here'), 404);
+      assert.equal(missing.detail, 'No route GET /api/nothing-here.');
       await assertProblem(await call('/api/nothing-here', { method: 'PATCH' }), 404);
     });
 
@@ -954,6 +1004,10 @@ function apiContract(kind: 'pglite' | 'postgres') {
         const body = await assertProblem(response, 405, 'method');
         assert.equal(response.headers.get('allow'), allow, `${method} ${path}`);
         assert.equal(body.code, 'ROUTE.METHOD_NOT_ALLOWED');
+        assert.equal(
+          body.type,
+          'https://github.com/the-background-experience/problems#route.method_not_allowed',
+        );
         assert.match(String(body.detail), new RegExp(`does not take ${method}; it takes ${allow}`));
       }
       assert.deepEqual(await counts(), before);
@@ -964,7 +1018,9 @@ function apiContract(kind: 'pglite' | 'postgres') {
     const health = await json(await call('/health'));
     assert.equal(health.status, 'Healthy');
     assert.equal((health.checks as Record<string, { status: string }>).database?.status, 'Healthy');
-    assert.equal((await call('/health/ready')).status, 200);
+    const ready = await call('/health/ready');
+    assert.equal(ready.status, 200);
+    assert.deepEqual(await json(ready), { status: 'Healthy' }, 'the verdict alone: /health has the detail');
     assert.equal((await call('/health/live')).status, 200);
   });
 
@@ -1043,6 +1099,24 @@ function apiContract(kind: 'pglite' | 'postgres') {
       assert.equal((await json(missing)).code, 'ROUTE.NOT_FOUND');
     }
     assert.equal((await call('/docs/static/index.css')).status, 200, 'a file it has');
+  });
+
+  test("a problem's title is its status's reason phrase, for the statuses a route of ours or a library answers with", async () => {
+    const tooLarge = await call('/api/students', {
+      method: 'POST',
+      headers: jsonHeaders,
+      body: JSON.stringify({ pad: 'x'.repeat(70_000) }),
+    });
+    assert.equal((await assertProblem(tooLarge, 413)).title, 'Content Too Large');
+    const notJson = await call('/api/students', {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: 'Ada',
+    });
+    assert.equal((await assertProblem(notJson, 415)).title, 'Unsupported Media Type');
+    // The docs' static files answer ranges; one past the end of the file is the library's 416.
+    const pastTheEnd = await call('/docs/static/index.css', { headers: { range: 'bytes=99999999-' } });
+    assert.equal((await assertProblem(pastTheEnd, 416)).title, 'Range Not Satisfiable');
   });
 
   test('a caller-supplied x-request-id is echoed; otherwise one is made', async () => {

@@ -49,6 +49,12 @@ describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
     assert.equal(response.headers.get('www-authenticate'), 'Bearer');
     assert.match(response.headers.get('content-type') ?? '', /^application\/problem\+json/);
     assert.equal(((await response.json()) as { code: string }).code, 'AUTH.UNAUTHENTICATED');
+    // Only the cookie of that very name carries the token.
+    const otherCookie = await fetch(`${url}/api/notifications/stream`, {
+      headers: { cookie: `old_access_token=${reader}` },
+    });
+    assert.equal(otherCookie.status, 401);
+    await otherCookie.body?.cancel();
 
     const client = sseClient(url);
     try {
@@ -79,9 +85,11 @@ describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
     }
   });
 
-  test('a mistyped stream path, or a method the stream does not take, does not echo the token sent in the query', async () => {
+  test('a mistyped or undecodable stream path, or a method the stream does not take, does not echo the token sent in the query', async () => {
     for (const [method, path, status] of [
       ['GET', '/api/notifications/strem', 404],
+      // The router's own message quotes the whole target.
+      ['GET', '/api/notifications/stream%E0%A4%A', 400],
       ['POST', '/api/notifications/stream', 405],
     ] as const) {
       const response = await fetch(`${url}${path}?access_token=${reader}`, { method });

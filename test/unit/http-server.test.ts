@@ -5,6 +5,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Registry } from 'prom-client';
+import { DependencyUnavailableError } from '../../src/application/errors.ts';
 import { createHttpServer, listenOn } from '../../src/infrastructure/http/http-server.ts';
 import { writeMalformedRequestProblem } from '../../src/infrastructure/http/problem-details.ts';
 import { recordingLogger } from '../support/logger.ts';
@@ -105,6 +106,37 @@ test('an unexpected error is a 500 that shows the caller nothing of it, and is l
   assert.match(line, /"level":50/);
   assert.match(line, /hunter2@db/);
   assert.match(line, /"stack":/);
+});
+
+test('a dependency that cannot be reached is a 503 naming it, with Retry-After, and is logged as a warning with its cause', async () => {
+  const { logger, logged } = recordingLogger();
+  const app = createHttpServer(logger, {
+    service: 'test',
+    registry: new Registry(),
+    maxHeaderBytes: 16_384,
+  });
+  app.get('/students', async () => {
+    throw new DependencyUnavailableError('database', {
+      cause: new Error('connect ECONNREFUSED 10.0.0.7:5432'),
+    });
+  });
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const response = await fetch(`${url}/students`);
+    assert.equal(response.status, 503);
+    assert.equal(response.headers.get('retry-after'), '5');
+    const problem = (await response.json()) as { code: string; dependency: string };
+    assert.equal(problem.code, 'DEPENDENCY.UNAVAILABLE');
+    assert.equal(problem.dependency, 'database');
+  } finally {
+    await app.close();
+  }
+  const line = logged()
+    .split('\n')
+    .find((entry) => entry.includes('"msg":"database unavailable"'));
+  assert.ok(line, logged());
+  assert.match(line, /"level":40/);
+  assert.match(line, /ECONNREFUSED 10\.0\.0\.7:5432/, 'the cause, for whoever must bring it back');
 });
 
 test('closing cuts, at the drain deadline, a connection an upgrade listener took over and still holds', async () => {

@@ -55,6 +55,12 @@ const API_SECURITY_HEADERS: Readonly<Record<string, string>> = {
   'x-frame-options': 'DENY',
 };
 
+/** What every response carries, on an answer written to the socket (no Fastify request, so no hook adds them). */
+const socketAnswerHeaders = (): Record<string, string> => ({
+  ...API_SECURITY_HEADERS,
+  'x-request-id': randomUUID(),
+});
+
 export type HttpServer = FastifyInstance<
   Server,
   IncomingMessage,
@@ -111,7 +117,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       answerUnrouted(request, reply);
       return sendErrorProblem(error, request, reply);
     },
-    clientErrorHandler: writeMalformedRequestProblem,
+    clientErrorHandler: (error, socket) => writeMalformedRequestProblem(error, socket, socketAnswerHeaders()),
     // Our own 503 while closing (below): Fastify's is not problem+json and has no Retry-After.
     return503OnClosing: false,
     forceCloseConnections: 'idle',
@@ -134,7 +140,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
         instance: request.url ?? '',
         errors: [{ field: 'method', reason: `must be one of ${allowed}` }],
       }),
-      { ...API_SECURITY_HEADERS, 'x-request-id': randomUUID(), allow: allowed },
+      { ...socketAnswerHeaders(), allow: allowed },
     );
   });
   app.decorateRequest('bodyText', undefined);
@@ -350,8 +356,9 @@ interface Refusal {
 /**
  * A request HTTP says to refuse before its body is read: an HTTP/1.1 request without Host (RFC 9112 §3.2), a
  * target with a fragment (RFC 9112 §3.2: a fragment is the client's alone), two Content-Types (which body is it?),
- * an expectation this server cannot meet (RFC 9110 §10.1.1), a body in a content coding it does not decode
- * (RFC 9110 §15.5.16: say which codings it takes, in Accept-Encoding).
+ * a transfer coding other than chunked (RFC 9112 §6.1 has 501; a client's fault is a 4xx here), an expectation
+ * this server cannot meet (RFC 9110 §10.1.1), a body in a content coding it does not decode (RFC 9110 §15.5.16: say
+ * which codings it takes, in Accept-Encoding).
  */
 function refusalOf(request: FastifyRequest): Refusal | undefined {
   const { headers } = request;
@@ -365,6 +372,7 @@ function refusalOf(request: FastifyRequest): Refusal | undefined {
     typeLines <= 1 &&
     headers.expect === undefined &&
     headers['content-encoding'] === undefined &&
+    (headers['transfer-encoding'] === undefined || headers['transfer-encoding'] === 'chunked') &&
     !request.url.includes('#')
   )
     return undefined;
@@ -380,6 +388,10 @@ function refusalOf(request: FastifyRequest): Refusal | undefined {
   if (hostLines > 1) return invalid('Host', 'must be sent once');
   if (request.url.includes('#')) return invalid('path', 'must not contain a fragment (#)');
   if (typeLines > 1) return invalid('Content-Type', 'must be sent once');
+  // Node takes the chunks apart but decodes no other transfer coding: a gzip one would be read as it arrived.
+  const transfer = headers['transfer-encoding']?.trim().toLowerCase();
+  if (transfer !== undefined && transfer !== 'chunked')
+    return invalid('Transfer-Encoding', 'can only be chunked here');
   if (headers.expect !== undefined && http11 && !CONTINUE_EXPECTATION.test(headers.expect))
     return {
       status: 417,

@@ -118,8 +118,11 @@ function validationIssues(error: FastifyError): FieldIssue[] {
 
 /** What a Fastify client error says; its 415 message is the bare status text, which does not say what to send. */
 function clientErrorText(error: FastifyError, request: FastifyRequest): { detail: string; reason: string } {
-  if (error.code !== 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
-    return { detail: error.message, reason: error.message };
+  if (error.code !== 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+    // The router's messages quote the whole target (FST_ERR_BAD_URL), query and all: a token there is masked too.
+    const message = error.message.replaceAll(request.url, withoutAccessToken(request.url));
+    return { detail: message, reason: message };
+  }
   const type = JSON.stringify(request.headers['content-type'] ?? '');
   return {
     detail: `A body of type ${type} is not accepted here; send it as application/json, in UTF-8.`,
@@ -217,6 +220,7 @@ const PARSER_ERROR_FIELDS: Readonly<Record<string, string>> = {
 export function writeMalformedRequestProblem(
   error: Error & { readonly code?: string; readonly reason?: string },
   socket: Socket,
+  headers: Readonly<Record<string, string>> = {},
 ): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
   const status =
@@ -235,7 +239,7 @@ export function writeMalformedRequestProblem(
           : `The request is not valid HTTP/1.1: ${reason}.`,
       errors: [{ field: PARSER_ERROR_FIELDS[error.code ?? ''] ?? 'request', reason }],
     }),
-    {},
+    headers,
     error,
   );
 }
@@ -323,7 +327,7 @@ const titles: Record<number, string> = {
   431: 'Request Header Fields Too Large',
 };
 
-/** The RFC 9110 reason phrase of a 4xx status this server sends. */
+/** The RFC 9110 reason phrase of a status this server sends (Node's, for one the table does not name). */
 export function httpTitle(status: number): string {
-  return titles[status] ?? 'Bad Request';
+  return titles[status] ?? STATUS_CODES[status] ?? 'Bad Request';
 }

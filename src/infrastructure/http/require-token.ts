@@ -9,7 +9,8 @@ import {
 } from '../auth/jwt-verifier.ts';
 import { addResponses, problemResponse, type ResponseHeaders } from './openapi.ts';
 import { ACCESS_TOKEN } from './access-token.ts';
-import { forbidden, sendProblem, unauthenticated } from './problem-details.ts';
+import { headerLines } from './header-lines.ts';
+import { forbidden, invalidRequest, sendProblem, unauthenticated } from './problem-details.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -67,6 +68,16 @@ export function requireToken(scope: FastifyInstance, verifier: TokenVerifier): v
   scope.decorateRequest('caller', undefined);
   scope.addHook('onRoute', (route) => addResponses(route, TOKEN_PROBLEMS));
   scope.addHook('onRequest', async (request, reply) => {
+    // Node keeps the first of two Authorization lines: which credential the client meant is anybody's guess.
+    if (headerLines(request.raw.rawHeaders, 'authorization') > 1) {
+      void reply.header('www-authenticate', 'Bearer error="invalid_request"');
+      return sendProblem(
+        reply,
+        invalidRequest(request.url, 'Authorization must be sent once.', [
+          { field: 'Authorization', reason: 'must be sent once' },
+        ]),
+      );
+    }
     const token = tokenOf(request);
     if (!token) {
       void reply.header('www-authenticate', 'Bearer');

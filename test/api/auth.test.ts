@@ -77,6 +77,8 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     const writer = await tokenFor('writer', { subject: 'alice' });
     const forbidden = await post(bearer(reader));
     assert.match(forbidden.headers.get('www-authenticate') ?? '', /^Bearer error="insufficient_scope"/);
+    // Readable by a page on another origin, which must tell a refused token from a missing role.
+    assert.match(forbidden.headers.get('access-control-expose-headers') ?? '', /WWW-Authenticate/i);
     const problem = await assertProblem(forbidden, 403, 'AUTH.FORBIDDEN');
     assert.match(String(problem.detail), /needs the role "writer"; the token's role is "reader"/);
 

@@ -40,6 +40,8 @@ describe('the write rate limit (in memory)', () => {
       const created = await post(url);
       assert.equal(created.status, 201);
       assert.equal(created.headers.get('x-ratelimit-remaining'), String(2 - i));
+      // A page on another origin may read them too.
+      assert.match(created.headers.get('access-control-expose-headers') ?? '', /X-RateLimit-Remaining/i);
       ids.push(String((await json(created)).id));
     }
     const limited = await post(url);

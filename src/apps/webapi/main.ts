@@ -78,7 +78,19 @@ export async function createWebApi({
     cors: {
       origins: config.corsOrigins,
       methods: ['PUT', 'DELETE'],
-      exposedHeaders: ['ETag', 'Location', 'X-Deduplicated', 'Idempotent-Replayed', 'Retry-After'],
+      // What a page needs to act on an answer: its version, where it is, whether it was a replay, when to come
+      // back, how many writes are left, and why a token was refused.
+      exposedHeaders: [
+        'ETag',
+        'Location',
+        'X-Deduplicated',
+        'Idempotent-Replayed',
+        'Retry-After',
+        'X-RateLimit-Limit',
+        'X-RateLimit-Remaining',
+        'X-RateLimit-Reset',
+        'WWW-Authenticate',
+      ],
     },
   });
   const verifier = createJwtVerifier(config.auth);

@@ -233,6 +233,19 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     assert.equal(await studentCount(reader), before);
   });
 
+  test('a Bearer credential that is not one token is a 400 naming Authorization (malformed, not missing), and stores nothing', async () => {
+    const writer = await tokenFor('writer');
+    const reader = await tokenFor('reader');
+    const before = await studentCount(reader);
+    for (const authorization of ['Bearer', 'bearer   ', `Bearer ${writer} ${writer}`]) {
+      const response = await post({ authorization });
+      assert.equal(response.headers.get('www-authenticate'), 'Bearer error="invalid_request"', authorization);
+      const problem = await assertProblem(response, 400, 'REQUEST.INVALID');
+      assert.deepEqual(problem.errors, [{ field: 'Authorization', reason: 'must be Bearer and one token' }]);
+    }
+    assert.equal(await studentCount(reader), before);
+  });
+
   test('the Bearer scheme is matched in any case, as HTTP authentication schemes are', async () => {
     const writer = await tokenFor('writer');
     for (const scheme of ['bearer', 'BEARER']) {

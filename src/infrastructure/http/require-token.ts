@@ -1,5 +1,5 @@
 // JWT bearer auth for a Fastify scope: who is calling (request.caller) and whether their role may do this.
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   InvalidTokenError,
   mayAct,
@@ -25,6 +25,7 @@ declare module 'fastify' {
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
+const BEARER_SCHEME = /^Bearer(?:\s|$)/i;
 
 function cookie(header: string | undefined, name: string): string | undefined {
   for (const pair of header?.split(';') ?? []) {
@@ -59,6 +60,15 @@ const TOKEN_PROBLEMS = {
   ),
 };
 
+/** A 400 for an Authorization header no token can be read from as sent (RFC 6750 §3.1: invalid_request). */
+function refuseAuthorization(request: FastifyRequest, reply: FastifyReply, reason: string) {
+  void reply.header('www-authenticate', 'Bearer error="invalid_request"');
+  return sendProblem(
+    reply,
+    invalidRequest(request.url, `Authorization ${reason}.`, [{ field: 'Authorization', reason }]),
+  );
+}
+
 /**
  * Requires a valid token on the routes `scope` registers after this call: a reader's for GET and HEAD, a
  * writer's for anything else. 401 without a valid token, 403 when its role may not; routes outside the scope
@@ -69,15 +79,12 @@ export function requireToken(scope: FastifyInstance, verifier: TokenVerifier): v
   scope.addHook('onRoute', (route) => addResponses(route, TOKEN_PROBLEMS));
   scope.addHook('onRequest', async (request, reply) => {
     // Node keeps the first of two Authorization lines: which credential the client meant is anybody's guess.
-    if (headerLines(request.raw.rawHeaders, 'authorization') > 1) {
-      void reply.header('www-authenticate', 'Bearer error="invalid_request"');
-      return sendProblem(
-        reply,
-        invalidRequest(request.url, 'Authorization must be sent once.', [
-          { field: 'Authorization', reason: 'must be sent once' },
-        ]),
-      );
-    }
+    if (headerLines(request.raw.rawHeaders, 'authorization') > 1)
+      return refuseAuthorization(request, reply, 'must be sent once');
+    // A Bearer credential that is not one token (none, or two): malformed, not missing (RFC 6750 §3.1).
+    const { authorization } = request.headers;
+    if (authorization !== undefined && BEARER_SCHEME.test(authorization) && !BEARER.test(authorization))
+      return refuseAuthorization(request, reply, 'must be Bearer and one token');
     const token = tokenOf(request);
     if (!token) {
       void reply.header('www-authenticate', 'Bearer');

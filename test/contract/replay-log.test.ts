@@ -270,6 +270,30 @@ describe('replay log contract: RedisStreamReplayLog', await needsRedis(), () => 
     }
   });
 
+  test('a log restarted with a smaller REPLAY_LOG_MAX_ENTRIES names the newest entry it trimmed, not the oldest', async () => {
+    const keyPrefix = `${uniqueName('tbe_replay_test')}:`;
+    const larger = await open(10, keyPrefix);
+    const ids: string[] = [];
+    try {
+      assert.equal(await larger.claimWriter(WRITER, 30_000), true);
+      for (let n = 0; n < 10; n++) ids.push((await larger.append(entry(n), WRITER)).id);
+      await larger.releaseWriter(WRITER);
+    } finally {
+      await larger.close();
+    }
+    const smaller = await open(3, keyPrefix);
+    try {
+      assert.equal(await smaller.claimWriter(WRITER, 30_000), true);
+      ids.push((await smaller.append(entry(10), WRITER)).id);
+      const retention = await smaller.retention();
+      assert.equal(retention.firstId, ids[8]);
+      // A reader whose last id is any of the trimmed ones missed entries: it must get `reset`.
+      assert.equal(retention.trimmedThrough, ids[7]);
+    } finally {
+      await smaller.close();
+    }
+  });
+
   test('a tail from before a stream Redis lost is told it missed entries once, not at every read while no entry follows', async () => {
     const keyPrefix = `${uniqueName('tbe_replay_test')}:`;
     const log = await open(1_000, keyPrefix);

@@ -1,15 +1,18 @@
 // The notifications service in process (in-process bus, memory replay log), observed by real clients.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { get } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
-import { compareLogIds } from '../../src/application/ports/replay-log.ts';
+import { compareLogIds, laterLogId, type ReplayLogEntry } from '../../src/application/ports/replay-log.ts';
 import { createNotifications, type Notifications } from '../../src/apps/notifications/main.ts';
 import { parseConfig } from '../../src/config.ts';
 import { Exchanges, MESSAGING_TOPOLOGY, deadLetterNames } from '../../src/contracts/messaging.ts';
+import type { ResetMessage } from '../../src/contracts/notifications.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { silentLogger } from '../support/logger.ts';
+import { parseExposition } from '../support/prometheus-text.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { hubClient, notificationMessage, sseClient } from './support.ts';
 import { until } from '../support/until.ts';
@@ -61,6 +64,9 @@ describe('the notifications service (embedded adapters)', () => {
       assert.equal(client.received[0]?.data.student.id, student);
       assert.equal(client.received[0]?.data.routingKey, 'student.created');
       assert.match(client.received[0]?.id ?? '', /^\d+-\d+$/);
+      // The payload as the relay published it, the whole student included.
+      const published = JSON.parse(message.body.toString()) as { data: unknown };
+      assert.deepEqual(client.received[0]?.data, published.data);
     } finally {
       client.close();
     }
@@ -78,21 +84,29 @@ describe('the notifications service (embedded adapters)', () => {
     await until(async () => (await replayLog.readAfter(lastId ?? '', 10)).length === 2, 'both in the log');
 
     const resumed = sseClient(url, { lastEventId: lastId });
+    // How the test page resumes: EventSource cannot set the header on a new connection.
+    const byQuery = sseClient(url, { query: `?lastEventId=${lastId}` });
     const deletesOnly = sseClient(url, { lastEventId: lastId, query: '?types=StudentDeleted' });
     try {
-      await until(() => resumed.received.length >= 2 && deletesOnly.received.length >= 1, 'the missed ones');
-      await bus.publish([notificationMessage('StudentCached')]);
-      await until(() => resumed.received.length >= 3, 'the live one');
-      assert.deepEqual(
-        resumed.received.map((event) => event.type),
-        ['StudentUpdated', 'StudentDeleted', 'StudentCached'],
+      await until(
+        () =>
+          resumed.received.length >= 2 && byQuery.received.length >= 2 && deletesOnly.received.length >= 1,
+        'the missed ones',
       );
+      await bus.publish([notificationMessage('StudentCached')]);
+      await until(() => resumed.received.length >= 3 && byQuery.received.length >= 3, 'the live one');
+      for (const client of [resumed, byQuery])
+        assert.deepEqual(
+          client.received.map((event) => event.type),
+          ['StudentUpdated', 'StudentDeleted', 'StudentCached'],
+        );
       assert.deepEqual(
         deletesOnly.received.map((event) => event.type),
         ['StudentDeleted'],
       );
     } finally {
       resumed.close();
+      byQuery.close();
       deletesOnly.close();
     }
   });
@@ -140,10 +154,38 @@ describe('the notifications service (embedded adapters)', () => {
     }
   });
 
+  test('?types= takes a list as people write it: spaces around a type and an empty item are ignored', async () => {
+    const client = sseClient(url, {
+      query: `?types=${encodeURIComponent('StudentDeleted, StudentCached,')}`,
+    });
+    try {
+      await until(() => client.control.length > 0 || client.failures.length > 0, 'connected');
+      assert.deepEqual(client.failures, [], 'no error status');
+      await bus.publish([
+        notificationMessage('StudentCreated'),
+        notificationMessage('StudentCached'),
+        notificationMessage('StudentDeleted'),
+      ]);
+      await until(() => client.received.length >= 2, 'the two wanted');
+      assert.deepEqual(
+        client.received.map((event) => event.type),
+        ['StudentCached', 'StudentDeleted'],
+      );
+    } finally {
+      client.close();
+    }
+  });
+
   test('a Last-Event-ID older than the retention window gets `reset`, then live notifications', async () => {
     const client = sseClient(url, { lastEventId: '1-0' });
     try {
       await until(() => client.control.some((event) => event.type === 'reset'), 'reset');
+      const reset = client.control.find((event) => event.type === 'reset');
+      assert.equal(
+        (reset?.data as ResetMessage).oldestId,
+        (await replayLog.retention()).firstId,
+        'the oldest notification it can still resume from',
+      );
       await bus.publish([notificationMessage('StudentCreated')]);
       await until(() => client.received.length === 1, 'a live one');
     } finally {
@@ -175,6 +217,9 @@ describe('the notifications service (embedded adapters)', () => {
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('access-control-allow-origin'), '*');
     assert.match(response.headers.get('content-type') ?? '', /^text\/event-stream/);
+    // Neither a cache nor a buffering proxy (nginx) may hold events back.
+    assert.equal(response.headers.get('cache-control'), 'no-cache, no-transform');
+    assert.equal(response.headers.get('x-accel-buffering'), 'no');
     // Ended by closing the connection, not framed chunk by chunk: one write per event and client.
     assert.equal(response.headers.get('transfer-encoding'), null);
     const reader = response.body!.getReader();
@@ -289,6 +334,78 @@ describe('the notifications service (embedded adapters)', () => {
     ]);
     await until(() => deadLetters.length === 1, 'the dead letter');
     assert.match(deadLetters[0]?.headers['x-death-reason'] ?? '', /not a notification CloudEvent/);
+  });
+
+  test('a notification whose envelope contradicts its data is dead-lettered, not sent under the wrong type or student', async () => {
+    const client = sseClient(url);
+    const before = deadLetters.length;
+    try {
+      await until(() => client.control.length > 0, 'connected');
+      const retyped = notificationMessage('StudentCreated');
+      const wrongType = JSON.parse(retyped.body.toString()) as Record<string, unknown>;
+      wrongType.type = 'StudentDeleted';
+      const moved = notificationMessage('StudentUpdated');
+      const wrongSubject = JSON.parse(moved.body.toString()) as Record<string, unknown>;
+      wrongSubject.subject = randomUUID();
+      await bus.publish([
+        { ...retyped, body: JSON.stringify(wrongType) },
+        { ...moved, body: JSON.stringify(wrongSubject) },
+      ]);
+      await until(() => deadLetters.length === before + 2, 'both dead-lettered');
+      assert.deepEqual(
+        deadLetters
+          .slice(before)
+          .map((message) => message.headers['x-death-reason'])
+          .sort(),
+        [
+          'not a notification CloudEvent: subject: subject must be the id of data.student',
+          'not a notification CloudEvent: type: type must equal data.eventType',
+        ],
+      );
+      assert.deepEqual(client.received, [], 'neither reached the client');
+    } finally {
+      client.close();
+    }
+  });
+
+  test('/metrics counts notifications appended (a redelivery as duplicate), their queue age, and pushes to connected clients only', async () => {
+    const metrics = async () => parseExposition(await (await fetch(`${url}/metrics`)).text());
+    const clients = async (transport: string) =>
+      (await metrics()).value('notifications_connected_clients', { transport });
+    await until(
+      async () => (await clients('sse')) === 0 && (await clients('signalr_websockets')) === 0,
+      'the clients of earlier tests gone',
+    );
+    const before = await metrics();
+    const message = notificationMessage('StudentCreated');
+    await bus.publish([message, message]);
+    const moved = async (name: string, labels: Record<string, string>) =>
+      (await metrics()).sum(name, labels) - before.sum(name, labels);
+    await until(
+      async () => (await moved('notifications_appended_total', { outcome: 'duplicate' })) === 1,
+      'the redelivery taken from the queue',
+    );
+    const client = sseClient(url);
+    try {
+      await until(() => client.control.length > 0, 'connected');
+      assert.equal(await clients('sse'), 1);
+      await bus.publish([notificationMessage('StudentUpdated')]);
+      await until(() => client.received.length === 1, 'the notification');
+      assert.equal(await moved('notifications_appended_total', { outcome: 'appended' }), 2);
+      assert.equal(await moved('message_age_seconds_count', { queue: 'notifications' }), 3);
+      assert.equal(
+        await moved('notifications_delivered_total', { transport: 'sse' }),
+        1,
+        'the one pushed while an SSE client was connected',
+      );
+      assert.equal(
+        await moved('notifications_delivered_total', { transport: 'signalr' }),
+        0,
+        'no hub connection',
+      );
+    } finally {
+      client.close();
+    }
   });
 
   test('a SignalR client gets Connected, notifications of group Students, and can follow one student', async () => {
@@ -426,6 +543,76 @@ describe('the notifications service restarting on its port', () => {
       client.close();
       await first.notifications.stop();
       await second?.stop();
+      await bus.close();
+      await replayLog.close();
+    }
+  });
+});
+
+/** A memory ring that runs `beforeRead` before each page a catch-up reads. */
+class HookedReadLog extends MemoryRingReplayLog {
+  reads = 0;
+  beforeRead: (read: number) => Promise<void> = async () => undefined;
+
+  override async readAfter(afterId: string, limit: number): Promise<readonly ReplayLogEntry[]> {
+    await this.beforeRead(++this.reads);
+    return super.readAfter(afterId, limit);
+  }
+}
+
+/** A raw stream (EventSource hides the `id:` of events nobody listens to): what arrives, and whether it ended. */
+function rawStream(url: string, lastEventId: string) {
+  const result = { body: '', ended: false };
+  const request = get(url, { headers: { 'last-event-id': lastEventId } }, (response) => {
+    response.setEncoding('utf8');
+    response.on('data', (chunk: string) => (result.body += chunk));
+    response.on('end', () => (result.ended = true));
+  });
+  request.on('error', () => undefined);
+  return { result, request };
+}
+
+describe('a ?types= client whose catch-up the log trims past', () => {
+  test("the entries its filter skipped before the `reset` never move its id back behind the reset's", async () => {
+    const bus = new InProcessMessageBus();
+    const replayLog = new HookedReadLog({ maxEntries: 600 });
+    // No heartbeat during the test: the close sends the id of what the filter skipped.
+    const config = parseConfig({ NOTIFICATIONS_PORT: '0', SSE_HEARTBEAT_SECONDS: '3600' });
+    const notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
+    const url = await notifications.start();
+    await bus.declareTopology(MESSAGING_TOPOLOGY);
+    const unwanted = (count: number) =>
+      Array.from({ length: count }, () => notificationMessage('StudentCreated'));
+    let stream: ReturnType<typeof rawStream> | undefined;
+    try {
+      const empty = await replayLog.retention();
+      const from = laterLogId(empty.lastId, empty.trimmedThrough);
+      // More than a page (500) of entries the client does not want.
+      await bus.publish(unwanted(550));
+      await until(async () => (await replayLog.retention()).length === 550, 'the backlog in the log');
+      // While the client's second page is read, the log trims past the first.
+      replayLog.beforeRead = async (read) => {
+        if (read !== 2) return;
+        const { lastId } = await replayLog.retention();
+        await bus.publish(unwanted(600));
+        await until(
+          async () => compareLogIds((await replayLog.retention()).trimmedThrough, lastId) >= 0,
+          'the backlog trimmed',
+        );
+      };
+      stream = rawStream(`${url}/api/notifications/stream?types=StudentDeleted`, from);
+      const { result } = stream;
+      await until(() => result.body.includes('event: reset'), 'reset');
+      await notifications.stop();
+      await until(() => result.ended, 'the stream ended');
+      const resetId = /^id: (.+)\nevent: reset$/m.exec(result.body)?.[1];
+      assert.ok(resetId, 'the reset carries the id to resume from');
+      const ids = [...result.body.matchAll(/^id: (.+)$/gm)].map(([, id]) => id);
+      // An older one would be a Last-Event-ID older than the log: a second `reset` at the reconnect.
+      assert.equal(ids.at(-1), resetId, "the client's last id is the reset's");
+    } finally {
+      stream?.request.destroy();
+      await notifications.stop();
       await bus.close();
       await replayLog.close();
     }

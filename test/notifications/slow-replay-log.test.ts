@@ -1,15 +1,22 @@
 // SSE requests that arrive while the replay log is slow to answer (a Redis round trip that takes its time): whatever
-// happens meanwhile to the client or the server, no stream is left behind.
+// happens meanwhile to the client or the server, no stream is left behind. And requests the log fails, or that come
+// before this instance tails the log again: the client is told to retry, and misses nothing.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { describe, test } from 'node:test';
-import type { ReplayLog, ReplayLogRetention } from '../../src/application/ports/replay-log.ts';
+import type {
+  ReplayLog,
+  ReplayLogEntry,
+  ReplayLogRetention,
+} from '../../src/application/ports/replay-log.ts';
 import { createNotifications, type Notifications } from '../../src/apps/notifications/main.ts';
 import { parseConfig } from '../../src/config.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { silentLogger } from '../support/logger.ts';
 import { until } from '../support/until.ts';
+import { notificationMessage, sseClient } from './support.ts';
 
 /** A memory ring whose `retention()` waits, once held, until released. */
 class HeldRetentionLog extends MemoryRingReplayLog {
@@ -34,6 +41,36 @@ class HeldRetentionLog extends MemoryRingReplayLog {
       this.waiting--;
     }
     return super.retention();
+  }
+}
+
+/** A memory ring that refuses its first `refusals` calls to `retention()` (Redis away when the instance started). */
+class LateLog extends MemoryRingReplayLog {
+  refused = 0;
+
+  constructor(readonly refusals: number) {
+    super({ maxEntries: 100 });
+  }
+
+  override async retention(): Promise<ReplayLogRetention> {
+    if (this.refused < this.refusals) {
+      this.refused++;
+      throw new Error('connect ECONNREFUSED');
+    }
+    return super.retention();
+  }
+}
+
+/** A memory ring whose next page read fails (Redis lost in the middle of a catch-up). */
+class FailingReadLog extends MemoryRingReplayLog {
+  failNextRead = false;
+
+  override async readAfter(afterId: string, limit: number): Promise<readonly ReplayLogEntry[]> {
+    if (this.failNextRead) {
+      this.failNextRead = false;
+      throw new Error('connection lost');
+    }
+    return super.readAfter(afterId, limit);
   }
 }
 
@@ -109,6 +146,52 @@ describe('an SSE request waiting for a slow replay log', () => {
       log.release();
       stream.request.destroy();
       await (stopped ?? notifications.stop());
+      await bus.close();
+      await log.close();
+    }
+  });
+});
+
+describe('an SSE request while the replay log has just come back', () => {
+  test('is told to retry until the instance tails the log again, not given a stream with no position', async () => {
+    // The instance's tail retries with back-off: after the sixth refusal it waits 3.2 s, while the log answers.
+    const log = new LateLog(6);
+    const { notifications, url, bus } = await started(log);
+    try {
+      await until(() => log.refused === log.refusals, 'the tail refused six times');
+      const stream = openStream(url);
+      await until(() => stream.ended, 'the stream ended');
+      assert.match(stream.body, /^retry: \d+\n\n$/, 'a reconnect hint, and no stream');
+    } finally {
+      await notifications.stop();
+      await bus.close();
+      await log.close();
+    }
+  });
+});
+
+describe('an SSE catch-up whose read of the log fails', () => {
+  test('ends the stream with a retry hint: the client comes back and gets what it missed', async () => {
+    const log = new FailingReadLog({ maxEntries: 100 });
+    const { notifications, url, bus } = await started(log);
+    try {
+      const first = sseClient(url);
+      await until(() => first.control.length > 0, 'connected');
+      const lastEventId = first.control[0]?.id;
+      first.close();
+      const student = randomUUID();
+      await bus.publish([notificationMessage('StudentCreated', student)]);
+      await until(async () => (await log.retention()).length === 1, 'the notification in the log');
+      log.failNextRead = true;
+      const resumed = sseClient(url, { lastEventId });
+      try {
+        await resumed.arrived('StudentCreated', student);
+        assert.equal(log.failNextRead, false, 'the first catch-up failed');
+      } finally {
+        resumed.close();
+      }
+    } finally {
+      await notifications.stop();
       await bus.close();
       await log.close();
     }

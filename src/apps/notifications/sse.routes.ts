@@ -256,6 +256,8 @@ class EventStream implements ResumingReader {
   }
 
   fellBehind(resumeFrom: string, retention: ReplayLogRetention): void {
+    // What the filter skipped is older than where the reset resumes: its id, sent later, would move the client back.
+    this.#skippedThrough = undefined;
     this.write(resetFrame(resumeFrom, { reason: OLDER_THAN_RETENTION, oldestId: retention.firstId ?? null }));
   }
 

@@ -114,3 +114,22 @@ test('a send to a user reaches every connection of that user and nobody else', a
     await Promise.all([alice1.stop(), alice2.stop(), bob.stop()]);
   }
 });
+
+test('every request of a connection is authenticated: a POST or DELETE without the token gets 401 and is not read', async () => {
+  const owner = { Authorization: 'Bearer token-alice' };
+  const negotiated = await fetch(`${running.url}/negotiate?negotiateVersion=1`, {
+    method: 'POST',
+    headers: owner,
+  });
+  const { connectionToken } = (await negotiated.json()) as { connectionToken: string };
+  const url = `${running.url}?id=${connectionToken}`;
+  assert.equal((await fetch(`${url}&_=1`, { headers: owner })).status, 200);
+  const handshake = '{"protocol":"json","version":1}\u001e';
+  assert.equal((await fetch(url, { method: 'POST', body: handshake })).status, 401);
+  assert.equal((await fetch(url, { method: 'DELETE' })).status, 401);
+
+  // The anonymous handshake was not taken: the owner's is, and the connection goes on.
+  assert.equal((await fetch(url, { method: 'POST', body: handshake, headers: owner })).status, 200);
+  assert.ok((await (await fetch(`${url}&_=2`, { headers: owner })).text()).startsWith('{}\u001e'));
+  assert.equal((await fetch(url, { method: 'DELETE', headers: owner })).status, 202);
+});

@@ -40,6 +40,8 @@ async function crossInstanceDelivery(makeBackplane: () => Backplane): Promise<vo
 
     let onAGot = 0;
     onA.on('StudentCreated', () => onAGot++);
+    const onANotified: unknown[] = [];
+    onA.on('notify', (value: unknown) => onANotified.push(value));
     const fromGroup = nextInvocation(onB, 'StudentCreated');
     await a.hub.clients.group('Students').send('StudentCreated', { id: 1 });
     assert.deepEqual(await fromGroup, [{ id: 1 }]);
@@ -68,6 +70,8 @@ async function crossInstanceDelivery(makeBackplane: () => Backplane): Promise<vo
 
     await delay(100);
     assert.equal(onAGot, 0, 'A has no member of the group');
+    // The backplane echoes A's own sends back to it: A delivers each to its clients once, not again.
+    assert.deepEqual(onANotified, ['all', 'user', 'both'], 'every connection here is carol');
   } finally {
     await Promise.all([onA.stop(), onB.stop()]);
     await Promise.all([a.close(), b.close()]);

@@ -42,6 +42,8 @@ export const testHub = defineHub({
       context.clients.group(group).send('notify', payload),
     SendToCaller: (context, payload: unknown) => context.clients.caller.send('notify', payload),
     SendToOthers: (context, payload: unknown) => context.clients.others.send('notify', payload),
+    SendToOthersInGroup: (context, group: string, payload: unknown) =>
+      context.clients.othersInGroup(group).send('notify', payload),
     Sum: async (_context, numbers: AsyncIterable<number>) => {
       let total = 0;
       for await (const n of numbers) total += n;

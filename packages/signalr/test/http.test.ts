@@ -1,9 +1,16 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
+import {
+  type ClientRequest,
+  createServer,
+  type IncomingMessage,
+  request,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { after, before, test } from 'node:test';
-import { HttpTransportType } from '@microsoft/signalr';
+import { HttpTransportType, HubConnectionState } from '@microsoft/signalr';
 import Fastify from 'fastify';
 import { WebSocket } from 'ws';
 import { HubServer, mountOnHttpServer, registerFastifyHub } from '../src/index.ts';
@@ -401,3 +408,108 @@ for (const mount of ['node', 'fastify'] as const) {
     }
   });
 }
+
+test('long polling: a poll held past the poll timeout ends empty (200), and the official client just polls again', async () => {
+  const running = await startHub({ longPollTimeoutMs: 100 });
+  const client = buildClient(running.url, { transport: HttpTransportType.LongPolling });
+  let closed = false;
+  client.onclose(() => (closed = true));
+  await client.start();
+  try {
+    await delay(1_000);
+    assert.equal(closed, false);
+    assert.equal(client.state, HubConnectionState.Connected);
+    assert.equal(await client.invoke('Add', 2, 2), 4);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
+test('a second WebSocket for a connection whose socket is open is a 409; a POST to a WebSocket connection a 405', async () => {
+  const { connectionToken } = (await negotiate('?negotiateVersion=1')) as { connectionToken: string };
+  const socketUrl = `${running.url.replace(/^http/, 'ws')}?id=${connectionToken}`;
+  const ws = new WebSocket(socketUrl);
+  await once(ws, 'open');
+  const second = new WebSocket(socketUrl);
+  const [request, response] = (await once(second, 'unexpected-response')) as [ClientRequest, IncomingMessage];
+  assert.equal(response.statusCode, 409);
+  request.destroy();
+  const post = await fetch(`${running.url}?id=${connectionToken}`, {
+    method: 'POST',
+    body: '{"type":6}\u001e',
+  });
+  assert.equal(post.status, 405);
+  ws.close();
+});
+
+test('long polling: after the server closes a connection, a poll takes the Close, and the next one gets 204', async () => {
+  const { connectionId, connectionToken } = (await negotiate('?negotiateVersion=1')) as {
+    connectionId: string;
+    connectionToken: string;
+  };
+  const url = `${running.url}?id=${connectionToken}`;
+  assert.equal((await fetch(`${url}&_=0`)).status, 200);
+  await fetch(url, { method: 'POST', body: '{"protocol":"json","version":1}\u001e' });
+  let received = '';
+  for (let poll = 1; !received.includes('"target":"Connected"'); poll++) {
+    received += await (await fetch(`${url}&_=${poll}`)).text();
+  }
+  running.hub.closeConnection(connectionId, 'closed by the server');
+  const last = await fetch(`${url}&_=last`);
+  assert.equal(await last.text(), '{"type":7,"error":"closed by the server"}\u001e');
+  assert.equal(last.headers.get('cache-control'), 'no-cache, no-store', 'polls are never cached');
+  assert.equal((await fetch(`${url}&_=after`)).status, 204, 'the client stops polling');
+});
+
+test('an event stream is sent as text/event-stream, never cached', async () => {
+  const { connectionToken } = (await negotiate('?negotiateVersion=1')) as { connectionToken: string };
+  const stream = new AbortController();
+  const response = await fetch(`${running.url}?id=${connectionToken}`, {
+    headers: { Accept: 'text/event-stream' },
+    signal: stream.signal,
+  });
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get('content-type'), 'text/event-stream');
+  assert.equal(response.headers.get('cache-control'), 'no-cache');
+  stream.abort();
+});
+
+test('stateful reconnect is for WebSockets only: a long-polling client that shakes hands with version 2 gets a plain connection', async () => {
+  const { connectionToken } = (await negotiate('?negotiateVersion=1&useStatefulReconnect=true')) as {
+    connectionToken: string;
+  };
+  const url = `${running.url}?id=${connectionToken}`;
+  assert.equal((await fetch(`${url}&_=0`)).status, 200);
+  await fetch(url, { method: 'POST', body: '{"protocol":"json","version":2}\u001e' });
+  // A stateful connection would hold Connected until the client's first message.
+  const deadline = Date.now() + 3_000;
+  let received = '';
+  for (let poll = 1; !received.includes('"target":"Connected"'); poll++) {
+    const response = await fetch(`${url}&_=${poll}`, {
+      signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())),
+    });
+    received += await response.text();
+  }
+  assert.equal((await fetch(url, { method: 'DELETE' })).status, 202);
+});
+
+test('long polling: a client that stops polling without a DELETE is ended after the disconnect timeout', async () => {
+  const own = await startHub();
+  try {
+    const negotiated = await fetch(`${own.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
+    const { connectionToken } = (await negotiated.json()) as { connectionToken: string };
+    const url = `${own.url}?id=${connectionToken}`;
+    assert.equal((await fetch(`${url}&_=0`)).status, 200);
+    await fetch(url, { method: 'POST', body: '{"protocol":"json","version":1}\u001e' });
+    let received = '';
+    for (let poll = 1; !received.includes('"target":"Connected"'); poll++) {
+      received += await (await fetch(`${url}&_=${poll}`)).text();
+    }
+    assert.equal(own.hub.stats().connections, 1);
+    await eventually(() => own.hub.stats().connections === 0);
+    assert.equal((await fetch(`${url}&_=late`)).status, 204, 'a late poll learns the connection is over');
+  } finally {
+    await own.close();
+  }
+});

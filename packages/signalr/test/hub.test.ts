@@ -10,7 +10,14 @@ import {
   type ISubscription,
   Subject,
 } from '@microsoft/signalr';
-import { defineHub, type HubDefinition, HubServer, mountOnHttpServer } from '../src/index.ts';
+import {
+  defineHub,
+  type HubCallContext,
+  type HubDefinition,
+  HubError,
+  HubServer,
+  mountOnHttpServer,
+} from '../src/index.ts';
 import {
   buildClient,
   delay,
@@ -20,7 +27,13 @@ import {
   nextInvocation,
   RawClient,
   startHub,
+  testHub,
 } from './helpers.ts';
+
+/** What a promise gave within `ms`, or 'no answer': a hung call must fail its test, not hang the file. */
+function within<T>(promise: Promise<T>, ms = 3_000): Promise<T | 'no answer'> {
+  return Promise.race([promise, delay(ms).then(() => 'no answer' as const)]);
+}
 
 test('groups: a connection in several targeted groups gets the message once; leaving stops delivery', async () => {
   const running = await startHub();
@@ -37,33 +50,43 @@ test('groups: a connection in several targeted groups gets the message once; lea
     await client.invoke('LeaveGroup', 'never-joined');
     await running.hub.clients.group('a').send('notify', 'not for me');
     await running.hub.clients.groupExcept('b', [client.connectionId!]).send('notify', 'excluded');
+    await running.hub.clients.groups(['a', 'b']).send('notify', 'in a later group');
     await running.hub.clients.group('b').send('notify', 'still in b');
     await eventually(() => got.includes('still in b'));
     await delay(50);
-    assert.deepEqual(got, ['once', 'still in b']);
+    assert.deepEqual(got, ['once', 'in a later group', 'still in b']);
   } finally {
     await client.stop();
     await running.close();
   }
 });
 
-test('caller, others, client(id) and allExcept reach exactly their targets', async () => {
+test('caller, others, othersInGroup, client(id) and allExcept reach exactly their targets', async () => {
   const running = await startHub();
-  const [alice, bob] = [buildClient(running.url), buildClient(running.url)];
-  const got = { alice: [] as string[], bob: [] as string[] };
+  const [alice, bob, carol] = [buildClient(running.url), buildClient(running.url), buildClient(running.url)];
+  const got = { alice: [] as string[], bob: [] as string[], carol: [] as string[] };
   alice.on('notify', (value: string) => got.alice.push(value));
   bob.on('notify', (value: string) => got.bob.push(value));
-  await Promise.all([alice.start(), bob.start()]);
+  carol.on('notify', (value: string) => got.carol.push(value));
+  await Promise.all([alice.start(), bob.start(), carol.start()]);
   try {
+    await alice.invoke('JoinGroup', 'team');
+    await bob.invoke('JoinGroup', 'team');
     await alice.invoke('SendToCaller', 'caller');
     await alice.invoke('SendToOthers', 'others');
+    await alice.invoke('SendToOthersInGroup', 'team', 'othersInGroup');
     await running.hub.clients.client(bob.connectionId!).send('notify', 'client');
     await running.hub.clients.allExcept([bob.connectionId!]).send('notify', 'allExcept');
     await running.hub.clients.all.send('notify', 'all');
-    await eventually(() => got.alice.length === 3 && got.bob.length === 3);
-    assert.deepEqual(got, { alice: ['caller', 'allExcept', 'all'], bob: ['others', 'client', 'all'] });
+    await eventually(() => got.alice.length === 3 && got.bob.length === 4 && got.carol.length === 3);
+    await delay(50);
+    assert.deepEqual(got, {
+      alice: ['caller', 'allExcept', 'all'],
+      bob: ['others', 'othersInGroup', 'client', 'all'],
+      carol: ['others', 'allExcept', 'all'],
+    });
   } finally {
-    await Promise.all([alice.stop(), bob.stop()]);
+    await Promise.all([alice.stop(), bob.stop(), carol.stop()]);
     await running.close();
   }
 });
@@ -559,6 +582,111 @@ test('onError receives exceptions the client only sees generically, not HubError
     ]);
   } finally {
     await client.stop();
+    await running.close();
+  }
+});
+
+test('client results: calls to the same client that overlap each get their own answer', async () => {
+  const running = await startHub();
+  const client = buildClient(running.url);
+  client.on('AnswerAfter', async (ms: number, answer: string) => {
+    await delay(ms);
+    return answer;
+  });
+  await client.start();
+  try {
+    const proxy = running.hub.clients.client(client.connectionId!);
+    const slow = proxy.invoke('AnswerAfter', 200, 'slow');
+    const fast = proxy.invoke('AnswerAfter', 0, 'fast');
+    assert.deepEqual(await within(Promise.all([slow, fast])), ['slow', 'fast']);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
+test("an onConnected hook that throws a HubError fails the client's start() with its message", async () => {
+  const running = await startHub({
+    hub: defineHub({
+      ...testHub,
+      onConnected: () => {
+        throw new HubError('not today');
+      },
+    }),
+  });
+  const client = buildClient(running.url, { reconnectDelays: [0] });
+  try {
+    await assert.rejects(client.start(), {
+      message: 'Server returned an error on close: Connection closed with an error. HubException: not today',
+    });
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
+test("the disconnect hook gets the reason a client's Close message gives, and none on a plain stop()", async () => {
+  const reasons = new Map<string, string | undefined>();
+  const running = await startHub({
+    hub: defineHub({
+      ...testHub,
+      onDisconnected: (context: HubCallContext, error: Error | undefined) =>
+        void reasons.set(context.connectionId, error?.message),
+    }),
+  });
+  try {
+    const failing = await RawClient.handshaken(running.url);
+    const {
+      target,
+      arguments: [{ clientId: failingId }],
+    } = (await failing.next((record) => record.target === 'Connected')) as {
+      target: string;
+      arguments: [{ clientId: string }];
+    };
+    assert.equal(target, 'Connected');
+    failing.send({ type: 7, error: 'the client gave up' });
+    await failing.closed;
+
+    const client = buildClient(running.url);
+    await client.start();
+    const id = client.connectionId!;
+    await client.stop();
+    await eventually(() => reasons.has(failingId) && reasons.has(id));
+    assert.equal(reasons.get(failingId), 'the client gave up');
+    assert.equal(reasons.get(id), undefined);
+  } finally {
+    await running.close();
+  }
+});
+
+test("an upload the client ends with an error fails the hub method that reads it, and the client's call", async () => {
+  const running = await startHub();
+  const client = buildClient(running.url);
+  await client.start();
+  try {
+    const numbers = new Subject<number>();
+    const sum = client.invoke('Sum', numbers);
+    numbers.next(1);
+    await delay(100); // the method now waits for the next item
+    numbers.error(new Error('the client gave up'));
+    await assert.rejects(sum, { message: "An unexpected error occurred invoking 'Sum' on the server." });
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
+test('client results: a call still waiting when the client disconnects fails instead of hanging', async () => {
+  const running = await startHub();
+  const client = buildClient(running.url);
+  client.on('NeverAnswers', () => new Promise(() => undefined));
+  await client.start();
+  try {
+    const waiting = running.hub.clients.client(client.connectionId!).invoke('NeverAnswers');
+    await delay(100);
+    await client.stop();
+    await assert.rejects(within(waiting), { message: 'The connection ended.' });
+  } finally {
     await running.close();
   }
 });

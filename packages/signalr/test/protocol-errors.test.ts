@@ -3,7 +3,8 @@ import { once } from 'node:events';
 import { after, before, test } from 'node:test';
 import { decode } from '@msgpack/msgpack';
 import { WebSocket } from 'ws';
-import { buildClient, delay, eventually, RawClient, type RunningHub, startHub } from './helpers.ts';
+import { defineHub } from '../src/index.ts';
+import { buildClient, delay, eventually, RawClient, type RunningHub, startHub, testHub } from './helpers.ts';
 
 let running: RunningHub;
 /** A healthy client that must keep working while others misbehave. */
@@ -156,5 +157,73 @@ test('MessagePack: a malformed body and an unknown type close the connection wit
       .map((frame) => decode(frame.subarray(1)) as unknown[])
       .find((m) => m[0] === 7);
     assert.deepEqual(close, [7, error, false]);
+  }
+});
+
+test('a handshake that grows past the message size limit without its separator is refused at once, not left to grow', async () => {
+  const running = await startHub({ maxMessageSize: 1024, handshakeTimeoutMs: 60_000 });
+  try {
+    const client = await RawClient.connect(running.url);
+    client.ws.send(`{"protocol":"json","version":1,"padding":"${'x'.repeat(2000)}`);
+    assert.deepEqual(await client.next(() => true), {
+      error: 'The handshake request exceeds the maximum message size.',
+    });
+    await client.closed;
+  } finally {
+    await running.close();
+  }
+});
+
+test('the size limit is exact: a message of the limit is handled, one byte more closes the connection', async () => {
+  const empty = JSON.stringify({ type: 1, invocationId: 'edge', target: 'Echo', arguments: [''] });
+  const echoOfSize = (bytes: number): { record: string; text: string } => {
+    const text = 'x'.repeat(bytes - empty.length);
+    return { record: empty.replace('[""]', JSON.stringify([text])) + '\u001e', text };
+  };
+  const client = await RawClient.handshaken(running.url);
+  const largest = echoOfSize(1024);
+  client.ws.send(largest.record);
+  assert.equal((await client.next((r) => r.invocationId === 'edge')).result, largest.text);
+  client.ws.send(echoOfSize(1025).record);
+  await expectClosedWith(client, 'The maximum message size of 1024B was exceeded.');
+});
+
+test('nothing a client sends after its Close message is handled, even in the same frame', async () => {
+  const member = await RawClient.handshaken(running.url);
+  member.send({ type: 1, invocationId: 'join', target: 'JoinGroup', arguments: ['after-close'] });
+  await member.next((r) => r.invocationId === 'join');
+  const leaving = await RawClient.handshaken(running.url);
+  leaving.send({ type: 7 }, { type: 1, target: 'SendToGroup', arguments: ['after-close', 'too late'] });
+  await leaving.closed;
+  await delay(200);
+  assert.equal(
+    member.records.find((r) => r.target === 'notify'),
+    undefined,
+  );
+  member.close();
+});
+
+test('the client timeout waits while a call of the client is being handled, as in ASP.NET', async () => {
+  const slow = await startHub({
+    clientTimeoutMs: 300,
+    hub: defineHub({
+      ...testHub,
+      methods: {
+        ...testHub.methods,
+        TakesLonger: async () => {
+          await delay(1_000);
+          return 'done';
+        },
+      },
+    }),
+  });
+  try {
+    const client = await RawClient.handshaken(slow.url);
+    client.send({ type: 6 }, { type: 1, invocationId: 'long', target: 'TakesLonger', arguments: [] });
+    assert.equal((await client.next((r) => r.invocationId === 'long')).result, 'done');
+    assert.equal(client.records.find(isClose), undefined, 'not closed meanwhile');
+    client.close();
+  } finally {
+    await slow.close();
   }
 });

@@ -452,3 +452,157 @@ test('a server stream to a stateful client goes on after its socket drops and th
     await running.close();
   }
 });
+
+test('a client that negotiated stateful reconnect but shakes hands with version 1 gets a plain connection, as from ASP.NET', async () => {
+  const running = await startHub();
+  try {
+    const negotiated = (await (
+      await fetch(`${running.url}/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: 'POST' })
+    ).json()) as { connectionToken: string };
+    const client = await RawClient.connect(`${running.url}?id=${negotiated.connectionToken}`);
+    client.send({ protocol: 'json', version: 1 });
+    // A stateful connection would hold Connected until the client's first message, and ack what it handles.
+    await client.next((record) => record.target === 'Connected');
+    client.send({ type: 1, invocationId: '1', target: 'Add', arguments: [1, 2] });
+    await client.next((record) => record.invocationId === '1');
+    await delay(1_500);
+    assert.deepEqual(
+      client.records.filter((record) => record.type === 8 || record.type === 9),
+      [],
+      'no Ack or Sequence',
+    );
+    client.close();
+  } finally {
+    await running.close();
+  }
+});
+
+test('a stateful client whose Sequence claims more than it sent is closed with the reason', async () => {
+  const running = await startHub();
+  try {
+    const negotiated = (await (
+      await fetch(`${running.url}/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: 'POST' })
+    ).json()) as { connectionToken: string };
+    const client = await RawClient.connect(`${running.url}?id=${negotiated.connectionToken}`);
+    client.send({ protocol: 'json', version: 2 });
+    await client.next((record) => Object.keys(record).length === 0);
+    // It has sent nothing trackable: 1 is where it stands, 2 is one past it.
+    client.send({ type: 6 }, { type: 9, sequenceId: 1 });
+    client.send({ type: 1, invocationId: 'still-fine', target: 'Add', arguments: [1, 1] });
+    await client.next((record) => record.invocationId === 'still-fine');
+    client.send({ type: 9, sequenceId: 3 });
+    assert.deepEqual(await client.next((record) => record.type === 7), {
+      type: 7,
+      error: 'Sequence ID greater than amount of messages we have received.',
+    });
+    await client.closed;
+  } finally {
+    await running.close();
+  }
+});
+
+test('a stateful resume replays only what the client has not acked, starting with the first unacked sequence id', async () => {
+  const running = await startHub();
+  const clients: RawClient[] = [];
+  try {
+    const { url: connectionUrl, first: client } = await statefulRawClient(running);
+    client.send({ type: 6 });
+    clients.push(client);
+    await client.next((record) => record.target === 'Connected'); // sequence id 1
+    await running.hub.clients.all.send('notify', 'second');
+    await running.hub.clients.all.send('notify', 'third');
+    await client.next((record) => (record.arguments as unknown[] | undefined)?.[0] === 'third');
+    client.send(
+      { type: 8, sequenceId: 2 },
+      { type: 1, invocationId: 'after-ack', target: 'Add', arguments: [1, 1] },
+    );
+    // Handled in order: once the call is answered, the Ack before it has been taken.
+    await client.next((record) => record.invocationId === 'after-ack');
+    client.close();
+    await once(running.upgradedSockets[0]!, 'close');
+
+    const resumed = await RawClient.connect(connectionUrl);
+    clients.push(resumed);
+    await resumed.next((record) => record.invocationId === 'after-ack');
+    assert.deepEqual(
+      resumed.records.filter((record) => record.type !== 6 && record.type !== 8),
+      [
+        { type: 9, sequenceId: 3 },
+        { type: 1, target: 'notify', arguments: ['third'] },
+        { type: 3, invocationId: 'after-ack', result: 2 },
+      ],
+    );
+    // Until the client's Sequence arrives, the server ignores what the client sends. Its call was its first
+    // message the server counts: it goes on from the second.
+    resumed.send(
+      { type: 1, invocationId: 'before-sequence', target: 'Add', arguments: [1, 1] },
+      { type: 9, sequenceId: 2 },
+      { type: 1, invocationId: 'after-sequence', target: 'Add', arguments: [2, 2] },
+    );
+    assert.equal((await resumed.next((record) => record.invocationId === 'after-sequence')).result, 4);
+    assert.equal(
+      resumed.records.find((record) => record.invocationId === 'before-sequence'),
+      undefined,
+    );
+  } finally {
+    for (const client of clients) client.close();
+    await running.close();
+  }
+});
+
+test('a stateful connection counts a CancelInvocation like the other calls: its Ack covers it', async () => {
+  const running = await startHub();
+  try {
+    const { first: client } = await statefulRawClient(running);
+    client.send({ type: 6 });
+    client.send(
+      { type: 4, invocationId: 'stream', target: 'SlowCounter', arguments: [100] },
+      { type: 5, invocationId: 'stream' },
+      { type: 1, invocationId: 'add', target: 'Add', arguments: [1, 2] },
+    );
+    await client.next((record) => record.invocationId === 'add');
+    assert.deepEqual(await client.next((record) => record.type === 8 && record.sequenceId === 3), {
+      type: 8,
+      sequenceId: 3,
+    });
+    client.close();
+  } finally {
+    await running.close();
+  }
+});
+
+test('a stateful client away longer than the client timeout while sends wait for its Acks gets its time again on resume', async () => {
+  // Connected alone fills this buffer: everything after it waits for the client's Ack.
+  const running = await startHub({
+    statefulReconnectBufferSize: 16,
+    clientTimeoutMs: 1_000,
+    disconnectTimeoutMs: 10_000,
+  });
+  const clients: RawClient[] = [];
+  try {
+    const { url: connectionUrl, first: client } = await statefulRawClient(running);
+    client.send({ type: 6 });
+    clients.push(client);
+    await client.next((record) => record.target === 'Connected');
+    client.close();
+    await delay(100);
+    await running.hub.clients.all.send('notify', 'while away');
+    await delay(1_500);
+
+    const resumed = await RawClient.connect(connectionUrl);
+    clients.push(resumed);
+    await resumed.next((record) => record.target === 'Connected');
+    // Acks come about a second after the replay; a resumed client gets that long, as a new one would.
+    await delay(400);
+    resumed.send({ type: 9, sequenceId: 1 }, { type: 8, sequenceId: 1 });
+    await resumed.next((record) => record.target === 'notify');
+    assert.equal(
+      resumed.records.find((record) => record.type === 7),
+      undefined,
+      'no Close',
+    );
+  } finally {
+    for (const client of clients) client.close();
+    await running.close();
+  }
+});

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { HttpTransportType } from '@microsoft/signalr';
+import { HttpTransportType, HubConnectionState } from '@microsoft/signalr';
 import { buildClient, nextInvocation, type RunningHub, startHub } from './helpers.ts';
 
 const cases = [
@@ -87,3 +87,39 @@ for (const mount of ['node', 'fastify'] as const) {
     }
   });
 }
+
+test('WebSocket frames at the length-encoding boundaries (125/126 and 65535/65536 bytes) reach the official client whole', async () => {
+  const running = await startHub();
+  const client = buildClient(running.url);
+  await client.start();
+  try {
+    // A Completion `{"type":3,"invocationId":"N","result":"…"}` plus its separator is 42 bytes around the text.
+    for (const frameBytes of [125, 126, 127, 65_535, 65_536]) {
+      const text = 'x'.repeat(frameBytes - 42);
+      assert.equal(await client.invoke('Repeat', 'x', text.length), text, `a ${frameBytes}-byte frame`);
+    }
+    assert.equal(client.state, HubConnectionState.Connected);
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+});
+
+test('a broadcast reaches JSON and MessagePack clients alike, each in its own encoding', async () => {
+  const running = await startHub();
+  const clients = [
+    buildClient(running.url, { protocol: 'json' }),
+    buildClient(running.url, { protocol: 'messagepack' }),
+    buildClient(running.url, { protocol: 'json', transport: HttpTransportType.ServerSentEvents }),
+    buildClient(running.url, { protocol: 'messagepack', transport: HttpTransportType.LongPolling }),
+  ];
+  try {
+    for (const client of clients) await client.start();
+    const received = clients.map((client) => nextInvocation(client, 'notify'));
+    await running.hub.clients.all.send('notify', { text: 'to everyone' }, 7);
+    for (const got of await Promise.all(received)) assert.deepEqual(got, [{ text: 'to everyone' }, 7]);
+  } finally {
+    for (const client of clients) await client.stop();
+    await running.close();
+  }
+});

@@ -149,13 +149,16 @@ test('a call the server handled but had not acked when the socket dropped is res
 });
 
 /** Negotiates a stateful connection and opens its first socket, handshaken with version 2. */
-async function statefulRawClient(running: RunningHub): Promise<{ url: string; first: RawClient }> {
+async function statefulRawClient(
+  running: RunningHub,
+  handshakeVersion = 2,
+): Promise<{ url: string; first: RawClient }> {
   const negotiated = (await (
     await fetch(`${running.url}/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: 'POST' })
   ).json()) as { connectionToken: string };
   const url = `${running.url}?id=${negotiated.connectionToken}`;
   const first = await RawClient.connect(url);
-  first.send({ protocol: 'json', version: 2 });
+  first.send({ protocol: 'json', version: handshakeVersion });
   await first.next((record) => Object.keys(record).length === 0);
   return { url, first };
 }
@@ -456,11 +459,7 @@ test('a server stream to a stateful client goes on after its socket drops and th
 test('a client that negotiated stateful reconnect but shakes hands with version 1 gets a plain connection, as from ASP.NET', async () => {
   const running = await startHub();
   try {
-    const negotiated = (await (
-      await fetch(`${running.url}/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: 'POST' })
-    ).json()) as { connectionToken: string };
-    const client = await RawClient.connect(`${running.url}?id=${negotiated.connectionToken}`);
-    client.send({ protocol: 'json', version: 1 });
+    const { first: client } = await statefulRawClient(running, 1);
     // A stateful connection would hold Connected until the client's first message, and ack what it handles.
     await client.next((record) => record.target === 'Connected');
     client.send({ type: 1, invocationId: '1', target: 'Add', arguments: [1, 2] });
@@ -480,12 +479,7 @@ test('a client that negotiated stateful reconnect but shakes hands with version 
 test('a stateful client whose Sequence claims more than it sent is closed with the reason', async () => {
   const running = await startHub();
   try {
-    const negotiated = (await (
-      await fetch(`${running.url}/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: 'POST' })
-    ).json()) as { connectionToken: string };
-    const client = await RawClient.connect(`${running.url}?id=${negotiated.connectionToken}`);
-    client.send({ protocol: 'json', version: 2 });
-    await client.next((record) => Object.keys(record).length === 0);
+    const { first: client } = await statefulRawClient(running);
     // It has sent nothing trackable: 1 is where it stands, 2 is one past it.
     client.send({ type: 6 }, { type: 9, sequenceId: 1 });
     client.send({ type: 1, invocationId: 'still-fine', target: 'Add', arguments: [1, 1] });

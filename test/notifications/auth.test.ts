@@ -9,6 +9,7 @@ import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-proce
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { authEnv, bearer, sign, signingKey, tokenFor, unreachableKeySet } from '../support/auth.ts';
 import { recordingLogger, silentLogger } from '../support/logger.ts';
+import { exchange } from '../support/raw-http.ts';
 import { hubClient, notificationMessage, sseClient } from './support.ts';
 import { until } from '../support/until.ts';
 
@@ -86,17 +87,25 @@ describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
   });
 
   test('a mistyped or undecodable stream path, or a method the stream does not take, does not echo the token sent in the query', async () => {
-    for (const [method, path, status] of [
+    for (const [method, path, status, more = ''] of [
       ['GET', '/api/notifications/strem', 404],
-      // The router's own message quotes the whole target.
+      // The router's own message quotes the whole target; `$&` in a replacement would put it back.
       ['GET', '/api/notifications/stream%E0%A4%A', 400],
+      ['GET', '/api/notifications/stream%E0%A4%A', 400, '&q=$&'],
       ['POST', '/api/notifications/stream', 405],
     ] as const) {
-      const response = await fetch(`${url}${path}?access_token=${reader}`, { method });
+      const response = await fetch(`${url}${path}?access_token=${reader}${more}`, { method });
       assert.equal(response.status, status, `${method} ${path}`);
       const body = await response.text();
       assert.equal(body.includes(reader), false, body);
     }
+    // In absolute form (as to a proxy), which the router quotes without its origin.
+    const absolute = await exchange(
+      new URL(url).port,
+      `GET http://x/api/notifications/stream%E0%A4%A?access_token=${reader} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(absolute, /^HTTP\/1.1 400 /);
+    assert.equal(absolute.includes(reader), false, absolute);
   });
 
   test('a stream opened with the token under a percent-encoded name (access%5Ftoken) does not log the token', async () => {

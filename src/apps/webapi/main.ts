@@ -33,7 +33,7 @@ import { Registry } from 'prom-client';
 import conditionalGetPlugin from './plugins/conditional-get.plugin.ts';
 import dedupPlugin from './plugins/dedup.plugin.ts';
 import idempotencyPlugin from './plugins/idempotency.plugin.ts';
-import { limitWrites } from './plugins/write-rate-limit.ts';
+import { limitWrites, RATE_LIMIT_HEADERS } from './plugins/write-rate-limit.ts';
 import { registerStudentRoutes } from './routes/students.routes.ts';
 
 export interface WebApi {
@@ -86,9 +86,7 @@ export async function createWebApi({
         'X-Deduplicated',
         'Idempotent-Replayed',
         'Retry-After',
-        'X-RateLimit-Limit',
-        'X-RateLimit-Remaining',
-        'X-RateLimit-Reset',
+        ...Object.keys(RATE_LIMIT_HEADERS),
         'WWW-Authenticate',
       ],
     },

@@ -341,6 +341,8 @@ function sendClosingProblem(reply: FastifyReply): void {
   );
 }
 
+const CHUNKED_LAST = /(?:^|,)[ \t]*chunked$/;
+
 // Node's own test for a 100-continue expectation, which it meets itself by answering 100 Continue.
 const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i;
 
@@ -356,7 +358,8 @@ interface Refusal {
 /**
  * A request HTTP says to refuse before its body is read: an HTTP/1.1 request without Host (RFC 9112 §3.2), a
  * target with a fragment (RFC 9112 §3.2: a fragment is the client's alone), two Content-Types (which body is it?),
- * a transfer coding other than chunked (RFC 9112 §6.1 has 501; a client's fault is a 4xx here), an expectation
+ * a transfer coding other than chunked, or any in HTTP/1.0 (RFC 9112 §6.1; it has 501 for the first, but
+ * llhttp's own refusal of the forms it cannot frame is a 400, and so is this one), an expectation
  * this server cannot meet (RFC 9110 §10.1.1), a body in a content coding it does not decode (RFC 9110 §15.5.16: say
  * which codings it takes, in Accept-Encoding).
  */
@@ -372,7 +375,8 @@ function refusalOf(request: FastifyRequest): Refusal | undefined {
     typeLines <= 1 &&
     headers.expect === undefined &&
     headers['content-encoding'] === undefined &&
-    (headers['transfer-encoding'] === undefined || headers['transfer-encoding'] === 'chunked') &&
+    (headers['transfer-encoding'] === undefined ||
+      (headers['transfer-encoding'] === 'chunked' && request.raw.httpVersion === '1.1')) &&
     !request.url.includes('#')
   )
     return undefined;
@@ -388,10 +392,13 @@ function refusalOf(request: FastifyRequest): Refusal | undefined {
   if (hostLines > 1) return invalid('Host', 'must be sent once');
   if (request.url.includes('#')) return invalid('path', 'must not contain a fragment (#)');
   if (typeLines > 1) return invalid('Content-Type', 'must be sent once');
-  // Node takes the chunks apart but decodes no other transfer coding: a gzip one would be read as it arrived.
+  // Only the forms llhttp lets through (chunked last): it refuses any other itself, right after this hook.
   const transfer = headers['transfer-encoding']?.trim().toLowerCase();
-  if (transfer !== undefined && transfer !== 'chunked')
-    return invalid('Transfer-Encoding', 'can only be chunked here');
+  const chunkedLast = transfer !== undefined && CHUNKED_LAST.test(transfer);
+  // HTTP/1.0 has no transfer codings: its framing is faulty (RFC 9112 §6.1), whatever Node makes of it.
+  if (chunkedLast && !http11) return invalid('Transfer-Encoding', 'has no place in an HTTP/1.0 request');
+  // Node takes the chunks apart but decodes no other transfer coding: a gzip one would be read as it arrived.
+  if (chunkedLast && transfer !== 'chunked') return invalid('Transfer-Encoding', 'can only be chunked here');
   if (headers.expect !== undefined && http11 && !CONTINUE_EXPECTATION.test(headers.expect))
     return {
       status: 417,

@@ -118,11 +118,14 @@ function validationIssues(error: FastifyError): FieldIssue[] {
 
 /** What a Fastify client error says; its 415 message is the bare status text, which does not say what to send. */
 function clientErrorText(error: FastifyError, request: FastifyRequest): { detail: string; reason: string } {
-  if (error.code !== 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-    // The router's messages quote the whole target (FST_ERR_BAD_URL), query and all: a token there is masked too.
-    const message = error.message.replaceAll(request.url, withoutAccessToken(request.url));
+  if (error.code === 'FST_ERR_BAD_URL') {
+    // The router's message quotes the target, query and all, as it routed it (an absolute-form one without its
+    // origin, so no replacement can find it there): said again here, with a token in the query masked.
+    const message = `'${withoutAccessToken(request.url)}' is not a valid url component`;
     return { detail: message, reason: message };
   }
+  if (error.code !== 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+    return { detail: error.message, reason: error.message };
   const type = JSON.stringify(request.headers['content-type'] ?? '');
   return {
     detail: `A body of type ${type} is not accepted here; send it as application/json, in UTF-8.`,

@@ -35,9 +35,20 @@ function cookie(header: string | undefined, name: string): string | undefined {
   return undefined;
 }
 
-function tokenOf(request: FastifyRequest): string | undefined {
-  const bearer = BEARER.exec(request.headers.authorization ?? '')?.[1];
-  if (bearer || !request.routeOptions.config.tokenFromQueryOrCookie) return bearer;
+/**
+ * The token a request carries, or why none can be read from it. The Authorization header wins over the query and
+ * the cookie: clients (the SignalR client among them) may send a token both ways, and it is the same one.
+ */
+function tokenOf(request: FastifyRequest): string | { readonly malformed: string } | undefined {
+  // Node keeps the first of two Authorization lines: which credential the client meant is anybody's guess.
+  if (headerLines(request.raw.rawHeaders, 'authorization') > 1) return { malformed: 'must be sent once' };
+  const { authorization } = request.headers;
+  if (authorization !== undefined && BEARER_SCHEME.test(authorization)) {
+    const bearer = BEARER.exec(authorization)?.[1];
+    // None, or two: malformed, not missing (RFC 6750 §3.1).
+    return bearer ?? { malformed: 'must be Bearer and one token' };
+  }
+  if (!request.routeOptions.config.tokenFromQueryOrCookie) return undefined;
   const query = (request.query as Record<string, unknown> | undefined)?.[ACCESS_TOKEN];
   return (typeof query === 'string' && query) || cookie(request.headers.cookie, ACCESS_TOKEN) || undefined;
 }
@@ -78,14 +89,8 @@ export function requireToken(scope: FastifyInstance, verifier: TokenVerifier): v
   scope.decorateRequest('caller', undefined);
   scope.addHook('onRoute', (route) => addResponses(route, TOKEN_PROBLEMS));
   scope.addHook('onRequest', async (request, reply) => {
-    // Node keeps the first of two Authorization lines: which credential the client meant is anybody's guess.
-    if (headerLines(request.raw.rawHeaders, 'authorization') > 1)
-      return refuseAuthorization(request, reply, 'must be sent once');
-    // A Bearer credential that is not one token (none, or two): malformed, not missing (RFC 6750 §3.1).
-    const { authorization } = request.headers;
-    if (authorization !== undefined && BEARER_SCHEME.test(authorization) && !BEARER.test(authorization))
-      return refuseAuthorization(request, reply, 'must be Bearer and one token');
     const token = tokenOf(request);
+    if (typeof token === 'object') return refuseAuthorization(request, reply, token.malformed);
     if (!token) {
       void reply.header('www-authenticate', 'Bearer');
       return sendProblem(reply, unauthenticated(request.url, 'This needs a bearer token.'));

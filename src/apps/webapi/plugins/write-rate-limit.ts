@@ -22,7 +22,7 @@ export interface WriteRateLimitOptions {
 const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** What the plugin sets on every write it counts, whatever the answer. */
-const RATE_LIMIT_HEADERS: ResponseHeaders = {
+export const RATE_LIMIT_HEADERS: ResponseHeaders = {
   'X-RateLimit-Limit': {
     type: 'integer',
     description:

@@ -47,6 +47,16 @@ for (const transport of [
   });
 }
 
+test('the Bearer scheme is read in any case, as ASP.NET Core reads it', async () => {
+  for (const scheme of ['bearer', 'BEARER']) {
+    const negotiated = await fetch(`${running.url}/negotiate?negotiateVersion=1`, {
+      method: 'POST',
+      headers: { authorization: `${scheme} token-alice` },
+    });
+    assert.equal(negotiated.status, 200, scheme);
+  }
+});
+
 test('a rejected token fails negotiate with 401', async () => {
   const client = buildClient(running.url, { http: { accessTokenFactory: () => 'forged' } });
   await assert.rejects(client.start(), /Status code '401'/);

@@ -46,9 +46,10 @@ function cannotChangeTransports(): HttpFailure {
   return new HttpFailure(400, 'Cannot change transports mid-connection');
 }
 
+/** As ASP.NET Core's JwtBearer reads it: the scheme in any case, else the `access_token` query parameter. */
 function bearerToken(req: IncomingMessage, url: URL): string | undefined {
   const header = req.headers.authorization;
-  if (header?.startsWith('Bearer ')) return header.slice('Bearer '.length).trim();
+  if (header !== undefined && /^Bearer /i.test(header)) return header.slice('Bearer '.length).trim();
   return url.searchParams.get('access_token') ?? undefined;
 }
 

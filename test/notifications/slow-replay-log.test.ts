@@ -88,9 +88,10 @@ async function started(
 }
 
 /** A raw stream request: what arrives, and whether the server ended it. */
-function openStream(url: string) {
+function openStream(url: string, lastEventId?: string) {
   const result = { body: '', ended: false, request: undefined as unknown as http.ClientRequest };
-  result.request = http.get(`${url}/api/notifications/stream`, (response) => {
+  const headers = lastEventId === undefined ? {} : { 'last-event-id': lastEventId };
+  result.request = http.get(`${url}/api/notifications/stream`, { headers }, (response) => {
     response.setEncoding('utf8');
     response.on('data', (chunk: string) => (result.body += chunk));
     response.on('end', () => (result.ended = true));
@@ -162,6 +163,14 @@ describe('an SSE request while the replay log has just come back', () => {
       const stream = openStream(url);
       await until(() => stream.ended, 'the stream ended');
       assert.match(stream.body, /^retry: \d+\n\n$/, 'a reconnect hint, and no stream');
+      // Once the instance tails the log again, a stream starts.
+      let again = openStream(url);
+      await until(() => {
+        if (again.body.includes('event: connected')) return true;
+        if (again.ended) again = openStream(url);
+        return false;
+      }, 'a stream once the log is tailed');
+      again.request.destroy();
     } finally {
       await notifications.stop();
       await bus.close();
@@ -183,10 +192,14 @@ describe('an SSE catch-up whose read of the log fails', () => {
       await bus.publish([notificationMessage('StudentCreated', student)]);
       await until(async () => (await log.retention()).length === 1, 'the notification in the log');
       log.failNextRead = true;
+      const failed = openStream(url, lastEventId);
+      await until(() => failed.ended, 'the failed catch-up ended');
+      assert.equal(log.failNextRead, false, 'the catch-up failed');
+      assert.match(failed.body, /\nretry: \d+\n\n$/, 'ended with a reconnect hint');
+      // The client comes back, as EventSource does after the hint.
       const resumed = sseClient(url, { lastEventId });
       try {
         await resumed.arrived('StudentCreated', student);
-        assert.equal(log.failNextRead, false, 'the first catch-up failed');
       } finally {
         resumed.close();
       }

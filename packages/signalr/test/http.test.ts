@@ -410,12 +410,33 @@ for (const mount of ['node', 'fastify'] as const) {
 }
 
 test('long polling: a poll held past the poll timeout ends empty (200), and the official client just polls again', async () => {
-  const running = await startHub({ longPollTimeoutMs: 100 });
+  // No keep-alive pings: they would end every poll before its timeout.
+  const running = await startHub({
+    longPollTimeoutMs: 300,
+    keepAliveIntervalMs: 60_000,
+    clientTimeoutMs: 60_000,
+  });
   const client = buildClient(running.url, { transport: HttpTransportType.LongPolling });
   let closed = false;
   client.onclose(() => (closed = true));
-  await client.start();
   try {
+    const negotiated = await fetch(`${running.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
+    const { connectionToken } = (await negotiated.json()) as { connectionToken: string };
+    const url = `${running.url}?id=${connectionToken}`;
+    assert.equal((await fetch(`${url}&_=0`)).status, 200);
+    await fetch(url, { method: 'POST', body: '{"protocol":"json","version":1}\u001e' });
+    // Polled until one finds nothing to send (the handshake answer and Connected come first).
+    let body: string | undefined;
+    let startedAt = 0;
+    for (let poll = 1; body !== ''; poll++) {
+      startedAt = performance.now();
+      const response = await fetch(`${url}&_=${poll}`, { signal: AbortSignal.timeout(10_000) });
+      assert.equal(response.status, 200);
+      body = await response.text();
+    }
+    assert.ok(performance.now() - startedAt >= 250, 'the empty poll was held until its timeout');
+
+    await client.start();
     await delay(1_000);
     assert.equal(closed, false);
     assert.equal(client.state, HubConnectionState.Connected);

@@ -28,6 +28,20 @@ async function negotiate(query: string): Promise<Record<string, unknown>> {
   return (await response.json()) as Record<string, unknown>;
 }
 
+/** A long-polling connection on `hubUrl` whose handshake is sent (its answer not yet polled): the URL of its polls. */
+async function longPollingConnection(
+  hubUrl: string,
+  { handshakeVersion = 1, stateful = false } = {},
+): Promise<string> {
+  const query = `?negotiateVersion=1${stateful ? '&useStatefulReconnect=true' : ''}`;
+  const negotiated = await fetch(`${hubUrl}/negotiate${query}`, { method: 'POST' });
+  const { connectionToken } = (await negotiated.json()) as { connectionToken: string };
+  const url = `${hubUrl}?id=${connectionToken}`;
+  assert.equal((await fetch(`${url}&_=0`)).status, 200, 'the first poll returns at once');
+  await fetch(url, { method: 'POST', body: `{"protocol":"json","version":${handshakeVersion}}\u001e` });
+  return url;
+}
+
 test('negotiate v1 returns a token distinct from the id, WebSockets listed first', async () => {
   const body = await negotiate('?negotiateVersion=1');
   assert.equal(body.negotiateVersion, 1);
@@ -242,10 +256,7 @@ test('long polling: a newer poll ends the held one with 204', async () => {
 });
 
 test('long polling: an idle poll is held until there is something to send, not answered with keep-alive pings', async () => {
-  const { connectionToken } = (await negotiate('?negotiateVersion=1')) as { connectionToken: string };
-  const url = `${running.url}?id=${connectionToken}`;
-  assert.equal((await fetch(`${url}&_=0`)).status, 200, 'the first poll returns at once');
-  await fetch(url, { method: 'POST', body: '{"protocol":"json","version":1}\u001e' });
+  const url = await longPollingConnection(running.url);
   // Many keep-alive intervals (200 ms here): the polls take the handshake reply and Connected, then one is held.
   const deadline = Date.now() + 1_500;
   let received = '';
@@ -420,11 +431,7 @@ test('long polling: a poll held past the poll timeout ends empty (200), and the 
   let closed = false;
   client.onclose(() => (closed = true));
   try {
-    const negotiated = await fetch(`${running.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
-    const { connectionToken } = (await negotiated.json()) as { connectionToken: string };
-    const url = `${running.url}?id=${connectionToken}`;
-    assert.equal((await fetch(`${url}&_=0`)).status, 200);
-    await fetch(url, { method: 'POST', body: '{"protocol":"json","version":1}\u001e' });
+    const url = await longPollingConnection(running.url);
     // Polled until one finds nothing to send (the handshake answer and Connected come first).
     let body: string | undefined;
     let startedAt = 0;
@@ -497,12 +504,7 @@ test('an event stream is sent as text/event-stream, never cached', async () => {
 });
 
 test('stateful reconnect is for WebSockets only: a long-polling client that shakes hands with version 2 gets a plain connection', async () => {
-  const { connectionToken } = (await negotiate('?negotiateVersion=1&useStatefulReconnect=true')) as {
-    connectionToken: string;
-  };
-  const url = `${running.url}?id=${connectionToken}`;
-  assert.equal((await fetch(`${url}&_=0`)).status, 200);
-  await fetch(url, { method: 'POST', body: '{"protocol":"json","version":2}\u001e' });
+  const url = await longPollingConnection(running.url, { handshakeVersion: 2, stateful: true });
   // A stateful connection would hold Connected until the client's first message.
   const deadline = Date.now() + 3_000;
   let received = '';
@@ -518,11 +520,7 @@ test('stateful reconnect is for WebSockets only: a long-polling client that shak
 test('long polling: a client that stops polling without a DELETE is ended after the disconnect timeout', async () => {
   const own = await startHub();
   try {
-    const negotiated = await fetch(`${own.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
-    const { connectionToken } = (await negotiated.json()) as { connectionToken: string };
-    const url = `${own.url}?id=${connectionToken}`;
-    assert.equal((await fetch(`${url}&_=0`)).status, 200);
-    await fetch(url, { method: 'POST', body: '{"protocol":"json","version":1}\u001e' });
+    const url = await longPollingConnection(own.url);
     let received = '';
     for (let poll = 1; !received.includes('"target":"Connected"'); poll++) {
       received += await (await fetch(`${url}&_=${poll}`)).text();

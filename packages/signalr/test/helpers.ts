@@ -282,6 +282,11 @@ export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** What a promise gave within `ms`, or 'no answer': a hung call must fail its test, not hang the file. */
+export function within<T>(promise: Promise<T>, ms = 3_000): Promise<T | 'no answer'> {
+  return Promise.race([promise, delay(ms).then(() => 'no answer' as const)]);
+}
+
 /** Polls `condition` until it holds (or fails after `timeoutMs`). */
 export async function eventually(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

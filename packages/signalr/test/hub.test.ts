@@ -28,12 +28,8 @@ import {
   RawClient,
   startHub,
   testHub,
+  within,
 } from './helpers.ts';
-
-/** What a promise gave within `ms`, or 'no answer': a hung call must fail its test, not hang the file. */
-function within<T>(promise: Promise<T>, ms = 3_000): Promise<T | 'no answer'> {
-  return Promise.race([promise, delay(ms).then(() => 'no answer' as const)]);
-}
 
 test('groups: a connection in several targeted groups gets the message once; leaving stops delivery', async () => {
   const running = await startHub();

@@ -14,12 +14,8 @@ import {
   RawClient,
   type RunningHub,
   startHub,
+  within,
 } from './helpers.ts';
-
-/** What a promise gave within `ms`, or 'no answer': a hung call must fail its test, not hang the file. */
-function within<T>(promise: Promise<T>, ms = 3_000): Promise<T | 'no answer'> {
-  return Promise.race([promise, delay(ms).then(() => 'no answer' as const)]);
-}
 
 for (const protocol of ['json', 'messagepack'] as const) {
   test(`stateful reconnect (${protocol}): after the server-side socket drops, messages sent meanwhile arrive in order, once, on the same connection`, async () => {

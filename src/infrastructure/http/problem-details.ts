@@ -175,7 +175,10 @@ export function sendErrorProblem(
   }
   const status = error.statusCode ?? 500;
   if (status >= 400 && status < 500) {
-    // Fastify's own client errors: malformed JSON, body too large, undecodable path, ...
+    // Fastify's own client errors: malformed JSON, body too large, undecodable path, ... A library's may carry
+    // headers its status needs (a 416's Content-Range), which Fastify's default handler would have sent.
+    const { headers } = error as { headers?: Record<string, string> };
+    if (headers !== undefined) void reply.headers(headers);
     const field = fastifyErrorField(error.code);
     const { detail, reason } = clientErrorText(error, request);
     return sendProblem(

@@ -13,6 +13,7 @@ interface Parameter {
   readonly description?: string;
 }
 interface Response {
+  readonly description?: string;
   readonly content?: Record<string, unknown>;
   readonly headers?: Record<string, unknown>;
 }
@@ -220,7 +221,7 @@ describe('the OpenAPI document', () => {
     assert.deepEqual(Object.keys(document.paths).sort(), ['/api/students', '/api/students/{id}']);
   });
 
-  test('with auth on, every operation lists 401 and 403 with WWW-Authenticate; with the limit off, no 429', async () => {
+  test('with auth on, every operation lists 401 and 403 with WWW-Authenticate, and its 400 takes the challenge too; with the limit off, no 429', async () => {
     const secured = await documentOf({ ...authEnv, RATE_LIMIT_WRITES_PER_MINUTE: '0' }, testDb);
     assert.deepEqual(secured.security, [{ bearer: [] }]);
     for (const route of OPERATIONS) {
@@ -232,6 +233,9 @@ describe('the OpenAPI document', () => {
           `${name(route)} ${status}`,
         );
       }
+      // A malformed Authorization header is the operation's 400, with the challenge.
+      assert.ok(headerNames(responses['400']?.headers).includes('www-authenticate'), `${name(route)} 400`);
+      assert.match(responses['400']?.description ?? '', /Authorization/, `${name(route)} 400`);
       assert.equal(responses['429'], undefined, `${name(route)} cannot be rate limited`);
       for (const [status, response] of Object.entries(responses))
         for (const header of RATE_LIMIT_HEADERS)
@@ -240,13 +244,15 @@ describe('the OpenAPI document', () => {
             `${name(route)} ${status}: no ${header}`,
           );
     }
-    for (const route of OPERATIONS)
+    for (const route of OPERATIONS) {
+      const { responses } = operation(document, route);
       for (const status of ['401', '403'])
-        assert.equal(
-          operation(document, route).responses[status],
-          undefined,
-          `auth off: ${name(route)} ${status}`,
-        );
+        assert.equal(responses[status], undefined, `auth off: ${name(route)} ${status}`);
+      assert.ok(
+        !headerNames(responses['400']?.headers).includes('www-authenticate'),
+        `auth off: ${name(route)} 400`,
+      );
+    }
   });
 
   test('the expiry policy it states is the configured IDEMPOTENCY_TTL_SECONDS', async () => {

@@ -171,3 +171,25 @@ export async function registerOpenApi(
   await app.register(swaggerUi, { routePrefix: Routes.docs });
   app.get(Routes.openApi, { schema: { hide: true } }, () => app.swagger());
 }
+
+/**
+ * For a plugin that answers with a status a route lists already (a 400 of its own): adds `headers` to that response
+ * and the sentence `also` to its description.
+ */
+export function amendResponse(
+  route: RouteOptions,
+  status: number,
+  also: string,
+  headers: ResponseHeaders,
+): void {
+  const listed = route.schema?.response as Record<number, { description: string; headers?: ResponseHeaders }>;
+  const response = listed?.[status];
+  if (response === undefined) return;
+  addResponses(route, {
+    [status]: {
+      ...response,
+      description: `${response.description}. ${also}`,
+      headers: { ...response.headers, ...headers },
+    },
+  });
+}

@@ -7,7 +7,7 @@ import {
   type Role,
   type TokenVerifier,
 } from '../auth/jwt-verifier.ts';
-import { addResponses, problemResponse, type ResponseHeaders } from './openapi.ts';
+import { addResponses, amendResponse, problemResponse, type ResponseHeaders } from './openapi.ts';
 import { ACCESS_TOKEN } from './access-token.ts';
 import { headerLines } from './header-lines.ts';
 import { forbidden, invalidRequest, sendProblem, unauthenticated } from './problem-details.ts';
@@ -87,7 +87,15 @@ function refuseAuthorization(request: FastifyRequest, reply: FastifyReply, reaso
  */
 export function requireToken(scope: FastifyInstance, verifier: TokenVerifier): void {
   scope.decorateRequest('caller', undefined);
-  scope.addHook('onRoute', (route) => addResponses(route, TOKEN_PROBLEMS));
+  scope.addHook('onRoute', (route) => {
+    addResponses(route, TOKEN_PROBLEMS);
+    amendResponse(
+      route,
+      400,
+      'Also the answer to an Authorization header no token can be read from (sent twice, or not `Bearer <token>`)',
+      WWW_AUTHENTICATE,
+    );
+  });
   scope.addHook('onRequest', async (request, reply) => {
     const token = tokenOf(request);
     if (typeof token === 'object') return refuseAuthorization(request, reply, token.malformed);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import type { ClientRequest, IncomingMessage } from 'node:http';
+import http, { type ClientRequest, type IncomingMessage } from 'node:http';
 import { after, before, test } from 'node:test';
 import { HttpTransportType } from '@microsoft/signalr';
 import { WebSocket } from 'ws';
@@ -55,6 +55,28 @@ test('the Bearer scheme is read in any case, as ASP.NET Core reads it', async ()
     });
     assert.equal(negotiated.status, 200, scheme);
   }
+});
+
+test('two Authorization lines reach the hook as one, joined, as ASP.NET Core reads them', async () => {
+  seen.length = 0;
+  const url = new URL(`${running.url}/negotiate?negotiateVersion=1`);
+  // Headers as a flat list, as sent: the only way to send one twice (Node then sends no Host of its own).
+  const headers = [
+    'host',
+    url.host,
+    'authorization',
+    'Bearer token-alice',
+    'authorization',
+    'Bearer token-bob',
+  ];
+  const request = http.request(url, { method: 'POST', headers });
+  request.end();
+  const [response] = (await once(request, 'response')) as [IncomingMessage];
+  response.resume();
+  assert.deepEqual(
+    seen.map((request) => request.token),
+    ['token-alice, Bearer token-bob'],
+  );
 });
 
 test('a rejected token fails negotiate with 401', async () => {

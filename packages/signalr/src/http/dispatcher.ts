@@ -46,9 +46,13 @@ function cannotChangeTransports(): HttpFailure {
   return new HttpFailure(400, 'Cannot change transports mid-connection');
 }
 
-/** As ASP.NET Core's JwtBearer reads it: the scheme in any case, else the `access_token` query parameter. */
+/**
+ * As ASP.NET Core's JwtBearer reads it: the scheme in any case, else the `access_token` query parameter. Two
+ * Authorization lines are one header there, joined (`Bearer a, Bearer b`: a token no verifier takes); Node keeps
+ * only the first, which would let a client's second credential pass unseen.
+ */
 function bearerToken(req: IncomingMessage, url: URL): string | undefined {
-  const header = req.headers.authorization;
+  const header = req.headersDistinct.authorization?.join(', ');
   if (header !== undefined && /^Bearer /i.test(header)) return header.slice('Bearer '.length).trim();
   return url.searchParams.get('access_token') ?? undefined;
 }

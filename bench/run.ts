@@ -4,6 +4,7 @@ import { httpGetById } from './http-get-by-id.ts';
 import { messagingBaseline } from './messaging-baseline.ts';
 import { notificationsLatency } from './notifications-latency.ts';
 import { pipelineBench } from './pipeline.ts';
+import { replayLogCatchUp } from './replay-log-catch-up.ts';
 import { sseFanOut } from './sse-fanout.ts';
 import { spawnSync } from 'node:child_process';
 import { printTable, type BenchRow } from './table.ts';
@@ -23,6 +24,7 @@ const scenarios: Record<string, () => Promise<BenchRow[]>> = {
   pipeline: () => pipelineBench(),
   'notifications-latency': () => notificationsLatency(),
   'sse-fanout': () => sseFanOut(),
+  'replay-log': () => replayLogCatchUp(),
   signalr: packageBench('packages/signalr/bench/fanout.ts'),
   'signalr-idle': packageBench('packages/signalr/bench/fanout.ts', ['--idle', '--clients', '19500']),
   // 10× the offered rate of the main scenario: peak memory must stay within idle + 256 MB.

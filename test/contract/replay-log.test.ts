@@ -207,26 +207,6 @@ function replayLogContract(open: (maxEntries: number) => Promise<ReplayLog>) {
 
 describe('replay log contract: MemoryRingReplayLog', () => {
   replayLogContract(async (maxEntries) => new MemoryRingReplayLog({ maxEntries }));
-
-  test('reads and retention do not copy the ring: a full catch-up of a wrapped 200,000-entry ring takes well under a second', async () => {
-    const size = 200_000;
-    const log = new MemoryRingReplayLog({ maxEntries: size });
-    assert.equal(await log.claimWriter(WRITER, 60_000), true);
-    for (let n = 0; n < size + 10; n++) await log.append(entry(n), WRITER);
-    const started = performance.now();
-    let cursor = EMPTY_LOG_ID;
-    let read = 0;
-    for (;;) {
-      await log.retention();
-      const page = await log.readAfter(cursor, 500);
-      if (page.length === 0) break;
-      read += page.length;
-      cursor = page.at(-1)!.id;
-    }
-    assert.equal(read, size);
-    const elapsed = performance.now() - started;
-    assert.ok(elapsed < 1_000, `${Math.round(elapsed)} ms`);
-  });
 });
 
 describe('replay log contract: RedisStreamReplayLog', await needsRedis(), () => {

@@ -180,6 +180,33 @@ describe('the notifications service (embedded adapters)', () => {
     }
   });
 
+  test('a Last-Event-ID at exactly where the log was last trimmed resumes without `reset`: nothing after it is lost', async () => {
+    // One more than the ring keeps: the first is trimmed, the rest fill the ring.
+    const watcher = sseClient(url);
+    let resumed: ReturnType<typeof sseClient> | undefined;
+    try {
+      await until(() => watcher.control.length === 1, 'connected');
+      await bus.publish(Array.from({ length: logEntries + 1 }, () => notificationMessage('StudentUpdated')));
+      await until(() => watcher.received.length === logEntries + 1, 'every notification appended');
+      const { trimmedThrough } = await replayLog.retention();
+      assert.equal(trimmedThrough, watcher.received[0]?.id, 'the first one was trimmed');
+
+      const client = (resumed = sseClient(url, { lastEventId: trimmedThrough }));
+      await until(() => client.received.length === logEntries, 'what the log holds after it');
+      assert.deepEqual(
+        client.control.map((event) => event.type),
+        ['connected'],
+      );
+      assert.deepEqual(
+        client.received.map((entry) => entry.id),
+        watcher.received.slice(1).map((entry) => entry.id),
+      );
+    } finally {
+      watcher.close();
+      resumed?.close();
+    }
+  });
+
   test('a Last-Event-ID newer than every entry (from a log that was lost) gets `reset` too, not an error', async () => {
     // An error status would end EventSource's reconnecting for good.
     const client = sseClient(url, { lastEventId: `${Date.now() + 3_600_000}-0` });

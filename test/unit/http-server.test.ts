@@ -139,6 +139,45 @@ test('a dependency that cannot be reached is a 503 naming it, with Retry-After, 
   assert.match(line, /ECONNREFUSED 10\.0\.0\.7:5432/, 'the cause, for whoever must bring it back');
 });
 
+test("a library's client error adds the headers its status calls for, never ones that override ours or set cookies", async () => {
+  const app = createHttpServer(recordingLogger().logger, {
+    service: 'test',
+    registry: new Registry(),
+    maxHeaderBytes: 16_384,
+    cors: { origins: ['https://app.example'] },
+  });
+  // As http-errors builds it (an upstream client's error may carry the upstream response's headers the same way).
+  app.get('/range', async () => {
+    throw Object.assign(new Error('Range Not Satisfiable'), {
+      statusCode: 416,
+      headers: {
+        'Content-Range': 'bytes */10',
+        'X-Request-Id': 'forged',
+        'X-Content-Type-Options': 'sniff',
+        'Access-Control-Allow-Origin': '*',
+        Vary: 'Accept',
+        'Set-Cookie': 'session=upstream',
+      },
+    });
+  });
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const response = await fetch(`${url}/range`, {
+      headers: { origin: 'https://app.example', 'x-request-id': 'mine' },
+    });
+    assert.equal(response.status, 416);
+    assert.equal(response.headers.get('content-range'), 'bytes */10');
+    assert.equal(response.headers.get('x-request-id'), 'mine');
+    assert.equal(response.headers.get('x-content-type-options'), 'nosniff');
+    assert.equal(response.headers.get('access-control-allow-origin'), 'https://app.example');
+    assert.equal(response.headers.get('vary'), 'Origin');
+    assert.equal(response.headers.get('set-cookie'), null);
+    assert.equal(response.headers.get('content-type'), 'application/problem+json; charset=utf-8');
+  } finally {
+    await app.close();
+  }
+});
+
 test('closing cuts, at the drain deadline, a connection an upgrade listener took over and still holds', async () => {
   const app = createHttpServer(recordingLogger().logger, {
     service: 'test',

@@ -133,6 +133,9 @@ function clientErrorText(error: FastifyError, request: FastifyRequest): { detail
   };
 }
 
+/** What a 4xx answer may need to say (RFC 9110 §15.5): the methods allowed, the length, when to retry, the scheme. */
+const CLIENT_ERROR_HEADERS = new Set(['allow', 'content-range', 'retry-after', 'www-authenticate']);
+
 /** The part of the request a Fastify client error is about, when it is about one part. */
 function fastifyErrorField(code: string | undefined): string | undefined {
   // FST_ERR_CTP_*: the body could not be read (malformed JSON, too large, wrong media type).
@@ -176,9 +179,11 @@ export function sendErrorProblem(
   const status = error.statusCode ?? 500;
   if (status >= 400 && status < 500) {
     // Fastify's own client errors: malformed JSON, body too large, undecodable path, ... A library's may carry
-    // headers its status needs (a 416's Content-Range), which Fastify's default handler would have sent.
+    // headers its status needs (a 416's Content-Range), which Fastify's default handler would have sent; only
+    // those, so that no error's headers replace ours (security, CORS, request id) or set a cookie.
     const { headers } = error as { headers?: Record<string, string> };
-    if (headers !== undefined) void reply.headers(headers);
+    for (const [name, value] of Object.entries(headers ?? {}))
+      if (CLIENT_ERROR_HEADERS.has(name.toLowerCase())) void reply.header(name, value);
     const field = fastifyErrorField(error.code);
     const { detail, reason } = clientErrorText(error, request);
     return sendProblem(

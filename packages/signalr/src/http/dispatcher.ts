@@ -48,11 +48,11 @@ function cannotChangeTransports(): HttpFailure {
 
 /**
  * As ASP.NET Core's JwtBearer reads it: the scheme in any case, else the `access_token` query parameter. Two
- * Authorization lines are one header there, joined (`Bearer a, Bearer b`: a token no verifier takes); Node keeps
- * only the first, which would let a client's second credential pass unseen.
+ * Authorization lines are one header there, the non-empty ones joined by a comma (`Bearer a,Bearer b`: a token no
+ * verifier takes); Node keeps only the first, which would let a client's second credential pass unseen.
  */
 function bearerToken(req: IncomingMessage, url: URL): string | undefined {
-  const header = req.headersDistinct.authorization?.join(', ');
+  const header = req.headersDistinct.authorization?.filter((line) => line !== '').join(',');
   if (header !== undefined && /^Bearer /i.test(header)) return header.slice('Bearer '.length).trim();
   return url.searchParams.get('access_token') ?? undefined;
 }

@@ -182,14 +182,10 @@ export function amendResponse(
   also: string,
   headers: ResponseHeaders,
 ): void {
-  const listed = route.schema?.response as Record<number, { description: string; headers?: ResponseHeaders }>;
+  const listed = route.schema?.response as Record<number, { description: string }> | undefined;
   const response = listed?.[status];
   if (response === undefined) return;
   addResponses(route, {
-    [status]: {
-      ...response,
-      description: `${response.description}. ${also}`,
-      headers: { ...response.headers, ...headers },
-    },
+    [status]: withHeaders({ ...response, description: `${response.description}. ${also}` }, headers),
   });
 }

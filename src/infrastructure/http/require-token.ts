@@ -92,7 +92,7 @@ export function requireToken(scope: FastifyInstance, verifier: TokenVerifier): v
     amendResponse(
       route,
       400,
-      'Also the answer to an Authorization header no token can be read from (sent twice, or not `Bearer <token>`)',
+      'Also the answer to an Authorization header no token can be read from (sent twice, or `Bearer` without exactly one token)',
       WWW_AUTHENTICATE,
     );
   });

@@ -8,6 +8,7 @@ import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { Registry } from 'prom-client';
 import { createHttpServer, type HttpServer } from '../../src/infrastructure/http/http-server.ts';
 import { registerHealthRoutes } from '../../src/infrastructure/http/health.routes.ts';
+import { inSpan } from '../../src/infrastructure/observability/tracing.ts';
 import { recordingLogger } from '../support/logger.ts';
 import { parseExposition } from '../support/prometheus-text.ts';
 import { exchange } from '../support/raw-http.ts';
@@ -24,6 +25,8 @@ describe('HTTP observability', () => {
   let hanging!: () => void;
   const handlerStarted = new Promise<void>((resolve) => (hanging = resolve));
   let returned = false;
+  /** Stands in for performance.now() where a test mocks it; /slow moves it on by 1.5 s. */
+  let clock = 0;
 
   before(async () => {
     app = createHttpServer(logger, {
@@ -38,6 +41,12 @@ describe('HTTP observability', () => {
     });
     app.get('/broken', async () => {
       throw new Error('bug');
+    });
+    app.get('/refused', async (_request, reply) => reply.code(409).send());
+    app.get('/work', async () => inSpan('work', {}, async () => ({ ok: true })));
+    app.get('/slow', async () => {
+      clock += 1500;
+      return { ok: true };
     });
     // Answers only once its client has gone.
     app.get('/hang', async (_request, reply) => {
@@ -62,22 +71,49 @@ describe('HTTP observability', () => {
     assert.equal(span.kind, SpanKind.SERVER);
     assert.equal(span.spanContext().traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
     assert.equal(span.parentSpanContext?.spanId, '00f067aa0ba902b7');
+    assert.equal(span.attributes['http.request.method'], 'GET');
     assert.equal(span.attributes['http.route'], '/things/:id');
     assert.equal(span.attributes['url.path'], '/things/42');
+    assert.equal(span.attributes['url.scheme'], 'http');
+    assert.equal(span.attributes['client.address'], '127.0.0.1');
     assert.equal(span.attributes['http.response.status_code'], 200);
     assert.equal(activeInHandler.at(-1), span.spanContext().spanId);
+    const [line] = logged()
+      .split('\n')
+      .filter((each) => each.includes('"url":"/things/42?x=1"'))
+      .map((each) => JSON.parse(each) as Record<string, unknown>);
+    assert.equal(line?.msg, 'request completed');
+    assert.equal(line.statusCode, 200);
+    assert.equal(typeof line.responseTime, 'number', 'how long it took, in the one access line');
   });
 
-  test('a 5xx ends its span as an error; health probes and scrapes are not traced', async () => {
+  test("a caller's trace context that says not sampled is followed: neither the request nor its work is exported", async () => {
     spans.reset();
+    const response = await fetch(`${url}/work`, {
+      headers: { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00' },
+    });
+    assert.equal(response.status, 200);
+    assert.deepEqual(
+      spans.getFinishedSpans().map((span) => span.name),
+      [],
+      'not a trace of its own',
+    );
+  });
+
+  test("a 5xx ends its span as an error, a 4xx (the client's fault) does not; health probes and scrapes are not traced", async () => {
+    spans.reset();
+    assert.equal((await fetch(`${url}/refused`)).status, 409);
     assert.equal((await fetch(`${url}/broken`)).status, 500);
     assert.equal((await fetch(`${url}/health/ready`)).status, 200);
     assert.equal((await fetch(`${url}/metrics`)).status, 200);
     assert.deepEqual(
       spans.getFinishedSpans().map((span) => [span.name, span.status.code]),
-      [['GET /broken', SpanStatusCode.ERROR]],
+      [
+        ['GET /refused', SpanStatusCode.UNSET],
+        ['GET /broken', SpanStatusCode.ERROR],
+      ],
     );
-    assert.equal(spans.getFinishedSpans()[0]?.attributes['http.response.status_code'], 500);
+    assert.equal(spans.getFinishedSpans()[1]?.attributes['http.response.status_code'], 500);
   });
 
   test('a request its client gives up on is counted and logged once, as 499, and its span ends as an error', async () => {
@@ -110,6 +146,18 @@ describe('HTTP observability', () => {
     assert.equal(hung[0]?.attributes['http.response.status_code'], 499);
   });
 
+  test('the latency histogram is in seconds, as its name says', async (t) => {
+    clock = Math.ceil(performance.now());
+    t.mock.method(performance, 'now', () => clock);
+    assert.equal((await fetch(`${url}/slow`)).status, 200);
+    t.mock.restoreAll();
+    const metrics = parseExposition(await (await fetch(`${url}/metrics`)).text());
+    const slow = { service: 'test', route: '/slow' };
+    assert.equal(metrics.sum('http_server_request_duration_seconds_sum', slow), 1.5);
+    assert.equal(metrics.sum('http_server_request_duration_seconds_bucket', { ...slow, le: '1' }), 0);
+    assert.equal(metrics.sum('http_server_request_duration_seconds_bucket', { ...slow, le: '2.5' }), 1);
+  });
+
   test("OPTIONS * on a server without CORS (the worker's) lists the methods it takes", async () => {
     const answer = await exchange(
       new URL(url).port,
@@ -124,6 +172,7 @@ describe('HTTP observability', () => {
     await fetch(`${url}/no/such/${Math.random()}`, { method: 'PROPFIND' });
     // A path that exists, with a method it does not take: a 405, also of no route.
     await fetch(`${url}/things/1`, { method: 'PROPFIND' });
+    await fetch(`${url}/things/1`, { method: 'DELETE' });
     await fetch(`${url}/things/1`);
     // Turned away by the router itself, before any hook.
     await fetch(`${url}/things/%E0%A4%A`);
@@ -136,7 +185,8 @@ describe('HTTP observability', () => {
       2,
       'random paths and methods, one series',
     );
-    assert.equal(count({ route: 'unmatched', status_code: '405' }), 1);
+    assert.equal(count({ route: 'unmatched', status_code: '405' }), 2);
+    assert.equal(count({ method: 'DELETE' }), 1, 'a standard method is a label value of its own');
     assert.equal(count({ method: 'GET', route: 'unmatched', status_code: '400' }), 1, 'an undecodable path');
     assert.equal(count({ method: '_OTHER' }), 2);
   });

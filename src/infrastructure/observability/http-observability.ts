@@ -25,7 +25,7 @@ interface Observation {
   readonly method: string;
   readonly route: string;
   readonly span: Span | undefined;
-  /** The handler runs in it: the server span's context; none when nothing is traced. */
+  /** The handler runs in it: the server span's context (sampled or not); none when nothing is traced. */
   readonly context: Context | undefined;
 }
 
@@ -71,6 +71,9 @@ export function observeHttp(
       ? tracer.startSpan(`${method} ${route}`, { kind: SpanKind.SERVER }, parent)
       : undefined;
     const span = candidate?.isRecording() ? candidate : undefined;
+    // One the sampler dropped records nothing, yet its context must reach the handler's work: that work then
+    // follows the "not sampled" decision rather than starting traces of its own.
+    const carried = candidate && trace.isSpanContextValid(candidate.spanContext()) ? candidate : undefined;
     if (span)
       span.setAttributes({
         'http.request.method': method,
@@ -85,7 +88,7 @@ export function observeHttp(
       // Unmatched URLs share one label value, for the same reason as methods.
       route: route ?? 'unmatched',
       span,
-      context: span && trace.setSpan(parent, span),
+      context: carried && trace.setSpan(parent, carried),
     };
   };
   // Callback hooks, not async ones: they run on every request, and a promise per hook is measurable.

@@ -420,6 +420,9 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
       (each) => each.id === received[0]?.messageId,
     );
     assert.equal(create?.kind, SpanKind.PRODUCER);
+    assert.equal(create.attributes['messaging.operation.type'], 'create');
+    assert.equal(create.attributes['messaging.operation.name'], 'create');
+    assert.equal(create.attributes['messaging.destination.name'], 'students');
     assert.equal(
       row?.headers.traceparent,
       `00-${create.spanContext().traceId}-${create.spanContext().spanId}-01`,
@@ -433,7 +436,10 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
       [create.spanContext().spanId],
     );
     assert.equal(publish.attributes['messaging.message.id'], row.id);
+    assert.equal(create.attributes['messaging.message.id'], row.id);
     assert.equal(publish.attributes['messaging.system'], 'in-process');
+    assert.equal(publish.attributes['messaging.operation.type'], 'publish');
+    assert.equal(publish.attributes['messaging.operation.name'], 'publish');
   });
 
   test("a publish the broker refuses ends the row's publish span as an error, with the broker's reason", async () => {
@@ -453,6 +459,13 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
       assert.equal(failed()?.attributes['messaging.message.id'], await rowIdOf(ownDb.database, id!));
       // What a trace backend shows: why the event did not leave, not only that it did not.
       assert.equal(failed()?.status.message, "publish failed: no exchange 'students'");
+      assert.deepEqual(
+        failed()
+          ?.events.filter((event) => event.name === 'exception')
+          .map((event) => event.attributes?.['exception.message']),
+        ["publish failed: no exchange 'students'"],
+        'the exception recorded on the span',
+      );
       assert.equal(await unsent(ownDb.database), 1, 'the row waits for a later attempt');
     } finally {
       await ownRelay.stop();

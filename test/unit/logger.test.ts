@@ -2,20 +2,20 @@
 // the default in a terminal). Each in a process of its own: pino writes to file descriptor 1.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:net';
 import { test } from 'node:test';
 import { promisify, stripVTControlCharacters } from 'node:util';
 
+/** Runs `script` (an ES module importing from the repository root) in a process of its own. */
+function runScript(script: string): Promise<{ stdout: string; stderr: string }> {
+  return promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '--eval', script]);
+}
+
 async function logOneLine(pretty: boolean): Promise<string> {
-  const script =
+  const { stdout } = await runScript(
     "import { createLogger } from './src/infrastructure/logging/logger.ts';" +
-    `createLogger({ level: 'info', pretty: ${pretty}, name: 'probe' }).info({ studentId: 7 }, 'a line');`;
-  const { stdout } = await promisify(execFile)(process.execPath, [
-    '--import',
-    'tsx',
-    '--input-type=module',
-    '--eval',
-    script,
-  ]);
+      `createLogger({ level: 'info', pretty: ${pretty}, name: 'probe' }).info({ studentId: 7 }, 'a line');`,
+  );
   return stdout;
 }
 
@@ -33,4 +33,26 @@ test('pretty logs are lines for people: the level in words, the name, the messag
   // Colours or not, as the environment says (FORCE_COLOR, CI): the words are what is asserted.
   const output = stripVTControlCharacters(await logOneLine(true));
   assert.match(output, /^\[[\d:.]+\] INFO \(probe\): a line\n\s+studentId: 7\n$/, output);
+});
+
+test('a Seq that refuses the logs is reported on stderr: stdout stays JSON lines, the log lines only', async () => {
+  const closed = createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const { port } = closed.address() as { port: number };
+  await new Promise((resolve) => closed.close(resolve));
+  const { stdout, stderr } = await runScript(
+    "import { createLogger, flushLogger } from './src/infrastructure/logging/logger.ts';" +
+      `const logger = createLogger({ level: 'info', pretty: false, seqUrl: 'http://127.0.0.1:${port}' });` +
+      "logger.info('a line'); void flushLogger(logger);",
+  );
+  const lines = stdout.trim().split('\n');
+  assert.deepEqual(
+    lines.map((line) => (JSON.parse(line) as { msg: string }).msg),
+    ['a line'],
+    stdout,
+  );
+  assert.match(
+    stderr,
+    /^Seq at http:\/\/127\.0\.0\.1:\d+ is not taking logs \(.*ECONNREFUSED.*\); they still go to stdout$/m,
+  );
 });

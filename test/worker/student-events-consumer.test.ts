@@ -220,6 +220,9 @@ describe('the student-events consumer', () => {
     );
     assert.equal(span.attributes['messaging.message.id'], 'event-1');
     // What a trace backend finds it by, after the OpenTelemetry messaging conventions.
+    assert.equal(span.attributes['messaging.operation.type'], 'process');
+    assert.equal(span.attributes['messaging.operation.name'], 'process');
+    assert.equal(span.attributes['messaging.system'], bus.status().adapter);
     assert.equal(span.attributes['messaging.destination.name'], message.exchange);
     assert.equal(span.attributes['messaging.rabbitmq.destination.routing_key'], message.routingKey);
     assert.equal(span.attributes['messaging.destination.subscription.name'], Queues.studentsWorker);
@@ -228,21 +231,27 @@ describe('the student-events consumer', () => {
     assert.equal(activeSpans[0]?.spanId, span.spanContext().spanId, 'active while the use case runs');
   });
 
-  test('an event stamped by a host whose clock runs ahead is no younger than 0 s in the message age metric', async () => {
+  /** Processes one event whose CloudEvent `time` is `offsetMs` from now; the age the metric recorded for it. */
+  async function ageOfEventStamped(offsetMs: number): Promise<number | undefined> {
     await consume(async () => ({ status: 'processed', student }));
     const message = studentEvent('StudentCreated', student);
     const event = JSON.parse(message.body) as { time: string };
-    event.time = new Date(Date.now() + 3_600_000).toISOString();
+    event.time = new Date(Date.now() + offsetMs).toISOString();
     await bus.publish([{ ...message, body: JSON.stringify(event) }]);
     await eventually('processed', async () => (await counted(registry, 'processed')) === 1);
 
     const exposition = parseExposition(await registry.metrics());
     assert.equal(exposition.value('message_age_seconds_count', { queue: Queues.studentsWorker }), 1);
-    assert.equal(
-      exposition.value('message_age_seconds_sum', { queue: Queues.studentsWorker }),
-      0,
-      'not an hour below zero',
-    );
+    return exposition.value('message_age_seconds_sum', { queue: Queues.studentsWorker });
+  }
+
+  test('an event stamped by a host whose clock runs ahead is no younger than 0 s in the message age metric', async () => {
+    assert.equal(await ageOfEventStamped(3_600_000), 0, 'not an hour below zero');
+  });
+
+  test('an event stamped an hour ago is an hour old in the message age metric, in seconds', async () => {
+    const age = (await ageOfEventStamped(-3_600_000)) ?? 0;
+    assert.ok(age >= 3600 && age < 7200, `${age} s`);
   });
 
   test('a dead-lettered event ends its span as an error, with the reason', async () => {

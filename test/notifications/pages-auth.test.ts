@@ -28,16 +28,21 @@ describe('the test pages with auth on', () => {
         // Without a token the automatic connection is refused, and so is a write, which says why.
         await page.locator('#status.off').waitFor();
         await page.locator('#connect:not([disabled])').waitFor();
+        assert.ok(await page.isDisabled('#disconnect'), 'nothing to disconnect');
+        // The hub's refusal is shown (an EventSource is told no reason).
+        if (path === '/signalr-test.html') await page.locator('#log', { hasText: /401/ }).waitFor();
         assert.ok(await page.isDisabled('#update'), 'nothing to update yet');
         await page.click('#create');
         // The refused connection logs a 401 of its own (the hub's negotiate): wait for the write's line.
         await page.locator('#log', { hasText: /POST \/api\/students → 401 \w+/ }).waitFor();
         assert.equal(await page.textContent('#student-id'), '–', 'a problem is not a student');
         assert.ok(await page.isDisabled('#update'));
-        await page.fill('#token', writer);
+        await page.fill('#token', ` ${writer} `); // pasted with the spaces around it
         await page.dispatchEvent('#token', 'change');
         await page.click('#connect');
         await page.locator('#status.on').waitFor();
+        assert.ok(await page.isDisabled('#connect'), 'connected once only');
+        assert.ok(await page.isEnabled('#disconnect'));
         await page.locator('#client-id', { hasNotText: '–' }).waitFor();
 
         await page.click('#create');
@@ -54,6 +59,7 @@ describe('the test pages with auth on', () => {
         assert.match((await page.textContent('#log')) ?? '', /PUT \/api\/students\/\S+ → 200/, path);
         await page.click('#delete');
         await page.waitForSelector(`#events li[data-student-id="${id}"][data-type="StudentDeleted"]`);
+        assert.match((await page.textContent('#log')) ?? '', /DELETE \/api\/students\/\S+ → 204$/, path);
         await page.locator('#student-id', { hasText: '–' }).waitFor();
         assert.ok(await page.isDisabled('#delete'), 'nothing left to delete');
 
@@ -65,12 +71,24 @@ describe('the test pages with auth on', () => {
         const elsewhere = ((await created.json()) as { id: string }).id;
         await page.locator('#student-id', { hasText: elsewhere }).waitFor();
         assert.ok(await page.isEnabled('#update'));
+        // Deleted elsewhere, it is the page's student no more.
+        const deleted = await fetch(`${urls.api}/api/students/${elsewhere}`, {
+          method: 'DELETE',
+          headers: { authorization: `Bearer ${writer}` },
+        });
+        assert.equal(deleted.status, 204);
+        await page.locator('#student-id', { hasText: '–' }).waitFor();
+        assert.ok(await page.isDisabled('#update'));
         assert.deepEqual(blocked, [], path);
         await mkdir('test-artifacts', { recursive: true });
         await page.screenshot({
           path: `test-artifacts/auth-${path.slice(1).replace('.html', '.png')}`,
           fullPage: true,
         });
+        // A reload keeps the token (for this tab): the page connects by itself.
+        await page.reload();
+        await page.locator('#status.on').waitFor();
+        await page.locator('#client-id', { hasNotText: '–' }).waitFor();
         await page.close();
       }
     } finally {

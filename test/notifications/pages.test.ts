@@ -8,7 +8,9 @@ import type { Browser } from 'playwright-core';
 import type { AllRolesUrls } from '../../src/all-roles.ts';
 import { embeddedRoles } from '../support/all-roles.ts';
 import { launchChromium } from '../support/browser.ts';
+import { parseExposition } from '../support/prometheus-text.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
+import { until } from '../support/until.ts';
 import { sseClient } from './support.ts';
 
 describe('the test pages (all roles embedded)', () => {
@@ -52,8 +54,43 @@ describe('the test pages (all roles embedded)', () => {
     return ((await response.json()) as { id: string }).id;
   };
   const create = () => write('POST');
+  const sseClients = async () =>
+    parseExposition(await (await fetch(`${urls.pages}/metrics`)).text()).value(
+      'notifications_connected_clients',
+      { transport: 'sse' },
+    );
   const shown = (id: string, type = 'StudentCached') =>
     `#events li[data-student-id="${id}"][data-type="${type}"]`;
+
+  test('the pages, stylesheet and scripts have their content types and are revalidated on every load', async () => {
+    const served = {
+      '/': 'text/html; charset=utf-8',
+      '/sse-test.html': 'text/html; charset=utf-8',
+      '/signalr-test.html': 'text/html; charset=utf-8',
+      '/app.css': 'text/css; charset=utf-8',
+      '/test-page.js': 'text/javascript; charset=utf-8',
+      '/config.js': 'text/javascript; charset=utf-8',
+    };
+    for (const [path, type] of Object.entries(served)) {
+      const response = await fetch(`${urls.pages}${path}`);
+      assert.equal(response.status, 200, path);
+      assert.equal(response.headers.get('content-type'), type, path);
+      // A new version of a page or script is seen at once, not after some cache expires.
+      assert.equal(response.headers.get('cache-control'), 'no-cache', path);
+    }
+    const library = await fetch(`${urls.pages}/lib/signalr.min.js`);
+    assert.equal(library.headers.get('content-type'), 'text/javascript; charset=utf-8');
+    const html = await (await fetch(`${urls.pages}/signalr-test.html`)).text();
+    assert.match(html, /<title>SignalR test<\/title>[\s\S]*<h1>SignalR test<\/h1>/);
+    assert.doesNotMatch(html, /\{\{/, 'every placeholder filled in');
+  });
+
+  test('?api= points a page at another webapi', async () => {
+    const page = await browser.newPage();
+    await page.goto(`${urls.pages}/sse-test.html?api=${encodeURIComponent('http://api.example:8080')}`);
+    assert.equal(await page.locator('#api-url').textContent(), 'http://api.example:8080');
+    await page.close();
+  });
 
   test('/sse-test.html: Connect after Disconnect shows what was written meanwhile, once', async () => {
     const page = await open(`${urls.pages}/sse-test.html`);
@@ -61,6 +98,10 @@ describe('the test pages (all roles embedded)', () => {
     await page.waitForSelector(shown(before));
     await page.click('#disconnect');
     await page.locator('#status.off').waitFor();
+    await until(
+      async () => (await sseClients()) === 1,
+      "the page's stream closed: only the watcher's is left",
+    );
     const during = await create();
     // Its notifications are out before the page reconnects: they can only come from the log.
     await watcher.arrived('StudentCached', during);
@@ -73,10 +114,38 @@ describe('the test pages (all roles embedded)', () => {
     );
   });
 
+  test('/sse-test.html: Connect after Disconnect, with nothing received before, still shows what was written meanwhile', async () => {
+    const page = await open(`${urls.pages}/sse-test.html`);
+    await page.click('#disconnect');
+    await page.locator('#status.off').waitFor();
+    const during = await create();
+    await watcher.arrived('StudentCached', during);
+    // Where the page resumes is where its stream began (the `connected` event's id).
+    await page.click('#connect');
+    await page.waitForSelector(shown(during));
+    await page.close();
+  });
+
+  test('/sse-test.html: a stream that cannot resume where the page left off tells the person to reload', async () => {
+    const page = await open(`${urls.pages}/sse-test.html`);
+    await page.click('#disconnect');
+    await page.locator('#status.off').waitFor();
+    // As after a restart that lost the replay log: the id the page resumes from is one the log never had.
+    await page.route('**/api/notifications/stream?*', (route) => {
+      const url = new URL(route.request().url());
+      url.searchParams.set('lastEventId', `${Date.now() + 86_400_000}-0`);
+      return route.continue({ url: url.toString() });
+    });
+    await page.click('#connect');
+    await page.locator('#log', { hasText: 'Missed notifications: reload the data.' }).waitFor();
+    await page.close();
+  });
+
   for (const path of ['/sse-test.html', '/signalr-test.html'])
     test(`${path}: its buttons create, update and delete through the webapi it finds by itself`, async () => {
       const page = await open(`${urls.pages}${path}`);
       assert.equal(await page.locator('#api-url').textContent(), urls.api, 'the port the webapi bound');
+      assert.equal(await page.isVisible('#follow'), path === '/signalr-test.html', 'Follow: SignalR only');
       await page.click('#create');
       await page.locator('#update:enabled').waitFor();
       const id = (await page.locator('#student-id').textContent()) ?? '';
@@ -100,6 +169,8 @@ describe('the test pages (all roles embedded)', () => {
       await page.waitForSelector(shown(before));
 
       proxy.hold();
+      // The EventSource says it tries again (a stateful SignalR reconnect goes unseen by the page).
+      if (!sameConnection) await page.locator('#status.off', { hasText: 'reconnecting…' }).waitFor();
       const during = await create();
       await watcher.arrived('StudentCached', during);
       proxy.release();
@@ -114,6 +185,7 @@ describe('the test pages (all roles embedded)', () => {
 
   test('/signalr-test.html: following one student shows only its notifications, until it follows all again', async () => {
     const page = await open(`${urls.pages}/signalr-test.html`);
+    assert.ok(await page.isDisabled('#follow'), 'no student to follow yet');
     const followed = await create();
     await page.waitForSelector(shown(followed));
     await page.click('#follow');

@@ -15,7 +15,7 @@ import {
   type ReceivedSpan,
 } from '../support/otlp-receiver.ts';
 import { parseExposition, type Exposition } from '../support/prometheus-text.ts';
-import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
+import { createProxiedVhost, createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
 import {
   REDIS_URL,
   deleteRedisKeys,
@@ -44,13 +44,21 @@ interface Stack {
   readonly lines: string[];
 }
 
-/** Starts `npm run stack`'s script (as npm would, minus npm) and waits until every role is listening. */
+/** The width of the role names column, as the stack aligns it. */
+const NAME_WIDTH = Math.max(...ROLES.map((role) => role.length));
+
+/**
+ * Starts `npm run stack`'s script (as npm would, minus npm) and waits until every role is listening. In a process
+ * group of its own, as in a terminal: a Ctrl-C there reaches every process of the group.
+ */
 async function startStack(env: Record<string, string>): Promise<Stack> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/stack.ts'], {
     env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
   });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // Once its output is read to the end too: the lines tell how it ended.
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
   const lines: string[] = [];
   const urls: Partial<Record<Role, string>> = {};
   const pids: Partial<Record<Role, number>> = {};
@@ -321,6 +329,25 @@ describe('npm run stack on PostgreSQL, RabbitMQ and Redis', servers, () => {
     }
   });
 
+  test("it names the servers without their passwords, and prefixes each role's lines with its name, aligned", () => {
+    const password = new URL(vhost.url).password;
+    assert.ok(password, 'the test vhost has a password to hide');
+    const rabbitLine = stack.lines.find((line) => line.includes('| RabbitMQ '));
+    assert.equal(
+      rabbitLine,
+      `${' '.repeat(NAME_WIDTH)} | RabbitMQ   ${new URL(vhost.url).toString().replace(`:${password}@`, ':***@')}`,
+    );
+    assert.ok(
+      stack.lines.every((line) => !line.includes(`:${password}@`)),
+      'no line shows the password',
+    );
+    for (const role of ROLES) {
+      const own = stack.lines.filter((line) => line.startsWith(`${role} `));
+      assert.ok(own.length > 0, role);
+      for (const line of own) assert.ok(line.startsWith(`${role.padEnd(NAME_WIDTH)} | `), line);
+    }
+  });
+
   test('SIGTERM stops every role gracefully and the stack exits 0', async () => {
     sse.close();
     await hub.close();
@@ -342,17 +369,120 @@ describe('npm run stack on PostgreSQL, RabbitMQ and Redis', servers, () => {
     for (const role of ROLES) assert.equal(isRunning(second.pids[role]), false, `${role} is gone`);
     assert.ok(second.lines.some((line) => /worker was killed by SIGKILL on its own/.test(line)));
   });
+
+  test('a role that stops on its own, even cleanly, fails the stack too', async () => {
+    const second = await startStack(env);
+    process.kill(second.pids.worker, 'SIGTERM');
+    assert.equal(await second.exited, 1);
+    for (const role of ROLES) assert.equal(isRunning(second.pids[role]), false, `${role} is gone`);
+    assert.ok(second.lines.some((line) => /worker exited with status 0 on its own/.test(line)));
+  });
+
+  test('Ctrl-C in the terminal (its process group, and again from npm) stops every role once, gracefully: exit 0', async () => {
+    const second = await startStack(env);
+    // The terminal signals the whole group; npm forwards the same Ctrl-C a moment later.
+    process.kill(-second.process.pid!, 'SIGINT');
+    second.process.kill('SIGINT');
+    assert.equal(await second.exited, 0, second.lines.slice(-30).join('\n'));
+    for (const role of ROLES) {
+      assert.equal(isRunning(second.pids[role]), false, `${role} is gone`);
+      const own = (msg: string) =>
+        second.lines.filter((line) => line.startsWith(role) && line.includes(`"msg":"${msg}"`));
+      // Signalled by the stack alone: the terminal's Ctrl-C does not reach the roles on top of the stack's SIGTERM.
+      assert.equal(own('stopping').length, 1, `${role} was asked to stop once`);
+      assert.equal(own('stopped').length, 1, `${role} stopped gracefully`);
+    }
+  });
 });
 
-test('the stack refuses embedded adapters: separate processes cannot share them', async () => {
+describe('npm run stack when the roles cannot stop (their broker went silent)', servers, () => {
+  let database: Awaited<ReturnType<typeof createPostgresDatabase>>;
+  let broker: Awaited<ReturnType<typeof createProxiedVhost>>;
+  const keyPrefix = `${uniqueName('tbe_stack_stuck')}:`;
+  const env = (shutdownTimeoutMs: number) => ({
+    DATABASE_URL: database.url,
+    AMQP_URL: broker.url,
+    REDIS_URL,
+    CACHE_KEY_PREFIX: `${keyPrefix}cache:`,
+    REPLAY_LOG_KEY_PREFIX: `${keyPrefix}log:`,
+    API_PORT: '0',
+    WORKER_PORT: '0',
+    NOTIFICATIONS_PORT: '0',
+    SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs),
+  });
+
+  before(async () => {
+    [database, broker] = await Promise.all([createPostgresDatabase(), createProxiedVhost('stack_stuck')]);
+  });
+  after(async () => {
+    await broker?.delete().catch(() => undefined);
+    await database?.drop();
+    await deleteRedisKeys(keyPrefix);
+  });
+
+  test('roles cut short by SHUTDOWN_TIMEOUT_MS exit 1, and so does the stack', async () => {
+    const stack = await startStack(env(1_000));
+    try {
+      assert.ok(broker.proxy.silence() > 0, 'the roles are connected to the broker');
+      stack.process.kill('SIGTERM');
+      assert.equal(await stack.exited, 1);
+      assert.ok(
+        stack.lines.some((line) => /^ +\| worker exited with status 1$/.test(line)),
+        stack.lines.slice(-30).join('\n'),
+      );
+    } finally {
+      stack.process.kill('SIGKILL');
+    }
+  });
+
+  test('a second Ctrl-C, later than npm would forward the first, kills the roles still stopping', async () => {
+    const stack = await startStack(env(120_000));
+    try {
+      assert.ok(broker.proxy.silence() > 0, 'the roles are connected to the broker');
+      stack.process.kill('SIGINT');
+      await until(() => stack.lines.some((line) => /SIGINT: stopping every role/.test(line)), 'the stop');
+      // Only a signal more than a second after the first is a person's second Ctrl-C (see REPEATED_SIGNAL_MS).
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      stack.process.kill('SIGINT');
+      assert.equal(await stack.exited, 1);
+      assert.ok(stack.lines.some((line) => /another SIGINT: killing the roles still running/.test(line)));
+      for (const role of ROLES) {
+        assert.equal(isRunning(stack.pids[role]), false, `${role} is gone`);
+        assert.ok(
+          stack.lines.some((line) => line.endsWith(`| ${role} was killed by SIGKILL`)),
+          role,
+        );
+      }
+    } finally {
+      stack.process.kill('SIGKILL');
+    }
+  });
+});
+
+/** Runs the stack with `env` for a start it must refuse: its exit status and what it wrote to stderr. */
+async function refusedStack(env: Record<string, string>): Promise<{ code: unknown; stderr: string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/stack.ts'], {
-    env: { ...process.env, AMQP_URL: 'memory:', DATABASE_URL: 'pglite://./.data/pg' },
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk));
-  const code = await new Promise((resolve) => child.once('exit', resolve));
+  const code = await new Promise((resolve) => child.once('close', resolve));
+  return { code, stderr };
+}
+
+test('the stack refuses embedded adapters: separate processes cannot share them', async () => {
+  const { code, stderr } = await refusedStack({ AMQP_URL: 'memory:', DATABASE_URL: 'pglite://./.data/pg' });
   assert.equal(code, 2);
   assert.match(stderr, /DATABASE_URL=pglite:\/\/\.\/\.data\/pg, AMQP_URL=memory:/);
   assert.match(stderr, /npm start/);
+});
+
+test('a configuration mistake is reported once, as the roles would report it, with exit 2', async () => {
+  const { code, stderr } = await refusedStack({ API_PORT: 'abc' });
+  assert.equal(code, 2);
+  assert.equal(
+    stderr,
+    'Invalid configuration:\n  - API_PORT: must be an integer from 0 to 65535 (0 = any free port) (got "abc")\n',
+  );
 });

@@ -209,6 +209,12 @@ export async function counted(registry: Registry, outcome: string): Promise<numb
   return values.find((value) => value.labels.outcome === outcome)?.value ?? 0;
 }
 
+/** The worker's `worker_partitions_owned` gauge. */
+export async function partitionsOwned(registry: Registry): Promise<number | undefined> {
+  const metric = registry.getSingleMetric('worker_partitions_owned');
+  return metric ? (await metric.get()).values[0]?.value : undefined;
+}
+
 /** Polls `condition` until it holds; fails with `what` after `timeoutMs` (generous: the machine is shared). */
 export async function eventually(
   what: string,

@@ -8,6 +8,7 @@ import {
   deadLetterNames,
   Exchanges,
   messagingTopology,
+  studentsWorkerQueues,
 } from '../../src/contracts/messaging.ts';
 import type { MessageBus, ReceivedMessage, Subscription } from '../../src/application/ports/message-bus.ts';
 import { outcome } from '../../src/application/ports/message-bus.ts';
@@ -27,6 +28,7 @@ import {
   counted,
   eventually,
   notificationsOf,
+  partitionsOwned,
   startWorker,
   studentEvent,
   traceIdOf,
@@ -238,6 +240,15 @@ export function workerScenarios(
         // Correct code can never fail this check; a stop that did not wait would have resolved long before.
         await new Promise((resolve) => setTimeout(resolve, 300));
         assert.deepEqual(steps, [], 'stop waits for the in-flight message');
+        // Meanwhile its health says it is on its way out, so nothing counts on it any more.
+        const health = (await (await fetch(running.healthUrl)).json()) as {
+          checks: { consumer: { status: string; data: { state: string } } };
+        };
+        assert.deepEqual(
+          [health.checks.consumer.status, health.checks.consumer.data.state],
+          ['Unhealthy', 'stopping'],
+        );
+        assert.equal((await fetch(`${running.healthUrl}/ready`)).status, 503);
       } finally {
         release();
         await stopped;
@@ -255,6 +266,30 @@ export function workerScenarios(
       assert.equal(await counted(running.registry, 'duplicate'), 0);
     });
 
+    test("with prefetch 2, two students' events are in hand at once", async () => {
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const inHand = new Set<string>();
+      running = await startWorker(env, {
+        prefetch: 2,
+        afterProcessed: async ({ studentId }) => {
+          inHand.add(studentId);
+          await released;
+        },
+      });
+      const [first, second] = [await addStudent(env.database), await addStudent(env.database)];
+      try {
+        await env.bus.publish([
+          studentEvent('StudentCreated', first),
+          studentEvent('StudentCreated', second),
+        ]);
+        // With one message at a time, the second would wait for the first, held here, for good.
+        await eventually('both events are in hand', () => inHand.size === 2, 10_000);
+      } finally {
+        release();
+      }
+    });
+
     test('with prefetch 50, 20 students × 10 interleaved updates: each student in order, updates 10', async () => {
       const rounds = 10;
       running = await startWorker(env, { prefetch: 50, database: withJitteredTransactions(env.database) });
@@ -267,17 +302,22 @@ export function workerScenarios(
       // Prefetch 50: with many messages in flight, only one consumer per partition keeps a student's order.
       running = await startWorker(env, { partitions: 4, prefetch: 50, database: jittered });
       const second = await startWorker(env, { partitions: 4, prefetch: 50, database: jittered });
-      try {
-        const owned = async (worker: RunningWorker) => {
-          const body = (await (await fetch(worker.healthUrl)).json()) as {
-            checks: { consumer: { data: { partitions: { owned: number[]; members: number } } } };
-          };
-          return body.checks.consumer.data.partitions;
+      const owned = async (worker: RunningWorker) => {
+        const body = (await (await fetch(worker.healthUrl)).json()) as {
+          checks: { consumer: { data: { partitions: { owned: number[]; members: number } } } };
         };
+        return body.checks.consumer.data.partitions;
+      };
+      try {
         await eventually('the partitions are shared out', async () => {
           const [a, b] = await Promise.all([owned(running!), owned(second)]);
           return a.members === 2 && b.members === 2 && a.owned.length === 2 && b.owned.length === 2;
         });
+        assert.deepEqual(
+          await Promise.all([running, second].map((worker) => partitionsOwned(worker.registry))),
+          [2, 2],
+          'worker_partitions_owned',
+        );
         await interleavedUpdatesInOrder(env, { students: 20, rounds });
         const [first, other] = await Promise.all([
           counted(running.registry, 'processed'),
@@ -288,6 +328,10 @@ export function workerScenarios(
       } finally {
         await second.worker.stop();
       }
+      // A stopped worker consumes nothing: the other takes its partitions, and is the only consumer of each.
+      await eventually('the first owns all four', async () => (await owned(running!)).owned.length === 4);
+      for (const queue of studentsWorkerQueues(4))
+        assert.equal((await env.bus.inspectQueue(queue))?.consumers, 1, queue);
     });
 
     test('the inbox forgets what was handled longer ago than its retention (7 days), and keeps the rest', async () => {
@@ -335,6 +379,7 @@ export function workerScenarios(
       assert.equal((await fetch(`${running.healthUrl}/live`)).status, 200);
       const metrics = await (await fetch(running.healthUrl.replace(/\/health$/, '/metrics'))).text();
       assert.match(metrics, /worker_message_processing_seconds/);
+      assert.match(metrics, /^worker_partitions_owned 1$/m, 'the one queue');
     });
   });
 }

@@ -47,6 +47,20 @@ interface Stack {
 /** The width of the role names column, as the stack aligns it. */
 const NAME_WIDTH = Math.max(...ROLES.map((role) => role.length));
 
+/** A stack's servers (its Redis keys under `keyPrefix`), every role on a free port. */
+function stackEnv(databaseUrl: string, amqpUrl: string, keyPrefix: string): Record<string, string> {
+  return {
+    DATABASE_URL: databaseUrl,
+    AMQP_URL: amqpUrl,
+    REDIS_URL,
+    CACHE_KEY_PREFIX: `${keyPrefix}cache:`,
+    REPLAY_LOG_KEY_PREFIX: `${keyPrefix}log:`,
+    API_PORT: '0',
+    WORKER_PORT: '0',
+    NOTIFICATIONS_PORT: '0',
+  };
+}
+
 /**
  * Starts `npm run stack`'s script (as npm would, minus npm) and waits until every role is listening. In a process
  * group of its own, as in a terminal: a Ctrl-C there reaches every process of the group.
@@ -130,16 +144,7 @@ describe('npm run stack on PostgreSQL, RabbitMQ and Redis', servers, () => {
       createTestVhost('stack_test'),
       startOtlpReceiver(),
     ]);
-    env = {
-      DATABASE_URL: database.url,
-      AMQP_URL: vhost.url,
-      REDIS_URL,
-      CACHE_KEY_PREFIX: `${keyPrefix}cache:`,
-      REPLAY_LOG_KEY_PREFIX: `${keyPrefix}log:`,
-      API_PORT: '0',
-      WORKER_PORT: '0',
-      NOTIFICATIONS_PORT: '0',
-    };
+    env = stackEnv(database.url, vhost.url, keyPrefix);
     stack = await startStack({
       ...env,
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
@@ -400,14 +405,7 @@ describe('npm run stack when the roles cannot stop (their broker went silent)', 
   let broker: Awaited<ReturnType<typeof createProxiedVhost>>;
   const keyPrefix = `${uniqueName('tbe_stack_stuck')}:`;
   const env = (shutdownTimeoutMs: number) => ({
-    DATABASE_URL: database.url,
-    AMQP_URL: broker.url,
-    REDIS_URL,
-    CACHE_KEY_PREFIX: `${keyPrefix}cache:`,
-    REPLAY_LOG_KEY_PREFIX: `${keyPrefix}log:`,
-    API_PORT: '0',
-    WORKER_PORT: '0',
-    NOTIFICATIONS_PORT: '0',
+    ...stackEnv(database.url, broker.url, keyPrefix),
     SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs),
   });
 

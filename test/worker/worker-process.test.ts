@@ -2,6 +2,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { describe, test } from 'node:test';
+import { Queues } from '../../src/contracts/messaging.ts';
+import { startOtlpReceiver } from '../support/otlp-receiver.ts';
 import { createTestVhost } from '../support/rabbitmq-vhost.ts';
 import { openTestDatabase } from '../support/databases.ts';
 import { needsPostgres, needsRabbitMq } from '../support/services.ts';
@@ -38,14 +40,22 @@ describe('the worker process', () => {
   });
 
   test(
-    'on PostgreSQL and RabbitMQ it processes events, reports healthy, and exits 0 on SIGTERM',
+    'on PostgreSQL and RabbitMQ it processes events, reports healthy, and exits 0 on SIGTERM, its spans exported',
     { skip: postgres.skip ?? rabbit.skip },
     async () => {
-      const [database, vhost] = await Promise.all([
+      const [database, vhost, receiver] = await Promise.all([
         openTestDatabase('postgres'),
         createTestVhost('worker_test'),
+        startOtlpReceiver(),
       ]);
-      const worker = run({ DATABASE_URL: database.url, AMQP_URL: vhost.url });
+      const worker = run({
+        DATABASE_URL: database.url,
+        AMQP_URL: vhost.url,
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+        // Longer than the test: the spans leave only with the flush of the stop.
+        OTEL_BSP_SCHEDULE_DELAY: '600000',
+      });
       try {
         const healthUrl = await worker.healthUrl;
         assert.equal((await fetch(`${healthUrl}/ready`)).status, 200);
@@ -60,11 +70,17 @@ describe('the worker process', () => {
           throw new Error(`${String(error)}; the worker's output:\n${worker.output()}`);
         });
 
+        assert.equal(receiver.spans.length, 0, 'nothing exported before the stop');
+
         worker.child.kill('SIGTERM');
         assert.equal(await worker.exited, 0, worker.output());
+        assert.ok(
+          receiver.spans.some((span) => span.name === `process ${Queues.studentsWorker}`),
+          'the processing span, exported before the process ended',
+        );
       } finally {
         worker.child.kill('SIGKILL');
-        await Promise.all([database.dispose(), vhost.delete()]);
+        await Promise.all([database.dispose(), vhost.delete(), receiver.close()]);
       }
     },
   );

@@ -6,17 +6,28 @@ import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Registry } from 'prom-client';
 import { DependencyUnavailableError } from '../../src/application/errors.ts';
-import { createHttpServer, listenOn } from '../../src/infrastructure/http/http-server.ts';
+import {
+  createHttpServer,
+  listenOn,
+  type HttpServerOptions,
+} from '../../src/infrastructure/http/http-server.ts';
+import type { Logger } from '../../src/infrastructure/logging/logger.ts';
 import { writeMalformedRequestProblem } from '../../src/infrastructure/http/problem-details.ts';
 import { recordingLogger } from '../support/logger.ts';
 
-test('the request log masks an access_token in the query (EventSource and SignalR clients send one)', async () => {
-  const { logger, logged } = recordingLogger();
-  const app = createHttpServer(logger, {
+/** A server with the options every test here shares, and `options` on top. */
+function testServer(logger: Logger, options: Partial<HttpServerOptions> = {}) {
+  return createHttpServer(logger, {
     service: 'test',
     registry: new Registry(),
     maxHeaderBytes: 16_384,
+    ...options,
   });
+}
+
+test('the request log masks an access_token in the query (EventSource and SignalR clients send one)', async () => {
+  const { logger, logged } = recordingLogger();
+  const app = testServer(logger);
   app.get('/stream', async () => ({ ok: true }));
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   try {
@@ -45,11 +56,7 @@ test('a request that took too long to arrive is a 408 saying so, not that it is 
 });
 
 test('a server that cannot listen says why and which settings choose where', async () => {
-  const app = createHttpServer(recordingLogger().logger, {
-    service: 'test',
-    registry: new Registry(),
-    maxHeaderBytes: 16_384,
-  });
+  const app = testServer(recordingLogger().logger);
   const taken = createServer().listen(0, '127.0.0.1');
   await once(taken, 'listening');
   const { port } = taken.address() as AddressInfo;
@@ -67,11 +74,7 @@ test('a server that cannot listen says why and which settings choose where', asy
 });
 
 test('a failure to listen that the settings do not explain is passed on as it is', async () => {
-  const app = createHttpServer(recordingLogger().logger, {
-    service: 'test',
-    registry: new Registry(),
-    maxHeaderBytes: 16_384,
-  });
+  const app = testServer(recordingLogger().logger);
   try {
     await assert.rejects(listenOn(app, '127.0.0.1', 70_000, 'API_PORT'), { code: 'ERR_SOCKET_BAD_PORT' });
   } finally {
@@ -81,11 +84,7 @@ test('a failure to listen that the settings do not explain is passed on as it is
 
 test('an unexpected error is a 500 that shows the caller nothing of it, and is logged whole', async () => {
   const { logger, logged } = recordingLogger();
-  const app = createHttpServer(logger, {
-    service: 'test',
-    registry: new Registry(),
-    maxHeaderBytes: 16_384,
-  });
+  const app = testServer(logger);
   app.get('/broken', async () => {
     throw new Error('connection string postgres://admin:hunter2@db');
   });
@@ -110,11 +109,7 @@ test('an unexpected error is a 500 that shows the caller nothing of it, and is l
 
 test('a dependency that cannot be reached is a 503 naming it, with Retry-After, and is logged as a warning with its cause', async () => {
   const { logger, logged } = recordingLogger();
-  const app = createHttpServer(logger, {
-    service: 'test',
-    registry: new Registry(),
-    maxHeaderBytes: 16_384,
-  });
+  const app = testServer(logger);
   app.get('/students', async () => {
     throw new DependencyUnavailableError('database', {
       cause: new Error('connect ECONNREFUSED 10.0.0.7:5432'),
@@ -140,12 +135,7 @@ test('a dependency that cannot be reached is a 503 naming it, with Retry-After, 
 });
 
 test("a library's client error adds the headers its status calls for, never ones that override ours or set cookies", async () => {
-  const app = createHttpServer(recordingLogger().logger, {
-    service: 'test',
-    registry: new Registry(),
-    maxHeaderBytes: 16_384,
-    cors: { origins: ['https://app.example'] },
-  });
+  const app = testServer(recordingLogger().logger, { cors: { origins: ['https://app.example'] } });
   // As http-errors builds it (an upstream client's error may carry the upstream response's headers the same way).
   app.get('/range', async () => {
     throw Object.assign(new Error('Range Not Satisfiable'), {
@@ -179,12 +169,7 @@ test("a library's client error adds the headers its status calls for, never ones
 });
 
 test('closing cuts, at the drain deadline, a connection an upgrade listener took over and still holds', async () => {
-  const app = createHttpServer(recordingLogger().logger, {
-    service: 'test',
-    registry: new Registry(),
-    maxHeaderBytes: 16_384,
-    drainTimeoutMs: 200,
-  });
+  const app = testServer(recordingLogger().logger, { drainTimeoutMs: 200 });
   // What a WebSocket server that never closes its sockets does: Node no longer counts them as its HTTP connections.
   app.server.on('upgrade', () => undefined);
   const url = await app.listen({ host: '127.0.0.1', port: 0 });

@@ -12,7 +12,7 @@ import { Redis } from 'ioredis';
 import { Connection, type Consumer } from 'rabbitmq-client';
 import { createPostgresDatabase } from '../test/support/databases.ts';
 import { createTestVhost } from '../test/support/rabbitmq-vhost.ts';
-import { startRole } from '../test/support/role-process.ts';
+import { rolesOn, startRole } from '../test/support/role-process.ts';
 import { REDIS_URL, uniqueName } from '../test/support/services.ts';
 import { startChildServer } from './child-server.ts';
 import type { BenchRow } from './table.ts';
@@ -39,14 +39,7 @@ async function servicesStack(extraEnv: Record<string, string> = {}): Promise<Sta
   const vhost = await createTestVhost('latency_bench');
   const keyPrefix = `${uniqueName('latency_bench')}:`;
   const env = {
-    DATABASE_URL: database.url,
-    AMQP_URL: vhost.url,
-    REDIS_URL,
-    CACHE_KEY_PREFIX: `${keyPrefix}student:`,
-    REPLAY_LOG_KEY_PREFIX: `${keyPrefix}notifications:`,
-    API_PORT: '0',
-    WORKER_PORT: '0',
-    NOTIFICATIONS_PORT: '0',
+    ...rolesOn({ database: database.url, amqp: vhost.url, redis: REDIS_URL }, keyPrefix),
     // Strict FIFO (prefetch 1) handles one event at a time, each its own transaction: below 100 events/s on this
     // machine. With 50, different students run concurrently (and share transactions); each one's events stay in order.
     WORKER_PREFETCH: '50',

@@ -12,7 +12,7 @@ import {
   startPrivateRedis,
   type PrivateServer,
 } from '../support/private-servers.ts';
-import { startRole, type RoleProcess } from '../support/role-process.ts';
+import { rolesOn, startRole, type RoleProcess } from '../support/role-process.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { until } from '../support/until.ts';
 
@@ -142,12 +142,7 @@ function faultSuite(partitions: number) {
         ),
       ]);
       env = {
-        DATABASE_URL: postgres.url,
-        AMQP_URL: rabbitMq.url,
-        REDIS_URL: redis.url,
-        API_PORT: '0',
-        WORKER_PORT: '0',
-        NOTIFICATIONS_PORT: '0',
+        ...rolesOn({ database: postgres.url, amqp: rabbitMq.url, redis: redis.url }),
         WORKER_PARTITIONS: String(partitions),
         // Quick recovery; the defaults are tuned for production.
         RESILIENCE_DURATION_OF_BREAK_MS: '2000',

@@ -16,6 +16,7 @@ import {
 } from '../support/otlp-receiver.ts';
 import { parseExposition, type Exposition } from '../support/prometheus-text.ts';
 import { createProxiedVhost, createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
+import { rolesOn } from '../support/role-process.ts';
 import {
   REDIS_URL,
   deleteRedisKeys,
@@ -46,20 +47,6 @@ interface Stack {
 
 /** The width of the role names column, as the stack aligns it. */
 const NAME_WIDTH = Math.max(...ROLES.map((role) => role.length));
-
-/** A stack's servers (its Redis keys under `keyPrefix`), every role on a free port. */
-function stackEnv(databaseUrl: string, amqpUrl: string, keyPrefix: string): Record<string, string> {
-  return {
-    DATABASE_URL: databaseUrl,
-    AMQP_URL: amqpUrl,
-    REDIS_URL,
-    CACHE_KEY_PREFIX: `${keyPrefix}cache:`,
-    REPLAY_LOG_KEY_PREFIX: `${keyPrefix}log:`,
-    API_PORT: '0',
-    WORKER_PORT: '0',
-    NOTIFICATIONS_PORT: '0',
-  };
-}
 
 /**
  * Starts `npm run stack`'s script (as npm would, minus npm) and waits until every role is listening. In a process
@@ -144,7 +131,7 @@ describe('npm run stack on PostgreSQL, RabbitMQ and Redis', servers, () => {
       createTestVhost('stack_test'),
       startOtlpReceiver(),
     ]);
-    env = stackEnv(database.url, vhost.url, keyPrefix);
+    env = rolesOn({ database: database.url, amqp: vhost.url, redis: REDIS_URL }, keyPrefix);
     stack = await startStack({
       ...env,
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
@@ -405,7 +392,7 @@ describe('npm run stack when the roles cannot stop (their broker went silent)', 
   let broker: Awaited<ReturnType<typeof createProxiedVhost>>;
   const keyPrefix = `${uniqueName('tbe_stack_stuck')}:`;
   const env = (shutdownTimeoutMs: number) => ({
-    ...stackEnv(database.url, broker.url, keyPrefix),
+    ...rolesOn({ database: database.url, amqp: broker.url, redis: REDIS_URL }, keyPrefix),
     SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs),
   });
 

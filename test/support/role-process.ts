@@ -24,6 +24,31 @@ if (process.env.NODE_TEST_CONTEXT)
     for (const child of running) child.kill('SIGKILL');
   });
 
+/** The servers roles that run as processes of their own share (URLs). */
+export interface RoleServers {
+  readonly database: string;
+  readonly amqp: string;
+  readonly redis: string;
+}
+
+/**
+ * The settings of roles on `servers`, each on a free port. With `keyPrefix`, their Redis keys lie under it: runs on
+ * one Redis stay apart.
+ */
+export function rolesOn(servers: RoleServers, keyPrefix?: string): Record<string, string> {
+  return {
+    DATABASE_URL: servers.database,
+    AMQP_URL: servers.amqp,
+    REDIS_URL: servers.redis,
+    ...(keyPrefix === undefined
+      ? {}
+      : { CACHE_KEY_PREFIX: `${keyPrefix}cache:`, REPLAY_LOG_KEY_PREFIX: `${keyPrefix}log:` }),
+    API_PORT: '0',
+    WORKER_PORT: '0',
+    NOTIFICATIONS_PORT: '0',
+  };
+}
+
 export interface SpawnedRole {
   readonly child: ChildProcessByStdio<null, Readable, Readable>;
   /** Its exit code, once it has exited. */

@@ -122,7 +122,7 @@ test(
     await new Promise((resolve) => setTimeout(resolve, 100)); // the request is in flight, its body incomplete
     const closing = Date.now();
     try {
-      // Without the deadline, Node waits for the body until its requestTimeout (five minutes).
+      // Without the deadline, the close would wait for the body until the request timeout (a minute).
       const closed = await Promise.race([
         app.close().then(() => true),
         new Promise<false>((resolve) => setTimeout(() => resolve(false), 5_000)),

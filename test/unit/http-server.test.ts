@@ -55,6 +55,40 @@ test('a request that took too long to arrive is a 408 saying so, not that it is 
   assert.equal(problem.detail, 'The request did not arrive in time: send it whole, without pauses.');
 });
 
+test('a request whose head or body stops arriving gets 408 once its time is up, and its connection is closed', async () => {
+  const app = testServer(recordingLogger().logger, { requestTimeoutMs: 300 });
+  app.post('/upload', async () => ({ stored: true }));
+  const url = new URL(await app.listen({ host: '127.0.0.1', port: 0 }));
+  const stalled = async (start: string) => {
+    const socket = connect(Number(url.port), url.hostname);
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+    socket.write(start);
+    await once(socket, 'close');
+    return received;
+  };
+  try {
+    const started = Date.now();
+    const [body, head] = await Promise.all([
+      stalled(
+        `POST /upload HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":`,
+      ),
+      stalled(`POST /upload HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: appl`),
+    ]);
+    for (const response of [body, head]) {
+      assert.match(response, /^HTTP\/1.1 408 /);
+      assert.match(
+        response,
+        /"detail":"The request did not arrive in time: send it whole, without pauses\."/,
+      );
+    }
+    // The limit plus at most one of Node's checks (a quarter of it), and some slack for a busy machine.
+    assert.ok(Date.now() - started < 2_000, `answered after ${Date.now() - started} ms`);
+  } finally {
+    await app.close();
+  }
+});
+
 test('a server that cannot listen says why and which settings choose where', async () => {
   const app = testServer(recordingLogger().logger);
   const taken = createServer().listen(0, '127.0.0.1');

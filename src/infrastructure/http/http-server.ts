@@ -87,9 +87,16 @@ export interface HttpServerOptions extends HttpObservabilityOptions {
    * slowly, or never): what stops after this server must still get its turn. Default DEFAULT_DRAIN_TIMEOUT_MS.
    */
   readonly drainTimeoutMs?: number;
+  /**
+   * How long a request may take to arrive whole, head and body; one still incomplete then gets 408 and its
+   * connection is closed. Default DEFAULT_REQUEST_TIMEOUT_MS.
+   */
+  readonly requestTimeoutMs?: number;
 }
 
 export const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
+/** Node's own limit for a request head; Fastify turns Node's limit for the whole request off (0). */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 
 /**
  * A Fastify instance with the project's conventions: zod schemas, problem+json errors, request ids, security
@@ -99,13 +106,23 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
 export function createHttpServer(logger: Logger, options: HttpServerOptions): HttpServer {
   // Set once the hooks it stands in for exist (below).
   let answerUnrouted: (request: FastifyRequest, reply: FastifyReply) => void = () => undefined;
+  const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const app = Fastify<Server, IncomingMessage, ServerResponse, FastifyBaseLogger>({
     loggerInstance: logger.child({}, { serializers: { req: requestForLog } }),
     // observeHttp logs each request once, when it is answered.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT_BYTES,
-    // Node answers an HTTP/1.1 request without Host with an empty 400; the onRequest hook answers it as problem+json.
-    http: { maxHeaderSize: options.maxHeaderBytes, requireHostHeader: false },
+    // A body trickling in (or never finished) would hold its connection for good: a request arrives whole in time.
+    requestTimeout: requestTimeoutMs,
+    http: {
+      maxHeaderSize: options.maxHeaderBytes,
+      // Node answers an HTTP/1.1 request without Host with an empty 400; the onRequest hook answers it as problem+json.
+      requireHostHeader: false,
+      // Node answers a head over this with 408 too; never more than the whole request gets.
+      headersTimeout: requestTimeoutMs,
+      // How often Node looks for requests past their time (30 s by default): no request lasts 1.25× its limit.
+      connectionsCheckingInterval: Math.ceil(requestTimeoutMs / 4),
+    },
     // A caller's x-request-id is kept when it is safe to log; otherwise we make one.
     requestIdHeader: false,
     genReqId: (request) => {

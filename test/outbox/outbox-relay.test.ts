@@ -14,7 +14,7 @@ import { updateStudent } from '../../src/application/students/update-student.ts'
 import { mergeTopologies, topicExchange } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
-import { OutboxRelay } from '../../src/infrastructure/outbox/outbox-relay.ts';
+import { OutboxRelay, type BeforePublish } from '../../src/infrastructure/outbox/outbox-relay.ts';
 import {
   openDatabase,
   type Database,
@@ -76,13 +76,14 @@ function writer(database: Database) {
   return createStudent(writeDeps(database));
 }
 
-function relayOn(database: Database, bus: MessageBus, options = {}) {
+function relayOn(database: Database, bus: MessageBus, options = {}, beforePublish?: BeforePublish) {
   return new OutboxRelay({
     database,
     bus,
     logger: silentLogger,
     policy: createResiliencePolicy('relay', fastResilience, silentLogger),
     options: { standbyRetryMs: 200, ...options },
+    ...(beforePublish ? { beforePublish } : {}),
   });
 }
 
@@ -297,6 +298,41 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
         received.map((message) => message.headers['cloudEvents:subject']),
         [first, second],
       );
+    } finally {
+      await ownRelay?.stop();
+      await ownBus.close();
+      await ownDb.dispose();
+    }
+  });
+
+  test('rows leave only once the step before publishing has finished with them, and leave anyway when it fails', async () => {
+    const ownDb = await openTestDatabase('pglite');
+    const ownBus = new InProcessMessageBus();
+    let ownRelay: OutboxRelay | undefined;
+    try {
+      const received = await collect(ownBus, 'relay.before-publish');
+      const subjects = () => received.map((message) => message.headers['cloudEvents:subject']);
+      const stepped: string[][] = [];
+      let finishFirst!: () => void;
+      const firstStep = new Promise<void>((resolve) => (finishFirst = resolve));
+      ownRelay = relayOn(ownDb.database, ownBus, {}, async (rows) => {
+        stepped.push(rows.map((row) => row.subject));
+        if (stepped.length === 1) return firstStep;
+        throw new Error('the cache is gone');
+      });
+      ownRelay.start();
+      const [first] = await createStudents(ownDb.database, 1);
+      await until(() => stepped.length === 1, 'the step, for the first row');
+      assert.deepEqual(stepped, [[first]]);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.deepEqual(subjects(), [], 'held while the step runs');
+      finishFirst();
+      await until(() => received.length === 1, 'the first row, once the step finished');
+
+      const [second] = await createStudents(ownDb.database, 1);
+      await until(() => received.length === 2, 'the second row, although its step failed');
+      assert.deepEqual(subjects(), [first, second]);
+      await allSent(ownDb.database, 'both rows marked sent');
     } finally {
       await ownRelay?.stop();
       await ownBus.close();

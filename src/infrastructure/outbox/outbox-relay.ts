@@ -58,6 +58,9 @@ export interface OutboxRow extends Omit<OutboxMessage, 'traceparent'> {
   readonly headers: Readonly<Record<string, string>>;
 }
 
+/** What must be done before rows leave (readers brought up to what they report); it holds their publishing. */
+export type BeforePublish = (rows: readonly OutboxRow[]) => Promise<void>;
+
 /** A row as the relay read it, with its place in the outbox's order. */
 type ReadRow = OutboxRow & { readonly seq: string };
 
@@ -168,6 +171,7 @@ export class OutboxRelay {
   #wakeOnWork = true;
   #workPending = true;
   #lastCleanup = 0;
+  readonly #beforePublish: BeforePublish | undefined;
 
   constructor(deps: {
     database: Database;
@@ -176,11 +180,13 @@ export class OutboxRelay {
     logger: Logger;
     topology?: Topology;
     options?: Partial<OutboxRelayOptions>;
+    beforePublish?: BeforePublish;
   }) {
     this.#database = deps.database;
     this.#bus = deps.bus;
     this.#undeclared = deps.topology;
     this.#policy = deps.policy;
+    this.#beforePublish = deps.beforePublish;
     this.#logger = deps.logger.child({ component: 'outbox-relay' });
     this.#options = { ...DEFAULT_RELAY_OPTIONS, ...deps.options };
   }
@@ -357,6 +363,10 @@ export class OutboxRelay {
 
   /** Hands rows to the broker in subject waves, each confirmed before the next. */
   async #publish(rows: readonly OutboxRow[]): Promise<void> {
+    // A failing step must not hold the rows back for good: they leave without it.
+    await this.#beforePublish?.(rows).catch((error: unknown) =>
+      this.#logger.warn({ err: error }, 'the step before publishing failed; publishing anyway'),
+    );
     const system = this.#bus.status().adapter;
     for (const wave of subjectWaves(rows)) {
       const spans = startPublishSpans(wave, system);
@@ -436,6 +446,7 @@ export function startOutboxRelay(deps: {
   logger: Logger;
   topology?: Topology;
   options?: Partial<OutboxRelayOptions>;
+  beforePublish?: BeforePublish;
 }): OutboxRelay {
   const relay = new OutboxRelay({
     ...deps,

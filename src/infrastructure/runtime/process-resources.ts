@@ -1,5 +1,6 @@
 import type { Registry } from 'prom-client';
 import type { MessageBus } from '../../application/ports/message-bus.ts';
+import { cacheBeforeNotifying } from '../../application/students/cache-before-notifying.ts';
 import { WORKER_INBOX } from '../../application/students/process-student-event.ts';
 import { Exchanges, messagingTopology, type Topology } from '../../contracts/messaging.ts';
 import { openCache, type Cache } from '../caching/open-cache.ts';
@@ -108,6 +109,7 @@ export async function openProcessResources(
         ...(undeclared ? { topology: undeclared } : {}),
         resilience: settings.resilience,
         logger,
+        beforePublish: cacheBeforeNotifying(cache.students),
       });
       relay = started;
       closers.push(() => started.stop());

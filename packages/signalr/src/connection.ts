@@ -116,6 +116,13 @@ export class Connection {
   private room: { readonly promise: Promise<void>; readonly resolve: () => void } | undefined;
   /** Aborted when the connection ends; made on first use, so idle connections carry none. */
   private ended: AbortController | undefined;
+  /**
+   * Set while the connected hook runs. Calls that run beside the queue (streams, calls with uploads) wait for it,
+   * as ASP.NET dispatches no message before OnConnectedAsync has finished (and none if it failed).
+   */
+  private connecting: Promise<void> | undefined;
+  /** The connected hook failed: no call of the client runs, not even one queued behind the hook. */
+  private refused = false;
 
   constructor(
     private readonly host: ConnectionHost,
@@ -353,16 +360,22 @@ export class Connection {
     }
     this.write(OutgoingMessage.raw(HANDSHAKE_OK));
     this.state = 'connected';
+    let hookDone!: () => void;
+    this.connecting = new Promise<void>((resolve) => (hookDone = resolve));
     this.enqueue(async () => {
       try {
         await this.host.connected(this);
       } catch (error) {
+        this.refused = true;
         this.host.reportError(error, this, undefined);
         this.close(
           error instanceof HubError
             ? `${GENERIC_CLOSE_ERROR} HubException: ${error.message}`
             : GENERIC_CLOSE_ERROR,
         );
+      } finally {
+        this.connecting = undefined;
+        hookDone();
       }
     });
     return outcome.rest;
@@ -572,6 +585,8 @@ export class Connection {
     const fail = (error: string): void => {
       if (invocationId !== undefined) this.complete({ type: MessageType.Completion, invocationId, error });
     };
+    if (this.connecting) await this.connecting;
+    if (this.refused) return this.endUploads(message);
     const method = this.bind(message);
     if (typeof method === 'string') {
       this.endUploads(message);
@@ -595,12 +610,8 @@ export class Connection {
     const { invocationId, target } = message;
     const fail = (error: string): void =>
       this.complete({ type: MessageType.Completion, invocationId, error });
-    const method = this.bind(message);
-    if (typeof method === 'string') {
-      this.endUploads(message);
-      return fail(method);
-    }
-    // Registered before the method runs, as ASP.NET does: a cancel may arrive while it is still starting.
+    // Registered before the method runs, as ASP.NET does: a cancel may arrive while it is still starting (or while
+    // the connected hook runs).
     const stream: ServerStream = {
       target,
       iterator: undefined,
@@ -610,6 +621,11 @@ export class Connection {
     };
     (this.serverStreams ??= new Map()).set(invocationId, stream);
     try {
+      if (this.connecting) await this.connecting;
+      // Cancelled meanwhile, or the connection ended (its hook failed): the method never runs.
+      if (stream.cancelled) return this.complete({ type: MessageType.Completion, invocationId });
+      const method = this.bind(message);
+      if (typeof method === 'string') return fail(method);
       try {
         const result = await this.call(method, message, uploads, stream.abort.signal);
         stream.iterator = (result as AsyncIterable<unknown>)[Symbol.asyncIterator]();

@@ -686,3 +686,67 @@ test('client results: a call still waiting when the client disconnects fails ins
     await running.close();
   }
 });
+
+test('no call runs before onConnected has finished, nor after it failed, as ASP.NET dispatches nothing until then', async () => {
+  const ran: string[] = [];
+  let hookDone = false;
+  const gate = (rejecting: boolean) =>
+    defineHub({
+      methods: {
+        Plain: () => void ran.push(`Plain after hook: ${hookDone}`),
+        Upload: async (_context, items: AsyncIterable<number>) => {
+          ran.push(`Upload after hook: ${hookDone}`);
+          for await (const _ of items);
+        },
+      },
+      streams: {
+        Items: async function* () {
+          ran.push(`Items after hook: ${hookDone}`);
+          yield 1;
+        },
+      },
+      // A hook that looks something up (a database, an identity provider), then may refuse the connection.
+      onConnected: async () => {
+        await delay(100);
+        hookDone = true;
+        if (rejecting) throw new HubError('not allowed');
+      },
+    });
+  const calls = [
+    { type: 4, invocationId: '1', target: 'Items', arguments: [] },
+    { type: 1, invocationId: '2', target: 'Upload', arguments: [], streamIds: ['s'] },
+    { type: 3, invocationId: 's' },
+    { type: 1, invocationId: '3', target: 'Plain', arguments: [] },
+  ];
+
+  const refusing = await startHub({ hub: gate(true) });
+  try {
+    const client = await RawClient.connect(refusing.url);
+    client.send({ protocol: 'json', version: 1 }, ...calls);
+    const close = await client.next((record) => record.type === 7);
+    assert.equal(close.error, 'Connection closed with an error. HubException: not allowed');
+    await delay(50);
+    assert.deepEqual(ran, [], 'no method of a connection its onConnected refused runs');
+    client.close();
+  } finally {
+    await refusing.close();
+  }
+
+  hookDone = false;
+  const accepting = await startHub({ hub: gate(false) });
+  try {
+    const client = await RawClient.connect(accepting.url);
+    client.send({ protocol: 'json', version: 1 }, ...calls);
+    await client.next((record) => record.type === 3 && record.invocationId === '1');
+    await client.next((record) => record.type === 3 && record.invocationId === '2');
+    await client.next((record) => record.type === 3 && record.invocationId === '3');
+    assert.deepEqual(ran.sort(), [
+      'Items after hook: true',
+      'Plain after hook: true',
+      'Upload after hook: true',
+    ]);
+    client.close();
+  } finally {
+    await accepting.close();
+  }
+});

@@ -86,16 +86,27 @@ describe('the notifications service (embedded adapters)', () => {
     const resumed = sseClient(url, { lastEventId: lastId });
     // How the test page resumes: EventSource cannot set the header on a new connection.
     const byQuery = sseClient(url, { query: `?lastEventId=${lastId}` });
+    // An empty header is no id (WHATWG's EventSource never sends one); the query's still counts.
+    const byQueryEmptyHeader = sseClient(url, {
+      query: `?lastEventId=${lastId}`,
+      headers: { 'Last-Event-ID': '' },
+    });
     const deletesOnly = sseClient(url, { lastEventId: lastId, query: '?types=StudentDeleted' });
     try {
       await until(
         () =>
-          resumed.received.length >= 2 && byQuery.received.length >= 2 && deletesOnly.received.length >= 1,
+          resumed.received.length >= 2 &&
+          byQuery.received.length >= 2 &&
+          byQueryEmptyHeader.received.length >= 2 &&
+          deletesOnly.received.length >= 1,
         'the missed ones',
       );
       await bus.publish([notificationMessage('StudentCached')]);
-      await until(() => resumed.received.length >= 3 && byQuery.received.length >= 3, 'the live one');
-      for (const client of [resumed, byQuery])
+      await until(
+        () => [resumed, byQuery, byQueryEmptyHeader].every((client) => client.received.length >= 3),
+        'the live one',
+      );
+      for (const client of [resumed, byQuery, byQueryEmptyHeader])
         assert.deepEqual(
           client.received.map((event) => event.type),
           ['StudentUpdated', 'StudentDeleted', 'StudentCached'],
@@ -107,6 +118,7 @@ describe('the notifications service (embedded adapters)', () => {
     } finally {
       resumed.close();
       byQuery.close();
+      byQueryEmptyHeader.close();
       deletesOnly.close();
     }
   });

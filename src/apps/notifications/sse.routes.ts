@@ -80,7 +80,8 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     // A repeated query parameter arrives as an array.
     const query = request.query as Record<string, string | string[] | undefined>;
     const header = request.headers['last-event-id'];
-    const lastEventId = typeof header === 'string' ? header : query.lastEventId;
+    // An empty header is no id (WHATWG), so the query's counts then.
+    const lastEventId = header ? header : query.lastEventId;
     // `types=A&types=B` means the same as `types=A,B`.
     const types = [query.types ?? []]
       .flat()

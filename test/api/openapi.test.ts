@@ -84,6 +84,14 @@ describe('the OpenAPI document', () => {
     assert.equal(validator.version, '3.1');
   });
 
+  test('declares only the schemas an operation uses: no StudentInput, named like a body but shaped like a student', () => {
+    const declared = Object.keys((document.components as { schemas?: object } | undefined)?.schemas ?? {});
+    assert.deepEqual(declared.sort(), ['ProblemDetails', 'Student', 'StudentPage']);
+    const text = JSON.stringify(document);
+    for (const name of declared)
+      assert.ok(text.includes(`"#/components/schemas/${name}"`), `${name} is used`);
+  });
+
   test('lists exactly the statuses each operation answers with (write limit on, auth off)', () => {
     const expected = new Map<Route, string[]>([
       [LIST, ['200', '400', '503']],

@@ -133,6 +133,7 @@ function acceptsNull(schema: unknown): boolean {
 const transformObject: typeof jsonSchemaTransformObject = (input) => {
   const document = jsonSchemaTransformObject(input) as {
     paths?: Record<string, Record<string, { requestBody?: { required?: boolean; content?: object } }>>;
+    components?: { schemas?: Record<string, unknown> };
   };
   for (const operations of Object.values(document.paths ?? {}))
     for (const { requestBody } of Object.values(operations)) {
@@ -140,8 +141,31 @@ const transformObject: typeof jsonSchemaTransformObject = (input) => {
       if (requestBody && media.length > 0 && media.every(({ schema }) => acceptsNull(schema)))
         requestBody.required = false;
     }
+  dropUnusedSchemas(document);
   return document as ReturnType<typeof jsonSchemaTransformObject>;
 };
+
+const SCHEMA_REF = /"#\/components\/schemas\/([^"]+)"/g;
+
+/**
+ * The zod transform declares each registered schema twice, as output and as input (`StudentInput`): the response
+ * schemas' input twins are used by no operation, and one named like a request body but shaped like a student
+ * misleads readers of the docs and client generators. Only the schemas the operations reach are kept.
+ */
+function dropUnusedSchemas(document: { paths?: object; components?: { schemas?: Record<string, unknown> } }) {
+  const schemas = document.components?.schemas;
+  if (!schemas) return;
+  const used = new Set<string>();
+  const visit = (value: unknown) => {
+    for (const [, name] of JSON.stringify(value ?? null).matchAll(SCHEMA_REF))
+      if (!used.has(name!)) {
+        used.add(name!);
+        visit(schemas[name!]);
+      }
+  };
+  visit(document.paths);
+  for (const name of Object.keys(schemas)) if (!used.has(name)) delete schemas[name];
+}
 
 /**
  * OpenAPI 3 generated from the routes' zod schemas, at /openapi.json, with interactive docs at /docs. With

@@ -88,6 +88,7 @@ export function countingQueries(database: Database): StudentQueries & {
       await held;
       return row;
     },
+    findByIds: (ids) => inner.findByIds(ids),
     list: (input) => inner.list(input),
   };
 }

@@ -90,6 +90,21 @@ function persistenceContract(kind: 'postgres' | 'pglite') {
     });
   });
 
+  test('findByIds reads many students at once: those that exist, as stored', async () => {
+    const [first, second] = [newStudent(), newStudent()];
+    await unitOfWork.transaction(async ({ students }) => {
+      await students.add(first);
+      await students.add(second);
+    });
+    const missing = '01a00000-0000-7000-8000-00000000dead';
+    const found = await queries.findByIds([second.id, missing, first.id]);
+    assert.deepEqual(
+      found.sort((a, b) => a.id.localeCompare(b.id)),
+      [first.snapshot(), second.snapshot()].sort((a, b) => a.id.localeCompare(b.id)),
+    );
+    assert.deepEqual(await queries.findByIds([]), []);
+  });
+
   test('when the transaction fails, neither the student nor its outbox row is written', async () => {
     const student = newStudent();
     await assert.rejects(

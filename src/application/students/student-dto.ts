@@ -15,19 +15,3 @@ export function toStudentDto(student: StudentSnapshot): StudentDto {
     version: student.version,
   };
 }
-
-/** The student a DTO shows (as carried by a notification): `toStudentDto`, undone. */
-export function fromStudentDto(dto: StudentDto): StudentSnapshot {
-  return {
-    id: dto.id,
-    firstName: dto.firstName,
-    lastName: dto.lastName,
-    email: dto.email,
-    updates: dto.updates,
-    created: new Date(dto.created),
-    createdBy: dto.createdBy,
-    lastModified: dto.lastModified === null ? null : new Date(dto.lastModified),
-    lastModifiedBy: dto.lastModifiedBy,
-    version: dto.version,
-  };
-}

@@ -6,6 +6,10 @@ import { sqlStatement, STUDENT_COLUMNS, type SqlExecutor } from './sql.ts';
 // One extra row tells whether another page follows without a count query.
 const statements = {
   findById: sqlStatement('students_find_by_id', `select ${STUDENT_COLUMNS} from students where id = $1`),
+  findByIds: sqlStatement(
+    'students_find_by_ids',
+    `select ${STUDENT_COLUMNS} from students where id = any($1::uuid[])`,
+  ),
   firstPage: sqlStatement(
     'students_first_page',
     `select ${STUDENT_COLUMNS} from students order by id limit $1`,
@@ -28,6 +32,10 @@ export class SqlStudentQueries implements StudentQueries {
       const [row] = await this.#sql.query<StudentSnapshot>(statements.findById, [id]);
       return row;
     });
+  }
+
+  findByIds(ids: readonly string[]): Promise<StudentSnapshot[]> {
+    return guardDatabase(() => this.#sql.query<StudentSnapshot>(statements.findByIds, [ids]));
   }
 
   list({ limit, afterId }: { limit: number; afterId?: string }): Promise<StudentPage> {

@@ -11,6 +11,7 @@ import { recordDeadLetters } from '../outbox/dead-letter-recorder.ts';
 import { resendUnhandled, startOutboxRelay, type OutboxRelay } from '../outbox/outbox-relay.ts';
 import { registerRelayMetrics } from '../outbox/relay-metrics.ts';
 import { openDatabase, type Database } from '../persistence/database.ts';
+import { SqlStudentQueries } from '../persistence/sql-student-queries.ts';
 import type { ResilienceOptions } from '../resilience/resilience-policy.ts';
 import { BROKER_CONNECT_WAIT_MS, brokerAnswers } from './broker-at-start.ts';
 import { holdInProcessBusLock } from './in-process-bus-lock.ts';
@@ -109,7 +110,7 @@ export async function openProcessResources(
         ...(undeclared ? { topology: undeclared } : {}),
         resilience: settings.resilience,
         logger,
-        beforePublish: cacheBeforeNotifying(cache.students),
+        beforePublish: cacheBeforeNotifying(new SqlStudentQueries(database.sql), cache.students),
       });
       relay = started;
       closers.push(() => started.stop());

@@ -89,6 +89,16 @@ test('a request whose head or body stops arriving gets 408 once its time is up, 
   }
 });
 
+test("a request limit longer than Node's own default (five minutes) applies to head and body alike", async () => {
+  const app = testServer(recordingLogger().logger, { requestTimeoutMs: 600_000 });
+  try {
+    assert.equal(app.server.requestTimeout, 600_000);
+    assert.equal(app.server.headersTimeout, 600_000);
+  } finally {
+    await app.close();
+  }
+});
+
 test('a server that cannot listen says why and which settings choose where', async () => {
   const app = testServer(recordingLogger().logger);
   const taken = createServer().listen(0, '127.0.0.1');

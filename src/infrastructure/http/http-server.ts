@@ -118,6 +118,8 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       maxHeaderSize: options.maxHeaderBytes,
       // Node answers an HTTP/1.1 request without Host with an empty 400; the onRequest hook answers it as problem+json.
       requireHostHeader: false,
+      // Node checks the head's limit against the whole request's when it makes the server: both go to it.
+      requestTimeout: requestTimeoutMs,
       // Node answers a head over this with 408 too; never more than the whole request gets.
       headersTimeout: requestTimeoutMs,
       // How often Node looks for requests past their time (30 s by default): no request lasts 1.25× its limit.

@@ -43,8 +43,10 @@ function sseVerdict(header: string | undefined, query: Query): 'stream' | 'types
     .filter(Boolean);
   if (types.some((type) => !NOTIFICATION_TYPES.has(type))) return 'types';
   const fromQuery = query.filter(([key]) => key === 'lastEventId').map(([, value]) => value);
-  if (header === undefined && fromQuery.length > 1) return 'Last-Event-ID';
-  const id = header ?? fromQuery[0];
+  // An empty header is no id: the query's counts then.
+  const given = header === '' ? undefined : header;
+  if (given === undefined && fromQuery.length > 1) return 'Last-Event-ID';
+  const id = given ?? fromQuery[0];
   if (id === undefined || id === '') return 'stream';
   return LOG_ID.test(id) ? 'stream' : 'Last-Event-ID';
 }

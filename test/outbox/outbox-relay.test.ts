@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { after, before, describe, mock, test } from 'node:test';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { BrokenCircuitError } from 'cockatiel';
 import { inArray, isNull } from 'drizzle-orm';
 import pg from 'pg';
 import { outcome, type MessageBus, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
@@ -26,6 +27,7 @@ import { outbox } from '../../src/infrastructure/persistence/schema.ts';
 import {
   createResiliencePolicy,
   DEFAULT_RESILIENCE,
+  type ResiliencePolicy,
 } from '../../src/infrastructure/resilience/resilience-policy.ts';
 import { fakerStudentGenerator } from '../../src/infrastructure/system/faker-student-generator.ts';
 import { systemClock } from '../../src/infrastructure/system/system-clock.ts';
@@ -333,6 +335,52 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
       await until(() => received.length === 2, 'the second row, although its step failed');
       assert.deepEqual(subjects(), [first, second]);
       await allSent(ownDb.database, 'both rows marked sent');
+    } finally {
+      await ownRelay?.stop();
+      await ownBus.close();
+      await ownDb.dispose();
+    }
+  });
+
+  test('while the breaker is open the step before publishing is not run again at every retry; a step that throws at once does not hold the rows', async () => {
+    const ownDb = await openTestDatabase('pglite');
+    const ownBus = new InProcessMessageBus();
+    let ownRelay: OutboxRelay | undefined;
+    try {
+      const received = await collect(ownBus, 'relay.breaker-open');
+      let breaker: 'open' | 'closed' = 'open';
+      // The broker is down and the breaker open: every publish fails at once, as cockatiel's does.
+      const policy: ResiliencePolicy = {
+        execute: async (call, signal) => {
+          if (breaker === 'open') throw new BrokenCircuitError();
+          return call(signal ?? new AbortController().signal);
+        },
+        breakerState: () => breaker,
+      };
+      let steps = 0;
+      ownRelay = new OutboxRelay({
+        database: ownDb.database,
+        bus: ownBus,
+        logger: silentLogger,
+        policy,
+        options: { standbyRetryMs: 200 },
+        // Not async: it throws before it returns a promise.
+        beforePublish: () => {
+          steps++;
+          throw new Error('the cache client is closed');
+        },
+      });
+      ownRelay.start();
+      await createStudents(ownDb.database, 1);
+      await until(() => ownRelay!.status().lastError !== undefined, 'a first failed publish');
+      // Backoff starts at 250-500 ms: a few more attempts fail meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      assert.equal(received.length, 0);
+      assert.equal(steps, 0, 'no step while every publish fails at once');
+      breaker = 'closed';
+      await until(() => received.length === 1, 'the row, once the breaker closed, although its step threw');
+      assert.equal(steps, 1);
+      await allSent(ownDb.database, 'the row marked sent');
     } finally {
       await ownRelay?.stop();
       await ownBus.close();

@@ -40,7 +40,7 @@ function fakes(rows: readonly StudentSnapshot[]) {
     add: async () => assert.fail('no add'),
     set: async (written) => void calls.push(`set ${written.id} v${written.version}`),
     evict: async (id) => void calls.push(`evict ${id}`),
-    invalidate: async () => assert.fail('no invalidate'),
+    invalidate: async (id) => void calls.push(`invalidate ${id}`),
   };
   return { queries, cache, calls };
 }
@@ -75,4 +75,17 @@ test('domain events on their way to the worker are no notifications: nothing is 
   const { queries, cache, calls } = fakes([alan]);
   await cacheBeforeNotifying(queries, cache)([{ exchange: Exchanges.students, subject: alan.id }]);
   assert.deepEqual(calls, []);
+});
+
+test('students that cannot be read are invalidated, so a read after the notification loads them, and the error surfaces', async () => {
+  const ada = student('01a00000-0000-7000-8000-000000000004', 2);
+  const { queries, cache, calls } = fakes([ada]);
+  queries.findByIds = async () => {
+    throw new Error('canceling statement due to statement timeout');
+  };
+  await assert.rejects(
+    cacheBeforeNotifying(queries, cache)([notification('StudentCached', ada)]),
+    /statement timeout/,
+  );
+  assert.deepEqual(calls, [`invalidate ${ada.id}`]);
 });

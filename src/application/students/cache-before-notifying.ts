@@ -1,4 +1,5 @@
 import { Exchanges } from '../../contracts/messaging.ts';
+import type { StudentSnapshot } from '../../domain/student.ts';
 import type { OutboxMessage } from '../ports/outbox.ts';
 import type { StudentCache } from '../ports/student-cache.ts';
 import type { StudentQueries } from '../ports/student-queries.ts';
@@ -13,6 +14,7 @@ export type NotifyingMessage = Pick<OutboxMessage, 'exchange' | 'subject'>;
  * read as they are now, in one query, rather than taken from the notifications: one that waited in the outbox (the
  * broker was down) may report a state the student has left since. A student no longer there is evicted. A write that
  * lands after a newer one is dropped by the cache's version fence; the cache's own failures never surface here.
+ * When the students cannot be read, they are invalidated (the next read loads them) and the error is rethrown.
  */
 export function cacheBeforeNotifying(queries: StudentQueries, students: StudentCache) {
   return async (messages: readonly NotifyingMessage[]): Promise<void> => {
@@ -24,7 +26,16 @@ export function cacheBeforeNotifying(queries: StudentQueries, students: StudentC
       ),
     ];
     if (ids.length === 0) return;
-    const current = new Map((await queries.findByIds(ids)).map((student) => [student.id, student]));
+    let found: StudentSnapshot[];
+    try {
+      found = await queries.findByIds(ids);
+    } catch (error) {
+      // Unread, they cannot be cached as they are now; dropped, the next read loads them: the notifications may
+      // still leave ahead of the worker's refresh.
+      await Promise.all(ids.map((id) => students.invalidate(id)));
+      throw error;
+    }
+    const current = new Map(found.map((student) => [student.id, student]));
     await Promise.all(
       ids.map((id) => {
         const student = current.get(id);

@@ -363,10 +363,7 @@ export class OutboxRelay {
 
   /** Hands rows to the broker in subject waves, each confirmed before the next. */
   async #publish(rows: readonly OutboxRow[]): Promise<void> {
-    // A failing step must not hold the rows back for good: they leave without it.
-    await this.#beforePublish?.(rows).catch((error: unknown) =>
-      this.#logger.warn({ err: error }, 'the step before publishing failed; publishing anyway'),
-    );
+    await this.#beforePublishing(rows);
     const system = this.#bus.status().adapter;
     for (const wave of subjectWaves(rows)) {
       const spans = startPublishSpans(wave, system);
@@ -379,6 +376,22 @@ export class OutboxRelay {
       } finally {
         for (const span of spans) span.end();
       }
+    }
+  }
+
+  /**
+   * The step before publishing, when the rows can leave now. While the breaker is open (or the relay stops), the
+   * publish fails at once and the rows are read again later: the step would only be repeated at every retry (a
+   * broker outage would rewrite, and invalidate on every instance, the same students each time). A failing step
+   * must not hold the rows back for good: they leave without it, also when it throws before returning a promise.
+   */
+  async #beforePublishing(rows: readonly OutboxRow[]): Promise<void> {
+    const step = this.#beforePublish;
+    if (!step || this.#stopping.signal.aborted || this.#policy.breakerState() === 'open') return;
+    try {
+      await step(rows);
+    } catch (error) {
+      this.#logger.warn({ err: error }, 'the step before publishing failed; publishing anyway');
     }
   }
 

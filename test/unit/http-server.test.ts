@@ -97,6 +97,8 @@ test("a request limit longer than Node's own default (five minutes) applies to h
   } finally {
     await app.close();
   }
+  // No limit is no option: a body could then trickle in for good.
+  assert.throws(() => testServer(recordingLogger().logger, { requestTimeoutMs: 0 }), /must be positive/);
 });
 
 test('a server that cannot listen says why and which settings choose where', async () => {

@@ -88,8 +88,8 @@ export interface HttpServerOptions extends HttpObservabilityOptions {
    */
   readonly drainTimeoutMs?: number;
   /**
-   * How long a request may take to arrive whole, head and body; one still incomplete then gets 408 and its
-   * connection is closed. Default DEFAULT_REQUEST_TIMEOUT_MS.
+   * How long a request may take to arrive whole, head and body (positive); one still incomplete then gets 408 and
+   * its connection is closed. Default DEFAULT_REQUEST_TIMEOUT_MS.
    */
   readonly requestTimeoutMs?: number;
 }
@@ -107,6 +107,9 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   // Set once the hooks it stands in for exist (below).
   let answerUnrouted: (request: FastifyRequest, reply: FastifyReply) => void = () => undefined;
   const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  // 0, which means "none" to Node, would also make its check of every connection run all the time.
+  if (!(requestTimeoutMs > 0))
+    throw new RangeError(`requestTimeoutMs must be positive, not ${requestTimeoutMs}`);
   const app = Fastify<Server, IncomingMessage, ServerResponse, FastifyBaseLogger>({
     loggerInstance: logger.child({}, { serializers: { req: requestForLog } }),
     // observeHttp logs each request once, when it is answered.

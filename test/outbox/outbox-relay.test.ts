@@ -138,6 +138,29 @@ async function backlogInOrder(database: Database, bus: MessageBus) {
     );
 }
 
+/**
+ * A PGlite database and an in-process bus of the test's own, for a relay that must not meet the shared ones; each
+ * relay passed to `stopAfter` is stopped, then the bus closed and the database dropped, however the test ends.
+ */
+async function withOwnOutbox(
+  run: (own: {
+    ownDb: TestDatabase;
+    ownBus: InProcessMessageBus;
+    stopAfter: (relay: OutboxRelay) => OutboxRelay;
+  }) => Promise<void>,
+): Promise<void> {
+  const ownDb = await openTestDatabase('pglite');
+  const ownBus = new InProcessMessageBus();
+  const relays: OutboxRelay[] = [];
+  try {
+    await run({ ownDb, ownBus, stopAfter: (relay) => (relays.push(relay), relay) });
+  } finally {
+    for (const relay of relays) await relay.stop();
+    await ownBus.close();
+    await ownDb.dispose();
+  }
+}
+
 /** The id of the outbox row of a student's first event. */
 const rowIdOf = async (database: Database, studentId: string) =>
   (await database.db.select().from(outbox)).find((row) => row.subject === studentId)?.id;
@@ -210,10 +233,7 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
 
   test('a batch whose publish fails is not overtaken by a later batch of its student', async () => {
     // Its own database and bus: only this student's rows, written while no relay runs.
-    const ownDb = await openTestDatabase('pglite');
-    const ownBus = new InProcessMessageBus();
-    let ownRelay: OutboxRelay | undefined;
-    try {
+    await withOwnOutbox(async ({ ownDb, ownBus, stopAfter }) => {
       const received = await collect(ownBus, 'relay.overtake');
       const deps = writeDeps(ownDb.database);
       const created = await createStudent(deps)({ details: {}, actor: 'tester' });
@@ -237,7 +257,7 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
         },
       );
       // One row a batch: the student's later rows are each a batch of their own, that could be in flight meanwhile.
-      ownRelay = relayOn(ownDb.database, ownBus, { batchSize: 1, batchesInFlight: 4 });
+      const ownRelay = stopAfter(relayOn(ownDb.database, ownBus, { batchSize: 1, batchesInFlight: 4 }));
       ownRelay.start();
       await allSent(ownDb.database, 'every row marked sent');
       assert.ok(failed, 'the first publish failed');
@@ -254,18 +274,11 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
         ['StudentCreated', 'StudentUpdated', 'StudentUpdated', 'StudentUpdated'],
         'in write order, also after the failed publish',
       );
-    } finally {
-      await ownRelay?.stop();
-      await ownBus.close();
-      await ownDb.dispose();
-    }
+    });
   });
 
   test('a row written while the relay is publishing leaves at once, not at the next poll', async () => {
-    const ownDb = await openTestDatabase('pglite');
-    const ownBus = new InProcessMessageBus();
-    let ownRelay: OutboxRelay | undefined;
-    try {
+    await withOwnOutbox(async ({ ownDb, ownBus, stopAfter }) => {
       const received = await collect(ownBus, 'relay.during-drain');
       // Once armed, the relay's next read of the outbox is held while another student is written: that write's
       // wake-up arrives while the relay is busy, not while it waits.
@@ -287,9 +300,9 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
         },
       };
       // A poll interval far beyond the wait below: only the wake-up can bring the second row out in time.
-      ownRelay = relayOn(watched, ownBus, { pollIntervalMs: 600_000 });
+      const ownRelay = stopAfter(relayOn(watched, ownBus, { pollIntervalMs: 600_000 }));
       ownRelay.start();
-      await until(() => ownRelay!.status().role === 'leader', 'leadership');
+      await until(() => ownRelay.status().role === 'leader', 'leadership');
       await new Promise((resolve) => setTimeout(resolve, 200)); // the relay waits for work
       armed = true;
       const [first] = await createStudents(ownDb.database, 1);
@@ -300,28 +313,23 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
         received.map((message) => message.headers['cloudEvents:subject']),
         [first, second],
       );
-    } finally {
-      await ownRelay?.stop();
-      await ownBus.close();
-      await ownDb.dispose();
-    }
+    });
   });
 
   test('rows leave only once the step before publishing has finished with them, and leave anyway when it fails', async () => {
-    const ownDb = await openTestDatabase('pglite');
-    const ownBus = new InProcessMessageBus();
-    let ownRelay: OutboxRelay | undefined;
-    try {
+    await withOwnOutbox(async ({ ownDb, ownBus, stopAfter }) => {
       const received = await collect(ownBus, 'relay.before-publish');
       const subjects = () => received.map((message) => message.headers['cloudEvents:subject']);
       const stepped: string[][] = [];
       let finishFirst!: () => void;
       const firstStep = new Promise<void>((resolve) => (finishFirst = resolve));
-      ownRelay = relayOn(ownDb.database, ownBus, {}, async (rows) => {
-        stepped.push(rows.map((row) => row.subject));
-        if (stepped.length === 1) return firstStep;
-        throw new Error('the cache is gone');
-      });
+      const ownRelay = stopAfter(
+        relayOn(ownDb.database, ownBus, {}, async (rows) => {
+          stepped.push(rows.map((row) => row.subject));
+          if (stepped.length === 1) return firstStep;
+          throw new Error('the cache is gone');
+        }),
+      );
       ownRelay.start();
       const [first] = await createStudents(ownDb.database, 1);
       await until(() => stepped.length === 1, 'the step, for the first row');
@@ -335,18 +343,11 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
       await until(() => received.length === 2, 'the second row, although its step failed');
       assert.deepEqual(subjects(), [first, second]);
       await allSent(ownDb.database, 'both rows marked sent');
-    } finally {
-      await ownRelay?.stop();
-      await ownBus.close();
-      await ownDb.dispose();
-    }
+    });
   });
 
   test('while the breaker is open the step before publishing is not run again at every retry; a step that throws at once does not hold the rows', async () => {
-    const ownDb = await openTestDatabase('pglite');
-    const ownBus = new InProcessMessageBus();
-    let ownRelay: OutboxRelay | undefined;
-    try {
+    await withOwnOutbox(async ({ ownDb, ownBus, stopAfter }) => {
       const received = await collect(ownBus, 'relay.breaker-open');
       let breaker: 'open' | 'closed' = 'open';
       // The broker is down and the breaker open: every publish fails at once, as cockatiel's does.
@@ -358,21 +359,23 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
         breakerState: () => breaker,
       };
       let steps = 0;
-      ownRelay = new OutboxRelay({
-        database: ownDb.database,
-        bus: ownBus,
-        logger: silentLogger,
-        policy,
-        options: { standbyRetryMs: 200 },
-        // Not async: it throws before it returns a promise.
-        beforePublish: () => {
-          steps++;
-          throw new Error('the cache client is closed');
-        },
-      });
+      const ownRelay = stopAfter(
+        new OutboxRelay({
+          database: ownDb.database,
+          bus: ownBus,
+          logger: silentLogger,
+          policy,
+          options: { standbyRetryMs: 200 },
+          // Not async: it throws before it returns a promise.
+          beforePublish: () => {
+            steps++;
+            throw new Error('the cache client is closed');
+          },
+        }),
+      );
       ownRelay.start();
       await createStudents(ownDb.database, 1);
-      await until(() => ownRelay!.status().lastError !== undefined, 'a first failed publish');
+      await until(() => ownRelay.status().lastError !== undefined, 'a first failed publish');
       // Backoff starts at 250-500 ms: a few more attempts fail meanwhile.
       await new Promise((resolve) => setTimeout(resolve, 1_500));
       assert.equal(received.length, 0);
@@ -381,11 +384,7 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
       await until(() => received.length === 1, 'the row, once the breaker closed, although its step threw');
       assert.equal(steps, 1);
       await allSent(ownDb.database, 'the row marked sent');
-    } finally {
-      await ownRelay?.stop();
-      await ownBus.close();
-      await ownDb.dispose();
-    }
+    });
   });
 
   test('a topology the broker did not take at first is declared on a later attempt, and the rows then leave', async () => {
@@ -434,10 +433,7 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
   });
 
   test('a leadership that fails as soon as it is taken up is contended for again only after the standby wait', async () => {
-    const ownDb = await openTestDatabase('pglite');
-    const ownBus = new InProcessMessageBus();
-    let ownRelay: OutboxRelay | undefined;
-    try {
+    await withOwnOutbox(async ({ ownDb, ownBus, stopAfter }) => {
       // Every LISTEN fails, as on a database that drops each new session at once.
       let contended = 0;
       const failingListen: Database = {
@@ -451,16 +447,12 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
           );
         },
       };
-      ownRelay = relayOn(failingListen, ownBus, { standbyRetryMs: 200 });
+      const ownRelay = stopAfter(relayOn(failingListen, ownBus, { standbyRetryMs: 200 }));
       ownRelay.start();
       await new Promise((resolve) => setTimeout(resolve, 1_000));
       assert.ok(contended <= 7, `contended ${contended} times in one second, with 200 ms between attempts`);
       assert.equal(ownRelay.status().lastError, 'connection lost');
-    } finally {
-      await ownRelay?.stop();
-      await ownBus.close();
-      await ownDb.dispose();
-    }
+    });
   });
 
   test('a sent row is deleted once it is older than the retention; a younger one stays', async () => {

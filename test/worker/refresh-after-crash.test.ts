@@ -1,6 +1,7 @@
 // A worker that dies between its commit and its cache refresh: the event comes back, as a duplicate, to the next
-// worker, which must still bring the cache up to date; otherwise readers get the student from before the worker's
-// change until the cache entry's TTL. Every role a real process, on PostgreSQL, RabbitMQ and Redis.
+// worker, which changes nothing; the cache must still come up to date (the relay caches the student before it
+// publishes the notifications that commit wrote), or readers would get the student from before the worker's change
+// until the cache entry's TTL. Every role a real process, on PostgreSQL, RabbitMQ and Redis.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { test } from 'node:test';
@@ -28,7 +29,7 @@ interface StudentJson {
 const [postgres, rabbit, redis] = await Promise.all([needsPostgres(), needsRabbitMq(), needsRedis()]);
 
 test(
-  'a worker killed between its commit and its cache refresh: the next worker refreshes the cache, so a read gets the change',
+  'a worker killed between its commit and its cache refresh: the cache still comes up to date, so a read gets the change',
   { skip: postgres.skip ?? rabbit.skip ?? redis.skip },
   async () => {
     const [database, vhost] = await Promise.all([createPostgresDatabase(), createTestVhost('worker_test')]);

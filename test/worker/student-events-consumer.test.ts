@@ -12,7 +12,7 @@ import type {
 import {
   conflictAttempts,
   consumeStudentEvents,
-  type ReadersRefresh,
+  type AfterProcessed,
 } from '../../src/apps/worker/student-events.consumer.ts';
 import { createWorkerMetrics } from '../../src/apps/worker/worker-metrics.ts';
 import {
@@ -77,7 +77,7 @@ describe('the student-events consumer', () => {
   async function consume(
     script: (attempt: number, command: ProcessStudentEventCommand) => Promise<ProcessStudentEventResult>,
     options: {
-      readers?: ReadersRefresh;
+      afterProcessed?: AfterProcessed;
       retry?: { baseDelayMs: number; maxDelayMs: number };
       prefetch?: number;
     } = {},
@@ -93,7 +93,7 @@ describe('the student-events consumer', () => {
       retry: { maxRetryAttempts: 2, ...(options.retry ?? { baseDelayMs: 1, maxDelayMs: 5 }) },
       metrics: createWorkerMetrics(registry),
       logger: silentLogger,
-      readers: options.readers,
+      afterProcessed: options.afterProcessed,
     });
     subscriptions.push(subscription);
     return subscription;
@@ -271,12 +271,9 @@ describe('the student-events consumer', () => {
     await consume(
       async (attempt) => (attempt === 1 ? { status: 'processed', student } : { status: 'duplicate' }),
       {
-        readers: {
-          afterProcessed: (change) => {
-            changes.push(change);
-            throw new Error('cache down');
-          },
-          currentStudent: async () => student,
+        afterProcessed: (change) => {
+          changes.push(change);
+          throw new Error('cache down');
         },
       },
     );
@@ -295,10 +292,7 @@ describe('the student-events consumer', () => {
       { status: 'studentGone', studentId: student.id },
     ];
     await consume(async (attempt) => results[attempt - 1]!, {
-      readers: {
-        afterProcessed: (change) => void changes.push(change),
-        currentStudent: async () => undefined,
-      },
+      afterProcessed: (change) => void changes.push(change),
     });
     await bus.publish([1, 2].map(() => studentEvent('StudentDeleted', student)));
     await eventually(
@@ -312,91 +306,17 @@ describe('the student-events consumer', () => {
     ]);
   });
 
-  test("a duplicate's student is read again and handed to the hook, since the first delivery's refresh may never have run", async () => {
+  test('a duplicate changed nothing: it is acknowledged without the hook, once', async () => {
     const changes: unknown[] = [];
-    const reads: string[] = [];
-    const now = { ...student, updates: 1, version: 2 };
     await consume(async () => ({ status: 'duplicate' }), {
-      readers: {
-        afterProcessed: (change) => void changes.push(change),
-        currentStudent: async (id) => {
-          reads.push(id);
-          return now;
-        },
-      },
+      afterProcessed: (change) => void changes.push(change),
     });
     await bus.publish([studentEvent('StudentCreated', student)]);
     await eventually('handled', async () => (await counted(registry, 'duplicate')) === 1);
 
-    assert.deepEqual(reads, [student.id]);
-    assert.deepEqual(changes, [{ studentId: student.id, student: now }]);
-    assert.equal(calls.length, 1);
-  });
-
-  test("while the database cannot be reached, a duplicate's read waits in process; the hook then gets the student", async () => {
-    const changes: unknown[] = [];
-    let reads = 0;
-    await consume(async () => ({ status: 'duplicate' }), {
-      readers: {
-        afterProcessed: (change) => void changes.push(change),
-        currentStudent: async () => {
-          if (++reads < 3) throw unavailable();
-          return student;
-        },
-      },
-    });
-    await bus.publish([studentEvent('StudentUpdated', student)]);
-    await eventually('handled', async () => (await counted(registry, 'duplicate')) === 1);
-
-    assert.equal(reads, 3);
-    assert.deepEqual(changes, [{ studentId: student.id, student }]);
-    assert.equal(await counted(registry, 'retried'), 0);
-    assert.equal(dead.length, 0);
-  });
-
-  test('a duplicate whose student cannot be read again is still acknowledged: it changed nothing', async () => {
-    const changes: unknown[] = [];
-    await consume(async () => ({ status: 'duplicate' }), {
-      readers: {
-        afterProcessed: (change) => void changes.push(change),
-        currentStudent: async () => {
-          throw new Error('relation "students" does not exist');
-        },
-      },
-    });
-    await bus.publish([studentEvent('StudentUpdated', student)]);
-    await eventually('handled', async () => (await counted(registry, 'duplicate')) === 1);
-
     assert.deepEqual(changes, []);
     assert.equal(calls.length, 1);
     assert.equal(dead.length, 0);
-  });
-
-  test("close() while a duplicate's student is read again, and that read then fails for a reason that may pass, returns the message to the queue", async () => {
-    let reading!: () => void;
-    const readStarted = new Promise<void>((resolve) => (reading = resolve));
-    let fail!: () => void;
-    const failing = new Promise<void>((resolve) => (fail = resolve));
-    const changes: unknown[] = [];
-    const subscription = await consume(async () => ({ status: 'duplicate' }), {
-      readers: {
-        afterProcessed: (change) => void changes.push(change),
-        currentStudent: async () => {
-          reading();
-          await failing;
-          throw unavailable();
-        },
-      },
-    });
-    await bus.publish([studentEvent('StudentUpdated', student)]);
-    await readStarted;
-    const closing = subscription.close();
-    fail();
-    await closing;
-
-    assert.equal(await counted(registry, 'retried'), 1, 'back to the queue: the next worker refreshes');
-    assert.equal(await counted(registry, 'duplicate'), 0, 'not acknowledged unrefreshed');
-    assert.deepEqual(changes, []);
   });
 
   test('close() during an attempt that then fails for a reason that may pass returns the message to the queue, not to the dead letters', async () => {

@@ -13,11 +13,6 @@ import {
 import type { MessageBus, ReceivedMessage, Subscription } from '../../src/application/ports/message-bus.ts';
 import { outcome } from '../../src/application/ports/message-bus.ts';
 import { deleteStudent } from '../../src/application/students/delete-student.ts';
-import {
-  processStudentEvents,
-  type ProcessStudentEventCommand,
-} from '../../src/application/students/process-student-event.ts';
-import type { StudentChange } from '../../src/apps/worker/student-events.consumer.ts';
 import type { StudentSnapshot } from '../../src/domain/student.ts';
 import { inbox } from '../../src/infrastructure/persistence/schema.ts';
 import { SqlUnitOfWork } from '../../src/infrastructure/persistence/sql-unit-of-work.ts';
@@ -98,31 +93,6 @@ export function workerScenarios(
       assert.equal(await counted(running.registry, 'processed'), 1);
       assert.equal(await updates(student), 1);
       assert.equal((await notificationsOf(env.database, student.id)).length, 2);
-    });
-
-    test('an event committed by a worker that died before its refresh: the redelivery hands the hook the student as it is now', async () => {
-      const changes: StudentChange[] = [];
-      running = await startWorker(env, { afterProcessed: (change) => void changes.push(change) });
-      const student = await addStudent(env.database);
-      const event = studentEvent('StudentCreated', student);
-      // The dead worker's transaction: committed, but nothing ran after it.
-      await processStudentEvents({
-        unitOfWork: new SqlUnitOfWork(env.database, uuidV7Generator),
-        ids: uuidV7Generator,
-        clock: systemClock,
-      })([{ event: JSON.parse(event.body) as ProcessStudentEventCommand['event'] }]);
-
-      await env.bus.publish([event]);
-      await eventually(
-        'the redelivery is handled',
-        async () => (await counted(running!.registry, 'duplicate')) === 1,
-      );
-
-      assert.deepEqual(
-        changes.map((change) => [change.studentId, change.student?.updates, change.student?.version]),
-        [[student.id, 1, 2]],
-      );
-      assert.equal(await updates(student), 1);
     });
 
     test('a deleted student gets StudentDeleted; an update that arrives after the delete is dropped quietly', async () => {

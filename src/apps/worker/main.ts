@@ -12,7 +12,6 @@ import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import type { StudentCache } from '../../application/ports/student-cache.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
 import { pruneInbox, schedulePruning } from '../../infrastructure/persistence/retention.ts';
-import { SqlStudentQueries } from '../../infrastructure/persistence/sql-student-queries.ts';
 import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
 import {
   openProcessResources,
@@ -87,8 +86,6 @@ export function createWorker({
     }),
     config.worker.prefetch,
   );
-  const queries = new SqlStudentQueries(database.sql);
-  const readers = afterProcessed && { afterProcessed, currentStudent: (id: string) => queries.findById(id) };
   const metrics = createWorkerMetrics(registry);
   let state: ConsumerState = 'stopped';
   const queues = studentsWorkerQueues(config.worker.partitions);
@@ -102,7 +99,7 @@ export function createWorker({
       retry: config.resilience,
       metrics,
       logger: log,
-      readers,
+      afterProcessed,
       // A stop ends a subscribing that waits for the broker, at start or in a later rebalance.
       signal: startup.signal,
     });

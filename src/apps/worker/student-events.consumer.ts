@@ -29,18 +29,12 @@ export interface StudentChange {
   readonly student: StudentSnapshot | undefined;
 }
 
-/** Runs after the transaction committed (e.g. to refresh the cache). */
-export type AfterProcessed = (change: StudentChange) => Promise<void> | void;
-
 /**
- * How the worker's changes reach readers (the cache): after each commit, and for an event found already processed,
- * with the student read again, since that event's refresh may never have run.
+ * Runs after the transaction committed (e.g. to refresh the cache), not for an event found already processed: that
+ * one changed nothing, and what its first delivery committed reaches the cache with its notifications (the relay
+ * caches their students before it publishes them).
  */
-export interface ReadersRefresh {
-  readonly afterProcessed: AfterProcessed;
-  /** The student as the database has it now; undefined when it is gone. */
-  readonly currentStudent: (studentId: string) => Promise<StudentSnapshot | undefined>;
-}
+export type AfterProcessed = (change: StudentChange) => Promise<void> | void;
 
 export interface RetryOptions {
   /**
@@ -62,7 +56,7 @@ export interface StudentEventsConsumerOptions {
   readonly metrics: WorkerMetrics;
   readonly logger: Logger;
   /** Without it the consumer only commits. */
-  readonly readers?: ReadersRefresh;
+  readonly afterProcessed?: AfterProcessed;
   /** Ends the subscribing while it waits for the broker (the worker is stopping). */
   readonly signal?: AbortSignal;
 }
@@ -232,12 +226,6 @@ export function studentEventHandler(
       return ['retried', outcome.retry('worker stopping')];
     }
     if (result.status === 'duplicate') {
-      // Its refresh may never have run: the worker died between its commit and the refresh, or the commit's answer
-      // was lost and this retry found it done. Readers would keep the old student until the cache's TTL.
-      if ((await catchUp(event.value.subject)) === STOPPED) {
-        logger.info(fields, 'worker stopping while reading a student again; back to the queue');
-        return ['retried', outcome.retry('worker stopping')];
-      }
       logger.debug({ ...fields, eventId: event.value.id }, 'student event already processed');
       return ['duplicate', outcome.ack()];
     }
@@ -252,32 +240,12 @@ export function studentEventHandler(
 
   // The change is committed: a failing hook must not make the message run again.
   const refresh = async (change: StudentChange) => {
-    if (!options.readers) return;
+    if (!options.afterProcessed) return;
     try {
-      await options.readers.afterProcessed(change);
+      await options.afterProcessed(change);
     } catch (error) {
       logger.warn({ err: error, studentId: change.studentId }, 'after-processing hook failed; ignored');
     }
-  };
-
-  /** Refreshes readers from the student as the database has it now; STOPPED when stopped before it was read. */
-  const catchUp = async (studentId: string): Promise<void | typeof STOPPED> => {
-    const readers = options.readers;
-    if (!readers) return;
-    let student: StudentSnapshot | undefined | typeof STOPPED;
-    try {
-      student = await withRetries(policy, () => readers.currentStudent(studentId), stopping);
-    } catch (error) {
-      // Given up because of the stop, not the read: the next worker does the refresh.
-      if (stopping.aborted && isTransient(error)) return STOPPED;
-      logger.warn(
-        { err: error, studentId },
-        'could not read a student again after a duplicate; not refreshed',
-      );
-      return;
-    }
-    if (student === STOPPED) return STOPPED;
-    await refresh({ studentId, student });
   };
 
   const system = options.bus.status().adapter;

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { styleText } from 'node:util';
-import { ConfigError, parseConfig, type Config } from '../src/config.ts';
+import { ConfigError, isWritten, parseConfig, type Config } from '../src/config.ts';
 
 const ROLES = [
   { name: 'webapi', entry: 'src/apps/webapi/main.ts', color: 'cyan' },
@@ -14,7 +14,7 @@ const ROLES = [
   { name: 'notifications', entry: 'src/apps/notifications/main.ts', color: 'green' },
 ] as const;
 
-/** The servers' usual local addresses; each is used only when its variable is unset. */
+/** The servers' usual local addresses; each is used only when its variable is unset (or blank, as for the roles). */
 const LOCAL_SERVERS = {
   DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/postgres',
   AMQP_URL: 'amqp://guest:guest@127.0.0.1:5672',
@@ -26,7 +26,11 @@ const SINGLE_PROCESS_SCHEMES = ['memory:', 'pglite:'];
 
 if (existsSync('.env')) process.loadEnvFile('.env');
 const servers = Object.fromEntries(
-  Object.entries(LOCAL_SERVERS).map(([name, local]) => [name, process.env[name] || local]),
+  Object.entries(LOCAL_SERVERS).map(([name, local]) => {
+    const given = process.env[name];
+    // A blank one passed on would be unset to each role: its embedded default, which the three would not share.
+    return [name, isWritten(given) ? given : local];
+  }),
 ) as Record<keyof typeof LOCAL_SERVERS, string>;
 
 const config = validated({ ...process.env, ...servers });
@@ -138,6 +142,11 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     else if (Date.now() - stopRequestedAt > REPEATED_SIGNAL_MS) killAll(`another ${signal}`);
   });
 }
+
+// Whoever read the output has gone (`npm run stack | head`): the next line written would end this script with an
+// EPIPE and leave every role running, unseen. They are stopped instead.
+for (const output of [process.stdout, process.stderr])
+  output.on('error', () => stopAll('the output was closed'));
 
 let failed = false;
 await Promise.all(

@@ -252,10 +252,17 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * Whether a variable is set: a bare `NAME=` line in .env (or one of blanks) is unset, so its default applies; only a
+ * written value (such as 0) turns a feature off.
+ */
+export function isWritten(value: string | undefined): value is string {
+  return value !== undefined && value.trim() !== '';
+}
+
 /** Validates an environment; throws ConfigError naming every bad variable and what it accepts. */
 export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty = false): Config {
-  // A bare `NAME=` line in .env is unset, so its default applies: only a written value (such as 0) turns a feature off.
-  const written = Object.fromEntries(Object.entries(env).filter(([, value]) => (value ?? '').trim() !== ''));
+  const written = Object.fromEntries(Object.entries(env).filter(([, value]) => isWritten(value)));
   const parsed = ConfigSchema.safeParse(written);
   if (!parsed.success) {
     throw new ConfigError(

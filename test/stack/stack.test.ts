@@ -362,6 +362,16 @@ describe('npm run stack on PostgreSQL, RabbitMQ and Redis', servers, () => {
     assert.ok(second.lines.some((line) => /worker was killed by SIGKILL on its own/.test(line)));
   });
 
+  test('when what reads its output goes away (`npm run stack | head`), the stack stops every role', async () => {
+    const second = await startStack(env);
+    second.process.stdout!.destroy();
+    second.process.stderr!.destroy();
+    // A request makes the webapi log a line, which the stack then fails to write.
+    assert.equal((await fetch(`${second.urls.webapi}/health/live`)).status, 200);
+    assert.equal(await second.exited, 0);
+    for (const role of ROLES) assert.equal(isRunning(second.pids[role]), false, `${role} is gone`);
+  });
+
   test('a role that stops on its own, even cleanly, fails the stack too', async () => {
     const second = await startStack(env);
     process.kill(second.pids.worker, 'SIGTERM');

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CONFIG_VARIABLES, ConfigError, parseConfig } from '../../src/config.ts';
+import { CONFIG_VARIABLES, ConfigError, isWritten, parseConfig } from '../../src/config.ts';
 
 describe('configuration', () => {
   test('with nothing set, everything runs embedded on the default ports', () => {
@@ -57,6 +57,15 @@ describe('configuration', () => {
         defaults,
         JSON.stringify(empty),
       );
+    // The rule `npm run stack` reads the servers' URLs by, before it hands them to the roles.
+    assert.deepEqual([undefined, '', '  ', '\t', '0', ' memory: '].map(isWritten), [
+      false,
+      false,
+      false,
+      false,
+      true,
+      true,
+    ]);
   });
 
   test('an empty value neither switches a feature off nor stops start-up: only a written 0 switches off', () => {

@@ -667,6 +667,11 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       await bus.publish([message(exchange, 'student.created', 'after')]);
       await inbox.waitFor(4);
       assert.deepEqual(await bus.inspectQueue(queue), { messages: 0, consumers: 1 });
+      // Nor does it fail another question asked at the same time (the worker asks about two queues at once).
+      assert.deepEqual(await Promise.all([bus.inspectQueue(name('nowhere')), bus.inspectQueue(queue)]), [
+        undefined,
+        { messages: 0, consumers: 1 },
+      ]);
     });
 
     test('consuming a queue that does not exist rejects; status reports the connection', async () => {

@@ -224,12 +224,17 @@ export class RabbitMqMessageBus implements MessageBus {
 
   async inspectQueue(queue: string): Promise<QueueState | undefined> {
     this.assertOpen();
+    // A channel of its own: the broker answers a passive declare of a missing queue by closing the channel, which on
+    // the connection's shared channel would fail every other call in flight on it (another inspection, a declaration).
+    const channel = await this.connection.acquire();
     try {
-      const { messageCount, consumerCount } = await this.connection.queueDeclare({ queue, passive: true });
+      const { messageCount, consumerCount } = await channel.queueDeclare({ queue, passive: true });
       return { messages: messageCount, consumers: consumerCount };
     } catch (error) {
       if ((error as { code?: unknown }).code === 'NOT_FOUND') return undefined;
       throw error;
+    } finally {
+      await channel.close().catch(() => undefined);
     }
   }
 

@@ -225,10 +225,15 @@ export function messagingTopology(workerPartitions: number): Topology {
       bindings: [],
     },
     studentsWorkerTopology(workerPartitions),
-    consumingQueue(Queues.notifications, {
-      exchange: Exchanges.notifications,
-      routingKeys: [STUDENT_EVENTS_PATTERN],
-    }),
+    // Single-active-consumer too: the writer lease alone does not keep a student's notifications in order when it
+    // changes hands while the old holder still holds some (its Redis cut off, or it paused past the lease): the new
+    // holder's consumer would take later ones beside it and append them first. With one active consumer, the new
+    // holder's waits until the old one's channel closes and its messages are back at the head of the queue.
+    consumingQueue(
+      Queues.notifications,
+      { exchange: Exchanges.notifications, routingKeys: [STUDENT_EVENTS_PATTERN] },
+      { singleActiveConsumer: true },
+    ),
   );
 }
 

@@ -1,6 +1,7 @@
 // Request deduplication and the student cache, through HTTP, in the embedded (memory) mode and on Redis.
 import assert from 'node:assert/strict';
 import { after, before, describe, mock, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
 import { needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
 import { countingQueries, deleteRedisKeys, startCachedApi, type CachedApi } from './support.ts';
@@ -58,6 +59,27 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.equal(new Set(bodies).size, 1, 'identical bodies');
       assert.equal((JSON.parse(bodies[0]!) as { id: string }).id, id);
       assert.ok(responses.every((response) => response.headers.get('etag') === '"1"'));
+    });
+
+    test('concurrent GETs of an uncached student by many callers read the database once, also when that read outlasts the wait for the cache', async () => {
+      const id = await create();
+      // Dropped, not deleted: evict() would mark the student deleted, and nothing loaded for it would stay cached.
+      await api.cache.students.invalidate(id);
+      const readsBefore = queries.findByIdCalls;
+      let release!: () => void;
+      queries.holdNextRead(new Promise<void>((resolve) => (release = resolve)));
+      // Other callers: no deduplication between them, only the cache's own stampede protection.
+      const responses = Promise.all(
+        Array.from({ length: 50 }, (_, caller) =>
+          fetch(`${api.url}/api/students/${id}`, { headers: { authorization: `Bearer caller-${caller}` } }),
+        ),
+      );
+      // Past the 1.5 s a read waits for the cache before it reads the database itself.
+      await sleep(2_000);
+      release();
+      const answered = await responses;
+      assert.ok(answered.every((response) => response.status === 200));
+      assert.equal(queries.findByIdCalls - readsBefore, 1, 'one database read for 50 concurrent misses');
     });
 
     test('a response is never replayed to a different caller', async () => {

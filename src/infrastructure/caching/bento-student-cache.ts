@@ -39,6 +39,12 @@ interface CacheRead {
   loading: Promise<StudentSnapshot | undefined> | undefined;
 }
 
+/** A database read of one student, and when it began (an `orderedNow()` instant). */
+interface DatabaseLoad {
+  readonly startedAt: number;
+  readonly loading: Promise<StudentSnapshot | undefined>;
+}
+
 /** Whether other instances hear of a write (bentocache's bus and the invalidation bus). */
 interface Announcing {
   readonly announce: boolean;
@@ -71,6 +77,12 @@ export class BentoStudentCache implements StudentCache {
   #flushTimer: NodeJS.Timeout | undefined;
   #flushing = false;
   #closed = false;
+  /**
+   * The database loads under way, by id, and when each began: a read that gives up waiting (READ_TIMEOUT_MS) joins
+   * one begun after the student's last change instead of loading again, so N concurrent misses still read the
+   * database once when the database, not the cache, is the slow one.
+   */
+  readonly #loads = new Map<string, DatabaseLoad>();
 
   constructor(
     connection: CacheConnection,
@@ -149,7 +161,11 @@ export class BentoStudentCache implements StudentCache {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#logger.warn({ studentId: id }, 'cache too slow: read from the database');
-        this.#fromDatabase(read.loading ?? load()).then(resolve, reject);
+        // As bentocache's own lock would: a load begun after the last change this instance heard of.
+        this.#fromDatabase(read.loading ?? this.#sharedLoad(id, load, this.#freshSince(id))).then(
+          resolve,
+          reject,
+        );
       }, READ_TIMEOUT_MS).unref();
       this.#readThrough(read).then(
         (student) => {
@@ -185,12 +201,34 @@ export class BentoStudentCache implements StudentCache {
       // A load changes nothing: no instance needs to hear of it (and a read never waits on the bus).
       skipBusNotify: true,
       factory: async (context) => {
-        const startedAt = orderedNow();
-        read.loading = read.load();
-        const student = await read.loading;
+        const { startedAt, loading } = this.#startLoad(read.id, read.load);
+        read.loading = loading;
+        const student = await loading;
         return student ? { ...serializeStudent(student), at: startedAt } : context.skip();
       },
     });
+  }
+
+  /** Starts a database read of `id` that reads giving up on the cache may join. */
+  #startLoad(id: string, load: () => Promise<StudentSnapshot | undefined>): DatabaseLoad {
+    const started: DatabaseLoad = { startedAt: orderedNow(), loading: load() };
+    this.#loads.set(id, started);
+    const done = () => {
+      if (this.#loads.get(id) === started) this.#loads.delete(id);
+    };
+    started.loading.then(done, done);
+    return started;
+  }
+
+  /** A database read of `id` under way that began after `since`, else a new one. */
+  #sharedLoad(
+    id: string,
+    load: () => Promise<StudentSnapshot | undefined>,
+    since: number,
+  ): Promise<StudentSnapshot | undefined> {
+    const running = this.#loads.get(id);
+    if (running && running.startedAt > since) return running.loading;
+    return this.#startLoad(id, load).loading;
   }
 
   async #fromDatabase(loading: Promise<StudentSnapshot | undefined>): Promise<CachedStudent | undefined> {

@@ -258,6 +258,39 @@ describe(
       assert.ok(Date.now() - started < 1_000, `answered in ${Date.now() - started} ms`);
     });
 
+    test("a PUT answer made stale by A's write while A had no Redis is not replayed by B once A's Redis is back", async () => {
+      const proxy = await tcpProxy();
+      const { a, b } = await twoInstances(`redis://127.0.0.1:${proxy.port}`, { halfOpenAfterMs: 300 });
+      const { id } = await createStudent(b, 'Old');
+      await rename(b, id, 'First');
+
+      await proxy.pause();
+      await sleep(200);
+      await rename(a, id, 'Second');
+      await proxy.resume();
+      assert.equal(
+        await eventually(
+          5_000,
+          () => redisHealth(a),
+          (status) => status === 'Healthy',
+        ),
+        'Healthy',
+      );
+
+      // The same PUT as the first, within its 5 s window: it must run again (PUT A, PUT B, PUT A leaves A).
+      const again = await fetch(`${b.url}/api/students/${id}`, {
+        method: 'PUT',
+        headers: jsonHeaders,
+        body: JSON.stringify({ firstName: 'First', lastName: 'Hopper', email: 'gh@example.com' }),
+      });
+      assert.equal(again.status, 200);
+      assert.equal(again.headers.get('x-deduplicated'), null, 'not the answer from before A wrote');
+      const stored = (await (
+        await fetch(`${b.url}/api/students/${id}`, { headers: { 'cache-control': 'no-cache' } })
+      ).json()) as Student;
+      assert.equal(stored.firstName, 'First');
+    });
+
     test("a write made while A had no Redis reaches B once A's Redis is back, with no request to A", async () => {
       const proxy = await tcpProxy();
       const { a, b } = await twoInstances(`redis://127.0.0.1:${proxy.port}`, { halfOpenAfterMs: 300 });

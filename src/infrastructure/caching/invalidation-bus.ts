@@ -1,7 +1,10 @@
 import type { Logger } from '../logging/logger.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
 
-/** How many recent invalidation times to remember; they matter only for reads racing a write (milliseconds). */
+/**
+ * How many groups' invalidation times to remember: those heard matter only for reads racing a write (milliseconds);
+ * those not yet published, until Redis is back.
+ */
 const REMEMBERED = 10_000;
 
 /**
@@ -14,6 +17,11 @@ export class InvalidationBus {
   readonly #channel: string;
   readonly #listeners: ((group: string) => void)[] = [];
   readonly #invalidatedAt = new Map<string, number>();
+  /**
+   * Invalidations Redis did not take (it was away), published once it is back: the other instances' connections may
+   * never have dropped, and nothing else tells them that what they keep of these groups is stale.
+   */
+  readonly #unpublished = new Map<string, number>();
   readonly #ready: Promise<void>;
 
   readonly #derivedKey: (group: string) => string;
@@ -28,6 +36,7 @@ export class InvalidationBus {
     const channel = options.channel;
     this.#channel = channel;
     this.#derivedKey = options.derivedKey;
+    connection.onRecovered(() => void this.#publishMissed());
     const subscriber = connection.subscriber;
     if (!subscriber) {
       this.#ready = Promise.resolve();
@@ -69,21 +78,39 @@ export class InvalidationBus {
    */
   async invalidate(group: string, at: number): Promise<void> {
     this.#received(group, at);
-    if (!this.#connection.isMemory)
-      await this.#connection.run((redis) =>
-        redis.multi().del(this.#derivedKey(group)).publish(this.#channel, `${at} ${group}`).exec(),
-      );
+    if (this.#connection.isMemory) return;
+    try {
+      await this.#publish(group, at);
+    } catch (error) {
+      keepLatest(this.#unpublished, group, at);
+      throw error;
+    }
+  }
+
+  #publish(group: string, at: number): Promise<unknown> {
+    return this.#connection.run((redis) =>
+      redis.multi().del(this.#derivedKey(group)).publish(this.#channel, `${at} ${group}`).exec(),
+    );
+  }
+
+  async #publishMissed(): Promise<void> {
+    const missed = [...this.#unpublished];
+    this.#unpublished.clear();
+    for (const [group, at] of missed)
+      await this.#publish(group, at).catch(() => keepLatest(this.#unpublished, group, at));
   }
 
   #received(group: string, at: number): void {
-    const previous = this.invalidatedAt(group);
-    // Re-inserted so the map's order is recency and the oldest entry goes first.
-    this.#invalidatedAt.delete(group);
-    this.#invalidatedAt.set(group, Math.max(at, previous));
-    if (this.#invalidatedAt.size > REMEMBERED) {
-      const oldest = this.#invalidatedAt.keys().next();
-      if (!oldest.done) this.#invalidatedAt.delete(oldest.value);
-    }
+    keepLatest(this.#invalidatedAt, group, at);
     for (const listener of this.#listeners) listener(group);
   }
+}
+
+/** Records `group`'s latest invalidation; past REMEMBERED groups, the one invalidated longest ago is forgotten. */
+function keepLatest(invalidatedAt: Map<string, number>, group: string, at: number): void {
+  const previous = invalidatedAt.get(group) ?? 0;
+  // Re-inserted so the map's order is recency and the oldest entry goes first.
+  invalidatedAt.delete(group);
+  invalidatedAt.set(group, Math.max(at, previous));
+  if (invalidatedAt.size > REMEMBERED) invalidatedAt.delete(invalidatedAt.keys().next().value!);
 }

@@ -254,6 +254,45 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     }
   });
 
+  test('a keyed create answered while its webapi had no Redis: once Redis is back, a retry gets that answer, not 409 for a lease', async () => {
+    const key = uniqueName('key');
+    const body = JSON.stringify({ firstName: 'Mary', lastName: 'Jackson', email: `${key}@example.com` });
+    const target = new URL(REDIS_URL);
+    const proxy = await TcpProxy.start(target.hostname, Number(target.port || 6379));
+    const cut = await startCachedApi(testDb.database, {
+      redisUrl: `redis://127.0.0.1:${proxy.port}`,
+      keyPrefix,
+      halfOpenAfterMs: 300,
+    });
+    const lock = await studentsTableLock(testDb.url);
+    try {
+      let pending!: Promise<Response>;
+      await lock.whileLocked(async () => {
+        pending = create(cut, { 'idempotency-key': key }, body);
+        await lock.waiting();
+        // The key is claimed in Redis; its answer cannot be recorded there.
+        await proxy.pause();
+        await sleep(100);
+      });
+      const first = await pending;
+      assert.equal(first.status, 201);
+      await proxy.resume();
+      // Recovery takes a reconnection and a PING; the key's lease (30 s) is far longer.
+      let retried = await create(b, { 'idempotency-key': key }, body);
+      for (let attempt = 0; retried.status === 409 && attempt < 30; attempt++) {
+        await sleep(100);
+        retried = await create(b, { 'idempotency-key': key }, body);
+      }
+      assert.equal(retried.status, 201, 'the request was answered long ago: not in progress');
+      assert.equal(retried.headers.get('idempotent-replayed'), 'true');
+      assert.equal(retried.headers.get('location'), first.headers.get('location'));
+    } finally {
+      await lock.end();
+      await cut.stop();
+      await proxy.stop();
+    }
+  });
+
   test('a create that commits after its webapi died is never run twice: the key commits with the write or not at all', async () => {
     const key = uniqueName('key');
     const body = JSON.stringify({ firstName: 'Christine', lastName: 'Darden', email: `${key}@example.com` });

@@ -24,4 +24,14 @@ export class ExpiringMap<V> {
   delete(key: string): void {
     this.#entries.delete(key);
   }
+
+  /** Empties the map: the entries not yet expired, oldest first, each with the milliseconds it had left. */
+  drain(): [key: string, value: V, ttlMs: number][] {
+    const now = Date.now();
+    const live = [...this.#entries]
+      .filter(([, entry]) => entry.expiresAt > now)
+      .map(([key, entry]): [string, V, number] => [key, entry.value, entry.expiresAt - now]);
+    this.#entries.clear();
+    return live;
+  }
 }

@@ -16,8 +16,18 @@ const MAX_LOCAL = 100_000;
 const EXTEND_CLAIM = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`;
 
+// A response recorded late (Redis was away when its request ended) goes over that request's own claim, or where the
+// key is free again: never over another request's claim or response.
+const COMPLETE_CLAIM = `local held = redis.call('GET', KEYS[1])
+if held == false or held == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 0`;
+
+/** A running request's claim as stored: what the scripts compare to tell it from another request's claim or a response. */
+const claimOf = (fingerprint: string): string => JSON.stringify({ fingerprint } satisfies IdempotencyRecord);
+
 interface IdempotencyScripts {
   extendIdempotencyClaim(key: string, claim: string, leaseMs: number): Promise<number>;
+  completeIdempotencyClaim(key: string, claim: string, record: string, ttlMs: number): Promise<unknown>;
 }
 
 /**
@@ -29,11 +39,18 @@ export class IdempotencyStore {
   readonly #connection: CacheConnection;
   readonly #prefix: string;
   readonly #local = new ExpiringMap<IdempotencyRecord>(MAX_LOCAL);
+  /**
+   * Responses whose recording failed (Redis away), recorded once it is back: until then the key holds its request's
+   * claim, and a retry would hear "in progress" (409) about a request long answered.
+   */
+  readonly #unrecorded = new ExpiringMap<IdempotencyRecord>(MAX_LOCAL);
 
   constructor(connection: CacheConnection, keyPrefix: string) {
     this.#connection = connection;
     this.#prefix = keyPrefix;
     connection.redis?.defineCommand('extendIdempotencyClaim', { numberOfKeys: 1, lua: EXTEND_CLAIM });
+    connection.redis?.defineCommand('completeIdempotencyClaim', { numberOfKeys: 1, lua: COMPLETE_CLAIM });
+    connection.onRecovered(() => void this.#recordMissed());
   }
 
   /**
@@ -49,7 +66,7 @@ export class IdempotencyStore {
       return undefined;
     }
     return this.#connection.run(async (redis) => {
-      const claimed = await redis.set(this.#prefix + key, JSON.stringify(claim), 'PX', leaseMs, 'NX');
+      const claimed = await redis.set(this.#prefix + key, claimOf(fingerprint), 'PX', leaseMs, 'NX');
       if (claimed) return undefined;
       const existing = await redis.get(this.#prefix + key);
       // Expired between the two commands: rare enough to ask the client to retry.
@@ -64,15 +81,40 @@ export class IdempotencyStore {
       if (held && !held.response && held.fingerprint === fingerprint) this.#local.set(key, held, leaseMs);
       return;
     }
-    const claim = JSON.stringify({ fingerprint } satisfies IdempotencyRecord);
     await this.#connection.run((redis) =>
-      (redis as typeof redis & IdempotencyScripts).extendIdempotencyClaim(this.#prefix + key, claim, leaseMs),
+      (redis as typeof redis & IdempotencyScripts).extendIdempotencyClaim(
+        this.#prefix + key,
+        claimOf(fingerprint),
+        leaseMs,
+      ),
     );
   }
 
   async complete(key: string, record: IdempotencyRecord, ttlMs: number): Promise<void> {
     if (this.#connection.isMemory) return this.#local.set(key, record, ttlMs);
-    await this.#connection.run((redis) => redis.set(this.#prefix + key, JSON.stringify(record), 'PX', ttlMs));
+    try {
+      await this.#connection.run((redis) =>
+        redis.set(this.#prefix + key, JSON.stringify(record), 'PX', ttlMs),
+      );
+    } catch (error) {
+      this.#unrecorded.set(key, record, ttlMs);
+      throw error;
+    }
+  }
+
+  async #recordMissed(): Promise<void> {
+    for (const [key, record, ttlMs] of this.#unrecorded.drain()) {
+      await this.#connection
+        .run((redis) =>
+          (redis as typeof redis & IdempotencyScripts).completeIdempotencyClaim(
+            this.#prefix + key,
+            claimOf(record.fingerprint),
+            JSON.stringify(record),
+            ttlMs,
+          ),
+        )
+        .catch(() => this.#unrecorded.set(key, record, ttlMs));
+    }
   }
 
   /** Frees the key after a failure, so the client may retry it. */

@@ -142,6 +142,8 @@ function fastifyErrorField(code: string | undefined): string | undefined {
   if (code?.startsWith('FST_ERR_CTP_')) return 'body';
   // The router could not decode the path, or a path parameter is too long.
   if (code === 'FST_ERR_BAD_URL' || code === 'FST_ERR_MAX_PARAM_LENGTH') return 'path';
+  // A QUERY must say what its body is (RFC 10008 §2), with or without one.
+  if (code === 'FST_ERR_ROUTE_MISSING_CONTENT_TYPE') return 'Content-Type';
   return undefined;
 }
 

@@ -54,6 +54,12 @@ const SLOW_CLIENT_ERROR = 'The client did not keep up with its messages.';
 /** Several of a reading client's Ack periods (about a second each). */
 const ACK_STALL_MS = 5_000;
 const IDLE: Promise<void> = Promise.resolve();
+/**
+ * Hub calls that may wait behind the running one before the connection stops reading from the client. ASP.NET's read
+ * loop awaits a free invocation slot (MaximumParallelInvocationsPerClient = 1), so the transport stops reading; without
+ * a bound, one client could queue invocations of a slow method until the process runs out of memory.
+ */
+const MAX_QUEUED_CALLS = 16;
 
 interface PausedReading {
   inbox: HubMessage[];
@@ -178,6 +184,11 @@ export class Connection {
     return this.state === 'connected' && this.stateful !== undefined;
   }
 
+  /** A long poll arrived: the client is there, even if no poll is held when the tick looks (polls answered at once). */
+  polled(): void {
+    this.inactiveSince = 0;
+  }
+
   /** Called by the transport when its socket or stream is gone. */
   transportClosed(transport: Transport, error?: Error): void {
     if (transport !== this.transport) return;
@@ -268,6 +279,8 @@ export class Connection {
       (this.clientResults ??= new Map()).set(invocationId, { resolve, reject });
     });
     this.send(OutgoingMessage.of({ type: MessageType.Invocation, invocationId, target, arguments: args }));
+    // Reading may have stopped behind a full queue: the client's answer must get through.
+    if (this.pausedReading) queueMicrotask(() => this.resumeReading());
     return result;
   }
 
@@ -396,6 +409,7 @@ export class Connection {
       if (message.type === MessageType.StreamItem && this.uploads?.get(message.invocationId)?.isFull()) {
         return messages.slice(index + 1);
       }
+      if (this.queueFull()) return messages.slice(index + 1);
     }
     return undefined;
   }
@@ -411,6 +425,7 @@ export class Connection {
     const paused = this.pausedReading;
     if (!paused || this.isClosed()) return;
     for (const upload of this.uploads?.values() ?? []) if (upload.isFull()) return;
+    if (this.queueFull()) return;
     this.lastReceivedAt = this.host.now();
     let rest: HubMessage[] | undefined;
     try {
@@ -507,6 +522,14 @@ export class Connection {
     room.resolve();
   }
 
+  /**
+   * Too many hub calls wait: reading stops until the queue drains. Not while the server awaits a client result: its
+   * Completion may be behind the calls that wait, and the running call (which awaits it) would never end.
+   */
+  private queueFull(): boolean {
+    return this.busy > MAX_QUEUED_CALLS && !this.clientResults?.size;
+  }
+
   /** ASP.NET runs one hub call at a time per connection; so do we. */
   private enqueue(work: () => Promise<void>): void {
     this.busy++;
@@ -517,6 +540,8 @@ export class Connection {
         // An idle connection shares one settled promise instead of keeping its last chain link.
         if (--this.busy === 0) this.queue = IDLE;
         this.lastReceivedAt = this.host.now();
+        // Reading stopped while too many calls waited: the queue has room again.
+        if (this.pausedReading && !this.queueFull()) this.resumeReading();
       });
   }
 

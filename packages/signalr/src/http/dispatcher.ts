@@ -234,6 +234,8 @@ export class HttpDispatcher {
       throw cannotChangeTransports();
     }
     if (!(transport instanceof LongPollingTransport)) throw new HttpFailure(404, 'No such connection.');
+    // A poll answered at once (data was waiting) is never held when the tick looks: it still shows the client is there.
+    connection.polled();
     if (transport.poll(res)) this.hub.forget(connection);
   }
 
@@ -255,6 +257,9 @@ export class HttpDispatcher {
       await previous;
       if (connection.isClosed()) throw new HttpFailure(404, 'No such connection.');
       for await (const chunk of req) {
+        // Ended meanwhile (an oversized or malformed record, a Close): ASP.NET's write to the disposed pipe fails with
+        // 404, and the rest of the body is not read (it could go on for good).
+        if (connection.isClosed()) throw new HttpFailure(404, 'No such connection.');
         // While an upload is full the rest of the body stays unread, and the POST unanswered, as in ASP.NET.
         await connection.receive(chunk as Buffer);
       }

@@ -158,6 +158,17 @@ const ConfigSchema = z.object({
       (value) => value.trim() === 'none' || value.split(',').some((origin) => origin.trim() !== ''),
       'must list origins (comma-separated), * for any, or none',
     )
+    // A browser sends its Origin as scheme://host[:port], never with a path or a trailing slash: an entry written
+    // otherwise would match nothing, and the pages' calls would fail in the browser with no word from the server.
+    .refine(
+      (value) =>
+        value.trim() === 'none' ||
+        value
+          .split(',')
+          .map((origin) => origin.trim())
+          .every((origin) => origin === '' || origin === '*' || URL.parse(origin)?.origin === origin),
+      'must list origins as a browser sends them, such as http://localhost:5001 (scheme, host and port, no path or trailing slash), * for any, or none',
+    )
     .default('*')
     .transform((value) =>
       value.trim() === 'none'

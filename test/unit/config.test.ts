@@ -83,6 +83,18 @@ describe('configuration', () => {
     // No origin at all is said in words: an empty line falls back to the default like any other.
     assert.deepEqual(parseConfig({ CORS_ORIGINS: 'none' }).corsOrigins, []);
     assert.throws(() => parseConfig({ CORS_ORIGINS: ' , ' }), /CORS_ORIGINS: must list origins/);
+    assert.throws(
+      () => parseConfig({ CORS_ORIGINS: 'http://localhost:5001/' }),
+      /CORS_ORIGINS: must list origins as/,
+    );
+    assert.throws(
+      () => parseConfig({ CORS_ORIGINS: 'localhost:5001' }),
+      /CORS_ORIGINS: must list origins as/,
+    );
+    assert.deepEqual(
+      parseConfig({ CORS_ORIGINS: 'http://localhost:5001, https://a.example:8443' }).corsOrigins,
+      ['http://localhost:5001', 'https://a.example:8443'],
+    );
     assert.throws(() => parseConfig({ CACHE_KEY_PREFIX: '!' }), /CACHE_KEY_PREFIX: must be 1 to 64/);
     assert.throws(() => parseConfig({ SEQ_URL: 'notaurl' }), /SEQ_URL: must be the URL of a Seq server/);
     assert.equal(parseConfig({ SEQ_URL: 'http://seq:5341' }).log.seqUrl, 'http://seq:5341');

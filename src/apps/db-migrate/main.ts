@@ -5,10 +5,19 @@ import { openDatabase } from '../../infrastructure/persistence/database.ts';
 
 const config = loadConfigOrExit();
 const logger = createLogger({ ...config.log, name: 'migrate' });
-const database = await openDatabase(config.databaseUrl, logger);
 try {
-  await database.migrate();
-  logger.info({ database: database.kind }, 'migrations applied');
-} finally {
-  await database.close();
+  const database = await openDatabase(config.databaseUrl, logger);
+  try {
+    await database.migrate();
+    logger.info({ database: database.kind }, 'migrations applied');
+  } finally {
+    await database.close();
+  }
+} catch (error) {
+  // As the roles do: one line that says what failed, not an uncaught exception's stack.
+  logger.fatal(
+    { err: error },
+    'migrations not applied: check DATABASE_URL and that its server and database exist',
+  );
+  process.exitCode = 1;
 }

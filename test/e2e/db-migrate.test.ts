@@ -1,0 +1,53 @@
+// `npm run db:migrate` on real PostgreSQL: it applies the migrations and exits 0, or says in one fatal line why it
+// could not, and exits 1.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import pg from 'pg';
+import { createPostgresDatabase } from '../support/databases.ts';
+import { spawnRole } from '../support/role-process.ts';
+import { POSTGRES_URL, needsPostgres, uniqueName } from '../support/services.ts';
+
+const ENTRY = 'src/apps/db-migrate/main.ts';
+const FATAL = 60;
+
+function logLines(output: string): { level: number; msg: string; err?: { message: string } }[] {
+  return output
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as { level: number; msg: string; err?: { message: string } });
+}
+
+describe('npm run db:migrate', await needsPostgres(), () => {
+  test('applies the migrations to DATABASE_URL and exits 0', async () => {
+    const database = await createPostgresDatabase();
+    try {
+      const migrate = spawnRole(ENTRY, { DATABASE_URL: database.url });
+      assert.equal(await migrate.exited, 0, migrate.output());
+      assert.ok(logLines(migrate.output()).some((line) => line.msg === 'migrations applied'));
+      const client = new pg.Client({ connectionString: database.url });
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ name: string }>(
+          "select to_regclass('public.students')::text as name",
+        );
+        assert.equal(rows[0]?.name, 'students');
+      } finally {
+        await client.end();
+      }
+    } finally {
+      await database.drop();
+    }
+  });
+
+  test('a database that does not exist is one fatal line saying what to check, and exit 1', async () => {
+    const url = new URL(POSTGRES_URL);
+    url.pathname = `/${uniqueName('tbe_missing')}`;
+    const migrate = spawnRole(ENTRY, { DATABASE_URL: url.toString() });
+    assert.equal(await migrate.exited, 1, migrate.output());
+    const lines = logLines(migrate.output());
+    const fatal = lines.find((line) => line.level === FATAL);
+    assert.match(fatal?.msg ?? '', /migrations not applied: check DATABASE_URL/, migrate.output());
+    assert.match(fatal?.err?.message ?? '', /does not exist/);
+    assert.doesNotMatch(migrate.output(), /^\s+at /m, 'no uncaught stack on stderr');
+  });
+});

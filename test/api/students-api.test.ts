@@ -681,12 +681,19 @@ function apiContract(kind: 'pglite' | 'postgres') {
       }
     });
 
-    test('a query parameter a route does not read is a 400 naming it, on both paths, and changes nothing', async () => {
+    test('a query parameter a route does not read is a 400 naming it, on both paths, and changes nothing; so is a body on a DELETE', async () => {
       const created = await json(await create());
       const before = await counts();
       for (const base of ['/api/students', '/api/student']) {
         const path = `${base}/${created.id}`;
         await assertProblem(await call(`${path}?dryRun=true`, { method: 'DELETE' }), 400, 'dryRun');
+        // Nor in a body, which a DELETE's meaning cannot depend on (RFC 9110 §9.3.5).
+        for (const body of ['{"dryRun":true}', '{}'])
+          await assertProblem(
+            await call(path, { method: 'DELETE', headers: jsonHeaders, body }),
+            400,
+            'body',
+          );
         await assertProblem(
           await call(`${path}?foo=1`, { method: 'PUT', headers: jsonHeaders, body: JSON.stringify(ada) }),
           400,

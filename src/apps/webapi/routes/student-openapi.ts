@@ -175,8 +175,8 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
       response: {
         204: emptyResponse('Deleted', REPLAYED),
         ...writeProblems,
-        // DELETE reads a body it is sent (413, 415 and 400 above) but ignores it, and an empty one is none even
-        // as application/json; no rule can fail.
+        // DELETE refuses a body (400 above; 413 and 415 before it is read), and an empty one is none even as
+        // application/json; no rule can fail.
         422: problemResponse(`Only when ${keyReused}`),
       },
     },

@@ -11,7 +11,7 @@ import { Routes } from '../../../contracts/routes.ts';
 import type { DomainError } from '../../../domain/errors.ts';
 import type { StudentSnapshot } from '../../../domain/student.ts';
 import type { HttpServer } from '../../../infrastructure/http/http-server.ts';
-import { domainProblem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
+import { domainProblem, invalidRequest, sendProblem } from '../../../infrastructure/http/problem-details.ts';
 import { bypassesCache } from '../plugins/dedup.plugin.ts';
 import { markReplayed } from '../plugins/idempotency.plugin.ts';
 import { etagOf, malformedPrecondition, readPreconditions, versionsNamed } from './etag.ts';
@@ -225,6 +225,15 @@ function registerUnder(
       },
     },
     async (request, reply) => {
+      // What a DELETE carries means nothing (RFC 9110 §9.3.5): options in it (`{"dryRun":true}`) are refused, as an
+      // unknown query parameter is, not ignored while the student is deleted.
+      if (request.body !== undefined)
+        return sendProblem(
+          reply,
+          invalidRequest(request.url, 'A DELETE takes no body.', [
+            { field: 'body', reason: 'must be absent: a DELETE takes none' },
+          ]),
+        );
       const precondition = preconditionOf(request, reply);
       if (precondition === null) return reply;
       const result = written(

@@ -4,13 +4,19 @@ import { z } from 'zod';
 import { MAX_WORKER_PARTITIONS } from './contracts/messaging.ts';
 import type { ResilienceOptions } from './infrastructure/resilience/resilience-policy.ts';
 
+/**
+ * A whole number from `min` to `max`, written in decimal digits (blanks around them aside): Number() alone
+ * (z.coerce) would also take `0x1388`, `1e3` and `5.0`, which nobody means for a port or a count. `message` says
+ * what is accepted, whatever the fault.
+ */
+const wholeNumber = (message: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z.preprocess(
+    (value) => (typeof value === 'string' && /^\s*\d+\s*$/.test(value) ? Number(value) : value),
+    z.number({ error: message }).int(message).min(min, message).max(max, message).default(fallback),
+  );
+
 const port = (fallback: number) =>
-  z.coerce
-    .number({ error: 'must be an integer from 0 to 65535 (0 = any free port)' })
-    .int('must be an integer from 0 to 65535 (0 = any free port)')
-    .min(0, 'must be an integer from 0 to 65535 (0 = any free port)')
-    .max(65_535, 'must be an integer from 0 to 65535 (0 = any free port)')
-    .default(fallback);
+  wholeNumber('must be an integer from 0 to 65535 (0 = any free port)', fallback, 0, 65_535);
 
 const urlWithScheme = (schemes: readonly string[], hint: string) =>
   z.string().refine((value) => {
@@ -23,18 +29,10 @@ const urlWithScheme = (schemes: readonly string[], hint: string) =>
   }, hint);
 
 const seconds = (fallback: number, min = 1) =>
-  z.coerce
-    .number({ error: `must be a whole number of seconds, at least ${min}` })
-    .int(`must be a whole number of seconds, at least ${min}`)
-    .min(min, `must be a whole number of seconds, at least ${min}`)
-    .default(fallback);
+  wholeNumber(`must be a whole number of seconds, at least ${min}`, fallback, min);
 
 const milliseconds = (fallback: number) =>
-  z.coerce
-    .number({ error: 'must be a whole, positive number of milliseconds' })
-    .int('must be a whole, positive number of milliseconds')
-    .positive('must be a whole, positive number of milliseconds')
-    .default(fallback);
+  wholeNumber('must be a whole, positive number of milliseconds', fallback, 1);
 
 const otlpProtocol = z.enum(['http/protobuf', 'http/json'], { error: 'must be http/protobuf or http/json' });
 
@@ -55,18 +53,13 @@ const ConfigSchema = z.object({
   API_PORT: port(5000),
   NOTIFICATIONS_PORT: port(5001),
   WORKER_PORT: port(5002),
-  WORKER_PREFETCH: z.coerce
-    .number({ error: 'must be a whole number from 1 to 1000 (1 = strict FIFO)' })
-    .int('must be a whole number from 1 to 1000 (1 = strict FIFO)')
-    .min(1, 'must be a whole number from 1 to 1000 (1 = strict FIFO)')
-    .max(1000, 'must be a whole number from 1 to 1000 (1 = strict FIFO)')
-    .default(1),
-  WORKER_PARTITIONS: z.coerce
-    .number({ error: `must be a whole number from 1 to ${MAX_WORKER_PARTITIONS} (1 = one queue)` })
-    .int(`must be a whole number from 1 to ${MAX_WORKER_PARTITIONS} (1 = one queue)`)
-    .min(1, `must be a whole number from 1 to ${MAX_WORKER_PARTITIONS} (1 = one queue)`)
-    .max(MAX_WORKER_PARTITIONS, `must be a whole number from 1 to ${MAX_WORKER_PARTITIONS} (1 = one queue)`)
-    .default(1),
+  WORKER_PREFETCH: wholeNumber('must be a whole number from 1 to 1000 (1 = strict FIFO)', 1, 1, 1000),
+  WORKER_PARTITIONS: wholeNumber(
+    `must be a whole number from 1 to ${MAX_WORKER_PARTITIONS} (1 = one queue)`,
+    1,
+    1,
+    MAX_WORKER_PARTITIONS,
+  ),
   LOG_LEVEL: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
       error: 'must be one of fatal, error, warn, info, debug, trace, silent',
@@ -102,17 +95,13 @@ const ConfigSchema = z.object({
     .optional(),
   AUTH_ISSUER: z.string().optional(),
   AUTH_AUDIENCE: z.string().optional(),
-  RATE_LIMIT_WRITES_PER_MINUTE: z.coerce
-    .number({ error: 'must be a whole number, 0 or more (0 = no limit)' })
-    .int('must be a whole number, 0 or more (0 = no limit)')
-    .min(0, 'must be a whole number, 0 or more (0 = no limit)')
-    .default(10_000),
-  HTTP_MAX_HEADER_BYTES: z.coerce
-    .number({ error: 'must be a whole number of bytes from 1024 to 1048576' })
-    .int('must be a whole number of bytes from 1024 to 1048576')
-    .min(1024, 'must be a whole number of bytes from 1024 to 1048576')
-    .max(1_048_576, 'must be a whole number of bytes from 1024 to 1048576')
-    .default(16_384),
+  RATE_LIMIT_WRITES_PER_MINUTE: wholeNumber('must be a whole number, 0 or more (0 = no limit)', 10_000, 0),
+  HTTP_MAX_HEADER_BYTES: wholeNumber(
+    'must be a whole number of bytes from 1024 to 1048576',
+    16_384,
+    1024,
+    1_048_576,
+  ),
   CACHE_TTL_SECONDS: seconds(900),
   CACHE_KEY_PREFIX: z
     .string()
@@ -130,22 +119,12 @@ const ConfigSchema = z.object({
     .gt(0, 'must be a number above 0, at most 1')
     .max(1, 'must be a number above 0, at most 1')
     .default(0.5),
-  RESILIENCE_MAX_RETRY_ATTEMPTS: z.coerce
-    .number({ error: 'must be a whole number from 0 to 20' })
-    .int('must be a whole number from 0 to 20')
-    .min(0, 'must be a whole number from 0 to 20')
-    .max(20, 'must be a whole number from 0 to 20')
-    .default(3),
+  RESILIENCE_MAX_RETRY_ATTEMPTS: wholeNumber('must be a whole number from 0 to 20', 3, 0, 20),
   RESILIENCE_BASE_DELAY_MS: milliseconds(1_000),
   RESILIENCE_MAX_DELAY_MS: milliseconds(30_000),
   RESILIENCE_TIMEOUT_MS: milliseconds(30_000),
   SHUTDOWN_TIMEOUT_MS: milliseconds(10_000),
-  REPLAY_LOG_MAX_ENTRIES: z.coerce
-    .number({ error: 'must be a whole number from 100 to 10000000' })
-    .int('must be a whole number from 100 to 10000000')
-    .min(100, 'must be a whole number from 100 to 10000000')
-    .max(10_000_000, 'must be a whole number from 100 to 10000000')
-    .default(10_000),
+  REPLAY_LOG_MAX_ENTRIES: wholeNumber('must be a whole number from 100 to 10000000', 10_000, 100, 10_000_000),
   REPLAY_LOG_KEY_PREFIX: z
     .string()
     .regex(/^[\w:.-]{1,64}$/, 'must be 1 to 64 letters, digits, or _ : . -')
@@ -285,10 +264,19 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
     );
   }
   const c = parsed.data;
-  if (c.AUTH_JWT_SECRET && c.AUTH_JWKS_URL)
-    throw new ConfigError([
-      'AUTH_JWT_SECRET / AUTH_JWKS_URL: set one of them, not both (a secret for HS256, or a JWKS URL)',
-    ]);
+  const conflicts = [
+    ...(c.AUTH_JWT_SECRET && c.AUTH_JWKS_URL
+      ? ['AUTH_JWT_SECRET / AUTH_JWKS_URL: set one of them, not both (a secret for HS256, or a JWKS URL)']
+      : []),
+    // The backoff would start at its longest and never grow: the two were most likely swapped.
+    ...(c.RESILIENCE_BASE_DELAY_MS > c.RESILIENCE_MAX_DELAY_MS
+      ? [
+          `RESILIENCE_BASE_DELAY_MS / RESILIENCE_MAX_DELAY_MS: the first delay must not be longer than the longest ` +
+            `(got ${c.RESILIENCE_BASE_DELAY_MS} and ${c.RESILIENCE_MAX_DELAY_MS})`,
+        ]
+      : []),
+  ];
+  if (conflicts.length > 0) throw new ConfigError(conflicts);
   return {
     databaseUrl: c.DATABASE_URL,
     amqpUrl: c.AMQP_URL,

@@ -253,6 +253,31 @@ describe('configuration', () => {
     }
   });
 
+  test('a number is written in decimal digits: 0x1388, 1e3 or 5.0 is refused, blanks around it are not', () => {
+    for (const [name, value] of [
+      ['API_PORT', '0x1388'],
+      ['WORKER_PREFETCH', '1e1'],
+      ['CACHE_TTL_SECONDS', '5.0'],
+      ['SHUTDOWN_TIMEOUT_MS', '+3000'],
+    ] as const)
+      assert.throws(
+        () => parseConfig({ [name]: value }),
+        new RegExp(`${name}: must be a`),
+        `${name}=${value}`,
+      );
+    assert.equal(parseConfig({ API_PORT: ' 5000 ' }).ports.api, 5_000);
+  });
+
+  test('a first backoff delay longer than the longest is refused, naming both', () => {
+    assert.throws(
+      () => parseConfig({ RESILIENCE_BASE_DELAY_MS: '60000', RESILIENCE_MAX_DELAY_MS: '1000' }),
+      /RESILIENCE_BASE_DELAY_MS \/ RESILIENCE_MAX_DELAY_MS: .*\(got 60000 and 1000\)/,
+    );
+    assert.doesNotThrow(() =>
+      parseConfig({ RESILIENCE_BASE_DELAY_MS: '1000', RESILIENCE_MAX_DELAY_MS: '1000' }),
+    );
+  });
+
   test('by default the worker takes one message at a time (strict FIFO), and HTTP drains for half the shutdown time', () => {
     const defaults = parseConfig({});
     assert.equal(defaults.worker.prefetch, 1);

@@ -100,7 +100,7 @@ function validationIssues(error: FastifyError): FieldIssue[] {
   if (!hasZodFastifySchemaValidationErrors(error)) {
     return [{ field: error.validationContext ?? 'request', reason: error.message }];
   }
-  return error.validation.flatMap((issue): FieldIssue[] => {
+  const issues = error.validation.flatMap((issue): FieldIssue[] => {
     const path = issue.instancePath.replace(/^\//, '').replaceAll('/', '.');
     const field = path || error.validationContext || 'body';
     if (issue.keyword === 'unrecognized_keys') {
@@ -113,6 +113,14 @@ function validationIssues(error: FastifyError): FieldIssue[] {
       }));
     }
     return [{ field, reason: issue.message ?? 'is not valid' }];
+  });
+  // Checks that share a message say it once: 1e20 as a `limit` fails both "an integer" and "at most 100".
+  const said = new Set<string>();
+  return issues.filter(({ field, reason }) => {
+    const key = `${field}\n${reason}`;
+    if (said.has(key)) return false;
+    said.add(key);
+    return true;
   });
 }
 

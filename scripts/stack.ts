@@ -39,7 +39,7 @@ const embedded = Object.entries(servers).filter(([, url]) =>
 );
 if (embedded.length > 0) {
   process.stderr.write(
-    `${embedded.map(([name, url]) => `${name}=${url}`).join(', ')}: an embedded adapter serves one process only, ` +
+    `${embedded.map(([name, url]) => `${name}=${url}`).join(', ')} (embedded): an embedded adapter serves one process only, ` +
       'and the stack runs three. Point it at a server (or unset it for the local default), or use `npm start` ' +
       'to run every role in one process.\n',
   );

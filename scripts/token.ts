@@ -10,6 +10,8 @@ function fail(message: string): never {
   process.exit(2);
 }
 
+const USAGE = 'usage: npm run token -- [--role reader|writer] [--sub NAME] [--expires 8h]';
+
 let options;
 try {
   ({ values: options } = parseArgs({
@@ -17,12 +19,15 @@ try {
       role: { type: 'string', default: 'reader' },
       sub: { type: 'string', default: 'developer' },
       expires: { type: 'string', default: '8h' },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   }));
 } catch (error) {
-  fail(
-    `${(error as Error).message}\nusage: npm run token -- [--role reader|writer] [--sub NAME] [--expires 8h]`,
-  );
+  fail(`${(error as Error).message}\n${USAGE}`);
+}
+if (options.help) {
+  process.stdout.write(`${USAGE}\nPrints a development token signed with AUTH_JWT_SECRET.\n`);
+  process.exit(0);
 }
 const config = loadConfigOrExit();
 const secret = config.auth.jwtSecret;

@@ -311,7 +311,7 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     assert.equal((await json(retried)).id, first.id, "alice's retry gets her response");
   });
 
-  test('`npm run token -- --role writer` prints only a token, and it writes', async () => {
+  test('`npm run token -- --role writer` prints only a token, and it writes; --help prints how to use it', async () => {
     const { stdout } = await promisify(execFile)(
       'npm',
       ['run', '-s', 'token', '--', '--role', 'writer', '--sub', 'script-user', '--expires', '10m'],
@@ -321,6 +321,9 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     const created = await post(bearer(stdout.trim()));
     assert.equal(created.status, 201);
     assert.equal((await json(created)).createdBy, 'script-user');
+    // Asked how, it says so, and succeeds (no secret needed for that).
+    const { stdout: help } = await promisify(execFile)('npm', ['run', '-s', 'token', '--', '--help']);
+    assert.match(help, /^usage: npm run token -- \[--role reader\|writer\]/);
   });
 });
 

@@ -49,12 +49,13 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
         SHUTDOWN_TIMEOUT_MS: '5000',
         ...env,
       }),
-    notifications: () =>
+    notifications: (env: Record<string, string> = {}) =>
       startRole('src/apps/notifications/main.ts', {
         AMQP_URL: broker.url,
         REDIS_URL: 'memory:',
         NOTIFICATIONS_PORT: '0',
         SHUTDOWN_TIMEOUT_MS: '5000',
+        ...env,
       }),
   };
   // What each consumes from, and how its readiness says it is not consuming yet.
@@ -91,6 +92,27 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
         if (paused) await broker.proxy.resume();
       }
     });
+
+    test(
+      `the ${named[role]} refused by the broker (a wrong password) says why it waits`,
+      rabbit,
+      async () => {
+        const refused = new URL(broker.vhost.url);
+        refused.password = 'not-the-password';
+        let process: RoleProcess | undefined;
+        try {
+          process = await roles[role]({ AMQP_URL: refused.toString() });
+          const warning = process
+            .output()
+            .split('\n')
+            .find((line) => line.includes('broker unreachable'));
+          assert.match(warning ?? '', /"reason":"ACCESS_REFUSED - Login was refused/, process.output());
+          assert.equal(await process.stop(), 0, process.output());
+        } finally {
+          await process?.kill();
+        }
+      },
+    );
 
     // Exit 0: it stopped within SHUTDOWN_TIMEOUT_MS (past it, the process exits 1), and its start failed nothing.
     test(`a SIGTERM while the ${named[role]} waits stops it, exit 0`, rabbit, async () => {

@@ -143,7 +143,7 @@ export async function createNotifications({
             signal: startup.signal,
             onUnreachable: () =>
               log.warn(
-                { url },
+                { url, reason: bus.status().detail },
                 'broker unreachable: serving the replay log; consuming once the broker answers',
               ),
           }),

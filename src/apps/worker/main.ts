@@ -154,7 +154,10 @@ export function createWorker({
           declareOnceBrokerAnswers(bus, messagingTopology(config.worker.partitions), {
             signal: startup.signal,
             onUnreachable: () =>
-              log.warn({ health }, 'broker unreachable: the worker consumes once it answers'),
+              log.warn(
+                { health, reason: bus.status().detail },
+                'broker unreachable: the worker consumes once it answers',
+              ),
           }),
         );
         await step(otherLayout.start());

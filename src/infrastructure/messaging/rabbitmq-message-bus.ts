@@ -430,5 +430,6 @@ function toBuffer(body: unknown): Buffer {
 }
 
 function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  // rabbitmq-client prefixes the broker's reply with the method it answered, `undefined` for a refused login.
+  return error instanceof Error ? error.message.replace(/^undefined: /, '') : String(error);
 }

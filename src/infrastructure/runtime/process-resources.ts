@@ -101,7 +101,11 @@ export async function openProcessResources(
         // declared otherwise) stops the start, as any setting that cannot work does.
         await opened.declareTopology(topology);
       } else {
-        logger.warn('broker unreachable: starting anyway; writes wait in the outbox until it is back');
+        // The reason tells a broker that is down from one that refuses this AMQP_URL (ACCESS_REFUSED, no such vhost).
+        logger.warn(
+          { reason: opened.status().detail },
+          'broker unreachable: starting anyway; writes wait in the outbox until it is back',
+        );
         undeclared = topology;
       }
       const started = startOutboxRelay({

@@ -25,9 +25,11 @@ describe('the notifications service while Redis is down', await needsRedis(), ()
 
   const replayLogHealth = async () => {
     const health = (await (await fetch(`${url}/health`)).json()) as {
-      checks: { replayLog: { status: string } };
+      checks: { replayLog: { status: string; description?: string } };
     };
-    return health.checks.replayLog.status;
+    const { status, description } = health.checks.replayLog;
+    if (status !== 'Healthy') assert.match(description ?? '', /^replay log unreachable: /);
+    return status;
   };
 
   before(async () => {

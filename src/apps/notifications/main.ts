@@ -179,8 +179,18 @@ function replayLogCheck(replay: ReplayLog): HealthCheck {
     name: 'replayLog',
     async check() {
       const { adapter } = replay.status();
-      const retention = await replay.retention();
-      return { status: 'Healthy', data: { adapter, ...retention } };
+      try {
+        const retention = await replay.retention();
+        return { status: 'Healthy', data: { adapter, ...retention } };
+      } catch (error) {
+        // Said in the service's terms, as the webapi's cache check does; the client library's words go in `error`.
+        return {
+          status: 'Unhealthy',
+          description:
+            'replay log unreachable: notifications are neither appended nor resumed until it answers',
+          data: { adapter, error: error instanceof Error ? error.message : String(error) },
+        };
+      }
     },
   };
 }

@@ -635,6 +635,11 @@ export class Connection {
     const { invocationId, target } = message;
     const fail = (error: string): void =>
       this.complete({ type: MessageType.Completion, invocationId, error });
+    // As ASP.NET: taking the id over would leave the stream that has it running, and no CancelInvocation could stop it.
+    if (this.serverStreams?.has(invocationId)) {
+      fail(`Invocation ID '${invocationId}' is already in use.`);
+      return this.endUploads(message);
+    }
     // Registered before the method runs, as ASP.NET does: a cancel may arrive while it is still starting (or while
     // the connected hook runs).
     const stream: ServerStream = {

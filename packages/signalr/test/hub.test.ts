@@ -345,6 +345,29 @@ test('a CancelInvocation that arrives while a stream is still starting stops it:
   }
 });
 
+test('a second stream under an invocation id in use is refused, as by ASP.NET; the first runs on and can be cancelled', async () => {
+  const running = await startHub();
+  const client = await RawClient.handshaken(running.url);
+  try {
+    client.send({ type: 4, invocationId: 'taken', target: 'SlowCounter', arguments: [1_000] });
+    client.send({ type: 4, invocationId: 'taken', target: 'Counter', arguments: [3] });
+    assert.deepEqual(await client.next((r) => r.type === 3 && r.invocationId === 'taken'), {
+      type: 3,
+      invocationId: 'taken',
+      error: "Invocation ID 'taken' is already in use.",
+    });
+    await client.next((r) => r.type === 2 && r.invocationId === 'taken');
+    client.send({ type: 5, invocationId: 'taken' });
+    assert.deepEqual(
+      await client.next((r) => r.type === 3 && r.invocationId === 'taken' && !('error' in r)),
+      { type: 3, invocationId: 'taken' },
+    );
+  } finally {
+    client.close();
+    await running.close();
+  }
+});
+
 test('a cancelled stream whose cleanup throws harms nothing: no unhandled rejection, the connection goes on', async () => {
   const rejections: unknown[] = [];
   const onRejection = (reason: unknown) => rejections.push(reason);

@@ -239,7 +239,7 @@ const PARSER_ERROR_FIELDS: Readonly<Record<string, string>> = {
  * itself, headers too large) never reaches a route or the error handler, so its problem is written to the socket.
  */
 export function writeMalformedRequestProblem(
-  error: Error & { readonly code?: string; readonly reason?: string; readonly rawPacket?: unknown },
+  error: Error & { readonly code?: string; readonly reason?: string; readonly rawPacket?: Buffer },
   socket: Socket,
   headers: Readonly<Record<string, string>> = {},
 ): void {
@@ -286,9 +286,8 @@ export function writeMalformedRequestProblem(
 const REQUEST_LINE_METHOD = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}) /;
 
 /** The method the request line starts with, when it is a well-formed one. */
-function methodOf(rawPacket: unknown): string | undefined {
-  if (!Buffer.isBuffer(rawPacket)) return undefined;
-  return REQUEST_LINE_METHOD.exec(rawPacket.subarray(0, 40).toString('latin1'))?.[1];
+function methodOf(rawPacket: Buffer | undefined): string | undefined {
+  return rawPacket && REQUEST_LINE_METHOD.exec(rawPacket.subarray(0, 40).toString('latin1'))?.[1];
 }
 
 /** Answers on the bare socket, for a request Node gives no response object to, and closes it. */

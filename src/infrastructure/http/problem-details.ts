@@ -239,28 +239,11 @@ const PARSER_ERROR_FIELDS: Readonly<Record<string, string>> = {
  * itself, headers too large) never reaches a route or the error handler, so its problem is written to the socket.
  */
 export function writeMalformedRequestProblem(
-  error: Error & { readonly code?: string; readonly reason?: string; readonly rawPacket?: Buffer },
+  error: Error & { readonly code?: string; readonly reason?: string },
   socket: Socket,
   headers: Readonly<Record<string, string>> = {},
 ): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
-  const unknownMethod = error.code === 'HPE_INVALID_METHOD' ? methodOf(error.rawPacket) : undefined;
-  if (unknownMethod !== undefined) {
-    // A well-formed method llhttp does not know: not a malformed request, one this server does not implement.
-    const reason = `${unknownMethod} is not a method this server implements`;
-    return writeProblemAndClose(
-      socket,
-      problem({
-        status: 501,
-        title: httpTitle(501),
-        code: 'REQUEST.METHOD_NOT_IMPLEMENTED',
-        detail: `${reason}.`,
-        errors: [{ field: 'method', reason }],
-      }),
-      headers,
-      error,
-    );
-  }
   const status =
     error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
   // llhttp's reason names the exact fault, e.g. "Invalid header value char".
@@ -280,14 +263,6 @@ export function writeMalformedRequestProblem(
     headers,
     error,
   );
-}
-
-// A method is a token (RFC 9110 §9.1, §5.6.2), followed by the space before the target.
-const REQUEST_LINE_METHOD = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}) /;
-
-/** The method the request line starts with, when it is a well-formed one. */
-function methodOf(rawPacket: Buffer | undefined): string | undefined {
-  return rawPacket && REQUEST_LINE_METHOD.exec(rawPacket.subarray(0, 40).toString('latin1'))?.[1];
 }
 
 /** Answers on the bare socket, for a request Node gives no response object to, and closes it. */

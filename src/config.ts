@@ -255,13 +255,13 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
   const written = Object.fromEntries(Object.entries(env).filter(([, value]) => isWritten(value)));
   const parsed = ConfigSchema.safeParse(written);
   if (!parsed.success) {
-    throw new ConfigError(
-      parsed.error.issues.map((issue) => {
-        const name = String(issue.path[0]);
-        const value = env[name];
-        return `${name}: ${issue.message}${value === undefined ? '' : ` (got ${JSON.stringify(value)})`}`;
-      }),
-    );
+    // Checks that share a message say it once: 1e20 seconds fails both "whole" and the (safe-integer) maximum.
+    const lines = parsed.error.issues.map((issue) => {
+      const name = String(issue.path[0]);
+      const value = env[name];
+      return `${name}: ${issue.message}${value === undefined ? '' : ` (got ${JSON.stringify(value)})`}`;
+    });
+    throw new ConfigError([...new Set(lines)]);
   }
   const c = parsed.data;
   const conflicts = [

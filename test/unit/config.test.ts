@@ -266,6 +266,11 @@ describe('configuration', () => {
         `${name}=${value}`,
       );
     assert.equal(parseConfig({ API_PORT: ' 5000 ' }).ports.api, 5_000);
+    // Past the safe integers it fails two checks with one message: said once.
+    assert.throws(
+      () => parseConfig({ CACHE_TTL_SECONDS: '99999999999999999999' }),
+      (error: ConfigError) => error.message.split('CACHE_TTL_SECONDS:').length === 2,
+    );
   });
 
   test('a first backoff delay longer than the longest is refused, naming both', () => {

@@ -60,6 +60,12 @@ const IDLE: Promise<void> = Promise.resolve();
  * a bound, one client could queue invocations of a slow method until the process runs out of memory.
  */
 const MAX_QUEUED_CALLS = 16;
+/**
+ * While a call awaits a client result, reading goes on past MAX_QUEUED_CALLS (the Completion may be behind the calls
+ * that wait); a client that queues this many meanwhile, owing the result, is closed rather than let fill the memory.
+ */
+const MAX_QUEUED_CALLS_AWAITING_RESULT = 1_024;
+const QUEUE_OVERFLOW_ERROR = 'Too many hub calls queued while the server awaited a client result.';
 
 interface PausedReading {
   inbox: HubMessage[];
@@ -408,6 +414,10 @@ export class Connection {
       if (this.isClosed()) return undefined;
       if (message.type === MessageType.StreamItem && this.uploads?.get(message.invocationId)?.isFull()) {
         return messages.slice(index + 1);
+      }
+      if (this.busy > MAX_QUEUED_CALLS_AWAITING_RESULT) {
+        this.close(QUEUE_OVERFLOW_ERROR);
+        return undefined;
       }
       if (this.queueFull()) return messages.slice(index + 1);
     }

@@ -142,6 +142,44 @@ test('a full queue does not hold back the answer to a client result its running 
   }
 });
 
+test('a client that owes a client result and floods calls meanwhile is closed, its queue bounded all the same', async () => {
+  let slow = true;
+  const hub = await HubServer.create({
+    hub: defineHub({
+      methods: {
+        Ask: async (context) => context.clients.caller.invoke('never'),
+        Lookup: async (_context, id: unknown) => (slow ? delay(200).then(() => id) : id),
+      },
+    }),
+  });
+  const server = createServer();
+  mountOnHttpServer(server, '/hub', hub);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const ws = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/hub`);
+  try {
+    await once(ws, 'open');
+    ws.send('{"protocol":"json","version":1}\u001e');
+    await once(ws, 'message');
+    // The running call awaits a client result this client never sends.
+    ws.send('{"type":1,"invocationId":"0","target":"Ask","arguments":[]}\u001e');
+    await delay(100);
+    const frame = '{"type":1,"target":"Lookup","arguments":[1]}\u001e'.repeat(20_000);
+    for (let i = 0; i < 10; i++) ws.send(frame);
+    await delay(1_000);
+    const [connection] = (hub as unknown as { byId: Map<string, { busy: number }> }).byId.values();
+    assert.ok(connection!.busy <= 1_100, `${connection!.busy} calls queued`);
+    await delay(200);
+    assert.notEqual(ws.readyState, WebSocket.OPEN, 'the flooding client was closed');
+  } finally {
+    slow = false;
+    ws.terminate();
+    await hub.close();
+    server.closeAllConnections();
+    server.close();
+  }
+});
+
 test('a POST that goes on after its connection ended is answered 404 and read no further, as from ASP.NET', async () => {
   const running = await startHub({ disconnectTimeoutMs: 30_000 });
   let post: ClientRequest | undefined;

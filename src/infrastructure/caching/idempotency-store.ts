@@ -22,12 +22,17 @@ const COMPLETE_CLAIM = `local held = redis.call('GET', KEYS[1])
 if held == false or held == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 0`;
 
+// A key freed late (Redis was away when its request failed): only while it still holds that request's claim.
+const RELEASE_CLAIM = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+
 /** A running request's claim as stored: what the scripts compare to tell it from another request's claim or a response. */
 const claimOf = (fingerprint: string): string => JSON.stringify({ fingerprint } satisfies IdempotencyRecord);
 
 interface IdempotencyScripts {
   extendIdempotencyClaim(key: string, claim: string, leaseMs: number): Promise<number>;
   completeIdempotencyClaim(key: string, claim: string, record: string, ttlMs: number): Promise<unknown>;
+  releaseIdempotencyClaim(key: string, claim: string): Promise<unknown>;
 }
 
 /**
@@ -40,17 +45,19 @@ export class IdempotencyStore {
   readonly #prefix: string;
   readonly #local = new ExpiringMap<IdempotencyRecord>(MAX_LOCAL);
   /**
-   * Responses whose recording failed (Redis away), recorded once it is back: until then the key holds its request's
-   * claim, and a retry would hear "in progress" (409) about a request long answered.
+   * How requests ended that Redis could not be told of (it was away): the answer to record, or none to free the key.
+   * Settled once it is back: until then the key holds its request's claim, and a retry would hear "in progress"
+   * (409) about a request long over.
    */
-  readonly #unrecorded = new ExpiringMap<IdempotencyRecord>(MAX_LOCAL);
+  readonly #unsettled = new ExpiringMap<{ fingerprint: string; record?: IdempotencyRecord }>(MAX_LOCAL);
 
   constructor(connection: CacheConnection, keyPrefix: string) {
     this.#connection = connection;
     this.#prefix = keyPrefix;
     connection.redis?.defineCommand('extendIdempotencyClaim', { numberOfKeys: 1, lua: EXTEND_CLAIM });
     connection.redis?.defineCommand('completeIdempotencyClaim', { numberOfKeys: 1, lua: COMPLETE_CLAIM });
-    connection.onRecovered(() => void this.#recordMissed());
+    connection.redis?.defineCommand('releaseIdempotencyClaim', { numberOfKeys: 1, lua: RELEASE_CLAIM });
+    connection.onRecovered(() => void this.#settleMissed());
   }
 
   /**
@@ -97,32 +104,41 @@ export class IdempotencyStore {
         redis.set(this.#prefix + key, JSON.stringify(record), 'PX', ttlMs),
       );
     } catch (error) {
-      this.#unrecorded.set(key, record, ttlMs);
+      this.#unsettled.set(key, { fingerprint: record.fingerprint, record }, ttlMs);
       throw error;
     }
   }
 
-  async #recordMissed(): Promise<void> {
-    for (const [key, record, ttlMs] of this.#unrecorded.drain()) {
-      await this.#connection
-        .run((redis) =>
-          (redis as typeof redis & IdempotencyScripts).completeIdempotencyClaim(
-            this.#prefix + key,
-            claimOf(record.fingerprint),
-            JSON.stringify(record),
-            ttlMs,
-          ),
-        )
-        .catch(() => this.#unrecorded.set(key, record, ttlMs));
-    }
-  }
-
-  /** Frees the key after a failure, so the client may retry it. */
-  async release(key: string): Promise<void> {
+  /** Frees the key after its request failed, so the client may retry it. */
+  async release(key: string, claim: { fingerprint: string; leaseMs: number }): Promise<void> {
     if (this.#connection.isMemory) {
       this.#local.delete(key);
       return;
     }
-    await this.#connection.run((redis) => redis.del(this.#prefix + key));
+    try {
+      await this.#connection.run((redis) => redis.del(this.#prefix + key));
+    } catch (error) {
+      this.#unsettled.set(key, { fingerprint: claim.fingerprint }, claim.leaseMs);
+      throw error;
+    }
+  }
+
+  async #settleMissed(): Promise<void> {
+    for (const [key, ending, ttlMs] of this.#unsettled.drain()) {
+      const claim = claimOf(ending.fingerprint);
+      await this.#connection
+        .run((redis) => {
+          const scripts = redis as typeof redis & IdempotencyScripts;
+          return ending.record
+            ? scripts.completeIdempotencyClaim(
+                this.#prefix + key,
+                claim,
+                JSON.stringify(ending.record),
+                ttlMs,
+              )
+            : scripts.releaseIdempotencyClaim(this.#prefix + key, claim);
+        })
+        .catch(() => this.#unsettled.set(key, ending, ttlMs));
+    }
   }
 }

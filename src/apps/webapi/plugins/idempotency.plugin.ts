@@ -118,7 +118,7 @@ async function idempotencyPlugin(
             },
             ttlMs,
           )
-        : store.release(claim.key);
+        : store.release(claim.key, { fingerprint: claim.fingerprint, leaseMs });
     void done.catch((error: unknown) => request.log.warn({ err: error }, 'idempotency key not recorded'));
   };
 

@@ -39,14 +39,14 @@ describe('npm run db:migrate', await needsPostgres(), () => {
     }
   });
 
-  test('a database that does not exist is one fatal line saying what to check, and exit 1', async () => {
+  test('a database that does not exist is one fatal line saying so, and exit 1', async () => {
     const url = new URL(POSTGRES_URL);
     url.pathname = `/${uniqueName('tbe_missing')}`;
     const migrate = spawnRole(ENTRY, { DATABASE_URL: url.toString() });
     assert.equal(await migrate.exited, 1, migrate.output());
     const lines = logLines(migrate.output());
     const fatal = lines.find((line) => line.level === FATAL);
-    assert.match(fatal?.msg ?? '', /migrations not applied: check DATABASE_URL/, migrate.output());
+    assert.match(fatal?.msg ?? '', /^migrations not applied$/, migrate.output());
     assert.match(fatal?.err?.message ?? '', /does not exist/);
     assert.doesNotMatch(migrate.output(), /^\s+at /m, 'no uncaught stack on stderr');
   });

@@ -14,10 +14,8 @@ try {
     await database.close();
   }
 } catch (error) {
-  // As the roles do: one line that says what failed, not an uncaught exception's stack.
-  logger.fatal(
-    { err: error },
-    'migrations not applied: check DATABASE_URL and that its server and database exist',
-  );
+  // As the roles do: one line that says what failed (a database that cannot be reached, a statement refused), not an
+  // uncaught exception's stack.
+  logger.fatal({ err: error }, 'migrations not applied');
   process.exitCode = 1;
 }

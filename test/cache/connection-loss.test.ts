@@ -65,6 +65,16 @@ const redisHealth = async (api: CachedApi) =>
   ((await (await fetch(`${api.url}/health`)).json()) as { checks: Record<string, { status: string }> }).checks
     .redis?.status;
 
+/** Waits until `api`'s /health shows Redis Healthy again, failing after `withinMs`. */
+async function assertRedisHealthy(api: CachedApi, withinMs: number): Promise<void> {
+  const status = await eventually(
+    withinMs,
+    () => redisHealth(api),
+    (seen) => seen === 'Healthy',
+  );
+  assert.equal(status, 'Healthy', `Redis ${status} after ${withinMs} ms`);
+}
+
 const cacheHits = async (api: CachedApi) => (await api.cache.metrics.cacheHits.get()).values[0]?.value ?? 0;
 
 /** Polls `check` until it holds or `withinMs` passes; answers the last value it saw. */
@@ -144,12 +154,7 @@ describe(
       assert.equal(replay.firstName, 'New', `the same caller (replayed: ${replay.replayed})`);
       assert.equal((await read(a, id, 'third')).firstName, 'New', 'another caller');
       // Every one of A's connections is ready again, some perhaps only after those reads on a busy machine.
-      const health = await eventually(
-        10_000,
-        () => redisHealth(a),
-        (status) => status === 'Healthy',
-      );
-      assert.equal(health, 'Healthy');
+      await assertRedisHealthy(a, 10_000);
     });
 
     test("while A cannot reach Redis it replays nothing: a GET via A after B's write gets the write", async () => {
@@ -174,12 +179,7 @@ describe(
       await proxy.pause();
       const { a, b } = await twoInstances(`redis://127.0.0.1:${proxy.port}`, { halfOpenAfterMs: 300 });
       await proxy.resume();
-      const healthy = await eventually(
-        10_000,
-        () => redisHealth(a),
-        (status) => status === 'Healthy',
-      );
-      assert.equal(healthy, 'Healthy');
+      await assertRedisHealthy(a, 10_000);
       const { id } = await createStudent(b, 'Old');
       assert.equal((await read(a, id)).firstName, 'Old');
       assert.equal((await read(a, id)).replayed, true, 'A holds a replay');
@@ -200,14 +200,7 @@ describe(
       await rename(b, id, 'New');
       const seen = await readUntilNamed(a, id, 'New', 10_000);
       assert.equal(seen.firstName, 'New', 'A noticed its subscriptions were gone');
-      assert.equal(
-        await eventually(
-          5_000,
-          () => redisHealth(a),
-          (status) => status === 'Healthy',
-        ),
-        'Healthy',
-      );
+      await assertRedisHealthy(a, 5_000);
     });
 
     test('every connection of A goes silent: reads keep working from the database, then A uses the cache again', async () => {
@@ -223,14 +216,7 @@ describe(
 
       await read(a, id, 'during'); // answers (maybe from A's L1, which has not heard of the write yet)
       // New connections through the proxy work: A gets back to Redis without a restart, and hears of the write.
-      assert.equal(
-        await eventually(
-          10_000,
-          () => redisHealth(a),
-          (status) => status === 'Healthy',
-        ),
-        'Healthy',
-      );
+      await assertRedisHealthy(a, 10_000);
       assert.equal((await read(a, id, 'after')).firstName, 'New');
       const hits = await cacheHits(a);
       assert.equal((await read(a, id, 'once more')).firstName, 'New');
@@ -268,14 +254,7 @@ describe(
       await sleep(200);
       await rename(a, id, 'Second');
       await proxy.resume();
-      assert.equal(
-        await eventually(
-          5_000,
-          () => redisHealth(a),
-          (status) => status === 'Healthy',
-        ),
-        'Healthy',
-      );
+      await assertRedisHealthy(a, 5_000);
 
       // The same PUT as the first, within its 5 s window: it must run again (PUT A, PUT B, PUT A leaves A).
       const again = await fetch(`${b.url}/api/students/${id}`, {

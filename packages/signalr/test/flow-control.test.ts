@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { type ClientRequest, createServer, request } from 'node:http';
+import { type ClientRequest, request } from 'node:http';
 import { type AddressInfo, connect, createServer as createTcpServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { HttpTransportType } from '@microsoft/signalr';
 import { WebSocket } from 'ws';
-import { defineHub, HubServer, mountOnHttpServer } from '../src/index.ts';
-import { buildClient, delay, startHub } from './helpers.ts';
+import { defineHub } from '../src/index.ts';
+import { buildClient, delay, RawClient, startHub, type RunningHub } from './helpers.ts';
 
 /** A TCP proxy that delays every chunk by `ms` each way: a client 2 × `ms` away. */
 async function latencyProxy(port: number, ms: number) {
@@ -82,49 +82,50 @@ test('long polling: a client some way off stays connected through a steady strea
   }
 });
 
+/** The hub's connections, for how many calls each has queued (`busy`: the running one and those behind it). */
+function queuedCalls(running: RunningHub): number[] {
+  const { byId } = running.hub as unknown as { byId: Map<string, { busy: number }> };
+  return [...byId.values()].map((connection) => connection.busy);
+}
+
+/** 200,000 calls of `Lookup`, in 10 frames, as one client floods them. */
+function flood(client: RawClient): void {
+  const frame = '{"type":1,"target":"Lookup","arguments":[1]}\u001e'.repeat(20_000);
+  for (let i = 0; i < 10; i++) client.ws.send(frame);
+}
+
+// A raw client sends no pings: the client timeout is kept out of the way.
+const QUIET_CLIENT = { clientTimeoutMs: 30_000 };
+
 test('calls queued behind a slow method stop the reading, as ASP.NET awaits a free invocation slot', async () => {
-  const hub = await HubServer.create({
+  const running = await startHub({
+    ...QUIET_CLIENT,
     hub: defineHub({ methods: { Lookup: async (_context, id: unknown) => delay(200).then(() => id) } }),
   });
-  const server = createServer();
-  mountOnHttpServer(server, '/hub', hub);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const ws = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/hub`);
+  const client = await RawClient.handshaken(running.url);
   try {
-    await once(ws, 'open');
-    ws.send('{"protocol":"json","version":1}\u001e');
-    await once(ws, 'message');
-    const frame = '{"type":1,"target":"Lookup","arguments":[1]}\u001e'.repeat(20_000);
-    for (let i = 0; i < 10; i++) ws.send(frame);
+    flood(client);
     await delay(500);
-    const [connection] = (hub as unknown as { byId: Map<string, { busy: number }> }).byId.values();
-    assert.ok(connection!.busy <= 20, `${connection!.busy} calls queued`);
-    assert.equal(ws.readyState, WebSocket.OPEN);
+    const [queued = 0] = queuedCalls(running);
+    assert.ok(queued <= 20, `${queued} calls queued`);
+    assert.equal(client.ws.readyState, WebSocket.OPEN);
   } finally {
-    ws.terminate();
-    await hub.close();
-    server.closeAllConnections();
-    server.close();
+    client.close();
+    await running.close();
   }
 });
 
 test('a full queue does not hold back the answer to a client result its running call awaits', async () => {
-  const hub = await HubServer.create({
+  const running = await startHub({
     hub: defineHub({
       methods: {
         Ask: async (context, n: number) => ((await context.clients.caller.invoke('double', n)) as number) + 1,
       },
     }),
   });
-  const server = createServer();
-  mountOnHttpServer(server, '/hub', hub);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hub`;
   try {
     for (const transport of [HttpTransportType.WebSockets, HttpTransportType.LongPolling]) {
-      const client = buildClient(url, { transport });
+      const client = buildClient(running.url, { transport });
       client.on('double', async (n: number) => delay(5).then(() => n * 2));
       await client.start();
       const calls = Promise.all(Array.from({ length: 40 }, (_, i) => client.invoke('Ask', i)));
@@ -136,15 +137,14 @@ test('a full queue does not hold back the answer to a client result its running 
       await client.stop();
     }
   } finally {
-    await hub.close();
-    server.closeAllConnections();
-    server.close();
+    await running.close();
   }
 });
 
 test('a client that owes a client result and floods calls meanwhile is closed, its queue bounded all the same', async () => {
   let slow = true;
-  const hub = await HubServer.create({
+  const running = await startHub({
+    ...QUIET_CLIENT,
     hub: defineHub({
       methods: {
         Ask: async (context) => context.clients.caller.invoke('never'),
@@ -152,31 +152,20 @@ test('a client that owes a client result and floods calls meanwhile is closed, i
       },
     }),
   });
-  const server = createServer();
-  mountOnHttpServer(server, '/hub', hub);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const ws = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/hub`);
+  const client = await RawClient.handshaken(running.url);
   try {
-    await once(ws, 'open');
-    ws.send('{"protocol":"json","version":1}\u001e');
-    await once(ws, 'message');
     // The running call awaits a client result this client never sends.
-    ws.send('{"type":1,"invocationId":"0","target":"Ask","arguments":[]}\u001e');
-    await delay(100);
-    const frame = '{"type":1,"target":"Lookup","arguments":[1]}\u001e'.repeat(20_000);
-    for (let i = 0; i < 10; i++) ws.send(frame);
-    await delay(1_000);
-    const [connection] = (hub as unknown as { byId: Map<string, { busy: number }> }).byId.values();
-    assert.ok(connection!.busy <= 1_100, `${connection!.busy} calls queued`);
-    await delay(200);
-    assert.notEqual(ws.readyState, WebSocket.OPEN, 'the flooding client was closed');
+    client.send({ type: 1, invocationId: '0', target: 'Ask', arguments: [] });
+    await client.next((record) => record.type === 1 && record.target === 'never');
+    flood(client);
+    const closing = await client.next((record) => record.type === 7);
+    assert.equal(closing.error, 'Too many hub calls queued while the server awaited a client result.');
+    const [queued = 0] = queuedCalls(running);
+    assert.ok(queued <= 1_100, `${queued} calls queued`);
   } finally {
     slow = false;
-    ws.terminate();
-    await hub.close();
-    server.closeAllConnections();
-    server.close();
+    client.close();
+    await running.close();
   }
 });
 

@@ -79,7 +79,9 @@
     const query = new URLSearchParams();
     if (token()) query.set('access_token', token());
     if (lastEventId) query.set('lastEventId', lastEventId);
-    source = new EventSource(`/api/notifications/stream${query.toString() ? `?${query}` : ''}`);
+    const url = `/api/notifications/stream${query.toString() ? `?${query}` : ''}`;
+    const stream = new EventSource(url);
+    source = stream;
     source.addEventListener('connected', (event) => {
       lastEventId = event.lastEventId;
       $('client-id').textContent = JSON.parse(event.data).clientId;
@@ -95,8 +97,28 @@
         show(type, JSON.parse(event.data), event.lastEventId);
       });
     // EventSource reconnects by itself, sending Last-Event-ID.
-    source.onerror = () =>
-      setStatus(false, source.readyState === EventSource.CONNECTING ? 'reconnecting…' : 'disconnected');
+    stream.onerror = () => {
+      const closed = stream.readyState === EventSource.CLOSED;
+      setStatus(false, closed ? 'disconnected' : 'reconnecting…');
+      if (closed) void explainRefusal(url);
+    };
+  }
+
+  /** EventSource gives up on an error status without saying which: asked again, the server says why (401, 403…). */
+  async function explainRefusal(url) {
+    const asking = new AbortController();
+    try {
+      const response = await fetch(url, { signal: asking.signal, headers: { accept: 'text/event-stream' } });
+      if (response.ok) return;
+      const problem = await response.json().catch(() => ({}));
+      $('log').textContent =
+        `stream → ${response.status} ${[problem.title, problem.detail].filter(Boolean).join(': ')}`;
+    } catch {
+      // The server is unreachable: the status says so already.
+    } finally {
+      // A stream that opens this time is not kept: Connect opens one.
+      asking.abort();
+    }
   }
 
   async function connectSignalR() {

@@ -170,7 +170,12 @@ describe('the test pages (all roles embedded)', () => {
 
       proxy.hold();
       // The EventSource says it tries again (a stateful SignalR reconnect goes unseen by the page).
-      if (!sameConnection) await page.locator('#status.off', { hasText: 'reconnecting…' }).waitFor();
+      if (!sameConnection) {
+        await page.locator('#status.off', { hasText: 'reconnecting…' }).waitFor();
+        // A second connection beside the one that comes back would show every event twice.
+        assert.ok(await page.isDisabled('#connect'), 'no Connect while it reconnects');
+        assert.ok(await page.isEnabled('#disconnect'), 'Disconnect still stops it');
+      }
       const during = await create();
       await watcher.arrived('StudentCached', during);
       proxy.release();

@@ -21,11 +21,13 @@
   $('token').onchange = () => sessionStorage.setItem(TOKEN_KEY, $('token').value.trim());
   const token = () => $('token').value.trim();
 
-  function setStatus(connected, text) {
+  // While the client reconnects by itself, Connect would open a second connection beside it (every event twice)
+  // and Disconnect must still be able to stop it.
+  function setStatus(connected, text, reconnecting = false) {
     $('status').textContent = text;
     $('status').className = `status ${connected ? 'on' : 'off'}`;
-    $('connect').disabled = connected;
-    $('disconnect').disabled = !connected;
+    $('connect').disabled = connected || reconnecting;
+    $('disconnect').disabled = !connected && !reconnecting;
   }
 
   function setLastStudent(student) {
@@ -99,7 +101,7 @@
     // EventSource reconnects by itself, sending Last-Event-ID.
     stream.onerror = () => {
       const closed = stream.readyState === EventSource.CLOSED;
-      setStatus(false, closed ? 'disconnected' : 'reconnecting…');
+      setStatus(false, closed ? 'disconnected' : 'reconnecting…', !closed);
       if (closed) void explainRefusal(url);
     };
   }
@@ -131,7 +133,7 @@
     hub.on('Connected', (message) => ($('client-id').textContent = message.clientId));
     hub.on('Reset', () => ($('log').textContent = MISSED));
     for (const type of TYPES) hub.on(type, (payload) => show(type, payload));
-    hub.onreconnecting(() => setStatus(false, 'reconnecting…'));
+    hub.onreconnecting(() => setStatus(false, 'reconnecting…', true));
     hub.onreconnected(() => {
       followEveryStudent();
       setStatus(true, 'connected');
@@ -142,10 +144,13 @@
     followEveryStudent();
   }
 
-  $('connect').onclick = () =>
-    transport === 'sse'
+  $('connect').onclick = () => {
+    // What an earlier attempt said (a 401, a failed negotiation) is no longer the state.
+    $('log').textContent = '';
+    return transport === 'sse'
       ? connectSse()
       : connectSignalR().catch((error) => ($('log').textContent = String(error)));
+  };
   $('disconnect').onclick = async () => {
     if (source) source.close();
     if (hub) await hub.stop();

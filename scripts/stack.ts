@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { styleText } from 'node:util';
 import { ConfigError, isWritten, parseConfig, type Config } from '../src/config.ts';
+import { withoutUrlPassword } from '../src/infrastructure/logging/url-password.ts';
 
 const ROLES = [
   { name: 'webapi', entry: 'src/apps/webapi/main.ts', color: 'cyan' },
@@ -54,9 +55,9 @@ const prefixOf = (role: (typeof ROLES)[number]) => {
 };
 const say = (message: string) => process.stdout.write(`${' '.repeat(width)} | ${message}\n`);
 
-say(`PostgreSQL ${redact(servers.DATABASE_URL)}`);
-say(`RabbitMQ   ${redact(servers.AMQP_URL)}`);
-say(`Redis      ${redact(servers.REDIS_URL)}`);
+say(`PostgreSQL ${withoutUrlPassword(servers.DATABASE_URL)}`);
+say(`RabbitMQ   ${withoutUrlPassword(servers.AMQP_URL)}`);
+say(`Redis      ${withoutUrlPassword(servers.REDIS_URL)}`);
 say(
   `API http://${config.host}:${config.ports.api}, pages http://${config.host}:${config.ports.notifications}`,
 );
@@ -173,11 +174,4 @@ function validated(env: Record<string, string | undefined>): Config {
     process.stderr.write(`${error.message}\n`);
     process.exit(2);
   }
-}
-
-/** A URL without its password, for printing. */
-function redact(url: string): string {
-  const parsed = new URL(url);
-  if (parsed.password) parsed.password = '***';
-  return parsed.toString();
 }

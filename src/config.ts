@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { MAX_WORKER_PARTITIONS } from './contracts/messaging.ts';
+import { withoutUrlPassword } from './infrastructure/logging/url-password.ts';
 import type { ResilienceOptions } from './infrastructure/resilience/resilience-policy.ts';
 
 /**
@@ -27,6 +28,13 @@ const urlWithScheme = (schemes: readonly string[], hint: string) =>
       return false;
     }
   }, hint);
+
+// fetch refuses a URL with a user or password in it ("Request cannot be constructed from a URL that includes
+// credentials"): one read by fetch could never work, and would be logged, password and all, with each failure.
+const withoutCredentials = (value: string) => {
+  const url = URL.parse(value);
+  return url === null || (url.username === '' && url.password === '');
+};
 
 const seconds = (fallback: number, min = 1) =>
   wholeNumber(`must be a whole number of seconds, at least ${min}`, fallback, min);
@@ -66,10 +74,9 @@ const ConfigSchema = z.object({
     })
     .default('info'),
   LOG_FORMAT: z.enum(['json', 'pretty'], { error: 'must be json or pretty' }).optional(),
-  SEQ_URL: urlWithScheme(
-    ['http:', 'https:'],
-    'must be the URL of a Seq server, e.g. http://seq:5341',
-  ).optional(),
+  SEQ_URL: urlWithScheme(['http:', 'https:'], 'must be the URL of a Seq server, e.g. http://seq:5341')
+    .refine(withoutCredentials, 'must not carry a user or password (give Seq an API key in SEQ_API_KEY)')
+    .optional(),
   SEQ_API_KEY: z.string().optional(),
   OTEL_EXPORTER_OTLP_ENDPOINT: urlWithScheme(
     ['http:', 'https:'],
@@ -92,6 +99,7 @@ const ConfigSchema = z.object({
       (value) => /^https?:$/.test(URL.parse(value)?.protocol ?? ''),
       'must be an http(s) URL of a JSON Web Key Set',
     )
+    .refine(withoutCredentials, 'must not carry a user or password (a JSON Web Key Set is public)')
     .optional(),
   AUTH_ISSUER: z.string().optional(),
   AUTH_AUDIENCE: z.string().optional(),
@@ -250,6 +258,14 @@ export function isWritten(value: string | undefined): value is string {
   return value !== undefined && value.trim() !== '';
 }
 
+const SECRET_VARIABLES = new Set(['AUTH_JWT_SECRET', 'SEQ_API_KEY']);
+
+/** A value as an error message may show it: a secret not at all, a URL without its password. */
+function shownValue(name: string, value: string): string {
+  if (SECRET_VARIABLES.has(name)) return '***';
+  return withoutUrlPassword(value);
+}
+
 /** Validates an environment; throws ConfigError naming every bad variable and what it accepts. */
 export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty = false): Config {
   const written = Object.fromEntries(Object.entries(env).filter(([, value]) => isWritten(value)));
@@ -259,7 +275,7 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
     const lines = parsed.error.issues.map((issue) => {
       const name = String(issue.path[0]);
       const value = env[name];
-      return `${name}: ${issue.message}${value === undefined ? '' : ` (got ${JSON.stringify(value)})`}`;
+      return `${name}: ${issue.message}${value === undefined ? '' : ` (got ${JSON.stringify(shownValue(name, value))})`}`;
     });
     throw new ConfigError([...new Set(lines)]);
   }

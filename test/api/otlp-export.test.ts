@@ -142,9 +142,14 @@ describe('OTLP export', () => {
     });
     try {
       assert.equal((await fetch(`${role.url}/api/students`, { method: 'POST' })).status, 201);
+      // Answered before any handler runs (its query fails validation): its line is in its trace all the same.
+      assert.equal((await fetch(`${role.url}/api/students?limit=abc`)).status, 400);
       await until(
-        () => prefixed.spans.some((span) => span.name === 'POST /api/students'),
-        'the request span',
+        () =>
+          ['POST', 'GET'].every((method) =>
+            prefixed.spans.some((span) => span.name === `${method} /api/students`),
+          ),
+        'the request spans',
       );
     } finally {
       assert.equal(await role.stop(), 0, role.output());
@@ -160,6 +165,18 @@ describe('OTLP export', () => {
       .filter((line) => line.includes('"msg":"request completed"') && line.includes('"url":"/api/students"'));
     assert.equal(completed.length, 1, role.output());
     assert.match(completed[0]!, new RegExp(`"trace_id":"${request.traceId}","span_id":"${request.spanId}"`));
+    const refused = prefixed.spans.find((span) => span.name === 'GET /api/students')!;
+    const refusedLine = role
+      .output()
+      .split('\n')
+      .find(
+        (line) =>
+          line.includes('"msg":"request completed"') && line.includes('"url":"/api/students?limit=abc"'),
+      );
+    assert.match(
+      refusedLine ?? '',
+      new RegExp(`"trace_id":"${refused.traceId}","span_id":"${refused.spanId}"`),
+    );
   });
 
   test('npm start exports the spans it still buffers when it stops, as the all-roles service', async () => {

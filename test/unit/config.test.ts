@@ -273,6 +273,32 @@ describe('configuration', () => {
     );
   });
 
+  test('a refused value is shown without its secret: a secret not at all, a URL without its password', () => {
+    assert.throws(
+      () => parseConfig({ AUTH_JWT_SECRET: 'shortS3cret' }),
+      (error: unknown) =>
+        error instanceof ConfigError &&
+        /AUTH_JWT_SECRET: .*\(got "\*\*\*"\)/.test(error.message) &&
+        !error.message.includes('shortS3cret'),
+    );
+    assert.throws(
+      () => parseConfig({ AMQP_URL: 'kafka://user:CfgS3cret@mq:9092' }),
+      (error: unknown) =>
+        error instanceof ConfigError &&
+        error.message.includes('(got "kafka://user:***@mq:9092")') &&
+        !error.message.includes('CfgS3cret'),
+    );
+    // fetch refuses credentials in a URL: such a Seq or JWKS URL could never work.
+    assert.throws(
+      () => parseConfig({ SEQ_URL: 'http://user:pw@seq:5341' }),
+      /SEQ_URL: must not carry a user/,
+    );
+    assert.throws(
+      () => parseConfig({ AUTH_JWKS_URL: 'https://user:pw@idp/jwks.json' }),
+      /AUTH_JWKS_URL: must not carry a user/,
+    );
+  });
+
   test('a first backoff delay longer than the longest is refused, naming both', () => {
     assert.throws(
       () => parseConfig({ RESILIENCE_BASE_DELAY_MS: '60000', RESILIENCE_MAX_DELAY_MS: '1000' }),

@@ -2,6 +2,7 @@ import { context, trace } from '@opentelemetry/api';
 import pino from 'pino';
 import pretty from 'pino-pretty';
 import { createStream as createSeqStream, type PinoSeqStream } from 'pino-seq';
+import { withoutUrlPassword } from './url-password.ts';
 
 export type Logger = pino.Logger;
 
@@ -77,8 +78,12 @@ function reportSeqFailures(serverUrl: string): (error: unknown) => void {
   return (error) => {
     if (Date.now() - reportedAt < SEQ_FAILURE_REPORT_INTERVAL_MS) return;
     reportedAt = Date.now();
-    const reason = error instanceof Error ? `${error.message}${causeOf(error)}` : String(error);
-    process.stderr.write(`Seq at ${serverUrl} is not taking logs (${reason}); they still go to stdout\n`);
+    const reason = withoutUrlPassword(
+      error instanceof Error ? `${error.message}${causeOf(error)}` : String(error),
+    );
+    process.stderr.write(
+      `Seq at ${withoutUrlPassword(serverUrl)} is not taking logs (${reason}); they still go to stdout\n`,
+    );
   };
 }
 

@@ -116,11 +116,15 @@ export function observeHttp(
     observed[OBSERVATION] = null;
     const milliseconds = performance.now() - observation.started;
     durationOf(observation.method, observation.route, String(status)).observe(milliseconds / 1000);
-    // One access-log line per request (Fastify's own logging, off, wrote two).
-    request.log.info(
-      { req: request, statusCode: status, responseTime: milliseconds },
-      aborted ? 'request aborted' : 'request completed',
-    );
+    // One access-log line per request (Fastify's own logging, off, wrote two), in the request's trace: a request a
+    // hook answered (401, 403, 400) or the client aborted ends outside the handler's context.
+    const logLine = () =>
+      request.log.info(
+        { req: request, statusCode: status, responseTime: milliseconds },
+        aborted ? 'request aborted' : 'request completed',
+      );
+    if (observation.context) context.with(observation.context, logLine);
+    else logLine();
     const { span } = observation;
     if (!span) return;
     span.setAttribute('http.response.status_code', status);

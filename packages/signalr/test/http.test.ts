@@ -14,7 +14,16 @@ import { HttpTransportType, HubConnectionState } from '@microsoft/signalr';
 import Fastify from 'fastify';
 import { WebSocket } from 'ws';
 import { HubServer, mountOnHttpServer, registerFastifyHub } from '../src/index.ts';
-import { buildClient, delay, eventually, HUB_PATH, type RunningHub, startHub, testHub } from './helpers.ts';
+import {
+  buildClient,
+  delay,
+  eventually,
+  HUB_PATH,
+  RawClient,
+  type RunningHub,
+  startHub,
+  testHub,
+} from './helpers.ts';
 
 let running: RunningHub;
 before(async () => {
@@ -92,6 +101,16 @@ test('transport requests without an id get 400, with an unknown id 404', async (
   assert.equal((await fetch(`${running.url}?_=1`)).status, 400);
   assert.equal((await fetch(`${running.url}?id=nope`)).status, 404);
   assert.equal((await fetch(`${running.url}?id=nope`, { method: 'POST', body: 'x' })).status, 404);
+});
+
+test('a WebSocket with an empty id starts a new connection, as one without an id does (ASP.NET reads both as none)', async () => {
+  const client = await RawClient.handshaken(`${running.url}?id=`);
+  try {
+    client.send({ type: 1, invocationId: '1', target: 'Add', arguments: [40, 2] });
+    assert.equal((await client.next((record) => record.type === 3)).result, 42);
+  } finally {
+    client.ws.close();
+  }
 });
 
 test('a request for another transport than the connection has is a 400 "Cannot change transports mid-connection"; a second event stream a 409', async () => {

@@ -173,8 +173,8 @@ export class HttpDispatcher {
     if (!this.hub.transports.includes('WebSockets'))
       throw new HttpFailure(404, 'WebSockets are not enabled.');
     const token = url.searchParams.get('id');
-    // Without an id the client skipped negotiate: the connection starts here.
-    if (token === null) return this.createConnection(user, false);
+    // Without an id (or with an empty one, as ASP.NET reads it) the client skipped negotiate: it starts here.
+    if (!token) return this.createConnection(user, false);
     const connection = this.existing(token);
     if (connection.transportKind === undefined || connection.canResume()) return connection;
     if (connection.transportKind === 'WebSockets')

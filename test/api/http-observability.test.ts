@@ -190,4 +190,33 @@ describe('HTTP observability', () => {
     assert.equal(count({ method: 'GET', route: 'unmatched', status_code: '400' }), 1, 'an undecodable path');
     assert.equal(count({ method: '_OTHER' }), 2);
   });
+
+  test("requests answered before they were parsed (malformed, a head too large, CONNECT) are counted and logged with the answer's request id", async () => {
+    const { port } = new URL(url);
+    const answers = [
+      await exchange(port, 'FOO123 / HTTP/1.1\r\nHost: x\r\n\r\n'),
+      await exchange(port, `GET / HTTP/1.1\r\nHost: x\r\nx-padding: ${'x'.repeat(20_000)}\r\n\r\n`),
+      await exchange(port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'),
+    ];
+    assert.deepEqual(
+      answers.map((answer) => answer.split(' ', 2)[1]),
+      ['400', '431', '405'],
+    );
+    const metrics = parseExposition(await (await fetch(`${url}/metrics`)).text());
+    const refused = (labels: Record<string, string>) =>
+      metrics.sum('http_server_refused_requests_total', { service: 'test', ...labels });
+    assert.equal(refused({ status_code: '400', code: 'HPE_INVALID_METHOD' }), 1);
+    assert.equal(refused({ status_code: '431', code: 'HPE_HEADER_OVERFLOW' }), 1);
+    assert.equal(refused({ status_code: '405', code: 'ROUTE.METHOD_NOT_ALLOWED' }), 1);
+    for (const answer of answers) {
+      const requestId = /\r\nx-request-id: ([\w-]+)\r\n/i.exec(answer)?.[1];
+      assert.ok(requestId, answer);
+      const lines = logged()
+        .split('\n')
+        .filter((line) => line.includes(requestId));
+      assert.equal(lines.length, 1, `one line for ${requestId}`);
+      assert.match(lines[0]!, /"msg":"request refused"/);
+      assert.match(lines[0]!, /"remoteAddress":"127\.0\.0\.1"/);
+    }
+  });
 });

@@ -15,7 +15,11 @@ import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fas
 import helmet, { type HelmetOptions } from 'helmet';
 import { scan } from 'secure-json-parse';
 import type { Logger } from '../logging/logger.ts';
-import { observeHttp, type HttpObservabilityOptions } from '../observability/http-observability.ts';
+import {
+  observeHttp,
+  type HttpObservabilityOptions,
+  type ObserveRefused,
+} from '../observability/http-observability.ts';
 import { trackAllowedMethods } from './allowed-methods.ts';
 import { headerLines } from './header-lines.ts';
 import {
@@ -56,9 +60,9 @@ const API_SECURITY_HEADERS: Readonly<Record<string, string>> = {
 };
 
 /** What every response carries, on an answer written to the socket (no Fastify request, so no hook adds them). */
-const socketAnswerHeaders = (): Record<string, string> => ({
+const socketAnswerHeaders = (requestId: string): Record<string, string> => ({
   ...API_SECURITY_HEADERS,
-  'x-request-id': randomUUID(),
+  'x-request-id': requestId,
 });
 
 export type HttpServer = FastifyInstance<
@@ -106,6 +110,7 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 export function createHttpServer(logger: Logger, options: HttpServerOptions): HttpServer {
   // Set once the hooks it stands in for exist (below).
   let answerUnrouted: (request: FastifyRequest, reply: FastifyReply) => void = () => undefined;
+  let observeRefused: ObserveRefused = () => undefined;
   const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   // 0, which means "none" to Node, would also make its check of every connection run all the time.
   if (!(requestTimeoutMs > 0))
@@ -139,7 +144,14 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       answerUnrouted(request, reply);
       return sendErrorProblem(error, request, reply);
     },
-    clientErrorHandler: (error, socket) => writeMalformedRequestProblem(error, socket, socketAnswerHeaders()),
+    clientErrorHandler: (error, socket) => {
+      const requestId = randomUUID();
+      // Read first: a socket forgets its peer once destroyed, as answering it does.
+      const remoteAddress = socket.remoteAddress;
+      const answered = writeMalformedRequestProblem(error, socket, socketAnswerHeaders(requestId));
+      if (answered)
+        observeRefused({ status: answered.status, code: answered.code, requestId, remoteAddress });
+    },
     // Our own 503 while closing (below): Fastify's is not problem+json and has no Retry-After.
     return503OnClosing: false,
     forceCloseConnections: 'idle',
@@ -152,18 +164,22 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   // the connection unanswered when there is none. This server is no proxy.
   app.server.on('connect', (request: IncomingMessage, socket: Duplex) => {
     const allowed = allowedMethods('*').join(', ');
-    writeProblemAndClose(
-      socket,
-      problem({
-        status: 405,
-        title: httpTitle(405),
-        code: 'ROUTE.METHOD_NOT_ALLOWED',
-        detail: `This server is no proxy: it takes no CONNECT, but ${allowed}.`,
-        instance: request.url ?? '',
-        errors: [{ field: 'method', reason: `must be one of ${allowed}` }],
-      }),
-      { ...socketAnswerHeaders(), allow: allowed },
-    );
+    const requestId = randomUUID();
+    const answer = problem({
+      status: 405,
+      title: httpTitle(405),
+      code: 'ROUTE.METHOD_NOT_ALLOWED',
+      detail: `This server is no proxy: it takes no CONNECT, but ${allowed}.`,
+      instance: request.url ?? '',
+      errors: [{ field: 'method', reason: `must be one of ${allowed}` }],
+    });
+    observeRefused({
+      status: 405,
+      code: answer.code,
+      requestId,
+      remoteAddress: request.socket.remoteAddress,
+    });
+    writeProblemAndClose(socket, answer, { ...socketAnswerHeaders(requestId), allow: allowed });
   });
   app.decorateRequest('bodyText', undefined);
   app.removeContentTypeParser('application/json');
@@ -173,7 +189,8 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   app.removeContentTypeParser('text/plain');
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
-  const observeUnrouted = observeHttp(app, options);
+  const observed = observeHttp(app, options);
+  observeRefused = observed.refused;
   const pageHeaders = helmetHeaders({
     contentSecurityPolicy: {
       directives: {
@@ -254,7 +271,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   answerUnrouted = (request, reply) => {
     setCommonHeaders(request, reply);
     allowCrossOrigin(request, reply);
-    observeUnrouted(request, reply);
+    observed.unrouted(request, reply);
   };
   registerProblemDetails(app, allowedMethods);
   return app;

@@ -237,32 +237,30 @@ const PARSER_ERROR_FIELDS: Readonly<Record<string, string>> = {
 /**
  * Fastify's `clientErrorHandler`: a request Node's HTTP parser rejects (bytes HTTP forbids, framing that contradicts
  * itself, headers too large) never reaches a route or the error handler, so its problem is written to the socket.
+ * Returns that problem, or undefined when the client is gone.
  */
 export function writeMalformedRequestProblem(
   error: Error & { readonly code?: string; readonly reason?: string },
   socket: Socket,
   headers: Readonly<Record<string, string>> = {},
-): void {
-  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+): ProblemDetails | undefined {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return undefined;
   const status =
     error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
   // llhttp's reason names the exact fault, e.g. "Invalid header value char".
   const reason = error.reason ?? error.message;
-  writeProblemAndClose(
-    socket,
-    problem({
-      status,
-      title: httpTitle(status),
-      code: error.code ?? 'REQUEST.INVALID',
-      detail:
-        status === 408
-          ? 'The request did not arrive in time: send it whole, without pauses.'
-          : `The request is not valid HTTP/1.1: ${reason}.`,
-      errors: [{ field: PARSER_ERROR_FIELDS[error.code ?? ''] ?? 'request', reason }],
-    }),
-    headers,
-    error,
-  );
+  const details = problem({
+    status,
+    title: httpTitle(status),
+    code: error.code ?? 'REQUEST.INVALID',
+    detail:
+      status === 408
+        ? 'The request did not arrive in time: send it whole, without pauses.'
+        : `The request is not valid HTTP/1.1: ${reason}.`,
+    errors: [{ field: PARSER_ERROR_FIELDS[error.code ?? ''] ?? 'request', reason }],
+  });
+  writeProblemAndClose(socket, details, headers, error);
+  return details;
 }
 
 /** Answers on the bare socket, for a request Node gives no response object to, and closes it. */

@@ -3,7 +3,7 @@
 // route and status, one access-log line per request, and the process's metrics at GET /metrics.
 import { SpanKind, SpanStatusCode, context, trace, type Context, type Span } from '@opentelemetry/api';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { Histogram, type Registry } from 'prom-client';
+import { Counter, Histogram, type Registry } from 'prom-client';
 import { contextFromHeaders, tracer } from './tracing.ts';
 
 export interface HttpObservabilityOptions {
@@ -15,6 +15,7 @@ export interface HttpObservabilityOptions {
 
 export const METRICS_PATH = '/metrics';
 const DURATION_METRIC = 'http_server_request_duration_seconds';
+const REFUSED_METRIC = 'http_server_refused_requests_total';
 // Probes and scrapes arrive every few seconds and would bury the traces that matter; they are still counted.
 const UNTRACED_PREFIXES = ['/health', METRICS_PATH];
 // Any other method is one label value, so a client cannot grow the metric's cardinality.
@@ -39,14 +40,30 @@ type ObservedRequest = FastifyRequest & { [OBSERVATION]: Observation | null };
 export type ObserveUnrouted = (request: FastifyRequest, reply: FastifyReply) => void;
 
 /**
+ * A request answered on the bare socket, before Node made a request of it: one its HTTP parser refused (malformed,
+ * a head too large, too slow) or a CONNECT. Nothing of it is known but why.
+ */
+export interface RefusedRequest {
+  readonly status: number;
+  /** The problem's code: for what Node's parser refused, Node's (`HPE_HEADER_OVERFLOW`, …), a closed set. */
+  readonly code: string;
+  /** The id the answer carries in X-Request-Id. */
+  readonly requestId: string;
+  readonly remoteAddress: string | undefined;
+}
+
+export type ObserveRefused = (refused: RefusedRequest) => void;
+
+/**
  * Adds the hooks and the /metrics route; call before any route is registered (handlers are wrapped as added).
  * Returns what observes the requests no hook sees.
  */
 export function observeHttp(
   app: FastifyInstance,
   { service, registry }: HttpObservabilityOptions,
-): ObserveUnrouted {
+): { readonly unrouted: ObserveUnrouted; readonly refused: ObserveRefused } {
   const duration = requestDuration(registry);
+  const refusals = refusedRequests(registry);
   // One labelled child per method, route and status, made once: labels() parses and checks them and makes closures.
   const durations = new Map<string, Histogram.Internal<'service' | 'method' | 'route' | 'status_code'>>();
   const durationOf = (method: string, route: string, status: string) => {
@@ -145,13 +162,33 @@ export function observeHttp(
     reply.type(registry.contentType).send(await registry.metrics()),
   );
 
-  return (request, reply) => {
-    start(request);
-    // What onResponse and onRequestAbort are to a routed request: 'close' follows the end of the response, or an abort.
-    reply.raw.once('close', () =>
-      reply.raw.writableFinished ? finish(request, reply.statusCode, false) : finish(request, 499, true),
-    );
+  return {
+    unrouted: (request, reply) => {
+      start(request);
+      // What onResponse and onRequestAbort are to a routed request: 'close' follows the end of the response, or an
+      // abort.
+      reply.raw.once('close', () =>
+        reply.raw.writableFinished ? finish(request, reply.statusCode, false) : finish(request, 499, true),
+      );
+    },
+    // Counted apart from the histogram: such a request has no start to time it from, no method or route to label.
+    refused: ({ status, code, requestId, remoteAddress }) => {
+      refusals.inc({ service, status_code: String(status), code });
+      app.log.info({ reqId: requestId, statusCode: status, code, remoteAddress }, 'request refused');
+    },
   };
+}
+
+/** One counter per registry, as the histogram below. */
+function refusedRequests(registry: Registry): Counter<'service' | 'status_code' | 'code'> {
+  const existing = registry.getSingleMetric(REFUSED_METRIC);
+  if (existing) return existing as Counter<'service' | 'status_code' | 'code'>;
+  return new Counter({
+    name: REFUSED_METRIC,
+    help: 'HTTP requests answered before they were parsed (malformed, too large, too slow) or a CONNECT, by role, status and why.',
+    labelNames: ['service', 'status_code', 'code'],
+    registers: [registry],
+  });
 }
 
 /** One histogram per registry, whichever role's server creates it first. */

@@ -288,6 +288,21 @@ describe('configuration', () => {
         error.message.includes('(got "kafka://user:***@mq:9092")') &&
         !error.message.includes('CfgS3cret'),
     );
+    // Malformed URLs are the ones refused, so the ones shown: a password with `/`, `#` or `@`, a lost `:`.
+    for (const [name, value] of [
+      ['DATABASE_URL', 'mysql://u:p@ssS3cret@h/db'],
+      ['AMQP_URL', 'amqps//guest:pa/ssS3cret@host'],
+      ['AMQP_URL', 'ampq://guest:pa/ss#S3cret@host:5672'],
+      ['DATABASE_URL', 'postgres//u:S3cret@h/db'],
+    ] as const)
+      assert.throws(
+        () => parseConfig({ [name]: value }),
+        (error: unknown) =>
+          error instanceof ConfigError &&
+          error.message.includes(':***@') &&
+          !error.message.includes('S3cret'),
+        `${name}=${value}`,
+      );
     // fetch refuses credentials in a URL: such a Seq or JWKS URL could never work.
     assert.throws(
       () => parseConfig({ SEQ_URL: 'http://user:pw@seq:5341' }),

@@ -4,5 +4,7 @@
  * servers `npm run stack` names.
  */
 export function withoutUrlPassword(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^/?#@:\s"]*):[^/?#@\s"]*@/gi, '$1:***@');
+  // `user:` after `//` (or at the start of a word, for a URL that lost its `://`), then everything up to the word's
+  // last `@`: a value refused as malformed is the one most likely to have a `/`, `#` or `@` in its password.
+  return text.replace(/((?:^|[\s"'(=]|\/\/)[^/?#@:\s"']*):(?!\/\/)[^\s"']*@/g, '$1:***@');
 }

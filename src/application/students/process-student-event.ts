@@ -41,7 +41,7 @@ export interface ProcessStudentEventDeps {
   readonly clock: Clock;
 }
 
-/** The inbox name the worker de-duplicates under: one per consuming queue. */
+/** The inbox name the worker de-duplicates under, whichever of its queues (one, or a partition) a message came from. */
 export const WORKER_INBOX = Queues.studentsWorker;
 const ACTOR = 'worker';
 

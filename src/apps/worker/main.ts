@@ -51,8 +51,9 @@ export interface WorkerDeps {
   /** Where the worker's metrics go (served at /metrics); a registry of its own by default. */
   readonly registry?: Registry;
   /**
-   * Called after each committed change, e.g. to refresh the cache, and for a redelivered event with the student as
-   * the database has it now (the first delivery's call may never have run); its failures are logged only.
+   * Called after each committed change, e.g. to refresh the cache; its failures are logged only. Not for an event the
+   * inbox already holds: that one changed nothing, and the relay caches its students before it publishes their
+   * notifications (see AfterProcessed).
    */
   readonly afterProcessed?: AfterProcessed;
 }

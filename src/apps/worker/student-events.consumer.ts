@@ -38,8 +38,9 @@ export type AfterProcessed = (change: StudentChange) => Promise<void> | void;
 
 export interface RetryOptions {
   /**
-   * Retries of a conflict (serialization failure, deadlock) after the first attempt, in process, before the message
-   * goes back to the queue. An unreachable database is waited out without limit.
+   * Retries of a conflict (serialization failure, deadlock, ...) per delivery the queue's limit allows: all run in
+   * process, `conflictAttempts(maxRetryAttempts)` tries in all, then the message is dead-lettered (it never goes back
+   * to the queue). An unreachable database is waited out without limit.
    */
   readonly maxRetryAttempts: number;
   readonly baseDelayMs: number;

@@ -13,5 +13,3 @@ export type DomainError =
       readonly message: string;
       readonly currentVersion: number;
     };
-
-export type DomainErrorCode = DomainError['code'];

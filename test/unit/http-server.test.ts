@@ -39,6 +39,23 @@ test('the request log masks an access_token in the query (EventSource and Signal
   assert.doesNotMatch(logged(), /secret\.jwt\.value/);
 });
 
+test('the request log masks the query parameters a server names secret (a SignalR connection token)', async () => {
+  const { logger, logged } = recordingLogger();
+  const app = testServer(logger, { secretQueryParameters: ['id'] });
+  app.post('/hubs/notifications', async () => ({ ok: true }));
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const response = await fetch(`${url}/hubs/notifications?id=conn-token-value&Id=second-token&_=1`, {
+      method: 'POST',
+    });
+    assert.equal(response.status, 200);
+  } finally {
+    await app.close();
+  }
+  assert.match(logged(), /"url":"\/hubs\/notifications\?id=\[redacted\]&Id=\[redacted\]&_=1"/);
+  assert.doesNotMatch(logged(), /conn-token-value|second-token/);
+});
+
 test('a request that took too long to arrive is a 408 saying so, not that it is invalid HTTP', () => {
   const written: string[] = [];
   const socket = {

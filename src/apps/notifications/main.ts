@@ -88,6 +88,8 @@ export async function createNotifications({
     cors: { origins: config.corsOrigins, methods: ['DELETE'] },
     // The test pages call the webapi on another port, or wherever their `?api=` points.
     connectSources: ['http:', 'https:'],
+    // The hub's connection token: whoever holds it may poll, feed or end that connection.
+    secretQueryParameters: ['id'],
   });
   const verifier = createJwtVerifier(config.auth);
   const hub = await createNotificationsHub(verifier);

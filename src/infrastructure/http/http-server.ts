@@ -31,7 +31,7 @@ import {
   writeMalformedRequestProblem,
   writeProblemAndClose,
 } from './problem-details.ts';
-import { withoutAccessToken } from './access-token.ts';
+import { ACCESS_TOKEN, withoutQuerySecrets } from './access-token.ts';
 
 export const BODY_LIMIT_BYTES = 64 * 1024;
 
@@ -87,6 +87,11 @@ export interface HttpServerOptions extends HttpObservabilityOptions {
   /** Where this server's pages may connect besides their own origin (CSP `connect-src`). */
   readonly connectSources?: readonly string[];
   /**
+   * Query parameters the request log masks besides `access_token` (lower case): the SignalR connection token `id`,
+   * which lets whoever holds it read, feed and end that connection.
+   */
+  readonly secretQueryParameters?: readonly string[];
+  /**
    * How long closing waits for requests in flight before it cuts their connections (a client sending its body
    * slowly, or never): what stops after this server must still get its turn. Default DEFAULT_DRAIN_TIMEOUT_MS.
    */
@@ -116,7 +121,10 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   if (!(requestTimeoutMs > 0))
     throw new RangeError(`requestTimeoutMs must be positive, not ${requestTimeoutMs}`);
   const app = Fastify<Server, IncomingMessage, ServerResponse, FastifyBaseLogger>({
-    loggerInstance: logger.child({}, { serializers: { req: requestForLog } }),
+    loggerInstance: logger.child(
+      {},
+      { serializers: { req: requestForLog([ACCESS_TOKEN, ...(options.secretQueryParameters ?? [])]) } },
+    ),
     // observeHttp logs each request once, when it is answered.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT_BYTES,
@@ -490,15 +498,18 @@ function helmetHeaders(options: HelmetOptions): Readonly<Record<string, string>>
   return headers;
 }
 
-/** Fastify's request log line, with a token in the query (EventSource and SignalR clients send `access_token`) masked. */
-function requestForLog(request: FastifyRequest) {
-  return {
+/**
+ * Fastify's request log line, with a token in the query (EventSource and SignalR clients send `access_token`) and the
+ * other `secret` parameters masked.
+ */
+function requestForLog(secret: readonly string[]) {
+  return (request: FastifyRequest) => ({
     method: request.method,
-    url: withoutAccessToken(request.url),
+    url: withoutQuerySecrets(request.url, secret),
     host: request.host,
     remoteAddress: request.ip,
     remotePort: request.socket?.remotePort,
-  };
+  });
 }
 
 // JSON travels as UTF-8 (RFC 8259 §8.1). Fatal: bytes that are not UTF-8 are refused, not stored as U+FFFD.

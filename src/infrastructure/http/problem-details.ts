@@ -5,7 +5,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { DependencyUnavailableError, IdempotencyKeyReusedError } from '../../application/errors.ts';
 import type { DomainError, FieldIssue } from '../../domain/errors.ts';
-import { withoutAccessToken } from './access-token.ts';
+import { withoutQuerySecrets } from './access-token.ts';
 import type { AllowedMethods } from './allowed-methods.ts';
 
 /** RFC 9457 problem details, with `code` (stable, machine-readable) and `errors` for field-level detail. */
@@ -91,7 +91,7 @@ export function idempotencyKeyReused(instance: string): ProblemDetails {
 
 export function sendProblem(reply: FastifyReply, details: ProblemDetails): FastifyReply {
   // The instance is the request's URL, which may carry the caller's token (EventSource and SignalR clients send one).
-  const instance = details.instance && withoutAccessToken(details.instance);
+  const instance = details.instance && withoutQuerySecrets(details.instance);
   const shown = instance === details.instance ? details : { ...details, instance };
   return reply.code(details.status).type(PROBLEM_JSON).send(shown);
 }
@@ -129,7 +129,7 @@ function clientErrorText(error: FastifyError, request: FastifyRequest): { detail
   if (error.code === 'FST_ERR_BAD_URL') {
     // The router's message quotes the target, query and all, as it routed it (an absolute-form one without its
     // origin, so no replacement can find it there): said again here, with a token in the query masked.
-    const message = `'${withoutAccessToken(request.url)}' is not a valid url component`;
+    const message = `'${withoutQuerySecrets(request.url)}' is not a valid url component`;
     return { detail: message, reason: message };
   }
   if (error.code !== 'FST_ERR_CTP_INVALID_MEDIA_TYPE')

@@ -87,6 +87,12 @@ test('a frame of megabytes is still judged by the hub: a final Close with the re
   await client.stop();
 });
 
+test('a message over 2 MiB is refused as it arrives (1009): one socket cannot make the server hold more', async () => {
+  const client = await RawClient.handshaken(running.url);
+  client.ws.send('x'.repeat(2 * 1024 * 1024 + 1));
+  assert.equal(await client.closed, 1009);
+});
+
 for (const [handshake, error] of [
   [{ protocol: 'xml', version: 1 }, "The protocol 'xml' is not supported."],
   [{ protocol: 'json', version: 3 }, "The server does not support version 3 of the 'json' protocol."],

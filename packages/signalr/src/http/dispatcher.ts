@@ -37,7 +37,11 @@ class HttpFailure extends Error {
 export const HUB_METHODS = ['GET', 'POST', 'DELETE'] as const;
 export const NEGOTIATE_METHOD = 'POST';
 
-const MIN_WEBSOCKET_PAYLOAD = 16 * 1024 * 1024;
+/**
+ * ws holds a whole WebSocket message before the hub sees it, so this is what one socket can make the server hold.
+ * Above what a .NET client sends in one message: its transport pauses the writer at 1 MB buffered.
+ */
+const MIN_WEBSOCKET_PAYLOAD = 2 * 1024 * 1024;
 
 function ignore(): void {}
 
@@ -121,9 +125,9 @@ export class HttpDispatcher {
       noServer: true,
       perMessageDeflate: false,
       clientTracking: false,
-      // ws buffers a whole frame before the hub sees it, so this bounds each socket's inbound memory. Far above
-      // the hub's own limit, so that the hub decides: an oversized message gets a final Close message, as from
-      // ASP.NET, where a bare 1009 would send clients with automatic reconnect back for more.
+      // Bounds each socket's inbound memory. Far above the hub's own limit, so that the hub decides: an oversized
+      // message gets a final Close message, as from ASP.NET, where a bare 1009 would send clients with automatic
+      // reconnect back for more.
       maxPayload: Math.max(MIN_WEBSOCKET_PAYLOAD, 8 * hub.limits.maxMessageSize),
     });
   }

@@ -183,3 +183,33 @@ test('with an unreachable key set (AUTH_JWKS_URL) a hub connection gets 503, not
     await replayLog.close();
   }
 });
+
+test('an SSE stream ends once its token is no longer taken: the client comes back with it and is refused', async () => {
+  const bus = new InProcessMessageBus();
+  const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
+  const config = parseConfig({ NOTIFICATIONS_PORT: '0', SSE_HEARTBEAT_SECONDS: '1', ...authEnv });
+  const notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
+  try {
+    const url = await notifications.start();
+    // Taken for 3 s more: the verifier allows 60 s for the issuer's clock.
+    const expiring = await tokenFor('reader', { expires: '-57s' });
+    const lasting = await tokenFor('reader');
+    const ending = sseClient(url, { query: `?access_token=${expiring}` });
+    const staying = sseClient(url, { query: `?access_token=${lasting}` });
+    try {
+      await until(() => ending.control.length > 0 && staying.control.length > 0, 'both connected');
+      await until(() => ending.failures.includes(401), 'the expired token refused on reconnecting', 15_000);
+      await bus.publish([notificationMessage('StudentCreated', randomUUID())]);
+      await until(() => staying.received.length === 1, 'a notification on the lasting stream');
+      assert.equal(ending.received.length, 0, 'nothing reaches the expired token');
+      assert.equal(ending.control.length, 1, 'not reconnected');
+    } finally {
+      ending.close();
+      staying.close();
+    }
+  } finally {
+    await notifications.stop();
+    await bus.close();
+    await replayLog.close();
+  }
+});

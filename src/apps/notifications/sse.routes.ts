@@ -60,7 +60,15 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
   const streams = new Set<EventStream>();
   const limits: ResumeLimits = { maxQueuedBytes: options.maxBufferedBytes };
   const heartbeat = setInterval(() => {
-    for (const stream of streams) stream.write(`${stream.takeSkippedFrame()}: heartbeat\n\n`);
+    const now = Date.now();
+    for (const stream of streams) {
+      // The token it was opened with is no longer taken: the client comes back with a current one, or gets 401.
+      if (stream.expiresAt !== undefined && stream.expiresAt <= now) {
+        streams.delete(stream);
+        stream.write(stream.takeSkippedFrame());
+        endWithRetry(stream.response, options);
+      } else stream.write(`${stream.takeSkippedFrame()}: heartbeat\n\n`);
+    }
   }, options.heartbeatMs);
   heartbeat.unref();
   // preClose: the server already refuses new requests; one that arrived before waits for the log at most, and is then
@@ -143,7 +151,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     }
 
     // The stream lives outside the handler: sharing its scope would keep the request and reply alive with it.
-    start(openEventStream(reply), from ?? live, reset, wanted);
+    start(openEventStream(reply), from ?? live, reset, wanted, request.caller?.expiresAt);
   };
 
   const start = (
@@ -151,8 +159,9 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     from: string,
     reset: ResetMessage | undefined,
     wanted: ReadonlySet<string> | undefined,
+    expiresAt: number | undefined,
   ) => {
-    const stream = new EventStream(response, wanted, options);
+    const stream = new EventStream(response, wanted, expiresAt, options);
     const connected: ConnectedMessage = { clientId: stream.clientId, timestamp: new Date().toISOString() };
     // With the id the stream starts from, a client that drops before its first notification resumes there.
     stream.write(`id: ${from}\nevent: ${SseEvents.connected}\ndata: ${JSON.stringify(connected)}\n\n`);
@@ -238,6 +247,8 @@ class EventStream implements ResumingReader {
   constructor(
     readonly response: ServerResponse,
     readonly wanted: ReadonlySet<string> | undefined,
+    /** When its token is no longer taken (epoch ms); none when auth is off. */
+    readonly expiresAt: number | undefined,
     readonly options: SseOptions,
   ) {}
 

@@ -10,6 +10,8 @@ export type Role = (typeof ROLES)[number];
 export interface Caller {
   readonly subject: string;
   readonly role: Role | undefined;
+  /** When this verifier stops taking the token (epoch ms): its `exp`, plus the tolerance for the issuer's clock. */
+  readonly expiresAt: number;
 }
 
 export function mayAct(caller: Caller, required: Role): boolean {
@@ -78,7 +80,8 @@ export function createJwtVerifier(options: JwtVerifierOptions): TokenVerifier | 
       // One role as a string, several as an array (IdentityServer, ASP.NET Core): a writer may do what a reader may.
       const claimed: unknown[] = Array.isArray(payload.role) ? payload.role : [payload.role];
       const role = ROLES.findLast((known) => claimed.includes(known));
-      return { subject, role };
+      // jose has checked `exp` is there and a number.
+      return { subject, role, expiresAt: (payload.exp! + CLOCK_SKEW_SECONDS) * 1_000 };
     },
   };
 }

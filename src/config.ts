@@ -48,7 +48,14 @@ const ConfigSchema = z.object({
   DATABASE_URL: urlWithScheme(
     ['postgres:', 'postgresql:', 'pglite:'],
     'must be postgres://user@host:5432/db, pglite://DIR or pglite://memory',
-  ).default('pglite://./.data/pg'),
+  )
+    // URL() takes `pglite:DIR`, `PGLITE://DIR` and `pglite://` too, but only `pglite://` and a directory (or
+    // `memory`) open the embedded database: the others would be handed to the PostgreSQL driver.
+    .refine(
+      (value) => !/^pglite:/i.test(value) || /^pglite:\/\/./.test(value),
+      'must be pglite://DIR or pglite://memory for the embedded database (lower case, two slashes, then the directory)',
+    )
+    .default('pglite://./.data/pg'),
   AMQP_URL: urlWithScheme(
     ['memory:', 'amqp:', 'amqps:'],
     'must be memory: or amqp://user:pass@host:5672/vhost',

@@ -45,6 +45,16 @@ describe('configuration', () => {
       },
     );
     assert.throws(() => parseConfig({ NOTIFICATIONS_PORT: '70000' }), /NOTIFICATIONS_PORT/);
+    // What URL() takes as the pglite scheme but the embedded database does not open (the PostgreSQL driver would
+    // get it, and fail saying something about PostgreSQL).
+    for (const embedded of ['pglite:/tmp/db', 'pglite:memory', 'PGLITE:///tmp/db', 'pglite://'])
+      assert.throws(
+        () => parseConfig({ DATABASE_URL: embedded }),
+        /DATABASE_URL: must be pglite:\/\/DIR or pglite:\/\/memory for the embedded database/,
+        embedded,
+      );
+    for (const embedded of ['pglite:///tmp/db', 'pglite://./.data/pg', 'pglite://memory'])
+      assert.equal(parseConfig({ DATABASE_URL: embedded }).databaseUrl, embedded);
     assert.throws(() => parseConfig({ AMQP_URL: 'kafka://x' }), /AMQP_URL: must be memory: or amqp:/);
   });
 

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
-import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -118,6 +118,13 @@ describe('the webapi process', () => {
     assert.equal(await inFlight.status, 201);
     assert.equal(await first.exited, 0, first.output());
 
+    // Without PG_VERSION, PGlite would initialise an empty database over this one.
+    await rename(join(dir, 'PG_VERSION'), join(dir, 'PG_VERSION.kept'));
+    const damaged = run({ DATABASE_URL: `pglite://${dir}` });
+    assert.equal(await damaged.exited, 1, damaged.output());
+    assert.match(damaged.output(), /holds tables but no PG_VERSION file: it is damaged/);
+    await rename(join(dir, 'PG_VERSION.kept'), join(dir, 'PG_VERSION'));
+
     const second = run({ DATABASE_URL: `pglite://${dir}` });
     const secondUrl = await second.listening;
     assert.equal((await fetch(`${secondUrl}/api/students/${id}`)).status, 200, 'the student is still there');
@@ -132,7 +139,7 @@ describe('the webapi process', () => {
     await owner.listening;
     const intruder = run({ DATABASE_URL: `pglite://${dir}` });
     assert.equal(await intruder.exited, 1);
-    assert.match(intruder.output(), /is in use by process \d+.*DATABASE_URL=postgres/);
+    assert.match(intruder.output(), /is in use by process \d+.*DATABASE_URL=postgres.*tbe\.pid behind/);
     owner.child.kill('SIGTERM');
     assert.equal(await owner.exited, 0);
   });

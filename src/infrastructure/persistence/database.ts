@@ -338,6 +338,7 @@ async function openPglite(location: string): Promise<Database> {
     await mkdir(location, { recursive: true });
     const releaseLock = await lockDataDir(location);
     try {
+      await refuseDamagedDataDir(location);
       client = await PGlite.create(location);
     } catch (error) {
       await releaseLock();
@@ -420,12 +421,36 @@ async function lockDataDir(location: string): Promise<() => Promise<void>> {
     const owner = Number(content);
     if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner))
       throw new Error(
-        `The embedded database ${location} is in use by process ${owner}. PGlite serves one process only: ` +
-          'run all roles in one process (npm start), or set DATABASE_URL=postgres://... to run roles separately.',
+        `The embedded database ${location} is in use by process ${owner}. PGlite serves one process only: stop ` +
+          'that one first (all roles share it in one process, as npm start runs them), or set ' +
+          'DATABASE_URL=postgres://... to run roles as separate processes. If that process is not this app (one ' +
+          `that crashed left ${lockPath} behind, and its pid was reused), delete that file.`,
       );
     // Empty: another process has just created it and is writing its pid, unless that one died long ago.
     if (content === '' && (await ageMs(lockPath)) < EMPTY_PID_FILE_STALE_MS) await delay(20);
     else await removeStaleLock(lockPath, content);
+  }
+}
+
+// PostgreSQL's first OID for objects not made by initdb (FirstNormalObjectId): a table's file is named after one.
+const FIRST_NORMAL_OBJECT_ID = 16_384;
+
+/**
+ * PGlite initialises any directory without a PG_VERSION file, over whatever it holds. After an interrupted first start
+ * that is right (initdb writes PG_VERSION last); a database that lost the file would be wiped. Files of tables made
+ * after initdb (ours, by the migrations) tell the two apart.
+ */
+async function refuseDamagedDataDir(location: string): Promise<void> {
+  if (await stat(join(location, 'PG_VERSION')).catch(() => undefined)) return;
+  const databases = await readdir(join(location, 'base')).catch(() => []);
+  for (const database of databases) {
+    const files = await readdir(join(location, 'base', database)).catch(() => []);
+    if (files.some((file) => Number.parseInt(file, 10) >= FIRST_NORMAL_OBJECT_ID))
+      throw new Error(
+        `The embedded database in ${location} holds tables but no PG_VERSION file: it is damaged, and opening it ` +
+          'would create an empty database over it. Restore the directory from a backup, or move it away to start ' +
+          'with an empty one.',
+      );
   }
 }
 

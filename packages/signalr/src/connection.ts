@@ -143,6 +143,8 @@ export class Connection {
     readonly user: HubUser | undefined,
     /** Negotiate agreed to stateful reconnect; the handshake version decides whether it is used. */
     private readonly statefulAllowed: boolean,
+    /** The `admit` hook's, called when the connection ends. */
+    private readonly release?: () => void,
   ) {
     this.inactiveSince = host.now();
   }
@@ -750,6 +752,8 @@ export class Connection {
     const wasConnected = this.state === 'connected';
     this.state = 'closed';
     this.closedAt = this.host.now();
+    // At once, not after the hub calls still queued: the slot is free as soon as the connection is gone.
+    this.release?.();
     this.ended?.abort();
     if (this.serverStreams) {
       for (const stream of this.serverStreams.values()) this.cancelStream(stream);

@@ -21,3 +21,17 @@ export class ForbiddenError extends Error {
 export class AuthenticationUnavailableError extends Error {
   override readonly name = 'AuthenticationUnavailableError';
 }
+
+/**
+ * Thrown by the `admit` hook to turn a new connection away: 429 when it is the caller's doing (too many of their
+ * own), 503 when the server is full (a client retries later, or at another instance).
+ */
+export class ConnectionRefusedError extends Error {
+  override readonly name = 'ConnectionRefusedError';
+  constructor(
+    readonly status: 429 | 503,
+    message: string,
+  ) {
+    super(message);
+  }
+}

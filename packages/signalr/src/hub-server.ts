@@ -31,9 +31,17 @@ export interface AuthRequest {
  */
 export type Authenticate = (request: AuthRequest) => HubUser | null | Promise<HubUser | null>;
 
+/**
+ * Called for every new connection (a negotiate, or a WebSocket without an id) with its user: returns what the hub
+ * calls, once, when that connection ends; throws ConnectionRefusedError to turn it away. How many connections a
+ * user or the server may hold is the app's to count, as it may share the limit with endpoints of its own.
+ */
+export type Admit = (user: HubUser | undefined) => () => void;
+
 export interface HubServerOptions {
   readonly hub: HubDefinition;
   readonly authenticate?: Authenticate;
+  readonly admit?: Admit;
   /** Fans sends to all / groups / users / other instances' connections out across server instances. */
   readonly backplane?: Backplane;
   /** Server pings after this long without sending (not on long polling). Default 15 s. */
@@ -170,10 +178,12 @@ export class HubServer implements ConnectionHost {
   }
 
   /** `negotiateVersion` 0 sends no token, so the client uses the connection id as `id=` (as in ASP.NET). */
+  /** Throws ConnectionRefusedError when the `admit` hook turns the connection away. */
   createConnection(user: HubUser | undefined, statefulAllowed: boolean, negotiateVersion = 1): Connection {
+    const release = this.options.admit?.(user);
     const id = randomId();
     const token = negotiateVersion === 0 ? id : randomId();
-    const connection = new Connection(this, id, token, user, statefulAllowed);
+    const connection = new Connection(this, id, token, user, statefulAllowed, release);
     this.byToken.set(connection.token, connection);
     return connection;
   }

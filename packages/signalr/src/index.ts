@@ -1,6 +1,11 @@
 export type { Backplane, BackplaneListener, BackplaneMessage } from './backplane/backplane.ts';
 export { MemoryBackplane } from './backplane/memory-backplane.ts';
-export { AuthenticationUnavailableError, ForbiddenError, HubError } from './errors.ts';
+export {
+  AuthenticationUnavailableError,
+  ConnectionRefusedError,
+  ForbiddenError,
+  HubError,
+} from './errors.ts';
 export { mountOnHttpServer } from './http/mount-node.ts';
 export { registerFastifyHub } from './http/mount-fastify.ts';
 export {

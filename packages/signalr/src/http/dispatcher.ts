@@ -2,7 +2,7 @@ import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:ht
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { Connection } from '../connection.ts';
-import { AuthenticationUnavailableError, ForbiddenError } from '../errors.ts';
+import { AuthenticationUnavailableError, ConnectionRefusedError, ForbiddenError } from '../errors.ts';
 import type { HubUser } from '../hub.ts';
 import type { HubServer } from '../hub-server.ts';
 import { LongPollingTransport } from '../transports/long-polling-transport.ts';
@@ -300,7 +300,12 @@ export class HttpDispatcher {
     negotiateVersion?: number,
   ): Connection {
     if (this.hub.isClosed()) throw new HttpFailure(503, 'The server is shutting down.');
-    return this.hub.createConnection(user, stateful, negotiateVersion);
+    try {
+      return this.hub.createConnection(user, stateful, negotiateVersion);
+    } catch (error) {
+      if (error instanceof ConnectionRefusedError) throw new HttpFailure(error.status, error.message);
+      throw error;
+    }
   }
 
   private requireToken(url: URL): string {

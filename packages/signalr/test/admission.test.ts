@@ -1,0 +1,62 @@
+// The admit hook: the app decides how many connections a user or the server may hold; the hub asks it for every
+// new one and tells it when each ends.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { WebSocket } from 'ws';
+import { ConnectionRefusedError, type HubUser } from '../src/index.ts';
+import { buildClient, eventually, startHub } from './helpers.ts';
+
+test('a connection the admit hook refuses gets its status and message; its slot comes back when one ends', async () => {
+  let open = 0;
+  const users: (HubUser | undefined)[] = [];
+  const running = await startHub({
+    authenticate: () => ({ id: 'alice' }),
+    admit: (user) => {
+      if (open >= 2) throw new ConnectionRefusedError(429, 'Too many connections for this user.');
+      open++;
+      users.push(user);
+      let released = false;
+      return () => {
+        assert.equal(released, false, 'released once');
+        released = true;
+        open--;
+      };
+    },
+  });
+  const first = buildClient(running.url);
+  const second = buildClient(running.url);
+  try {
+    await first.start();
+    await second.start();
+    assert.deepEqual(users, [{ id: 'alice' }, { id: 'alice' }]);
+
+    const refused = await fetch(`${running.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
+    assert.equal(refused.status, 429);
+    assert.equal(await refused.text(), 'Too many connections for this user.');
+    // A WebSocket without an id (skipNegotiation) is a new connection too.
+    const socket = new WebSocket(running.url.replace(/^http/, 'ws'));
+    socket.on('error', () => undefined);
+    const status = await new Promise<number | undefined>((resolve) => {
+      socket.on('unexpected-response', (_request, response) => resolve(response.statusCode));
+      socket.on('open', () => resolve(101));
+    });
+    socket.terminate();
+    assert.equal(status, 429);
+    const third = buildClient(running.url);
+    await assert.rejects(third.start(), /429/);
+
+    await first.stop();
+    await eventually(() => open === 1);
+    await third.start();
+    await third.stop();
+    // A negotiated connection that never attaches a transport is released when it is disposed.
+    await fetch(`${running.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
+    assert.equal(open, 2);
+    await eventually(() => open === 1, 5_000);
+  } finally {
+    await first.stop();
+    await second.stop();
+    await running.close();
+  }
+  assert.equal(open, 0, 'every slot released');
+});

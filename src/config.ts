@@ -145,6 +145,18 @@ const ConfigSchema = z.object({
     .regex(/^[\w:.-]{1,64}$/, 'must be 1 to 64 letters, digits, or _ : . -')
     .default('notifications:'),
   SSE_HEARTBEAT_SECONDS: seconds(15),
+  NOTIFICATIONS_MAX_CONNECTIONS: wholeNumber(
+    'must be a whole number from 1 to 10000000',
+    10_000,
+    1,
+    10_000_000,
+  ),
+  NOTIFICATIONS_MAX_CONNECTIONS_PER_USER: wholeNumber(
+    'must be a whole number from 1 to 10000000',
+    20,
+    1,
+    10_000_000,
+  ),
   // An empty value is unset (the default, any origin), like every other: no origin at all has to be written, `none`.
   CORS_ORIGINS: z
     .string()
@@ -245,6 +257,10 @@ export interface Config {
     readonly replayLogMaxEntries: number;
     readonly replayLogKeyPrefix: string;
     readonly heartbeatSeconds: number;
+    /** SSE streams and hub connections one instance holds at most. */
+    readonly maxConnections: number;
+    /** Of those, what one token subject may hold (with auth on). */
+    readonly maxConnectionsPerUser: number;
   };
   /** Origins browsers may call the webapi, the SSE stream and the hub from; `*` = any (then without credentials). */
   readonly corsOrigins: readonly string[];
@@ -350,6 +366,8 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
       replayLogMaxEntries: c.REPLAY_LOG_MAX_ENTRIES,
       replayLogKeyPrefix: c.REPLAY_LOG_KEY_PREFIX,
       heartbeatSeconds: c.SSE_HEARTBEAT_SECONDS,
+      maxConnections: c.NOTIFICATIONS_MAX_CONNECTIONS,
+      maxConnectionsPerUser: c.NOTIFICATIONS_MAX_CONNECTIONS_PER_USER,
     },
   };
 }

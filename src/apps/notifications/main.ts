@@ -21,6 +21,7 @@ import { requireBrokerForLoneRole } from '../../infrastructure/runtime/process-r
 import { createStartup } from '../../infrastructure/runtime/startup.ts';
 import { isEntryPoint, runUntilSignal } from '../../infrastructure/runtime/run-until-signal.ts';
 import { LogFanOut } from './fan-out.ts';
+import { ConnectionLimits } from './connection-limits.ts';
 import { createNotificationsHub, resetHub, sendToHub } from './notifications-hub.ts';
 import { createNotificationsObservability } from './notifications-observability.ts';
 import { consumeNotifications, type NotificationsConsumer } from './notifications.consumer.ts';
@@ -92,7 +93,11 @@ export async function createNotifications({
     secretQueryParameters: ['id'],
   });
   const verifier = createJwtVerifier(config.auth);
-  const hub = await createNotificationsHub(verifier);
+  const limits = new ConnectionLimits(
+    config.notifications.maxConnections,
+    config.notifications.maxConnectionsPerUser,
+  );
+  const hub = await createNotificationsHub(verifier, limits);
   // `sse` is read at scrape and push time, once the routes below exist.
   const observability = createNotificationsObservability(registry, { sse: () => sse.count, hub });
   const fanOut = new LogFanOut(replay, { observe: observability.observePush, logger: log });
@@ -101,6 +106,7 @@ export async function createNotifications({
     fanOut,
     heartbeatMs: config.notifications.heartbeatSeconds * 1_000,
     verifier,
+    limits,
     maxBufferedBytes,
     logger: log,
   });

@@ -1,5 +1,6 @@
 import {
   AuthenticationUnavailableError,
+  ConnectionRefusedError,
   ForbiddenError,
   HubError,
   HubServer,
@@ -12,6 +13,7 @@ import type { ReplayLogEntry, ReplayLogRetention } from '../../application/ports
 import { HubNames, type ConnectedMessage, type ResetMessage } from '../../contracts/notifications.ts';
 import { mayAct, type TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
+import type { ConnectionLimits } from './connection-limits.ts';
 
 // Group memberships live in memory for as long as a connection does: a client must not grow them without bound.
 const MAX_GROUPS_PER_CONNECTION = 100;
@@ -86,10 +88,19 @@ function readersOnly(verifier: TokenVerifier): Authenticate {
  * to its own connections, so a backplane would deliver every notification twice. With a verifier (auth on),
  * every request of a connection must carry a reader's token.
  */
-export async function createNotificationsHub(verifier: TokenVerifier | undefined): Promise<HubServer> {
+export async function createNotificationsHub(
+  verifier: TokenVerifier | undefined,
+  limits: ConnectionLimits,
+): Promise<HubServer> {
   return HubServer.create({
     hub: notificationsHub(),
     ...(verifier ? { authenticate: readersOnly(verifier) } : {}),
+    admit: (user) => {
+      const slot = limits.take(user?.id);
+      if ('refused' in slot)
+        throw new ConnectionRefusedError(slot.refused === 'user' ? 429 : 503, limits.explain(slot.refused));
+      return slot.release;
+    },
   });
 }
 

@@ -19,8 +19,14 @@ import { NotificationEventTypes } from '../../contracts/students.ts';
 import type { TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import { requireToken } from '../../infrastructure/http/require-token.ts';
 import type { HttpServer } from '../../infrastructure/http/http-server.ts';
-import { invalidRequest, sendProblem } from '../../infrastructure/http/problem-details.ts';
+import {
+  httpTitle,
+  invalidRequest,
+  problem,
+  sendProblem,
+} from '../../infrastructure/http/problem-details.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
+import type { ConnectionLimits } from './connection-limits.ts';
 import type { LogFanOut, ResumeLimits, ResumingReader } from './fan-out.ts';
 
 export interface SseOptions {
@@ -29,6 +35,8 @@ export interface SseOptions {
   readonly heartbeatMs: number;
   /** When auth is on: a reader's token, from the Authorization header, the `access_token` query or cookie. */
   readonly verifier: TokenVerifier | undefined;
+  /** Shared with the hub: how many streams and hub connections this instance and one user may hold. */
+  readonly limits: ConnectionLimits;
   /** Unsent bytes a connection may hold (and, while it replays, live entries waiting for it) before it is closed as too slow. */
   readonly maxBufferedBytes: number;
   readonly logger: Logger;
@@ -150,8 +158,23 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       }
     }
 
+    const slot = options.limits.take(request.caller?.subject);
+    if ('refused' in slot) {
+      // A full instance is no client's fault: told to retry, EventSource comes back later (or to another instance).
+      if (slot.refused === 'instance') return endWithRetry(openEventStream(reply), options);
+      return sendProblem(
+        reply,
+        problem({
+          status: 429,
+          title: httpTitle(429),
+          code: 'NOTIFICATIONS.TOO_MANY_CONNECTIONS',
+          detail: options.limits.explain(slot.refused),
+          instance: request.url,
+        }),
+      );
+    }
     // The stream lives outside the handler: sharing its scope would keep the request and reply alive with it.
-    start(openEventStream(reply), from ?? live, reset, wanted, request.caller?.expiresAt);
+    start(openEventStream(reply), from ?? live, reset, wanted, request.caller?.expiresAt, slot.release);
   };
 
   const start = (
@@ -160,6 +183,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     reset: ResetMessage | undefined,
     wanted: ReadonlySet<string> | undefined,
     expiresAt: number | undefined,
+    release: () => void,
   ) => {
     const stream = new EventStream(response, wanted, expiresAt, options);
     const connected: ConnectedMessage = { clientId: stream.clientId, timestamp: new Date().toISOString() };
@@ -169,6 +193,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     streams.add(stream);
     const resuming = options.fanOut.resume(from, stream, limits);
     response.once('close', () => {
+      release();
       streams.delete(stream);
       resuming.unsubscribe();
     });

@@ -72,6 +72,53 @@ test('a request that took too long to arrive is a 408 saying so, not that it is 
   assert.equal(problem.detail, 'The request did not arrive in time: send it whole, without pauses.');
 });
 
+test('a routed request whose body is late is counted and logged once, under the id its 408 carries', async () => {
+  const { logger, logged } = recordingLogger();
+  const registry = new Registry();
+  const app = testServer(logger, { registry, requestTimeoutMs: 300 });
+  app.post('/upload', async () => ({ stored: true }));
+  // A stream answered at once, whose request declared a body it never sends.
+  app.get('/events', async (_request, reply) => {
+    reply.hijack();
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream' });
+    reply.raw.write(': open\n\n');
+  });
+  const url = new URL(await app.listen({ host: '127.0.0.1', port: 0 }));
+  const stalled = async (start: string) => {
+    const socket = connect(Number(url.port), url.hostname);
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+    socket.on('error', () => undefined);
+    socket.write(start);
+    await once(socket, 'close');
+    return received;
+  };
+  try {
+    const body = await stalled(
+      `POST /upload HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":`,
+    );
+    assert.match(body, /^HTTP\/1.1 408 /);
+    const requestId = /\r\nx-request-id: ([\w-]+)\r\n/i.exec(body)?.[1];
+    assert.ok(requestId, body);
+    const stream = await stalled(`GET /events HTTP/1.1\r\nHost: ${url.host}\r\nContent-Length: 5\r\n\r\n`);
+    assert.match(stream, /^HTTP\/1.1 200 /);
+    assert.doesNotMatch(stream, /HTTP\/1.1 408/, 'no second head inside the stream');
+    const metrics = await registry.metrics();
+    assert.doesNotMatch(metrics, /http_server_refused_requests_total\{/);
+    assert.match(
+      metrics,
+      /http_server_request_duration_seconds_count\{[^}]*route="\/upload",status_code="408"\} 1/,
+    );
+    const lines = logged()
+      .split('\n')
+      .filter((line) => line.includes('/upload') || line.includes(requestId));
+    assert.equal(lines.length, 1, lines.join('\n'));
+    assert.match(lines[0]!, new RegExp(`"reqId":"${requestId}".*"statusCode":408`));
+  } finally {
+    await app.close();
+  }
+});
+
 test('a request whose head or body stops arriving gets 408 once its time is up, and its connection is closed', async () => {
   const app = testServer(recordingLogger().logger, { requestTimeoutMs: 300 });
   app.post('/upload', async () => ({ stored: true }));

@@ -116,6 +116,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   // Set once the hooks it stands in for exist (below).
   let answerUnrouted: (request: FastifyRequest, reply: FastifyReply) => void = () => undefined;
   let observeRefused: ObserveRefused = () => undefined;
+  let requestIdOf: (raw: IncomingMessage | undefined) => string | undefined = () => undefined;
   const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   // 0, which means "none" to Node, would also make its check of every connection run all the time.
   if (!(requestTimeoutMs > 0))
@@ -153,12 +154,14 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       return sendErrorProblem(error, request, reply);
     },
     clientErrorHandler: (error, socket) => {
-      const requestId = randomUUID();
+      // A request whose head Node parsed and whose body is late (408) is in flight: its answer carries its id.
+      const request = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage?.req;
+      const requestId = requestIdOf(request) ?? randomUUID();
       // Read first: a socket forgets its peer once destroyed, as answering it does.
       const remoteAddress = socket.remoteAddress;
       const answered = writeMalformedRequestProblem(error, socket, socketAnswerHeaders(requestId));
       if (answered)
-        observeRefused({ status: answered.status, code: answered.code, requestId, remoteAddress });
+        observeRefused({ status: answered.status, code: answered.code, requestId, remoteAddress, request });
     },
     // Our own 503 while closing (below): Fastify's is not problem+json and has no Retry-After.
     return503OnClosing: false,
@@ -199,6 +202,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   app.setSerializerCompiler(serializerCompiler);
   const observed = observeHttp(app, options);
   observeRefused = observed.refused;
+  requestIdOf = observed.requestIdOf;
   const pageHeaders = helmetHeaders({
     contentSecurityPolicy: {
       directives: {

@@ -245,6 +245,12 @@ export function writeMalformedRequestProblem(
   headers: Readonly<Record<string, string>> = {},
 ): ProblemDetails | undefined {
   if (error.code === 'ECONNRESET' || socket.destroyed) return undefined;
+  // An answer already under way (a stream whose request never finished arriving) cannot take a second head: the
+  // connection is only closed, as Node's own handler does.
+  if ((socket as Socket & { _httpMessage?: { headersSent: boolean } | null })._httpMessage?.headersSent) {
+    socket.destroy(error);
+    return undefined;
+  }
   const status =
     error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
   // llhttp's reason names the exact fault, e.g. "Invalid header value char".

@@ -2,6 +2,7 @@
 // W3C trace context) that is the active context while the route handler runs, a latency histogram by method,
 // route and status, one access-log line per request, and the process's metrics at GET /metrics.
 import { SpanKind, SpanStatusCode, context, trace, type Context, type Span } from '@opentelemetry/api';
+import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { contextFromHeaders, tracer } from './tracing.ts';
@@ -40,8 +41,9 @@ type ObservedRequest = FastifyRequest & { [OBSERVATION]: Observation | null };
 export type ObserveUnrouted = (request: FastifyRequest, reply: FastifyReply) => void;
 
 /**
- * A request answered on the bare socket, before Node made a request of it: one its HTTP parser refused (malformed,
- * a head too large, too slow) or a CONNECT. Nothing of it is known but why.
+ * A request answered on the bare socket: one Node's HTTP parser refused (malformed, a head too large, too slow) or a
+ * CONNECT. Before Node made a request of it, nothing of it is known but why; one whose body did not arrive in time
+ * is a routed request, counted and logged as such.
  */
 export interface RefusedRequest {
   readonly status: number;
@@ -50,6 +52,8 @@ export interface RefusedRequest {
   /** The id the answer carries in X-Request-Id. */
   readonly requestId: string;
   readonly remoteAddress: string | undefined;
+  /** The request in flight on the connection (its head was parsed, its body had not arrived), if any. */
+  readonly request?: IncomingMessage;
 }
 
 export type ObserveRefused = (refused: RefusedRequest) => void;
@@ -61,7 +65,12 @@ export type ObserveRefused = (refused: RefusedRequest) => void;
 export function observeHttp(
   app: FastifyInstance,
   { service, registry }: HttpObservabilityOptions,
-): { readonly unrouted: ObserveUnrouted; readonly refused: ObserveRefused } {
+): {
+  readonly unrouted: ObserveUnrouted;
+  readonly refused: ObserveRefused;
+  /** The id of the routed request `raw` is, while it is in flight: its answer from the socket carries it too. */
+  readonly requestIdOf: (raw: IncomingMessage | undefined) => string | undefined;
+} {
   const duration = requestDuration(registry);
   const refusals = refusedRequests(registry);
   // One labelled child per method, route and status, made once: labels() parses and checks them and makes closures.
@@ -77,8 +86,15 @@ export function observeHttp(
   };
   // A request slot, not a WeakMap: a property read is cheaper, and the entry goes with the request.
   app.decorateRequest(OBSERVATION, null);
+  // The requests in flight by Node's request: one whose body is too slow is answered from the socket (408).
+  const inFlight = new WeakMap<IncomingMessage, FastifyRequest>();
+  const observedIn = (raw: IncomingMessage | undefined) => {
+    const request = raw && inFlight.get(raw);
+    return request && (request as ObservedRequest)[OBSERVATION] ? request : undefined;
+  };
 
   const start = (request: FastifyRequest) => {
+    inFlight.set(request.raw, request);
     const route = request.routeOptions.url;
     const method = KNOWN_METHODS.has(request.method) ? request.method : '_OTHER';
     const parent = contextFromHeaders(request.headers);
@@ -172,10 +188,14 @@ export function observeHttp(
       );
     },
     // Counted apart from the histogram: such a request has no start to time it from, no method or route to label.
-    refused: ({ status, code, requestId, remoteAddress }) => {
+    refused: ({ status, code, requestId, remoteAddress, request }) => {
+      // Its head was parsed: counted and logged once, as the request it is, with the status it got.
+      const routed = observedIn(request);
+      if (routed) return finish(routed, status, false);
       refusals.inc({ service, status_code: String(status), code });
       app.log.info({ reqId: requestId, statusCode: status, code, remoteAddress }, 'request refused');
     },
+    requestIdOf: (raw) => observedIn(raw)?.id,
   };
 }
 

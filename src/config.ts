@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { MAX_WORKER_PARTITIONS } from './contracts/messaging.ts';
-import { withoutUrlPassword } from './infrastructure/logging/url-password.ts';
+import { valueWithoutUrlPassword } from './infrastructure/logging/url-password.ts';
 import type { ResilienceOptions } from './infrastructure/resilience/resilience-policy.ts';
 
 /**
@@ -286,7 +286,7 @@ const SECRET_VARIABLES = new Set(['AUTH_JWT_SECRET', 'SEQ_API_KEY']);
 /** A value as an error message may show it: a secret not at all, a URL without its password. */
 function shownValue(name: string, value: string): string {
   if (SECRET_VARIABLES.has(name)) return '***';
-  return withoutUrlPassword(value);
+  return valueWithoutUrlPassword(value);
 }
 
 /** Validates an environment; throws ConfigError naming every bad variable and what it accepts. */

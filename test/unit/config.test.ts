@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { CONFIG_VARIABLES, ConfigError, isWritten, parseConfig } from '../../src/config.ts';
+import { withoutUrlPassword } from '../../src/infrastructure/logging/url-password.ts';
 
 describe('configuration', () => {
   test('with nothing set, everything runs embedded on the default ports', () => {
@@ -304,6 +305,8 @@ describe('configuration', () => {
       ['AMQP_URL', 'amqps//guest:pa/ssS3cret@host'],
       ['AMQP_URL', 'ampq://guest:pa/ss#S3cret@host:5672'],
       ['DATABASE_URL', 'postgres//u:S3cret@h/db'],
+      ['DATABASE_URL', "mysql://u:pa'ssS3cret@h/db"],
+      ['DATABASE_URL', 'mysql://u:pa ssS3cret@h/db'],
     ] as const)
       assert.throws(
         () => parseConfig({ [name]: value }),
@@ -313,6 +316,14 @@ describe('configuration', () => {
           !error.message.includes('S3cret'),
         `${name}=${value}`,
       );
+    // A port is no password, even with an `@` further on.
+    const withPort = 'mysql://db.internal:5432/app?application_name=api@eu';
+    assert.throws(
+      () => parseConfig({ DATABASE_URL: withPort }),
+      (error: unknown) => error instanceof ConfigError && error.message.includes(`(got "${withPort}")`),
+    );
+    assert.equal(withoutUrlPassword(`banner ${withPort}`), `banner ${withPort}`);
+    assert.equal(withoutUrlPassword('at amqp://u:p/w@h:5672 and x'), 'at amqp://u:***@h:5672 and x');
     // fetch refuses credentials in a URL: such a Seq or JWKS URL could never work.
     assert.throws(
       () => parseConfig({ SEQ_URL: 'http://user:pw@seq:5341' }),

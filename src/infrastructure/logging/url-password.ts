@@ -1,10 +1,27 @@
 /**
- * Text with the password of every `scheme://user:password@host` URL in it masked: for configuration errors and log
- * lines that show a URL an operator set (DATABASE_URL, AMQP_URL and the OTLP endpoint may carry one), and for the
- * servers `npm run stack` names.
+ * Text with the password of every `scheme://user:password@host` URL in it masked: for log lines that show a URL an
+ * operator set (the OTLP endpoint, Seq's) and for the servers `npm run stack` names.
  */
 export function withoutUrlPassword(text: string): string {
   // `user:` after `//` (or at the start of a word, for a URL that lost its `://`), then everything up to the word's
-  // last `@`: a value refused as malformed is the one most likely to have a `/`, `#` or `@` in its password.
-  return text.replace(/((?:^|[\s"'(=]|\/\/)[^/?#@:\s"']*):(?!\/\/)[^\s"']*@/g, '$1:***@');
+  // last `@`: a URL refused as malformed is the one most likely to have a `/`, `#` or `@` in its password. Not a port
+  // (`host:5432/db?name=a@b` has no password).
+  return text.replace(
+    /((?:^|[\s"'(=]|\/\/)[^/?#@:\s"']*):(?!\/\/)(?!\d+(?:[/?#\s"']|$))[^\s"']*@/g,
+    '$1:***@',
+  );
+}
+
+/**
+ * One configured value, as an error message may show it: all of it is one URL (or meant to be), so its password runs
+ * from the user's `:` to the last `@`, whatever it holds (quotes, spaces).
+ */
+export function valueWithoutUrlPassword(value: string): string {
+  const at = value.lastIndexOf('@');
+  if (at === -1) return value;
+  const slashes = value.indexOf('//');
+  const user = slashes !== -1 && slashes < at ? slashes + 2 : 0;
+  const colon = value.indexOf(':', user);
+  if (colon === -1 || colon > at || /^\d+(?:[/?#]|$)/.test(value.slice(colon + 1, at))) return value;
+  return `${value.slice(0, colon)}:***${value.slice(at)}`;
 }

@@ -9,6 +9,7 @@ import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-proce
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { authEnv, bearer, tokenFor } from '../support/auth.ts';
 import { silentLogger } from '../support/logger.ts';
+import { parseExposition } from '../support/prometheus-text.ts';
 import { until } from '../support/until.ts';
 import { hubClient } from './support.ts';
 
@@ -33,6 +34,11 @@ async function openStream(url: string, headers: Record<string, string> = {}) {
   return { response, close: () => aborted.abort() };
 }
 
+async function refusedConnections(url: string, reason: string): Promise<number> {
+  const metrics = parseExposition(await (await fetch(`${url}/metrics`)).text());
+  return metrics.sum('notifications_refused_connections_total', { reason });
+}
+
 test("a user's SSE streams and hub connections together are capped: the next gets 429, another user's still opens", async () => {
   await withNotifications({ ...authEnv, NOTIFICATIONS_MAX_CONNECTIONS_PER_USER: '2' }, async (url) => {
     const alice = await tokenFor('reader', { subject: 'alice' });
@@ -46,6 +52,8 @@ test("a user's SSE streams and hub connections together are capped: the next get
     assert.equal(problem.code, 'NOTIFICATIONS.TOO_MANY_CONNECTIONS');
     assert.match(problem.detail, /has 2 connections open already/);
     await assert.rejects(hubClient(url, HttpTransportType.WebSockets, { accessToken: alice }), /429/);
+
+    assert.equal(await refusedConnections(url, 'user'), 2, 'counted: the stream and the hub connection');
 
     const bob = await openStream(url, bearer(await tokenFor('reader', { subject: 'bob' })));
     assert.equal(bob.response.status, 200, 'another user is not held back');
@@ -77,6 +85,7 @@ test('a full instance tells an SSE client to retry later (EventSource would give
       await negotiate.text(),
       'This instance holds as many connections as it may; try again later.',
     );
+    assert.equal(await refusedConnections(url, 'instance'), 2, 'a 200 that says retry is counted too');
     stream.close();
   });
 });

@@ -14,13 +14,19 @@ export class ConnectionLimits {
   constructor(
     readonly maxConnections: number,
     readonly maxPerUser: number,
+    /** Told of every connection turned away (a metric: a turned-away SSE client gets a 200 that says retry). */
+    private readonly onRefused: (refusal: Refusal) => void = () => undefined,
   ) {}
 
   /** A slot for a connection of `user` (a token's subject; none when auth is off), or why there is none. */
   take(user: string | undefined): Slot {
-    if (this.#open >= this.maxConnections) return { refused: 'instance' };
     const held = user === undefined ? 0 : (this.#byUser.get(user) ?? 0);
-    if (held >= this.maxPerUser) return { refused: 'user' };
+    const refusal =
+      this.#open >= this.maxConnections ? 'instance' : held >= this.maxPerUser ? 'user' : undefined;
+    if (refusal) {
+      this.onRefused(refusal);
+      return { refused: refusal };
+    }
     this.#open++;
     if (user !== undefined) this.#byUser.set(user, held + 1);
     let released = false;

@@ -96,6 +96,8 @@ export async function createNotifications({
   const limits = new ConnectionLimits(
     config.notifications.maxConnections,
     config.notifications.maxConnectionsPerUser,
+    // Observability exists once the hub it reads does (below), before any connection can be refused.
+    (refusal) => observability.metrics.refused(refusal),
   );
   const hub = await createNotificationsHub(verifier, limits);
   // `sse` is read at scrape and push time, once the routes below exist.

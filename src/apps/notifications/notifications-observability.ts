@@ -6,6 +6,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { Queues, TRACEPARENT_HEADER } from '../../contracts/messaging.ts';
 import { messageAge } from '../../infrastructure/observability/metrics.ts';
 import { contextFromHeaders, tracer } from '../../infrastructure/observability/tracing.ts';
+import type { Refusal } from './connection-limits.ts';
 import type { PushObserver, PushTransport } from './fan-out.ts';
 
 export interface NotificationsMetrics {
@@ -13,6 +14,8 @@ export interface NotificationsMetrics {
   appended(outcome: 'appended' | 'duplicate'): void;
   /** How old a notification was when it was delivered (queue lag). */
   delivered(ageSeconds: number): void;
+  /** A new SSE stream or hub connection was turned away: the instance was full, or its user held their share. */
+  refused(refusal: Refusal): void;
 }
 
 export interface NotificationsObservability {
@@ -53,6 +56,12 @@ export function createNotificationsObservability(
       this.set({ transport: 'signalr_long_polling' }, byTransport.LongPolling);
     },
   });
+  const refusedConnections = new Counter({
+    name: 'notifications_refused_connections_total',
+    help: 'New SSE streams and hub connections turned away: `instance` = NOTIFICATIONS_MAX_CONNECTIONS reached, `user` = NOTIFICATIONS_MAX_CONNECTIONS_PER_USER.',
+    labelNames: ['reason'],
+    registers,
+  });
   const age = messageAge(registry).labels({ queue: Queues.notifications });
   const connectedTo = (transport: PushTransport) =>
     transport === 'sse' ? clients.sse() : clients.hub.stats().connections;
@@ -61,6 +70,7 @@ export function createNotificationsObservability(
     metrics: {
       appended: (outcome) => appended.inc({ outcome }),
       delivered: (ageSeconds) => age.observe(ageSeconds),
+      refused: (reason) => refusedConnections.inc({ reason }),
     },
     observePush(transport, entry, push) {
       const clients = connectedTo(transport);

@@ -205,8 +205,8 @@ describe('HTTP observability', () => {
     const metrics = parseExposition(await (await fetch(`${url}/metrics`)).text());
     const refused = (labels: Record<string, string>) =>
       metrics.sum('http_server_refused_requests_total', { service: 'test', ...labels });
-    assert.equal(refused({ status_code: '400', code: 'HPE_INVALID_METHOD' }), 1);
-    assert.equal(refused({ status_code: '431', code: 'HPE_HEADER_OVERFLOW' }), 1);
+    assert.equal(refused({ status_code: '400', code: 'REQUEST.INVALID' }), 1);
+    assert.equal(refused({ status_code: '431', code: 'REQUEST.HEADERS_TOO_LARGE' }), 1);
     assert.equal(refused({ status_code: '405', code: 'ROUTE.METHOD_NOT_ALLOWED' }), 1);
     for (const answer of answers) {
       const requestId = /\r\nx-request-id: ([\w-]+)\r\n/i.exec(answer)?.[1];

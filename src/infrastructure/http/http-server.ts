@@ -161,7 +161,14 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       const remoteAddress = socket.remoteAddress;
       const answered = writeMalformedRequestProblem(error, socket, socketAnswerHeaders(requestId));
       if (answered)
-        observeRefused({ status: answered.status, code: answered.code, requestId, remoteAddress, request });
+        observeRefused({
+          status: answered.status,
+          code: answered.code,
+          ...(error.code ? { cause: error.code } : {}),
+          requestId,
+          remoteAddress,
+          request,
+        });
     },
     // Our own 503 while closing (below): Fastify's is not problem+json and has no Retry-After.
     return503OnClosing: false,

@@ -47,8 +47,10 @@ export type ObserveUnrouted = (request: FastifyRequest, reply: FastifyReply) => 
  */
 export interface RefusedRequest {
   readonly status: number;
-  /** The problem's code: for what Node's parser refused, Node's (`HPE_HEADER_OVERFLOW`, …), a closed set. */
+  /** The problem's code (`REQUEST.HEADERS_TOO_LARGE`, …). */
   readonly code: string;
+  /** Node's own name for what its parser refused (`HPE_HEADER_OVERFLOW`, …), for the log. */
+  readonly cause?: string;
   /** The id the answer carries in X-Request-Id. */
   readonly requestId: string;
   readonly remoteAddress: string | undefined;
@@ -188,12 +190,12 @@ export function observeHttp(
       );
     },
     // Counted apart from the histogram: such a request has no start to time it from, no method or route to label.
-    refused: ({ status, code, requestId, remoteAddress, request }) => {
+    refused: ({ status, code, cause, requestId, remoteAddress, request }) => {
       // Its head was parsed: counted and logged once, as the request it is, with the status it got.
       const routed = observedIn(request);
       if (routed) return finish(routed, status, false);
       refusals.inc({ service, status_code: String(status), code });
-      app.log.info({ reqId: requestId, statusCode: status, code, remoteAddress }, 'request refused');
+      app.log.info({ reqId: requestId, statusCode: status, code, cause, remoteAddress }, 'request refused');
     },
     requestIdOf: (raw) => observedIn(raw)?.id,
   };

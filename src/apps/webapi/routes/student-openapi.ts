@@ -50,7 +50,7 @@ const ifNoneMatchOnRead = optionalHeader(
 );
 const ifMatchOnRead = optionalHeader('ETags, or `*`: 412 unless the student is at one of them');
 const cacheControl = optionalHeader(
-  '`no-cache`, `no-store` or `max-age=0` reads the database, bypassing the cache and deduplicated responses',
+  '`no-cache` reads the database, bypassing the cache and deduplicated responses',
 );
 const ifMatchOnWrite = optionalHeader(
   'An ETag from a previous response: the write fails with 412 if the student changed since',

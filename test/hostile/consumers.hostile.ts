@@ -401,7 +401,10 @@ function validStudentEvent(existing: readonly StudentSnapshot[]) {
     .tuple(
       fc.constantFrom('StudentCreated', 'StudentUpdated', 'StudentDeleted'),
       fc.option(fc.nat(), { nil: undefined }),
-      fc.option(fc.oneof(fc.uuid(), legalText(100)), { nil: undefined }),
+      // A few ids recur, so some events are redeliveries: "processed once" is then checked, not just assumed.
+      fc.option(fc.oneof(fc.uuid(), legalText(100), fc.constantFrom('redelivered-1', 'redelivered-2')), {
+        nil: undefined,
+      }),
       fc.record(
         { source: legalText(50), actor: legalText(50), firstName: legalText(100), createdBy: legalText(30) },
         { requiredKeys: [] },
@@ -712,6 +715,8 @@ export function describeConsumerHostility(rabbitMq: { readonly skip?: string }):
           fc.oneof(
             fc.uuid(),
             hostileString.filter((text) => text.length > 0),
+            // A few ids recur, so some notifications are redeliveries: "appended once" is then checked.
+            fc.constantFrom('redelivered-1', 'redelivered-2'),
           ),
           { nil: undefined },
         ),

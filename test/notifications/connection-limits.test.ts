@@ -86,6 +86,34 @@ test('a full instance tells an SSE client to retry later (EventSource would give
       'This instance holds as many connections as it may; try again later.',
     );
     assert.equal(await refusedConnections(url, 'instance'), 2, 'a 200 that says retry is counted too');
+
+    // A connection that ends gives its place back, whichever kind it was: the stream's goes to a hub client...
     stream.close();
+    let hub: Awaited<ReturnType<typeof hubClient>> | undefined;
+    await until(async () => {
+      hub = await hubClient(url).catch(() => undefined);
+      return hub !== undefined;
+    }, 'a hub connection once the stream has closed');
+    assert.equal(await admitted(url), false, 'the hub connection holds the one place');
+    // ...and the hub client's to the next stream.
+    await hub!.close();
+    await until(() => admitted(url), 'a stream once the hub connection has closed');
   });
 });
+
+/** Whether a new SSE stream is opened (`connected`) rather than told to retry; it is closed again at once. */
+async function admitted(url: string): Promise<boolean> {
+  const stream = await openStream(url);
+  try {
+    const reader = stream.response.body!.getReader();
+    let text = '';
+    while (!/\n\n/.test(text)) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    return /^event: connected$/m.test(text);
+  } finally {
+    stream.close();
+  }
+}

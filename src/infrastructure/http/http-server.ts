@@ -26,6 +26,7 @@ import {
   httpTitle,
   problem,
   registerProblemDetails,
+  responseOn,
   sendErrorProblem,
   sendProblem,
   writeMalformedRequestProblem,
@@ -155,7 +156,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     },
     clientErrorHandler: (error, socket) => {
       // A request whose head Node parsed and whose body is late (408) is in flight: its answer carries its id.
-      const request = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage?.req;
+      const request = responseOn(socket)?.req;
       const requestId = requestIdOf(request) ?? randomUUID();
       // Read first: a socket forgets its peer once destroyed, as answering it does.
       const remoteAddress = socket.remoteAddress;

@@ -307,6 +307,9 @@ describe('configuration', () => {
       ['DATABASE_URL', 'postgres//u:S3cret@h/db'],
       ['DATABASE_URL', "mysql://u:pa'ssS3cret@h/db"],
       ['DATABASE_URL', 'mysql://u:pa ssS3cret@h/db'],
+      // A password of digits alone is no port.
+      ['DATABASE_URL', 'postgres//app:20240917@db:5432/app'],
+      ['REDIS_URL', 'redis//:987654321@cache:6379'],
     ] as const)
       assert.throws(
         () => parseConfig({ [name]: value }),

@@ -22,6 +22,7 @@ export function valueWithoutUrlPassword(value: string): string {
   const slashes = value.indexOf('//');
   const user = slashes !== -1 && slashes < at ? slashes + 2 : 0;
   const colon = value.indexOf(':', user);
-  if (colon === -1 || colon > at || /^\d+(?:[/?#]|$)/.test(value.slice(colon + 1, at))) return value;
+  // A port ends where the path, query or fragment begins; digits that run up to the `@` are a password.
+  if (colon === -1 || colon > at || /^\d+[/?#]/.test(value.slice(colon + 1, at))) return value;
   return `${value.slice(0, colon)}:***${value.slice(at)}`;
 }

@@ -72,11 +72,17 @@ test('a request that took too long to arrive is a 408 saying so, not that it is 
   assert.equal(problem.detail, 'The request did not arrive in time: send it whole, without pauses.');
 });
 
-test('a routed request whose body is late is counted and logged once, under the id its 408 carries', async () => {
+test('a routed request whose body is late is counted and logged once, under the id its 408 carries; one answered already only sees the close', async () => {
   const { logger, logged } = recordingLogger();
   const registry = new Registry();
   const app = testServer(logger, { registry, requestTimeoutMs: 300 });
   app.post('/upload', async () => ({ stored: true }));
+  // Answered by a hook before its body is read, as a missing token is.
+  app.post(
+    '/early',
+    { onRequest: (_request, reply, _done) => void reply.code(401).send() },
+    async () => ({}),
+  );
   // A stream answered at once, whose request declared a body it never sends.
   app.get('/events', async (_request, reply) => {
     reply.hijack();
@@ -103,11 +109,20 @@ test('a routed request whose body is late is counted and logged once, under the 
     const stream = await stalled(`GET /events HTTP/1.1\r\nHost: ${url.host}\r\nContent-Length: 5\r\n\r\n`);
     assert.match(stream, /^HTTP\/1.1 200 /);
     assert.doesNotMatch(stream, /HTTP\/1.1 408/, 'no second head inside the stream');
+    const early = await stalled(
+      `POST /early HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":`,
+    );
+    assert.match(early, /^HTTP\/1.1 401 /);
+    assert.equal(early.match(/HTTP\/1.1 /g)?.length, 1, 'answered once: the 401, then the close');
     const metrics = await registry.metrics();
     assert.doesNotMatch(metrics, /http_server_refused_requests_total\{/);
     assert.match(
       metrics,
       /http_server_request_duration_seconds_count\{[^}]*route="\/upload",status_code="408"\} 1/,
+    );
+    assert.match(
+      metrics,
+      /http_server_request_duration_seconds_count\{[^}]*route="\/early",status_code="401"\} 1/,
     );
     const lines = logged()
       .split('\n')

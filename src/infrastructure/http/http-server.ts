@@ -117,7 +117,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   // Set once the hooks it stands in for exist (below).
   let answerUnrouted: (request: FastifyRequest, reply: FastifyReply) => void = () => undefined;
   let observeRefused: ObserveRefused = () => undefined;
-  let requestIdOf: (raw: IncomingMessage | undefined) => string | undefined = () => undefined;
+  let lateRequestOn: (socket: Socket) => FastifyRequest | undefined = () => undefined;
   const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   // 0, which means "none" to Node, would also make its check of every connection run all the time.
   if (!(requestTimeoutMs > 0))
@@ -155,9 +155,11 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       return sendErrorProblem(error, request, reply);
     },
     clientErrorHandler: (error, socket) => {
-      // A request whose head Node parsed and whose body is late (408) is in flight: its answer carries its id.
-      const request = responseOn(socket)?.req;
-      const requestId = requestIdOf(request) ?? randomUUID();
+      // A request whose head Node parsed and whose body is late (408): answered already (a hook's 401), it gets
+      // nothing more than the close; in flight, its 408 carries its id and is counted as it.
+      const late = lateRequestOn(socket);
+      if (late && !responseOn(socket)) return void socket.destroy(error);
+      const requestId = late?.id ?? randomUUID();
       // Read first: a socket forgets its peer once destroyed, as answering it does.
       const remoteAddress = socket.remoteAddress;
       const answered = writeMalformedRequestProblem(error, socket, socketAnswerHeaders(requestId));
@@ -168,7 +170,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
           ...(error.code ? { cause: error.code } : {}),
           requestId,
           remoteAddress,
-          request,
+          ...(late ? { request: late } : {}),
         });
     },
     // Our own 503 while closing (below): Fastify's is not problem+json and has no Retry-After.
@@ -210,7 +212,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   app.setSerializerCompiler(serializerCompiler);
   const observed = observeHttp(app, options);
   observeRefused = observed.refused;
-  requestIdOf = observed.requestIdOf;
+  lateRequestOn = observed.lateRequestOn;
   const pageHeaders = helmetHeaders({
     contentSecurityPolicy: {
       directives: {

@@ -2,7 +2,7 @@
 // W3C trace context) that is the active context while the route handler runs, a latency histogram by method,
 // route and status, one access-log line per request, and the process's metrics at GET /metrics.
 import { SpanKind, SpanStatusCode, context, trace, type Context, type Span } from '@opentelemetry/api';
-import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { contextFromHeaders, tracer } from './tracing.ts';
@@ -54,8 +54,8 @@ export interface RefusedRequest {
   /** The id the answer carries in X-Request-Id. */
   readonly requestId: string;
   readonly remoteAddress: string | undefined;
-  /** The request in flight on the connection (its head was parsed, its body had not arrived), if any. */
-  readonly request?: IncomingMessage;
+  /** The routed request in flight on the connection (its head was parsed, its body had not arrived), if any. */
+  readonly request?: FastifyRequest;
 }
 
 export type ObserveRefused = (refused: RefusedRequest) => void;
@@ -70,8 +70,8 @@ export function observeHttp(
 ): {
   readonly unrouted: ObserveUnrouted;
   readonly refused: ObserveRefused;
-  /** The id of the routed request `raw` is, while it is in flight: its answer from the socket carries it too. */
-  readonly requestIdOf: (raw: IncomingMessage | undefined) => string | undefined;
+  /** The routed request on a connection whose body has not arrived whole, answered or not. */
+  readonly lateRequestOn: (socket: Socket) => FastifyRequest | undefined;
 } {
   const duration = requestDuration(registry);
   const refusals = refusedRequests(registry);
@@ -88,15 +88,11 @@ export function observeHttp(
   };
   // A request slot, not a WeakMap: a property read is cheaper, and the entry goes with the request.
   app.decorateRequest(OBSERVATION, null);
-  // The requests in flight by Node's request: one whose body is too slow is answered from the socket (408).
-  const inFlight = new WeakMap<IncomingMessage, FastifyRequest>();
-  const observedIn = (raw: IncomingMessage | undefined) => {
-    const request = raw && inFlight.get(raw);
-    return request && (request as ObservedRequest)[OBSERVATION] ? request : undefined;
-  };
+  // The last routed request on each connection: one whose body is too slow is answered from the socket (408).
+  const lastOn = new WeakMap<Socket, FastifyRequest>();
 
   const start = (request: FastifyRequest) => {
-    inFlight.set(request.raw, request);
+    lastOn.set(request.raw.socket, request);
     const route = request.routeOptions.url;
     const method = KNOWN_METHODS.has(request.method) ? request.method : '_OTHER';
     const parent = contextFromHeaders(request.headers);
@@ -192,12 +188,14 @@ export function observeHttp(
     // Counted apart from the histogram: such a request has no start to time it from, no method or route to label.
     refused: ({ status, code, cause, requestId, remoteAddress, request }) => {
       // Its head was parsed: counted and logged once, as the request it is, with the status it got.
-      const routed = observedIn(request);
-      if (routed) return finish(routed, status, false);
+      if (request) return finish(request, status, false);
       refusals.inc({ service, status_code: String(status), code });
       app.log.info({ reqId: requestId, statusCode: status, code, cause, remoteAddress }, 'request refused');
     },
-    requestIdOf: (raw) => observedIn(raw)?.id,
+    lateRequestOn: (socket) => {
+      const request = lastOn.get(socket);
+      return request && !request.raw.complete ? request : undefined;
+    },
   };
 }
 

@@ -148,11 +148,15 @@ function clientErrorText(error: FastifyError, request: FastifyRequest): { detail
  */
 const CLIENT_ERROR_CODES: Readonly<Record<number, string>> = {
   400: 'REQUEST.INVALID',
+  // 403, 412 and 416 come from the docs' static files: a path outside them, a precondition, a range.
+  403: 'REQUEST.FORBIDDEN',
   404: 'ROUTE.NOT_FOUND',
   408: 'REQUEST.TIMEOUT',
+  412: 'PRECONDITION.FAILED',
   413: 'REQUEST.TOO_LARGE',
   414: 'REQUEST.URI_TOO_LONG',
   415: 'REQUEST.UNSUPPORTED_MEDIA_TYPE',
+  416: 'REQUEST.RANGE_NOT_SATISFIABLE',
   431: 'REQUEST.HEADERS_TOO_LARGE',
 };
 

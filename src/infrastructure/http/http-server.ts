@@ -26,7 +26,6 @@ import {
   httpTitle,
   problem,
   registerProblemDetails,
-  responseOn,
   sendErrorProblem,
   sendProblem,
   writeMalformedRequestProblem,
@@ -155,10 +154,12 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       return sendErrorProblem(error, request, reply);
     },
     clientErrorHandler: (error, socket) => {
-      // A request whose head Node parsed and whose body is late (408): answered already (a hook's 401), it gets
-      // nothing more than the close; in flight, its 408 carries its id and is counted as it.
+      // A request whose head Node parsed and whose body is late (408): answered already (a hook's 401), or with its
+      // answer under way (a stream), it gets nothing more than the close, as from Node's own handler; in flight,
+      // its 408 carries its id and is counted as it.
       const late = lateRequestOn(socket);
-      if (late && !responseOn(socket)) return void socket.destroy(error);
+      const response = responseOn(socket);
+      if (response?.headersSent || (late && !response)) return void socket.destroy(error);
       const requestId = late?.id ?? randomUUID();
       // Read first: a socket forgets its peer once destroyed, as answering it does.
       const remoteAddress = socket.remoteAddress;
@@ -195,7 +196,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       errors: [{ field: 'method', reason: `must be one of ${allowed}` }],
     });
     observeRefused({
-      status: 405,
+      status: answer.status,
       code: answer.code,
       requestId,
       remoteAddress: request.socket.remoteAddress,
@@ -510,6 +511,11 @@ function helmetHeaders(options: HelmetOptions): Readonly<Record<string, string>>
   };
   helmet(options)({} as IncomingMessage, recorder as unknown as ServerResponse, () => undefined);
   return headers;
+}
+
+/** The response Node has under way on a connection (`_httpMessage`, Node's field): its request's head was parsed. */
+function responseOn(socket: Socket): ServerResponse | undefined {
+  return (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { STATUS_CODES, type ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -259,11 +259,6 @@ const PARSER_ERROR_FIELDS: Readonly<Record<string, string>> = {
   HPE_INVALID_EOF_STATE: 'body',
 };
 
-/** The response Node has under way on a connection (`_httpMessage`, Node's field): its request's head was parsed. */
-export function responseOn(socket: Socket): ServerResponse | undefined {
-  return (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined;
-}
-
 /**
  * Fastify's `clientErrorHandler`: a request Node's HTTP parser rejects (bytes HTTP forbids, framing that contradicts
  * itself, headers too large) never reaches a route or the error handler, so its problem is written to the socket.
@@ -275,12 +270,6 @@ export function writeMalformedRequestProblem(
   headers: Readonly<Record<string, string>> = {},
 ): ProblemDetails | undefined {
   if (error.code === 'ECONNRESET' || socket.destroyed) return undefined;
-  // An answer already under way (a stream whose request never finished arriving) cannot take a second head: the
-  // connection is only closed, as Node's own handler does.
-  if (responseOn(socket)?.headersSent) {
-    socket.destroy(error);
-    return undefined;
-  }
   const status =
     error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
   // llhttp's reason names the exact fault, e.g. "Invalid header value char".

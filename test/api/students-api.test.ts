@@ -157,6 +157,25 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.equal((await json(fetched)).id, created.id);
   });
 
+  test('a trailing slash changes nothing, as in the original (ASP.NET Core routing): /api/students/ is the collection, /api/students/{id}/ the student', async () => {
+    const created = await call('/api/students/', {
+      method: 'POST',
+      headers: jsonHeaders,
+      body: JSON.stringify(ada),
+    });
+    assert.equal(created.status, 201);
+    const { id } = await json(created);
+    const list = await call('/api/students/?limit=100');
+    assert.equal(list.status, 200);
+    const { items } = (await json(list)) as { items: { id: string }[] };
+    assert.ok(items.some((student) => student.id === id));
+    const fetched = await call(`/api/students/${id}/`);
+    assert.equal(fetched.status, 200);
+    assert.equal((await json(fetched)).id, id);
+    assert.equal((await call(`/api/students/${id}/`, { method: 'DELETE' })).status, 204);
+    assert.equal((await call(`/api/students/${id}`)).status, 404);
+  });
+
   test('PUT with the current ETag updates and returns the new version; a stale ETag gets 412', async () => {
     const created = await json(await create());
     const path = `/api/students/${created.id}`;
@@ -1033,6 +1052,7 @@ function apiContract(kind: 'pglite' | 'postgres') {
         ['PATCH', `/api/students/${id}`, 'DELETE, GET, HEAD, OPTIONS, PUT'],
         ['POST', `/api/students/${id}?x=1`, 'DELETE, GET, HEAD, OPTIONS, PUT'],
         ['PUT', '/api/students', 'GET, HEAD, OPTIONS, POST'],
+        ['DELETE', '/api/students/', 'GET, HEAD, OPTIONS, POST'],
         ['DELETE', '/api/student', 'GET, HEAD, OPTIONS, POST'],
         ['POST', '/health', 'GET, HEAD, OPTIONS'],
       ] as const) {

@@ -10,12 +10,18 @@ export type AllowedMethods = (url: string) => readonly string[];
 const CATCH_ALL = new Set(['*', '/*']);
 
 /**
+ * How the server's router matches paths, and so the mirror below. A trailing slash changes nothing, as in ASP.NET
+ * Core's routing (the original's): `/api/students/` is the collection, not a student with an empty id.
+ */
+export const ROUTER_OPTIONS = { ignoreTrailingSlash: true } as const;
+
+/**
  * Mirrors every route the app registers from now on into a router of its own, so a request Fastify answers 404
  * can be told apart: a path no route serves (404) from a path served with other methods (405 with `Allow`, which
  * RFC 9110 §15.5.6 requires). Fastify routes by method first and has no such lookup. Only 404s consult it.
  */
 export function trackAllowedMethods(app: FastifyInstance): AllowedMethods {
-  const routes = FindMyWay();
+  const routes = FindMyWay(ROUTER_OPTIONS);
   const methods = new Set<HTTPMethod>();
   // A catch-all (the CORS preflight's OPTIONS *) serves its method everywhere, but does not make a path exist.
   const catchAll = new Set<HTTPMethod>();

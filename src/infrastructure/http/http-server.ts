@@ -20,7 +20,7 @@ import {
   type HttpObservabilityOptions,
   type ObserveRefused,
 } from '../observability/http-observability.ts';
-import { trackAllowedMethods } from './allowed-methods.ts';
+import { ROUTER_OPTIONS, trackAllowedMethods } from './allowed-methods.ts';
 import { headerLines } from './header-lines.ts';
 import {
   httpTitle,
@@ -129,6 +129,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     // observeHttp logs each request once, when it is answered.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT_BYTES,
+    routerOptions: ROUTER_OPTIONS,
     // A body trickling in (or never finished) would hold its connection for good: a request arrives whole in time.
     requestTimeout: requestTimeoutMs,
     http: {

@@ -10,10 +10,11 @@ export type AllowedMethods = (url: string) => readonly string[];
 const CATCH_ALL = new Set(['*', '/*']);
 
 /**
- * How the server's router matches paths, and so the mirror below. A trailing slash changes nothing, as in ASP.NET
- * Core's routing (the original's): `/api/students/` is the collection, not a student with an empty id.
+ * How the server's router matches paths, and so the mirror below: as ASP.NET Core's routing (the original's) does,
+ * in any letter case (`/API/Students` is `/api/students`; parameters keep theirs), and a trailing slash changes
+ * nothing (`/api/students/` is the collection, not a student with an empty id).
  */
-export const ROUTER_OPTIONS = { ignoreTrailingSlash: true } as const;
+export const ROUTER_OPTIONS = { caseSensitive: false, ignoreTrailingSlash: true } as const;
 
 /**
  * Mirrors every route the app registers from now on into a router of its own, so a request Fastify answers 404

@@ -57,7 +57,12 @@ export class CacheConnection {
   /** Tries the open breaker every `halfOpenAfterMs`, so the cache comes back (and recovers) without a request. */
   #trials: NodeJS.Timeout | undefined;
   #closed = false;
-  /** Entries written before this (an `orderedNow()` instant) may have missed invalidations while Redis was away. */
+  /**
+   * Entries written before this (an `orderedNow()` instant) may have missed invalidations while Redis was away. With
+   * Redis, a new process starts at its own start (set below): what Redis holds from before may have missed writes made
+   * while it was away by an instance that is gone now (its pending invalidations went with it), and Redis may have come
+   * back from its append-only file with those entries.
+   */
   #staleBefore = 0;
 
   constructor(url: string, logger: Logger, options: CacheConnectionOptions = {}) {
@@ -79,6 +84,7 @@ export class CacheConnection {
       this.#recovered();
     });
     if (url === 'memory:') return;
+    this.#staleBefore = orderedNow();
     const liveness: RedisOptions = { keepAlive: KEEPALIVE_MS, socketTimeout: SOCKET_TIMEOUT_MS };
     const common: RedisOptions = {
       ...liveness,

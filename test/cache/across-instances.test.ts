@@ -89,6 +89,27 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     assert.equal(again.headers.get('etag'), '"4"');
   });
 
+  test("a PUT's answer goes out only once it is stored in Redis, however slow Redis is: its retry via B, sent the moment it arrives, is replayed, not run again", async () => {
+    const { id } = (await (await create(a)).json()) as { id: string };
+    const ada = { firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' };
+    // A's stored answers take 200 ms to reach Redis.
+    const put = a.cache.responses.put.bind(a.cache.responses);
+    const slow = mock.method(a.cache.responses, 'put', async (...args: Parameters<typeof put>) => {
+      await sleep(200);
+      await put(...args);
+    });
+    try {
+      const first = await putStudent(a, id, ada);
+      assert.equal(first.status, 200);
+      const retried = await putStudent(b, id, ada);
+      assert.equal(retried.headers.get('x-deduplicated'), 'true', 'B replays what A stored in Redis');
+      assert.equal(retried.headers.get('etag'), first.headers.get('etag'), 'the write ran once');
+    } finally {
+      slow.mock.restore();
+    }
+    assert.ok(slow.mock.callCount() >= 1, "A stored its PUT's answer");
+  });
+
   test("a PUT's answer goes out only once every instance has dropped the PUT answers it made stale, however slow Redis is", async () => {
     const { id } = (await (await create(a)).json()) as { id: string };
     const ada = { firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' };

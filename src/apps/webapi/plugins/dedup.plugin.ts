@@ -108,9 +108,10 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
   };
   const leaders = new WeakMap<FastifyRequest, Leader>();
 
-  const settle = (request: FastifyRequest, response: StoredResponse | undefined) => {
+  /** Resolves once the response is stored (or could not be): a write waits for it before it answers. */
+  const settle = (request: FastifyRequest, response: StoredResponse | undefined): Promise<unknown> => {
     const leader = leaders.get(request);
-    if (!leader) return;
+    if (!leader) return Promise.resolve();
     leaders.delete(request);
     leader.settle(response);
     // Followers keep joining the flight until the response is stored, so none slips between the two.
@@ -128,6 +129,7 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
         : Promise.resolve();
     // A newer flight may have taken the key (this one had gone stale): that one is not this leader's to end.
     void stored.finally(() => inFlight.get(leader.key) === leader.flight && inFlight.delete(leader.key));
+    return stored;
   };
 
   /** After a successful write, before its answer goes out: a request sent after the answer finds `group` stale. */
@@ -221,14 +223,17 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     const onSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: () => void) => {
       // A replay's followers run themselves: it answers another request (say, under an Idempotency-Key), and may
       // show a state the student has left since.
-      if (leaders.has(request))
-        settle(
-          request,
-          replayable(reply.statusCode) && typeof payload === 'string' && !isReplay(reply)
-            ? { status: reply.statusCode, headers: replayableHeaders(reply.getHeaders()), body: payload }
-            : undefined,
-        );
-      done();
+      if (!leaders.has(request)) return done();
+      const stored = settle(
+        request,
+        replayable(reply.statusCode) && typeof payload === 'string' && !isReplay(reply)
+          ? { status: reply.statusCode, headers: replayableHeaders(reply.getHeaders()), body: payload }
+          : undefined,
+      );
+      // A write's answer is in Redis before the client has it: its identical retry via another instance is replayed,
+      // not run again. A read's may be stored after (a second read is only a fresh answer).
+      if (SAFE_METHODS.has(request.method)) return done();
+      void stored.then(() => done());
     };
     // A request that ended without a response (aborted, failed while sending) must not hold its followers.
     const onResponse = (request: FastifyRequest, _reply: FastifyReply, done: () => void) => {

@@ -126,7 +126,7 @@ describe('the test pages (all roles embedded)', () => {
     await page.close();
   });
 
-  test('/sse-test.html: a stream that cannot resume where the page left off tells the person to reload', async () => {
+  test('/sse-test.html: a stream that cannot resume where the page left off says so, in the list where the gap is', async () => {
     const page = await open(`${urls.pages}/sse-test.html`);
     await page.click('#disconnect');
     await page.locator('#status.off').waitFor();
@@ -137,7 +137,28 @@ describe('the test pages (all roles embedded)', () => {
       return route.continue({ url: url.toString() });
     });
     await page.click('#connect');
-    await page.locator('#log', { hasText: 'Missed notifications: reload the data.' }).waitFor();
+    await page
+      .locator('#log', { hasText: 'Missed notifications: fetch what you show again from the API.' })
+      .waitFor();
+    // The gap stays in the list, with the server's reason, after the next action has replaced #log.
+    await page.locator('#events li.gap', { hasText: 'Last-Event-ID is not in the replay log' }).waitFor();
+    await page.close();
+  });
+
+  test('/signalr-test.html: Connect after Disconnect is a new connection, and the list says that what was sent meanwhile is not shown', async () => {
+    const page = await open(`${urls.pages}/signalr-test.html`);
+    await page.click('#disconnect');
+    await page.locator('#status.off').waitFor();
+    const during = await create();
+    await watcher.arrived('StudentCached', during);
+    await page.click('#connect');
+    await page.locator('#status.on').waitFor();
+    await page
+      .locator('#events li.gap', { hasText: 'notifications sent while disconnected are not shown' })
+      .waitFor();
+    const after = await create();
+    await page.waitForSelector(shown(after));
+    assert.equal(await page.locator(shown(during)).count(), 0, 'a new hub connection starts from now');
     await page.close();
   });
 

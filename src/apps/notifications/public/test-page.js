@@ -75,7 +75,17 @@
   // EventSource sends it only when it reconnects by itself).
   let lastEventId = '';
   // What a `reset` (SSE) or `Reset` (hub) says: notifications were missed, so what the page shows may be stale.
-  const MISSED = 'Missed notifications: reload the data.';
+  const MISSED = 'Missed notifications: fetch what you show again from the API.';
+
+  /** A gap in the list itself, between the events before and after it (it outlives the next message in #log). */
+  function showGap(text) {
+    $('log').textContent = MISSED;
+    const item = document.createElement('li');
+    item.className = 'gap';
+    item.dataset.type = 'gap';
+    item.textContent = `⚠ ${text} (${new Date().toLocaleTimeString()})`;
+    $('events').prepend(item);
+  }
 
   function connectSse() {
     const query = new URLSearchParams();
@@ -91,7 +101,7 @@
     });
     source.addEventListener('reset', (event) => {
       lastEventId = event.lastEventId;
-      $('log').textContent = MISSED;
+      showGap(`Missed notifications here: ${JSON.parse(event.data).reason}.`);
     });
     for (const type of TYPES)
       source.addEventListener(type, (event) => {
@@ -123,23 +133,33 @@
     }
   }
 
+  let hadConnection = false;
   async function connectSignalR() {
     hub = new signalR.HubConnectionBuilder()
       .withUrl('/hubs/notifications', token() ? { accessTokenFactory: token } : {})
       .withAutomaticReconnect()
-      // A dropped connection comes back as the same connection, and the hub resends what it missed.
+      // A dropped connection first tries to come back as the same connection, and then the hub resends what it
+      // missed; when that fails, automatic reconnect makes a new one, which starts from now (onreconnected).
       .withStatefulReconnect()
       .build();
     hub.on('Connected', (message) => ($('client-id').textContent = message.clientId));
-    hub.on('Reset', () => ($('log').textContent = MISSED));
+    hub.on('Reset', ({ reason }) => showGap(`Missed notifications here: ${reason}.`));
     for (const type of TYPES) hub.on(type, (payload) => show(type, payload));
     hub.onreconnecting(() => setStatus(false, 'reconnecting…', true));
+    // Only a new connection reports `reconnected` (a stateful reconnect is silent): what was sent meanwhile is lost.
     hub.onreconnected(() => {
       followEveryStudent();
       setStatus(true, 'connected');
+      showGap('Reconnected as a new connection: notifications sent while disconnected are not shown.');
     });
-    hub.onclose(() => setStatus(false, 'disconnected'));
+    hub.onclose((error) => {
+      setStatus(false, 'disconnected');
+      $('follow').disabled = true;
+      if (error) $('log').textContent = `Connection lost (${error.message}); press Connect to try again.`;
+    });
+    if (hadConnection) showGap('New connection: notifications sent while disconnected are not shown.');
     await hub.start();
+    hadConnection = true;
     setStatus(true, 'connected');
     followEveryStudent();
   }
@@ -195,9 +215,11 @@
       followEveryStudent();
       $('log').textContent = 'following every student';
     } else {
-      followed = lastStudent.id;
-      await hub.invoke('JoinGroup', `student:${followed}`);
+      const id = lastStudent.id;
+      await hub.invoke('JoinGroup', `student:${id}`);
       await hub.invoke('LeaveGroup', 'Students');
+      // Set only once the hub has taken it: a refused or failed call leaves the page following every student.
+      followed = id;
       $('follow').textContent = 'Follow all students';
       $('log').textContent = `following only ${followed}`;
     }

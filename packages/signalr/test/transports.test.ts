@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { HttpTransportType, HubConnectionState } from '@microsoft/signalr';
-import { buildClient, nextInvocation, type RunningHub, startHub } from './helpers.ts';
+import { buildClient, HUB_PATH, nextInvocation, type RunningHub, startHub } from './helpers.ts';
 
 const cases = [
   { transport: HttpTransportType.WebSockets, protocol: 'json' },
@@ -84,6 +84,20 @@ for (const mount of ['node', 'fastify'] as const) {
           await client.stop();
         }
       });
+      // On Fastify, negotiate and the HTTP transports follow the app's router (case-sensitive by default).
+      if (mount === 'node' || transport === HttpTransportType.WebSockets)
+        test(`${HttpTransportType[transport]}: a hub URL in other letter case works, as on ASP.NET`, async () => {
+          const client = buildClient(running.url.replace(HUB_PATH, HUB_PATH.toUpperCase()), {
+            transport,
+            ...(mount === 'fastify' ? { http: { skipNegotiation: true } } : {}),
+          });
+          await client.start();
+          try {
+            assert.equal(await client.invoke('Echo', 'hi'), 'hi');
+          } finally {
+            await client.stop();
+          }
+        });
     }
   });
 }

@@ -117,10 +117,14 @@ export class HttpDispatcher {
   /** Per connection, the POST whose turn ends last; a new POST reads its body only after it. */
   private readonly lastPost = new WeakMap<Connection, Promise<void>>();
 
+  /** The hub's path in lower case: requests for it match in any letter case, as on ASP.NET. */
+  private readonly path: string;
+
   constructor(
     private readonly hub: HubServer,
-    private readonly path: string,
+    path: string,
   ) {
+    this.path = path.toLowerCase();
     this.wss = new WebSocketServer({
       noServer: true,
       perMessageDeflate: false,
@@ -133,8 +137,9 @@ export class HttpDispatcher {
   }
 
   route(pathname: string): HubRoute | undefined {
-    if (pathname === this.path || pathname === `${this.path}/`) return 'hub';
-    if (pathname === `${this.path}/negotiate`) return 'negotiate';
+    const path = pathname.toLowerCase();
+    if (path === this.path || path === `${this.path}/`) return 'hub';
+    if (path === `${this.path}/negotiate`) return 'negotiate';
     return undefined;
   }
 

@@ -85,6 +85,7 @@
     item.dataset.type = 'gap';
     item.textContent = `⚠ ${text} (${new Date().toLocaleTimeString()})`;
     $('events').prepend(item);
+    return item;
   }
 
   function connectSse() {
@@ -135,13 +136,14 @@
 
   let hadConnection = false;
   async function connectSignalR() {
-    hub = new signalR.HubConnectionBuilder()
+    const connection = new signalR.HubConnectionBuilder()
       .withUrl('/hubs/notifications', token() ? { accessTokenFactory: token } : {})
       .withAutomaticReconnect()
       // A dropped connection first tries to come back as the same connection, and then the hub resends what it
       // missed; when that fails, automatic reconnect makes a new one, which starts from now (onreconnected).
       .withStatefulReconnect()
       .build();
+    hub = connection;
     hub.on('Connected', (message) => ($('client-id').textContent = message.clientId));
     hub.on('Reset', ({ reason }) => showGap(`Missed notifications here: ${reason}.`));
     for (const type of TYPES) hub.on(type, (payload) => show(type, payload));
@@ -152,13 +154,23 @@
       setStatus(true, 'connected');
       showGap('Reconnected as a new connection: notifications sent while disconnected are not shown.');
     });
+    // Automatic reconnect gave up (or Disconnect stopped it): nothing can be sent until Connect makes a new one.
     hub.onclose((error) => {
+      if (hub === connection) hub = undefined;
       setStatus(false, 'disconnected');
-      $('follow').disabled = true;
+      followEveryStudent();
       if (error) $('log').textContent = `Connection lost (${error.message}); press Connect to try again.`;
     });
-    if (hadConnection) showGap('New connection: notifications sent while disconnected are not shown.');
-    await hub.start();
+    // Shown before it starts: whatever the new connection receives is listed above it.
+    const gap =
+      hadConnection && showGap('New connection: notifications sent while disconnected are not shown.');
+    try {
+      await connection.start();
+    } catch (error) {
+      if (gap) gap.remove();
+      if (hub === connection) hub = undefined;
+      throw error;
+    }
     hadConnection = true;
     setStatus(true, 'connected');
     followEveryStudent();
@@ -218,7 +230,8 @@
       const id = lastStudent.id;
       await hub.invoke('JoinGroup', `student:${id}`);
       await hub.invoke('LeaveGroup', 'Students');
-      // Set only once the hub has taken it: a refused or failed call leaves the page following every student.
+      // Set once the hub has taken both. A call fails only when the connection is lost, and a new connection starts
+      // in the group of every student, which is what the page then says.
       followed = id;
       $('follow').textContent = 'Follow all students';
       $('log').textContent = `following only ${followed}`;

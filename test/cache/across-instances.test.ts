@@ -89,7 +89,7 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     assert.equal(again.headers.get('etag'), '"4"');
   });
 
-  test("a PUT's answer goes out only once it is stored in Redis, however slow Redis is: its retry via B, sent the moment it arrives, is replayed, not run again", async () => {
+  test("a PUT's answer goes out only once it is stored in Redis, even when storing it is slow: its retry via B, sent the moment it arrives, is replayed, not run again", async () => {
     const { id } = (await (await create(a)).json()) as { id: string };
     const ada = { firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' };
     // A's stored answers take 200 ms to reach Redis.

@@ -44,16 +44,17 @@ const ACK: HandlerOutcome = Object.freeze({ kind: 'ack' });
  */
 export const MAX_DEAD_LETTER_REASON_LENGTH = 1_000;
 
+/** `reason` cut to what a dead-letter header holds; also what logs and spans say of that message. */
+export function deadLetterReason(reason: string): string {
+  return reason.length > MAX_DEAD_LETTER_REASON_LENGTH
+    ? `${reason.slice(0, MAX_DEAD_LETTER_REASON_LENGTH - 1)}…`
+    : reason;
+}
+
 export const outcome = {
   ack: (): HandlerOutcome => ACK,
   retry: (reason?: string): HandlerOutcome => ({ kind: 'retry', reason }),
-  deadLetter: (reason: string): HandlerOutcome => ({
-    kind: 'deadLetter',
-    reason:
-      reason.length > MAX_DEAD_LETTER_REASON_LENGTH
-        ? `${reason.slice(0, MAX_DEAD_LETTER_REASON_LENGTH - 1)}…`
-        : reason,
-  }),
+  deadLetter: (reason: string): HandlerOutcome => ({ kind: 'deadLetter', reason: deadLetterReason(reason) }),
 };
 
 export interface ConsumeOptions {

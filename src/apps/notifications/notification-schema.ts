@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import type { NewReplayLogEntry } from '../../application/ports/replay-log.ts';
 import { NotificationEventTypes } from '../../contracts/students.ts';
-import { err, ok, type Result } from '../../domain/result.ts';
+import { ok, type Result } from '../../domain/result.ts';
+import { parseJsonMessage } from '../../infrastructure/messaging/json-message.ts';
 
 const eventTypes = Object.values(NotificationEventTypes) as [string, ...string[]];
 
@@ -34,8 +35,6 @@ const NotificationCloudEventSchema = z
     path: ['subject'],
   });
 
-const MAX_REASON_LENGTH = 500;
-
 export interface ParsedNotification {
   readonly entry: NewReplayLogEntry;
   /** The CloudEvent `time`: when the change it reports happened. */
@@ -44,20 +43,9 @@ export interface ParsedNotification {
 
 /** The message body as a replay log entry, or why it is not a notification (the dead-letter reason). */
 export function parseNotification(body: Buffer): Result<ParsedNotification, string> {
-  let json: unknown;
-  try {
-    json = JSON.parse(body.toString('utf8'));
-  } catch (error) {
-    return err(truncate(`body is not JSON: ${(error as Error).message}`));
-  }
-  const parsed = NotificationCloudEventSchema.safeParse(json);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map(
-      (issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`,
-    );
-    return err(truncate(`not a notification CloudEvent: ${issues.join('; ')}`));
-  }
-  const event = parsed.data;
+  const parsed = parseJsonMessage(body, NotificationCloudEventSchema, 'a notification CloudEvent');
+  if (!parsed.ok) return parsed;
+  const event = parsed.value;
   return ok({
     entry: {
       messageId: event.id,
@@ -67,8 +55,4 @@ export function parseNotification(body: Buffer): Result<ParsedNotification, stri
     },
     time: event.time,
   });
-}
-
-function truncate(reason: string): string {
-  return reason.length <= MAX_REASON_LENGTH ? reason : `${reason.slice(0, MAX_REASON_LENGTH - 1)}…`;
 }

@@ -1,8 +1,9 @@
 import { z } from 'zod';
 import type { ProcessStudentEventCommand } from '../../application/students/process-student-event.ts';
 import { StudentEventTypes } from '../../contracts/students.ts';
-import { err, ok, type Result } from '../../domain/result.ts';
+import type { Result } from '../../domain/result.ts';
 import { isStorableText, NOT_STORABLE_TEXT } from '../../domain/student.ts';
+import { parseJsonMessage } from '../../infrastructure/messaging/json-message.ts';
 
 // The inbox keys on the event id: it must fit a PostgreSQL index entry (about 2.7 kB), with room to spare.
 const MAX_ID_LENGTH = 256;
@@ -41,23 +42,7 @@ const StudentCloudEventSchema = z
     path: ['subject'],
   });
 
-// Long enough to name every broken field, short enough for an AMQP header.
-const MAX_REASON_LENGTH = 500;
-
 /** The message body as a student event, or why it is not one (the dead-letter reason). */
 export function parseStudentEvent(body: Buffer): Result<ProcessStudentEventCommand['event'], string> {
-  let json: unknown;
-  try {
-    json = JSON.parse(body.toString('utf8'));
-  } catch (error) {
-    return err(truncate(`body is not JSON: ${(error as Error).message}`));
-  }
-  const parsed = StudentCloudEventSchema.safeParse(json);
-  if (parsed.success) return ok(parsed.data);
-  const issues = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`);
-  return err(truncate(`not a student CloudEvent: ${issues.join('; ')}`));
-}
-
-function truncate(reason: string): string {
-  return reason.length <= MAX_REASON_LENGTH ? reason : `${reason.slice(0, MAX_REASON_LENGTH - 1)}…`;
+  return parseJsonMessage(body, StudentCloudEventSchema, 'a student CloudEvent');
 }

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { styleText } from 'node:util';
 import { ConfigError, isWritten, parseConfig, type Config } from '../src/config.ts';
-import { withoutUrlPassword } from '../src/infrastructure/logging/url-password.ts';
+import { valueWithoutUrlPassword } from '../src/infrastructure/logging/url-password.ts';
 
 const ROLES = [
   { name: 'webapi', entry: 'src/apps/webapi/main.ts', color: 'cyan' },
@@ -55,9 +55,9 @@ const prefixOf = (role: (typeof ROLES)[number]) => {
 };
 const say = (message: string) => process.stdout.write(`${' '.repeat(width)} | ${message}\n`);
 
-say(`PostgreSQL ${withoutUrlPassword(servers.DATABASE_URL)}`);
-say(`RabbitMQ   ${withoutUrlPassword(servers.AMQP_URL)}`);
-say(`Redis      ${withoutUrlPassword(servers.REDIS_URL)}`);
+say(`PostgreSQL ${valueWithoutUrlPassword(servers.DATABASE_URL)}`);
+say(`RabbitMQ   ${valueWithoutUrlPassword(servers.AMQP_URL)}`);
+say(`Redis      ${valueWithoutUrlPassword(servers.REDIS_URL)}`);
 say(
   `API http://${config.host}:${config.ports.api}, pages http://${config.host}:${config.ports.notifications}`,
 );

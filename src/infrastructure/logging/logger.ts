@@ -2,7 +2,7 @@ import { context, trace } from '@opentelemetry/api';
 import pino from 'pino';
 import pretty from 'pino-pretty';
 import { createStream as createSeqStream, type PinoSeqStream } from 'pino-seq';
-import { withoutUrlPassword } from './url-password.ts';
+import { valueWithoutUrlPassword, withoutUrlPassword } from './url-password.ts';
 
 export type Logger = pino.Logger;
 
@@ -82,7 +82,7 @@ function reportSeqFailures(serverUrl: string): (error: unknown) => void {
       error instanceof Error ? `${error.message}${causeOf(error)}` : String(error),
     );
     process.stderr.write(
-      `Seq at ${withoutUrlPassword(serverUrl)} is not taking logs (${reason}); they still go to stdout\n`,
+      `Seq at ${valueWithoutUrlPassword(serverUrl)} is not taking logs (${reason}); they still go to stdout\n`,
     );
   };
 }

@@ -1,6 +1,6 @@
 /**
- * Text with the password of every `scheme://user:password@host` URL in it masked: for log lines that show a URL an
- * operator set (the OTLP endpoint, Seq's) and for the servers `npm run stack` names.
+ * Free text (an error's message) with the password of every `scheme://user:password@host` URL in it masked. A URL
+ * in text ends at a space or a quote; for one whole value, `valueWithoutUrlPassword` masks whatever the password holds.
  */
 export function withoutUrlPassword(text: string): string {
   // `user:` after `//` (or at the start of a word, for a URL that lost its `://`), then everything up to the word's
@@ -13,8 +13,8 @@ export function withoutUrlPassword(text: string): string {
 }
 
 /**
- * One configured value, as an error message may show it: all of it is one URL (or meant to be), so its password runs
- * from the user's `:` to the last `@`, whatever it holds (quotes, spaces).
+ * One value that is a URL (or meant to be one: a configured value, an endpoint, a server `npm run stack` names): its
+ * password runs from the user's `:` to the last `@`, whatever it holds (quotes, spaces).
  */
 export function valueWithoutUrlPassword(value: string): string {
   const at = value.lastIndexOf('@');

@@ -24,7 +24,7 @@ import {
 } from '@opentelemetry/resources';
 import { BatchSpanProcessor, NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import type { Logger } from '../logging/logger.ts';
-import { withoutUrlPassword } from '../logging/url-password.ts';
+import { valueWithoutUrlPassword } from '../logging/url-password.ts';
 
 export interface TracingSettings {
   /** Base URL of an OTLP/HTTP receiver (`…/v1/traces` is appended, as the OTLP spec says). */
@@ -85,7 +85,7 @@ export function startTracing(settings: TracingSettings, serviceName: string, log
     spanProcessors: [new BatchSpanProcessor(exporter)],
   });
   provider.register();
-  log.info({ endpoint: withoutUrlPassword(url), protocol: settings.otlpProtocol }, 'exporting traces');
+  log.info({ endpoint: valueWithoutUrlPassword(url), protocol: settings.otlpProtocol }, 'exporting traces');
   return {
     enabled: true,
     async shutdown() {

@@ -72,14 +72,17 @@ export interface HubServerOptions {
   /** Transports offered by negotiate, in preference order. Default all three. */
   readonly transports?: readonly TransportKind[];
   /**
-   * Exceptions from hub methods (other than HubError) and hooks: clients only get a generic text, so this
-   * is where the app logs them. `target` is the hub method, undefined for hooks.
+   * Exceptions from hub methods (other than HubError) and hooks, and failures answering an HTTP request (a 500, a
+   * WebSocket upgrade dropped): clients only get a generic text, so this is where the app logs them. `target` is the
+   * hub method, undefined for hooks; `request` (method and path) is set instead of `connectionId` for a request that
+   * has no connection yet (negotiate, a WebSocket that skipped it).
    */
-  readonly onError?: (
-    error: unknown,
-    where: { readonly connectionId: string; readonly target?: string },
-  ) => void;
+  readonly onError?: (error: unknown, where: ErrorSite) => void;
 }
+
+export type ErrorSite =
+  | { readonly connectionId: string; readonly target?: string; readonly request?: undefined }
+  | { readonly request: string; readonly connectionId?: undefined; readonly target?: undefined };
 
 export interface HubServerStats {
   readonly connections: number;
@@ -245,10 +248,19 @@ export class HubServer implements ConnectionHost {
   }
 
   reportError(error: unknown, connection: Connection, target: string | undefined): void {
+    this.report(error, { connectionId: connection.id, target });
+  }
+
+  /** A failure answering an HTTP request of the hub (`request`: its method and path), other than the client's. */
+  reportRequestError(error: unknown, request: string): void {
+    this.report(error, { request });
+  }
+
+  private report(error: unknown, where: ErrorSite): void {
     try {
-      this.options.onError?.(error, { connectionId: connection.id, target });
+      this.options.onError?.(error, where);
     } catch {
-      // A failing error handler must not take the connection down with it.
+      // A failing error handler must not take the connection (or the request) down with it.
     }
   }
 

@@ -26,6 +26,7 @@ export {
   HubServer,
   type AuthRequest,
   type Authenticate,
+  type ErrorSite,
   type HubServerOptions,
   type HubServerStats,
 } from './hub-server.ts';

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { WebSocket } from 'ws';
-import { ConnectionRefusedError, type HubUser } from '../src/index.ts';
+import { ConnectionRefusedError, type ErrorSite, type HubUser } from '../src/index.ts';
 import { buildClient, eventually, startHub } from './helpers.ts';
 
 test('a connection the admit hook refuses gets its status and message; its slot comes back when one ends', async () => {
@@ -59,4 +59,28 @@ test('a connection the admit hook refuses gets its status and message; its slot 
     await running.close();
   }
   assert.equal(open, 0, 'every slot released');
+});
+
+test('an admit hook that fails (not a refusal) is a 500 for negotiate and a dropped upgrade, each reported to onError with its request', async () => {
+  const reported: ({ message: string } & ErrorSite)[] = [];
+  const running = await startHub({
+    admit: () => {
+      throw new Error('the admission store is down');
+    },
+    onError: (error, where) => reported.push({ message: (error as Error).message, ...where }),
+  });
+  try {
+    const negotiate = await fetch(`${running.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
+    assert.equal(negotiate.status, 500);
+    assert.equal(await negotiate.text(), 'Internal server error.', 'the cause stays on the server');
+    const socket = new WebSocket(running.url.replace(/^http/, 'ws'));
+    const closed = new Promise<void>((resolve) => socket.on('error', () => resolve()));
+    await closed;
+    assert.deepEqual(reported, [
+      { message: 'the admission store is down', request: 'POST /hubs/notifications/negotiate' },
+      { message: 'the admission store is down', request: 'GET /hubs/notifications (WebSocket)' },
+    ]);
+  } finally {
+    await running.close();
+  }
 });

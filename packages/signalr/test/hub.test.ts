@@ -12,6 +12,7 @@ import {
 } from '@microsoft/signalr';
 import {
   defineHub,
+  type ErrorSite,
   type HubCallContext,
   type HubDefinition,
   HubError,
@@ -587,7 +588,7 @@ test('a call with an upload stream runs alongside: later calls are answered whil
 });
 
 test('onError receives exceptions the client only sees generically, not HubErrors', async () => {
-  const reported: { message: string; connectionId: string; target?: string }[] = [];
+  const reported: ({ message: string } & ErrorSite)[] = [];
   const running = await startHub({
     onError: (error, where) => reported.push({ message: (error as Error).message, ...where }),
   });

@@ -91,10 +91,13 @@ function readersOnly(verifier: TokenVerifier): Authenticate {
 export async function createNotificationsHub(
   verifier: TokenVerifier | undefined,
   limits: ConnectionLimits,
+  logger: Logger,
 ): Promise<HubServer> {
   return HubServer.create({
     hub: notificationsHub(),
     ...(verifier ? { authenticate: readersOnly(verifier) } : {}),
+    // The client is told only that the server failed: the cause is for the log.
+    onError: (error, where) => logger.error({ err: error, ...where }, 'hub failed'),
     admit: (user) => {
       const slot = limits.take(user?.id);
       if ('refused' in slot)

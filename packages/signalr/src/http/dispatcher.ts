@@ -153,8 +153,9 @@ export class HttpDispatcher {
       else throw new HttpFailure(405, 'Method not allowed.', HUB_METHODS.join(', '));
     } catch (error) {
       req.resume();
-      if (error instanceof HttpFailure) sendText(res, error.status, error.message, error.allow);
-      else sendText(res, 500, 'Internal server error.');
+      if (error instanceof HttpFailure) return sendText(res, error.status, error.message, error.allow);
+      this.hub.reportRequestError(error, `${req.method} ${url.pathname}`);
+      sendText(res, 500, 'Internal server error.');
     }
   }
 
@@ -166,8 +167,9 @@ export class HttpDispatcher {
     try {
       connection = await this.upgradeTarget(req, url);
     } catch (error) {
-      if (error instanceof HttpFailure) rejectUpgrade(socket, error);
-      else socket.destroy();
+      if (error instanceof HttpFailure) return rejectUpgrade(socket, error);
+      this.hub.reportRequestError(error, `GET ${url.pathname} (WebSocket)`);
+      socket.destroy();
       return;
     }
     this.wss.handleUpgrade(req, socket, head, (ws) => {

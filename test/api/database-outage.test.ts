@@ -8,14 +8,17 @@ import {
   type DatabaseOptions,
 } from '../../src/infrastructure/persistence/database.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
-import { silentLogger } from '../support/logger.ts';
+import { recordingLogger, silentLogger } from '../support/logger.ts';
 import { settlesWithin } from '../support/settles-within.ts';
 import { needsPostgres } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { json, startWebApi, type RunningWebApi } from '../support/webapi.ts';
 
 /** A webapi on a database of its own, reached through a proxy the tests can cut: set up before, gone after. */
-function webApiBehindProxy(options: DatabaseOptions = {}): { proxy: TcpProxy; api: RunningWebApi } {
+function webApiBehindProxy(
+  options: DatabaseOptions = {},
+  logger = silentLogger,
+): { proxy: TcpProxy; api: RunningWebApi } {
   const running = {} as { proxy: TcpProxy; api: RunningWebApi };
   let created: Awaited<ReturnType<typeof createPostgresDatabase>> | undefined;
   let database: Database | undefined;
@@ -25,7 +28,7 @@ function webApiBehindProxy(options: DatabaseOptions = {}): { proxy: TcpProxy; ap
     running.proxy = through.proxy;
     database = await openDatabase(through.url, silentLogger, options);
     await database.migrate();
-    running.api = await startWebApi(database);
+    running.api = await startWebApi(database, {}, logger);
   });
   after(async () => {
     await running.api?.stop();
@@ -35,6 +38,34 @@ function webApiBehindProxy(options: DatabaseOptions = {}): { proxy: TcpProxy; ap
   });
   return running;
 }
+
+describe('when the database is down, the log', await needsPostgres(), () => {
+  const { logger, logged } = recordingLogger();
+  const running = webApiBehindProxy({}, logger);
+
+  test('says so once for a burst of refused requests, not once per request (each is still in the access log)', async () => {
+    await running.proxy.pause();
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, () => fetch(`${running.api.url}/api/students`, { method: 'POST' })),
+      );
+      assert.deepEqual(
+        answers.map((answer) => answer.status),
+        Array(10).fill(503),
+      );
+    } finally {
+      await running.proxy.resume();
+    }
+    const lines = logged()
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as { msg: string; statusCode?: number });
+    const said = lines.filter((line) => line.msg.startsWith('database unavailable'));
+    // One, or none when an earlier test in this process said it within the interval.
+    assert.ok(said.length <= 1, `${said.length} lines`);
+    assert.equal(lines.filter((line) => line.statusCode === 503).length, 10, 'one access-log line each');
+  });
+});
 
 describe('when the database is down', await needsPostgres(), () => {
   const running = webApiBehindProxy();

@@ -1,5 +1,6 @@
 import { createWebApi } from '../../src/apps/webapi/main.ts';
 import { parseConfig } from '../../src/config.ts';
+import type { Logger } from '../../src/infrastructure/logging/logger.ts';
 import type { Database } from '../../src/infrastructure/persistence/database.ts';
 import { silentLogger } from './logger.ts';
 
@@ -12,9 +13,10 @@ export interface RunningWebApi {
 export async function startWebApi(
   database: Database,
   env: Record<string, string> = {},
+  logger: Logger = silentLogger,
 ): Promise<RunningWebApi> {
   const config = parseConfig({ API_PORT: '0', LOG_LEVEL: 'silent', ...env });
-  const webApi = await createWebApi({ config, logger: silentLogger, database });
+  const webApi = await createWebApi({ config, logger, database });
   const url = await webApi.start();
   return { url, stop: () => webApi.stop() };
 }

@@ -253,7 +253,7 @@ test('a dependency that cannot be reached is a 503 naming it, with Retry-After, 
   }
   const line = logged()
     .split('\n')
-    .find((entry) => entry.includes('"msg":"database unavailable"'));
+    .find((entry) => entry.includes('"msg":"database unavailable: answering 503 until it is back"'));
   assert.ok(line, logged());
   assert.match(line, /"level":40/);
   assert.match(line, /ECONNREFUSED 10\.0\.0\.7:5432/, 'the cause, for whoever must bring it back');

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import type { CachedStudent, StudentCache } from '../../application/ports/student-cache.ts';
 import { serializeStudent } from '../../application/students/get-student.ts';
 import type { StudentSnapshot } from '../../domain/student.ts';
+import { LogThrottle } from '../logging/log-throttle.ts';
 import type { Logger } from '../logging/logger.ts';
 import type { CacheMetrics } from './cache-metrics.ts';
 import type { InvalidationBus } from './invalidation-bus.ts';
@@ -71,6 +72,8 @@ export class BentoStudentCache implements StudentCache {
   readonly #options: BentoStudentCacheOptions;
   /** Ids written while Redis was away: their L2 copies are dropped once it is back. */
   readonly #pending = new Set<string>();
+  /** While Redis is down every write is skipped: said every 5 s, not once per write. */
+  readonly #skippedWrites = new LogThrottle(5_000);
   /** Settles once bentocache's bus listens to the other instances' writes (at once without a bus). */
   #busSubscribed: Promise<void> = Promise.resolve();
   /** While writes are pending: tries to drop their entries every `halfOpenAfterMs`, with or without requests. */
@@ -322,8 +325,13 @@ export class BentoStudentCache implements StudentCache {
     // Also when the write failed: this instance drops its own copies at once, whatever Redis does.
     if (announce) await this.#invalidations.invalidate(id, at).catch((error: unknown) => (failure ??= error));
     if (failure === undefined) return;
-    this.#logger.warn({ err: failure, studentId: id }, 'cache write skipped; dropped once the cache is back');
     this.#addPending(id);
+    this.#skippedWrites.run((unsaid) =>
+      this.#logger.warn(
+        { err: failure, studentId: id, skippedUnlogged: unsaid },
+        'cache write skipped; dropped once the cache is back',
+      ),
+    );
   }
 
   #addPending(id: string): void {

@@ -7,6 +7,7 @@ import { DependencyUnavailableError, IdempotencyKeyReusedError } from '../../app
 import type { DomainError, FieldIssue } from '../../domain/errors.ts';
 import { withoutQuerySecrets } from './access-token.ts';
 import type { AllowedMethods } from './allowed-methods.ts';
+import { LogThrottle } from '../logging/log-throttle.ts';
 
 /** RFC 9457 problem details, with `code` (stable, machine-readable) and `errors` for field-level detail. */
 export interface ProblemDetails {
@@ -180,6 +181,14 @@ function fastifyErrorField(code: string | undefined): string | undefined {
   return undefined;
 }
 
+/** Every request a down dependency refuses would log the same stack: once per dependency every 5 s, counted. */
+const unavailableLogs = new Map<string, LogThrottle>();
+function unavailableLog(dependency: string): LogThrottle {
+  let throttle = unavailableLogs.get(dependency);
+  if (!throttle) unavailableLogs.set(dependency, (throttle = new LogThrottle(5_000)));
+  return throttle;
+}
+
 /**
  * The one mapper from errors to problem+json: client mistakes become 4xx with the field and reason,
  * an unreachable dependency 503, anything else 500 without internals (the log has them). It is the app's error
@@ -197,7 +206,12 @@ export function sendErrorProblem(
   }
   if (error instanceof IdempotencyKeyReusedError) return sendProblem(reply, idempotencyKeyReused(instance));
   if (error instanceof DependencyUnavailableError) {
-    request.log.warn({ err: error }, `${error.dependency} unavailable`);
+    unavailableLog(error.dependency).run((unsaid) =>
+      request.log.warn(
+        { err: error, refusedUnlogged: unsaid },
+        `${error.dependency} unavailable: answering 503 until it is back`,
+      ),
+    );
     void reply.header('retry-after', '5');
     return sendProblem(
       reply,

@@ -2,6 +2,7 @@ import { context, trace } from '@opentelemetry/api';
 import pino from 'pino';
 import pretty from 'pino-pretty';
 import { createStream as createSeqStream, type PinoSeqStream } from 'pino-seq';
+import { LogThrottle } from './log-throttle.ts';
 import { valueWithoutUrlPassword, withoutUrlPassword } from './url-password.ts';
 
 export type Logger = pino.Logger;
@@ -74,17 +75,16 @@ function traceIds(): object {
 
 /** To stderr, not through the logger (that would feed the failing stream), and at most once a minute. */
 function reportSeqFailures(serverUrl: string): (error: unknown) => void {
-  let reportedAt = -Infinity;
-  return (error) => {
-    if (Date.now() - reportedAt < SEQ_FAILURE_REPORT_INTERVAL_MS) return;
-    reportedAt = Date.now();
-    const reason = withoutUrlPassword(
-      error instanceof Error ? `${error.message}${causeOf(error)}` : String(error),
-    );
-    process.stderr.write(
-      `Seq at ${valueWithoutUrlPassword(serverUrl)} is not taking logs (${reason}); they still go to stdout\n`,
-    );
-  };
+  const failures = new LogThrottle(SEQ_FAILURE_REPORT_INTERVAL_MS);
+  return (error) =>
+    failures.run(() => {
+      const reason = withoutUrlPassword(
+        error instanceof Error ? `${error.message}${causeOf(error)}` : String(error),
+      );
+      process.stderr.write(
+        `Seq at ${valueWithoutUrlPassword(serverUrl)} is not taking logs (${reason}); they still go to stdout\n`,
+      );
+    });
 }
 
 function causeOf(error: Error): string {

@@ -455,6 +455,16 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
     });
   });
 
+  test("the broker's health check does not wait on a database that does not answer: it leaves the backlog out", async () => {
+    const stalled = relayOn(testDb.database, bus);
+    mock.method(stalled, 'backlog', () => new Promise<number>(() => undefined));
+    const check = stalled.healthCheck().check();
+    assert.equal(await settlesWithin(check, 1_500), 'settled', 'well within the health check time limit');
+    const health = await check;
+    assert.equal(health.status, 'Healthy', 'the broker is fine');
+    assert.equal(health.data?.backlog, undefined);
+  });
+
   test('a sent row is deleted once it is older than the retention; a younger one stays', async () => {
     await relay?.stop();
     const ids = await createStudents(testDb.database, 3);

@@ -45,6 +45,21 @@ describe('OTLP export', () => {
       assert.deepEqual(request, { path: '/v1/traces', contentType: 'application/x-protobuf' });
   });
 
+  test('with the receiver down, a stop gives the last spans 2 s, not the exporter’s 10, and says they were not sent', async () => {
+    const role = await startRole('src/apps/webapi/main.ts', {
+      ...webapiAlone,
+      // Spans wait for the stop: nothing is exported on schedule.
+      OTEL_BSP_SCHEDULE_DELAY: '600000',
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await closedPort()}`,
+    });
+    assert.equal((await fetch(`${role.url}/api/students`, { method: 'POST' })).status, 201);
+    const stopping = performance.now();
+    assert.equal(await role.stop(), 0, role.output());
+    const seconds = (performance.now() - stopping) / 1_000;
+    assert.ok(seconds < 6, `stopped in ${seconds.toFixed(1)} s`);
+    assert.match(role.output(), /"component":"tracing",[^\n]*"msg":"last spans not sent within 2000 ms"/);
+  });
+
   test('with the receiver down, the role serves, warns, and stops as usual', async () => {
     const role = await startRole('src/apps/webapi/main.ts', {
       ...webapiAlone,

@@ -1,5 +1,6 @@
 // OpenTelemetry tracing: the SDK is started only when an OTLP endpoint is configured. Without one, every span
 // below comes from the API's no-op tracer (no context manager, no propagator, nothing recorded or exported).
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   DiagLogLevel,
   ROOT_CONTEXT,
@@ -41,6 +42,8 @@ export interface Tracing {
 }
 
 const SERVICE_NAMESPACE = 'the-background-experience';
+/** How long a stop waits for the last spans to reach the receiver. */
+const TRACE_FLUSH_MS = 2_000;
 
 /**
  * Registers a tracer provider that batches spans to the OTLP endpoint, with W3C trace context propagation and
@@ -88,8 +91,18 @@ export function startTracing(settings: TracingSettings, serviceName: string, log
   log.info({ endpoint: valueWithoutUrlPassword(url), protocol: settings.otlpProtocol }, 'exporting traces');
   return {
     enabled: true,
+    // The last spans go out, but a receiver that does not answer would hold the stop for the exporter's 10 s.
     async shutdown() {
-      await provider.shutdown().catch((error: unknown) => log.warn({ err: error }, 'trace export failed'));
+      const flushed = provider
+        .shutdown()
+        .then(() => 'flushed' as const)
+        .catch((error: unknown) => log.warn({ err: error }, 'trace export failed'));
+      const timedOut = sleep(TRACE_FLUSH_MS, 'timed out' as const, { ref: false });
+      if ((await Promise.race([flushed, timedOut])) === 'timed out')
+        log.warn(
+          { endpoint: valueWithoutUrlPassword(url) },
+          `last spans not sent within ${TRACE_FLUSH_MS} ms`,
+        );
     },
   };
 }

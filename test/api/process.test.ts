@@ -1,7 +1,8 @@
 // The webapi as a real process: start-up checks, and SIGTERM.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -70,6 +71,26 @@ describe('the webapi process', () => {
     const process = run({ API_PORT: 'not-a-port' });
     assert.equal(await process.exited, 2);
     assert.match(process.output(), /API_PORT: must be an integer from 0 to 65535/);
+  });
+
+  test('a PostgreSQL it cannot reach at start-up stops it with exit code 1, naming the server (not its password) and why', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise((resolve) => closed.close(resolve));
+    const process = run({
+      DATABASE_URL: `postgres://postgres:hunter2@127.0.0.1:${port}/students`,
+      REDIS_URL: 'memory:',
+      AMQP_URL: 'memory:',
+    });
+    assert.equal(await process.exited, 1);
+    assert.match(
+      process.output(),
+      new RegExp(
+        `PostgreSQL at postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${port}/students: connecting to migrate the schema failed: connect ECONNREFUSED`,
+      ),
+    );
+    assert.doesNotMatch(process.output(), /hunter2/);
   });
 
   test('settings are read from .env in the working directory; a variable set in the environment wins over its line', async () => {

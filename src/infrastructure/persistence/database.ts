@@ -15,6 +15,7 @@ import type { Logger } from '../logging/logger.ts';
 import { isQueryTimeout } from './database-errors.ts';
 import * as schema from './schema.ts';
 import type { SqlExecutor, SqlStatement } from './sql.ts';
+import { valueWithoutUrlPassword } from '../logging/url-password.ts';
 
 export type Schema = typeof schema;
 /** The drizzle API shared by the PostgreSQL and PGlite drivers: repositories are written once against it. */
@@ -231,11 +232,18 @@ function openPostgres(
       const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
       // A connection lost between two statements fails the next one; unheard, its 'error' event would crash us.
       client.on('error', () => undefined);
-      await client.connect();
+      // The first thing a role does with the database at start: a failure here says which one, and where.
+      // pino's error serializer adds the cause's message to this one.
+      const failed = (step: string) => (error: unknown) => {
+        throw new Error(`PostgreSQL at ${valueWithoutUrlPassword(url)}: ${step} failed`, { cause: error });
+      };
+      await client.connect().catch(failed('connecting to migrate the schema'));
       try {
         // Ending the session releases the lock.
         await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
-        await migratePg(drizzlePg(client, { schema }), { migrationsFolder: MIGRATIONS_FOLDER });
+        await migratePg(drizzlePg(client, { schema }), { migrationsFolder: MIGRATIONS_FOLDER }).catch(
+          failed('migrating the schema'),
+        );
       } finally {
         await client.end();
       }

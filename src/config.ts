@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { MAX_WORKER_PARTITIONS } from './contracts/messaging.ts';
 import { valueWithoutUrlPassword } from './infrastructure/logging/url-password.ts';
+import { SENT_OUTBOX_RETENTION_MS } from './infrastructure/outbox/outbox-relay.ts';
 import type { ResilienceOptions } from './infrastructure/resilience/resilience-policy.ts';
 
 /**
@@ -126,8 +127,8 @@ const ConfigSchema = z.object({
   DEDUP_PUT_WINDOW_SECONDS: seconds(5, 0),
   IDEMPOTENCY_TTL_SECONDS: seconds(86_400),
   IDEMPOTENCY_LEASE_SECONDS: seconds(30),
-  // At least a day: the outbox keeps sent rows that long, and an embedded restart resends those the inbox lacks.
-  INBOX_RETENTION_SECONDS: seconds(7 * 86_400, 86_400),
+  // At least as long as the outbox keeps sent rows: an embedded restart resends those, and the inbox must know them.
+  INBOX_RETENTION_SECONDS: seconds(7 * 86_400, SENT_OUTBOX_RETENTION_MS / 1_000),
   RESILIENCE_DURATION_OF_BREAK_MS: milliseconds(30_000),
   RESILIENCE_FAILURE_RATIO: z.coerce
     .number({ error: 'must be a number above 0, at most 1' })
@@ -373,7 +374,7 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
 }
 
 /** Reads `.env` (when present; real environment variables win) and the process environment. */
-export function loadConfig(): Config {
+function loadConfig(): Config {
   if (existsSync('.env')) process.loadEnvFile('.env');
   return parseConfig(process.env, process.stdout.isTTY === true);
 }

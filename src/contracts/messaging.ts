@@ -27,7 +27,7 @@ export const Queues = {
 } as const;
 
 /** Binding pattern of both consuming queues: every student event. */
-export const STUDENT_EVENTS_PATTERN = 'student.*';
+const STUDENT_EVENTS_PATTERN = 'student.*';
 
 /** Header set on a dead-lettered message: why it died (a handler's reason, or `delivery_limit`). */
 export const DEATH_REASON_HEADER = 'x-death-reason';
@@ -177,7 +177,7 @@ export function otherLayoutQueues(partitions: number): readonly string[] {
  * to `students` sends each event to one of N queues by its subject (the student id): one student's events stay in
  * one queue, in order, and different queues can be consumed by different workers.
  */
-export function studentsWorkerTopology(partitions: number): Topology {
+function studentsWorkerTopology(partitions: number): Topology {
   const queues = studentsWorkerQueues(partitions);
   const studentEvents = { exchange: Exchanges.students, routingKeys: [STUDENT_EVENTS_PATTERN] };
   if (partitions === 1)

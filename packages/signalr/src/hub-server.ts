@@ -90,7 +90,7 @@ export interface HubServerStats {
 }
 
 /** 16 random bytes, base64url: connection ids (public) and tokens (secret). */
-export function randomId(): string {
+function randomId(): string {
   return randomBytes(16).toString('base64url');
 }
 

@@ -85,7 +85,7 @@ const isConflict = (error: unknown) =>
  * above is no such thing even when reported as one (a statement timeout answers the API 503): it is this event's,
  * and retried a bounded number of times.
  */
-const isUnavailable = (error: unknown) =>
+const isOutage = (error: unknown) =>
   !isConflict(error) && someCause(error, (cause) => cause instanceof DependencyUnavailableError);
 
 /**
@@ -99,8 +99,8 @@ export function conflictAttempts(maxRetryAttempts: number): number {
 }
 
 /** Failures that may pass by themselves; anything else would fail the same way on every delivery. */
-export function isTransient(error: unknown): boolean {
-  return isUnavailable(error) || isConflict(error);
+function isTransient(error: unknown): boolean {
+  return isOutage(error) || isConflict(error);
 }
 
 /**
@@ -168,7 +168,7 @@ async function withRetries<T>(
   }
 }
 
-export function studentEventHandler(
+function studentEventHandler(
   options: StudentEventsConsumerOptions,
   stopping: AbortSignal,
 ): (message: ReceivedMessage) => Promise<HandlerOutcome> {
@@ -180,7 +180,7 @@ export function studentEventHandler(
   });
   // A back-off abandoned by stop() must not keep the process alive: both policies are unref'd.
   const policy = wrap(
-    retry(handleWhen(isUnavailable), { maxAttempts: Infinity, backoff }).dangerouslyUnref(),
+    retry(handleWhen(isOutage), { maxAttempts: Infinity, backoff }).dangerouslyUnref(),
     retry(handleWhen(isConflict), {
       maxAttempts: conflictAttempts(options.retry.maxRetryAttempts) - 1,
       backoff,

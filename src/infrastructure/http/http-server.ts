@@ -33,7 +33,7 @@ import {
 } from './problem-details.ts';
 import { ACCESS_TOKEN, withoutQuerySecrets } from './access-token.ts';
 
-export const BODY_LIMIT_BYTES = 64 * 1024;
+const BODY_LIMIT_BYTES = 64 * 1024;
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -103,9 +103,9 @@ export interface HttpServerOptions extends HttpObservabilityOptions {
   readonly requestTimeoutMs?: number;
 }
 
-export const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
+const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
 /** Node's own limit for a request head; Fastify turns Node's limit for the whole request off (0). */
-export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
+const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 
 /**
  * A Fastify instance with the project's conventions: zod schemas, problem+json errors, request ids, security

@@ -341,7 +341,7 @@ const PLUGIN_OF_EXCHANGE_TYPE: Readonly<Record<string, string>> = {
 };
 
 /** RabbitMQ refuses an exchange type whose plugin is not enabled: say which plugin, and how to enable it. */
-export function explainDeclareError(error: unknown, exchange: ExchangeDeclaration): unknown {
+function explainDeclareError(error: unknown, exchange: ExchangeDeclaration): unknown {
   const message = errorMessage(error);
   if (!/unknown exchange type/.test(message)) return error;
   const plugin = PLUGIN_OF_EXCHANGE_TYPE[exchange.type];

@@ -32,12 +32,15 @@ export interface OutboxRelayOptions {
   readonly retentionMs: number;
 }
 
-export const DEFAULT_RELAY_OPTIONS: OutboxRelayOptions = {
+/** How long sent rows stay in the outbox: what an embedded restart can send again (to inboxes that keep longer). */
+export const SENT_OUTBOX_RETENTION_MS = 24 * 3_600_000;
+
+const DEFAULT_RELAY_OPTIONS: OutboxRelayOptions = {
   batchSize: 500,
   batchesInFlight: 4,
   pollIntervalMs: 1_000,
   standbyRetryMs: 2_000,
-  retentionMs: 24 * 3_600_000,
+  retentionMs: SENT_OUTBOX_RETENTION_MS,
 };
 
 // Every relay on one database competes for this advisory lock; the holder is the only one publishing.
@@ -114,7 +117,7 @@ export async function resendUnhandled(
 }
 
 /** A row as the CloudEvent that travels on the broker; its id is the row's, stable across re-publishing. */
-export function outboxMessage(row: OutboxRow): OutgoingMessage {
+function outboxMessage(row: OutboxRow): OutgoingMessage {
   const event: CloudEvent = {
     specversion: '1.0',
     id: row.id,

@@ -62,7 +62,7 @@ export function callerOf(request: FastifyRequest): string {
 }
 
 /** The headers a replayed response must carry to be the same response. */
-export const REPLAYED_HEADERS = ['content-type', 'etag', 'location'] as const;
+const REPLAYED_HEADERS = ['content-type', 'etag', 'location'] as const;
 
 export function replayableHeaders(headers: Record<string, unknown>): Record<string, string> {
   const kept: Record<string, string> = {};

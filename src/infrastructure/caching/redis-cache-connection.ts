@@ -236,7 +236,8 @@ export class CacheConnection {
           return {
             status: 'Degraded',
             description:
-              'Redis unreachable: caching, deduplication and idempotency keys are off; reads use the database',
+              'Redis unreachable: caching, deduplication and the write rate limit are off; reads use the database, ' +
+              'and Idempotency-Key is kept by the database alone',
             data: { mode: 'redis', connection: this.redis.status },
           };
         }

@@ -303,7 +303,9 @@ export class OutboxRelay {
         if (this.#stopping.signal.aborted) break; // abandoned by stop(), not failed
         failures++;
         this.#noteError('publishing the outbox failed; backing off', error);
-        // Exponential backoff with jitter, capped: a broker that is down is not hammered.
+        // Between drains, not within one: a drain fails after the policy's own retries, or at once while its breaker
+        // is open, and the loop would then spin. Exponential with jitter, capped, so a broker that is down is not
+        // hammered and relays on several instances do not retry in step.
         const delay = Math.min(30_000, 250 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);
         await this.#idle(delay, false);
       }

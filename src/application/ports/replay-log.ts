@@ -55,6 +55,8 @@ export interface ReplayLogTailListener {
 export interface ReplayLogStatus {
   readonly connected: boolean;
   readonly adapter: string;
+  /** Why it is not connected, as its last connection attempt failed (`connect ECONNREFUSED …`), when known. */
+  readonly detail?: string;
 }
 
 /** Thrown by `append` when `writerId` does not hold the writer lease (another instance took it over). */

@@ -188,18 +188,20 @@ function replayLogCheck(replay: ReplayLog): HealthCheck {
   return {
     name: 'replayLog',
     async check() {
-      const { adapter } = replay.status();
+      const { adapter, connected, detail } = replay.status();
+      // Said in the service's terms, as the webapi's cache check does; the cause goes in `error`.
+      const unreachable = (error: string) => ({
+        status: 'Unhealthy' as const,
+        description:
+          'replay log unreachable: notifications are neither appended nor resumed until it answers',
+        data: { adapter, error },
+      });
+      // Without a connection a command only waits for the reconnects to fail: a probe gets its answer now.
+      if (!connected) return unreachable(detail ?? 'not connected');
       try {
-        const retention = await replay.retention();
-        return { status: 'Healthy', data: { adapter, ...retention } };
+        return { status: 'Healthy', data: { adapter, ...(await replay.retention()) } };
       } catch (error) {
-        // Said in the service's terms, as the webapi's cache check does; the client library's words go in `error`.
-        return {
-          status: 'Unhealthy',
-          description:
-            'replay log unreachable: notifications are neither appended nor resumed until it answers',
-          data: { adapter, error: error instanceof Error ? error.message : String(error) },
-        };
+        return unreachable(error instanceof Error ? error.message : String(error));
       }
     },
   };

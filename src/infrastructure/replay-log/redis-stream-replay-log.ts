@@ -109,6 +109,8 @@ export class RedisStreamReplayLog implements ReplayLog {
   readonly #options: RedisStreamReplayLogOptions;
   readonly #logger: Logger;
   readonly #keys: { stream: string; writer: string; trimmed: string };
+  /** The last connection error: what the health check says while there is no connection. */
+  #lastError: string | undefined;
 
   constructor(options: RedisStreamReplayLogOptions, logger: Logger) {
     this.#options = options;
@@ -126,9 +128,10 @@ export class RedisStreamReplayLog implements ReplayLog {
         retryStrategy: (times) => Math.min(times * 100, 1_000),
       }),
     );
-    this.#redis.on('error', (error: Error) =>
-      logger.debug({ err: error }, 'replay log: redis connection error'),
-    );
+    this.#redis.on('error', (error: Error) => {
+      this.#lastError = error.message;
+      logger.debug({ err: error }, 'replay log: redis connection error');
+    });
   }
 
   /** Waits (bounded) for the first connection so start-up does not count as an outage. */
@@ -260,7 +263,12 @@ export class RedisStreamReplayLog implements ReplayLog {
   }
 
   status() {
-    return { connected: this.#redis.status === 'ready', adapter: 'redis' };
+    const connected = this.#redis.status === 'ready';
+    return {
+      connected,
+      adapter: 'redis',
+      ...(!connected && this.#lastError !== undefined ? { detail: this.#lastError } : {}),
+    };
   }
 
   async close(): Promise<void> {

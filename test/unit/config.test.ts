@@ -319,6 +319,14 @@ describe('configuration', () => {
           !error.message.includes('S3cret'),
         `${name}=${value}`,
       );
+    // The PostgreSQL driver takes a password as a query parameter too.
+    assert.throws(
+      () => parseConfig({ DATABASE_URL: 'mysql://app@db/app?sslmode=require&Password=QueryS3cret&x=1' }),
+      (error: unknown) =>
+        error instanceof ConfigError &&
+        error.message.includes('(got "mysql://app@db/app?sslmode=require&Password=***&x=1")') &&
+        !error.message.includes('QueryS3cret'),
+    );
     // A port is no password, even with an `@` further on.
     const withPort = 'mysql://db.internal:5432/app?application_name=api@eu';
     assert.throws(

@@ -17,6 +17,10 @@ export function withoutUrlPassword(text: string): string {
  * password runs from the user's `:` to the last `@`, whatever it holds (quotes, spaces).
  */
 export function valueWithoutUrlPassword(value: string): string {
+  return withoutPasswordParameters(withoutUserPassword(value));
+}
+
+function withoutUserPassword(value: string): string {
   const at = value.lastIndexOf('@');
   if (at === -1) return value;
   const slashes = value.indexOf('//');
@@ -25,4 +29,9 @@ export function valueWithoutUrlPassword(value: string): string {
   // A port ends where the path, query or fragment begins; digits that run up to the `@` are a password.
   if (colon === -1 || colon > at || /^\d+[/?#]/.test(value.slice(colon + 1, at))) return value;
   return `${value.slice(0, colon)}:***${value.slice(at)}`;
+}
+
+/** The PostgreSQL driver also takes the password as a query parameter (`?password=`, `&sslpassword=`). */
+function withoutPasswordParameters(value: string): string {
+  return value.replace(/([?&](?:ssl)?password=)[^&#]*/gi, '$1***');
 }

@@ -72,10 +72,10 @@ export interface HubServerOptions {
   /** Transports offered by negotiate, in preference order. Default all three. */
   readonly transports?: readonly TransportKind[];
   /**
-   * Exceptions from hub methods (other than HubError) and hooks, and failures answering an HTTP request (a 500, a
-   * WebSocket upgrade dropped): clients only get a generic text, so this is where the app logs them. `target` is the
-   * hub method, undefined for hooks; `request` (method and path) is set instead of `connectionId` for a request that
-   * has no connection yet (negotiate, a WebSocket that skipped it).
+   * Exceptions from hub methods (other than HubError) and hooks, and failures answering an HTTP request of the hub
+   * (a 500, a WebSocket upgrade dropped): clients only get a generic text, so this is where the app logs them.
+   * `target` is the hub method, undefined for hooks; a failure answering a request has `request` (its method and
+   * path) instead of `connectionId`.
    */
   readonly onError?: (error: unknown, where: ErrorSite) => void;
 }

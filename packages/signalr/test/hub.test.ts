@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { EventEmitter, on, once } from 'node:events';
-import { createServer } from 'node:http';
+import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import {
@@ -602,6 +602,34 @@ test('onError receives exceptions the client only sees generically, not HubError
     ]);
   } finally {
     await client.stop();
+    await running.close();
+  }
+});
+
+test('a client that goes away while sending a POST is no failure of the server: nothing is reported to onError', async () => {
+  const reported: unknown[] = [];
+  const running = await startHub({ onError: (error) => reported.push(error) });
+  try {
+    const negotiated = await fetch(`${running.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
+    const { connectionToken } = (await negotiated.json()) as { connectionToken: string };
+    // Long polling's first poll attaches the transport and is answered at once.
+    assert.equal((await fetch(`${running.url}?id=${connectionToken}`)).status, 200);
+    const { port, pathname } = new URL(running.url);
+    // Half a body, then the connection is cut.
+    const post = request({
+      port,
+      host: '127.0.0.1',
+      path: `${pathname}?id=${connectionToken}`,
+      method: 'POST',
+      headers: { 'content-length': '100' },
+    });
+    post.on('error', () => undefined);
+    post.write('{"protocol":"json",');
+    await delay(100);
+    post.destroy();
+    await delay(200);
+    assert.deepEqual(reported, []);
+  } finally {
     await running.close();
   }
 });

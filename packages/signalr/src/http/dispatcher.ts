@@ -154,6 +154,8 @@ export class HttpDispatcher {
     } catch (error) {
       req.resume();
       if (error instanceof HttpFailure) return sendText(res, error.status, error.message, error.allow);
+      // A client gone mid-request (a body cut off by a navigation or a lost network) is no failure of ours.
+      if (req.socket.destroyed || res.destroyed) return;
       this.hub.reportRequestError(error, `${req.method} ${url.pathname}`);
       sendText(res, 500, 'Internal server error.');
     }

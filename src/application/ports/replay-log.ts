@@ -55,7 +55,7 @@ export interface ReplayLogTailListener {
 export interface ReplayLogStatus {
   readonly connected: boolean;
   readonly adapter: string;
-  /** Why it is not connected, as its last connection attempt failed (`connect ECONNREFUSED …`), when known. */
+  /** Why it has not been connected for a while (`connect ECONNREFUSED …`), when known; absent in a brief reconnect. */
   readonly detail?: string;
 }
 

@@ -196,8 +196,8 @@ function replayLogCheck(replay: ReplayLog): HealthCheck {
           'replay log unreachable: notifications are neither appended nor resumed until it answers',
         data: { adapter, error },
       });
-      // Without a connection a command only waits for the reconnects to fail: a probe gets its answer now.
-      if (!connected) return unreachable(detail ?? 'not connected');
+      // Down for a while, a command would only wait for the reconnects to fail: a probe gets its answer now.
+      if (!connected && detail !== undefined) return unreachable(detail);
       try {
         return { status: 'Healthy', data: { adapter, ...(await replay.retention()) } };
       } catch (error) {

@@ -78,6 +78,8 @@ const DEFAULT_BLOCK_MS = 5_000;
 // A Redis host that vanished without closing TCP leaves a connection that answers nothing and is never closed: one
 // that has not answered a command for this long is dropped and reconnected (ioredis's socketTimeout).
 const COMMAND_SOCKET_TIMEOUT_MS = 5_000;
+/** A connection gone longer than this is down: the health check then answers without waiting on it. */
+const OUTAGE_AFTER_MS = 1_000;
 // A tail's XREAD is answered at the end of its block at the latest: this much later, its connection is dead.
 const TAIL_SOCKET_TIMEOUT_MARGIN_MS = 5_000;
 // TCP keepalive probes an idle connection after this long, not after the OS's default two hours.
@@ -109,8 +111,9 @@ export class RedisStreamReplayLog implements ReplayLog {
   readonly #options: RedisStreamReplayLogOptions;
   readonly #logger: Logger;
   readonly #keys: { stream: string; writer: string; trimmed: string };
-  /** The last connection error: what the health check says while there is no connection. */
+  /** The last connection error since the connection was last ready, and since when there has been none. */
   #lastError: string | undefined;
+  #downSince: number | undefined;
 
   constructor(options: RedisStreamReplayLogOptions, logger: Logger) {
     this.#options = options;
@@ -130,7 +133,13 @@ export class RedisStreamReplayLog implements ReplayLog {
     );
     this.#redis.on('error', (error: Error) => {
       this.#lastError = error.message;
+      this.#downSince ??= performance.now();
       logger.debug({ err: error }, 'replay log: redis connection error');
+    });
+    this.#redis.on('close', () => (this.#downSince ??= performance.now()));
+    this.#redis.on('ready', () => {
+      this.#downSince = undefined;
+      this.#lastError = undefined;
     });
   }
 
@@ -264,10 +273,13 @@ export class RedisStreamReplayLog implements ReplayLog {
 
   status() {
     const connected = this.#redis.status === 'ready';
+    // A reconnect of a moment is no outage: only one that lasts says why.
+    const down =
+      !connected && this.#downSince !== undefined && performance.now() - this.#downSince > OUTAGE_AFTER_MS;
     return {
       connected,
       adapter: 'redis',
-      ...(!connected && this.#lastError !== undefined ? { detail: this.#lastError } : {}),
+      ...(down && this.#lastError !== undefined ? { detail: this.#lastError } : {}),
     };
   }
 

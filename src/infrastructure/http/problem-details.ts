@@ -181,11 +181,16 @@ function fastifyErrorField(code: string | undefined): string | undefined {
   return undefined;
 }
 
-/** Every request a down dependency refuses would log the same stack: once per dependency every 5 s, counted. */
-const unavailableLogs = new Map<string, LogThrottle>();
-function unavailableLog(dependency: string): LogThrottle {
-  let throttle = unavailableLogs.get(dependency);
-  if (!throttle) unavailableLogs.set(dependency, (throttle = new LogThrottle(5_000)));
+/**
+ * Every request a down dependency refuses would log the same stack: each server (one per role, several in one
+ * process) says it once per dependency every 5 s, counted.
+ */
+const unavailableLogs = new WeakMap<object, Map<string, LogThrottle>>();
+function unavailableLog(request: FastifyRequest, dependency: string): LogThrottle {
+  let byDependency = unavailableLogs.get(request.server.server);
+  if (!byDependency) unavailableLogs.set(request.server.server, (byDependency = new Map()));
+  let throttle = byDependency.get(dependency);
+  if (!throttle) byDependency.set(dependency, (throttle = new LogThrottle(5_000)));
   return throttle;
 }
 
@@ -206,7 +211,7 @@ export function sendErrorProblem(
   }
   if (error instanceof IdempotencyKeyReusedError) return sendProblem(reply, idempotencyKeyReused(instance));
   if (error instanceof DependencyUnavailableError) {
-    unavailableLog(error.dependency).run((unsaid) =>
+    unavailableLog(request, error.dependency).run((unsaid) =>
       request.log.warn(
         { err: error, refusedUnlogged: unsaid },
         `${error.dependency} unavailable: answering 503 until it is back`,

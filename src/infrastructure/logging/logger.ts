@@ -77,12 +77,13 @@ function traceIds(): object {
 function reportSeqFailures(serverUrl: string): (error: unknown) => void {
   const failures = new LogThrottle(SEQ_FAILURE_REPORT_INTERVAL_MS);
   return (error) =>
-    failures.run(() => {
+    failures.run((unsaid) => {
       const reason = withoutUrlPassword(
         error instanceof Error ? `${error.message}${causeOf(error)}` : String(error),
       );
       process.stderr.write(
-        `Seq at ${valueWithoutUrlPassword(serverUrl)} is not taking logs (${reason}); they still go to stdout\n`,
+        `Seq at ${valueWithoutUrlPassword(serverUrl)} is not taking logs (${reason}` +
+          `${unsaid > 0 ? `, and ${unsaid} more failures since the last report` : ''}); they still go to stdout\n`,
       );
     });
 }

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { MAX_WORKER_PARTITIONS } from './contracts/messaging.ts';
 import { valueWithoutUrlPassword } from './infrastructure/logging/url-password.ts';
-import { SENT_OUTBOX_RETENTION_MS } from './infrastructure/outbox/outbox-relay.ts';
+import { SENT_OUTBOX_RETENTION_MS } from './infrastructure/outbox/sent-retention.ts';
 import type { ResilienceOptions } from './infrastructure/resilience/resilience-policy.ts';
 
 /**

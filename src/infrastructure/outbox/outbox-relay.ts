@@ -10,6 +10,7 @@ import { recordFailure } from '../observability/tracing.ts';
 import type { Database, Leadership } from '../persistence/database.ts';
 import { guardDatabase } from '../persistence/database-errors.ts';
 import { pruneSentOutbox } from '../persistence/retention.ts';
+import { SENT_OUTBOX_RETENTION_MS } from './sent-retention.ts';
 import { sqlStatement } from '../persistence/sql.ts';
 import { OUTBOX_CHANNEL } from '../persistence/sql-unit-of-work.ts';
 import {
@@ -31,9 +32,6 @@ export interface OutboxRelayOptions {
   /** Sent rows are deleted after this long. */
   readonly retentionMs: number;
 }
-
-/** How long sent rows stay in the outbox: what an embedded restart can send again (to inboxes that keep longer). */
-export const SENT_OUTBOX_RETENTION_MS = 24 * 3_600_000;
 
 const DEFAULT_RELAY_OPTIONS: OutboxRelayOptions = {
   batchSize: 500,

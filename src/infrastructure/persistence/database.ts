@@ -12,10 +12,10 @@ import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
 import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import pg from 'pg';
 import type { Logger } from '../logging/logger.ts';
+import { valueWithoutUrlPassword } from '../logging/url-password.ts';
 import { isQueryTimeout } from './database-errors.ts';
 import * as schema from './schema.ts';
 import type { SqlExecutor, SqlStatement } from './sql.ts';
-import { valueWithoutUrlPassword } from '../logging/url-password.ts';
 
 export type Schema = typeof schema;
 /** The drizzle API shared by the PostgreSQL and PGlite drivers: repositories are written once against it. */

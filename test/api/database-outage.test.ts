@@ -53,6 +53,7 @@ describe('when the database is down, the log', await needsPostgres(), () => {
         answers.map((answer) => answer.status),
         Array(10).fill(503),
       );
+      assert.equal((await fetch(`${running.api.url}/health/ready`)).status, 503);
     } finally {
       await running.proxy.resume();
     }
@@ -64,7 +65,11 @@ describe('when the database is down, the log', await needsPostgres(), () => {
     // The first at once; the others at the end of the interval, counted.
     assert.equal(said.length, 1, `${said.length} lines`);
     assert.equal(said[0]?.refusedUnlogged, 0);
-    assert.equal(lines.filter((line) => line.statusCode === 503).length, 10, 'one access-log line each');
+    assert.equal(
+      lines.filter((line) => line.statusCode === 503).length,
+      11,
+      'one access-log line each, the failing probe too',
+    );
   });
 });
 

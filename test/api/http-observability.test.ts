@@ -219,4 +219,21 @@ describe('HTTP observability', () => {
       assert.match(lines[0]!, /"remoteAddress":"127\.0\.0\.1"/);
     }
   });
+
+  test('a probe or a scrape that succeeds is logged at debug, not info: it would bury the requests that matter', async () => {
+    const lines = () =>
+      logged()
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as { msg: string; req?: { url: string } });
+    const before = lines().length;
+    assert.equal((await fetch(`${url}/health/ready`)).status, 200);
+    assert.equal((await fetch(`${url}/metrics`)).status, 200);
+    assert.equal((await fetch(`${url}/things/1`)).status, 200);
+    const completed = lines()
+      .slice(before)
+      .filter((line) => line.msg === 'request completed')
+      .map((line) => line.req?.url);
+    assert.deepEqual(completed, ['/things/1']);
+  });
 });

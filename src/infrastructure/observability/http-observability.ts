@@ -29,6 +29,8 @@ interface Observation {
   readonly span: Span | undefined;
   /** The handler runs in it: the server span's context (sampled or not); none when nothing is traced. */
   readonly context: Context | undefined;
+  /** A probe or a scrape: its access-log line is at debug while it succeeds. */
+  readonly routine: boolean;
 }
 
 const OBSERVATION = Symbol('observation');
@@ -96,7 +98,8 @@ export function observeHttp(
     const route = request.routeOptions.url;
     const method = KNOWN_METHODS.has(request.method) ? request.method : '_OTHER';
     const parent = contextFromHeaders(request.headers);
-    const traced = route !== undefined && !UNTRACED_PREFIXES.some((prefix) => route.startsWith(prefix));
+    const routine = route !== undefined && UNTRACED_PREFIXES.some((prefix) => route.startsWith(prefix));
+    const traced = route !== undefined && !routine;
     // Without an exporter every span is a no-op one: nothing to describe, no context to make active.
     const candidate = traced
       ? tracer.startSpan(`${method} ${route}`, { kind: SpanKind.SERVER }, parent)
@@ -120,6 +123,7 @@ export function observeHttp(
       route: route ?? 'unmatched',
       span,
       context: carried && trace.setSpan(parent, carried),
+      routine,
     };
   };
   // Callback hooks, not async ones: they run on every request, and a promise per hook is measurable.
@@ -149,8 +153,10 @@ export function observeHttp(
     durationOf(observation.method, observation.route, String(status)).observe(milliseconds / 1000);
     // One access-log line per request (Fastify's own logging, off, wrote two), in the request's trace: a request a
     // hook answered (401, 403, 400) or the client aborted ends outside the handler's context.
+    // Probes and scrapes every few seconds would bury the requests that matter; a failing one still shows.
+    const level = observation.routine && status < 400 ? 'debug' : 'info';
     const logLine = () =>
-      request.log.info(
+      request.log[level](
         { req: request, statusCode: status, responseTime: milliseconds },
         aborted ? 'request aborted' : 'request completed',
       );

@@ -17,8 +17,9 @@ export interface HttpObservabilityOptions {
 export const METRICS_PATH = '/metrics';
 const DURATION_METRIC = 'http_server_request_duration_seconds';
 const REFUSED_METRIC = 'http_server_refused_requests_total';
-// Probes and scrapes arrive every few seconds and would bury the traces that matter; they are still counted.
-const UNTRACED_PREFIXES = ['/health', METRICS_PATH];
+// Probes and scrapes, every few seconds: they would bury the traces and log lines that matter. They are not traced,
+// their access-log line is at debug while they succeed, and they are still counted.
+const ROUTINE_PREFIXES = ['/health', METRICS_PATH];
 // Any other method is one label value, so a client cannot grow the metric's cardinality.
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
@@ -98,7 +99,7 @@ export function observeHttp(
     const route = request.routeOptions.url;
     const method = KNOWN_METHODS.has(request.method) ? request.method : '_OTHER';
     const parent = contextFromHeaders(request.headers);
-    const routine = route !== undefined && UNTRACED_PREFIXES.some((prefix) => route.startsWith(prefix));
+    const routine = route !== undefined && ROUTINE_PREFIXES.some((prefix) => route.startsWith(prefix));
     const traced = route !== undefined && !routine;
     // Without an exporter every span is a no-op one: nothing to describe, no context to make active.
     const candidate = traced
@@ -153,7 +154,7 @@ export function observeHttp(
     durationOf(observation.method, observation.route, String(status)).observe(milliseconds / 1000);
     // One access-log line per request (Fastify's own logging, off, wrote two), in the request's trace: a request a
     // hook answered (401, 403, 400) or the client aborted ends outside the handler's context.
-    // Probes and scrapes every few seconds would bury the requests that matter; a failing one still shows.
+    // A failing probe or scrape still shows.
     const level = observation.routine && status < 400 ? 'debug' : 'info';
     const logLine = () =>
       request.log[level](

@@ -10,7 +10,6 @@ import { recordFailure } from '../observability/tracing.ts';
 import type { Database, Leadership } from '../persistence/database.ts';
 import { guardDatabase } from '../persistence/database-errors.ts';
 import { pruneSentOutbox } from '../persistence/retention.ts';
-import { SENT_OUTBOX_RETENTION_MS } from './sent-retention.ts';
 import { sqlStatement } from '../persistence/sql.ts';
 import { OUTBOX_CHANNEL } from '../persistence/sql-unit-of-work.ts';
 import {
@@ -19,6 +18,7 @@ import {
   type ResilienceOptions,
   type ResiliencePolicy,
 } from '../resilience/resilience-policy.ts';
+import { SENT_OUTBOX_RETENTION_MS } from './sent-retention.ts';
 
 export interface OutboxRelayOptions {
   /** Rows read and published together, all in flight at once with publisher confirms. */

@@ -551,3 +551,22 @@ test('long polling: a client that stops polling without a DELETE is ended after 
     await own.close();
   }
 });
+
+test('a long-polling POST answered before its body was read (over the message size) ends its HTTP connection: the next request on the same client is answered', async () => {
+  const running = await startHub();
+  try {
+    const negotiated = await fetch(`${running.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
+    const { connectionToken } = (await negotiated.json()) as { connectionToken: string };
+    const connection = `${running.url}?id=${encodeURIComponent(connectionToken)}`;
+    assert.equal((await fetch(connection)).status, 200, 'the first poll attaches long polling');
+    const oversized = `{"protocol":"json","version":1}\x1e{"type":1,"target":"Echo","arguments":["${'x'.repeat(500_000)}"]}\x1e`;
+    const posted = await fetch(connection, { method: 'POST', body: oversized });
+    assert.equal(posted.status, 404);
+    assert.equal(posted.headers.get('connection'), 'close');
+    await posted.text();
+    const stop = await fetch(connection, { method: 'DELETE', signal: AbortSignal.timeout(5_000) });
+    assert.equal(stop.status, 202);
+  } finally {
+    await running.close();
+  }
+});

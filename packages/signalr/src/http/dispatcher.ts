@@ -152,6 +152,9 @@ export class HttpDispatcher {
       else if (req.method === 'DELETE') await this.delete(req, res, url);
       else throw new HttpFailure(405, 'Method not allowed.', HUB_METHODS.join(', '));
     } catch (error) {
+      // A body left unread (a POST cut short by its connection's close) could go on for good: the answer ends the
+      // connection, so the client sends its next request on another rather than after bytes nobody reads.
+      if (!req.complete) res.setHeader('Connection', 'close');
       req.resume();
       if (error instanceof HttpFailure) return sendText(res, error.status, error.message, error.allow);
       // A client gone mid-request (a body cut off by a navigation or a lost network) is no failure of ours.

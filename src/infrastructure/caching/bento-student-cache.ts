@@ -1,6 +1,7 @@
 import { BentoCache, bentostore } from 'bentocache';
 import { memoryDriver } from 'bentocache/drivers/memory';
 import { redisBusDriver, redisDriver } from 'bentocache/drivers/redis';
+import type { GetSetFactory } from 'bentocache/types';
 import type { Redis } from 'ioredis';
 import type { CachedStudent, StudentCache } from '../../application/ports/student-cache.ts';
 import { serializeStudent } from '../../application/students/get-student.ts';
@@ -203,13 +204,18 @@ export class BentoStudentCache implements StudentCache {
       forceFresh,
       // A load changes nothing: no instance needs to hear of it (and a read never waits on the bus).
       skipBusNotify: true,
-      factory: async (context) => {
-        const { startedAt, loading } = this.#startLoad(read.id, read.load);
-        read.loading = loading;
-        const student = await loading;
-        return student ? { ...serializeStudent(student), at: startedAt } : context.skip();
-      },
+      factory: this.#loaderFor(read),
     });
+  }
+
+  /** Returned, not written in the call: a closure named there (`factory`) would cost a defineProperty per read. */
+  #loaderFor(read: CacheRead): GetSetFactory<Entry | undefined> {
+    return async (context) => {
+      const { startedAt, loading } = this.#startLoad(read.id, read.load);
+      read.loading = loading;
+      const student = await loading;
+      return student ? { ...serializeStudent(student), at: startedAt } : context.skip();
+    };
   }
 
   /** Starts a database read of `id` that reads giving up on the cache may join. */

@@ -105,7 +105,10 @@ export async function createWebApi({
     deps.cache ?? (await openCache({ redisUrl: config.redisUrl, ...config.cache, registry }, logger));
   registerHealthRoutes(app, [
     pingCheck('database', () => database.ping(), { kind: database.kind }),
-    cache.health,
+    cache.healthCheck(
+      'caching, deduplication and the write rate limit are off; reads use the database, and Idempotency-Key is ' +
+        'kept by the database alone',
+    ),
     ...(deps.healthChecks ?? []),
   ]);
   // Before the routes: they pick up their hooks from each route's config as it is added.

@@ -4,7 +4,7 @@ import type { MessageBus, Subscription } from '../../application/ports/message-b
 import { processStudentEvents } from '../../application/students/process-student-event.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
 import { messagingTopology, studentsWorkerQueues } from '../../contracts/messaging.ts';
-import { brokerCheck, pingCheck } from '../../infrastructure/health/health.ts';
+import { brokerCheck, pingCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer, listenOn } from '../../infrastructure/http/http-server.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
@@ -56,6 +56,8 @@ export interface WorkerDeps {
    * notifications (see AfterProcessed).
    */
   readonly afterProcessed?: AfterProcessed;
+  /** Checks of what the caller gave it besides (the cache it refreshes), on its /health too. */
+  readonly healthChecks?: readonly HealthCheck[];
 }
 
 type ConsumerState = 'stopped' | 'starting' | 'consuming' | 'stopping';
@@ -70,6 +72,7 @@ export function createWorker({
   bus,
   registry = new Registry(),
   afterProcessed,
+  healthChecks = [],
 }: WorkerDeps): Worker {
   const log = logger.child({ service: 'worker' });
   const app = createHttpServer(log, {
@@ -143,6 +146,7 @@ export function createWorker({
       },
     },
     otherLayout.healthCheck,
+    ...healthChecks,
   ]);
 
   return {
@@ -200,7 +204,7 @@ function refreshCache(students: StudentCache): AfterProcessed {
 
 /** A worker over a process's shared adapters, refreshing their cache after each change. */
 export function createWorkerOver(
-  { database, bus, cache, registry }: WithBus,
+  { database, bus, cache, registry }: Pick<WithBus, 'database' | 'bus' | 'cache' | 'registry'>,
   { config, logger }: Pick<WorkerDeps, 'config' | 'logger'>,
 ): Worker {
   return createWorker({
@@ -210,6 +214,12 @@ export function createWorkerOver(
     bus,
     registry,
     afterProcessed: refreshCache(cache.students),
+    healthChecks: [
+      cache.healthCheck(
+        'the students this worker changes are not refreshed in the cache; their cached copies are dropped once it is ' +
+          'back',
+      ),
+    ],
   });
 }
 

@@ -24,7 +24,8 @@ export interface Cache {
   readonly responses: ResponseReplayStore;
   readonly idempotency: IdempotencyStore;
   readonly metrics: CacheMetrics;
-  readonly health: HealthCheck;
+  /** Redis's check for a role's /health; `whatIsOff` says what that role does without it (see CacheConnection). */
+  healthCheck(whatIsOff: string): HealthCheck;
   /** The command connection (fails fast while Redis is down); undefined when embedded. For other shared counters. */
   readonly redis: Redis | undefined;
   close(): Promise<void>;
@@ -50,7 +51,7 @@ export async function openCache(options: CacheOptions, logger: Logger): Promise<
     responses: new ResponseReplayStore(connection, invalidations, dedupKey),
     idempotency: new IdempotencyStore(connection, `${prefix}idempotency:`),
     metrics,
-    health: connection.healthCheck(),
+    healthCheck: (whatIsOff) => connection.healthCheck(whatIsOff),
     redis: connection.redis,
     async close() {
       // Our connection first: QUIT lets commands in flight finish; bentocache, closing it, would only disconnect.

@@ -223,10 +223,13 @@ export class CacheConnection {
     this.#recoveryListeners.push(listener);
   }
 
-  /** Redis down is `Degraded`, not `Unhealthy`: every request still works from the database. */
-  healthCheck(name = 'redis'): HealthCheck {
+  /**
+   * Redis down is `Degraded`, not `Unhealthy`: every request still works from the database. `whatIsOff`: what the
+   * role that reports it does without Redis meanwhile, for the operator who reads it.
+   */
+  healthCheck(whatIsOff: string): HealthCheck {
     return {
-      name,
+      name: 'redis',
       check: async () => {
         if (!this.redis) return { status: 'Healthy', data: { mode: 'memory' } };
         try {
@@ -235,9 +238,7 @@ export class CacheConnection {
         } catch {
           return {
             status: 'Degraded',
-            description:
-              'Redis unreachable: caching, deduplication and the write rate limit are off; reads use the database, ' +
-              'and Idempotency-Key is kept by the database alone',
+            description: `Redis unreachable: ${whatIsOff}`,
             data: { mode: 'redis', connection: this.redis.status },
           };
         }

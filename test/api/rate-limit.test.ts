@@ -1,10 +1,10 @@
 // Writes per client per minute (RATE_LIMIT_WRITES_PER_MINUTE): 429 problem+json with Retry-After; reads are free.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { deleteRedisKeys, startCachedApi, type CachedApi } from '../cache/support.ts';
+import { startCachedApi, type CachedApi } from '../cache/support.ts';
 import { authEnv, bearer, tokenFor } from '../support/auth.ts';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
-import { needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
+import { deleteRedisKeys, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { json, startWebApi, type RunningWebApi } from '../support/webapi.ts';
 
@@ -116,7 +116,7 @@ describe('the write rate limit on Redis', await needsRedis(), () => {
   after(async () => {
     await Promise.all(apis.map((api) => api.stop()));
     await testDb?.dispose();
-    await deleteRedisKeys(REDIS_URL, keyPrefix);
+    await deleteRedisKeys(keyPrefix);
   });
 
   test('with Redis gone, writes go through rather than fail: the limit is a guard, not a guarantee', async () => {
@@ -136,7 +136,7 @@ describe('the write rate limit on Redis', await needsRedis(), () => {
     } finally {
       await api.stop();
       await proxy.stop();
-      await deleteRedisKeys(REDIS_URL, ownPrefix);
+      await deleteRedisKeys(ownPrefix);
     }
   });
 

@@ -5,9 +5,9 @@ import { after, before, describe, mock, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { openTestDatabase, studentsTableLock, type TestDatabase } from '../support/databases.ts';
 import { startRole } from '../support/role-process.ts';
-import { needsPostgres, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
+import { deleteRedisKeys, needsPostgres, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
-import { countingQueries, deleteRedisKeys, startCachedApi, type CachedApi } from './support.ts';
+import { countingQueries, startCachedApi, type CachedApi } from './support.ts';
 
 const jsonHeaders = { 'content-type': 'application/json' };
 
@@ -41,7 +41,7 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     await a?.stop();
     await b?.stop();
     await testDb?.dispose();
-    await deleteRedisKeys(REDIS_URL, keyPrefix);
+    await deleteRedisKeys(keyPrefix);
   });
 
   const create = async (api: { readonly url: string }, headers: Record<string, string> = {}, body = '{}') =>
@@ -352,7 +352,7 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     const first = await create(a, { 'idempotency-key': key }, body);
     assert.equal(first.status, 201);
     const firstBody = await first.text();
-    await deleteRedisKeys(REDIS_URL, keyPrefix);
+    await deleteRedisKeys(keyPrefix);
 
     const retried = await create(b, { 'idempotency-key': key }, body);
     assert.equal(retried.status, 201);
@@ -360,7 +360,7 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     assert.equal(retried.headers.get('location'), first.headers.get('location'));
     assert.equal(retried.headers.get('etag'), first.headers.get('etag'));
     assert.deepEqual(JSON.parse(await retried.text()), JSON.parse(firstBody));
-    await deleteRedisKeys(REDIS_URL, keyPrefix);
+    await deleteRedisKeys(keyPrefix);
     const reused = await create(b, { 'idempotency-key': key }, '{"firstName":"Other"}');
     assert.equal(reused.status, 422);
     assert.equal(((await reused.json()) as { code: string }).code, 'IDEMPOTENCY.KEY_REUSED');
@@ -387,7 +387,7 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     assert.equal((await keyedPut(a)).status, 200);
     assert.equal((await putStudent(b, id, { ...bob, firstName: 'Cy' })).status, 200);
     // As after a Redis restart without persistence, or once the fence expired (twice the cache TTL).
-    await deleteRedisKeys(REDIS_URL, keyPrefix);
+    await deleteRedisKeys(keyPrefix);
 
     const retriedPut = await keyedPut(b);
     assert.equal(retriedPut.headers.get('idempotent-replayed'), 'true');
@@ -402,7 +402,7 @@ describe('cache, deduplication and idempotency across instances', requirements, 
     }
 
     assert.equal((await fetch(`${a.url}/api/students/${id}`, { method: 'DELETE' })).status, 204);
-    await deleteRedisKeys(REDIS_URL, keyPrefix);
+    await deleteRedisKeys(keyPrefix);
     const retriedPost = await create(b, { 'idempotency-key': `${key}-create` });
     assert.equal(retriedPost.status, 201);
     assert.equal(retriedPost.headers.get('idempotent-replayed'), 'true');
@@ -498,7 +498,7 @@ describe('cache, deduplication and idempotency across instances', requirements, 
       'an If-None-Match added',
     );
     // Redis lost the stored 200: the write's key in the database says the same.
-    await deleteRedisKeys(REDIS_URL, keyPrefix);
+    await deleteRedisKeys(keyPrefix);
     await assertReused(await put(b, held, { 'if-match': '"99"' }), 'another If-Match, from the database');
 
     // A stale condition, then the corrected one: the retry is not answered the 412 for the key's whole life.
@@ -533,7 +533,7 @@ describe(
       await api?.stop();
       await proxy?.stop();
       await testDb?.dispose();
-      await deleteRedisKeys(REDIS_URL, keyPrefix);
+      await deleteRedisKeys(keyPrefix);
     });
 
     const redisHealth = async () => {

@@ -7,9 +7,9 @@ import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
-import { needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
+import { deleteRedisKeys, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
-import { deleteRedisKeys, startCachedApi, type CachedApi } from './support.ts';
+import { startCachedApi, type CachedApi } from './support.ts';
 
 const jsonHeaders = { 'content-type': 'application/json' };
 const redisTarget = new URL(REDIS_URL);
@@ -114,7 +114,7 @@ describe(
       for (const cleanup of cleanups.reverse())
         await Promise.race([cleanup().catch(() => undefined), sleep(HANG_MS)]);
       await testDb?.dispose();
-      await deleteRedisKeys(REDIS_URL, keyPrefix);
+      await deleteRedisKeys(keyPrefix);
     });
 
     /** A (on `redisUrl`) and B (on Redis itself), sharing one database. */

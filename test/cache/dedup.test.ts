@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, mock, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
-import { needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
-import { countingQueries, deleteRedisKeys, startCachedApi, type CachedApi } from './support.ts';
+import { deleteRedisKeys, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
+import { countingQueries, startCachedApi, type CachedApi } from './support.ts';
 
 const jsonHeaders = { 'content-type': 'application/json' };
 
@@ -27,7 +27,7 @@ for (const mode of ['memory', 'redis'] as const) {
     after(async () => {
       await api?.stop();
       await testDb?.dispose();
-      if (mode === 'redis') await deleteRedisKeys(REDIS_URL, keyPrefix);
+      if (mode === 'redis') await deleteRedisKeys(keyPrefix);
     });
 
     const create = async () => {

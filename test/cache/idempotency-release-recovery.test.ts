@@ -5,9 +5,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Registry } from 'prom-client';
 import { openCache } from '../../src/infrastructure/caching/open-cache.ts';
 import { silentLogger } from '../support/logger.ts';
-import { needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
+import { deleteRedisKeys, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
-import { deleteRedisKeys } from './support.ts';
 
 test(
   'a key whose request failed while Redis was away is free once Redis is back, not "in progress" for its lease',
@@ -42,7 +41,7 @@ test(
     } finally {
       await cache.close();
       await proxy.stop();
-      await deleteRedisKeys(REDIS_URL, keyPrefix);
+      await deleteRedisKeys(keyPrefix);
     }
   },
 );

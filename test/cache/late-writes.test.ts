@@ -8,8 +8,7 @@ import { Registry } from 'prom-client';
 import type { StudentSnapshot } from '../../src/domain/student.ts';
 import { openCache, type Cache } from '../../src/infrastructure/caching/open-cache.ts';
 import { silentLogger } from '../support/logger.ts';
-import { REDIS_URL, needsRedis, uniqueName } from '../support/services.ts';
-import { deleteRedisKeys } from './support.ts';
+import { REDIS_URL, deleteRedisKeys, needsRedis, uniqueName } from '../support/services.ts';
 
 function student(id: string, version: number): StudentSnapshot {
   return {
@@ -89,7 +88,7 @@ describe('late cache writes on Redis (two writers, a reader started afterwards)'
   };
   after(async () => {
     await Promise.all(opened.map((cache) => cache.close()));
-    await deleteRedisKeys(REDIS_URL, keyPrefix);
+    await deleteRedisKeys(keyPrefix);
   });
 
   lateWriteContract(async () => ({ writer: await openOne(), lateWriter: await openOne(), reader: openOne }));

@@ -1,4 +1,3 @@
-import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import type { StudentQueries } from '../../src/application/ports/student-queries.ts';
 import { createWebApi } from '../../src/apps/webapi/main.ts';
@@ -91,19 +90,4 @@ export function countingQueries(database: Database): StudentQueries & {
     findByIds: (ids) => inner.findByIds(ids),
     list: (input) => inner.list(input),
   };
-}
-
-/** Removes every key under `prefix`, so a test leaves the shared Redis as it found it. */
-export async function deleteRedisKeys(redisUrl: string, prefix: string): Promise<void> {
-  const redis = new Redis(redisUrl);
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
 }

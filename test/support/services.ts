@@ -47,8 +47,13 @@ export type { TestContext };
 export async function deleteRedisKeys(prefix: string, redis?: Redis): Promise<void> {
   const client = redis ?? new Redis(REDIS_URL);
   try {
-    const keys = await client.keys(`${prefix}*`);
-    if (keys.length > 0) await client.del(...keys);
+    // SCAN, not KEYS: the shared Redis may hold far more than this test's keys.
+    let cursor = '0';
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await client.del(...keys);
+    } while (cursor !== '0');
   } finally {
     if (!redis) await client.quit();
   }

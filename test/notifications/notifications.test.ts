@@ -394,6 +394,35 @@ describe('the notifications service (embedded adapters)', () => {
     }
   });
 
+  test('a notification missing what every CloudEvent on our broker carries is dead-lettered, as the worker does', async () => {
+    const client = sseClient(url);
+    const before = deadLetters.length;
+    try {
+      await until(() => client.control.length > 0, 'connected');
+      const broken = (change: (event: Record<string, unknown>) => void) => {
+        const message = notificationMessage('StudentCreated');
+        const event = JSON.parse(message.body.toString()) as Record<string, unknown>;
+        change(event);
+        return { ...message, body: JSON.stringify(event) };
+      };
+      await bus.publish([
+        broken((event) => delete event.source),
+        broken((event) => delete event.time),
+        // The id keys the replay log's duplicate check in Redis.
+        broken((event) => (event.id = 'i'.repeat(257))),
+      ]);
+      await until(() => deadLetters.length === before + 3, 'all three dead-lettered');
+      const reasons = deadLetters.slice(before).map((message) => message.headers['x-death-reason'] ?? '');
+      assert.deepEqual(
+        reasons.map((reason) => /not a notification CloudEvent: (\w+):/.exec(reason)?.[1]).sort(),
+        ['id', 'source', 'time'],
+      );
+      assert.deepEqual(client.received, [], 'none reached the client');
+    } finally {
+      client.close();
+    }
+  });
+
   test('/metrics counts notifications appended (a redelivery as duplicate), their queue age, and pushes to connected clients only', async () => {
     const metrics = async () => parseExposition(await (await fetch(`${url}/metrics`)).text());
     const clients = async (transport: string) =>

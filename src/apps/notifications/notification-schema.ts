@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { NewReplayLogEntry } from '../../application/ports/replay-log.ts';
 import { NotificationEventTypes } from '../../contracts/students.ts';
 import { ok, type Result } from '../../domain/result.ts';
+import { cloudEventSchema } from '../../infrastructure/messaging/cloud-event-schema.ts';
 import { parseJsonMessage } from '../../infrastructure/messaging/json-message.ts';
 
 const eventTypes = Object.values(NotificationEventTypes) as [string, ...string[]];
@@ -15,17 +16,8 @@ const StudentNotificationSchema = z.object({
   userId: z.string().nullable(),
 });
 
-/** A CloudEvents 1.0 envelope (structured JSON) of a student notification; extension attributes are ignored. */
-const NotificationCloudEventSchema = z
-  .object({
-    specversion: z.literal('1.0'),
-    id: z.string().min(1),
-    type: z.enum(eventTypes),
-    // Optional in CloudEvents; when present it gives the queue lag (message_age_seconds).
-    time: z.iso.datetime({ offset: true }).optional(),
-    subject: z.uuid(),
-    data: StudentNotificationSchema,
-  })
+/** A student notification in its CloudEvent envelope. */
+const NotificationCloudEventSchema = cloudEventSchema(z.enum(eventTypes), StudentNotificationSchema)
   .refine((event) => event.type === event.data.eventType, {
     message: 'type must equal data.eventType',
     path: ['type'],
@@ -38,7 +30,7 @@ const NotificationCloudEventSchema = z
 export interface ParsedNotification {
   readonly entry: NewReplayLogEntry;
   /** The CloudEvent `time`: when the change it reports happened. */
-  readonly time: string | undefined;
+  readonly time: string;
 }
 
 /** The message body as a replay log entry, or why it is not a notification (the dead-letter reason). */

@@ -85,7 +85,7 @@ export async function consumeNotifications(
             return outcome.deadLetter(parsed.error);
           }
           const { entry, time } = parsed.value;
-          if (time) metrics?.delivered(secondsSince(time));
+          metrics?.delivered(secondsSince(time));
           // The entry carries this span's context: every instance's pushes of it continue the trace.
           const traceparent = traceHeaders()[TRACEPARENT_HEADER];
           return appendUntilStopped(traceparent ? { ...entry, traceparent } : entry, appending.signal);

@@ -168,3 +168,38 @@ test('every request of a connection is authenticated: a POST or DELETE without t
   assert.ok((await (await fetch(`${url}&_=2`, { headers: owner })).text()).startsWith('{}\u001e'));
   assert.equal((await fetch(url, { method: 'DELETE', headers: owner })).status, 202);
 });
+
+test("another user's requests on a connection get 403, whatever the transport: its token alone does not hand it over", async () => {
+  const alice = { Authorization: 'Bearer token-alice' };
+  const bob = { Authorization: 'Bearer token-bob' };
+  const negotiate = async () => {
+    const negotiated = await fetch(`${running.url}/negotiate?negotiateVersion=1`, {
+      method: 'POST',
+      headers: alice,
+    });
+    return ((await negotiated.json()) as { connectionToken: string }).connectionToken;
+  };
+  const handshake = '{"protocol":"json","version":1}\u001e';
+
+  // Long polling: Bob can neither take the first poll, nor send, nor end it.
+  const url = `${running.url}?id=${await negotiate()}`;
+  assert.equal((await fetch(`${url}&_=1`, { headers: bob })).status, 403);
+  assert.equal((await fetch(`${url}&_=2`, { headers: alice })).status, 200);
+  assert.equal((await fetch(url, { method: 'POST', body: handshake, headers: bob })).status, 403);
+  assert.equal((await fetch(url, { method: 'DELETE', headers: bob })).status, 403);
+  assert.equal((await fetch(url, { method: 'POST', body: handshake, headers: alice })).status, 200);
+  assert.ok((await (await fetch(`${url}&_=3`, { headers: alice })).text()).startsWith('{}\u001e'));
+  assert.equal((await fetch(url, { method: 'DELETE', headers: alice })).status, 202);
+
+  // Server-Sent Events and WebSockets: Bob's stream or socket is refused before it is attached.
+  const sse = await fetch(`${running.url}?id=${await negotiate()}`, {
+    headers: { ...bob, accept: 'text/event-stream' },
+  });
+  assert.equal(sse.status, 403);
+  const socket = new WebSocket(`${running.url.replace('http', 'ws')}?id=${await negotiate()}`, {
+    headers: bob,
+  });
+  const [, refused] = (await once(socket, 'unexpected-response')) as [ClientRequest, IncomingMessage];
+  assert.equal(refused.statusCode, 403);
+  refused.resume();
+});

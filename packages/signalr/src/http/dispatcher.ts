@@ -191,7 +191,7 @@ export class HttpDispatcher {
     const token = url.searchParams.get('id');
     // Without an id (or with an empty one, as ASP.NET reads it) the client skipped negotiate: it starts here.
     if (!token) return this.createConnection(user, false);
-    const connection = this.existing(token);
+    const connection = this.existing(token, user);
     if (connection.transportKind === undefined || connection.canResume()) return connection;
     if (connection.transportKind === 'WebSockets')
       throw new HttpFailure(409, 'A WebSocket is already active.');
@@ -226,8 +226,8 @@ export class HttpDispatcher {
 
   /** SSE stream or long poll. */
   private async get(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-    await this.authorize(req, url);
-    const connection = this.existing(this.requireToken(url), true);
+    const user = await this.authorize(req, url);
+    const connection = this.existing(this.requireToken(url), user, true);
     const wantsEvents = req.headers.accept?.includes('text/event-stream') === true;
     if (wantsEvents) {
       if (!this.hub.transports.includes('ServerSentEvents') || connection.state === 'closed') {
@@ -257,8 +257,8 @@ export class HttpDispatcher {
 
   /** Upstream for SSE and long polling: one or more records, fed to the connection as they arrive. */
   private async post(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-    await this.authorize(req, url);
-    const connection = this.existing(this.requireToken(url));
+    const user = await this.authorize(req, url);
+    const connection = this.existing(this.requireToken(url), user);
     if (connection.transportKind === 'WebSockets')
       throw new HttpFailure(405, 'POST is not allowed on a WebSocket connection.');
     if (connection.transportKind === undefined) throw new HttpFailure(400, 'No transport is attached yet.');
@@ -290,8 +290,8 @@ export class HttpDispatcher {
   /** Long polling's stop(): 202, and any held poll ends with 204. */
   private async delete(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     req.resume();
-    await this.authorize(req, url);
-    const connection = this.existing(this.requireToken(url), true);
+    const user = await this.authorize(req, url);
+    const connection = this.existing(this.requireToken(url), user, true);
     const transport = connection.transport;
     if (!(transport instanceof LongPollingTransport))
       throw new HttpFailure(400, 'DELETE is only for long polling.');
@@ -326,10 +326,16 @@ export class HttpDispatcher {
     return token;
   }
 
-  private existing(token: string, allowClosed = false): Connection {
+  /**
+   * The connection `token` names, for `user`. Another user (another `id`) gets 403: the token alone does not hand a
+   * connection to someone else. ASP.NET only logs that change, and goes on as the new user.
+   */
+  private existing(token: string, user: HubUser | undefined, allowClosed = false): Connection {
     const connection = this.hub.findConnection(token);
     if (!connection || (!allowClosed && connection.state === 'closed'))
       throw new HttpFailure(404, 'No such connection.');
+    if (connection.user?.id !== user?.id)
+      throw new HttpFailure(403, 'The connection belongs to another user.');
     return connection;
   }
 

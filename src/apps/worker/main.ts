@@ -235,7 +235,11 @@ async function main(): Promise<void> {
     {
       async start() {
         // The relay publishes the notifications this worker writes (if this process leads).
-        const opened = await openProcessResources(config, logger, { connectionName: 'worker', bus: true });
+        const opened = await openProcessResources(config, logger, {
+          connectionName: 'worker',
+          bus: true,
+          reportsUnreachableBroker: false,
+        });
         resources = opened;
         worker = createWorkerOver(opened, { config, logger });
         logger.info(

@@ -40,6 +40,16 @@ export interface ProcessResources {
 
 export type WithBus = ProcessResources & { readonly bus: MessageBus; readonly relay: OutboxRelay };
 
+interface ResourceOptions {
+  readonly connectionName: string;
+  readonly bus: boolean;
+  /**
+   * Whether a broker that does not answer at start is logged here, as the outbox's concern (the writes the process
+   * takes wait in it). A lone worker says so itself, as the consumer's concern: once is enough.
+   */
+  readonly reportsUnreachableBroker?: boolean;
+}
+
 /**
  * Opens (and migrates) the database, the cache and, with `bus`, the message bus with its topology and an outbox
  * relay. A broker that does not answer gets the topology from the relay, before its first publish: the process
@@ -49,17 +59,17 @@ export type WithBus = ProcessResources & { readonly bus: MessageBus; readonly re
 export async function openProcessResources(
   settings: RuntimeSettings,
   logger: Logger,
-  options: { connectionName: string; bus: true },
+  options: ResourceOptions & { bus: true },
 ): Promise<WithBus>;
 export async function openProcessResources(
   settings: RuntimeSettings,
   logger: Logger,
-  options: { connectionName: string; bus: boolean },
+  options: ResourceOptions,
 ): Promise<ProcessResources>;
 export async function openProcessResources(
   settings: RuntimeSettings,
   logger: Logger,
-  options: { connectionName: string; bus: boolean },
+  options: ResourceOptions,
 ): Promise<ProcessResources> {
   const closers: (() => Promise<void>)[] = [];
   const close = async () => {
@@ -102,10 +112,11 @@ export async function openProcessResources(
         await opened.declareTopology(topology);
       } else {
         // The reason tells a broker that is down from one that refuses this AMQP_URL (ACCESS_REFUSED, no such vhost).
-        logger.warn(
-          { reason: opened.status().detail },
-          'broker unreachable: starting anyway; writes wait in the outbox until it is back',
-        );
+        if (options.reportsUnreachableBroker !== false)
+          logger.warn(
+            { reason: opened.status().detail },
+            'broker unreachable: starting anyway; writes wait in the outbox until it is back',
+          );
         undeclared = topology;
       }
       const started = startOutboxRelay({

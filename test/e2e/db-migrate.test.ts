@@ -10,11 +10,18 @@ import { POSTGRES_URL, needsPostgres, uniqueName } from '../support/services.ts'
 const ENTRY = 'src/apps/db-migrate/main.ts';
 const FATAL = 60;
 
-function logLines(output: string): { level: number; msg: string; err?: { message: string } }[] {
+interface LogLine {
+  readonly level: number;
+  readonly msg: string;
+  readonly err?: { message: string };
+  readonly databaseUrl?: string;
+}
+
+function logLines(output: string): LogLine[] {
   return output
     .split('\n')
     .filter((line) => line.startsWith('{'))
-    .map((line) => JSON.parse(line) as { level: number; msg: string; err?: { message: string } });
+    .map((line) => JSON.parse(line) as LogLine);
 }
 
 describe('npm run db:migrate', await needsPostgres(), () => {
@@ -23,7 +30,8 @@ describe('npm run db:migrate', await needsPostgres(), () => {
     try {
       const migrate = spawnRole(ENTRY, { DATABASE_URL: database.url });
       assert.equal(await migrate.exited, 0, migrate.output());
-      assert.ok(logLines(migrate.output()).some((line) => line.msg === 'migrations applied'));
+      const applied = logLines(migrate.output()).find((line) => line.msg === 'migrations applied');
+      assert.equal(applied?.databaseUrl, database.url, 'names the database it migrated');
       const client = new pg.Client({ connectionString: database.url });
       await client.connect();
       try {

@@ -1,6 +1,7 @@
 // `npm run db:migrate`: applies the SQL migrations in drizzle/ to DATABASE_URL, then exits.
 import { loadConfigOrExit } from '../../config.ts';
 import { createLogger } from '../../infrastructure/logging/logger.ts';
+import { valueWithoutUrlPassword } from '../../infrastructure/logging/url-password.ts';
 import { openDatabase } from '../../infrastructure/persistence/database.ts';
 
 const config = loadConfigOrExit();
@@ -9,7 +10,11 @@ try {
   const database = await openDatabase(config.databaseUrl, logger);
   try {
     await database.migrate();
-    logger.info({ database: database.kind }, 'migrations applied');
+    // Which database, not only which engine: `database: "postgres"` read as the database of that name.
+    logger.info(
+      { databaseUrl: valueWithoutUrlPassword(config.databaseUrl), engine: database.kind },
+      'migrations applied',
+    );
   } finally {
     await database.close();
   }

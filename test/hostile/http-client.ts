@@ -26,6 +26,9 @@ export interface Problem {
   readonly errors?: readonly { readonly field: string; readonly reason: string }[];
 }
 
+/** The title each problem type was first seen with: a type has one title, whichever check answered (RFC 9457 §3.1.3). */
+const titles = new Map<string, string>();
+
 /** Statuses whose problem must name the field at fault and the reason (the others say what happened in `detail`). */
 const FIELD_STATUSES = new Set([400, 405, 413, 415, 417, 431]);
 
@@ -44,6 +47,8 @@ export function checkAnswer(answer: Answer, what: string): Problem | undefined {
   const problem = JSON.parse(answer.text) as Problem;
   assert.equal(problem.status, answer.status, `${what}: the problem's status`);
   assert.ok(problem.type && problem.title && problem.code, `${what}: type, title and code`);
+  if (!titles.has(problem.type)) titles.set(problem.type, problem.title);
+  assert.equal(problem.title, titles.get(problem.type), `${what}: the title of ${problem.type}`);
   if (FIELD_STATUSES.has(answer.status) || problem.code === 'STUDENT.INVALID') {
     assert.ok(
       problem.errors &&

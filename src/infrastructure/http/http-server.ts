@@ -23,6 +23,7 @@ import {
 import { ROUTER_OPTIONS, trackAllowedMethods } from './allowed-methods.ts';
 import { headerLines } from './header-lines.ts';
 import {
+  clientErrorTitle,
   httpTitle,
   problem,
   registerProblemDetails,
@@ -491,7 +492,7 @@ function refuse(request: FastifyRequest, reply: FastifyReply, refusal: Refusal):
     reply.headers(headers).header('connection', 'close'),
     problem({
       status,
-      title: httpTitle(status),
+      title: clientErrorTitle(status, code),
       code,
       detail: `${field} ${reason}.`,
       instance: request.url,

@@ -38,6 +38,16 @@ export function problem(input: Omit<ProblemDetails, 'type'> & ProblemExtensions)
   return { type: `${PROBLEM_BASE}${input.code.toLowerCase()}`, ...input };
 }
 
+const INVALID_REQUEST_TITLE = 'The request is not valid';
+
+/**
+ * A problem's title names its type (RFC 9457 §3.1.3): one per code, whichever check answered. `REQUEST.INVALID` has
+ * its own; any other client error the HTTP reason phrase of its status.
+ */
+export function clientErrorTitle(status: number, code: string): string {
+  return code === 'REQUEST.INVALID' ? INVALID_REQUEST_TITLE : httpTitle(status);
+}
+
 /** 400 for input the client must fix, naming each field and what is wrong with it. */
 export function invalidRequest(
   instance: string,
@@ -46,7 +56,7 @@ export function invalidRequest(
 ): ProblemDetails {
   return problem({
     status: 400,
-    title: 'The request is not valid',
+    title: INVALID_REQUEST_TITLE,
     code: 'REQUEST.INVALID',
     detail,
     instance,
@@ -133,6 +143,12 @@ function clientErrorText(error: FastifyError, request: FastifyRequest): { detail
     const message = `'${withoutQuerySecrets(request.url)}' is not a valid url component`;
     return { detail: message, reason: message };
   }
+  // Fastify's text says what is wrong, not what to send instead.
+  if (error.code === 'FST_ERR_CTP_EMPTY_JSON_BODY')
+    return {
+      detail: 'The body is empty, yet Content-Type says it is JSON: send the JSON object this route takes.',
+      reason: 'is empty while Content-Type is application/json',
+    };
   if (error.code !== 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
     return { detail: error.message, reason: error.message };
   const type = JSON.stringify(request.headers['content-type'] ?? '');
@@ -240,12 +256,13 @@ export function sendErrorProblem(
       if (CLIENT_ERROR_HEADERS.has(name.toLowerCase())) void reply.header(name, value);
     const field = fastifyErrorField(error.code);
     const { detail, reason } = clientErrorText(error, request);
+    const code = clientErrorCode(status, error.code);
     return sendProblem(
       reply,
       problem({
         status,
-        title: httpTitle(status),
-        code: clientErrorCode(status, error.code),
+        title: clientErrorTitle(status, code),
+        code,
         detail,
         instance,
         ...(field ? { errors: [{ field, reason }] } : {}),
@@ -293,10 +310,11 @@ export function writeMalformedRequestProblem(
     error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
   // llhttp's reason names the exact fault, e.g. "Invalid header value char".
   const reason = error.reason ?? error.message;
+  const code = clientErrorCode(status, error.code);
   const details = problem({
     status,
-    title: httpTitle(status),
-    code: clientErrorCode(status, error.code),
+    title: clientErrorTitle(status, code),
+    code,
     detail:
       status === 408
         ? 'The request did not arrive in time: send it whole, without pauses.'

@@ -203,3 +203,17 @@ test("another user's requests on a connection get 403, whatever the transport: i
   assert.equal(refused.statusCode, 403);
   refused.resume();
 });
+
+test('access_token given twice reaches the hook as one value, the two joined, as ASP.NET Core reads a query', async () => {
+  seen.length = 0;
+  const negotiated = await fetch(
+    `${running.url}/negotiate?negotiateVersion=1&access_token=token-alice&access_token=token-bob`,
+    { method: 'POST' },
+  );
+  await negotiated.arrayBuffer();
+  // No verifier takes `a,b` for a token: the second credential is never silently dropped.
+  assert.deepEqual(
+    seen.map((request) => request.token),
+    ['token-alice,token-bob'],
+  );
+});

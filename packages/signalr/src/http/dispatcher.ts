@@ -53,12 +53,19 @@ function cannotChangeTransports(): HttpFailure {
 /**
  * As ASP.NET Core's JwtBearer reads it: the scheme in any case, else the `access_token` query parameter. Two
  * Authorization lines are one header there, the non-empty ones joined by a comma (`Bearer a,Bearer b`: a token no
- * verifier takes); Node keeps only the first, which would let a client's second credential pass unseen.
+ * verifier takes); Node keeps only the first, which would let a client's second credential pass unseen. Two
+ * `access_token` parameters are joined alike.
  */
 function bearerToken(req: IncomingMessage, url: URL): string | undefined {
-  const header = req.headersDistinct.authorization?.filter((line) => line !== '').join(',');
+  const header = joined(req.headersDistinct.authorization ?? []);
   if (header !== undefined && /^Bearer /i.test(header)) return header.slice('Bearer '.length).trim();
-  return url.searchParams.get('access_token') ?? undefined;
+  return joined(url.searchParams.getAll('access_token'));
+}
+
+/** ASP.NET's StringValues read as one string: the non-empty values, joined by a comma; none is no value. */
+function joined(values: readonly string[]): string | undefined {
+  const present = values.filter((value) => value !== '');
+  return present.length === 0 ? undefined : present.join(',');
 }
 
 /** The headers of a failure's answer, the same over plain HTTP and to a refused WebSocket upgrade. */

@@ -13,6 +13,7 @@ import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-proce
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
 import { silentLogger } from '../support/logger.ts';
 import { parseExposition } from '../support/prometheus-text.ts';
+import { exchange } from '../support/raw-http.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { hubClient, notificationMessage, sseClient } from './support.ts';
 import { until } from '../support/until.ts';
@@ -137,6 +138,13 @@ describe('the notifications service (embedded adapters)', () => {
       const body = (await response.json()) as { errors: { field: string }[] };
       assert.equal(body.errors[0]?.field, 'Last-Event-ID');
     }
+    // Two header lines, which Node hands on joined by a comma: said to be two, not one malformed id.
+    const twice = await exchange(
+      new URL(url).port,
+      'GET /api/notifications/stream HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1-0\r\nLast-Event-ID: 2-0\r\nConnection: close\r\n\r\n',
+    );
+    assert.match(twice, /^HTTP\/1\.1 400 /);
+    assert.match(twice, /"field":"Last-Event-ID","reason":"must be given once"/);
   });
 
   test('?types= with a type that does not exist is a 400 naming types and the known ones', async () => {

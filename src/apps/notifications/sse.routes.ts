@@ -115,7 +115,9 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
         'types',
         `must list event types of ${[...NOTIFICATION_TYPES].join(', ')}, not ${unknown.join(', ')}`,
       );
-    if (Array.isArray(lastEventId)) return invalid('Last-Event-ID', 'must be given once');
+    // Two header lines reach us joined by a comma (Node's way with headers it does not know): told apart here.
+    if (Array.isArray(lastEventId) || (request.raw.headersDistinct['last-event-id']?.length ?? 0) > 1)
+      return invalid('Last-Event-ID', 'must be given once');
     // Why the client's Last-Event-ID cannot be resumed from: it gets a `reset` event and live notifications.
     let reset: ResetMessage | undefined;
     let from = lastEventId || undefined;

@@ -1,8 +1,9 @@
-// The broker-publish policy: a stop (its signal) ends the wait at once, also between two attempts.
+// The broker-publish policy: a stop (its signal) ends the wait at once, also between two attempts; the back-off delay.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  backoffDelay,
   createResiliencePolicy,
   DEFAULT_RESILIENCE,
 } from '../../src/infrastructure/resilience/resilience-policy.ts';
@@ -63,4 +64,16 @@ test('an attempt in progress ends when the signal aborts; its own signal aborts 
   stopping.abort(stopped);
   await assert.rejects(execution, stopped);
   assert.equal(attemptSignal?.aborted, true, 'the call is told to stop');
+});
+
+test('backoffDelay doubles from the base up to the cap; with jitter it is a random half to all of that', () => {
+  const options = { baseMs: 250, maxMs: 30_000 };
+  assert.deepEqual(
+    [0, 1, 2, 6, 7, 50, 2_000].map((attempt) => backoffDelay(attempt, options)),
+    [250, 500, 1_000, 16_000, 30_000, 30_000, 30_000],
+  );
+  for (let round = 0; round < 100; round++) {
+    const jittered = backoffDelay(3, { ...options, jitter: true });
+    assert.ok(jittered >= 1_000 && jittered <= 2_000, `${jittered}`);
+  }
 });

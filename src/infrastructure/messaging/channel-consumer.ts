@@ -5,7 +5,7 @@ import {
   type Channel,
   type Connection,
 } from 'rabbitmq-client';
-import { untilAborted } from '../resilience/resilience-policy.ts';
+import { backoffDelay, untilAborted } from '../resilience/resilience-policy.ts';
 
 /** What becomes of a delivered message: done, rejected (the broker dead-letters it), or back to the queue. */
 export type Settlement = 'ack' | 'reject' | 'return';
@@ -96,7 +96,7 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
         if (closing) return;
         onError(error);
         failures += 1;
-        reopenLater(Math.min(options.retryHighMs, options.retryLowMs * 2 ** failures));
+        reopenLater(backoffDelay(failures, { baseMs: options.retryLowMs, maxMs: options.retryHighMs }));
       });
     }, delayMs);
   };

@@ -13,6 +13,7 @@ import { pruneSentOutbox } from '../persistence/retention.ts';
 import { sqlStatement } from '../persistence/sql.ts';
 import { OUTBOX_CHANNEL } from '../persistence/sql-unit-of-work.ts';
 import {
+  backoffDelay,
   createResiliencePolicy,
   type BreakerState,
   type ResilienceOptions,
@@ -304,8 +305,7 @@ export class OutboxRelay {
         // Between drains, not within one: a drain fails after the policy's own retries, or at once while its breaker
         // is open, and the loop would then spin. Exponential with jitter, capped, so a broker that is down is not
         // hammered and relays on several instances do not retry in step.
-        const delay = Math.min(30_000, 250 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);
-        await this.#idle(delay, false);
+        await this.#idle(backoffDelay(failures, { baseMs: 250, maxMs: 30_000, jitter: true }), false);
       }
     }
   }

@@ -106,12 +106,24 @@ export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promi
 }
 
 /**
+ * The wait before retry `attempt` (0 for the first): `baseMs`, doubling, at most `maxMs`. With `jitter`, a random
+ * half to all of it, so instances that failed together do not retry in step.
+ */
+export function backoffDelay(
+  attempt: number,
+  { baseMs, maxMs, jitter = false }: { baseMs: number; maxMs: number; jitter?: boolean },
+): number {
+  const delay = Math.min(maxMs, baseMs * 2 ** attempt);
+  return jitter ? delay * (0.5 + Math.random() / 2) : delay;
+}
+
+/**
  * Waits before retry `attempt` (0 for the first) of a call that is not given up while its process runs: from
  * 100 ms, doubling, to 5 s. False as soon as `stopping` aborts, so a stop never waits out a back-off.
  */
 export async function waitToRetry(attempt: number, stopping: AbortSignal): Promise<boolean> {
   try {
-    await sleep(Math.min(100 * 2 ** attempt, 5_000), undefined, { signal: stopping });
+    await sleep(backoffDelay(attempt, { baseMs: 100, maxMs: 5_000 }), undefined, { signal: stopping });
     return true;
   } catch {
     return false;

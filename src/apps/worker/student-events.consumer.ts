@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { ExponentialBackoff, handleWhen, retry, wrap, type IPolicy } from 'cockatiel';
-import { DependencyUnavailableError } from '../../application/errors.ts';
+import { causes, DependencyUnavailableError } from '../../application/errors.ts';
 import {
   outcome,
   type HandlerOutcome,
@@ -17,6 +17,7 @@ import { SUBJECT_HEADER } from '../../contracts/cloud-events.ts';
 import { DEFAULT_MAX_DELIVERIES, Queues } from '../../contracts/messaging.ts';
 import type { StudentSnapshot } from '../../domain/student.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
+import { isPassingRefusal } from '../../infrastructure/persistence/database-errors.ts';
 import { withProcessSpan } from '../../infrastructure/observability/messaging-spans.ts';
 import { traceHeaders } from '../../infrastructure/observability/tracing.ts';
 import { secondsSince } from '../../infrastructure/observability/metrics.ts';
@@ -62,31 +63,13 @@ export interface StudentEventsConsumerOptions {
   readonly signal?: AbortSignal;
 }
 
-// Refusals that pass by themselves: a serialization failure or deadlock (PostgreSQL asks for the transaction
-// again), a lock or statement timeout (another transaction held the row too long), a read-only server (a
-// failover in progress), out of disk or memory. Dead-lettered at once, a student's event would be skipped.
-const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', '55P03', '57014', '25006', '53100', '53200']);
-
-function someCause(error: unknown, matches: (cause: Error) => boolean): boolean {
-  for (let current = error; current instanceof Error; current = current.cause)
-    if (matches(current)) return true;
-  return false;
-}
-
-/** PostgreSQL refused the transaction for now (above). */
-const isConflict = (error: unknown) =>
-  someCause(error, (cause) => {
-    const code = (cause as { code?: unknown }).code;
-    return typeof code === 'string' && RETRYABLE_SQLSTATES.has(code);
-  });
-
 /**
  * The database cannot be reached: every message would fail alike, so none may use up its delivery limit. A refusal
- * above is no such thing even when reported as one (a statement timeout answers the API 503): it is this event's,
- * and retried a bounded number of times.
+ * that passes by itself is no such thing even when reported as one (a statement timeout answers the API 503): it
+ * is this event's, retried a bounded number of times (dead-lettered at once, a student's event would be skipped).
  */
 const isOutage = (error: unknown) =>
-  !isConflict(error) && someCause(error, (cause) => cause instanceof DependencyUnavailableError);
+  !isPassingRefusal(error) && [...causes(error)].some((cause) => cause instanceof DependencyUnavailableError);
 
 /**
  * Tries of an event that keeps conflicting before it is dead-lettered: as many as the queue's delivery limit
@@ -100,7 +83,7 @@ export function conflictAttempts(maxRetryAttempts: number): number {
 
 /** Failures that may pass by themselves; anything else would fail the same way on every delivery. */
 function isTransient(error: unknown): boolean {
-  return isOutage(error) || isConflict(error);
+  return isOutage(error) || isPassingRefusal(error);
 }
 
 /**
@@ -181,7 +164,7 @@ function studentEventHandler(
   // A back-off abandoned by stop() must not keep the process alive: both policies are unref'd.
   const policy = wrap(
     retry(handleWhen(isOutage), { maxAttempts: Infinity, backoff }).dangerouslyUnref(),
-    retry(handleWhen(isConflict), {
+    retry(handleWhen(isPassingRefusal), {
       maxAttempts: conflictAttempts(options.retry.maxRetryAttempts) - 1,
       backoff,
     }).dangerouslyUnref(),

@@ -1,4 +1,4 @@
-import { DependencyUnavailableError } from '../../application/errors.ts';
+import { causes, DependencyUnavailableError } from '../../application/errors.ts';
 
 // Connection-level failures: the server is down, restarting, refusing connections or unreachable.
 const UNAVAILABLE_NODE_CODES = new Set([
@@ -16,13 +16,30 @@ const UNAVAILABLE_MESSAGES =
 // pg's `query_timeout`: no answer in time, from a server that may be gone without a word.
 const QUERY_TIMEOUT_MESSAGE = 'Query read timeout';
 
+// Refusals that pass by themselves: a serialization failure or deadlock (PostgreSQL asks for the transaction
+// again), a lock or statement timeout (another transaction held the row too long), a read-only server (a
+// failover in progress), out of disk or memory.
+const PASSING_REFUSAL_SQLSTATES = new Set(['40001', '40P01', '55P03', '57014', '25006', '53100', '53200']);
+
+/**
+ * PostgreSQL refused the transaction for now (above): trying it again may well succeed. A statement timeout is also
+ * unavailability to an API request (a 503, see guardDatabase); to a consumer it is its own message's, tried again.
+ */
+export function isPassingRefusal(error: unknown): boolean {
+  for (const cause of causes(error)) {
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === 'string' && PASSING_REFUSAL_SQLSTATES.has(code)) return true;
+  }
+  return false;
+}
+
 /** A statement that got no answer within the connection's `query_timeout`. */
 export function isQueryTimeout(error: unknown): boolean {
   return error instanceof Error && error.message === QUERY_TIMEOUT_MESSAGE;
 }
 
 function isUnavailable(error: unknown): boolean {
-  for (let current = error; current instanceof Error; current = current.cause) {
+  for (const current of causes(error)) {
     const code = (current as { code?: unknown }).code;
     if (typeof code === 'string' && (UNAVAILABLE_NODE_CODES.has(code) || UNAVAILABLE_SQLSTATE.test(code)))
       return true;

@@ -68,8 +68,9 @@ function idempotencyKey(ttlSeconds: number) {
   return optionalHeader(
     'Makes a retry safe: a key of 1 to 255 characters, scoped to the caller, sent as an RFC 8941 string (`"…"`: ' +
       'printable ASCII, with `\\"` and `\\\\` escaped; the key is its unescaped content) or bare (visible ASCII other ' +
-      'than `"` and `\\`); anything else is a 400. A retry with the same key and request (method, URL, body, ' +
-      'If-Match and If-None-Match) gets the stored response (Idempotent-Replayed: true); with another request, 422; ' +
+      'than `"` and `\\`); anything else is a 400. A retry with the same key and request (method, URL, body byte for ' +
+      'byte, If-Match and If-None-Match) gets the stored response (Idempotent-Replayed: true); with another request, ' +
+      'the same JSON written otherwise included, 422; ' +
       'while the first still runs (or its server stopped less than IDEMPOTENCY_LEASE_SECONDS ago), 409. A response ' +
       `is kept for ${duration(ttlSeconds)} after it is sent (IDEMPOTENCY_TTL_SECONDS); a 5xx is not kept, so a retry ` +
       'runs again, but a write that committed is never run twice: a retry gets it back, whenever the first attempt ' +

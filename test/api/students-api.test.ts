@@ -307,6 +307,30 @@ function apiContract(kind: 'pglite' | 'postgres') {
     assert.deepEqual(statuses, [200, 412]);
   });
 
+  test('the list and the collection have no ETag: If-Match holds for * alone, If-None-Match * does not (304 on the list, 412 on a POST)', async () => {
+    await create();
+    const list = (headers: Record<string, string>) =>
+      call('/api/students?limit=1', { headers: { ...headers, 'cache-control': 'max-age=0' } });
+    assert.equal((await list({ 'if-match': '"1"' })).status, 412);
+    assert.equal((await list({ 'if-match': '*' })).status, 200);
+    const notModified = await list({ 'if-none-match': '*' });
+    assert.equal(notModified.status, 304);
+    assert.equal(await notModified.text(), '');
+    assert.equal((await list({ 'if-none-match': '"1"' })).status, 200);
+
+    const before = await counts();
+    const post = (headers: Record<string, string>) =>
+      call('/api/students', { method: 'POST', headers: { ...jsonHeaders, ...headers }, body: '{}' });
+    for (const headers of [{ 'if-match': '"1"' }, { 'if-none-match': '*' }] as Record<string, string>[]) {
+      const refused = await post(headers);
+      assert.equal(refused.status, 412, JSON.stringify(headers));
+      assert.equal((await json(refused)).code, 'PRECONDITION.FAILED');
+    }
+    assert.deepEqual(await counts(), before, 'nothing created');
+    assert.equal((await post({ 'if-match': '*' })).status, 201);
+    assert.equal((await post({ 'if-none-match': '"1"' })).status, 201);
+  });
+
   test('If-Match: * updates any existing student; a malformed If-Match is a 400 naming the header, and writes nothing', async () => {
     const created = await json(await create());
     const path = `/api/students/${created.id}`;

@@ -1,10 +1,16 @@
 // Conditional reads (RFC 9110 §13.1): a GET or HEAD whose If-None-Match names the ETag its 200 carries gets
 // 304 Not Modified without the body, so a client (or a browser's HTTP cache) revalidates its copy for a few
-// hundred bytes; one whose If-Match does not name it gets 412. Decided on the response as it goes out, so replayed
-// and coalesced responses are covered too.
+// hundred bytes; one whose If-Match does not name it gets 412. A 200 without an ETag (a page of the list) is named
+// by `*` alone. Decided on the response as it goes out, so replayed and coalesced responses are covered too.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
-import { PROBLEM_JSON, problem, sendProblem } from '../../../infrastructure/http/problem-details.ts';
-import { malformedPrecondition, namesEtag, readPreconditions, type Preconditions } from '../routes/etag.ts';
+import { PROBLEM_JSON, sendProblem } from '../../../infrastructure/http/problem-details.ts';
+import {
+  malformedPrecondition,
+  namesEtag,
+  preconditionFailed,
+  readPreconditions,
+  type Preconditions,
+} from '../routes/etag.ts';
 import { appWide } from './caller.ts';
 import { hooksOf } from './dedup.plugin.ts';
 
@@ -29,19 +35,19 @@ function answerConditionally(
   done: (error: null, payload: unknown) => void,
 ): void {
   const conditions = (request as ConditionalRequest)[PRECONDITIONS];
-  const etag = reply.getHeader('etag');
-  if (conditions === undefined || reply.statusCode !== 200 || typeof etag !== 'string')
-    return done(null, payload);
+  if (conditions === undefined || reply.statusCode !== 200) return done(null, payload);
+  // A 200 without one (a page of the list) has a representation all the same: only `*` names it.
+  const header = reply.getHeader('etag');
+  const etag = typeof header === 'string' ? header : undefined;
   if (conditions.match !== undefined && !namesEtag(conditions.match, etag, 'strong')) {
     // Sent as a string, so Fastify adds no charset: say it as every other problem does.
     void reply.code(412).type(`${PROBLEM_JSON}; charset=utf-8`);
-    const failed = problem({
-      status: 412,
-      title: 'Precondition Failed',
-      code: 'PRECONDITION.FAILED',
-      detail: `The representation is at ETag ${etag}, which If-Match does not name.`,
-      instance: request.url,
-    });
+    const failed = preconditionFailed(
+      request.url,
+      etag === undefined
+        ? 'The representation has no ETag: If-Match can only name it as "*".'
+        : `The representation is at ETag ${etag}, which If-Match does not name.`,
+    );
     return done(null, JSON.stringify(failed));
   }
   if (conditions.noneMatch !== undefined && namesEtag(conditions.noneMatch, etag, 'weak')) {

@@ -1,6 +1,10 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { VersionCondition, Versions } from '../../../application/students/load-for-write.ts';
-import { invalidRequest, type ProblemDetails } from '../../../infrastructure/http/problem-details.ts';
+import {
+  invalidRequest,
+  problem,
+  type ProblemDetails,
+} from '../../../infrastructure/http/problem-details.ts';
 
 export function etagOf(version: number): string {
   return `"${version}"`;
@@ -85,13 +89,34 @@ export function versionsNamed({ match, noneMatch }: Preconditions): VersionCondi
  * Whether a precondition's tags name the response's `etag` (RFC 9110 §8.8.3.2): `*` names any; the weak comparison
  * (If-None-Match) ignores a `W/` prefix on either side, the strong one (If-Match) matches strong tags only.
  */
-export function namesEtag(condition: Tags, etag: string, comparison: 'strong' | 'weak'): boolean {
+export function namesEtag(condition: Tags, etag: string | undefined, comparison: 'strong' | 'weak'): boolean {
   if (condition === '*') return true;
+  // A representation without an entity tag (a list, the collection a POST adds to) is named by `*` alone.
+  if (etag === undefined) return false;
   const current = parseEntityTags(etag);
   if (current === undefined || current === '*' || current.length !== 1) return false;
   const [{ weak, opaque }] = current as [EntityTag];
   if (comparison === 'strong' && weak) return false;
   return condition.some((tag) => tag.opaque === opaque && (comparison === 'weak' || !tag.weak));
+}
+
+/** The 412 for a precondition the target's current representation fails (`detail` says how). */
+export function preconditionFailed(url: string, detail: string): ProblemDetails {
+  return problem({
+    status: 412,
+    title: 'Precondition Failed',
+    code: 'PRECONDITION.FAILED',
+    detail,
+    instance: url,
+  });
+}
+
+/**
+ * Whether the preconditions hold for a target that exists but has no entity tag (RFC 9110 §13.1): If-Match holds
+ * for `*` alone, If-None-Match for anything but `*`.
+ */
+export function holdForUntagged({ match, noneMatch }: Preconditions): boolean {
+  return (match === undefined || namesEtag(match, undefined, 'strong')) && noneMatch !== '*';
 }
 
 /** The 400 for an `If-Match` or `If-None-Match` that does not parse: guessing its meaning could lose a write. */

@@ -59,6 +59,14 @@ const ifNoneMatchOnWrite = optionalHeader(
   'ETags (or `*`) the student must not be at: the write fails with 412 if it is',
 );
 
+// A page of the list, and the collection a POST adds to, exist but have no ETag: only `*` names them.
+const ifMatchUntagged = optionalHeader('`*` only: any ETag is a 412, since there is none to match');
+const ifNoneMatchOnList = optionalHeader('`*`: 304 without a body (a page exists); ETags: ignored');
+const ifNoneMatchOnCreate = optionalHeader('`*`: 412 (the collection exists); ETags: ignored');
+const untaggedFailed = problemResponse(
+  'If-Match names an ETag, or If-None-Match is `*`: neither can hold here',
+);
+
 function duration(seconds: number): string {
   return seconds % 3600 === 0 ? `${seconds / 3600} h` : `${seconds} s`;
 }
@@ -125,9 +133,12 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
         'Follow `nextCursor` until it is null. A walk sees every student that existed when it began and still ' +
         'exists; one created during the walk may be missed, since ids are ordered by when a create began, not ' +
         'when it committed.',
+      headers: z.object({ 'if-match': ifMatchUntagged, 'if-none-match': ifNoneMatchOnList }),
       response: {
         200: jsonResponse(StudentPage, 'One page of students'),
+        304: emptyResponse('Not Modified: If-None-Match is `*`'),
         400: invalid('the query, If-Match or If-None-Match'),
+        412: untaggedFailed,
         503: serviceUnavailable,
       },
     },
@@ -150,7 +161,11 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
       },
     },
     create: {
-      headers: z.object({ 'idempotency-key': key }),
+      headers: z.object({
+        'if-match': ifMatchUntagged,
+        'if-none-match': ifNoneMatchOnCreate,
+        'idempotency-key': key,
+      }),
       response: {
         201: jsonResponse(Student, 'Created', {
           ...ETAG,
@@ -159,6 +174,7 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
         }),
         400: invalid('a query parameter (this route takes none), a header or the body', REPLAYED),
         409: inProgress,
+        412: untaggedFailed,
         413: tooLarge,
         415: notJson,
         422: problemResponse(`The student breaks a rule, or ${keyReused}`, REPLAYED),

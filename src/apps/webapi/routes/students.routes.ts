@@ -14,7 +14,14 @@ import type { HttpServer } from '../../../infrastructure/http/http-server.ts';
 import { domainProblem, invalidRequest, sendProblem } from '../../../infrastructure/http/problem-details.ts';
 import { bypassesCache } from '../plugins/dedup.plugin.ts';
 import { markReplayed } from '../plugins/idempotency.plugin.ts';
-import { etagOf, malformedPrecondition, readPreconditions, versionsNamed } from './etag.ts';
+import {
+  etagOf,
+  holdForUntagged,
+  malformedPrecondition,
+  preconditionFailed,
+  readPreconditions,
+  versionsNamed,
+} from './etag.ts';
 import { studentOpenApi } from './student-openapi.ts';
 import {
   decodeCursor,
@@ -159,6 +166,17 @@ function registerUnder(
       },
     },
     async (request, reply) => {
+      // The collection exists and has no entity tag: If-Match other than `*`, or If-None-Match `*`, cannot hold.
+      const read = readPreconditions(request.headers);
+      if ('malformed' in read) return sendProblem(reply, malformedPrecondition(request.url, read.malformed));
+      if (!holdForUntagged(read))
+        return sendProblem(
+          reply,
+          preconditionFailed(
+            request.url,
+            'The collection has no ETag: If-Match can only be "*", If-None-Match not "*".',
+          ),
+        );
       const result = written(
         reply,
         await useCases.create({

@@ -85,6 +85,12 @@ interface ServerStream {
 }
 
 /** One logical SignalR connection: handshake, message dispatch, keep-alive and (optionally) stateful resume. */
+/** A client result awaited: settled by the client's Completion, or rejected when the connection ends. */
+interface PendingResult {
+  resolve(value: unknown): void;
+  reject(error: Error): void;
+}
+
 export class Connection {
   state: ConnectionState = 'handshake';
   transport: Transport | undefined;
@@ -111,8 +117,7 @@ export class Connection {
   private closing = false;
   private queue: Promise<void> = IDLE;
   private serverStreams: Map<string, ServerStream> | undefined;
-  private clientResults:
-    Map<string, { resolve(value: unknown): void; reject(error: Error): void }> | undefined;
+  private clientResults: Map<string, PendingResult> | undefined;
   private lastClientResultId = 0;
   private uploads: Map<string, UploadStream> | undefined;
   /**
@@ -279,12 +284,32 @@ export class Connection {
     return this.transport?.drained();
   }
 
-  /** Invokes a client handler and resolves with its result (the client answers with a Completion). */
-  invokeClient(target: string, args: readonly unknown[]): Promise<unknown> {
+  /**
+   * Invokes a client handler and resolves with its result (the client answers with a Completion). Once `signal`
+   * aborts, it rejects with the signal's reason and forgets the call: an answer after that is ignored.
+   */
+  invokeClient(target: string, args: readonly unknown[], signal?: AbortSignal): Promise<unknown> {
     if (this.state !== 'connected') return Promise.reject(new Error('The connection is not connected.'));
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const invocationId = `s${++this.lastClientResultId}`;
     const result = new Promise<unknown>((resolve, reject) => {
-      (this.clientResults ??= new Map()).set(invocationId, { resolve, reject });
+      const results = (this.clientResults ??= new Map());
+      if (!signal) return results.set(invocationId, { resolve, reject });
+      const abandon = () => {
+        if (this.clientResults?.delete(invocationId)) reject(signal.reason);
+      };
+      signal.addEventListener('abort', abandon, { once: true });
+      const settled = () => signal.removeEventListener('abort', abandon);
+      results.set(invocationId, {
+        resolve: (value: unknown) => {
+          settled();
+          resolve(value);
+        },
+        reject: (error: Error) => {
+          settled();
+          reject(error);
+        },
+      });
     });
     this.send(OutgoingMessage.of({ type: MessageType.Invocation, invocationId, target, arguments: args }));
     // Reading may have stopped behind a full queue: the client's answer must get through.
@@ -321,9 +346,10 @@ export class Connection {
       if (now - this.attachedAt >= limits.handshakeTimeoutMs) this.rejectHandshake('Handshake was canceled.');
       return;
     }
-    // Like ASP.NET, the client timeout waits while a message is being handled (or an upload holds reading).
-    const handling = this.busy > 0 || this.pausedReading !== undefined;
-    if (this.clientTimeoutArmed && !handling && now - this.lastReceivedAt >= limits.clientTimeoutMs) {
+    // The client timeout waits only while reading is paused (a full upload or call queue), as ASP.NET's waits while
+    // its read loop is held; a running call does not stop the reading, so a live client's pings still get here.
+    const reading = this.pausedReading === undefined;
+    if (this.clientTimeoutArmed && reading && now - this.lastReceivedAt >= limits.clientTimeoutMs) {
       this.close(GENERIC_CLOSE_ERROR, true);
       return;
     }

@@ -308,14 +308,16 @@ export class HubServer implements ConnectionHost {
   }
 
   private singleProxy(connectionId: string): SingleClientProxy {
+    const invoke = (target: string, args: readonly unknown[], signal?: AbortSignal) => {
+      const connection = this.byId.get(connectionId);
+      if (!connection)
+        return Promise.reject(new Error(`Connection '${connectionId}' is not on this instance.`));
+      return connection.invokeClient(target, args, signal);
+    };
     return {
       ...this.proxy({ kind: 'connections', ids: [connectionId] }),
-      invoke: (target, ...args) => {
-        const connection = this.byId.get(connectionId);
-        if (!connection)
-          return Promise.reject(new Error(`Connection '${connectionId}' is not on this instance.`));
-        return connection.invokeClient(target, args);
-      },
+      invoke: (target, ...args) => invoke(target, args),
+      invokeUntil: (signal, target, ...args) => invoke(target, args, signal),
     };
   }
 

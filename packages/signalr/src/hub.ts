@@ -24,6 +24,12 @@ export interface SingleClientProxy extends ClientProxy {
    * with the client's error, or when the connection ends first or is not on this instance.
    */
   invoke(target: string, ...args: unknown[]): Promise<unknown>;
+  /**
+   * `invoke`, given up once `signal` aborts (ASP.NET's `InvokeAsync` with a `CancellationToken`): it rejects with the
+   * signal's reason, and the client's answer, should it come later, is ignored. `AbortSignal.timeout(ms)` bounds a
+   * client result in time.
+   */
+  invokeUntil(signal: AbortSignal, target: string, ...args: unknown[]): Promise<unknown>;
 }
 
 export interface HubClients {

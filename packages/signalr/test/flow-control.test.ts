@@ -169,6 +169,46 @@ test('a client that owes a client result and floods calls meanwhile is closed, i
   }
 });
 
+test('a client result given up with invokeUntil rejects with the reason, ignores a late answer, and leaves reading flow-controlled', async () => {
+  const running = await startHub({
+    ...QUIET_CLIENT,
+    hub: defineHub({
+      methods: {
+        AskWithin: async (context, ms: number) =>
+          context.clients.caller.invokeUntil(AbortSignal.timeout(ms), 'answer').then(
+            (value) => `answered ${String(value)}`,
+            (error: Error) => `gave up: ${error.name}`,
+          ),
+        Lookup: async (_context, id: unknown) => delay(200).then(() => id),
+      },
+    }),
+  });
+  const client = await RawClient.handshaken(running.url);
+  try {
+    client.send({ type: 1, invocationId: 'ask', target: 'AskWithin', arguments: [100] });
+    const asked = await client.next((record) => record.type === 1 && record.target === 'answer');
+    assert.equal(
+      (await client.next((record) => record.invocationId === 'ask')).result,
+      'gave up: TimeoutError',
+    );
+    // The answer comes too late: ignored, and the connection goes on.
+    client.send({ type: 3, invocationId: asked.invocationId, result: 42 });
+    // Nothing is awaited any more: calls queued behind a slow one stop the reading again, rather than closing it.
+    flood(client);
+    await delay(500);
+    const [queued = 0] = queuedCalls(running);
+    assert.ok(queued <= 20, `${queued} calls queued`);
+    assert.equal(
+      client.records.find((record) => record.type === 7),
+      undefined,
+      'not closed',
+    );
+  } finally {
+    client.close();
+    await running.close();
+  }
+});
+
 test('a POST that goes on after its connection ended is answered 404 and read no further, as from ASP.NET', async () => {
   const running = await startHub({ disconnectTimeoutMs: 30_000 });
   let post: ClientRequest | undefined;

@@ -209,7 +209,8 @@ test('nothing a client sends after its Close message is handled, even in the sam
   member.close();
 });
 
-test('the client timeout waits while a call of the client is being handled, as in ASP.NET', async () => {
+test('a client silent while its call runs is timed out, as in ASP.NET (a call with its slot does not hold the reading); one that pings is not', async () => {
+  let askedClient!: Promise<unknown>;
   const slow = await startHub({
     clientTimeoutMs: 300,
     hub: defineHub({
@@ -220,15 +221,37 @@ test('the client timeout waits while a call of the client is being handled, as i
           await delay(1_000);
           return 'done';
         },
+        // Awaits a client result the silent client never sends.
+        AsksTheCaller: async (context) => {
+          askedClient = context.clients.caller.invoke('Answer');
+          return askedClient;
+        },
       },
     }),
   });
   try {
-    const client = await RawClient.handshaken(slow.url);
-    client.send({ type: 6 }, { type: 1, invocationId: 'long', target: 'TakesLonger', arguments: [] });
-    assert.equal((await client.next((r) => r.invocationId === 'long')).result, 'done');
-    assert.equal(client.records.find(isClose), undefined, 'not closed meanwhile');
-    client.close();
+    const pinging = await RawClient.handshaken(slow.url);
+    pinging.send({ type: 6 }, { type: 1, invocationId: 'long', target: 'TakesLonger', arguments: [] });
+    const pings = setInterval(() => pinging.send({ type: 6 }), 100);
+    try {
+      assert.equal((await pinging.next((r) => r.invocationId === 'long')).result, 'done');
+    } finally {
+      clearInterval(pings);
+    }
+    assert.equal(pinging.records.find(isClose), undefined, 'a client that pings is not closed');
+    pinging.close();
+
+    for (const target of ['TakesLonger', 'AsksTheCaller']) {
+      const silent = await RawClient.handshaken(slow.url);
+      silent.send({ type: 6 }, { type: 1, invocationId: 'call', target, arguments: [] });
+      assert.deepEqual(
+        await silent.next(isClose),
+        { type: 7, error: 'Connection closed with an error.', allowReconnect: true },
+        target,
+      );
+      silent.close();
+    }
+    await assert.rejects(askedClient, /connection ended/, 'the client result it awaited is given up');
   } finally {
     await slow.close();
   }

@@ -84,13 +84,13 @@ interface ServerStream {
   interrupt: (() => void) | undefined;
 }
 
-/** One logical SignalR connection: handshake, message dispatch, keep-alive and (optionally) stateful resume. */
 /** A client result awaited: settled by the client's Completion, or rejected when the connection ends. */
 interface PendingResult {
   resolve(value: unknown): void;
   reject(error: Error): void;
 }
 
+/** One logical SignalR connection: handshake, message dispatch, keep-alive and (optionally) stateful resume. */
 export class Connection {
   state: ConnectionState = 'handshake';
   transport: Transport | undefined;

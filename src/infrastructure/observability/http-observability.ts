@@ -202,10 +202,10 @@ export function observeHttp(
   };
 }
 
-// A function of the module, not a closure made per request: under tsx (esbuild's keepNames) each named closure costs
-// a defineProperty, 2 µs of every request here.
 type AccessLevel = 'debug' | 'info';
 
+// A function of the module, not a closure made per request: under tsx (esbuild's keepNames) each named closure costs
+// a defineProperty, 2 µs of every request here.
 function logAccess(
   request: FastifyRequest,
   level: AccessLevel,

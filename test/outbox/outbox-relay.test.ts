@@ -465,6 +465,37 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
     assert.equal(health.data?.backlog, undefined);
   });
 
+  test('while the database stalls, health checks and scrapes share one backlog count instead of piling up queries', async () => {
+    let counts = 0;
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => (answer = resolve));
+    const { sql } = testDb.database;
+    const stalling: Database = {
+      ...testDb.database,
+      sql: {
+        ...sql,
+        query: async (statement, params) => {
+          if (statement.name !== 'outbox_backlog') return sql.query(statement, params);
+          counts++;
+          await answered;
+          return sql.query(statement, params);
+        },
+      },
+    };
+    const stalled = relayOn(stalling, bus);
+    const checks = await Promise.all([1, 2, 3].map(() => stalled.healthCheck().check()));
+    assert.ok(
+      checks.every((health) => health.data?.backlog === undefined),
+      'each left the count out',
+    );
+    const scrape = stalled.backlog();
+    assert.equal(counts, 1, 'one count under way');
+    answer();
+    assert.equal(typeof (await scrape), 'number');
+    await stalled.backlog();
+    assert.equal(counts, 2, 'a caller after it counts again');
+  });
+
   test('a sent row is deleted once it is older than the retention; a younger one stays', async () => {
     await relay?.stop();
     const ids = await createStudents(testDb.database, 3);

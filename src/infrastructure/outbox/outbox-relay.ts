@@ -176,6 +176,8 @@ export class OutboxRelay {
   #workPending = true;
   #lastCleanup = 0;
   readonly #beforePublish: BeforePublish | undefined;
+  /** The backlog count under way: the callers meanwhile share it. */
+  #backlogCount: Promise<number> | undefined;
 
   constructor(deps: {
     database: Database;
@@ -419,8 +421,16 @@ export class OutboxRelay {
     await pruneSentOutbox(this.#database, cutoff, this.#stopping.signal);
   }
 
-  /** Rows not published yet (by any relay of this database). */
-  async backlog(): Promise<number> {
+  /**
+   * Rows not published yet (by any relay of this database). Callers at the same time share one count: while the
+   * database stalls, health probes and scrapes do not each add a query waiting on the pool.
+   */
+  backlog(): Promise<number> {
+    this.#backlogCount ??= this.#countBacklog().finally(() => (this.#backlogCount = undefined));
+    return this.#backlogCount;
+  }
+
+  async #countBacklog(): Promise<number> {
     const [row] = await guardDatabase(() =>
       this.#database.sql.query<{ count: number }>(statements.backlog, []),
     );

@@ -8,6 +8,7 @@ import { serializeStudent } from '../../application/students/get-student.ts';
 import type { StudentSnapshot } from '../../domain/student.ts';
 import { LogThrottle } from '../logging/log-throttle.ts';
 import type { Logger } from '../logging/logger.ts';
+import { outsideTraces } from '../observability/outside-traces.ts';
 import type { CacheMetrics } from './cache-metrics.ts';
 import type { InvalidationBus } from './invalidation-bus.ts';
 import { orderedNow } from './ordered-now.ts';
@@ -347,10 +348,13 @@ export class BentoStudentCache implements StudentCache {
 
   #scheduleFlush(): void {
     if (this.#closed) return;
-    this.#flushTimer ??= setTimeout(() => {
-      this.#flushTimer = undefined;
-      void this.#flushPending();
-    }, this.#connection.halfOpenAfterMs).unref();
+    // Scheduled by whichever write failed: the flush is not that request's work.
+    this.#flushTimer ??= outsideTraces(() =>
+      setTimeout(() => {
+        this.#flushTimer = undefined;
+        void this.#flushPending();
+      }, this.#connection.halfOpenAfterMs).unref(),
+    );
   }
 
   async #flushPending(): Promise<void> {

@@ -10,6 +10,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { DependencyUnavailableError } from '../../application/errors.ts';
 import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
+import { outsideTraces } from '../observability/outside-traces.ts';
 import { orderedNow } from './ordered-now.ts';
 
 export interface CacheConnectionOptions {
@@ -75,7 +76,10 @@ export class CacheConnection {
     this.#breaker.onBreak(() => {
       logger.warn('cache unavailable (Redis): reading from the database');
       if (this.#closed || this.#trials) return;
-      this.#trials = setInterval(() => void this.available, this.halfOpenAfterMs).unref();
+      // Opened by whichever request found Redis gone: the trials, and the recovery they lead to, are not its work.
+      this.#trials = outsideTraces(() =>
+        setInterval(() => void this.available, this.halfOpenAfterMs).unref(),
+      );
     });
     this.#breaker.onReset(() => {
       clearInterval(this.#trials);

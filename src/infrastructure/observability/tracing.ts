@@ -26,6 +26,7 @@ import {
 import { BatchSpanProcessor, NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import type { Logger } from '../logging/logger.ts';
 import { valueWithoutUrlPassword } from '../logging/url-password.ts';
+import { outsideTraces } from './outside-traces.ts';
 
 export interface TracingSettings {
   /** Base URL of an OTLP/HTTP receiver (`…/v1/traces` is appended, as the OTLP spec says). */
@@ -57,15 +58,14 @@ export function startTracing(settings: TracingSettings, serviceName: string, log
   const log = logger.child({ component: 'tracing' });
   // The SDK's own trouble (a receiver that is down, after its retries) is logged and never reaches the
   // application; outside any span, or the line would carry the trace of whatever request was running.
-  const outsideSpans = (write: () => void) => context.with(ROOT_CONTEXT, write);
-  setGlobalErrorHandler((error) => outsideSpans(() => log.warn({ err: error }, 'trace export failed')));
+  setGlobalErrorHandler((error) => outsideTraces(() => log.warn({ err: error }, 'trace export failed')));
   diag.setLogger(
     {
-      error: (message, ...args) => outsideSpans(() => log.warn({ args }, message)),
-      warn: (message, ...args) => outsideSpans(() => log.warn({ args }, message)),
-      info: (message, ...args) => outsideSpans(() => log.info({ args }, message)),
-      debug: (message, ...args) => outsideSpans(() => log.debug({ args }, message)),
-      verbose: (message, ...args) => outsideSpans(() => log.trace({ args }, message)),
+      error: (message, ...args) => outsideTraces(() => log.warn({ args }, message)),
+      warn: (message, ...args) => outsideTraces(() => log.warn({ args }, message)),
+      info: (message, ...args) => outsideTraces(() => log.info({ args }, message)),
+      debug: (message, ...args) => outsideTraces(() => log.debug({ args }, message)),
+      verbose: (message, ...args) => outsideTraces(() => log.trace({ args }, message)),
     },
     DiagLogLevel.WARN,
   );

@@ -6,8 +6,9 @@ import type { StudentEvent } from './student-events.ts';
 export const STUDENT_NAME_MAX_LENGTH = 100;
 export const STUDENT_EMAIL_MAX_LENGTH = 254;
 
-// Deliberately simple (one @, a dot in the domain, no spaces): full RFC 5322 validation rejects nothing useful here.
-const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+// Deliberately simple: one @, no spaces, and on either side parts joined by single dots (none empty: `a.@b.co` and
+// `a@.b.co` are not addresses), two at least in the domain. Full RFC 5322 validation rejects nothing useful here.
+const EMAIL_PATTERN = /^[^\s@.]+(?:\.[^\s@.]+)*@[^\s@.]+(?:\.[^\s@.]+)+$/;
 // With the u flag a surrogate pair is one code point, so this matches only unpaired surrogates.
 const UNPAIRED_SURROGATE = /\p{Cs}/u;
 export const NOT_STORABLE_TEXT = 'must be Unicode text without NUL characters or unpaired surrogates';
@@ -23,8 +24,10 @@ export function isPlainText(value: string): boolean {
   return !CONTROL_OR_BIDI.test(value);
 }
 // What shows nothing: format characters, the default-ignorable ones (Hangul fillers, variation selectors) and the
-// blank Braille pattern. The joiners among them (U+200C, U+200D) stay allowed between other characters.
+// blank Braille pattern. The joiners among them (U+200C, U+200D) stay allowed between other characters of a name.
 const INVISIBLE = /[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/gu;
+// In an email none is: `a\u200b@b.co` shows as `a@b.co` and is another address.
+const INVISIBLE_IN_EMAIL = /[\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/u;
 
 /** Whether something shows: a zero-width space alone is as blank as "   ". */
 export function isVisibleText(value: string): boolean {
@@ -83,6 +86,8 @@ function checkEmail(raw: string, issues: FieldIssue[]): string {
     issues.push({ field: 'email', reason: `must be at most ${STUDENT_EMAIL_MAX_LENGTH} characters` });
   else if (!EMAIL_PATTERN.test(value))
     issues.push({ field: 'email', reason: 'must be a valid email address' });
+  else if (INVISIBLE_IN_EMAIL.test(value))
+    issues.push({ field: 'email', reason: 'must not contain invisible characters' });
   return value;
 }
 

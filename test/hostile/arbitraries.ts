@@ -129,7 +129,18 @@ export function legalText(maxLength: number, { spaces = true, controls = true } 
     );
 }
 
-/** A valid email by the API's rule (one @, a dot in the domain, no whitespace), hostile characters included. */
+/**
+ * The API's email rule, said again: one @, no whitespace, parts between dots never empty (two at least in the
+ * domain), nothing invisible.
+ */
+export function isLegalEmail(email: string): boolean {
+  return (
+    /^[^\s@.]+(?:\.[^\s@.]+)*@[^\s@.]+(?:\.[^\s@.]+)+$/u.test(email) &&
+    !/[\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/u.test(email)
+  );
+}
+
+/** A valid email by the API's rule, hostile characters included. */
 export const legalEmail: fc.Arbitrary<string> = fc
   .tuple(
     legalText(60, { spaces: false, controls: false }),
@@ -137,7 +148,7 @@ export const legalEmail: fc.Arbitrary<string> = fc
     legalText(20, { spaces: false, controls: false }),
   )
   .map(([local, domain, tld]) => `${local}@${domain}.${tld}`)
-  .filter((email) => isWellFormed(email) && !/\.$/u.test(email) && !email.includes('\u0000'));
+  .filter((email) => isWellFormed(email) && isLegalEmail(email) && !email.includes('\u0000'));
 
 /**
  * JSON as a tree, so object keys can be anything JSON allows (`__proto__`, duplicates, escaped spellings) without

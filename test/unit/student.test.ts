@@ -127,15 +127,22 @@ describe('Student', () => {
     assert.deepEqual(tooLong.error.issues, [{ field: 'email', reason: 'must be at most 254 characters' }]);
   });
 
-  test('an email needs one @ and a dot in its domain, and no spaces', () => {
+  test('an email needs one @ and a dot in its domain, no spaces, no empty part between dots, nothing invisible', () => {
     for (const email of [
       'ada@example',
       'ada.example.com',
       'ada@@example.com',
       'a da@example.com',
       '@example.com',
+      'ada.@example.com',
+      '.ada@example.com',
+      'a..da@example.com',
+      'ada@.example.com',
+      'ada@example..com',
+      'a\u200bda@example.com',
+      'ada@exam\u00adple.com',
     ])
-      assert.ok(!validateStudentDetails({ ...details, email }).ok, email);
+      assert.ok(!validateStudentDetails({ ...details, email }).ok, JSON.stringify(email));
     assert.ok(validateStudentDetails({ ...details, email: 'ada.lovelace+notes@mail.example.co.uk' }).ok);
   });
 

@@ -17,6 +17,15 @@ export async function call(url: string, init: RequestInit = {}): Promise<Answer>
   return { status: response.status, headers: response.headers, text: await response.text() };
 }
 
+/**
+ * Whether fetch refused to send the request (a method it forbids, a URL or header it will not write): nothing reached
+ * the server. Its own refusals are TypeErrors without a cause; `fetch failed`, with one, is a connection the server
+ * dropped or reset, which is the server's doing.
+ */
+export function refusedByFetch(error: unknown): boolean {
+  return error instanceof TypeError && error.cause === undefined;
+}
+
 export interface Problem {
   readonly type: string;
   readonly title: string;

@@ -35,6 +35,7 @@ import {
   checkAnswer,
   nearHeaderLimit,
   rawExchange,
+  refusedByFetch,
   sameState,
   storedState,
   type Answer,
@@ -613,7 +614,7 @@ export function describeWebApiHostility(): void {
             answer = await call(url, { method: m, headers });
           } catch (error) {
             // fetch refuses some methods (TRACE) and URLs itself; nothing reached the server.
-            if (error instanceof TypeError) return;
+            if (refusedByFetch(error)) return;
             throw error;
           }
           if (m !== 'HEAD') checkAnswer(answer, `${m} ${url}`);

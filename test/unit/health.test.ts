@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import Fastify from 'fastify';
+import { Routes } from '../../src/contracts/routes.ts';
 import {
   brokerCheck,
   pingCheck,
@@ -7,6 +9,7 @@ import {
   type HealthCheck,
   type HealthStatus,
 } from '../../src/infrastructure/health/health.ts';
+import { registerHealthRoutes } from '../../src/infrastructure/http/health.routes.ts';
 
 const fixed = (name: string, status: HealthStatus): HealthCheck => ({
   name,
@@ -55,6 +58,25 @@ describe('health checks', () => {
       { status: 'Unhealthy', description: 'no answer within 100 ms' },
     );
     assert.equal(report.checks.fine?.status, 'Healthy');
+  });
+
+  test('/health and /health/ready count a check that has not answered in 2 s as not answering, as the README says', async () => {
+    const app = Fastify();
+    registerHealthRoutes(app, [{ name: 'hung', check: () => new Promise(() => undefined) }]);
+    try {
+      const started = performance.now();
+      const [detailed, ready] = await Promise.all([
+        app.inject({ url: Routes.health }),
+        app.inject({ url: Routes.healthReady }),
+      ]);
+      const took = performance.now() - started;
+      assert.ok(took >= 1_900 && took < 5_000, `answered after ${Math.round(took)} ms`);
+      assert.equal(detailed.statusCode, 503);
+      assert.equal(detailed.json().checks.hung.description, 'no answer within 2000 ms');
+      assert.equal(ready.statusCode, 503);
+    } finally {
+      await app.close();
+    }
   });
 
   test('the broker check is Unhealthy while the bus is disconnected, naming why, and Healthy once connected', async () => {

@@ -165,7 +165,7 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
           assert.equal(waiting.health.checks.consumer?.status, 'Unhealthy');
           const partitions = waiting.health.checks.consumer?.data?.partitions as
             { waiting: number[] } | undefined;
-          if (partitions) assert.deepEqual(partitions.waiting, [0, 1], 'both partitions wait');
+          assert.deepEqual(partitions?.waiting, [0, 1], 'both partitions wait');
 
           await broker.proxy.resume();
           paused = false;

@@ -324,9 +324,9 @@ test('a CancelInvocation that arrives while a stream is still starting stops it:
       { type: 4, invocationId: 'same-frame', target: 'Counter', arguments: [5] },
       { type: 5, invocationId: 'same-frame' },
     );
-    // While the hub method awaits before returning its stream.
+    // While the hub method awaits (50 ms) before returning its stream: sent at once, in a message of its own, so a
+    // slow test process cannot let the stream start first.
     client.send({ type: 4, invocationId: 'starting', target: 'SlowCounter', arguments: [5] });
-    await delay(10);
     client.send({ type: 5, invocationId: 'starting' });
 
     for (const invocationId of ['same-frame', 'starting']) {

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import pg from 'pg';
+import { valueWithoutUrlPassword } from '../../src/infrastructure/logging/url-password.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
 import { spawnRole } from '../support/role-process.ts';
 import { POSTGRES_URL, needsPostgres, uniqueName } from '../support/services.ts';
@@ -31,7 +32,14 @@ describe('npm run db:migrate', await needsPostgres(), () => {
       const migrate = spawnRole(ENTRY, { DATABASE_URL: database.url });
       assert.equal(await migrate.exited, 0, migrate.output());
       const applied = logLines(migrate.output()).find((line) => line.msg === 'migrations applied');
-      assert.equal(applied?.databaseUrl, database.url, 'names the database it migrated');
+      // The URL as every log line shows one: its password (if TEST_POSTGRES_URL has one) masked.
+      assert.equal(
+        applied?.databaseUrl,
+        valueWithoutUrlPassword(database.url),
+        'names the database it migrated',
+      );
+      const password = new URL(database.url).password;
+      if (password) assert.ok(!migrate.output().includes(password), 'the password appears nowhere');
       const client = new pg.Client({ connectionString: database.url });
       await client.connect();
       try {

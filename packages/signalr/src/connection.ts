@@ -294,7 +294,10 @@ export class Connection {
     const invocationId = `s${++this.lastClientResultId}`;
     const result = new Promise<unknown>((resolve, reject) => {
       const results = (this.clientResults ??= new Map());
-      if (!signal) return results.set(invocationId, { resolve, reject });
+      if (!signal) {
+        results.set(invocationId, { resolve, reject });
+        return;
+      }
       const abandon = () => {
         if (this.clientResults?.delete(invocationId)) reject(signal.reason);
       };

@@ -63,8 +63,9 @@ const ifNoneMatchOnWrite = optionalHeader(
 const ifMatchUntagged = optionalHeader('`*` only: any ETag is a 412, since there is none to match');
 const ifNoneMatchOnList = optionalHeader('`*`: 304 without a body (a page exists); ETags: ignored');
 const ifNoneMatchOnCreate = optionalHeader('`*`: 412 (the collection exists); ETags: ignored');
-const untaggedFailed = problemResponse(
-  'If-Match names an ETag, or If-None-Match is `*`: neither can hold here',
+const listFailed = problemResponse('If-Match names an ETag: a page has none, so none can match');
+const createFailed = problemResponse(
+  'If-Match names an ETag (the collection has none), or If-None-Match is `*` (the collection exists)',
 );
 
 function duration(seconds: number): string {
@@ -138,7 +139,7 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
         200: jsonResponse(StudentPage, 'One page of students'),
         304: emptyResponse('Not Modified: If-None-Match is `*`'),
         400: invalid('the query, If-Match or If-None-Match'),
-        412: untaggedFailed,
+        412: listFailed,
         503: serviceUnavailable,
       },
     },
@@ -174,7 +175,7 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
         }),
         400: invalid('a query parameter (this route takes none), a header or the body', REPLAYED),
         409: inProgress,
-        412: untaggedFailed,
+        412: createFailed,
         413: tooLarge,
         415: notJson,
         422: problemResponse(`The student breaks a rule, or ${keyReused}`, REPLAYED),

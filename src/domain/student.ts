@@ -25,9 +25,10 @@ export function isPlainText(value: string): boolean {
 }
 // What shows nothing: format characters, the default-ignorable ones (Hangul fillers, variation selectors) and the
 // blank Braille pattern. The joiners among them (U+200C, U+200D) stay allowed between other characters of a name.
-const INVISIBLE = /[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/gu;
-// In an email none is: `a\u200b@b.co` shows as `a@b.co` and is another address.
-const INVISIBLE_IN_EMAIL = /[\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/u;
+const INVISIBLE_CHARACTERS = '\\p{Cf}\\p{Default_Ignorable_Code_Point}\\u2800';
+const INVISIBLE = new RegExp(`[\\s${INVISIBLE_CHARACTERS}]`, 'gu');
+// In an email none is allowed: `a\u200b@b.co` shows as `a@b.co` and is another address.
+const INVISIBLE_IN_EMAIL = new RegExp(`[${INVISIBLE_CHARACTERS}]`, 'u');
 
 /** Whether something shows: a zero-width space alone is as blank as "   ". */
 export function isVisibleText(value: string): boolean {

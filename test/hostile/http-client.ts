@@ -18,9 +18,10 @@ export async function call(url: string, init: RequestInit = {}): Promise<Answer>
 }
 
 /**
- * Whether fetch refused to send the request (a method it forbids, a URL or header it will not write): nothing reached
- * the server. Its own refusals are TypeErrors without a cause; `fetch failed`, with one, is a connection the server
- * dropped or reset, which is the server's doing.
+ * Whether fetch refused to send the request (a method it forbids, a header name or value it will not write): nothing
+ * reached the server. Those refusals are TypeErrors without a cause; `fetch failed`, with one, is a connection the
+ * server dropped or reset, which is the server's doing. Not every refusal of fetch's has no cause (a URL it cannot
+ * parse, a header undici keeps for itself such as `expect`): the properties here send neither.
  */
 export function refusedByFetch(error: unknown): boolean {
   return error instanceof TypeError && error.cause === undefined;

@@ -183,18 +183,28 @@ describe('the notifications service (embedded adapters)', () => {
       }
     });
 
-  test('a Last-Event-ID older than the retention window gets `reset`, then live notifications', async () => {
+  /** What the log holds now, oldest first. */
+  const held = async () => replayLog.readAfter((await replayLog.retention()).trimmedThrough, 10 * logEntries);
+
+  test('a Last-Event-ID older than the retention window gets `reset`, then all the log still holds, then live ones', async () => {
+    const holds = await held();
+    assert.ok(holds.length > 0, "the log holds the earlier tests' notifications");
     const client = sseClient(url, { lastEventId: '1-0' });
     try {
       await until(() => client.control.some((event) => event.type === 'reset'), 'reset');
       const reset = client.control.find((event) => event.type === 'reset');
       assert.equal(
         (reset?.data as ResetMessage).oldestId,
-        (await replayLog.retention()).firstId,
-        'the oldest notification it can still resume from',
+        holds[0]?.id,
+        'the oldest notification it can still resume from, the first it gets',
+      );
+      await until(() => client.received.length === holds.length, 'what the log holds');
+      assert.deepEqual(
+        client.received.map((entry) => entry.id),
+        holds.map((entry) => entry.id),
       );
       await bus.publish([notificationMessage('StudentCreated')]);
-      await until(() => client.received.length === 1, 'a live one');
+      await until(() => client.received.length === holds.length + 1, 'a live one');
     } finally {
       client.close();
     }
@@ -229,14 +239,17 @@ describe('the notifications service (embedded adapters)', () => {
 
   test('a Last-Event-ID newer than every entry (from a log that was lost) gets `reset` too, not an error', async () => {
     // An error status would end EventSource's reconnecting for good.
+    const holds = await held();
     const client = sseClient(url, { lastEventId: `${Date.now() + 3_600_000}-0` });
     try {
       await until(() => client.control.some((event) => event.type === 'reset'), 'reset');
       const reset = client.control.find((event) => event.type === 'reset');
       assert.equal((reset?.data as { reason: string }).reason, 'Last-Event-ID is not in the replay log');
       assert.deepEqual(client.failures, []);
+      // Its ids came from another log: every entry of this one is news to it.
+      await until(() => client.received.length === holds.length, 'what the log holds');
       await bus.publish([notificationMessage('StudentCreated')]);
-      await until(() => client.received.length === 1, 'a live one');
+      await until(() => client.received.length === holds.length + 1, 'a live one');
     } finally {
       client.close();
     }
@@ -532,6 +545,41 @@ describe('the notifications service (embedded adapters)', () => {
 });
 
 describe('the notifications service just restarted (a new, empty memory log)', () => {
+  test('a client resuming from before the restart gets `reset`, then every notification the new log took before it came back', async () => {
+    const bus = new InProcessMessageBus();
+    const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
+    const config = parseConfig({ NOTIFICATIONS_PORT: '0' });
+    const notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
+    const url = await notifications.start();
+    await bus.declareTopology(MESSAGING_TOPOLOGY);
+    const watcher = sseClient(url);
+    try {
+      // The events the restart sent again, notified while the client was still reconnecting.
+      await until(() => watcher.control.length > 0, 'connected');
+      await bus.publish(Array.from({ length: 5 }, () => notificationMessage('StudentCreated')));
+      await until(() => watcher.received.length === 5, 'appended');
+      const resuming = sseClient(url, { lastEventId: `${Date.now() - 60_000}-0` });
+      try {
+        await until(() => resuming.received.length === 5, 'what it missed since the restart');
+        assert.deepEqual(
+          resuming.control.map((event) => event.type),
+          ['connected', 'reset'],
+        );
+        assert.deepEqual(
+          resuming.received.map((entry) => entry.id),
+          watcher.received.map((entry) => entry.id),
+        );
+      } finally {
+        resuming.close();
+      }
+    } finally {
+      watcher.close();
+      await notifications.stop();
+      await bus.close();
+      await replayLog.close();
+    }
+  });
+
   test('a client resuming from before the restart gets one `reset`; resuming from its id, no other', async () => {
     const bus = new InProcessMessageBus();
     const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });

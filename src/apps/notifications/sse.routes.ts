@@ -155,8 +155,9 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
             : undefined;
       if (reason) {
         reset = { reason, oldestId: retention.firstId ?? null };
-        // Live notifications, from an id the log resumes from: the reset's `id:` is the client's next Last-Event-ID.
-        from = live;
+        // Then all the log still holds, from where it begins: only what it no longer has is missed (a log lost in a
+        // restart, the entries trimmed). The reset's `id:` is the client's next Last-Event-ID.
+        from = retention.trimmedThrough;
       }
     }
 

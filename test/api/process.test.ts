@@ -138,6 +138,7 @@ describe('the webapi process', () => {
     inFlight.finish();
     assert.equal(await inFlight.status, 201);
     assert.equal(await first.exited, 0, first.output());
+    assert.match(first.output(), /creating the embedded database/, 'a first start says why it takes a while');
 
     // Without PG_VERSION, PGlite would initialise an empty database over this one.
     await rename(join(dir, 'PG_VERSION'), join(dir, 'PG_VERSION.kept'));
@@ -148,6 +149,7 @@ describe('the webapi process', () => {
 
     const second = run({ DATABASE_URL: `pglite://${dir}` });
     const secondUrl = await second.listening;
+    assert.doesNotMatch(second.output(), /creating the embedded database/, 'it exists already');
     assert.equal((await fetch(`${secondUrl}/api/students/${id}`)).status, 200, 'the student is still there');
     second.child.kill('SIGTERM');
     assert.equal(await second.exited, 0);

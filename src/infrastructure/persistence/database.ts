@@ -167,7 +167,7 @@ export async function openDatabase(
   logger: Logger,
   options: DatabaseOptions = {},
 ): Promise<Database> {
-  if (url.startsWith('pglite://')) return openPglite(url.slice('pglite://'.length));
+  if (url.startsWith('pglite://')) return openPglite(url.slice('pglite://'.length), logger);
   return openPostgres(url, logger, options);
 }
 
@@ -337,7 +337,7 @@ async function leadOnPostgres(
   };
 }
 
-async function openPglite(location: string): Promise<Database> {
+async function openPglite(location: string, logger: Logger): Promise<Database> {
   let client: PGlite;
   if (location === 'memory') {
     // A fresh in-memory PGlite spends seconds in initdb; a migrated snapshot loads in well under one.
@@ -346,7 +346,11 @@ async function openPglite(location: string): Promise<Database> {
     await mkdir(location, { recursive: true });
     const releaseLock = await lockDataDir(location);
     try {
-      await refuseDamagedDataDir(location);
+      if (!(await stat(join(location, 'PG_VERSION')).catch(() => undefined))) {
+        await refuseDamagedDataDir(location);
+        // PostgreSQL's initdb, in WebAssembly: a while with nothing else to show.
+        logger.info({ location }, 'creating the embedded database (a first start takes a while)');
+      }
       client = await PGlite.create(location);
     } catch (error) {
       await releaseLock();
@@ -446,10 +450,9 @@ const FIRST_NORMAL_OBJECT_ID = 16_384;
 /**
  * PGlite initialises any directory without a PG_VERSION file, over whatever it holds. After an interrupted first start
  * that is right (initdb writes PG_VERSION last); a database that lost the file would be wiped. Files of tables made
- * after initdb (ours, by the migrations) tell the two apart.
+ * after initdb (ours, by the migrations) tell the two apart. For a directory without PG_VERSION.
  */
 async function refuseDamagedDataDir(location: string): Promise<void> {
-  if (await stat(join(location, 'PG_VERSION')).catch(() => undefined)) return;
   const databases = await readdir(join(location, 'base')).catch(() => []);
   for (const database of databases) {
     const files = await readdir(join(location, 'base', database)).catch(() => []);

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { get } from 'node:http';
-import { after, before, describe, test } from 'node:test';
+import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
 import { outcome, type ReceivedMessage } from '../../src/application/ports/message-bus.ts';
 import { compareLogIds, laterLogId, type ReplayLogEntry } from '../../src/application/ports/replay-log.ts';
 import { createNotifications, type Notifications } from '../../src/apps/notifications/main.ts';
@@ -545,20 +545,34 @@ describe('the notifications service (embedded adapters)', () => {
 });
 
 describe('the notifications service just restarted (a new, empty memory log)', () => {
-  test('a client resuming from before the restart gets `reset`, then every notification the new log took before it came back', async () => {
-    const bus = new InProcessMessageBus();
-    const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
+  let bus: InProcessMessageBus;
+  let replayLog: MemoryRingReplayLog;
+  let notifications: Notifications;
+  let url: string;
+  beforeEach(async () => {
+    bus = new InProcessMessageBus();
+    replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
     const config = parseConfig({ NOTIFICATIONS_PORT: '0' });
-    const notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
-    const url = await notifications.start();
+    notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
+    url = await notifications.start();
     await bus.declareTopology(MESSAGING_TOPOLOGY);
+  });
+  afterEach(async () => {
+    await notifications.stop();
+    await bus.close();
+    await replayLog.close();
+  });
+  /** A client whose last id came from the log before the restart. */
+  const fromBeforeTheRestart = () => sseClient(url, { lastEventId: `${Date.now() - 60_000}-0` });
+
+  test('a client resuming from before the restart gets `reset`, then every notification the new log took before it came back', async () => {
     const watcher = sseClient(url);
     try {
       // The events the restart sent again, notified while the client was still reconnecting.
       await until(() => watcher.control.length > 0, 'connected');
       await bus.publish(Array.from({ length: 5 }, () => notificationMessage('StudentCreated')));
       await until(() => watcher.received.length === 5, 'appended');
-      const resuming = sseClient(url, { lastEventId: `${Date.now() - 60_000}-0` });
+      const resuming = fromBeforeTheRestart();
       try {
         await until(() => resuming.received.length === 5, 'what it missed since the restart');
         assert.deepEqual(
@@ -574,42 +588,27 @@ describe('the notifications service just restarted (a new, empty memory log)', (
       }
     } finally {
       watcher.close();
-      await notifications.stop();
-      await bus.close();
-      await replayLog.close();
     }
   });
 
   test('a client resuming from before the restart gets one `reset`; resuming from its id, no other', async () => {
-    const bus = new InProcessMessageBus();
-    const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
-    const config = parseConfig({ NOTIFICATIONS_PORT: '0' });
-    const notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
-    const url = await notifications.start();
-    await bus.declareTopology(MESSAGING_TOPOLOGY);
+    const resuming = fromBeforeTheRestart();
+    await until(() => resuming.control.some((event) => event.type === 'reset'), 'reset');
+    const resetId = resuming.control.find((event) => event.type === 'reset')?.id;
+    resuming.close();
+    assert.ok(resetId, 'the reset carries the id to resume from');
+    // What EventSource sends on its next reconnect, before any notification arrived.
+    const again = sseClient(url, { lastEventId: resetId });
     try {
-      const resuming = sseClient(url, { lastEventId: `${Date.now() - 60_000}-0` });
-      await until(() => resuming.control.some((event) => event.type === 'reset'), 'reset');
-      const resetId = resuming.control.find((event) => event.type === 'reset')?.id;
-      resuming.close();
-      assert.ok(resetId, 'the reset carries the id to resume from');
-      // What EventSource sends on its next reconnect, before any notification arrived.
-      const again = sseClient(url, { lastEventId: resetId });
-      try {
-        await until(() => again.control.some((event) => event.type === 'connected'), 'connected');
-        await bus.publish([notificationMessage('StudentCreated')]);
-        await until(() => again.received.length === 1, 'the live one');
-        assert.deepEqual(
-          again.control.map((event) => event.type),
-          ['connected'],
-        );
-      } finally {
-        again.close();
-      }
+      await until(() => again.control.some((event) => event.type === 'connected'), 'connected');
+      await bus.publish([notificationMessage('StudentCreated')]);
+      await until(() => again.received.length === 1, 'the live one');
+      assert.deepEqual(
+        again.control.map((event) => event.type),
+        ['connected'],
+      );
     } finally {
-      await notifications.stop();
-      await bus.close();
-      await replayLog.close();
+      again.close();
     }
   });
 });

@@ -17,6 +17,7 @@ import {
 } from '../../contracts/notifications.ts';
 import { NotificationEventTypes } from '../../contracts/students.ts';
 import type { TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
+import { headerLines } from '../../infrastructure/http/header-lines.ts';
 import { requireToken } from '../../infrastructure/http/require-token.ts';
 import type { HttpServer } from '../../infrastructure/http/http-server.ts';
 import {
@@ -116,7 +117,10 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
         `must list event types of ${[...NOTIFICATION_TYPES].join(', ')}, not ${unknown.join(', ')}`,
       );
     // Two header lines reach us joined by a comma (Node's way with headers it does not know): told apart here.
-    if (Array.isArray(lastEventId) || (request.raw.headersDistinct['last-event-id']?.length ?? 0) > 1)
+    if (
+      Array.isArray(lastEventId) ||
+      (header !== undefined && headerLines(request.raw.rawHeaders, 'last-event-id') > 1)
+    )
       return invalid('Last-Event-ID', 'must be given once');
     // Why the client's Last-Event-ID cannot be resumed from: it gets a `reset` event and live notifications.
     let reset: ResetMessage | undefined;

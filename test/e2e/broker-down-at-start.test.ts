@@ -219,7 +219,9 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
             ).json()) as { updates: number }
           ).updates;
         await until(async () => (await updates()) === 1, 'the worker handled the write', 30_000, 200);
-        assert.match(process.output(), /all roles running/);
+        // Said once the worker and the notifications service have both started, which can be a moment after the
+        // worker's first message (its start also looks for queues of another layout).
+        await until(() => /all roles running/.test(process!.output()), 'all roles running', 10_000);
         assert.equal(await process.stop(), 0, process.output());
       } finally {
         await process?.kill();

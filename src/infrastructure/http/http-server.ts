@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import cors from '@fastify/cors';
 import Fastify, {
@@ -105,6 +105,13 @@ export interface HttpServerOptions extends HttpObservabilityOptions {
 }
 
 const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
+/**
+ * Closing waits until no connection has read a byte for LET_GO_QUIET_MS (a busy client has sent its next request,
+ * and learnt from its answer to go; an idle one sends nothing), at most LET_GO_MAX_MS: under a steady load clients
+ * keep opening new connections, and each of those is answered with the close too.
+ */
+const LET_GO_QUIET_MS = 100;
+const LET_GO_MAX_MS = 1_000;
 /** Node's own limit for a request head; Fastify turns Node's limit for the whole request off (0). */
 const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 
@@ -225,27 +232,44 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       },
     },
   });
-  // Requests that still arrive on open connections while the server drains are turned away, to another instance.
+  // First, for a moment, every response says `Connection: close` (those of requests already in flight too), so a
+  // kept-alive client leaves after its answer. Closed idle instead, a connection would lose the request already on
+  // its way (HTTP/1.1's keep-alive race): under load, one on every busy connection.
+  let lettingGo = false;
+  // Then idle connections are closed, and requests that still arrive on open ones are turned away, to another
+  // instance.
   let closing = false;
   const connections = trackConnections(app.server);
-  app.addHook('preClose', (done) => {
-    closing = true;
-    // Node closes the connections that are idle when the server closes, once, and never one that has not sent a
-    // request yet (a browser's preconnect): either would hold the close for a minute or more. Swept until closed.
-    const sweep = setInterval(() => {
-      app.server.closeIdleConnections();
-      connections.closeUnused();
-    }, 250).unref();
-    // Node's closeAllConnections leaves out the connections its parser let go of (upgraded ones).
-    const deadline = setTimeout(
-      connections.closeAll,
-      options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
-    ).unref();
-    app.server.once('close', () => {
-      clearInterval(sweep);
-      clearTimeout(deadline);
+  // The last preClose hook (a child context's run after the app's own, where the routes put theirs): streams end
+  // first, then the connections are let go.
+  void app.register(async (last) => {
+    last.addHook('preClose', (done) => {
+      lettingGo = true;
+      // No new connection meanwhile: a client gets ECONNREFUSED, which it may always retry. Node's own close would
+      // also close the idle connections at once; a net.Server's close only stops listening. Fastify's close, which
+      // follows, finds it closed and still waits for every connection to close.
+      NetServer.prototype.close.call(app.server);
+      // Node's closeAllConnections leaves out the connections its parser let go of (upgraded ones).
+      const deadline = setTimeout(
+        connections.closeAll,
+        options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
+      ).unref();
+      // Node closes the idle connections in its close, once, and never one that has not sent a request yet (a
+      // browser's preconnect): either would hold the close for a minute or more. Swept until closed.
+      const sweep = setInterval(() => {
+        if (!closing) return;
+        app.server.closeIdleConnections();
+        connections.closeUnused();
+      }, 250).unref();
+      app.server.once('close', () => {
+        clearInterval(sweep);
+        clearTimeout(deadline);
+      });
+      void connections.quiet(LET_GO_QUIET_MS, LET_GO_MAX_MS).then(() => {
+        closing = true;
+        done();
+      });
     });
-    done();
   });
   const setCommonHeaders = (request: FastifyRequest, reply: FastifyReply) =>
     void reply.headers(API_SECURITY_HEADERS).header('x-request-id', request.id);
@@ -278,6 +302,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     // which keeps every JSON response small.
     const type = reply.getHeader('content-type');
     if (typeof type === 'string' && type.startsWith('text/html')) void reply.headers(pageHeaders);
+    if (lettingGo) void reply.header('connection', 'close');
     // What OPTIONS is for (RFC 9110 §9.3.7): the methods the path takes.
     if (request.method === 'OPTIONS') {
       const allowed = allowedMethods(request.url);
@@ -370,7 +395,12 @@ function simpleCorsHeaders(policy: CorsPolicy, origin: string | undefined): Reco
  * Keeps the open connections (one set entry each, nothing per request). `closeUnused` closes those that have not
  * sent a byte since its previous call, so a client about to send its first request has a moment to.
  */
-function trackConnections(server: Server): { closeUnused(): void; closeAll(): void } {
+function trackConnections(server: Server): {
+  closeUnused(): void;
+  closeAll(): void;
+  /** Settles once no open connection has read a byte for `quietMs`, or after `maxMs`. */
+  quiet(quietMs: number, maxMs: number): Promise<void>;
+} {
   const open = new Set<Socket>();
   // One listener for all: a closure (and `once`'s wrapper) per connection would weigh on every open stream.
   function forget(this: Socket) {
@@ -381,6 +411,11 @@ function trackConnections(server: Server): { closeUnused(): void; closeAll(): vo
     socket.on('close', forget);
   });
   let unused = new Set<Socket>();
+  const bytesRead = () => {
+    let total = 0;
+    for (const socket of open) total += socket.bytesRead;
+    return total;
+  };
   return {
     closeUnused() {
       for (const socket of unused) if (socket.bytesRead === 0) socket.destroy();
@@ -389,6 +424,24 @@ function trackConnections(server: Server): { closeUnused(): void; closeAll(): vo
     closeAll() {
       for (const socket of open) socket.destroy();
     },
+    quiet: (quietMs, maxMs) =>
+      new Promise((resolve) => {
+        const started = Date.now();
+        let read = bytesRead();
+        let readAt = started;
+        const check = () => {
+          const now = Date.now();
+          const nowRead = bytesRead();
+          if (nowRead !== read) [read, readAt] = [nowRead, now];
+          // A connection closed meanwhile takes its bytes with it, and that counts as a change too.
+          if (now - readAt < quietMs && now - started < maxMs) return;
+          clearInterval(poll);
+          resolve();
+        };
+        // Nothing to let go: no connection is open.
+        if (open.size === 0) return resolve();
+        const poll = setInterval(check, 20);
+      }),
   };
 }
 

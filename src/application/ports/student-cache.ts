@@ -4,6 +4,12 @@ import type { StudentSnapshot } from '../../domain/student.ts';
 export interface CachedStudent {
   readonly json: string;
   readonly version: number;
+  /**
+   * When the state shown was current, if it came from the cache: the instant of the entry (its write, or the start of
+   * the load that filled it). A read that began after a write's invalidation may still have got the entry from before
+   * that write (the writer replaces it a moment later): what it answers is as old as the entry, not as the read.
+   */
+  readonly at?: number;
 }
 
 /**

@@ -195,7 +195,7 @@ export class BentoStudentCache implements StudentCache {
       entry = await this.#getOrSet(read, true);
     if (entry && read.loading) await this.#dropIfSuperseded(read.id, entry.version);
     (read.loading ? this.#metrics.cacheMisses : this.#metrics.cacheHits).inc();
-    return entry && { json: entry.json, version: entry.version };
+    return entry && { json: entry.json, version: entry.version, at: entry.at };
   }
 
   #getOrSet(read: CacheRead, forceFresh: boolean): Promise<Entry | undefined> {

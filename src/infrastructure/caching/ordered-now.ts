@@ -1,5 +1,5 @@
 // 2^-10 ms: added to an epoch millisecond, exact in a double (2^-12 apart today, 2^-10 from the year 2109 on).
-const TICK = 1 / 1024;
+export const TICK = 1 / 1024;
 
 let last = 0;
 

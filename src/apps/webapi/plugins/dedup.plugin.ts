@@ -3,7 +3,7 @@
 // the window are replayed; both carry X-Deduplicated: true.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import type { CacheMetrics } from '../../../infrastructure/caching/cache-metrics.ts';
-import { orderedNow } from '../../../infrastructure/caching/ordered-now.ts';
+import { orderedNow, TICK } from '../../../infrastructure/caching/ordered-now.ts';
 import type {
   ResponseReplayStore,
   StoredResponse,
@@ -34,6 +34,10 @@ export interface DedupRouteOptions {
 declare module 'fastify' {
   interface FastifyContextConfig {
     dedup?: DedupRouteOptions;
+  }
+  interface FastifyRequest {
+    /** A read's answer came from a cache entry of this instant: it shows no later state than that (see CachedStudent.at). */
+    shownStateAt?: number;
   }
 }
 
@@ -223,7 +227,13 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     const onSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: () => void) => {
       // A replay's followers run themselves: it answers another request (say, under an Idempotency-Key), and may
       // show a state the student has left since.
-      if (!leaders.has(request)) return done();
+      const leader = leaders.get(request);
+      if (!leader) return done();
+      // An answer from an entry older than the read is as old as the entry: stamped so, an invalidation that the entry
+      // predates (heard before or after this answer is stored) makes it stale, here and in L2. Half a tick later: an
+      // entry's instant is that of its own write's invalidation, at which it is current.
+      if (request.shownStateAt !== undefined)
+        leader.flight.startedAt = Math.min(leader.flight.startedAt, request.shownStateAt + TICK / 2);
       const stored = settle(
         request,
         replayable(reply.statusCode) && typeof payload === 'string' && !isReplay(reply)

@@ -144,6 +144,7 @@ function registerUnder(
     async (request, reply) => {
       const result = await useCases.get(request.params.id, { bypassCache: bypassesCache(request) });
       if (!result.ok) return sendError(reply, result.error);
+      request.shownStateAt = result.value.at;
       // Already JSON: Fastify sends a string as is, without serializing again (the type provider expects objects).
       return reply
         .header('etag', etagOf(result.value.version))

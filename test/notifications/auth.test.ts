@@ -125,6 +125,16 @@ describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
     assert.equal(((await refused.json()) as { code: string }).code, 'AUTH.FORBIDDEN');
   });
 
+  test('access_token given twice in the query is a 400 that says so, as two Authorization lines are, not "no token"', async () => {
+    const response = await fetch(
+      `${url}/api/notifications/stream?access_token=${reader}&access_token=${reader}`,
+    );
+    assert.equal(response.status, 400);
+    assert.equal(response.headers.get('www-authenticate'), 'Bearer error="invalid_request"');
+    const problem = (await response.json()) as { errors: unknown };
+    assert.deepEqual(problem.errors, [{ field: 'access_token', reason: 'must be sent once' }]);
+  });
+
   test("anonymous hub connections are refused (401); a reader's work over every transport", async () => {
     await assert.rejects(hubClient(url), /Status code '401'/);
     for (const transport of [

@@ -39,17 +39,22 @@ function cookie(header: string | undefined, name: string): string | undefined {
  * The token a request carries, or why none can be read from it. The Authorization header wins over the query and
  * the cookie: clients (the SignalR client among them) may send a token both ways, and it is the same one.
  */
-function tokenOf(request: FastifyRequest): string | { readonly malformed: string } | undefined {
+function tokenOf(
+  request: FastifyRequest,
+): string | { readonly field: string; readonly malformed: string } | undefined {
   // Node keeps the first of two Authorization lines: which credential the client meant is anybody's guess.
-  if (headerLines(request.raw.rawHeaders, 'authorization') > 1) return { malformed: 'must be sent once' };
+  if (headerLines(request.raw.rawHeaders, 'authorization') > 1)
+    return { field: 'Authorization', malformed: 'must be sent once' };
   const { authorization } = request.headers;
   if (authorization !== undefined && BEARER_SCHEME.test(authorization)) {
     const bearer = BEARER.exec(authorization)?.[1];
     // None, or two: malformed, not missing (RFC 6750 §3.1).
-    return bearer ?? { malformed: 'must be Bearer and one token' };
+    return bearer ?? { field: 'Authorization', malformed: 'must be Bearer and one token' };
   }
   if (!request.routeOptions.config.tokenFromQueryOrCookie) return undefined;
+  // A repeated query parameter arrives as an array: as two Authorization lines, not as no token.
   const query = (request.query as Record<string, unknown> | undefined)?.[ACCESS_TOKEN];
+  if (Array.isArray(query)) return { field: ACCESS_TOKEN, malformed: 'must be sent once' };
   return (typeof query === 'string' && query) || cookie(request.headers.cookie, ACCESS_TOKEN) || undefined;
 }
 
@@ -71,13 +76,10 @@ const TOKEN_PROBLEMS = {
   ),
 };
 
-/** A 400 for an Authorization header no token can be read from as sent (RFC 6750 §3.1: invalid_request). */
-function refuseAuthorization(request: FastifyRequest, reply: FastifyReply, reason: string) {
+/** A 400 for a token that cannot be read as sent (RFC 6750 §3.1: invalid_request). */
+function refuseAuthorization(request: FastifyRequest, reply: FastifyReply, field: string, reason: string) {
   void reply.header('www-authenticate', 'Bearer error="invalid_request"');
-  return sendProblem(
-    reply,
-    invalidRequest(request.url, `Authorization ${reason}.`, [{ field: 'Authorization', reason }]),
-  );
+  return sendProblem(reply, invalidRequest(request.url, `${field} ${reason}.`, [{ field, reason }]));
 }
 
 /**
@@ -92,13 +94,15 @@ export function requireToken(scope: FastifyInstance, verifier: TokenVerifier): v
     amendResponse(
       route,
       400,
-      'Also the answer to an Authorization header no token can be read from (sent twice, or `Bearer` without exactly one token)',
+      route.config?.tokenFromQueryOrCookie
+        ? 'Also the answer to a token that cannot be read as sent: an Authorization header or `access_token` sent twice, or `Bearer` without exactly one token'
+        : 'Also the answer to an Authorization header no token can be read from (sent twice, or `Bearer` without exactly one token)',
       WWW_AUTHENTICATE,
     );
   });
   scope.addHook('onRequest', async (request, reply) => {
     const token = tokenOf(request);
-    if (typeof token === 'object') return refuseAuthorization(request, reply, token.malformed);
+    if (typeof token === 'object') return refuseAuthorization(request, reply, token.field, token.malformed);
     if (!token) {
       void reply.header('www-authenticate', 'Bearer');
       return sendProblem(reply, unauthenticated(request.url, 'This needs a bearer token.'));

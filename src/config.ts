@@ -130,11 +130,15 @@ const ConfigSchema = z.object({
   // At least as long as the outbox keeps sent rows: an embedded restart resends those, and the inbox must know them.
   INBOX_RETENTION_SECONDS: seconds(7 * 86_400, SENT_OUTBOX_RETENTION_MS / 1_000),
   RESILIENCE_DURATION_OF_BREAK_MS: milliseconds(30_000),
-  RESILIENCE_FAILURE_RATIO: z.coerce
-    .number({ error: 'must be a number above 0, at most 1' })
-    .gt(0, 'must be a number above 0, at most 1')
-    .max(1, 'must be a number above 0, at most 1')
-    .default(0.5),
+  // Decimal digits only, as every other number: z.coerce (Number()) alone would also take `0x1`, `1e-1` and `Infinity`.
+  RESILIENCE_FAILURE_RATIO: z.preprocess(
+    (value) => (typeof value === 'string' && /^\s*(\d+\.?\d*|\.\d+)\s*$/.test(value) ? Number(value) : value),
+    z
+      .number({ error: 'must be a number above 0, at most 1' })
+      .gt(0, 'must be a number above 0, at most 1')
+      .max(1, 'must be a number above 0, at most 1')
+      .default(0.5),
+  ),
   RESILIENCE_MAX_RETRY_ATTEMPTS: wholeNumber('must be a whole number from 0 to 20', 3, 0, 20),
   RESILIENCE_BASE_DELAY_MS: milliseconds(1_000),
   RESILIENCE_MAX_DELAY_MS: milliseconds(30_000),

@@ -270,6 +270,9 @@ describe('configuration', () => {
       ['WORKER_PREFETCH', '1e1'],
       ['CACHE_TTL_SECONDS', '5.0'],
       ['SHUTDOWN_TIMEOUT_MS', '+3000'],
+      ['RESILIENCE_FAILURE_RATIO', '0x1'],
+      ['RESILIENCE_FAILURE_RATIO', '1e-1'],
+      ['RESILIENCE_FAILURE_RATIO', 'Infinity'],
     ] as const)
       assert.throws(
         () => parseConfig({ [name]: value }),
@@ -277,6 +280,12 @@ describe('configuration', () => {
         `${name}=${value}`,
       );
     assert.equal(parseConfig({ API_PORT: ' 5000 ' }).ports.api, 5_000);
+    for (const [ratio, taken] of [
+      ['0.5', 0.5],
+      ['.25', 0.25],
+      ['1', 1],
+    ] as const)
+      assert.equal(parseConfig({ RESILIENCE_FAILURE_RATIO: ratio }).resilience.failureRatio, taken, ratio);
     // Past the safe integers it fails two checks with one message: said once.
     assert.throws(
       () => parseConfig({ CACHE_TTL_SECONDS: '99999999999999999999' }),

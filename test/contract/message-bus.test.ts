@@ -11,6 +11,7 @@ import {
   type ExchangeType,
 } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
+import { silentMessagingLogger } from '../../src/infrastructure/messaging/messaging-logger.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { createProxiedVhost, createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
 import { needsRabbitMq } from '../support/services.ts';
@@ -188,6 +189,36 @@ describe('RabbitMqMessageBus when the connection is lost between declaring and c
     }
   });
 });
+
+describe(
+  'RabbitMqMessageBus when the broker stops answering (frozen, or cut off without a reset)',
+  rabbit,
+  () => {
+    test('close drops the connection after 2 s instead of waiting for its close-ok, and says so', async () => {
+      const broker = await createProxiedVhost('message_bus_test');
+      const warnings: string[] = [];
+      const bus = new RabbitMqMessageBus({
+        url: broker.url,
+        connectionName: 'silent broker test',
+        logger: { ...silentMessagingLogger, warn: (_fields, message) => warnings.push(message) },
+      });
+      try {
+        await bus.declareTopology(
+          consumingQueue('silent', { exchange: 'amq.topic', routingKeys: ['silent.#'] }),
+        );
+        const subscription = await bus.consume('silent', { prefetch: 1, handler: () => outcome.ack() });
+        assert.equal(subscription.waitingForBroker, false);
+        assert.ok(broker.proxy.silence() > 0, 'the connection silenced');
+        // Before: each close waited for the broker's answer until the heartbeat (30 s) gave up, past any stop's time.
+        assert.equal(await settlesWithin(bus.close(), 6_000), 'settled');
+        assert.deepEqual(warnings, ['RabbitMQ did not confirm the close: dropping the connection']);
+      } finally {
+        await bus.close();
+        await broker.delete();
+      }
+    });
+  },
+);
 
 describe('RabbitMqMessageBus when a consume waiting for the broker is given up on', rabbit, () => {
   test('the broker back, it takes no message from the queue (one it handed back would come after later ones)', async () => {

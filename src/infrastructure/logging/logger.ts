@@ -4,6 +4,7 @@ import pretty from 'pino-pretty';
 import { createStream as createSeqStream, type PinoSeqStream } from 'pino-seq';
 import { LogThrottle } from './log-throttle.ts';
 import { valueWithoutUrlPassword, withoutUrlPassword } from './url-password.ts';
+import { settledWithin } from '../runtime/settled-within.ts';
 
 export type Logger = pino.Logger;
 
@@ -58,12 +59,7 @@ export function createLogger(options: LoggerOptions): Logger {
 export async function flushLogger(logger: Logger): Promise<void> {
   const seq = seqStreams.get(logger);
   if (!seq) return;
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    seq.flush().catch(() => undefined),
-    new Promise((resolve) => (timer = setTimeout(resolve, SEQ_FLUSH_TIMEOUT_MS))),
-  ]);
-  clearTimeout(timer);
+  await settledWithin(seq.flush(), SEQ_FLUSH_TIMEOUT_MS);
 }
 
 // pino merges each line's fields into the returned object, so it must be a new one every time.

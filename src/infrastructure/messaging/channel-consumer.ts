@@ -6,6 +6,7 @@ import {
   type Connection,
 } from 'rabbitmq-client';
 import { backoffDelay, untilAborted } from '../resilience/resilience-policy.ts';
+import { settledWithin } from '../runtime/settled-within.ts';
 
 /** What becomes of a delivered message: done, rejected (the broker dead-letters it), or back to the queue. */
 export type Settlement = 'ack' | 'reject' | 'return';
@@ -161,7 +162,9 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
       // Not waiting for a channel still being opened (as long as the broker does not answer): open() closes it once
       // it has it, without consuming.
       await allSettled();
-      if (current?.active) await current.close();
+      // A broker that does not answer (frozen, or cut off without a reset) never sends close-ok: the stop would wait for
+      // its heartbeat to time out. What this channel holds unacked goes back when the connection is dropped.
+      if (current?.active) await settledWithin(current.close(), CHANNEL_CLOSE_TIMEOUT_MS);
     },
   };
 }
@@ -175,3 +178,6 @@ function isRefusal(error: unknown): boolean {
     error instanceof AMQPChannelError && !(error instanceof AMQPConnectionError) && error.code !== 'CH_CLOSE'
   );
 }
+
+/** How long a consumer's close waits for the broker to confirm its channel's close. */
+const CHANNEL_CLOSE_TIMEOUT_MS = 2_000;

@@ -18,6 +18,7 @@ import {
   type QueueDeclaration,
   type Topology,
 } from '../../contracts/messaging.ts';
+import { settledWithin } from '../runtime/settled-within.ts';
 import { consumeOnChannel, type Settlement } from './channel-consumer.ts';
 import { silentMessagingLogger, type MessagingLogger } from './messaging-logger.ts';
 import { orderedDispatch } from './ordered-dispatch.ts';
@@ -44,6 +45,8 @@ export interface RabbitMqMessageBusOptions {
 // Setting an encoding stops rabbitmq-client from JSON.parse-ing bodies on delivery: the handler gets the exact bytes.
 const CONTENT_ENCODING = 'utf-8';
 const BROKER_HEADERS = new Set(['x-delivery-count', 'x-death']);
+/** How long close() waits for the broker to confirm the connection's close before it drops the socket. */
+const CONNECTION_CLOSE_TIMEOUT_MS = 2_000;
 
 /**
  * The RabbitMQ adapter on rabbitmq-client, which reconnects by itself; consumers consume again on a new channel
@@ -251,7 +254,16 @@ export class RabbitMqMessageBus implements MessageBus {
       await Promise.all([...this.subscriptions].map((close) => close()));
       // Both at once: closing the connection ends at once a publish still waiting for it (the broker unreachable),
       // whose channel the publisher's close would otherwise wait for, and then fail without closing the connection.
-      await Promise.all([this.publisher.close().catch(() => undefined), this.connection.close()]);
+      const closed = Promise.all([this.publisher.close().catch(() => undefined), this.connection.close()]);
+      // A broker that does not answer (frozen, or cut off without a reset) never confirms the close: drop the socket
+      // rather than hold the stop until the heartbeat gives up (up to 1.5 heartbeats) or SHUTDOWN_TIMEOUT_MS kills it.
+      if (!(await settledWithin(closed, CONNECTION_CLOSE_TIMEOUT_MS))) {
+        this.logger.warn(
+          { timeoutMs: CONNECTION_CLOSE_TIMEOUT_MS },
+          'RabbitMQ did not confirm the close: dropping the connection',
+        );
+        this.connection.unsafeDestroy();
+      }
     })();
     return this.closing;
   }

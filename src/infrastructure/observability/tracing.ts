@@ -1,6 +1,5 @@
 // OpenTelemetry tracing: the SDK is started only when an OTLP endpoint is configured. Without one, every span
 // below comes from the API's no-op tracer (no context manager, no propagator, nothing recorded or exported).
-import { setTimeout as sleep } from 'node:timers/promises';
 import {
   DiagLogLevel,
   ROOT_CONTEXT,
@@ -27,6 +26,7 @@ import { BatchSpanProcessor, NodeTracerProvider } from '@opentelemetry/sdk-trace
 import type { Logger } from '../logging/logger.ts';
 import { valueWithoutUrlPassword } from '../logging/url-password.ts';
 import { outsideTraces } from './outside-traces.ts';
+import { settledWithin } from '../runtime/settled-within.ts';
 
 export interface TracingSettings {
   /** Base URL of an OTLP/HTTP receiver (`…/v1/traces` is appended, as the OTLP spec says). */
@@ -95,10 +95,8 @@ export function startTracing(settings: TracingSettings, serviceName: string, log
     async shutdown() {
       const flushed = provider
         .shutdown()
-        .then(() => 'flushed' as const)
         .catch((error: unknown) => log.warn({ err: error }, 'trace export failed'));
-      const timedOut = sleep(TRACE_FLUSH_MS, 'timed out' as const, { ref: false });
-      if ((await Promise.race([flushed, timedOut])) === 'timed out')
+      if (!(await settledWithin(flushed, TRACE_FLUSH_MS)))
         log.warn(
           { endpoint: valueWithoutUrlPassword(url) },
           `last spans not sent within ${TRACE_FLUSH_MS} ms`,

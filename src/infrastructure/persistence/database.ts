@@ -16,6 +16,7 @@ import { valueWithoutUrlPassword } from '../logging/url-password.ts';
 import { isQueryTimeout } from './database-errors.ts';
 import * as schema from './schema.ts';
 import type { SqlExecutor, SqlStatement } from './sql.ts';
+import { settledWithin } from '../runtime/settled-within.ts';
 
 export type Schema = typeof schema;
 /** The drizzle API shared by the PostgreSQL and PGlite drivers: repositories are written once against it. */
@@ -292,11 +293,7 @@ async function leadOnPostgres(
     markLost();
   });
   client.on('end', () => markLost());
-  const end = () =>
-    Promise.race([
-      client.end().catch(() => undefined),
-      delay(LEADER_END_WAIT_MS, undefined, { ref: false }),
-    ]).then(() => undefined);
+  const end = () => settledWithin(client.end(), LEADER_END_WAIT_MS).then(() => undefined);
   let locked: boolean | undefined;
   try {
     await client.connect();

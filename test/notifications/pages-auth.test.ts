@@ -1,7 +1,10 @@
 // The test pages with auth on, in headless Chromium: a token typed into the page reaches the stream, the hub
 // and the API (all roles embedded in this process).
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { AllRolesUrls } from '../../src/all-roles.ts';
 import { embeddedRoles } from '../support/all-roles.ts';
@@ -51,7 +54,11 @@ describe('the test pages with auth on', () => {
         await page.waitForSelector(`#events li[data-student-id="${id}"][data-type="StudentCached"]`);
         assert.match((await page.textContent('#log')) ?? '', /POST \/api\/students → 201/, path);
         assert.match((await page.textContent('#events')) ?? '', /"createdBy": "page-user"/, path);
-        assert.equal(await page.evaluate('sessionStorage.getItem("tbe.token")'), writer, 'kept for this tab');
+        assert.equal(
+          await page.evaluate(`sessionStorage.getItem("tbe.token ${new URL(urls.api).origin}")`),
+          writer,
+          'kept for this tab and this API',
+        );
 
         // The buttons act on the page's student: update, then delete it.
         await page.click('#update');
@@ -93,6 +100,43 @@ describe('the test pages with auth on', () => {
       }
     } finally {
       await browser.close();
+    }
+  });
+
+  test("a link to the page with another API's ?api= does not send that API the token typed for this one", async () => {
+    const writer = await tokenFor('writer', { subject: 'page-user' });
+    const seen: string[] = [];
+    // Whoever a crafted link names: it answers CORS as any API would, and records what it is sent.
+    const elsewhere = createServer((request, response) => {
+      seen.push(request.headers.authorization ?? '');
+      response.writeHead(request.method === 'OPTIONS' ? 204 : 201, {
+        'access-control-allow-origin': '*',
+        'access-control-allow-headers': 'authorization, content-type',
+        'content-type': 'application/json',
+      });
+      response.end(request.method === 'OPTIONS' ? '' : '{}');
+    }).listen(0, '127.0.0.1');
+    await once(elsewhere, 'listening');
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${urls.pages}/sse-test.html?api=${encodeURIComponent(urls.api)}`);
+      await page.fill('#token', writer);
+      await page.dispatchEvent('#token', 'change');
+      // The same tab follows a link (its sessionStorage goes along).
+      const other = `http://127.0.0.1:${(elsewhere.address() as AddressInfo).port}`;
+      await page.goto(`${urls.pages}/sse-test.html?api=${encodeURIComponent(other)}`);
+      assert.equal(await page.inputValue('#token'), '', 'no token for an API it was not typed for');
+      await page.click('#create');
+      await page.locator('#log', { hasText: /POST \/api\/students → 201/ }).waitFor();
+      assert.ok(seen.length > 0, 'the page did call the other API');
+      assert.ok(!seen.some((authorization) => authorization.includes(writer)), 'the token stayed here');
+      // Back at this API, the token is there again.
+      await page.goto(`${urls.pages}/sse-test.html?api=${encodeURIComponent(urls.api)}`);
+      assert.equal(await page.inputValue('#token'), writer);
+    } finally {
+      await browser.close();
+      elsewhere.close();
     }
   });
 });

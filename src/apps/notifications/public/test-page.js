@@ -16,7 +16,15 @@
   // SignalR only: the student whose group (`student:<id>`) the page follows instead of `Students`.
   let followed;
   // With auth on, a token goes to the stream (query: EventSource cannot set headers), the hub and the API.
-  const TOKEN_KEY = 'tbe.token';
+  // Kept per API origin: the token typed for one API must not go, unasked, to another that a link's `?api=` names
+  // (a page opened from `?api=https://elsewhere` in this tab would send it there with the first Create).
+  let apiOrigin = apiUrl;
+  try {
+    apiOrigin = new URL(apiUrl).origin;
+  } catch {
+    // not a URL: every request fails, and the key is still this value's own
+  }
+  const TOKEN_KEY = `tbe.token ${apiOrigin}`;
   $('token').value = sessionStorage.getItem(TOKEN_KEY) ?? '';
   $('token').onchange = () => sessionStorage.setItem(TOKEN_KEY, $('token').value.trim());
   const token = () => $('token').value.trim();

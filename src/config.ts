@@ -20,6 +20,8 @@ const wholeNumber = (message: string, fallback: number, min: number, max = Numbe
 const port = (fallback: number) =>
   wholeNumber('must be an integer from 0 to 65535 (0 = any free port)', fallback, 0, 65_535);
 
+const LOOPBACK_HOSTS = /^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])$/;
+
 const urlWithScheme = (schemes: readonly string[], hint: string) =>
   z.string().refine((value) => {
     if (value === 'memory:' && schemes.includes('memory:')) return true;
@@ -107,6 +109,11 @@ const ConfigSchema = z.object({
       (value) => /^https?:$/.test(URL.parse(value)?.protocol ?? ''),
       'must be an http(s) URL of a JSON Web Key Set',
     )
+    // Whoever could change the keys on their way could sign any token (ASP.NET Core's RequireHttpsMetadata).
+    .refine((value) => {
+      const url = URL.parse(value);
+      return url?.protocol !== 'http:' || LOOPBACK_HOSTS.test(url.hostname);
+    }, 'must be https (plain http only on this machine: localhost, 127.x.x.x, [::1])')
     .refine(withoutCredentials, 'must not carry a user or password (a JSON Web Key Set is public)')
     .optional(),
   AUTH_ISSUER: z.string().optional(),
@@ -311,6 +318,14 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
   const conflicts = [
     ...(c.AUTH_JWT_SECRET && c.AUTH_JWKS_URL
       ? ['AUTH_JWT_SECRET / AUTH_JWKS_URL: set one of them, not both (a secret for HS256, or a JWKS URL)']
+      : []),
+    // An identity provider signs tokens for every application it serves: without these, a token it issued for any
+    // other API (or, for a multi-tenant provider, any tenant) would be taken here. ASP.NET Core refuses such tokens too.
+    ...(c.AUTH_JWKS_URL && (!c.AUTH_AUDIENCE || !c.AUTH_ISSUER)
+      ? [
+          'AUTH_JWKS_URL: needs AUTH_AUDIENCE and AUTH_ISSUER too (an identity provider issues tokens for other ' +
+            'applications as well; these say which ones are for this API)',
+        ]
       : []),
     // The backoff would start at its longest and never grow: the two were most likely swapped.
     ...(c.RESILIENCE_BASE_DELAY_MS > c.RESILIENCE_MAX_DELAY_MS

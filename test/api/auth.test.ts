@@ -406,7 +406,11 @@ test('an unreachable key set, or one that answers an error or no key set, is 503
     const key = await signingKey('ES256', 'k');
     const token = await sign(key, { sub: 'svc', role: 'reader' });
     for (const keySet of keySets) {
-      const api = await startWebApi(testDb.database, { AUTH_JWKS_URL: keySet });
+      const api = await startWebApi(testDb.database, {
+        AUTH_JWKS_URL: keySet,
+        AUTH_ISSUER: 'https://idp.test',
+        AUTH_AUDIENCE: 'student-api',
+      });
       try {
         const response = await fetch(`${api.url}/api/students`, { headers: bearer(token) });
         assert.equal(response.headers.get('retry-after'), '5', keySet);

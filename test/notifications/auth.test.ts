@@ -181,7 +181,12 @@ describe('the notifications service with auth on (AUTH_JWT_SECRET)', () => {
 test('with an unreachable key set (AUTH_JWKS_URL) a hub connection gets 503, not 401: the token is fine', async () => {
   const bus = new InProcessMessageBus();
   const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
-  const config = parseConfig({ NOTIFICATIONS_PORT: '0', AUTH_JWKS_URL: await unreachableKeySet() });
+  const config = parseConfig({
+    NOTIFICATIONS_PORT: '0',
+    AUTH_JWKS_URL: await unreachableKeySet(),
+    AUTH_ISSUER: 'https://idp.test',
+    AUTH_AUDIENCE: 'student-api',
+  });
   const notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
   try {
     const url = await notifications.start();

@@ -205,8 +205,32 @@ describe('configuration', () => {
       /AUTH_JWKS_URL: must be an http/,
     );
     assert.throws(
+      () =>
+        parseConfig({ AUTH_JWKS_URL: 'http://idp.example/jwks.json', AUTH_ISSUER: 'i', AUTH_AUDIENCE: 'a' }),
+      /AUTH_JWKS_URL: must be https/,
+    );
+    for (const local of [
+      'http://localhost:8080/jwks',
+      'http://127.0.0.1:8080/jwks',
+      'http://[::1]:8080/jwks',
+    ])
+      assert.equal(
+        parseConfig({ AUTH_JWKS_URL: local, AUTH_ISSUER: 'i', AUTH_AUDIENCE: 'a' }).auth?.jwksUrl,
+        local,
+        local,
+      );
+    assert.throws(
       () => parseConfig({ AUTH_JWT_SECRET: secret, AUTH_JWKS_URL: 'https://idp.example/jwks.json' }),
       /set one of them, not both/,
+    );
+    assert.throws(
+      () =>
+        parseConfig({ AUTH_JWKS_URL: 'https://idp.example/jwks.json', AUTH_ISSUER: 'https://idp.example' }),
+      /AUTH_JWKS_URL: needs AUTH_AUDIENCE and AUTH_ISSUER/,
+    );
+    assert.throws(
+      () => parseConfig({ AUTH_JWKS_URL: 'https://idp.example/jwks.json', AUTH_AUDIENCE: 'api' }),
+      /AUTH_JWKS_URL: needs AUTH_AUDIENCE and AUTH_ISSUER/,
     );
   });
 

@@ -209,6 +209,56 @@ describe('the test pages (all roles embedded)', () => {
       if (sameConnection) assert.equal(await page.textContent('#client-id'), clientId, 'the same connection');
     });
 
+  test('/signalr-test.html: a server away longer than the SignalR client would wait by default is found again within seconds of its return', async () => {
+    const page = await open(`http://127.0.0.1:${proxy.port}/signalr-test.html`);
+    await proxy.pause();
+    try {
+      await page.locator('#status.off', { hasText: 'reconnecting…' }).waitFor();
+      // The client's default tries at 0, 2 and 10 s, then only 30 s later, and then gives up.
+      await new Promise((resolve) => setTimeout(resolve, 13_000));
+    } finally {
+      await proxy.resume();
+    }
+    await page.locator('#status.on').waitFor({ timeout: 8_000 });
+    const id = await create();
+    await page.waitForSelector(shown(id));
+    await page.close();
+  });
+
+  test('/signalr-test.html: once the student it follows is deleted, it follows every student again', async () => {
+    const page = await open(`${urls.pages}/signalr-test.html`);
+    const followed = await create();
+    await page.waitForSelector(shown(followed));
+    await page.click('#follow');
+    await page.locator('#follow', { hasText: 'Follow all students' }).waitFor();
+    const deleted = await fetch(`${urls.api}/api/students/${followed}`, { method: 'DELETE' });
+    assert.equal(deleted.status, 204);
+    await page.waitForSelector(shown(followed, 'StudentDeleted'));
+    await page.locator('#follow', { hasText: 'Follow only the last one' }).waitFor();
+    // Still in the deleted student's group alone, it would show nothing more.
+    const next = await create();
+    await page.waitForSelector(shown(next));
+    await page.close();
+  });
+
+  test('every page fits a phone screen (375 px): nothing is cut off at its right edge', async () => {
+    const page = await browser.newPage({ viewport: { width: 375, height: 740 } });
+    try {
+      for (const path of ['/', '/sse-test.html', '/signalr-test.html']) {
+        await page.goto(`${urls.pages}${path}`);
+        if (path !== '/') {
+          await page.locator('#status.on').waitFor();
+          // Long unbreakable text: a client id, a student's JSON.
+          await page.locator('#client-id', { hasNotText: '–' }).waitFor();
+          await page.waitForSelector(shown(await create()));
+        }
+        assert.equal(await page.evaluate('document.documentElement.scrollWidth'), 375, path);
+      }
+    } finally {
+      await page.close();
+    }
+  });
+
   test('/signalr-test.html: following one student shows only its notifications, until it follows all again', async () => {
     const page = await open(`${urls.pages}/signalr-test.html`);
     assert.ok(await page.isDisabled('#follow'), 'no student to follow yet');

@@ -49,7 +49,8 @@ export interface SseStreams {
 
 const NOTIFICATION_TYPES: ReadonlySet<string> = new Set(Object.values(NotificationEventTypes));
 
-const OLDER_THAN_RETENTION = 'Last-Event-ID is older than the replay window';
+const OLDER_THAN_RETENTION =
+  'Last-Event-ID is older than the replay log holds (trimmed, or lost in a restart)';
 
 // CORS, the request id, no content sniffing, HSTS (when a proxy adds TLS) and the resource policy.
 const STREAM_HEADERS =

@@ -113,6 +113,31 @@ describe('the webapi process while RabbitMQ is down', await needsPostgres(), asy
       assert.equal(await webapi.stop(), 0, webapi.output());
     },
   );
+
+  test(
+    'a broker that stops answering, its connection still open, is Degraded in /health within the limit, and SIGTERM still exits 0 in time',
+    rabbit,
+    async () => {
+      // After the test above, which brought the broker back.
+      const webapi = await startWebApi();
+      const brokerHealth = async () =>
+        (
+          (await (await fetch(`${webapi.url}/health`)).json()) as {
+            checks: Record<string, { status: string; description?: string }>;
+          }
+        ).checks.broker;
+      try {
+        await until(async () => (await brokerHealth())?.status === 'Healthy', 'the relay connected');
+        assert.ok(broker.proxy.silence() > 0, 'the connections silenced');
+        const silent = await brokerHealth();
+        assert.equal(silent?.status, 'Degraded');
+        assert.equal(silent?.description, 'the broker did not answer within 1000 ms');
+      } finally {
+        // A stop waited for the broker's close-ok until SHUTDOWN_TIMEOUT_MS ran out (exit 1).
+        assert.equal(await webapi.stop(), 0, webapi.output());
+      }
+    },
+  );
 });
 
 describe('the webapi process on a broker that refuses its topology', await needsPostgres(), async () => {

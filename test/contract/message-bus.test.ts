@@ -11,6 +11,7 @@ import {
   type ExchangeType,
 } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
+import { brokerCheck, runHealthChecks } from '../../src/infrastructure/health/health.ts';
 import { silentMessagingLogger } from '../../src/infrastructure/messaging/messaging-logger.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { createProxiedVhost, createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
@@ -194,6 +195,25 @@ describe(
   'RabbitMqMessageBus when the broker stops answering (frozen, or cut off without a reset)',
   rabbit,
   () => {
+    test("the broker's health check says so within its time limit, while the connection still counts as open", async () => {
+      const broker = await createProxiedVhost('message_bus_test');
+      const bus = new RabbitMqMessageBus({ url: broker.url, connectionName: 'silent broker health test' });
+      try {
+        await bus.declareTopology(
+          consumingQueue('silent', { exchange: 'amq.topic', routingKeys: ['silent.#'] }),
+        );
+        assert.equal((await runHealthChecks([brokerCheck(bus)])).status, 'Healthy');
+        assert.ok(broker.proxy.silence() > 0, 'the connection silenced');
+        const report = await runHealthChecks([brokerCheck(bus)]);
+        assert.equal(bus.status().connected, true, 'the heartbeat has not given up yet');
+        assert.equal(report.status, 'Unhealthy');
+        assert.equal(report.checks.broker?.description, 'no answer within 2000 ms');
+      } finally {
+        await bus.close();
+        await broker.delete();
+      }
+    });
+
     test('close drops the connection after 2 s instead of waiting for its close-ok, and says so', async () => {
       const broker = await createProxiedVhost('message_bus_test');
       const warnings: string[] = [];

@@ -79,16 +79,31 @@ describe('health checks', () => {
     }
   });
 
-  test('the broker check is Unhealthy while the bus is disconnected, naming why, and Healthy once connected', async () => {
+  test('the broker check is Unhealthy while the bus is disconnected, naming why, and Healthy once connected and answering', async () => {
+    let pinged = 0;
+    const ping = async () => void (pinged += 1);
     const down = await brokerCheck({
       status: () => ({ connected: false, adapter: 'rabbitmq', detail: 'connection closed' }),
+      ping,
     }).check();
     assert.deepEqual(down, {
       status: 'Unhealthy',
       description: 'connection closed',
       data: { adapter: 'rabbitmq' },
     });
-    const up = await brokerCheck({ status: () => ({ connected: true, adapter: 'rabbitmq' }) }).check();
+    assert.equal(pinged, 0, 'nothing to ask a broker it is not connected to');
+    const up = await brokerCheck({ status: () => ({ connected: true, adapter: 'rabbitmq' }), ping }).check();
     assert.deepEqual(up, { status: 'Healthy', data: { adapter: 'rabbitmq' } });
+    assert.equal(pinged, 1, 'asked');
+  });
+
+  test('the broker check is Unhealthy while a connected broker does not answer (frozen, or cut off without a reset)', async () => {
+    const silent = brokerCheck({
+      status: () => ({ connected: true, adapter: 'rabbitmq' }),
+      ping: () => new Promise(() => {}),
+    });
+    const report = await runHealthChecks([silent], 200);
+    assert.equal(report.status, 'Unhealthy');
+    assert.equal(report.checks.broker?.description, 'no answer within 200 ms');
   });
 });

@@ -114,6 +114,11 @@ export interface MessageBus {
   /** The state of `queue`, whoever declared it; undefined when there is no such queue. */
   inspectQueue(queue: string): Promise<QueueState | undefined>;
   status(): MessageBusStatus;
+  /**
+   * Resolves once the broker answers a request. Connected says only that the connection is open: a broker that froze
+   * (or a network that dropped it without a reset) keeps it open until the heartbeat gives up, and never answers.
+   */
+  ping(): Promise<void>;
   /** Closes every subscription (waiting for in-flight handlers), then the connection. */
   close(): Promise<void>;
 }

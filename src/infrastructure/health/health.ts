@@ -74,11 +74,15 @@ export function pingCheck(
   };
 }
 
-/** A consuming role does nothing without the broker: a lost connection is Unhealthy (not Degraded). */
-export function brokerCheck(bus: Pick<MessageBus, 'status'>): HealthCheck {
+/**
+ * A consuming role does nothing without the broker: a lost connection is Unhealthy (not Degraded), and so is one that
+ * stays open to a broker that does not answer (the check's time limit).
+ */
+export function brokerCheck(bus: Pick<MessageBus, 'status' | 'ping'>): HealthCheck {
   return {
     name: 'broker',
     async check() {
+      if (bus.status().connected) await bus.ping();
       const status = bus.status();
       return {
         status: status.connected ? 'Healthy' : 'Unhealthy',

@@ -277,6 +277,10 @@ export class InProcessMessageBus implements MessageBus {
     return { connected: !this.closed, adapter: 'in-process' };
   }
 
+  async ping(): Promise<void> {
+    this.assertOpen();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

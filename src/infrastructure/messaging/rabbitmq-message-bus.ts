@@ -241,6 +241,12 @@ export class RabbitMqMessageBus implements MessageBus {
     }
   }
 
+  async ping(): Promise<void> {
+    this.assertOpen();
+    // A passive declare of an exchange every vhost has: one round trip on the shared channel, and it cannot fail it.
+    await this.connection.exchangeDeclare({ exchange: 'amq.topic', passive: true });
+  }
+
   status(): MessageBusStatus {
     return {
       connected: this.connection.ready,

@@ -20,6 +20,7 @@ import {
   type ResiliencePolicy,
 } from '../resilience/resilience-policy.ts';
 import { SENT_OUTBOX_RETENTION_MS } from './sent-retention.ts';
+import { settledWithin } from '../runtime/settled-within.ts';
 
 export interface OutboxRelayOptions {
   /** Rows read and published together, all in flight at once with publisher confirms. */
@@ -45,8 +46,8 @@ const DEFAULT_RELAY_OPTIONS: OutboxRelayOptions = {
 // Every relay on one database competes for this advisory lock; the holder is the only one publishing.
 const RELAY_LOCK_KEY = 4_224_712;
 const CLEANUP_EVERY_MS = 60_000;
-/** How long the broker's health check waits for the backlog count before it leaves the count out. */
-const BACKLOG_WAIT_MS = 500;
+/** How long the broker's health check waits for the broker's answer, and for the backlog count before it leaves it out. */
+const CHECK_WAIT_MS = 1_000;
 
 export type RelayRole = 'starting' | 'leader' | 'standby' | 'stopped';
 
@@ -228,16 +229,28 @@ export class OutboxRelay {
       check: async () => {
         const bus = this.#bus.status();
         const relay = this.status();
+        // A connection stays open to a broker that froze until the heartbeat gives up: it must answer too.
+        let answering = false;
+        const asked = bus.connected
+          ? this.#bus.ping().then(() => void (answering = true))
+          : Promise.resolve();
         // A database query: one the database does not answer must not hold this check past its time limit, where it
         // would read as the broker's failure (the database has a check of its own).
-        const backlog = await Promise.race([
-          this.backlog().catch(() => undefined),
-          sleep(BACKLOG_WAIT_MS, undefined, { ref: false }),
+        const [backlog] = await Promise.all([
+          Promise.race([
+            this.backlog().catch(() => undefined),
+            sleep(CHECK_WAIT_MS, undefined, { ref: false }),
+          ]),
+          settledWithin(asked, CHECK_WAIT_MS),
         ]);
-        const healthy = bus.connected && relay.breaker === 'closed';
+        const healthy = answering && relay.breaker === 'closed';
+        const silent =
+          bus.connected && !answering ? `the broker did not answer within ${CHECK_WAIT_MS} ms` : undefined;
         return {
           status: healthy ? 'Healthy' : 'Degraded',
-          ...(healthy ? {} : { description: bus.detail ?? relay.lastError ?? `circuit ${relay.breaker}` }),
+          ...(healthy
+            ? {}
+            : { description: bus.detail ?? silent ?? relay.lastError ?? `circuit ${relay.breaker}` }),
           data: {
             adapter: bus.adapter,
             connected: bus.connected,

@@ -79,7 +79,8 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
         const waiting = await readiness(process.url);
         assert.equal(waiting.code, 503);
         assert.equal(waiting.health.checks.broker?.status, 'Unhealthy');
-        assert.notEqual(waiting.health.checks.consumer?.status, 'Healthy');
+        assert.equal(waiting.health.checks.consumer?.status, 'Unhealthy');
+        assert.equal(waiting.health.checks.consumer?.data?.state, 'waiting for the broker');
 
         await broker.proxy.resume();
         paused = false;

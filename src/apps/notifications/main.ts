@@ -124,7 +124,14 @@ export async function createNotifications({
       name: 'consumer',
       // Standing by is healthy: another instance holds the writer lease and consumes.
       check: async () => {
-        const state = consumer?.state ?? 'stopped';
+        // Before its consumer exists, the start waits for the broker (as the worker's says), or was stopped first.
+        const state =
+          consumer?.state ??
+          (startup.signal.aborted
+            ? 'stopped'
+            : bus.status().connected
+              ? 'starting'
+              : 'waiting for the broker');
         return {
           status: state === 'consuming' || state === 'standby' ? 'Healthy' : 'Unhealthy',
           data: { state, instanceId, prefetch },

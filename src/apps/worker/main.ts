@@ -131,9 +131,16 @@ export function createWorker({
       name: 'consumer',
       check: async () => {
         const partitions = assignment?.status();
-        // Started, and then the broker went: a subscription waits for it, and nothing arrives meanwhile.
-        const waiting = partitions ? partitions.waiting.length > 0 : subscription?.waitingForBroker === true;
-        const reported = state === 'consuming' && waiting ? 'waiting for the broker' : state;
+        // Started, and then the broker went: a subscription waits for it, and nothing arrives meanwhile. Or the start
+        // waits for it.
+        const waiting =
+          state === 'starting'
+            ? !bus.status().connected
+            : partitions
+              ? partitions.waiting.length > 0
+              : subscription?.waitingForBroker === true;
+        const reported =
+          (state === 'consuming' || state === 'starting') && waiting ? 'waiting for the broker' : state;
         return {
           status: reported === 'consuming' ? 'Healthy' : 'Unhealthy',
           data: {

@@ -301,6 +301,15 @@ function shownValue(name: string, value: string): string {
   return valueWithoutUrlPassword(value);
 }
 
+/**
+ * Whether auth is on, and from which setting, for the line that says a role is listening: a secret left in `.env`
+ * otherwise shows only as 401s.
+ */
+export function authSummary(auth: Config['auth']): string {
+  if (auth.jwtSecret) return 'on (AUTH_JWT_SECRET)';
+  return auth.jwksUrl ? 'on (AUTH_JWKS_URL)' : 'off';
+}
+
 /** Validates an environment; throws ConfigError naming every bad variable and what it accepts. */
 export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty = false): Config {
   const written = Object.fromEntries(Object.entries(env).filter(([, value]) => isWritten(value)));

@@ -1,6 +1,6 @@
 // `npm start`: every role in one process, sharing one set of adapters (embedded by default, zero setup).
 import { createAllRoles } from './all-roles.ts';
-import { loadConfigOrExit } from './config.ts';
+import { authSummary, loadConfigOrExit } from './config.ts';
 import { createLogger } from './infrastructure/logging/logger.ts';
 import { startTracing } from './infrastructure/observability/tracing.ts';
 import { runUntilSignal } from './infrastructure/runtime/run-until-signal.ts';
@@ -14,7 +14,10 @@ await runUntilSignal(
   {
     async start() {
       const { api, pages, workerHealth } = await roles.start();
-      logger.info({ api, docs: `${api}/docs`, pages, worker: workerHealth }, 'all roles running');
+      logger.info(
+        { api, docs: `${api}/docs`, pages, worker: workerHealth, auth: authSummary(config.auth) },
+        'all roles running',
+      );
     },
     async stop() {
       await roles.stop();

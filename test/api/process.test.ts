@@ -109,6 +109,23 @@ describe('the webapi process', () => {
     assert.doesNotMatch(process.output(), /API_PORT/);
   });
 
+  test('its listening line says whether auth is on, and from which setting', async () => {
+    for (const [env, auth] of [
+      [{}, 'off'],
+      [{ AUTH_JWT_SECRET: 'a-secret-of-at-least-thirty-two-characters' }, 'on (AUTH_JWT_SECRET)'],
+    ] as const) {
+      const process = run({ DATABASE_URL: 'pglite://memory', AUTH_JWT_SECRET: undefined, ...env });
+      await process.listening;
+      process.child.kill('SIGTERM');
+      assert.equal(await process.exited, 0, process.output());
+      const line = process
+        .output()
+        .split('\n')
+        .find((text) => text.includes('"webapi listening"'));
+      assert.equal((JSON.parse(line ?? '{}') as { auth?: string }).auth, auth, process.output());
+    }
+  });
+
   test('started through a symbolic link to its entry point (a release directory behind a `current` link), it runs', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tbe-linked-'));
     dirs.push(dir);

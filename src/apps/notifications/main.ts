@@ -4,7 +4,7 @@ import { registerFastifyHub } from '@tbe/signalr';
 import { Registry } from 'prom-client';
 import type { MessageBus } from '../../application/ports/message-bus.ts';
 import type { ReplayLog } from '../../application/ports/replay-log.ts';
-import { loadConfigOrExit, type Config } from '../../config.ts';
+import { authSummary, loadConfigOrExit, type Config } from '../../config.ts';
 import { messagingTopology } from '../../contracts/messaging.ts';
 import { NotificationRoutes } from '../../contracts/notifications.ts';
 import { createJwtVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
@@ -236,7 +236,10 @@ async function main(): Promise<void> {
           bus,
           registry: createProcessRegistry(),
         });
-        logger.info({ url: await notifications.start() }, 'notifications listening');
+        logger.info(
+          { url: await notifications.start(), auth: authSummary(config.auth) },
+          'notifications listening',
+        );
       },
       async stop() {
         await notifications?.stop();

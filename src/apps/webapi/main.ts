@@ -6,7 +6,7 @@ import { getStudent } from '../../application/students/get-student.ts';
 import { listStudents } from '../../application/students/list-students.ts';
 import { updateStudent } from '../../application/students/update-student.ts';
 import { addingToCache, evictingOnDelete, writingThrough } from '../../application/students/write-through.ts';
-import { loadConfigOrExit, type Config } from '../../config.ts';
+import { authSummary, loadConfigOrExit, type Config } from '../../config.ts';
 import { openCache, type Cache } from '../../infrastructure/caching/open-cache.ts';
 import { createJwtVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import { pingCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
@@ -204,7 +204,7 @@ async function main(): Promise<void> {
             'AMQP_URL=memory: with the webapi alone: events wait in the outbox (npm start runs every role)',
           );
         webApi = await createWebApiOver(resources, { config, logger });
-        logger.info({ url: await webApi.start() }, 'webapi listening');
+        logger.info({ url: await webApi.start(), auth: authSummary(config.auth) }, 'webapi listening');
       },
       async stop() {
         await webApi?.stop();

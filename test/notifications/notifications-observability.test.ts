@@ -1,6 +1,7 @@
 // What an operator sees of the notifications service with tracing on: its SignalR clients on /metrics by the
 // transport each connected with, and a PRODUCER span per push, in the trace of the write the notification reports.
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { HttpTransportType } from '@microsoft/signalr';
 import { SpanKind } from '@opentelemetry/api';
@@ -9,7 +10,7 @@ import { parseConfig } from '../../src/config.ts';
 import { MESSAGING_TOPOLOGY, TRACEPARENT_HEADER } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
-import { silentLogger } from '../support/logger.ts';
+import { recordingLogger } from '../support/logger.ts';
 import { parseExposition } from '../support/prometheus-text.ts';
 import { recordSpans } from '../support/tracing.ts';
 import { until } from '../support/until.ts';
@@ -22,10 +23,11 @@ describe('notifications observability (embedded adapters, tracing on)', () => {
   const replayLog = new MemoryRingReplayLog({ maxEntries: 100 });
   let notifications: Notifications;
   let url: string;
+  const { logger, logged } = recordingLogger();
 
   before(async () => {
     const config = parseConfig({ NOTIFICATIONS_PORT: '0', CORS_ORIGINS: '*' });
-    notifications = await createNotifications({ config, logger: silentLogger, bus, replayLog });
+    notifications = await createNotifications({ config, logger, bus, replayLog });
     url = await notifications.start();
     await bus.declareTopology(MESSAGING_TOPOLOGY);
   });
@@ -51,6 +53,45 @@ describe('notifications observability (embedded adapters, tracing on)', () => {
     } finally {
       await Promise.all([...overSse, polling].map((client) => client.close()));
     }
+  });
+
+  test('a hub WebSocket upgrade is logged and counted as a request, accepted (101) or refused, its connection token masked', async () => {
+    const ws = await hubClient(url, HttpTransportType.WebSockets);
+    await ws.close();
+    // A WebSocket for a connection that does not exist (fetch cannot ask for one).
+    const { port } = new URL(url);
+    const socket = connect(Number(port), '127.0.0.1');
+    socket.end(
+      'GET /hubs/notifications?id=no-such-connection HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    );
+    socket.resume();
+    await new Promise((resolve) => socket.once('close', resolve));
+    const lines = () =>
+      logged()
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as { msg: string; statusCode?: number; req?: { url: string } })
+        .filter(
+          (line) => line.msg === 'request completed' && line.req?.url.startsWith('/hubs/notifications?'),
+        );
+    await until(() => lines().some((line) => line.statusCode === 404), 'the refusal logged');
+    const upgrade = lines().find((line) => line.statusCode === 101);
+    assert.match(upgrade?.req?.url ?? '', /[?&]id=\[redacted\]/, 'the connection token masked');
+    assert.equal(
+      lines().find((line) => line.statusCode === 404)?.req?.url,
+      '/hubs/notifications?id=[redacted]',
+    );
+    const metrics = parseExposition(await (await fetch(`${url}/metrics`)).text());
+    for (const status of ['101', '404'])
+      assert.ok(
+        metrics.sum('http_server_request_duration_seconds_count', {
+          method: 'GET',
+          route: '/hubs/notifications',
+          status_code: status,
+        }) >= 1,
+        status,
+      );
   });
 
   test("a push is a PRODUCER span per transport, a child of the notification's processing, naming its type, log id and clients", async () => {

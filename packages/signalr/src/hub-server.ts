@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Backplane, BackplaneMessage } from './backplane/backplane.ts';
 import { Connection, type ConnectionHost, type ConnectionLimits, type HubMethodEntry } from './connection.ts';
 import type {
@@ -78,6 +78,12 @@ export interface HubServerOptions {
    * path) instead of `connectionId`.
    */
   readonly onError?: (error: unknown, where: ErrorSite) => void;
+  /**
+   * Once per WebSocket upgrade request the hub takes, when it is answered: 101, or the status it was refused with.
+   * Such a request never reaches the app's HTTP framework (its hooks, its access log, its metrics): this is where
+   * the app logs and counts it. `durationMs`: from the request to its answer.
+   */
+  readonly onUpgrade?: (request: IncomingMessage, status: number, durationMs: number) => void;
 }
 
 export type ErrorSite =
@@ -254,6 +260,15 @@ export class HubServer implements ConnectionHost {
   /** A failure answering an HTTP request of the hub (`request`: its method and path), other than the client's. */
   reportRequestError(error: unknown, request: string): void {
     this.report(error, { request });
+  }
+
+  /** A WebSocket upgrade answered (see HubServerOptions.onUpgrade). */
+  reportUpgrade(request: IncomingMessage, status: number, durationMs: number): void {
+    try {
+      this.options.onUpgrade?.(request, status, durationMs);
+    } catch (error) {
+      this.report(error, { request: `${request.method ?? 'GET'} ${request.url ?? ''} (WebSocket)` });
+    }
   }
 
   private report(error: unknown, where: ErrorSite): void {

@@ -570,3 +570,39 @@ test('a long-polling POST answered before its body was read (over the message si
     await running.close();
   }
 });
+
+test('onUpgrade hears of every WebSocket upgrade with the status it was answered: 101, or its refusal', async () => {
+  const upgrades: { url: string; status: number; durationMs: number }[] = [];
+  const own = await startHub({
+    onUpgrade: (request, status, durationMs) => upgrades.push({ url: request.url ?? '', status, durationMs }),
+  });
+  try {
+    const wsUrl = own.url.replace(/^http/, 'ws');
+    const opened = new WebSocket(wsUrl);
+    await once(opened, 'open');
+    const unknown = new WebSocket(`${wsUrl}?id=nope`);
+    const [request] = (await once(unknown, 'unexpected-response')) as [ClientRequest, IncomingMessage];
+    request.destroy();
+    // One ws refuses itself: a handshake without a valid Sec-WebSocket-Key.
+    const { port } = new URL(own.url);
+    const raw = connect(Number(port), '127.0.0.1');
+    raw.end(
+      `GET ${HUB_PATH} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+    );
+    raw.resume();
+    await once(raw, 'close');
+    await eventually(() => upgrades.length === 3);
+    assert.deepEqual(
+      upgrades.map(({ url, status }) => [url, status]),
+      [
+        [HUB_PATH, 101],
+        [`${HUB_PATH}?id=nope`, 404],
+        [HUB_PATH, 400],
+      ],
+    );
+    assert.ok(upgrades.every(({ durationMs }) => durationMs >= 0 && durationMs < 5_000));
+    opened.close();
+  } finally {
+    await own.close();
+  }
+});

@@ -99,7 +99,7 @@ export async function createNotifications({
     // Observability exists once the hub it reads does (below), before any connection can be refused.
     (refusal) => observability.metrics.refused(refusal),
   );
-  const hub = await createNotificationsHub(verifier, limits, log);
+  const hub = await createNotificationsHub(verifier, limits, log, app.observeUpgrade);
   // `sse` is read at scrape and push time, once the routes below exist.
   const observability = createNotificationsObservability(registry, { sse: () => sse.count, hub });
   const fanOut = new LogFanOut(replay, { observe: observability.observePush, logger: log });

@@ -10,9 +10,15 @@ import {
 } from '@tbe/signalr';
 import { DependencyUnavailableError } from '../../application/errors.ts';
 import type { ReplayLogEntry, ReplayLogRetention } from '../../application/ports/replay-log.ts';
-import { HubNames, type ConnectedMessage, type ResetMessage } from '../../contracts/notifications.ts';
+import {
+  HubNames,
+  NotificationRoutes,
+  type ConnectedMessage,
+  type ResetMessage,
+} from '../../contracts/notifications.ts';
 import { mayAct, type TokenVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
+import type { ObserveUpgrade } from '../../infrastructure/observability/http-observability.ts';
 import type { ConnectionLimits } from './connection-limits.ts';
 
 // Group memberships live in memory for as long as a connection does: a client must not grow them without bound.
@@ -92,12 +98,16 @@ export async function createNotificationsHub(
   verifier: TokenVerifier | undefined,
   limits: ConnectionLimits,
   logger: Logger,
+  observeUpgrade: ObserveUpgrade,
 ): Promise<HubServer> {
   return HubServer.create({
     hub: notificationsHub(),
     ...(verifier ? { authenticate: readersOnly(verifier) } : {}),
     // The client is told only that the server failed: the cause is for the log.
     onError: (error, where) => logger.error({ err: error, ...where }, 'hub failed'),
+    // Its WebSocket upgrades never reach Fastify: logged and counted as the app's other requests are.
+    onUpgrade: (request, status, durationMs) =>
+      observeUpgrade(request, NotificationRoutes.hub, status, durationMs),
     admit: (user) => {
       const slot = limits.take(user?.id);
       if ('refused' in slot)

@@ -19,6 +19,7 @@ import {
   observeHttp,
   type HttpObservabilityOptions,
   type ObserveRefused,
+  type ObserveUpgrade,
 } from '../observability/http-observability.ts';
 import { ROUTER_OPTIONS, trackAllowedMethods } from './allowed-methods.ts';
 import { headerLines } from './header-lines.ts';
@@ -73,6 +74,13 @@ export type HttpServer = FastifyInstance<
   FastifyBaseLogger,
   ZodTypeProvider
 >;
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Logs and counts a WebSocket upgrade a hub answered off Fastify, as the request it is (createHttpServer's). */
+    observeUpgrade: ObserveUpgrade;
+  }
+}
 
 export interface HttpServerOptions extends HttpObservabilityOptions {
   /** Largest request head (Node's maxHeaderSize); a larger one is answered 431 by Node itself. */
@@ -324,6 +332,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     observed.unrouted(request, reply);
   };
   registerProblemDetails(app, allowedMethods);
+  app.decorate('observeUpgrade', observed.upgraded);
   return app;
 }
 

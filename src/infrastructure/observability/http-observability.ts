@@ -2,6 +2,8 @@
 // W3C trace context) that is the active context while the route handler runs, a latency histogram by method,
 // route and status, one access-log line per request, and the process's metrics at GET /metrics.
 import { SpanKind, SpanStatusCode, context, trace, type Context, type Span } from '@opentelemetry/api';
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Histogram, type Registry } from 'prom-client';
@@ -64,6 +66,17 @@ export interface RefusedRequest {
 export type ObserveRefused = (refused: RefusedRequest) => void;
 
 /**
+ * A WebSocket upgrade answered off Fastify (by the hub): 101, or the status it was refused with. Logged and counted as
+ * a request of `route`, its duration up to that answer.
+ */
+export type ObserveUpgrade = (
+  request: IncomingMessage,
+  route: string,
+  status: number,
+  milliseconds: number,
+) => void;
+
+/**
  * Adds the hooks and the /metrics route; call before any route is registered (handlers are wrapped as added).
  * Returns what observes the requests no hook sees.
  */
@@ -73,6 +86,7 @@ export function observeHttp(
 ): {
   readonly unrouted: ObserveUnrouted;
   readonly refused: ObserveRefused;
+  readonly upgraded: ObserveUpgrade;
   /** The routed request on a connection whose body has not arrived whole, answered or not. */
   readonly lateRequestOn: (socket: Socket) => FastifyRequest | undefined;
 } {
@@ -194,6 +208,22 @@ export function observeHttp(
       if (request) return finish(request, status, false);
       refusals.inc({ service, status_code: String(status), code });
       app.log.info({ reqId: requestId, statusCode: status, code, cause, remoteAddress }, 'request refused');
+    },
+    upgraded: (request, route, status, milliseconds) => {
+      const method = request.method && KNOWN_METHODS.has(request.method) ? request.method : '_OTHER';
+      durationOf(method, route, String(status)).observe(milliseconds / 1000);
+      // Shaped as the access log's `req`, whose serializer masks the query's secrets (a token, the connection's id).
+      const req = {
+        method: request.method,
+        url: request.url ?? '',
+        host: request.headers.host,
+        ip: request.socket.remoteAddress,
+        socket: request.socket,
+      };
+      app.log.info(
+        { reqId: randomUUID(), req, statusCode: status, responseTime: milliseconds },
+        'request completed',
+      );
     },
     lateRequestOn: (socket) => {
       const request = lastOn.get(socket);

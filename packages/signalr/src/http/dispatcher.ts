@@ -172,6 +172,8 @@ export class HttpDispatcher {
   }
 
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const started = performance.now();
+    const answered = (status: number) => this.hub.reportUpgrade(req, status, performance.now() - started);
     // Until ws takes the socket over, an error (client gone during auth) must not crash the process.
     socket.on('error', ignore);
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -179,14 +181,23 @@ export class HttpDispatcher {
     try {
       connection = await this.upgradeTarget(req, url);
     } catch (error) {
-      if (error instanceof HttpFailure) return rejectUpgrade(socket, error);
+      if (error instanceof HttpFailure) {
+        rejectUpgrade(socket, error);
+        return answered(error.status);
+      }
       this.hub.reportRequestError(error, `GET ${url.pathname} (WebSocket)`);
       socket.destroy();
-      return;
+      return answered(500);
     }
+    let upgraded = false;
+    // ws refuses a handshake it cannot complete itself (405 for a method other than GET, else 400: a missing or
+    // malformed Sec-WebSocket-Key, an unsupported version) and closes the socket without calling back.
+    socket.once('close', () => upgraded || answered(req.method === 'GET' ? 400 : 405));
     this.wss.handleUpgrade(req, socket, head, (ws) => {
+      upgraded = true;
       socket.off('error', ignore);
       connection.attach(new WebSocketTransport(ws, socket, this.hub.batcher, connection));
+      answered(101);
     });
   }
 

@@ -111,6 +111,8 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     replayed: metrics.dedupHits.labels({ kind: 'replayed' }),
   };
   const leaders = new WeakMap<FastifyRequest, Leader>();
+  // Declared, so that every request has the slot from the start (one shape), not only those a route sets it on.
+  app.decorateRequest('shownStateAt', undefined);
 
   /** Resolves once the response is stored (or could not be): a write waits for it before it answers. */
   const settle = (request: FastifyRequest, response: StoredResponse | undefined): Promise<unknown> => {

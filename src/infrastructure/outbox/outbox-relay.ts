@@ -231,8 +231,12 @@ export class OutboxRelay {
         const relay = this.status();
         // A connection stays open to a broker that froze until the heartbeat gives up: it must answer too.
         let answering = false;
+        let refusal: string | undefined;
         const asked = bus.connected
-          ? this.#bus.ping().then(() => void (answering = true))
+          ? this.#bus.ping().then(
+              () => void (answering = true),
+              (error: unknown) => void (refusal = error instanceof Error ? error.message : String(error)),
+            )
           : Promise.resolve();
         // A database query: one the database does not answer must not hold this check past its time limit, where it
         // would read as the broker's failure (the database has a check of its own).
@@ -245,7 +249,9 @@ export class OutboxRelay {
         ]);
         const healthy = answering && relay.breaker === 'closed';
         const silent =
-          bus.connected && !answering ? `the broker did not answer within ${CHECK_WAIT_MS} ms` : undefined;
+          bus.connected && !answering
+            ? (refusal ?? `the broker did not answer within ${CHECK_WAIT_MS} ms`)
+            : undefined;
         return {
           status: healthy ? 'Healthy' : 'Degraded',
           ...(healthy

@@ -18,6 +18,7 @@ interface Response {
   readonly headers?: Record<string, unknown>;
 }
 interface Operation {
+  readonly summary?: string;
   readonly parameters?: Parameter[];
   readonly requestBody?: { readonly required?: boolean };
   readonly responses: Record<string, Response>;
@@ -82,6 +83,12 @@ describe('the OpenAPI document', () => {
     const result = await validator.validate(document);
     assert.deepEqual(result, { valid: true });
     assert.equal(validator.version, '3.1');
+  });
+
+  test('summaries are plain text (Swagger UI shows Markdown in them as typed); descriptions may use Markdown', () => {
+    for (const [path, methods] of Object.entries(document.paths))
+      for (const [method, found] of Object.entries(methods))
+        assert.doesNotMatch(found.summary ?? '', /[`*_[\]]/, `${method.toUpperCase()} ${path}`);
   });
 
   test('declares only the schemas an operation uses: no StudentInput, named like a body but shaped like a student', () => {

@@ -135,7 +135,7 @@ function registerUnder(
       schema: {
         hide: alias,
         tags,
-        summary: 'Get one student; `Cache-Control: no-cache` reads the database',
+        summary: 'Get one student; Cache-Control: no-cache reads the database',
         params: StudentIdParams,
         querystring: NoQuery,
         ...docs.get,

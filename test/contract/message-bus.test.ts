@@ -229,8 +229,8 @@ describe(
         const subscription = await bus.consume('silent', { prefetch: 1, handler: () => outcome.ack() });
         assert.equal(subscription.waitingForBroker, false);
         assert.ok(broker.proxy.silence() > 0, 'the connection silenced');
-        // Before: each close waited for the broker's answer until the heartbeat (30 s) gave up, past any stop's time.
-        assert.equal(await settlesWithin(bus.close(), 6_000), 'settled');
+        // Each close (the channel's, then the connection's) waits 2 s at most; before, until the heartbeat (30 s) gave up.
+        assert.equal(await settlesWithin(bus.close(), 10_000), 'settled');
         assert.deepEqual(warnings, ['RabbitMQ did not confirm the close: dropping the connection']);
       } finally {
         await bus.close();

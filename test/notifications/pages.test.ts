@@ -219,7 +219,8 @@ describe('the test pages (all roles embedded)', () => {
     } finally {
       await proxy.resume();
     }
-    await page.locator('#status.on').waitFor({ timeout: 8_000 });
+    // The client's default would try next at 42 s, 29 s after the return.
+    await page.locator('#status.on').waitFor({ timeout: 15_000 });
     const id = await create();
     await page.waitForSelector(shown(id));
     await page.close();

@@ -112,6 +112,7 @@ test('a hook that cannot decide now (AuthenticationUnavailableError) gets 503, s
     headers: { authorization: 'Bearer cannot-tell-now' },
   });
   assert.equal(poll.status, 503, 'a transport request');
+  assert.equal(poll.headers.get('retry-after'), '5');
 
   const direct = new WebSocket(`${running.url.replace(/^http/, 'ws')}?access_token=cannot-tell-now`);
   const [request, response] = (await once(direct, 'unexpected-response')) as [ClientRequest, IncomingMessage];

@@ -344,6 +344,7 @@ test('after close() the hub takes no new connection (503), so a client that reco
     await running.hub.close();
     const negotiate = await fetch(`${running.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
     assert.equal(negotiate.status, 503);
+    assert.equal(negotiate.headers.get('retry-after'), '5', 'when to try again');
     await assert.rejects(
       buildClient(running.url, { transport: HttpTransportType.LongPolling }).start(),
       /Status code '503'/,
@@ -354,6 +355,7 @@ test('after close() the hub takes no new connection (503), so a client that reco
       IncomingMessage,
     ];
     assert.equal(response.statusCode, 503, 'nor a WebSocket without negotiate');
+    assert.equal(response.headers['retry-after'], '5');
     request.destroy();
     assert.equal(running.hub.stats().connections, 0);
   } finally {

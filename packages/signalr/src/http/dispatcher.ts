@@ -69,9 +69,16 @@ function joined(values: readonly string[]): string | undefined {
 }
 
 /** The headers of a failure's answer, the same over plain HTTP and to a refused WebSocket upgrade. */
+/**
+ * When a 503 says to try again (RFC 9110 §10.2.3), whether the hub is closing, full, or cannot check tokens now: the
+ * official clients ignore it, a load balancer or another client may not.
+ */
+const RETRY_AFTER_SECONDS = '5';
+
 function failureHeaders(status: number, allow: string | undefined): Record<string, string> {
   const headers: Record<string, string> = { 'Content-Type': 'text/plain; charset=utf-8' };
   if (status === 401) headers['WWW-Authenticate'] = 'Bearer';
+  if (status === 503) headers['Retry-After'] = RETRY_AFTER_SECONDS;
   if (allow !== undefined) headers.Allow = allow;
   return headers;
 }

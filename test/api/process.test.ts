@@ -1,12 +1,14 @@
 // The webapi as a real process: start-up checks, and SIGTERM.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { until } from '../support/until.ts';
 
 const entry = 'src/apps/webapi/main.ts';
 
@@ -182,6 +184,35 @@ describe('the webapi process', () => {
     assert.match(intruder.output(), /is in use by process \d+.*DATABASE_URL=postgres.*tbe\.pid behind/);
     owner.child.kill('SIGTERM');
     assert.equal(await owner.exited, 0);
+  });
+
+  test('a data dir locked by a process killed and not yet reaped (a zombie) opens at once', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tbe-lock-zombie-'));
+    dirs.push(dir);
+    // The shell's background child exits, and the shell, replaced by a sleep that never waits, leaves it a zombie.
+    const parent = spawn('sh', ['-c', 'sleep 0.1 & echo $!; exec sleep 20'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    try {
+      const [line] = (await once(parent.stdout, 'data')) as [Buffer];
+      const zombie = line.toString().trim();
+      await until(
+        async () => / Z /.test(await readFile(`/proc/${zombie}/stat`, 'utf8').catch(() => '')),
+        'the child a zombie',
+      );
+      await writeFile(join(dir, 'tbe.pid'), zombie);
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', 'test/support/open-embedded-database.ts', dir, '0'],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      let output = '';
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk));
+      await once(child, 'exit');
+      assert.equal(output.trim(), 'opened');
+    } finally {
+      parent.kill();
+    }
   });
 
   test('two processes starting at once on a data dir a crashed one left locked: exactly one opens it', async () => {

@@ -428,7 +428,7 @@ async function lockDataDir(location: string): Promise<() => Promise<void>> {
     const content = await readFile(lockPath, 'utf8').catch(() => undefined);
     if (content === undefined) continue; // removed meanwhile: try again
     const owner = Number(content);
-    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner))
+    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && (await isAlive(owner)))
       throw new Error(
         `The embedded database ${location} is in use by process ${owner}. PGlite serves one process only: stop ` +
           'that one first (all roles share it in one process, as npm start runs them), or set ' +
@@ -494,13 +494,16 @@ async function ageMs(path: string): Promise<number> {
   return stats ? Date.now() - stats.mtimeMs : 0;
 }
 
-function isAlive(pid: number): boolean {
+async function isAlive(pid: number): Promise<boolean> {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
+  // A process killed (kill -9) and not yet reaped by its parent is a zombie: signals still find it, but it holds
+  // nothing. Linux says so in /proc (field 3 of its stat, after the name in parentheses); elsewhere it counts as alive.
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  return stat?.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
 }
 
 let snapshot: Promise<Blob> | undefined;

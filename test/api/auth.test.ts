@@ -69,6 +69,10 @@ describe('the Student API with auth on (AUTH_JWT_SECRET, HS256)', () => {
     ] as const) {
       assert.equal((await fetch(`${api.url}${path}`, { method })).status, 401, `${method} ${path}`);
     }
+    // One that waits for 100 Continue before its body is told 401 instead, and need not send it.
+    const head =
+      'POST /api/students HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n';
+    assert.match(await exchange(new URL(api.url).port, head), /^HTTP\/1.1 401 /);
     assert.equal(await studentCount(reader), before);
   });
 

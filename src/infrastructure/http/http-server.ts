@@ -197,6 +197,13 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   }).withTypeProvider<ZodTypeProvider>();
   // Node answers an expectation other than 100-continue with an empty 417; the onRequest hook answers it instead.
   app.server.on('checkExpectation', (request, response) => app.server.emit('request', request, response));
+  // Node answers 100 Continue itself, before the app has seen the head: the client then sends a body the app refuses
+  // from the head alone (401, 429, 413). The request goes on without it; preParsing sends it (below).
+  app.server.on('checkContinue', (request, response) => app.server.emit('request', request, response));
+  app.addHook('preParsing', (request, reply, payload, done) => {
+    if (wantsContinue(request)) reply.raw.writeContinue();
+    done(null, payload);
+  });
   // Before any route is added: every one is mirrored, so a wrong method gets 405 rather than 404.
   const allowedMethods = trackAllowedMethods(app);
   // Node hands a CONNECT (a request for a tunnel, to a proxy) to 'connect' listeners, never to the app, and drops
@@ -471,6 +478,17 @@ const CHUNKED_LAST = /(?:^|,)[ \t]*chunked$/;
 
 // Node's own test for a 100-continue expectation, which it meets itself by answering 100 Continue.
 const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i;
+
+/**
+ * Whether a request that expects 100-continue gets it now, as its body is about to be read: not when the body is too
+ * large (413), which is then answered at once.
+ */
+function wantsContinue(request: FastifyRequest): boolean {
+  const { expect, 'content-length': length } = request.headers;
+  if (expect === undefined || request.raw.httpVersion !== '1.1' || !CONTINUE_EXPECTATION.test(expect))
+    return false;
+  return length === undefined || Number(length) <= request.routeOptions.bodyLimit;
+}
 
 /** Why a request is refused unread: the header (or part of the target) at fault, and what it must be. */
 interface Refusal {

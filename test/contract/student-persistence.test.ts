@@ -1,5 +1,7 @@
 // One contract suite for the persistence port, run against PGlite and real PostgreSQL.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { desc, eq } from 'drizzle-orm';
@@ -24,6 +26,7 @@ import {
   type TestDatabase,
 } from '../support/databases.ts';
 import { silentLogger } from '../support/logger.ts';
+import { until } from '../support/until.ts';
 import { needsPostgres } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { recordSpans } from '../support/tracing.ts';
@@ -561,6 +564,39 @@ describe('leadership on PostgreSQL', await needsPostgres(), () => {
       await leadership.release();
     } finally {
       await proxy.stop();
+      await database.close();
+      await target.dispose();
+    }
+  });
+  test('a holder that is alive but frozen (SIGSTOP, a long pause) loses its lock within seconds: another process takes it', async () => {
+    const target = await openTestDatabase('postgres');
+    const holder = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'test/support/hold-lead-lock.ts', target.url, '900000101'],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    const database = await openDatabase(target.url, silentLogger);
+    try {
+      const [said] = (await once(holder.stdout, 'data')) as [Buffer];
+      assert.equal(said.toString().trim(), 'held');
+      assert.equal(await database.tryLead(900_000_101), undefined, 'held by the other process');
+      // Its kernel still answers TCP keepalive probes: only the session's idle limit can free the lock.
+      holder.kill('SIGSTOP');
+      const frozenAt = Date.now();
+      let taken: Awaited<ReturnType<Database['tryLead']>>;
+      await until(
+        async () => (taken = await database.tryLead(900_000_101)) !== undefined,
+        'the lock taken over',
+        30_000,
+        500,
+      );
+      assert.ok(Date.now() - frozenAt < 20_000, `taken over after ${Date.now() - frozenAt} ms`);
+      await taken?.release();
+    } finally {
+      holder.kill('SIGCONT');
+      holder.kill('SIGKILL');
       await database.close();
       await target.dispose();
     }

@@ -305,16 +305,16 @@ export class OutboxRelay {
   }
 
   async #lead(leadership: Leadership): Promise<void> {
-    let lost = false;
+    const leading = new AbortController();
     void leadership.lost.then(() => {
-      lost = true;
+      leading.abort();
       this.#wake?.();
     });
     await leadership.listen(OUTBOX_CHANNEL, () => this.#signalWork());
     let failures = 0;
-    while (!lost && !this.#stopping.signal.aborted) {
+    while (!leading.signal.aborted && !this.#stopping.signal.aborted) {
       try {
-        await this.#drain();
+        await this.#drain(leading.signal);
         failures = 0;
         this.#lastError = undefined;
         await this.#cleanUp();
@@ -342,7 +342,7 @@ export class OutboxRelay {
    * commits late, behind rows already read, is then read before any later row of its subject (that one's transaction
    * waited for this one's row lock, so it commits after it).
    */
-  async #drain(): Promise<void> {
+  async #drain(leading: AbortSignal): Promise<void> {
     const topology = this.#undeclared;
     if (topology) {
       await this.#policy.execute(() => this.#bus.declareTopology(topology), this.#stopping.signal);
@@ -366,6 +366,8 @@ export class OutboxRelay {
       inFlight.some((batch) => [...subjects].some((subject) => batch.subjects.has(subject)));
     try {
       for (;;) {
+        // A leader that lost its lock (its session ended while it was frozen) reads nothing more: another leads.
+        if (leading.aborted) break;
         const rows = await guardDatabase(() =>
           this.#database.sql.query<ReadRow>(statements.unsentExcept, [
             [...handedOut],

@@ -61,6 +61,7 @@ export interface Leadership {
 }
 
 const LEADER_HEARTBEAT_MS = 2_000;
+const LEADER_IDLE_SESSION_TIMEOUT_MS = 10_000;
 /**
  * A lock's holder dying with its host (no FIN, no RST) is noticed within seconds, not after the OS's two hours of
  * TCP keepalive: the server probes the session's client and ends the session, freeing the lock for another process,
@@ -68,7 +69,11 @@ const LEADER_HEARTBEAT_MS = 2_000;
  * LEADER_QUERY_TIMEOUT_MS, so a network that went silent ends its leadership too.
  */
 const LEADER_SESSION_KEEPALIVE =
-  'set tcp_keepalives_idle = 5; set tcp_keepalives_interval = 2; set tcp_keepalives_count = 3';
+  'set tcp_keepalives_idle = 5; set tcp_keepalives_interval = 2; set tcp_keepalives_count = 3; ' +
+  // A holder that is alive but frozen (SIGSTOP, a long GC or event-loop stall, a paused VM whose kernel still answers
+  // the probes above) sends no heartbeat: the server ends its session after this long idle, freeing the lock. The
+  // heartbeat runs every LEADER_HEARTBEAT_MS, so a running holder is never idle that long. PostgreSQL 14+.
+  `select set_config('idle_session_timeout', '${LEADER_IDLE_SESSION_TIMEOUT_MS}', false) where current_setting('server_version_num')::int >= 140000`;
 const LEADER_QUERY_TIMEOUT_MS = 5_000;
 /** Ending a session whose network went silent never completes: the lock is the server's to free by then. */
 const LEADER_END_WAIT_MS = 1_000;

@@ -229,7 +229,7 @@ describe(
         const subscription = await bus.consume('silent', { prefetch: 1, handler: () => outcome.ack() });
         assert.equal(subscription.waitingForBroker, false);
         assert.ok(broker.proxy.silence() > 0, 'the connection silenced');
-        // Each close (the channel's, then the connection's) waits 2 s at most; before, until the heartbeat (30 s) gave up.
+        // Each close (the channel's, then the connection's) waits 2 s at most; before, until the heartbeat gave up.
         assert.equal(await settlesWithin(bus.close(), 10_000), 'settled');
         assert.deepEqual(warnings, ['RabbitMQ did not confirm the close: dropping the connection']);
       } finally {

@@ -78,7 +78,9 @@ export class RabbitMqMessageBus implements MessageBus {
       connectionName: options.connectionName,
       retryLow: this.retryLowMs,
       retryHigh: this.retryHighMs,
-      heartbeat: options.heartbeatSeconds ?? 30,
+      // Within RabbitMQ's advice (5 to 20 s). The broker drops a connection that misses two: until then a frozen
+      // process keeps its consumers, and a single-active-consumer queue (the notifications') waits for it.
+      heartbeat: options.heartbeatSeconds ?? 10,
       acquireTimeout: options.acquireTimeoutMs ?? 10_000,
       // rabbitmq-client leaves Nagle's algorithm on: a small frame (an ack, a publish) then waits for the peer's
       // delayed ACK, up to 40 ms on Linux, on every hop.

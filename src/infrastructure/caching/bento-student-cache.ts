@@ -14,6 +14,7 @@ import type { InvalidationBus } from './invalidation-bus.ts';
 import { orderedNow } from './ordered-now.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
 import { DELETED_VERSION, type VersionFence } from './version-fence.ts';
+import { settledWithin } from '../runtime/settled-within.ts';
 
 /** `at`: when the value was read from the database (or written), on the clock of the instance that did it. */
 interface Entry extends CachedStudent {
@@ -130,10 +131,7 @@ export class BentoStudentCache implements StudentCache {
 
   /** Resolves once this instance hears the others' writes, or after `timeoutMs` (Redis down is no error). */
   async ready(timeoutMs = 2_000): Promise<void> {
-    await Promise.race([
-      this.#busSubscribed,
-      new Promise((resolve) => setTimeout(resolve, timeoutMs).unref()),
-    ]);
+    await settledWithin(this.#busSubscribed, timeoutMs);
   }
 
   /**

@@ -12,6 +12,7 @@ import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
 import { outsideTraces } from '../observability/outside-traces.ts';
 import { orderedNow } from './ordered-now.ts';
+import { settledWithin } from '../runtime/settled-within.ts';
 
 export interface CacheConnectionOptions {
   /** How long the breaker stays open before one trial call; short, since a trial costs nothing but a status check. */
@@ -218,8 +219,7 @@ export class CacheConnection {
       client.status === 'ready'
         ? Promise.resolve()
         : new Promise<void>((resolve) => client.once('ready', resolve));
-    const timer = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
-    await Promise.race([Promise.all(clients.map(ready)), timer]);
+    await settledWithin(Promise.all(clients.map(ready)), timeoutMs);
   }
 
   /** Called after Redis came back, e.g. to drop local copies that may have missed invalidations. */

@@ -1,4 +1,5 @@
 import type { MessageBus } from '../../application/ports/message-bus.ts';
+import { within } from '../runtime/settled-within.ts';
 
 export type HealthStatus = 'Healthy' | 'Degraded' | 'Unhealthy';
 
@@ -30,21 +31,14 @@ export async function runHealthChecks(
   const results = await Promise.all(
     checks.map(async (check) => {
       const checkStarted = performance.now();
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<HealthCheckResult>((resolve) => {
-        timer = setTimeout(
-          () => resolve({ status: 'Unhealthy', description: `no answer within ${timeoutMs} ms` }),
-          timeoutMs,
-        );
-      });
-      const result = await Promise.race([
-        check.check().catch((error: unknown): HealthCheckResult => ({
-          status: 'Unhealthy',
-          description: error instanceof Error ? error.message : String(error),
-        })),
-        timeout,
-      ]);
-      clearTimeout(timer);
+      const answered = check.check().catch((error: unknown): HealthCheckResult => ({
+        status: 'Unhealthy',
+        description: error instanceof Error ? error.message : String(error),
+      }));
+      const result: HealthCheckResult = (await within(answered, timeoutMs)) ?? {
+        status: 'Unhealthy',
+        description: `no answer within ${timeoutMs} ms`,
+      };
       return [check.name, { ...result, durationMs: Math.round(performance.now() - checkStarted) }] as const;
     }),
   );

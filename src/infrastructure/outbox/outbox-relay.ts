@@ -20,7 +20,7 @@ import {
   type ResiliencePolicy,
 } from '../resilience/resilience-policy.ts';
 import { SENT_OUTBOX_RETENTION_MS } from './sent-retention.ts';
-import { settledWithin } from '../runtime/settled-within.ts';
+import { within } from '../runtime/settled-within.ts';
 
 export interface OutboxRelayOptions {
   /** Rows read and published together, all in flight at once with publisher confirms. */
@@ -230,28 +230,28 @@ export class OutboxRelay {
         const bus = this.#bus.status();
         const relay = this.status();
         // A connection stays open to a broker that froze until the heartbeat gives up: it must answer too.
-        let answering = false;
-        let refusal: string | undefined;
-        const asked = bus.connected
-          ? this.#bus.ping().then(
-              () => void (answering = true),
-              (error: unknown) => void (refusal = error instanceof Error ? error.message : String(error)),
-            )
-          : Promise.resolve();
+        const whyUnanswered = async (): Promise<string | undefined> => {
+          const answer = await within(
+            this.#bus.ping().then(
+              () => 'answered',
+              (error: unknown) => (error instanceof Error ? error.message : String(error)),
+            ),
+            CHECK_WAIT_MS,
+          );
+          return answer === 'answered'
+            ? undefined
+            : (answer ?? `the broker did not answer within ${CHECK_WAIT_MS} ms`);
+        };
         // A database query: one the database does not answer must not hold this check past its time limit, where it
         // would read as the broker's failure (the database has a check of its own).
-        const [backlog] = await Promise.all([
-          Promise.race([
+        const [backlog, silent] = await Promise.all([
+          within(
             this.backlog().catch(() => undefined),
-            sleep(CHECK_WAIT_MS, undefined, { ref: false }),
-          ]),
-          settledWithin(asked, CHECK_WAIT_MS),
+            CHECK_WAIT_MS,
+          ),
+          bus.connected ? whyUnanswered() : undefined,
         ]);
-        const healthy = answering && relay.breaker === 'closed';
-        const silent =
-          bus.connected && !answering
-            ? (refusal ?? `the broker did not answer within ${CHECK_WAIT_MS} ms`)
-            : undefined;
+        const healthy = bus.connected && !silent && relay.breaker === 'closed';
         return {
           status: healthy ? 'Healthy' : 'Degraded',
           ...(healthy

@@ -13,6 +13,7 @@ import {
   type ReplayLogTailListener,
 } from '../../application/ports/replay-log.ts';
 import type { Logger } from '../logging/logger.ts';
+import { settledWithin } from '../runtime/settled-within.ts';
 
 export interface RedisStreamReplayLogOptions {
   readonly url: string;
@@ -146,10 +147,7 @@ export class RedisStreamReplayLog implements ReplayLog {
   /** Waits (bounded) for the first connection so start-up does not count as an outage. */
   async connected(timeoutMs = 2_000): Promise<void> {
     if (this.#redis.status === 'ready') return;
-    await Promise.race([
-      new Promise((resolve) => this.#redis.once('ready', resolve)),
-      new Promise((resolve) => setTimeout(resolve, timeoutMs).unref()),
-    ]);
+    await settledWithin(new Promise((resolve) => this.#redis.once('ready', resolve)), timeoutMs);
   }
 
   async append(entry: NewReplayLogEntry, writerId: string): Promise<AppendResult> {

@@ -455,6 +455,54 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
     });
   });
 
+  test('a leader that loses its lock in the middle of a drain reads no more rows: the next leader sends them', async () => {
+    await withOwnOutbox(async ({ ownDb, ownBus, stopAfter }) => {
+      const received = await collect(ownBus, 'relay.lost-lock');
+      await createStudents(ownDb.database, 10);
+      // Its lock's session ends (frozen past its idle timeout, say) while its first publish waits on the broker; from
+      // then on another process holds the lock, and this relay's attempts to lead again fail.
+      let loseLock!: () => void;
+      let taken = false;
+      const losing: Database = {
+        ...ownDb.database,
+        async tryLead(lockKey) {
+          if (taken) return undefined;
+          taken = true;
+          const leadership = await ownDb.database.tryLead(lockKey);
+          assert.ok(leadership);
+          const lost = new Promise<void>((resolve) => (loseLock = resolve));
+          return { ...leadership, lost: Promise.race([leadership.lost, lost]) };
+        },
+      };
+      const publish = ownBus.publish.bind(ownBus);
+      let publishing!: () => void;
+      const firstPublish = new Promise<void>((resolve) => (publishing = resolve));
+      let confirm!: () => void;
+      const confirmed = new Promise<void>((resolve) => (confirm = resolve));
+      mock.method(
+        ownBus,
+        'publish',
+        async (messages: Parameters<typeof publish>[0], signal?: AbortSignal) => {
+          publishing();
+          await confirmed;
+          return publish(messages, signal);
+        },
+      );
+      const ownRelay = stopAfter(relayOn(losing, ownBus, { batchSize: 1, batchesInFlight: 1 }));
+      ownRelay.start();
+      await firstPublish;
+      loseLock();
+      confirm();
+      await until(() => ownRelay.status().role === 'standby', 'standing by');
+      // The batch with the broker and the one read beside it went out; every row after them waits for the leader.
+      const left = await unsent(ownDb.database);
+      assert.ok(left >= 8, `${10 - left} rows sent after the lock was lost`);
+      taken = false;
+      await allSent(ownDb.database, 'every row sent by the next leader');
+      await until(() => new Set(received.map((message) => message.messageId)).size === 10, 'every row');
+    });
+  });
+
   test("the broker's health check does not wait on a database that does not answer: it leaves the backlog out", async () => {
     const stalled = relayOn(testDb.database, bus);
     mock.method(stalled, 'backlog', () => new Promise<number>(() => undefined));

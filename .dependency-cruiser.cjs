@@ -24,9 +24,11 @@ module.exports = {
     },
     {
       name: 'infrastructure-never-imports-apps',
+      comment:
+        'Adapters are handed their settings by the composition roots; they never read the configuration.',
       severity: 'error',
       from: { path: '^src/infrastructure/' },
-      to: { path: '^src/(apps/|main\\.ts)' },
+      to: { path: '^src/(apps/|main\\.ts|all-roles\\.ts|config\\.ts)' },
     },
     {
       name: 'apps-are-independent',

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { MAX_WORKER_PARTITIONS } from './contracts/messaging.ts';
 import { valueWithoutUrlPassword } from './infrastructure/logging/url-password.ts';
 import { SENT_OUTBOX_RETENTION_MS } from './infrastructure/outbox/sent-retention.ts';
-import type { ResilienceOptions } from './infrastructure/resilience/resilience-policy.ts';
+import { DEFAULT_RESILIENCE, type ResilienceOptions } from './infrastructure/resilience/resilience-policy.ts';
 
 /**
  * A whole number from `min` to `max`, written in decimal digits (blanks around them aside): Number() alone
@@ -136,7 +136,7 @@ const ConfigSchema = z.object({
   IDEMPOTENCY_LEASE_SECONDS: seconds(30),
   // At least as long as the outbox keeps sent rows: an embedded restart resends those, and the inbox must know them.
   INBOX_RETENTION_SECONDS: seconds(7 * 86_400, SENT_OUTBOX_RETENTION_MS / 1_000),
-  RESILIENCE_DURATION_OF_BREAK_MS: milliseconds(30_000),
+  RESILIENCE_DURATION_OF_BREAK_MS: milliseconds(DEFAULT_RESILIENCE.durationOfBreakMs),
   // Decimal digits only, as every other number: z.coerce (Number()) alone would also take `0x1`, `1e-1` and `Infinity`.
   RESILIENCE_FAILURE_RATIO: z.preprocess(
     (value) => (typeof value === 'string' && /^\s*(\d+\.?\d*|\.\d+)\s*$/.test(value) ? Number(value) : value),
@@ -144,12 +144,17 @@ const ConfigSchema = z.object({
       .number({ error: 'must be a number above 0, at most 1' })
       .gt(0, 'must be a number above 0, at most 1')
       .max(1, 'must be a number above 0, at most 1')
-      .default(0.5),
+      .default(DEFAULT_RESILIENCE.failureRatio),
   ),
-  RESILIENCE_MAX_RETRY_ATTEMPTS: wholeNumber('must be a whole number from 0 to 20', 3, 0, 20),
-  RESILIENCE_BASE_DELAY_MS: milliseconds(1_000),
-  RESILIENCE_MAX_DELAY_MS: milliseconds(30_000),
-  RESILIENCE_TIMEOUT_MS: milliseconds(30_000),
+  RESILIENCE_MAX_RETRY_ATTEMPTS: wholeNumber(
+    'must be a whole number from 0 to 20',
+    DEFAULT_RESILIENCE.maxRetryAttempts,
+    0,
+    20,
+  ),
+  RESILIENCE_BASE_DELAY_MS: milliseconds(DEFAULT_RESILIENCE.baseDelayMs),
+  RESILIENCE_MAX_DELAY_MS: milliseconds(DEFAULT_RESILIENCE.maxDelayMs),
+  RESILIENCE_TIMEOUT_MS: milliseconds(DEFAULT_RESILIENCE.timeoutMs),
   SHUTDOWN_TIMEOUT_MS: milliseconds(10_000),
   REPLAY_LOG_MAX_ENTRIES: wholeNumber('must be a whole number from 100 to 10000000', 10_000, 100, 10_000_000),
   REPLAY_LOG_KEY_PREFIX: z

@@ -4,7 +4,7 @@ import type { CacheConnection } from './redis-cache-connection.ts';
 
 /** What is known about an idempotency key: the request it was first used with, and its response once done. */
 export interface IdempotencyRecord {
-  /** Hash of the request (method, path, body) the key was first used with. */
+  /** Hash of the request the key was first used with: method, route and parameters, query, body, If-Match / If-None-Match. */
   readonly fingerprint: string;
   /** Undefined while that request is still running. */
   readonly response?: StoredResponse;

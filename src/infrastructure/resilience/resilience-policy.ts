@@ -26,6 +26,7 @@ export interface ResilienceOptions {
   readonly timeoutMs: number;
 }
 
+/** The defaults of the RESILIENCE_* settings (config.ts). */
 export const DEFAULT_RESILIENCE: ResilienceOptions = {
   durationOfBreakMs: 30_000,
   failureRatio: 0.5,

@@ -168,7 +168,7 @@ process.exit(failed ? 1 : 0);
 /** The configuration the roles will see, checked once here so a mistake is reported once, not three times. */
 function validated(env: Record<string, string | undefined>): Config {
   try {
-    return parseConfig(env);
+    return parseConfig(env, { allRoles: true });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     process.stderr.write(`${error.message}\n`);

@@ -315,8 +315,18 @@ export function authSummary(auth: Config['auth']): string {
   return auth.jwksUrl ? 'on (AUTH_JWKS_URL)' : 'off';
 }
 
+export interface ParseOptions {
+  /** Logs go to a terminal: pretty by default. */
+  readonly stdoutIsTty?: boolean;
+  /** Every role runs on this host (`npm start`, `npm run stack`): each needs a port of its own. */
+  readonly allRoles?: boolean;
+}
+
 /** Validates an environment; throws ConfigError naming every bad variable and what it accepts. */
-export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty = false): Config {
+export function parseConfig(
+  env: Record<string, string | undefined>,
+  { stdoutIsTty = false, allRoles = false }: ParseOptions = {},
+): Config {
   const written = Object.fromEntries(Object.entries(env).filter(([, value]) => isWritten(value)));
   const parsed = ConfigSchema.safeParse(written);
   if (!parsed.success) {
@@ -348,6 +358,7 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
             `(got ${c.RESILIENCE_BASE_DELAY_MS} and ${c.RESILIENCE_MAX_DELAY_MS})`,
         ]
       : []),
+    ...(allRoles ? sharedPorts(c) : []),
   ];
   if (conflicts.length > 0) throw new ConfigError(conflicts);
   return {
@@ -406,16 +417,32 @@ export function parseConfig(env: Record<string, string | undefined>, stdoutIsTty
   };
 }
 
+/**
+ * Ports two roles on one host would both listen on: the second would fail only once the first had started, as a
+ * port in use. 0 (any free port) is never shared.
+ */
+function sharedPorts(c: Record<'API_PORT' | 'NOTIFICATIONS_PORT' | 'WORKER_PORT', number>): string[] {
+  const names = ['API_PORT', 'NOTIFICATIONS_PORT', 'WORKER_PORT'] as const;
+  return [...new Set(names.map((name) => c[name]))]
+    .filter((port) => port !== 0)
+    .map((port) => names.filter((name) => c[name] === port))
+    .filter((sharing) => sharing.length > 1)
+    .map(
+      (sharing) =>
+        `${sharing.join(' / ')}: every role runs on this host, each on a port of its own (all are ${c[sharing[0]!]})`,
+    );
+}
+
 /** Reads `.env` (when present; real environment variables win) and the process environment. */
-function loadConfig(): Config {
+function loadConfig(options: Omit<ParseOptions, 'stdoutIsTty'>): Config {
   if (existsSync('.env')) process.loadEnvFile('.env');
-  return parseConfig(process.env, process.stdout.isTTY === true);
+  return parseConfig(process.env, { ...options, stdoutIsTty: process.stdout.isTTY === true });
 }
 
 /** For entry points: a bad configuration prints what to fix and exits with status 2, before anything starts. */
-export function loadConfigOrExit(): Config {
+export function loadConfigOrExit(options: Omit<ParseOptions, 'stdoutIsTty'> = {}): Config {
   try {
-    return loadConfig();
+    return loadConfig(options);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     process.stderr.write(`${error.message}\n`);

@@ -5,7 +5,7 @@ import { createLogger } from './infrastructure/logging/logger.ts';
 import { startTracing } from './infrastructure/observability/tracing.ts';
 import { runUntilSignal } from './infrastructure/runtime/run-until-signal.ts';
 
-const config = loadConfigOrExit();
+const config = loadConfigOrExit({ allRoles: true });
 const logger = createLogger(config.log);
 const tracing = startTracing(config.tracing, 'all-roles', logger);
 const roles = createAllRoles({ config, logger });

@@ -401,16 +401,46 @@ describe('configuration', () => {
   });
 
   test('logs are pretty in a terminal and JSON otherwise, unless LOG_FORMAT says; SEQ_API_KEY goes with SEQ_URL', () => {
-    assert.equal(parseConfig({}, false).log.pretty, false, 'piped: JSON lines');
-    assert.equal(parseConfig({}, true).log.pretty, true, 'in a terminal: pretty');
-    assert.equal(parseConfig({ LOG_FORMAT: 'json' }, true).log.pretty, false);
-    assert.equal(parseConfig({ LOG_FORMAT: 'pretty' }, false).log.pretty, true);
+    assert.equal(parseConfig({}, { stdoutIsTty: false }).log.pretty, false, 'piped: JSON lines');
+    assert.equal(parseConfig({}, { stdoutIsTty: true }).log.pretty, true, 'in a terminal: pretty');
+    assert.equal(parseConfig({ LOG_FORMAT: 'json' }, { stdoutIsTty: true }).log.pretty, false);
+    assert.equal(parseConfig({ LOG_FORMAT: 'pretty' }, { stdoutIsTty: false }).log.pretty, true);
     assert.deepEqual(parseConfig({ SEQ_URL: 'http://seq:5341', SEQ_API_KEY: 'key-1' }).log, {
       level: 'info',
       pretty: false,
       seqUrl: 'http://seq:5341',
       seqApiKey: 'key-1',
     });
+  });
+
+  test('npm start and npm run stack refuse two roles on one port before anything listens; roles run apart may share a number', () => {
+    assert.throws(
+      () => parseConfig({ API_PORT: '8080', NOTIFICATIONS_PORT: '8080' }, { allRoles: true }),
+      (error: Error) =>
+        error instanceof ConfigError &&
+        error.problems.length === 1 &&
+        /^API_PORT \/ NOTIFICATIONS_PORT: .*each on a port of its own \(all are 8080\)$/.test(
+          error.problems[0]!,
+        ),
+    );
+    assert.throws(
+      () =>
+        parseConfig(
+          { API_PORT: '9000', NOTIFICATIONS_PORT: '9000', WORKER_PORT: '9000' },
+          { allRoles: true },
+        ),
+      /API_PORT \/ NOTIFICATIONS_PORT \/ WORKER_PORT: .*\(all are 9000\)/,
+    );
+    assert.deepEqual(
+      parseConfig({ API_PORT: '0', NOTIFICATIONS_PORT: '0', WORKER_PORT: '0' }, { allRoles: true }).ports,
+      { api: 0, notifications: 0, worker: 0 },
+      'any free port, for each',
+    );
+    assert.equal(
+      parseConfig({ API_PORT: '8080', NOTIFICATIONS_PORT: '8080' }).ports.api,
+      8080,
+      'one role each',
+    );
   });
 
   test('the worker has one queue unless WORKER_PARTITIONS says how many (1 to 64)', () => {

@@ -128,6 +128,20 @@ describe('the student-events consumer', () => {
     assert.equal(dead.length, 0);
   });
 
+  test('once the database is back, the waiting message is processed within seconds, whatever the longest configured back-off', async () => {
+    // Two waits, each of at most a few seconds: ten minutes each, as configured, would outlast the 15 s below.
+    await consume(
+      async (attempt) => {
+        if (attempt <= 2) throw unavailable();
+        return { status: 'processed', student };
+      },
+      { retry: { baseDelayMs: 600_000, maxDelayMs: 600_000 } },
+    );
+    await bus.publish([studentEvent('StudentUpdated', student)]);
+    await eventually('processed', async () => (await counted(registry, 'processed')) === 1, 15_000);
+    assert.equal(calls.length, 3);
+  });
+
   test("an event that keeps conflicting is retried in process, then dead-lettered; the student's later events are still handled", async () => {
     const events = [1, 2, 3].map(() => studentEvent('StudentUpdated', student));
     const conflicting = events[0]!.messageId;

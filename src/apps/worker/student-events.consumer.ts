@@ -72,6 +72,14 @@ const isOutage = (error: unknown) =>
   !isPassingRefusal(error) && [...causes(error)].some((cause) => cause instanceof DependencyUnavailableError);
 
 /**
+ * The longest wait between attempts while the database cannot be reached. Such an attempt only finds out whether it
+ * is back (a refused connection costs next to nothing), and the wait after the last failed one delays every event
+ * once it is: with the configured longest delay (30 s by default) the worker resumed up to 30 s after the database,
+ * while its health already said all was well.
+ */
+const OUTAGE_RETRY_MAX_MS = 5_000;
+
+/**
  * Tries of an event that keeps conflicting before it is dead-lettered: as many as the queue's delivery limit
  * allowed deliveries, with the configured retries each, but all in process. Returned to the queue instead, it
  * would take the student's later events back with it, unhandled, and every return (theirs too) counts toward that
@@ -161,9 +169,13 @@ function studentEventHandler(
     initialDelay: options.retry.baseDelayMs,
     maxDelay: options.retry.maxDelayMs,
   });
+  const outageBackoff = new ExponentialBackoff({
+    initialDelay: Math.min(options.retry.baseDelayMs, OUTAGE_RETRY_MAX_MS),
+    maxDelay: Math.min(options.retry.maxDelayMs, OUTAGE_RETRY_MAX_MS),
+  });
   // A back-off abandoned by stop() must not keep the process alive: both policies are unref'd.
   const policy = wrap(
-    retry(handleWhen(isOutage), { maxAttempts: Infinity, backoff }).dangerouslyUnref(),
+    retry(handleWhen(isOutage), { maxAttempts: Infinity, backoff: outageBackoff }).dangerouslyUnref(),
     retry(handleWhen(isPassingRefusal), {
       maxAttempts: conflictAttempts(options.retry.maxRetryAttempts) - 1,
       backoff,

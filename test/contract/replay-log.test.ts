@@ -102,6 +102,16 @@ function replayLogContract(open: (maxEntries: number) => Promise<ReplayLog>) {
     assert.equal((await log.readAfter('0-0', 100)).length, 2);
   });
 
+  test('the last twice-the-log message ids are de-duplicated; older ones are forgotten, so what is remembered stays bounded', async () => {
+    const log = await writable(5);
+    const appended = Array.from({ length: 25 }, (_, n) => entry(n));
+    for (const each of appended) assert.equal((await log.append(each, WRITER)).duplicate, false);
+    for (const recent of appended.slice(-10))
+      assert.equal((await log.append(recent, WRITER)).duplicate, true, `message ${recent.data} again`);
+    // Remembered for a day, every notification's id outgrew the log it guards (Redis grew by a key per notification).
+    assert.equal((await log.append(appended[0]!, WRITER)).duplicate, false, 'the oldest id is forgotten');
+  });
+
   test('only the holder of the writer lease appends; a released lease can be taken by another writer', async () => {
     const log = await writable();
     assert.equal(await log.claimWriter('writer-b', 30_000), false);

@@ -28,8 +28,11 @@ export interface RedisStreamReplayLogOptions {
 }
 
 // One script: the lease check, de-duplication, the append and the trim happen atomically, so a redelivered
-// message or a writer that lost its lease can never add an entry out of order. A stream that does not exist here
-// was lost (RETENTION below creates it): it begins at this entry, and a reader with an older id missed entries.
+// message or a writer that lost its lease can never add an entry out of order. The ids of the last 2 × maxEntries
+// appends are remembered (KEYS[5] lists them, newest first), as the in-memory ring does: a key per id for the whole
+// de-duplication TTL grew Redis by one key per notification for a day, whatever the log kept. A stream that does
+// not exist here was lost (RETENTION below creates it): it begins at this entry, and a reader with an older id
+// missed entries.
 const APPEND = `
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('NOTWRITER') end
 local earlier = redis.call('GET', KEYS[2])
@@ -38,6 +41,11 @@ local begins = redis.call('EXISTS', KEYS[1]) == 0
 local id = redis.call('XADD', KEYS[1], '*', 'messageId', ARGV[4], 'type', ARGV[5], 'subject', ARGV[6], 'data', ARGV[7], 'traceparent', ARGV[8])
 if begins then redis.call('SET', KEYS[4], id) end
 redis.call('SET', KEYS[2], id, 'EX', ARGV[3])
+redis.call('LPUSH', KEYS[5], ARGV[4])
+local keep = tonumber(ARGV[2]) * 2
+local forgotten = redis.call('LRANGE', KEYS[5], keep, -1)
+for _, messageId in ipairs(forgotten) do redis.call('DEL', ARGV[9] .. messageId) end
+if #forgotten > 0 then redis.call('LTRIM', KEYS[5], 0, keep - 1) end
 local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[2])
 if excess > 0 then
   local dropped = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
@@ -98,7 +106,7 @@ interface ReplayLogScripts {
 }
 
 function withScripts(redis: Redis): Redis & ReplayLogScripts {
-  redis.defineCommand('appendEntry', { numberOfKeys: 4, lua: APPEND });
+  redis.defineCommand('appendEntry', { numberOfKeys: 5, lua: APPEND });
   redis.defineCommand('logRetention', { numberOfKeys: 2, lua: RETENTION });
   redis.defineCommand('claimWriter', { numberOfKeys: 1, lua: CLAIM });
   redis.defineCommand('releaseWriter', { numberOfKeys: 1, lua: RELEASE });
@@ -111,7 +119,7 @@ export class RedisStreamReplayLog implements ReplayLog {
   readonly #tails = new Set<Redis>();
   readonly #options: RedisStreamReplayLogOptions;
   readonly #logger: Logger;
-  readonly #keys: { stream: string; writer: string; trimmed: string };
+  readonly #keys: { stream: string; writer: string; trimmed: string; dedupOrder: string };
   /** The last connection error since the connection was last ready, and since when there has been none. */
   #lastError: string | undefined;
   #downSince: number | undefined;
@@ -120,7 +128,12 @@ export class RedisStreamReplayLog implements ReplayLog {
     this.#options = options;
     this.#logger = logger;
     const prefix = options.keyPrefix;
-    this.#keys = { stream: `${prefix}log`, writer: `${prefix}writer`, trimmed: `${prefix}trimmed` };
+    this.#keys = {
+      stream: `${prefix}log`,
+      writer: `${prefix}writer`,
+      trimmed: `${prefix}trimmed`,
+      dedupOrder: `${prefix}dedup-order`,
+    };
     // Fail fast while Redis is down: the consumer retries the message later, readers get an error now. A command
     // timeout alone would keep a dead connection forever; the socket timeout drops it, and ioredis reconnects.
     this.#redis = withScripts(
@@ -157,6 +170,7 @@ export class RedisStreamReplayLog implements ReplayLog {
         `${this.#options.keyPrefix}dedup:${entry.messageId}`,
         this.#keys.writer,
         this.#keys.trimmed,
+        this.#keys.dedupOrder,
         writerId,
         this.#options.maxEntries,
         this.#options.dedupTtlSeconds,
@@ -165,6 +179,7 @@ export class RedisStreamReplayLog implements ReplayLog {
         entry.subject,
         entry.data,
         entry.traceparent ?? '',
+        `${this.#options.keyPrefix}dedup:`,
       );
       return { id, duplicate: duplicate === 1 };
     } catch (error) {

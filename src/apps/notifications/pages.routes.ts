@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { NotificationEventTypes } from '../../contracts/students.ts';
 import type { HttpServer } from '../../infrastructure/http/http-server.ts';
 
 const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
@@ -52,6 +53,11 @@ export function registerPageRoutes(app: HttpServer, options: { readonly apiPort:
     reply
       .type('text/javascript; charset=utf-8')
       .header('cache-control', 'no-cache')
-      .send(`window.TBE_CONFIG = ${JSON.stringify({ apiPort: options.apiPort })};\n`),
+      .send(
+        `window.TBE_CONFIG = ${JSON.stringify({
+          apiPort: options.apiPort,
+          notificationTypes: Object.values(NotificationEventTypes),
+        })};\n`,
+      ),
   );
 }

@@ -12,12 +12,16 @@ import {
   uuid,
   varchar,
 } from 'drizzle-orm/pg-core';
+import { STUDENT_EMAIL_MAX_LENGTH, STUDENT_NAME_MAX_LENGTH } from '../../domain/student.ts';
 
+// The lengths are the domain's rules: raising one changes the table too (npm run db:generate), so a name the rule
+// allows is never refused by the column. The hand-written SQL that reads and writes these columns is in sql.ts and
+// sql-unit-of-work.ts.
 export const students = pgTable('students', {
   id: uuid('id').primaryKey(),
-  firstName: varchar('first_name', { length: 100 }).notNull(),
-  lastName: varchar('last_name', { length: 100 }).notNull(),
-  email: varchar('email', { length: 254 }).notNull(),
+  firstName: varchar('first_name', { length: STUDENT_NAME_MAX_LENGTH }).notNull(),
+  lastName: varchar('last_name', { length: STUDENT_NAME_MAX_LENGTH }).notNull(),
+  email: varchar('email', { length: STUDENT_EMAIL_MAX_LENGTH }).notNull(),
   updates: integer('updates').notNull().default(0),
   created: timestamp('created', { withTimezone: true, mode: 'date' }).notNull(),
   createdBy: text('created_by').notNull(),

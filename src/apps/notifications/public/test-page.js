@@ -1,8 +1,20 @@
 // The SSE and SignalR test pages: one script, the transport is the body's data-transport.
 /* global document, window, location, EventSource, signalR */
 (() => {
-  const TYPES = ['StudentCreated', 'StudentUpdated', 'StudentCached', 'StudentDeleted'];
+  // Every notification type the server sends (contracts' NotificationEventTypes), so a new one shows here as it is.
+  const TYPES = window.TBE_CONFIG.notificationTypes;
   const $ = (id) => document.getElementById(id);
+  for (const type of TYPES) {
+    const counter = document.createElement('div');
+    counter.className = 'counter';
+    const count = document.createElement('b');
+    count.id = `count-${type}`;
+    count.textContent = '0';
+    const name = document.createElement('span');
+    name.textContent = type;
+    counter.append(count, name);
+    $('counters').insertBefore(counter, $('count-total').parentElement);
+  }
   const transport = document.body.dataset.transport;
   const apiUrl =
     new URLSearchParams(location.search).get('api') ||

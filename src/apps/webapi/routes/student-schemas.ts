@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { StudentDto } from '../../../contracts/students.ts';
 import { STUDENT_EMAIL_MAX_LENGTH, STUDENT_NAME_MAX_LENGTH, storedLength } from '../../../domain/student.ts';
 
 /**
@@ -26,6 +27,10 @@ export const StudentInput = z.strictObject(
   { error: (issue) => (issue.code === 'invalid_type' ? 'must be a JSON object' : undefined) },
 );
 
+/**
+ * The answer's serializer keeps only what this lists: held to StudentDto, so a field added there and not here is a
+ * type error, not a field POST and PUT silently leave out (GET sends the cached JSON as it is).
+ */
 export const Student = z
   .object({
     id: z.uuid(),
@@ -39,7 +44,7 @@ export const Student = z
     lastModifiedBy: z.string().nullable(),
     version: z.number().int().describe('Optimistic-concurrency version; the ETag is this number in quotes'),
   })
-  .meta({ id: 'Student' });
+  .meta({ id: 'Student' }) satisfies z.ZodType<StudentDto>;
 
 export const StudentPage = z
   .object({

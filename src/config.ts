@@ -134,8 +134,12 @@ const ConfigSchema = z.object({
   DEDUP_PUT_WINDOW_SECONDS: seconds(5, 0),
   IDEMPOTENCY_TTL_SECONDS: seconds(86_400),
   IDEMPOTENCY_LEASE_SECONDS: seconds(30),
-  // At least as long as the outbox keeps sent rows: an embedded restart resends those, and the inbox must know them.
-  INBOX_RETENTION_SECONDS: seconds(7 * 86_400, SENT_OUTBOX_RETENTION_MS / 1_000),
+  // What an embedded restart can send again (the in-process bus's queues die with the process); with RabbitMQ, sent
+  // rows only help a diagnosis, and a day of them is gigabytes on a busy system.
+  OUTBOX_SENT_RETENTION_SECONDS: seconds(SENT_OUTBOX_RETENTION_MS / 1_000, 60),
+  // At least as long as the outbox keeps sent rows (checked below): an embedded restart resends those, and the inbox
+  // must know them.
+  INBOX_RETENTION_SECONDS: seconds(7 * 86_400, 3_600),
   RESILIENCE_DURATION_OF_BREAK_MS: milliseconds(DEFAULT_RESILIENCE.durationOfBreakMs),
   // Decimal digits only, as every other number: z.coerce (Number()) alone would also take `0x1`, `1e-1` and `Infinity`.
   RESILIENCE_FAILURE_RATIO: z.preprocess(
@@ -223,6 +227,8 @@ export interface Config {
     /** How long the worker remembers a handled message, so that a redelivery changes nothing twice. */
     readonly inboxRetentionSeconds: number;
   };
+  /** How long sent outbox rows are kept: what an embedded restart can send again. */
+  readonly outbox: { readonly sentRetentionSeconds: number };
   readonly log: {
     readonly level: string;
     readonly pretty: boolean;
@@ -358,6 +364,13 @@ export function parseConfig(
             `(got ${c.RESILIENCE_BASE_DELAY_MS} and ${c.RESILIENCE_MAX_DELAY_MS})`,
         ]
       : []),
+    ...(c.INBOX_RETENTION_SECONDS < c.OUTBOX_SENT_RETENTION_SECONDS
+      ? [
+          `INBOX_RETENTION_SECONDS / OUTBOX_SENT_RETENTION_SECONDS: the worker must remember a message at least as ` +
+            `long as the outbox keeps it, which an embedded restart sends again (got ${c.INBOX_RETENTION_SECONDS} ` +
+            `and ${c.OUTBOX_SENT_RETENTION_SECONDS})`,
+        ]
+      : []),
     ...(allRoles ? sharedPorts(c) : []),
   ];
   if (conflicts.length > 0) throw new ConfigError(conflicts);
@@ -372,6 +385,7 @@ export function parseConfig(
       partitions: c.WORKER_PARTITIONS,
       inboxRetentionSeconds: c.INBOX_RETENTION_SECONDS,
     },
+    outbox: { sentRetentionSeconds: c.OUTBOX_SENT_RETENTION_SECONDS },
     log: {
       level: c.LOG_LEVEL,
       pretty: (c.LOG_FORMAT ?? (stdoutIsTty ? 'pretty' : 'json')) === 'pretty',

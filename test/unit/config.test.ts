@@ -457,12 +457,25 @@ describe('configuration', () => {
       );
   });
 
-  test('the inbox remembers handled messages for 7 days, and for no less than the outbox keeps them (1 day)', () => {
+  test('the outbox keeps sent rows a day and the inbox remembers handled messages 7 days; the inbox never less than the outbox', () => {
     assert.equal(parseConfig({}).worker.inboxRetentionSeconds, 7 * 86_400);
+    assert.equal(parseConfig({}).outbox.sentRetentionSeconds, 86_400);
     assert.equal(parseConfig({ INBOX_RETENTION_SECONDS: '86400' }).worker.inboxRetentionSeconds, 86_400);
     assert.throws(
       () => parseConfig({ INBOX_RETENTION_SECONDS: '3600' }),
-      /INBOX_RETENTION_SECONDS: must be a whole number of seconds, at least 86400/,
+      /INBOX_RETENTION_SECONDS \/ OUTBOX_SENT_RETENTION_SECONDS: the worker must remember a message at least as long as the outbox keeps it.*\(got 3600 and 86400\)/,
+    );
+    // With RabbitMQ, sent rows only help a diagnosis: both can be shortened together.
+    const short = parseConfig({ OUTBOX_SENT_RETENTION_SECONDS: '3600', INBOX_RETENTION_SECONDS: '3600' });
+    assert.equal(short.outbox.sentRetentionSeconds, 3_600);
+    assert.equal(short.worker.inboxRetentionSeconds, 3_600);
+    assert.throws(
+      () => parseConfig({ OUTBOX_SENT_RETENTION_SECONDS: '59' }),
+      /OUTBOX_SENT_RETENTION_SECONDS: must be a whole number of seconds, at least 60/,
+    );
+    assert.throws(
+      () => parseConfig({ INBOX_RETENTION_SECONDS: '600', OUTBOX_SENT_RETENTION_SECONDS: '60' }),
+      /INBOX_RETENTION_SECONDS: must be a whole number of seconds, at least 3600/,
     );
   });
 });

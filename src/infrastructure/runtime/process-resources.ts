@@ -24,6 +24,7 @@ export interface RuntimeSettings {
   readonly resilience: ResilienceOptions;
   /** The worker's queues are part of the topology every role declares. */
   readonly worker: { readonly partitions: number };
+  readonly outbox: { readonly sentRetentionSeconds: number };
 }
 
 /** The adapters one process shares between its roles, opened in order and closed in reverse. */
@@ -124,6 +125,7 @@ export async function openProcessResources(
         bus: opened,
         ...(undeclared ? { topology: undeclared } : {}),
         resilience: settings.resilience,
+        options: { retentionMs: settings.outbox.sentRetentionSeconds * 1_000 },
         logger,
         beforePublish: cacheBeforeNotifying(new SqlStudentQueries(database.sql), cache.students),
       });

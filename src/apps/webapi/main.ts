@@ -43,8 +43,12 @@ export interface WebApi {
   stop(): Promise<void>;
 }
 
-/** How often expired idempotency keys are deleted from the database (a claim takes an expired one over anyway). */
-const IDEMPOTENCY_KEYS_PRUNE_EVERY_MS = 3_600_000;
+/**
+ * How often expired idempotency keys are deleted from the database (a claim takes an expired one over anyway): hourly,
+ * or as often as keys expire with a shorter IDEMPOTENCY_TTL_SECONDS (else the table holds an hour of them), but not
+ * more than once a minute.
+ */
+const IDEMPOTENCY_KEYS_PRUNE_EVERY_MS = { most: 3_600_000, least: 60_000 };
 
 export interface WebApiDeps {
   readonly config: Config;
@@ -156,7 +160,10 @@ export async function createWebApi({
     async start() {
       // Every instance prunes (deleting the same expired keys twice is harmless).
       pruning = schedulePruning(() => pruneIdempotencyKeys(database, new Date()), {
-        everyMs: IDEMPOTENCY_KEYS_PRUNE_EVERY_MS,
+        everyMs: Math.max(
+          IDEMPOTENCY_KEYS_PRUNE_EVERY_MS.least,
+          Math.min(IDEMPOTENCY_KEYS_PRUNE_EVERY_MS.most, config.idempotency.ttlSeconds * 1_000),
+        ),
         logger: log,
         what: 'idempotency keys',
       });

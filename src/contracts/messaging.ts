@@ -160,8 +160,9 @@ export function studentsWorkerQueues(partitions: number): readonly string[] {
 /**
  * Where a queue of another worker layout shows, one that this layout lacks: with one queue, `students.worker.0`
  * (every partitioned layout has it); with N, `students.worker` and, below the maximum, `students.worker.<N>` (every
- * layout with more partitions has it; one with fewer has no queue that N lacks). Bound to `students` too, such a
- * queue gets a copy of every event.
+ * layout with more partitions has it; one with fewer has no queue that N lacks). Bound to `students` too,
+ * `students.worker` gets a copy of every event; bound to the partitions' hash ring, `students.worker.<N>` takes its
+ * share of the students from the layout's own queues.
  */
 export function otherLayoutQueues(partitions: number): readonly string[] {
   if (partitions === 1) return [`${Queues.studentsWorker}.0`];

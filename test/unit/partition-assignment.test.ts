@@ -13,7 +13,7 @@ import {
   studentsWorkerQueues,
 } from '../../src/contracts/messaging.ts';
 import type { Database, Leadership } from '../../src/infrastructure/persistence/database.ts';
-import { silentLogger } from '../support/logger.ts';
+import { recordingLogger, silentLogger } from '../support/logger.ts';
 
 describe('ownedPartitions', () => {
   test('alone, a worker owns every partition, whatever its slot', () => {
@@ -203,6 +203,41 @@ describe('assignPartitions', () => {
     worker.waiting.clear();
     assert.deepEqual(worker.assignment.status().waiting, []);
     await worker.assignment.stop();
+  });
+
+  test('a slot lost while a look reads the held slots is no failure: the worker takes one again', async () => {
+    // As after a SIGSTOP longer than the slot session's idle timeout: on SIGCONT the overdue look queries pg_locks
+    // while the slot session's end arrives.
+    const locks = fakeLocks();
+    const { database } = locks.connect();
+    let loseDuringLook = false;
+    const racing: Pick<Database, 'tryLead' | 'heldLeadLocks'> = {
+      tryLead: (key) => database.tryLead(key),
+      async heldLeadLocks(first, last) {
+        const held = await database.heldLeadLocks(first, last);
+        if (loseDuringLook) {
+          loseDuringLook = false;
+          locks.lose(MEMBER_SLOT_FIRST_KEY);
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+        return held;
+      },
+    };
+    const { logger, logged } = recordingLogger();
+    const assignment = assignPartitions({
+      database: racing,
+      partitions: 4,
+      logger,
+      rebalanceEveryMs: 10,
+      subscribe: async () => ({ waitingForBroker: false, close: async () => {} }),
+    });
+    await assignment.start();
+    loseDuringLook = true;
+    await eventually('the slot was lost during a look', () => !loseDuringLook);
+    await eventually('it holds a slot again', () => assignment.status().slot !== undefined);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    await assignment.stop();
+    assert.doesNotMatch(logged(), /partition assignment failed/);
   });
 
   test('a worker whose slot is lost takes one again at once, not at its next regular look', async () => {

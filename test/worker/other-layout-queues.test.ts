@@ -44,3 +44,26 @@ test('a queue of another layout is warned about once while it stays, and kept in
     await watch.stop();
   }
 });
+
+test("a partition queue the layout lacks is Unhealthy: on the hash ring, it takes its students' events from every worker", async () => {
+  // Left from WORKER_PARTITIONS=8 after a change to 4: students.worker.4 … 7 stay bound to the ring.
+  const bus = {
+    inspectQueue: (queue: string) =>
+      Promise.resolve(queue === `${Queues.studentsWorker}.4` ? { messages: 88, consumers: 0 } : undefined),
+  };
+  const { logger, logged } = recordingLogger();
+  const watch = watchOtherLayoutQueues(bus, 4, logger, 60_000);
+  await watch.start();
+  try {
+    const result = await watch.healthCheck.check();
+    assert.equal(result.status, 'Unhealthy');
+    assert.match(
+      result.description ?? '',
+      /^students\.worker\.4 \(88 waiting, 0 consumers\), and any numbered above: .*whose events no worker of this layout processes/,
+    );
+    assert.doesNotMatch(result.description ?? '', /copy/);
+    assert.match(logged(), /"level":50.*whose events no worker of this layout processes/);
+  } finally {
+    await watch.stop();
+  }
+});

@@ -120,6 +120,9 @@ export function assignPartitions(options: PartitionAssignmentOptions): Partition
       );
     if (!lease) return subscriptions.size > 0 ? undefined : [];
     const held = await database.heldLeadLocks(MEMBER_SLOT_FIRST_KEY, MEMBER_SLOT_LAST_KEY);
+    // The slot may have been lost while the held ones were read (its session ended, as on resuming from a long
+    // pause): then keep what is in hand, as without a slot; the loss has scheduled the next look already.
+    if (!lease) return subscriptions.size > 0 ? undefined : [];
     const slots = held.map((key) => key - MEMBER_SLOT_FIRST_KEY);
     members = new Set([...slots, lease.slot]).size;
     return ownedPartitions(partitions, slots, lease.slot);

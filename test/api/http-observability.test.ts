@@ -3,11 +3,14 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect } from 'node:net';
+import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import pino from 'pino';
 import { Registry } from 'prom-client';
 import { createHttpServer, type HttpServer } from '../../src/infrastructure/http/http-server.ts';
 import { registerHealthRoutes } from '../../src/infrastructure/http/health.routes.ts';
+import { traceIds } from '../../src/infrastructure/logging/logger.ts';
 import { inSpan } from '../../src/infrastructure/observability/tracing.ts';
 import { recordingLogger } from '../support/logger.ts';
 import { parseExposition } from '../support/prometheus-text.ts';
@@ -235,5 +238,98 @@ describe('HTTP observability', () => {
       .filter((line) => line.msg === 'request completed')
       .map((line) => line.req?.url);
     assert.deepEqual(completed, ['/things/1']);
+  });
+});
+
+describe("a request's log lines outside its handler", () => {
+  test("the error handler's line of a 500, and a hook's line, carry the request's trace_id and span_id", async () => {
+    let written = '';
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        written += chunk.toString();
+        done();
+      },
+    });
+    // The roles' own mixin (createLogger's), on a logger that keeps its lines.
+    const logger = pino({ level: 'info', mixin: traceIds }, sink);
+    const server = createHttpServer(logger, {
+      service: 'test',
+      registry: new Registry(),
+      maxHeaderBytes: 16_384,
+    });
+    server.get('/broken', async () => {
+      throw new Error('bug');
+    });
+    server.get('/hooked', {
+      preHandler: (request, _reply, done) => {
+        request.log.warn('from a hook');
+        done();
+      },
+      handler: async () => ({ ok: true }),
+    });
+    const base = await server.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      spans.reset();
+      assert.equal((await fetch(`${base}/broken`)).status, 500);
+      assert.equal((await fetch(`${base}/hooked`)).status, 200);
+    } finally {
+      await server.close();
+    }
+    const lines = written
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    for (const [route, message] of [
+      ['/broken', 'unhandled error'],
+      ['/hooked', 'from a hook'],
+    ] as const) {
+      const span = spans.getFinishedSpans().find((finished) => finished.name === `GET ${route}`);
+      assert.ok(span, `a span for ${route}`);
+      const line = lines.find((logged) => logged.msg === message);
+      assert.ok(line, `${message} is logged`);
+      assert.equal(line.trace_id, span.spanContext().traceId, `${message}: in the request's trace`);
+      assert.equal(line.span_id, span.spanContext().spanId, `${message}: of the request's span`);
+    }
+  });
+});
+
+describe('a stream its client closes', () => {
+  test('is an answered 200, not an aborted 499 or an error span: every SSE stream ends that way', async () => {
+    const { logger, logged } = recordingLogger();
+    const registry = new Registry();
+    const server = createHttpServer(logger, { service: 'test', registry, maxHeaderBytes: 16_384 });
+    server.get('/stream', async (_request, reply) => {
+      reply.hijack();
+      reply.raw.writeHead(200, { 'content-type': 'text/event-stream' });
+      reply.raw.write(': open\n\n');
+    });
+    const base = await server.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      spans.reset();
+      const client = connect(Number(new URL(base).port), '127.0.0.1');
+      client.on('error', () => undefined);
+      await once(client, 'connect');
+      client.write('GET /stream HTTP/1.1\r\nHost: x\r\n\r\n');
+      await once(client, 'data');
+      client.destroy();
+      await until(
+        () => spans.getFinishedSpans().some((span) => span.name === 'GET /stream'),
+        'the stream span to end',
+      );
+      const [span] = spans.getFinishedSpans().filter((finished) => finished.name === 'GET /stream');
+      assert.equal(span?.status.code, SpanStatusCode.UNSET);
+      assert.equal(span.attributes['http.response.status_code'], 200);
+      const metrics = parseExposition(await (await fetch(`${base}/metrics`)).text());
+      assert.equal(
+        metrics.sum('http_server_request_duration_seconds_count', { route: '/stream', status_code: '200' }),
+        1,
+      );
+      const line = logged()
+        .split('\n')
+        .find((logged) => logged.includes('"url":"/stream"'));
+      assert.match(line ?? '', /"statusCode":200,[^\n]*"msg":"request completed"/);
+    } finally {
+      await server.close();
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { context, trace } from '@opentelemetry/api';
+import { context, trace, type SpanContext } from '@opentelemetry/api';
 import pino from 'pino';
 import pretty from 'pino-pretty';
 import { createStream as createSeqStream, type PinoSeqStream } from 'pino-seq';
@@ -62,9 +62,25 @@ export async function flushLogger(logger: Logger): Promise<void> {
   await settledWithin(seq.flush(), SEQ_FLUSH_TIMEOUT_MS);
 }
 
-// pino merges each line's fields into the returned object, so it must be a new one every time.
-function traceIds(): object {
-  const spanContext = trace.getSpan(context.active())?.spanContext();
+const REQUEST_SPAN = Symbol('request span');
+type WithRequestSpan = { [REQUEST_SPAN]?: SpanContext };
+
+/**
+ * Ties a request's own child logger to its server span: its lines carry that span's ids even where the span is not the
+ * active context (hooks before and after the handler, the error handler), as long as no other span is active. A
+ * property of the child, not a new child: one per request is made already, and its children inherit it.
+ */
+export function bindRequestSpan(requestLogger: object, spanContext: SpanContext): void {
+  (requestLogger as WithRequestSpan)[REQUEST_SPAN] = spanContext;
+}
+
+/**
+ * The `trace_id` and `span_id` of a line: the active span's, else (for a request's logger) its server span's.
+ * pino merges each line's fields into the returned object, so it must be a new one every time.
+ */
+export function traceIds(_fields?: object, _level?: number, logger?: object): object {
+  const spanContext =
+    trace.getSpan(context.active())?.spanContext() ?? (logger as WithRequestSpan | undefined)?.[REQUEST_SPAN];
   if (!spanContext || !trace.isSpanContextValid(spanContext)) return {};
   return { trace_id: spanContext.traceId, span_id: spanContext.spanId };
 }

@@ -3,10 +3,11 @@
 // route and status, one access-log line per request, and the process's metrics at GET /metrics.
 import { SpanKind, SpanStatusCode, context, trace, type Context, type Span } from '@opentelemetry/api';
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Histogram, type Registry } from 'prom-client';
+import { bindRequestSpan } from '../logging/logger.ts';
 import { contextFromHeaders, tracer } from './tracing.ts';
 
 export interface HttpObservabilityOptions {
@@ -34,6 +35,8 @@ interface Observation {
   readonly context: Context | undefined;
   /** A probe or a scrape: its access-log line is at debug while it succeeds. */
   readonly routine: boolean;
+  /** Its answer: a client that closes a stream (SSE) whose head was sent ends it, it does not abort it. */
+  readonly response: ServerResponse;
 }
 
 const OBSERVATION = Symbol('observation');
@@ -108,7 +111,7 @@ export function observeHttp(
   // The last routed request on each connection: one whose body is too slow is answered from the socket (408).
   const lastOn = new WeakMap<Socket, FastifyRequest>();
 
-  const start = (request: FastifyRequest) => {
+  const start = (request: FastifyRequest, reply: FastifyReply) => {
     lastOn.set(request.raw.socket, request);
     const route = request.routeOptions.url;
     const method = KNOWN_METHODS.has(request.method) ? request.method : '_OTHER';
@@ -123,6 +126,9 @@ export function observeHttp(
     // One the sampler dropped records nothing, yet its context must reach the handler's work: that work then
     // follows the "not sampled" decision rather than starting traces of its own.
     const carried = candidate && trace.isSpanContextValid(candidate.spanContext()) ? candidate : undefined;
+    // Lines the request's logger writes outside the handler (its hooks, the error handler's `unhandled error`) are
+    // in its trace too: an operator goes from such a line to the trace by its ids.
+    if (carried) bindRequestSpan(request.log, carried.spanContext());
     if (span)
       span.setAttributes({
         'http.request.method': method,
@@ -139,11 +145,12 @@ export function observeHttp(
       span,
       context: carried && trace.setSpan(parent, carried),
       routine,
+      response: reply.raw,
     };
   };
   // Callback hooks, not async ones: they run on every request, and a promise per hook is measurable.
-  app.addHook('onRequest', (request, _reply, done) => {
-    start(request);
+  app.addHook('onRequest', (request, reply, done) => {
+    start(request, reply);
     done();
   });
 
@@ -185,7 +192,11 @@ export function observeHttp(
     done();
   });
   app.addHook('onRequestAbort', (request, done) => {
-    finish(request, 499, true);
+    // A stream (SSE, the hub's SSE transport) ends when its client closes it, after its 200 went out: that is how
+    // every such stream ends, not an error. A request given up on before its answer began is a 499.
+    const response = (request as ObservedRequest)[OBSERVATION]?.response;
+    if (response?.headersSent) finish(request, response.statusCode, false);
+    else finish(request, 499, true);
     done();
   });
 
@@ -195,7 +206,7 @@ export function observeHttp(
 
   return {
     unrouted: (request, reply) => {
-      start(request);
+      start(request, reply);
       // What onResponse and onRequestAbort are to a routed request: 'close' follows the end of the response, or an
       // abort.
       reply.raw.once('close', () =>

@@ -13,6 +13,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import pg from 'pg';
 import type { Logger } from '../logging/logger.ts';
 import { valueWithoutUrlPassword } from '../logging/url-password.ts';
+import { outsideTraces } from '../observability/outside-traces.ts';
 import { isQueryTimeout } from './database-errors.ts';
 import * as schema from './schema.ts';
 import type { SqlExecutor, SqlStatement } from './sql.ts';
@@ -197,7 +198,8 @@ function openPostgres(
   // whole client on the error, which would put the connection's internals into the log line.
   pool.on('error', (error: Error & { client?: unknown }) => {
     delete error.client;
-    logger.warn({ err: error }, 'idle PostgreSQL connection lost');
+    // The client's socket keeps the context it was opened in (a request's, a message's): this line is none of theirs.
+    outsideTraces(() => logger.warn({ err: error }, 'idle PostgreSQL connection lost'));
   });
   const db = drizzlePg(pool, { schema });
   const local = new LocalChannels();

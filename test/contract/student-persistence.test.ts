@@ -629,6 +629,28 @@ describe('the statement timeout on PostgreSQL', await needsPostgres(), () => {
   });
 });
 
+describe('a database closed to connections', await needsPostgres(), () => {
+  test('is unavailable (a 503), not an error of the request (a 500)', async () => {
+    const created = await createPostgresDatabase();
+    const database = await openDatabase(created.url, silentLogger);
+    const admin = new pg.Client({ connectionString: created.url.replace(/\/[^/]+$/, '/postgres') });
+    const name = new URL(created.url).pathname.slice(1);
+    try {
+      await admin.connect();
+      await admin.query(`alter database "${name}" allow_connections false`);
+      await assert.rejects(
+        guardDatabase(() => database.sql.query(sqlStatement('test_closed', 'select 1'), [])),
+        DependencyUnavailableError,
+      );
+    } finally {
+      await admin.query(`alter database "${name}" allow_connections true`);
+      await admin.end();
+      await database.close();
+      await created.drop();
+    }
+  });
+});
+
 describe('migrations on PostgreSQL', await needsPostgres(), () => {
   test('a migrator waits for another one however long that takes, past the statement timeout', async () => {
     const created = await createPostgresDatabase();

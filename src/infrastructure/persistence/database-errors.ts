@@ -11,8 +11,10 @@ const UNAVAILABLE_NODE_CODES = new Set([
 ]);
 // 57014: cancelled (an operator's pg_cancel_backend, a statement_timeout set on the server).
 const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3]|53300|57014)/;
+// The last: a database an operator closed to connections (ALLOW_CONNECTIONS false), SQLSTATE 55000, a class too wide
+// to take whole.
 const UNAVAILABLE_MESSAGES =
-  /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i;
+  /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|is not currently accepting connections/i;
 // pg's `query_timeout`: no answer in time, from a server that may be gone without a word.
 const QUERY_TIMEOUT_MESSAGE = 'Query read timeout';
 

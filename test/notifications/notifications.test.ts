@@ -370,7 +370,12 @@ describe('the notifications service (embedded adapters)', () => {
     }
   });
 
-  test('a message that is not a notification CloudEvent is dead-lettered with the reason', async () => {
+  test('a message that is not a notification CloudEvent is dead-lettered with the reason, and counted', async () => {
+    const deadLettered = async () =>
+      parseExposition(await (await fetch(`${url}/metrics`)).text()).sum('notifications_appended_total', {
+        outcome: 'dead_lettered',
+      });
+    const before = await deadLettered();
     await bus.publish([
       {
         exchange: Exchanges.notifications,
@@ -381,6 +386,7 @@ describe('the notifications service (embedded adapters)', () => {
     ]);
     await until(() => deadLetters.length === 1, 'the dead letter');
     assert.match(deadLetters[0]?.headers['x-death-reason'] ?? '', /not a notification CloudEvent/);
+    assert.equal(await deadLettered(), before + 1);
   });
 
   test('a notification whose envelope contradicts its data is dead-lettered, not sent under the wrong type or student', async () => {

@@ -10,8 +10,11 @@ import type { Refusal } from './connection-limits.ts';
 import type { PushObserver, PushTransport } from './fan-out.ts';
 
 export interface NotificationsMetrics {
-  /** One message from the queue went into the replay log (or was there already: a redelivery). */
-  appended(outcome: 'appended' | 'duplicate'): void;
+  /**
+   * What became of one message from the queue: it went into the replay log, was there already (a redelivery), or was
+   * no notification and was dead-lettered.
+   */
+  handled(outcome: 'appended' | 'duplicate' | 'dead_lettered'): void;
   /** How old a notification was when it was delivered (queue lag). */
   delivered(ageSeconds: number): void;
   /** A new SSE stream or hub connection was turned away: the instance was full, or its user held their share. */
@@ -33,7 +36,7 @@ export function createNotificationsObservability(
   const registers = [registry];
   const appended = new Counter({
     name: 'notifications_appended_total',
-    help: 'Notifications taken from the queue into the replay log; `duplicate` = a redelivery already there.',
+    help: 'Notifications taken from the queue into the replay log; `duplicate` = a redelivery already there, `dead_lettered` = no notification, set aside in notifications.dead.',
     labelNames: ['outcome'],
     registers,
   });
@@ -68,7 +71,7 @@ export function createNotificationsObservability(
 
   return {
     metrics: {
-      appended: (outcome) => appended.inc({ outcome }),
+      handled: (outcome) => appended.inc({ outcome }),
       delivered: (ageSeconds) => age.observe(ageSeconds),
       refused: (reason) => refusedConnections.inc({ reason }),
     },

@@ -81,6 +81,7 @@ export async function consumeNotifications(
           const parsed = parseNotification(message.body);
           if (!parsed.ok) {
             logger.warn({ messageId: message.messageId, reason: parsed.error }, 'notification dead-lettered');
+            metrics?.handled('dead_lettered');
             span.setStatus({ code: SpanStatusCode.ERROR, message: parsed.error });
             return outcome.deadLetter(parsed.error);
           }
@@ -119,7 +120,7 @@ export async function consumeNotifications(
     for (let attempt = 0; ; attempt++) {
       try {
         const { duplicate } = await log.append(entry, instanceId);
-        metrics?.appended(duplicate ? 'duplicate' : 'appended');
+        metrics?.handled(duplicate ? 'duplicate' : 'appended');
         return outcome.ack();
       } catch (error) {
         const notWriter = error instanceof NotLogWriterError;

@@ -364,6 +364,15 @@ export function parseConfig(
             `(got ${c.RESILIENCE_BASE_DELAY_MS} and ${c.RESILIENCE_MAX_DELAY_MS})`,
         ]
       : []),
+    // The in-process bus's queues die with the process: sent rows are the only copy of what its worker had not
+    // handled, which the next start sends again; deleted sooner, such an event would be lost.
+    ...(c.AMQP_URL === 'memory:' && c.OUTBOX_SENT_RETENTION_SECONDS < SENT_OUTBOX_RETENTION_MS / 1_000
+      ? [
+          `OUTBOX_SENT_RETENTION_SECONDS: with AMQP_URL=memory: at least ${SENT_OUTBOX_RETENTION_MS / 1_000} (sent ` +
+            `rows are what a restart sends again if the worker had not handled them; shorten it with RabbitMQ) ` +
+            `(got ${c.OUTBOX_SENT_RETENTION_SECONDS})`,
+        ]
+      : []),
     ...(c.INBOX_RETENTION_SECONDS < c.OUTBOX_SENT_RETENTION_SECONDS
       ? [
           `INBOX_RETENTION_SECONDS / OUTBOX_SENT_RETENTION_SECONDS: the worker must remember a message at least as ` +

@@ -466,15 +466,30 @@ describe('configuration', () => {
       /INBOX_RETENTION_SECONDS \/ OUTBOX_SENT_RETENTION_SECONDS: the worker must remember a message at least as long as the outbox keeps it.*\(got 3600 and 86400\)/,
     );
     // With RabbitMQ, sent rows only help a diagnosis: both can be shortened together.
-    const short = parseConfig({ OUTBOX_SENT_RETENTION_SECONDS: '3600', INBOX_RETENTION_SECONDS: '3600' });
+    const rabbitMq = 'amqp://guest:guest@127.0.0.1:5672';
+    const short = parseConfig({
+      AMQP_URL: rabbitMq,
+      OUTBOX_SENT_RETENTION_SECONDS: '3600',
+      INBOX_RETENTION_SECONDS: '3600',
+    });
     assert.equal(short.outbox.sentRetentionSeconds, 3_600);
     assert.equal(short.worker.inboxRetentionSeconds, 3_600);
+    // With the in-process bus, sent rows are the only copy of what the worker had not handled at a crash.
     assert.throws(
-      () => parseConfig({ OUTBOX_SENT_RETENTION_SECONDS: '59' }),
+      () => parseConfig({ OUTBOX_SENT_RETENTION_SECONDS: '3600', INBOX_RETENTION_SECONDS: '3600' }),
+      /OUTBOX_SENT_RETENTION_SECONDS: with AMQP_URL=memory: at least 86400 .*\(got 3600\)/,
+    );
+    assert.throws(
+      () => parseConfig({ AMQP_URL: rabbitMq, OUTBOX_SENT_RETENTION_SECONDS: '59' }),
       /OUTBOX_SENT_RETENTION_SECONDS: must be a whole number of seconds, at least 60/,
     );
     assert.throws(
-      () => parseConfig({ INBOX_RETENTION_SECONDS: '600', OUTBOX_SENT_RETENTION_SECONDS: '60' }),
+      () =>
+        parseConfig({
+          AMQP_URL: rabbitMq,
+          INBOX_RETENTION_SECONDS: '600',
+          OUTBOX_SENT_RETENTION_SECONDS: '60',
+        }),
       /INBOX_RETENTION_SECONDS: must be a whole number of seconds, at least 3600/,
     );
   });

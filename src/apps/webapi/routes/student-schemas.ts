@@ -46,6 +46,13 @@ export const Student = z
   })
   .meta({ id: 'Student' }) satisfies z.ZodType<StudentDto>;
 
+/**
+ * `satisfies` lets an optional field of StudentDto that the schema lacks pass (the answer may omit it), yet the
+ * serializer would drop it all the same: every field of StudentDto must be listed. A type error names the missing one.
+ */
+type _EveryFieldListed<Missing extends never = Exclude<keyof StudentDto, keyof z.output<typeof Student>>> =
+  Missing;
+
 export const StudentPage = z
   .object({
     items: z.array(Student),

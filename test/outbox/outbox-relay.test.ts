@@ -603,7 +603,7 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
     assert.equal(publish.attributes['messaging.message.id'], row.id);
     assert.equal(create.attributes['messaging.message.id'], row.id);
     assert.equal(publish.attributes['messaging.system'], 'in-process');
-    assert.equal(publish.attributes['messaging.operation.type'], 'publish');
+    assert.equal(publish.attributes['messaging.operation.type'], 'send');
     assert.equal(publish.attributes['messaging.operation.name'], 'publish');
   });
 

@@ -72,7 +72,8 @@ export function startPublishSpans(
       ),
       message,
       'publish',
-      { 'messaging.system': system },
+      // RabbitMQ's own name for it stays the operation's name; its type is `send` in the conventions since 1.26.
+      { 'messaging.system': system, 'messaging.operation.type': 'send' },
     );
   });
 }

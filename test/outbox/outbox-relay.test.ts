@@ -34,7 +34,7 @@ import { systemClock } from '../../src/infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
 import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
 import { createPostgresDatabase, openTestDatabase, type TestDatabase } from '../support/databases.ts';
-import { silentLogger } from '../support/logger.ts';
+import { recordingLogger, silentLogger } from '../support/logger.ts';
 import { AMQP_URL, needsPostgres, needsRabbitMq } from '../support/services.ts';
 import { settlesWithin } from '../support/settles-within.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
@@ -432,7 +432,7 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
     }
   });
 
-  test('a leadership that fails as soon as it is taken up is contended for again only after the standby wait', async () => {
+  test('a leadership that fails as soon as it is taken up is contended for again only after the standby wait, and said once', async () => {
     await withOwnOutbox(async ({ ownDb, ownBus, stopAfter }) => {
       // Every LISTEN fails, as on a database that drops each new session at once.
       let contended = 0;
@@ -447,11 +447,23 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
           );
         },
       };
-      const ownRelay = stopAfter(relayOn(failingListen, ownBus, { standbyRetryMs: 200 }));
+      const { logger, logged } = recordingLogger();
+      const ownRelay = stopAfter(
+        new OutboxRelay({
+          database: failingListen,
+          bus: ownBus,
+          logger,
+          policy: createResiliencePolicy('relay', fastResilience, silentLogger),
+          options: { standbyRetryMs: 200 },
+        }),
+      );
       ownRelay.start();
       await new Promise((resolve) => setTimeout(resolve, 1_000));
       assert.ok(contended <= 7, `contended ${contended} times in one second, with 200 ms between attempts`);
+      assert.ok(contended >= 3, `contended ${contended} times`);
       assert.equal(ownRelay.status().lastError, 'connection lost');
+      // A database that keeps failing is a few lines per outage, not one per attempt.
+      assert.equal(logged().match(/could not take up leadership/g)?.length, 1);
     });
   });
 

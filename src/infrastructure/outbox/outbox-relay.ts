@@ -4,6 +4,7 @@ import type { OutboxMessage } from '../../application/ports/outbox.ts';
 import { CLOUD_EVENTS_CONTENT_TYPE, SUBJECT_HEADER, type CloudEvent } from '../../contracts/cloud-events.ts';
 import type { Topology } from '../../contracts/messaging.ts';
 import type { HealthCheck } from '../health/health.ts';
+import { LogThrottle } from '../logging/log-throttle.ts';
 import type { Logger } from '../logging/logger.ts';
 import { startPublishSpans } from '../observability/messaging-spans.ts';
 import { recordFailure } from '../observability/tracing.ts';
@@ -46,6 +47,8 @@ const DEFAULT_RELAY_OPTIONS: OutboxRelayOptions = {
 // Every relay on one database competes for this advisory lock; the holder is the only one publishing.
 const RELAY_LOCK_KEY = 4_224_712;
 const CLEANUP_EVERY_MS = 60_000;
+/** At most one failure line per this long, with how many more there were. */
+const ERROR_LOG_EVERY_MS = 30_000;
 /** How long the broker's health check waits for the broker's answer, and for the backlog count before it leaves it out. */
 const CHECK_WAIT_MS = 1_000;
 
@@ -168,6 +171,7 @@ export class OutboxRelay {
   #role: RelayRole = 'starting';
   #published = 0;
   #lastError: string | undefined;
+  readonly #errorLog = new LogThrottle(ERROR_LOG_EVERY_MS);
   /** Declared before the first publish, so no message goes out before its queues exist; undefined once done. */
   #undeclared: Topology | undefined;
   #running: Promise<void> | undefined;
@@ -488,7 +492,8 @@ export class OutboxRelay {
 
   #noteError(message: string, error: unknown): void {
     this.#lastError = error instanceof Error ? error.message : String(error);
-    this.#logger.warn({ err: error }, message);
+    // A standby retries every 2 s while the database is down: a few lines per outage, not one per attempt.
+    this.#errorLog.run((unsaid) => this.#logger.warn({ err: error, failedUnlogged: unsaid }, message));
   }
 }
 

@@ -23,9 +23,10 @@ import {
   deadLetterNames,
 } from '../../src/contracts/messaging.ts';
 import { Student, type StudentSnapshot } from '../../src/domain/student.ts';
+import type { Logger } from '../../src/infrastructure/logging/logger.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { guardDatabase } from '../../src/infrastructure/persistence/database-errors.ts';
-import { silentLogger } from '../support/logger.ts';
+import { recordingLogger, silentLogger } from '../support/logger.ts';
 import { parseExposition } from '../support/prometheus-text.ts';
 import { recordSpans } from '../support/tracing.ts';
 import { counted, eventually, studentEvent, traceIdOf } from './worker-harness.ts';
@@ -80,6 +81,7 @@ describe('the student-events consumer', () => {
       afterProcessed?: AfterProcessed;
       retry?: { baseDelayMs: number; maxDelayMs: number };
       prefetch?: number;
+      logger?: Logger;
     } = {},
   ): Promise<Subscription> {
     const subscription = await consumeStudentEvents({
@@ -92,7 +94,7 @@ describe('the student-events consumer', () => {
       prefetch: options.prefetch ?? 1,
       retry: { maxRetryAttempts: 2, ...(options.retry ?? { baseDelayMs: 1, maxDelayMs: 5 }) },
       metrics: createWorkerMetrics(registry),
-      logger: silentLogger,
+      logger: options.logger ?? silentLogger,
       afterProcessed: options.afterProcessed,
     });
     subscriptions.push(subscription);
@@ -204,16 +206,25 @@ describe('the student-events consumer', () => {
     assert.equal(await counted(registry, 'dead_lettered'), 1);
   });
 
-  test('any other exception dead-letters at once with its message', async () => {
-    await consume(async () => {
-      throw new Error('column "updates" does not exist');
-    });
+  test('any other exception dead-letters at once with its message, logged with the student and the event type', async () => {
+    const { logger, logged } = recordingLogger();
+    await consume(
+      async () => {
+        throw new Error('column "updates" does not exist');
+      },
+      { logger },
+    );
     await bus.publish([studentEvent('StudentCreated', student)]);
     await eventually('dead-lettered', () => dead.length === 1);
 
     assert.equal(dead[0]?.headers[DEATH_REASON_HEADER], 'column "updates" does not exist');
     assert.equal(calls.length, 1);
     assert.equal(await counted(registry, 'dead_lettered'), 1);
+    const line = logged()
+      .split('\n')
+      .find((each) => each.includes('student event failed; dead-lettered'));
+    assert.match(line ?? '', new RegExp(`"studentId":"${student.id}"`));
+    assert.match(line ?? '', /"eventType":"StudentCreated"/);
   });
 
   test("the event reaches the use case parsed, inside a CONSUMER span that continues (and links to) the message's trace", async () => {

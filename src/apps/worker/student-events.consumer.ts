@@ -183,12 +183,19 @@ function studentEventHandler(
   );
 
   const handle = async (message: ReceivedMessage): Promise<[MessageOutcome, HandlerOutcome]> => {
-    const fields = { messageId: message.messageId, deliveryCount: message.deliveryCount };
+    // The student and the event's type too: with tracing off, they are what ties a line to the write behind it.
+    const headed = {
+      messageId: message.messageId,
+      deliveryCount: message.deliveryCount,
+      studentId: message.headers[SUBJECT_HEADER],
+      routingKey: message.routingKey,
+    };
     const event = parseStudentEvent(message.body);
     if (!event.ok) {
-      logger.warn({ ...fields, reason: event.error }, 'unreadable student event; dead-lettered');
+      logger.warn({ ...headed, reason: event.error }, 'unreadable student event; dead-lettered');
       return ['dead_lettered', outcome.deadLetter(event.error)];
     }
+    const fields = { ...headed, studentId: event.value.subject, eventType: event.value.type };
     metrics.delivered(queue, secondsSince(event.value.time));
     let result: ProcessStudentEventResult | typeof STOPPED;
     try {

@@ -2,15 +2,13 @@
 // that trace context: when the server later drops the idle connection, the warning must not claim to be part of that
 // long-finished request's trace.
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
 import pg from 'pg';
-import pino from 'pino';
-import { traceIds } from '../../src/infrastructure/logging/logger.ts';
 import { inSpan } from '../../src/infrastructure/observability/tracing.ts';
 import { openDatabase } from '../../src/infrastructure/persistence/database.ts';
 import { sqlStatement } from '../../src/infrastructure/persistence/sql.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
+import { recordingLogger } from '../support/logger.ts';
 import { needsPostgres } from '../support/services.ts';
 import { recordSpans } from '../support/tracing.ts';
 import { until } from '../support/until.ts';
@@ -19,14 +17,7 @@ recordSpans();
 
 describe('PostgreSQL connection loss in the log', await needsPostgres(), () => {
   test('an idle connection dropped by the server is logged outside the trace it was opened in', async () => {
-    let written = '';
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        written += chunk.toString();
-        done();
-      },
-    });
-    const logger = pino({ level: 'info', mixin: traceIds }, sink);
+    const { logger, logged } = recordingLogger({ traced: true });
     const created = await createPostgresDatabase();
     const database = await openDatabase(created.url, logger);
     try {
@@ -42,8 +33,10 @@ describe('PostgreSQL connection loss in the log', await needsPostgres(), () => {
       await admin.connect();
       await admin.query('select pg_terminate_backend($1)', [pid]);
       await admin.end();
-      await until(() => written.includes('idle PostgreSQL connection lost'), 'the warning');
-      const line = written.split('\n').find((logged) => logged.includes('idle PostgreSQL connection lost'))!;
+      await until(() => logged().includes('idle PostgreSQL connection lost'), 'the warning');
+      const line = logged()
+        .split('\n')
+        .find((logged) => logged.includes('idle PostgreSQL connection lost'))!;
       assert.doesNotMatch(line, /"trace_id"/, line);
     } finally {
       await database.close();

@@ -3,14 +3,11 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect } from 'node:net';
-import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
-import pino from 'pino';
 import { Registry } from 'prom-client';
 import { createHttpServer, type HttpServer } from '../../src/infrastructure/http/http-server.ts';
 import { registerHealthRoutes } from '../../src/infrastructure/http/health.routes.ts';
-import { traceIds } from '../../src/infrastructure/logging/logger.ts';
 import { inSpan } from '../../src/infrastructure/observability/tracing.ts';
 import { recordingLogger } from '../support/logger.ts';
 import { parseExposition } from '../support/prometheus-text.ts';
@@ -243,15 +240,7 @@ describe('HTTP observability', () => {
 
 describe("a request's log lines outside its handler", () => {
   test("the error handler's line of a 500, and a hook's line, carry the request's trace_id and span_id", async () => {
-    let written = '';
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        written += chunk.toString();
-        done();
-      },
-    });
-    // The roles' own mixin (createLogger's), on a logger that keeps its lines.
-    const logger = pino({ level: 'info', mixin: traceIds }, sink);
+    const { logger, logged } = recordingLogger({ traced: true });
     const server = createHttpServer(logger, {
       service: 'test',
       registry: new Registry(),
@@ -275,7 +264,7 @@ describe("a request's log lines outside its handler", () => {
     } finally {
       await server.close();
     }
-    const lines = written
+    const lines = logged()
       .split('\n')
       .filter(Boolean)
       .map((line) => JSON.parse(line) as Record<string, unknown>);

@@ -1,11 +1,14 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import type { Logger } from '../../src/infrastructure/logging/logger.ts';
+import { traceIds, type Logger } from '../../src/infrastructure/logging/logger.ts';
 
 export const silentLogger = pino({ level: 'silent' });
 
-/** A logger at level info that keeps every line it writes, for tests of what reaches the logs. */
-export function recordingLogger(): { logger: Logger; logged: () => string } {
+/**
+ * A logger at level info that keeps every line it writes, for tests of what reaches the logs. `traced`: with the roles'
+ * own mixin (createLogger's), which gives lines their `trace_id` and `span_id`.
+ */
+export function recordingLogger({ traced = false } = {}): { logger: Logger; logged: () => string } {
   let logged = '';
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -13,5 +16,8 @@ export function recordingLogger(): { logger: Logger; logged: () => string } {
       done();
     },
   });
-  return { logger: pino({ level: 'info' }, sink), logged: () => logged };
+  return {
+    logger: pino({ level: 'info', ...(traced ? { mixin: traceIds } : {}) }, sink),
+    logged: () => logged,
+  };
 }

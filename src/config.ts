@@ -452,7 +452,7 @@ function sharedPorts(c: Record<'API_PORT' | 'NOTIFICATIONS_PORT' | 'WORKER_PORT'
     .filter((sharing) => sharing.length > 1)
     .map(
       (sharing) =>
-        `${sharing.join(' / ')}: every role runs on this host, each on a port of its own (all are ${c[sharing[0]!]})`,
+        `${sharing.join(' / ')}: every role runs on this host, each on a port of its own (each is set to ${c[sharing[0]!]})`,
     );
 }
 

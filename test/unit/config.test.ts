@@ -419,7 +419,7 @@ describe('configuration', () => {
       (error: Error) =>
         error instanceof ConfigError &&
         error.problems.length === 1 &&
-        /^API_PORT \/ NOTIFICATIONS_PORT: .*each on a port of its own \(all are 8080\)$/.test(
+        /^API_PORT \/ NOTIFICATIONS_PORT: .*each on a port of its own \(each is set to 8080\)$/.test(
           error.problems[0]!,
         ),
     );
@@ -429,7 +429,7 @@ describe('configuration', () => {
           { API_PORT: '9000', NOTIFICATIONS_PORT: '9000', WORKER_PORT: '9000' },
           { allRoles: true },
         ),
-      /API_PORT \/ NOTIFICATIONS_PORT \/ WORKER_PORT: .*\(all are 9000\)/,
+      /API_PORT \/ NOTIFICATIONS_PORT \/ WORKER_PORT: .*\(each is set to 9000\)/,
     );
     assert.deepEqual(
       parseConfig({ API_PORT: '0', NOTIFICATIONS_PORT: '0', WORKER_PORT: '0' }, { allRoles: true }).ports,

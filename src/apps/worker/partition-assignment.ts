@@ -118,11 +118,13 @@ export function assignPartitions(options: PartitionAssignmentOptions): Partition
       await takeSlot().catch((error: unknown) =>
         logger.warn({ err: error }, 'no member slot: the database did not answer; trying again shortly'),
       );
-    if (!lease) return subscriptions.size > 0 ? undefined : [];
+    // Without a slot, a worker keeps what it has and takes nothing new.
+    const withoutSlot = () => (subscriptions.size > 0 ? undefined : []);
+    if (!lease) return withoutSlot();
     const held = await database.heldLeadLocks(MEMBER_SLOT_FIRST_KEY, MEMBER_SLOT_LAST_KEY);
     // The slot may have been lost while the held ones were read (its session ended, as on resuming from a long
-    // pause): then keep what is in hand, as without a slot; the loss has scheduled the next look already.
-    if (!lease) return subscriptions.size > 0 ? undefined : [];
+    // pause); the loss has scheduled the next look already.
+    if (!lease) return withoutSlot();
     const slots = held.map((key) => key - MEMBER_SLOT_FIRST_KEY);
     members = new Set([...slots, lease.slot]).size;
     return ownedPartitions(partitions, slots, lease.slot);

@@ -9,12 +9,12 @@ import type { StudentSnapshot } from '../../domain/student.ts';
 import { LogThrottle } from '../logging/log-throttle.ts';
 import type { Logger } from '../logging/logger.ts';
 import { outsideTraces } from '../observability/outside-traces.ts';
+import { settledWithin } from '../runtime/settled-within.ts';
 import type { CacheMetrics } from './cache-metrics.ts';
 import type { InvalidationBus } from './invalidation-bus.ts';
 import { orderedNow } from './ordered-now.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
 import { DELETED_VERSION, type VersionFence } from './version-fence.ts';
-import { settledWithin } from '../runtime/settled-within.ts';
 
 /** `at`: when the value was read from the database (or written), on the clock of the instance that did it. */
 interface Entry extends CachedStudent {

@@ -11,8 +11,8 @@ import { DependencyUnavailableError } from '../../application/errors.ts';
 import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
 import { outsideTraces } from '../observability/outside-traces.ts';
-import { orderedNow } from './ordered-now.ts';
 import { settledWithin } from '../runtime/settled-within.ts';
+import { orderedNow } from './ordered-now.ts';
 
 export interface CacheConnectionOptions {
   /** How long the breaker stays open before one trial call; short, since a trial costs nothing but a status check. */

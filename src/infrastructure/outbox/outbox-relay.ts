@@ -20,8 +20,8 @@ import {
   type ResilienceOptions,
   type ResiliencePolicy,
 } from '../resilience/resilience-policy.ts';
-import { SENT_OUTBOX_RETENTION_MS } from './sent-retention.ts';
 import { within } from '../runtime/settled-within.ts';
+import { SENT_OUTBOX_RETENTION_MS } from './sent-retention.ts';
 
 export interface OutboxRelayOptions {
   /** Rows read and published together, all in flight at once with publisher confirms. */

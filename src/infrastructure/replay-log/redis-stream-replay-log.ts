@@ -119,7 +119,8 @@ export class RedisStreamReplayLog implements ReplayLog {
   readonly #tails = new Set<Redis>();
   readonly #options: RedisStreamReplayLogOptions;
   readonly #logger: Logger;
-  readonly #keys: { stream: string; writer: string; trimmed: string; dedupOrder: string };
+  /** `dedup`: the prefix of each appended message id's key. */
+  readonly #keys: { stream: string; writer: string; trimmed: string; dedup: string; dedupOrder: string };
   /** The last connection error since the connection was last ready, and since when there has been none. */
   #lastError: string | undefined;
   #downSince: number | undefined;
@@ -132,6 +133,7 @@ export class RedisStreamReplayLog implements ReplayLog {
       stream: `${prefix}log`,
       writer: `${prefix}writer`,
       trimmed: `${prefix}trimmed`,
+      dedup: `${prefix}dedup:`,
       dedupOrder: `${prefix}dedup-order`,
     };
     // Fail fast while Redis is down: the consumer retries the message later, readers get an error now. A command
@@ -167,7 +169,7 @@ export class RedisStreamReplayLog implements ReplayLog {
     try {
       const [id, duplicate] = await this.#redis.appendEntry(
         this.#keys.stream,
-        `${this.#options.keyPrefix}dedup:${entry.messageId}`,
+        `${this.#keys.dedup}${entry.messageId}`,
         this.#keys.writer,
         this.#keys.trimmed,
         this.#keys.dedupOrder,
@@ -179,7 +181,7 @@ export class RedisStreamReplayLog implements ReplayLog {
         entry.subject,
         entry.data,
         entry.traceparent ?? '',
-        `${this.#options.keyPrefix}dedup:`,
+        this.#keys.dedup,
       );
       return { id, duplicate: duplicate === 1 };
     } catch (error) {

@@ -68,13 +68,13 @@ function joined(values: readonly string[]): string | undefined {
   return present.length === 0 ? undefined : present.join(',');
 }
 
-/** The headers of a failure's answer, the same over plain HTTP and to a refused WebSocket upgrade. */
 /**
  * When a 503 says to try again (RFC 9110 §10.2.3), whether the hub is closing, full, or cannot check tokens now: the
  * official clients ignore it, a load balancer or another client may not.
  */
 const RETRY_AFTER_SECONDS = '5';
 
+/** The headers of a failure's answer, the same over plain HTTP and to a refused WebSocket upgrade. */
 function failureHeaders(status: number, allow: string | undefined): Record<string, string> {
   const headers: Record<string, string> = { 'Content-Type': 'text/plain; charset=utf-8' };
   if (status === 401) headers['WWW-Authenticate'] = 'Bearer';

@@ -33,11 +33,11 @@ test('a replay log Redis refuses: readiness is 503, and health names the refusal
     const health = await fetch(`${url}/health`);
     assert.equal(health.status, 503);
     const { checks } = (await health.json()) as {
-      checks: { replayLog: { status: string; description: string; data: { error: string } } };
+      checks: { 'replay-log': { status: string; description: string; data: { error: string } } };
     };
-    assert.equal(checks.replayLog.status, 'Unhealthy');
-    assert.match(checks.replayLog.description, /replay log unreachable/);
-    assert.match(checks.replayLog.data.error, new RegExp(`ECONNREFUSED 127\\.0\\.0\\.1:${port}`));
+    assert.equal(checks['replay-log'].status, 'Unhealthy');
+    assert.match(checks['replay-log'].description, /replay log unreachable/);
+    assert.match(checks['replay-log'].data.error, new RegExp(`ECONNREFUSED 127\\.0\\.0\\.1:${port}`));
   } finally {
     await notifications.stop();
     await bus.close();

@@ -25,9 +25,9 @@ describe('the notifications service while Redis is down', await needsRedis(), ()
 
   const replayLogHealth = async () => {
     const health = (await (await fetch(`${url}/health`)).json()) as {
-      checks: { replayLog: { status: string; description?: string } };
+      checks: { 'replay-log': { status: string; description?: string } };
     };
-    const { status, description } = health.checks.replayLog;
+    const { status, description } = health.checks['replay-log'];
     if (status !== 'Healthy') assert.match(description ?? '', /^replay log unreachable: /);
     return status;
   };

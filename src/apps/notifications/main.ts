@@ -193,7 +193,7 @@ export async function createNotifications({
 
 function replayLogCheck(replay: ReplayLog): HealthCheck {
   return {
-    name: 'replayLog',
+    name: 'replay-log',
     async check() {
       const { adapter, connected, detail } = replay.status();
       // Said in the service's terms, as the webapi's cache check does; the cause goes in `error`.

@@ -168,6 +168,49 @@ test('a request whose head or body stops arriving gets 408 once its time is up, 
   }
 });
 
+test("a malformed request pipelined behind one in flight is answered after it: the first answer stays the first request's", async () => {
+  const app = testServer(recordingLogger().logger);
+  let stored = 0;
+  app.post('/upload', async () => {
+    // Still running when the parser meets the next request's malformed line.
+    await delay(100);
+    stored += 1;
+    return { stored: true };
+  });
+  const url = new URL(await app.listen({ host: '127.0.0.1', port: 0 }));
+  try {
+    const socket = connect(Number(url.port), url.hostname);
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+    socket.write(
+      `POST /upload HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}` +
+        'GARBAGE\r\n\r\n',
+    );
+    await once(socket, 'close');
+    assert.equal(stored, 1);
+    // HTTP/1.1 answers in order: a client takes the first answer for its POST, which was stored.
+    const statuses = [...received.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((match) => match[1]);
+    assert.deepEqual(statuses, ['200', '400']);
+    assert.match(received, /"stored":true/);
+  } finally {
+    await app.close();
+  }
+});
+
+test('an OPTIONS for a path no route serves is a problem+json 404 on a server without CORS too (the worker)', async () => {
+  const app = testServer(recordingLogger().logger);
+  app.get('/health', async () => ({ status: 'Healthy' }));
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const response = await fetch(`${url}/nowhere`, { method: 'OPTIONS' });
+    assert.equal(response.status, 404);
+    assert.match(response.headers.get('content-type') ?? '', /^application\/problem\+json/);
+    assert.equal(((await response.json()) as { code: string }).code, 'ROUTE.NOT_FOUND');
+  } finally {
+    await app.close();
+  }
+});
+
 test("a request limit longer than Node's own default (five minutes) applies to head and body alike", async () => {
   const app = testServer(recordingLogger().logger, { requestTimeoutMs: 600_000 });
   try {

@@ -177,24 +177,40 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       const late = lateRequestOn(socket);
       const response = responseOn(socket);
       if (response?.headersSent || (late && !response)) return void socket.destroy(error);
-      const requestId = late?.id ?? randomUUID();
-      // Read first: a socket forgets its peer once destroyed, as answering it does.
-      const remoteAddress = socket.remoteAddress;
-      const answered = writeMalformedRequestProblem(error, socket, socketAnswerHeaders(requestId));
-      if (answered)
-        observeRefused({
-          status: answered.status,
-          code: answered.code,
-          ...(error.code ? { cause: error.code } : {}),
-          requestId,
-          remoteAddress,
-          ...(late ? { request: late } : {}),
+      // A later request on the connection (pipelined) is malformed while an earlier one, arrived whole, is still being
+      // answered: HTTP/1.1 answers in order, so the client takes the first answer for its first request. Written now,
+      // the 400 would be that answer (a write it then believes refused, though committed), and the earlier one lost.
+      // The earlier answer goes first; this one follows it, and ends the connection.
+      if (response && !late && !response.writableFinished) {
+        socket.pause();
+        response.once('finish', () => process.nextTick(answerClientError, error, socket, undefined));
+        response.once('close', () => {
+          if (!response.writableFinished) socket.destroy(error);
         });
+        return;
+      }
+      answerClientError(error, socket, late);
     },
     // Our own 503 while closing (below): Fastify's is not problem+json and has no Retry-After.
     return503OnClosing: false,
     forceCloseConnections: 'idle',
   }).withTypeProvider<ZodTypeProvider>();
+  /** Answers a malformed (or late) request on its socket, as problem+json, and closes the connection. */
+  function answerClientError(error: NodeJS.ErrnoException, socket: Socket, late: FastifyRequest | undefined) {
+    const requestId = late?.id ?? randomUUID();
+    // Read first: a socket forgets its peer once destroyed, as answering it does.
+    const remoteAddress = socket.remoteAddress;
+    const answered = writeMalformedRequestProblem(error, socket, socketAnswerHeaders(requestId));
+    if (answered)
+      observeRefused({
+        status: answered.status,
+        code: answered.code,
+        ...(error.code ? { cause: error.code } : {}),
+        requestId,
+        remoteAddress,
+        ...(late ? { request: late } : {}),
+      });
+  }
   // Node answers an expectation other than 100-continue with an empty 417; the onRequest hook answers it instead.
   app.server.on('checkExpectation', (request, response) => app.server.emit('request', request, response));
   // Node answers 100 Continue itself, before the app has seen the head: the client then sends a body the app refuses
@@ -309,7 +325,10 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     // The CORS plugin answers every OPTIONS 204, as if every path existed; one that is no preflight gets the truth.
     const plainOptions =
       request.method === 'OPTIONS' && request.headers['access-control-request-method'] === undefined;
-    if (plainOptions && allowedMethods(request.url).length === 0) return reply.callNotFound();
+    // Already on its way to the not-found handler (no route takes OPTIONS here: no CORS), where callNotFound would send
+    // Fastify's plain-text 404 instead of ours.
+    if (plainOptions && !request.is404 && allowedMethods(request.url).length === 0)
+      return reply.callNotFound();
     done();
   });
   app.addHook('onSend', (request, reply, payload, done) => {

@@ -101,6 +101,22 @@ test('a full instance tells an SSE client to retry later (EventSource would give
   });
 });
 
+test('negotiates never followed up take a tenth of the slots at most: the rest stay open to real clients', async () => {
+  await withNotifications({ NOTIFICATIONS_MAX_CONNECTIONS: '20' }, async (url) => {
+    for (let i = 0; i < 100; i++) {
+      const negotiate = await fetch(`${url}/hubs/notifications/negotiate?negotiateVersion=1`, {
+        method: 'POST',
+      });
+      assert.equal(negotiate.status, 200);
+      await negotiate.arrayBuffer();
+    }
+    assert.equal(await admitted(url), true, 'an SSE stream still opens');
+    const hub = await hubClient(url);
+    await hub.close();
+    assert.equal(await refusedConnections(url, 'instance'), 0);
+  });
+});
+
 /** Whether a new SSE stream is opened (`connected`) rather than told to retry; it is closed again at once. */
 async function admitted(url: string): Promise<boolean> {
   const stream = await openStream(url);

@@ -39,6 +39,8 @@ export interface ConnectionHost {
   findMethod(name: string): HubMethodEntry | undefined;
   /** The context of a hub call; `signal` defaults to the connection's. */
   contextFor(connection: Connection, signal?: AbortSignal): HubCallContext;
+  /** Its first transport attached: the client is there (a negotiate alone may never be followed up). */
+  attached(connection: Connection): void;
   /** The handshake succeeded: the connection can now be addressed; runs the connected hook. */
   connected(connection: Connection): Promise<void>;
   /** The connection ended for good: unregister it and run the disconnected hook. */
@@ -165,6 +167,7 @@ export class Connection {
     this.lastReceivedAt = now;
     if (this.attachedAt === 0) {
       this.attachedAt = now;
+      this.host.attached(this);
       return;
     }
     const resume = this.stateful?.resume();

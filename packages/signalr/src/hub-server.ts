@@ -52,6 +52,13 @@ export interface HubServerOptions {
   readonly handshakeTimeoutMs?: number;
   /** A connection with no attached transport (no socket, no poll) this long is disposed. Default 15 s. */
   readonly disconnectTimeoutMs?: number;
+  /**
+   * Connections negotiated whose client has not attached a transport yet: past this many, the oldest is disposed to
+   * make room. Such a connection holds no socket, only memory and its `admit` slot, so without a bound a client that
+   * only negotiates could take every slot at no cost to itself, for `disconnectTimeoutMs` at a time. A real client
+   * attaches within milliseconds of its negotiate. Default 1,000.
+   */
+  readonly maxUnattachedConnections?: number;
   /** How long a poll is held without data. Default 90 s. */
   readonly longPollTimeoutMs?: number;
   /** Largest inbound hub message. Default 32 KiB. */
@@ -117,6 +124,9 @@ export class HubServer implements ConnectionHost {
   private readonly methods = new Map<string, HubMethodEntry>();
   private readonly byToken = new Map<string, Connection>();
   private readonly byId = new Map<string, Connection>();
+  /** Negotiated, no transport attached yet; oldest first. */
+  private readonly unattached = new Set<Connection>();
+  private readonly maxUnattached: number;
   private readonly groupMembers = new Map<string, Set<Connection>>();
   private readonly userConnections = new Map<string, Set<Connection>>();
   private readonly timer: NodeJS.Timeout;
@@ -135,6 +145,7 @@ export class HubServer implements ConnectionHost {
       statefulReconnectBufferSize: options.statefulReconnectBufferSize ?? 1024 * 1024,
     };
     this.longPollTimeoutMs = options.longPollTimeoutMs ?? 90_000;
+    this.maxUnattached = options.maxUnattachedConnections ?? 1_000;
     this.allowStatefulReconnect = options.allowStatefulReconnect ?? true;
     this.transports = options.transports ?? TRANSPORT_KINDS;
     this.authenticate = options.authenticate;
@@ -189,12 +200,19 @@ export class HubServer implements ConnectionHost {
   /** `negotiateVersion` 0 sends no token, so the client uses the connection id as `id=` (as in ASP.NET). */
   /** Throws ConnectionRefusedError when the `admit` hook turns the connection away. */
   createConnection(user: HubUser | undefined, statefulAllowed: boolean, negotiateVersion = 1): Connection {
+    // Before admitting this one: the dropped connection's slot is free again.
+    if (this.unattached.size >= this.maxUnattached) this.unattached.values().next().value?.close();
     const release = this.options.admit?.(user);
     const id = randomId();
     const token = negotiateVersion === 0 ? id : randomId();
     const connection = new Connection(this, id, token, user, statefulAllowed, release);
     this.byToken.set(connection.token, connection);
+    this.unattached.add(connection);
     return connection;
+  }
+
+  attached(connection: Connection): void {
+    this.unattached.delete(connection);
   }
 
   findConnection(token: string): Connection | undefined {
@@ -234,6 +252,7 @@ export class HubServer implements ConnectionHost {
   }
 
   disconnected(connection: Connection, error: Error | undefined): void {
+    this.unattached.delete(connection);
     // Only long polling needs the token after the end (to answer the last poll with 204, not 404).
     if (connection.transportKind !== 'LongPolling') this.forget(connection);
     if (this.byId.get(connection.id) !== connection) return;

@@ -61,6 +61,56 @@ test('a connection the admit hook refuses gets its status and message; its slot 
   assert.equal(open, 0, 'every slot released');
 });
 
+test('negotiates never followed by a transport cannot take every slot: past the bound, the oldest of them is dropped', async () => {
+  let open = 0;
+  const running = await startHub({
+    maxUnattachedConnections: 3,
+    admit: () => {
+      if (open >= 5) throw new ConnectionRefusedError(503, 'This instance is full.');
+      open++;
+      return () => open--;
+    },
+  });
+  const client = buildClient(running.url);
+  try {
+    await client.start();
+    const negotiate = async () => {
+      const response = await fetch(`${running.url}/negotiate?negotiateVersion=1`, { method: 'POST' });
+      assert.equal(response.status, 200);
+      return ((await response.json()) as { connectionToken: string }).connectionToken;
+    };
+    const tokens: string[] = [];
+    for (let i = 0; i < 20; i++) tokens.push(await negotiate());
+    // The attached client and the three newest negotiates; none refused, and more would not be either.
+    assert.equal(open, 4);
+    const later = buildClient(running.url);
+    await later.start();
+    await later.stop();
+    assert.equal(
+      await client.invoke('Echo', 'still here'),
+      'still here',
+      'an attached client is never dropped',
+    );
+    const attach = async (token: string) => {
+      const socket = new WebSocket(`${running.url.replace(/^http/, 'ws')}?id=${token}`);
+      socket.on('error', () => undefined);
+      return new Promise<number>((resolve) => {
+        socket.on('unexpected-response', (_request, response) => resolve(response.statusCode ?? 0));
+        socket.on('open', () => {
+          socket.terminate();
+          resolve(101);
+        });
+      });
+    };
+    assert.equal(await attach(tokens[0]!), 404, 'a dropped negotiate is gone, as an expired one');
+    assert.equal(await attach(tokens.at(-1)!), 101, 'the newest is kept');
+  } finally {
+    await client.stop();
+    await running.close();
+  }
+  await eventually(() => open === 0);
+});
+
 test('an admit hook that fails (not a refusal) is a 500 for negotiate and a dropped upgrade, each reported to onError with its request', async () => {
   const reported: ({ message: string } & ErrorSite)[] = [];
   const running = await startHub({

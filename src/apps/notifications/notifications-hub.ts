@@ -108,6 +108,8 @@ export async function createNotificationsHub(
     // Its WebSocket upgrades never reach Fastify: logged and counted as the app's other requests are.
     onUpgrade: (request, status, durationMs) =>
       observeUpgrade(request, NotificationRoutes.hub, status, durationMs),
+    // A tenth of the slots at most for negotiates not followed up yet: a flood of them leaves the rest to clients.
+    maxUnattachedConnections: Math.min(1_000, Math.ceil(limits.maxConnections / 10)),
     admit: (user) => {
       const slot = limits.take(user?.id);
       if ('refused' in slot)

@@ -278,6 +278,29 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.equal(((await again.json()) as { id: string }).id, created.id);
     });
 
+    test('a keyed write its schema refuses (400) leaves the key free: the corrected request under it runs', async () => {
+      const key = { ...jsonHeaders, 'idempotency-key': uniqueName('refused-write') };
+      const refused = await fetch(`${api.url}/api/students`, {
+        method: 'POST',
+        headers: key,
+        body: JSON.stringify({ firstName: 42 }),
+      });
+      assert.equal(refused.status, 400);
+      await refused.arrayBuffer();
+      const body = JSON.stringify({
+        firstName: 'Corrected',
+        lastName: 'Write',
+        email: 'corrected@example.com',
+      });
+      const corrected = await fetch(`${api.url}/api/students`, { method: 'POST', headers: key, body });
+      assert.equal(corrected.status, 201, "the refusal is not the key's answer: nothing ran");
+      const created = (await corrected.json()) as { id: string };
+      const again = await fetch(`${api.url}/api/students`, { method: 'POST', headers: key, body });
+      assert.equal(again.status, 201);
+      assert.equal(again.headers.get('idempotent-replayed'), 'true', 'from then on the 201 is the answer');
+      assert.equal(((await again.json()) as { id: string }).id, created.id);
+    });
+
     test('404 is replayed, 5xx never', async () => {
       const missing = `${api.url}/api/students/0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b`;
       assert.equal((await fetch(missing)).status, 404);

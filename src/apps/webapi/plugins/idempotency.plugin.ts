@@ -1,12 +1,13 @@
 // `Idempotency-Key` (IETF httpapi draft) on the routes with `config: { idempotency: true }`: the first request with
 // a key runs; a retry with the same key and request (method, target, body, If-Match and If-None-Match) gets the
-// stored response; another request 422; one arriving while the first still runs 409. Keys are scoped per caller and
+// stored response; another request 422; one arriving while the first still runs 409. A request refused as malformed
+// (its body or its fields) did not run, and leaves the key free, as a 5xx does. Keys are scoped per caller and
 // expire after `ttlSeconds`; a request holds its key on a lease of `leaseSeconds` that it renews while it runs, so a
 // key whose process died is free again soon.
 // The responses live in Redis. The write itself is bound to its key in the database, in its own transaction
 // (`request.keyedWrite`, see application/students/write-once.ts): a retry after a crash between the commit and the
 // response being stored, or after Redis lost it, gets that write's outcome again instead of running it twice.
-import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { z } from 'zod';
 import { IdempotencyKeyReusedError } from '../../../application/errors.ts';
 import type { KeyedRequest } from '../../../application/ports/idempotency-keys.ts';
@@ -206,12 +207,14 @@ async function idempotencyPlugin(
       ...hooksOf(route.onRequestAbort),
       async (request: FastifyRequest) => finish(request, undefined, undefined),
     ];
-    // The database found the key used with another request (Redis had lost it): its 422 must not be stored as
-    // this key's answer, or the retry of the request that did use it would get the 422 too.
+    // Answers that are not this key's, so they leave it free. A request its schema refuses never ran, as one whose
+    // body could not be parsed (which never gets here): its corrected retry may use the key. And the database found
+    // the key used with another request (Redis had lost it): its 422 must not be stored as this key's answer, or the
+    // retry of the request that did use it would get the 422 too.
     route.onError = [
       ...hooksOf(route.onError),
-      async (request: FastifyRequest, _reply: FastifyReply, error: Error) => {
-        if (error instanceof IdempotencyKeyReusedError) finish(request, undefined, undefined);
+      async (request: FastifyRequest, _reply: FastifyReply, error: FastifyError) => {
+        if (error.validation || error instanceof IdempotencyKeyReusedError) finish(request, undefined, undefined);
       },
     ];
   });

@@ -10,7 +10,8 @@ const REMEMBERED = 10_000;
 /**
  * Tells every instance that something about one student changed, so each drops its local copies of responses
  * derived from it. Over Redis pub/sub when Redis is configured, in-process otherwise. Each message carries the
- * writer's clock, so a read that started before the write can tell its result is already stale.
+ * writer's instant on the shared clock (`sharedNow`, Redis's), so a read that started before the write can tell its
+ * result is already stale.
  */
 export class InvalidationBus {
   readonly #connection: CacheConnection;

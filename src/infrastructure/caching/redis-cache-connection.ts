@@ -12,7 +12,7 @@ import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
 import { outsideTraces } from '../observability/outside-traces.ts';
 import { settledWithin } from '../runtime/settled-within.ts';
-import { orderedNow } from './ordered-now.ts';
+import { adoptClockOffset, orderedNow } from './ordered-now.ts';
 
 export interface CacheConnectionOptions {
   /** How long the breaker stays open before one trial call; short, since a trial costs nothing but a status check. */
@@ -29,6 +29,8 @@ const SOCKET_TIMEOUT_MS = 2_000;
 const KEEPALIVE_MS = 10_000;
 /** A PING not answered this long counts as a lost connection (it is dropped by SOCKET_TIMEOUT_MS soon after). */
 const PING_TIMEOUT_MS = 1_000;
+/** A clock reading whose round trip took longer says too little about when Redis took it. */
+const CLOCK_MAX_ROUND_TRIP_MS = 50;
 
 const isBroken = (error: unknown) => error instanceof BrokenCircuitError;
 
@@ -66,6 +68,8 @@ export class CacheConnection {
    * back from its append-only file with those entries.
    */
   #staleBefore = 0;
+  /** Settles once this process's instants are on Redis's clock (or Redis did not answer). */
+  #clockMeasured: Promise<void> = Promise.resolve();
 
   constructor(url: string, logger: Logger, options: CacheConnectionOptions = {}) {
     this.#logger = logger;
@@ -107,9 +111,23 @@ export class CacheConnection {
     });
     bus.duplicate = (override) => this.#watch(new Redis({ ...bus.options, ...override, lazyConnect: false }));
     this.busConnection = bus;
-    this.redis = this.#watch(new Redis(url, { ...common, enableOfflineQueue: false }));
+    const redis = (this.redis = this.#watch(new Redis(url, { ...common, enableOfflineQueue: false })));
     this.subscriber = this.#watch(new Redis(url, common));
-    this.#pinger = setInterval(() => this.#pingAll(), options.pingIntervalMs ?? 5_000).unref();
+    // Every instance stamps its instants on Redis's clock, measured at once and again at every ping round.
+    this.#clockMeasured = new Promise<void>((resolve) =>
+      redis.once('ready', () => {
+        this.#measureClock(3)
+          .then((measured) => {
+            // Taken on the host's own clock before the measurement: taken again on the shared one.
+            if (measured) this.#staleBefore = orderedNow();
+          })
+          .finally(resolve);
+      }),
+    );
+    this.#pinger = setInterval(() => {
+      this.#pingAll();
+      void this.#measureClock(1);
+    }, options.pingIntervalMs ?? 5_000).unref();
   }
 
   get isMemory(): boolean {
@@ -186,6 +204,33 @@ export class CacheConnection {
     );
   }
 
+  /**
+   * Measures Redis's clock against this host's (TIME, the reading taken half-way through the round trip): the
+   * instants instances compare (cache entries, invalidations, stored responses) are then on one clock, whatever
+   * their hosts' clocks say. The best of `samples` readings is kept; none with a slow round trip. Whether one was.
+   */
+  async #measureClock(samples: number): Promise<boolean> {
+    const redis = this.redis;
+    if (!redis || redis.status !== 'ready') return false;
+    let best: { roundTrip: number; offset: number } | undefined;
+    for (let sample = 0; sample < samples; sample++) {
+      try {
+        const sent = Date.now();
+        const started = performance.now();
+        const [seconds, microseconds] = await redis.time();
+        const roundTrip = performance.now() - started;
+        const offset = Number(seconds) * 1_000 + Number(microseconds) / 1_000 - (sent + roundTrip / 2);
+        if (roundTrip <= CLOCK_MAX_ROUND_TRIP_MS && (!best || roundTrip < best.roundTrip))
+          best = { roundTrip, offset };
+      } catch {
+        return false;
+      }
+    }
+    if (!best || this.#closed) return false;
+    adoptClockOffset(best.offset);
+    return true;
+  }
+
   /** Whatever was read before now may have missed invalidations. */
   #recovered(): void {
     this.#staleBefore = orderedNow();
@@ -219,7 +264,7 @@ export class CacheConnection {
       client.status === 'ready'
         ? Promise.resolve()
         : new Promise<void>((resolve) => client.once('ready', resolve));
-    await settledWithin(Promise.all(clients.map(ready)), timeoutMs);
+    await settledWithin(Promise.all([...clients.map(ready), this.#clockMeasured]), timeoutMs);
   }
 
   /** Called after Redis came back, e.g. to drop local copies that may have missed invalidations. */

@@ -1,4 +1,5 @@
 import type { InvalidationBus } from './invalidation-bus.ts';
+import { sharedNow } from './ordered-now.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
 
 /** An HTTP response as it went out, to be replayed byte for byte. */
@@ -110,7 +111,8 @@ export class ResponseReplayStore {
     windowMs: number,
     at: number,
   ): Promise<void> {
-    const entry: Entry = { response, expiresAt: Date.now() + windowMs, at };
+    // On the shared clock: another instance reads this expiry from L2.
+    const entry: Entry = { response, expiresAt: sharedNow() + windowMs, at };
     if (!this.#fresh(group, entry)) return;
     this.#keep(group, key, response, entry.expiresAt, at);
     if (this.#connection.isMemory) return;
@@ -141,7 +143,7 @@ export class ResponseReplayStore {
   }
 
   #fresh(group: string, entry: Entry): boolean {
-    return entry.expiresAt > Date.now() && this.isCurrent(group, entry.at);
+    return entry.expiresAt > sharedNow() && this.isCurrent(group, entry.at);
   }
 
   #keep(group: string, key: string, response: StoredResponse, expiresAt: number, at: number): void {

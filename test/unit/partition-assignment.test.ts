@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Subscription } from '../../src/application/ports/message-bus.ts';
 import {
-  MEMBER_SLOT_FIRST_KEY,
   assignPartitions,
+  memberSlotFirstKey,
   ownedPartitions,
   type PartitionAssignment,
 } from '../../src/apps/worker/partition-assignment.ts';
@@ -158,7 +158,27 @@ describe('assignPartitions', () => {
     await eventually('the first owns all again', () => first.subscribed().join() === '0,1,2,3');
     await first.assignment.stop();
     assert.deepEqual(first.subscribed(), []);
-    assert.deepEqual(locks.held(MEMBER_SLOT_FIRST_KEY, MEMBER_SLOT_FIRST_KEY + 63), []);
+    assert.deepEqual(locks.held(memberSlotFirstKey(4), memberSlotFirstKey(4) + 63), []);
+  });
+
+  test('a worker of another layout (WORKER_PARTITIONS changed by a rolling restart) leaves no partition without a consumer', async () => {
+    const locks = fakeLocks();
+    const a = member(locks.connect().database, 4);
+    const b = member(locks.connect().database, 4);
+    await a.assignment.start();
+    await b.assignment.start();
+    await eventually('the two share the four out', () => a.subscribed().length === 2);
+    // The third worker, restarted with WORKER_PARTITIONS=2, must not be counted as owning a share of the 4-layout.
+    const other = member(locks.connect().database, 2);
+    await other.assignment.start();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(
+      [...a.subscribed(), ...b.subscribed()].sort((x, y) => x - y),
+      [0, 1, 2, 3],
+      `4-layout workers own ${a.subscribed().join()} and ${b.subscribed().join()}`,
+    );
+    assert.deepEqual(other.subscribed(), [0, 1]);
+    for (const worker of [a, b, other]) await worker.assignment.stop();
   });
 
   test('a worker that lost its slot keeps its partitions and takes no others until it holds a slot again', async () => {
@@ -217,7 +237,7 @@ describe('assignPartitions', () => {
         const held = await database.heldLeadLocks(first, last);
         if (loseDuringLook) {
           loseDuringLook = false;
-          locks.lose(MEMBER_SLOT_FIRST_KEY);
+          locks.lose(memberSlotFirstKey(4));
           await new Promise((resolve) => setTimeout(resolve, 1));
         }
         return held;
@@ -246,10 +266,10 @@ describe('assignPartitions', () => {
     await worker.assignment.start();
     assert.deepEqual(worker.assignment.status(), { slot: 0, members: 1, owned: [0, 1, 2, 3], waiting: [] });
 
-    locks.lose(MEMBER_SLOT_FIRST_KEY);
+    locks.lose(memberSlotFirstKey(4));
     await eventually(
       'it holds a slot again',
-      () => locks.held(MEMBER_SLOT_FIRST_KEY, MEMBER_SLOT_FIRST_KEY + 63).length === 1,
+      () => locks.held(memberSlotFirstKey(4), memberSlotFirstKey(4) + 63).length === 1,
     );
     assert.deepEqual(worker.assignment.status(), { slot: 0, members: 1, owned: [0, 1, 2, 3], waiting: [] });
     await worker.assignment.stop();

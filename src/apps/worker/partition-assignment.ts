@@ -9,10 +9,21 @@ import type { Database, Leadership } from '../../infrastructure/persistence/data
  * Advisory lock keys of the member slots: a worker holds one while it runs. Clear of the other keys on the same
  * database: migrations 4_224_711, the outbox relay 4_224_712, the in-process bus 4_224_713.
  */
-export const MEMBER_SLOT_FIRST_KEY = 4_224_800;
+const MEMBER_SLOT_FIRST_KEY = 4_224_800;
 /** More workers than this wait for a slot (and with at most 64 partitions they would have none to consume). */
-export const MEMBER_SLOTS = 64;
-const MEMBER_SLOT_LAST_KEY = MEMBER_SLOT_FIRST_KEY + MEMBER_SLOTS - 1;
+const MEMBER_SLOTS = 64;
+
+/**
+ * The first key of the member slots of the workers of one layout (WORKER_PARTITIONS = `partitions`): each layout has
+ * a range of its own (one per value up to MAX_WORKER_PARTITIONS). A worker counts only the workers of its own layout
+ * as members. One given another value (an operator changing N by a rolling restart) would otherwise be given a rank,
+ * and with it partitions it does not consume (numbered N or more in its layout), or none at all: those partitions
+ * would have no consumer while the others count them as its. Apart, each layout shares out all of its partitions;
+ * the partitions the two have in common wait behind the other layout's consumer (single active consumer), as always.
+ */
+export function memberSlotFirstKey(partitions: number): number {
+  return MEMBER_SLOT_FIRST_KEY + (partitions - 1) * MEMBER_SLOTS;
+}
 
 /** How often a worker looks at who else is running and hands over or takes partitions. */
 const REBALANCE_EVERY_MS = 2_000;
@@ -69,6 +80,8 @@ export interface PartitionAssignment {
  */
 export function assignPartitions(options: PartitionAssignmentOptions): PartitionAssignment {
   const { database, partitions, logger } = options;
+  const firstKey = memberSlotFirstKey(partitions);
+  const lastKey = firstKey + MEMBER_SLOTS - 1;
   const every = options.rebalanceEveryMs ?? REBALANCE_EVERY_MS;
   const subscriptions = new Map<number, Subscription>();
   let lease: { readonly slot: number; readonly leadership: Leadership } | undefined;
@@ -89,12 +102,12 @@ export function assignPartitions(options: PartitionAssignmentOptions): Partition
 
   /** The lowest free slot, if another worker does not take it first (then the next round tries again). */
   const takeSlot = async (): Promise<void> => {
-    const held = new Set(await database.heldLeadLocks(MEMBER_SLOT_FIRST_KEY, MEMBER_SLOT_LAST_KEY));
-    for (let key = MEMBER_SLOT_FIRST_KEY; key <= MEMBER_SLOT_LAST_KEY; key++) {
+    const held = new Set(await database.heldLeadLocks(firstKey, lastKey));
+    for (let key = firstKey; key <= lastKey; key++) {
       if (held.has(key)) continue;
       const leadership = await database.tryLead(key);
       if (!leadership) continue; // taken meanwhile
-      const taken = { slot: key - MEMBER_SLOT_FIRST_KEY, leadership };
+      const taken = { slot: key - firstKey, leadership };
       lease = taken;
       logger.info({ slot: taken.slot }, 'worker holds a member slot');
       void leadership.lost.then(() => {
@@ -121,11 +134,11 @@ export function assignPartitions(options: PartitionAssignmentOptions): Partition
     // Without a slot, a worker keeps what it has and takes nothing new.
     const withoutSlot = () => (subscriptions.size > 0 ? undefined : []);
     if (!lease) return withoutSlot();
-    const held = await database.heldLeadLocks(MEMBER_SLOT_FIRST_KEY, MEMBER_SLOT_LAST_KEY);
+    const held = await database.heldLeadLocks(firstKey, lastKey);
     // The slot may have been lost while the held ones were read (its session ended, as on resuming from a long
     // pause); the loss has scheduled the next look already.
     if (!lease) return withoutSlot();
-    const slots = held.map((key) => key - MEMBER_SLOT_FIRST_KEY);
+    const slots = held.map((key) => key - firstKey);
     members = new Set([...slots, lease.slot]).size;
     return ownedPartitions(partitions, slots, lease.slot);
   };

@@ -46,6 +46,18 @@ describe('instants on the shared clock', await needsRedis(), () => {
       );
   };
 
+  test("a host clock that agrees with Redis's is kept as it is, not moved by a measurement's noise", async () => {
+    skewMs = 0;
+    const connection = new CacheConnection(REDIS_URL, silentLogger, { pingIntervalMs: 20 });
+    connections.push(connection);
+    await connection.connected();
+    // Several ping rounds, each one more measurement.
+    await sleep(300);
+    // The same reading, unless a millisecond ends between the two calls: a few tries.
+    const same = Array.from({ length: 5 }, () => sharedNow() === Date.now());
+    assert.ok(same.some(Boolean), `sharedNow() is ${sharedNow() - Date.now()} ms off the host clock`);
+  });
+
   test('a host clock 30 s ahead stamps on Redis clock once connected', async () => {
     skewMs = 30_000;
     const connection = new CacheConnection(REDIS_URL, silentLogger, { pingIntervalMs: 100 });

@@ -2,17 +2,14 @@
 export const TICK = 1 / 1024;
 
 let last = 0;
-/**
- * The shared reference clock (Redis's, see CacheConnection) minus this host's wall clock, in milliseconds: 0 until
- * measured, as in the embedded mode, where every instant is taken in this one process.
- */
+/** Redis's clock minus this host's wall clock, in milliseconds: 0 until a measurement disagrees (never in memory). */
 let offset = 0;
-let measured = false;
+let corrected = false;
 
 /**
- * Milliseconds on the shared reference clock: this host's wall clock corrected by the offset last measured against
- * Redis's. Instants compared across instances (a cache entry's, an invalidation's, a stored response's expiry) must
- * all come from here: hosts' own clocks disagree by milliseconds under NTP, by seconds after a VM resumes.
+ * Milliseconds on the shared reference clock: this host's wall clock, corrected by Redis's where a measurement showed
+ * them apart. Instants compared across instances (a cache entry's, an invalidation's, a stored response's expiry)
+ * must all come from here: hosts' own clocks agree within milliseconds under NTP, but not after a VM resumes.
  */
 export function sharedNow(): number {
   return Date.now() + offset;
@@ -22,7 +19,7 @@ export function sharedNow(): number {
  * The shared clock in milliseconds, strictly increasing within the process: an instant taken after another here is
  * greater, also in the same millisecond (fractions break the tie), so whether a read began before a write's
  * invalidation never depends on the two sharing a millisecond. Instants from other instances are on the same
- * reference clock (within the round trip of its measurement), whatever their hosts' clocks say.
+ * reference clock, whatever their hosts' clocks say.
  */
 export function orderedNow(): number {
   const now = sharedNow();
@@ -31,12 +28,16 @@ export function orderedNow(): number {
 }
 
 /**
- * Adopts a measured offset of the reference clock from this host's wall clock. The first measurement replaces the
- * host's own clock: instants taken before it (at start-up, before any request) are not kept in order with later ones.
- * Later measurements only follow drift and steps of the host's clock; instants stay strictly increasing.
+ * A measurement found Redis's clock minus ours within [lowest, highest]. The offset kept agrees with it already (the
+ * usual case, hosts under NTP: it stays as it is, exactly, not moved by the measurement's noise), or moves to the
+ * nearer bound, the smallest correction that does. Returns whether it moved. The first correction replaces the
+ * host's clock: instants taken before it (at start-up, before any request) are not kept in order with later ones.
  */
-export function adoptClockOffset(measuredOffset: number): void {
-  if (!measured) last = 0;
-  measured = true;
-  offset = measuredOffset;
+export function correctClockOffset(lowest: number, highest: number): boolean {
+  const agreeing = Math.min(Math.max(offset, lowest), highest);
+  if (agreeing === offset) return false;
+  if (!corrected) last = 0;
+  corrected = true;
+  offset = agreeing;
+  return true;
 }

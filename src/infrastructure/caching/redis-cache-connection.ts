@@ -12,7 +12,7 @@ import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
 import { outsideTraces } from '../observability/outside-traces.ts';
 import { settledWithin } from '../runtime/settled-within.ts';
-import { adoptClockOffset, orderedNow } from './ordered-now.ts';
+import { correctClockOffset, orderedNow } from './ordered-now.ts';
 
 export interface CacheConnectionOptions {
   /** How long the breaker stays open before one trial call; short, since a trial costs nothing but a status check. */
@@ -29,8 +29,6 @@ const SOCKET_TIMEOUT_MS = 2_000;
 const KEEPALIVE_MS = 10_000;
 /** A PING not answered this long counts as a lost connection (it is dropped by SOCKET_TIMEOUT_MS soon after). */
 const PING_TIMEOUT_MS = 1_000;
-/** A clock reading whose round trip took longer says too little about when Redis took it. */
-const CLOCK_MAX_ROUND_TRIP_MS = 50;
 
 const isBroken = (error: unknown) => error instanceof BrokenCircuitError;
 
@@ -117,9 +115,9 @@ export class CacheConnection {
     this.#clockMeasured = new Promise<void>((resolve) =>
       redis.once('ready', () => {
         this.#measureClock(3)
-          .then((measured) => {
-            // Taken on the host's own clock before the measurement: taken again on the shared one.
-            if (measured) this.#staleBefore = orderedNow();
+          .then((moved) => {
+            // Taken on the host's own clock before the correction: taken again on the shared one.
+            if (moved) this.#staleBefore = orderedNow();
           })
           .finally(resolve);
       }),
@@ -205,30 +203,31 @@ export class CacheConnection {
   }
 
   /**
-   * Measures Redis's clock against this host's (TIME, the reading taken half-way through the round trip): the
-   * instants instances compare (cache entries, invalidations, stored responses) are then on one clock, whatever
-   * their hosts' clocks say. The best of `samples` readings is kept; none with a slow round trip. Whether one was.
+   * Measures Redis's clock against this host's (TIME) and corrects the shared clock where they disagree: the instants
+   * instances compare (cache entries, invalidations, stored responses) are then on one clock, whatever their hosts'
+   * clocks say. Redis read its clock during the round trip, so the offset lies between what the reading means at
+   * the send and at the receipt (and a millisecond more: Date.now() has no finer grain); of `samples` readings, the
+   * one with the shortest round trip bounds it most tightly. Whether the shared clock moved.
    */
   async #measureClock(samples: number): Promise<boolean> {
     const redis = this.redis;
     if (!redis || redis.status !== 'ready') return false;
-    let best: { roundTrip: number; offset: number } | undefined;
+    let tightest: { lowest: number; highest: number } | undefined;
     for (let sample = 0; sample < samples; sample++) {
       try {
         const sent = Date.now();
         const started = performance.now();
         const [seconds, microseconds] = await redis.time();
         const roundTrip = performance.now() - started;
-        const offset = Number(seconds) * 1_000 + Number(microseconds) / 1_000 - (sent + roundTrip / 2);
-        if (roundTrip <= CLOCK_MAX_ROUND_TRIP_MS && (!best || roundTrip < best.roundTrip))
-          best = { roundTrip, offset };
+        const read = Number(seconds) * 1_000 + Number(microseconds) / 1_000;
+        const bounds = { lowest: read - sent - roundTrip - 1, highest: read - sent };
+        if (!tightest || bounds.highest - bounds.lowest < tightest.highest - tightest.lowest)
+          tightest = bounds;
       } catch {
         return false;
       }
     }
-    if (!best || this.#closed) return false;
-    adoptClockOffset(best.offset);
-    return true;
+    return !this.#closed && tightest !== undefined && correctClockOffset(tightest.lowest, tightest.highest);
   }
 
   /** Whatever was read before now may have missed invalidations. */

@@ -2,13 +2,16 @@
 // instances on one Redis, each with its own L1, as the webapi and the worker are; and the embedded (memory) cache.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, describe, test } from 'node:test';
+import { after, describe, mock, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import type { StudentSnapshot } from '../../src/domain/student.ts';
 import { openCache, type Cache } from '../../src/infrastructure/caching/open-cache.ts';
+import { orderedNow } from '../../src/infrastructure/caching/ordered-now.ts';
+import { VersionFence } from '../../src/infrastructure/caching/version-fence.ts';
 import { silentLogger } from '../support/logger.ts';
 import { REDIS_URL, deleteRedisKeys, needsRedis, uniqueName } from '../support/services.ts';
+import { until } from '../support/until.ts';
 
 function student(id: string, version: number): StudentSnapshot {
   return {
@@ -111,6 +114,71 @@ describe('late cache writes on Redis (two writers, a reader started afterwards)'
     const reader = await openOne();
     assert.deepEqual(await read(reader, id, student(id, 3)), { version: 3, loaded: true });
     assert.deepEqual(await read(reader, id, student(id, 3)), { version: 3, loaded: false });
+  });
+
+  test("an update that lands late, its instant taken after the newer one's, is not served while it waits to be dropped", async () => {
+    const reader = await openOne();
+    const writer = await openOne();
+    const lateWriter = await openOne();
+    const id = randomUUID();
+    await read(reader, id, student(id, 1));
+    // The worker's version 1 passes the fence before the webapi's version 2, which took its instant first; version
+    // 1's entry then overwrites version 2's, and waits, looking at the fence, to be dropped.
+    const gate = () => {
+      let open = () => {};
+      const opened = new Promise<void>((resolve) => (open = resolve));
+      return { opened, open };
+    };
+    const newerMayAdvance = gate();
+    const lateMayWrite = gate();
+    const lateMayLook = gate();
+    const lateLooking = gate();
+    const advance = VersionFence.prototype.advance;
+    const newest = VersionFence.prototype.newest;
+    let lookingLate = false;
+    mock.method(
+      VersionFence.prototype,
+      'advance',
+      async function (this: VersionFence, key: string, version: number) {
+        if (version === 2) await newerMayAdvance.opened;
+        const answer = await advance.call(this, key, version);
+        if (version === 1) {
+          newerMayAdvance.open();
+          await lateMayWrite.opened;
+          lookingLate = true;
+        }
+        return answer;
+      },
+    );
+    mock.method(VersionFence.prototype, 'newest', async function (this: VersionFence, key: string) {
+      if (lookingLate) {
+        lookingLate = false;
+        lateLooking.open();
+        await lateMayLook.opened;
+      }
+      return newest.call(this, key);
+    });
+    try {
+      const before = orderedNow();
+      // Each takes its instant as it is called: the newer write first.
+      const newer = writer.students.set(student(id, 2));
+      const late = lateWriter.students.set(student(id, 1));
+      await newer;
+      await until(() => !reader.responses.isCurrent(id, before), 'the reader hears of version 2');
+      lateMayWrite.open();
+      await lateLooking.opened;
+      assert.equal(
+        (await read(reader, id, student(id, 2))).version,
+        2,
+        'the late entry is older than version 2',
+      );
+      lateMayLook.open();
+      await late;
+    } finally {
+      mock.restoreAll();
+      lateMayWrite.open();
+      lateMayLook.open();
+    }
   });
 
   test('a process started after a write whose eviction never reached Redis (its writer stopped while Redis was away, or Redis came back from its append-only file) reads the write', async () => {

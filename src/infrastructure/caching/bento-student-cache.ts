@@ -49,9 +49,13 @@ interface DatabaseLoad {
   readonly loading: Promise<StudentSnapshot | undefined>;
 }
 
-/** Whether other instances hear of a write (bentocache's bus and the invalidation bus). */
+/**
+ * Whether other instances hear of a write (bentocache's bus and the invalidation bus), and the version it wrote, if
+ * any (DELETED_VERSION for a delete).
+ */
 interface Announcing {
   readonly announce: boolean;
+  readonly version?: number;
 }
 
 function rejectAfter(ms: number): Promise<never> {
@@ -187,10 +191,10 @@ export class BentoStudentCache implements StudentCache {
   // Methods, not closures made per read: under tsx every named closure costs a defineProperty (esbuild keepNames).
   async #readThrough(read: CacheRead): Promise<CachedStudent | undefined> {
     let entry = await this.#getOrSet(read, false);
-    // Written before a change this instance heard of (a read that raced a write, or Redis was away): reload. Not at
+    // Written before a change this instance heard of (a read that raced a write, or Redis was away), or older than a
+    // version it heard written (a write that landed late, its instant taken after the newer one's): reload. Not at
     // it: a write's own entry carries the instant of its own invalidation.
-    if (entry && !read.started && entry.at < this.#freshSince(read.id))
-      entry = await this.#getOrSet(read, true);
+    if (entry && !read.started && this.#stale(read.id, entry)) entry = await this.#getOrSet(read, true);
     if (entry && read.started) await this.#dropIfSuperseded(read.id, entry.version);
     (read.started ? this.#metrics.cacheMisses : this.#metrics.cacheHits).inc();
     return entry && { json: entry.json, version: entry.version, at: entry.at };
@@ -251,7 +255,7 @@ export class BentoStudentCache implements StudentCache {
   }
 
   async evict(id: string): Promise<void> {
-    await this.#write(id, { announce: true }, async (key) => {
+    await this.#write(id, { announce: true, version: DELETED_VERSION }, async (key) => {
       await this.#fence.advance(id, DELETED_VERSION);
       await this.#bento.delete({ key });
     });
@@ -278,7 +282,7 @@ export class BentoStudentCache implements StudentCache {
    * the other instances' L1 copies, and raises the fence first.
    */
   async #store(student: StudentSnapshot, { created }: { created: boolean }): Promise<void> {
-    await this.#write(student.id, { announce: !created }, async (key, at) => {
+    await this.#write(student.id, { announce: !created, version: student.version }, async (key, at) => {
       // A newer version (or the delete) is written already: this write came late.
       if (!created && (await this.#fence.advance(student.id, student.version)) > student.version) return;
       await this.#bento.set({
@@ -312,7 +316,7 @@ export class BentoStudentCache implements StudentCache {
    */
   async #write(
     id: string,
-    { announce }: Announcing,
+    { announce, version }: Announcing,
     write: (key: string, at: number) => Promise<void>,
   ): Promise<void> {
     const at = orderedNow();
@@ -325,7 +329,8 @@ export class BentoStudentCache implements StudentCache {
       failure = error;
     }
     // Also when the write failed: this instance drops its own copies at once, whatever Redis does.
-    if (announce) await this.#invalidations.invalidate(id, at).catch((error: unknown) => (failure ??= error));
+    if (announce)
+      await this.#invalidations.invalidate(id, at, version).catch((error: unknown) => (failure ??= error));
     if (failure === undefined) return;
     this.#addPending(id);
     this.#skippedWrites.run((unsaid) =>
@@ -365,6 +370,10 @@ export class BentoStudentCache implements StudentCache {
     } finally {
       this.#flushing = false;
     }
+  }
+
+  #stale(id: string, entry: Entry): boolean {
+    return entry.at < this.#freshSince(id) || entry.version < this.#invalidations.newestVersion(id);
   }
 
   #freshSince(id: string): number {

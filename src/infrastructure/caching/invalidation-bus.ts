@@ -2,27 +2,34 @@ import type { Logger } from '../logging/logger.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
 
 /**
- * How many groups' invalidation times to remember: those heard matter only for reads racing a write (milliseconds);
+ * How many groups' invalidations to remember: those heard matter only for reads racing a write (milliseconds);
  * those not yet published, until Redis is back.
  */
 const REMEMBERED = 10_000;
+
+/** A group's latest invalidation: when, and the newest version a write announced (0: none did). */
+interface Invalidation {
+  readonly at: number;
+  readonly version: number;
+}
 
 /**
  * Tells every instance that something about one student changed, so each drops its local copies of responses
  * derived from it. Over Redis pub/sub when Redis is configured, in-process otherwise. Each message carries the
  * writer's instant on the shared clock (`sharedNow`, Redis's), so a read that started before the write can tell its
- * result is already stale.
+ * result is already stale, and the version written, if any: an entry of an older version is stale whatever its
+ * instant (a write that lands late takes its instant after a newer one's).
  */
 export class InvalidationBus {
   readonly #connection: CacheConnection;
   readonly #channel: string;
   readonly #listeners: ((group: string) => void)[] = [];
-  readonly #invalidatedAt = new Map<string, number>();
+  readonly #heard = new Map<string, Invalidation>();
   /**
    * Invalidations Redis did not take (it was away), published once it is back: the other instances' connections may
    * never have dropped, and nothing else tells them that what they keep of these groups is stale.
    */
-  readonly #unpublished = new Map<string, number>();
+  readonly #unpublished = new Map<string, Invalidation>();
   readonly #ready: Promise<void>;
 
   readonly #derivedKey: (group: string) => string;
@@ -45,8 +52,13 @@ export class InvalidationBus {
     }
     subscriber.on('message', (channelName: string, message: string) => {
       if (channelName !== channel) return;
-      const separator = message.indexOf(' ');
-      this.#received(message.slice(separator + 1), Number(message.slice(0, separator)));
+      // `${at} ${version} ${group}`
+      const first = message.indexOf(' ');
+      const second = message.indexOf(' ', first + 1);
+      this.#received(message.slice(second + 1), {
+        at: Number(message.slice(0, first)),
+        version: Number(message.slice(first + 1, second)),
+      });
     });
     const subscribe = () =>
       subscriber.subscribe(channel).then(
@@ -70,48 +82,59 @@ export class InvalidationBus {
 
   /** When `group` was last invalidated, as far as this instance heard; 0 when not recently. */
   invalidatedAt(group: string): number {
-    return this.#invalidatedAt.get(group) ?? 0;
+    return this.#heard.get(group)?.at ?? 0;
+  }
+
+  /** The newest version of `group` a write announced, as far as this instance heard; 0 when none recently. */
+  newestVersion(group: string): number {
+    return this.#heard.get(group)?.version ?? 0;
   }
 
   /**
    * Invalidates locally at once, then on every other instance; throws DependencyUnavailableError if Redis is down.
-   * `at`: when the change was made (what was read before it is stale).
+   * `at`: when the change was made (what was read before it is stale); `version`: the one it wrote, if any.
    */
-  async invalidate(group: string, at: number): Promise<void> {
-    this.#received(group, at);
+  async invalidate(group: string, at: number, version = 0): Promise<void> {
+    const invalidation = { at, version };
+    this.#received(group, invalidation);
     if (this.#connection.isMemory) return;
     try {
-      await this.#publish(group, at);
+      await this.#publish(group, invalidation);
     } catch (error) {
-      keepLatest(this.#unpublished, group, at);
+      keepLatest(this.#unpublished, group, invalidation);
       throw error;
     }
   }
 
-  #publish(group: string, at: number): Promise<unknown> {
+  #publish(group: string, { at, version }: Invalidation): Promise<unknown> {
     return this.#connection.run((redis) =>
-      redis.multi().del(this.#derivedKey(group)).publish(this.#channel, `${at} ${group}`).exec(),
+      redis.multi().del(this.#derivedKey(group)).publish(this.#channel, `${at} ${version} ${group}`).exec(),
     );
   }
 
   async #publishMissed(): Promise<void> {
     const missed = [...this.#unpublished];
     this.#unpublished.clear();
-    for (const [group, at] of missed)
-      await this.#publish(group, at).catch(() => keepLatest(this.#unpublished, group, at));
+    for (const [group, invalidation] of missed)
+      await this.#publish(group, invalidation).catch(() =>
+        keepLatest(this.#unpublished, group, invalidation),
+      );
   }
 
-  #received(group: string, at: number): void {
-    keepLatest(this.#invalidatedAt, group, at);
+  #received(group: string, invalidation: Invalidation): void {
+    keepLatest(this.#heard, group, invalidation);
     for (const listener of this.#listeners) listener(group);
   }
 }
 
 /** Records `group`'s latest invalidation; past REMEMBERED groups, the one invalidated longest ago is forgotten. */
-function keepLatest(invalidatedAt: Map<string, number>, group: string, at: number): void {
-  const previous = invalidatedAt.get(group) ?? 0;
+function keepLatest(heard: Map<string, Invalidation>, group: string, { at, version }: Invalidation): void {
+  const previous = heard.get(group);
   // Re-inserted so the map's order is recency and the oldest entry goes first.
-  invalidatedAt.delete(group);
-  invalidatedAt.set(group, Math.max(at, previous));
-  if (invalidatedAt.size > REMEMBERED) invalidatedAt.delete(invalidatedAt.keys().next().value!);
+  heard.delete(group);
+  heard.set(group, {
+    at: Math.max(at, previous?.at ?? 0),
+    version: Math.max(version, previous?.version ?? 0),
+  });
+  if (heard.size > REMEMBERED) heard.delete(heard.keys().next().value!);
 }

@@ -115,6 +115,32 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.equal(((await read.json()) as { firstName: string }).firstName, 'Grace');
     });
 
+    test("a read under way when a write to its student is heard is neither joined nor stored, whatever the write's instant", async () => {
+      const id = await create();
+      const url = `${api.url}/api/students/${id}`;
+      /** A GET whose database read is held until the write is heard (an instant before the read began, as another
+       * instance's whose host's clock is behind); then `meanwhile`, then the read is let go. */
+      const readAcrossAWrite = async (meanwhile: () => Promise<Response> | undefined) => {
+        // Dropped, not deleted: evict() would mark the student deleted.
+        await api.cache.students.invalidate(id);
+        let release!: () => void;
+        queries.holdNextRead(new Promise<void>((resolve) => (release = resolve)));
+        const reads = queries.findByIdCalls;
+        const first = fetch(url);
+        while (queries.findByIdCalls === reads) await sleep(5);
+        await api.cache.responses.invalidate(id, 0);
+        const other = meanwhile();
+        await sleep(50);
+        release();
+        assert.equal((await first).status, 200);
+        return other;
+      };
+      await readAcrossAWrite(() => undefined);
+      assert.equal((await fetch(url)).headers.get('x-deduplicated'), null, 'not stored');
+      const sentAfter = await readAcrossAWrite(() => fetch(url));
+      assert.equal(sentAfter?.headers.get('x-deduplicated'), null, 'not joined');
+    });
+
     test('a GET sent after a write never joins a read that began before it', async () => {
       const id = await create();
       await api.cache.students.evict(id);

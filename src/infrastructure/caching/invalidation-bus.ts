@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logging/logger.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
 
@@ -13,6 +14,11 @@ interface Invalidation {
   readonly version: number;
 }
 
+/** As heard here: also the count of invalidations this instance had heard by then (see `heardSince`). */
+interface Heard extends Invalidation {
+  readonly heard: number;
+}
+
 /**
  * Tells every instance that something about one student changed, so each drops its local copies of responses
  * derived from it. Over Redis pub/sub when Redis is configured, in-process otherwise. Each message carries the
@@ -24,7 +30,11 @@ export class InvalidationBus {
   readonly #connection: CacheConnection;
   readonly #channel: string;
   readonly #listeners: ((group: string) => void)[] = [];
-  readonly #heard = new Map<string, Invalidation>();
+  readonly #heard = new Map<string, Heard>();
+  /** Invalidations heard so far, of any group. */
+  #heardCount = 0;
+  /** Names this instance in its messages: it has heard its own when it sent them, and Redis echoes them back. */
+  readonly #origin = randomBytes(9).toString('base64url');
   /**
    * Invalidations Redis did not take (it was away), published once it is back: the other instances' connections may
    * never have dropped, and nothing else tells them that what they keep of these groups is stale.
@@ -52,10 +62,12 @@ export class InvalidationBus {
     }
     subscriber.on('message', (channelName: string, message: string) => {
       if (channelName !== channel) return;
-      // `${at} ${version} ${group}`
+      // `${at} ${version} ${origin} ${group}`
       const first = message.indexOf(' ');
       const second = message.indexOf(' ', first + 1);
-      this.#received(message.slice(second + 1), {
+      const third = message.indexOf(' ', second + 1);
+      if (message.slice(second + 1, third) === this.#origin) return;
+      this.#received(message.slice(third + 1), {
         at: Number(message.slice(0, first)),
         version: Number(message.slice(first + 1, second)),
       });
@@ -85,6 +97,19 @@ export class InvalidationBus {
     return this.#heard.get(group)?.at ?? 0;
   }
 
+  /**
+   * A mark of what this instance has heard so far, for `heardSince`: a read under way when a write to what it shows
+   * is heard may show the state from before it, whatever the instants say (a writer's is taken on its own host).
+   */
+  mark(): number {
+    return this.#heardCount;
+  }
+
+  /** Whether an invalidation of `group` was heard here after `mark`. */
+  heardSince(group: string, mark: number): boolean {
+    return (this.#heard.get(group)?.heard ?? 0) > mark;
+  }
+
   /** The newest version of `group` a write announced, as far as this instance heard; 0 when none recently. */
   newestVersion(group: string): number {
     return this.#heard.get(group)?.version ?? 0;
@@ -108,7 +133,11 @@ export class InvalidationBus {
 
   #publish(group: string, { at, version }: Invalidation): Promise<unknown> {
     return this.#connection.run((redis) =>
-      redis.multi().del(this.#derivedKey(group)).publish(this.#channel, `${at} ${version} ${group}`).exec(),
+      redis
+        .multi()
+        .del(this.#derivedKey(group))
+        .publish(this.#channel, `${at} ${version} ${this.#origin} ${group}`)
+        .exec(),
     );
   }
 
@@ -122,19 +151,20 @@ export class InvalidationBus {
   }
 
   #received(group: string, invalidation: Invalidation): void {
-    keepLatest(this.#heard, group, invalidation);
+    keepLatest(this.#heard, group, { ...invalidation, heard: ++this.#heardCount });
     for (const listener of this.#listeners) listener(group);
   }
 }
 
 /** Records `group`'s latest invalidation; past REMEMBERED groups, the one invalidated longest ago is forgotten. */
-function keepLatest(heard: Map<string, Invalidation>, group: string, { at, version }: Invalidation): void {
-  const previous = heard.get(group);
+function keepLatest<T extends Invalidation>(invalidations: Map<string, T>, group: string, latest: T): void {
+  const previous = invalidations.get(group);
   // Re-inserted so the map's order is recency and the oldest entry goes first.
-  heard.delete(group);
-  heard.set(group, {
-    at: Math.max(at, previous?.at ?? 0),
-    version: Math.max(version, previous?.version ?? 0),
+  invalidations.delete(group);
+  invalidations.set(group, {
+    ...latest,
+    at: Math.max(latest.at, previous?.at ?? 0),
+    version: Math.max(latest.version, previous?.version ?? 0),
   });
-  if (heard.size > REMEMBERED) heard.delete(heard.keys().next().value!);
+  if (invalidations.size > REMEMBERED) invalidations.delete(invalidations.keys().next().value!);
 }

@@ -103,17 +103,22 @@ export class ResponseReplayStore {
     return entry.response;
   }
 
-  /** `at`: when the shown state was read (the request's start for reads, now for writes), from `orderedNow()`. */
+  /**
+   * `at`: when the shown state was read (the request's start for reads, now for writes), from `orderedNow()`;
+   * `mark`: for a read, `mark()` at its start.
+   */
   async put(
     group: string,
     key: string,
     response: StoredResponse,
     windowMs: number,
     at: number,
+    mark?: number,
   ): Promise<void> {
     // On the shared clock: another instance reads this expiry from L2.
     const entry: Entry = { response, expiresAt: sharedNow() + windowMs, at };
-    if (!this.#fresh(group, entry)) return;
+    if (!this.#fresh(group, entry) || (mark !== undefined && this.#invalidations.heardSince(group, mark)))
+      return;
     this.#keep(group, key, response, entry.expiresAt, at);
     if (this.#connection.isMemory) return;
     const redisKey = this.#redisKey(group);
@@ -133,13 +138,24 @@ export class ResponseReplayStore {
     return this.#invalidations.invalidate(group, at);
   }
 
+  /** A mark of the invalidations heard so far, taken as a read starts (see `isCurrent`). */
+  mark(): number {
+    return this.#invalidations.mark();
+  }
+
   /**
    * Whether a state of `group` read at `readAt` (an `orderedNow()` instant) is still current: nothing wrote to it (or
    * went unheard) since. Strictly after: an invalidation is stamped once its write committed, so a read stamped at the
-   * same instant (which only another instance's clock can give) may have read the state from before the write.
+   * same instant (which only another instance's clock can give) may have read the state from before the write. With
+   * the read's `mark`: nor was a write to it heard here while it ran, whatever its instant (a cache entry a late
+   * writer stamped after a newer write's invalidation shows the state from before it).
    */
-  isCurrent(group: string, readAt: number): boolean {
-    return readAt > this.#invalidations.invalidatedAt(group) && readAt > this.#connection.staleBefore;
+  isCurrent(group: string, readAt: number, mark?: number): boolean {
+    return (
+      readAt > this.#invalidations.invalidatedAt(group) &&
+      readAt > this.#connection.staleBefore &&
+      (mark === undefined || !this.#invalidations.heardSince(group, mark))
+    );
   }
 
   #fresh(group: string, entry: Entry): boolean {

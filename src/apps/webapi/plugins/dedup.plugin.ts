@@ -52,6 +52,8 @@ interface Flight {
   readonly group: string;
   /** When the state it answers with was read: for a write, moved past the invalidation of its own write. */
   startedAt: number;
+  /** The store's `mark()` then: a write to its group heard after it makes it stale, whatever the write's instant. */
+  mark: number;
 }
 
 /** The request that runs for its flight. */
@@ -121,20 +123,23 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
     leaders.delete(request);
     leader.settle(response);
     // Followers keep joining the flight until the response is stored, so none slips between the two.
+    const { flight } = leader;
+    const read = SAFE_METHODS.has(request.method);
     const stored =
       response && store.available
         ? store
             .put(
-              leader.flight.group,
+              flight.group,
               leader.key,
               response,
               leader.windowMs,
-              SAFE_METHODS.has(request.method) ? leader.flight.startedAt : orderedNow(),
+              read ? flight.startedAt : orderedNow(),
+              read ? flight.mark : undefined,
             )
             .catch((error: unknown) => request.log.warn({ err: error }, 'deduplicated response not stored'))
         : Promise.resolve();
     // A newer flight may have taken the key (this one had gone stale): that one is not this leader's to end.
-    void stored.finally(() => inFlight.get(leader.key) === leader.flight && inFlight.delete(leader.key));
+    void stored.finally(() => inFlight.get(leader.key) === flight && inFlight.delete(leader.key));
     return stored;
   };
 
@@ -159,7 +164,10 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
         // Dropped here already; elsewhere it goes with the window, or with the recovery once Redis is back.
         .catch((error: unknown) => request.log.warn({ err: error }, 'deduplicated responses not dropped'))
         .finally(() => done(null, payload));
-      if (own) own.startedAt = orderedNow();
+      if (own) {
+        own.startedAt = orderedNow();
+        own.mark = store.mark();
+      }
     };
 
   /** Whether it answered: false when the leader failed (5xx), and this request should run itself. */
@@ -183,6 +191,7 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
       response: new Promise((done) => (resolve = done)),
       group,
       startedAt: orderedNow(),
+      mark: store.mark(),
     };
     inFlight.set(key, flight);
     leaders.set(request, { key, flight, windowMs, settle: resolve });
@@ -214,7 +223,7 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
       const flight = inFlight.get(key);
       // Only a read that began after the last write to what it shows: a request sent after a write's answer
       // must see that write.
-      if (flight && store.isCurrent(flight.group, flight.startedAt))
+      if (flight && store.isCurrent(flight.group, flight.startedAt, flight.mark))
         // Whether it answered, not `reply.sent`: with an async onSend hook on the route, a reply is sent later.
         return void follow(flight, reply).then((answered) => answered || done(), done);
       const group = groupOf ? groupOf(request) : key;

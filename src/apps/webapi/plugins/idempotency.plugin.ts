@@ -214,7 +214,8 @@ async function idempotencyPlugin(
     route.onError = [
       ...hooksOf(route.onError),
       async (request: FastifyRequest, _reply: FastifyReply, error: FastifyError) => {
-        if (error.validation || error instanceof IdempotencyKeyReusedError) finish(request, undefined, undefined);
+        if (error.validation || error instanceof IdempotencyKeyReusedError)
+          finish(request, undefined, undefined);
       },
     ];
   });

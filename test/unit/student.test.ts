@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { NOT_PLAIN_TEXT, Student, validateStudentDetails } from '../../src/domain/student.ts';
+import {
+  HIDDEN_CHARACTERS,
+  NOT_PLAIN_TEXT,
+  Student,
+  validateStudentDetails,
+} from '../../src/domain/student.ts';
 
 const now = new Date('2026-01-01T00:00:00Z');
 const details = { firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' };
@@ -95,6 +100,27 @@ describe('Student', () => {
       assert.ok(!result.ok, JSON.stringify(firstName));
       assert.deepEqual(result.error.issues, [{ field: 'firstName', reason: 'must not be empty' }]);
     }
+  });
+
+  test('characters that hide text in a name are refused: the name shows as another one', () => {
+    for (const firstName of [
+      'Ann\u200b',
+      'Ann\u2060e',
+      'Zoe\u00ad',
+      'B\u{e0049}\u{e0047}x',
+      '\ufff9x',
+      'Ann\u200d',
+      '\u200eAnn',
+    ]) {
+      const result = validateStudentDetails({ ...details, firstName });
+      assert.ok(!result.ok, JSON.stringify(firstName));
+      assert.deepEqual(result.error.issues, [{ field: 'firstName', reason: HIDDEN_CHARACTERS }]);
+    }
+    const marked = validateStudentDetails({ ...details, lastName: '\u0301abc' });
+    assert.ok(!marked.ok);
+    assert.deepEqual(marked.error.issues, [
+      { field: 'lastName', reason: 'must not begin with a combining mark' },
+    ]);
   });
 
   test('joiners between letters are kept: emoji sequences and Persian names need them', () => {

@@ -203,10 +203,13 @@ export class Student extends AggregateRoot<StudentEvent> {
   }
 
   #modify(changes: Partial<StudentSnapshot>, actor: string, now: Date): void {
+    // Never before the last change, nor the creation: each is stamped by the host that made it, whose clock may be
+    // behind the previous one's.
+    const previous = this.#state.lastModified ?? this.#state.created;
     this.#state = {
       ...this.#state,
       ...changes,
-      lastModified: now,
+      lastModified: now > previous ? now : previous,
       lastModifiedBy: actor,
       version: this.#state.version + 1,
     };

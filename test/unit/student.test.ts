@@ -212,6 +212,17 @@ describe('Student', () => {
     assert.deepEqual(student.pullDomainEvents(), []);
   });
 
+  test('a change stamped by a host whose clock is behind never moves lastModified back, nor before the creation', () => {
+    const student = created();
+    student.recordBackgroundProcessing({ actor: 'worker', now: new Date(now.getTime() - 30_000) });
+    assert.deepEqual(student.snapshot().lastModified, now);
+    const later = new Date(now.getTime() + 60_000);
+    assert.ok(student.update({ details, actor: 'bob', now: later }).ok);
+    student.recordBackgroundProcessing({ actor: 'worker', now: new Date(later.getTime() - 30_000) });
+    assert.deepEqual(student.snapshot().lastModified, later);
+    assert.equal(student.snapshot().lastModifiedBy, 'worker');
+  });
+
   test('deleting records StudentDeleted with the last state', () => {
     const student = created();
     student.pullDomainEvents();

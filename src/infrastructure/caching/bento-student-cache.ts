@@ -16,7 +16,7 @@ import { orderedNow } from './ordered-now.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
 import { DELETED_VERSION, type VersionFence } from './version-fence.ts';
 
-/** `at`: when the value was read from the database (or written), on the shared clock (Redis's, see `sharedNow`). */
+/** `at`: when the value was read from the database (or written), on the clock of the instance that did it. */
 interface Entry extends CachedStudent {
   readonly at: number;
 }

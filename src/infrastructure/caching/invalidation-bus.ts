@@ -22,7 +22,7 @@ interface Heard extends Invalidation {
 /**
  * Tells every instance that something about one student changed, so each drops its local copies of responses
  * derived from it. Over Redis pub/sub when Redis is configured, in-process otherwise. Each message carries the
- * writer's instant on the shared clock (`sharedNow`, Redis's), so a read that started before the write can tell its
+ * writer's clock, so a read that started before the write can tell its
  * result is already stale, and the version written, if any: an entry of an older version is stale whatever its
  * instant (a write that lands late takes its instant after a newer one's).
  */

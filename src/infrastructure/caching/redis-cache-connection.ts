@@ -12,7 +12,7 @@ import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
 import { outsideTraces } from '../observability/outside-traces.ts';
 import { settledWithin } from '../runtime/settled-within.ts';
-import { correctClockOffset, orderedNow } from './ordered-now.ts';
+import { orderedNow } from './ordered-now.ts';
 
 export interface CacheConnectionOptions {
   /** How long the breaker stays open before one trial call; short, since a trial costs nothing but a status check. */
@@ -66,8 +66,6 @@ export class CacheConnection {
    * back from its append-only file with those entries.
    */
   #staleBefore = 0;
-  /** Settles once this process's instants are on Redis's clock (or Redis did not answer). */
-  #clockMeasured: Promise<void> = Promise.resolve();
 
   constructor(url: string, logger: Logger, options: CacheConnectionOptions = {}) {
     this.#logger = logger;
@@ -109,23 +107,9 @@ export class CacheConnection {
     });
     bus.duplicate = (override) => this.#watch(new Redis({ ...bus.options, ...override, lazyConnect: false }));
     this.busConnection = bus;
-    const redis = (this.redis = this.#watch(new Redis(url, { ...common, enableOfflineQueue: false })));
+    this.redis = this.#watch(new Redis(url, { ...common, enableOfflineQueue: false }));
     this.subscriber = this.#watch(new Redis(url, common));
-    // Every instance stamps its instants on Redis's clock, measured at once and again at every ping round.
-    this.#clockMeasured = new Promise<void>((resolve) =>
-      redis.once('ready', () => {
-        this.#measureClock(3)
-          .then((moved) => {
-            // Taken on the host's own clock before the correction: taken again on the shared one.
-            if (moved) this.#staleBefore = orderedNow();
-          })
-          .finally(resolve);
-      }),
-    );
-    this.#pinger = setInterval(() => {
-      this.#pingAll();
-      void this.#measureClock(1);
-    }, options.pingIntervalMs ?? 5_000).unref();
+    this.#pinger = setInterval(() => this.#pingAll(), options.pingIntervalMs ?? 5_000).unref();
   }
 
   get isMemory(): boolean {
@@ -202,34 +186,6 @@ export class CacheConnection {
     );
   }
 
-  /**
-   * Measures Redis's clock against this host's (TIME) and corrects the shared clock where they disagree: the instants
-   * instances compare (cache entries, invalidations, stored responses) are then on one clock, whatever their hosts'
-   * clocks say. Redis read its clock during the round trip, so the offset lies between what the reading means at
-   * the send and at the receipt (and a millisecond more: Date.now() has no finer grain); of `samples` readings, the
-   * one with the shortest round trip bounds it most tightly. Whether the shared clock moved.
-   */
-  async #measureClock(samples: number): Promise<boolean> {
-    const redis = this.redis;
-    if (!redis || redis.status !== 'ready') return false;
-    let tightest: { lowest: number; highest: number } | undefined;
-    for (let sample = 0; sample < samples; sample++) {
-      try {
-        const sent = Date.now();
-        const started = performance.now();
-        const [seconds, microseconds] = await redis.time();
-        const roundTrip = performance.now() - started;
-        const read = Number(seconds) * 1_000 + Number(microseconds) / 1_000;
-        const bounds = { lowest: read - sent - roundTrip - 1, highest: read - sent };
-        if (!tightest || bounds.highest - bounds.lowest < tightest.highest - tightest.lowest)
-          tightest = bounds;
-      } catch {
-        return false;
-      }
-    }
-    return !this.#closed && tightest !== undefined && correctClockOffset(tightest.lowest, tightest.highest);
-  }
-
   /** Whatever was read before now may have missed invalidations. */
   #recovered(): void {
     this.#staleBefore = orderedNow();
@@ -263,7 +219,7 @@ export class CacheConnection {
       client.status === 'ready'
         ? Promise.resolve()
         : new Promise<void>((resolve) => client.once('ready', resolve));
-    await settledWithin(Promise.all([...clients.map(ready), this.#clockMeasured]), timeoutMs);
+    await settledWithin(Promise.all(clients.map(ready)), timeoutMs);
   }
 
   /** Called after Redis came back, e.g. to drop local copies that may have missed invalidations. */

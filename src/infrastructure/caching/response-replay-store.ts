@@ -1,5 +1,4 @@
 import type { InvalidationBus } from './invalidation-bus.ts';
-import { sharedNow } from './ordered-now.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
 
 /** An HTTP response as it went out, to be replayed byte for byte. */
@@ -115,8 +114,7 @@ export class ResponseReplayStore {
     at: number,
     mark?: number,
   ): Promise<void> {
-    // On the shared clock: another instance reads this expiry from L2.
-    const entry: Entry = { response, expiresAt: sharedNow() + windowMs, at };
+    const entry: Entry = { response, expiresAt: Date.now() + windowMs, at };
     if (!this.#fresh(group, entry) || (mark !== undefined && this.#invalidations.heardSince(group, mark)))
       return;
     this.#keep(group, key, response, entry.expiresAt, at);
@@ -159,7 +157,7 @@ export class ResponseReplayStore {
   }
 
   #fresh(group: string, entry: Entry): boolean {
-    return entry.expiresAt > sharedNow() && this.isCurrent(group, entry.at);
+    return entry.expiresAt > Date.now() && this.isCurrent(group, entry.at);
   }
 
   #keep(group: string, key: string, response: StoredResponse, expiresAt: number, at: number): void {

@@ -62,15 +62,8 @@ export class InvalidationBus {
     }
     subscriber.on('message', (channelName: string, message: string) => {
       if (channelName !== channel) return;
-      // `${at} ${version} ${origin} ${group}`
-      const first = message.indexOf(' ');
-      const second = message.indexOf(' ', first + 1);
-      const third = message.indexOf(' ', second + 1);
-      if (message.slice(second + 1, third) === this.#origin) return;
-      this.#received(message.slice(third + 1), {
-        at: Number(message.slice(0, first)),
-        version: Number(message.slice(first + 1, second)),
-      });
+      const { origin, group, invalidation } = parseMessage(message);
+      if (origin !== this.#origin) this.#received(group, invalidation);
     });
     const subscribe = () =>
       subscriber.subscribe(channel).then(
@@ -154,6 +147,26 @@ export class InvalidationBus {
     keepLatest(this.#heard, group, { ...invalidation, heard: ++this.#heardCount });
     for (const listener of this.#listeners) listener(group);
   }
+}
+
+/**
+ * `${at} ${version} ${origin} ${group}`; or `${at} ${group}`, from an instance older than versions in messages (a
+ * rolling upgrade): it announced no version. A number that does not parse counts as none (0), never as NaN, which
+ * would stick as the group's newest.
+ */
+function parseMessage(message: string): { origin?: string; group: string; invalidation: Invalidation } {
+  const parts = message.split(' ');
+  const number = (text: string | undefined) => {
+    const value = Number(text);
+    return Number.isFinite(value) ? value : 0;
+  };
+  if (parts.length < 4)
+    return { group: parts.slice(1).join(' '), invalidation: { at: number(parts[0]), version: 0 } };
+  return {
+    origin: parts[2],
+    group: parts.slice(3).join(' '),
+    invalidation: { at: number(parts[0]), version: number(parts[1]) },
+  };
 }
 
 /** Records `group`'s latest invalidation; past REMEMBERED groups, the one invalidated longest ago is forgotten. */

@@ -200,9 +200,9 @@ export class HubServer implements ConnectionHost {
   /** `negotiateVersion` 0 sends no token, so the client uses the connection id as `id=` (as in ASP.NET). */
   /** Throws ConnectionRefusedError when the `admit` hook turns the connection away. */
   createConnection(user: HubUser | undefined, statefulAllowed: boolean, negotiateVersion = 1): Connection {
-    // Before admitting this one: the dropped connection's slot is free again.
-    if (this.unattached.size >= this.maxUnattached) this.unattached.values().next().value?.close();
     const release = this.options.admit?.(user);
+    // Once admitted: a negotiate refused (say, past its user's cap) must not cost another client its connection.
+    if (this.unattached.size >= this.maxUnattached) this.unattached.values().next().value?.close();
     const id = randomId();
     const token = negotiateVersion === 0 ? id : randomId();
     const connection = new Connection(this, id, token, user, statefulAllowed, release);

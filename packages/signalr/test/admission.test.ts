@@ -111,6 +111,35 @@ test('negotiates never followed by a transport cannot take every slot: past the 
   await eventually(() => open === 0);
 });
 
+test('a negotiate the admit hook refuses costs no other client its negotiated connection', async () => {
+  const running = await startHub({
+    maxUnattachedConnections: 1,
+    authenticate: ({ token }) => ({ id: token ?? 'anonymous' }),
+    admit: (user) => {
+      if (user?.id === 'alice') throw new ConnectionRefusedError(429, 'Too many connections for this user.');
+      return () => undefined;
+    },
+  });
+  try {
+    const negotiate = (user: string) =>
+      fetch(`${running.url}/negotiate?negotiateVersion=1&access_token=${user}`, { method: 'POST' });
+    const bob = (await (await negotiate('bob')).json()) as { connectionToken: string };
+    assert.equal((await negotiate('alice')).status, 429);
+    const socket = new WebSocket(
+      `${running.url.replace(/^http/, 'ws')}?id=${bob.connectionToken}&access_token=bob`,
+    );
+    socket.on('error', () => undefined);
+    const status = await new Promise<number>((resolve) => {
+      socket.on('unexpected-response', (_request, response) => resolve(response.statusCode ?? 0));
+      socket.on('open', () => resolve(101));
+    });
+    socket.terminate();
+    assert.equal(status, 101);
+  } finally {
+    await running.close();
+  }
+});
+
 test('an admit hook that fails (not a refusal) is a 500 for negotiate and a dropped upgrade, each reported to onError with its request', async () => {
   const reported: ({ message: string } & ErrorSite)[] = [];
   const running = await startHub({

@@ -183,11 +183,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
       // The earlier answer goes first; this one follows it, and ends the connection.
       if (response && !late && !response.writableFinished) {
         socket.pause();
-        response.once('finish', () => process.nextTick(answerClientError, error, socket, undefined));
-        response.once('close', () => {
-          if (!response.writableFinished) socket.destroy(error);
-        });
-        return;
+        return afterResponsesOn(socket, error, () => answerClientError(error, socket, undefined));
       }
       answerClientError(error, socket, late);
     },
@@ -612,6 +608,19 @@ function helmetHeaders(options: HelmetOptions): Readonly<Record<string, string>>
   };
   helmet(options)({} as IncomingMessage, recorder as unknown as ServerResponse, () => undefined);
   return headers;
+}
+
+/**
+ * Runs `then` once every response under way on the connection has gone out: Node queues those of pipelined requests
+ * and hands the next to the socket as each finishes. One that ends unfinished (its client gone) ends the connection.
+ */
+function afterResponsesOn(socket: Socket, error: Error, then: () => void): void {
+  const response = responseOn(socket);
+  if (!response || response.writableFinished) return then();
+  response.once('finish', () => process.nextTick(afterResponsesOn, socket, error, then));
+  response.once('close', () => {
+    if (!response.writableFinished) socket.destroy(error);
+  });
 }
 
 /** The response Node has under way on a connection (`_httpMessage`, Node's field): its request's head was parsed. */

@@ -29,16 +29,19 @@ const INVISIBLE_CHARACTERS = '\\p{Cf}\\p{Default_Ignorable_Code_Point}\\u2800';
 const INVISIBLE = new RegExp(`[\\s${INVISIBLE_CHARACTERS}]`, 'gu');
 // In an email none is allowed: `a\u200b@b.co` shows as `a@b.co` and is another address.
 const INVISIBLE_IN_EMAIL = new RegExp(`[${INVISIBLE_CHARACTERS}]`, 'u');
-// In a name only those its script or its emoji need: the joiners (U+200C, U+200D: Persian and Indic names, emoji
-// sequences) and the directional marks (U+200E, U+200F, U+061C: names that mix scripts), between other characters,
-// and the variation selectors. Any other hides text: `Ann\u200b` shows as `Ann` and is another name, and tag
-// characters spell out whole words no one sees.
-const JOINERS_AND_MARKS = '\\u200c-\\u200f\\u061c';
+// In a name only those its script or its emoji need: between other characters, the joiners (U+200C, U+200D:
+// Persian and Indic names, emoji sequences), the directional marks (U+200E, U+200F, U+061C: names that mix scripts),
+// the Mongolian vowel separator and the combining grapheme joiner; the variation selectors (Mongolian's too); and
+// tag characters in a subdivision flag (England's). Any other hides text: `Ann\u200b` shows as `Ann` and is another
+// name, and tag characters elsewhere spell out whole words no one sees.
+const BETWEEN_CHARACTERS = '\\u200c-\\u200f\\u061c\\u180e\\u034f';
+const VARIATION_SELECTORS = '\\u180b-\\u180d\\u180f\\ufe00-\\ufe0f\\u{e0100}-\\u{e01ef}';
 const HIDDEN_IN_NAME = new RegExp(
   // eslint-disable-next-line no-misleading-character-class -- ranges of code points, the joiners among them on purpose
-  `^[${JOINERS_AND_MARKS}]|[${JOINERS_AND_MARKS}]$|(?![${JOINERS_AND_MARKS}\\ufe00-\\ufe0f\\u{e0100}-\\u{e01ef}])[${INVISIBLE_CHARACTERS}]`,
+  `^[${BETWEEN_CHARACTERS}]|[${BETWEEN_CHARACTERS}]$|(?![${BETWEEN_CHARACTERS}${VARIATION_SELECTORS}])[${INVISIBLE_CHARACTERS}]`,
   'u',
 );
+const FLAG_TAGS = /(?<=\u{1f3f4})[\u{e0020}-\u{e007e}]+\u{e007f}/gu;
 export const HIDDEN_CHARACTERS = 'must not contain hidden characters (zero-width spaces and the like)';
 // A combining mark first has nothing to combine with: it shows on whatever is printed before the name.
 const LEADING_MARK = /^\p{M}/u;
@@ -87,7 +90,8 @@ function checkName(field: keyof StudentDetails, raw: string, issues: FieldIssue[
   if (!isStorableText(value)) issues.push({ field, reason: NOT_STORABLE_TEXT });
   else if (!isPlainText(value)) issues.push({ field, reason: NOT_PLAIN_TEXT });
   else if (!isVisibleText(value)) issues.push({ field, reason: 'must not be empty' });
-  else if (HIDDEN_IN_NAME.test(value)) issues.push({ field, reason: HIDDEN_CHARACTERS });
+  else if (HIDDEN_IN_NAME.test(value.replace(FLAG_TAGS, '')))
+    issues.push({ field, reason: HIDDEN_CHARACTERS });
   else if (LEADING_MARK.test(value)) issues.push({ field, reason: 'must not begin with a combining mark' });
   else if (storedLength(value) > STUDENT_NAME_MAX_LENGTH)
     issues.push({ field, reason: `must be at most ${STUDENT_NAME_MAX_LENGTH} characters` });

@@ -123,8 +123,17 @@ describe('Student', () => {
     ]);
   });
 
-  test('joiners between letters are kept: emoji sequences and Persian names need them', () => {
-    for (const firstName of ['👩\u200d🎓', 'رحمانی\u200cنژاد', 'क्\u200dष', 'Ada\u200fLovelace', '❤\ufe0f']) {
+  test('joiners between letters are kept: emoji sequences, Persian and Mongolian names and subdivision flags need them', () => {
+    for (const firstName of [
+      '👩\u200d🎓',
+      'رحمانی\u200cنژاد',
+      'क्\u200dष',
+      'Ada\u200fLovelace',
+      '❤\ufe0f',
+      'ᠮᠣᠩ\u180bᠭᠣᠯ',
+      'ᠨᠠ\u180eᠢ',
+      '🏴\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f} Ada',
+    ]) {
       const result = validateStudentDetails({ ...details, firstName });
       assert.deepEqual(result, { ok: true, value: { ...details, firstName } }, JSON.stringify(firstName));
     }

@@ -22,7 +22,9 @@ const MEMBER_SLOTS = 64;
  * the partitions the two have in common wait behind the other layout's consumer (single active consumer), as always.
  */
 export function memberSlotFirstKey(partitions: number): number {
-  return MEMBER_SLOT_FIRST_KEY + (partitions - 1) * MEMBER_SLOTS;
+  // From the second range on: the first is the one every layout shared before, still held by workers of older code
+  // during an upgrade, which would otherwise count a new worker of any layout among them.
+  return MEMBER_SLOT_FIRST_KEY + partitions * MEMBER_SLOTS;
 }
 
 /** How often a worker looks at who else is running and hands over or takes partitions. */

@@ -115,8 +115,7 @@ export class ResponseReplayStore {
     mark?: number,
   ): Promise<void> {
     const entry: Entry = { response, expiresAt: Date.now() + windowMs, at };
-    if (!this.#fresh(group, entry) || (mark !== undefined && this.#invalidations.heardSince(group, mark)))
-      return;
+    if (!this.#fresh(group, entry, mark)) return;
     this.#keep(group, key, response, entry.expiresAt, at);
     if (this.#connection.isMemory) return;
     const redisKey = this.#redisKey(group);
@@ -156,8 +155,8 @@ export class ResponseReplayStore {
     );
   }
 
-  #fresh(group: string, entry: Entry): boolean {
-    return entry.expiresAt > Date.now() && this.isCurrent(group, entry.at);
+  #fresh(group: string, entry: Entry, mark?: number): boolean {
+    return entry.expiresAt > Date.now() && this.isCurrent(group, entry.at, mark);
   }
 
   #keep(group: string, key: string, response: StoredResponse, expiresAt: number, at: number): void {

@@ -130,6 +130,28 @@ export function legalText(maxLength: number, { spaces = true, controls = true } 
 }
 
 /**
+ * The API's rule for what a name may hold beyond visible text, said again: no character that hides text. Of the
+ * invisible ones, a name keeps only the variation selectors (Mongolian's too), tag characters inside a subdivision
+ * flag, and, between other characters, the joiners, the directional marks, the Mongolian vowel separator and the
+ * combining grapheme joiner. Nor may it begin with a combining mark.
+ */
+export function isLegalName(name: string): boolean {
+  if (/^\p{M}/u.test(name)) return false;
+  const chars = [...name.replace(/\u{1f3f4}[\u{e0020}-\u{e007e}]+\u{e007f}/gu, '\u{1f3f4}')];
+  return chars.every((char, index) => {
+    if (!/[\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/u.test(char)) return true;
+    if (/[\u180b-\u180d\u180f\ufe00-\ufe0f\u{e0100}-\u{e01ef}]/u.test(char)) return true;
+    const between = index > 0 && index < chars.length - 1;
+    return between && ['\u200c', '\u200d', '\u200e', '\u200f', '\u061c', '\u180e', '\u034f'].includes(char);
+  });
+}
+
+/** A name the API accepts, as hostile as it gets otherwise (`maxLength` code units). */
+export function legalName(maxLength: number): fc.Arbitrary<string> {
+  return legalText(maxLength, { controls: false }).filter((name) => isLegalName(name.trim()));
+}
+
+/**
  * The API's email rule, said again: one @, no whitespace, parts between dots never empty (two at least in the
  * domain), nothing invisible.
  */

@@ -16,8 +16,9 @@ import {
   jsonText,
   jsonTree,
   isLegalEmail,
+  isLegalName,
   legalEmail,
-  legalText,
+  legalName,
   malformedJson,
   NASTY_FRAGMENTS,
   pathSegment,
@@ -130,7 +131,10 @@ function judgeStudentBody(body: string | undefined, contentType: string | undefi
     if (typeof raw !== 'string') continue;
     const trimmed = raw.trim();
     const storable = isWellFormed(trimmed) && !trimmed.includes('\u0000') && isPlainText(trimmed);
-    const ok = field === 'email' ? isLegalEmail(trimmed) && storable : isVisibleText(trimmed) && storable;
+    const ok =
+      field === 'email'
+        ? isLegalEmail(trimmed) && storable
+        : isVisibleText(trimmed) && storable && isLegalName(trimmed);
     if (ok) expected[field] = trimmed;
     else ruleErrors.push(field);
   }
@@ -139,7 +143,7 @@ function judgeStudentBody(body: string | undefined, contentType: string | undefi
 
 /** A value for one student field: legal, hostile text, empty, too long, or not a string at all. */
 function fieldValue(field: Field): fc.Arbitrary<JsonTree> {
-  const legal = field === 'email' ? legalEmail : legalText(MAX_LENGTH[field], { controls: false });
+  const legal = field === 'email' ? legalEmail : legalName(MAX_LENGTH[field]);
   return fc.oneof(
     { weight: 4, arbitrary: legal },
     { weight: 4, arbitrary: hostileString },
@@ -178,8 +182,8 @@ const studentBodyTree: fc.Arbitrary<JsonTree> = fc
 const validStudentBody: fc.Arbitrary<Partial<Record<Field, string>>> = fc
   .record(
     {
-      firstName: legalText(90, { controls: false }),
-      lastName: legalText(90, { controls: false }),
+      firstName: legalName(90),
+      lastName: legalName(90),
       email: legalEmail.filter((email) => email.length <= 250 && isLegalEmail(email.trim())),
       padding: fc.constantFrom('', ' ', '\t', '\u00a0', '\u2003', '\n '),
     },

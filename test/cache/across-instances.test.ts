@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, mock, test } from 'node:test';
 import { Redis } from 'ioredis';
+import { sha256 } from '../../src/apps/webapi/plugins/caller.ts';
 import { openTestDatabase, studentsTableLock, type TestDatabase } from '../support/databases.ts';
 import { startRole } from '../support/role-process.ts';
 import { deleteRedisKeys, needsPostgres, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
@@ -382,6 +383,46 @@ describe('cache, deduplication and idempotency across instances', requirements, 
       `select count(*)::int as n from students where email = '${key}@example.com'`,
     );
     assert.equal((rows as unknown as { rows: { n: number }[] }).rows[0]?.n, 1);
+  });
+
+  test('a committed keyed write whose process died before storing its answer: a retry gets that write at once, not 409 until the lease ends', async () => {
+    const key = uniqueName('key');
+    const body = JSON.stringify({ firstName: 'Melba', lastName: 'Roy', email: `${key}@example.com` });
+    const first = await create(a, { 'idempotency-key': key }, body);
+    assert.equal(first.status, 201);
+    // What a process that died between its commit and storing the answer leaves in Redis: its claim, on its lease.
+    const redis = new Redis(REDIS_URL);
+    try {
+      const [stored] = await redis.keys(`${keyPrefix}idempotency:*:${sha256(key)}`);
+      assert.ok(stored, 'the answer is stored');
+      const { fingerprint } = JSON.parse((await redis.get(stored))!) as { fingerprint: string };
+      await redis.set(stored, JSON.stringify({ fingerprint }), 'PX', 30_000);
+    } finally {
+      redis.disconnect();
+    }
+
+    const retried = await create(b, { 'idempotency-key': key }, body);
+    assert.equal(retried.status, 201, 'the write is done: not in progress');
+    assert.equal(retried.headers.get('idempotent-replayed'), 'true');
+    assert.equal(retried.headers.get('location'), first.headers.get('location'));
+    const reused = await create(b, { 'idempotency-key': key }, '{"firstName":"Other"}');
+    assert.equal(reused.status, 422, 'another request under the key is still refused');
+
+    // A request still running (its transaction not committed) is in progress, as before.
+    const running = uniqueName('key');
+    const lock = await studentsTableLock(testDb.url);
+    try {
+      let pending!: Promise<Response>;
+      await lock.whileLocked(async () => {
+        pending = create(a, { 'idempotency-key': running }, body.replace(key, running));
+        await lock.waiting();
+        const again = await create(b, { 'idempotency-key': running }, body.replace(key, running));
+        assert.equal(again.status, 409);
+      });
+      assert.equal((await pending).status, 201);
+    } finally {
+      await lock.end();
+    }
   });
 
   test('a keyed write retried after Redis lost its answer and the version fence caches nothing old: a deleted student stays deleted, an update at its newest version, on every instance', async () => {

@@ -19,7 +19,7 @@ import { startTracing } from '../../infrastructure/observability/tracing.ts';
 import type { Database } from '../../infrastructure/persistence/database.ts';
 import { pruneIdempotencyKeys, schedulePruning } from '../../infrastructure/persistence/retention.ts';
 import { SqlStudentQueries } from '../../infrastructure/persistence/sql-student-queries.ts';
-import { SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
+import { isKeyUsed, SqlUnitOfWork } from '../../infrastructure/persistence/sql-unit-of-work.ts';
 import {
   openProcessResources,
   type ProcessResources,
@@ -116,7 +116,11 @@ export async function createWebApi({
     ...(deps.healthChecks ?? []),
   ]);
   // Before the routes: they pick up their hooks from each route's config as it is added.
-  await app.register(idempotencyPlugin, { store: cache.idempotency, ...config.idempotency });
+  await app.register(idempotencyPlugin, {
+    store: cache.idempotency,
+    isKeyUsed: (key) => isKeyUsed(database.sql, key),
+    ...config.idempotency,
+  });
   await app.register(dedupPlugin, { store: cache.responses, metrics: cache.metrics });
   // After deduplication, which stores the 200 that a conditional GET then turns into a 304.
   await app.register(conditionalGetPlugin);

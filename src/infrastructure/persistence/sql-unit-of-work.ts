@@ -56,6 +56,11 @@ const statements = {
     'update idempotency_keys set outcome = $2 where key = $1',
   ),
   releaseKey: sqlStatement('idempotency_release', 'delete from idempotency_keys where key = $1'),
+  // Outside any transaction: a claim not yet committed is not seen, nor waited for.
+  keyUsed: sqlStatement(
+    'idempotency_key_used',
+    'select 1 from idempotency_keys where key = $1 and outcome is not null and expires_at > now()',
+  ),
   // In id order, so two transactions locking overlapping sets cannot deadlock.
   findManyForUpdate: sqlStatement(
     'students_find_many_for_update',
@@ -244,6 +249,14 @@ function sqlIdempotencyKeys(tx: SqlExecutor): IdempotencyKeys {
       await tx.query(statements.releaseKey, [key]);
     },
   };
+}
+
+/**
+ * Whether a committed write used `key` (a `KeyedRequest`'s) and it has not expired: a retry of that write would get
+ * its outcome back, not run, and need not wait for the first attempt's answer.
+ */
+export async function isKeyUsed(sql: SqlExecutor, key: string): Promise<boolean> {
+  return (await sql.query(statements.keyUsed, [key])).length > 0;
 }
 
 type PendingChange =

@@ -43,6 +43,8 @@ declare module 'fastify' {
 
 export interface IdempotencyPluginOptions {
   readonly store: IdempotencyStore;
+  /** Whether a committed write used a key (a `KeyedRequest`'s): then its request is over, whatever Redis says. */
+  readonly isKeyUsed: (key: string) => Promise<boolean>;
   readonly ttlSeconds: number;
   readonly leaseSeconds: number;
 }
@@ -89,7 +91,7 @@ export function markReplayed(reply: FastifyReply): FastifyReply {
 
 async function idempotencyPlugin(
   app: FastifyInstance,
-  { store, ttlSeconds, leaseSeconds }: IdempotencyPluginOptions,
+  { store, isKeyUsed, ttlSeconds, leaseSeconds }: IdempotencyPluginOptions,
 ): Promise<void> {
   const ttlMs = ttlSeconds * 1_000;
   const leaseMs = leaseSeconds * 1_000;
@@ -180,6 +182,16 @@ async function idempotencyPlugin(
       }
       if (existing.fingerprint !== fingerprint) return sendProblem(reply, idempotencyKeyReused(instance));
       if (!existing.response) {
+        // The write may have committed, its answer never stored: its process died in between (the claim stays until
+        // its lease ends), or Redis was away. Then it runs again only to get that write's outcome back.
+        const used = await isKeyUsed(keyedWrite.key).catch((error: unknown) => {
+          request.log.warn({ err: error }, 'idempotency key not looked up in the database');
+          return false;
+        });
+        if (used) {
+          request.keyedWrite = keyedWrite;
+          return;
+        }
         void reply.header('retry-after', '1');
         return sendProblem(
           reply,

@@ -93,7 +93,13 @@ describe('the OpenAPI document', () => {
 
   test('declares only the schemas an operation uses: no StudentInput, named like a body but shaped like a student', () => {
     const declared = Object.keys((document.components as { schemas?: object } | undefined)?.schemas ?? {});
-    assert.deepEqual(declared.sort(), ['ProblemDetails', 'Student', 'StudentPage']);
+    assert.deepEqual(declared.sort(), [
+      'ProblemDetails',
+      'Student',
+      'StudentPage',
+      'UnavailableProblem',
+      'VersionConflictProblem',
+    ]);
     const text = JSON.stringify(document);
     for (const name of declared)
       assert.ok(text.includes(`"#/components/schemas/${name}"`), `${name} is used`);
@@ -102,11 +108,11 @@ describe('the OpenAPI document', () => {
   test('lists exactly the statuses each operation answers with (write limit on, auth off)', () => {
     const expected = new Map<Route, string[]>([
       [LIST, ['200', '304', '400', '412', '503']],
-      [GET, ['200', '304', '400', '404', '412', '503']],
+      [GET, ['200', '304', '400', '404', '412', '414', '503']],
       [POST, ['201', '400', '409', '412', '413', '415', '422', '429', '503']],
-      [PUT, ['200', '400', '404', '409', '412', '413', '415', '422', '429', '503']],
+      [PUT, ['200', '400', '404', '409', '412', '413', '414', '415', '422', '429', '503']],
       // DELETE reads a body it is sent (413, 415) and ignores it; its 422 is a reused Idempotency-Key.
-      [DELETE, ['204', '400', '404', '409', '412', '413', '415', '422', '429', '503']],
+      [DELETE, ['204', '400', '404', '409', '412', '413', '414', '415', '422', '429', '503']],
     ]);
     for (const [route, statuses] of expected)
       assert.deepEqual(Object.keys(operation(document, route).responses).sort(), statuses, name(route));

@@ -7,19 +7,29 @@ import { Routes } from '../../contracts/routes.ts';
 import type { HttpServer } from './http-server.ts';
 import { PROBLEM_JSON } from './problem-details.ts';
 
-/** The wire shape of `ProblemDetails` (problem-details.ts); extension members such as `dependency` pass through. */
-const ProblemDetailsSchema = z
-  .object({
-    type: z.string(),
-    title: z.string(),
-    status: z.number().int(),
-    detail: z.string().optional(),
-    instance: z.string().optional(),
-    code: z.string(),
-    errors: z.array(z.object({ field: z.string(), reason: z.string() })).optional(),
-  })
-  .loose()
-  .meta({ id: 'ProblemDetails' });
+const problemMembers = {
+  type: z.string(),
+  title: z.string(),
+  status: z.number().int(),
+  detail: z.string().optional(),
+  instance: z.string().optional(),
+  code: z.string(),
+  errors: z.array(z.object({ field: z.string(), reason: z.string() })).optional(),
+};
+
+/**
+ * The wire shape of `ProblemDetails` (problem-details.ts). Extension members a route sends are declared where it
+ * sends them (`problemWith`), so a generated client types them; any other passes through.
+ */
+const ProblemDetailsSchema = z.object(problemMembers).loose().meta({ id: 'ProblemDetails' });
+
+/** A problem with extension members of its own (RFC 9457 §3.2), named `id` in the document. */
+export function problemWith(id: string, members: z.ZodRawShape): z.ZodType {
+  return z
+    .object({ ...problemMembers, ...members })
+    .loose()
+    .meta({ id });
+}
 
 /** A response header as the document shows it: a JSON Schema and what it means. */
 export interface ResponseHeader {
@@ -55,8 +65,12 @@ export function jsonResponse<Schema extends z.ZodType>(
   return withBody('application/json', schema, description, headers);
 }
 
-export function problemResponse(description: string, headers?: ResponseHeaders) {
-  return withBody(PROBLEM_JSON, ProblemDetailsSchema, description, headers);
+export function problemResponse(
+  description: string,
+  headers?: ResponseHeaders,
+  schema: z.ZodType = ProblemDetailsSchema,
+) {
+  return withBody(PROBLEM_JSON, schema, description, headers);
 }
 
 /** A response without a body (204, 304). Its headers travel in the schema's metadata, which @fastify/swagger reads. */
@@ -68,6 +82,9 @@ export function emptyResponse(description: string, headers?: ResponseHeaders) {
 export const serviceUnavailable = problemResponse(
   'A dependency (database, cache, key set) cannot be reached, or this instance is shutting down: try again',
   RETRY_AFTER,
+  problemWith('UnavailableProblem', {
+    dependency: z.string().optional().describe('What cannot be reached (`DEPENDENCY.UNAVAILABLE` only)'),
+  }),
 );
 
 /**

@@ -6,6 +6,7 @@ import {
   emptyResponse,
   jsonResponse,
   problemResponse,
+  problemWith,
   RETRY_AFTER,
   serviceUnavailable,
   type ResponseHeaders,
@@ -93,9 +94,21 @@ const notFound = (headers?: ResponseHeaders) => problemResponse('No student has 
 const tooLarge = problemResponse('The body is over 64 KiB');
 const notJson = problemResponse(
   'The body is not application/json in UTF-8, or is sent with a Content-Encoding other than identity',
+  {
+    'Accept-Encoding': {
+      type: 'string',
+      enum: ['identity'],
+      description: 'With a compressed body (RFC 7694): send it uncompressed',
+    },
+  },
 );
-const stale = (preconditions: string, headers: ResponseHeaders) =>
-  problemResponse(`${preconditions}; ETag is the student's current one`, headers);
+// find-my-way's limit on a path parameter (maxParamLength), met before the id is validated.
+const idTooLong = problemResponse('The id is over 100 characters');
+const stale = (preconditions: string, headers: ResponseHeaders, schema?: z.ZodType) =>
+  problemResponse(`${preconditions}; ETag is the student's current one`, headers, schema);
+const VersionConflictProblem = problemWith('VersionConflictProblem', {
+  currentVersion: z.number().int().describe("The student's version: its ETag is this number in quotes"),
+});
 const inProgress = problemResponse(
   'A request with this Idempotency-Key is still running: retry after Retry-After seconds',
   RETRY_AFTER,
@@ -123,7 +136,9 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
     412: stale(
       "If-Match or If-None-Match does not hold; the problem's `currentVersion` is the student's version",
       replayedWithEtag,
+      VersionConflictProblem,
     ),
+    414: idTooLong,
     413: tooLarge,
     415: notJson,
     503: serviceUnavailable,
@@ -158,6 +173,7 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
         400: invalid('the id, a query parameter (this route takes none), If-Match or If-None-Match'),
         404: notFound(DEDUPLICATED),
         412: stale('If-Match does not name the current ETag', { ...ETAG, ...DEDUPLICATED }),
+        414: idTooLong,
         503: serviceUnavailable,
       },
     },
@@ -183,7 +199,13 @@ export function studentOpenApi({ idempotencyTtlSeconds }: StudentOpenApiOptions)
       },
     },
     update: {
-      headers: writeHeaders,
+      headers: writeHeaders.extend({
+        'cache-control': optionalHeader(
+          '`no-cache` runs the write even when an identical one was answered within the deduplication window ' +
+            '(fetch adds it to a request with If-Match or If-None-Match, whose precondition keeps a repeat from ' +
+            'applying twice anyway)',
+        ),
+      }),
       response: {
         200: jsonResponse(Student, 'Updated', replayedWithEtag),
         ...writeProblems,

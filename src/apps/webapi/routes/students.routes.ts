@@ -106,12 +106,15 @@ function registerUnder(
   const tags = ['Students'];
   // An alias shares the canonical routes' Idempotency-Keys: a retry may take either path.
   const keyed = (suffix: string) => (alias ? { aliasOf: `${Routes.students}${suffix}` } : true);
+  // What generated clients name their methods after; the aliases are not in the document.
+  const named = (operationId: string) => (alias ? {} : { operationId });
 
   typed.get(
     base,
     {
       schema: {
         hide: alias,
+        ...named('listStudents'),
         tags,
         summary: 'List students, oldest first, one keyset page at a time',
         querystring: ListQuery,
@@ -134,6 +137,7 @@ function registerUnder(
       config: { dedup: { windowSeconds: dedup.getWindowSeconds, group: byStudent } },
       schema: {
         hide: alias,
+        ...named('getStudent'),
         tags,
         summary: 'Get one student; Cache-Control: no-cache reads the database',
         params: StudentIdParams,
@@ -159,6 +163,7 @@ function registerUnder(
       config: { idempotency: keyed('') },
       schema: {
         hide: alias,
+        ...named('createStudent'),
         tags,
         summary: 'Create a student; fields left out are generated. Honors Idempotency-Key',
         querystring: NoQuery,
@@ -205,6 +210,7 @@ function registerUnder(
       },
       schema: {
         hide: alias,
+        ...named('replaceStudent'),
         tags,
         summary:
           'Replace a student: fields left out are generated anew, not kept (send every field). Honors Idempotency-Key',
@@ -237,6 +243,7 @@ function registerUnder(
       config: { idempotency: keyed('/:id'), dedup: { windowSeconds: 0, invalidates: byStudentApiWrites } },
       schema: {
         hide: alias,
+        ...named('deleteStudent'),
         tags,
         summary: 'Delete a student. Honors Idempotency-Key',
         params: StudentIdParams,

@@ -27,3 +27,21 @@ test('runs at once and then on schedule, one run at a time (a tick during a run 
   await sleep(50);
   assert.equal(runs, stoppedAt, 'nothing runs after stop()');
 });
+
+test('stop() aborts the signal the run under way was given: a long run (a retention catching up) ends early', async () => {
+  let aborted = false;
+  const periodic = runPeriodically(
+    (stopping) =>
+      new Promise<void>((resolve) => {
+        const done = setTimeout(resolve, 60_000);
+        stopping.addEventListener('abort', () => {
+          aborted = true;
+          clearTimeout(done);
+          resolve();
+        });
+      }),
+    120_000,
+  );
+  await periodic.stop();
+  assert.ok(aborted, 'the run was told to stop');
+});

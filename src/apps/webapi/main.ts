@@ -163,7 +163,7 @@ export async function createWebApi({
     app,
     async start() {
       // Every instance prunes (deleting the same expired keys twice is harmless).
-      pruning = schedulePruning(() => pruneIdempotencyKeys(database, new Date()), {
+      pruning = schedulePruning((stopping) => pruneIdempotencyKeys(database, new Date(), stopping), {
         everyMs: Math.max(
           IDEMPOTENCY_KEYS_PRUNE_EVERY_MS.least,
           Math.min(IDEMPOTENCY_KEYS_PRUNE_EVERY_MS.most, config.idempotency.ttlSeconds * 1_000),

@@ -182,7 +182,12 @@ export function createWorker({
         }
         state = 'consuming';
         pruning = schedulePruning(
-          () => pruneInbox(database, new Date(Date.now() - config.worker.inboxRetentionSeconds * 1_000)),
+          (stopping) =>
+            pruneInbox(
+              database,
+              new Date(Date.now() - config.worker.inboxRetentionSeconds * 1_000),
+              stopping,
+            ),
           { everyMs: INBOX_PRUNE_EVERY_MS, logger: log, what: 'inbox' },
         );
         return health;

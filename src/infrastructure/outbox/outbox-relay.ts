@@ -47,6 +47,12 @@ const DEFAULT_RELAY_OPTIONS: OutboxRelayOptions = {
 // Every relay on one database competes for this advisory lock; the holder is the only one publishing.
 const RELAY_LOCK_KEY = 4_224_712;
 const CLEANUP_EVERY_MS = 60_000;
+/**
+ * How long one cleanup may hold publishing up. Expired rows left over are deleted after the next drain, at once: a
+ * backlog of them (after a broker outage, when no cleanup runs, or a shortened retention) delays new messages by at
+ * most this much at a time, not for the minutes all of it takes.
+ */
+const CLEANUP_BUDGET_MS = 250;
 /** At most one failure line per this long, with how many more there were. */
 const ERROR_LOG_EVERY_MS = 30_000;
 /** How long the broker's health check waits for the broker's answer, and for the backlog count before it leaves it out. */
@@ -321,7 +327,8 @@ export class OutboxRelay {
         await this.#drain(leading.signal);
         failures = 0;
         this.#lastError = undefined;
-        await this.#cleanUp();
+        // Expired rows left over: drain again (new rows go out first), then delete the next part.
+        if (await this.#cleanUp()) continue;
         await this.#idle(this.#options.pollIntervalMs, true);
       } catch (error) {
         if (this.#stopping.signal.aborted) break; // abandoned by stop(), not failed
@@ -439,11 +446,18 @@ export class OutboxRelay {
     this.#published += rows.length;
   }
 
-  async #cleanUp(): Promise<void> {
-    if (Date.now() - this.#lastCleanup < CLEANUP_EVERY_MS) return;
-    this.#lastCleanup = Date.now();
+  /** Deletes expired sent rows, for at most CLEANUP_BUDGET_MS; true when some are left for right after the next drain. */
+  async #cleanUp(): Promise<boolean> {
+    if (Date.now() - this.#lastCleanup < CLEANUP_EVERY_MS) return false;
     const cutoff = new Date(Date.now() - this.#options.retentionMs);
-    await pruneSentOutbox(this.#database, cutoff, this.#stopping.signal);
+    const { complete } = await pruneSentOutbox(
+      this.#database,
+      cutoff,
+      this.#stopping.signal,
+      CLEANUP_BUDGET_MS,
+    );
+    if (complete || this.#stopping.signal.aborted) this.#lastCleanup = Date.now();
+    return !complete && !this.#stopping.signal.aborted;
   }
 
   /**

@@ -37,40 +37,51 @@ const deleteSentBefore = sqlStatement(
 
 /**
  * Deletes what `statement` selects before `cutoff`, a few thousand rows per statement: no transaction holds many
- * row locks for long, next to the writers' own, nor runs into the statement timeout.
+ * row locks for long, next to the writers' own, nor runs into the statement timeout. Stops between batches on
+ * `stopping`, or once `until` (an epoch ms) has passed; `complete` tells whether nothing past its retention is left.
  */
 async function deleteInBatches(
   database: Database,
   statement: SqlStatement,
   cutoff: Date,
   stopping?: AbortSignal,
-): Promise<number> {
+  until = Number.POSITIVE_INFINITY,
+): Promise<{ deleted: number; complete: boolean }> {
   let deleted = 0;
   // Stopped between batches: what is left goes next time.
-  while (!stopping?.aborted) {
+  while (!stopping?.aborted && Date.now() < until) {
     const [row] = await guardDatabase(() =>
       database.sql.query<{ count: number }>(statement, [cutoff, PRUNE_BATCH]),
     );
     const count = row?.count ?? 0;
     deleted += count;
-    if (count < PRUNE_BATCH) break;
+    if (count < PRUNE_BATCH) return { deleted, complete: true };
   }
-  return deleted;
+  return { deleted, complete: false };
 }
 
 /** Forgets the messages handled before `cutoff`, so the inbox does not grow without end. */
-export function pruneInbox(database: Database, cutoff: Date): Promise<number> {
-  return deleteInBatches(database, deleteProcessedBefore, cutoff);
+export function pruneInbox(database: Database, cutoff: Date, stopping?: AbortSignal): Promise<number> {
+  return deleteInBatches(database, deleteProcessedBefore, cutoff, stopping).then(({ deleted }) => deleted);
 }
 
-/** Deletes the outbox rows published before `cutoff` (a relay keeps them a while, for diagnosis). */
-export function pruneSentOutbox(database: Database, cutoff: Date, stopping: AbortSignal): Promise<number> {
-  return deleteInBatches(database, deleteSentBefore, cutoff, stopping);
+/**
+ * Deletes the outbox rows published before `cutoff` (a relay keeps them a while, for diagnosis), for at most
+ * `budgetMs`: the relay publishes nothing meanwhile, and a backlog of expired rows (an outage, a shortened retention)
+ * can take minutes to delete. `complete` is false when some are left for the next call.
+ */
+export function pruneSentOutbox(
+  database: Database,
+  cutoff: Date,
+  stopping: AbortSignal,
+  budgetMs = Number.POSITIVE_INFINITY,
+): Promise<{ deleted: number; complete: boolean }> {
+  return deleteInBatches(database, deleteSentBefore, cutoff, stopping, Date.now() + budgetMs);
 }
 
 /** Deletes the idempotency keys expired at `now` (a claim already takes an expired key over). */
-export function pruneIdempotencyKeys(database: Database, now: Date): Promise<number> {
-  return deleteInBatches(database, deleteExpiredKeys, now);
+export function pruneIdempotencyKeys(database: Database, now: Date, stopping?: AbortSignal): Promise<number> {
+  return deleteInBatches(database, deleteExpiredKeys, now, stopping).then(({ deleted }) => deleted);
 }
 
 /**
@@ -78,12 +89,12 @@ export function pruneIdempotencyKeys(database: Database, now: Date): Promise<num
  * is only kept longer.
  */
 export function schedulePruning(
-  prune: () => Promise<number>,
+  prune: (stopping: AbortSignal) => Promise<number>,
   { everyMs, logger, what }: { readonly everyMs: number; readonly logger: Logger; readonly what: string },
 ): Periodic {
   return runPeriodically(
-    () =>
-      prune().then(
+    (stopping) =>
+      prune(stopping).then(
         (deleted) => {
           if (deleted > 0) logger.info({ deleted }, `${what}: deleted what is past its retention`);
         },

@@ -15,7 +15,11 @@ import { updateStudent } from '../../src/application/students/update-student.ts'
 import { mergeTopologies, topicExchange } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
-import { OutboxRelay, type BeforePublish } from '../../src/infrastructure/outbox/outbox-relay.ts';
+import {
+  BACKLOG_COUNTED,
+  OutboxRelay,
+  type BeforePublish,
+} from '../../src/infrastructure/outbox/outbox-relay.ts';
 import {
   openDatabase,
   type Database,
@@ -555,6 +559,47 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
     await stalled.backlog();
     assert.equal(counts, 2, 'a caller after it counts again');
   });
+
+  for (const kind of ['postgres', 'pglite'] as const)
+    test(`the backlog is counted up to ${BACKLOG_COUNTED} rows; past that it is the span of their positions, an upper bound read from the index (${kind})`, async () => {
+      const own = await openTestDatabase(kind);
+      try {
+        const counter = relayOn(own.database, bus);
+        const add = (rows: number) =>
+          own.database.sql.query(
+            {
+              name: 'test_outbox_backlog_rows',
+              text: `insert into outbox (id, exchange, routing_key, type, subject, payload, occurred_at)
+                     select gen_random_uuid(), 'students', 'student.updated', 'StudentUpdated', 'backlog',
+                       '{}'::jsonb, now() from generate_series(1, $1::int)`,
+            },
+            [rows],
+          );
+        const sendOne = (position: 'min' | 'middle') =>
+          own.database.sql.query(
+            {
+              name: `test_outbox_send_${position}`,
+              text: `update outbox set sent_at = now() where seq = (select ${
+                position === 'min' ? 'min(seq)' : '(min(seq) + max(seq)) / 2'
+              } from outbox where sent_at is null)`,
+            },
+            [],
+          );
+        await add(5);
+        await sendOne('middle');
+        assert.equal(await counter.backlog(), 4, 'a small backlog is counted, gaps and all');
+        await add(BACKLOG_COUNTED + 1_000);
+        assert.equal(await counter.backlog(), BACKLOG_COUNTED + 1_004 + 1, 'the span includes the sent row');
+        await sendOne('min');
+        assert.equal(
+          await counter.backlog(),
+          BACKLOG_COUNTED + 1_004,
+          'the span starts at the oldest unsent row',
+        );
+      } finally {
+        await own.dispose();
+      }
+    });
 
   test('a sent row is deleted once it is older than the retention; a younger one stays', async () => {
     await relay?.stop();

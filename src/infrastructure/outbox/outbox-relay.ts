@@ -53,6 +53,11 @@ const CLEANUP_EVERY_MS = 60_000;
  * most this much at a time, not for the minutes all of it takes.
  */
 const CLEANUP_BUDGET_MS = 250;
+/**
+ * The backlog is counted row by row up to this many; above it, it is the span of the unsent rows' positions, an
+ * upper bound (exact while none in between was sent) that takes two index probes whatever its size.
+ */
+export const BACKLOG_COUNTED = 10_000;
 /** At most one failure line per this long, with how many more there were. */
 const ERROR_LOG_EVERY_MS = 30_000;
 /** How long the broker's health check waits for the broker's answer, and for the backlog count before it leaves it out. */
@@ -98,7 +103,17 @@ const statements = {
      order by outbox.seq limit $2`,
   ),
   markSent: sqlStatement('outbox_mark_sent', 'update outbox set sent_at = $1 where id = any($2::uuid[])'),
-  backlog: sqlStatement('outbox_backlog', 'select count(*)::int as count from outbox where sent_at is null'),
+  // Counted up to BACKLOG_COUNTED; past that (a long broker outage: hundreds of thousands of rows, whose count takes
+  // longer than a health check waits), the span of their positions, read from both ends of the unsent index.
+  backlog: sqlStatement(
+    'outbox_backlog',
+    `with counted as (
+       select count(*)::int as n from (select 1 from outbox where sent_at is null limit $1 + 1) unsent
+     )
+     select case when n <= $1 then n
+       else (select (max(seq) - min(seq) + 1)::int from outbox where sent_at is null) end as count
+     from counted`,
+  ),
   resendUnhandled: sqlStatement(
     'outbox_resend_unhandled',
     `update outbox set sent_at = null
@@ -461,8 +476,9 @@ export class OutboxRelay {
   }
 
   /**
-   * Rows not published yet (by any relay of this database). Callers at the same time share one count: while the
-   * database stalls, health probes and scrapes do not each add a query waiting on the pool.
+   * Rows not published yet (by any relay of this database; above BACKLOG_COUNTED, an upper bound). Callers at the
+   * same time share one count: while the database stalls, health probes and scrapes do not each add a query waiting
+   * on the pool.
    */
   backlog(): Promise<number> {
     this.#backlogCount ??= this.#countBacklog().finally(() => (this.#backlogCount = undefined));
@@ -471,7 +487,7 @@ export class OutboxRelay {
 
   async #countBacklog(): Promise<number> {
     const [row] = await guardDatabase(() =>
-      this.#database.sql.query<{ count: number }>(statements.backlog, []),
+      this.#database.sql.query<{ count: number }>(statements.backlog, [BACKLOG_COUNTED]),
     );
     return row?.count ?? 0;
   }

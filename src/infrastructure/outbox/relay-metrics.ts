@@ -1,5 +1,5 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { OutboxRelay, RelayRole } from './outbox-relay.ts';
+import { BACKLOG_COUNTED, type OutboxRelay, type RelayRole } from './outbox-relay.ts';
 import type { BreakerState } from '../resilience/resilience-policy.ts';
 
 const ROLES: readonly RelayRole[] = ['starting', 'leader', 'standby', 'stopped'];
@@ -10,7 +10,9 @@ export function registerRelayMetrics(registry: Registry, relay: OutboxRelay): vo
   const registers = [registry];
   new Gauge({
     name: 'outbox_backlog_messages',
-    help: 'Outbox rows not published yet (the whole database: every relay reports the same backlog).',
+    help:
+      'Outbox rows not published yet (the whole database: every relay reports the same backlog). Above ' +
+      `${BACKLOG_COUNTED}, the span of their positions: an upper bound, exact while none in between was sent.`,
     registers,
     async collect() {
       // A database that cannot answer leaves the last value; /health says why.

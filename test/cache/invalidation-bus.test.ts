@@ -37,4 +37,41 @@ describe('invalidation bus (Redis)', await needsRedis(), () => {
     await publisher.publish(channel, '2000 9 other-instance student-bad');
     await until(() => bus.newestVersion('student-bad') === 9, 'version 9 heard');
   });
+  test('an older instance, reading everything after the first space as the group, hears the right group', async () => {
+    await bus.ready();
+    // As releases before versions in messages read them (6e52642 and before: invalidation-bus.ts, the 'message' listener).
+    const older = new Redis(REDIS_URL);
+    const heard: { group: string; at: number }[] = [];
+    older.on('message', (_channel: string, message: string) => {
+      const separator = message.indexOf(' ');
+      heard.push({ group: message.slice(separator + 1), at: Number(message.slice(0, separator)) });
+    });
+    try {
+      await older.subscribe(channel);
+      await bus.invalidate('student-rolling', 5000, 7);
+      await until(() => heard.length > 0, 'the older instance heard the invalidation');
+      assert.deepEqual(heard, [{ group: 'student-rolling', at: 5000 }]);
+    } finally {
+      older.disconnect();
+    }
+  });
+
+  test("a newer instance's message is heard once, not again as its copy for older instances; its own not at all", async () => {
+    await bus.ready();
+    const otherConnection = new CacheConnection(REDIS_URL, silentLogger);
+    after(() => otherConnection.close());
+    const other = new InvalidationBus(
+      otherConnection,
+      { channel, derivedKey: (group) => `${channel}:${group}` },
+      silentLogger,
+    );
+    await other.ready();
+    const before = bus.mark();
+    await other.invalidate('student-twice', 6000, 3);
+    await until(() => bus.newestVersion('student-twice') === 3, 'the message heard');
+    await bus.invalidate('student-own', 6100, 4); // heard here at once (mark + 1), then echoed on both channels
+    await publisher.publish(channel, '6200 student-marker'); // after both echoes: once heard, they were too
+    await until(() => bus.invalidatedAt('student-marker') === 6200, 'the marker heard');
+    assert.equal(bus.mark() - before, 3, 'the other instance, our own, the marker: once each');
+  });
 });

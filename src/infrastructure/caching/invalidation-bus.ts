@@ -28,7 +28,17 @@ interface Heard extends Invalidation {
  */
 export class InvalidationBus {
   readonly #connection: CacheConnection;
+  /** Where this version's messages (`at version origin group`) go. */
   readonly #channel: string;
+  /**
+   * The channel of before, where every message also goes as `at group`, the only format an instance older than
+   * versions in messages reads right (it takes everything after the first space as the group): during a rolling
+   * upgrade it would otherwise drop nothing a newer instance's write made stale, and replay or coalesce it. The copy
+   * can go (expand, then contract) in a release that no longer has to run beside those.
+   */
+  readonly #legacyChannel: string;
+  /** The instant of each group's latest message on `#channel` (sent or heard): its copy on the legacy one is skipped. */
+  readonly #latestCurrent = new Map<string, number>();
   readonly #listeners: ((group: string) => void)[] = [];
   readonly #heard = new Map<string, Heard>();
   /** Invalidations heard so far, of any group. */
@@ -51,7 +61,9 @@ export class InvalidationBus {
     logger: Logger,
   ) {
     this.#connection = connection;
-    const channel = options.channel;
+    const legacyChannel = options.channel;
+    const channel = `${legacyChannel}:v2`;
+    this.#legacyChannel = legacyChannel;
     this.#channel = channel;
     this.#derivedKey = options.derivedKey;
     connection.onRecovered(() => void this.#publishMissed());
@@ -60,13 +72,17 @@ export class InvalidationBus {
       this.#ready = Promise.resolve();
       return;
     }
+    // Redis delivers one connection's messages in the order they were published, and a message's legacy copy is
+    // published after it: by then its (group, instant) is known here, and the copy is skipped.
     subscriber.on('message', (channelName: string, message: string) => {
-      if (channelName !== channel) return;
+      if (channelName !== channel && channelName !== legacyChannel) return;
       const { origin, group, invalidation } = parseMessage(message);
+      if (channelName === channel) remember(this.#latestCurrent, group, invalidation.at);
+      else if (this.#latestCurrent.get(group) === invalidation.at) return;
       if (origin !== this.#origin) this.#received(group, invalidation);
     });
     const subscribe = () =>
-      subscriber.subscribe(channel).then(
+      subscriber.subscribe(channel, legacyChannel).then(
         () => undefined,
         (error: unknown) => logger.warn({ err: error }, 'cannot subscribe to cache invalidations yet'),
       );
@@ -125,11 +141,13 @@ export class InvalidationBus {
   }
 
   #publish(group: string, { at, version }: Invalidation): Promise<unknown> {
+    remember(this.#latestCurrent, group, at);
     return this.#connection.run((redis) =>
       redis
         .multi()
         .del(this.#derivedKey(group))
         .publish(this.#channel, `${at} ${version} ${this.#origin} ${group}`)
+        .publish(this.#legacyChannel, `${at} ${group}`)
         .exec(),
     );
   }
@@ -167,6 +185,13 @@ function parseMessage(message: string): { origin?: string; group: string; invali
     group: parts.slice(3).join(' '),
     invalidation: { at: number(parts[0]), version: number(parts[1]) },
   };
+}
+
+/** Records the instant of `group`'s latest message, forgetting the oldest group past REMEMBERED. */
+function remember(instants: Map<string, number>, group: string, at: number): void {
+  instants.delete(group);
+  instants.set(group, at);
+  if (instants.size > REMEMBERED) instants.delete(instants.keys().next().value!);
 }
 
 /** Records `group`'s latest invalidation; past REMEMBERED groups, the one invalidated longest ago is forgotten. */

@@ -337,6 +337,32 @@ describe('RabbitMqMessageBus and an exchange type the broker lacks', rabbit, () 
   });
 });
 
+describe('RabbitMqMessageBus and a queue an earlier version declared with other arguments', rabbit, () => {
+  test('declaring it rejects with an error that names the queue and says how to replace it', async () => {
+    const vhost = await createTestVhost();
+    const bus = new RabbitMqMessageBus({
+      url: vhost.url,
+      connectionName: 'queue arguments test',
+      retryLowMs: 200,
+    });
+    try {
+      const queue = { name: 'changed', type: 'quorum' as const, durable: true };
+      await bus.declareTopology({ exchanges: [], queues: [queue], bindings: [] });
+      await assert.rejects(
+        bus.declareTopology({
+          exchanges: [],
+          queues: [{ ...queue, singleActiveConsumer: true }],
+          bindings: [],
+        }),
+        /RabbitMQ has queue 'changed' declared with other arguments, by an earlier version \(.*inequivalent arg 'x-single-active-consumer'.*\): .*rabbitmqctl delete_queue changed/,
+      );
+    } finally {
+      await bus.close();
+      await vhost.delete();
+    }
+  });
+});
+
 describe('RabbitMqMessageBus when the connection is lost while a handler runs', rabbit, () => {
   test('the message, delivered again, is handled only once its first delivery is done, never beside it', async () => {
     const vhost = await createTestVhost();

@@ -113,7 +113,13 @@ export class RabbitMqMessageBus implements MessageBus {
           .catch((error: unknown) => Promise.reject(explainDeclareError(error, exchange))),
       ),
     );
-    await Promise.all(topology.queues.map((queue) => this.connection.queueDeclare(queueParams(queue))));
+    await Promise.all(
+      topology.queues.map((queue) =>
+        this.connection
+          .queueDeclare(queueParams(queue))
+          .catch((error: unknown) => Promise.reject(explainQueueDeclareError(error, queue))),
+      ),
+    );
     await Promise.all(topology.bindings.map((binding) => this.connection.queueBind(bindingParams(binding))));
     const exchangeBindings = topology.exchangeBindings ?? [];
     await Promise.all(
@@ -370,6 +376,21 @@ function explainDeclareError(error: unknown, exchange: ExchangeDeclaration): unk
     : 'enable the RabbitMQ plugin that provides it';
   return new Error(
     `RabbitMQ does not know the exchange type '${exchange.type}' of exchange '${exchange.name}': ${remedy}`,
+    { cause: error },
+  );
+}
+
+/**
+ * A queue's arguments cannot change once it exists: one an earlier version declared otherwise (without
+ * single-active-consumer, say) is refused at every start until an operator replaces it, so say how.
+ */
+function explainQueueDeclareError(error: unknown, queue: QueueDeclaration): unknown {
+  const message = errorMessage(error);
+  if (!/PRECONDITION_FAILED - inequivalent arg/.test(message)) return error;
+  return new Error(
+    `RabbitMQ has queue '${queue.name}' declared with other arguments, by an earlier version (${message}): ` +
+      `let its consumers empty it with the roles that write to it stopped, then delete it once ` +
+      `(rabbitmqctl delete_queue ${queue.name}) and start again (README: Running roles separately)`,
     { cause: error },
   );
 }

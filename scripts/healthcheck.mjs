@@ -2,11 +2,9 @@
 // answer GET /health/ready with 200, and at least one must (a role listens only on its own port).
 import { request } from 'node:http';
 
-const ports = [
-  process.env.API_PORT ?? '5000',
-  process.env.NOTIFICATIONS_PORT ?? '5001',
-  process.env.WORKER_PORT ?? '5002',
-];
+// As in src/config.ts: a blank value is unset (its default port), blanks around a number are not part of it.
+const port = (name, fallback) => process.env[name]?.trim() || fallback;
+const ports = [port('API_PORT', '5000'), port('NOTIFICATIONS_PORT', '5001'), port('WORKER_PORT', '5002')];
 
 /** The status of /health/ready on a port, or undefined when nothing listens there. */
 function readiness(port) {

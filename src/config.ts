@@ -20,17 +20,31 @@ const wholeNumber = (message: string, fallback: number, min: number, max = Numbe
 const port = (fallback: number) =>
   wholeNumber('must be an integer from 0 to 65535 (0 = any free port)', fallback, 0, 65_535);
 
+/** The entries of a comma-separated list of origins, without blanks or empty entries. */
+const originsOf = (value: string): string[] =>
+  value
+    .split(',')
+    .map((origin) => origin.trim())
+    .filter(Boolean);
+
 const LOOPBACK_HOSTS = /^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])$/;
 
+// Schemes whose URL names a server: without a host, the client would quietly connect to localhost.
+const SERVER_SCHEMES = new Set(['amqp:', 'amqps:', 'redis:', 'rediss:']);
+
 const urlWithScheme = (schemes: readonly string[], hint: string) =>
-  z.string().refine((value) => {
-    if (value === 'memory:' && schemes.includes('memory:')) return true;
-    try {
-      return schemes.includes(new URL(value).protocol);
-    } catch {
-      return false;
-    }
-  }, hint);
+  z
+    .string()
+    // URL() drops blanks around a URL, the code that opens it does not: ` memory:` would pass here and then be handed
+    // to the RabbitMQ client, `pglite://memory ` open a directory named `memory `.
+    .refine((value) => value === value.trim(), { error: 'must not start or end with blanks', abort: true })
+    .refine((value) => {
+      if (value === 'memory:' && schemes.includes('memory:')) return true;
+      const url = URL.parse(value);
+      // `MEMORY:` or `memory:x` is memory: to URL(), but not to the code that picks the in-process adapter.
+      if (url === null || url.protocol === 'memory:') return false;
+      return schemes.includes(url.protocol) && !(SERVER_SCHEMES.has(url.protocol) && url.hostname === '');
+    }, hint);
 
 // fetch refuses a URL with a user or password in it ("Request cannot be constructed from a URL that includes
 // credentials"): one read by fetch could never work, and would be logged, password and all, with each failure.
@@ -39,11 +53,28 @@ const withoutCredentials = (value: string) => {
   return url === null || (url.username === '' && url.password === '');
 };
 
-const seconds = (fallback: number, min = 1) =>
-  wholeNumber(`must be a whole number of seconds, at least ${min}`, fallback, min);
+/** The longest delay Node's timers take (about 24.8 days): a longer one fires after 1 ms, with only a warning. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * Durations that end up in the database or Redis as a date or an expiry: up to 100 years, past which PostgreSQL's
+ * intervals and timestamps (and Redis's expiries) overflow, and a request fails at run time instead of here.
+ */
+const MAX_STORED_SECONDS = 100 * 365 * 86_400;
+
+const seconds = (fallback: number, min = 1, max = MAX_STORED_SECONDS) =>
+  wholeNumber(`must be a whole number of seconds, at least ${min}, at most ${max}`, fallback, min, max);
+
+/** Seconds that run a timer: at most what Node's timers hold. */
+const timerSeconds = (fallback: number, min = 1) => seconds(fallback, min, Math.floor(MAX_TIMER_MS / 1_000));
 
 const milliseconds = (fallback: number) =>
-  wholeNumber('must be a whole, positive number of milliseconds', fallback, 1);
+  wholeNumber(
+    `must be a whole, positive number of milliseconds, at most ${MAX_TIMER_MS} (the longest timer Node keeps)`,
+    fallback,
+    1,
+    MAX_TIMER_MS,
+  );
 
 const otlpProtocol = z.enum(['http/protobuf', 'http/json'], { error: 'must be http/protobuf or http/json' });
 
@@ -133,7 +164,7 @@ const ConfigSchema = z.object({
   DEDUP_GET_WINDOW_SECONDS: seconds(30, 0),
   DEDUP_PUT_WINDOW_SECONDS: seconds(5, 0),
   IDEMPOTENCY_TTL_SECONDS: seconds(86_400),
-  IDEMPOTENCY_LEASE_SECONDS: seconds(30),
+  IDEMPOTENCY_LEASE_SECONDS: timerSeconds(30),
   // What an embedded restart can send again (the in-process bus's queues die with the process); with RabbitMQ, sent
   // rows only help a diagnosis, and a day of them is gigabytes on a busy system.
   OUTBOX_SENT_RETENTION_SECONDS: seconds(SENT_OUTBOX_RETENTION_MS / 1_000, 60),
@@ -165,7 +196,7 @@ const ConfigSchema = z.object({
     .string()
     .regex(/^[\w:.-]{1,64}$/, 'must be 1 to 64 letters, digits, or _ : . -')
     .default('notifications:'),
-  SSE_HEARTBEAT_SECONDS: seconds(15),
+  SSE_HEARTBEAT_SECONDS: timerSeconds(15),
   NOTIFICATIONS_MAX_CONNECTIONS: wholeNumber(
     'must be a whole number from 1 to 10000000',
     10_000,
@@ -182,7 +213,7 @@ const ConfigSchema = z.object({
   CORS_ORIGINS: z
     .string()
     .refine(
-      (value) => value.trim() === 'none' || value.split(',').some((origin) => origin.trim() !== ''),
+      (value) => value.trim() === 'none' || originsOf(value).length > 0,
       'must list origins (comma-separated), * for any, or none',
     )
     // A browser sends its Origin as scheme://host[:port], never with a path or a trailing slash: an entry written
@@ -190,21 +221,20 @@ const ConfigSchema = z.object({
     .refine(
       (value) =>
         value.trim() === 'none' ||
-        value
-          .split(',')
-          .map((origin) => origin.trim())
-          .every((origin) => origin === '' || origin === '*' || URL.parse(origin)?.origin === origin),
+        originsOf(value).every((origin) => origin === '*' || URL.parse(origin)?.origin === origin),
       'must list origins as a browser sends them, such as http://localhost:5001 (scheme, host and port, no path or trailing slash), * for any, or none',
     )
+    // `*` means any origin, without credentials: next to listed origins it would silently drop their credentials.
+    .refine((value) => {
+      const origins = originsOf(value);
+      return !origins.includes('*') || origins.length === 1;
+    }, 'must be * alone, or a list of origins without *')
+    .refine((value) => {
+      const origins = originsOf(value);
+      return new Set(origins).size === origins.length;
+    }, 'must list each origin once')
     .default('*')
-    .transform((value) =>
-      value.trim() === 'none'
-        ? []
-        : value
-            .split(',')
-            .map((origin) => origin.trim())
-            .filter(Boolean),
-    ),
+    .transform((value) => (value.trim() === 'none' ? [] : originsOf(value))),
 });
 
 /** Every environment variable the configuration reads. */

@@ -263,6 +263,24 @@ describe('configuration', () => {
       ['RESILIENCE_MAX_RETRY_ATTEMPTS', '21', '20', 'must be a whole number from 0 to 20'],
       ['REPLAY_LOG_MAX_ENTRIES', '99', '100', 'must be a whole number from 100 to 10000000'],
       ['HTTP_MAX_HEADER_BYTES', '1048577', '1048576', 'must be a whole number of bytes from 1024 to 1048576'],
+      // Node's timers hold at most 2^31 - 1 ms: a longer delay fires after 1 ms (a heartbeat every millisecond, a stop
+      // killed at once, every publish timed out).
+      ['SHUTDOWN_TIMEOUT_MS', '2147483648', '2147483647', 'must be a whole, positive number of milliseconds'],
+      [
+        'RESILIENCE_TIMEOUT_MS',
+        '2147483648',
+        '2147483647',
+        'must be a whole, positive number of milliseconds',
+      ],
+      ['SSE_HEARTBEAT_SECONDS', '2147484', '2147483', 'must be a whole number of seconds, at least 1'],
+      ['IDEMPOTENCY_LEASE_SECONDS', '2147484', '2147483', 'must be a whole number of seconds, at least 1'],
+      // PostgreSQL's intervals (and Date) overflow long before MAX_SAFE_INTEGER seconds: a keyed write was a 500.
+      [
+        'IDEMPOTENCY_TTL_SECONDS',
+        '3153600001',
+        '3153600000',
+        'must be a whole number of seconds, at least 1',
+      ],
       ['CACHE_KEY_PREFIX', 'k'.repeat(65), 'k'.repeat(64), 'must be 1 to 64 letters, digits, or _ : . -'],
       [
         'REPLAY_LOG_KEY_PREFIX',
@@ -315,6 +333,36 @@ describe('configuration', () => {
       () => parseConfig({ CACHE_TTL_SECONDS: '99999999999999999999' }),
       (error: ConfigError) => error.message.split('CACHE_TTL_SECONDS:').length === 2,
     );
+  });
+
+  test('a URL is refused when what opens it would read it otherwise: blanks around it, MEMORY:, no server host', () => {
+    const refused: [string, string, RegExp][] = [
+      ['AMQP_URL', 'MEMORY:', /^AMQP_URL: must be memory: or amqp:/],
+      ['AMQP_URL', 'memory:x', /^AMQP_URL: must be memory: or amqp:/],
+      ['REDIS_URL', 'Memory:', /^REDIS_URL: must be memory: or redis:/],
+      ['AMQP_URL', ' memory:', /^AMQP_URL: must not start or end with blanks/],
+      ['DATABASE_URL', 'pglite://memory ', /^DATABASE_URL: must not start or end with blanks/],
+      ['AMQP_URL', 'amqp://', /^AMQP_URL: must be memory: or amqp:/],
+      ['REDIS_URL', 'redis://:6379/1', /^REDIS_URL: must be memory: or redis:/],
+    ];
+    for (const [name, value, says] of refused)
+      assert.throws(
+        () => parseConfig({ [name]: value }),
+        (error: unknown) => {
+          assert.ok(error instanceof ConfigError);
+          assert.equal(error.problems.length, 1, error.message);
+          assert.match(error.problems[0]!, says);
+          return true;
+        },
+        `${name}=${JSON.stringify(value)}`,
+      );
+    assert.equal(parseConfig({ AMQP_URL: 'amqp://mq' }).amqpUrl, 'amqp://mq');
+  });
+
+  test('CORS_ORIGINS: * stands alone (next to origins it would drop their credentials), and each origin is listed once', () => {
+    for (const value of ['*,http://a.example', 'http://a.example, *', 'http://a.example,http://a.example'])
+      assert.throws(() => parseConfig({ CORS_ORIGINS: value }), /CORS_ORIGINS: must/, value);
+    assert.deepEqual(parseConfig({ CORS_ORIGINS: ' * ' }).corsOrigins, ['*']);
   });
 
   test('a refused value is shown without its secret: a secret not at all, a URL without its password', () => {

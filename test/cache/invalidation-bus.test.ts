@@ -74,4 +74,23 @@ describe('invalidation bus (Redis)', await needsRedis(), () => {
     await until(() => bus.invalidatedAt('student-marker') === 6200, 'the marker heard');
     assert.equal(bus.mark() - before, 3, 'the other instance, our own, the marker: once each');
   });
+  test("an older instance's write of the same group in the same millisecond as a newer one's is still heard", async () => {
+    await bus.ready();
+    const otherConnection = new CacheConnection(REDIS_URL, silentLogger);
+    after(() => otherConnection.close());
+    const other = new InvalidationBus(
+      otherConnection,
+      { channel, derivedKey: (group) => `${channel}:${group}` },
+      silentLogger,
+    );
+    await other.ready();
+    await other.invalidate('student-same-ms', 7000, 2); // a newer instance's write: its message and its copy
+    await until(() => bus.newestVersion('student-same-ms') === 2, 'the message heard');
+    const mark = bus.mark(); // a read starts, after that write was heard
+    // An older instance (a rolling upgrade) writes the same student, its instant the same millisecond.
+    await publisher.publish(channel, '7000 student-same-ms');
+    await publisher.publish(channel, '7100 student-marker-2');
+    await until(() => bus.invalidatedAt('student-marker-2') === 7100, 'the marker heard');
+    assert.equal(bus.heardSince('student-same-ms', mark), true, "the older instance's write was heard");
+  });
 });

@@ -37,7 +37,10 @@ export class InvalidationBus {
    * can go (expand, then contract) in a release that no longer has to run beside those.
    */
   readonly #legacyChannel: string;
-  /** The instant of each group's latest message on `#channel` (sent or heard): its copy on the legacy one is skipped. */
+  /**
+   * The instant of each group's latest message heard on `#channel` (this instance's own echoed too): its copy on the
+   * legacy one, which comes right after it, is skipped once.
+   */
   readonly #latestCurrent = new Map<string, number>();
   readonly #listeners: ((group: string) => void)[] = [];
   readonly #heard = new Map<string, Heard>();
@@ -78,7 +81,11 @@ export class InvalidationBus {
       if (channelName !== channel && channelName !== legacyChannel) return;
       const { origin, group, invalidation } = parseMessage(message);
       if (channelName === channel) remember(this.#latestCurrent, group, invalidation.at);
-      else if (this.#latestCurrent.get(group) === invalidation.at) return;
+      else if (this.#latestCurrent.get(group) === invalidation.at) {
+        // Its one copy: an older instance's message of the same group and instant after it is a write of its own.
+        this.#latestCurrent.delete(group);
+        return;
+      }
       if (origin !== this.#origin) this.#received(group, invalidation);
     });
     const subscribe = () =>
@@ -141,7 +148,6 @@ export class InvalidationBus {
   }
 
   #publish(group: string, { at, version }: Invalidation): Promise<unknown> {
-    remember(this.#latestCurrent, group, at);
     return this.#connection.run((redis) =>
       redis
         .multi()

@@ -596,6 +596,16 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
           BACKLOG_COUNTED + 1_004,
           'the span starts at the oldest unsent row',
         );
+        // Positions keep growing for the database's life: a span past 2^31 is a number, not a failed query.
+        await own.database.sql.query(
+          {
+            name: 'test_outbox_far_seq',
+            text: 'alter table outbox alter column seq restart with 3000000000',
+          },
+          [],
+        );
+        await add(1);
+        assert.ok((await counter.backlog()) > 2 ** 31);
       } finally {
         await own.dispose();
       }

@@ -104,14 +104,16 @@ const statements = {
   ),
   markSent: sqlStatement('outbox_mark_sent', 'update outbox set sent_at = $1 where id = any($2::uuid[])'),
   // Counted up to BACKLOG_COUNTED; past that (a long broker outage: hundreds of thousands of rows, whose count takes
-  // longer than a health check waits), the span of their positions, read from both ends of the unsent index.
+  // longer than a health check waits), the span of their positions, read from both ends of the unsent index. Unsent
+  // rows are the newest ones, except after an embedded restart sends old ones again: then the span overstates the
+  // backlog until those are out (float8: a span past 2^31 must not fail the query).
   backlog: sqlStatement(
     'outbox_backlog',
     `with counted as (
        select count(*)::int as n from (select 1 from outbox where sent_at is null limit $1 + 1) unsent
      )
      select case when n <= $1 then n
-       else (select (max(seq) - min(seq) + 1)::int from outbox where sent_at is null) end as count
+       else (select (max(seq) - min(seq) + 1)::float8 from outbox where sent_at is null) end as count
      from counted`,
   ),
   resendUnhandled: sqlStatement(
@@ -470,7 +472,11 @@ export class OutboxRelay {
       cutoff,
       this.#stopping.signal,
       CLEANUP_BUDGET_MS,
-    );
+    ).catch((error: unknown) => {
+      // A cleanup that fails (a statement timeout, a lock) is tried again in CLEANUP_EVERY_MS, not after every drain.
+      this.#lastCleanup = Date.now();
+      throw error;
+    });
     if (complete || this.#stopping.signal.aborted) this.#lastCleanup = Date.now();
     return !complete && !this.#stopping.signal.aborted;
   }

@@ -1,6 +1,6 @@
 // The invalidation bus on Redis: what an instance takes from the messages other instances publish.
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { InvalidationBus } from '../../src/infrastructure/caching/invalidation-bus.ts';
 import { CacheConnection } from '../../src/infrastructure/caching/redis-cache-connection.ts';
@@ -17,6 +17,7 @@ describe('invalidation bus (Redis)', await needsRedis(), () => {
     silentLogger,
   );
   const publisher = new Redis(REDIS_URL);
+  before(() => connection.connected());
   after(async () => {
     publisher.disconnect();
     await connection.close();
@@ -56,16 +57,23 @@ describe('invalidation bus (Redis)', await needsRedis(), () => {
     }
   });
 
-  test("a newer instance's message is heard once, not again as its copy for older instances; its own not at all", async () => {
-    await bus.ready();
-    const otherConnection = new CacheConnection(REDIS_URL, silentLogger);
-    after(() => otherConnection.close());
+  /** A second instance's bus on the same channel, closed after the suite. */
+  async function anotherInstance(): Promise<InvalidationBus> {
+    const itsConnection = new CacheConnection(REDIS_URL, silentLogger);
+    after(() => itsConnection.close());
     const other = new InvalidationBus(
-      otherConnection,
+      itsConnection,
       { channel, derivedKey: (group) => `${channel}:${group}` },
       silentLogger,
     );
-    await other.ready();
+    // Publishing needs the command itsConnection, which comes up apart from the subscriber.
+    await Promise.all([itsConnection.connected(), other.ready()]);
+    return other;
+  }
+
+  test("a newer instance's message is heard once, not again as its copy for older instances; its own not at all", async () => {
+    await bus.ready();
+    const other = await anotherInstance();
     const before = bus.mark();
     await other.invalidate('student-twice', 6000, 3);
     await until(() => bus.newestVersion('student-twice') === 3, 'the message heard');
@@ -74,16 +82,10 @@ describe('invalidation bus (Redis)', await needsRedis(), () => {
     await until(() => bus.invalidatedAt('student-marker') === 6200, 'the marker heard');
     assert.equal(bus.mark() - before, 3, 'the other instance, our own, the marker: once each');
   });
+
   test("an older instance's write of the same group in the same millisecond as a newer one's is still heard", async () => {
     await bus.ready();
-    const otherConnection = new CacheConnection(REDIS_URL, silentLogger);
-    after(() => otherConnection.close());
-    const other = new InvalidationBus(
-      otherConnection,
-      { channel, derivedKey: (group) => `${channel}:${group}` },
-      silentLogger,
-    );
-    await other.ready();
+    const other = await anotherInstance();
     await other.invalidate('student-same-ms', 7000, 2); // a newer instance's write: its message and its copy
     await until(() => bus.newestVersion('student-same-ms') === 2, 'the message heard');
     const mark = bus.mark(); // a read starts, after that write was heard

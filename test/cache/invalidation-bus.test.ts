@@ -66,7 +66,7 @@ describe('invalidation bus (Redis)', await needsRedis(), () => {
       { channel, derivedKey: (group) => `${channel}:${group}` },
       silentLogger,
     );
-    // Publishing needs the command itsConnection, which comes up apart from the subscriber.
+    // Publishing needs the command connection, which comes up apart from the subscriber.
     await Promise.all([itsConnection.connected(), other.ready()]);
     return other;
   }

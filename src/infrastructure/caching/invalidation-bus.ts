@@ -193,22 +193,20 @@ function parseMessage(message: string): { origin?: string; group: string; invali
   };
 }
 
-/** Records the instant of `group`'s latest message, forgetting the oldest group past REMEMBERED. */
-function remember(instants: Map<string, number>, group: string, at: number): void {
-  instants.delete(group);
-  instants.set(group, at);
-  if (instants.size > REMEMBERED) instants.delete(instants.keys().next().value!);
+/** Sets `group`'s entry as the most recent; past REMEMBERED groups, the one set longest ago is forgotten. */
+function remember<T>(entries: Map<string, T>, group: string, value: T): void {
+  // Re-inserted so the map's order is recency and the oldest entry goes first.
+  entries.delete(group);
+  entries.set(group, value);
+  if (entries.size > REMEMBERED) entries.delete(entries.keys().next().value!);
 }
 
-/** Records `group`'s latest invalidation; past REMEMBERED groups, the one invalidated longest ago is forgotten. */
+/** Records `group`'s latest invalidation (the latest instant and the newest version it heard of). */
 function keepLatest<T extends Invalidation>(invalidations: Map<string, T>, group: string, latest: T): void {
   const previous = invalidations.get(group);
-  // Re-inserted so the map's order is recency and the oldest entry goes first.
-  invalidations.delete(group);
-  invalidations.set(group, {
+  remember(invalidations, group, {
     ...latest,
     at: Math.max(latest.at, previous?.at ?? 0),
     version: Math.max(latest.version, previous?.version ?? 0),
   });
-  if (invalidations.size > REMEMBERED) invalidations.delete(invalidations.keys().next().value!);
 }

@@ -16,6 +16,8 @@ export interface CacheOptions extends CacheConnectionOptions {
   readonly keyPrefix: string;
   readonly ttlSeconds: number;
   readonly registry: Registry;
+  /** This deployment (see deploymentIdOf), which claims the key prefix; tests that share nothing may leave it out. */
+  readonly deployment?: string;
 }
 
 /** Everything the webapi and the worker cache, over one Redis connection (or memory), closed together. */
@@ -46,6 +48,16 @@ export async function openCache(options: CacheOptions, logger: Logger): Promise<
   const fence = new VersionFence(connection, `${prefix}version:`, options.ttlSeconds * 2_000);
   const students = new BentoStudentCache(connection, invalidations, fence, metrics, log, options);
   await Promise.all([connection.connected(), invalidations.ready(), students.ready()]);
+  const close = async () => {
+    // Our connection first: QUIT lets commands in flight finish; bentocache, closing it, would only disconnect.
+    await connection.close();
+    await students.close();
+  };
+  if (options.deployment)
+    await connection.claim(prefix, options.deployment, 'CACHE_KEY_PREFIX').catch(async (error: unknown) => {
+      await close();
+      throw error;
+    });
   return {
     students,
     responses: new ResponseReplayStore(connection, invalidations, dedupKey),
@@ -53,10 +65,6 @@ export async function openCache(options: CacheOptions, logger: Logger): Promise<
     metrics,
     healthCheck: (whatIsOff) => connection.healthCheck(whatIsOff),
     redis: connection.redis,
-    async close() {
-      // Our connection first: QUIT lets commands in flight finish; bentocache, closing it, would only disconnect.
-      await connection.close();
-      await students.close();
-    },
+    close,
   };
 }

@@ -11,6 +11,7 @@ import { DependencyUnavailableError } from '../../application/errors.ts';
 import type { HealthCheck } from '../health/health.ts';
 import type { Logger } from '../logging/logger.ts';
 import { outsideTraces } from '../observability/outside-traces.ts';
+import { DeploymentConflictError } from '../runtime/deployment-conflict.ts';
 import { settledWithin } from '../runtime/settled-within.ts';
 import { orderedNow } from './ordered-now.ts';
 
@@ -59,6 +60,13 @@ export class CacheConnection {
   /** Tries the open breaker every `halfOpenAfterMs`, so the cache comes back (and recovers) without a request. */
   #trials: NodeJS.Timeout | undefined;
   #closed = false;
+  /** This deployment's claim on the key prefix (see `claim`). */
+  #claim: { readonly prefix: string; readonly deployment: string; readonly setting: string } | undefined;
+  /** Whether the claim was confirmed since the command connection last (re)connected: the cache waits for it. */
+  #claimConfirmed = false;
+  #confirming = false;
+  /** Found on a claim: the cache stays off for good. */
+  #conflict: DeploymentConflictError | undefined;
   /**
    * Entries written before this (an `orderedNow()` instant) may have missed invalidations while Redis was away. With
    * Redis, a new process starts at its own start (set below): what Redis holds from before may have missed writes made
@@ -126,7 +134,7 @@ export class CacheConnection {
    */
   get available(): boolean {
     if (this.isMemory) return true;
-    if (this.#breaker.state === CircuitState.Closed && this.#connected()) return true;
+    if (this.#breaker.state === CircuitState.Closed && this.#connected() && this.#claimHeld()) return true;
     void this.#breaker.execute(() => this.#assertConnected()).catch(() => undefined);
     return false;
   }
@@ -146,7 +154,10 @@ export class CacheConnection {
     let wasReady = false;
     client.on('error', (error: Error) => this.#logger.debug({ err: error }, 'redis connection error'));
     client.on('close', () => {
-      if (wasReady && !this.#closed) this.#lost.add(client);
+      if (!wasReady || this.#closed) return;
+      this.#lost.add(client);
+      // Redis may come back empty, or another deployment may claim the prefix meanwhile.
+      if (client === this.redis) this.#claimConfirmed = false;
     });
     // After every 'ready' listener has run: ioredis and the invalidation bus resubscribe there, and a PING is
     // answered only after the subscribe commands sent before it.
@@ -193,7 +204,58 @@ export class CacheConnection {
   }
 
   #assertConnected(): void {
-    if (!this.#connected()) throw new DependencyUnavailableError('cache');
+    if (!this.#connected() || !this.#claimHeld()) throw new DependencyUnavailableError('cache');
+  }
+
+  /**
+   * Claims key prefix `prefix` for `deployment` (under `${prefix}deployment`), as the first deployment to use it. The
+   * cache is used only while the claim is confirmed: now when Redis answers, then after every reconnection. Throws
+   * DeploymentConflictError when another deployment holds it; found later, the cache stays off and /health says why.
+   * `setting`: the one a second deployment must change.
+   */
+  async claim(prefix: string, deployment: string, setting: string): Promise<void> {
+    if (this.isMemory) return;
+    this.#claim = { prefix, deployment, setting };
+    this.#claimConfirmed = false;
+    if (!this.#connected()) return;
+    await this.#confirmClaim({ atStart: true });
+    if (this.#conflict) throw this.#conflict;
+  }
+
+  /** Whether the cache may be used as far as the claim goes; an unconfirmed one starts its confirmation. */
+  #claimHeld(): boolean {
+    if (this.#claim === undefined || this.#claimConfirmed) return true;
+    if (!this.#conflict && !this.#confirming) void this.#confirmClaim({ atStart: false });
+    return false;
+  }
+
+  /** `atStart`: a conflict stops the start, which says why; found later, it is logged here. */
+  async #confirmClaim({ atStart }: { atStart: boolean }): Promise<void> {
+    const { prefix, deployment, setting } = this.#claim!;
+    const key = `${prefix}deployment`;
+    this.#confirming = true;
+    try {
+      // SET NX and GET in one step without Redis 7's SET … NX GET.
+      const replies = await this.redis!.multi().set(key, deployment, 'NX').get(key).exec();
+      const owner = replies?.[1]?.[1];
+      if (owner === deployment) this.#claimConfirmed = true;
+      else if (typeof owner === 'string') {
+        this.#conflict = new DeploymentConflictError(`Redis key prefix "${prefix}"`, owner, deployment, {
+          setting,
+          release: `delete its claim (redis-cli DEL '${key}') and the keys under it`,
+        });
+        if (!atStart)
+          this.#logger.error(
+            { err: this.#conflict },
+            'cache off: its key prefix belongs to another deployment',
+          );
+      }
+    } catch (error) {
+      // Unanswered: tried again at the next use of the cache.
+      this.#logger.debug({ err: error }, 'cache: could not confirm the key prefix claim yet');
+    } finally {
+      this.#confirming = false;
+    }
   }
 
   /** Runs a Redis operation behind the breaker; throws DependencyUnavailableError when Redis cannot serve it. */
@@ -236,6 +298,8 @@ export class CacheConnection {
       name: 'redis',
       check: async () => {
         if (!this.redis) return { status: 'Healthy', data: { mode: 'memory' } };
+        if (this.#conflict)
+          return { status: 'Unhealthy', description: this.#conflict.message, data: { mode: 'redis' } };
         try {
           await this.run((redis) => redis.ping());
           return { status: 'Healthy', data: { mode: 'redis' } };

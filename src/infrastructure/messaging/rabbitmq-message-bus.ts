@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { Connection, type AsyncMessage, type Envelope, type Publisher } from 'rabbitmq-client';
 import type {
   ConsumeOptions,
@@ -18,6 +19,7 @@ import {
   type QueueDeclaration,
   type Topology,
 } from '../../contracts/messaging.ts';
+import { DeploymentConflictError } from '../runtime/deployment-conflict.ts';
 import { settledWithin } from '../runtime/settled-within.ts';
 import { consumeOnChannel, type Settlement } from './channel-consumer.ts';
 import { silentMessagingLogger, type MessagingLogger } from './messaging-logger.ts';
@@ -40,11 +42,24 @@ export interface RabbitMqMessageBusOptions {
   readonly heartbeatSeconds?: number;
   /** How long one publish attempt (or consumer start) waits for a connection before failing. */
   readonly acquireTimeoutMs?: number;
+  /**
+   * This deployment (see deploymentIdOf): declaring the topology claims the vhost for it first. Left out by a role
+   * without a database (the notifications'), which claims nothing.
+   */
+  readonly deployment?: string;
 }
 
 // Setting an encoding stops rabbitmq-client from JSON.parse-ing bodies on delivery: the handler gets the exact bytes.
 const CONTENT_ENCODING = 'utf-8';
 const BROKER_HEADERS = new Set(['x-delivery-count', 'x-death']);
+/**
+ * Holds the vhost's claim: one message, this deployment's id. RabbitMQ keeps no other value a client can set once and
+ * read back: a queue that takes one message and refuses the next is a set-if-absent.
+ */
+const CLAIM_QUEUE = 'deployment';
+/** How long a claim is looked for: another process reading it holds it for a round trip. */
+const CLAIM_READ_ATTEMPTS = 100;
+const CLAIM_READ_INTERVAL_MS = 20;
 /** How long close() waits for the broker to confirm the connection's close before it drops the socket. */
 const CONNECTION_CLOSE_TIMEOUT_MS = 2_000;
 
@@ -67,8 +82,12 @@ export class RabbitMqMessageBus implements MessageBus {
   private readonly subscriptions = new Set<() => Promise<void>>();
   private lastError: string | undefined;
   private closing: Promise<void> | undefined;
+  private readonly deployment: string | undefined;
+  private readonly vhost: string;
 
   constructor(options: RabbitMqMessageBusOptions) {
+    this.deployment = options.deployment;
+    this.vhost = decodeURIComponent(new URL(options.url).pathname.slice(1)) || '/';
     this.logger = options.logger ?? silentMessagingLogger;
     this.maxPublishAttempts = options.maxPublishAttempts ?? 3;
     this.retryLowMs = options.retryLowMs ?? 500;
@@ -106,6 +125,7 @@ export class RabbitMqMessageBus implements MessageBus {
   async declareTopology(topology: Topology): Promise<void> {
     this.assertOpen();
     validateTopology(topology);
+    if (this.deployment) await this.claimVhost(this.deployment);
     await Promise.all(
       topology.exchanges.map((exchange) =>
         this.connection
@@ -231,6 +251,36 @@ export class RabbitMqMessageBus implements MessageBus {
       },
       close,
     };
+  }
+
+  /** Claims the vhost for `deployment` unless another deployment has; throws DeploymentConflictError if one has. */
+  private async claimVhost(deployment: string): Promise<void> {
+    const channel = await this.connection.acquire();
+    try {
+      await channel.queueDeclare({
+        queue: CLAIM_QUEUE,
+        durable: true,
+        arguments: { 'x-max-length': 1, 'x-overflow': 'reject-publish' },
+      });
+      await channel.confirmSelect();
+      // Refused (a nack) once the queue holds a claim: the first deployment's stays.
+      await channel
+        .basicPublish(
+          { routingKey: CLAIM_QUEUE, durable: true, contentEncoding: CONTENT_ENCODING },
+          deployment,
+        )
+        .catch((error: unknown) => {
+          if ((error as { code?: unknown }).code !== 'NACK') throw error;
+        });
+      const owner = await readClaim(channel);
+      if (owner !== deployment)
+        throw new DeploymentConflictError(`RabbitMQ vhost "${this.vhost}"`, owner, deployment, {
+          setting: 'vhost (the path of AMQP_URL)',
+          release: `purge its claim (rabbitmqctl purge_queue ${CLAIM_QUEUE} -p '${this.vhost}')`,
+        });
+    } finally {
+      await channel.close().catch(() => undefined);
+    }
   }
 
   async inspectQueue(queue: string): Promise<QueueState | undefined> {
@@ -461,6 +511,22 @@ function toReceivedMessage(raw: AsyncMessage, declaration: QueueDeclaration | un
     deliveryCount,
     redelivered: raw.redelivered,
   };
+}
+
+/**
+ * The claim's one message, looked at and put back: while another process looks at it, it is not there to get, so
+ * this tries again for a while.
+ */
+async function readClaim(channel: Awaited<ReturnType<Connection['acquire']>>): Promise<string> {
+  for (let attempt = 0; attempt < CLAIM_READ_ATTEMPTS; attempt++) {
+    const message = await channel.basicGet({ queue: CLAIM_QUEUE });
+    if (message) {
+      channel.basicNack({ deliveryTag: message.deliveryTag, requeue: true });
+      return toBuffer(message.body).toString();
+    }
+    await delay(CLAIM_READ_INTERVAL_MS);
+  }
+  throw new Error(`the vhost's claim (queue ${CLAIM_QUEUE}) stayed out of reach`);
 }
 
 /** rabbitmq-client decodes `application/json` / `text/plain` bodies sent without an encoding (foreign publishers). */

@@ -1,6 +1,8 @@
 import { sql } from 'drizzle-orm';
 import {
   bigint,
+  boolean,
+  check,
   customType,
   index,
   integer,
@@ -121,4 +123,18 @@ export const deadLetters = pgTable(
   // Message id first, as resendUnhandled looks it up. A message dead-lettered again after a crash before its
   // record committed stays one row.
   (table) => [primaryKey({ columns: [table.messageId, table.queue] })],
+);
+
+/**
+ * Names this deployment (one row, made at its first start): what it claims on shared infrastructure (a Redis key
+ * prefix, a RabbitMQ vhost) carries the id, so a second deployment pointed at the same ones is refused. Made at
+ * start, not by the migration: an in-memory PGlite starts from a migrated snapshot every process shares.
+ */
+export const deployment = pgTable(
+  'deployment',
+  {
+    singleton: boolean('singleton').primaryKey().default(true),
+    id: uuid('id').notNull().defaultRandom(),
+  },
+  (table) => [check('deployment_one_row', sql`${table.singleton}`)],
 );

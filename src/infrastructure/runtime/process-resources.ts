@@ -11,6 +11,7 @@ import { recordDeadLetters } from '../outbox/dead-letter-recorder.ts';
 import { resendUnhandled, startOutboxRelay, type OutboxRelay } from '../outbox/outbox-relay.ts';
 import { registerRelayMetrics } from '../outbox/relay-metrics.ts';
 import { openDatabase, type Database } from '../persistence/database.ts';
+import { deploymentIdOf } from '../persistence/deployment-id.ts';
 import { SqlStudentQueries } from '../persistence/sql-student-queries.ts';
 import type { ResilienceOptions } from '../resilience/resilience-policy.ts';
 import { BROKER_CONNECT_WAIT_MS, brokerAnswers } from './broker-at-start.ts';
@@ -80,13 +81,18 @@ export async function openProcessResources(
     const database = await openDatabase(settings.databaseUrl, logger);
     closers.push(() => database.close());
     await database.migrate();
+    // Claims the cache's key prefix and the vhost: another deployment pointed at either is refused.
+    const deployment = await deploymentIdOf(database);
     const registry = createProcessRegistry();
-    const cache = await openCache({ redisUrl: settings.redisUrl, ...settings.cache, registry }, logger);
+    const cache = await openCache(
+      { redisUrl: settings.redisUrl, ...settings.cache, registry, deployment },
+      logger,
+    );
     closers.push(() => cache.close());
     let bus: MessageBus | undefined;
     let relay: OutboxRelay | undefined;
     if (options.bus) {
-      const opened = openMessageBus(settings.amqpUrl, logger, options.connectionName);
+      const opened = openMessageBus(settings.amqpUrl, logger, options.connectionName, deployment);
       bus = opened;
       closers.push(() => opened.close());
       const topology = messagingTopology(settings.worker.partitions);

@@ -1,0 +1,158 @@
+// Two deployments pointed at the same Redis key prefix or the same RabbitMQ vhost would serve each other's cached
+// students and idempotent replays, or consume each other's events, all the while healthy. The first to use either
+// claims it; the second is refused at start, with what to change. Two processes of one deployment share both.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { parseConfig } from '../../src/config.ts';
+import { CacheConnection } from '../../src/infrastructure/caching/redis-cache-connection.ts';
+import {
+  openProcessResources,
+  type ProcessResources,
+} from '../../src/infrastructure/runtime/process-resources.ts';
+import { createPostgresDatabase } from '../support/databases.ts';
+import { silentLogger } from '../support/logger.ts';
+import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
+import {
+  REDIS_URL,
+  deleteRedisKeys,
+  needsPostgres,
+  needsRabbitMq,
+  needsRedis,
+  uniqueName,
+} from '../support/services.ts';
+import { until } from '../support/until.ts';
+
+const servers = [await needsPostgres(), await needsRabbitMq(), await needsRedis()];
+const skip = servers.find((requirement) => requirement.skip)?.skip ?? false;
+
+const databases: { url: string; drop(): Promise<void> }[] = [];
+const vhosts: TestVhost[] = [];
+const prefixes: string[] = [];
+
+before(async () => {
+  if (skip) return;
+  databases.push(await createPostgresDatabase(), await createPostgresDatabase());
+  vhosts.push(await createTestVhost('shared_infra'), await createTestVhost('shared_infra'));
+});
+
+after(async () => {
+  await Promise.all([
+    ...databases.map((database) => database.drop()),
+    ...vhosts.map((vhost) => vhost.delete()),
+    ...prefixes.map((prefix) => deleteRedisKeys(prefix)),
+  ]);
+});
+
+function prefix(): string {
+  const made = `${uniqueName('shared_infra')}:`;
+  prefixes.push(made);
+  return made;
+}
+
+function open(database: string, vhost: TestVhost, keyPrefix: string): Promise<ProcessResources> {
+  const config = parseConfig({
+    DATABASE_URL: database,
+    AMQP_URL: vhost.url,
+    REDIS_URL,
+    CACHE_KEY_PREFIX: keyPrefix,
+    LOG_LEVEL: 'silent',
+  });
+  return openProcessResources(config, silentLogger, { connectionName: 'test', bus: true });
+}
+
+test(
+  'a second deployment on the same cache key prefix is refused at start, saying what to change',
+  { skip },
+  async () => {
+    const shared = prefix();
+    const first = await open(databases[0]!.url, vhosts[0]!, shared);
+    try {
+      await assert.rejects(open(databases[1]!.url, vhosts[1]!, shared), (error: Error) => {
+        assert.equal(error.name, 'DeploymentConflictError');
+        assert.match(error.message, new RegExp(`Redis key prefix "${shared}" belongs to another deployment`));
+        assert.match(error.message, /give each deployment its own CACHE_KEY_PREFIX/);
+        return true;
+      });
+      // Refused before it could take anything: the first deployment's cache still answers.
+      assert.equal(
+        await first.cache
+          .healthCheck('')
+          .check()
+          .then((result) => result.status),
+        'Healthy',
+      );
+    } finally {
+      await first.close();
+    }
+  },
+);
+
+test(
+  'a second deployment on the same vhost is refused at start, saying what to change',
+  { skip },
+  async () => {
+    const first = await open(databases[0]!.url, vhosts[0]!, prefix());
+    try {
+      await assert.rejects(open(databases[1]!.url, vhosts[0]!, prefix()), (error: Error) => {
+        assert.equal(error.name, 'DeploymentConflictError');
+        assert.match(
+          error.message,
+          new RegExp(`RabbitMQ vhost "${vhosts[0]!.name}" belongs to another deployment`),
+        );
+        assert.match(error.message, /its own vhost/);
+        return true;
+      });
+    } finally {
+      await first.close();
+    }
+  },
+);
+
+test('processes of one deployment share its key prefix and vhost', { skip }, async () => {
+  const shared = prefix();
+  const first = await open(databases[0]!.url, vhosts[0]!, shared);
+  try {
+    const second = await open(databases[0]!.url, vhosts[0]!, shared);
+    try {
+      for (const resources of [first, second])
+        assert.equal((await resources.cache.healthCheck('').check()).status, 'Healthy');
+    } finally {
+      await second.close();
+    }
+  } finally {
+    await first.close();
+  }
+});
+
+test(
+  'a claim lost while Redis was away and taken by another deployment turns the cache off, and /health says why',
+  { skip },
+  async () => {
+    const claimed = prefix();
+    const connection = new CacheConnection(REDIS_URL, silentLogger, { halfOpenAfterMs: 100 });
+    const other = new Redis(REDIS_URL);
+    try {
+      await connection.connected();
+      await connection.claim(claimed, 'this-deployment', 'CACHE_KEY_PREFIX');
+      assert.equal(connection.available, true);
+      // Redis restarted empty and another deployment came first; this one's connection comes back afterwards.
+      await other.set(`${claimed}deployment`, 'another-deployment');
+      await other.client('KILL', 'ID', String(await connection.redis!.client('ID')));
+      await until(async () => {
+        const { status, description } = await connection.healthCheck('the cache is off').check();
+        return (
+          status === 'Unhealthy' &&
+          /belongs to another deployment \(another-deployment\)/.test(description ?? '')
+        );
+      }, 'the health check to report the conflict');
+      assert.equal(connection.available, false);
+      await assert.rejects(
+        connection.run((redis) => redis.ping()),
+        { name: 'DependencyUnavailableError' },
+      );
+    } finally {
+      await Promise.all([connection.close(), other.quit()]);
+    }
+  },
+);

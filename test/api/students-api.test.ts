@@ -634,6 +634,9 @@ function apiContract(kind: 'pglite' | 'postgres') {
         ['"Ada"', /^must be a JSON object$/],
         ['{"firstName":"Ada","__proto__":{"isAdmin":true}}', /"__proto__"/],
         ['{"lastName":"L","constructor":{"prototype":{"isAdmin":true}}}', /"prototype"/],
+        // JSON.parse would keep Eve and drop Ada unseen; a first-wins reader of the same body sees Ada.
+        ['{"firstName":"Ada","firstName":"Eve"}', /"firstName" appears twice/],
+        ['{"lastName":"L", "last\\u004eame" :"M"}', /"lastName" appears twice/],
       ] as const) {
         const problem = await assertProblem(
           await call('/api/students', { method: 'POST', headers: jsonHeaders, body }),

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
+import { repeatedName } from '../../src/infrastructure/http/repeated-json-name.ts';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
 import { startWebApi, type RunningWebApi } from '../support/webapi.ts';
 import {
@@ -111,6 +112,9 @@ function judgeStudentBody(body: string | undefined, contentType: string | undefi
   } catch {
     return invalid('body');
   }
+  // Two equal names in one object: JSON.parse keeps the last and drops the first unseen, so the server refuses it.
+  if (value !== null && typeof value === 'object' && repeatedName(received) !== undefined)
+    return invalid('body');
   if (hasForbiddenKey(value)) return invalid('body');
   if (value === null) return { valid: true, expected: {} };
   if (typeof value !== 'object' || Array.isArray(value)) return invalid('body');

@@ -516,6 +516,26 @@ describe('the notifications service (embedded adapters)', () => {
     }
   });
 
+  test('a student followed by its id in upper case is the same student, as in the REST API', async () => {
+    const client = await hubClient(url);
+    try {
+      await until(() => client.connected.length === 1, 'Connected');
+      await client.connection.invoke('LeaveGroup', 'Students');
+      const student = randomUUID();
+      await client.connection.invoke('JoinGroup', `student:${student.toUpperCase()}`);
+      await bus.publish([notificationMessage('StudentUpdated', student)]);
+      await until(() => client.received.length === 1, 'the followed student, named in upper case');
+      await client.connection.invoke('LeaveGroup', `student:${student.toUpperCase()}`);
+      await client.connection.invoke('JoinGroup', 'Students');
+      await bus.publish([notificationMessage('StudentDeleted', student)]);
+      await until(() => client.received.length === 2, 'the next one, through group Students');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(client.received.length, 2, 'left: not through its own group too');
+    } finally {
+      await client.close();
+    }
+  });
+
   test('JoinGroup and LeaveGroup refuse a group name that is not a string; the connection stays usable', async () => {
     const client = await hubClient(url);
     try {

@@ -32,8 +32,13 @@ function groupName(value: unknown): string {
   if (typeof value !== 'string') throw new HubError('The group name must be a string.');
   if (value.length > MAX_GROUP_NAME_LENGTH)
     throw new HubError(`The group name must be at most ${MAX_GROUP_NAME_LENGTH} characters.`);
-  return value;
+  // UUIDs are case-insensitive (RFC 9562 §4), and the REST API takes an id in upper case as the same student: so does
+  // its group, which notifications address with the id as stored (lower case).
+  const student = STUDENT_GROUP.exec(value);
+  return student ? HubNames.studentGroup(student[1]!.toLowerCase()) : value;
 }
+
+const STUDENT_GROUP = /^student:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i;
 
 /** The hub, with the groups each of its connections is in (to bound them). */
 function notificationsHub() {

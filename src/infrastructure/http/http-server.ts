@@ -23,6 +23,7 @@ import {
 } from '../observability/http-observability.ts';
 import { ROUTER_OPTIONS, trackAllowedMethods } from './allowed-methods.ts';
 import { headerLines } from './header-lines.ts';
+import { repeatedName } from './repeated-json-name.ts';
 import {
   clientErrorTitle,
   httpTitle,
@@ -684,6 +685,13 @@ function parseJsonBody(
   } catch (error) {
     return invalid(`Body is not valid JSON: ${(error as Error).message}`);
   }
+  // JSON.parse keeps the last of two equal names and drops the first unseen: `{"firstName":"Ada","firstName":"Eve"}`
+  // would store Eve, where another reader (a proxy, a log, a first-wins parser) sees Ada (RFC 8259 §4, RFC 7493 §2.3).
+  const repeated = value !== null && typeof value === 'object' ? repeatedName(body) : undefined;
+  if (repeated !== undefined)
+    return invalid(
+      `Body is not valid JSON: the name ${JSON.stringify(repeated)} appears twice in one object`,
+    );
   try {
     // Once merged into an object, such a key would replace its prototype.
     if (value !== null && typeof value === 'object')

@@ -9,8 +9,11 @@ const UNAVAILABLE_NODE_CODES = new Set([
   'ENOTFOUND',
   'EAI_AGAIN',
 ]);
-// 57014: cancelled (an operator's pg_cancel_backend, a statement_timeout set on the server).
-const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3]|53300|57014)/;
+// 57014: cancelled (an operator's pg_cancel_backend, a statement_timeout set on the server). 25006, 53100, 53200: the
+// server refuses every write for now (read-only during a failover or by `default_transaction_read_only`, out of disk
+// or memory), which an API request must hear as a 503 to retry, not a 500 (a consumer still retries them a bounded
+// number of times: they stay passing refusals, below).
+const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3]|53300|57014|25006|53100|53200)/;
 // The last: a database an operator closed to connections (ALLOW_CONNECTIONS false), SQLSTATE 55000, a class too wide
 // to take whole.
 const UNAVAILABLE_MESSAGES =

@@ -1,0 +1,32 @@
+// Which PostgreSQL failures the database layer reports as the database being unavailable (a 503 to an API request).
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { DependencyUnavailableError } from '../../src/application/errors.ts';
+import { guardDatabase, isPassingRefusal } from '../../src/infrastructure/persistence/database-errors.ts';
+
+const refused = (code: string, message: string) =>
+  Promise.reject(Object.assign(new Error(message), { code }));
+
+describe('guardDatabase', () => {
+  for (const [code, message] of [
+    ['25006', 'cannot execute INSERT in a read-only transaction'],
+    ['53100', 'could not extend file: No space left on device'],
+    ['53200', 'out of memory'],
+    ['53300', 'sorry, too many clients already'],
+  ] as const) {
+    test(`a server refusing every write for now (${code}) is the database unavailable, still a passing refusal`, async () => {
+      const error = await guardDatabase(() => refused(code, message)).catch((caught: unknown) => caught);
+      assert.ok(error instanceof DependencyUnavailableError, `${code} reported as ${String(error)}`);
+      assert.equal(error.dependency, 'database');
+      if (code !== '53300')
+        assert.equal(isPassingRefusal(error), true, 'a consumer retries it a bounded number of times');
+    });
+  }
+
+  test("a request's own failure (a constraint, a syntax error) is passed on as it is", async () => {
+    for (const code of ['23505', '42601']) {
+      const error = await guardDatabase(() => refused(code, 'no')).catch((caught: unknown) => caught);
+      assert.ok(!(error instanceof DependencyUnavailableError), code);
+    }
+  });
+});

@@ -243,7 +243,8 @@ test('an instance waiting for the broker longer than its lease keeps renewing it
   const other = await startConsumer(bus, new UnreachableLeaseLog(shared), 'instance-b');
   try {
     await new Promise((resolve) => setTimeout(resolve, 3 * LEASE_MS)); // the lease would have lapsed three times
-    assert.equal(other.state, 'standby', 'the lease stays with the instance that waits');
+    // The lease stays with the instance that waits; the other stands by, and says the queue has no consumer.
+    assert.equal(other.state, 'standby, nobody consuming', 'the lease stays with the instance that waits');
     assert.equal(await shared.claimWriter('instance-b', LEASE_MS), false);
     probe.back();
     assert.equal((await starting).state, 'consuming');
@@ -348,5 +349,29 @@ test('an instance holding the lease whose subscribes the broker refuses says it 
     await consumer.stop();
     await bus.close();
     await log.close();
+  }
+});
+
+test('an instance standing by says so once nobody has consumed its queue for two leases, not before', async () => {
+  // Two deployments' notifications on one REPLAY_LOG_KEY_PREFIX: each its own broker (vhost), one log between them.
+  const log = new MemoryRingReplayLog({ maxEntries: 100 });
+  const [ours, theirs] = [await notificationsBus(), await notificationsBus()];
+  const holder = await startConsumer(theirs, log, 'their-instance');
+  const standingBy = await startConsumer(ours, log, 'our-instance');
+  const sameBroker = await startConsumer(theirs, log, 'their-second-instance');
+  try {
+    assert.equal(holder.state, 'consuming');
+    assert.equal(standingBy.state, 'standby');
+    await new Promise((resolve) => setTimeout(resolve, LEASE_MS));
+    assert.equal(standingBy.state, 'standby', 'a lease is no time to tell a holder that is taking over');
+    await until(() => standingBy.state === 'standby, nobody consuming', 'nobody consuming, said');
+    assert.equal(sameBroker.state, 'standby', 'on the holder’s broker, its queue is consumed');
+
+    // The holder goes; the instance standing by takes the lease and consumes its own queue.
+    await holder.stop();
+    await until(() => standingBy.state === 'consuming' || sameBroker.state === 'consuming', 'a new holder');
+  } finally {
+    await Promise.all([holder.stop(), standingBy.stop(), sameBroker.stop()]);
+    await Promise.all([ours.close(), theirs.close(), log.close()]);
   }
 });

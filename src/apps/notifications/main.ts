@@ -122,7 +122,7 @@ export async function createNotifications({
     brokerCheck(bus),
     {
       name: 'consumer',
-      // Standing by is healthy: another instance holds the writer lease and consumes.
+      // Standing by is healthy while another instance, holding the writer lease, consumes.
       check: async () => {
         // Before its consumer exists, the start waits for the broker (as the worker's says), or was stopped first.
         const state =

@@ -25,8 +25,12 @@ type LeaseState = 'stopped' | 'standby' | 'consuming';
  * `waiting for the broker`: holding the writer lease, but the subscription waits for the broker to come back.
  * `cannot subscribe`: holding it, but the broker refused the last subscribe (a queue redeclared with other arguments,
  * say): nobody consumes until that is mended, so it must not pass for standing by.
+ * `standby, nobody consuming`: another instance holds the lease, yet nobody has consumed this broker's queue for two
+ * leases: the holder is cut off from it, or it is another deployment's, pointed at the same REPLAY_LOG_KEY_PREFIX on
+ * another vhost (its notifications are the ones in the log, and this deployment's wait in its queue).
  */
-export type ConsumerState = LeaseState | 'waiting for the broker' | 'cannot subscribe';
+export type ConsumerState =
+  LeaseState | 'waiting for the broker' | 'cannot subscribe' | 'standby, nobody consuming';
 
 export interface NotificationsConsumer {
   readonly state: ConsumerState;
@@ -66,6 +70,12 @@ export async function consumeNotifications(
   let subscribing: { readonly done: Promise<void>; readonly abandon: AbortController } | undefined;
   // Holding the lease, the last subscribe failed: the renewals try again.
   let subscribeFailed = false;
+  // Standing by: since when the queue has had no consumer, as last looked at (undefined: it had one).
+  let unconsumedSince: number | undefined;
+  let saidUnconsumed = false;
+  let inspecting = false;
+  // Two leases: a holder that just took over, or lost its connection for a moment, has consumed again by then.
+  const unconsumedTooLong = () => unconsumedSince !== undefined && Date.now() - unconsumedSince > 2 * leaseMs;
   let stopped = false;
   // Ends a subscribing that waits for the broker.
   const stopping = new AbortController();
@@ -159,6 +169,8 @@ export async function consumeNotifications(
     );
     if (stopped) return;
     if (!held) subscribeFailed = false;
+    if (held) unconsumedSince = undefined;
+    else if (!inspecting) void watchWhileStandingBy();
     if (held && !subscription) {
       subscribing ??= subscribe();
     } else if (!held && subscription) {
@@ -167,6 +179,33 @@ export async function consumeNotifications(
     } else if (!held && subscribing && !subscribing.abandon.signal.aborted) {
       logger.warn({ instanceId }, 'notifications consumer: writer lease lost while subscribing, standing by');
       subscribing.abandon.abort(new Error('the writer lease was lost'));
+    }
+  }
+
+  /**
+   * Looks at the queue the lease holder should be consuming. Beside the renewals, not in their turn: with the broker
+   * away, a look waits for it, and the broker's own check says so.
+   */
+  async function watchWhileStandingBy(): Promise<void> {
+    inspecting = true;
+    try {
+      const queue = await bus.inspectQueue(Queues.notifications).catch(() => undefined);
+      if (queue === undefined || state !== 'standby') return;
+      if (queue.consumers > 0) {
+        unconsumedSince = undefined;
+        saidUnconsumed = false;
+        return;
+      }
+      unconsumedSince ??= Date.now();
+      if (saidUnconsumed || !unconsumedTooLong()) return;
+      saidUnconsumed = true;
+      logger.error(
+        { instanceId, queue: Queues.notifications, messages: queue.messages },
+        'notifications consumer: standing by, but nobody consumes the queue: the writer lease holder is cut off ' +
+          'from this broker, or belongs to another deployment using the same REPLAY_LOG_KEY_PREFIX',
+      );
+    } finally {
+      inspecting = false;
     }
   }
 
@@ -211,7 +250,9 @@ export async function consumeNotifications(
         (state === 'consuming' && subscription?.inner.waitingForBroker === true) ||
         (subscribing !== undefined && !subscribing.abandon.signal.aborted && !bus.status().connected);
       if (waiting) return 'waiting for the broker';
-      return state === 'standby' && subscribeFailed ? 'cannot subscribe' : state;
+      if (state !== 'standby') return state;
+      if (subscribeFailed) return 'cannot subscribe';
+      return unconsumedTooLong() ? 'standby, nobody consuming' : state;
     },
     async stop() {
       stopped = true;

@@ -6,6 +6,7 @@ import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { parseConfig } from '../../src/config.ts';
 import { CacheConnection } from '../../src/infrastructure/caching/redis-cache-connection.ts';
+import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import {
   openProcessResources,
   type ProcessResources,
@@ -153,6 +154,48 @@ test(
       );
     } finally {
       await Promise.all([connection.close(), other.quit()]);
+    }
+  },
+);
+
+test(
+  'deployments claiming one vhost at once: one wins, every process of the other is refused, naming it',
+  { skip },
+  async () => {
+    const vhost = vhosts[1]!;
+    const claims = Array.from({ length: 12 }, (_, index) => {
+      const deployment = index % 2 === 0 ? 'deployment-a' : 'deployment-b';
+      const bus = new RabbitMqMessageBus({ url: vhost.url, deployment });
+      return { deployment, bus };
+    });
+    try {
+      const outcomes = await Promise.allSettled(
+        claims.map(({ bus }) => bus.declareTopology({ exchanges: [], queues: [], bindings: [] })),
+      );
+      const winners = new Set(
+        claims.filter((_, index) => outcomes[index]!.status === 'fulfilled').map((claim) => claim.deployment),
+      );
+      assert.equal(winners.size, 1, 'one deployment claimed the vhost');
+      const [winner] = winners;
+      for (const [index, outcome] of outcomes.entries()) {
+        if (claims[index]!.deployment === winner) {
+          assert.equal(outcome.status, 'fulfilled', 'every process of the winner shares the vhost');
+          continue;
+        }
+        assert.equal(outcome.status, 'rejected');
+        assert.match(
+          String((outcome as PromiseRejectedResult).reason),
+          new RegExp(`another deployment \\(${winner}\\)`),
+        );
+      }
+      // Read again, all at once, by the winner's processes: each finds its own claim, whoever else reads it meanwhile.
+      await Promise.all(
+        claims
+          .filter((claim) => claim.deployment === winner)
+          .map(({ bus }) => bus.declareTopology({ exchanges: [], queues: [], bindings: [] })),
+      );
+    } finally {
+      await Promise.all(claims.map(({ bus }) => bus.close()));
     }
   },
 );

@@ -176,7 +176,9 @@ export async function startPrivateRedis(): Promise<PrivateServer> {
  */
 export async function startPrivateRabbitMq({
   plugins = [],
-}: { readonly plugins?: readonly string[] } = {}): Promise<PrivateServer> {
+}: { readonly plugins?: readonly string[] } = {}): Promise<
+  PrivateServer & { ctl(...args: string[]): Promise<unknown> }
+> {
   const port = await freePort();
   const distributionPort = await freePort();
   const node = `tbe${port}@localhost`;
@@ -204,8 +206,9 @@ export async function startPrivateRabbitMq({
     });
   const ctl = (...args: string[]) => asRabbitMq('rabbitmqctl', ['-n', node, ...args]);
   let disposed = false;
-  const server: PrivateServer = {
+  const server: PrivateServer & { ctl(...args: string[]): Promise<unknown> } = {
     name: 'RabbitMQ',
+    ctl,
     url: `amqp://guest:guest@127.0.0.1:${port}`,
     stop: () => ctl('stop_app').then(() => undefined),
     async start() {

@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { Connection, type AsyncMessage, type Envelope, type Publisher } from 'rabbitmq-client';
+import { Connection, type AsyncMessage, type Channel, type Envelope, type Publisher } from 'rabbitmq-client';
 import type {
   ConsumeOptions,
   HandlerOutcome,
@@ -53,13 +53,17 @@ export interface RabbitMqMessageBusOptions {
 const CONTENT_ENCODING = 'utf-8';
 const BROKER_HEADERS = new Set(['x-delivery-count', 'x-death']);
 /**
- * Holds the vhost's claim: one message, this deployment's id. RabbitMQ keeps no other value a client can set once and
- * read back: a queue that takes one message and refuses the next is a set-if-absent.
+ * The vhost's claim: the one message in this queue, the claiming deployment's id. RabbitMQ keeps no value a client can
+ * set once and read back, so the claim is read (taken and put back), and made when there is none, under a lock (see
+ * CLAIM_LOCK_QUEUE): a process reading it takes it out of reach for a moment, and the broker would take a second one
+ * meanwhile (a queue's length limit counts only the messages not in anyone's hands).
  */
 const CLAIM_QUEUE = 'deployment';
-/** How long a claim is looked for: another process reading it holds it for a round trip. */
-const CLAIM_READ_ATTEMPTS = 100;
-const CLAIM_READ_INTERVAL_MS = 20;
+/** Declared exclusive while the claim is read: one connection at a time can, and the broker drops it with it. */
+const CLAIM_LOCK_QUEUE = 'deployment.lock';
+/** How long the lock is waited for: other processes hold it for a few round trips each. */
+const CLAIM_LOCK_ATTEMPTS = 250;
+const CLAIM_LOCK_INTERVAL_MS = 20;
 /** How long close() waits for the broker to confirm the connection's close before it drops the socket. */
 const CONNECTION_CLOSE_TIMEOUT_MS = 2_000;
 
@@ -70,8 +74,17 @@ const CONNECTION_CLOSE_TIMEOUT_MS = 2_000;
  */
 export class RabbitMqMessageBus implements MessageBus {
   private readonly logger: MessagingLogger;
+  /** Consumers, declarations and pings: it never publishes, so RabbitMQ never blocks it (see publishConnection). */
   private readonly connection: Connection;
+  /**
+   * Publishing only. RabbitMQ blocks a connection that publishes while it is low on memory or disk (a resource alarm),
+   * and a blocked connection carries nothing at all: on a shared one, consumers could not ack, and would stop
+   * draining the very queues whose backlog may have set the alarm off.
+   */
+  private readonly publishConnection: Connection;
   private readonly publisher: Publisher;
+  /** Why RabbitMQ blocks publishing, while it does: publishes fail at once instead of piling up unsent. */
+  private blocked: string | undefined;
   private readonly maxPublishAttempts: number;
   private readonly retryLowMs: number;
   private readonly retryHighMs: number;
@@ -80,7 +93,8 @@ export class RabbitMqMessageBus implements MessageBus {
   private readonly bindings: BindingDeclaration[] = [];
   private readonly exchangeBindings: ExchangeBindingDeclaration[] = [];
   private readonly subscriptions = new Set<() => Promise<void>>();
-  private lastError: string | undefined;
+  /** The last error of each connection, until it connects again. */
+  private readonly lastErrors = new Map<Connection, string>();
   private closing: Promise<void> | undefined;
   private readonly deployment: string | undefined;
   private readonly vhost: string;
@@ -92,9 +106,8 @@ export class RabbitMqMessageBus implements MessageBus {
     this.maxPublishAttempts = options.maxPublishAttempts ?? 3;
     this.retryLowMs = options.retryLowMs ?? 500;
     this.retryHighMs = options.retryHighMs ?? 10_000;
-    this.connection = new Connection({
+    const connectionOptions = {
       url: options.url,
-      connectionName: options.connectionName,
       retryLow: this.retryLowMs,
       retryHigh: this.retryHighMs,
       // Within RabbitMQ's advice (5 to 20 s). The broker drops a connection that misses two: until then a frozen
@@ -104,22 +117,35 @@ export class RabbitMqMessageBus implements MessageBus {
       // rabbitmq-client leaves Nagle's algorithm on: a small frame (an ack, a publish) then waits for the peer's
       // delayed ACK, up to 40 ms on Linux, on every hop.
       noDelay: true,
+    };
+    this.connection = new Connection({ ...connectionOptions, connectionName: options.connectionName });
+    this.publishConnection = new Connection({
+      ...connectionOptions,
+      ...(options.connectionName ? { connectionName: `${options.connectionName} (publishing)` } : {}),
     });
     // Every emitter gets an 'error' listener: an unhandled one would crash the process when the broker goes away.
-    this.connection.on('error', (error: unknown) => {
-      this.lastError = errorMessage(error);
-      this.logger.error({ err: error }, 'RabbitMQ connection error; reconnecting');
+    for (const connection of [this.connection, this.publishConnection]) {
+      connection.on('error', (error: unknown) => {
+        this.lastErrors.set(connection, errorMessage(error));
+        this.logger.error({ err: error }, 'RabbitMQ connection error; reconnecting');
+      });
+      connection.on('connection', () => {
+        this.lastErrors.delete(connection);
+        this.logger.info({}, 'RabbitMQ connection established');
+      });
+    }
+    // A new connection starts unblocked (rabbitmq-client corks only the socket that was blocked).
+    this.publishConnection.on('connection', () => (this.blocked = undefined));
+    this.publishConnection.on('connection.blocked', (reason: string) => {
+      this.blocked = reason;
+      this.logger.warn({ reason }, 'RabbitMQ blocked publishing (low on resources)');
     });
-    this.connection.on('connection', () => {
-      this.lastError = undefined;
-      this.logger.info({}, 'RabbitMQ connection established');
+    this.publishConnection.on('connection.unblocked', () => {
+      this.blocked = undefined;
+      this.logger.info({}, 'RabbitMQ unblocked publishing');
     });
-    this.connection.on('connection.blocked', (reason: string) =>
-      this.logger.warn({ reason }, 'RabbitMQ blocked publishing (low on resources)'),
-    );
-    this.connection.on('connection.unblocked', () => this.logger.info({}, 'RabbitMQ unblocked publishing'));
     // Retries are ours (see send), so a missing exchange fails at once instead of being retried.
-    this.publisher = this.connection.createPublisher({ confirm: true, maxAttempts: 1 });
+    this.publisher = this.publishConnection.createPublisher({ confirm: true, maxAttempts: 1 });
   }
 
   async declareTopology(topology: Topology): Promise<void> {
@@ -255,31 +281,49 @@ export class RabbitMqMessageBus implements MessageBus {
 
   /** Claims the vhost for `deployment` unless another deployment has; throws DeploymentConflictError if one has. */
   private async claimVhost(deployment: string): Promise<void> {
-    const channel = await this.connection.acquire();
-    try {
-      await channel.queueDeclare({
-        queue: CLAIM_QUEUE,
-        durable: true,
-        arguments: { 'x-max-length': 1, 'x-overflow': 'reject-publish' },
+    const owner = await this.underClaimLock(async (channel) => {
+      await channel.queueDeclare({ queue: CLAIM_QUEUE, durable: true });
+      const claim = await channel.basicGet({ queue: CLAIM_QUEUE });
+      if (claim) {
+        channel.basicNack({ deliveryTag: claim.deliveryTag, requeue: true });
+        return toBuffer(claim.body).toString();
+      }
+      // The first start on this vhost. On the publishing connection, as every publish, and confirmed before the lock
+      // goes.
+      await this.publisher.send(
+        { routingKey: CLAIM_QUEUE, durable: true, contentEncoding: CONTENT_ENCODING },
+        deployment,
+      );
+      return deployment;
+    });
+    if (owner !== deployment)
+      throw new DeploymentConflictError(`RabbitMQ vhost "${this.vhost}"`, owner, deployment, {
+        setting: 'vhost (the path of AMQP_URL)',
+        release: `purge its claim (rabbitmqctl purge_queue ${CLAIM_QUEUE} -p '${this.vhost}')`,
       });
-      await channel.confirmSelect();
-      // Refused (a nack) once the queue holds a claim: the first deployment's stays.
-      await channel
-        .basicPublish(
-          { routingKey: CLAIM_QUEUE, durable: true, contentEncoding: CONTENT_ENCODING },
-          deployment,
-        )
-        .catch((error: unknown) => {
-          if ((error as { code?: unknown }).code !== 'NACK') throw error;
-        });
-      const owner = await readClaim(channel);
-      if (owner !== deployment)
-        throw new DeploymentConflictError(`RabbitMQ vhost "${this.vhost}"`, owner, deployment, {
-          setting: 'vhost (the path of AMQP_URL)',
-          release: `purge its claim (rabbitmqctl purge_queue ${CLAIM_QUEUE} -p '${this.vhost}')`,
-        });
-    } finally {
-      await channel.close().catch(() => undefined);
+  }
+
+  /** Runs `work` on a channel holding the claim's lock, waiting for it while another connection holds it. */
+  private async underClaimLock<T>(work: (channel: Channel) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const channel = await this.connection.acquire();
+      try {
+        await channel.queueDeclare({ queue: CLAIM_LOCK_QUEUE, exclusive: true });
+      } catch (error) {
+        // Held by another connection: the broker closes the channel with RESOURCE_LOCKED.
+        await channel.close().catch(() => undefined);
+        if ((error as { code?: unknown }).code !== 'RESOURCE_LOCKED' || attempt >= CLAIM_LOCK_ATTEMPTS)
+          throw error;
+        await delay(CLAIM_LOCK_INTERVAL_MS);
+        continue;
+      }
+      try {
+        return await work(channel);
+      } finally {
+        // After the claim's return on the same channel, which the broker handles first.
+        await channel.queueDelete({ queue: CLAIM_LOCK_QUEUE }).catch(() => undefined);
+        await channel.close().catch(() => undefined);
+      }
     }
   }
 
@@ -306,10 +350,16 @@ export class RabbitMqMessageBus implements MessageBus {
   }
 
   status(): MessageBusStatus {
+    // rabbitmq-client's `ready` is false while blocked: blocked is connected, and says why nothing is published.
+    const publishing = this.publishConnection.ready || this.blocked !== undefined;
+    const detail =
+      this.blocked !== undefined
+        ? `RabbitMQ blocks publishing (${this.blocked})`
+        : this.lastErrors.values().next().value;
     return {
-      connected: this.connection.ready,
+      connected: this.connection.ready && publishing,
       adapter: 'rabbitmq',
-      ...(this.lastError === undefined ? {} : { detail: this.lastError }),
+      ...(detail === undefined ? {} : { detail }),
     };
   }
 
@@ -318,7 +368,11 @@ export class RabbitMqMessageBus implements MessageBus {
       await Promise.all([...this.subscriptions].map((close) => close()));
       // Both at once: closing the connection ends at once a publish still waiting for it (the broker unreachable),
       // whose channel the publisher's close would otherwise wait for, and then fail without closing the connection.
-      const closed = Promise.all([this.publisher.close().catch(() => undefined), this.connection.close()]);
+      const closed = Promise.all([
+        this.publisher.close().catch(() => undefined),
+        this.publishConnection.close(),
+        this.connection.close(),
+      ]);
       // A broker that does not answer (frozen, or cut off without a reset) never confirms the close: drop the socket
       // rather than hold the stop until the heartbeat gives up (up to 1.5 heartbeats) or SHUTDOWN_TIMEOUT_MS kills it.
       if (!(await settledWithin(closed, CONNECTION_CLOSE_TIMEOUT_MS))) {
@@ -327,6 +381,7 @@ export class RabbitMqMessageBus implements MessageBus {
           'RabbitMQ did not confirm the close: dropping the connection',
         );
         this.connection.unsafeDestroy();
+        this.publishConnection.unsafeDestroy();
       }
     })();
     return this.closing;
@@ -338,6 +393,9 @@ export class RabbitMqMessageBus implements MessageBus {
 
   private async send(envelope: Envelope, body: Buffer, signal?: AbortSignal): Promise<void> {
     for (let attempt = 1; ; attempt++) {
+      // Sent while blocked, it would wait in the corked socket for good: every retry would add a copy, all of them
+      // sent at once when the broker unblocks (on a broker that has only just recovered).
+      if (this.blocked !== undefined) throw new Error(`RabbitMQ blocks publishing (${this.blocked})`);
       try {
         return await this.publisher.send(envelope, body);
       } catch (error) {
@@ -511,22 +569,6 @@ function toReceivedMessage(raw: AsyncMessage, declaration: QueueDeclaration | un
     deliveryCount,
     redelivered: raw.redelivered,
   };
-}
-
-/**
- * The claim's one message, looked at and put back: while another process looks at it, it is not there to get, so
- * this tries again for a while.
- */
-async function readClaim(channel: Awaited<ReturnType<Connection['acquire']>>): Promise<string> {
-  for (let attempt = 0; attempt < CLAIM_READ_ATTEMPTS; attempt++) {
-    const message = await channel.basicGet({ queue: CLAIM_QUEUE });
-    if (message) {
-      channel.basicNack({ deliveryTag: message.deliveryTag, requeue: true });
-      return toBuffer(message.body).toString();
-    }
-    await delay(CLAIM_READ_INTERVAL_MS);
-  }
-  throw new Error(`the vhost's claim (queue ${CLAIM_QUEUE}) stayed out of reach`);
 }
 
 /** rabbitmq-client decodes `application/json` / `text/plain` bodies sent without an encoding (foreign publishers). */

@@ -81,11 +81,13 @@ export async function openProcessResources(
     const database = await openDatabase(settings.databaseUrl, logger);
     closers.push(() => database.close());
     await database.migrate();
-    // Claims the cache's key prefix and the vhost: another deployment pointed at either is refused.
-    const deployment = await deploymentIdOf(database);
+    // Claims the cache's key prefix and the vhost: another deployment pointed at either is refused. Not for a
+    // database in memory: every start of it would be a new deployment, refused what the last start claimed.
+    const deployment =
+      settings.databaseUrl === 'pglite://memory' ? undefined : await deploymentIdOf(database);
     const registry = createProcessRegistry();
     const cache = await openCache(
-      { redisUrl: settings.redisUrl, ...settings.cache, registry, deployment },
+      { redisUrl: settings.redisUrl, ...settings.cache, registry, ...(deployment ? { deployment } : {}) },
       logger,
     );
     closers.push(() => cache.close());

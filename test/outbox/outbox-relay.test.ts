@@ -281,6 +281,30 @@ describe('outbox relay, embedded (PGlite + in-process bus)', () => {
     });
   });
 
+  test("rows leave in the outbox's commit order (seq), not in the order of their ids: writers' clocks disagree", async () => {
+    // Two webapi instances whose clocks differ by a few ms (or one whose clock stepped back) give a student's later
+    // event an id (UUIDv7, time-ordered) that sorts before its earlier one's: the relay must still send them in seq
+    // order, or a consumer applies an update before the create it follows.
+    await withOwnOutbox(async ({ ownDb, ownBus, stopAfter }) => {
+      const received = await collect(ownBus, 'relay.skew');
+      const descending = Array.from({ length: 8 }, () => uuidV7Generator.next()).reverse();
+      const skewed = { next: () => descending.shift() ?? uuidV7Generator.next() };
+      const deps = { ...writeDeps(ownDb.database), unitOfWork: new SqlUnitOfWork(ownDb.database, skewed) };
+      const created = await createStudent(deps)({ details: {}, actor: 'tester' });
+      assert.ok(created.ok);
+      const id = created.value.id;
+      for (let i = 0; i < 3; i++)
+        assert.ok((await updateStudent(deps)({ id, details: {}, actor: 'tester' })).ok);
+      stopAfter(relayOn(ownDb.database, ownBus)).start();
+      await until(() => received.length >= 4, 'four messages');
+      assert.deepEqual(
+        received.map((message) => (JSON.parse(message.body.toString()) as { type: string }).type),
+        ['StudentCreated', 'StudentUpdated', 'StudentUpdated', 'StudentUpdated'],
+        'in commit order',
+      );
+    });
+  });
+
   test('a row written while the relay is publishing leaves at once, not at the next poll', async () => {
     await withOwnOutbox(async ({ ownDb, ownBus, stopAfter }) => {
       const received = await collect(ownBus, 'relay.during-drain');

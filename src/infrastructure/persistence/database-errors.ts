@@ -11,8 +11,8 @@ const UNAVAILABLE_NODE_CODES = new Set([
 ]);
 // 57014: cancelled (an operator's pg_cancel_backend, a statement_timeout set on the server). 25006, 53100, 53200: the
 // server refuses every write for now (read-only during a failover or by `default_transaction_read_only`, out of disk
-// or memory), which an API request must hear as a 503 to retry, not a 500 (a consumer still retries them a bounded
-// number of times: they stay passing refusals, below).
+// or memory): an API request hears a 503 to retry, not a 500, and a consumer waits for the server as for one that is
+// down, since every message would fail alike (none is its own refusal, below).
 const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3]|53300|57014|25006|53100|53200)/;
 // The last: a database an operator closed to connections (ALLOW_CONNECTIONS false), SQLSTATE 55000, a class too wide
 // to take whole.
@@ -21,10 +21,9 @@ const UNAVAILABLE_MESSAGES =
 // pg's `query_timeout`: no answer in time, from a server that may be gone without a word.
 const QUERY_TIMEOUT_MESSAGE = 'Query read timeout';
 
-// Refusals that pass by themselves: a serialization failure or deadlock (PostgreSQL asks for the transaction
-// again), a lock or statement timeout (another transaction held the row too long), a read-only server (a
-// failover in progress), out of disk or memory.
-const PASSING_REFUSAL_SQLSTATES = new Set(['40001', '40P01', '55P03', '57014', '25006', '53100', '53200']);
+// Refusals of one transaction that pass by themselves: a serialization failure or deadlock (PostgreSQL asks for the
+// transaction again), a lock or statement timeout (another transaction held the row too long).
+const PASSING_REFUSAL_SQLSTATES = new Set(['40001', '40P01', '55P03', '57014']);
 
 /**
  * PostgreSQL refused the transaction for now (above): trying it again may well succeed. A statement timeout is also

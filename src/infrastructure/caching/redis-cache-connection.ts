@@ -314,14 +314,13 @@ export class CacheConnection {
     };
   }
 
-  /** Closes our connections; the cache library closes its bus connections. */
+  /** Closes every connection, the cache library's bus connections too (see BentoStudentCache.close). */
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#pinger);
     clearInterval(this.#trials);
     await Promise.all(
-      [this.redis, this.subscriber].map(async (client) => {
-        if (!client) return;
+      [...this.#clients].map(async (client) => {
         if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
         else client.disconnect();
       }),

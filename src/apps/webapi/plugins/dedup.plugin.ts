@@ -3,6 +3,7 @@
 // the window are replayed; both carry X-Deduplicated: true.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import type { CacheMetrics } from '../../../infrastructure/caching/cache-metrics.ts';
+import { LogThrottle } from '../../../infrastructure/logging/log-throttle.ts';
 import { orderedNow, TICK } from '../../../infrastructure/caching/ordered-now.ts';
 import type {
   ResponseReplayStore,
@@ -107,6 +108,8 @@ function replay(reply: FastifyReply, response: StoredResponse): void {
 
 async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPluginOptions): Promise<void> {
   const inFlight = new Map<string, Flight>();
+  // While Redis is down (or refuses writes), every write would say it.
+  const undropped = new LogThrottle(5_000);
   // Labelled once, not on every replay (the hot path): labels() parses them and binds a function.
   const hits = {
     coalesced: metrics.dedupHits.labels({ kind: 'coalesced' }),
@@ -162,7 +165,11 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
       store
         .invalidate(group, orderedNow())
         // Dropped here already; elsewhere it goes with the window, or with the recovery once Redis is back.
-        .catch((error: unknown) => request.log.warn({ err: error }, 'deduplicated responses not dropped'))
+        .catch((error: unknown) =>
+          undropped.run((unsaid) =>
+            request.log.warn({ err: error, skippedUnlogged: unsaid }, 'deduplicated responses not dropped'),
+          ),
+        )
         .finally(() => done(null, payload));
       if (own) {
         own.startedAt = orderedNow();

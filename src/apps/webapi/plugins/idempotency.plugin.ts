@@ -13,6 +13,7 @@ import { IdempotencyKeyReusedError } from '../../../application/errors.ts';
 import type { KeyedRequest } from '../../../application/ports/idempotency-keys.ts';
 import type { IdempotencyStore } from '../../../infrastructure/caching/idempotency-store.ts';
 import { headerLines } from '../../../infrastructure/http/header-lines.ts';
+import { LogThrottle } from '../../../infrastructure/logging/log-throttle.ts';
 import {
   idempotencyKeyReused,
   invalidRequest,
@@ -95,6 +96,8 @@ async function idempotencyPlugin(
 ): Promise<void> {
   const ttlMs = ttlSeconds * 1_000;
   const leaseMs = leaseSeconds * 1_000;
+  // While Redis is down (or refuses writes), every keyed write would say it.
+  const heldByDatabaseOnly = new LogThrottle(5_000);
   app.decorateRequest('keyedWrite', undefined);
   const claimed = new WeakMap<
     FastifyRequest,
@@ -165,7 +168,12 @@ async function idempotencyPlugin(
       } catch (error) {
         // Redis is down: the database still runs the write at most once. A duplicate running meanwhile waits for
         // this one (instead of a 409), and answers that are not a write's own are not kept for replay.
-        request.log.warn({ err: error }, 'idempotency key held by the database only');
+        heldByDatabaseOnly.run((unsaid) =>
+          request.log.warn(
+            { err: error, skippedUnlogged: unsaid },
+            'idempotency key held by the database only',
+          ),
+        );
         request.keyedWrite = keyedWrite;
         return;
       }

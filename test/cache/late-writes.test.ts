@@ -203,4 +203,19 @@ describe('late cache writes in the embedded (memory) cache', () => {
     opened.push(cache);
     return { writer: cache, lateWriter: cache, reader: async () => cache };
   });
+
+  test('a deleted student stays deleted after the instance has heard of more writes than it remembers', async () => {
+    const cache = await openCache(
+      { redisUrl: 'memory:', keyPrefix: 'student:', ttlSeconds: 900, registry: new Registry() },
+      silentLogger,
+    );
+    opened.push(cache);
+    const id = randomUUID();
+    await cache.students.add(student(id, 1));
+    assert.deepEqual(await read(cache, id, student(id, 1)), { version: 1, loaded: false }, 'cached');
+    await cache.students.evict(id);
+    // The invalidations it remembers (10,000 students) no longer hold the delete: the entry itself must be gone.
+    for (let other = 0; other <= 10_000; other++) await cache.students.invalidate(randomUUID());
+    assert.deepEqual(await read(cache, id, undefined), { version: undefined, loaded: true });
+  });
 });

@@ -91,4 +91,13 @@ describe('response replay store (L1)', () => {
     assert.equal(store.isCurrent('a', now - 5), false);
     assert.equal(store.isCurrent('a', now + 1), true);
   });
+
+  test("a read stamped at a write's very instant (another instance's clock) may show the state before it: not current", async () => {
+    const { store, bus } = open();
+    const at = Date.now();
+    await bus.invalidate('a', at);
+    await store.put('a', 'GET /a', response('{"a":1}'), 60_000, at);
+    assert.equal(store.peek('a', 'GET /a'), undefined, 'not replayed');
+    assert.equal(store.isCurrent('a', at), false);
+  });
 });

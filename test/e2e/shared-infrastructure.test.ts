@@ -13,7 +13,7 @@ import {
 } from '../../src/infrastructure/runtime/process-resources.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
 import { silentLogger } from '../support/logger.ts';
-import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
+import { createProxiedVhost, createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
 import {
   REDIS_URL,
   deleteRedisKeys,
@@ -51,10 +51,11 @@ function prefix(): string {
   return made;
 }
 
-function open(database: string, vhost: TestVhost, keyPrefix: string): Promise<ProcessResources> {
+/** `vhost`: the test vhost, or an AMQP URL to it (through a proxy). */
+function open(database: string, vhost: TestVhost | string, keyPrefix: string): Promise<ProcessResources> {
   const config = parseConfig({
     DATABASE_URL: database,
-    AMQP_URL: vhost.url,
+    AMQP_URL: typeof vhost === 'string' ? vhost : vhost.url,
     REDIS_URL,
     CACHE_KEY_PREFIX: keyPrefix,
     LOG_LEVEL: 'silent',
@@ -127,7 +128,7 @@ test('processes of one deployment share its key prefix and vhost', { skip }, asy
 });
 
 test(
-  'a claim lost while Redis was away and taken by another deployment turns the cache off, and /health says why',
+  'a claim lost while Redis was away and taken by another deployment turns the cache off, and /health says why (Degraded: it serves from the database)',
   { skip },
   async () => {
     const claimed = prefix();
@@ -143,7 +144,7 @@ test(
       await until(async () => {
         const { status, description } = await connection.healthCheck('the cache is off').check();
         return (
-          status === 'Unhealthy' &&
+          status === 'Degraded' &&
           /belongs to another deployment \(another-deployment\)/.test(description ?? '')
         );
       }, 'the health check to report the conflict');
@@ -196,6 +197,58 @@ test(
       );
     } finally {
       await Promise.all(claims.map(({ bus }) => bus.close()));
+    }
+  },
+);
+
+test(
+  "one process's topology declared twice at once (its worker's start and its relay's) claims the vhost once",
+  { skip },
+  async () => {
+    const vhost = await createTestVhost('shared_infra');
+    const bus = new RabbitMqMessageBus({ url: vhost.url, deployment: 'deployment-a' });
+    const other = new RabbitMqMessageBus({ url: vhost.url, deployment: 'deployment-b' });
+    try {
+      const empty = { exchanges: [], queues: [], bindings: [] };
+      await Promise.all([bus.declareTopology(empty), bus.declareTopology(empty), bus.declareTopology(empty)]);
+      // The exclusive-queue lock does not keep a connection from itself: each declaration found the claim in
+      // another's hands, or none, and left one more copy behind.
+      assert.ok(((await bus.inspectQueue('deployment'))?.messages ?? 0) <= 1, 'claim copies left behind');
+      await assert.rejects(other.declareTopology(empty), /another deployment \(deployment-a\)/);
+    } finally {
+      await Promise.all([bus.close(), other.close()]);
+      await vhost.delete();
+    }
+  },
+);
+
+test(
+  "a deployment that meets another one's claim only once the broker is back publishes nothing, and its broker check says why",
+  { skip },
+  async () => {
+    const broker = await createProxiedVhost('shared_infra');
+    try {
+      const first = await open(databases[0]!.url, broker.vhost, prefix());
+      try {
+        await broker.proxy.pause();
+        // The broker away: the second starts, its writes wait in the outbox, its relay declares the topology later.
+        const second = await open(databases[1]!.url, broker.url, prefix());
+        try {
+          await broker.proxy.resume();
+          const check = second.relay!.healthCheck();
+          await until(async () => (await check.check()).status === 'Unhealthy', 'the conflict reported');
+          assert.match(
+            (await check.check()).description ?? '',
+            /RabbitMQ vhost ".*" belongs to another deployment/,
+          );
+        } finally {
+          await second.close();
+        }
+      } finally {
+        await first.close();
+      }
+    } finally {
+      await broker.delete();
     }
   },
 );

@@ -164,6 +164,9 @@ export class CacheConnection {
     client.on('ready', () => {
       wasReady = true;
       if (this.#lost.has(client)) setImmediate(() => this.#ping(client));
+      // Confirmed again as soon as the command connection is back, not at the breaker's next trial (which an
+      // unconfirmed claim would fail, keeping the cache off for a second half-open period).
+      if (client === this.redis) this.#reconfirmClaim();
     });
     client.on('end', () => {
       this.#clients.delete(client);
@@ -174,6 +177,14 @@ export class CacheConnection {
 
   #pingAll(): void {
     for (const client of this.#clients) if (client.status === 'ready') this.#ping(client);
+    // A claim deleted meanwhile (FLUSHDB, an eviction under an allkeys-* policy) is made again before another
+    // deployment can take the prefix unnoticed; one found taken turns the cache off now, not at the next reconnection.
+    if (this.redis?.status === 'ready') this.#reconfirmClaim();
+  }
+
+  #reconfirmClaim(): void {
+    if (this.#claim !== undefined && !this.#conflict && !this.#confirming && !this.#closed)
+      void this.#confirmClaim({ atStart: false });
   }
 
   #ping(client: Redis): void {
@@ -240,6 +251,7 @@ export class CacheConnection {
       const owner = replies?.[1]?.[1];
       if (owner === deployment) this.#claimConfirmed = true;
       else if (typeof owner === 'string') {
+        this.#claimConfirmed = false;
         this.#conflict = new DeploymentConflictError(`Redis key prefix "${prefix}"`, owner, deployment, {
           setting,
           release: `delete its claim (redis-cli DEL '${key}') and the keys under it`,
@@ -290,8 +302,10 @@ export class CacheConnection {
   }
 
   /**
-   * Redis down is `Degraded`, not `Unhealthy`: every request still works from the database. `whatIsOff`: what the
-   * role that reports it does without Redis meanwhile, for the operator who reads it.
+   * Redis down is `Degraded`, not `Unhealthy`: every request still works from the database. So is the cache turned off
+   * by another deployment's claim, found after a reconnection: Unhealthy would take this deployment out of rotation
+   * for a misconfigured one that took its prefix while Redis was away. `whatIsOff`: what the role that reports it does
+   * without Redis meanwhile, for the operator who reads it.
    */
   healthCheck(whatIsOff: string): HealthCheck {
     return {
@@ -299,7 +313,7 @@ export class CacheConnection {
       check: async () => {
         if (!this.redis) return { status: 'Healthy', data: { mode: 'memory' } };
         if (this.#conflict)
-          return { status: 'Unhealthy', description: this.#conflict.message, data: { mode: 'redis' } };
+          return { status: 'Degraded', description: this.#conflict.message, data: { mode: 'redis' } };
         try {
           await this.run((redis) => redis.ping());
           return { status: 'Healthy', data: { mode: 'redis' } };

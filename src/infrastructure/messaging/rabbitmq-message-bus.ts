@@ -1,5 +1,4 @@
-import { setTimeout as delay } from 'node:timers/promises';
-import { Connection, type AsyncMessage, type Channel, type Envelope, type Publisher } from 'rabbitmq-client';
+import { Connection, type AsyncMessage, type Envelope, type Publisher } from 'rabbitmq-client';
 import type {
   ConsumeOptions,
   HandlerOutcome,
@@ -53,17 +52,12 @@ export interface RabbitMqMessageBusOptions {
 const CONTENT_ENCODING = 'utf-8';
 const BROKER_HEADERS = new Set(['x-delivery-count', 'x-death']);
 /**
- * The vhost's claim: the one message in this queue, the claiming deployment's id. RabbitMQ keeps no value a client can
- * set once and read back, so the claim is read (taken and put back), and made when there is none, under a lock (see
- * CLAIM_LOCK_QUEUE): a process reading it takes it out of reach for a moment, and the broker would take a second one
- * meanwhile (a queue's length limit counts only the messages not in anyone's hands).
+ * The vhost's claim: a queue that never holds a message, declared with the claiming deployment's id as its dead-letter
+ * exchange. The broker compares that argument on every redeclaration and refuses another value, naming the one it
+ * holds: the claim is made, or confirmed, or refused in one atomic round trip, with no lock and nothing to read back.
  */
 const CLAIM_QUEUE = 'deployment';
-/** Declared exclusive while the claim is read: one connection at a time can, and the broker drops it with it. */
-const CLAIM_LOCK_QUEUE = 'deployment.lock';
-/** How long the lock is waited for: other processes hold it for a few round trips each. */
-const CLAIM_LOCK_ATTEMPTS = 250;
-const CLAIM_LOCK_INTERVAL_MS = 20;
+const CLAIM_ARGUMENT = 'x-dead-letter-exchange';
 /** How long close() waits for the broker to confirm the connection's close before it drops the socket. */
 const CONNECTION_CLOSE_TIMEOUT_MS = 2_000;
 
@@ -281,49 +275,32 @@ export class RabbitMqMessageBus implements MessageBus {
 
   /** Claims the vhost for `deployment` unless another deployment has; throws DeploymentConflictError if one has. */
   private async claimVhost(deployment: string): Promise<void> {
-    const owner = await this.underClaimLock(async (channel) => {
-      await channel.queueDeclare({ queue: CLAIM_QUEUE, durable: true });
-      const claim = await channel.basicGet({ queue: CLAIM_QUEUE });
-      if (claim) {
-        channel.basicNack({ deliveryTag: claim.deliveryTag, requeue: true });
-        return toBuffer(claim.body).toString();
-      }
-      // The first start on this vhost. On the publishing connection, as every publish, and confirmed before the lock
-      // goes.
-      await this.publisher.send(
-        { routingKey: CLAIM_QUEUE, durable: true, contentEncoding: CONTENT_ENCODING },
-        deployment,
-      );
-      return deployment;
-    });
-    if (owner !== deployment)
+    // A channel of its own: the broker answers a refused declaration by closing the channel.
+    const channel = await this.connection.acquire();
+    try {
+      await channel.queueDeclare({
+        queue: CLAIM_QUEUE,
+        durable: true,
+        arguments: { 'x-queue-type': 'classic', [CLAIM_ARGUMENT]: deployment },
+      });
+    } catch (error) {
+      // "inequivalent arg 'x-dead-letter-exchange' for queue 'deployment' in vhost 'v': received 'B' but current is 'A'",
+      // which the broker cuts at 255 bytes ("..."): the owner is then only in the queue's arguments.
+      const message = errorMessage(error);
+      if (
+        (error as { code?: unknown }).code !== 'PRECONDITION_FAILED' ||
+        !message.includes(`'${CLAIM_ARGUMENT}'`)
+      )
+        throw error;
+      const owner =
+        /but current is '(.*)'$/.exec(message)?.[1] ??
+        `its id is the ${CLAIM_ARGUMENT} argument of queue ${CLAIM_QUEUE}`;
       throw new DeploymentConflictError(`RabbitMQ vhost "${this.vhost}"`, owner, deployment, {
         setting: 'vhost (the path of AMQP_URL)',
-        release: `purge its claim (rabbitmqctl purge_queue ${CLAIM_QUEUE} -p '${this.vhost}')`,
+        release: `delete its claim (rabbitmqctl delete_queue ${CLAIM_QUEUE} -p '${this.vhost}')`,
       });
-  }
-
-  /** Runs `work` on a channel holding the claim's lock, waiting for it while another connection holds it. */
-  private async underClaimLock<T>(work: (channel: Channel) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      const channel = await this.connection.acquire();
-      try {
-        await channel.queueDeclare({ queue: CLAIM_LOCK_QUEUE, exclusive: true });
-      } catch (error) {
-        // Held by another connection: the broker closes the channel with RESOURCE_LOCKED.
-        await channel.close().catch(() => undefined);
-        if ((error as { code?: unknown }).code !== 'RESOURCE_LOCKED' || attempt >= CLAIM_LOCK_ATTEMPTS)
-          throw error;
-        await delay(CLAIM_LOCK_INTERVAL_MS);
-        continue;
-      }
-      try {
-        return await work(channel);
-      } finally {
-        // After the claim's return on the same channel, which the broker handles first.
-        await channel.queueDelete({ queue: CLAIM_LOCK_QUEUE }).catch(() => undefined);
-        await channel.close().catch(() => undefined);
-      }
+    } finally {
+      await channel.close().catch(() => undefined);
     }
   }
 

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { causes } from '../../application/errors.ts';
 import type { MessageBus, OutgoingMessage } from '../../application/ports/message-bus.ts';
 import type { OutboxMessage } from '../../application/ports/outbox.ts';
 import { CLOUD_EVENTS_CONTENT_TYPE, SUBJECT_HEADER, type CloudEvent } from '../../contracts/cloud-events.ts';
@@ -20,6 +21,7 @@ import {
   type ResilienceOptions,
   type ResiliencePolicy,
 } from '../resilience/resilience-policy.ts';
+import { DeploymentConflictError } from '../runtime/deployment-conflict.ts';
 import { within } from '../runtime/settled-within.ts';
 import { SENT_OUTBOX_RETENTION_MS } from './sent-retention.ts';
 
@@ -197,6 +199,11 @@ export class OutboxRelay {
   readonly #errorLog = new LogThrottle(ERROR_LOG_EVERY_MS);
   /** Declared before the first publish, so no message goes out before its queues exist; undefined once done. */
   #undeclared: Topology | undefined;
+  /**
+   * Another deployment's claim on the vhost, met when the topology was declared late (the broker was away at start):
+   * nothing is published for good, and the broker check says why. The writes wait in the outbox.
+   */
+  #refused: DeploymentConflictError | undefined;
   #running: Promise<void> | undefined;
   readonly #stopping = new AbortController();
   #wake: (() => void) | undefined;
@@ -279,6 +286,12 @@ export class OutboxRelay {
           bus.connected ? whyUnanswered() : undefined,
         ]);
         const healthy = bus.connected && !silent && relay.breaker === 'closed';
+        if (this.#refused)
+          return {
+            status: 'Unhealthy',
+            description: this.#refused.message,
+            data: { adapter: bus.adapter, backlog },
+          };
         return {
           status: healthy ? 'Healthy' : 'Degraded',
           ...(healthy
@@ -371,9 +384,15 @@ export class OutboxRelay {
    * waited for this one's row lock, so it commits after it).
    */
   async #drain(leading: AbortSignal): Promise<void> {
+    if (this.#refused) throw this.#refused;
     const topology = this.#undeclared;
     if (topology) {
-      await this.#policy.execute(() => this.#bus.declareTopology(topology), this.#stopping.signal);
+      try {
+        await this.#policy.execute(() => this.#bus.declareTopology(topology), this.#stopping.signal);
+      } catch (error) {
+        this.#refused = [...causes(error)].find((cause) => cause instanceof DeploymentConflictError);
+        throw error;
+      }
       this.#undeclared = undefined;
     }
     const handedOut = new Set<string>();

@@ -220,7 +220,8 @@ export class CacheConnection {
 
   /**
    * Claims key prefix `prefix` for `deployment` (under `${prefix}deployment`), as the first deployment to use it. The
-   * cache is used only while the claim is confirmed: now when Redis answers, then after every reconnection. Throws
+   * cache is used only while the claim is confirmed: now when Redis answers, then after every reconnection (and it is
+   * confirmed again, made again if it went, at every ping). Throws
    * DeploymentConflictError when another deployment holds it; found later, the cache stays off and /health says why.
    * `setting`: the one a second deployment must change.
    */
@@ -236,7 +237,7 @@ export class CacheConnection {
   /** Whether the cache may be used as far as the claim goes; an unconfirmed one starts its confirmation. */
   #claimHeld(): boolean {
     if (this.#claim === undefined || this.#claimConfirmed) return true;
-    if (!this.#conflict && !this.#confirming) void this.#confirmClaim({ atStart: false });
+    this.#reconfirmClaim();
     return false;
   }
 

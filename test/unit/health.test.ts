@@ -4,7 +4,7 @@ import Fastify from 'fastify';
 import { Routes } from '../../src/contracts/routes.ts';
 import {
   brokerCheck,
-  pingCheck,
+  databaseCheck,
   runHealthChecks,
   type HealthCheck,
   type HealthStatus,
@@ -33,16 +33,35 @@ describe('health checks', () => {
 
   test('a check that throws is Unhealthy with its error as description; the others are still reported', async () => {
     const report = await runHealthChecks([
-      pingCheck('database', async () => {
-        throw new Error('connection refused');
-      }),
-      pingCheck('cache', async () => undefined, { kind: 'memory' }),
+      {
+        name: 'database',
+        check: async () => {
+          throw new Error('connection refused');
+        },
+      },
+      fixed('cache', 'Healthy'),
     ]);
     assert.equal(report.status, 'Unhealthy');
     assert.equal(report.checks.database?.status, 'Unhealthy');
     assert.equal(report.checks.database?.description, 'connection refused');
     assert.equal(report.checks.cache?.status, 'Healthy');
-    assert.deepEqual(report.checks.cache?.data, { kind: 'memory' });
+  });
+
+  test('a database that answers but refuses every write is reported as the role says, with what is off', async () => {
+    const answering = (readOnly: boolean) => ({
+      kind: 'postgres' as const,
+      ping: async () => ({ readOnly }),
+    });
+    const whenReadOnly = { status: 'Degraded' as const, whatIsOff: 'writes are answered 503' };
+    assert.deepEqual(await databaseCheck(answering(false), whenReadOnly).check(), {
+      status: 'Healthy',
+      data: { kind: 'postgres', readOnly: false },
+    });
+    assert.deepEqual(await databaseCheck(answering(true), whenReadOnly).check(), {
+      status: 'Degraded',
+      description: 'read-only: writes are answered 503',
+      data: { kind: 'postgres', readOnly: true },
+    });
   });
 
   test('a check that never answers is Unhealthy after the timeout, and does not hold up the report', async () => {

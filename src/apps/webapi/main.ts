@@ -9,7 +9,7 @@ import { addingToCache, evictingOnDelete, writingThrough } from '../../applicati
 import { authSummary, loadConfigOrExit, type Config } from '../../config.ts';
 import { openCache, type Cache } from '../../infrastructure/caching/open-cache.ts';
 import { createJwtVerifier } from '../../infrastructure/auth/jwt-verifier.ts';
-import { pingCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
+import { databaseCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
 import { requireToken } from '../../infrastructure/http/require-token.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer, listenOn, type HttpServer } from '../../infrastructure/http/http-server.ts';
@@ -108,7 +108,10 @@ export async function createWebApi({
   const cache =
     deps.cache ?? (await openCache({ redisUrl: config.redisUrl, ...config.cache, registry }, logger));
   registerHealthRoutes(app, [
-    pingCheck('database', () => database.ping(), { kind: database.kind }),
+    databaseCheck(database, {
+      status: 'Degraded',
+      whatIsOff: 'reads are served; every write is answered 503 until it takes writes again',
+    }),
     cache.healthCheck(
       'caching, deduplication and the write rate limit are off; reads use the database, and Idempotency-Key is ' +
         'kept by the database alone',

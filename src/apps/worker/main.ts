@@ -4,7 +4,7 @@ import type { MessageBus, Subscription } from '../../application/ports/message-b
 import { processStudentEvents } from '../../application/students/process-student-event.ts';
 import { loadConfigOrExit, type Config } from '../../config.ts';
 import { messagingTopology, studentsWorkerQueues } from '../../contracts/messaging.ts';
-import { brokerCheck, pingCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
+import { brokerCheck, databaseCheck, type HealthCheck } from '../../infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../infrastructure/http/health.routes.ts';
 import { createHttpServer, listenOn } from '../../infrastructure/http/http-server.ts';
 import { createLogger, type Logger } from '../../infrastructure/logging/logger.ts';
@@ -125,7 +125,10 @@ export function createWorker({
   const otherLayout = watchOtherLayoutQueues(bus, config.worker.partitions, log);
 
   registerHealthRoutes(app, [
-    pingCheck('database', () => database.ping(), { kind: database.kind }),
+    databaseCheck(database, {
+      status: 'Unhealthy',
+      whatIsOff: 'events wait in the queue until it takes writes again',
+    }),
     brokerCheck(bus),
     {
       name: 'consumer',

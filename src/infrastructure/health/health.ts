@@ -1,4 +1,5 @@
 import type { MessageBus } from '../../application/ports/message-bus.ts';
+import type { Database } from '../persistence/database.ts';
 import { within } from '../runtime/settled-within.ts';
 
 export type HealthStatus = 'Healthy' | 'Degraded' | 'Unhealthy';
@@ -53,17 +54,22 @@ export async function runHealthChecks(
   };
 }
 
-/** A dependency that answers a ping is Healthy; one that fails it is Unhealthy, with the error as description. */
-export function pingCheck(
-  name: string,
-  ping: () => Promise<unknown>,
-  data?: Record<string, unknown>,
+/**
+ * The database: Unhealthy when it does not answer; when it answers but refuses every write (read-only: a hot standby
+ * during a failover, `default_transaction_read_only`), `whenReadOnly` (Degraded for a role that still serves reads),
+ * saying what is off.
+ */
+export function databaseCheck(
+  database: Pick<Database, 'ping' | 'kind'>,
+  whenReadOnly: { readonly status: HealthStatus; readonly whatIsOff: string },
 ): HealthCheck {
   return {
-    name,
+    name: 'database',
     async check() {
-      await ping();
-      return { status: 'Healthy', ...(data ? { data } : {}) };
+      const { readOnly } = await database.ping();
+      const data = { kind: database.kind, readOnly };
+      if (!readOnly) return { status: 'Healthy', data };
+      return { status: whenReadOnly.status, description: `read-only: ${whenReadOnly.whatIsOff}`, data };
     },
   };
 }

@@ -33,7 +33,11 @@ export interface Database {
   transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T>;
   /** Applies the generated SQL migrations (idempotent; serialized across processes on PostgreSQL). */
   migrate(): Promise<void>;
-  ping(): Promise<void>;
+  /**
+   * Asks the database for one round trip; says whether it takes writes (a hot standby during a failover, or
+   * `default_transaction_read_only`, answers reads and refuses every write).
+   */
+  ping(): Promise<{ readonly readOnly: boolean }>;
   /**
    * Tries to become the one leader for `lockKey` across every process on this database (a session-level
    * advisory lock on a dedicated connection). Undefined when another process leads.
@@ -134,6 +138,11 @@ function notifier(
 }
 
 const NOTIFY_STATEMENT = { name: 'database_notify', text: 'select pg_notify($1, $2)' };
+// A session's transactions are read-only on a hot standby and under `default_transaction_read_only`.
+const READ_ONLY_STATEMENT = {
+  name: 'database_read_only',
+  text: `select current_setting('transaction_read_only') = 'on' as "readOnly"`,
+};
 
 // A one-argument advisory lock on a non-negative key below 2^32 is objsubid 1, classid 0, objid = the key.
 const HELD_LEAD_LOCKS_STATEMENT = {
@@ -257,7 +266,8 @@ function openPostgres(
       }
     },
     async ping() {
-      await pool.query('select 1');
+      const { rows } = await pool.query<{ readOnly: boolean }>(READ_ONLY_STATEMENT);
+      return { readOnly: rows[0]?.readOnly === true };
     },
     tryLead: (lockKey) => leadOnPostgres(url, lockKey, local, logger),
     async heldLeadLocks(first, last) {
@@ -389,7 +399,8 @@ function pgliteDatabase(client: PGlite, close: () => Promise<void>): Database {
     transaction: (work) => client.transaction((tx) => work(pgliteExecutor(tx))),
     migrate: () => migratePglite(db, { migrationsFolder: MIGRATIONS_FOLDER }),
     async ping() {
-      await client.query('select 1');
+      const { rows } = await client.query<{ readOnly: boolean }>(READ_ONLY_STATEMENT.text);
+      return { readOnly: rows[0]?.readOnly === true };
     },
     async tryLead(lockKey) {
       if (led.has(lockKey)) return undefined;

@@ -3,9 +3,7 @@
 // claims it; the second is refused at start, with what to change. Two processes of one deployment share both.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Redis } from 'ioredis';
 import { parseConfig } from '../../src/config.ts';
-import { CacheConnection } from '../../src/infrastructure/caching/redis-cache-connection.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import {
   openProcessResources,
@@ -126,38 +124,6 @@ test('processes of one deployment share its key prefix and vhost', { skip }, asy
     await first.close();
   }
 });
-
-test(
-  'a claim lost while Redis was away and taken by another deployment turns the cache off, and /health says why (Degraded: it serves from the database)',
-  { skip },
-  async () => {
-    const claimed = prefix();
-    const connection = new CacheConnection(REDIS_URL, silentLogger, { halfOpenAfterMs: 100 });
-    const other = new Redis(REDIS_URL);
-    try {
-      await connection.connected();
-      await connection.claim(claimed, 'this-deployment', 'CACHE_KEY_PREFIX');
-      assert.equal(connection.available, true);
-      // Redis restarted empty and another deployment came first; this one's connection comes back afterwards.
-      await other.set(`${claimed}deployment`, 'another-deployment');
-      await other.client('KILL', 'ID', String(await connection.redis!.client('ID')));
-      await until(async () => {
-        const { status, description } = await connection.healthCheck('the cache is off').check();
-        return (
-          status === 'Degraded' &&
-          /belongs to another deployment \(another-deployment\)/.test(description ?? '')
-        );
-      }, 'the health check to report the conflict');
-      assert.equal(connection.available, false);
-      await assert.rejects(
-        connection.run((redis) => redis.ping()),
-        { name: 'DependencyUnavailableError' },
-      );
-    } finally {
-      await Promise.all([connection.close(), other.quit()]);
-    }
-  },
-);
 
 test(
   'deployments claiming one vhost at once: one wins, every process of the other is refused, naming it',

@@ -285,18 +285,19 @@ export class OutboxRelay {
           ),
           bus.connected ? whyUnanswered() : undefined,
         ]);
-        const healthy = bus.connected && !silent && relay.breaker === 'closed';
-        if (this.#refused)
-          return {
-            status: 'Unhealthy',
-            description: this.#refused.message,
-            data: { adapter: bus.adapter, backlog },
-          };
+        const healthy = !this.#refused && bus.connected && !silent && relay.breaker === 'closed';
         return {
-          status: healthy ? 'Healthy' : 'Degraded',
+          status: this.#refused ? 'Unhealthy' : healthy ? 'Healthy' : 'Degraded',
           ...(healthy
             ? {}
-            : { description: bus.detail ?? silent ?? relay.lastError ?? `circuit ${relay.breaker}` }),
+            : {
+                description:
+                  this.#refused?.message ??
+                  bus.detail ??
+                  silent ??
+                  relay.lastError ??
+                  `circuit ${relay.breaker}`,
+              }),
           data: {
             adapter: bus.adapter,
             connected: bus.connected,

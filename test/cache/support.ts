@@ -3,6 +3,7 @@ import type { StudentQueries } from '../../src/application/ports/student-queries
 import { createWebApi } from '../../src/apps/webapi/main.ts';
 import { parseConfig } from '../../src/config.ts';
 import { openCache, type Cache } from '../../src/infrastructure/caching/open-cache.ts';
+import type { Logger } from '../../src/infrastructure/logging/logger.ts';
 import type { Database } from '../../src/infrastructure/persistence/database.ts';
 import { SqlStudentQueries } from '../../src/infrastructure/persistence/sql-student-queries.ts';
 import { silentLogger } from '../support/logger.ts';
@@ -24,6 +25,7 @@ export async function startCachedApi(
     /** How often the cache checks that its idle Redis connections still answer. */
     pingIntervalMs?: number;
     env?: Record<string, string>;
+    logger?: Logger;
   },
 ): Promise<CachedApi> {
   const config = parseConfig({
@@ -41,11 +43,11 @@ export async function startCachedApi(
       ...(options.halfOpenAfterMs ? { halfOpenAfterMs: options.halfOpenAfterMs } : {}),
       ...(options.pingIntervalMs ? { pingIntervalMs: options.pingIntervalMs } : {}),
     },
-    silentLogger,
+    options.logger ?? silentLogger,
   );
   const webApi = await createWebApi({
     config,
-    logger: silentLogger,
+    logger: options.logger ?? silentLogger,
     database,
     cache,
     ...(options.queries ? { queries: options.queries } : {}),

@@ -3,14 +3,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
-  privateRabbitMqAndPostgres,
+  privateServersAndPostgres,
   startPrivateRabbitMq,
   type PrivateServer,
 } from '../support/private-servers.ts';
 import { startPipeline, tally } from './pipeline-harness.ts';
 import { until } from '../support/until.ts';
 
-const servers = await privateRabbitMqAndPostgres();
+const servers = await privateServersAndPostgres();
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('the event pipeline under faults', servers, () => {

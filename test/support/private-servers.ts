@@ -31,8 +31,8 @@ export interface PrivateServer {
   dispose(): Promise<void>;
 }
 
-/** A private RabbitMQ next to the shared PostgreSQL: skipped when either is missing. */
-export async function privateRabbitMqAndPostgres(): Promise<{ skip?: string }> {
+/** Private servers next to the shared PostgreSQL: skipped when either is missing. */
+export async function privateServersAndPostgres(): Promise<{ skip?: string }> {
   return [await needsPostgres(), privateServersAvailable()].find((requirement) => requirement.skip) ?? {};
 }
 

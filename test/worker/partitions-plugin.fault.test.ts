@@ -5,13 +5,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
 import {
-  privateRabbitMqAndPostgres,
+  privateServersAndPostgres,
   startPrivateRabbitMq,
   type PrivateServer,
 } from '../support/private-servers.ts';
 import { startRole } from '../support/role-process.ts';
 
-const servers = await privateRabbitMqAndPostgres();
+const servers = await privateServersAndPostgres();
 
 describe('worker partitions on a RabbitMQ without the consistent-hash exchange plugin', servers, () => {
   let rabbitMq: PrivateServer;

@@ -34,6 +34,21 @@ const PING_TIMEOUT_MS = 1_000;
 const isBroken = (error: unknown) => error instanceof BrokenCircuitError;
 
 /**
+ * Replies of a Redis that answers but takes no writes: out of memory under `maxmemory-policy noeviction`, a replica
+ * after a failover, a failed snapshot with `stop-writes-on-bgsave-error`.
+ */
+const WRITES_REFUSED = /^(OOM|READONLY|MISCONF) /;
+
+/** The refusal `error` carries, if any; a transaction refused as a whole carries it in `previousErrors`. */
+function writeRefusalOf(error: unknown): string | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const previous = (error as Error & { previousErrors?: unknown[] }).previousErrors ?? [];
+  for (const reply of [error, ...previous])
+    if (reply instanceof Error && WRITES_REFUSED.test(reply.message)) return reply.message;
+  return undefined;
+}
+
+/**
  * Redis as the cache's L2, bus and dedup/idempotency store, behind a circuit breaker: while Redis is down every
  * cache operation fails fast (callers fall back to the database) instead of waiting on a dead connection.
  * `redis` is undefined in the embedded mode (`REDIS_URL=memory:`), where the cache lives in this process only.
@@ -68,6 +83,13 @@ export class CacheConnection {
   /** Found on a claim: the cache stays off for good. */
   #conflict: DeploymentConflictError | undefined;
   /**
+   * Redis's reply to the last write it refused, until it takes one again. Reads alone would close the breaker
+   * (and drop L1) every half-open period while every write opens it again: the trials try a write too.
+   */
+  #writesRefused: string | undefined;
+  /** Between the breaker's first opening and its closing: said once each, not at every failed trial. */
+  #outage = false;
+  /**
    * Entries written before this (an `orderedNow()` instant) may have missed invalidations while Redis was away. With
    * Redis, a new process starts at its own start (set below): what Redis holds from before may have missed writes made
    * while it was away by an instance that is gone now (its pending invalidations went with it), and Redis may have come
@@ -83,7 +105,16 @@ export class CacheConnection {
       breaker: new ConsecutiveBreaker(1),
     });
     this.#breaker.onBreak(() => {
-      logger.warn('cache unavailable (Redis): reading from the database');
+      if (!this.#outage) {
+        this.#outage = true;
+        if (this.#writesRefused === undefined)
+          logger.warn('cache unavailable (Redis): reading from the database');
+        else
+          logger.warn(
+            { reply: this.#writesRefused },
+            'cache unavailable (Redis refuses writes): reading from the database',
+          );
+      }
       if (this.#closed || this.#trials) return;
       // Opened by whichever request found Redis gone: the trials, and the recovery they lead to, are not its work.
       this.#trials = outsideTraces(() =>
@@ -91,6 +122,7 @@ export class CacheConnection {
       );
     });
     this.#breaker.onReset(() => {
+      this.#outage = false;
       clearInterval(this.#trials);
       this.#trials = undefined;
       logger.info('cache available again (Redis)');
@@ -135,7 +167,7 @@ export class CacheConnection {
   get available(): boolean {
     if (this.isMemory) return true;
     if (this.#breaker.state === CircuitState.Closed && this.#connected() && this.#claimHeld()) return true;
-    void this.#breaker.execute(() => this.#assertConnected()).catch(() => undefined);
+    void this.#breaker.execute(() => this.#assertUsable()).catch(() => undefined);
     return false;
   }
 
@@ -214,8 +246,26 @@ export class CacheConnection {
     for (const listener of this.#recoveryListeners) listener();
   }
 
-  #assertConnected(): void {
+  /** Connected, the claim held, and (when Redis refused a write) a write taken again: a no-op write, `SET … XX`. */
+  async #assertUsable(): Promise<void> {
     if (!this.#connected() || !this.#claimHeld()) throw new DependencyUnavailableError('cache');
+    if (this.#writesRefused === undefined) return;
+    await this.#refusalNoted(this.redis!.set(`${this.#claim?.prefix ?? ''}writes-taken`, '', 'XX'));
+    this.#writesRefused = undefined;
+  }
+
+  /** `reply`, noting a refused write (see `#writesRefused`). */
+  async #refusalNoted<T>(reply: Promise<T>): Promise<T> {
+    try {
+      return await reply;
+    } catch (error) {
+      this.#noteRefusal(error);
+      throw error;
+    }
+  }
+
+  #noteRefusal(error: unknown): void {
+    this.#writesRefused = writeRefusalOf(error) ?? this.#writesRefused;
   }
 
   /**
@@ -264,7 +314,8 @@ export class CacheConnection {
           );
       }
     } catch (error) {
-      // Unanswered: tried again at the next use of the cache.
+      // Unanswered or refused: tried again at the next use of the cache.
+      this.#noteRefusal(error);
       this.#logger.debug({ err: error }, 'cache: could not confirm the key prefix claim yet');
     } finally {
       this.#confirming = false;
@@ -276,9 +327,9 @@ export class CacheConnection {
     const redis = this.redis;
     if (!redis) throw new Error('run() needs Redis; check isMemory first');
     try {
-      return await this.#breaker.execute(() => {
-        this.#assertConnected();
-        return operation(redis);
+      return await this.#breaker.execute(async () => {
+        await this.#assertUsable();
+        return this.#refusalNoted(operation(redis));
       });
     } catch (error) {
       if (isBroken(error) || error instanceof DependencyUnavailableError)
@@ -319,9 +370,10 @@ export class CacheConnection {
           await this.run((redis) => redis.ping());
           return { status: 'Healthy', data: { mode: 'redis' } };
         } catch {
+          const refused = this.#writesRefused;
           return {
             status: 'Degraded',
-            description: `Redis unreachable: ${whatIsOff}`,
+            description: `${refused === undefined ? 'Redis unreachable' : `Redis refuses writes (${refused})`}: ${whatIsOff}`,
             data: { mode: 'redis', connection: this.redis.status },
           };
         }

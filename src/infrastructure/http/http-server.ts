@@ -62,9 +62,21 @@ const API_SECURITY_HEADERS: Readonly<Record<string, string>> = {
   'x-frame-options': 'DENY',
 };
 
+/**
+ * What HTTP caches (a browser's, a proxy's, a CDN's) may do with an answer (RFC 9111). With no Cache-Control, any of
+ * them may give a 200 or a 404 a lifetime of its own guessing (§4.2.2; Varnish's default is 120 s) and serve it after
+ * a write it never saw (the worker's never passes through HTTP), and a shared cache keyed on the URL alone (nginx's
+ * proxy_cache) would serve one caller's answer to another. So a read is the caller's own cache's to keep, asked again
+ * before every use (its ETag makes that a 304), and nothing else is stored (the OWASP REST set's `no-store`). A route
+ * that says otherwise (the event stream, the pages) sets its own.
+ */
+const READ_CACHE_CONTROL = 'private, no-cache';
+const NOT_STORED = 'no-store';
+
 /** What every response carries, on an answer written to the socket (no Fastify request, so no hook adds them). */
 const socketAnswerHeaders = (requestId: string): Record<string, string> => ({
   ...API_SECURITY_HEADERS,
+  'cache-control': NOT_STORED,
   'x-request-id': requestId,
 });
 
@@ -300,7 +312,13 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     });
   });
   const setCommonHeaders = (request: FastifyRequest, reply: FastifyReply) =>
-    void reply.headers(API_SECURITY_HEADERS).header('x-request-id', request.id);
+    void reply
+      .headers(API_SECURITY_HEADERS)
+      .header('x-request-id', request.id)
+      .header(
+        'cache-control',
+        request.method === 'GET' || request.method === 'HEAD' ? READ_CACHE_CONTROL : NOT_STORED,
+      );
   const corsPolicy = options.cors && resolveCors(options.cors);
   // What the CORS plugin's hook would add, for the answers sent before it runs or where it never does: a browser
   // page can read them too.

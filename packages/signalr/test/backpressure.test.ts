@@ -14,16 +14,34 @@ import {
 
 const MiB = 1024 * 1024;
 
-for (const transport of [
-  HttpTransportType.WebSockets,
-  HttpTransportType.ServerSentEvents,
-  HttpTransportType.LongPolling,
-]) {
-  test(`a client that reads (${HttpTransportType[transport]}) gets a 2 MiB result, a burst and a long stream, and stays connected`, async () => {
-    const running = await startHub({ maxBufferedBytes: MiB });
+/**
+ * The official client pings only every 15 s (keepAliveIntervalInMilliseconds), so a client busy taking in what the
+ * server sent says nothing for that long: the server's client timeout must allow that, as its default 30 s does.
+ * fastTimers' 2 s does not: on a slow machine a client that reads was closed for silence, not for lagging behind.
+ */
+const OFFICIAL_CLIENT_TIMEOUT = { clientTimeoutMs: 30_000 };
+
+/** Busies the thread for `ms`: a client whose handling of each message takes time (a slow machine, a slow handler). */
+const busy = (ms: number) => {
+  for (const end = performance.now() + ms; performance.now() < end;);
+};
+
+for (const [transport, handlingMs] of [
+  [HttpTransportType.WebSockets, 0],
+  [HttpTransportType.ServerSentEvents, 0],
+  [HttpTransportType.LongPolling, 0],
+  // 6,000 notifications at 0.4 ms each: longer than fastTimers' 2 s client timeout without a word from the client.
+  [HttpTransportType.WebSockets, 0.4],
+] as const) {
+  const reads = handlingMs > 0 ? 'reads slowly' : 'reads';
+  test(`a client that ${reads} (${HttpTransportType[transport]}) gets a 2 MiB result, a burst and a long stream, and stays connected`, async () => {
+    const running = await startHub({ maxBufferedBytes: MiB, ...OFFICIAL_CLIENT_TIMEOUT });
     const client = buildClient(running.url, { transport });
     let notified = 0;
-    client.on('item', () => notified++);
+    client.on('item', () => {
+      notified++;
+      busy(handlingMs);
+    });
     await client.start();
     try {
       assert.equal(((await client.invoke('Repeat', 'x', 2 * MiB)) as string).length, 2 * MiB);
@@ -130,7 +148,9 @@ for (const stateful of [false, true])
       maxBufferedBytes: 256 * 1024,
       // A stateful client's sends wait for Acks past its buffer; what waits counts toward the limit too, once no Ack
       // has freed room for a few seconds: long before the client timeout would end the wait.
-      ...(stateful ? { statefulReconnectBufferSize: 16 * 1024, clientTimeoutMs: 60_000 } : {}),
+      ...(stateful
+        ? { statefulReconnectBufferSize: 16 * 1024, clientTimeoutMs: 60_000 }
+        : OFFICIAL_CLIENT_TIMEOUT),
     });
     const proxy = await startStallingProxy(running);
     const client = buildClient(proxy.url, { reconnectDelays: [0, 100, 200], stateful });

@@ -286,7 +286,7 @@ export interface Config {
   };
   readonly cache: {
     readonly ttlSeconds: number;
-    /** Prefix of every cache key; a student is cached under `${keyPrefix}${id}`, as the original's `student:{id}`. */
+    /** Prefix of every cache key; a student is cached under `${keyPrefix}${id}` (the original's key was `Student_{id}`). */
     readonly keyPrefix: string;
   };
   /** Replay windows of request deduplication; 0 turns it off for that route. */

@@ -8,6 +8,8 @@ const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
 
 const pages = {
   '/': ['index.html', 'text/html; charset=utf-8'],
+  // The original's landing page address (ASP.NET's UseStaticFiles, without UseDefaultFiles, served it only there).
+  '/index.html': ['index.html', 'text/html; charset=utf-8'],
   '/app.css': ['app.css', 'text/css; charset=utf-8'],
   '/test-page.js': ['test-page.js', 'text/javascript; charset=utf-8'],
 } as const;

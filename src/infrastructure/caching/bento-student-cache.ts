@@ -22,7 +22,7 @@ interface Entry extends CachedStudent {
 }
 
 export interface BentoStudentCacheOptions {
-  /** A student is cached under `${keyPrefix}${id}` (the original's `student:{id}`). */
+  /** A student is cached under `${keyPrefix}${id}` (the original's was `Student_{id}`). */
   readonly keyPrefix: string;
   readonly ttlSeconds: number;
   readonly l1MaxItems?: number;

@@ -80,10 +80,10 @@ export function emptyResponse(description: string, headers?: ResponseHeaders) {
 
 /** What any route can answer while its database or cache is down (DependencyUnavailableError) or it shuts down. */
 export const serviceUnavailable = problemResponse(
-  'A dependency (database, cache, key set) cannot be reached, or this instance is shutting down: try again',
+  'A dependency (database, cache, key set) cannot serve the request now (down, refusing writes, or busy), or this instance is shutting down: try again',
   RETRY_AFTER,
   problemWith('UnavailableProblem', {
-    dependency: z.string().optional().describe('What cannot be reached (`DEPENDENCY.UNAVAILABLE` only)'),
+    dependency: z.string().optional().describe('What cannot serve it (`DEPENDENCY.UNAVAILABLE` only)'),
   }),
 );
 

@@ -240,7 +240,8 @@ export function sendErrorProblem(
         status: 503,
         title: 'Service temporarily unavailable',
         code: 'DEPENDENCY.UNAVAILABLE',
-        detail: `The ${error.dependency} cannot be reached right now; try again shortly.`,
+        // Down, refusing writes, or every connection busy (a hot row): the caller's answer is the same.
+        detail: `The ${error.dependency} cannot serve this request right now; try again shortly.`,
         instance,
         dependency: error.dependency,
       }),

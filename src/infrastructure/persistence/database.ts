@@ -156,6 +156,8 @@ const HELD_LEAD_LOCKS_STATEMENT = {
 
 /** Npgsql's command timeout, the original's. */
 const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
+/** Connections each process's pool opens at most. */
+const POOL_SIZE = 10;
 /** How much longer than the server's own timeout a statement may go unanswered before the client gives up on it. */
 const UNANSWERED_GRACE_MS = 5_000;
 
@@ -197,7 +199,7 @@ function openPostgres(
 ): Database {
   const pool = new pg.Pool({
     connectionString: url,
-    max: 10,
+    max: POOL_SIZE,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
     statement_timeout: statementTimeoutMs,
@@ -266,6 +268,25 @@ function openPostgres(
       }
     },
     async ping() {
+      // Every pooled connection busy (slow requests, or requests queued behind a lock): the server may well answer,
+      // and that is the question. In the pool's queue the probe would wait behind them and report a busy instance
+      // as one whose database does not answer, taking it (every instance, behind one hot row) out of rotation.
+      if (pool.waitingCount > 0 || (pool.idleCount === 0 && pool.totalCount >= POOL_SIZE)) {
+        const client = new pg.Client({
+          connectionString: url,
+          connectionTimeoutMillis: 5_000,
+          query_timeout: unansweredAfterMs,
+        });
+        // A connection lost meanwhile fails the query; unheard, its 'error' event would crash the process.
+        client.on('error', () => undefined);
+        try {
+          await client.connect();
+          const { rows } = await client.query<{ readOnly: boolean }>(READ_ONLY_STATEMENT.text);
+          return { readOnly: rows[0]?.readOnly === true };
+        } finally {
+          void client.end().catch(() => undefined);
+        }
+      }
       const { rows } = await pool.query<{ readOnly: boolean }>(READ_ONLY_STATEMENT);
       return { readOnly: rows[0]?.readOnly === true };
     },

@@ -223,6 +223,16 @@ function apiContract(kind: 'pglite' | 'postgres') {
     // `Cache-Control: no-cache`, which bypasses deduplication, to a request with If-None-Match.)
     assert.equal((await put({})).status, 200);
     await assertProblem(await put({ 'if-none-match': '*', 'cache-control': 'max-age=0' }), 412);
+    // Nor across If-Match: the same body under a stale tag, sent while the identical PUT under the current one is
+    // running, is refused, not handed that PUT's answer.
+    const current = (await call(path, { headers: { 'cache-control': 'no-cache' } })).headers.get('etag')!;
+    const unbypassed = { 'cache-control': 'max-age=0' };
+    const [fresh, stale] = await Promise.all([
+      put({ 'if-match': current, ...unbypassed }),
+      put({ 'if-match': '"1"', ...unbypassed }),
+    ]);
+    assert.equal(fresh.status, 200);
+    assert.equal((await assertProblem(stale, 412)).code, 'STUDENT.VERSION_CONFLICT');
   });
 
   test('an id in upper case names the same student for every method, and reads through it see every write', async () => {

@@ -181,6 +181,13 @@ const ConfigSchema = z.object({
       .max(1, 'must be a number above 0, at most 1')
       .default(DEFAULT_RESILIENCE.failureRatio),
   ),
+  RESILIENCE_SAMPLING_DURATION_MS: milliseconds(DEFAULT_RESILIENCE.samplingDurationMs),
+  RESILIENCE_MINIMUM_THROUGHPUT: wholeNumber(
+    'must be a whole number from 1 to 10000',
+    DEFAULT_RESILIENCE.minimumThroughput,
+    1,
+    10_000,
+  ),
   RESILIENCE_MAX_RETRY_ATTEMPTS: wholeNumber(
     'must be a whole number from 0 to 20',
     DEFAULT_RESILIENCE.maxRetryAttempts,
@@ -452,6 +459,8 @@ export function parseConfig(
     resilience: {
       durationOfBreakMs: c.RESILIENCE_DURATION_OF_BREAK_MS,
       failureRatio: c.RESILIENCE_FAILURE_RATIO,
+      samplingDurationMs: c.RESILIENCE_SAMPLING_DURATION_MS,
+      minimumThroughput: c.RESILIENCE_MINIMUM_THROUGHPUT,
       maxRetryAttempts: c.RESILIENCE_MAX_RETRY_ATTEMPTS,
       baseDelayMs: c.RESILIENCE_BASE_DELAY_MS,
       maxDelayMs: c.RESILIENCE_MAX_DELAY_MS,

@@ -261,6 +261,8 @@ describe('configuration', () => {
       ['RESILIENCE_FAILURE_RATIO', '0', '0.01', 'must be a number above 0, at most 1'],
       ['RESILIENCE_FAILURE_RATIO', '1.5', '1', 'must be a number above 0, at most 1'],
       ['RESILIENCE_MAX_RETRY_ATTEMPTS', '21', '20', 'must be a whole number from 0 to 20'],
+      ['RESILIENCE_MINIMUM_THROUGHPUT', '0', '1', 'must be a whole number from 1 to 10000'],
+      ['RESILIENCE_SAMPLING_DURATION_MS', '0', '1', 'must be a whole, positive number of milliseconds'],
       ['REPLAY_LOG_MAX_ENTRIES', '99', '100', 'must be a whole number from 100 to 10000000'],
       ['HTTP_MAX_HEADER_BYTES', '1048577', '1048576', 'must be a whole number of bytes from 1024 to 1048576'],
       // Node's timers hold at most 2^31 - 1 ms: a longer delay fires after 1 ms (a heartbeat every millisecond, a stop

@@ -77,3 +77,21 @@ test('backoffDelay doubles from the base up to the cap; with jitter it is a rand
     assert.ok(jittered >= 1_000 && jittered <= 2_000, `${jittered}`);
   }
 });
+
+test("the breaker opens once the sampling window holds the minimum throughput's calls, half of them failed", async () => {
+  const noRetries = { ...DEFAULT_RESILIENCE, maxRetryAttempts: 0 };
+  const failedCalls = async (minimumThroughput: number, calls: number) => {
+    const policy = createResiliencePolicy('test', { ...noRetries, minimumThroughput }, silentLogger);
+    for (let call = 0; call < calls; call++)
+      await policy
+        .execute(async () => {
+          throw new Error('broker unreachable');
+        })
+        .catch(() => undefined);
+    return policy.breakerState();
+  };
+  assert.equal(await failedCalls(DEFAULT_RESILIENCE.minimumThroughput, 4), 'open', 'the default: 4 calls');
+  // The original's 10: four failed calls are too few to tell.
+  assert.equal(await failedCalls(10, 4), 'closed');
+  assert.equal(await failedCalls(10, 10), 'open');
+});

@@ -19,6 +19,10 @@ export interface ResilienceOptions {
   readonly durationOfBreakMs: number;
   /** Share of failed calls (0..1) within the sampling window that opens the breaker. */
   readonly failureRatio: number;
+  /** The window over which that share is taken. */
+  readonly samplingDurationMs: number;
+  /** Below this many calls in the window the share means little, so the breaker stays closed. */
+  readonly minimumThroughput: number;
   readonly maxRetryAttempts: number;
   readonly baseDelayMs: number;
   readonly maxDelayMs: number;
@@ -26,10 +30,16 @@ export interface ResilienceOptions {
   readonly timeoutMs: number;
 }
 
-/** The defaults of the RESILIENCE_* settings (config.ts). */
+/**
+ * The defaults of the RESILIENCE_* settings (config.ts), the original's but for the sampling: 30 s and 4 calls where it
+ * had 60 s and 10. Each attempt is a call, so one publish that fails with its 3 retries opens the breaker, rather than
+ * at the third such publish.
+ */
 export const DEFAULT_RESILIENCE: ResilienceOptions = {
   durationOfBreakMs: 30_000,
   failureRatio: 0.5,
+  samplingDurationMs: 30_000,
+  minimumThroughput: 4,
   maxRetryAttempts: 3,
   baseDelayMs: 1_000,
   maxDelayMs: 30_000,
@@ -47,10 +57,6 @@ export interface ResiliencePolicy {
   execute<T>(call: (signal: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T>;
   breakerState(): BreakerState;
 }
-
-const SAMPLING_WINDOW_MS = 30_000;
-// Below this many calls in the window the ratio means little, so the breaker stays closed.
-const MINIMUM_THROUGHPUT = 4;
 
 const stateNames: Record<CircuitState, BreakerState> = {
   [CircuitState.Closed]: 'closed',
@@ -75,8 +81,8 @@ export function createResiliencePolicy(
     halfOpenAfter: options.durationOfBreakMs,
     breaker: new SamplingBreaker({
       threshold: options.failureRatio,
-      duration: SAMPLING_WINDOW_MS,
-      minimumRps: MINIMUM_THROUGHPUT / (SAMPLING_WINDOW_MS / 1000),
+      duration: options.samplingDurationMs,
+      minimumRps: options.minimumThroughput / (options.samplingDurationMs / 1000),
     }),
   });
   breaker.onBreak(() => logger.warn({ policy: name }, 'circuit breaker opened'));

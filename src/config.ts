@@ -90,6 +90,8 @@ const ConfigSchema = z.object({
       'must be pglite://DIR or pglite://memory for the embedded database (lower case, two slashes, then the directory)',
     )
     .default('pglite://./.data/pg'),
+  // The most connections one process's pool opens; the relay's leader session and the migration have their own.
+  DATABASE_POOL_SIZE: wholeNumber('must be a whole number from 1 to 1000', 10, 1, 1_000),
   AMQP_URL: urlWithScheme(
     ['memory:', 'amqp:', 'amqps:'],
     'must be memory: or amqp://user:pass@host:5672/vhost',
@@ -249,6 +251,8 @@ export const CONFIG_VARIABLES: readonly string[] = Object.keys(ConfigSchema.shap
 
 export interface Config {
   readonly databaseUrl: string;
+  /** Connections each process opens to PostgreSQL at most. */
+  readonly databasePoolSize: number;
   readonly amqpUrl: string;
   readonly redisUrl: string;
   readonly host: string;
@@ -422,6 +426,7 @@ export function parseConfig(
   if (conflicts.length > 0) throw new ConfigError(conflicts);
   return {
     databaseUrl: c.DATABASE_URL,
+    databasePoolSize: c.DATABASE_POOL_SIZE,
     amqpUrl: c.AMQP_URL,
     redisUrl: c.REDIS_URL,
     host: c.HOST,

@@ -262,6 +262,8 @@ describe('configuration', () => {
       ['RESILIENCE_FAILURE_RATIO', '1.5', '1', 'must be a number above 0, at most 1'],
       ['RESILIENCE_MAX_RETRY_ATTEMPTS', '21', '20', 'must be a whole number from 0 to 20'],
       ['RESILIENCE_MINIMUM_THROUGHPUT', '0', '1', 'must be a whole number from 1 to 10000'],
+      ['DATABASE_POOL_SIZE', '0', '1', 'must be a whole number from 1 to 1000'],
+      ['DATABASE_POOL_SIZE', '1001', '1000', 'must be a whole number from 1 to 1000'],
       ['RESILIENCE_SAMPLING_DURATION_MS', '0', '1', 'must be a whole, positive number of milliseconds'],
       ['REPLAY_LOG_MAX_ENTRIES', '99', '100', 'must be a whole number from 100 to 10000000'],
       ['HTTP_MAX_HEADER_BYTES', '1048577', '1048576', 'must be a whole number of bytes from 1024 to 1048576'],
@@ -324,6 +326,7 @@ describe('configuration', () => {
         `${name}=${value}`,
       );
     assert.equal(parseConfig({ API_PORT: ' 5000 ' }).ports.api, 5_000);
+    assert.equal(parseConfig({}).databasePoolSize, 10);
     for (const [ratio, taken] of [
       ['0.5', 0.5],
       ['.25', 0.25],

@@ -156,8 +156,6 @@ const HELD_LEAD_LOCKS_STATEMENT = {
 
 /** Npgsql's command timeout, the original's. */
 const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
-/** Connections each process's pool opens at most. */
-const POOL_SIZE = 10;
 /** How much longer than the server's own timeout a statement may go unanswered before the client gives up on it. */
 const UNANSWERED_GRACE_MS = 5_000;
 
@@ -167,6 +165,8 @@ const MIGRATION_LOCK_KEY = 4_224_711;
 
 /** PostgreSQL only; migrations wait as long as they need, without either. */
 export interface DatabaseOptions {
+  /** Connections the pool opens at most (DATABASE_POOL_SIZE). Default 10. */
+  readonly poolSize?: number;
   /**
    * A statement running longer is cancelled by the server, which rolls its transaction back (503). Default
    * DEFAULT_STATEMENT_TIMEOUT_MS.
@@ -193,13 +193,14 @@ function openPostgres(
   url: string,
   logger: Logger,
   {
+    poolSize = 10,
     statementTimeoutMs = DEFAULT_STATEMENT_TIMEOUT_MS,
     unansweredAfterMs = statementTimeoutMs + UNANSWERED_GRACE_MS,
   }: DatabaseOptions,
 ): Database {
   const pool = new pg.Pool({
     connectionString: url,
-    max: POOL_SIZE,
+    max: poolSize,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
     statement_timeout: statementTimeoutMs,
@@ -271,7 +272,7 @@ function openPostgres(
       // Every pooled connection busy (slow requests, or requests queued behind a lock): the server may well answer,
       // and that is the question. In the pool's queue the probe would wait behind them and report a busy instance
       // as one whose database does not answer, taking it (every instance, behind one hot row) out of rotation.
-      if (pool.waitingCount > 0 || (pool.idleCount === 0 && pool.totalCount >= POOL_SIZE)) {
+      if (pool.waitingCount > 0 || (pool.idleCount === 0 && pool.totalCount >= poolSize)) {
         const client = new pg.Client({
           connectionString: url,
           connectionTimeoutMillis: 5_000,

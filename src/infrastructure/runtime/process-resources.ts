@@ -19,6 +19,7 @@ import { holdInProcessBusLock } from './in-process-bus-lock.ts';
 
 export interface RuntimeSettings {
   readonly databaseUrl: string;
+  readonly databasePoolSize: number;
   readonly amqpUrl: string;
   readonly redisUrl: string;
   readonly cache: { readonly ttlSeconds: number; readonly keyPrefix: string };
@@ -78,7 +79,7 @@ export async function openProcessResources(
     for (const closer of closers.splice(0).reverse()) await closer();
   };
   try {
-    const database = await openDatabase(settings.databaseUrl, logger);
+    const database = await openDatabase(settings.databaseUrl, logger, { poolSize: settings.databasePoolSize });
     closers.push(() => database.close());
     await database.migrate();
     // Claims the cache's key prefix and the vhost: another deployment pointed at either is refused. Not for a

@@ -118,14 +118,25 @@ export class RabbitMqMessageBus implements MessageBus {
       ...(options.connectionName ? { connectionName: `${options.connectionName} (publishing)` } : {}),
     });
     // Every emitter gets an 'error' listener: an unhandled one would crash the process when the broker goes away.
-    for (const connection of [this.connection, this.publishConnection]) {
+    // Each line names the connection and the vhost, and a reconnection says how long it was away: a broker restart or
+    // a network blip is expected and recovered from by itself (warn, not error), but the operator needs to see when
+    // it ended, and for which deployment.
+    for (const [connection, role] of [
+      [this.connection, 'consuming'],
+      [this.publishConnection, 'publishing'],
+    ] as const) {
+      let lostAt: number | undefined;
+      const where = { connection: role, vhost: this.vhost };
       connection.on('error', (error: unknown) => {
         this.lastErrors.set(connection, errorMessage(error));
-        this.logger.error({ err: error }, 'RabbitMQ connection error; reconnecting');
+        lostAt ??= Date.now();
+        this.logger.warn({ err: error, ...where }, 'RabbitMQ connection error; reconnecting');
       });
       connection.on('connection', () => {
         this.lastErrors.delete(connection);
-        this.logger.info({}, 'RabbitMQ connection established');
+        if (lostAt === undefined) return this.logger.info(where, 'RabbitMQ connection established');
+        this.logger.info({ ...where, downMs: Date.now() - lostAt }, 'RabbitMQ connection re-established');
+        lostAt = undefined;
       });
     }
     // A new connection starts unblocked (rabbitmq-client corks only the socket that was blocked).

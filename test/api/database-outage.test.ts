@@ -26,7 +26,7 @@ function webApiBehindProxy(
     created = await createPostgresDatabase();
     const through = await TcpProxy.inFrontOf(created.url, 5432);
     running.proxy = through.proxy;
-    database = await openDatabase(through.url, silentLogger, options);
+    database = await openDatabase(through.url, logger, options);
     await database.migrate();
     running.api = await startWebApi(database, {}, logger);
   });
@@ -43,7 +43,7 @@ describe('when the database is down, the log', await needsPostgres(), () => {
   const { logger, logged } = recordingLogger();
   const running = webApiBehindProxy({}, logger);
 
-  test('says so once for a burst of refused requests, not once per request (each is still in the access log)', async () => {
+  test('says so once for a burst of refused requests, not once per request (each is still in the access log), and says when it is back', async () => {
     await running.proxy.pause();
     try {
       const answers = await Promise.all(
@@ -57,10 +57,18 @@ describe('when the database is down, the log', await needsPostgres(), () => {
     } finally {
       await running.proxy.resume();
     }
+    assert.equal((await fetch(`${running.api.url}/health/ready`)).status, 200);
+    assert.equal((await fetch(`${running.api.url}/api/students`)).status, 200);
     const lines = logged()
       .split('\n')
       .filter(Boolean)
-      .map((line) => JSON.parse(line) as { msg: string; statusCode?: number; refusedUnlogged?: number });
+      .map(
+        (line) =>
+          JSON.parse(line) as { msg: string; statusCode?: number; refusedUnlogged?: number; downMs?: number },
+      );
+    const back = lines.filter((line) => line.msg === 'PostgreSQL reachable again');
+    assert.equal(back.length, 1, `${back.length} lines`);
+    assert.equal(typeof back[0]?.downMs, 'number');
     const said = lines.filter((line) => line.msg.startsWith('database unavailable'));
     // The first at once; the others at the end of the interval, counted.
     assert.equal(said.length, 1, `${said.length} lines`);

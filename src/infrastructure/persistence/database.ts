@@ -14,7 +14,7 @@ import pg from 'pg';
 import type { Logger } from '../logging/logger.ts';
 import { valueWithoutUrlPassword } from '../logging/url-password.ts';
 import { outsideTraces } from '../observability/outside-traces.ts';
-import { isQueryTimeout } from './database-errors.ts';
+import { isConnectionFailure, isQueryTimeout } from './database-errors.ts';
 import * as schema from './schema.ts';
 import type { SqlExecutor, SqlStatement } from './sql.ts';
 import { settledWithin } from '../runtime/settled-within.ts';
@@ -210,17 +210,34 @@ function openPostgres(
   // whole client on the error, which would put the connection's internals into the log line.
   pool.on('error', (error: Error & { client?: unknown }) => {
     delete error.client;
+    noteLost();
     // The client's socket keeps the context it was opened in (a request's, a message's): this line is none of theirs.
     outsideTraces(() => logger.warn({ err: error }, 'idle PostgreSQL connection lost'));
+  });
+  // A lost connection, or one that could not be made: the roles log what the outage refuses (throttled); its end
+  // is said here, once, at the first connection made after it.
+  let lostSince: number | undefined;
+  const noteLost = () => (lostSince ??= Date.now());
+  const noteFailure = (error: unknown) => {
+    if (isConnectionFailure(error)) noteLost();
+  };
+  pool.on('connect', () => {
+    if (lostSince === undefined) return;
+    const downMs = Date.now() - lostSince;
+    lostSince = undefined;
+    outsideTraces(() => logger.info({ downMs }, 'PostgreSQL reachable again'));
   });
   const db = drizzlePg(pool, { schema });
   const local = new LocalChannels();
   return {
     kind: 'postgres',
     db,
-    sql: pgExecutor(pool),
+    sql: pgExecutor(pool, noteFailure),
     async transaction(work) {
-      const client = await pool.connect();
+      const client = await pool.connect().catch((error: unknown) => {
+        noteFailure(error);
+        throw error;
+      });
       let broken: Error | undefined;
       // A connection the server closes between two statements reports it as an 'error' event, which would crash
       // the process unheard; the next statement fails with it, and the connection is discarded on release.
@@ -232,6 +249,7 @@ function openPostgres(
         await client.query('commit');
         return result;
       } catch (error) {
+        noteFailure(error);
         // A connection that cannot even roll back is discarded rather than returned to the pool. One whose
         // statement got no answer is discarded at once (a ROLLBACK would only wait behind that statement): the
         // server rolls back when the session ends.
@@ -288,7 +306,12 @@ function openPostgres(
           void client.end().catch(() => undefined);
         }
       }
-      const { rows } = await pool.query<{ readOnly: boolean }>(READ_ONLY_STATEMENT);
+      const { rows } = await pool
+        .query<{ readOnly: boolean }>(READ_ONLY_STATEMENT)
+        .catch((error: unknown) => {
+          noteFailure(error);
+          throw error;
+        });
       return { readOnly: rows[0]?.readOnly === true };
     },
     tryLead: (lockKey) => leadOnPostgres(url, lockKey, local, logger),
@@ -304,11 +327,21 @@ function openPostgres(
   };
 }
 
-function pgExecutor(target: pg.Pool | pg.PoolClient): SqlExecutor {
+/** `onFailure`: told of every statement that failed (before it is thrown). */
+function pgExecutor(target: pg.Pool | pg.PoolClient, onFailure?: (error: unknown) => void): SqlExecutor {
   return {
     async query<Row>(statement: SqlStatement, params: readonly unknown[]) {
-      const result = await target.query({ name: statement.name, text: statement.text, values: [...params] });
-      return result.rows as Row[];
+      try {
+        const result = await target.query({
+          name: statement.name,
+          text: statement.text,
+          values: [...params],
+        });
+        return result.rows as Row[];
+      } catch (error) {
+        onFailure?.(error);
+        throw error;
+      }
     },
   };
 }

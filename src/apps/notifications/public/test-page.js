@@ -219,27 +219,42 @@
   };
 
   async function call(method, path, body) {
-    const response = await fetch(`${apiUrl}${path}`, {
-      method,
-      headers: {
-        ...(body ? { 'content-type': 'application/json' } : {}),
-        ...(token() ? { authorization: `Bearer ${token()}` } : {}),
-      },
-      body: body ? JSON.stringify(body) : undefined,
-    });
+    let response;
+    try {
+      response = await fetch(`${apiUrl}${path}`, {
+        method,
+        headers: {
+          ...(body ? { 'content-type': 'application/json' } : {}),
+          ...(token() ? { authorization: `Bearer ${token()}` } : {}),
+        },
+        body: body ? JSON.stringify(body) : undefined,
+      });
+    } catch {
+      // fetch says only "Failed to fetch", whether nothing listens there or CORS kept the answer from this page.
+      throw new Error(
+        `${method} ${path}: no answer from the webapi at ${apiUrl} (not running there, or its CORS_ORIGINS does not list ${location.origin})`,
+      );
+    }
     $('log').textContent = `${method} ${path} → ${response.status}`;
     if (response.ok) return response.status === 204 ? undefined : response.json();
-    // A problem+json error says why; it is never taken for a student.
+    // A problem+json error says why (and which fields); it is never taken for a student.
     const problem = await response.json().catch(() => ({}));
+    const fields = Array.isArray(problem.errors)
+      ? problem.errors.map(({ field, reason }) => `${field} ${reason}`).join('; ')
+      : '';
     throw new Error(
-      `${method} ${path} → ${response.status} ${[problem.title, problem.detail].filter(Boolean).join(': ')}`,
+      `${method} ${path} → ${response.status} ${[problem.title, problem.detail, fields].filter(Boolean).join(': ')}`,
     );
   }
   const run = (action) => () => action().catch((error) => ($('log').textContent = `${error}`));
   $('create').onclick = run(async () => setLastStudent(await call('POST', '/api/students', {})));
   $('update').onclick = run(async () => {
     const { id, firstName, lastName, email } = lastStudent;
-    setLastStudent(await call('PUT', `/api/students/${id}`, { firstName: `${firstName}!`, lastName, email }));
+    // A change that keeps the name within its 100 characters, however often it is made: a `!` on, then off again.
+    const changed = firstName.endsWith('!')
+      ? firstName.slice(0, -1)
+      : `${[...firstName].slice(0, 99).join('')}!`;
+    setLastStudent(await call('PUT', `/api/students/${id}`, { firstName: changed, lastName, email }));
   });
   $('delete').onclick = run(async () => {
     await call('DELETE', `/api/students/${lastStudent.id}`);

@@ -228,9 +228,11 @@ export class CacheConnection {
       () => {
         clearTimeout(timer);
         if (this.#closed || !this.#lost.delete(client)) return;
-        this.#logger.info(
-          'cache connection back (Redis): what was read before may have missed invalidations',
-        );
+        // Said once, when the last of the connections lost is back (each recovery marks what was read as stale).
+        if (this.#lost.size === 0)
+          this.#logger.info(
+            'cache connection back (Redis): what was read before may have missed invalidations',
+          );
         this.#recovered();
       },
       () => {

@@ -79,7 +79,9 @@ export async function openProcessResources(
     for (const closer of closers.splice(0).reverse()) await closer();
   };
   try {
-    const database = await openDatabase(settings.databaseUrl, logger, { poolSize: settings.databasePoolSize });
+    const database = await openDatabase(settings.databaseUrl, logger, {
+      poolSize: settings.databasePoolSize,
+    });
     closers.push(() => database.close());
     await database.migrate();
     // Claims the cache's key prefix and the vhost: another deployment pointed at either is refused. Not for a

@@ -14,6 +14,7 @@ import { SqlUnitOfWork } from '../src/infrastructure/persistence/sql-unit-of-wor
 import { outbox, students } from '../src/infrastructure/persistence/schema.ts';
 import { fakerStudentGenerator } from '../src/infrastructure/system/faker-student-generator.ts';
 import { uuidV7Generator } from '../src/infrastructure/system/uuid-v7-generator.ts';
+import { checkNamed, type HealthBody } from '../test/support/health.ts';
 import { createTestVhost } from '../test/support/rabbitmq-vhost.ts';
 import { createPostgresDatabase } from '../test/support/databases.ts';
 import { startChildServer } from './child-server.ts';
@@ -126,10 +127,11 @@ function pipeline(n: number, prefetch: number, { partitions = 1, workers = 1 } =
 
 /** How many partition queues the worker behind `healthUrl` consumes now. */
 async function partitionsOwned(healthUrl: string): Promise<number> {
-  const health = (await (await fetch(healthUrl)).json()) as {
-    checks: { consumer?: { data?: { partitions?: { owned: readonly number[] } } } };
-  };
-  return health.checks.consumer?.data?.partitions?.owned.length ?? 0;
+  const health = (await (await fetch(healthUrl)).json()) as HealthBody;
+  return (
+    checkNamed<{ partitions?: { owned: readonly number[] } }>(health, 'consumer')?.data.partitions?.owned
+      .length ?? 0
+  );
 }
 
 /** Baseline: the worker's transaction shape (lock + read, update, 2 outbox inserts) straight on pg, 10 at a time. */

@@ -9,6 +9,7 @@ import { outcome, type ReceivedMessage } from '../../src/application/ports/messa
 import { Queues } from '../../src/contracts/messaging.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { createProxiedVhost, createTestVhost } from '../support/rabbitmq-vhost.ts';
 import { startRole } from '../support/role-process.ts';
 import { needsPostgres, needsRabbitMq } from '../support/services.ts';
@@ -79,10 +80,8 @@ describe('the webapi process while RabbitMQ is down', await needsPostgres(), asy
       await broker.proxy.pause();
       const webapi = await startWebApi();
       const id = await createStudent(webapi.url);
-      const health = (await (await fetch(`${webapi.url}/health`)).json()) as {
-        checks: Record<string, { status: string }>;
-      };
-      assert.equal(health.checks.broker?.status, 'Degraded');
+      const health = (await (await fetch(`${webapi.url}/health`)).json()) as HealthBody;
+      assert.equal(checkNamed(health, 'rabbitmq')?.status, 'Degraded');
 
       await broker.proxy.resume();
       // Nothing else declares in this vhost: the worker's queue exists once the webapi's relay declared it.
@@ -121,11 +120,7 @@ describe('the webapi process while RabbitMQ is down', await needsPostgres(), asy
       // After the test above, which brought the broker back.
       const webapi = await startWebApi();
       const brokerHealth = async () =>
-        (
-          (await (await fetch(`${webapi.url}/health`)).json()) as {
-            checks: Record<string, { status: string; description?: string }>;
-          }
-        ).checks.broker;
+        checkNamed((await (await fetch(`${webapi.url}/health`)).json()) as HealthBody, 'rabbitmq');
       try {
         await until(async () => (await brokerHealth())?.status === 'Healthy', 'the relay connected');
         assert.ok(broker.proxy.silence() > 0, 'the connections silenced');

@@ -8,6 +8,7 @@ import {
   type DatabaseOptions,
 } from '../../src/infrastructure/persistence/database.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { recordingLogger, silentLogger } from '../support/logger.ts';
 import { settlesWithin } from '../support/settles-within.ts';
 import { needsPostgres } from '../support/services.ts';
@@ -105,8 +106,8 @@ describe('when the database is down', await needsPostgres(), () => {
     });
     assert.equal(read.status, 503);
     assert.equal((await fetch(`${running.api.url}/health/ready`)).status, 503);
-    const health = await json(await fetch(`${running.api.url}/health`));
-    assert.equal((health.checks as Record<string, { status: string }>).database?.status, 'Unhealthy');
+    const health = (await json(await fetch(`${running.api.url}/health`))) as unknown as HealthBody;
+    assert.equal(checkNamed(health, 'database')?.status, 'Unhealthy');
     assert.equal((await fetch(`${running.api.url}/health/live`)).status, 200, 'the process itself is fine');
 
     await running.proxy.resume();

@@ -5,6 +5,7 @@ import { after, before, describe, mock, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { sha256 } from '../../src/apps/webapi/plugins/caller.ts';
 import { openTestDatabase, studentsTableLock, type TestDatabase } from '../support/databases.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { startRole } from '../support/role-process.ts';
 import { deleteRedisKeys, needsPostgres, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
@@ -592,10 +593,8 @@ describe(
     });
 
     const redisHealth = async () => {
-      const health = (await (await fetch(`${api.url}/health`)).json()) as {
-        checks: Record<string, { status: string }>;
-      };
-      return health.checks.redis?.status;
+      const health = (await (await fetch(`${api.url}/health`)).json()) as HealthBody;
+      return checkNamed(health, 'redis')?.status;
     };
     const get = (id: string) => fetch(`${api.url}/api/students/${id}`);
 

@@ -7,6 +7,7 @@ import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { deleteRedisKeys, needsRedis, REDIS_URL, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { until } from '../support/until.ts';
@@ -63,8 +64,7 @@ async function read(api: CachedApi, id: string, caller?: string) {
 }
 
 const redisHealth = async (api: CachedApi) =>
-  ((await (await fetch(`${api.url}/health`)).json()) as { checks: Record<string, { status: string }> }).checks
-    .redis?.status;
+  checkNamed((await (await fetch(`${api.url}/health`)).json()) as HealthBody, 'redis')?.status;
 
 /** Waits until `api`'s /health shows Redis Healthy again, failing after `withinMs`. */
 async function assertRedisHealthy(api: CachedApi, withinMs: number): Promise<void> {

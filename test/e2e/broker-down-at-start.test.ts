@@ -7,22 +7,22 @@ import { after, before, describe, test } from 'node:test';
 import { Queues } from '../../src/contracts/messaging.ts';
 import { RabbitMqMessageBus } from '../../src/infrastructure/messaging/rabbitmq-message-bus.ts';
 import { createPostgresDatabase } from '../support/databases.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { createProxiedVhost } from '../support/rabbitmq-vhost.ts';
 import { freePort } from '../support/free-port.ts';
 import { startRole, type RoleProcess } from '../support/role-process.ts';
 import { needsPostgres, needsRabbitMq } from '../support/services.ts';
 import { until } from '../support/until.ts';
 
-interface Health {
-  readonly status: string;
-  readonly checks: Record<string, { status: string; data?: Record<string, unknown> }>;
+/** /health/ready's status code, and /health's detail. */
+async function readiness(url: string): Promise<{ code: number; health: HealthBody }> {
+  const { status: code } = await fetch(`${url}/health/ready`);
+  return { code, health: (await (await fetch(`${url}/health`)).json()) as HealthBody };
 }
 
-/** /health/ready's status code, and /health's detail. */
-async function readiness(url: string): Promise<{ code: number; health: Health }> {
-  const { status: code } = await fetch(`${url}/health/ready`);
-  return { code, health: (await (await fetch(`${url}/health`)).json()) as Health };
-}
+/** The `consumer` check of a /health body. */
+const consumerOf = (health: HealthBody) =>
+  checkNamed<{ state?: string; partitions?: { waiting: number[] } }>(health, 'consumer');
 
 describe('the consuming roles started while RabbitMQ is down', await needsPostgres(), async () => {
   const rabbit = await needsRabbitMq();
@@ -78,9 +78,9 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
         assert.equal((await fetch(`${process.url}/health/live`)).status, 200);
         const waiting = await readiness(process.url);
         assert.equal(waiting.code, 503);
-        assert.equal(waiting.health.checks.broker?.status, 'Unhealthy');
-        assert.equal(waiting.health.checks.consumer?.status, 'Unhealthy');
-        assert.equal(waiting.health.checks.consumer?.data?.state, 'waiting for the broker');
+        assert.equal(checkNamed(waiting.health, 'rabbitmq')?.status, 'Unhealthy');
+        assert.equal(consumerOf(waiting.health)?.status, 'Unhealthy');
+        assert.equal(consumerOf(waiting.health)?.data.state, 'waiting for the broker');
 
         await broker.proxy.resume();
         paused = false;
@@ -149,23 +149,21 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
         try {
           process = await start();
           await until(async () => (await readiness(process!.url)).code === 200, 'ready', 30_000, 100);
-          assert.equal((await readiness(process.url)).health.checks.consumer?.data?.state, 'consuming');
+          assert.equal(consumerOf((await readiness(process.url)).health)?.data.state, 'consuming');
 
           await broker.proxy.pause();
           paused = true;
           await until(
             async () =>
-              (await readiness(process!.url)).health.checks.consumer?.data?.state ===
-              'waiting for the broker',
+              consumerOf((await readiness(process!.url)).health)?.data.state === 'waiting for the broker',
             'the consumer check says it waits for the broker',
             10_000,
             50,
           );
           const waiting = await readiness(process.url);
           assert.equal(waiting.code, 503);
-          assert.equal(waiting.health.checks.consumer?.status, 'Unhealthy');
-          const partitions = waiting.health.checks.consumer?.data?.partitions as
-            { waiting: number[] } | undefined;
+          assert.equal(consumerOf(waiting.health)?.status, 'Unhealthy');
+          const partitions = consumerOf(waiting.health)?.data.partitions;
           // Only a worker over partitions reports them; there, both wait.
           assert.deepEqual(
             partitions?.waiting,
@@ -176,7 +174,7 @@ describe('the consuming roles started while RabbitMQ is down', await needsPostgr
           await broker.proxy.resume();
           paused = false;
           await until(async () => (await readiness(process!.url)).code === 200, 'ready again', 30_000, 100);
-          assert.equal((await readiness(process.url)).health.checks.consumer?.data?.state, 'consuming');
+          assert.equal(consumerOf((await readiness(process.url)).health)?.data.state, 'consuming');
           assert.equal(await process.stop(), 0, process.output());
         } finally {
           await process?.kill();

@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { startPipeline } from '../e2e/pipeline-harness.ts';
 import { launchChromium, pageErrors } from '../support/browser.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { startRole, type RoleProcess } from '../support/role-process.ts';
 import {
   REDIS_URL,
@@ -84,11 +85,7 @@ describe('notifications across processes and instances', servers, () => {
       assertCreatedThenCachedOnce(hub.received, ids, 'SignalR');
       const health = await Promise.all(
         instances.map(
-          async (instance) =>
-            (await (await fetch(`${instance.url}/health`)).json()) as {
-              status: string;
-              checks: { consumer: { data: { state: string } } };
-            },
+          async (instance) => (await (await fetch(`${instance.url}/health`)).json()) as HealthBody,
         ),
       );
       assert.deepEqual(
@@ -96,7 +93,7 @@ describe('notifications across processes and instances', servers, () => {
         ['Healthy', 'Healthy'],
       );
       assert.deepEqual(
-        health.map((report) => report.checks.consumer.data.state).sort(),
+        health.map((report) => checkNamed<{ state: string }>(report, 'consumer')?.data.state).sort(),
         ['consuming', 'standby'],
         'one instance holds the writer lease, the other stands by',
       );

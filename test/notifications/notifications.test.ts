@@ -11,6 +11,7 @@ import { Exchanges, MESSAGING_TOPOLOGY, deadLetterNames } from '../../src/contra
 import type { ResetMessage } from '../../src/contracts/notifications.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { silentLogger } from '../support/logger.ts';
 import { parseExposition } from '../support/prometheus-text.ts';
 import { exchange } from '../support/raw-http.ts';
@@ -282,10 +283,8 @@ describe('the notifications service (embedded adapters)', () => {
     });
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('content-type'), 'text/event-stream');
-    const health = (await (await fetch(`${url}/health`)).json()) as {
-      checks: { clients: { data: { sse: number } } };
-    };
-    assert.equal(health.checks.clients.data.sse, 0);
+    const health = (await (await fetch(`${url}/health`)).json()) as HealthBody;
+    assert.equal(checkNamed<{ sse: number }>(health, 'clients')?.data.sse, 0);
   });
 
   test("a client that drops before its first notification resumes from `connected`'s id: it misses nothing", async () => {
@@ -507,10 +506,9 @@ describe('the notifications service (embedded adapters)', () => {
       ]);
       await until(() => client.received.length === 2, 'the followed student');
       assert.equal(client.received[1]?.type, 'StudentDeleted');
-      const health = (await (await fetch(`${url}/health`)).json()) as {
-        checks: { clients: { data: { signalr: { connections: number } } } };
-      };
-      assert.equal(health.checks.clients.data.signalr.connections, 1);
+      const health = (await (await fetch(`${url}/health`)).json()) as HealthBody;
+      const clients = checkNamed<{ signalr: { connections: number } }>(health, 'clients');
+      assert.equal(clients?.data.signalr.connections, 1);
     } finally {
       await client.close();
     }

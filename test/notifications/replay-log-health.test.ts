@@ -6,6 +6,7 @@ import { createNotifications } from '../../src/apps/notifications/main.ts';
 import { parseConfig } from '../../src/config.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { RedisStreamReplayLog } from '../../src/infrastructure/replay-log/redis-stream-replay-log.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { silentLogger } from '../support/logger.ts';
 import { until } from '../support/until.ts';
 
@@ -32,12 +33,10 @@ test('a replay log Redis refuses: readiness is 503, and health names the refusal
     assert.equal((await fetch(`${url}/health/ready`)).status, 503);
     const health = await fetch(`${url}/health`);
     assert.equal(health.status, 503);
-    const { checks } = (await health.json()) as {
-      checks: { 'replay-log': { status: string; description: string; data: { error: string } } };
-    };
-    assert.equal(checks['replay-log'].status, 'Unhealthy');
-    assert.match(checks['replay-log'].description, /replay log unreachable/);
-    assert.match(checks['replay-log'].data.error, new RegExp(`ECONNREFUSED 127\\.0\\.0\\.1:${port}`));
+    const replayLogCheck = checkNamed<{ error: string }>((await health.json()) as HealthBody, 'replay-log');
+    assert.equal(replayLogCheck?.status, 'Unhealthy');
+    assert.match(replayLogCheck?.description ?? '', /replay log unreachable/);
+    assert.match(replayLogCheck?.data.error ?? '', new RegExp(`ECONNREFUSED 127\\.0\\.0\\.1:${port}`));
   } finally {
     await notifications.stop();
     await bus.close();

@@ -10,6 +10,7 @@ import { createNotifications, type Notifications } from '../../src/apps/notifica
 import { parseConfig } from '../../src/config.ts';
 import { deadLetterNames } from '../../src/contracts/messaging.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { silentLogger } from '../support/logger.ts';
 import { REDIS_URL, deleteRedisKeys, needsRedis, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
@@ -24,10 +25,10 @@ describe('the notifications service while Redis is down', await needsRedis(), ()
   let url: string;
 
   const replayLogHealth = async () => {
-    const health = (await (await fetch(`${url}/health`)).json()) as {
-      checks: { 'replay-log': { status: string; description?: string } };
-    };
-    const { status, description } = health.checks['replay-log'];
+    const health = (await (await fetch(`${url}/health`)).json()) as HealthBody;
+    const check = checkNamed(health, 'replay-log');
+    assert.ok(check, 'a replay-log check');
+    const { status, description } = check;
     if (status !== 'Healthy') assert.match(description ?? '', /^replay log unreachable: /);
     return status;
   };

@@ -7,6 +7,7 @@ import { createNotifications, type Notifications } from '../../src/apps/notifica
 import { parseConfig } from '../../src/config.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { silentLogger } from '../support/logger.ts';
 import { notificationMessage, sseClient } from './support.ts';
 import { until } from '../support/until.ts';
@@ -62,10 +63,8 @@ describe('slow SSE clients (embedded adapters)', () => {
   const onWarning = (warning: Error) => void warnings.push(`${warning.name}: ${warning.message}`);
 
   const sseCount = async () => {
-    const health = (await (await fetch(`${url}/health`)).json()) as {
-      checks: { clients: { data: { sse: number } } };
-    };
-    return health.checks.clients.data.sse;
+    const health = (await (await fetch(`${url}/health`)).json()) as HealthBody;
+    return checkNamed<{ sse: number }>(health, 'clients')?.data.sse;
   };
 
   before(async () => {

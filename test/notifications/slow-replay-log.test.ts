@@ -14,6 +14,7 @@ import { createNotifications, type Notifications } from '../../src/apps/notifica
 import { parseConfig } from '../../src/config.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { MemoryRingReplayLog } from '../../src/infrastructure/replay-log/memory-ring-replay-log.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { silentLogger } from '../support/logger.ts';
 import { until } from '../support/until.ts';
 import { notificationMessage, sseClient } from './support.ts';
@@ -101,10 +102,10 @@ function openStream(url: string, lastEventId?: string) {
 }
 
 async function sseClientsCounted(url: string): Promise<number> {
-  const health = (await (await fetch(`${url}/health`)).json()) as {
-    checks: { clients: { data: { sse: number } } };
-  };
-  return health.checks.clients.data.sse;
+  const health = (await (await fetch(`${url}/health`)).json()) as HealthBody;
+  const clients = checkNamed<{ sse: number }>(health, 'clients');
+  assert.ok(clients, 'a clients check');
+  return clients.data.sse;
 }
 
 describe('an SSE request waiting for a slow replay log', () => {

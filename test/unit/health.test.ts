@@ -5,11 +5,16 @@ import { Routes } from '../../src/contracts/routes.ts';
 import {
   brokerCheck,
   databaseCheck,
+  formatTimeSpan,
   runHealthChecks,
   type HealthCheck,
   type HealthStatus,
 } from '../../src/infrastructure/health/health.ts';
 import { registerHealthRoutes } from '../../src/infrastructure/http/health.routes.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
+
+/** .NET's `TimeSpan.ToString()` of a duration under a day, as the original's `/health` writes `duration`. */
+const TIME_SPAN = /^\d{2}:\d{2}:\d{2}\.\d{7}$/;
 
 const fixed = (name: string, status: HealthStatus): HealthCheck => ({
   name,
@@ -31,7 +36,7 @@ describe('health checks', () => {
     assert.equal((await runHealthChecks([fixed('a', 'Healthy'), fixed('b', 'Healthy')])).status, 'Healthy');
   });
 
-  test('a check that throws is Unhealthy with its error as description; the others are still reported', async () => {
+  test('a check that throws is Unhealthy with its error as exception and description; the others are still reported', async () => {
     const report = await runHealthChecks([
       {
         name: 'database',
@@ -42,9 +47,11 @@ describe('health checks', () => {
       fixed('cache', 'Healthy'),
     ]);
     assert.equal(report.status, 'Unhealthy');
-    assert.equal(report.checks.database?.status, 'Unhealthy');
-    assert.equal(report.checks.database?.description, 'connection refused');
-    assert.equal(report.checks.cache?.status, 'Healthy');
+    assert.equal(checkNamed(report, 'database')?.status, 'Unhealthy');
+    assert.equal(checkNamed(report, 'database')?.description, 'connection refused');
+    assert.equal(checkNamed(report, 'database')?.exception, 'connection refused');
+    assert.equal(checkNamed(report, 'cache')?.status, 'Healthy');
+    assert.equal(checkNamed(report, 'cache')?.exception, null);
   });
 
   test('a database that answers but refuses every write is reported as the role says, with what is off', async () => {
@@ -72,11 +79,13 @@ describe('health checks', () => {
     );
     assert.ok(performance.now() - started < 2_000, 'answered within about the timeout');
     assert.equal(report.status, 'Unhealthy');
+    const hung = checkNamed(report, 'hung');
     assert.deepEqual(
-      { status: report.checks.hung?.status, description: report.checks.hung?.description },
-      { status: 'Unhealthy', description: 'no answer within 100 ms' },
+      { status: hung?.status, description: hung?.description, exception: hung?.exception },
+      { status: 'Unhealthy', description: 'no answer within 100 ms', exception: null },
+      'a check that did not answer in time threw nothing',
     );
-    assert.equal(report.checks.fine?.status, 'Healthy');
+    assert.equal(checkNamed(report, 'fine')?.status, 'Healthy');
   });
 
   test('/health and /health/ready count a check that has not answered in 2 s as not answering, as the README says', async () => {
@@ -91,7 +100,7 @@ describe('health checks', () => {
       const took = performance.now() - started;
       assert.ok(took >= 1_900 && took < 5_000, `answered after ${Math.round(took)} ms`);
       assert.equal(detailed.statusCode, 503);
-      assert.equal(detailed.json().checks.hung.description, 'no answer within 2000 ms');
+      assert.equal(checkNamed(detailed.json<HealthBody>(), 'hung')?.description, 'no answer within 2000 ms');
       assert.equal(ready.statusCode, 503);
     } finally {
       await app.close();
@@ -123,6 +132,96 @@ describe('health checks', () => {
     });
     const report = await runHealthChecks([silent], 200);
     assert.equal(report.status, 'Unhealthy');
-    assert.equal(report.checks.broker?.description, 'no answer within 200 ms');
+    assert.equal(checkNamed(report, 'rabbitmq')?.description, 'no answer within 200 ms');
+  });
+});
+
+describe("/health's body, as the original's writer gives it", () => {
+  test('a TimeSpan as .NET writes it: hh:mm:ss and 7 fractional digits (ticks of 100 ns), days before a dot', () => {
+    assert.equal(formatTimeSpan(0), '00:00:00.0000000');
+    assert.equal(formatTimeSpan(1.2345), '00:00:00.0012345');
+    assert.equal(formatTimeSpan(0.00004), '00:00:00.0000000', 'under half a tick');
+    assert.equal(formatTimeSpan(1_234.56789), '00:00:01.2345679', 'to the nearest tick');
+    assert.equal(formatTimeSpan(999.99999), '00:00:01.0000000', 'rounding carries into the seconds');
+    assert.equal(formatTimeSpan(3_723_004.5), '01:02:03.0045000');
+    assert.equal(formatTimeSpan(90_061_000), '1.01:01:01.0000000');
+    assert.match(formatTimeSpan(performance.now()), /^(\d+\.)?\d{2}:\d{2}:\d{2}\.\d{7}$/);
+  });
+
+  test('status, totalDuration and checks: an array in the order they are registered, each name, status, (description,) exception, duration and data', async () => {
+    const app = Fastify();
+    registerHealthRoutes(app, [
+      {
+        name: 'database',
+        check: async () => ({ status: 'Healthy', data: { kind: 'postgres', readOnly: false } }),
+      },
+      {
+        name: 'rabbitmq',
+        check: async () => {
+          throw new Error('connection refused');
+        },
+      },
+      { name: 'redis', check: async () => ({ status: 'Degraded', description: 'Redis unreachable' }) },
+    ]);
+    try {
+      const response = await app.inject({ url: Routes.health });
+      assert.equal(response.statusCode, 503);
+      const body = response.json<HealthBody>();
+      assert.deepEqual(Object.keys(body), ['status', 'totalDuration', 'checks']);
+      assert.equal(body.status, 'Unhealthy');
+      assert.match(body.totalDuration, TIME_SPAN);
+      assert.ok(Array.isArray(body.checks));
+      for (const check of body.checks) assert.match(check.duration, TIME_SPAN, check.name);
+      const withoutDurations = body.checks.map(({ duration: _duration, ...check }) => check);
+      assert.deepEqual(withoutDurations, [
+        {
+          name: 'database',
+          status: 'Healthy',
+          exception: null,
+          data: { kind: 'postgres', readOnly: false },
+        },
+        {
+          name: 'rabbitmq',
+          status: 'Unhealthy',
+          description: 'connection refused',
+          exception: 'connection refused',
+          data: {},
+        },
+        {
+          name: 'redis',
+          status: 'Degraded',
+          description: 'Redis unreachable',
+          exception: null,
+          data: {},
+        },
+      ]);
+      assert.deepEqual(Object.keys(body.checks[0]!), ['name', 'status', 'exception', 'duration', 'data']);
+      assert.deepEqual(Object.keys(body.checks[1]!), [
+        'name',
+        'status',
+        'description',
+        'exception',
+        'duration',
+        'data',
+      ]);
+      assert.doesNotMatch(response.body, /durationMs|totalDurationMs/);
+    } finally {
+      await app.close();
+    }
+  });
+
+  test('/health/ready answers the status alone, /health/live 200 whatever the checks say', async () => {
+    const app = Fastify();
+    registerHealthRoutes(app, [fixed('database', 'Unhealthy'), fixed('redis', 'Healthy')]);
+    try {
+      const ready = await app.inject({ url: Routes.healthReady });
+      assert.equal(ready.statusCode, 503);
+      assert.deepEqual(ready.json(), { status: 'Unhealthy' });
+      const live = await app.inject({ url: Routes.healthLive });
+      assert.equal(live.statusCode, 200);
+      assert.deepEqual(live.json(), { status: 'Healthy' });
+    } finally {
+      await app.close();
+    }
   });
 });

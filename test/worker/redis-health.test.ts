@@ -7,6 +7,7 @@ import { parseConfig } from '../../src/config.ts';
 import { openCache, type Cache } from '../../src/infrastructure/caching/open-cache.ts';
 import { InProcessMessageBus } from '../../src/infrastructure/messaging/in-process-message-bus.ts';
 import { openTestDatabase, type TestDatabase } from '../support/databases.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { silentLogger } from '../support/logger.ts';
 import { REDIS_URL, deleteRedisKeys, needsRedis, uniqueName } from '../support/services.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
@@ -52,8 +53,7 @@ describe('worker /health: Redis', await needsRedis(), () => {
   });
 
   const redisCheck = async (): Promise<RedisCheck | undefined> => {
-    const body = (await (await fetch(health)).json()) as { checks: Record<string, RedisCheck> };
-    return body.checks.redis;
+    return checkNamed((await (await fetch(health)).json()) as HealthBody, 'redis');
   };
 
   test('Degraded while Redis is away, saying what the worker does meanwhile; Healthy once it is back', async () => {

@@ -10,6 +10,7 @@ import { fakerStudentGenerator } from '../../src/infrastructure/system/faker-stu
 import { systemClock } from '../../src/infrastructure/system/system-clock.ts';
 import { uuidV7Generator } from '../../src/infrastructure/system/uuid-v7-generator.ts';
 import { openTestDatabase, studentsTableLock, type TestDatabase } from '../support/databases.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 import { parseExposition } from '../support/prometheus-text.ts';
 import { createTestVhost, type TestVhost } from '../support/rabbitmq-vhost.ts';
 import { startRole, type RoleProcess } from '../support/role-process.ts';
@@ -26,10 +27,10 @@ interface PartitionsHealth {
 }
 
 async function partitionsOf(worker: RoleProcess): Promise<PartitionsHealth> {
-  const body = (await (await fetch(`${worker.url}/health`)).json()) as {
-    checks: { consumer: { data: { partitions: PartitionsHealth } } };
-  };
-  return body.checks.consumer.data.partitions;
+  const body = (await (await fetch(`${worker.url}/health`)).json()) as HealthBody;
+  const consumer = checkNamed<{ partitions: PartitionsHealth }>(body, 'consumer');
+  assert.ok(consumer, 'a consumer check');
+  return consumer.data.partitions;
 }
 
 async function metricOf(worker: RoleProcess, name: string, labels?: Record<string, string>): Promise<number> {

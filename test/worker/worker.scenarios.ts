@@ -33,6 +33,7 @@ import {
   type RunningWorker,
   type WorkerEnvironment,
 } from './worker-harness.ts';
+import { checkNamed, type HealthBody } from '../support/health.ts';
 
 export function workerScenarios(
   name: string,
@@ -211,13 +212,9 @@ export function workerScenarios(
         await new Promise((resolve) => setTimeout(resolve, 300));
         assert.deepEqual(steps, [], 'stop waits for the in-flight message');
         // Meanwhile its health says it is on its way out, so nothing counts on it any more.
-        const health = (await (await fetch(running.healthUrl)).json()) as {
-          checks: { consumer: { status: string; data: { state: string } } };
-        };
-        assert.deepEqual(
-          [health.checks.consumer.status, health.checks.consumer.data.state],
-          ['Unhealthy', 'stopping'],
-        );
+        const health = (await (await fetch(running.healthUrl)).json()) as HealthBody;
+        const consumer = checkNamed<{ state: string }>(health, 'consumer');
+        assert.deepEqual([consumer?.status, consumer?.data.state], ['Unhealthy', 'stopping']);
         assert.equal((await fetch(`${running.healthUrl}/ready`)).status, 503);
       } finally {
         release();
@@ -273,10 +270,10 @@ export function workerScenarios(
       running = await startWorker(env, { partitions: 4, prefetch: 50, database: jittered });
       const second = await startWorker(env, { partitions: 4, prefetch: 50, database: jittered });
       const owned = async (worker: RunningWorker) => {
-        const body = (await (await fetch(worker.healthUrl)).json()) as {
-          checks: { consumer: { data: { partitions: { owned: number[]; members: number } } } };
-        };
-        return body.checks.consumer.data.partitions;
+        const body = (await (await fetch(worker.healthUrl)).json()) as HealthBody;
+        const consumer = checkNamed<{ partitions: { owned: number[]; members: number } }>(body, 'consumer');
+        assert.ok(consumer, 'a consumer check');
+        return consumer.data.partitions;
       };
       try {
         await eventually('the partitions are shared out', async () => {
@@ -325,26 +322,27 @@ export function workerScenarios(
       await env.bus.declareTopology(messagingTopology(1)); // a role that runs with the default
       await env.bus.publish([studentEvent('StudentCreated', await addStudent(env.database))]);
       running = await startWorker(env, { partitions: 4 });
-      const body = (await (await fetch(running.healthUrl)).json()) as {
-        status: string;
-        checks: Record<string, { status: string; description?: string }>;
-      };
+      const body = (await (await fetch(running.healthUrl)).json()) as HealthBody;
       assert.equal(body.status, 'Degraded');
-      assert.equal(body.checks['worker-queues']?.status, 'Degraded');
+      assert.equal(checkNamed(body, 'worker-queues')?.status, 'Degraded');
       assert.match(
-        body.checks['worker-queues']?.description ?? '',
+        checkNamed(body, 'worker-queues')?.description ?? '',
         /^students\.worker \(1 waiting, 0 consumers\): not this worker's layout \(WORKER_PARTITIONS=4\)/,
       );
       assert.equal((await fetch(`${running.healthUrl}/ready`)).status, 200, 'it still works');
     });
 
-    test('/health reports the database, the broker and the consumer', async () => {
+    test('/health reports the database, the broker (rabbitmq) and the consumer', async () => {
       running = await startWorker(env);
       const response = await fetch(running.healthUrl);
       assert.equal(response.status, 200);
-      const body = (await response.json()) as { status: string; checks: Record<string, { status: string }> };
+      const body = (await response.json()) as HealthBody;
       assert.equal(body.status, 'Healthy');
-      assert.deepEqual(Object.keys(body.checks).sort(), ['broker', 'consumer', 'database', 'worker-queues']);
+      assert.deepEqual(
+        body.checks.map((check) => check.name),
+        ['database', 'rabbitmq', 'consumer', 'worker-queues'],
+        'in the order they are registered',
+      );
       assert.equal((await fetch(`${running.healthUrl}/ready`)).status, 200);
       assert.equal((await fetch(`${running.healthUrl}/live`)).status, 200);
       const metrics = await (await fetch(running.healthUrl.replace(/\/health$/, '/metrics'))).text();

@@ -59,7 +59,7 @@ export interface WebApiDeps {
   readonly cache?: Cache;
   /** The read side; defaults to the database's. */
   readonly queries?: StudentQueries;
-  /** Checks of parts this process runs besides the API (e.g. the outbox relay's broker check). */
+  /** Checks of parts this process runs besides the API (e.g. the outbox relay's `rabbitmq` check). */
   readonly healthChecks?: readonly HealthCheck[];
   /** The process's metrics, served at /metrics; a registry of its own by default. */
   readonly registry?: Registry;
@@ -107,16 +107,17 @@ export async function createWebApi({
   );
   const cache =
     deps.cache ?? (await openCache({ redisUrl: config.redisUrl, ...config.cache, registry }, logger));
+  // In the original's order: database, rabbitmq (the outbox relay's, among `deps.healthChecks`), redis.
   registerHealthRoutes(app, [
     databaseCheck(database, {
       status: 'Degraded',
       whatIsOff: 'reads are served; every write is answered 503 until it takes writes again',
     }),
+    ...(deps.healthChecks ?? []),
     cache.healthCheck(
       'caching, deduplication and the write rate limit are off; reads use the database, and Idempotency-Key is ' +
         'kept by the database alone',
     ),
-    ...(deps.healthChecks ?? []),
   ]);
   // Before the routes: they pick up their hooks from each route's config as it is added.
   await app.register(idempotencyPlugin, {

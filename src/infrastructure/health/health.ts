@@ -15,13 +15,47 @@ export interface HealthCheck {
   check(): Promise<HealthCheckResult>;
 }
 
+/** One check in `/health`'s `checks`, as the original's writer gives it (with `description` besides, when there is one). */
+export interface HealthReportEntry {
+  readonly name: string;
+  readonly status: HealthStatus;
+  readonly description?: string;
+  /** The message of an error the check threw; null otherwise (a check that did not answer in time says so in `description`). */
+  readonly exception: string | null;
+  /** How long the check took, as .NET's `TimeSpan.ToString()`: `hh:mm:ss.fffffff`. */
+  readonly duration: string;
+  readonly data: Readonly<Record<string, unknown>>;
+}
+
+/** `/health`'s body: the original's (`status`, `checks` in the order they are registered) and `totalDuration`. */
 export interface HealthReport {
   readonly status: HealthStatus;
-  readonly totalDurationMs: number;
-  readonly checks: Readonly<Record<string, HealthCheckResult & { durationMs: number }>>;
+  readonly totalDuration: string;
+  readonly checks: readonly HealthReportEntry[];
 }
 
 const severity: Record<HealthStatus, number> = { Healthy: 0, Degraded: 1, Unhealthy: 2 };
+
+const TICKS_PER_MS = 10_000;
+
+interface CheckOutcome {
+  readonly result: HealthCheckResult;
+  readonly exception: string | null;
+}
+
+/**
+ * A duration in milliseconds as .NET's `TimeSpan.ToString()` writes it: `[d.]hh:mm:ss.fffffff`, to the tick (100 ns).
+ * Always with its 7 fractional digits (.NET leaves them out at exactly zero ticks, which a measured duration is not).
+ */
+export function formatTimeSpan(ms: number): string {
+  const ticks = Math.max(0, Math.round(ms * TICKS_PER_MS));
+  const totalSeconds = Math.floor(ticks / (1_000 * TICKS_PER_MS));
+  const fraction = ticks % (1_000 * TICKS_PER_MS);
+  const days = Math.floor(totalSeconds / 86_400);
+  const two = (n: number) => String(n).padStart(2, '0');
+  const clock = `${two(Math.floor(totalSeconds / 3_600) % 24)}:${two(Math.floor(totalSeconds / 60) % 60)}:${two(totalSeconds % 60)}`;
+  return `${days > 0 ? `${days}.` : ''}${clock}.${String(fraction).padStart(7, '0')}`;
+}
 
 /** Runs every check at once, each bounded by `timeoutMs` so one hung dependency cannot hang the probe. */
 export async function runHealthChecks(
@@ -29,29 +63,37 @@ export async function runHealthChecks(
   timeoutMs = 2_000,
 ): Promise<HealthReport> {
   const started = performance.now();
-  const results = await Promise.all(
-    checks.map(async (check) => {
+  const entries = await Promise.all(
+    checks.map(async (check): Promise<HealthReportEntry> => {
       const checkStarted = performance.now();
-      const answered = check.check().catch((error: unknown): HealthCheckResult => ({
-        status: 'Unhealthy',
-        description: error instanceof Error ? error.message : String(error),
-      }));
-      const result: HealthCheckResult = (await within(answered, timeoutMs)) ?? {
-        status: 'Unhealthy',
-        description: `no answer within ${timeoutMs} ms`,
+      // As ASP.NET Core's health checks: a check that throws is Unhealthy, its message both the description and the
+      // exception.
+      const answered = check.check().then(
+        (result): CheckOutcome => ({ result, exception: null }),
+        (error: unknown): CheckOutcome => {
+          const message = error instanceof Error ? error.message : String(error);
+          return { result: { status: 'Unhealthy', description: message }, exception: message };
+        },
+      );
+      const { result, exception } = (await within(answered, timeoutMs)) ?? {
+        result: { status: 'Unhealthy', description: `no answer within ${timeoutMs} ms` },
+        exception: null,
       };
-      return [check.name, { ...result, durationMs: Math.round(performance.now() - checkStarted) }] as const;
+      return {
+        name: check.name,
+        status: result.status,
+        ...(result.description === undefined ? {} : { description: result.description }),
+        exception,
+        duration: formatTimeSpan(performance.now() - checkStarted),
+        data: result.data ?? {},
+      };
     }),
   );
-  const worst = results.reduce<HealthStatus>(
-    (status, [, result]) => (severity[result.status] > severity[status] ? result.status : status),
+  const worst = entries.reduce<HealthStatus>(
+    (status, entry) => (severity[entry.status] > severity[status] ? entry.status : status),
     'Healthy',
   );
-  return {
-    status: worst,
-    totalDurationMs: Math.round(performance.now() - started),
-    checks: Object.fromEntries(results),
-  };
+  return { status: worst, totalDuration: formatTimeSpan(performance.now() - started), checks: entries };
 }
 
 /**
@@ -75,12 +117,13 @@ export function databaseCheck(
 }
 
 /**
+ * RabbitMQ (the original's `rabbitmq` check), or the in-process bus in the embedded mode (`data.adapter` says which).
  * A consuming role does nothing without the broker: a lost connection is Unhealthy (not Degraded), and so is one that
  * stays open to a broker that does not answer (the check's time limit).
  */
 export function brokerCheck(bus: Pick<MessageBus, 'status' | 'ping'>): HealthCheck {
   return {
-    name: 'broker',
+    name: 'rabbitmq',
     async check() {
       if (bus.status().connected) await bus.ping();
       const status = bus.status();

@@ -256,10 +256,13 @@ export class OutboxRelay {
     };
   }
 
-  /** The broker as this process sees it: writes keep working while it is down, so that is Degraded. */
+  /**
+   * The broker as this process sees it (`rabbitmq`, as the original names it; `data.adapter` is `in-process` in the
+   * embedded mode): writes keep working while it is down, so that is Degraded.
+   */
   healthCheck(): HealthCheck {
     return {
-      name: 'broker',
+      name: 'rabbitmq',
       check: async () => {
         const bus = this.#bus.status();
         const relay = this.status();

@@ -90,7 +90,8 @@ const ConfigSchema = z.object({
       'must be pglite://DIR or pglite://memory for the embedded database (lower case, two slashes, then the directory)',
     )
     .default('pglite://./.data/pg'),
-  // The most connections one process's pool opens; the relay's leader session and the migration have their own.
+  // The most connections one process's pool opens; the relay's leader session, the migration and (while the pool is
+  // full) the health check have one of their own each.
   DATABASE_POOL_SIZE: wholeNumber('must be a whole number from 1 to 1000', 10, 1, 1_000),
   AMQP_URL: urlWithScheme(
     ['memory:', 'amqp:', 'amqps:'],

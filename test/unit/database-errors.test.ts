@@ -2,7 +2,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DependencyUnavailableError } from '../../src/application/errors.ts';
-import { guardDatabase, isPassingRefusal } from '../../src/infrastructure/persistence/database-errors.ts';
+import {
+  guardDatabase,
+  isConnectRefused,
+  isPassingRefusal,
+} from '../../src/infrastructure/persistence/database-errors.ts';
 
 const refused = (code: string, message: string) =>
   Promise.reject(Object.assign(new Error(message), { code }));
@@ -32,4 +36,23 @@ describe('guardDatabase', () => {
       assert.ok(!(error instanceof DependencyUnavailableError), code);
     }
   });
+});
+
+test('a refused connection is told from a busy pool or one lost session (what "PostgreSQL reachable again" follows)', () => {
+  const coded = (code: string) => Object.assign(new Error(code), { code });
+  for (const refused of [
+    coded('ECONNREFUSED'),
+    coded('57P03'),
+    coded('53300'),
+    new AggregateError([coded('ECONNREFUSED'), coded('ECONNREFUSED')]),
+    new Error('wrapped', { cause: coded('ENOTFOUND') }),
+  ])
+    assert.equal(isConnectRefused(refused), true, refused.message);
+  for (const other of [
+    new Error('timeout exceeded when trying to connect'),
+    coded('57P01'),
+    coded('57014'),
+    new Error('Query read timeout'),
+  ])
+    assert.equal(isConnectRefused(other), false, other.message);
 });

@@ -9,13 +9,11 @@ const UNAVAILABLE_NODE_CODES = new Set([
   'ENOTFOUND',
   'EAI_AGAIN',
 ]);
-// Connections lost or refused by the server: class 08, shutting down (57P01-3), too many connections (53300).
-const CONNECTION_SQLSTATE = /^(08|57P0[1-3]|53300)/;
 // 57014: cancelled (an operator's pg_cancel_backend, a statement_timeout set on the server). 25006, 53100, 53200: the
 // server refuses every write for now (read-only during a failover or by `default_transaction_read_only`, out of disk
 // or memory): an API request hears a 503 to retry, not a 500, and a consumer waits for the server as for one that is
 // down, since every message would fail alike (none is its own refusal, below).
-const REFUSING_SQLSTATE = /^(57014|25006|53100|53200)/;
+const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3]|53300|57014|25006|53100|53200)/;
 // The last: a database an operator closed to connections (ALLOW_CONNECTIONS false), SQLSTATE 55000, a class too wide
 // to take whole.
 const UNAVAILABLE_MESSAGES =
@@ -44,23 +42,29 @@ export function isQueryTimeout(error: unknown): boolean {
   return error instanceof Error && error.message === QUERY_TIMEOUT_MESSAGE;
 }
 
-/** Whether `error`, or one it was caused by, says no connection could be made or kept, or none answered. */
-export function isConnectionFailure(error: unknown): boolean {
+function isUnavailable(error: unknown): boolean {
   for (const current of causes(error)) {
     const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string' && (UNAVAILABLE_NODE_CODES.has(code) || CONNECTION_SQLSTATE.test(code)))
+    if (typeof code === 'string' && (UNAVAILABLE_NODE_CODES.has(code) || UNAVAILABLE_SQLSTATE.test(code)))
       return true;
-    if (current instanceof AggregateError && current.errors.some(isConnectionFailure)) return true;
+    if (current instanceof AggregateError && current.errors.some(isUnavailable)) return true;
     if (UNAVAILABLE_MESSAGES.test(current.message) || isQueryTimeout(current)) return true;
   }
   return false;
 }
 
-function isUnavailable(error: unknown): boolean {
-  if (isConnectionFailure(error)) return true;
+// No connection could be made: nothing listens, no such host, the server starting up or shutting down, or full.
+const CONNECT_REFUSED_CODES = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|57P03|53300|08001|08004)$/;
+
+/**
+ * Whether `error`, or one it was caused by, says a new connection was refused: the database is away, not merely busy
+ * (a wait for a pooled connection that timed out) or one session lost (a backend terminated).
+ */
+export function isConnectRefused(error: unknown): boolean {
   for (const current of causes(error)) {
     const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string' && REFUSING_SQLSTATE.test(code)) return true;
+    if (typeof code === 'string' && CONNECT_REFUSED_CODES.test(code)) return true;
+    if (current instanceof AggregateError && current.errors.some(isConnectRefused)) return true;
   }
   return false;
 }

@@ -14,7 +14,7 @@ import pg from 'pg';
 import type { Logger } from '../logging/logger.ts';
 import { valueWithoutUrlPassword } from '../logging/url-password.ts';
 import { outsideTraces } from '../observability/outside-traces.ts';
-import { isConnectionFailure, isQueryTimeout } from './database-errors.ts';
+import { isConnectRefused, isQueryTimeout } from './database-errors.ts';
 import * as schema from './schema.ts';
 import type { SqlExecutor, SqlStatement } from './sql.ts';
 import { settledWithin } from '../runtime/settled-within.ts';
@@ -210,23 +210,45 @@ function openPostgres(
   // whole client on the error, which would put the connection's internals into the log line.
   pool.on('error', (error: Error & { client?: unknown }) => {
     delete error.client;
-    noteLost();
     // The client's socket keeps the context it was opened in (a request's, a message's): this line is none of theirs.
     outsideTraces(() => logger.warn({ err: error }, 'idle PostgreSQL connection lost'));
   });
-  // A lost connection, or one that could not be made: the roles log what the outage refuses (throttled); its end
-  // is said here, once, at the first connection made after it.
-  let lostSince: number | undefined;
-  const noteLost = () => (lostSince ??= Date.now());
+  // Connections refused: the roles log what the outage refuses (throttled); its end is said here, once, at the first
+  // connection made after it.
+  let refusedSince: number | undefined;
   const noteFailure = (error: unknown) => {
-    if (isConnectionFailure(error)) noteLost();
+    if (isConnectRefused(error)) refusedSince ??= Date.now();
   };
+  /** `work`, its failure noted. */
+  const noted = <T>(work: Promise<T>): Promise<T> =>
+    work.catch((error: unknown) => {
+      noteFailure(error);
+      throw error;
+    });
   pool.on('connect', () => {
-    if (lostSince === undefined) return;
-    const downMs = Date.now() - lostSince;
-    lostSince = undefined;
+    if (refusedSince === undefined) return;
+    const downMs = Date.now() - refusedSince;
+    refusedSince = undefined;
     outsideTraces(() => logger.info({ downMs }, 'PostgreSQL reachable again'));
   });
+  /** The health check's question over a connection of its own, outside the pool (see ping). */
+  const pingOnOwnConnection = async (): Promise<{ readOnly: boolean }> => {
+    const client = new pg.Client({
+      connectionString: url,
+      connectionTimeoutMillis: 5_000,
+      query_timeout: unansweredAfterMs,
+    });
+    // A connection lost meanwhile fails the query; unheard, its 'error' event would crash the process.
+    client.on('error', () => undefined);
+    try {
+      await noted(client.connect());
+      const { rows } = await client.query<{ readOnly: boolean }>(READ_ONLY_STATEMENT.text);
+      return { readOnly: rows[0]?.readOnly === true };
+    } finally {
+      void client.end().catch(() => undefined);
+    }
+  };
+  let ownPing: Promise<{ readOnly: boolean }> | undefined;
   const db = drizzlePg(pool, { schema });
   const local = new LocalChannels();
   return {
@@ -234,10 +256,7 @@ function openPostgres(
     db,
     sql: pgExecutor(pool, noteFailure),
     async transaction(work) {
-      const client = await pool.connect().catch((error: unknown) => {
-        noteFailure(error);
-        throw error;
-      });
+      const client = await noted(pool.connect());
       let broken: Error | undefined;
       // A connection the server closes between two statements reports it as an 'error' event, which would crash
       // the process unheard; the next statement fails with it, and the connection is discarded on release.
@@ -290,28 +309,10 @@ function openPostgres(
       // Every pooled connection busy (slow requests, or requests queued behind a lock): the server may well answer,
       // and that is the question. In the pool's queue the probe would wait behind them and report a busy instance
       // as one whose database does not answer, taking it (every instance, behind one hot row) out of rotation.
-      if (pool.waitingCount > 0 || (pool.idleCount === 0 && pool.totalCount >= poolSize)) {
-        const client = new pg.Client({
-          connectionString: url,
-          connectionTimeoutMillis: 5_000,
-          query_timeout: unansweredAfterMs,
-        });
-        // A connection lost meanwhile fails the query; unheard, its 'error' event would crash the process.
-        client.on('error', () => undefined);
-        try {
-          await client.connect();
-          const { rows } = await client.query<{ readOnly: boolean }>(READ_ONLY_STATEMENT.text);
-          return { readOnly: rows[0]?.readOnly === true };
-        } finally {
-          void client.end().catch(() => undefined);
-        }
-      }
-      const { rows } = await pool
-        .query<{ readOnly: boolean }>(READ_ONLY_STATEMENT)
-        .catch((error: unknown) => {
-          noteFailure(error);
-          throw error;
-        });
+      if (pool.waitingCount > 0 || (pool.idleCount === 0 && pool.totalCount >= poolSize))
+        // One at a time, however many probes ask: connections are what is short.
+        return (ownPing ??= pingOnOwnConnection().finally(() => (ownPing = undefined)));
+      const { rows } = await noted(pool.query<{ readOnly: boolean }>(READ_ONLY_STATEMENT));
       return { readOnly: rows[0]?.readOnly === true };
     },
     tryLead: (lockKey) => leadOnPostgres(url, lockKey, local, logger),

@@ -35,9 +35,9 @@ const isBroken = (error: unknown) => error instanceof BrokenCircuitError;
 
 /**
  * Replies of a Redis that answers but takes no writes: out of memory under `maxmemory-policy noeviction`, a replica
- * after a failover, a failed snapshot with `stop-writes-on-bgsave-error`.
+ * after a failover, a failed snapshot with `stop-writes-on-bgsave-error`, too few replicas for `min-replicas-to-write`.
  */
-const WRITES_REFUSED = /^(OOM|READONLY|MISCONF) /;
+const WRITES_REFUSED = /^(OOM|READONLY|MISCONF|NOREPLICAS) /;
 
 /** The refusal `error` carries, if any; a transaction refused as a whole carries it in `previousErrors`. */
 function writeRefusalOf(error: unknown): string | undefined {
@@ -87,6 +87,8 @@ export class CacheConnection {
    * (and drop L1) every half-open period while every write opens it again: the trials try a write too.
    */
   #writesRefused: string | undefined;
+  /** Refusals noted so far: a probe clears only what was noted before it was sent. */
+  #refusals = 0;
   /** Between the breaker's first opening and its closing: said once each, not at every failed trial. */
   #outage = false;
   /**
@@ -188,8 +190,12 @@ export class CacheConnection {
     client.on('close', () => {
       if (!wasReady || this.#closed) return;
       this.#lost.add(client);
-      // Redis may come back empty, or another deployment may claim the prefix meanwhile.
-      if (client === this.redis) this.#claimConfirmed = false;
+      // Redis may come back empty, or another deployment may claim the prefix meanwhile; whether it takes writes is
+      // asked again too (the claim's confirmation notes a refusal), so an outage is not reported as that refusal.
+      if (client === this.redis) {
+        this.#claimConfirmed = false;
+        this.#writesRefused = undefined;
+      }
     });
     // After every 'ready' listener has run: ioredis and the invalidation bus resubscribe there, and a PING is
     // answered only after the subscribe commands sent before it.
@@ -252,8 +258,9 @@ export class CacheConnection {
   async #assertUsable(): Promise<void> {
     if (!this.#connected() || !this.#claimHeld()) throw new DependencyUnavailableError('cache');
     if (this.#writesRefused === undefined) return;
+    const noted = this.#refusals;
     await this.#refusalNoted(this.redis!.set(`${this.#claim?.prefix ?? ''}writes-taken`, '', 'XX'));
-    this.#writesRefused = undefined;
+    if (this.#refusals === noted) this.#writesRefused = undefined;
   }
 
   /** `reply`, noting a refused write (see `#writesRefused`). */
@@ -267,7 +274,10 @@ export class CacheConnection {
   }
 
   #noteRefusal(error: unknown): void {
-    this.#writesRefused = writeRefusalOf(error) ?? this.#writesRefused;
+    const refusal = writeRefusalOf(error);
+    if (refusal === undefined) return;
+    this.#writesRefused = refusal;
+    this.#refusals++;
   }
 
   /**

@@ -119,22 +119,28 @@ export class RabbitMqMessageBus implements MessageBus {
     });
     // Every emitter gets an 'error' listener: an unhandled one would crash the process when the broker goes away.
     // Each line names the connection and the vhost, and a reconnection says how long it was away: a broker restart or
-    // a network blip is expected and recovered from by itself (warn, not error), but the operator needs to see when
-    // it ended, and for which deployment.
+    // a network blip is expected and recovered from by itself (warn), but the operator needs to see when it ended,
+    // and for which deployment. Credentials or a vhost the broker refuses do not pass by themselves (error).
     for (const [connection, role] of [
       [this.connection, 'consuming'],
       [this.publishConnection, 'publishing'],
     ] as const) {
+      let established = false;
       let lostAt: number | undefined;
       const where = { connection: role, vhost: this.vhost };
       connection.on('error', (error: unknown) => {
         this.lastErrors.set(connection, errorMessage(error));
-        lostAt ??= Date.now();
-        this.logger.warn({ err: error, ...where }, 'RabbitMQ connection error; reconnecting');
+        if (established) lostAt ??= Date.now();
+        const code = (error as { code?: unknown }).code;
+        const level = code === 'ACCESS_REFUSED' || code === 'NOT_ALLOWED' ? 'error' : 'warn';
+        this.logger[level]({ err: error, ...where }, 'RabbitMQ connection error; reconnecting');
       });
       connection.on('connection', () => {
         this.lastErrors.delete(connection);
-        if (lostAt === undefined) return this.logger.info(where, 'RabbitMQ connection established');
+        if (lostAt === undefined) {
+          established = true;
+          return this.logger.info(where, 'RabbitMQ connection established');
+        }
         this.logger.info({ ...where, downMs: Date.now() - lostAt }, 'RabbitMQ connection re-established');
         lostAt = undefined;
       });

@@ -254,23 +254,27 @@ export class CacheConnection {
     for (const listener of this.#recoveryListeners) listener();
   }
 
-  /** Connected, the claim held, and (when Redis refused a write) a write taken again: a no-op write, `SET … XX`. */
-  async #assertUsable(): Promise<void> {
+  /**
+   * Connected, the claim held, and (when Redis refused a write) a write taken again: a no-op write, `SET … XX`. A
+   * promise only then: every cache operation asks, and the usual answer costs no promise.
+   */
+  #assertUsable(): Promise<void> | undefined {
     if (!this.#connected() || !this.#claimHeld()) throw new DependencyUnavailableError('cache');
-    if (this.#writesRefused === undefined) return;
+    if (this.#writesRefused === undefined) return undefined;
     const noted = this.#refusals;
-    await this.#refusalNoted(this.redis!.set(`${this.#claim?.prefix ?? ''}writes-taken`, '', 'XX'));
-    if (this.#refusals === noted) this.#writesRefused = undefined;
+    return this.#refusalNoted(this.redis!.set(`${this.#claim?.prefix ?? ''}writes-taken`, '', 'XX')).then(
+      () => {
+        if (this.#refusals === noted) this.#writesRefused = undefined;
+      },
+    );
   }
 
   /** `reply`, noting a refused write (see `#writesRefused`). */
-  async #refusalNoted<T>(reply: Promise<T>): Promise<T> {
-    try {
-      return await reply;
-    } catch (error) {
+  #refusalNoted<T>(reply: Promise<T>): Promise<T> {
+    return reply.catch((error: unknown) => {
       this.#noteRefusal(error);
       throw error;
-    }
+    });
   }
 
   #noteRefusal(error: unknown): void {
@@ -339,9 +343,11 @@ export class CacheConnection {
     const redis = this.redis;
     if (!redis) throw new Error('run() needs Redis; check isMemory first');
     try {
-      return await this.#breaker.execute(async () => {
-        await this.#assertUsable();
-        return this.#refusalNoted(operation(redis));
+      return await this.#breaker.execute(() => {
+        const probing = this.#assertUsable();
+        return probing
+          ? probing.then(() => this.#refusalNoted(operation(redis)))
+          : this.#refusalNoted(operation(redis));
       });
     } catch (error) {
       if (isBroken(error) || error instanceof DependencyUnavailableError)

@@ -93,6 +93,14 @@ const ConfigSchema = z.object({
   // The most connections one process's pool opens; the relay's leader session, the migration and (while the pool is
   // full) the health check have one of their own each.
   DATABASE_POOL_SIZE: wholeNumber('must be a whole number from 1 to 1000', 10, 1, 1_000),
+  // A statement waiting on a row or table lock another session holds gives up after this long (0: waits up to the
+  // statement timeout, 30 s), so a hot row ties up a few connections for seconds, not the pool for half a minute.
+  DATABASE_LOCK_TIMEOUT_MS: wholeNumber(
+    'must be a whole number of milliseconds from 0 to 30000',
+    5_000,
+    0,
+    30_000,
+  ),
   AMQP_URL: urlWithScheme(
     ['memory:', 'amqp:', 'amqps:'],
     'must be memory: or amqp://user:pass@host:5672/vhost',
@@ -254,6 +262,8 @@ export interface Config {
   readonly databaseUrl: string;
   /** Connections each process opens to PostgreSQL at most. */
   readonly databasePoolSize: number;
+  /** How long a statement waits on another session's lock; 0 = up to the statement timeout. */
+  readonly databaseLockTimeoutMs: number;
   readonly amqpUrl: string;
   readonly redisUrl: string;
   readonly host: string;
@@ -428,6 +438,7 @@ export function parseConfig(
   return {
     databaseUrl: c.DATABASE_URL,
     databasePoolSize: c.DATABASE_POOL_SIZE,
+    databaseLockTimeoutMs: c.DATABASE_LOCK_TIMEOUT_MS,
     amqpUrl: c.AMQP_URL,
     redisUrl: c.REDIS_URL,
     host: c.HOST,

@@ -264,6 +264,12 @@ describe('configuration', () => {
       ['RESILIENCE_MINIMUM_THROUGHPUT', '0', '1', 'must be a whole number from 1 to 10000'],
       ['DATABASE_POOL_SIZE', '0', '1', 'must be a whole number from 1 to 1000'],
       ['DATABASE_POOL_SIZE', '1001', '1000', 'must be a whole number from 1 to 1000'],
+      [
+        'DATABASE_LOCK_TIMEOUT_MS',
+        '30001',
+        '30000',
+        'must be a whole number of milliseconds from 0 to 30000',
+      ],
       ['RESILIENCE_SAMPLING_DURATION_MS', '0', '1', 'must be a whole, positive number of milliseconds'],
       ['REPLAY_LOG_MAX_ENTRIES', '99', '100', 'must be a whole number from 100 to 10000000'],
       ['HTTP_MAX_HEADER_BYTES', '1048577', '1048576', 'must be a whole number of bytes from 1024 to 1048576'],
@@ -327,6 +333,8 @@ describe('configuration', () => {
       );
     assert.equal(parseConfig({ API_PORT: ' 5000 ' }).ports.api, 5_000);
     assert.equal(parseConfig({}).databasePoolSize, 10);
+    assert.equal(parseConfig({}).databaseLockTimeoutMs, 5_000);
+    assert.equal(parseConfig({ DATABASE_LOCK_TIMEOUT_MS: '0' }).databaseLockTimeoutMs, 0);
     for (const [ratio, taken] of [
       ['0.5', 0.5],
       ['.25', 0.25],

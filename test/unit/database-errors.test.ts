@@ -30,6 +30,22 @@ describe('guardDatabase', () => {
     });
   }
 
+  for (const [code, message] of [
+    ['55P03', 'canceling statement due to lock timeout'],
+    ['40P01', 'deadlock detected'],
+    ['40001', 'could not serialize access due to concurrent update'],
+  ] as const) {
+    test(`a transaction refused for now (${code}) is a retry for the caller (503 to an API request), still passing`, async () => {
+      const error = await guardDatabase(() => refused(code, message)).catch((caught: unknown) => caught);
+      assert.ok(error instanceof DependencyUnavailableError, `${code} reported as ${String(error)}`);
+      assert.equal(
+        isPassingRefusal(error),
+        true,
+        'a consumer tries its message again, it does not wait for the server',
+      );
+    });
+  }
+
   test("a request's own failure (a constraint, a syntax error) is passed on as it is", async () => {
     for (const code of ['23505', '42601']) {
       const error = await guardDatabase(() => refused(code, 'no')).catch((caught: unknown) => caught);

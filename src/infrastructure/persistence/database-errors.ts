@@ -26,8 +26,8 @@ const QUERY_TIMEOUT_MESSAGE = 'Query read timeout';
 const PASSING_REFUSAL_SQLSTATES = new Set(['40001', '40P01', '55P03', '57014']);
 
 /**
- * PostgreSQL refused the transaction for now (above): trying it again may well succeed. A statement timeout is also
- * unavailability to an API request (a 503, see guardDatabase); to a consumer it is its own message's, tried again.
+ * PostgreSQL refused the transaction for now (above): trying it again may well succeed. To an API request that is a
+ * 503 with Retry-After like an outage (see guardDatabase); to a consumer it is its own message's, tried again.
  */
 export function isPassingRefusal(error: unknown): boolean {
   for (const cause of causes(error)) {
@@ -69,12 +69,16 @@ export function isConnectRefused(error: unknown): boolean {
   return false;
 }
 
-/** Runs a database call, turning "cannot reach the database" into DependencyUnavailableError. */
+/**
+ * Runs a database call, turning "cannot reach the database" and "refused for now, try again" (a lock timeout, a
+ * deadlock) into DependencyUnavailableError: the caller is told to retry, not that the server failed.
+ */
 export async function guardDatabase<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (error) {
-    if (isUnavailable(error)) throw new DependencyUnavailableError('database', { cause: error });
+    if (isUnavailable(error) || isPassingRefusal(error))
+      throw new DependencyUnavailableError('database', { cause: error });
     throw error;
   }
 }

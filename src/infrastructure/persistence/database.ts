@@ -156,6 +156,8 @@ const HELD_LEAD_LOCKS_STATEMENT = {
 
 /** Npgsql's command timeout, the original's. */
 const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
+/** DATABASE_LOCK_TIMEOUT_MS's default: a request behind a hot row is answered in seconds, not the statement timeout. */
+const DEFAULT_LOCK_TIMEOUT_MS = 5_000;
 /** How much longer than the server's own timeout a statement may go unanswered before the client gives up on it. */
 const UNANSWERED_GRACE_MS = 5_000;
 
@@ -172,6 +174,11 @@ export interface DatabaseOptions {
    * DEFAULT_STATEMENT_TIMEOUT_MS.
    */
   readonly statementTimeoutMs?: number;
+  /**
+   * A statement waiting on another session's lock longer fails (a passing refusal: 503 to an API request, a retry to
+   * a consumer). 0: no limit but the statement timeout. Default DEFAULT_LOCK_TIMEOUT_MS (DATABASE_LOCK_TIMEOUT_MS).
+   */
+  readonly lockTimeoutMs?: number;
   /**
    * A statement with no answer at all after this long fails (503) and its connection is discarded: one whose server
    * died without a FIN or RST would otherwise hold its request, and its place in the pool, for good. Default: the
@@ -195,6 +202,7 @@ function openPostgres(
   {
     poolSize = 10,
     statementTimeoutMs = DEFAULT_STATEMENT_TIMEOUT_MS,
+    lockTimeoutMs = DEFAULT_LOCK_TIMEOUT_MS,
     unansweredAfterMs = statementTimeoutMs + UNANSWERED_GRACE_MS,
   }: DatabaseOptions,
 ): Database {
@@ -204,6 +212,8 @@ function openPostgres(
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
     statement_timeout: statementTimeoutMs,
+    // pg leaves 0 unsent: the server's default, no lock timeout.
+    lock_timeout: lockTimeoutMs,
     query_timeout: unansweredAfterMs,
   });
   // An idle client whose server went away emits 'error'; unhandled, it would kill the process. pg-pool hangs the

@@ -120,12 +120,17 @@ test('a hook that cannot decide now (AuthenticationUnavailableError) gets 503, s
   request.destroy();
 });
 
-test('a WebSocket upgrade refused with 401 carries WWW-Authenticate: Bearer, as the other 401s do', async () => {
+test('a WebSocket upgrade refused with 401 carries WWW-Authenticate: Bearer and no-store, as the other 401s do', async () => {
   const direct = new WebSocket(`${running.url.replace(/^http/, 'ws')}?access_token=forged`);
   const [request, response] = (await once(direct, 'unexpected-response')) as [ClientRequest, IncomingMessage];
   assert.equal(response.statusCode, 401);
   assert.equal(response.headers['www-authenticate'], 'Bearer');
+  // A refusal is no answer to keep: a cache that did would refuse the caller again once the token is good.
+  assert.equal(response.headers['cache-control'], 'no-store');
   request.destroy();
+  const poll = await fetch(`${running.url}?id=unknown`, { headers: { authorization: 'Bearer forged' } });
+  assert.equal(poll.status, 401);
+  assert.equal(poll.headers.get('cache-control'), 'no-store', 'a transport request refused');
 });
 
 test('a send to a user reaches every connection of that user and nobody else', async () => {

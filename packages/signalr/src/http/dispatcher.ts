@@ -76,7 +76,11 @@ const RETRY_AFTER_SECONDS = '5';
 
 /** The headers of a failure's answer, the same over plain HTTP and to a refused WebSocket upgrade. */
 function failureHeaders(status: number, allow: string | undefined): Record<string, string> {
-  const headers: Record<string, string> = { 'Content-Type': 'text/plain; charset=utf-8' };
+  // A refusal is for this request only (a token, the hub's state now): no cache may answer the next one with it.
+  const headers: Record<string, string> = {
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Cache-Control': 'no-store',
+  };
   if (status === 401) headers['WWW-Authenticate'] = 'Bearer';
   if (status === 503) headers['Retry-After'] = RETRY_AFTER_SECONDS;
   if (allow !== undefined) headers.Allow = allow;

@@ -50,6 +50,11 @@ export const testHub = defineHub({
       return total;
     },
     Repeat: (_context, text: string, count: number) => text.repeat(count),
+    /** `text`'s UTF-8 bytes, as a Buffer and as a plain Uint8Array (a `byte[]` to a .NET hub). */
+    Bytes: (_context, text: string) => {
+      const bytes = Buffer.from(text, 'utf8');
+      return { buffer: bytes, array: new Uint8Array(bytes) };
+    },
     /** `count` notifications to the caller, all within one event-loop turn. */
     Burst: async (context, count: number, size: number) => {
       const text = 'y'.repeat(size);

@@ -208,6 +208,23 @@ for (const protocol of ['json', 'messagepack'] as const) {
   });
 }
 
+test('bytes reach a JSON client as base64 (as ASP.NET writes a byte[]) and a MessagePack client as bytes', async () => {
+  const running = await startHub();
+  const json = buildClient(running.url, { protocol: 'json' });
+  const messagePack = buildClient(running.url, { protocol: 'messagepack' });
+  await Promise.all([json.start(), messagePack.start()]);
+  try {
+    const base64 = Buffer.from('héllo', 'utf8').toString('base64');
+    assert.deepEqual(await json.invoke('Bytes', 'héllo'), { buffer: base64, array: base64 });
+    const binary = await messagePack.invoke<{ buffer: Uint8Array; array: Uint8Array }>('Bytes', 'héllo');
+    assert.equal(Buffer.from(binary.buffer).toString('utf8'), 'héllo');
+    assert.equal(Buffer.from(binary.array).toString('utf8'), 'héllo');
+  } finally {
+    await Promise.all([json.stop(), messagePack.stop()]);
+    await running.close();
+  }
+});
+
 for (const transport of [
   HttpTransportType.WebSockets,
   HttpTransportType.ServerSentEvents,

@@ -171,9 +171,20 @@ class JsonMessageParser implements MessageParser {
   }
 }
 
+/**
+ * Bytes as ASP.NET's JSON protocol writes a `byte[]`: a base64 string. Left to JSON.stringify, a Buffer would be
+ * `{"type":"Buffer","data":[…]}` and any other Uint8Array an object keyed by index, which no client reads as bytes.
+ * `this[key]`: the value before its toJSON, which a Buffer has.
+ */
+function bytesAsBase64(this: Record<string, unknown>, key: string, value: unknown): unknown {
+  const original = this[key];
+  if (!(original instanceof Uint8Array)) return value;
+  return Buffer.from(original.buffer, original.byteOffset, original.byteLength).toString('base64');
+}
+
 export const jsonProtocol: HubProtocol = {
   name: 'json',
   transferFormat: 'Text',
-  write: (message) => Buffer.from(JSON.stringify(toJson(message)) + SEPARATOR_CHAR, 'utf8'),
+  write: (message) => Buffer.from(JSON.stringify(toJson(message), bytesAsBase64) + SEPARATOR_CHAR, 'utf8'),
   createParser: (maxMessageSize) => new JsonMessageParser(maxMessageSize),
 };

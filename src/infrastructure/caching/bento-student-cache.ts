@@ -340,9 +340,9 @@ export class BentoStudentCache implements StudentCache {
       await this.#invalidations.invalidate(id, at, version).catch((error: unknown) => (failure ??= error));
     if (failure === undefined) return;
     this.#addPending(id);
-    this.#skippedWrites.run((unsaid) =>
+    this.#skippedWrites.run((unsaid, lastAt) =>
       this.#logger.warn(
-        { err: failure, studentId: id, skippedUnlogged: unsaid },
+        { err: failure, studentId: id, skippedUnlogged: unsaid, lastAt },
         'cache write skipped; dropped once the cache is back',
       ),
     );

@@ -227,9 +227,9 @@ export function sendErrorProblem(
   }
   if (error instanceof IdempotencyKeyReusedError) return sendProblem(reply, idempotencyKeyReused(instance));
   if (error instanceof DependencyUnavailableError) {
-    unavailableLog(request, error.dependency).run((unsaid) =>
+    unavailableLog(request, error.dependency).run((unsaid, lastAt) =>
       request.log.warn(
-        { err: error, refusedUnlogged: unsaid },
+        { err: error, refusedUnlogged: unsaid, lastAt },
         `${error.dependency} unavailable: answering 503 until it is back`,
       ),
     );

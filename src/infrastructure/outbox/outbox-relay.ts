@@ -60,7 +60,7 @@ const CLEANUP_BUDGET_MS = 250;
  * upper bound (exact while none in between was sent) that takes two index probes whatever its size.
  */
 export const BACKLOG_COUNTED = 10_000;
-/** At most one failure line per this long, with how many more there were. */
+/** At most one failure line per this long (each, leadership's and publishing's), with how many more there were. */
 const ERROR_LOG_EVERY_MS = 30_000;
 /** How long the broker's health check waits for the broker's answer, and for the backlog count before it leaves it out. */
 const CHECK_WAIT_MS = 1_000;
@@ -84,6 +84,12 @@ export type BeforePublish = (rows: readonly OutboxRow[]) => Promise<void>;
 
 /** A row as the relay read it, with its place in the outbox's order. */
 type ReadRow = OutboxRow & { readonly seq: string };
+
+/** Publishing failing since `since` (epoch ms), after `published` rows: what the line that it is over says. */
+interface Outage {
+  readonly since: number;
+  readonly published: number;
+}
 
 /** A batch handed to the broker: settles when every row is confirmed, or rejects when one is not. */
 interface InFlightBatch {
@@ -197,6 +203,11 @@ export class OutboxRelay {
   #published = 0;
   #lastError: string | undefined;
   readonly #errorLog = new LogThrottle(ERROR_LOG_EVERY_MS);
+  readonly #publishFailureLog = new LogThrottle(ERROR_LOG_EVERY_MS);
+  /** Set by a failed drain, cleared by the drain that publishes the backlog it left (or by a new leadership). */
+  #outage: Outage | undefined;
+  /** The publish failure line being written (after its backlog count): the drained line comes after it. */
+  #publishFailureSaid: Promise<void> | undefined;
   /** Declared before the first publish, so no message goes out before its queues exist; undefined once done. */
   #undeclared: Topology | undefined;
   /**
@@ -355,10 +366,16 @@ export class OutboxRelay {
       this.#wake?.();
     });
     await leadership.listen(OUTBOX_CHANNEL, () => this.#signalWork());
+    // An outage while leading before is the next leader's to report: its backlog was theirs since.
+    this.#outage = undefined;
+    this.#publishFailureLog.reset();
     let failures = 0;
     while (!leading.signal.aborted && !this.#stopping.signal.aborted) {
       try {
+        const outage = this.#outage;
+        const drainStarted = Date.now();
         await this.#drain(leading.signal);
+        if (outage) await this.#sayDrained(outage, drainStarted);
         failures = 0;
         this.#lastError = undefined;
         // Expired rows left over: drain again (new rows go out first), then delete the next part.
@@ -367,7 +384,7 @@ export class OutboxRelay {
       } catch (error) {
         if (this.#stopping.signal.aborted) break; // abandoned by stop(), not failed
         failures++;
-        this.#noteError('publishing the outbox failed; backing off', error);
+        this.#notePublishFailure(error);
         // Between drains, not within one: a drain fails after the policy's own retries, or at once while its breaker
         // is open, and the loop would then spin. Exponential with jitter, capped, so a broker that is down is not
         // hammered and relays on several instances do not retry in step.
@@ -552,7 +569,53 @@ export class OutboxRelay {
   #noteError(message: string, error: unknown): void {
     this.#lastError = error instanceof Error ? error.message : String(error);
     // A standby retries every 2 s while the database is down: a few lines per outage, not one per attempt.
-    this.#errorLog.run((unsaid) => this.#logger.warn({ err: error, failedUnlogged: unsaid }, message));
+    this.#errorLog.run((unsaid, lastAt) =>
+      this.#logger.warn({ err: error, failedUnlogged: unsaid, lastAt }, message),
+    );
+  }
+
+  /**
+   * Says that the events wait in the outbox, and how many (once per ERROR_LOG_EVERY_MS while it lasts): the broker's
+   * own lines say only that a publish failed. Counted only when said, and within CHECK_WAIT_MS: left out when the
+   * database does not give it (it may be what is down), never failing the relay.
+   */
+  #notePublishFailure(error: unknown): void {
+    this.#lastError = error instanceof Error ? error.message : String(error);
+    const outage = (this.#outage ??= { since: Date.now(), published: this.#published });
+    this.#publishFailureLog.run((unsaid, lastAt) => {
+      this.#publishFailureSaid = within(
+        this.backlog().catch(() => undefined),
+        CHECK_WAIT_MS,
+      ).then((backlog) =>
+        this.#logger.warn(
+          {
+            err: error,
+            failedUnlogged: unsaid,
+            lastAt,
+            backlog,
+            failingSince: new Date(outage.since).toISOString(),
+          },
+          'publishing the outbox failed; the events wait in the outbox',
+        ),
+      );
+    });
+  }
+
+  /** The drain that began at `drainStarted` published the backlog `outage` left: it is over. */
+  async #sayDrained(outage: Outage, drainStarted: number): Promise<void> {
+    this.#outage = undefined;
+    // A failure line held back for later would come after this one, and read as a new failure.
+    this.#publishFailureLog.reset();
+    await this.#publishFailureSaid;
+    const now = Date.now();
+    this.#logger.info(
+      {
+        published: this.#published - outage.published,
+        downMs: now - outage.since,
+        tookMs: now - drainStarted,
+      },
+      'outbox drained',
+    );
   }
 }
 

@@ -166,8 +166,11 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
         .invalidate(group, orderedNow())
         // Dropped here already; elsewhere it goes with the window, or with the recovery once Redis is back.
         .catch((error: unknown) =>
-          undropped.run((unsaid) =>
-            request.log.warn({ err: error, skippedUnlogged: unsaid }, 'deduplicated responses not dropped'),
+          undropped.run((unsaid, lastAt) =>
+            request.log.warn(
+              { err: error, skippedUnlogged: unsaid, lastAt },
+              'deduplicated responses not dropped',
+            ),
           ),
         )
         .finally(() => done(null, payload));

@@ -168,9 +168,9 @@ async function idempotencyPlugin(
       } catch (error) {
         // Redis is down: the database still runs the write at most once. A duplicate running meanwhile waits for
         // this one (instead of a 409), and answers that are not a write's own are not kept for replay.
-        heldByDatabaseOnly.run((unsaid) =>
+        heldByDatabaseOnly.run((unsaid, lastAt) =>
           request.log.warn(
-            { err: error, skippedUnlogged: unsaid },
+            { err: error, skippedUnlogged: unsaid, lastAt },
             'idempotency key held by the database only',
           ),
         );

@@ -106,6 +106,33 @@ describe('the notifications service while Redis is down', await needsRedis(), ()
     }
   });
 
+  test('notifications of many students waiting out an outage at once: no listener leak warning, all delivered once it ends', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+    process.on('warning', onWarning);
+    const client = sseClient(url);
+    try {
+      await until(() => client.control.length > 0, 'connected');
+      await proxy.pause();
+      try {
+        // Twenty students, none queued behind another: all their appends wait to retry at once, more than ten.
+        await bus.publish(Array.from({ length: 20 }, () => notificationMessage('StudentCreated')));
+        // Long enough for their appends to fail (the replay log's command timeout is 2 s) and their waits to start.
+        await sleep(3_000);
+      } finally {
+        await proxy.resume();
+      }
+      await until(() => client.received.length === 20, 'all 20 notifications', 15_000);
+      assert.deepEqual(
+        warnings.filter((warning) => warning.startsWith('MaxListenersExceededWarning')),
+        [],
+      );
+    } finally {
+      process.off('warning', onWarning);
+      client.close();
+    }
+  });
+
   test('the writer lease vanishing from Redis (a restart without persistence, eviction) dead-letters nothing', async () => {
     const deadLettered: ReceivedMessage[] = [];
     await bus.consume(deadLetterNames('notifications').queue, {

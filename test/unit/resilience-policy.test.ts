@@ -1,11 +1,13 @@
 // The broker-publish policy: a stop (its signal) ends the wait at once, also between two attempts; the back-off delay.
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   backoffDelay,
   createResiliencePolicy,
   DEFAULT_RESILIENCE,
+  waitToRetry,
 } from '../../src/infrastructure/resilience/resilience-policy.ts';
 import { silentLogger } from '../support/logger.ts';
 
@@ -64,6 +66,24 @@ test('an attempt in progress ends when the signal aborts; its own signal aborts 
   stopping.abort(stopped);
   await assert.rejects(execution, stopped);
   assert.equal(attemptSignal?.aborted, true, 'the call is told to stop');
+});
+
+test('retries waiting at once on one signal share one abort listener, which ends them all at once', async () => {
+  const stopping = new AbortController();
+  // As many as a consumer's prefetch lets wait out an outage at once: a listener each would pass Node's ten.
+  const waits = Array.from({ length: 50 }, () => waitToRetry(10, stopping.signal));
+  assert.equal(getEventListeners(stopping.signal, 'abort').length, 1);
+  const started = Date.now();
+  stopping.abort();
+  assert.deepEqual(new Set(await Promise.all(waits)), new Set([false]));
+  assert.ok(Date.now() - started < 1_000, 'not waiting out the 5 s back-off');
+  assert.equal(await waitToRetry(0, stopping.signal), false, 'aborted already');
+});
+
+test('a retry wait not stopped ends after its back-off, and adds no abort listener of its own', async () => {
+  const stopping = new AbortController();
+  for (let round = 0; round < 12; round++) assert.equal(await waitToRetry(0, stopping.signal), true);
+  assert.equal(getEventListeners(stopping.signal, 'abort').length, 1, 'the shared one');
 });
 
 test('backoffDelay doubles from the base up to the cap; with jitter it is a random half to all of that', () => {

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import {
   BrokenCircuitError,
   CircuitState,
@@ -128,11 +127,32 @@ export function backoffDelay(
  * Waits before retry `attempt` (0 for the first) of a call that is not given up while its process runs: from
  * 100 ms, doubling, to 5 s. False as soon as `stopping` aborts, so a stop never waits out a back-off.
  */
-export async function waitToRetry(attempt: number, stopping: AbortSignal): Promise<boolean> {
-  try {
-    await sleep(backoffDelay(attempt, { baseMs: 100, maxMs: 5_000 }), undefined, { signal: stopping });
-    return true;
-  } catch {
-    return false;
-  }
+export function waitToRetry(attempt: number, stopping: AbortSignal): Promise<boolean> {
+  if (stopping.aborted) return Promise.resolve(false);
+  const waits = retryWaitsOn(stopping);
+  return new Promise((resolve) => {
+    const end = (waited: boolean) => {
+      clearTimeout(timer);
+      waits.delete(stop);
+      resolve(waited);
+    };
+    const stop = () => end(false);
+    const timer = setTimeout(() => end(true), backoffDelay(attempt, { baseMs: 100, maxMs: 5_000 }));
+    waits.add(stop);
+  });
+}
+
+/**
+ * The retry waits under way on each signal, all ended by one abort listener of the signal's. A listener per wait
+ * would be one per message waiting out an outage (up to the prefetch, on one consumer's signal): past ten, Node
+ * warns of a listener leak.
+ */
+const retryWaits = new WeakMap<AbortSignal, Set<() => void>>();
+function retryWaitsOn(signal: AbortSignal): Set<() => void> {
+  const known = retryWaits.get(signal);
+  if (known) return known;
+  const waits = new Set<() => void>();
+  signal.addEventListener('abort', () => waits.forEach((stop) => stop()), { once: true });
+  retryWaits.set(signal, waits);
+  return waits;
 }

@@ -24,7 +24,7 @@ export const HubNames = {
   connected: 'Connected',
   /**
    * Sent to every connection when the instance missed notifications (cut off from the replay log while it trimmed
-   * them): reload what you show; the notifications after the gap follow. A `ResetMessage`, as SSE's `reset`.
+   * them, or the log was lost): reload what you show; the notifications after the gap follow. A `ResetMessage`, as SSE's `reset`.
    */
   reset: 'Reset',
   joinGroup: 'JoinGroup',

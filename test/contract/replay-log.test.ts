@@ -252,7 +252,9 @@ describe('replay log contract: RedisStreamReplayLog', await needsRedis(), () => 
       await new Promise((resolve) => setTimeout(resolve, 5));
       const first = (await log.append(entry(3), WRITER)).id;
       const retention = await log.retention();
-      assert.equal(retention.trimmedThrough, first);
+      // It begins before its first entry: a reader told to resume from where it begins gets that entry.
+      assert.equal(retention.firstId, first);
+      assert.ok(compareLogIds(retention.trimmedThrough, first) < 0, 'begins before its first entry');
       for (const id of old)
         assert.ok(compareLogIds(id, retention.trimmedThrough) < 0, `${id} missed entries`);
     } finally {

@@ -67,6 +67,18 @@ export class NotLogWriterError extends Error {
   }
 }
 
+/**
+ * Thrown by the log's operations when its store cannot be reached (Redis down, a connection being re-established):
+ * an outage to wait out, not a fault. `message` says why in the store's terms (`Redis unreachable: connect
+ * ECONNREFUSED …`); the client library's own error is the `cause`.
+ */
+export class ReplayLogUnavailableError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'ReplayLogUnavailableError';
+  }
+}
+
 export interface ReplayLog {
   /**
    * Appends unless the message id was appended before (idempotent). Only the holder of the writer lease may

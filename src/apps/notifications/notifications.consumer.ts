@@ -7,11 +7,13 @@ import {
 } from '../../application/ports/message-bus.ts';
 import {
   NotLogWriterError,
+  ReplayLogUnavailableError,
   type NewReplayLogEntry,
   type ReplayLog,
 } from '../../application/ports/replay-log.ts';
 import { SUBJECT_HEADER } from '../../contracts/cloud-events.ts';
 import { Queues, TRACEPARENT_HEADER } from '../../contracts/messaging.ts';
+import { LogThrottle } from '../../infrastructure/logging/log-throttle.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
 import { withProcessSpan } from '../../infrastructure/observability/messaging-spans.ts';
 import { secondsSince } from '../../infrastructure/observability/metrics.ts';
@@ -19,6 +21,9 @@ import { traceHeaders } from '../../infrastructure/observability/tracing.ts';
 import { waitToRetry } from '../../infrastructure/resilience/resilience-policy.ts';
 import { parseNotification } from './notification-schema.ts';
 import type { NotificationsMetrics } from './notifications-observability.ts';
+
+/** While appends keep failing, how often at most a line says the outage goes on. */
+const APPEND_OUTAGE_LOG_EVERY_MS = 60_000;
 
 type LeaseState = 'stopped' | 'standby' | 'consuming';
 /**
@@ -77,6 +82,10 @@ export async function consumeNotifications(
   // Two leases: a holder that just took over, or lost its connection for a moment, has consumed again by then.
   const unconsumedTooLong = () => unconsumedSince !== undefined && Date.now() - unconsumedSince > 2 * leaseMs;
   let stopped = false;
+  // Appends failing for want of the log (Redis down): one outage for every message in flight and every redelivery,
+  // not a line each. `held`: the messages whose appends failed meanwhile.
+  let appendOutage:
+    { readonly since: number; readonly held: Set<string>; readonly throttle: LogThrottle } | undefined;
   // Ends a subscribing that waits for the broker.
   const stopping = new AbortController();
   let turn = Promise.resolve();
@@ -131,6 +140,7 @@ export async function consumeNotifications(
       try {
         const { duplicate } = await log.append(entry, instanceId);
         metrics?.handled(duplicate ? 'duplicate' : 'appended');
+        appendsSucceed();
         return outcome.ack();
       } catch (error) {
         const notWriter = error instanceof NotLogWriterError;
@@ -138,8 +148,12 @@ export async function consumeNotifications(
         // claims it again or stops this consumer. Returned to the queue meanwhile, the message would come straight
         // back to this consumer, over and over, until its delivery limit dead-lettered it.
         if (notWriter && attempt === 0) tick();
-        if (attempt === 0 && !stopping.aborted)
-          logger.warn({ err: error, messageId: entry.messageId }, 'replay log append failed, retrying');
+        if (notWriter && attempt === 0 && !stopping.aborted)
+          logger.warn(
+            { reason: error.message, messageId: entry.messageId },
+            'replay log append refused: not the writer lease holder; renewing the lease, the notification waits',
+          );
+        else if (!notWriter && !stopping.aborted) appendFailed(error, entry.messageId);
         if (!(await waitToRetry(attempt, stopping)))
           return outcome.retry(
             notWriter
@@ -148,6 +162,45 @@ export async function consumeNotifications(
           );
       }
     }
+  }
+
+  function appendFailed(error: unknown, messageId: string): void {
+    // The log's outage is expected and says why in its message; anything else (a script Redis rejects) needs the stack.
+    const why = error instanceof ReplayLogUnavailableError ? { reason: error.message } : { err: error };
+    if (appendOutage === undefined) {
+      appendOutage = {
+        since: Date.now(),
+        held: new Set([messageId]),
+        throttle: new LogThrottle(APPEND_OUTAGE_LOG_EVERY_MS),
+      };
+      appendOutage.throttle.run(() =>
+        logger.warn(
+          why,
+          'replay log unavailable: notifications are held and their appends retried, none is lost',
+        ),
+      );
+      return;
+    }
+    const outage = appendOutage;
+    outage.held.add(messageId);
+    outage.throttle.run((failedUnlogged) => {
+      // Said at the interval's end: not if the appends succeeded again meanwhile.
+      if (appendOutage !== outage) return;
+      logger.warn(
+        { ...why, held: outage.held.size, downMs: Date.now() - outage.since, failedUnlogged },
+        'replay log still unavailable: notifications are held and their appends retried',
+      );
+    });
+  }
+
+  function appendsSucceed(): void {
+    if (appendOutage === undefined) return;
+    const { since, held } = appendOutage;
+    appendOutage = undefined;
+    logger.info(
+      { downMs: Date.now() - since, held: held.size },
+      'replay log available again: the notifications held meanwhile are appended',
+    );
   }
 
   // Until when the lease is surely ours: it was granted for leaseMs no earlier than we asked for it.

@@ -1,7 +1,8 @@
-import { Redis } from 'ioredis';
+import { Redis, ReplyError } from 'ioredis';
 import {
   EMPTY_LOG_ID,
   NotLogWriterError,
+  ReplayLogUnavailableError,
   compareLogIds,
   laterLogId,
   type AppendResult,
@@ -27,19 +28,27 @@ export interface RedisStreamReplayLogOptions {
   readonly blockMs?: number;
 }
 
+// A log that does not exist (yet, or any more: Redis lost it) begins as an empty stream whose id (XADD, then trimmed
+// away by MAXLEN 0) is recorded as trimmed, and as where the log began: the position a reader is given for the empty
+// log is that id, so the first entry (a later id) is not "older than the log" for it and is sent after a `reset`,
+// while ids from a log Redis lost are older. Where the log began tells a log lost from one trimmed (see `tail`).
+const beginIfMissing = (stream: string, trimmed: string, began: string) => `
+if redis.call('EXISTS', ${stream}) == 0 then
+  local begins = redis.call('XADD', ${stream}, 'MAXLEN', 0, '*', 'begins', 1)
+  redis.call('SET', ${trimmed}, begins)
+  redis.call('SET', ${began}, begins)
+end`;
+
 // One script: the lease check, de-duplication, the append and the trim happen atomically, so a redelivered
 // message or a writer that lost its lease can never add an entry out of order. The ids of the last 2 × maxEntries
 // appends are remembered (KEYS[5] lists them, newest first), as the in-memory ring does: a key per id for the whole
-// de-duplication TTL grew Redis by one key per notification for a day, whatever the log kept. A stream that does
-// not exist here was lost (RETENTION below creates it): it begins at this entry, and a reader with an older id
-// missed entries.
+// de-duplication TTL grew Redis by one key per notification for a day, whatever the log kept.
 const APPEND = `
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('NOTWRITER') end
 local earlier = redis.call('GET', KEYS[2])
 if earlier then return {earlier, 1} end
-local begins = redis.call('EXISTS', KEYS[1]) == 0
+${beginIfMissing('KEYS[1]', 'KEYS[4]', 'KEYS[6]')}
 local id = redis.call('XADD', KEYS[1], '*', 'messageId', ARGV[4], 'type', ARGV[5], 'subject', ARGV[6], 'data', ARGV[7], 'traceparent', ARGV[8])
-if begins then redis.call('SET', KEYS[4], id) end
 redis.call('SET', KEYS[2], id, 'EX', ARGV[3])
 redis.call('LPUSH', KEYS[5], ARGV[4])
 local keep = tonumber(ARGV[2]) * 2
@@ -54,13 +63,9 @@ if excess > 0 then
 end
 return {id, 0}`;
 
-// The log's extent. A log that does not exist yet begins here, as an empty stream whose id (XADD, then trimmed
-// away by MAXLEN 0) is recorded as trimmed: the position a reader is given for the empty log is that id, so the
-// first entry (a later id) is not "older than the log" for it, while ids from a log Redis lost still are.
+// The log's extent.
 const RETENTION = `
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[2], redis.call('XADD', KEYS[1], 'MAXLEN', 0, '*', 'begins', 1))
-end
+${beginIfMissing('KEYS[1]', 'KEYS[2]', 'KEYS[3]')}
 return {
   redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1),
   redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1),
@@ -100,14 +105,15 @@ interface ReplayLogScripts {
   logRetention(
     streamKey: string,
     trimmedKey: string,
+    beganKey: string,
   ): Promise<[first: StreamRecord[], last: StreamRecord[], length: number, trimmed: string | null]>;
   claimWriter(writerKey: string, writerId: string, ttlMs: number): Promise<number>;
   releaseWriter(writerKey: string, writerId: string): Promise<number>;
 }
 
 function withScripts(redis: Redis): Redis & ReplayLogScripts {
-  redis.defineCommand('appendEntry', { numberOfKeys: 5, lua: APPEND });
-  redis.defineCommand('logRetention', { numberOfKeys: 2, lua: RETENTION });
+  redis.defineCommand('appendEntry', { numberOfKeys: 6, lua: APPEND });
+  redis.defineCommand('logRetention', { numberOfKeys: 3, lua: RETENTION });
   redis.defineCommand('claimWriter', { numberOfKeys: 1, lua: CLAIM });
   redis.defineCommand('releaseWriter', { numberOfKeys: 1, lua: RELEASE });
   return redis as Redis & ReplayLogScripts;
@@ -119,8 +125,15 @@ export class RedisStreamReplayLog implements ReplayLog {
   readonly #tails = new Set<Redis>();
   readonly #options: RedisStreamReplayLogOptions;
   readonly #logger: Logger;
-  /** `dedup`: the prefix of each appended message id's key. */
-  readonly #keys: { stream: string; writer: string; trimmed: string; dedup: string; dedupOrder: string };
+  /** `dedup`: the prefix of each appended message id's key; `began`: the id the stream began at when created. */
+  readonly #keys: {
+    stream: string;
+    writer: string;
+    trimmed: string;
+    began: string;
+    dedup: string;
+    dedupOrder: string;
+  };
   /** The last connection error since the connection was last ready, and since when there has been none. */
   #lastError: string | undefined;
   #downSince: number | undefined;
@@ -133,6 +146,7 @@ export class RedisStreamReplayLog implements ReplayLog {
       stream: `${prefix}log`,
       writer: `${prefix}writer`,
       trimmed: `${prefix}trimmed`,
+      began: `${prefix}began`,
       dedup: `${prefix}dedup:`,
       dedupOrder: `${prefix}dedup-order`,
     };
@@ -173,6 +187,7 @@ export class RedisStreamReplayLog implements ReplayLog {
         this.#keys.writer,
         this.#keys.trimmed,
         this.#keys.dedupOrder,
+        this.#keys.began,
         writerId,
         this.#options.maxEntries,
         this.#options.dedupTtlSeconds,
@@ -187,6 +202,12 @@ export class RedisStreamReplayLog implements ReplayLog {
     } catch (error) {
       if (error instanceof Error && error.message.includes('NOTWRITER'))
         throw new NotLogWriterError(writerId);
+      // Not Redis's answer but the connection's failure: said with the connection's own error (`connect
+      // ECONNREFUSED …`) when there was one, not ioredis's message, which names its options.
+      if (!(error instanceof ReplyError)) {
+        const why = this.#lastError ?? (error instanceof Error ? error.message : String(error));
+        throw new ReplayLogUnavailableError(`Redis unreachable: ${why}`, { cause: error });
+      }
       throw error;
     }
   }
@@ -231,21 +252,37 @@ export class RedisStreamReplayLog implements ReplayLog {
         try {
           // What the log trimmed, asked in the same round trip, after the read: a cursor not older than it was not
           // trimmed before the read either, so the entries read follow it without a gap. A tail cut off from Redis
-          // for longer than the log keeps entries (or whose Redis lost the log) resumes past a gap.
-          const [read, trimmed] = (await connection
+          // for longer than the log keeps entries (or whose Redis lost the log) resumes past a gap. Where the log
+          // began tells the two apart.
+          const [read, trimmed, began] = (await connection
             .pipeline()
             .xread('COUNT', 1_000, 'BLOCK', blockMs, 'STREAMS', this.#keys.stream, cursor)
             .get(this.#keys.trimmed)
-            .exec()) as [[Error | null, TailRead], [Error | null, string | null]];
-          if (read[0] ?? trimmed[0]) throw read[0] ?? trimmed[0];
+            .get(this.#keys.began)
+            .exec()) as [
+            [Error | null, TailRead],
+            [Error | null, string | null],
+            [Error | null, string | null],
+          ];
+          const failed = read[0] ?? trimmed[0] ?? began[0];
+          if (failed) throw failed;
           if (closed) break;
           if (trimmed[1] !== null && compareLogIds(trimmed[1], cursor) > 0) {
             const retention = await this.retention();
             if (closed) break;
-            this.#logger.warn(
-              { after: cursor, trimmedThrough: retention.trimmedThrough },
-              'replay log tail: entries left the log before they were read; readers are told to reload',
-            );
+            // A log that began after the last entry this tail read is not the log it read from.
+            if (began[1] !== null && compareLogIds(began[1], cursor) > 0)
+              this.#logger.warn(
+                { after: cursor, beganAt: began[1], firstId: retention.firstId },
+                'replay log lost and begun again (Redis restarted without persistence, was flushed, or the stream ' +
+                  'was deleted): what it held after this instance last read is gone; readers are told to reload',
+              );
+            else
+              this.#logger.warn(
+                { after: cursor, trimmedThrough: retention.trimmedThrough },
+                'replay log trimmed past where this instance last read (more entries than REPLAY_LOG_MAX_ENTRIES ' +
+                  'were appended while its tail was cut off from Redis or behind): readers are told to reload',
+              );
             listener.missed(retention);
             // Told once: the next read must not find the same gap.
             cursor = laterLogId(cursor, retention.trimmedThrough);
@@ -277,6 +314,7 @@ export class RedisStreamReplayLog implements ReplayLog {
     const [first, last, length, trimmed] = await this.#redis.logRetention(
       this.#keys.stream,
       this.#keys.trimmed,
+      this.#keys.began,
     );
     return {
       firstId: first[0]?.[0],

@@ -183,20 +183,20 @@ export async function consumeNotifications(
     }
     const outage = appendOutage;
     outage.held.add(messageId);
-    outage.throttle.run((failedUnlogged) => {
-      // Said at the interval's end: not if the appends succeeded again meanwhile.
-      if (appendOutage !== outage) return;
+    outage.throttle.run((failedUnlogged) =>
       logger.warn(
         { ...why, held: outage.held.size, downMs: Date.now() - outage.since, failedUnlogged },
         'replay log still unavailable: notifications are held and their appends retried',
-      );
-    });
+      ),
+    );
   }
 
   function appendsSucceed(): void {
     if (appendOutage === undefined) return;
-    const { since, held } = appendOutage;
+    const { since, held, throttle } = appendOutage;
     appendOutage = undefined;
+    // A line held back for the interval's end would come after this one, and read as a new outage.
+    throttle.reset();
     logger.info(
       { downMs: Date.now() - since, held: held.size },
       'replay log available again: the notifications held meanwhile are appended',

@@ -5,6 +5,7 @@ import { createWorkerOver, type Worker } from './apps/worker/main.ts';
 import type { Config } from './config.ts';
 import type { Logger } from './infrastructure/logging/logger.ts';
 import { openProcessResources, type ProcessResources } from './infrastructure/runtime/process-resources.ts';
+import type { StopSummary } from './infrastructure/runtime/run-until-signal.ts';
 import { createStartup } from './infrastructure/runtime/startup.ts';
 
 export interface AllRolesUrls {
@@ -20,12 +21,14 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
   let webApi: WebApi | undefined;
   let notifications: Notifications | undefined;
   let starting = false;
-  let stopping: Promise<void> | undefined;
-  const stopped = new WeakSet<object>();
-  const stopOnce = async (role: { stop(): Promise<void> } | undefined) => {
-    if (!role || stopped.has(role)) return;
-    stopped.add(role);
-    await role.stop();
+  let stopping: Promise<StopSummary> | undefined;
+  /** What each role's stop handed on, by role: the shutdown's log line. */
+  const stopped: Record<string, unknown> = {};
+  const stopOnce = async (name: string, role: { stop(): Promise<unknown> } | undefined) => {
+    if (!role || name in stopped) return;
+    // Marked before its stop ends: a second call meanwhile must not stop it again.
+    stopped[name] = undefined;
+    stopped[name] = await role.stop();
   };
   return {
     start(): Promise<AllRolesUrls> {
@@ -59,19 +62,21 @@ export function createAllRoles({ config, logger }: { config: Config; logger: Log
      * Front doors first, both at once (each drains for at most half the shutdown time), so nothing new arrives
      * while the worker and the adapters wind down. A stop during the start ends it first.
      */
-    stop(): Promise<void> {
+    stop(): Promise<StopSummary> {
       stopping ??= (async () => {
         const startEnded = startup.stop('all roles stopped while they started');
         // A consuming role's start (waiting for the broker, say) ends only once the role is stopped; the webapi's
         // (a listen) is waited for, so that its stop closes what it opened.
         try {
-          if (starting) await Promise.all([stopOnce(notifications), stopOnce(worker)]);
+          if (starting)
+            await Promise.all([stopOnce('notifications', notifications), stopOnce('worker', worker)]);
           await startEnded;
-          await Promise.all([stopOnce(notifications), stopOnce(webApi)]);
-          await stopOnce(worker);
+          await Promise.all([stopOnce('notifications', notifications), stopOnce('webapi', webApi)]);
+          await stopOnce('worker', worker);
         } finally {
-          await resources?.close();
+          Object.assign(stopped, await resources?.close());
         }
+        return stopped;
       })();
       return stopping;
     },

@@ -20,8 +20,9 @@ await runUntilSignal(
       );
     },
     async stop() {
-      await roles.stop();
+      const stopped = await roles.stop();
       await tracing.shutdown();
+      return stopped;
     },
   },
   logger,

@@ -637,6 +637,33 @@ export function messageBusContract(adapter: string, options: MessageBusContractO
       assert.deepEqual(next.ids(), ['after-close'], 'the in-flight message was acked; the later one waited');
     });
 
+    test('Subscription.close resolves with how many in-flight messages went back to the queue', async () => {
+      const { bus, name } = await fixture();
+      const { exchange, queue } = await simpleTopology(bus, name, { maxDeliveries: 4 });
+      await bus.publish(range(3).map((i) => message(exchange, 'student.created', `m${i}`)));
+
+      // Each handler gives its message back once the stop began (as the notifications consumer does while the replay
+      // log is away); the first one acks.
+      const release = deferred();
+      let delivered = 0;
+      const subscription = await bus.consume(queue, {
+        prefetch: 5,
+        handler: async (received) => {
+          delivered++;
+          await release.promise;
+          return received.messageId === 'm0' ? outcome.ack() : outcome.retry('stopping');
+        },
+      });
+      await waitUntil(() => delivered === 3, 'three messages in flight');
+      const closing = subscription.close();
+      release.resolve();
+      assert.equal(await closing, 2);
+
+      const next = await collect(bus, queue);
+      await next.waitFor(2);
+      assert.deepEqual(next.ids().sort(), ['m1', 'm2'], 'the two went back to the queue');
+    });
+
     test('declaring the same topology twice is harmless; a conflicting queue declaration rejects', async () => {
       const { bus, name } = await fixture();
       const first = await simpleTopology(bus, name, { maxDeliveries: 4 });
@@ -1048,7 +1075,7 @@ interface Inbox {
   readonly subscription: Subscription;
   ids(): string[];
   waitFor(count: number): Promise<void>;
-  close(): Promise<void>;
+  close(): Promise<number>;
 }
 
 /** Consumes `queue`, recording every delivery; acks unless a handler says otherwise. */

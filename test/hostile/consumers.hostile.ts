@@ -672,7 +672,7 @@ export function describeConsumerHostility(rabbitMq: { readonly skip?: string }):
     const bus = new InProcessMessageBus();
     const replayLog = new MemoryRingReplayLog({ maxEntries: 100_000 });
     let dead: ReceivedMessage[];
-    let stopConsumer: () => Promise<void>;
+    let stopConsumer: () => Promise<number>;
     const seenIds = new Set<string>();
 
     before(async () => {

@@ -136,7 +136,7 @@ describe('an SSE request waiting for a slow replay log', () => {
     const { notifications, url, bus } = await started(log);
     log.hold();
     const stream = openStream(url);
-    let stopped: Promise<void> | undefined;
+    let stopped: Promise<unknown> | undefined;
     try {
       await until(() => log.waiting === 1, 'the request waiting for the log');
       stopped = notifications.stop();

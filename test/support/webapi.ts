@@ -1,4 +1,4 @@
-import { createWebApi } from '../../src/apps/webapi/main.ts';
+import { createWebApi, type WebApiStopped } from '../../src/apps/webapi/main.ts';
 import { parseConfig } from '../../src/config.ts';
 import type { Logger } from '../../src/infrastructure/logging/logger.ts';
 import type { Database } from '../../src/infrastructure/persistence/database.ts';
@@ -6,7 +6,7 @@ import { silentLogger } from './logger.ts';
 
 export interface RunningWebApi {
   readonly url: string;
-  stop(): Promise<void>;
+  stop(): Promise<WebApiStopped>;
 }
 
 /** Boots the real webapi on a free port over `database`, the way its composition root does; `env` adds settings. */

@@ -123,7 +123,10 @@ function member(
         get waitingForBroker() {
           return waiting.has(partition);
         },
-        close: async () => void subscribed.delete(partition),
+        close: async () => {
+          subscribed.delete(partition);
+          return 0;
+        },
       };
       return subscription;
     },
@@ -249,7 +252,7 @@ describe('assignPartitions', () => {
       partitions: 4,
       logger,
       rebalanceEveryMs: 10,
-      subscribe: async () => ({ waitingForBroker: false, close: async () => {} }),
+      subscribe: async () => ({ waitingForBroker: false, close: async () => 0 }),
     });
     await assignment.start();
     loseDuringLook = true;

@@ -82,7 +82,7 @@ test('a stop while the start subscribes and waits for the broker (gone since the
 });
 
 test('a stop that comes just as the subscribing succeeds still ends the start, and leaves nothing consuming', async () => {
-  let stopped: Promise<void> | undefined;
+  let stopped: Promise<unknown> | undefined;
   const { worker, consumers, dispose } = await workerOver((bus) => {
     const consume = bus.consume.bind(bus);
     bus.consume = async (queue, options) => {

@@ -80,8 +80,12 @@ export interface Subscription {
    * included, nor once it is closing.
    */
   readonly waitingForBroker: boolean;
-  /** Stops taking messages, waits for in-flight handlers to finish and their outcomes to settle. */
-  close(): Promise<void>;
+  /**
+   * Stops taking messages, waits for in-flight handlers to finish and their outcomes to settle. Resolves with how many
+   * delivered messages the close handed back to the queue (unhandled, or to retry): another consumer, or the next
+   * start, gets them.
+   */
+  close(): Promise<number>;
 }
 
 export interface QueueState {

@@ -8,6 +8,7 @@ import {
 } from '../../application/ports/replay-log.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
 import { waitToRetry } from '../../infrastructure/resilience/resilience-policy.ts';
+import { expectedFailure } from '../../infrastructure/logging/expected-failure.ts';
 
 /** The same for every reader: one object, shared. */
 export interface ResumeLimits {
@@ -112,7 +113,7 @@ export class LogFanOut {
       retention = await this.#log.retention();
     } catch (error) {
       if (attempt === 0)
-        this.#logger?.warn({ err: error }, 'replay log unavailable; tailing it once it answers');
+        this.#logger?.warn(expectedFailure(error), 'replay log unavailable; tailing it once it answers');
       return false;
     }
     if (this.#stopping.signal.aborted) return true;

@@ -35,7 +35,17 @@ export interface Notifications {
    */
   start(): Promise<string>;
   /** Stops consuming, ends SSE streams and hub connections (clients reconnect elsewhere), closes the log if it owns it. */
-  stop(): Promise<void>;
+  stop(): Promise<NotificationsStopped>;
+}
+
+/** What a stop cut off or handed on, for the shutdown's log line. */
+export interface NotificationsStopped {
+  /** SSE streams ended (with a retry hint: their clients reconnect, to another instance or after the restart). */
+  readonly sseStreamsEnded: number;
+  /** SignalR hub connections closed (with allowReconnect). */
+  readonly hubConnectionsClosed: number;
+  /** Messages in flight that went back to the queue: another instance, or the next start, appends them. */
+  readonly messagesReturned: number;
 }
 
 export interface NotificationsDeps {
@@ -181,12 +191,16 @@ export async function createNotifications({
     async stop() {
       // A start under way ends first; what it had set up is stopped below with the rest.
       await startup.stop('the notifications service stopped while it started');
-      await consumer?.stop();
-      // First (preClose) SSE streams end with a retry hint and hub connections with allowReconnect.
+      const messagesReturned = (await consumer?.stop()) ?? 0;
+      // Counted as the close below ends them: first (preClose) SSE streams end with a retry hint and hub connections
+      // with allowReconnect.
+      const sseStreamsEnded = sse.count;
+      const hubConnectionsClosed = hub.stats().connections;
       await app.close();
       await hub.close();
       await fanOut.stop();
       if (!replayLog) await replay.close();
+      return { sseStreamsEnded, hubConnectionsClosed, messagesReturned };
     },
   };
 }
@@ -242,9 +256,10 @@ async function main(): Promise<void> {
         );
       },
       async stop() {
-        await notifications?.stop();
+        const stopped = { notifications: await notifications?.stop() };
         await bus?.close();
         await tracing.shutdown();
+        return stopped;
       },
     },
     logger,

@@ -39,7 +39,8 @@ export type ConsumerState =
 
 export interface NotificationsConsumer {
   readonly state: ConsumerState;
-  stop(): Promise<void>;
+  /** Resolves with how many messages in flight went back to the queue (see Subscription.close). */
+  stop(): Promise<number>;
 }
 
 export interface NotificationsConsumerOptions {
@@ -122,13 +123,14 @@ export async function consumeNotifications(
     logger.info({ instanceId }, 'notifications consumer: holding the writer lease, consuming');
   }
 
-  async function stopConsuming(): Promise<void> {
+  /** Resolves with how many messages in flight went back to the queue. */
+  async function stopConsuming(): Promise<number> {
     const current = subscription;
     subscription = undefined;
     if (!stopped) state = 'standby';
-    if (!current) return;
+    if (!current) return 0;
     current.stopping.abort();
-    await current.inner.close();
+    return current.inner.close();
   }
 
   /** Redis down must not dead-letter notifications: keep the message and retry in process until it is back. */
@@ -313,9 +315,10 @@ export async function consumeNotifications(
       stopping.abort(new Error('the notifications consumer stopped'));
       await turn;
       await subscribing?.done;
-      await stopConsuming();
+      const returned = await stopConsuming();
       state = 'stopped';
       await log.releaseWriter(instanceId).catch(() => undefined);
+      return returned;
     },
   };
 }

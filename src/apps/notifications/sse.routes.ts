@@ -29,6 +29,7 @@ import {
 import type { Logger } from '../../infrastructure/logging/logger.ts';
 import type { ConnectionLimits } from './connection-limits.ts';
 import type { LogFanOut, ResumeLimits, ResumingReader } from './fan-out.ts';
+import { expectedFailure } from '../../infrastructure/logging/expected-failure.ts';
 
 export interface SseOptions {
   readonly log: ReplayLog;
@@ -135,7 +136,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
       retention = await options.log.retention();
     } catch (error) {
       // Not an error status, on which EventSource would stop reconnecting: it retries (/health reports the log).
-      options.logger.warn({ err: error }, 'replay log unavailable; SSE client told to retry');
+      options.logger.warn(expectedFailure(error), 'replay log unavailable; SSE client told to retry');
       return endWithRetry(openEventStream(reply), options);
     }
     // The log answers, but this instance does not tail it yet (it started while the log was away): no position to
@@ -207,7 +208,7 @@ export async function registerSseRoutes(app: HttpServer, options: SseOptions): P
     });
     resuming.caughtUp.catch((error: unknown) => {
       options.logger.warn(
-        { err: error, clientId: stream.clientId },
+        { ...expectedFailure(error), clientId: stream.clientId },
         'SSE replay failed; the client is told to retry',
       );
       endWithRetry(response, options);

@@ -40,7 +40,15 @@ export interface WebApi {
   readonly app: HttpServer;
   /** Listens on HOST:API_PORT; resolves with the base URL (the real port when API_PORT is 0). */
   start(): Promise<string>;
-  stop(): Promise<void>;
+  stop(): Promise<WebApiStopped>;
+}
+
+/** What a stop cut off, for the shutdown's log line. */
+export interface WebApiStopped {
+  /** Requests in flight when the server began to close. */
+  readonly requestsInFlight: number;
+  /** How many of those were answered; the rest were cut off at the drain deadline, or given up on by their clients. */
+  readonly requestsAnswered: number;
 }
 
 /**
@@ -182,6 +190,8 @@ export async function createWebApi({
       await app.close();
       await pruning?.stop();
       if (!deps.cache) await cache.close();
+      const requests = app.requestsAtClose();
+      return { requestsInFlight: requests?.inFlight ?? 0, requestsAnswered: requests?.answered ?? 0 };
     },
   };
 }
@@ -222,9 +232,9 @@ async function main(): Promise<void> {
         logger.info({ url: await webApi.start(), auth: authSummary(config.auth) }, 'webapi listening');
       },
       async stop() {
-        await webApi?.stop();
-        await resources?.close();
+        const stopped = { webapi: await webApi?.stop(), ...(await resources?.close()) };
         await tracing.shutdown();
+        return stopped;
       },
     },
     logger,

@@ -38,7 +38,13 @@ export interface Worker {
    */
   start(): Promise<string>;
   /** Stops consuming (the in-flight messages finish and settle), then closes the HTTP server. */
-  stop(): Promise<void>;
+  stop(): Promise<WorkerStopped>;
+}
+
+/** What a stop handed on, for the shutdown's log line. */
+export interface WorkerStopped {
+  /** Messages in flight that went back to the queue: another worker, or the next start, handles them. */
+  readonly messagesReturned: number;
 }
 
 export interface WorkerDeps {
@@ -200,14 +206,15 @@ export function createWorker({
       state = 'stopping';
       // A start under way ends first; what it had set up is stopped below with the rest.
       await startup.stop('the worker stopped while it started');
-      await subscription?.close();
+      const returned = (await subscription?.close()) ?? 0;
       subscription = undefined;
-      await assignment?.stop();
+      const returnedByPartitions = (await assignment?.stop()) ?? 0;
       metrics.partitionsOwned(0);
       await pruning?.stop();
       await otherLayout.stop();
       await app.close();
       state = 'stopped';
+      return { messagesReturned: returned + returnedByPartitions };
     },
   };
 }
@@ -267,9 +274,9 @@ async function main(): Promise<void> {
         );
       },
       async stop() {
-        await worker?.stop();
-        await resources?.close();
+        const stopped = { worker: await worker?.stop(), ...(await resources?.close()) };
         await tracing.shutdown();
+        return stopped;
       },
     },
     logger,

@@ -7,6 +7,7 @@ import { otherLayoutQueues, Queues } from '../../contracts/messaging.ts';
 import type { HealthCheck } from '../../infrastructure/health/health.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
 import { runPeriodically, type Periodic } from '../../infrastructure/runtime/periodic.ts';
+import { expectedFailure } from '../../infrastructure/logging/expected-failure.ts';
 
 /** Often enough to notice a queue filling long before it matters; each look is one or two broker round trips. */
 const LOOK_EVERY_MS = 60_000;
@@ -48,7 +49,7 @@ export function watchOtherLayoutQueues(
       found = now;
     } catch (error) {
       // The broker check reports the broker; this one keeps what it saw last.
-      logger.debug({ err: error }, 'could not look for worker queues of another layout');
+      logger.debug(expectedFailure(error), 'could not look for worker queues of another layout');
     }
   };
 

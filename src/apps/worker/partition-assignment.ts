@@ -4,6 +4,7 @@
 import type { Subscription } from '../../application/ports/message-bus.ts';
 import type { Logger } from '../../infrastructure/logging/logger.ts';
 import type { Database, Leadership } from '../../infrastructure/persistence/database.ts';
+import { expectedFailure } from '../../infrastructure/logging/expected-failure.ts';
 
 /**
  * Advisory lock keys of the member slots: a worker holds one while it runs. Clear of the other keys on the same
@@ -67,8 +68,11 @@ export interface PartitionAssignmentOptions {
 export interface PartitionAssignment {
   /** Takes a member slot and subscribes to the partitions it owns. */
   start(): Promise<void>;
-  /** Stops looking, closes every partition (draining it), and gives the slot up. */
-  stop(): Promise<void>;
+  /**
+   * Stops looking, closes every partition (draining it), and gives the slot up. Resolves with how many messages in
+   * flight went back to the queues (see Subscription.close).
+   */
+  stop(): Promise<number>;
   status(): PartitionAssignmentStatus;
 }
 
@@ -131,7 +135,10 @@ export function assignPartitions(options: PartitionAssignmentOptions): Partition
   const target = async (): Promise<number[] | undefined> => {
     if (!lease)
       await takeSlot().catch((error: unknown) =>
-        logger.warn({ err: error }, 'no member slot: the database did not answer; trying again shortly'),
+        logger.warn(
+          expectedFailure(error),
+          'no member slot: the database did not answer; trying again shortly',
+        ),
       );
     // Without a slot, a worker keeps what it has and takes nothing new.
     const withoutSlot = () => (subscriptions.size > 0 ? undefined : []);
@@ -174,7 +181,7 @@ export function assignPartitions(options: PartitionAssignmentOptions): Partition
       const owned = await target();
       if (owned && !stopped) await apply(owned);
     } catch (error) {
-      logger.warn({ err: error }, 'partition assignment failed; trying again shortly');
+      logger.warn(expectedFailure(error), 'partition assignment failed; trying again shortly');
     }
   };
 
@@ -206,12 +213,15 @@ export function assignPartitions(options: PartitionAssignmentOptions): Partition
       stopped = true;
       clearTimeout(timer);
       await running.catch(() => undefined);
-      await Promise.all([...subscriptions.values()].map((subscription) => subscription.close()));
+      const returned = await Promise.all(
+        [...subscriptions.values()].map((subscription) => subscription.close()),
+      );
       subscriptions.clear();
       const held = lease;
       lease = undefined;
       await held?.leadership.release();
       options.onChange?.(status());
+      return returned.reduce((sum, count) => sum + count, 0);
     },
     status,
   };

@@ -23,6 +23,7 @@ import { traceHeaders } from '../../infrastructure/observability/tracing.ts';
 import { secondsSince } from '../../infrastructure/observability/metrics.ts';
 import { parseStudentEvent } from './student-event-schema.ts';
 import type { MessageOutcome, WorkerMetrics } from './worker-metrics.ts';
+import { expectedFailure } from '../../infrastructure/logging/expected-failure.ts';
 
 /** A student after the worker's transaction; `student` undefined = it no longer exists. */
 export interface StudentChange {
@@ -204,7 +205,8 @@ function studentEventHandler(
         () =>
           // The process span is active here: with others in one batch, the event's notifications still continue it.
           options.process({ event: event.value, ...traceHeaders() }).catch((error: unknown) => {
-            if (isTransient(error)) logger.warn({ ...fields, err: error }, 'student event attempt failed');
+            if (isTransient(error))
+              logger.warn({ ...fields, ...expectedFailure(error) }, 'student event attempt failed');
             throw error;
           }),
         stopping,

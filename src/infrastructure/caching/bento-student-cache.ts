@@ -15,6 +15,7 @@ import type { InvalidationBus } from './invalidation-bus.ts';
 import { orderedNow } from './ordered-now.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
 import { DELETED_VERSION, type VersionFence } from './version-fence.ts';
+import { expectedFailure } from '../logging/expected-failure.ts';
 
 /** `at`: when the value was read from the database (or written), on the clock of the instance that did it. */
 interface Entry extends CachedStudent {
@@ -152,7 +153,7 @@ export class BentoStudentCache implements StudentCache {
       const subscribe = transport.subscribe.bind(transport);
       transport.subscribe = (channel, handler) =>
         (this.#busSubscribed = subscribe(channel, handler).catch((error: unknown) =>
-          logger.warn({ err: error }, 'cache bus: not subscribed'),
+          logger.warn(expectedFailure(error), 'cache bus: not subscribed'),
         ));
       return transport;
     };
@@ -342,7 +343,7 @@ export class BentoStudentCache implements StudentCache {
     this.#addPending(id);
     this.#skippedWrites.run((unsaid, lastAt) =>
       this.#logger.warn(
-        { err: failure, studentId: id, skippedUnlogged: unsaid, lastAt },
+        { ...expectedFailure(failure), studentId: id, skippedUnlogged: unsaid, lastAt },
         'cache write skipped; dropped once the cache is back',
       ),
     );

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logging/logger.ts';
 import type { CacheConnection } from './redis-cache-connection.ts';
+import { expectedFailure } from '../logging/expected-failure.ts';
 
 /**
  * How many groups' invalidations to remember: those heard matter only for reads racing a write (milliseconds);
@@ -91,7 +92,8 @@ export class InvalidationBus {
     const subscribe = () =>
       subscriber.subscribe(channel, legacyChannel).then(
         () => undefined,
-        (error: unknown) => logger.warn({ err: error }, 'cannot subscribe to cache invalidations yet'),
+        (error: unknown) =>
+          logger.warn(expectedFailure(error), 'cannot subscribe to cache invalidations yet'),
       );
     // Also on every reconnection: ioredis only resubscribes channels whose first subscribe succeeded. Messages sent
     // while the subscriber was away are lost: the connection marks everything read before its return as stale.

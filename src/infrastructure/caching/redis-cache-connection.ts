@@ -14,6 +14,7 @@ import { outsideTraces } from '../observability/outside-traces.ts';
 import { DeploymentConflictError } from '../runtime/deployment-conflict.ts';
 import { settledWithin } from '../runtime/settled-within.ts';
 import { orderedNow } from './ordered-now.ts';
+import { expectedFailure } from '../logging/expected-failure.ts';
 
 export interface CacheConnectionOptions {
   /** How long the breaker stays open before one trial call; short, since a trial costs nothing but a status check. */
@@ -186,7 +187,9 @@ export class CacheConnection {
   #watch(client: Redis): Redis {
     this.#clients.add(client);
     let wasReady = false;
-    client.on('error', (error: Error) => this.#logger.debug({ err: error }, 'redis connection error'));
+    client.on('error', (error: Error) =>
+      this.#logger.debug(expectedFailure(error), 'redis connection error'),
+    );
     client.on('close', () => {
       if (!wasReady || this.#closed) return;
       this.#lost.add(client);
@@ -332,7 +335,7 @@ export class CacheConnection {
     } catch (error) {
       // Unanswered or refused: tried again at the next use of the cache.
       this.#noteRefusal(error);
-      this.#logger.debug({ err: error }, 'cache: could not confirm the key prefix claim yet');
+      this.#logger.debug(expectedFailure(error), 'cache: could not confirm the key prefix claim yet');
     } finally {
       this.#confirming = false;
     }

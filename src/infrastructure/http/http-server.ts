@@ -20,6 +20,7 @@ import {
   type HttpObservabilityOptions,
   type ObserveRefused,
   type ObserveUpgrade,
+  type RequestsAtClose,
 } from '../observability/http-observability.ts';
 import { ROUTER_OPTIONS, trackAllowedMethods } from './allowed-methods.ts';
 import { headerLines } from './header-lines.ts';
@@ -92,6 +93,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Logs and counts a WebSocket upgrade a hub answered off Fastify, as the request it is (createHttpServer's). */
     observeUpgrade: ObserveUpgrade;
+    /** Once the server began to close: the requests then in flight, and how many were answered (createHttpServer's). */
+    requestsAtClose: () => RequestsAtClose | undefined;
   }
 }
 
@@ -285,6 +288,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   void app.register(async (last) => {
     last.addHook('preClose', (done) => {
       lettingGo = true;
+      observed.closing();
       // No new connection meanwhile: a client gets ECONNREFUSED, which it may always retry. Node's own close would
       // also close the idle connections at once; a net.Server's close only stops listening. Fastify's close, which
       // follows, finds it closed and still waits for every connection to close.
@@ -374,6 +378,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
   };
   registerProblemDetails(app, allowedMethods);
   app.decorate('observeUpgrade', observed.upgraded);
+  app.decorate('requestsAtClose', observed.requestsAtClose);
   return app;
 }
 

@@ -8,6 +8,7 @@ import type { DomainError, FieldIssue } from '../../domain/errors.ts';
 import { withoutQuerySecrets } from './access-token.ts';
 import type { AllowedMethods } from './allowed-methods.ts';
 import { LogThrottle } from '../logging/log-throttle.ts';
+import { expectedFailure } from '../logging/expected-failure.ts';
 
 /** RFC 9457 problem details, with `code` (stable, machine-readable) and `errors` for field-level detail. */
 export interface ProblemDetails {
@@ -229,7 +230,7 @@ export function sendErrorProblem(
   if (error instanceof DependencyUnavailableError) {
     unavailableLog(request, error.dependency).run((unsaid, lastAt) =>
       request.log.warn(
-        { err: error, refusedUnlogged: unsaid, lastAt },
+        { ...expectedFailure(error), refusedUnlogged: unsaid, lastAt },
         `${error.dependency} unavailable: answering 503 until it is back`,
       ),
     );

@@ -30,8 +30,11 @@ export interface ChannelConsumerOptions {
 export interface ChannelConsumer {
   /** No consumer is registered on an open channel, and it is not closing: it waits for the broker. */
   readonly waitingForBroker: boolean;
-  /** Lets the messages being handled finish and settle, then closes the channel: the rest go back, in order. */
-  close(): Promise<void>;
+  /**
+   * Lets the messages being handled finish and settle, then closes the channel: the rest go back, in order. Resolves
+   * with how many went back.
+   */
+  close(): Promise<number>;
 }
 
 /**
@@ -51,6 +54,8 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
   const handling = new Set<Promise<void>>();
   let current: Channel | undefined;
   let closing = false;
+  /** Messages handed back to the queue since closing began: delivered too late, or settled to go back. */
+  let returnedOnClose = 0;
   let failures = 0;
   let retry: NodeJS.Timeout | undefined;
 
@@ -111,6 +116,7 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
   };
 
   const settle = (channel: Channel, message: AsyncMessage, settlement: Settlement): void => {
+    if (closing && settlement === 'return') returnedOnClose++;
     // A closed channel has given its messages back already; a closing consumer gives back those not done.
     if (!channel.active || (settlement === 'return' && closing)) return;
     if (settlement === 'ack') channel.basicAck({ deliveryTag: message.deliveryTag });
@@ -119,7 +125,10 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
 
   function deliver(channel: Channel, message: AsyncMessage): void {
     // Left unsettled: the channel's close returns it, in order.
-    if (closing) return;
+    if (closing) {
+      returnedOnClose++;
+      return;
+    }
     let outcome: Promise<Settlement>;
     try {
       outcome = handle(message);
@@ -165,6 +174,7 @@ export async function consumeOnChannel(options: ChannelConsumerOptions): Promise
       // A broker that does not answer (frozen, or cut off without a reset) never sends close-ok: the stop would wait for
       // its heartbeat to time out. What this channel holds unacked goes back when the connection is dropped.
       if (current?.active) await settledWithin(current.close(), CHANNEL_CLOSE_TIMEOUT_MS);
+      return returnedOnClose;
     },
   };
 }

@@ -120,6 +120,8 @@ class MemoryConsumer {
   inFlight = 0;
   /** Takes no more messages; it leaves its queue once those in flight are settled. */
   closing = false;
+  /** Messages put back in the queue (to retry) since closing began. */
+  returnedOnClose = 0;
   readonly pending = new Set<Promise<void>>();
 
   constructor(
@@ -145,7 +147,7 @@ export class InProcessMessageBus implements MessageBus {
   private readonly logger: MessagingLogger;
   private readonly exchanges = new Map<string, MemoryExchange>();
   private readonly queues = new Map<string, MemoryQueue>();
-  private readonly subscriptions = new Set<() => Promise<void>>();
+  private readonly subscriptions = new Set<() => Promise<number>>();
   private readonly routeCache = new Map<string, Route>();
   private closed = false;
 
@@ -247,7 +249,7 @@ export class InProcessMessageBus implements MessageBus {
     queue.consumers.push(consumer);
     this.scheduleDrain(queue);
 
-    let closing: Promise<void> | undefined;
+    let closing: Promise<number> | undefined;
     const close = () => {
       closing ??= (async () => {
         consumer.closing = true;
@@ -257,6 +259,7 @@ export class InProcessMessageBus implements MessageBus {
         if (index >= 0) queue.consumers.splice(index, 1);
         this.subscriptions.delete(close);
         this.scheduleDrain(queue);
+        return consumer.returnedOnClose;
       })();
       return closing;
     };
@@ -405,7 +408,9 @@ export class InProcessMessageBus implements MessageBus {
     consumer.inFlight += 1;
     const settled = consumer
       .dispatch(received)
-      .then((result) => this.settle(queue, entry, result))
+      .then((result) => {
+        if (this.settle(queue, entry, result) && consumer.closing) consumer.returnedOnClose++;
+      })
       .catch((error: unknown) =>
         this.logger.error({ err: error, queue: queue.declaration.name }, 'settle failed'),
       )
@@ -417,14 +422,18 @@ export class InProcessMessageBus implements MessageBus {
     consumer.pending.add(settled);
   }
 
-  private settle(queue: MemoryQueue, entry: Entry, result: HandlerOutcome): void {
-    if (this.closed) return;
-    if (result.kind === 'ack') return;
-    if (result.kind === 'deadLetter') return this.deadLetter(queue, entry, result.reason);
+  /** Whether the message went back to the queue. */
+  private settle(queue: MemoryQueue, entry: Entry, result: HandlerOutcome): boolean {
+    if (this.closed || result.kind === 'ack') return false;
     const limit = queue.declaration.maxDeliveries;
-    if (limit !== undefined && entry.deliveries >= limit)
-      return this.deadLetter(queue, entry, DELIVERY_LIMIT_REASON);
-    queue.requeue(entry);
+    if (result.kind === 'deadLetter') this.deadLetter(queue, entry, result.reason);
+    else if (limit !== undefined && entry.deliveries >= limit)
+      this.deadLetter(queue, entry, DELIVERY_LIMIT_REASON);
+    else {
+      queue.requeue(entry);
+      return true;
+    }
+    return false;
   }
 
   private deadLetter(queue: MemoryQueue, entry: Entry, reason: string): void {

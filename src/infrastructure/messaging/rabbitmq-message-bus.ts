@@ -25,6 +25,7 @@ import { silentMessagingLogger, type MessagingLogger } from './messaging-logger.
 import { orderedDispatch } from './ordered-dispatch.ts';
 import { validateTopology } from './topology-rules.ts';
 import { untilAborted } from '../resilience/resilience-policy.ts';
+import { expectedFailure } from '../logging/expected-failure.ts';
 
 export interface RabbitMqMessageBusOptions {
   /** `amqp://user:pass@host:5672/vhost` */
@@ -86,7 +87,7 @@ export class RabbitMqMessageBus implements MessageBus {
   private readonly queues = new Map<string, QueueDeclaration>();
   private readonly bindings: BindingDeclaration[] = [];
   private readonly exchangeBindings: ExchangeBindingDeclaration[] = [];
-  private readonly subscriptions = new Set<() => Promise<void>>();
+  private readonly subscriptions = new Set<() => Promise<number>>();
   /** The last error of each connection, until it connects again. */
   private readonly lastErrors = new Map<Connection, string>();
   private closing: Promise<void> | undefined;
@@ -133,7 +134,10 @@ export class RabbitMqMessageBus implements MessageBus {
         if (established) lostAt ??= Date.now();
         const code = (error as { code?: unknown }).code;
         const level = code === 'ACCESS_REFUSED' || code === 'NOT_ALLOWED' ? 'error' : 'warn';
-        this.logger[level]({ err: error, ...where }, 'RabbitMQ connection error; reconnecting');
+        this.logger[level](
+          { ...expectedFailure(error), ...where },
+          'RabbitMQ connection error; reconnecting',
+        );
       });
       connection.on('connection', () => {
         this.lastErrors.delete(connection);
@@ -265,13 +269,16 @@ export class RabbitMqMessageBus implements MessageBus {
         return dispatch(message).then((result) => this.settle(queue, declaration, message, result));
       },
       onError: (error) =>
-        this.logger.warn({ err: error, queue }, 'RabbitMQ consumer error; it recovers by itself'),
+        this.logger.warn(
+          { ...expectedFailure(error), queue },
+          'RabbitMQ consumer error; it recovers by itself',
+        ),
       signal: options.signal,
       retryLowMs: this.retryLowMs,
       retryHighMs: this.retryHighMs,
     });
 
-    let closing: Promise<void> | undefined;
+    let closing: Promise<number> | undefined;
     const close = () => {
       closing ??= consumer.close().finally(() => this.subscriptions.delete(close));
       return closing;

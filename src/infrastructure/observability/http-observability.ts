@@ -68,6 +68,13 @@ export interface RefusedRequest {
 
 export type ObserveRefused = (refused: RefusedRequest) => void;
 
+/** The requests in flight when the server began to close, and how many of them were answered since. */
+export interface RequestsAtClose {
+  readonly inFlight: number;
+  /** The rest were cut off (at the drain deadline) or given up on by their clients. */
+  readonly answered: number;
+}
+
 /**
  * A WebSocket upgrade answered off Fastify (by the hub): 101, or the status it was refused with. Logged and counted as
  * a request of `route`, its duration up to that answer.
@@ -92,6 +99,9 @@ export function observeHttp(
   readonly upgraded: ObserveUpgrade;
   /** The routed request on a connection whose body has not arrived whole, answered or not. */
   readonly lateRequestOn: (socket: Socket) => FastifyRequest | undefined;
+  /** Call as the server begins to close: from then on, those then in flight are followed (requestsAtClose). */
+  readonly closing: () => void;
+  readonly requestsAtClose: () => RequestsAtClose | undefined;
 } {
   const duration = requestDuration(registry);
   const refusals = refusedRequests(registry);
@@ -110,6 +120,9 @@ export function observeHttp(
   app.decorateRequest(OBSERVATION, null);
   // The last routed request on each connection: one whose body is too slow is answered from the socket (408).
   const lastOn = new WeakMap<Socket, FastifyRequest>();
+  // Counters only, for the shutdown's log line: what a stop cut off.
+  let inFlight = 0;
+  let atClose: { readonly since: number; readonly inFlight: number; answered: number } | undefined;
 
   const start = (request: FastifyRequest, reply: FastifyReply) => {
     lastOn.set(request.raw.socket, request);
@@ -137,6 +150,7 @@ export function observeHttp(
         'url.scheme': request.protocol,
         'client.address': request.ip,
       });
+    inFlight++;
     (request as ObservedRequest)[OBSERVATION] = {
       started: performance.now(),
       method,
@@ -171,6 +185,8 @@ export function observeHttp(
     if (!observation) return;
     // Once: a request aborted mid-response is not also counted when its response ends.
     observed[OBSERVATION] = null;
+    inFlight--;
+    if (atClose && !aborted && observation.started < atClose.since) atClose.answered++;
     const milliseconds = performance.now() - observation.started;
     durationOf(observation.method, observation.route, String(status)).observe(milliseconds / 1000);
     // One access-log line per request (Fastify's own logging, off, wrote two), in the request's trace: a request a
@@ -240,6 +256,10 @@ export function observeHttp(
       const request = lastOn.get(socket);
       return request && !request.raw.complete ? request : undefined;
     },
+    closing: () => {
+      atClose ??= { since: performance.now(), inFlight, answered: 0 };
+    },
+    requestsAtClose: () => atClose && { inFlight: atClose.inFlight, answered: atClose.answered },
   };
 }
 

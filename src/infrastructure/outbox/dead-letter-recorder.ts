@@ -9,6 +9,7 @@ import type { Logger } from '../logging/logger.ts';
 import type { Database } from '../persistence/database.ts';
 import { sqlStatement } from '../persistence/sql.ts';
 import { waitToRetry } from '../resilience/resilience-policy.ts';
+import { expectedFailure } from '../logging/expected-failure.ts';
 
 const recordDeadLetter = sqlStatement(
   'dead_letters_record',
@@ -59,7 +60,7 @@ export async function recordDeadLetters(options: {
       } catch (error) {
         if (attempt === 0)
           logger.warn(
-            { err: error, messageId: message.messageId, queue },
+            { ...expectedFailure(error), messageId: message.messageId, queue },
             'dead letter not recorded, retrying',
           );
         // Left in the bus, it dies with it; a student event is then sent again at the next start.

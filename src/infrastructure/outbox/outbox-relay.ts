@@ -10,6 +10,7 @@ import type { Logger } from '../logging/logger.ts';
 import { startPublishSpans } from '../observability/messaging-spans.ts';
 import { recordFailure } from '../observability/tracing.ts';
 import type { Database, Leadership } from '../persistence/database.ts';
+import { expectedFailure } from '../logging/expected-failure.ts';
 import { guardDatabase } from '../persistence/database-errors.ts';
 import { pruneSentOutbox } from '../persistence/retention.ts';
 import { sqlStatement } from '../persistence/sql.ts';
@@ -123,6 +124,9 @@ const statements = {
      select case when n <= $1 then n
        else (select (max(seq) - min(seq) + 1)::float8 from outbox where sent_at is null) end as count
      from counted`,
+    // Its callers leave the count out after CHECK_WAIT_MS (a health check, a stop): a database that does not answer
+    // must not keep the connection (nor, at a stop, the pool's close) waiting much longer.
+    { unansweredAfterMs: 2 * CHECK_WAIT_MS },
   ),
   resendUnhandled: sqlStatement(
     'outbox_resend_unhandled',
@@ -293,10 +297,7 @@ export class OutboxRelay {
         // A database query: one the database does not answer must not hold this check past its time limit, where it
         // would read as the broker's failure (the database has a check of its own).
         const [backlog, silent] = await Promise.all([
-          within(
-            this.backlog().catch(() => undefined),
-            CHECK_WAIT_MS,
-          ),
+          this.backlogIfAnswered(),
           bus.connected ? whyUnanswered() : undefined,
         ]);
         const healthy = !this.#refused && bus.connected && !silent && relay.breaker === 'closed';
@@ -531,6 +532,14 @@ export class OutboxRelay {
     return this.#backlogCount;
   }
 
+  /** The backlog, or undefined when the database does not give it within CHECK_WAIT_MS: for a probe, or a stop. */
+  backlogIfAnswered(): Promise<number | undefined> {
+    return within(
+      this.backlog().catch(() => undefined),
+      CHECK_WAIT_MS,
+    );
+  }
+
   async #countBacklog(): Promise<number> {
     const [row] = await guardDatabase(() =>
       this.#database.sql.query<{ count: number }>(statements.backlog, [BACKLOG_COUNTED]),
@@ -570,7 +579,7 @@ export class OutboxRelay {
     this.#lastError = error instanceof Error ? error.message : String(error);
     // A standby retries every 2 s while the database is down: a few lines per outage, not one per attempt.
     this.#errorLog.run((unsaid, lastAt) =>
-      this.#logger.warn({ err: error, failedUnlogged: unsaid, lastAt }, message),
+      this.#logger.warn({ ...expectedFailure(error), failedUnlogged: unsaid, lastAt }, message),
     );
   }
 
@@ -583,13 +592,10 @@ export class OutboxRelay {
     this.#lastError = error instanceof Error ? error.message : String(error);
     const outage = (this.#outage ??= { since: Date.now(), published: this.#published });
     this.#publishFailureLog.run((unsaid, lastAt) => {
-      this.#publishFailureSaid = within(
-        this.backlog().catch(() => undefined),
-        CHECK_WAIT_MS,
-      ).then((backlog) =>
+      this.#publishFailureSaid = this.backlogIfAnswered().then((backlog) =>
         this.#logger.warn(
           {
-            err: error,
+            ...expectedFailure(error),
             failedUnlogged: unsaid,
             lastAt,
             backlog,

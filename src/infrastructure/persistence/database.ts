@@ -18,6 +18,7 @@ import { isConnectRefused, isQueryTimeout } from './database-errors.ts';
 import * as schema from './schema.ts';
 import type { SqlExecutor, SqlStatement } from './sql.ts';
 import { settledWithin } from '../runtime/settled-within.ts';
+import { expectedFailure } from '../logging/expected-failure.ts';
 
 export type Schema = typeof schema;
 /** The drizzle API shared by the PostgreSQL and PGlite drivers: repositories are written once against it. */
@@ -221,7 +222,7 @@ function openPostgres(
   pool.on('error', (error: Error & { client?: unknown }) => {
     delete error.client;
     // The client's socket keeps the context it was opened in (a request's, a message's): this line is none of theirs.
-    outsideTraces(() => logger.warn({ err: error }, 'idle PostgreSQL connection lost'));
+    outsideTraces(() => logger.warn(expectedFailure(error), 'idle PostgreSQL connection lost'));
   });
   // Connections refused: the roles log what the outage refuses (throttled); its end is said here, once, at the first
   // connection made after it.
@@ -343,11 +344,14 @@ function pgExecutor(target: pg.Pool | pg.PoolClient, onFailure?: (error: unknown
   return {
     async query<Row>(statement: SqlStatement, params: readonly unknown[]) {
       try {
-        const result = await target.query({
+        const config: pg.QueryConfig & Pick<pg.ClientConfig, 'query_timeout'> = {
           name: statement.name,
           text: statement.text,
           values: [...params],
-        });
+          // pg reads it from the query as from the pool; its types only know the pool's.
+          ...(statement.unansweredAfterMs ? { query_timeout: statement.unansweredAfterMs } : {}),
+        };
+        const result = await target.query(config);
         return result.rows as Row[];
       } catch (error) {
         onFailure?.(error);
@@ -372,7 +376,7 @@ async function leadOnPostgres(
   let markLost!: () => void;
   const lost = new Promise<void>((resolve) => (markLost = resolve));
   client.on('error', (error) => {
-    logger.warn({ err: error }, 'leader connection lost');
+    logger.warn(expectedFailure(error), 'leader connection lost');
     markLost();
   });
   client.on('end', () => markLost());

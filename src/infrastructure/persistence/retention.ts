@@ -3,6 +3,7 @@ import { runPeriodically, type Periodic } from '../runtime/periodic.ts';
 import type { Database } from './database.ts';
 import { guardDatabase } from './database-errors.ts';
 import { sqlStatement, type SqlStatement } from './sql.ts';
+import { expectedFailure } from '../logging/expected-failure.ts';
 
 const PRUNE_BATCH = 5_000;
 
@@ -98,7 +99,8 @@ export function schedulePruning(
         (deleted) => {
           if (deleted > 0) logger.info({ deleted }, `${what}: deleted what is past its retention`);
         },
-        (error: unknown) => logger.warn({ err: error }, `${what}: pruning failed; it runs again later`),
+        (error: unknown) =>
+          logger.warn(expectedFailure(error), `${what}: pruning failed; it runs again later`),
       ),
     everyMs,
   );

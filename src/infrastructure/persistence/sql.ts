@@ -5,6 +5,12 @@
 export interface SqlStatement {
   readonly name: string;
   readonly text: string;
+  /**
+   * On PostgreSQL, how long it may go unanswered before it fails and its connection is discarded, when that is shorter
+   * than the pool's: for a statement whose answer is given up on sooner (a count a probe or a stop leaves out), which
+   * must not hold a connection, or the pool's close, any longer.
+   */
+  readonly unansweredAfterMs?: number;
 }
 
 /** Runs statements on one connection (inside a transaction) or on the pool (each statement on its own). */
@@ -12,8 +18,12 @@ export interface SqlExecutor {
   query<Row>(statement: SqlStatement, params: readonly unknown[]): Promise<Row[]>;
 }
 
-export function sqlStatement(name: string, text: string): SqlStatement {
-  return { name, text: text.replace(/\s+/g, ' ').trim() };
+export function sqlStatement(
+  name: string,
+  text: string,
+  options: { readonly unansweredAfterMs?: number } = {},
+): SqlStatement {
+  return { name, text: text.replace(/\s+/g, ' ').trim(), ...options };
 }
 
 /** The columns of `students` as a StudentSnapshot, so rows need no mapping. */

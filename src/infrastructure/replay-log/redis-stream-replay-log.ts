@@ -15,6 +15,7 @@ import {
 } from '../../application/ports/replay-log.ts';
 import type { Logger } from '../logging/logger.ts';
 import { settledWithin } from '../runtime/settled-within.ts';
+import { expectedFailure } from '../logging/expected-failure.ts';
 
 export interface RedisStreamReplayLogOptions {
   readonly url: string;
@@ -164,7 +165,7 @@ export class RedisStreamReplayLog implements ReplayLog {
     this.#redis.on('error', (error: Error) => {
       this.#lastError = error.message;
       this.#downSince ??= performance.now();
-      logger.debug({ err: error }, 'replay log: redis connection error');
+      logger.debug(expectedFailure(error), 'replay log: redis connection error');
     });
     this.#redis.on('close', () => (this.#downSince ??= performance.now()));
     this.#redis.on('ready', () => {
@@ -242,7 +243,7 @@ export class RedisStreamReplayLog implements ReplayLog {
       retryStrategy: (times) => Math.min(times * 100, 1_000),
     });
     connection.on('error', (error: Error) =>
-      this.#logger.debug({ err: error }, 'replay log tail: redis error'),
+      this.#logger.debug(expectedFailure(error), 'replay log tail: redis error'),
     );
     this.#tails.add(connection);
     let cursor = afterId;
@@ -295,7 +296,7 @@ export class RedisStreamReplayLog implements ReplayLog {
           cursor = laterLogId(cursor, last[0]);
         } catch (error) {
           if (closed) break;
-          this.#logger.warn({ err: error }, 'replay log tail: read failed, retrying');
+          this.#logger.warn(expectedFailure(error), 'replay log tail: read failed, retrying');
           await new Promise((resolve) => setTimeout(resolve, 500));
         }
       }

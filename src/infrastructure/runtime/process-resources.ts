@@ -39,7 +39,16 @@ export interface ProcessResources {
   readonly bus: MessageBus | undefined;
   /** Runs wherever a bus does; only the one holding the database's advisory lock publishes. */
   readonly relay: OutboxRelay | undefined;
-  close(): Promise<void>;
+  close(): Promise<ResourcesClosed>;
+}
+
+/** What closing left for the next start, for the shutdown's log line. */
+export interface ResourcesClosed {
+  /**
+   * Outbox rows not published yet (by any relay of this database; see OutboxRelay.backlog): absent without a relay,
+   * or when the database did not give the count in time (OutboxRelay.backlogIfAnswered).
+   */
+  readonly outboxUnsent?: number;
 }
 
 export type WithBus = ProcessResources & { readonly bus: MessageBus; readonly relay: OutboxRelay };
@@ -76,8 +85,10 @@ export async function openProcessResources(
   options: ResourceOptions,
 ): Promise<ProcessResources> {
   const closers: (() => Promise<void>)[] = [];
-  const close = async () => {
+  let outboxUnsent: number | undefined;
+  const close = async (): Promise<ResourcesClosed> => {
     for (const closer of closers.splice(0).reverse()) await closer();
+    return outboxUnsent === undefined ? {} : { outboxUnsent };
   };
   try {
     const database = await openDatabase(settings.databaseUrl, logger, {
@@ -143,7 +154,11 @@ export async function openProcessResources(
         beforePublish: cacheBeforeNotifying(new SqlStudentQueries(database.sql), cache.students),
       });
       relay = started;
-      closers.push(() => started.stop());
+      closers.push(async () => {
+        await started.stop();
+        // Counted while the database is still open (it closes after the relay).
+        outboxUnsent = await started.backlogIfAnswered();
+      });
       registerRelayMetrics(registry, started);
     }
     return { database, cache, registry, bus, relay, close };

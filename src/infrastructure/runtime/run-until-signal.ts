@@ -3,9 +3,16 @@ import { pathToFileURL } from 'node:url';
 import closeWithGrace from 'close-with-grace';
 import { flushLogger, type Logger } from '../logging/logger.ts';
 
+/**
+ * What a stop cut off or handed on (streams ended, requests in flight, messages returned, rows left unsent), by role:
+ * the `stopped` line says it. A count that could not be had in time is left out.
+ */
+export type StopSummary = Readonly<Record<string, unknown>>;
+
 export interface Service {
   start(): Promise<void>;
-  stop(): Promise<void>;
+  /** Resolves with what the stop cut off or handed on; with nothing, when it has nothing to say. */
+  stop(): Promise<StopSummary | void>;
 }
 
 /**
@@ -16,10 +23,11 @@ export async function runUntilSignal(service: Service, logger: Logger, timeoutMs
   let stopping = false;
   closeWithGrace({ delay: timeoutMs, logger }, async ({ signal, err }) => {
     stopping = true;
+    const began = performance.now();
     if (err) logger.fatal({ err }, 'stopping after a fatal error');
     else logger.info({ signal }, 'stopping');
-    await service.stop();
-    logger.info('stopped');
+    const summary = await service.stop();
+    logger.info({ ...summary, durationMs: Math.round(performance.now() - began) }, 'stopped');
     await flushLogger(logger);
   });
   try {

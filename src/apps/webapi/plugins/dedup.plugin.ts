@@ -18,6 +18,7 @@ import {
   replayableHeaders,
   SAFE_METHODS,
 } from './caller.ts';
+import { expectedFailure } from '../../../infrastructure/logging/expected-failure.ts';
 
 /**
  * The query string is part of the key only on routes whose schema declares one (`querystring`): a route that reads
@@ -139,7 +140,9 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
               read ? flight.startedAt : orderedNow(),
               read ? flight.mark : undefined,
             )
-            .catch((error: unknown) => request.log.warn({ err: error }, 'deduplicated response not stored'))
+            .catch((error: unknown) =>
+              request.log.warn(expectedFailure(error), 'deduplicated response not stored'),
+            )
         : Promise.resolve();
     // A newer flight may have taken the key (this one had gone stale): that one is not this leader's to end.
     void stored.finally(() => inFlight.get(leader.key) === flight && inFlight.delete(leader.key));
@@ -168,7 +171,7 @@ async function dedupPlugin(app: FastifyInstance, { store, metrics }: DedupPlugin
         .catch((error: unknown) =>
           undropped.run((unsaid, lastAt) =>
             request.log.warn(
-              { err: error, skippedUnlogged: unsaid, lastAt },
+              { ...expectedFailure(error), skippedUnlogged: unsaid, lastAt },
               'deduplicated responses not dropped',
             ),
           ),

@@ -30,6 +30,7 @@ import {
   sha256,
 } from './caller.ts';
 import { hooksOf, markDeduplicated } from './dedup.plugin.ts';
+import { expectedFailure } from '../../../infrastructure/logging/expected-failure.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -125,7 +126,9 @@ async function idempotencyPlugin(
             ttlMs,
           )
         : store.release(claim.key, { fingerprint: claim.fingerprint, leaseMs });
-    void done.catch((error: unknown) => request.log.warn({ err: error }, 'idempotency key not recorded'));
+    void done.catch((error: unknown) =>
+      request.log.warn(expectedFailure(error), 'idempotency key not recorded'),
+    );
   };
 
   app.addHook('onRoute', (route: RouteOptions) => {
@@ -170,7 +173,7 @@ async function idempotencyPlugin(
         // this one (instead of a 409), and answers that are not a write's own are not kept for replay.
         heldByDatabaseOnly.run((unsaid, lastAt) =>
           request.log.warn(
-            { err: error, skippedUnlogged: unsaid, lastAt },
+            { ...expectedFailure(error), skippedUnlogged: unsaid, lastAt },
             'idempotency key held by the database only',
           ),
         );
@@ -182,7 +185,9 @@ async function idempotencyPlugin(
         const renewal = setInterval(() => {
           store
             .extend(scopedKey, fingerprint, leaseMs)
-            .catch((error: unknown) => request.log.warn({ err: error }, 'idempotency key lease not renewed'));
+            .catch((error: unknown) =>
+              request.log.warn(expectedFailure(error), 'idempotency key lease not renewed'),
+            );
         }, leaseMs / 3).unref();
         claimed.set(request, { key: scopedKey, fingerprint, renewal });
         request.keyedWrite = keyedWrite;
@@ -193,7 +198,7 @@ async function idempotencyPlugin(
         // The write may have committed, its answer never stored: its process died in between (the claim stays until
         // its lease ends), or Redis was away. Then it runs again only to get that write's outcome back.
         const used = await isKeyUsed(keyedWrite.key).catch((error: unknown) => {
-          request.log.warn({ err: error }, 'idempotency key not looked up in the database');
+          request.log.warn(expectedFailure(error), 'idempotency key not looked up in the database');
           return false;
         });
         if (used) {

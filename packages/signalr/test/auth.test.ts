@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http, { type ClientRequest, type IncomingMessage } from 'node:http';
 import { after, before, test } from 'node:test';
-import { HttpTransportType } from '@microsoft/signalr';
+import { HttpTransportType, HubConnectionState } from '@microsoft/signalr';
 import { WebSocket } from 'ws';
 import { AuthenticationUnavailableError, ForbiddenError, type AuthRequest } from '../src/index.ts';
 import { buildClient, delay, nextInvocation, type RunningHub, startHub } from './helpers.ts';
@@ -173,6 +173,31 @@ test('every request of a connection is authenticated: a POST or DELETE without t
   assert.equal((await fetch(url, { method: 'POST', body: handshake, headers: owner })).status, 200);
   assert.ok((await (await fetch(`${url}&_=2`, { headers: owner })).text()).startsWith('{}\u001e'));
   assert.equal((await fetch(url, { method: 'DELETE', headers: owner })).status, 202);
+});
+
+test('a token that expires mid-connection: the 401 has a long-polling client fetch a new one and go on, on the same connection', async () => {
+  let current = 'alice-1';
+  const expiring = await startHub({
+    longPollTimeoutMs: 200,
+    authenticate: ({ token }) => (token === current ? { id: 'alice' } : null),
+  });
+  const client = buildClient(expiring.url, {
+    transport: HttpTransportType.LongPolling,
+    http: { accessTokenFactory: () => current },
+  });
+  try {
+    await client.start();
+    const connectionId = client.connectionId;
+    current = 'alice-2';
+    // The send and the polls still carry alice-1: each gets 401, and the client (11.x) retries it with a new token.
+    assert.equal(await client.invoke('WhoAmI'), 'alice');
+    await delay(500);
+    assert.equal(client.state, HubConnectionState.Connected);
+    assert.equal(client.connectionId, connectionId);
+  } finally {
+    await client.stop();
+    await expiring.close();
+  }
 });
 
 test("another user's requests on a connection get 403, whatever the transport: its token alone does not hand it over", async () => {

@@ -4,7 +4,7 @@ import { messagePackProtocol } from './messagepack-protocol.ts';
 import { jsonProtocol } from './json-protocol.ts';
 
 const protocols: readonly HubProtocol[] = [jsonProtocol, messagePackProtocol];
-/** Version 2 is how the 10.x clients signal stateful reconnect; anything newer is unknown. */
+/** Version 2 is how the 10.x and 11.x clients signal stateful reconnect; anything newer is unknown. */
 const MAX_VERSION = 2;
 
 export type HandshakeOutcome =

@@ -514,7 +514,14 @@ function sharedPorts(c: Record<'API_PORT' | 'NOTIFICATIONS_PORT' | 'WORKER_PORT'
 
 /** Reads `.env` (when present; real environment variables win) and the process environment. */
 function loadConfig(options: Omit<ParseOptions, 'stdoutIsTty'>): Config {
+  const extraCaCerts = process.env.NODE_EXTRA_CA_CERTS;
   if (existsSync('.env')) process.loadEnvFile('.env');
+  // Node reads it only as it starts: from .env, the CA of a private TLS server (rediss://, amqps://, PostgreSQL's
+  // sslmode) would be ignored, and every connection to it refused as not trusted.
+  if (process.env.NODE_EXTRA_CA_CERTS !== extraCaCerts)
+    throw new ConfigError([
+      'NODE_EXTRA_CA_CERTS: Node reads it only from the environment the process starts with, not from .env',
+    ]);
   return parseConfig(process.env, { ...options, stdoutIsTty: process.stdout.isTTY === true });
 }
 

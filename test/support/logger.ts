@@ -1,12 +1,12 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { traceIds, type Logger } from '../../src/infrastructure/logging/logger.ts';
+import { logSerializers, traceIds, type Logger } from '../../src/infrastructure/logging/logger.ts';
 
 export const silentLogger = pino({ level: 'silent' });
 
 /**
- * A logger at level info that keeps every line it writes, for tests of what reaches the logs. `traced`: with the roles'
- * own mixin (createLogger's), which gives lines their `trace_id` and `span_id`.
+ * A logger at level info that keeps every line it writes, for tests of what reaches the logs, with the roles' own
+ * serializers. `traced`: with the roles' own mixin (createLogger's), which gives lines their `trace_id` and `span_id`.
  */
 export function recordingLogger({ traced = false } = {}): { logger: Logger; logged: () => string } {
   let logged = '';
@@ -17,7 +17,10 @@ export function recordingLogger({ traced = false } = {}): { logger: Logger; logg
     },
   });
   return {
-    logger: pino({ level: 'info', ...(traced ? { mixin: traceIds } : {}) }, sink),
+    logger: pino(
+      { level: 'info', serializers: logSerializers, ...(traced ? { mixin: traceIds } : {}) },
+      sink,
+    ),
     logged: () => logged,
   };
 }

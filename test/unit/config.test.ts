@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { CONFIG_VARIABLES, ConfigError, isWritten, parseConfig } from '../../src/config.ts';
 import { withoutUrlPassword } from '../../src/infrastructure/logging/url-password.ts';
@@ -554,4 +558,27 @@ describe('configuration', () => {
       /INBOX_RETENTION_SECONDS: must be a whole number of seconds, at least 3600/,
     );
   });
+});
+
+test('NODE_EXTRA_CA_CERTS in .env, which Node would ignore, stops the start with a message saying so', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tbe-config-'));
+  try {
+    writeFileSync(join(dir, '.env'), 'NODE_EXTRA_CA_CERTS=/etc/ssl/private-ca.pem\n');
+    const { NODE_EXTRA_CA_CERTS: _, ...env } = process.env;
+    const started = spawnSync(
+      process.execPath,
+      [
+        '--import',
+        import.meta.resolve('tsx'),
+        '--input-type=module',
+        '--eval',
+        `import { loadConfigOrExit } from '${import.meta.resolve('../../src/config.ts')}'; loadConfigOrExit();`,
+      ],
+      { cwd: dir, env, encoding: 'utf8' },
+    );
+    assert.equal(started.status, 2, started.stderr);
+    assert.match(started.stderr, /NODE_EXTRA_CA_CERTS: Node reads it only from the environment/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

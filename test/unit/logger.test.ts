@@ -56,3 +56,16 @@ test('a Seq that refuses the logs is reported on stderr: stdout stays JSON lines
     /^Seq at http:\/\/127\.0\.0\.1:\d+ is not taking logs \(.*ECONNREFUSED.*\); they still go to stdout$/m,
   );
 });
+
+test("a Redis refusal of a login is logged without the AUTH command's arguments, its password", async () => {
+  // As ioredis hangs it on the refusal.
+  const { stdout } = await runScript(
+    "import { createLogger } from './src/infrastructure/logging/logger.ts';" +
+      "const refusal = Object.assign(new Error('WRONGPASS invalid username-password pair'), " +
+      "{ command: { name: 'auth', args: ['app', 'p@ss:w/rd%'] } });" +
+      "createLogger({ level: 'info', pretty: false }).warn({ err: refusal }, 'refused');",
+  );
+  const { err } = JSON.parse(stdout) as { err: { message: string; command: unknown } };
+  assert.equal(err.message, 'WRONGPASS invalid username-password pair');
+  assert.deepEqual(err.command, { name: 'auth', args: '***' });
+});

@@ -93,6 +93,11 @@ export class CacheConnection {
   /** Between the breaker's first opening and its closing: said once each, not at every failed trial. */
   #outage = false;
   /**
+   * The last connection error since a connection was last ready: why Redis is unreachable (a certificate not trusted, a
+   * login refused), which the outage's line and /health say.
+   */
+  #lastError: string | undefined;
+  /**
    * Entries written before this (an `orderedNow()` instant) may have missed invalidations while Redis was away. With
    * Redis, a new process starts at its own start (set below): what Redis holds from before may have missed writes made
    * while it was away by an instance that is gone now (its pending invalidations went with it), and Redis may have come
@@ -111,7 +116,10 @@ export class CacheConnection {
       if (!this.#outage) {
         this.#outage = true;
         if (this.#writesRefused === undefined)
-          logger.warn('cache unavailable (Redis): reading from the database');
+          logger.warn(
+            this.#lastError === undefined ? {} : { reason: this.#lastError },
+            'cache unavailable (Redis): reading from the database',
+          );
         else
           logger.warn(
             { reply: this.#writesRefused },
@@ -187,9 +195,10 @@ export class CacheConnection {
   #watch(client: Redis): Redis {
     this.#clients.add(client);
     let wasReady = false;
-    client.on('error', (error: Error) =>
-      this.#logger.debug(expectedFailure(error), 'redis connection error'),
-    );
+    client.on('error', (error: Error) => {
+      this.#lastError = error.message;
+      this.#logger.debug(expectedFailure(error), 'redis connection error');
+    });
     client.on('close', () => {
       if (!wasReady || this.#closed) return;
       this.#lost.add(client);
@@ -204,6 +213,7 @@ export class CacheConnection {
     // answered only after the subscribe commands sent before it.
     client.on('ready', () => {
       wasReady = true;
+      this.#lastError = undefined;
       if (this.#lost.has(client)) setImmediate(() => this.#ping(client));
       // Confirmed again as soon as the command connection is back, not at the breaker's next trial (which an
       // unconfirmed claim would fail, keeping the cache off for a second half-open period).
@@ -395,7 +405,11 @@ export class CacheConnection {
           return {
             status: 'Degraded',
             description: `${refused === undefined ? 'Redis unreachable' : `Redis refuses writes (${refused})`}: ${whatIsOff}`,
-            data: { mode: 'redis', connection: this.redis.status },
+            data: {
+              mode: 'redis',
+              connection: this.redis.status,
+              ...(this.#lastError === undefined ? {} : { error: this.#lastError }),
+            },
           };
         }
       },

@@ -24,6 +24,26 @@ const SEQ_FLUSH_TIMEOUT_MS = 2_000;
 const seqStreams = new WeakMap<Logger, PinoSeqStream>();
 
 /**
+ * Redis commands whose arguments hold a password. ioredis hangs the command a reply refused on its error (`command:
+ * { name, args }`), AUTH's too: a refused login (a wrong password, or the right one of a user that is disabled or not
+ * yet loaded) would put the password in the log line.
+ */
+const COMMANDS_WITH_PASSWORD = new Set(['auth', 'hello']);
+
+/** pino's serializer of an error, without the arguments of a Redis command that carries a password. */
+function errorWithoutPassword(error: Error): object {
+  const serialized = pino.stdSerializers.err(error) as { command?: unknown };
+  const command = serialized.command as { name?: unknown; args?: unknown } | undefined;
+  if (typeof command?.name === 'string' && COMMANDS_WITH_PASSWORD.has(command.name.toLowerCase()))
+    // A copy: the error itself keeps its command.
+    serialized.command = { name: command.name, args: '***' };
+  return serialized;
+}
+
+/** The serializers of every role's logger (its children inherit them). */
+export const logSerializers = { err: errorWithoutPassword };
+
+/**
  * JSON lines to stdout (pretty in a terminal), plus Seq when `seqUrl` is set; one logger per process, children
  * per component. A line written inside a traced span carries its `trace_id` and `span_id` (Seq links the two).
  */
@@ -32,6 +52,7 @@ export function createLogger(options: LoggerOptions): Logger {
     level: options.level,
     ...(options.name ? { name: options.name } : {}),
     mixin: traceIds,
+    serializers: logSerializers,
   };
   if (!options.seqUrl)
     return pino({

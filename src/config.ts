@@ -1,5 +1,6 @@
 // The one place that reads the environment: parsed and validated once, at start-up, by each composition root.
 import { existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { MAX_WORKER_PARTITIONS } from './contracts/messaging.ts';
 import { valueWithoutUrlPassword } from './infrastructure/logging/url-password.ts';
@@ -20,12 +21,24 @@ const wholeNumber = (message: string, fallback: number, min: number, max = Numbe
 const port = (fallback: number) =>
   wholeNumber('must be an integer from 0 to 65535 (0 = any free port)', fallback, 0, 65_535);
 
-/** The entries of a comma-separated list of origins, without blanks or empty entries. */
-const originsOf = (value: string): string[] =>
+/** The entries of a comma-separated list (origins, proxies), without blanks or empty entries. */
+const entriesOf = (value: string): string[] =>
   value
     .split(',')
-    .map((origin) => origin.trim())
+    .map((entry) => entry.trim())
     .filter(Boolean);
+
+/** The ranges a proxy-trust list may name besides addresses (those @fastify/proxy-addr knows). */
+const NAMED_RANGES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** An address, a CIDR range (`10.0.0.0/8`, `fd00::/8`) or a named range. */
+function isProxyRange(entry: string): boolean {
+  if (NAMED_RANGES.has(entry)) return true;
+  const [address = '', bits, ...rest] = entry.split('/');
+  const version = isIP(address);
+  if (version === 0 || rest.length > 0) return false;
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (version === 4 ? 32 : 128));
+}
 
 const LOOPBACK_HOSTS = /^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])$/;
 
@@ -160,6 +173,16 @@ const ConfigSchema = z.object({
     .optional(),
   AUTH_ISSUER: z.string().optional(),
   AUTH_AUDIENCE: z.string().optional(),
+  // Unset, X-Forwarded-* are ignored: a client reaching a role directly could name any address, and so get a new
+  // write budget with every request.
+  TRUST_PROXY: z
+    .string()
+    .refine(
+      (value) => entriesOf(value).length > 0 && entriesOf(value).every(isProxyRange),
+      'must list the addresses or CIDR ranges of the proxies in front (comma-separated), e.g. 10.0.0.0/8,127.0.0.1, or loopback, linklocal, uniquelocal',
+    )
+    .transform(entriesOf)
+    .optional(),
   RATE_LIMIT_WRITES_PER_MINUTE: wholeNumber('must be a whole number, 0 or more (0 = no limit)', 10_000, 0),
   HTTP_MAX_HEADER_BYTES: wholeNumber(
     'must be a whole number of bytes from 1024 to 1048576',
@@ -231,7 +254,7 @@ const ConfigSchema = z.object({
   CORS_ORIGINS: z
     .string()
     .refine(
-      (value) => value.trim() === 'none' || originsOf(value).length > 0,
+      (value) => value.trim() === 'none' || entriesOf(value).length > 0,
       'must list origins (comma-separated), * for any, or none',
     )
     // A browser sends its Origin as scheme://host[:port], never with a path or a trailing slash: an entry written
@@ -239,20 +262,20 @@ const ConfigSchema = z.object({
     .refine(
       (value) =>
         value.trim() === 'none' ||
-        originsOf(value).every((origin) => origin === '*' || URL.parse(origin)?.origin === origin),
+        entriesOf(value).every((origin) => origin === '*' || URL.parse(origin)?.origin === origin),
       'must list origins as a browser sends them, such as http://localhost:5001 (scheme, host and port, no path or trailing slash), * for any, or none',
     )
     // `*` means any origin, without credentials: next to listed origins it would silently drop their credentials.
     .refine((value) => {
-      const origins = originsOf(value);
+      const origins = entriesOf(value);
       return !origins.includes('*') || origins.length === 1;
     }, 'must be * alone, or a list of origins without *')
     .refine((value) => {
-      const origins = originsOf(value);
+      const origins = entriesOf(value);
       return new Set(origins).size === origins.length;
     }, 'must list each origin once')
     .default('*')
-    .transform((value) => (value.trim() === 'none' ? [] : originsOf(value))),
+    .transform((value) => (value.trim() === 'none' ? [] : entriesOf(value))),
 });
 
 /** Every environment variable the configuration reads. */
@@ -298,6 +321,8 @@ export interface Config {
   readonly rateLimit: { readonly writesPerMinute: number };
   /** Largest request head (request line and headers) the HTTP servers accept; larger gets 431. */
   readonly maxHeaderBytes: number;
+  /** Reverse proxies whose X-Forwarded-For, -Proto and -Host are believed (addresses, CIDR ranges); none if empty. */
+  readonly trustedProxies: readonly string[];
   /** OpenTelemetry traces go to the OTLP receiver when an endpoint is set; without one nothing is recorded. */
   readonly tracing: {
     /** Base URL of the receiver: traces go to `…/v1/traces`. */
@@ -470,6 +495,7 @@ export function parseConfig(
     },
     rateLimit: { writesPerMinute: c.RATE_LIMIT_WRITES_PER_MINUTE },
     maxHeaderBytes: c.HTTP_MAX_HEADER_BYTES,
+    trustedProxies: c.TRUST_PROXY ?? [],
     cache: { ttlSeconds: c.CACHE_TTL_SECONDS, keyPrefix: c.CACHE_KEY_PREFIX },
     dedup: { getWindowSeconds: c.DEDUP_GET_WINDOW_SECONDS, putWindowSeconds: c.DEDUP_PUT_WINDOW_SECONDS },
     idempotency: { ttlSeconds: c.IDEMPOTENCY_TTL_SECONDS, leaseSeconds: c.IDEMPOTENCY_LEASE_SECONDS },

@@ -322,3 +322,48 @@ describe('a stream its client closes', () => {
     }
   });
 });
+
+describe('behind a reverse proxy', () => {
+  test("the access log and the span name the client a trusted proxy forwards for, not the proxy's address", async () => {
+    const forwarded = {
+      'x-forwarded-for': '203.0.113.9',
+      'x-forwarded-proto': 'https',
+      'x-forwarded-host': 'api.example',
+    };
+    const seen: Record<string, unknown>[] = [];
+    for (const trustedProxies of [['127.0.0.1', '::1'], []]) {
+      const { logger, logged } = recordingLogger();
+      const server = createHttpServer(logger, {
+        service: 'test',
+        registry: new Registry(),
+        maxHeaderBytes: 16_384,
+        trustedProxies,
+      });
+      server.get('/things', async () => ({ ok: true }));
+      const base = await server.listen({ host: '127.0.0.1', port: 0 });
+      try {
+        spans.reset();
+        assert.equal((await fetch(`${base}/things`, { headers: forwarded })).status, 200);
+        const line = logged()
+          .split('\n')
+          .find((logged) => logged.includes('"msg":"request completed"'));
+        const { req } = JSON.parse(line ?? '{}') as { req?: { remoteAddress: string; host: string } };
+        const [span] = spans.getFinishedSpans();
+        seen.push({
+          remoteAddress: req?.remoteAddress,
+          // The Host the request came with, the listener's (the port differs from run to run), or the forwarded one.
+          host: req?.host === new URL(base).host ? 'as sent' : req?.host,
+          client: span?.attributes['client.address'],
+          scheme: span?.attributes['url.scheme'],
+        });
+      } finally {
+        await server.close();
+      }
+    }
+    assert.deepEqual(seen, [
+      { remoteAddress: '203.0.113.9', host: 'api.example', client: '203.0.113.9', scheme: 'https' },
+      // Not trusted: any client could send those headers.
+      { remoteAddress: '127.0.0.1', host: 'as sent', client: '127.0.0.1', scheme: 'http' },
+    ]);
+  });
+});

@@ -89,6 +89,24 @@ describe('the write rate limit (in memory)', () => {
     assert.equal((await post(url, bob)).status, 201, 'bob, from the same address, is not limited by alice');
   });
 
+  test('behind a proxy listed in TRUST_PROXY each client has its own budget, by its X-Forwarded-For', async () => {
+    const url = await start({ RATE_LIMIT_WRITES_PER_MINUTE: '1', TRUST_PROXY: '127.0.0.1,::1' });
+    const from = (address: string) => ({ 'x-forwarded-for': address });
+    assert.equal((await post(url, from('203.0.113.1'))).status, 201);
+    assert.equal((await post(url, from('203.0.113.1'))).status, 429);
+    assert.equal((await post(url, from('203.0.113.2'))).status, 201, 'another client behind the same proxy');
+    // A client that forges the header in front of the proxy's own entry is still the address the proxy saw.
+    assert.equal((await post(url, from('198.51.100.7, 203.0.113.2'))).status, 429);
+  });
+
+  test('from an address not listed in TRUST_PROXY, X-Forwarded-For is ignored: it cannot buy a new budget', async () => {
+    for (const env of [{}, { TRUST_PROXY: '10.0.0.0/8' }] as Record<string, string>[]) {
+      const url = await start({ RATE_LIMIT_WRITES_PER_MINUTE: '1', ...env });
+      assert.equal((await post(url, { 'x-forwarded-for': '203.0.113.1' })).status, 201);
+      assert.equal((await post(url, { 'x-forwarded-for': '203.0.113.2' })).status, 429, JSON.stringify(env));
+    }
+  });
+
   test('0 turns the limit off', async () => {
     const url = await start({ RATE_LIMIT_WRITES_PER_MINUTE: '0' });
     const created = await post(url);

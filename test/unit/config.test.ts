@@ -382,6 +382,17 @@ describe('configuration', () => {
     assert.deepEqual(parseConfig({ CORS_ORIGINS: ' * ' }).corsOrigins, ['*']);
   });
 
+  test('TRUST_PROXY: no proxy is trusted unless listed, by address, CIDR range or named range', () => {
+    assert.deepEqual(parseConfig({}).trustedProxies, []);
+    assert.deepEqual(
+      parseConfig({ TRUST_PROXY: ' 10.0.0.0/8, 127.0.0.1,fd00::/8,loopback ' }).trustedProxies,
+      ['10.0.0.0/8', '127.0.0.1', 'fd00::/8', 'loopback'],
+    );
+    // `true` would trust whoever reaches a role directly; a host name would be compared with addresses, never equal.
+    for (const value of ['true', '1', 'proxy.internal', '10.0.0.0/33', '::1/129', '10.0.0.0/8/8', ','])
+      assert.throws(() => parseConfig({ TRUST_PROXY: value }), /TRUST_PROXY: must list the addresses/, value);
+  });
+
   test('a refused value is shown without its secret: a secret not at all, a URL without its password', () => {
     assert.throws(
       () => parseConfig({ AUTH_JWT_SECRET: 'shortS3cret' }),

@@ -94,6 +94,7 @@ export async function createNotifications({
     service: 'notifications',
     registry,
     maxHeaderBytes: config.maxHeaderBytes,
+    trustedProxies: config.trustedProxies,
     drainTimeoutMs: config.httpDrainTimeoutMs,
     // DELETE: a long-polling SignalR client ends its connection with one.
     cors: { origins: config.corsOrigins, methods: ['DELETE'] },
@@ -109,14 +110,15 @@ export async function createNotifications({
     // Observability exists once the hub it reads does (below), before any connection can be refused.
     (refusal) => observability.metrics.refused(refusal),
   );
-  const hub = await createNotificationsHub(verifier, limits, log, app.observeUpgrade);
+  const heartbeatMs = config.notifications.heartbeatSeconds * 1_000;
+  const hub = await createNotificationsHub(verifier, limits, log, app.observeUpgrade, heartbeatMs);
   // `sse` is read at scrape and push time, once the routes below exist.
   const observability = createNotificationsObservability(registry, { sse: () => sse.count, hub });
   const fanOut = new LogFanOut(replay, { observe: observability.observePush, logger: log });
   const sse = await registerSseRoutes(app, {
     log: replay,
     fanOut,
-    heartbeatMs: config.notifications.heartbeatSeconds * 1_000,
+    heartbeatMs,
     verifier,
     limits,
     maxBufferedBytes,

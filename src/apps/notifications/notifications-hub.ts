@@ -104,9 +104,13 @@ export async function createNotificationsHub(
   limits: ConnectionLimits,
   logger: Logger,
   observeUpgrade: ObserveUpgrade,
+  longPollTimeoutMs: number,
 ): Promise<HubServer> {
   return HubServer.create({
     hub: notificationsHub(),
+    // A poll held ASP.NET's 90 s outlasts the idle timeout of the proxies in front (nginx's 60 s), which answer 504
+    // and so end the client's connection: a quiet poll is answered as often as an SSE stream gets its heartbeat.
+    longPollTimeoutMs,
     ...(verifier ? { authenticate: readersOnly(verifier) } : {}),
     // The client is told only that the server failed: the cause is for the log.
     onError: (error, where) => logger.error({ err: error, ...where }, 'hub failed'),

@@ -85,6 +85,7 @@ export async function createWebApi({
     service: 'webapi',
     registry,
     maxHeaderBytes: config.maxHeaderBytes,
+    trustedProxies: config.trustedProxies,
     drainTimeoutMs: config.httpDrainTimeoutMs,
     // The notifications pages (another origin) create, update and delete students from the browser.
     cors: {

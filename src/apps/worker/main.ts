@@ -85,6 +85,7 @@ export function createWorker({
     service: 'worker',
     registry,
     maxHeaderBytes: config.maxHeaderBytes,
+    trustedProxies: config.trustedProxies,
     drainTimeoutMs: config.httpDrainTimeoutMs,
   });
   // Events that arrive together share one transaction (with prefetch 1 there is only ever one).

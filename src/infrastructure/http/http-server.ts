@@ -101,6 +101,12 @@ declare module 'fastify' {
 export interface HttpServerOptions extends HttpObservabilityOptions {
   /** Largest request head (Node's maxHeaderSize); a larger one is answered 431 by Node itself. */
   readonly maxHeaderBytes: number;
+  /**
+   * Addresses or CIDR ranges of the reverse proxies in front: a request from one is taken to come from the client
+   * its X-Forwarded-For names (the rate limit's key, the access log's remoteAddress), over its X-Forwarded-Proto, for
+   * its X-Forwarded-Host. Absent or empty: those headers are ignored, since any client could send them.
+   */
+  readonly trustedProxies?: readonly string[];
   /** Browsers on these origins may call this server; `*` = any, without credentials. Absent: no CORS headers. */
   readonly cors?: {
     readonly origins: readonly string[];
@@ -161,6 +167,7 @@ export function createHttpServer(logger: Logger, options: HttpServerOptions): Ht
     // observeHttp logs each request once, when it is answered.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT_BYTES,
+    trustProxy: options.trustedProxies?.length ? [...options.trustedProxies] : false,
     routerOptions: ROUTER_OPTIONS,
     // A body trickling in (or never finished) would hold its connection for good: a request arrives whole in time.
     requestTimeout: requestTimeoutMs,

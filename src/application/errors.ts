@@ -12,6 +12,18 @@ export class DependencyUnavailableError extends Error {
   }
 }
 
+/**
+ * The dependency is there but refused this request for now (the database: a lock held past the lock timeout, a
+ * deadlock, a serialization failure): the caller is told to retry, as for an outage, but it is no outage.
+ */
+export class DependencyBusyError extends DependencyUnavailableError {
+  constructor(dependency: string, options?: { cause?: unknown }) {
+    super(dependency, options);
+    this.message = `${dependency} is busy`;
+    this.name = 'DependencyBusyError';
+  }
+}
+
 /** An `Idempotency-Key` that a committed write used with another request: the edge answers 422. */
 export class IdempotencyKeyReusedError extends Error {
   constructor() {

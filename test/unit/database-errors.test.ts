@@ -1,7 +1,7 @@
 // Which PostgreSQL failures the database layer reports as the database being unavailable (a 503 to an API request).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { DependencyUnavailableError } from '../../src/application/errors.ts';
+import { DependencyBusyError, DependencyUnavailableError } from '../../src/application/errors.ts';
 import {
   guardDatabase,
   isConnectRefused,
@@ -37,7 +37,8 @@ describe('guardDatabase', () => {
   ] as const) {
     test(`a transaction refused for now (${code}) is a retry for the caller (503 to an API request), still passing`, async () => {
       const error = await guardDatabase(() => refused(code, message)).catch((caught: unknown) => caught);
-      assert.ok(error instanceof DependencyUnavailableError, `${code} reported as ${String(error)}`);
+      assert.ok(error instanceof DependencyBusyError, `${code} reported as ${String(error)}`);
+      assert.ok(error instanceof DependencyUnavailableError, 'answered as an unavailable dependency is');
       assert.equal(
         isPassingRefusal(error),
         true,

@@ -138,7 +138,10 @@ export async function createWebApi({
   // After deduplication, which stores the 200 that a conditional GET then turns into a 304.
   await app.register(conditionalGetPlugin);
 
-  const unitOfWork = new SqlUnitOfWork(database, uuidV7Generator);
+  // A request behind a hot row is answered 503 in seconds, rather than hold its connection for the statement timeout.
+  const unitOfWork = new SqlUnitOfWork(database, uuidV7Generator, {
+    lockTimeoutMs: config.databaseLockTimeoutMs,
+  });
   const queries = deps.queries ?? new SqlStudentQueries(database.sql);
   const writeDeps = {
     unitOfWork,

@@ -3,7 +3,11 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
-import { DependencyUnavailableError, IdempotencyKeyReusedError } from '../../application/errors.ts';
+import {
+  DependencyBusyError,
+  DependencyUnavailableError,
+  IdempotencyKeyReusedError,
+} from '../../application/errors.ts';
 import type { DomainError, FieldIssue } from '../../domain/errors.ts';
 import { withoutQuerySecrets } from './access-token.ts';
 import type { AllowedMethods } from './allowed-methods.ts';
@@ -228,10 +232,14 @@ export function sendErrorProblem(
   }
   if (error instanceof IdempotencyKeyReusedError) return sendProblem(reply, idempotencyKeyReused(instance));
   if (error instanceof DependencyUnavailableError) {
-    unavailableLog(request, error.dependency).run((unsaid, lastAt) =>
+    // A busy database is said apart from a down one: neither hides the other's first line in its throttle.
+    const busy = error instanceof DependencyBusyError;
+    unavailableLog(request, busy ? `${error.dependency} busy` : error.dependency).run((unsaid, lastAt) =>
       request.log.warn(
         { ...expectedFailure(error), refusedUnlogged: unsaid, lastAt },
-        `${error.dependency} unavailable: answering 503 until it is back`,
+        busy
+          ? `${error.dependency} busy (a lock held past the lock timeout, a deadlock): answering 503 to what it refuses`
+          : `${error.dependency} unavailable: answering 503 until it is back`,
       ),
     );
     void reply.header('retry-after', '5');

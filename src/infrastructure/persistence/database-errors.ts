@@ -1,4 +1,4 @@
-import { causes, DependencyUnavailableError } from '../../application/errors.ts';
+import { causes, DependencyBusyError, DependencyUnavailableError } from '../../application/errors.ts';
 
 // Connection-level failures: the server is down, restarting, refusing connections or unreachable.
 const UNAVAILABLE_NODE_CODES = new Set([
@@ -70,15 +70,15 @@ export function isConnectRefused(error: unknown): boolean {
 }
 
 /**
- * Runs a database call, turning "cannot reach the database" and "refused for now, try again" (a lock timeout, a
- * deadlock) into DependencyUnavailableError: the caller is told to retry, not that the server failed.
+ * Runs a database call, turning "cannot reach the database" into DependencyUnavailableError and "refused for now,
+ * try again" (a lock timeout, a deadlock) into DependencyBusyError: the caller is told to retry, not that it failed.
  */
 export async function guardDatabase<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (error) {
-    if (isUnavailable(error) || isPassingRefusal(error))
-      throw new DependencyUnavailableError('database', { cause: error });
+    if (isUnavailable(error)) throw new DependencyUnavailableError('database', { cause: error });
+    if (isPassingRefusal(error)) throw new DependencyBusyError('database', { cause: error });
     throw error;
   }
 }

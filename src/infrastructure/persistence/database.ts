@@ -24,6 +24,14 @@ export type Schema = typeof schema;
 /** The drizzle API shared by the PostgreSQL and PGlite drivers: repositories are written once against it. */
 export type Db = PgDatabase<PgQueryResultHKT, Schema>;
 
+export interface TransactionOptions {
+  /**
+   * On PostgreSQL, how long a statement of the transaction waits on a lock another session holds before it fails
+   * (55P03, a passing refusal); 0 or none: up to the statement timeout. PGlite has one session: nothing to wait on.
+   */
+  readonly lockTimeoutMs?: number;
+}
+
 export interface Database {
   readonly kind: 'postgres' | 'pglite';
   /** drizzle, for ad-hoc queries (tests, tools); the hot paths use `sql` and `transaction` instead. */
@@ -31,7 +39,7 @@ export interface Database {
   /** Each statement on its own (autocommit). */
   readonly sql: SqlExecutor;
   /** Runs `work` in one transaction on one connection: committed when it resolves, rolled back when it throws. */
-  transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  transaction<T>(work: (tx: SqlExecutor) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Applies the generated SQL migrations (idempotent; serialized across processes on PostgreSQL). */
   migrate(): Promise<void>;
   /**
@@ -157,8 +165,6 @@ const HELD_LEAD_LOCKS_STATEMENT = {
 
 /** Npgsql's command timeout, the original's. */
 const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
-/** DATABASE_LOCK_TIMEOUT_MS's default: a request behind a hot row is answered in seconds, not the statement timeout. */
-const DEFAULT_LOCK_TIMEOUT_MS = 5_000;
 /** How much longer than the server's own timeout a statement may go unanswered before the client gives up on it. */
 const UNANSWERED_GRACE_MS = 5_000;
 
@@ -175,11 +181,6 @@ export interface DatabaseOptions {
    * DEFAULT_STATEMENT_TIMEOUT_MS.
    */
   readonly statementTimeoutMs?: number;
-  /**
-   * A statement waiting on another session's lock longer fails (a passing refusal: 503 to an API request, a retry to
-   * a consumer). 0: no limit but the statement timeout. Default DEFAULT_LOCK_TIMEOUT_MS (DATABASE_LOCK_TIMEOUT_MS).
-   */
-  readonly lockTimeoutMs?: number;
   /**
    * A statement with no answer at all after this long fails (503) and its connection is discarded: one whose server
    * died without a FIN or RST would otherwise hold its request, and its place in the pool, for good. Default: the
@@ -203,7 +204,6 @@ function openPostgres(
   {
     poolSize = 10,
     statementTimeoutMs = DEFAULT_STATEMENT_TIMEOUT_MS,
-    lockTimeoutMs = DEFAULT_LOCK_TIMEOUT_MS,
     unansweredAfterMs = statementTimeoutMs + UNANSWERED_GRACE_MS,
   }: DatabaseOptions,
 ): Database {
@@ -213,8 +213,6 @@ function openPostgres(
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
     statement_timeout: statementTimeoutMs,
-    // pg leaves 0 unsent: the server's default, no lock timeout.
-    lock_timeout: lockTimeoutMs,
     query_timeout: unansweredAfterMs,
   });
   // An idle client whose server went away emits 'error'; unhandled, it would kill the process. pg-pool hangs the
@@ -266,7 +264,9 @@ function openPostgres(
     kind: 'postgres',
     db,
     sql: pgExecutor(pool, noteFailure),
-    async transaction(work) {
+    async transaction(work, { lockTimeoutMs = 0 } = {}) {
+      if (!Number.isSafeInteger(lockTimeoutMs) || lockTimeoutMs < 0)
+        throw new RangeError(`lockTimeoutMs must be a whole number of milliseconds, not ${lockTimeoutMs}`);
       const client = await noted(pool.connect());
       let broken: Error | undefined;
       // A connection the server closes between two statements reports it as an 'error' event, which would crash
@@ -274,7 +274,8 @@ function openPostgres(
       const onError = (error: Error) => (broken = error);
       client.on('error', onError);
       try {
-        await client.query('begin');
+        // In BEGIN's round trip; SET LOCAL ends with the transaction.
+        await client.query(lockTimeoutMs > 0 ? `begin; set local lock_timeout = ${lockTimeoutMs}` : 'begin');
         const result = await work(pgExecutor(client));
         await client.query('commit');
         return result;
@@ -466,6 +467,7 @@ function pgliteDatabase(client: PGlite, close: () => Promise<void>): Database {
     kind: 'pglite',
     db,
     sql: pgliteExecutor(client),
+    // One session: no other holds a lock to wait on (lockTimeoutMs has nothing to limit).
     transaction: (work) => client.transaction((tx) => work(pgliteExecutor(tx))),
     migrate: () => migratePglite(db, { migrationsFolder: MIGRATIONS_FOLDER }),
     async ping() {

@@ -12,7 +12,7 @@ import { studentEventMessage } from '../../application/students/student-event-me
 import { Student, type StudentSnapshot } from '../../domain/student.ts';
 import { startCreateSpan } from '../observability/messaging-spans.ts';
 import { inSpan, recordFailure } from '../observability/tracing.ts';
-import type { Database } from './database.ts';
+import type { Database, TransactionOptions } from './database.ts';
 import { guardDatabase } from './database-errors.ts';
 import { sqlStatement, STUDENT_COLUMNS, type SqlExecutor, type SqlStatement } from './sql.ts';
 
@@ -112,17 +112,23 @@ const DB_ATTRIBUTES = { 'db.system.name': 'postgresql' };
 export class SqlUnitOfWork implements UnitOfWork {
   readonly #database: Database;
   readonly #ids: IdGenerator;
+  readonly #options: TransactionOptions;
 
-  constructor(database: Database, ids: IdGenerator) {
+  /**
+   * `options.lockTimeoutMs`: for a caller that is waiting (an API request), a transaction behind another session's
+   * lock gives up after that long. Background work (the worker) leaves it out and waits, up to the statement timeout.
+   */
+  constructor(database: Database, ids: IdGenerator, options: TransactionOptions = {}) {
     this.#database = database;
     this.#ids = ids;
+    this.#options = options;
   }
 
   async transaction<T>(work: (scope: TransactionScope) => Promise<T>): Promise<T> {
     const changes = new PendingChanges();
     const result = await inSpan('transaction', { kind: SpanKind.CLIENT, attributes: DB_ATTRIBUTES }, () =>
       guardDatabase(async () => {
-        const tx = new TransactionOnDemand(this.#database);
+        const tx = new TransactionOnDemand(this.#database, this.#options);
         const outbox: OutboxWriter = {
           append: async (messages) => changes.append(messages),
         };
@@ -161,8 +167,11 @@ class TransactionOnDemand implements SqlExecutor {
   /** The transaction itself: settles after COMMIT or ROLLBACK, rejects when BEGIN, the work or COMMIT failed. */
   #ended: Promise<void> | undefined;
 
-  constructor(database: Database) {
+  readonly #options: TransactionOptions;
+
+  constructor(database: Database, options: TransactionOptions) {
     this.#database = database;
+    this.#options = options;
   }
 
   query<Row>(statement: SqlStatement, params: readonly unknown[]): Promise<Row[]> {
@@ -206,6 +215,7 @@ class TransactionOnDemand implements SqlExecutor {
             this.#settle = (failure) => (failure ? rollBack(failure.error) : commit());
             resolve(tx);
           }),
+        this.#options,
       );
       this.#ended.catch(reject);
     });

@@ -20,7 +20,6 @@ import { holdInProcessBusLock } from './in-process-bus-lock.ts';
 export interface RuntimeSettings {
   readonly databaseUrl: string;
   readonly databasePoolSize: number;
-  readonly databaseLockTimeoutMs: number;
   readonly amqpUrl: string;
   readonly redisUrl: string;
   readonly cache: { readonly ttlSeconds: number; readonly keyPrefix: string };
@@ -93,7 +92,6 @@ export async function openProcessResources(
   try {
     const database = await openDatabase(settings.databaseUrl, logger, {
       poolSize: settings.databasePoolSize,
-      lockTimeoutMs: settings.databaseLockTimeoutMs,
     });
     closers.push(() => database.close());
     await database.migrate();

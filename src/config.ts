@@ -37,7 +37,11 @@ function isProxyRange(entry: string): boolean {
   const [address = '', bits, ...rest] = entry.split('/');
   const version = isIP(address);
   if (version === 0 || rest.length > 0) return false;
-  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (version === 4 ? 32 : 128));
+  // Not /0: trusting every address would let any client name its own (and Fastify's proxy-addr refuses it).
+  return (
+    bits === undefined ||
+    (/^\d{1,3}$/.test(bits) && Number(bits) >= 1 && Number(bits) <= (version === 4 ? 32 : 128))
+  );
 }
 
 const LOOPBACK_HOSTS = /^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])$/;
@@ -106,8 +110,9 @@ const ConfigSchema = z.object({
   // The most connections one process's pool opens; the relay's leader session, the migration and (while the pool is
   // full) the health check have one of their own each.
   DATABASE_POOL_SIZE: wholeNumber('must be a whole number from 1 to 1000', 10, 1, 1_000),
-  // A statement waiting on a row or table lock another session holds gives up after this long (0: waits up to the
+  // A webapi write waiting on a row or table lock another session holds gives up after this long (0: waits up to the
   // statement timeout, 30 s), so a hot row ties up a few connections for seconds, not the pool for half a minute.
+  // The worker waits: nobody waits on it, and an event given up on too soon would be dead-lettered.
   DATABASE_LOCK_TIMEOUT_MS: wholeNumber(
     'must be a whole number of milliseconds from 0 to 30000',
     5_000,
@@ -285,7 +290,7 @@ export interface Config {
   readonly databaseUrl: string;
   /** Connections each process opens to PostgreSQL at most. */
   readonly databasePoolSize: number;
-  /** How long a statement waits on another session's lock; 0 = up to the statement timeout. */
+  /** How long a webapi write waits on another session's lock; 0 = up to the statement timeout. */
   readonly databaseLockTimeoutMs: number;
   readonly amqpUrl: string;
   readonly redisUrl: string;

@@ -389,7 +389,18 @@ describe('configuration', () => {
       ['10.0.0.0/8', '127.0.0.1', 'fd00::/8', 'loopback'],
     );
     // `true` would trust whoever reaches a role directly; a host name would be compared with addresses, never equal.
-    for (const value of ['true', '1', 'proxy.internal', '10.0.0.0/33', '::1/129', '10.0.0.0/8/8', ','])
+    // /0: every address, which Fastify refuses at start (a stack trace, not this message).
+    for (const value of [
+      'true',
+      '1',
+      'proxy.internal',
+      '10.0.0.0/33',
+      '::1/129',
+      '10.0.0.0/8/8',
+      ',',
+      '0.0.0.0/0',
+      '::/0',
+    ])
       assert.throws(() => parseConfig({ TRUST_PROXY: value }), /TRUST_PROXY: must list the addresses/, value);
   });
 

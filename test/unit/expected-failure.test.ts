@@ -20,6 +20,18 @@ test('a programming error, also as a cause, or a thrown value that is no Error k
   assert.deepEqual(expectedFailure('down'), { err: 'down' });
 });
 
+test("fetch's TypeError around a network failure (an identity provider down) is that failure, not a programming error", () => {
+  const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:8443'), { code: 'ECONNREFUSED' });
+  const fetchFailed = new TypeError('fetch failed', { cause: refused });
+  assert.deepEqual(
+    expectedFailure(new DependencyUnavailableError('identity provider', { cause: fetchFailed })),
+    {
+      reason: 'identity provider is unavailable: fetch failed: connect ECONNREFUSED 127.0.0.1:8443',
+      code: 'ECONNREFUSED',
+    },
+  );
+});
+
 test('a cause that leads back to itself is read once', () => {
   const looping = new Error('lost');
   looping.cause = looping;

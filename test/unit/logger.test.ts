@@ -69,3 +69,16 @@ test("a Redis refusal of a login is logged without the AUTH command's arguments,
   assert.equal(err.message, 'WRONGPASS invalid username-password pair');
   assert.deepEqual(err.command, { name: 'auth', args: '***' });
 });
+
+test('a refused login nested in another error (a cause, an AggregateError) is masked too; err: null is no crash', async () => {
+  const { stdout } = await runScript(
+    "import { createLogger } from './src/infrastructure/logging/logger.ts';" +
+      "const refusal = () => Object.assign(new Error('WRONGPASS'), { command: { name: 'AUTH', args: ['p@ss:w/rd%'] } });" +
+      "const logger = createLogger({ level: 'info', pretty: false });" +
+      "logger.warn({ err: new Error('cache unavailable', { cause: refusal() }) }, 'caused');" +
+      "logger.warn({ err: new AggregateError([refusal()], 'all failed') }, 'aggregate');" +
+      "logger.warn({ err: null }, 'nothing');",
+  );
+  assert.equal(stdout.trim().split('\n').length, 3, stdout);
+  assert.doesNotMatch(stdout, /p@ss/);
+});

@@ -26,10 +26,17 @@ function causesOf(error: unknown): Error[] | undefined {
   let cause = error;
   // A cause that leads back to one before it is read once.
   while (cause !== undefined && !chain.includes(cause as Error)) {
-    if (!(cause instanceof Error) || PROGRAMMING_ERRORS.some((type) => cause instanceof type))
-      return undefined;
+    if (!(cause instanceof Error)) return undefined;
+    // One with a cause of its own wraps it (fetch's `TypeError: fetch failed` around the network's refusal): the
+    // chain below it tells.
+    if (cause.cause === undefined && isProgrammingError(cause)) return undefined;
     chain.push(cause);
     cause = cause.cause;
   }
   return chain;
+}
+
+/** An error only code that is wrong throws (or code handed what it cannot take), never a dependency that is down. */
+export function isProgrammingError(error: unknown): boolean {
+  return PROGRAMMING_ERRORS.some((type) => error instanceof type);
 }

@@ -31,13 +31,20 @@ const seqStreams = new WeakMap<Logger, PinoSeqStream>();
 const COMMANDS_WITH_PASSWORD = new Set(['auth', 'hello']);
 
 /** pino's serializer of an error, without the arguments of a Redis command that carries a password. */
-function errorWithoutPassword(error: Error): object {
-  const serialized = pino.stdSerializers.err(error) as { command?: unknown };
-  const command = serialized.command as { name?: unknown; args?: unknown } | undefined;
-  if (typeof command?.name === 'string' && COMMANDS_WITH_PASSWORD.has(command.name.toLowerCase()))
-    // A copy: the error itself keeps its command.
-    serialized.command = { name: command.name, args: '***' };
+function errorWithoutPassword(error: Error): unknown {
+  const serialized: unknown = pino.stdSerializers.err(error);
+  maskPasswordCommands(serialized, new Set());
   return serialized;
+}
+
+/** In a serialized error (a copy: the error itself keeps its command), its causes and nested errors too. */
+function maskPasswordCommands(value: unknown, seen: Set<object>): void {
+  if (typeof value !== 'object' || value === null || seen.has(value)) return;
+  seen.add(value);
+  const { command } = value as { command?: { name?: unknown } };
+  if (typeof command?.name === 'string' && COMMANDS_WITH_PASSWORD.has(command.name.toLowerCase()))
+    (value as { command: unknown }).command = { name: command.name, args: '***' };
+  for (const nested of Object.values(value)) maskPasswordCommands(nested, seen);
 }
 
 /** The serializers of every role's logger (its children inherit them). */

@@ -15,7 +15,7 @@ import {
 } from '../../application/ports/replay-log.ts';
 import type { Logger } from '../logging/logger.ts';
 import { settledWithin } from '../runtime/settled-within.ts';
-import { expectedFailure } from '../logging/expected-failure.ts';
+import { expectedFailure, isProgrammingError } from '../logging/expected-failure.ts';
 
 export interface RedisStreamReplayLogOptions {
   readonly url: string;
@@ -205,8 +205,9 @@ export class RedisStreamReplayLog implements ReplayLog {
         throw new NotLogWriterError(writerId);
       // Not Redis's answer but the connection's failure: said with the connection's own error (`connect
       // ECONNREFUSED …`) when there was one, not ioredis's message, which names its options.
-      if (!(error instanceof ReplyError)) {
-        const why = this.#lastError ?? (error instanceof Error ? error.message : String(error));
+      if (!(error instanceof ReplyError) && !isProgrammingError(error)) {
+        // `||`: a connection error may have no message (Node's for a host whose every address refused).
+        const why = this.#lastError || (error instanceof Error ? error.message : String(error));
         throw new ReplayLogUnavailableError(`Redis unreachable: ${why}`, { cause: error });
       }
       throw error;

@@ -1,6 +1,7 @@
 // Every role's HTTP server: a server span per request that continues the caller's trace and is active in the
 // handler, probes left untraced, and a latency histogram whose labels a client cannot multiply.
 import assert from 'node:assert/strict';
+import type { IncomingMessage } from 'node:http';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -365,5 +366,32 @@ describe('behind a reverse proxy', () => {
       // Not trusted: any client could send those headers.
       { remoteAddress: '127.0.0.1', host: 'as sent', client: '127.0.0.1', scheme: 'http' },
     ]);
+  });
+
+  test("a WebSocket upgrade's line (it bypasses Fastify) names the forwarded client too, from a trusted proxy only", async () => {
+    const upgrade = {
+      method: 'GET',
+      url: '/hubs/notifications?id=x',
+      headers: { host: 'api.example', 'x-forwarded-for': '203.0.113.9', upgrade: 'websocket' },
+      socket: { remoteAddress: '127.0.0.1', remotePort: 50_000 },
+    } as unknown as IncomingMessage;
+    const seen: unknown[] = [];
+    for (const trustedProxies of [['127.0.0.1'], []]) {
+      const { logger, logged } = recordingLogger();
+      const server = createHttpServer(logger, {
+        service: 'test',
+        registry: new Registry(),
+        maxHeaderBytes: 16_384,
+        trustedProxies,
+      });
+      await server.ready();
+      server.observeUpgrade(upgrade, '/hubs/notifications', 101, 3);
+      const { req } = JSON.parse(logged().trim().split('\n').at(-1) ?? '{}') as {
+        req?: { remoteAddress: string };
+      };
+      seen.push(req?.remoteAddress);
+      await server.close();
+    }
+    assert.deepEqual(seen, ['203.0.113.9', '127.0.0.1']);
   });
 });

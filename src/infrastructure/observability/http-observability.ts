@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import proxyAddr from '@fastify/proxy-addr';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { bindRequestSpan } from '../logging/logger.ts';
 import { contextFromHeaders, tracer } from './tracing.ts';
@@ -15,6 +16,8 @@ export interface HttpObservabilityOptions {
   readonly service: string;
   /** The process's metrics, served at /metrics. */
   readonly registry: Registry;
+  /** As the server's (createHttpServer's `trustedProxies`): for requests that bypass Fastify (a WebSocket upgrade). */
+  readonly trustedProxies?: readonly string[];
 }
 
 export const METRICS_PATH = '/metrics';
@@ -92,7 +95,7 @@ export type ObserveUpgrade = (
  */
 export function observeHttp(
   app: FastifyInstance,
-  { service, registry }: HttpObservabilityOptions,
+  { service, registry, trustedProxies = [] }: HttpObservabilityOptions,
 ): {
   readonly unrouted: ObserveUnrouted;
   readonly refused: ObserveRefused;
@@ -103,6 +106,10 @@ export function observeHttp(
   readonly closing: () => void;
   readonly requestsAtClose: () => RequestsAtClose | undefined;
 } {
+  // The client a trusted proxy forwards for, as Fastify finds it for the requests it parses.
+  const trust = trustedProxies.length > 0 ? proxyAddr.compile([...trustedProxies]) : undefined;
+  const clientAddressOf = (request: IncomingMessage) =>
+    trust ? proxyAddr(request, trust) : request.socket.remoteAddress;
   const duration = requestDuration(registry);
   const refusals = refusedRequests(registry);
   // One labelled child per method, route and status, made once: labels() parses and checks them and makes closures.
@@ -244,7 +251,7 @@ export function observeHttp(
         method: request.method,
         url: request.url ?? '',
         host: request.headers.host,
-        ip: request.socket.remoteAddress,
+        ip: clientAddressOf(request),
         socket: request.socket,
       };
       app.log.info(

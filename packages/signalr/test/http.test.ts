@@ -439,6 +439,39 @@ for (const mount of ['node', 'fastify'] as const) {
   });
 }
 
+test('two hubs on one node:http server: each takes its WebSockets, other upgrades are still answered, one path once', async () => {
+  const [first, second] = await Promise.all([
+    HubServer.create({ hub: testHub }),
+    HubServer.create({ hub: testHub }),
+  ]);
+  const server = createServer((req, res) => res.end(`plain ${req.method} ${req.url}`));
+  mountOnHttpServer(server, '/hubs/first', first);
+  mountOnHttpServer(server, '/hubs/second', second);
+  assert.throws(() => mountOnHttpServer(server, '/Hubs/First/', second), /mounted at '\/Hubs\/First\/'/);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  try {
+    for (const path of ['/hubs/first', '/hubs/second']) {
+      const client = buildClient(`${url}${path}`);
+      await client.start();
+      assert.equal(await client.invoke('Add', 40, 2), 42);
+      await client.stop();
+    }
+    assert.deepEqual(await askingToUpgrade(`${url}/other`), {
+      status: 200,
+      connection: 'close',
+      text: 'plain GET /other',
+    });
+    const webSocketElsewhere = await askingToUpgrade(`${url}/other`, { upgrade: 'websocket' });
+    assert.deepEqual([webSocketElsewhere.status, webSocketElsewhere.text], [200, 'plain GET /other']);
+  } finally {
+    await Promise.all([first.close(), second.close()]);
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
+
 test('long polling: a poll held past the poll timeout ends empty (200), and the official client just polls again', async () => {
   // No keep-alive pings: they would end every poll before its timeout.
   const running = await startHub({

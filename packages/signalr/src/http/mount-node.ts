@@ -1,7 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { HubServer } from '../hub-server.ts';
 import { HttpDispatcher } from './dispatcher.ts';
-import { listenForUpgrades, pathnameOf } from './upgrades.ts';
+import { assertPathFree, listenForUpgrades, pathnameOf } from './upgrades.ts';
 
 type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -10,6 +10,7 @@ type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
  * paths go to the request listeners the server already had, or get 404 when there are none.
  */
 export function mountOnHttpServer(server: Server, path: string, hub: HubServer): void {
+  assertPathFree(server, path);
   const dispatcher = new HttpDispatcher(hub, path);
   const previous = server.listeners('request') as RequestListener[];
   server.removeAllListeners('request');

@@ -9,18 +9,39 @@ export function pathnameOf(req: IncomingMessage): string {
   return query === -1 ? raw : raw.slice(0, query);
 }
 
+/** The hubs mounted on each server: one 'upgrade' listener serves them all. */
+const mountedHubs = new WeakMap<Server, HttpDispatcher[]>();
+
 /**
  * Takes the hub's WebSocket upgrades off `server`. Once a server has an 'upgrade' listener, Node hands it every
  * request that asks to switch protocols, whatever its path or protocol (`curl --http2` asks for h2c on every
- * plain-HTTP request): one this listener is alone to see is answered as the plain request it also is, since a server
- * may ignore Upgrade (RFC 9110 §7.8), rather than dropped unanswered.
+ * plain-HTTP request): one no other listener is there to see is answered as the plain request it also is, since a
+ * server may ignore Upgrade (RFC 9110 §7.8), rather than dropped unanswered. Every hub of a server shares one
+ * listener, so that with several hubs such a request is still answered rather than left to each of the others.
  */
 export function listenForUpgrades(server: Server, dispatcher: HttpDispatcher): void {
+  const mounted = mountedHubs.get(server);
+  if (mounted) {
+    mounted.push(dispatcher);
+    return;
+  }
+  const dispatchers = [dispatcher];
+  mountedHubs.set(server, dispatchers);
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (req.headers.upgrade?.toLowerCase() === 'websocket' && dispatcher.route(pathnameOf(req)) === 'hub')
-      void dispatcher.handleUpgrade(req, socket, head);
+    const pathname = pathnameOf(req);
+    const hub =
+      req.headers.upgrade?.toLowerCase() === 'websocket'
+        ? dispatchers.find((candidate) => candidate.route(pathname) === 'hub')
+        : undefined;
+    if (hub) void hub.handleUpgrade(req, socket, head);
     else if (server.listenerCount('upgrade') === 1) answerWithoutUpgrade(server, req, socket);
   });
+}
+
+/** Throws when a hub is mounted on `server` at `path` already: the later one would take only some of its requests. */
+export function assertPathFree(server: Server, path: string): void {
+  if (mountedHubs.get(server)?.some((mounted) => mounted.route(path) === 'hub'))
+    throw new Error(`A hub is mounted at '${path}' on this server already.`);
 }
 
 type UpgradedSocket = Duplex & { readonly _httpMessage?: ServerResponse | null };

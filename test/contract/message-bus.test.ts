@@ -548,3 +548,39 @@ describe('RabbitMqMessageBus consuming a queue declared by another', rabbit, () 
     }
   });
 });
+
+describe('RabbitMqMessageBus when an exchange of its topology is deleted under it', rabbit, () => {
+  test('the next publish declares it and its bindings again, and the message is delivered', async () => {
+    const created = await createTestVhost('exchange_lost');
+    const bus = new RabbitMqMessageBus({ url: created.url, retryLowMs: 200 });
+    const operator = new Connection(created.url);
+    try {
+      const exchange = 'events';
+      const queue = 'events.q';
+      await bus.declareTopology(
+        mergeTopologies(
+          { exchanges: [topicExchange(exchange)], queues: [], bindings: [] },
+          consumingQueue(queue, { exchange, routingKeys: ['student.*'] }),
+        ),
+      );
+      const received: string[] = [];
+      const subscription = await bus.consume(queue, {
+        prefetch: 1,
+        handler: (message) => {
+          received.push(message.messageId);
+          return outcome.ack();
+        },
+      });
+      // An operator's mistake, a restore of the broker's definitions: the exchange goes, and its bindings with it.
+      await operator.exchangeDelete({ exchange });
+      await bus.publish([{ exchange, routingKey: 'student.created', messageId: 'after-delete', body: '{}' }]);
+      await until(() => received.length === 1, 'the message');
+      assert.deepEqual(received, ['after-delete']);
+      await subscription.close();
+    } finally {
+      await bus.close();
+      await operator.close();
+      await created.delete();
+    }
+  });
+});

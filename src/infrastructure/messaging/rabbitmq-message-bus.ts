@@ -87,6 +87,8 @@ export class RabbitMqMessageBus implements MessageBus {
   private readonly queues = new Map<string, QueueDeclaration>();
   private readonly bindings: BindingDeclaration[] = [];
   private readonly exchangeBindings: ExchangeBindingDeclaration[] = [];
+  /** The topology's exchanges and bindings being declared again (see redeclareExchanges). */
+  private redeclaring: Promise<void> | undefined;
   private readonly subscriptions = new Set<() => Promise<number>>();
   /** The last error of each connection, until it connects again. */
   private readonly lastErrors = new Map<Connection, string>();
@@ -400,8 +402,19 @@ export class RabbitMqMessageBus implements MessageBus {
       try {
         return await this.publisher.send(envelope, body);
       } catch (error) {
-        // NOT_FOUND (no such exchange) and a broker nack will not get better by retrying at once.
         const code = (error as { code?: unknown }).code;
+        // An exchange of the declared topology deleted under the running services (an operator, a restore of the
+        // broker's definitions): declared again with its bindings, the next attempt is delivered. Otherwise every
+        // publish to it would fail until a restart declared it.
+        if (
+          code === 'NOT_FOUND' &&
+          attempt < this.maxPublishAttempts &&
+          this.exchanges.has(envelope.exchange ?? '')
+        ) {
+          await this.redeclareExchanges();
+          continue;
+        }
+        // NOT_FOUND (no such exchange) and a broker nack will not get better by retrying at once.
         if (
           attempt >= this.maxPublishAttempts ||
           code === 'NOT_FOUND' ||
@@ -416,6 +429,25 @@ export class RabbitMqMessageBus implements MessageBus {
         );
       }
     }
+  }
+
+  /**
+   * Declares the topology's exchanges and their bindings again, once for all the sends that found one gone meanwhile.
+   * Not its queues: a deleted queue's consumer declares it again when the broker cancels it (channel-consumer.ts).
+   */
+  private redeclareExchanges(): Promise<void> {
+    this.redeclaring ??= (async () => {
+      this.logger.warn(
+        { exchanges: [...this.exchanges.keys()] },
+        'RabbitMQ has lost an exchange of the topology (deleted?): declaring the exchanges and their bindings again',
+      );
+      for (const exchange of this.exchanges.values())
+        await this.connection.exchangeDeclare(exchangeParams(exchange));
+      for (const binding of this.bindings) await this.connection.queueBind(bindingParams(binding));
+      for (const binding of this.exchangeBindings)
+        await this.connection.exchangeBind(exchangeBindingParams(binding));
+    })().finally(() => (this.redeclaring = undefined));
+    return this.redeclaring;
   }
 
   private async settle(

@@ -325,6 +325,18 @@ describe('a stream its client closes', () => {
 });
 
 describe('behind a reverse proxy', () => {
+  /** A server that trusts `trustedProxies`, and what it logs. */
+  const serverTrusting = (trustedProxies: string[]) => {
+    const { logger, logged } = recordingLogger();
+    const server = createHttpServer(logger, {
+      service: 'test',
+      registry: new Registry(),
+      maxHeaderBytes: 16_384,
+      trustedProxies,
+    });
+    return { server, logged };
+  };
+
   test("the access log and the span name the client a trusted proxy forwards for, not the proxy's address", async () => {
     const forwarded = {
       'x-forwarded-for': '203.0.113.9',
@@ -333,13 +345,7 @@ describe('behind a reverse proxy', () => {
     };
     const seen: Record<string, unknown>[] = [];
     for (const trustedProxies of [['127.0.0.1', '::1'], []]) {
-      const { logger, logged } = recordingLogger();
-      const server = createHttpServer(logger, {
-        service: 'test',
-        registry: new Registry(),
-        maxHeaderBytes: 16_384,
-        trustedProxies,
-      });
+      const { server, logged } = serverTrusting(trustedProxies);
       server.get('/things', async () => ({ ok: true }));
       const base = await server.listen({ host: '127.0.0.1', port: 0 });
       try {
@@ -377,13 +383,7 @@ describe('behind a reverse proxy', () => {
     } as unknown as IncomingMessage;
     const seen: unknown[] = [];
     for (const trustedProxies of [['127.0.0.1'], []]) {
-      const { logger, logged } = recordingLogger();
-      const server = createHttpServer(logger, {
-        service: 'test',
-        registry: new Registry(),
-        maxHeaderBytes: 16_384,
-        trustedProxies,
-      });
+      const { server, logged } = serverTrusting(trustedProxies);
       await server.ready();
       server.observeUpgrade(upgrade, '/hubs/notifications', 101, 3);
       const { req } = JSON.parse(logged().trim().split('\n').at(-1) ?? '{}') as {

@@ -101,12 +101,6 @@ declare module 'fastify' {
 export interface HttpServerOptions extends HttpObservabilityOptions {
   /** Largest request head (Node's maxHeaderSize); a larger one is answered 431 by Node itself. */
   readonly maxHeaderBytes: number;
-  /**
-   * Addresses or CIDR ranges of the reverse proxies in front: a request from one is taken to come from the client
-   * its X-Forwarded-For names (the rate limit's key, the access log's remoteAddress), over its X-Forwarded-Proto, for
-   * its X-Forwarded-Host. Absent or empty: those headers are ignored, since any client could send them.
-   */
-  readonly trustedProxies?: readonly string[];
   /** Browsers on these origins may call this server; `*` = any, without credentials. Absent: no CORS headers. */
   readonly cors?: {
     readonly origins: readonly string[];

@@ -16,7 +16,12 @@ export interface HttpObservabilityOptions {
   readonly service: string;
   /** The process's metrics, served at /metrics. */
   readonly registry: Registry;
-  /** As the server's (createHttpServer's `trustedProxies`): for requests that bypass Fastify (a WebSocket upgrade). */
+  /**
+   * Addresses or CIDR ranges of the reverse proxies in front: a request from one is taken to come from the client
+   * its X-Forwarded-For names (the rate limit's key, the access log's remoteAddress, a WebSocket upgrade's too), over
+   * its X-Forwarded-Proto, for its X-Forwarded-Host. Absent or empty: those headers are ignored, since any client
+   * could send them.
+   */
   readonly trustedProxies?: readonly string[];
 }
 

@@ -614,16 +614,16 @@ export class OutboxRelay {
 
   /** The drain that began at `drainStarted` published the backlog `outage` left: it is over. */
   async #sayDrained(outage: Outage, drainStarted: number): Promise<void> {
+    const drainedAt = Date.now();
     this.#outage = undefined;
     // A failure line held back for later would come after this one, and read as a new failure.
     this.#publishFailureLog.reset();
     await this.#publishFailureSaid;
-    const now = Date.now();
     this.#logger.info(
       {
         published: this.#published - outage.published,
-        downMs: now - outage.since,
-        tookMs: now - drainStarted,
+        downMs: drainedAt - outage.since,
+        tookMs: drainedAt - drainStarted,
       },
       'outbox drained',
     );
